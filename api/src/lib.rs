@@ -1,0 +1,433 @@
+//! Wire types of flashstock, shared by the nodes, the client library and the tests.
+//!
+//! This crate holds what crosses a process boundary and nothing else: the commands a proposer puts
+//! in one Raft entry ([`Proposal`]), the outcome of each command ([`Outcome`]), the catalog and
+//! order records, and the responses of the voters' internal write endpoint. It depends on `serde`
+//! only, so the client library never pulls in RocksDB or openraft.
+//!
+//! Invariants the types encode:
+//! - Every command carries an idempotency key ([`Command::key`]): a retried command with the same
+//!   key is answered with the first outcome ([`Outcome::Duplicate`]) and never applied twice.
+//! - A [`Rejection`] is a committed, deterministic answer: the command was applied as a no-op and
+//!   definitely changed nothing. It is kept apart from "outcome unknown", which is never an
+//!   `Outcome` at all but an error of the transport that carried the command.
+//! - An [`OrderId`] is derived from the log position of the command that placed the order, so it
+//!   is unique, ordered like the log, and the same on every replica.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest product id, in bytes.
+pub const PRODUCT_ID_LEN_MAX: usize = 64;
+/// Longest product name, in bytes.
+pub const PRODUCT_NAME_LEN_MAX: usize = 200;
+/// Longest idempotency key, in bytes.
+pub const KEY_LEN_MAX: usize = 128;
+/// Largest stock a product may hold, and largest restock. Far below `u64::MAX`, so that
+/// `initial + restocked` and `stock + sold` can never overflow.
+pub const STOCK_MAX: u64 = 1_000_000_000_000;
+/// Largest price, in cents.
+pub const PRICE_CENTS_MAX: u64 = 100_000_000_000;
+/// Hard upper bound of one purchase's quantity, enforced by the state machine. Nodes enforce a
+/// lower, configured bound at the edge.
+pub const PURCHASE_QUANTITY_LIMIT: u32 = 1_000_000;
+/// Most commands in one Raft entry. Bounded so that an [`OrderId`] fits `index << 16 | slot`.
+pub const COMMANDS_PER_ENTRY_LIMIT: usize = 65_535;
+
+/// A change to the inventory. Applied only by the state machine, in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Add a product to the catalog with its initial stock.
+    CreateProduct {
+        product: String,
+        name: String,
+        price_cents: u64,
+        stock: u64,
+    },
+    /// Add items to a product's stock.
+    Restock { product: String, quantity: u64 },
+    /// Buy `quantity` items of a product, if that many are left.
+    Purchase { product: String, quantity: u32 },
+    /// Forget confirmed orders up to and including `up_to`: the archive holds them now.
+    MarkArchived { up_to: OrderId },
+}
+
+/// One command of a proposal: an operation and the idempotency key that makes retrying it safe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Chosen by the client; the same key with the same op returns the first outcome, the same key
+    /// with another op is rejected with [`Rejection::KeyReused`].
+    pub key: String,
+    pub op: Op,
+}
+
+/// The payload of one Raft log entry: commands proposed together, applied in order.
+///
+/// Time comes from the proposer and travels in the log, so applying an entry never reads a clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The proposer's wall clock, milliseconds since the Unix epoch; stamped on orders.
+    pub proposed_at_ms: u64,
+    /// Idempotency records written before this time may be forgotten. The state machine never
+    /// lets this go backwards.
+    pub forget_keys_before_ms: u64,
+    pub commands: Vec<Command>,
+}
+
+/// What applying one command did. Every variant is a committed, final answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The purchase is confirmed: the order exists and the stock was decremented.
+    Purchased(Order),
+    ProductCreated(Product),
+    Restocked(Product),
+    /// Orders up to and including `up_to` are no longer kept in the state machine.
+    Archived {
+        up_to: OrderId,
+    },
+    /// Applied as a no-op: nothing changed.
+    Rejected(Rejection),
+    /// The key was seen before: this is the first command's outcome, not a second application.
+    Duplicate(Box<Outcome>),
+}
+
+impl Outcome {
+    /// The outcome, with a [`Outcome::Duplicate`] wrapper removed.
+    pub fn first(&self) -> &Outcome {
+        match self {
+            Outcome::Duplicate(first) => first.first(),
+            other => other,
+        }
+    }
+}
+
+/// Why a command was applied as a no-op. Each has a stable machine-readable [`Rejection::code`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    InsufficientStock {
+        product: String,
+        requested: u32,
+        available: u64,
+    },
+    UnknownProduct {
+        product: String,
+    },
+    ProductExists {
+        product: String,
+    },
+    /// The idempotency key was first used for a different command.
+    KeyReused {
+        key: String,
+    },
+    /// The command breaks a rule that does not depend on the state (bad id, zero quantity, ...).
+    Invalid {
+        reason: String,
+    },
+}
+
+impl Rejection {
+    /// A stable, machine-readable code for the rejection.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::InsufficientStock { .. } => "insufficient_stock",
+            Rejection::UnknownProduct { .. } => "unknown_product",
+            Rejection::ProductExists { .. } => "product_exists",
+            Rejection::KeyReused { .. } => "idempotency_key_reused",
+            Rejection::Invalid { .. } => "invalid_request",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::InsufficientStock {
+                product,
+                requested,
+                available,
+            } => write!(
+                f,
+                "product {product:?} has {available} left, {requested} requested"
+            ),
+            Rejection::UnknownProduct { product } => write!(f, "no product {product:?}"),
+            Rejection::ProductExists { product } => write!(f, "product {product:?} already exists"),
+            Rejection::KeyReused { key } => write!(
+                f,
+                "idempotency key {key:?} was already used for a different request"
+            ),
+            Rejection::Invalid { reason } => write!(f, "invalid request: {reason}"),
+        }
+    }
+}
+
+/// A product and its stock counters. `initial_stock + restocked == stock + sold` always holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub price_cents: u64,
+    /// Items left to sell.
+    pub stock: u64,
+    pub initial_stock: u64,
+    pub restocked: u64,
+    /// Items sold by confirmed purchases.
+    pub sold: u64,
+}
+
+impl Product {
+    /// Whether the conservation law holds for this record.
+    pub fn is_conserved(&self) -> bool {
+        self.initial_stock.checked_add(self.restocked) == self.stock.checked_add(self.sold)
+    }
+}
+
+/// The id of a confirmed order: its entry's log index and its slot within the entry.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct OrderId(pub u64);
+
+impl OrderId {
+    /// The order placed by command `slot` of the entry at `log_index`.
+    pub fn new(log_index: u64, slot: u16) -> OrderId {
+        OrderId((log_index << 16) | u64::from(slot))
+    }
+
+    pub fn log_index(self) -> u64 {
+        self.0 >> 16
+    }
+
+    pub fn slot(self) -> u16 {
+        (self.0 & 0xffff) as u16
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A confirmed purchase, as kept by the state machine until it is archived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: OrderId,
+    /// The idempotency key of the purchase that placed it.
+    pub key: String,
+    pub product: String,
+    pub quantity: u32,
+    /// Unit price when the order was placed.
+    pub price_cents: u64,
+    /// Stock left right after this purchase.
+    pub remaining: u64,
+    /// The proposer's time of the entry that placed the order.
+    pub placed_at_ms: u64,
+}
+
+/// Checks that hold for a command whatever the state is. Used by the state machine (which must
+/// stay safe against any entry) and by nodes at the edge (to answer early).
+pub fn validate_command(command: &Command) -> Result<(), String> {
+    validate_key(&command.key)?;
+    match &command.op {
+        Op::CreateProduct {
+            product,
+            name,
+            price_cents,
+            stock,
+        } => {
+            validate_product_id(product)?;
+            if name.trim().is_empty() || name.len() > PRODUCT_NAME_LEN_MAX {
+                return Err(format!(
+                    "name must be 1 to {PRODUCT_NAME_LEN_MAX} bytes and not blank"
+                ));
+            }
+            if name.chars().any(char::is_control) {
+                return Err("name must not contain control characters".into());
+            }
+            if *price_cents > PRICE_CENTS_MAX {
+                return Err(format!("price_cents must be at most {PRICE_CENTS_MAX}"));
+            }
+            if *stock > STOCK_MAX {
+                return Err(format!("stock must be at most {STOCK_MAX}"));
+            }
+        }
+        Op::Restock { product, quantity } => {
+            validate_product_id(product)?;
+            if *quantity == 0 || *quantity > STOCK_MAX {
+                return Err(format!("quantity must be 1 to {STOCK_MAX}"));
+            }
+        }
+        Op::Purchase { product, quantity } => {
+            validate_product_id(product)?;
+            if *quantity == 0 || *quantity > PURCHASE_QUANTITY_LIMIT {
+                return Err(format!("quantity must be 1 to {PURCHASE_QUANTITY_LIMIT}"));
+            }
+        }
+        Op::MarkArchived { .. } => {}
+    }
+    Ok(())
+}
+
+/// A product id is 1 to 64 bytes of ASCII letters, digits, `-` and `_`.
+pub fn validate_product_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= PRODUCT_ID_LEN_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "product id must be 1 to {PRODUCT_ID_LEN_MAX} ASCII letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+/// An idempotency key is 1 to 128 bytes of printable ASCII.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    let ok =
+        !key.is_empty() && key.len() <= KEY_LEN_MAX && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "idempotency key must be 1 to {KEY_LEN_MAX} printable ASCII characters without spaces"
+        ))
+    }
+}
+
+/// The answer of a voter's internal write endpoint to a [`Proposal`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteResponse {
+    /// Committed on a majority and applied; one outcome per command, in order.
+    Applied {
+        log_index: u64,
+        outcomes: Vec<Outcome>,
+    },
+    /// This node is not the leader and proposed nothing: definitely not applied. Retry at the
+    /// leader, if one is known.
+    NotLeader { leader: Option<NodeAddr> },
+    /// Refused before proposing (bad batch, overload): definitely not applied.
+    Refused { code: String, message: String },
+    /// Proposed, but the node cannot tell whether it committed (it shut down or timed out). The
+    /// client must retry with the same keys to learn the outcome.
+    Unknown { message: String },
+}
+
+/// A node's id and the address its internal API listens on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// The body of a voter's internal write endpoint: commands to propose as one entry. The leader
+/// stamps the time and the idempotency horizon when it proposes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    pub commands: Vec<Command>,
+}
+
+/// Header that carries the cluster secret on internal and admin calls.
+pub const SECRET_HEADER: &str = "x-flashstock-secret";
+
+/// A node's view of the cluster, served by `GET /admin/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: u64,
+    /// The configured role: `voter` or `gateway`.
+    pub role: String,
+    /// The Raft state: `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    /// Voter ids of the current membership.
+    pub voters: Vec<u64>,
+    /// Every member, voter or learner, with its address.
+    pub members: Vec<NodeAddr>,
+    /// On the leader: each follower's last replicated index and how far it lags behind the
+    /// leader's last log index.
+    pub replication: Vec<PeerReplication>,
+    /// On the leader: milliseconds since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReplication {
+    pub id: u64,
+    pub matched_index: Option<u64>,
+    pub lag: u64,
+}
+
+/// `POST /admin/init`: initialize the cluster with these voters (default: the configured ones,
+/// or this node alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitRequest {
+    #[serde(default)]
+    pub voters: Vec<NodeAddr>,
+}
+
+/// `POST /admin/add-learner`: replicate the log to a new node, which does not vote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddLearnerRequest {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// `POST /admin/change-membership`: make exactly these nodes the voters. Former voters stay as
+/// learners when `retain` is set, and are removed otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeMembershipRequest {
+    pub voters: Vec<u64>,
+    #[serde(default)]
+    pub retain: bool,
+}
+
+/// The JSON error body of every HTTP endpoint: a stable machine-readable `code` and a message
+/// for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_id_keeps_log_order() {
+        let a = OrderId::new(7, 65_534);
+        let b = OrderId::new(8, 0);
+        assert!(a < b);
+        assert_eq!(a.log_index(), 7);
+        assert_eq!(a.slot(), 65_534);
+    }
+
+    #[test]
+    fn validation_rejects_bad_input() {
+        assert!(validate_product_id("tee-shirt_1").is_ok());
+        assert!(validate_product_id("").is_err());
+        assert!(validate_product_id("a b").is_err());
+        assert!(validate_product_id(&"x".repeat(65)).is_err());
+        assert!(validate_key("k-1").is_ok());
+        assert!(validate_key("with space").is_err());
+        let purchase = |quantity| Command {
+            key: "k".into(),
+            op: Op::Purchase {
+                product: "p".into(),
+                quantity,
+            },
+        };
+        assert!(validate_command(&purchase(1)).is_ok());
+        assert!(validate_command(&purchase(0)).is_err());
+        assert!(validate_command(&purchase(PURCHASE_QUANTITY_LIMIT + 1)).is_err());
+    }
+}
