@@ -1,0 +1,94 @@
+//! The default of every optional key, and the fixed bounds values are checked
+//! against. This is the only place either is written down.
+
+// ---- [raft] ----
+
+/// `raft.heartbeat_interval_ms`: how often the leader sends heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// `raft.election_timeout_min_ms`: lower end of the randomized election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 600;
+/// `raft.election_timeout_max_ms`: upper end of the randomized election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1200;
+/// `raft.snapshot_every_logs`: build a snapshot after this many log entries
+/// since the last one.
+pub const DEFAULT_SNAPSHOT_EVERY_LOGS: u64 = 5000;
+/// `raft.logs_to_keep_after_snapshot`: log entries kept behind a snapshot so
+/// slightly lagging followers can catch up without a snapshot transfer.
+pub const DEFAULT_LOGS_TO_KEEP_AFTER_SNAPSHOT: u64 = 1000;
+/// `raft.rpc_timeout_ms`: timeout of one Raft RPC between voters.
+pub const DEFAULT_RPC_TIMEOUT_MS: u64 = 2000;
+/// `raft.idempotency_window_ms`: how long a purchase's idempotency record is
+/// kept (24 hours).
+pub const DEFAULT_IDEMPOTENCY_WINDOW_MS: u64 = 86_400_000;
+
+// ---- [limits] ----
+
+/// `limits.body_bytes_max`: largest accepted HTTP request body (1 MiB).
+pub const DEFAULT_BODY_BYTES_MAX: usize = 1_048_576;
+/// `limits.commands_per_entry_max`: most commands one Raft log entry may carry.
+pub const DEFAULT_COMMANDS_PER_ENTRY_MAX: usize = 1024;
+/// `limits.purchase_quantity_max`: largest quantity one purchase may ask for.
+pub const DEFAULT_PURCHASE_QUANTITY_MAX: u32 = 1000;
+/// `limits.connections_max`: most concurrent inbound connections.
+pub const DEFAULT_CONNECTIONS_MAX: usize = 10_000;
+/// `limits.request_timeout_ms`: deadline for handling one inbound request.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5000;
+
+// ---- [gateway] ----
+
+/// `gateway.batch_wait_us`: how long a gateway waits to fill a batch of
+/// purchases before forwarding it.
+pub const DEFAULT_BATCH_WAIT_US: u64 = 500;
+/// `gateway.batch_items_max`: most purchases in one forwarded batch.
+pub const DEFAULT_BATCH_ITEMS_MAX: usize = 256;
+/// `gateway.queue_max`: pending purchases before the gateway sheds load with 503.
+pub const DEFAULT_QUEUE_MAX: usize = 8192;
+/// `gateway.forward_timeout_ms`: timeout of one forwarded batch to the leader.
+pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 3000;
+/// `gateway.forward_connections_max`: most connections a gateway keeps open to
+/// the voters.
+pub const DEFAULT_FORWARD_CONNECTIONS_MAX: usize = 64;
+
+// ---- bounds checked by `Config::validate` ----
+
+/// Fewest characters in `cluster.secret` and `cluster.admin_token`.
+pub const SECRET_CHARS_MIN: usize = 16;
+/// `raft.election_timeout_min_ms` must be at least this many heartbeat intervals.
+pub const ELECTION_TO_HEARTBEAT_RATIO_MIN: u64 = 3;
+/// Shortest `raft.idempotency_window_ms`.
+pub const IDEMPOTENCY_WINDOW_MS_MIN: u64 = 1000;
+/// Smallest `limits.body_bytes_max` (1 KiB).
+pub const BODY_BYTES_MAX_LOWEST: usize = 1024;
+/// Largest `limits.body_bytes_max` (64 MiB).
+pub const BODY_BYTES_MAX_HIGHEST: usize = 64 * 1024 * 1024;
+/// Largest `limits.commands_per_entry_max`.
+pub const COMMANDS_PER_ENTRY_MAX_HIGHEST: usize = 65_535;
+/// Largest integer TOML can hold; bigger values could not be written back.
+pub const TOML_INTEGER_MAX: u64 = i64::MAX as u64;
+
+// The defaults must satisfy the rules they are checked against.
+const _: () = assert!(DEFAULT_HEARTBEAT_INTERVAL_MS >= 1);
+const _: () = assert!(
+    DEFAULT_ELECTION_TIMEOUT_MIN_MS
+        >= ELECTION_TO_HEARTBEAT_RATIO_MIN * DEFAULT_HEARTBEAT_INTERVAL_MS
+);
+const _: () = assert!(DEFAULT_ELECTION_TIMEOUT_MAX_MS > DEFAULT_ELECTION_TIMEOUT_MIN_MS);
+const _: () = assert!(DEFAULT_SNAPSHOT_EVERY_LOGS >= 1);
+const _: () = assert!(DEFAULT_RPC_TIMEOUT_MS >= 1);
+const _: () = assert!(DEFAULT_IDEMPOTENCY_WINDOW_MS >= IDEMPOTENCY_WINDOW_MS_MIN);
+const _: () = assert!(
+    DEFAULT_BODY_BYTES_MAX >= BODY_BYTES_MAX_LOWEST
+        && DEFAULT_BODY_BYTES_MAX <= BODY_BYTES_MAX_HIGHEST
+);
+const _: () = assert!(
+    DEFAULT_COMMANDS_PER_ENTRY_MAX >= 1
+        && DEFAULT_COMMANDS_PER_ENTRY_MAX <= COMMANDS_PER_ENTRY_MAX_HIGHEST
+);
+const _: () = assert!(DEFAULT_PURCHASE_QUANTITY_MAX >= 1);
+const _: () = assert!(DEFAULT_CONNECTIONS_MAX >= 1);
+const _: () = assert!(DEFAULT_REQUEST_TIMEOUT_MS >= 1);
+const _: () = assert!(DEFAULT_BATCH_ITEMS_MAX >= 1);
+const _: () = assert!(DEFAULT_BATCH_ITEMS_MAX <= DEFAULT_COMMANDS_PER_ENTRY_MAX);
+const _: () = assert!(DEFAULT_QUEUE_MAX >= DEFAULT_BATCH_ITEMS_MAX);
+const _: () = assert!(DEFAULT_FORWARD_TIMEOUT_MS >= 1);
+const _: () = assert!(DEFAULT_FORWARD_CONNECTIONS_MAX >= 1);

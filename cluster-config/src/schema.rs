@@ -1,0 +1,228 @@
+//! The configuration schema: one struct per TOML table.
+//!
+//! Every struct rejects unknown keys. Sections marked "optional" may be left
+//! out entirely, and any key inside them may be left out; missing keys take
+//! the value from [`crate::defaults`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::defaults::*;
+
+/// Identifies a node in the cluster; valid ids start at 1.
+pub type NodeId = u64;
+
+/// What a node does in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs Raft on RocksDB and votes in elections.
+    Voter,
+    /// Serves the public HTTP API and forwards writes to the voters.
+    Gateway,
+}
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`: who this node is and where it listens. Required.
+    pub node: NodeSection,
+    /// `[cluster]`: what every node of the cluster shares. Required.
+    pub cluster: ClusterSection,
+    /// `[raft]`: Raft timing and log compaction. Optional.
+    #[serde(default)]
+    pub raft: RaftSection,
+    /// `[limits]`: bounds on requests and their contents. Optional.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[gateway]`: public HTTP and batching. Optional; only read, and only
+    /// validated, when `node.role = "gateway"`.
+    #[serde(default)]
+    pub gateway: GatewaySection,
+}
+
+/// `[node]`: the identity and addresses of this node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// `node.id`: unique in the cluster, at least 1. Required.
+    pub id: NodeId,
+    /// `node.role`: `"voter"` or `"gateway"`. Required.
+    pub role: Role,
+    /// `node.listen`: internal (Raft and admin) listen address, e.g.
+    /// `"127.0.0.1:7101"`. Port 0 picks a free port, but then `node.advertise`
+    /// must be set. Required.
+    pub listen: SocketAddr,
+    /// `node.advertise`: the `"host:port"` other nodes use to reach this node.
+    /// Optional; defaults to `node.listen`, which then must have a non-zero
+    /// port and a specific (not unspecified) IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// `node.data_dir`: where the node keeps its state. Required, non-empty.
+    pub data_dir: PathBuf,
+}
+
+/// `[cluster]`: settings every node of the cluster shares.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `cluster.secret`: shared secret sent by nodes and operators on internal
+    /// and admin calls. Required, at least
+    /// [`SECRET_CHARS_MIN`] characters.
+    pub secret: String,
+    /// `cluster.voters`: the initial voters used by `init`. Optional, default
+    /// empty; ids must be unique and at least 1, addresses `"host:port"`.
+    /// A voter need not list itself: it may join later as a learner.
+    #[serde(default)]
+    pub voters: Vec<Peer>,
+    /// `cluster.admin_token`: bearer token for public admin HTTP calls (create
+    /// product, restock). Optional; if set, at least [`SECRET_CHARS_MIN`]
+    /// characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+}
+
+/// Shows everything but the secrets, so a logged config leaks nothing.
+impl fmt::Debug for ClusterSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterSection")
+            .field("secret", &"<redacted>")
+            .field("voters", &self.voters)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// One entry of `cluster.voters`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// The voter's `node.id`.
+    pub id: NodeId,
+    /// The voter's advertised `"host:port"`.
+    pub addr: String,
+}
+
+/// `[raft]`: Raft timing and log compaction. Each field defaults to the
+/// constant named in its doc.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    /// How often the leader sends heartbeats; at least 1.
+    /// Default [`DEFAULT_HEARTBEAT_INTERVAL_MS`].
+    pub heartbeat_interval_ms: u64,
+    /// Lower end of the election timeout; at least
+    /// [`ELECTION_TO_HEARTBEAT_RATIO_MIN`] heartbeat intervals.
+    /// Default [`DEFAULT_ELECTION_TIMEOUT_MIN_MS`].
+    pub election_timeout_min_ms: u64,
+    /// Upper end of the election timeout; above `election_timeout_min_ms`.
+    /// Default [`DEFAULT_ELECTION_TIMEOUT_MAX_MS`].
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last; at least 1.
+    /// Default [`DEFAULT_SNAPSHOT_EVERY_LOGS`].
+    pub snapshot_every_logs: u64,
+    /// Log entries kept behind a snapshot; 0 allowed.
+    /// Default [`DEFAULT_LOGS_TO_KEEP_AFTER_SNAPSHOT`].
+    pub logs_to_keep_after_snapshot: u64,
+    /// Timeout of one Raft RPC; at least 1.
+    /// Default [`DEFAULT_RPC_TIMEOUT_MS`].
+    pub rpc_timeout_ms: u64,
+    /// How long a purchase's idempotency record is kept; at least
+    /// [`IDEMPOTENCY_WINDOW_MS_MIN`]. Default [`DEFAULT_IDEMPOTENCY_WINDOW_MS`].
+    pub idempotency_window_ms: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            election_timeout_min_ms: DEFAULT_ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max_ms: DEFAULT_ELECTION_TIMEOUT_MAX_MS,
+            snapshot_every_logs: DEFAULT_SNAPSHOT_EVERY_LOGS,
+            logs_to_keep_after_snapshot: DEFAULT_LOGS_TO_KEEP_AFTER_SNAPSHOT,
+            rpc_timeout_ms: DEFAULT_RPC_TIMEOUT_MS,
+            idempotency_window_ms: DEFAULT_IDEMPOTENCY_WINDOW_MS,
+        }
+    }
+}
+
+/// `[limits]`: bounds on requests and their contents. Each field defaults to
+/// the constant named in its doc.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest accepted HTTP request body; from [`BODY_BYTES_MAX_LOWEST`] to
+    /// [`BODY_BYTES_MAX_HIGHEST`]. Default [`DEFAULT_BODY_BYTES_MAX`].
+    pub body_bytes_max: usize,
+    /// Most commands in one Raft log entry; from 1 to
+    /// [`COMMANDS_PER_ENTRY_MAX_HIGHEST`]. Default [`DEFAULT_COMMANDS_PER_ENTRY_MAX`].
+    pub commands_per_entry_max: usize,
+    /// Largest quantity one purchase may ask for; at least 1.
+    /// Default [`DEFAULT_PURCHASE_QUANTITY_MAX`].
+    pub purchase_quantity_max: u32,
+    /// Most concurrent inbound connections; at least 1.
+    /// Default [`DEFAULT_CONNECTIONS_MAX`].
+    pub connections_max: usize,
+    /// Deadline for handling one inbound request; at least 1.
+    /// Default [`DEFAULT_REQUEST_TIMEOUT_MS`].
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            body_bytes_max: DEFAULT_BODY_BYTES_MAX,
+            commands_per_entry_max: DEFAULT_COMMANDS_PER_ENTRY_MAX,
+            purchase_quantity_max: DEFAULT_PURCHASE_QUANTITY_MAX,
+            connections_max: DEFAULT_CONNECTIONS_MAX,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+        }
+    }
+}
+
+/// `[gateway]`: public HTTP and purchase batching; only meaningful when
+/// `node.role = "gateway"`. Each field but `public_listen` defaults to the
+/// constant named in its doc.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Public HTTP listen address; required for gateways, and distinct from
+    /// `node.listen`. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_listen: Option<SocketAddr>,
+    /// How long to wait to fill a batch of purchases; 0 forwards at once.
+    /// Default [`DEFAULT_BATCH_WAIT_US`].
+    pub batch_wait_us: u64,
+    /// Most purchases in one forwarded batch; from 1 to
+    /// `limits.commands_per_entry_max`. Default [`DEFAULT_BATCH_ITEMS_MAX`].
+    pub batch_items_max: usize,
+    /// Pending purchases before shedding load with 503; at least
+    /// `batch_items_max`. Default [`DEFAULT_QUEUE_MAX`].
+    pub queue_max: usize,
+    /// Timeout of one forwarded batch; at least 1.
+    /// Default [`DEFAULT_FORWARD_TIMEOUT_MS`].
+    pub forward_timeout_ms: u64,
+    /// Most connections kept open to the voters; at least 1.
+    /// Default [`DEFAULT_FORWARD_CONNECTIONS_MAX`].
+    pub forward_connections_max: usize,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            public_listen: None,
+            batch_wait_us: DEFAULT_BATCH_WAIT_US,
+            batch_items_max: DEFAULT_BATCH_ITEMS_MAX,
+            queue_max: DEFAULT_QUEUE_MAX,
+            forward_timeout_ms: DEFAULT_FORWARD_TIMEOUT_MS,
+            forward_connections_max: DEFAULT_FORWARD_CONNECTIONS_MAX,
+        }
+    }
+}

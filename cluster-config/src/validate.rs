@@ -1,0 +1,308 @@
+//! The rules a parsed configuration must satisfy. Each check returns the first
+//! broken rule as [`ConfigError::Invalid`], naming the key in dotted form.
+
+use std::collections::HashSet;
+
+use crate::defaults::*;
+use crate::{
+    ClusterSection, Config, ConfigError, GatewaySection, LimitsSection, NodeSection, RaftSection,
+    Role,
+};
+
+impl Config {
+    /// Checks every rule; returns the first broken one.
+    ///
+    /// `[gateway]` is checked only when `node.role = "gateway"`, since no
+    /// other role reads it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_node(&self.node)?;
+        validate_cluster(&self.cluster)?;
+        validate_raft(&self.raft)?;
+        validate_limits(&self.limits)?;
+        if self.node.role == Role::Gateway {
+            validate_gateway(&self.gateway, &self.node, &self.limits)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_node(node: &NodeSection) -> Result<(), ConfigError> {
+    at_least("node.id", node.id, 1)?;
+    if node.data_dir.as_os_str().is_empty() {
+        return Err(ConfigError::invalid("node.data_dir", "must not be empty"));
+    }
+    if node.data_dir.to_str().is_none() {
+        return Err(ConfigError::invalid(
+            "node.data_dir",
+            format!("must be valid UTF-8 (got {:?})", node.data_dir),
+        ));
+    }
+    match &node.advertise {
+        Some(addr) => host_port("node.advertise", addr),
+        None if node.listen.port() == 0 => Err(ConfigError::invalid(
+            "node.advertise",
+            format!(
+                "is required when node.listen has port 0 (got node.listen = {})",
+                node.listen
+            ),
+        )),
+        None if node.listen.ip().is_unspecified() => Err(ConfigError::invalid(
+            "node.advertise",
+            format!(
+                "is required when node.listen is an unspecified address (got node.listen = {})",
+                node.listen
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn validate_cluster(cluster: &ClusterSection) -> Result<(), ConfigError> {
+    secret("cluster.secret", &cluster.secret)?;
+    if let Some(token) = &cluster.admin_token {
+        secret("cluster.admin_token", token)?;
+    }
+    let mut ids = HashSet::new();
+    for (i, peer) in cluster.voters.iter().enumerate() {
+        let id_key = format!("cluster.voters[{i}].id");
+        at_least(&id_key, peer.id, 1)?;
+        if !ids.insert(peer.id) {
+            return Err(ConfigError::invalid(
+                id_key,
+                format!("voter id {} is listed more than once", peer.id),
+            ));
+        }
+        host_port(&format!("cluster.voters[{i}].addr"), &peer.addr)?;
+    }
+    Ok(())
+}
+
+fn validate_raft(raft: &RaftSection) -> Result<(), ConfigError> {
+    at_least("raft.heartbeat_interval_ms", raft.heartbeat_interval_ms, 1)?;
+    at_least(
+        "raft.election_timeout_min_ms",
+        raft.election_timeout_min_ms,
+        1,
+    )?;
+    let election_min_lowest = raft
+        .heartbeat_interval_ms
+        .saturating_mul(ELECTION_TO_HEARTBEAT_RATIO_MIN);
+    if raft.election_timeout_min_ms < election_min_lowest {
+        return Err(ConfigError::invalid(
+            "raft.election_timeout_min_ms",
+            format!(
+                "must be at least {ELECTION_TO_HEARTBEAT_RATIO_MIN} x raft.heartbeat_interval_ms \
+                 (got {} < {ELECTION_TO_HEARTBEAT_RATIO_MIN} x {})",
+                raft.election_timeout_min_ms, raft.heartbeat_interval_ms
+            ),
+        ));
+    }
+    at_least(
+        "raft.election_timeout_max_ms",
+        raft.election_timeout_max_ms,
+        1,
+    )?;
+    if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
+        return Err(ConfigError::invalid(
+            "raft.election_timeout_max_ms",
+            format!(
+                "must be greater than raft.election_timeout_min_ms (got {} <= {})",
+                raft.election_timeout_max_ms, raft.election_timeout_min_ms
+            ),
+        ));
+    }
+    at_least("raft.snapshot_every_logs", raft.snapshot_every_logs, 1)?;
+    at_least(
+        "raft.logs_to_keep_after_snapshot",
+        raft.logs_to_keep_after_snapshot,
+        0,
+    )?;
+    at_least("raft.rpc_timeout_ms", raft.rpc_timeout_ms, 1)?;
+    at_least(
+        "raft.idempotency_window_ms",
+        raft.idempotency_window_ms,
+        IDEMPOTENCY_WINDOW_MS_MIN,
+    )
+}
+
+fn validate_limits(limits: &LimitsSection) -> Result<(), ConfigError> {
+    in_range(
+        "limits.body_bytes_max",
+        limits.body_bytes_max as u64,
+        BODY_BYTES_MAX_LOWEST as u64,
+        BODY_BYTES_MAX_HIGHEST as u64,
+    )?;
+    in_range(
+        "limits.commands_per_entry_max",
+        limits.commands_per_entry_max as u64,
+        1,
+        COMMANDS_PER_ENTRY_MAX_HIGHEST as u64,
+    )?;
+    at_least(
+        "limits.purchase_quantity_max",
+        u64::from(limits.purchase_quantity_max),
+        1,
+    )?;
+    at_least("limits.connections_max", limits.connections_max as u64, 1)?;
+    at_least("limits.request_timeout_ms", limits.request_timeout_ms, 1)
+}
+
+fn validate_gateway(
+    gateway: &GatewaySection,
+    node: &NodeSection,
+    limits: &LimitsSection,
+) -> Result<(), ConfigError> {
+    let Some(public_listen) = gateway.public_listen else {
+        return Err(ConfigError::invalid(
+            "gateway.public_listen",
+            "is required when node.role = \"gateway\"",
+        ));
+    };
+    if public_listen == node.listen && public_listen.port() != 0 {
+        return Err(ConfigError::invalid(
+            "gateway.public_listen",
+            format!("must differ from node.listen (both are {public_listen})"),
+        ));
+    }
+    at_least("gateway.batch_wait_us", gateway.batch_wait_us, 0)?;
+    if gateway.batch_items_max < 1 || gateway.batch_items_max > limits.commands_per_entry_max {
+        return Err(ConfigError::invalid(
+            "gateway.batch_items_max",
+            format!(
+                "must be in 1..=limits.commands_per_entry_max (got {}, limit {})",
+                gateway.batch_items_max, limits.commands_per_entry_max
+            ),
+        ));
+    }
+    if gateway.queue_max < gateway.batch_items_max {
+        return Err(ConfigError::invalid(
+            "gateway.queue_max",
+            format!(
+                "must be at least gateway.batch_items_max (got {} < {})",
+                gateway.queue_max, gateway.batch_items_max
+            ),
+        ));
+    }
+    at_least("gateway.queue_max", gateway.queue_max as u64, 1)?;
+    at_least("gateway.forward_timeout_ms", gateway.forward_timeout_ms, 1)?;
+    at_least(
+        "gateway.forward_connections_max",
+        gateway.forward_connections_max as u64,
+        1,
+    )
+}
+
+/// `value >= min`, and small enough to be written back as a TOML integer.
+fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    in_range(key, value, min, TOML_INTEGER_MAX)
+}
+
+/// `min <= value <= max`; the message leaves out a bound `value` is within.
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be >= {min} (got {value})"),
+        ))
+    } else if value > max {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be <= {max} (got {value})"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A shared secret or token: at least [`SECRET_CHARS_MIN`] characters. The
+/// message never shows the value.
+fn secret(key: &str, value: &str) -> Result<(), ConfigError> {
+    let chars = value.chars().count();
+    if chars < SECRET_CHARS_MIN {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be at least {SECRET_CHARS_MIN} characters (got {chars})"),
+        ));
+    }
+    Ok(())
+}
+
+/// A `"host:port"` another node can dial: a non-empty host without
+/// whitespace, then a port from 1 to 65535.
+fn host_port(key: &str, addr: &str) -> Result<(), ConfigError> {
+    let well_formed = match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && matches!(port.parse::<u16>(), Ok(p) if p != 0)
+        }
+        None => false,
+    };
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be \"host:port\" with a port from 1 to 65535 (got {addr:?})"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(result: Result<(), ConfigError>) -> String {
+        match result {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_sections_pass_their_checks() {
+        validate_raft(&RaftSection::default()).unwrap();
+        validate_limits(&LimitsSection::default()).unwrap();
+    }
+
+    #[test]
+    fn in_range_names_the_broken_bound() {
+        assert!(in_range("k", 5, 1, 10).is_ok());
+        let low = in_range("k", 0, 1, 10).unwrap_err().to_string();
+        assert_eq!(low, "invalid config: k: must be >= 1 (got 0)");
+        let high = in_range("k", 11, 1, 10).unwrap_err().to_string();
+        assert_eq!(high, "invalid config: k: must be <= 10 (got 11)");
+    }
+
+    #[test]
+    fn at_least_rejects_values_toml_cannot_hold() {
+        assert!(at_least("k", TOML_INTEGER_MAX, 0).is_ok());
+        assert_eq!(key_of(at_least("k", TOML_INTEGER_MAX + 1, 0)), "k");
+    }
+
+    #[test]
+    fn host_port_accepts_names_and_ip_literals() {
+        for ok in ["127.0.0.1:7101", "voter-1.internal:7101", "[::1]:7101"] {
+            assert!(host_port("k", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1",
+            ":7101",
+            "host:0",
+            "host:70000",
+            "host:",
+            "a b:1",
+        ] {
+            assert_eq!(key_of(host_port("k", bad)), "k", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secret_counts_characters_and_hides_the_value() {
+        assert!(secret("k", "ééééééééééééééé\u{e9}").is_ok());
+        let err = secret("k", "hunter2").unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("got 7"), "{err}");
+    }
+}

@@ -1,0 +1,651 @@
+//! Behaviour of the public API: parsing, defaults, every validation rule, the
+//! round trip through TOML, and the sample configs under `deploy/`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use cluster_config::defaults::*;
+use cluster_config::{Config, ConfigError, Peer, Role};
+
+/// A valid voter config with only the required tables.
+const MINIMAL_VOTER: &str = r#"
+[node]
+id = 1
+role = "voter"
+listen = "127.0.0.1:7101"
+data_dir = "/var/lib/flashstock/voter-1"
+
+[cluster]
+secret = "0123456789abcdef"
+"#;
+
+/// A valid gateway config with only the required keys.
+const MINIMAL_GATEWAY: &str = r#"
+[node]
+id = 4
+role = "gateway"
+listen = "127.0.0.1:7201"
+data_dir = "/var/lib/flashstock/gateway-1"
+
+[cluster]
+secret = "0123456789abcdef"
+
+[gateway]
+public_listen = "127.0.0.1:8081"
+"#;
+
+/// Parses `toml`, expecting a validation error; returns its key and its Display.
+fn invalid(toml: &str) -> (String, String) {
+    match Config::from_toml_str(toml) {
+        Err(err @ ConfigError::Invalid { .. }) => {
+            let text = err.to_string();
+            let ConfigError::Invalid { key, message } = err else {
+                unreachable!()
+            };
+            assert!(text.contains(&key), "{text}");
+            assert!(!message.is_empty(), "{text}");
+            (key, text)
+        }
+        other => panic!("expected ConfigError::Invalid, got {other:?}\n--- input ---\n{toml}"),
+    }
+}
+
+/// Checks that `toml` fails validation on `key`.
+fn assert_invalid(toml: &str, key: &str) {
+    let (got, text) = invalid(toml);
+    assert_eq!(got, key, "{text}");
+}
+
+/// Parses `toml`, expecting a parse error; returns its message.
+fn parse_error(toml: &str) -> String {
+    match Config::from_toml_str(toml) {
+        Err(ConfigError::Parse(message)) => message,
+        other => panic!("expected ConfigError::Parse, got {other:?}"),
+    }
+}
+
+/// The minimal voter with `extra` appended (a whole table).
+fn voter_with(extra: &str) -> String {
+    format!("{MINIMAL_VOTER}\n{extra}\n")
+}
+
+/// The minimal gateway with `extra` appended to its `[gateway]` table, then
+/// `tables` appended.
+fn gateway_with(gateway_keys: &str, tables: &str) -> String {
+    format!("{MINIMAL_GATEWAY}{gateway_keys}\n{tables}\n")
+}
+
+/// A voter whose `[node]` and `[cluster]` tables are given in full.
+fn voter_tables(node: &str, cluster: &str) -> String {
+    format!("[node]\n{node}\n\n[cluster]\n{cluster}\n")
+}
+
+const NODE_KEYS: &str = r#"id = 1
+role = "voter"
+listen = "127.0.0.1:7101"
+data_dir = "/d""#;
+const CLUSTER_KEYS: &str = r#"secret = "0123456789abcdef""#;
+
+// ---- parsing and defaults ----
+
+#[test]
+fn minimal_voter_gets_documented_defaults() {
+    let config = Config::from_toml_str(MINIMAL_VOTER).unwrap();
+
+    assert_eq!(config.node.id, 1);
+    assert_eq!(config.node.role, Role::Voter);
+    assert_eq!(config.node.listen, "127.0.0.1:7101".parse().unwrap());
+    assert_eq!(config.node.advertise, None);
+    assert_eq!(
+        config.node.data_dir,
+        PathBuf::from("/var/lib/flashstock/voter-1")
+    );
+    assert_eq!(config.cluster.secret, "0123456789abcdef");
+    assert!(config.cluster.voters.is_empty());
+    assert_eq!(config.cluster.admin_token, None);
+
+    let raft = &config.raft;
+    assert_eq!(raft.heartbeat_interval_ms, 100);
+    assert_eq!(raft.election_timeout_min_ms, 600);
+    assert_eq!(raft.election_timeout_max_ms, 1200);
+    assert_eq!(raft.snapshot_every_logs, 5000);
+    assert_eq!(raft.logs_to_keep_after_snapshot, 1000);
+    assert_eq!(raft.rpc_timeout_ms, 2000);
+    assert_eq!(raft.idempotency_window_ms, 86_400_000);
+
+    let limits = &config.limits;
+    assert_eq!(limits.body_bytes_max, 1_048_576);
+    assert_eq!(limits.commands_per_entry_max, 1024);
+    assert_eq!(limits.purchase_quantity_max, 1000);
+    assert_eq!(limits.connections_max, 10_000);
+    assert_eq!(limits.request_timeout_ms, 5000);
+
+    let gateway = &config.gateway;
+    assert_eq!(gateway.public_listen, None);
+    assert_eq!(gateway.batch_wait_us, 500);
+    assert_eq!(gateway.batch_items_max, 256);
+    assert_eq!(gateway.queue_max, 8192);
+    assert_eq!(gateway.forward_timeout_ms, 3000);
+    assert_eq!(gateway.forward_connections_max, 64);
+}
+
+#[test]
+fn partial_section_keeps_defaults_for_missing_keys() {
+    let config = Config::from_toml_str(&voter_with("[raft]\nheartbeat_interval_ms = 50")).unwrap();
+    assert_eq!(config.raft.heartbeat_interval_ms, 50);
+    assert_eq!(
+        config.raft.election_timeout_min_ms,
+        DEFAULT_ELECTION_TIMEOUT_MIN_MS
+    );
+    assert_eq!(config.raft.rpc_timeout_ms, DEFAULT_RPC_TIMEOUT_MS);
+}
+
+#[test]
+fn full_config_parses_every_key() {
+    let config = Config::from_toml_str(
+        r#"
+[node]
+id = 7
+role = "gateway"
+listen = "0.0.0.0:0"
+advertise = "gw-7.internal:7207"
+data_dir = "data/gw-7"
+
+[cluster]
+secret = "a-much-longer-shared-secret"
+admin_token = "an-admin-token-of-some-length"
+
+[[cluster.voters]]
+id = 1
+addr = "voter-1.internal:7101"
+
+[[cluster.voters]]
+id = 2
+addr = "[::1]:7102"
+
+[raft]
+heartbeat_interval_ms = 50
+election_timeout_min_ms = 150
+election_timeout_max_ms = 151
+snapshot_every_logs = 1
+logs_to_keep_after_snapshot = 0
+rpc_timeout_ms = 1
+idempotency_window_ms = 1000
+
+[limits]
+body_bytes_max = 1024
+commands_per_entry_max = 65535
+purchase_quantity_max = 1
+connections_max = 1
+request_timeout_ms = 1
+
+[gateway]
+public_listen = "0.0.0.0:0"
+batch_wait_us = 0
+batch_items_max = 65535
+queue_max = 65535
+forward_timeout_ms = 1
+forward_connections_max = 1
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.advertise_addr(), "gw-7.internal:7207");
+    assert_eq!(
+        config.cluster.voters,
+        vec![
+            Peer {
+                id: 1,
+                addr: "voter-1.internal:7101".into()
+            },
+            Peer {
+                id: 2,
+                addr: "[::1]:7102".into()
+            },
+        ]
+    );
+    assert_eq!(config.limits.commands_per_entry_max, 65_535);
+    assert_eq!(config.gateway.batch_wait_us, 0);
+}
+
+#[test]
+fn advertise_addr_falls_back_to_listen() {
+    let config = Config::from_toml_str(MINIMAL_VOTER).unwrap();
+    assert_eq!(config.advertise_addr(), "127.0.0.1:7101");
+}
+
+#[test]
+fn gateway_section_is_not_checked_for_voters() {
+    // No role but gateway reads [gateway], so a voter may shrink entries below
+    // the default batch size without touching [gateway].
+    let toml = voter_with("[limits]\ncommands_per_entry_max = 8");
+    assert!(Config::from_toml_str(&toml).is_ok());
+}
+
+#[test]
+fn unknown_top_level_key_is_named() {
+    let message = parse_error(&voter_with("colour = \"blue\""));
+    assert!(message.contains("colour"), "{message}");
+}
+
+#[test]
+fn unknown_table_is_named() {
+    let message = parse_error(&voter_with("[rafts]\nheartbeat_interval_ms = 5"));
+    assert!(message.contains("rafts"), "{message}");
+}
+
+#[test]
+fn unknown_nested_keys_are_named_in_every_table() {
+    let cases = [
+        ("[raft]\nheartbeat_ms = 5", "heartbeat_ms"),
+        ("[limits]\nbody_max = 5", "body_max"),
+        ("[gateway]\nlisten = \"127.0.0.1:1\"", "listen"),
+    ];
+    for (extra, key) in cases {
+        let message = parse_error(&voter_with(extra));
+        assert!(message.contains(key), "{key}: {message}");
+        assert!(message.contains("line"), "{key}: {message}");
+    }
+    let node = parse_error(&voter_tables(
+        &format!("{NODE_KEYS}\nport = 1"),
+        CLUSTER_KEYS,
+    ));
+    assert!(node.contains("port"), "{node}");
+    let cluster = parse_error(&voter_tables(
+        NODE_KEYS,
+        &format!("{CLUSTER_KEYS}\ntoken = \"x\""),
+    ));
+    assert!(cluster.contains("token"), "{cluster}");
+    let peer = parse_error(&voter_with(
+        "[[cluster.voters]]\nid = 1\naddr = \"h:1\"\nweight = 2",
+    ));
+    assert!(peer.contains("weight"), "{peer}");
+}
+
+#[test]
+fn missing_required_key_and_bad_values_are_parse_errors() {
+    let missing = parse_error(&voter_tables(
+        "id = 1\nrole = \"voter\"\ndata_dir = \"/d\"",
+        CLUSTER_KEYS,
+    ));
+    assert!(missing.contains("listen"), "{missing}");
+    let role = parse_error(&voter_tables(
+        "id = 1\nrole = \"leader\"\nlisten = \"127.0.0.1:1\"\ndata_dir = \"/d\"",
+        CLUSTER_KEYS,
+    ));
+    assert!(role.contains("leader"), "{role}");
+    let addr = parse_error(&voter_tables(
+        "id = 1\nrole = \"voter\"\nlisten = \"localhost\"\ndata_dir = \"/d\"",
+        CLUSTER_KEYS,
+    ));
+    assert!(addr.contains("listen"), "{addr}");
+    let negative = parse_error(&voter_with("[raft]\nrpc_timeout_ms = -1"));
+    assert!(negative.contains("rpc_timeout_ms"), "{negative}");
+    let syntax = parse_error("[node\nid = 1");
+    assert!(!syntax.is_empty());
+}
+
+#[test]
+fn load_reads_a_file_and_names_a_missing_one() {
+    let dir = std::env::temp_dir().join(format!("cluster-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("node.toml");
+    std::fs::write(&path, MINIMAL_VOTER).unwrap();
+    let loaded = Config::load(&path);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        loaded.unwrap(),
+        Config::from_toml_str(MINIMAL_VOTER).unwrap()
+    );
+
+    let missing = dir.join("absent.toml");
+    let err = Config::load(&missing).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("absent.toml"), "{err}");
+}
+
+#[test]
+fn debug_output_hides_secrets() {
+    let mut config = Config::from_toml_str(MINIMAL_VOTER).unwrap();
+    config.cluster.admin_token = Some("zzzz-admin-token-zzzz".into());
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("0123456789abcdef"), "{debug}");
+    assert!(!debug.contains("zzzz-admin-token-zzzz"), "{debug}");
+}
+
+// ---- round trip ----
+
+#[test]
+fn round_trip_minimal_configs() {
+    for toml in [MINIMAL_VOTER, MINIMAL_GATEWAY] {
+        let config = Config::from_toml_str(toml).unwrap();
+        let written = config.to_toml_string();
+        let reread = Config::from_toml_str(&written)
+            .unwrap_or_else(|e| panic!("{e}\n--- written ---\n{written}"));
+        assert_eq!(reread, config, "{written}");
+    }
+}
+
+#[test]
+fn round_trip_with_every_optional_key_set() {
+    let mut config = Config::from_toml_str(MINIMAL_GATEWAY).unwrap();
+    config.node.advertise = Some("gw.internal:7201".into());
+    config.cluster.admin_token = Some("admin-token-0123456789".into());
+    config.cluster.voters = vec![
+        Peer {
+            id: 1,
+            addr: "127.0.0.1:7101".into(),
+        },
+        Peer {
+            id: 2,
+            addr: "127.0.0.1:7102".into(),
+        },
+    ];
+    config.raft.idempotency_window_ms = 3_600_000;
+    config.limits.commands_per_entry_max = 512;
+    config.gateway.batch_items_max = 512;
+    config.validate().unwrap();
+
+    let written = config.to_toml_string();
+    let reread = Config::from_toml_str(&written)
+        .unwrap_or_else(|e| panic!("{e}\n--- written ---\n{written}"));
+    assert_eq!(reread, config, "{written}");
+}
+
+// ---- one failing case per validation rule ----
+
+#[test]
+fn node_rules() {
+    assert_invalid(
+        &voter_tables(&NODE_KEYS.replace("id = 1", "id = 0"), CLUSTER_KEYS),
+        "node.id",
+    );
+    assert_invalid(
+        &voter_tables(&NODE_KEYS.replace("\"/d\"", "\"\""), CLUSTER_KEYS),
+        "node.data_dir",
+    );
+    assert_invalid(
+        &voter_tables(&NODE_KEYS.replace(":7101", ":0"), CLUSTER_KEYS),
+        "node.advertise",
+    );
+    assert_invalid(
+        &voter_tables(&NODE_KEYS.replace("127.0.0.1", "0.0.0.0"), CLUSTER_KEYS),
+        "node.advertise",
+    );
+    assert_invalid(
+        &voter_tables(
+            &format!("{NODE_KEYS}\nadvertise = \"no-port\""),
+            CLUSTER_KEYS,
+        ),
+        "node.advertise",
+    );
+    // Port 0 is fine once advertise is given.
+    let with_advertise = voter_tables(
+        &format!(
+            "{}\nadvertise = \"h:7101\"",
+            NODE_KEYS.replace(":7101", ":0")
+        ),
+        CLUSTER_KEYS,
+    );
+    assert!(Config::from_toml_str(&with_advertise).is_ok());
+}
+
+#[test]
+fn cluster_rules() {
+    let (key, text) = invalid(&voter_tables(NODE_KEYS, r#"secret = "short""#));
+    assert_eq!(key, "cluster.secret");
+    assert!(text.contains("16"), "{text}");
+    assert!(!text.contains("short"), "the secret leaked: {text}");
+
+    assert_invalid(
+        &voter_tables(
+            NODE_KEYS,
+            &format!("{CLUSTER_KEYS}\nadmin_token = \"tiny\""),
+        ),
+        "cluster.admin_token",
+    );
+
+    let voters =
+        |entries: &str| voter_tables(NODE_KEYS, &format!("{CLUSTER_KEYS}\nvoters = [{entries}]"));
+    let (key, text) = invalid(&voters(
+        r#"{ id = 1, addr = "a:1" }, { id = 1, addr = "b:1" }"#,
+    ));
+    assert_eq!(key, "cluster.voters[1].id", "{text}");
+    assert!(text.contains("more than once"), "{text}");
+    assert_invalid(
+        &voters(r#"{ id = 0, addr = "a:1" }"#),
+        "cluster.voters[0].id",
+    );
+    assert_invalid(
+        &voters(r#"{ id = 1, addr = "a:1" }, { id = 2, addr = "" }"#),
+        "cluster.voters[1].addr",
+    );
+    // The node itself need not be among the voters (it may join as a learner).
+    assert!(Config::from_toml_str(&voters(r#"{ id = 2, addr = "a:1" }"#)).is_ok());
+}
+
+#[test]
+fn raft_rules() {
+    let raft = |keys: &str| voter_with(&format!("[raft]\n{keys}"));
+    assert_invalid(
+        &raft("heartbeat_interval_ms = 0"),
+        "raft.heartbeat_interval_ms",
+    );
+
+    let (key, text) = invalid(&raft(
+        "heartbeat_interval_ms = 100\nelection_timeout_min_ms = 100",
+    ));
+    assert_eq!(key, "raft.election_timeout_min_ms");
+    assert!(text.contains("raft.heartbeat_interval_ms"), "{text}");
+    assert!(text.contains("at least 3 x"), "{text}");
+    assert_invalid(
+        &raft("heartbeat_interval_ms = 100\nelection_timeout_min_ms = 299"),
+        "raft.election_timeout_min_ms",
+    );
+    assert!(Config::from_toml_str(&raft(
+        "heartbeat_interval_ms = 100\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 301"
+    ))
+    .is_ok());
+
+    let (key, text) = invalid(&raft(
+        "election_timeout_min_ms = 900\nelection_timeout_max_ms = 900",
+    ));
+    assert_eq!(key, "raft.election_timeout_max_ms");
+    assert!(text.contains("raft.election_timeout_min_ms"), "{text}");
+
+    assert_invalid(&raft("rpc_timeout_ms = 0"), "raft.rpc_timeout_ms");
+    assert_invalid(&raft("snapshot_every_logs = 0"), "raft.snapshot_every_logs");
+    assert_invalid(
+        &raft("idempotency_window_ms = 999"),
+        "raft.idempotency_window_ms",
+    );
+}
+
+#[test]
+fn limits_rules() {
+    let limits = |keys: &str| voter_with(&format!("[limits]\n{keys}"));
+    assert_invalid(&limits("body_bytes_max = 1023"), "limits.body_bytes_max");
+    assert_invalid(
+        &limits("body_bytes_max = 67108865"),
+        "limits.body_bytes_max",
+    );
+    assert!(Config::from_toml_str(&limits("body_bytes_max = 67108864")).is_ok());
+    assert_invalid(
+        &limits("commands_per_entry_max = 0"),
+        "limits.commands_per_entry_max",
+    );
+    assert_invalid(
+        &limits("commands_per_entry_max = 65536"),
+        "limits.commands_per_entry_max",
+    );
+    assert_invalid(
+        &limits("purchase_quantity_max = 0"),
+        "limits.purchase_quantity_max",
+    );
+    assert_invalid(&limits("connections_max = 0"), "limits.connections_max");
+    assert_invalid(
+        &limits("request_timeout_ms = 0"),
+        "limits.request_timeout_ms",
+    );
+}
+
+#[test]
+fn gateway_rules() {
+    let without_public_listen = MINIMAL_GATEWAY.replace("public_listen = \"127.0.0.1:8081\"", "");
+    let (key, text) = invalid(&without_public_listen);
+    assert_eq!(key, "gateway.public_listen");
+    assert!(text.contains("gateway"), "{text}");
+
+    assert_invalid(
+        &MINIMAL_GATEWAY.replace(":8081", ":7201"),
+        "gateway.public_listen",
+    );
+
+    assert_invalid(
+        &gateway_with("batch_items_max = 0", ""),
+        "gateway.batch_items_max",
+    );
+    let (key, text) = invalid(&gateway_with(
+        "batch_items_max = 300",
+        "[limits]\ncommands_per_entry_max = 299",
+    ));
+    assert_eq!(key, "gateway.batch_items_max");
+    assert!(text.contains("limits.commands_per_entry_max"), "{text}");
+
+    let (key, text) = invalid(&gateway_with("batch_items_max = 10\nqueue_max = 9", ""));
+    assert_eq!(key, "gateway.queue_max");
+    assert!(text.contains("gateway.batch_items_max"), "{text}");
+
+    assert_invalid(
+        &gateway_with("forward_connections_max = 0", ""),
+        "gateway.forward_connections_max",
+    );
+    assert_invalid(
+        &gateway_with("forward_timeout_ms = 0", ""),
+        "gateway.forward_timeout_ms",
+    );
+}
+
+#[test]
+fn values_toml_cannot_hold_are_invalid() {
+    let mut config = Config::from_toml_str(MINIMAL_VOTER).unwrap();
+    config.raft.logs_to_keep_after_snapshot = u64::MAX;
+    match config.validate() {
+        Err(ConfigError::Invalid { key, .. }) => {
+            assert_eq!(key, "raft.logs_to_keep_after_snapshot")
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn non_utf8_data_dir_is_invalid() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut config = Config::from_toml_str(MINIMAL_VOTER).unwrap();
+    config.node.data_dir = PathBuf::from(std::ffi::OsStr::from_bytes(b"/data/\xff"));
+    match config.validate() {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "node.data_dir"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+// ---- sample configs under deploy/ ----
+
+/// TOML files that configure tools, not nodes (`deploy/` is also a crate).
+const NOT_NODE_CONFIGS: &[&str] = &[
+    "Cargo.toml",
+    "rustfmt.toml",
+    ".rustfmt.toml",
+    "clippy.toml",
+    ".clippy.toml",
+    "rust-toolchain.toml",
+    "deny.toml",
+];
+
+/// Every node config under `dir`, recursively: each `*.toml` file except
+/// tool configs, skipping hidden and `target` directories.
+fn toml_files_under(dir: &Path, found: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if path.is_dir() {
+            if !name.starts_with('.') && name != "target" {
+                toml_files_under(&path, found);
+            }
+        } else if name.ends_with(".toml") && !NOT_NODE_CONFIGS.contains(&name.as_ref()) {
+            found.push(path);
+        }
+    }
+}
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+#[test]
+fn every_deploy_config_is_valid() {
+    let mut files = Vec::new();
+    toml_files_under(&deploy_dir(), &mut files);
+    assert!(
+        files.len() >= 6,
+        "expected at least 6 configs, found {files:?}"
+    );
+    for file in &files {
+        if let Err(e) = Config::load(file) {
+            panic!("{}: {e}", file.display());
+        }
+    }
+}
+
+#[test]
+fn local_configs_form_one_cluster() {
+    let mut files = Vec::new();
+    toml_files_under(&deploy_dir().join("local"), &mut files);
+    files.sort();
+    let configs: Vec<Config> = files.iter().map(|f| Config::load(f).unwrap()).collect();
+    assert_eq!(configs.len(), 6, "{files:?}");
+
+    let first = &configs[0].cluster;
+    let mut ids = HashSet::new();
+    let mut addrs = HashSet::new();
+    for config in &configs {
+        assert_eq!(
+            &config.cluster, first,
+            "[cluster] differs between local configs"
+        );
+        assert!(
+            ids.insert(config.node.id),
+            "duplicate node id {}",
+            config.node.id
+        );
+        assert!(
+            addrs.insert(config.node.listen),
+            "duplicate listen {}",
+            config.node.listen
+        );
+        if let Some(public) = config.gateway.public_listen {
+            assert!(addrs.insert(public), "duplicate listen {public}");
+        }
+    }
+    let voters: Vec<_> = configs
+        .iter()
+        .filter(|c| c.node.role == Role::Voter)
+        .collect();
+    let gateways: Vec<_> = configs
+        .iter()
+        .filter(|c| c.node.role == Role::Gateway)
+        .collect();
+    assert_eq!((voters.len(), gateways.len()), (3, 3));
+    // Each voter is listed in cluster.voters at the address it advertises.
+    for voter in voters {
+        let listed = Peer {
+            id: voter.node.id,
+            addr: voter.advertise_addr(),
+        };
+        assert!(
+            first.voters.contains(&listed),
+            "{listed:?} not in cluster.voters"
+        );
+    }
+}
