@@ -1,0 +1,367 @@
+//! The inventory state machine's logic, apart from any storage.
+//!
+//! [`apply_proposal`] takes the state (through [`InventoryState`]) and one Raft entry's
+//! [`Proposal`] and performs the entry's writes on the state, returning one [`Outcome`] per
+//! command. It is deterministic: no clock, no randomness, no IO but the state's own reads and
+//! writes. Time and the idempotency horizon come from the proposer, inside the proposal; order ids
+//! come from the log position. Every replica that applies the same log therefore holds the same
+//! state, byte for byte.
+//!
+//! The RocksDB adapter (`state_machine.rs`) implements [`InventoryState`] as an overlay over the
+//! database that becomes one `WriteBatch` per entry; [`MemState`] implements it in memory for the
+//! scenario tests.
+
+use std::collections::BTreeMap;
+
+use flashstock_api::{
+    validate_command, Command, Op, Order, OrderId, Outcome, Product, Proposal, Rejection,
+    COMMANDS_PER_ENTRY_LIMIT,
+};
+use serde::{Deserialize, Serialize};
+
+/// Most expired idempotency records forgotten while applying one entry, beyond one per command.
+/// Bounds the work of one apply; a backlog is worked off over the following entries.
+pub const KEYS_FORGOTTEN_PER_ENTRY_MIN: usize = 64;
+
+/// What the state machine remembers of a command, under its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The command's operation, to tell a retry from a reuse of the key for another request.
+    pub op: Op,
+    /// The first outcome, returned again to every retry.
+    pub outcome: Outcome,
+    /// The proposer's time of the entry that first applied the command.
+    pub recorded_at_ms: u64,
+}
+
+/// State that is not per product, per order or per key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryMeta {
+    /// Idempotency records older than this were, or may be, forgotten. Never decreases.
+    pub forget_keys_before_ms: u64,
+    /// Orders up to and including this id were archived and removed.
+    pub archived_up_to: Option<OrderId>,
+    /// The greatest `proposed_at_ms` applied so far: the state's own monotonic clock.
+    pub clock_ms: u64,
+}
+
+/// A fault of the storage under the state machine. It is never a client's fault: the node must
+/// stop applying rather than answer anything.
+#[derive(Debug, thiserror::Error)]
+#[error("storage fault: {0}")]
+pub struct Fault(pub String);
+
+/// The state the inventory logic reads and writes. Reads see the writes made before them.
+pub trait InventoryState {
+    fn product(&self, id: &str) -> Result<Option<Product>, Fault>;
+    fn key_record(&self, key: &str) -> Result<Option<KeyRecord>, Fault>;
+    /// Up to `limit` keys recorded before `before_ms`, oldest first, as `(recorded_at_ms, key)`.
+    fn keys_recorded_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, Fault>;
+    fn meta(&self) -> Result<InventoryMeta, Fault>;
+
+    fn put_product(&mut self, product: &Product);
+    fn put_order(&mut self, order: &Order);
+    fn put_key_record(&mut self, key: &str, record: &KeyRecord);
+    fn delete_key_record(&mut self, key: &str, recorded_at_ms: u64);
+    /// Remove every order with an id in `after..=up_to` (`after` excluded; `None`: from the start).
+    fn delete_orders(&mut self, after: Option<OrderId>, up_to: OrderId);
+    fn put_meta(&mut self, meta: &InventoryMeta);
+}
+
+/// Apply one entry's proposal at `log_index`. Returns one outcome per command, in order.
+pub fn apply_proposal(
+    state: &mut impl InventoryState,
+    log_index: u64,
+    proposal: &Proposal,
+) -> Result<Vec<Outcome>, Fault> {
+    if proposal.commands.len() > COMMANDS_PER_ENTRY_LIMIT {
+        // Never proposed by a correct node. Answer every command, change nothing.
+        let reason = format!("an entry holds at most {COMMANDS_PER_ENTRY_LIMIT} commands");
+        let outcomes = proposal
+            .commands
+            .iter()
+            .map(|_| {
+                Outcome::Rejected(Rejection::Invalid {
+                    reason: reason.clone(),
+                })
+            })
+            .collect();
+        return Ok(outcomes);
+    }
+
+    let mut meta = state.meta()?;
+    // The state's clock never goes backwards, whatever the proposers' clocks do: records and
+    // orders are stamped with it, so a leader whose clock lags cannot make fresh idempotency
+    // records look old.
+    meta.clock_ms = meta.clock_ms.max(proposal.proposed_at_ms);
+    forget_expired_keys(state, &mut meta, proposal)?;
+
+    let mut outcomes = Vec::with_capacity(proposal.commands.len());
+    for (slot, command) in proposal.commands.iter().enumerate() {
+        let order_id = OrderId::new(log_index, slot as u16);
+        outcomes.push(apply_command(state, &mut meta, order_id, command)?);
+    }
+    state.put_meta(&meta);
+    Ok(outcomes)
+}
+
+/// Move the idempotency horizon forward and forget a bounded number of records behind it.
+fn forget_expired_keys(
+    state: &mut impl InventoryState,
+    meta: &mut InventoryMeta,
+    proposal: &Proposal,
+) -> Result<(), Fault> {
+    // Never behind where it was, never ahead of the state's clock: a record stamped at the
+    // clock survives at least until a later entry moves the clock on.
+    meta.forget_keys_before_ms = meta
+        .forget_keys_before_ms
+        .max(proposal.forget_keys_before_ms.min(meta.clock_ms));
+    let limit = KEYS_FORGOTTEN_PER_ENTRY_MIN + proposal.commands.len();
+    for (recorded_at_ms, key) in state.keys_recorded_before(meta.forget_keys_before_ms, limit)? {
+        state.delete_key_record(&key, recorded_at_ms);
+    }
+    Ok(())
+}
+
+fn apply_command(
+    state: &mut impl InventoryState,
+    meta: &mut InventoryMeta,
+    order_id: OrderId,
+    command: &Command,
+) -> Result<Outcome, Fault> {
+    if let Err(reason) = validate_command(command) {
+        // Not recorded under the key: the key itself may be what is invalid, and a retry of the
+        // same command gets the same answer anyway.
+        return Ok(Outcome::Rejected(Rejection::Invalid { reason }));
+    }
+    if let Some(record) = state.key_record(&command.key)? {
+        if record.op == command.op {
+            return Ok(Outcome::Duplicate(Box::new(record.outcome)));
+        }
+        return Ok(Outcome::Rejected(Rejection::KeyReused {
+            key: command.key.clone(),
+        }));
+    }
+
+    let outcome = match &command.op {
+        Op::CreateProduct {
+            product,
+            name,
+            price_cents,
+            stock,
+        } => create_product(state, product, name, *price_cents, *stock)?,
+        Op::Restock { product, quantity } => restock(state, product, *quantity)?,
+        Op::Purchase { product, quantity } => purchase(
+            state,
+            order_id,
+            meta.clock_ms,
+            &command.key,
+            product,
+            *quantity,
+        )?,
+        Op::MarkArchived { up_to } => mark_archived(state, meta, order_id, *up_to),
+    };
+    let record = KeyRecord {
+        op: command.op.clone(),
+        outcome: outcome.clone(),
+        recorded_at_ms: meta.clock_ms,
+    };
+    state.put_key_record(&command.key, &record);
+    Ok(outcome)
+}
+
+fn create_product(
+    state: &mut impl InventoryState,
+    id: &str,
+    name: &str,
+    price_cents: u64,
+    stock: u64,
+) -> Result<Outcome, Fault> {
+    if state.product(id)?.is_some() {
+        return Ok(Outcome::Rejected(Rejection::ProductExists {
+            product: id.to_owned(),
+        }));
+    }
+    let product = Product {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        price_cents,
+        stock,
+        initial_stock: stock,
+        restocked: 0,
+        sold: 0,
+    };
+    put_checked_product(state, &product);
+    Ok(Outcome::ProductCreated(product))
+}
+
+fn restock(state: &mut impl InventoryState, id: &str, quantity: u64) -> Result<Outcome, Fault> {
+    let Some(mut product) = state.product(id)? else {
+        return Ok(unknown_product(id));
+    };
+    // Bounded so that no counter can overflow, however many restocks come.
+    let (Some(stock), Some(restocked)) = (
+        product.stock.checked_add(quantity),
+        product.restocked.checked_add(quantity),
+    ) else {
+        return Ok(too_much_stock());
+    };
+    if stock > flashstock_api::STOCK_MAX || restocked > u64::MAX / 4 {
+        return Ok(too_much_stock());
+    }
+    product.stock = stock;
+    product.restocked = restocked;
+    put_checked_product(state, &product);
+    Ok(Outcome::Restocked(product))
+}
+
+fn purchase(
+    state: &mut impl InventoryState,
+    order_id: OrderId,
+    placed_at_ms: u64,
+    key: &str,
+    id: &str,
+    quantity: u32,
+) -> Result<Outcome, Fault> {
+    let Some(mut product) = state.product(id)? else {
+        return Ok(unknown_product(id));
+    };
+    // The one place stock goes down. Checked before the write: this is what makes overselling
+    // impossible, since entries are applied one at a time, in log order, on every replica.
+    let Some(remaining) = product.stock.checked_sub(u64::from(quantity)) else {
+        return Ok(Outcome::Rejected(Rejection::InsufficientStock {
+            product: id.to_owned(),
+            requested: quantity,
+            available: product.stock,
+        }));
+    };
+    product.stock = remaining;
+    product.sold += u64::from(quantity);
+    put_checked_product(state, &product);
+    let order = Order {
+        id: order_id,
+        key: key.to_owned(),
+        product: id.to_owned(),
+        quantity,
+        price_cents: product.price_cents,
+        remaining,
+        placed_at_ms,
+    };
+    state.put_order(&order);
+    Ok(Outcome::Purchased(order))
+}
+
+fn mark_archived(
+    state: &mut impl InventoryState,
+    meta: &mut InventoryMeta,
+    this_position: OrderId,
+    up_to: OrderId,
+) -> Outcome {
+    // Only orders placed before this command may be archived: a cursor ahead of the log would
+    // hide orders placed later below it, where no archive step would ever look.
+    if up_to >= this_position {
+        return Outcome::Rejected(Rejection::Invalid {
+            reason: format!("cannot archive up to order {up_to}, which is not placed yet"),
+        });
+    }
+    let after = meta.archived_up_to;
+    if after.is_none_or(|after| up_to > after) {
+        state.delete_orders(after, up_to);
+        meta.archived_up_to = Some(up_to);
+    }
+    Outcome::Archived {
+        up_to: meta.archived_up_to.unwrap_or(up_to),
+    }
+}
+
+/// Write a product after asserting the conservation law: a violation is a bug in this module,
+/// and stopping the node is better than storing (and replicating) a miscount.
+fn put_checked_product(state: &mut impl InventoryState, product: &Product) {
+    assert!(
+        product.is_conserved(),
+        "conservation violated for product {:?}: {product:?}",
+        product.id
+    );
+    state.put_product(product);
+}
+
+fn unknown_product(id: &str) -> Outcome {
+    Outcome::Rejected(Rejection::UnknownProduct {
+        product: id.to_owned(),
+    })
+}
+
+fn too_much_stock() -> Outcome {
+    Outcome::Rejected(Rejection::Invalid {
+        reason: format!("stock would exceed {}", flashstock_api::STOCK_MAX),
+    })
+}
+
+/// The whole inventory state in memory: the reference implementation of [`InventoryState`],
+/// used by the scenario tests and by anything that needs the logic without a database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemState {
+    pub products: BTreeMap<String, Product>,
+    pub orders: BTreeMap<OrderId, Order>,
+    pub keys: BTreeMap<String, KeyRecord>,
+    pub meta: InventoryMeta,
+}
+
+impl InventoryState for MemState {
+    fn product(&self, id: &str) -> Result<Option<Product>, Fault> {
+        Ok(self.products.get(id).cloned())
+    }
+
+    fn key_record(&self, key: &str) -> Result<Option<KeyRecord>, Fault> {
+        Ok(self.keys.get(key).cloned())
+    }
+
+    fn keys_recorded_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, Fault> {
+        let mut expired: Vec<(u64, String)> = self
+            .keys
+            .iter()
+            .filter(|(_, record)| record.recorded_at_ms < before_ms)
+            .map(|(key, record)| (record.recorded_at_ms, key.clone()))
+            .collect();
+        expired.sort();
+        expired.truncate(limit);
+        Ok(expired)
+    }
+
+    fn meta(&self) -> Result<InventoryMeta, Fault> {
+        Ok(self.meta)
+    }
+
+    fn put_product(&mut self, product: &Product) {
+        self.products.insert(product.id.clone(), product.clone());
+    }
+
+    fn put_order(&mut self, order: &Order) {
+        self.orders.insert(order.id, order.clone());
+    }
+
+    fn put_key_record(&mut self, key: &str, record: &KeyRecord) {
+        self.keys.insert(key.to_owned(), record.clone());
+    }
+
+    fn delete_key_record(&mut self, key: &str, _recorded_at_ms: u64) {
+        self.keys.remove(key);
+    }
+
+    fn delete_orders(&mut self, after: Option<OrderId>, up_to: OrderId) {
+        self.orders
+            .retain(|id, _| !(after.is_none_or(|after| *id > after) && *id <= up_to));
+    }
+
+    fn put_meta(&mut self, meta: &InventoryMeta) {
+        self.meta = *meta;
+    }
+}

@@ -1,0 +1,125 @@
+//! Every key this crate writes, defined once. Integers are big-endian so that RocksDB's byte order
+//! is numeric order: the log iterates by index, orders by id (log order), idempotency records by age.
+
+use flashstock_api::OrderId;
+
+/// Column family of the Raft log: [`log_key`] → bincode `Entry`.
+pub const CF_LOG: &str = "log";
+/// Column family of Raft's own records: [`RaftKey`] → bincode value.
+pub const CF_RAFT: &str = "raft";
+/// Column family of the state machine: [`StateKey`] → bincode value. A snapshot is exactly the
+/// content of this column family.
+pub const CF_STATE: &str = "state";
+pub const COLUMN_FAMILIES: [&str; 3] = [CF_LOG, CF_RAFT, CF_STATE];
+
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub fn log_index(key: &[u8]) -> u64 {
+    let bytes: [u8; 8] = key.try_into().expect("log keys are 8 bytes");
+    u64::from_be_bytes(bytes)
+}
+
+/// Records of the Raft protocol, outside the log.
+#[derive(Debug, Clone, Copy)]
+pub enum RaftKey {
+    Vote,
+    Committed,
+    /// The last purged log id: the log holds only entries after it.
+    Purged,
+    /// The current snapshot: meta and data.
+    Snapshot,
+}
+
+impl RaftKey {
+    pub fn encode(self) -> &'static [u8] {
+        match self {
+            RaftKey::Vote => b"vote",
+            RaftKey::Committed => b"committed",
+            RaftKey::Purged => b"purged",
+            RaftKey::Snapshot => b"snapshot",
+        }
+    }
+}
+
+/// Keys of the state machine's column family.
+#[derive(Debug, Clone, Copy)]
+pub enum StateKey<'a> {
+    /// `p/<id>` → `Product`.
+    Product(&'a str),
+    /// `o/<id as u64 BE>` → `Order`, in log order, until archived.
+    Order(OrderId),
+    /// `k/<key>` → `KeyRecord`.
+    KeyRecord(&'a str),
+    /// `x/<recorded_at_ms BE><key>` → empty: idempotency records by age, to forget the oldest.
+    KeyExpiry(u64, &'a str),
+    /// `m/applied` → `Option<LogId>`: the last applied log id, written with the data it produced.
+    Applied,
+    /// `m/membership` → `StoredMembership`.
+    Membership,
+    /// `m/inventory` → `InventoryMeta`.
+    InventoryMeta,
+}
+
+pub const PRODUCT_PREFIX: &[u8] = b"p/";
+pub const ORDER_PREFIX: &[u8] = b"o/";
+pub const KEY_EXPIRY_PREFIX: &[u8] = b"x/";
+/// Greater than every key of the state column family.
+pub const STATE_KEY_END: &[u8] = &[0xff; 8];
+
+impl StateKey<'_> {
+    pub fn encode(self) -> Vec<u8> {
+        fn prefixed(prefix: &[u8], rest: &[&[u8]]) -> Vec<u8> {
+            let mut key = prefix.to_vec();
+            for part in rest {
+                key.extend_from_slice(part);
+            }
+            key
+        }
+        match self {
+            StateKey::Product(id) => prefixed(PRODUCT_PREFIX, &[id.as_bytes()]),
+            StateKey::Order(id) => prefixed(ORDER_PREFIX, &[&id.0.to_be_bytes()]),
+            StateKey::KeyRecord(key) => prefixed(b"k/", &[key.as_bytes()]),
+            StateKey::KeyExpiry(at_ms, key) => {
+                prefixed(KEY_EXPIRY_PREFIX, &[&at_ms.to_be_bytes(), key.as_bytes()])
+            }
+            StateKey::Applied => b"m/applied".to_vec(),
+            StateKey::Membership => b"m/membership".to_vec(),
+            StateKey::InventoryMeta => b"m/inventory".to_vec(),
+        }
+    }
+}
+
+/// The order key just past `id`, or past every order for the last id.
+pub fn order_key_after(id: Option<OrderId>) -> Vec<u8> {
+    match id {
+        None => ORDER_PREFIX.to_vec(),
+        Some(OrderId(u64::MAX)) => b"o0".to_vec(), // '0' follows '/'
+        Some(OrderId(n)) => StateKey::Order(OrderId(n + 1)).encode(),
+    }
+}
+
+/// Split an expiry key into `(recorded_at_ms, key)`.
+pub fn decode_key_expiry(raw: &[u8]) -> Option<(u64, String)> {
+    let rest = raw.strip_prefix(KEY_EXPIRY_PREFIX)?;
+    let (at, key) = rest.split_at_checked(8)?;
+    let at_ms = u64::from_be_bytes(at.try_into().ok()?);
+    Some((at_ms, String::from_utf8(key.to_vec()).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_numerically() {
+        assert!(log_key(255) < log_key(256));
+        let order = |n| StateKey::Order(OrderId(n)).encode();
+        assert!(order(255) < order(256));
+        assert!(order(u64::MAX) < order_key_after(Some(OrderId(u64::MAX))));
+        let expiry = StateKey::KeyExpiry(1_000, "abc").encode();
+        assert_eq!(decode_key_expiry(&expiry), Some((1_000, "abc".to_string())));
+        assert!(StateKey::KeyExpiry(255, "z").encode() < StateKey::KeyExpiry(256, "a").encode());
+    }
+}

@@ -1,0 +1,291 @@
+//! The Raft log and vote on RocksDB.
+//!
+//! Durability: an append is written to RocksDB at once (so it can be read back for replication)
+//! and reported durable to openraft only after a WAL fsync covers it. A background flusher thread
+//! does those fsyncs: it takes every append that arrived while the previous fsync ran and covers
+//! them all with one (group commit). A vote is fsynced before `save_vote` returns.
+
+use std::fmt::{Debug, Display};
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftLogReader,
+    StorageError, StorageIOError, Vote,
+};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::keys::{log_index, log_key, RaftKey, CF_LOG, CF_RAFT};
+use crate::{NodeId, TypeConfig};
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// Most appends one fsync covers. Bounds how long the last of them waits.
+const APPENDS_PER_FSYNC_MAX: usize = 4096;
+
+/// Raft log storage. Cloning it gives another reader of the same log.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    flusher: mpsc::SyncSender<LogFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    pub(crate) fn new(db: Arc<DB>) -> LogStore {
+        let (flusher, pending) = mpsc::sync_channel(APPENDS_PER_FSYNC_MAX);
+        let flush_db = db.clone();
+        std::thread::Builder::new()
+            .name("raft-log-fsync".into())
+            .spawn(move || run_flusher(&flush_db, &pending))
+            .expect("spawn the log fsync thread");
+        LogStore { db, flusher }
+    }
+
+    fn get_raft<T: DeserializeOwned>(&self, key: RaftKey) -> StorageResult<Option<T>> {
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT)
+            .expect("column family checked at open");
+        let value = self
+            .db
+            .get_cf(cf, key.encode())
+            .map_err(|e| read_error(ErrorSubject::Store, &e))?;
+        value
+            .map(|bytes| decode(&bytes, ErrorSubject::Store))
+            .transpose()
+    }
+
+    /// Write a Raft record, with an fsync when `sync` is set. Runs off the async runtime.
+    async fn put_raft<T: Serialize>(
+        &self,
+        key: RaftKey,
+        value: &T,
+        sync: bool,
+        subject: ErrorSubject<NodeId>,
+    ) -> StorageResult<()> {
+        let bytes = encode(value, subject.clone())?;
+        let db = self.db.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let cf = db
+                .cf_handle(CF_RAFT)
+                .expect("column family checked at open");
+            let mut options = WriteOptions::default();
+            options.set_sync(sync);
+            db.put_cf_opt(cf, key.encode(), bytes, &options)
+        })
+        .await
+        .expect("RocksDB write task does not panic");
+        result.map_err(|e| write_error(subject, &e))
+    }
+
+    fn last_entry_log_id(&self) -> StorageResult<Option<LogId<NodeId>>> {
+        let cf = self
+            .db
+            .cf_handle(CF_LOG)
+            .expect("column family checked at open");
+        let Some(item) = self.db.iterator_cf(cf, IteratorMode::End).next() else {
+            return Ok(None);
+        };
+        let (_, value) = item.map_err(|e| read_error(ErrorSubject::Logs, &e))?;
+        let entry: Entry<TypeConfig> = decode(&value, ErrorSubject::Logs)?;
+        Ok(Some(*entry.get_log_id()))
+    }
+}
+
+/// Cover queued appends with WAL fsyncs until the log store is dropped.
+fn run_flusher(db: &DB, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = pending.recv() {
+        let mut callbacks = vec![first];
+        while callbacks.len() < APPENDS_PER_FSYNC_MAX {
+            match pending.try_recv() {
+                Ok(callback) => callbacks.push(callback),
+                Err(_) => break,
+            }
+        }
+        // Every append in `callbacks` was written before it was queued, so this fsync covers it.
+        let result = db.flush_wal(true);
+        for callback in callbacks {
+            let io_result = result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string()));
+            callback.log_io_completed(io_result);
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let cf = self
+            .db
+            .cf_handle(CF_LOG)
+            .expect("column family checked at open");
+        let mut entries = Vec::new();
+        let from = log_key(start);
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
+        {
+            let (key, value) = item.map_err(|e| read_error(ErrorSubject::Logs, &e))?;
+            if !range.contains(&log_index(&key)) {
+                break;
+            }
+            entries.push(decode(&value, ErrorSubject::Logs)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<NodeId>> = self.get_raft(RaftKey::Purged)?;
+        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        // A vote must survive a crash before it is granted or acted on: fsync it.
+        self.put_raft(RaftKey::Vote, vote, true, ErrorSubject::Vote)
+            .await
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        self.get_raft(RaftKey::Vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        // Only an optimization for restarts (apply up to here without waiting for the leader):
+        // no fsync needed.
+        self.put_raft(RaftKey::Committed, &committed, false, ErrorSubject::Store)
+            .await
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self
+            .get_raft::<Option<LogId<NodeId>>>(RaftKey::Committed)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        {
+            let cf = self
+                .db
+                .cf_handle(CF_LOG)
+                .expect("column family checked at open");
+            for entry in entries {
+                let subject = ErrorSubject::Log(*entry.get_log_id());
+                batch.put_cf(
+                    cf,
+                    log_key(entry.get_log_id().index),
+                    encode(&entry, subject)?,
+                );
+            }
+        }
+        let db = self.db.clone();
+        // Written, not yet fsynced: readable at once, reported durable by the flusher.
+        let result = tokio::task::spawn_blocking(move || db.write(batch))
+            .await
+            .expect("RocksDB write task does not panic");
+        result.map_err(|e| write_error(ErrorSubject::Logs, &e))?;
+        if self.flusher.send(callback).is_err() {
+            return Err(write_error(
+                ErrorSubject::Logs,
+                &"the log fsync thread stopped",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let db = self.db.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let cf = db.cf_handle(CF_LOG).expect("column family checked at open");
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
+            batch.delete_cf(cf, log_key(u64::MAX));
+            let mut options = WriteOptions::default();
+            options.set_sync(true);
+            db.write_opt(batch, &options)
+        })
+        .await
+        .expect("RocksDB write task does not panic");
+        result.map_err(|e| write_error(ErrorSubject::Logs, &e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let subject = ErrorSubject::Logs;
+        let purged = encode(&log_id, subject.clone())?;
+        let db = self.db.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let cf_log = db.cf_handle(CF_LOG).expect("column family checked at open");
+            let cf_raft = db
+                .cf_handle(CF_RAFT)
+                .expect("column family checked at open");
+            // The purge mark and the deletion go in one batch, so the log state read back after
+            // a crash is always consistent.
+            let mut batch = WriteBatch::default();
+            batch.put_cf(cf_raft, RaftKey::Purged.encode(), purged);
+            batch.delete_range_cf(cf_log, log_key(0), log_key(log_id.index + 1));
+            db.write(batch)
+        })
+        .await
+        .expect("RocksDB write task does not panic");
+        result.map_err(|e| write_error(subject, &e))
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(
+    value: &T,
+    subject: ErrorSubject<NodeId>,
+) -> StorageResult<Vec<u8>> {
+    bincode::serialize(value).map_err(|e| io_error(subject, ErrorVerb::Write, &e))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    subject: ErrorSubject<NodeId>,
+) -> StorageResult<T> {
+    bincode::deserialize(bytes).map_err(|e| io_error(subject, ErrorVerb::Read, &e))
+}
+
+pub(crate) fn read_error(subject: ErrorSubject<NodeId>, e: &dyn Display) -> StorageError<NodeId> {
+    io_error(subject, ErrorVerb::Read, e)
+}
+
+pub(crate) fn write_error(subject: ErrorSubject<NodeId>, e: &dyn Display) -> StorageError<NodeId> {
+    io_error(subject, ErrorVerb::Write, e)
+}
+
+fn io_error(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: &dyn Display,
+) -> StorageError<NodeId> {
+    StorageIOError::new(subject, verb, AnyError::error(e)).into()
+}

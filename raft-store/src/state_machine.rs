@@ -1,0 +1,526 @@
+//! The inventory state machine on RocksDB, its snapshots, and a read handle for views.
+//!
+//! Applying an entry runs [`apply_proposal`] over an overlay of the database, then writes the
+//! overlay's writes and the entry's log id in one `WriteBatch`: the data and the applied log id
+//! can never disagree, so a restart never applies an entry twice nor skips one.
+//!
+//! A snapshot is the whole `state` column family read through one RocksDB snapshot, so the data
+//! and the applied log id in it are from the same instant. Installing one replaces the column
+//! family in one synced batch.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flashstock_api::{Order, OrderId, Outcome, Product};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, ErrorSubject, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StoredMembership,
+};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::inventory::{apply_proposal, Fault, InventoryMeta, InventoryState, KeyRecord};
+use crate::keys::{
+    decode_key_expiry, order_key_after, RaftKey, StateKey, CF_RAFT, CF_STATE, KEY_EXPIRY_PREFIX,
+    ORDER_PREFIX, PRODUCT_PREFIX, STATE_KEY_END,
+};
+use crate::log_store::{decode, encode, read_error, write_error};
+use crate::{Entry, Node, NodeId, TypeConfig};
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+type Membership = StoredMembership<NodeId, Node>;
+
+/// Stock changes kept for slow subscribers before they miss some (and are told so).
+const CHANGES_BUFFERED_MAX: usize = 4096;
+
+/// A product's new state after an entry changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductChange {
+    pub log_index: u64,
+    pub product: Product,
+}
+
+/// The state machine that openraft drives.
+pub struct StateMachine {
+    db: Arc<DB>,
+    reader: StateReader,
+}
+
+/// A cheap, clonable handle to read the applied state from any task, and to follow its changes.
+#[derive(Clone)]
+pub struct StateReader {
+    db: Arc<DB>,
+    applied: watch::Sender<u64>,
+    changes: broadcast::Sender<ProductChange>,
+}
+
+impl StateMachine {
+    pub(crate) fn new(db: Arc<DB>) -> StorageResult<StateMachine> {
+        let (changes, _) = broadcast::channel(CHANGES_BUFFERED_MAX);
+        let (applied, _) = watch::channel(0);
+        let reader = StateReader {
+            db: db.clone(),
+            applied,
+            changes,
+        };
+        let index = reader.applied_log_id()?.map_or(0, |id| id.index);
+        reader.applied.send_replace(index);
+        Ok(StateMachine { db, reader })
+    }
+
+    pub fn reader(&self) -> StateReader {
+        self.reader.clone()
+    }
+
+    fn apply_blocking(
+        db: &DB,
+        entries: Vec<Entry>,
+        changes: &broadcast::Sender<ProductChange>,
+    ) -> StorageResult<Vec<Vec<Outcome>>> {
+        let mut responses = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let log_id = entry.log_id;
+            let mut overlay = Overlay::new(db);
+            let outcomes = match &entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(proposal) => {
+                    apply_proposal(&mut overlay, log_id.index, proposal)
+                        .map_err(|e| write_error(ErrorSubject::Apply(log_id), &e))?
+                }
+                EntryPayload::Membership(membership) => {
+                    let stored = Membership::new(Some(log_id), membership.clone());
+                    overlay.put(StateKey::Membership, &stored);
+                    Vec::new()
+                }
+            };
+            overlay.put(StateKey::Applied, &Some(log_id));
+            let Overlay {
+                batch, products, ..
+            } = overlay;
+            db.write(batch)
+                .map_err(|e| write_error(ErrorSubject::Apply(log_id), &e))?;
+            for product in products.into_values() {
+                // No subscriber is not an error.
+                let _ = changes.send(ProductChange {
+                    log_index: log_id.index,
+                    product,
+                });
+            }
+            responses.push(outcomes);
+        }
+        Ok(responses)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, Membership)> {
+        let applied = self.reader.applied_log_id()?;
+        let membership = self.reader.get(StateKey::Membership)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Vec<Outcome>>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(last) = entries.last().map(|entry| entry.log_id.index) else {
+            return Ok(Vec::new());
+        };
+        let db = self.db.clone();
+        let changes = self.reader.changes.clone();
+        let responses =
+            tokio::task::spawn_blocking(move || Self::apply_blocking(&db, entries, &changes))
+                .await
+                .expect("apply task does not panic")?;
+        self.reader.applied.send_replace(last);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let content: SnapshotContent =
+            decode(&data, ErrorSubject::Snapshot(Some(meta.signature())))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        let stored = encode(&stored, ErrorSubject::Snapshot(Some(meta.signature())))?;
+        let db = self.db.clone();
+        let signature = meta.signature();
+        let index = meta.last_log_id.map_or(0, |id| id.index);
+        tokio::task::spawn_blocking(move || {
+            let cf_state = db
+                .cf_handle(CF_STATE)
+                .expect("column family checked at open");
+            let cf_raft = db
+                .cf_handle(CF_RAFT)
+                .expect("column family checked at open");
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf_state, &[] as &[u8], STATE_KEY_END);
+            for (key, value) in content.pairs {
+                batch.put_cf(cf_state, key, value);
+            }
+            batch.put_cf(cf_raft, RaftKey::Snapshot.encode(), stored);
+            // Synced: openraft purges the log up to the snapshot once this returns.
+            let mut options = WriteOptions::default();
+            options.set_sync(true);
+            db.write_opt(batch, &options)
+        })
+        .await
+        .expect("snapshot install task does not panic")
+        .map_err(|e| write_error(ErrorSubject::Snapshot(Some(signature)), &e))?;
+        self.reader.applied.send_replace(index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let stored: Option<StoredSnapshot> = self
+            .reader
+            .get_raw(CF_RAFT, RaftKey::Snapshot.encode().to_vec())?;
+        Ok(stored.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}
+
+/// The snapshot as kept in the `raft` column family, to serve it again after a restart.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, Node>,
+    data: Vec<u8>,
+}
+
+/// A snapshot's data: every pair of the `state` column family, in key order.
+#[derive(Serialize, Deserialize)]
+struct SnapshotContent {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Builds snapshots in the background, off a consistent RocksDB snapshot.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || build_snapshot_blocking(&db))
+            .await
+            .expect("snapshot build task does not panic")
+    }
+}
+
+fn build_snapshot_blocking(db: &DB) -> StorageResult<Snapshot<TypeConfig>> {
+    let subject = || ErrorSubject::Snapshot(None);
+    let cf_state = db
+        .cf_handle(CF_STATE)
+        .expect("column family checked at open");
+    let cf_raft = db
+        .cf_handle(CF_RAFT)
+        .expect("column family checked at open");
+    // One RocksDB snapshot for the data and the applied log id: read separately, a follower
+    // could install data newer than the log id it claims, and apply some entries twice.
+    let view = db.snapshot();
+    let mut pairs = Vec::new();
+    for item in view.iterator_cf(cf_state, IteratorMode::Start) {
+        let (key, value) = item.map_err(|e| read_error(subject(), &e))?;
+        pairs.push((key.to_vec(), value.to_vec()));
+    }
+    let find = |key: StateKey| {
+        let key = key.encode();
+        pairs
+            .binary_search_by(|(k, _)| k.as_slice().cmp(&key))
+            .ok()
+            .map(|at| pairs[at].1.as_slice())
+    };
+    let last_log_id: Option<LogId<NodeId>> = match find(StateKey::Applied) {
+        Some(bytes) => decode(bytes, subject())?,
+        None => None,
+    };
+    let last_membership: Membership = match find(StateKey::Membership) {
+        Some(bytes) => decode(bytes, subject())?,
+        None => Membership::default(),
+    };
+    drop(view);
+
+    let built_at_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let snapshot_id = match last_log_id {
+        Some(id) => format!("{}-{}-{built_at_ns}", id.leader_id, id.index),
+        None => format!("empty-{built_at_ns}"),
+    };
+    let meta = SnapshotMeta {
+        last_log_id,
+        last_membership,
+        snapshot_id,
+    };
+    let data = encode(&SnapshotContent { pairs }, subject())?;
+    let stored = encode(
+        &StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        },
+        subject(),
+    )?;
+    db.put_cf(cf_raft, RaftKey::Snapshot.encode(), stored)
+        .map_err(|e| write_error(subject(), &e))?;
+    Ok(Snapshot {
+        meta,
+        snapshot: Box::new(Cursor::new(data)),
+    })
+}
+
+impl StateReader {
+    /// The index of the last applied entry (0 before any). Reads made after this call see at
+    /// least that entry's effects.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Follow the applied index, e.g. to wait until a write is visible here.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Follow product changes as entries are applied.
+    pub fn subscribe(&self) -> broadcast::Receiver<ProductChange> {
+        self.changes.subscribe()
+    }
+
+    pub fn applied_log_id(&self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self.get(StateKey::Applied)?.flatten())
+    }
+
+    pub fn product(&self, id: &str) -> StorageResult<Option<Product>> {
+        self.get(StateKey::Product(id))
+    }
+
+    /// Up to `limit` products with ids after `after`, in id order.
+    pub fn products(&self, after: Option<&str>, limit: usize) -> StorageResult<Vec<Product>> {
+        let from = match after {
+            Some(id) => {
+                let mut key = StateKey::Product(id).encode();
+                key.push(0); // just past `id`
+                key
+            }
+            None => PRODUCT_PREFIX.to_vec(),
+        };
+        self.scan(&from, PRODUCT_PREFIX, limit)
+    }
+
+    pub fn order(&self, id: OrderId) -> StorageResult<Option<Order>> {
+        self.get(StateKey::Order(id))
+    }
+
+    /// Up to `limit` orders after `after`, in log order.
+    pub fn orders(&self, after: Option<OrderId>, limit: usize) -> StorageResult<Vec<Order>> {
+        self.scan(&order_key_after(after), ORDER_PREFIX, limit)
+    }
+
+    pub fn key_record(&self, key: &str) -> StorageResult<Option<KeyRecord>> {
+        self.get(StateKey::KeyRecord(key))
+    }
+
+    pub fn inventory_meta(&self) -> StorageResult<InventoryMeta> {
+        Ok(self.get(StateKey::InventoryMeta)?.unwrap_or_default())
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: StateKey) -> StorageResult<Option<T>> {
+        self.get_raw(CF_STATE, key.encode())
+    }
+
+    fn get_raw<T: DeserializeOwned>(&self, cf: &str, key: Vec<u8>) -> StorageResult<Option<T>> {
+        get_decoded(&self.db, cf, &key)
+    }
+
+    fn scan<T: DeserializeOwned>(
+        &self,
+        from: &[u8],
+        prefix: &[u8],
+        limit: usize,
+    ) -> StorageResult<Vec<T>> {
+        let cf = self
+            .db
+            .cf_handle(CF_STATE)
+            .expect("column family checked at open");
+        let mut found = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(from, Direction::Forward))
+            .take(limit)
+        {
+            let (key, value) = item.map_err(|e| read_error(ErrorSubject::StateMachine, &e))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            found.push(decode(&value, ErrorSubject::StateMachine)?);
+        }
+        Ok(found)
+    }
+}
+
+fn get_decoded<T: DeserializeOwned>(db: &DB, cf: &str, key: &[u8]) -> StorageResult<Option<T>> {
+    let cf = db.cf_handle(cf).expect("column family checked at open");
+    let value = db
+        .get_pinned_cf(cf, key)
+        .map_err(|e| read_error(ErrorSubject::StateMachine, &e))?;
+    value
+        .map(|bytes| decode(&bytes, ErrorSubject::StateMachine))
+        .transpose()
+}
+
+/// One entry's view of the state: reads see the database plus this entry's own writes, which
+/// accumulate in a `WriteBatch` written at the end of the entry.
+struct Overlay<'a> {
+    db: &'a DB,
+    batch: WriteBatch,
+    /// Products written by this entry, also the changes to publish.
+    products: BTreeMap<String, Product>,
+    /// Idempotency records written (`Some`) or forgotten (`None`) by this entry.
+    keys: BTreeMap<String, Option<KeyRecord>>,
+    meta: Option<InventoryMeta>,
+}
+
+impl<'a> Overlay<'a> {
+    fn new(db: &'a DB) -> Overlay<'a> {
+        Overlay {
+            db,
+            batch: WriteBatch::default(),
+            products: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            meta: None,
+        }
+    }
+
+    fn put<T: Serialize>(&mut self, key: StateKey, value: &T) {
+        let cf = self
+            .db
+            .cf_handle(CF_STATE)
+            .expect("column family checked at open");
+        let bytes = bincode::serialize(value).expect("state values always serialize");
+        self.batch.put_cf(cf, key.encode(), bytes);
+    }
+
+    fn delete(&mut self, key: StateKey) {
+        let cf = self
+            .db
+            .cf_handle(CF_STATE)
+            .expect("column family checked at open");
+        self.batch.delete_cf(cf, key.encode());
+    }
+
+    fn read<T: DeserializeOwned>(&self, key: StateKey) -> Result<Option<T>, Fault> {
+        get_decoded(self.db, CF_STATE, &key.encode()).map_err(|e| Fault(e.to_string()))
+    }
+}
+
+impl InventoryState for Overlay<'_> {
+    fn product(&self, id: &str) -> Result<Option<Product>, Fault> {
+        match self.products.get(id) {
+            Some(product) => Ok(Some(product.clone())),
+            None => self.read(StateKey::Product(id)),
+        }
+    }
+
+    fn key_record(&self, key: &str) -> Result<Option<KeyRecord>, Fault> {
+        match self.keys.get(key) {
+            Some(record) => Ok(record.clone()),
+            None => self.read(StateKey::KeyRecord(key)),
+        }
+    }
+
+    fn keys_recorded_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, Fault> {
+        // Called before any write of the entry, so the database alone is the state.
+        debug_assert!(self.keys.is_empty());
+        let cf = self
+            .db
+            .cf_handle(CF_STATE)
+            .expect("column family checked at open");
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(StateKey::KeyExpiry(before_ms, "").encode());
+        let mut expired = Vec::new();
+        let iter = self.db.iterator_cf_opt(
+            cf,
+            options,
+            IteratorMode::From(KEY_EXPIRY_PREFIX, Direction::Forward),
+        );
+        for item in iter.take(limit) {
+            let (key, _) = item.map_err(|e| Fault(e.to_string()))?;
+            let decoded = decode_key_expiry(&key)
+                .ok_or_else(|| Fault(format!("malformed expiry key {key:?}")))?;
+            expired.push(decoded);
+        }
+        Ok(expired)
+    }
+
+    fn meta(&self) -> Result<InventoryMeta, Fault> {
+        match self.meta {
+            Some(meta) => Ok(meta),
+            None => Ok(self.read(StateKey::InventoryMeta)?.unwrap_or_default()),
+        }
+    }
+
+    fn put_product(&mut self, product: &Product) {
+        self.put(StateKey::Product(&product.id), product);
+        self.products.insert(product.id.clone(), product.clone());
+    }
+
+    fn put_order(&mut self, order: &Order) {
+        self.put(StateKey::Order(order.id), order);
+    }
+
+    fn put_key_record(&mut self, key: &str, record: &KeyRecord) {
+        self.put(StateKey::KeyRecord(key), record);
+        self.put(StateKey::KeyExpiry(record.recorded_at_ms, key), &());
+        self.keys.insert(key.to_owned(), Some(record.clone()));
+    }
+
+    fn delete_key_record(&mut self, key: &str, recorded_at_ms: u64) {
+        self.delete(StateKey::KeyRecord(key));
+        self.delete(StateKey::KeyExpiry(recorded_at_ms, key));
+        self.keys.insert(key.to_owned(), None);
+    }
+
+    fn delete_orders(&mut self, after: Option<OrderId>, up_to: OrderId) {
+        let cf = self
+            .db
+            .cf_handle(CF_STATE)
+            .expect("column family checked at open");
+        self.batch
+            .delete_range_cf(cf, order_key_after(after), order_key_after(Some(up_to)));
+    }
+
+    fn put_meta(&mut self, meta: &InventoryMeta) {
+        self.put(StateKey::InventoryMeta, meta);
+        self.meta = Some(*meta);
+    }
+}
