@@ -1,0 +1,319 @@
+//! A client of the voters' internal API.
+
+use std::time::Duration;
+
+use flashstock_api::{
+    AddLearnerRequest, ChangeMembershipRequest, Command, ErrorBody, InitRequest, NodeAddr,
+    NodeStatus, Order, OrderId, Outcome, Product, WriteRequest, WriteResponse, SECRET_HEADER,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Most "not leader" redirections one write follows before giving up.
+const REDIRECTS_MAX: usize = 8;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Definitely not applied: refused before anything was proposed, or no node could be reached.
+    #[error("refused ({code}): {message}")]
+    Refused { code: String, message: String },
+    /// The write may or may not have been applied. Retry with the same idempotency keys.
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown { message: String },
+    /// A read or admin call failed.
+    #[error("{code}: {message}")]
+    Api { code: String, message: String },
+}
+
+impl Error {
+    /// True when the commands were definitely not applied.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, Error::OutcomeUnknown { .. })
+    }
+
+    fn unreachable(message: String) -> Error {
+        Error::Refused {
+            code: "unavailable".into(),
+            message,
+        }
+    }
+}
+
+/// A page of records from a replica, with the applied index it is at least as fresh as.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub applied_index: u64,
+    pub items: Vec<T>,
+}
+
+/// The outcome of a committed write.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub log_index: u64,
+    /// The node that answered (the leader at the time).
+    pub leader: String,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Talks to a set of voters; remembers which one led last.
+#[derive(Clone)]
+pub struct VoterClient {
+    http: reqwest::Client,
+    secret: String,
+    endpoints: Vec<String>,
+    leader: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl VoterClient {
+    /// `endpoints` are `host:port` addresses of voters' internal listeners.
+    pub fn new(endpoints: Vec<String>, secret: &str, timeout: Duration) -> VoterClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .build()
+            .expect("an HTTP client without TLS always builds");
+        VoterClient {
+            http,
+            secret: secret.to_owned(),
+            endpoints,
+            leader: Default::default(),
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Propose `commands` as one entry at the leader, wherever it is.
+    pub async fn write(&self, commands: Vec<Command>) -> Result<Applied, Error> {
+        let body = bincode::serialize(&WriteRequest { commands }).expect("commands serialize");
+        let mut candidates: Vec<String> = self.leader.lock().unwrap().iter().cloned().collect();
+        candidates.extend(self.endpoints.iter().cloned());
+        let mut redirects = 0;
+        let mut last_error = String::from("no endpoint");
+        let mut tried = 0;
+        while let Some(endpoint) = candidates.first().cloned() {
+            candidates.remove(0);
+            tried += 1;
+            if tried > self.endpoints.len() + REDIRECTS_MAX {
+                break;
+            }
+            let sent = self
+                .http
+                .post(format!("http://{endpoint}/internal/write"))
+                .header(SECRET_HEADER, &self.secret)
+                .body(body.clone())
+                .send()
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                // Never connected: nothing was sent, try the next node.
+                Err(e) if e.is_connect() => {
+                    last_error = format!("{endpoint}: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::OutcomeUnknown {
+                        message: format!("{endpoint}: {e}"),
+                    })
+                }
+            };
+            let status = response.status();
+            let bytes = response.bytes().await.map_err(|e| Error::OutcomeUnknown {
+                message: format!("{endpoint}: {e}"),
+            })?;
+            if !status.is_success() {
+                // The endpoint refused the request before handling it (auth, body).
+                let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+                return Err(match body {
+                    Some(body) => Error::Refused {
+                        code: body.code,
+                        message: body.message,
+                    },
+                    None => Error::Refused {
+                        code: status.as_u16().to_string(),
+                        message: String::from_utf8_lossy(&bytes).into_owned(),
+                    },
+                });
+            }
+            let answer: WriteResponse =
+                bincode::deserialize(&bytes).map_err(|e| Error::OutcomeUnknown {
+                    message: format!("{endpoint}: undecodable answer: {e}"),
+                })?;
+            match answer {
+                WriteResponse::Applied {
+                    log_index,
+                    outcomes,
+                } => {
+                    *self.leader.lock().unwrap() = Some(endpoint.clone());
+                    return Ok(Applied {
+                        log_index,
+                        leader: endpoint,
+                        outcomes,
+                    });
+                }
+                WriteResponse::NotLeader { leader } => {
+                    last_error = format!("{endpoint} is not the leader");
+                    if let Some(NodeAddr { addr, .. }) = leader {
+                        if redirects < REDIRECTS_MAX {
+                            redirects += 1;
+                            candidates.insert(0, addr);
+                        }
+                    }
+                }
+                WriteResponse::Refused { code, message } => {
+                    return Err(Error::Refused { code, message })
+                }
+                WriteResponse::Unknown { message } => {
+                    return Err(Error::OutcomeUnknown { message })
+                }
+            }
+        }
+        Err(Error::unreachable(format!(
+            "no leader reachable: {last_error}"
+        )))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, endpoint: &str, path: &str) -> Result<T, Error> {
+        let request = self
+            .http
+            .get(format!("http://{endpoint}{path}"))
+            .header(SECRET_HEADER, &self.secret);
+        decode_json(request.send().await, endpoint).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Error> {
+        let request = self
+            .http
+            .post(format!("http://{endpoint}{path}"))
+            .header(SECRET_HEADER, &self.secret)
+            .json(body);
+        decode_json(request.send().await, endpoint).await
+    }
+
+    pub async fn status(&self, endpoint: &str) -> Result<NodeStatus, Error> {
+        self.get(endpoint, "/admin/status").await
+    }
+
+    pub async fn init(
+        &self,
+        endpoint: &str,
+        voters: Vec<NodeAddr>,
+    ) -> Result<Vec<NodeAddr>, Error> {
+        self.post(endpoint, "/admin/init", &InitRequest { voters })
+            .await
+    }
+
+    pub async fn add_learner(
+        &self,
+        endpoint: &str,
+        id: u64,
+        addr: &str,
+    ) -> Result<serde_json::Value, Error> {
+        let request = AddLearnerRequest {
+            id,
+            addr: addr.to_owned(),
+        };
+        self.post(endpoint, "/admin/add-learner", &request).await
+    }
+
+    pub async fn change_membership(
+        &self,
+        endpoint: &str,
+        voters: Vec<u64>,
+        retain: bool,
+    ) -> Result<serde_json::Value, Error> {
+        let request = ChangeMembershipRequest { voters, retain };
+        self.post(endpoint, "/admin/change-membership", &request)
+            .await
+    }
+
+    pub async fn snapshot(&self, endpoint: &str) -> Result<serde_json::Value, Error> {
+        self.post(endpoint, "/admin/snapshot", &()).await
+    }
+
+    pub async fn product(&self, endpoint: &str, id: &str) -> Result<Page<Product>, Error> {
+        self.get(endpoint, &format!("/internal/products/{id}"))
+            .await
+    }
+
+    pub async fn products(
+        &self,
+        endpoint: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Product>, Error> {
+        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        self.get(
+            endpoint,
+            &format!("/internal/products?limit={limit}{after}"),
+        )
+        .await
+    }
+
+    pub async fn order(&self, endpoint: &str, id: OrderId) -> Result<Page<Order>, Error> {
+        self.get(endpoint, &format!("/internal/orders/{id}")).await
+    }
+
+    pub async fn orders(
+        &self,
+        endpoint: &str,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Page<Order>, Error> {
+        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        self.get(endpoint, &format!("/internal/orders?limit={limit}{after}"))
+            .await
+    }
+
+    /// Every order a replica holds, in log order.
+    pub async fn all_orders(&self, endpoint: &str) -> Result<Vec<Order>, Error> {
+        let mut all: Vec<Order> = Vec::new();
+        loop {
+            let page = self
+                .orders(endpoint, all.last().map(|o| o.id), 1000)
+                .await?;
+            if page.items.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page.items);
+        }
+    }
+}
+
+async fn decode_json<T: DeserializeOwned>(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    endpoint: &str,
+) -> Result<T, Error> {
+    let response = sent.map_err(|e| Error::Api {
+        code: "unavailable".into(),
+        message: format!("{endpoint}: {e}"),
+    })?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| Error::Api {
+        code: "unavailable".into(),
+        message: format!("{endpoint}: {e}"),
+    })?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| Error::Api {
+            code: "invalid_response".into(),
+            message: format!("{endpoint}: {e}"),
+        });
+    }
+    Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(body) => Error::Api {
+            code: body.code,
+            message: body.message,
+        },
+        Err(_) => Error::Api {
+            code: status.as_u16().to_string(),
+            message: String::from_utf8_lossy(&bytes).into_owned(),
+        },
+    })
+}

@@ -1,0 +1,404 @@
+//! A cluster of real node processes on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cluster_config::{Config, Role};
+use flashstock_api::NodeAddr;
+use flashstock_client::VoterClient;
+
+/// How long a node may take to answer its health check after it starts.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often readiness and cluster conditions are polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("config error: {0}")]
+    Config(#[from] cluster_config::ConfigError),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("client error: {0}")]
+    Client(#[from] flashstock_client::Error),
+}
+
+/// One node of the cluster, running or not.
+pub struct LocalNode {
+    pub id: u64,
+    pub role: Role,
+    /// The internal listener's address (Raft, admin, writes).
+    pub addr: SocketAddr,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalNode {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// The processes of one cluster, killed when dropped.
+pub struct LocalCluster {
+    binary: PathBuf,
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    pub secret: String,
+    pub nodes: BTreeMap<u64, LocalNode>,
+    http: reqwest::Client,
+}
+
+/// Find a free port on loopback: bind port 0, read the port back, release it.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// What cluster to lay out.
+pub struct Layout {
+    pub voters: u64,
+    pub gateways: u64,
+}
+
+impl LocalCluster {
+    /// Lay out a cluster in a new temporary directory: configs with free ports, one data
+    /// directory per node. `tweak` may change each node's config before it is written.
+    pub fn temporary(
+        binary: &Path,
+        layout: Layout,
+        tweak: impl Fn(&mut Config),
+    ) -> Result<LocalCluster, Error> {
+        let temp = tempfile::Builder::new().prefix("flashstock-").tempdir()?;
+        let mut cluster = LocalCluster::lay_out(binary, temp.path(), layout, tweak)?;
+        cluster._temp = Some(temp);
+        Ok(cluster)
+    }
+
+    /// Lay out a cluster in `dir`, or reuse the configs already there (so a restarted launcher
+    /// resumes the same cluster on the same ports).
+    pub fn lay_out(
+        binary: &Path,
+        dir: &Path,
+        layout: Layout,
+        tweak: impl Fn(&mut Config),
+    ) -> Result<LocalCluster, Error> {
+        std::fs::create_dir_all(dir)?;
+        let secret_path = dir.join("cluster-secret");
+        let secret = match std::fs::read_to_string(&secret_path) {
+            Ok(secret) => secret.trim().to_owned(),
+            Err(_) => {
+                let secret = format!("local-{}-{}", std::process::id(), free_port()?);
+                let secret = format!("{secret:0<24}");
+                std::fs::write(&secret_path, &secret)?;
+                secret
+            }
+        };
+        let ids: Vec<(u64, Role)> = (1..=layout.voters)
+            .map(|i| (i, Role::Voter))
+            .chain((1..=layout.gateways).map(|i| (100 + i, Role::Gateway)))
+            .collect();
+        let mut nodes = BTreeMap::new();
+        let mut voters = Vec::new();
+        let mut texts = Vec::new();
+        for (id, role) in &ids {
+            let config_path = dir.join(format!("node-{id}.toml"));
+            let text = match std::fs::read_to_string(&config_path) {
+                Ok(existing) => existing,
+                Err(_) => default_config_text(*id, *role, dir, &secret)?,
+            };
+            let config = Config::from_toml_str(&text)?;
+            if *role == Role::Voter {
+                voters.push((*id, config.advertise_addr()));
+            }
+            texts.push((*id, *role, config_path, config));
+        }
+        for (id, role, config_path, mut config) in texts {
+            config.cluster.voters = voters
+                .iter()
+                .map(|(id, addr)| cluster_config::Peer {
+                    id: *id,
+                    addr: addr.clone(),
+                })
+                .collect();
+            tweak(&mut config);
+            std::fs::write(&config_path, config.to_toml_string())?;
+            nodes.insert(
+                id,
+                LocalNode {
+                    id,
+                    role,
+                    addr: config.node.listen,
+                    data_dir: config.node.data_dir.clone(),
+                    log_path: dir.join(format!("node-{id}.log")),
+                    config_path,
+                    child: None,
+                },
+            );
+        }
+        Ok(LocalCluster {
+            binary: binary.to_owned(),
+            dir: dir.to_owned(),
+            _temp: None,
+            secret,
+            nodes,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub fn voter_ids(&self) -> Vec<u64> {
+        self.ids_with(Role::Voter)
+    }
+
+    pub fn gateway_ids(&self) -> Vec<u64> {
+        self.ids_with(Role::Gateway)
+    }
+
+    fn ids_with(&self, role: Role) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|node| node.role == role)
+            .map(|node| node.id)
+            .collect()
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.nodes[&id].addr.to_string()
+    }
+
+    /// A client of the voters' internal API.
+    pub fn voter_client(&self) -> VoterClient {
+        let endpoints = self.voter_ids().iter().map(|id| self.addr(*id)).collect();
+        VoterClient::new(endpoints, &self.secret, Duration::from_secs(10))
+    }
+
+    /// Start a node's process (logs appended to its log file) and wait until it answers.
+    pub async fn start(&mut self, id: u64) -> Result<(), Error> {
+        let node = self.nodes.get_mut(&id).expect("known node id");
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)?;
+        let child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(&node.config_path)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        node.child = Some(child);
+        self.wait_ready(id).await
+    }
+
+    pub async fn start_all(&mut self) -> Result<(), Error> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.start(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Poll the node's health endpoint until it answers, or its process exits.
+    pub async fn wait_ready(&mut self, id: u64) -> Result<(), Error> {
+        let url = format!("http://{}/health", self.addr(id));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(response) = self.http.get(&url).send().await {
+                if response.status().is_success() {
+                    return Ok(());
+                }
+            }
+            let node = self.nodes.get_mut(&id).expect("known node id");
+            if let Some(child) = node.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    node.child = None;
+                    return Err(Error::Timeout(format!(
+                        "node {id} exited with {status} before it was ready; log:\n{}",
+                        self.log_tail(id)
+                    )));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "node {id} not ready within {READY_TIMEOUT:?}; log:\n{}",
+                    self.log_tail(id)
+                )));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The last lines of a node's log, to explain a failure.
+    pub fn log_tail(&self, id: u64) -> String {
+        let text = std::fs::read_to_string(&self.nodes[&id].log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// SIGKILL a node: no drain, no flush. What it acknowledged must survive anyway.
+    pub fn kill(&mut self, id: u64) -> Result<(), Error> {
+        let node = self.nodes.get_mut(&id).expect("known node id");
+        if let Some(mut child) = node.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM a node and wait for it to exit; returns whether it exited successfully.
+    pub fn terminate(&mut self, id: u64) -> Result<bool, Error> {
+        let node = self.nodes.get_mut(&id).expect("known node id");
+        let Some(mut child) = node.child.take() else {
+            return Ok(true);
+        };
+        signal(child.id(), "TERM")?;
+        Ok(child.wait()?.success())
+    }
+
+    /// SIGSTOP or SIGCONT a node: a paused node holds its connections but answers nothing.
+    pub fn pause(&mut self, id: u64, paused: bool) -> Result<(), Error> {
+        if let Some(pid) = self.nodes[&id].pid() {
+            signal(pid, if paused { "STOP" } else { "CONT" })?;
+        }
+        Ok(())
+    }
+
+    /// Delete a stopped node's data directory, as if its disk were replaced.
+    pub fn wipe(&mut self, id: u64) -> Result<(), Error> {
+        let node = &self.nodes[&id];
+        assert!(node.child.is_none(), "stop node {id} before wiping it");
+        match std::fs::remove_dir_all(&node.data_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Initialize the Raft group with every voter, through the first voter.
+    pub async fn init(&self) -> Result<(), Error> {
+        let voters: Vec<NodeAddr> = self
+            .voter_ids()
+            .iter()
+            .map(|id| NodeAddr {
+                id: *id,
+                addr: self.addr(*id),
+            })
+            .collect();
+        let first = self.addr(voters[0].id);
+        match self.voter_client().init(&first, voters).await {
+            Ok(_) => Ok(()),
+            Err(flashstock_client::Error::Api { code, .. }) if code == "already_initialized" => {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Wait until the running voters agree on one leader; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, Error> {
+        let client = self.voter_client();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            for id in self.voter_ids() {
+                if !self.nodes[&id].is_running() {
+                    continue;
+                }
+                if let Ok(status) = client.status(&self.addr(id)).await {
+                    leaders.push(status.leader);
+                }
+            }
+            if let Some(Some(leader)) = leaders.first() {
+                let agreed = leaders.iter().all(|l| *l == Some(*leader));
+                if agreed && self.nodes.get(leader).is_some_and(LocalNode::is_running) {
+                    return Ok(*leader);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "no agreed leader within {timeout:?}: {leaders:?}"
+                )));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Wait until a node has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> Result<(), Error> {
+        let client = self.voter_client();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = client.status(&self.addr(id)).await;
+            if let Ok(status) = &status {
+                if status.applied_index.unwrap_or(0) >= index {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "node {id} did not apply {index} within {timeout:?}: {status:?}"
+                )));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) -> Result<(), Error> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Io(std::io::Error::other(format!(
+            "kill -{name} {pid} failed"
+        ))))
+    }
+}
+
+/// A node's configuration with ports found free now.
+fn default_config_text(id: u64, role: Role, dir: &Path, secret: &str) -> Result<String, Error> {
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let data_dir = dir.join(format!("data-{id}"));
+    let (role_name, gateway) = match role {
+        Role::Voter => ("voter", String::new()),
+        Role::Gateway => (
+            "gateway",
+            format!(
+                "\n[gateway]\npublic_listen = \"127.0.0.1:{}\"\n",
+                free_port()?
+            ),
+        ),
+    };
+    Ok(format!(
+        "[node]\nid = {id}\nrole = \"{role_name}\"\nlisten = \"{listen}\"\ndata_dir = {data_dir:?}\n\n\
+         [cluster]\nsecret = \"{secret}\"\n{gateway}"
+    ))
+}

@@ -1,0 +1,135 @@
+//! The flashstock server. One binary, two roles, chosen by the configuration:
+//!
+//! - **voter**: a member of the openraft group that holds the inventory. It serves Raft's RPCs,
+//!   the admin API, and the internal write endpoint that proposes a batch of commands as one log
+//!   entry and answers with each command's outcome once the entry is committed and applied.
+//! - **gateway**: a learner of the same group (a local, continuously updated replica) that serves
+//!   the public API.
+//!
+//! Components:
+//! - [`network`]: Raft RPCs to peers (reqwest, bincode, persistent connections).
+//! - [`internal`]: the internal listener's routes: Raft RPCs, admin, writes, replica reads. Every
+//!   route but `/health` requires the cluster secret.
+//! - [`proposer`]: turns a batch of commands into one proposal and keeps "rejected, definitely not
+//!   applied" apart from "outcome unknown" in every answer.
+//!
+//! Shutdown: the shutdown future (SIGTERM or Ctrl-C in the binary) stops accepting connections,
+//! lets in-flight requests finish, then shuts Raft down and closes RocksDB.
+
+pub mod internal;
+pub mod network;
+pub mod proposer;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_config::{Config, Role};
+use raft_store::{NodeId, Raft, StateReader};
+use tokio::net::TcpListener;
+
+/// Everything a request handler needs, shared by all of them.
+pub struct NodeState {
+    pub id: NodeId,
+    pub config: Config,
+    pub raft: Raft,
+    pub reader: StateReader,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store in {path}: {message}")]
+    Store { path: String, message: String },
+    #[error("invalid Raft configuration: {0}")]
+    RaftConfig(String),
+    #[error("Raft failed to start: {0}")]
+    Raft(String),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Translate our configuration into openraft's.
+pub fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
+    let raft = &config.raft;
+    let openraft_config = openraft::Config {
+        cluster_name: "flashstock".into(),
+        heartbeat_interval: raft.heartbeat_interval_ms,
+        election_timeout_min: raft.election_timeout_min_ms,
+        election_timeout_max: raft.election_timeout_max_ms,
+        install_snapshot_timeout: raft.rpc_timeout_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(raft.snapshot_every_logs),
+        max_in_snapshot_log_to_keep: raft.logs_to_keep_after_snapshot,
+        // Keeps one append RPC's body well under the internal body limit.
+        max_payload_entries: 64,
+        snapshot_max_chunk_size: 1024 * 1024,
+        ..Default::default()
+    };
+    openraft_config
+        .validate()
+        .map_err(|e| StartError::RaftConfig(e.to_string()))
+}
+
+/// Run a node until `shutdown` completes. `listener` is the internal listener, already bound
+/// (tests bind port 0 and read the address back).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let id = config.node.id;
+    let db_path = config.node.data_dir.join("db");
+    let (log_store, state_machine) = raft_store::open(&db_path).map_err(|e| StartError::Store {
+        path: db_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let reader = state_machine.reader();
+    let network = network::Network::new(
+        &config.cluster.secret,
+        Duration::from_millis(config.raft.rpc_timeout_ms),
+    );
+    let raft = Raft::new(
+        id,
+        Arc::new(raft_config(&config)?),
+        network,
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    let role = config.node.role;
+    let state = Arc::new(NodeState {
+        id,
+        config,
+        raft: raft.clone(),
+        reader,
+    });
+    let app = internal::router(state.clone());
+    let addr = listener.local_addr().map_err(StartError::Serve)?;
+    tracing::info!(id, %addr, ?role, "node listening");
+    if role == Role::Gateway {
+        tracing::warn!("the gateway's public API is not served yet; running as a learner only");
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!(id, "shutting down Raft");
+    if let Err(e) = raft.shutdown().await {
+        tracing::error!(id, error = %e, "Raft did not shut down cleanly");
+    }
+    drop(state);
+    served.map_err(StartError::Serve)
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock. Used only by proposers: the time
+/// travels in the log, and the state machine never reads a clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,66 @@
+//! `flashstock-node --config node.toml`: runs one node, voter or gateway, until SIGTERM or
+//! Ctrl-C, then drains and exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cluster_config::Config;
+use tracing_subscriber::EnvFilter;
+
+/// A flashstock node: a Raft voter holding the inventory, or a gateway serving the public API.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The node's TOML configuration file.
+    #[arg(long, env = "FLASHSTOCK_CONFIG")]
+    config: PathBuf,
+    /// Log as JSON lines instead of text. The level comes from RUST_LOG (default: info).
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("flashstock-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("start the Tokio runtime");
+    let result = runtime.block_on(async {
+        let addr = config.node.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| flashstock_node::StartError::Listen { addr, source })?;
+        flashstock_node::run(config, listener, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flashstock-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
+    }
+}

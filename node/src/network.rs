@@ -1,0 +1,163 @@
+//! Raft's network: append, vote and snapshot RPCs sent with reqwest over persistent HTTP/1.1
+//! connections, bodies in bincode, each carrying the cluster secret.
+//!
+//! Error mapping, as openraft expects it: a connection that cannot be made is `Unreachable`
+//! (openraft backs off before the next try); any other transport failure is `Network` (it retries
+//! at once); a timeout is `Timeout`; an error the peer answered is `RemoteError`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashstock_api::SECRET_HEADER;
+use openraft::error::{
+    Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use raft_store::{Node, NodeId, TypeConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Paths of the Raft RPCs on the internal listener.
+pub const APPEND_PATH: &str = "/raft/append";
+pub const VOTE_PATH: &str = "/raft/vote";
+pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+
+/// Creates one [`PeerClient`] per replication target; all share one connection pool.
+#[derive(Clone)]
+pub struct Network {
+    http: reqwest::Client,
+    secret: Arc<str>,
+}
+
+impl Network {
+    pub fn new(secret: &str, connect_timeout: Duration) -> Network {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .expect("an HTTP client without TLS always builds");
+        Network {
+            http,
+            secret: secret.into(),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
+        PeerClient {
+            http: self.http.clone(),
+            secret: self.secret.clone(),
+            target,
+            base: format!("http://{}", node.addr),
+        }
+    }
+}
+
+/// Sends Raft RPCs to one peer.
+pub struct PeerClient {
+    http: reqwest::Client,
+    secret: Arc<str>,
+    target: NodeId,
+    base: String,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        action: RPCTypes,
+        path: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body =
+            bincode::serialize(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let ttl = option.hard_ttl();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(SECRET_HEADER, &*self.secret)
+            .timeout(ttl)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, action, ttl))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e, action, ttl))?;
+        if !status.is_success() {
+            let message = String::from_utf8_lossy(&bytes).into_owned();
+            let error = std::io::Error::other(format!("{path} answered {status}: {message}"));
+            return Err(RPCError::Network(NetworkError::new(&error)));
+        }
+        let answer: Result<Resp, RaftError<NodeId, E>> =
+            bincode::deserialize(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn transport_error<E: std::error::Error>(
+        &self,
+        error: reqwest::Error,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<NodeId, Node, RaftError<NodeId, E>> {
+        if error.is_connect() {
+            RPCError::Unreachable(Unreachable::new(&error))
+        } else if error.is_timeout() {
+            RPCError::Timeout(Timeout {
+                action,
+                id: 0,
+                target: self.target,
+                timeout: ttl,
+            })
+        } else {
+            RPCError::Network(NetworkError::new(&error))
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
+        self.call(RPCTypes::AppendEntries, APPEND_PATH, &request, &option)
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        request: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(RPCTypes::InstallSnapshot, SNAPSHOT_PATH, &request, &option)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, Infallible> {
+        self.call(RPCTypes::Vote, VOTE_PATH, &request, &option)
+            .await
+    }
+}

@@ -1,0 +1,88 @@
+//! Proposing commands on a voter: one batch of commands becomes one Raft entry.
+//!
+//! Every answer is a [`WriteResponse`] whose variant says what the caller may conclude:
+//! - `Applied`: committed on a majority and applied; each command's outcome is final.
+//! - `NotLeader`, `Refused`: nothing was proposed, or what was proposed was truncated from the
+//!   log before it could commit: definitely not applied.
+//! - `Unknown`: proposed, and then the node could not learn the result (timeout, shutdown). The
+//!   entry may still commit; only a retry with the same idempotency keys tells.
+
+use std::time::Duration;
+
+use flashstock_api::{Command, NodeAddr, Op, Proposal, WriteResponse};
+use openraft::error::{ClientWriteError, RaftError};
+
+use crate::{now_ms, NodeState};
+
+impl NodeState {
+    /// Propose `commands` as one entry and wait until it is applied here.
+    pub async fn propose(&self, commands: Vec<Command>) -> WriteResponse {
+        if let Err(message) = self.check_batch(&commands) {
+            return WriteResponse::Refused {
+                code: "invalid_request".into(),
+                message,
+            };
+        }
+        let count = commands.len();
+        let now = now_ms();
+        let proposal = Proposal {
+            proposed_at_ms: now,
+            forget_keys_before_ms: now.saturating_sub(self.config.raft.idempotency_window_ms),
+            commands,
+        };
+        let wait = Duration::from_millis(self.config.limits.request_timeout_ms);
+        match tokio::time::timeout(wait, self.raft.client_write(proposal)).await {
+            Ok(Ok(written)) => {
+                assert_eq!(
+                    written.data.len(),
+                    count,
+                    "the state machine answers every command of an entry"
+                );
+                WriteResponse::Applied {
+                    log_index: written.log_id.index,
+                    outcomes: written.data,
+                }
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                let leader = forward
+                    .leader_id
+                    .zip(forward.leader_node)
+                    .map(|(id, node)| NodeAddr {
+                        id,
+                        addr: node.addr,
+                    });
+                WriteResponse::NotLeader { leader }
+            }
+            Ok(Err(error)) => WriteResponse::Unknown {
+                message: format!("proposed, then Raft failed: {error}"),
+            },
+            Err(_) => WriteResponse::Unknown {
+                message: format!("not applied within {} ms", wait.as_millis()),
+            },
+        }
+    }
+
+    /// Structural checks of a batch, made before proposing anything. The state machine checks
+    /// each command again, deterministically.
+    fn check_batch(&self, commands: &[Command]) -> Result<(), String> {
+        let limits = &self.config.limits;
+        if commands.is_empty() || commands.len() > limits.commands_per_entry_max {
+            return Err(format!(
+                "a write holds 1 to {} commands, not {}",
+                limits.commands_per_entry_max,
+                commands.len()
+            ));
+        }
+        for command in commands {
+            if let Op::Purchase { quantity, .. } = command.op {
+                if quantity > limits.purchase_quantity_max {
+                    return Err(format!(
+                        "quantity {quantity} is above the limit of {}",
+                        limits.purchase_quantity_max
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

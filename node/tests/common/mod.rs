@@ -1,0 +1,163 @@
+//! Shared set-up of the end-to-end tests: real `flashstock-node` processes on loopback.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use cluster_config::Config;
+use flashstock_api::{Command, Op, Order, OrderId, Outcome, Product};
+use flashstock_client::VoterClient;
+use flashstock_deploy::local::{Layout, LocalCluster};
+
+pub const ELECTION_WAIT: Duration = Duration::from_secs(30);
+
+pub fn node_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_flashstock-node"))
+}
+
+/// Three voters, started and initialized, with a leader elected.
+pub async fn three_voters(tweak: impl Fn(&mut Config)) -> LocalCluster {
+    let layout = Layout {
+        voters: 3,
+        gateways: 0,
+    };
+    let mut cluster = LocalCluster::temporary(node_binary(), layout, tweak).expect("lay out");
+    cluster.start_all().await.expect("start voters");
+    cluster.init().await.expect("initialize");
+    cluster
+        .wait_for_leader(ELECTION_WAIT)
+        .await
+        .expect("a leader is elected");
+    cluster
+}
+
+pub fn create(key: &str, product: &str, stock: u64) -> Command {
+    Command {
+        key: key.into(),
+        op: Op::CreateProduct {
+            product: product.into(),
+            name: format!("Product {product}"),
+            price_cents: 1999,
+            stock,
+        },
+    }
+}
+
+pub fn purchase(key: &str, product: &str, quantity: u32) -> Command {
+    Command {
+        key: key.into(),
+        op: Op::Purchase {
+            product: product.into(),
+            quantity,
+        },
+    }
+}
+
+/// A client whose endpoints start at a different voter for each `seed`, so that concurrent
+/// buyers first hit different voters and must follow "not leader" answers.
+pub fn client_starting_at(cluster: &LocalCluster, seed: usize) -> VoterClient {
+    let mut endpoints: Vec<String> = cluster
+        .voter_ids()
+        .iter()
+        .map(|id| cluster.addr(*id))
+        .collect();
+    let shift = seed % endpoints.len();
+    endpoints.rotate_left(shift);
+    VoterClient::new(endpoints, &cluster.secret, Duration::from_secs(10))
+}
+
+/// What a buyer learned of one purchase.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bought {
+    Confirmed(Order),
+    /// A committed rejection (sold out, for these tests).
+    Rejected(String),
+    /// Never learned the outcome within the retry budget.
+    Unknown,
+}
+
+/// Buy once, retrying with the same key while the outcome is unknown or no leader is reachable,
+/// up to `attempts` times. A retry never buys twice: the key makes it answer the first outcome.
+pub async fn buy(
+    client: &VoterClient,
+    key: &str,
+    product: &str,
+    quantity: u32,
+    attempts: usize,
+) -> Bought {
+    for _ in 0..attempts {
+        match client.write(vec![purchase(key, product, quantity)]).await {
+            Ok(applied) => {
+                return match applied.outcomes[0].first() {
+                    Outcome::Purchased(order) => Bought::Confirmed(order.clone()),
+                    Outcome::Rejected(rejection) => Bought::Rejected(rejection.code().into()),
+                    other => panic!("unexpected outcome for a purchase: {other:?}"),
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    Bought::Unknown
+}
+
+/// Every voter's view of one product and of all orders, after waiting until each has applied
+/// at least `index`.
+pub async fn replica_views(
+    cluster: &LocalCluster,
+    product: &str,
+    index: u64,
+) -> BTreeMap<u64, (Product, Vec<Order>)> {
+    let client = cluster.voter_client();
+    let mut views = BTreeMap::new();
+    for id in cluster.voter_ids() {
+        cluster
+            .wait_applied(id, index, ELECTION_WAIT)
+            .await
+            .expect("replica catches up");
+        let addr = cluster.addr(id);
+        let product = client
+            .product(&addr, product)
+            .await
+            .expect("read product")
+            .items
+            .remove(0);
+        let orders = client.all_orders(&addr).await.expect("read orders");
+        views.insert(id, (product, orders));
+    }
+    views
+}
+
+/// Check one replica's state against what the buyers were told: exactly `stock` sold when demand
+/// exceeded it, every confirmed order present, no key sold twice, conservation.
+pub fn check_replica(
+    id: u64,
+    product: &Product,
+    orders: &[Order],
+    confirmed: &BTreeMap<OrderId, Order>,
+    initial_stock: u64,
+) {
+    assert!(
+        product.is_conserved(),
+        "node {id}: conservation broken: {product:?}"
+    );
+    let sold_by_orders: u64 = orders.iter().map(|o| u64::from(o.quantity)).sum();
+    assert_eq!(
+        sold_by_orders, product.sold,
+        "node {id}: orders do not add up to sold"
+    );
+    assert_eq!(product.initial_stock + product.restocked, initial_stock);
+    for order in confirmed.values() {
+        assert!(
+            orders.contains(order),
+            "node {id}: confirmed order {} is missing",
+            order.id
+        );
+    }
+    let mut keys: Vec<&str> = orders.iter().map(|o| o.key.as_str()).collect();
+    keys.sort();
+    let before = keys.len();
+    keys.dedup();
+    assert_eq!(before, keys.len(), "node {id}: a key bought twice");
+}

@@ -1,0 +1,295 @@
+//! Three real voter processes on loopback: concurrent buyers, a killed leader, a wiped follower,
+//! a clean restart. Each test checks what buyers were told against every replica's state.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use flashstock_api::{Order, OrderId, Outcome};
+use tokio::task::JoinSet;
+
+/// Hundreds of buyers, each entering through a different voter, race for limited stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_buyers_sell_exactly_the_stock() {
+    const STOCK: u64 = 150;
+    const BUYERS: usize = 400;
+    let cluster = three_voters(|_| {}).await;
+    let client = cluster.voter_client();
+    client
+        .write(vec![create("create-tee", "tee", STOCK)])
+        .await
+        .expect("create");
+
+    let mut buyers = JoinSet::new();
+    for i in 0..BUYERS {
+        let client = client_starting_at(&cluster, i);
+        buyers.spawn(async move { buy(&client, &format!("buyer-{i}"), "tee", 1, 20).await });
+    }
+    let mut confirmed = BTreeMap::new();
+    let mut sold_out = 0;
+    while let Some(bought) = buyers.join_next().await {
+        match bought.expect("buyer task") {
+            Bought::Confirmed(order) => assert!(confirmed.insert(order.id, order).is_none()),
+            Bought::Rejected(code) => {
+                assert_eq!(code, "insufficient_stock");
+                sold_out += 1;
+            }
+            Bought::Unknown => panic!("a buyer never learned its outcome"),
+        }
+    }
+    assert_eq!(confirmed.len() as u64, STOCK, "exactly the stock is sold");
+    assert_eq!(sold_out, BUYERS - STOCK as usize);
+
+    let last = confirmed.keys().map(|id| id.log_index()).max().unwrap();
+    let views = replica_views(&cluster, "tee", last).await;
+    for (id, (product, orders)) in &views {
+        assert_eq!(product.stock, 0, "node {id}");
+        assert_eq!(product.sold, STOCK, "node {id}");
+        check_replica(*id, product, orders, &confirmed, STOCK);
+    }
+    assert_all_equal(&views);
+}
+
+/// SIGKILL the leader while buyers are buying: a new leader takes over, buyers retry unknown
+/// outcomes with the same keys, and nothing confirmed is lost or sold twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_under_load_loses_nothing() {
+    const BUYERS: usize = 60;
+    const PURCHASES_EACH: usize = 25;
+    const STOCK: u64 = 1_000_000;
+    let mut cluster = three_voters(|_| {}).await;
+    let client = cluster.voter_client();
+    client
+        .write(vec![create("create-mug", "mug", STOCK)])
+        .await
+        .expect("create");
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut buyers = JoinSet::new();
+    for i in 0..BUYERS {
+        let client = client_starting_at(&cluster, i);
+        let done = done.clone();
+        buyers.spawn(async move {
+            let mut results = Vec::new();
+            for j in 0..PURCHASES_EACH {
+                let key = format!("buyer-{i}-{j}");
+                let quantity = 1 + (j % 3) as u32;
+                let bought = buy(&client, &key, "mug", quantity, 400).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                results.push((key, bought));
+            }
+            results
+        });
+    }
+    // Kill the leader once a third of the purchases are through.
+    while done.load(Ordering::Relaxed) < BUYERS * PURCHASES_EACH / 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let old_leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    cluster.kill(old_leader).expect("kill the leader");
+    let before_kill = done.load(Ordering::Relaxed);
+
+    let mut confirmed: BTreeMap<OrderId, Order> = BTreeMap::new();
+    let mut keys = BTreeMap::new();
+    while let Some(results) = buyers.join_next().await {
+        for (key, bought) in results.expect("buyer task") {
+            match bought {
+                Bought::Confirmed(order) => {
+                    keys.insert(key, order.id);
+                    assert!(
+                        confirmed.insert(order.id, order).is_none(),
+                        "one order per key"
+                    );
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+    assert!(
+        done.load(Ordering::Relaxed) > before_kill,
+        "purchases went on after the kill"
+    );
+    let new_leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    assert_ne!(new_leader, old_leader);
+
+    // The old leader comes back and catches up; retried keys answer their first outcome.
+    cluster
+        .start(old_leader)
+        .await
+        .expect("restart the old leader");
+    for (key, order_id) in keys.iter().step_by(97) {
+        let order = &confirmed[order_id];
+        let again = client
+            .write(vec![purchase(key, "mug", order.quantity)])
+            .await
+            .expect("retry");
+        match &again.outcomes[0] {
+            Outcome::Duplicate(first) => match first.as_ref() {
+                Outcome::Purchased(first_order) => assert_eq!(first_order, order),
+                other => panic!("{key}: first outcome {other:?}"),
+            },
+            other => panic!("{key}: a retry was applied again: {other:?}"),
+        }
+    }
+    let last = confirmed.keys().map(|id| id.log_index()).max().unwrap();
+    let views = replica_views(&cluster, "mug", last).await;
+    for (id, (product, orders)) in &views {
+        assert_eq!(
+            orders.len(),
+            confirmed.len(),
+            "node {id}: exactly the confirmed orders"
+        );
+        check_replica(*id, product, orders, &confirmed, STOCK);
+    }
+    assert_all_equal(&views);
+}
+
+/// A follower whose data directory is wiped rejoins through a snapshot of the leader's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wiped_follower_rejoins_through_a_snapshot() {
+    let mut cluster = three_voters(|config| {
+        config.raft.snapshot_every_logs = 40;
+        config.raft.logs_to_keep_after_snapshot = 0;
+    })
+    .await;
+    let client = cluster.voter_client();
+    client
+        .write(vec![create("create-cap", "cap", 1_000)])
+        .await
+        .expect("create");
+    let mut confirmed = BTreeMap::new();
+    let mut record = |bought| match bought {
+        Bought::Confirmed(order) => {
+            confirmed.insert(order.id, order);
+        }
+        other => panic!("{other:?}"),
+    };
+    for i in 0..60 {
+        record(buy(&client, &format!("early-{i}"), "cap", 1, 20).await);
+    }
+    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    let follower = cluster
+        .voter_ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    assert!(cluster.terminate(follower).expect("stop the follower"));
+    cluster.wipe(follower).expect("wipe");
+    for i in 0..60 {
+        record(buy(&client, &format!("late-{i}"), "cap", 1, 20).await);
+    }
+    client
+        .snapshot(&cluster.addr(leader))
+        .await
+        .expect("trigger a snapshot");
+    let leader_status = wait_until_purged(&cluster, leader).await;
+
+    cluster
+        .start(follower)
+        .await
+        .expect("restart the wiped follower");
+    let last = leader_status.last_log_index.unwrap();
+    let views = replica_views(&cluster, "cap", last).await;
+    let status = client.status(&cluster.addr(follower)).await.unwrap();
+    assert!(
+        status.snapshot_index.is_some_and(|index| index > 0),
+        "the wiped follower installed a snapshot: {status:?}"
+    );
+    for (id, (product, orders)) in &views {
+        check_replica(*id, product, orders, &confirmed, 1_000);
+        assert_eq!(product.sold, 120, "node {id}");
+    }
+    assert_all_equal(&views);
+}
+
+/// SIGTERM drains and exits with success; a restarted voter recovers its state from disk and
+/// catches up on what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_terminated_voter_restarts_from_its_disk() {
+    let mut cluster = three_voters(|_| {}).await;
+    let client = cluster.voter_client();
+    client
+        .write(vec![create("create-pen", "pen", 500)])
+        .await
+        .expect("create");
+    let mut confirmed = BTreeMap::new();
+    for i in 0..30 {
+        if let Bought::Confirmed(order) = buy(&client, &format!("a-{i}"), "pen", 2, 20).await {
+            confirmed.insert(order.id, order);
+        }
+    }
+    for round in 0..2 {
+        // First a follower, then the leader itself.
+        let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+        let victim = if round == 0 {
+            cluster
+                .voter_ids()
+                .into_iter()
+                .find(|id| *id != leader)
+                .unwrap()
+        } else {
+            leader
+        };
+        let applied = client
+            .status(&cluster.addr(victim))
+            .await
+            .unwrap()
+            .applied_index;
+        assert!(
+            cluster.terminate(victim).expect("terminate"),
+            "clean exit on SIGTERM"
+        );
+        for i in 0..30 {
+            let key = format!("r{round}-{i}");
+            match buy(&client, &key, "pen", 1, 100).await {
+                Bought::Confirmed(order) => {
+                    confirmed.insert(order.id, order);
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        cluster.start(victim).await.expect("restart");
+        let recovered = client
+            .status(&cluster.addr(victim))
+            .await
+            .unwrap()
+            .applied_index;
+        assert!(
+            recovered >= applied,
+            "state recovered from disk: {recovered:?} < {applied:?}"
+        );
+    }
+    let last = confirmed.keys().map(|id| id.log_index()).max().unwrap();
+    let views = replica_views(&cluster, "pen", last).await;
+    for (id, (product, orders)) in &views {
+        check_replica(*id, product, orders, &confirmed, 500);
+    }
+    assert_all_equal(&views);
+}
+
+fn assert_all_equal<T: PartialEq + std::fmt::Debug>(views: &BTreeMap<u64, T>) {
+    let mut all = views.iter();
+    let (first_id, first) = all.next().expect("at least one view");
+    for (id, view) in all {
+        assert_eq!(view, first, "node {id} disagrees with node {first_id}");
+    }
+}
+
+async fn wait_until_purged(
+    cluster: &flashstock_deploy::local::LocalCluster,
+    id: u64,
+) -> flashstock_api::NodeStatus {
+    let client = cluster.voter_client();
+    for _ in 0..1500 {
+        let status = client.status(&cluster.addr(id)).await.unwrap();
+        if status.purged_index.is_some_and(|p| p > 60) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("node {id} never purged its log");
+}
