@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of flashstock: unit, storage conformance, scenario, and end-to-end tests that
+# start real node processes on loopback. Installs missing system packages first (see setup.sh).
+#
+# One cargo profile (release) serves tests and benchmarks, so RocksDB's C++ compiles once; the
+# build directory is fixed in .cargo/config.toml, outside the clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source deploy/setup.sh
+flashstock_need_packages
+
+# The end-to-end tests run node binaries: build them first.
+cargo build --release --workspace --bins
+# Each end-to-end test runs a whole cluster; two at a time fit a 2-core machine.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
+cargo test --release --workspace "$@"
