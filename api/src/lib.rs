@@ -331,6 +331,15 @@ pub struct WriteRequest {
     pub commands: Vec<Command>,
 }
 
+/// The answer of a voter's `POST /internal/read-index`: the index a linearizable read must wait
+/// for, confirmed by a quorum of the current leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadIndexResponse {
+    Index(u64),
+    NotLeader { leader: Option<NodeAddr> },
+    Unavailable { message: String },
+}
+
 /// Header that carries the cluster secret on internal and admin calls.
 pub const SECRET_HEADER: &str = "x-flashstock-secret";
 
@@ -397,6 +406,83 @@ pub struct ErrorBody {
     pub code: String,
     pub message: String,
 }
+
+/// Public API (`/v1`, JSON): one product and the applied index it is at least as fresh as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductView {
+    pub applied_index: u64,
+    pub product: Product,
+}
+
+/// Public API: a page of products in id order. Pass `next_after` as `after` for the next page;
+/// it is absent on the last page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductList {
+    pub applied_index: u64,
+    pub products: Vec<Product>,
+    pub next_after: Option<String>,
+}
+
+/// Public API: the body of `POST /v1/products/{id}/purchase`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseRequest {
+    pub quantity: u32,
+}
+
+/// Public API: a confirmed purchase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseResponse {
+    pub order: Order,
+    /// True when this answers a retry of a request already applied (same idempotency key).
+    pub replayed: bool,
+}
+
+/// Public API: one order and the applied index of the replica that served it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub applied_index: u64,
+    pub order: Order,
+}
+
+/// Public API: the body of `POST /v1/admin/products`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProductRequest {
+    pub id: String,
+    pub name: String,
+    pub price_cents: u64,
+    pub stock: u64,
+}
+
+/// Public API: the body of `POST /v1/admin/products/{id}/restock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestockRequest {
+    pub quantity: u64,
+}
+
+/// Public API: a product after an admin change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductChanged {
+    pub product: Product,
+    pub replayed: bool,
+}
+
+/// Public API: one event of the stock stream (`GET /v1/stream`, server-sent events named
+/// `stock`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockEvent {
+    pub product: String,
+    pub stock: u64,
+    pub sold: u64,
+    pub log_index: u64,
+}
+
+/// Public API: header of the idempotency key on every write.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Public API: header with the applied index of the replica that served a read.
+pub const APPLIED_INDEX_HEADER: &str = "x-applied-index";
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use flashstock_api::{
     AddLearnerRequest, ChangeMembershipRequest, Command, ErrorBody, InitRequest, NodeAddr,
-    NodeStatus, Order, OrderId, Outcome, Product, WriteRequest, WriteResponse, SECRET_HEADER,
+    NodeStatus, Order, OrderId, Outcome, Product, ReadIndexResponse, WriteRequest, WriteResponse,
+    SECRET_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,44 @@ impl VoterClient {
 
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// Try `addr` first on the next write, e.g. the leader a learner knows of.
+    pub fn set_leader_hint(&self, addr: String) {
+        *self.leader.lock().unwrap() = Some(addr);
+    }
+
+    /// Ask the leader, wherever it is, for the index a linearizable read must wait for.
+    pub async fn read_index(&self) -> Result<u64, Error> {
+        let mut candidates: Vec<String> = self.leader.lock().unwrap().iter().cloned().collect();
+        candidates.extend(self.endpoints.iter().cloned());
+        let mut last_error = String::from("no endpoint");
+        let mut tried = 0;
+        while let Some(endpoint) = candidates.first().cloned() {
+            candidates.remove(0);
+            tried += 1;
+            if tried > self.endpoints.len() + REDIRECTS_MAX {
+                break;
+            }
+            match self
+                .post::<_, ReadIndexResponse>(&endpoint, "/internal/read-index", &())
+                .await
+            {
+                Ok(ReadIndexResponse::Index(index)) => {
+                    *self.leader.lock().unwrap() = Some(endpoint);
+                    return Ok(index);
+                }
+                Ok(ReadIndexResponse::NotLeader { leader }) => {
+                    last_error = format!("{endpoint} is not the leader");
+                    if let Some(leader) = leader {
+                        candidates.insert(0, leader.addr);
+                    }
+                }
+                Ok(ReadIndexResponse::Unavailable { message }) => last_error = message,
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(Error::unreachable(format!("no leader confirmed a read: {last_error}")))
     }
 
     /// Propose `commands` as one entry at the leader, wherever it is.

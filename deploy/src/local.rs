@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cluster_config::{Config, Role};
 use flashstock_api::NodeAddr;
-use flashstock_client::VoterClient;
+use flashstock_client::{ShopClient, VoterClient};
 
 /// How long a node may take to answer its health check after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,6 +33,8 @@ pub struct LocalNode {
     pub role: Role,
     /// The internal listener's address (Raft, admin, writes).
     pub addr: SocketAddr,
+    /// A gateway's public API address.
+    pub public_addr: Option<SocketAddr>,
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
@@ -55,8 +57,31 @@ pub struct LocalCluster {
     pub dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     pub secret: String,
+    /// The bearer token of the public admin API.
+    pub admin_token: String,
     pub nodes: BTreeMap<u64, LocalNode>,
     http: reqwest::Client,
+}
+
+/// The `flashstock-node` binary next to the running executable's build directory, for tests and
+/// tools of other packages than `flashstock-node` (which have `CARGO_BIN_EXE_flashstock-node`).
+/// `FLASHSTOCK_NODE_BIN` overrides it.
+pub fn node_binary() -> Result<PathBuf, Error> {
+    if let Ok(path) = std::env::var("FLASHSTOCK_NODE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // target/release/deps/test-xxxx or target/release/tool: look in both directories.
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("flashstock-node");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Io(std::io::Error::other(format!(
+        "flashstock-node not found near {}: run `cargo build --release --workspace --bins` first",
+        exe.display()
+    ))))
 }
 
 /// Find a free port on loopback: bind port 0, read the port back, release it.
@@ -138,6 +163,7 @@ impl LocalCluster {
                     id,
                     role,
                     addr: config.node.listen,
+                    public_addr: config.gateway.public_listen,
                     data_dir: config.node.data_dir.clone(),
                     log_path: dir.join(format!("node-{id}.log")),
                     config_path,
@@ -149,6 +175,7 @@ impl LocalCluster {
             binary: binary.to_owned(),
             dir: dir.to_owned(),
             _temp: None,
+            admin_token: format!("{secret}-admin"),
             secret,
             nodes,
             http: reqwest::Client::new(),
@@ -179,6 +206,42 @@ impl LocalCluster {
     pub fn voter_client(&self) -> VoterClient {
         let endpoints = self.voter_ids().iter().map(|id| self.addr(*id)).collect();
         VoterClient::new(endpoints, &self.secret, Duration::from_secs(10))
+    }
+
+    /// A gateway's public base URL, e.g. `http://127.0.0.1:8081`.
+    pub fn public_url(&self, id: u64) -> String {
+        let addr = self.nodes[&id].public_addr.expect("a gateway has a public address");
+        format!("http://{addr}")
+    }
+
+    /// A client of the public API over every gateway, with the admin token.
+    pub fn shop_client(&self) -> ShopClient {
+        let urls = self.gateway_ids().iter().map(|id| self.public_url(*id)).collect();
+        ShopClient::new(urls).with_admin_token(&self.admin_token)
+    }
+
+    /// Add every gateway as a learner (it then receives the log), through the leader. Returns
+    /// once each has caught up. Adding a learner that is already one is harmless.
+    pub async fn add_gateways(&self, timeout: Duration) -> Result<(), Error> {
+        let client = self.voter_client();
+        for id in self.gateway_ids() {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let leader = self.wait_for_leader(timeout).await?;
+                match client
+                    .add_learner(&self.addr(leader), id, &self.addr(id))
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() < deadline => {
+                        let _ = e;
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Start a node's process (logs appended to its log file) and wait until it answers.
@@ -337,6 +400,21 @@ impl LocalCluster {
         }
     }
 
+    /// Start every node, initialize the voters, add the gateways as learners: a whole running
+    /// cluster. Safe to run on a cluster that was initialized before (it resumes).
+    pub async fn start_and_form(&mut self, timeout: Duration) -> Result<u64, Error> {
+        for id in self.voter_ids() {
+            self.start(id).await?;
+        }
+        self.init().await?;
+        let leader = self.wait_for_leader(timeout).await?;
+        for id in self.gateway_ids() {
+            self.start(id).await?;
+        }
+        self.add_gateways(timeout).await?;
+        Ok(leader)
+    }
+
     /// Wait until a node has applied at least `index`.
     pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> Result<(), Error> {
         let client = self.voter_client();
@@ -399,6 +477,6 @@ fn default_config_text(id: u64, role: Role, dir: &Path, secret: &str) -> Result<
     };
     Ok(format!(
         "[node]\nid = {id}\nrole = \"{role_name}\"\nlisten = \"{listen}\"\ndata_dir = {data_dir:?}\n\n\
-         [cluster]\nsecret = \"{secret}\"\n{gateway}"
+         [cluster]\nsecret = \"{secret}\"\nadmin_token = \"{secret}-admin\"\n{gateway}"
     ))
 }

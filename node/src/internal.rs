@@ -16,9 +16,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
     AddLearnerRequest, ChangeMembershipRequest, ErrorBody, InitRequest, NodeAddr, NodeStatus,
-    Order, OrderId, PeerReplication, Product, WriteRequest, SECRET_HEADER,
+    Order, OrderId, PeerReplication, Product, ReadIndexResponse, WriteRequest, SECRET_HEADER,
 };
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::BasicNode;
 use raft_store::{NodeId, TypeConfig};
@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(RAFT_BODY_BYTES_MAX));
     let api = Router::new()
         .route("/internal/write", post(write))
+        .route("/internal/read-index", post(read_index))
         .route("/internal/products", get(list_products))
         .route("/internal/products/{id}", get(get_product))
         .route("/internal/orders", get(list_orders))
@@ -61,7 +62,20 @@ pub fn router(state: AppState) -> Router {
             require_secret,
         ))
         .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
+}
+
+/// Prometheus metrics. Unauthenticated, like `/health`: they hold no secret, and scrapers send
+/// no headers.
+async fn metrics(State(state): State<AppState>) -> String {
+    state
+        .metrics
+        .render(&state.raft, state.reader.applied_index())
 }
 
 /// Refuse any request without the cluster secret, before it reaches a handler.
@@ -86,7 +100,7 @@ async fn require_secret(
 }
 
 /// Compare secrets in time that does not depend on where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -151,6 +165,25 @@ async fn install_snapshot(
 /// [`flashstock_api::WriteResponse`] once the body decodes: its variant carries the semantics.
 async fn write(State(state): State<AppState>, Bincode(request): Bincode<WriteRequest>) -> Response {
     bincode_response(&state.propose(request.commands).await)
+}
+
+/// Confirm leadership with a quorum and answer the index a linearizable read must wait for.
+async fn read_index(State(state): State<AppState>) -> Json<ReadIndexResponse> {
+    let answer = match state.raft.get_read_log_id().await {
+        Ok((read_log_id, _applied)) => ReadIndexResponse::Index(read_log_id.map_or(0, |id| id.index)),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+            ReadIndexResponse::NotLeader {
+                leader: forward.leader_id.zip(forward.leader_node).map(|(id, node)| NodeAddr {
+                    id,
+                    addr: node.addr,
+                }),
+            }
+        }
+        Err(e) => ReadIndexResponse::Unavailable {
+            message: e.to_string(),
+        },
+    };
+    Json(answer)
 }
 
 /// A page of records and the applied index they are at least as fresh as.

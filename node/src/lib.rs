@@ -12,15 +12,19 @@
 //!   route but `/health` requires the cluster secret.
 //! - [`proposer`]: turns a batch of commands into one proposal and keeps "rejected, definitely not
 //!   applied" apart from "outcome unknown" in every answer.
+//! - [`gateway`]: the public API of the gateway role, its write forwarder and event stream.
+//! - [`metrics`]: Prometheus metrics, at `GET /metrics` on the internal listener.
 //!
 //! Shutdown: the shutdown future (SIGTERM or Ctrl-C in the binary) stops accepting connections,
 //! lets in-flight requests finish, then shuts Raft down and closes RocksDB.
 
+pub mod gateway;
 pub mod internal;
+pub mod metrics;
 pub mod network;
 pub mod proposer;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +38,7 @@ pub struct NodeState {
     pub config: Config,
     pub raft: Raft,
     pub reader: StateReader,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,22 +108,56 @@ pub async fn run(
     .map_err(|e| StartError::Raft(e.to_string()))?;
 
     let role = config.node.role;
+    let public_listen = config.gateway.public_listen;
+    let connections_max = config.limits.connections_max;
     let state = Arc::new(NodeState {
         id,
+        metrics: Arc::new(metrics::Metrics::new(id)),
         config,
         raft: raft.clone(),
         reader,
     });
-    let app = internal::router(state.clone());
+
+    // One shutdown signal, fanned out to both listeners and to the event streams.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+
     let addr = listener.local_addr().map_err(StartError::Serve)?;
-    tracing::info!(id, %addr, ?role, "node listening");
-    if role == Role::Gateway {
-        tracing::warn!("the gateway's public API is not served yet; running as a learner only");
-    }
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    tracing::info!(id, "shutting down Raft");
+    tracing::info!(id, %addr, ?role, "internal listener ready");
+    let internal = axum::serve(listener, internal::router(state.clone()))
+        .with_graceful_shutdown(stopped(stopping.clone()));
+
+    let served = match (role, public_listen) {
+        (Role::Gateway, Some(public_addr)) => {
+            let public = TcpListener::bind(public_addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: public_addr,
+                    source,
+                })?;
+            tracing::info!(id, addr = %public_addr, "public API ready");
+            let gateway = Arc::new(gateway::Gateway::new(
+                state.clone(),
+                state.metrics.clone(),
+                stopping.clone(),
+            ));
+            let public = axum::serve(
+                gateway::LimitedListener::new(public, connections_max),
+                gateway::router(gateway),
+            )
+            .with_graceful_shutdown(stopped(stopping));
+            let (internal, public) = tokio::join!(internal.into_future(), public.into_future());
+            internal.and(public)
+        }
+        _ => internal.await,
+    };
+    tracing::info!(id, "listeners drained; shutting down Raft");
     if let Err(e) = raft.shutdown().await {
         tracing::error!(id, error = %e, "Raft did not shut down cleanly");
     }

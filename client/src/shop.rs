@@ -1,0 +1,327 @@
+//! A client of the public API (`/v1`), served by every gateway.
+//!
+//! [`ShopClient`] knows several gateways and fails over between them. Every write carries an
+//! idempotency key (generated unless given) and is retried with the **same key** after an
+//! overload, an unreachable gateway or an unknown outcome, so a retry never buys twice. Errors
+//! keep what a caller may conclude apart: [`ShopError::Rejected`] and [`ShopError::Unavailable`]
+//! mean definitely not applied, [`ShopError::OutcomeUnknown`] means it may have been.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flashstock_api::{
+    CreateProductRequest, ErrorBody, OrderView, ProductChanged, ProductList, ProductView,
+    PurchaseRequest, PurchaseResponse, RestockRequest, IDEMPOTENCY_KEY_HEADER,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShopError {
+    /// The gateway answered with a definite refusal: bad input, unknown product, sold out, key
+    /// reused, unauthorized. Nothing was applied; retrying the same request changes nothing.
+    #[error("{code} ({status}): {message}")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No gateway could apply the request in the retry budget (unreachable, overloaded, no
+    /// leader). Definitely not applied.
+    #[error("unavailable: {message}")]
+    Unavailable { message: String },
+    /// The request may or may not have been applied. Retry with the same key to learn which.
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown { message: String },
+}
+
+impl ShopError {
+    /// True when the request was definitely not applied.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, ShopError::OutcomeUnknown { .. })
+    }
+
+    /// The stable error code: the server's, or `unavailable` / `outcome_unknown`.
+    pub fn code(&self) -> &str {
+        match self {
+            ShopError::Rejected { code, .. } => code,
+            ShopError::Unavailable { .. } => "unavailable",
+            ShopError::OutcomeUnknown { .. } => "outcome_unknown",
+        }
+    }
+}
+
+/// How hard a call tries before it gives up.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per call, over all gateways.
+    pub attempts: usize,
+    /// Pause before the second attempt; doubles up to `backoff_max`.
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 8,
+            backoff: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One attempt's result, classified.
+enum Attempt<T> {
+    Done(T),
+    /// A definite answer that retrying cannot change.
+    Final(ShopError),
+    /// Not applied; another attempt may succeed.
+    RetryNotApplied(String),
+    /// May have been applied; another attempt with the same key tells.
+    RetryUnknown(String),
+}
+
+/// A client of the shop's public API over a set of gateways.
+pub struct ShopClient {
+    http: reqwest::Client,
+    gateways: Vec<String>,
+    /// The gateway to try first: the last that answered.
+    preferred: AtomicUsize,
+    admin_token: Option<String>,
+    retry: RetryPolicy,
+}
+
+static KEY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh idempotency key, unique across processes and calls: process id, time, counter.
+pub fn new_key() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let count = KEY_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}-{nanos:x}-{count:x}", std::process::id())
+}
+
+impl ShopClient {
+    /// `gateways` are base URLs, e.g. `http://127.0.0.1:8081`.
+    pub fn new(gateways: Vec<String>) -> ShopClient {
+        assert!(!gateways.is_empty(), "at least one gateway");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .build()
+            .expect("an HTTP client without TLS always builds");
+        let gateways = gateways
+            .into_iter()
+            .map(|g| g.trim_end_matches('/').to_owned())
+            .collect();
+        ShopClient {
+            http,
+            gateways,
+            preferred: AtomicUsize::new(0),
+            admin_token: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Send this bearer token on admin calls.
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> ShopClient {
+        self.admin_token = Some(token.into());
+        self
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> ShopClient {
+        self.retry = retry;
+        self
+    }
+
+    pub fn gateways(&self) -> &[String] {
+        &self.gateways
+    }
+
+    pub async fn products(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ProductList, ShopError> {
+        let mut path = format!("/v1/products?limit={limit}");
+        if let Some(after) = after {
+            path.push_str(&format!("&after={after}"));
+        }
+        self.read(&path).await
+    }
+
+    /// A product as this client's gateway's replica has it.
+    pub async fn product(&self, id: &str) -> Result<ProductView, ShopError> {
+        self.read(&format!("/v1/products/{id}")).await
+    }
+
+    /// A product at least as fresh as everything committed when the call started.
+    pub async fn product_linearizable(&self, id: &str) -> Result<ProductView, ShopError> {
+        self.read(&format!("/v1/products/{id}?consistency=linearizable"))
+            .await
+    }
+
+    pub async fn order(&self, id: u64) -> Result<OrderView, ShopError> {
+        self.read(&format!("/v1/orders/{id}")).await
+    }
+
+    /// Buy `quantity` items with a fresh idempotency key.
+    pub async fn purchase(
+        &self,
+        product: &str,
+        quantity: u32,
+    ) -> Result<PurchaseResponse, ShopError> {
+        self.purchase_with_key(&new_key(), product, quantity).await
+    }
+
+    /// Buy with a given key: calling this again with the same key returns the same order.
+    pub async fn purchase_with_key(
+        &self,
+        key: &str,
+        product: &str,
+        quantity: u32,
+    ) -> Result<PurchaseResponse, ShopError> {
+        let path = format!("/v1/products/{product}/purchase");
+        self.write(&path, key, &PurchaseRequest { quantity }, false)
+            .await
+    }
+
+    pub async fn create_product(
+        &self,
+        request: &CreateProductRequest,
+    ) -> Result<ProductChanged, ShopError> {
+        self.write("/v1/admin/products", &new_key(), request, true)
+            .await
+    }
+
+    pub async fn restock(&self, product: &str, quantity: u64) -> Result<ProductChanged, ShopError> {
+        let path = format!("/v1/admin/products/{product}/restock");
+        self.write(&path, &new_key(), &RestockRequest { quantity }, true)
+            .await
+    }
+
+    async fn read<T: DeserializeOwned>(&self, path: &str) -> Result<T, ShopError> {
+        self.with_failover(|gateway| {
+            let request = self.http.get(format!("{gateway}{path}"));
+            async move { classify(request.send().await, false).await }
+        })
+        .await
+    }
+
+    async fn write<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        body: &B,
+        admin: bool,
+    ) -> Result<T, ShopError> {
+        let body = serde_json::to_vec(body).expect("request bodies serialize");
+        self.with_failover(|gateway| {
+            let mut request = self
+                .http
+                .post(format!("{gateway}{path}"))
+                .header(IDEMPOTENCY_KEY_HEADER, key)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            if admin {
+                if let Some(token) = &self.admin_token {
+                    request = request.bearer_auth(token);
+                }
+            }
+            async move { classify(request.send().await, true).await }
+        })
+        .await
+    }
+
+    /// Run attempts over the gateways, starting at the preferred one, until a definite answer or
+    /// the retry budget is spent.
+    async fn with_failover<T, F, Fut>(&self, attempt: F) -> Result<T, ShopError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let mut backoff = self.retry.backoff;
+        let mut maybe_applied = false;
+        let mut last = String::new();
+        let first = self.preferred.load(Ordering::Relaxed);
+        for n in 0..self.retry.attempts.max(1) {
+            let index = (first + n) % self.gateways.len();
+            match attempt(self.gateways[index].clone()).await {
+                Attempt::Done(value) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Attempt::Final(error) => return Err(error),
+                Attempt::RetryNotApplied(message) => last = message,
+                Attempt::RetryUnknown(message) => {
+                    maybe_applied = true;
+                    last = message;
+                }
+            }
+            // After a pass over every gateway, wait before the next.
+            if (n + 1) % self.gateways.len() == 0 {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(self.retry.backoff_max);
+            }
+        }
+        Err(if maybe_applied {
+            ShopError::OutcomeUnknown { message: last }
+        } else {
+            ShopError::Unavailable { message: last }
+        })
+    }
+}
+
+/// Classify one HTTP exchange. `write`: whether a lost answer may mean an applied write.
+async fn classify<T: DeserializeOwned>(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    write: bool,
+) -> Attempt<T> {
+    let lost = |message: String| {
+        if write {
+            Attempt::RetryUnknown(message)
+        } else {
+            Attempt::RetryNotApplied(message)
+        }
+    };
+    let response = match sent {
+        Ok(response) => response,
+        // Never connected: the request was not sent.
+        Err(e) if e.is_connect() => return Attempt::RetryNotApplied(e.to_string()),
+        Err(e) => return lost(e.to_string()),
+    };
+    let status = response.status();
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(e) => return lost(e.to_string()),
+    };
+    if status.is_success() {
+        return match serde_json::from_slice(&bytes) {
+            Ok(value) => Attempt::Done(value),
+            Err(e) => Attempt::Final(ShopError::Rejected {
+                status: status.as_u16(),
+                code: "invalid_response".into(),
+                message: e.to_string(),
+            }),
+        };
+    }
+    let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+        code: status.as_u16().to_string(),
+        message: String::from_utf8_lossy(&bytes).into_owned(),
+    });
+    let message = format!("{}: {}", body.code, body.message);
+    match (status.as_u16(), body.code.as_str()) {
+        (504, _) | (_, "outcome_unknown") => Attempt::RetryUnknown(message),
+        // Overloaded, no leader, not ready: nothing applied, try again or elsewhere.
+        (503, _) | (502, _) => Attempt::RetryNotApplied(message),
+        (500, _) => lost(message),
+        _ => Attempt::Final(ShopError::Rejected {
+            status: status.as_u16(),
+            code: body.code,
+            message: body.message,
+        }),
+    }
+}

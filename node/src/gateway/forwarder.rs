@@ -1,0 +1,197 @@
+//! Forwarding writes from a gateway to the leader, coalesced into batches.
+//!
+//! Requests wait in one bounded queue; when it is full a request is refused at once
+//! ([`ForwardError::Overloaded`]) rather than queued without bound. A batcher task takes an
+//! in-flight slot first (at most `gateway.forward_connections_max` batches travel at once), then
+//! everything queued, up to `gateway.batch_items_max` commands, as one write: one Raft entry.
+//! Under low load a request travels alone and at once; under high load requests pile up while
+//! the slots are busy, and the batches grow by themselves.
+//!
+//! A batch whose outcome is unknown is retried with the same idempotency keys, so a retry never
+//! applies twice and usually turns "unknown" into a definite answer. Retries stop at
+//! `gateway.forward_timeout_ms`; the answer then keeps "definitely not applied"
+//! ([`ForwardError::Unavailable`]) apart from "may have been applied" ([`ForwardError::Unknown`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_config::Config;
+use flashstock_api::{Command, Outcome};
+use flashstock_client::VoterClient;
+use raft_store::Raft;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// First pause between retries of a batch; doubles up to [`RETRY_BACKOFF_MAX`].
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(400);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// The queue is full: refused before anything was sent. Definitely not applied.
+    #[error("the gateway's purchase queue is full")]
+    Overloaded,
+    /// No leader took the command within the forward timeout. Definitely not applied.
+    #[error("no leader available: {0}")]
+    Unavailable(String),
+    /// Sent, and then the answer was lost: the command may or may not have been applied.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// A command's outcome, and whether it answers an earlier request with the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    pub outcome: Outcome,
+    pub replayed: bool,
+}
+
+type Reply = oneshot::Sender<Result<Forwarded, ForwardError>>;
+
+struct Pending {
+    command: Command,
+    reply: Reply,
+}
+
+/// The gateway's handle to submit commands; cheap to clone.
+#[derive(Clone)]
+pub struct Forwarder {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Forwarder {
+    /// Start the batcher task. It runs until every `Forwarder` clone is dropped.
+    pub fn start(config: &Config, voters: VoterClient, raft: Raft, metrics: Arc<Metrics>) -> Self {
+        let gateway = &config.gateway;
+        let (queue, pending) = mpsc::channel(gateway.queue_max);
+        let batcher = Batcher {
+            voters,
+            raft,
+            metrics,
+            batch_items_max: gateway.batch_items_max,
+            linger: Duration::from_micros(gateway.batch_wait_us),
+            in_flight: Arc::new(Semaphore::new(gateway.forward_connections_max)),
+            forward_timeout: Duration::from_millis(gateway.forward_timeout_ms),
+        };
+        tokio::spawn(batcher.run(pending));
+        Forwarder { queue }
+    }
+
+    /// Apply one command at the leader and return its outcome.
+    pub async fn submit(&self, command: Command) -> Result<Forwarded, ForwardError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(Pending { command, reply })
+            .map_err(|_| ForwardError::Overloaded)?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(ForwardError::Unknown("the gateway stopped".into())))
+    }
+
+    /// Commands waiting for a batch.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+struct Batcher {
+    voters: VoterClient,
+    raft: Raft,
+    metrics: Arc<Metrics>,
+    batch_items_max: usize,
+    linger: Duration,
+    in_flight: Arc<Semaphore>,
+    forward_timeout: Duration,
+}
+
+impl Batcher {
+    async fn run(self, mut pending: mpsc::Receiver<Pending>) {
+        let this = Arc::new(self);
+        while let Some(first) = pending.recv().await {
+            // A free slot first: while all are busy, requests pile up and the next batch grows.
+            let slot = this
+                .in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let mut batch = vec![first];
+            let linger_until = Instant::now() + this.linger;
+            while batch.len() < this.batch_items_max {
+                match pending.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) if this.linger.is_zero() => break,
+                    Err(_) => match tokio::time::timeout_at(linger_until, pending.recv()).await {
+                        Ok(Some(next)) => batch.push(next),
+                        _ => break,
+                    },
+                }
+            }
+            let this = this.clone();
+            tokio::spawn(async move {
+                this.send(batch).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// Send one batch, retrying with the same keys until a definite answer or the timeout.
+    async fn send(&self, batch: Vec<Pending>) {
+        self.metrics.batch_size.observe(batch.len() as f64);
+        let commands: Vec<Command> = batch.iter().map(|p| p.command.clone()).collect();
+        let deadline = Instant::now() + self.forward_timeout;
+        let mut backoff = RETRY_BACKOFF_MIN;
+        // Whether an earlier attempt may have been applied.
+        let mut maybe_applied = false;
+        let failure = loop {
+            if let Some(addr) = self.known_leader() {
+                self.voters.set_leader_hint(addr);
+            }
+            let error = match self.voters.write(commands.clone()).await {
+                Ok(applied) => {
+                    for (pending, outcome) in batch.into_iter().zip(applied.outcomes) {
+                        // After an attempt whose outcome was lost, a duplicate may be our own.
+                        let replayed = matches!(outcome, Outcome::Duplicate(_)) && !maybe_applied;
+                        let outcome = outcome.first().clone();
+                        let _ = pending.reply.send(Ok(Forwarded { outcome, replayed }));
+                    }
+                    return;
+                }
+                Err(error) => error,
+            };
+            if !error.is_definite() {
+                maybe_applied = true;
+            } else if let flashstock_client::Error::Refused { code, .. } = &error {
+                if code != "unavailable" {
+                    // Refused for what it is, not for where it went: retrying cannot help.
+                    break error;
+                }
+            }
+            if Instant::now() + backoff >= deadline {
+                break error;
+            }
+            tracing::debug!(%error, "retrying a batch");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        };
+        let failure = if maybe_applied {
+            ForwardError::Unknown(failure.to_string())
+        } else {
+            ForwardError::Unavailable(failure.to_string())
+        };
+        for pending in batch {
+            let _ = pending.reply.send(Err(failure.clone()));
+        }
+    }
+
+    /// The leader's address as this learner knows it.
+    fn known_leader(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let membership = metrics.membership_config.membership();
+        membership.get_node(&leader).map(|node| node.addr.clone())
+    }
+}

@@ -1,0 +1,80 @@
+//! The gateway role: the public JSON API, served from a local replica.
+//!
+//! A gateway is an openraft learner: it receives the same log as the voters and applies it to its
+//! own RocksDB, milliseconds behind. Every view is served from that replica, without touching the
+//! voters, and says how fresh it is (`applied_index` in the body, `x-applied-index` header). A
+//! view asked with `?consistency=linearizable` first learns the leader's commit index through a
+//! quorum-confirmed read index, and waits until the replica has applied it.
+//!
+//! Writes go to the leader through the [`forwarder`], coalesced into batches. Stock changes are
+//! pushed to subscribers as server-sent events from the replica's apply stream.
+//!
+//! Limits: request bodies (`limits.body_bytes_max`), concurrent connections
+//! (`limits.connections_max`, further connections wait in the listen backlog), queued purchases
+//! (`gateway.queue_max`, beyond which requests get 503 `overloaded` with `Retry-After`),
+//! in-flight batches (`gateway.forward_connections_max`) and their retries
+//! (`gateway.forward_timeout_ms`).
+
+pub mod forwarder;
+mod listener;
+mod routes;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::Router;
+use flashstock_client::VoterClient;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::NodeState;
+pub use forwarder::{ForwardError, Forwarded, Forwarder};
+pub use listener::LimitedListener;
+
+/// The OpenAPI document of the public API, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// What the public handlers share.
+pub struct Gateway {
+    pub node: Arc<NodeState>,
+    pub forwarder: Forwarder,
+    pub voters: VoterClient,
+    pub metrics: Arc<Metrics>,
+    /// Flips to true when the node shuts down, to end event streams.
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl Gateway {
+    pub fn new(
+        node: Arc<NodeState>,
+        metrics: Arc<Metrics>,
+        stopping: watch::Receiver<bool>,
+    ) -> Gateway {
+        let config = &node.config;
+        let endpoints = config
+            .cluster
+            .voters
+            .iter()
+            .map(|peer| peer.addr.clone())
+            .collect();
+        let voters = VoterClient::new(
+            endpoints,
+            &config.cluster.secret,
+            std::time::Duration::from_millis(config.limits.request_timeout_ms),
+        );
+        let forwarder =
+            Forwarder::start(config, voters.clone(), node.raft.clone(), metrics.clone());
+        Gateway {
+            node,
+            forwarder,
+            voters,
+            metrics,
+            stopping,
+        }
+    }
+}
+
+/// The public router.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    routes::router(gateway)
+}

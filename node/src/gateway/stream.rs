@@ -1,0 +1,101 @@
+//! `GET /v1/stream[?product=ID]`: stock changes as server-sent events.
+//!
+//! Each `stock` event carries a [`StockEvent`] as JSON, in log order. A stream for one product
+//! starts with that product's current state. A subscriber too slow to keep up gets a `lagged`
+//! event with the number of changes it missed, then the stream goes on; a client should reload
+//! the products it shows. Streams end when the node shuts down.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use flashstock_api::{validate_product_id, Product, StockEvent};
+use futures::{stream, Stream, StreamExt};
+use raft_store::ProductChange;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Gateway;
+use crate::internal::error;
+
+/// Interval of keep-alive comments on an idle stream, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    product: Option<String>,
+}
+
+fn stock_event(product: &Product, log_index: u64) -> Event {
+    let event = StockEvent {
+        product: product.id.clone(),
+        stock: product.stock,
+        sold: product.sold,
+        log_index,
+    };
+    Event::default()
+        .event("stock")
+        .json_data(event)
+        .expect("a stock event serializes")
+}
+
+pub async fn stock_events(
+    State(gateway): State<Arc<Gateway>>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let filter = query.ok().and_then(|Query(q)| q.product);
+    // Subscribe before reading the current state, so no change falls between the two.
+    let changes = gateway.node.reader.subscribe();
+    let mut first = Vec::new();
+    if let Some(id) = &filter {
+        if let Err(message) = validate_product_id(id) {
+            return error(StatusCode::BAD_REQUEST, "invalid_request", message);
+        }
+        let applied_index = gateway.node.reader.applied_index();
+        match gateway.node.reader.product(id) {
+            Ok(Some(product)) => first.push(stock_event(&product, applied_index)),
+            Ok(None) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "unknown_product",
+                    format!("no product {id:?}"),
+                )
+            }
+            Err(e) => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string())
+            }
+        }
+    }
+    let live = stream::unfold(changes, move |mut changes| {
+        let filter = filter.clone();
+        async move {
+            loop {
+                match changes.recv().await {
+                    Ok(ProductChange { log_index, product }) => {
+                        if filter.as_ref().is_none_or(|id| *id == product.id) {
+                            return Some((stock_event(&product, log_index), changes));
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        let event = Event::default().event("lagged").data(missed.to_string());
+                        return Some((event, changes));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    let mut stopping = gateway.stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(stream::iter(first).chain(live).take_until(stopped).map(Ok));
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
+}
