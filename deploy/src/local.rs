@@ -84,9 +84,28 @@ pub fn node_binary() -> Result<PathBuf, Error> {
     ))))
 }
 
-/// Find a free port on loopback: bind port 0, read the port back, release it.
+/// Lowest and highest port [`free_port`] hands out: below Linux's ephemeral range (32768 and
+/// up), so that outgoing connections, which take ephemeral ports, never race a node for its
+/// listening port between the check and the node's bind.
+const PORT_MIN: u16 = 12_000;
+const PORT_MAX: u16 = 32_000;
+
+/// Find a port on loopback that is free now, outside the ephemeral range. Processes start at
+/// different points of the range and move on with a counter, so concurrent test runs rarely
+/// try the same port, and a port found taken is skipped.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(PORT_MAX - PORT_MIN);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = PORT_MIN + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other("no free port on loopback"))
 }
 
 /// What cluster to lay out.
@@ -210,13 +229,19 @@ impl LocalCluster {
 
     /// A gateway's public base URL, e.g. `http://127.0.0.1:8081`.
     pub fn public_url(&self, id: u64) -> String {
-        let addr = self.nodes[&id].public_addr.expect("a gateway has a public address");
+        let addr = self.nodes[&id]
+            .public_addr
+            .expect("a gateway has a public address");
         format!("http://{addr}")
     }
 
     /// A client of the public API over every gateway, with the admin token.
     pub fn shop_client(&self) -> ShopClient {
-        let urls = self.gateway_ids().iter().map(|id| self.public_url(*id)).collect();
+        let urls = self
+            .gateway_ids()
+            .iter()
+            .map(|id| self.public_url(*id))
+            .collect();
         ShopClient::new(urls).with_admin_token(&self.admin_token)
     }
 

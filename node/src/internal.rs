@@ -104,6 +104,39 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// An error answer of any HTTP endpoint: a status, a stable machine-readable code, a message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds to send in `Retry-After`, for answers that ask the client to come back.
+    pub retry_after_seconds: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_seconds: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = error(self.status, self.code, self.message);
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let body = ErrorBody {
         code: code.into(),
@@ -170,13 +203,18 @@ async fn write(State(state): State<AppState>, Bincode(request): Bincode<WriteReq
 /// Confirm leadership with a quorum and answer the index a linearizable read must wait for.
 async fn read_index(State(state): State<AppState>) -> Json<ReadIndexResponse> {
     let answer = match state.raft.get_read_log_id().await {
-        Ok((read_log_id, _applied)) => ReadIndexResponse::Index(read_log_id.map_or(0, |id| id.index)),
+        Ok((read_log_id, _applied)) => {
+            ReadIndexResponse::Index(read_log_id.map_or(0, |id| id.index))
+        }
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
             ReadIndexResponse::NotLeader {
-                leader: forward.leader_id.zip(forward.leader_node).map(|(id, node)| NodeAddr {
-                    id,
-                    addr: node.addr,
-                }),
+                leader: forward
+                    .leader_id
+                    .zip(forward.leader_node)
+                    .map(|(id, node)| NodeAddr {
+                        id,
+                        addr: node.addr,
+                    }),
             }
         }
         Err(e) => ReadIndexResponse::Unavailable {

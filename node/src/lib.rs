@@ -135,12 +135,13 @@ pub async fn run(
 
     let served = match (role, public_listen) {
         (Role::Gateway, Some(public_addr)) => {
-            let public = TcpListener::bind(public_addr)
-                .await
-                .map_err(|source| StartError::Listen {
-                    addr: public_addr,
-                    source,
-                })?;
+            let public =
+                TcpListener::bind(public_addr)
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        addr: public_addr,
+                        source,
+                    })?;
             tracing::info!(id, addr = %public_addr, "public API ready");
             let gateway = Arc::new(gateway::Gateway::new(
                 state.clone(),

@@ -20,7 +20,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 /// Batch size buckets, in commands.
-const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -42,13 +44,19 @@ impl Metrics {
         )
         .expect("valid registry labels");
         let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route", "method"],
         )
         .expect("valid metric");
@@ -62,8 +70,8 @@ impl Metrics {
         let term = IntGauge::new("raft_term", "Current Raft term").expect("valid metric");
         let last_log_index =
             IntGauge::new("raft_last_log_index", "Last log index").expect("valid metric");
-        let applied_index = IntGauge::new("raft_applied_index", "Last applied log index")
-            .expect("valid metric");
+        let applied_index =
+            IntGauge::new("raft_applied_index", "Last applied log index").expect("valid metric");
         let replication_lag = IntGaugeVec::new(
             Opts::new(
                 "raft_replication_lag_entries",
@@ -82,7 +90,9 @@ impl Metrics {
             Box::new(applied_index.clone()),
             Box::new(replication_lag.clone()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
         Metrics {
             registry,

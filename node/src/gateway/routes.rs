@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{middleware, Json, Router};
 use flashstock_api::{
     validate_command, validate_product_id, Command, CreateProductRequest, Op, OrderId, OrderView,
@@ -30,28 +30,53 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::{stream, ForwardError, Forwarded, Gateway, OPENAPI};
-use crate::internal::{error, PAGE_LIMIT_MAX};
+use crate::internal::{error, ApiError, PAGE_LIMIT_MAX};
 
 type AppState = Arc<Gateway>;
 
 /// Seconds a client is asked to wait after `overloaded`.
-const RETRY_AFTER_SECONDS: &str = "1";
+const RETRY_AFTER_SECONDS: u32 = 1;
 /// Products per page unless the client asks for another size.
 const PAGE_LIMIT_DEFAULT: usize = 100;
 
+/// Every public route, as `(method, path)`. The router is built from this list and a test checks
+/// it against the OpenAPI document, so the document cannot drift from what is served.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/products"),
+    ("GET", "/v1/products/{id}"),
+    ("POST", "/v1/products/{id}/purchase"),
+    ("GET", "/v1/orders/{id}"),
+    ("GET", "/v1/stream"),
+    ("POST", "/v1/admin/products"),
+    ("POST", "/v1/admin/products/{id}/restock"),
+    ("GET", "/v1/health"),
+    ("GET", "/v1/ready"),
+    ("GET", "/v1/openapi.json"),
+];
+
+fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("GET", "/v1/products") => get(list_products),
+        ("GET", "/v1/products/{id}") => get(get_product),
+        ("POST", "/v1/products/{id}/purchase") => post(purchase),
+        ("GET", "/v1/orders/{id}") => get(get_order),
+        ("GET", "/v1/stream") => get(stream::stock_events),
+        ("POST", "/v1/admin/products") => post(create_product),
+        ("POST", "/v1/admin/products/{id}/restock") => post(restock),
+        ("GET", "/v1/health") => get(health),
+        ("GET", "/v1/ready") => get(ready),
+        ("GET", "/v1/openapi.json") => get(openapi),
+        _ => unreachable!("route {method} {path} has no handler"),
+    }
+}
+
 pub fn router(gateway: AppState) -> Router {
     let body_bytes_max = gateway.node.config.limits.body_bytes_max;
-    Router::new()
-        .route("/v1/products", get(list_products))
-        .route("/v1/products/{id}", get(get_product))
-        .route("/v1/products/{id}/purchase", post(purchase))
-        .route("/v1/orders/{id}", get(get_order))
-        .route("/v1/stream", get(stream::stock_events))
-        .route("/v1/admin/products", post(create_product))
-        .route("/v1/admin/products/{id}/restock", post(restock))
-        .route("/v1/health", get(health))
-        .route("/v1/ready", get(ready))
-        .route("/v1/openapi.json", get(openapi))
+    let mut router = Router::new();
+    for (method, path) in ROUTES {
+        router = router.route(path, handler(method, path));
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_bytes_max))
@@ -74,15 +99,15 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-fn invalid(message: impl Into<String>) -> Response {
-    error(StatusCode::BAD_REQUEST, "invalid_request", message)
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
 /// A JSON body, with every failure (too large, not JSON, wrong shape) in our error shape.
-fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Response> {
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            error(
+            ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 rejection.body_text(),
@@ -91,10 +116,14 @@ fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
             invalid(rejection.body_text())
         }
     })?;
+    // serde also reads a struct from a JSON array (`[1]`): accept objects only.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(invalid("the body must be a JSON object"));
+    }
     serde_json::from_slice(&body).map_err(|e| invalid(format!("invalid JSON body: {e}")))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, Response> {
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
         return Err(invalid(
             "the Idempotency-Key header is required on every write, so that a retry is safe",
@@ -116,9 +145,15 @@ fn fresh<T: serde::Serialize>(applied_index: u64, body: T) -> Response {
     response
 }
 
-fn storage_error(e: impl std::fmt::Display) -> Response {
-    error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string())
+fn storage_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage_error",
+        e.to_string(),
+    )
 }
+
+type Answer = Result<Response, ApiError>;
 
 #[derive(Deserialize)]
 struct ListQuery {
@@ -128,31 +163,27 @@ struct ListQuery {
 
 async fn list_products(
     State(gateway): State<AppState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(query)) = query else {
-        return invalid("limit must be a number");
-    };
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Answer {
+    let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
     let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     if limit == 0 || limit > PAGE_LIMIT_MAX {
-        return invalid(format!("limit must be 1 to {PAGE_LIMIT_MAX}"));
+        return Err(invalid(format!("limit must be 1 to {PAGE_LIMIT_MAX}")));
     }
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
-    match reader.products(query.after.as_deref(), limit) {
-        Ok(products) => {
-            let next_after = (products.len() == limit)
-                .then(|| products.last().map(|p| p.id.clone()))
-                .flatten();
-            let list = ProductList {
-                applied_index,
-                products,
-                next_after,
-            };
-            fresh(applied_index, list)
-        }
-        Err(e) => storage_error(e),
-    }
+    let products = reader
+        .products(query.after.as_deref(), limit)
+        .map_err(storage_error)?;
+    let next_after = (products.len() == limit)
+        .then(|| products.last().map(|p| p.id.clone()))
+        .flatten();
+    let list = ProductList {
+        applied_index,
+        products,
+        next_after,
+    };
+    Ok(fresh(applied_index, list))
 }
 
 #[derive(Deserialize)]
@@ -163,61 +194,57 @@ struct ReadQuery {
 async fn get_product(
     State(gateway): State<AppState>,
     Path(id): Path<String>,
-    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(message) = validate_product_id(&id) {
-        return invalid(message);
-    }
-    let linearizable = match query.ok().and_then(|Query(q)| q.consistency).as_deref() {
-        None | Some("local") => false,
-        Some("linearizable") => true,
+    query: Result<Query<ReadQuery>, QueryRejection>,
+) -> Answer {
+    validate_product_id(&id).map_err(invalid)?;
+    let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
+    match query.consistency.as_deref() {
+        None | Some("local") => {}
+        Some("linearizable") => catch_up_with_leader(&gateway).await?,
         Some(other) => {
-            return invalid(format!(
+            return Err(invalid(format!(
                 "consistency must be local or linearizable, not {other:?}"
-            ))
-        }
-    };
-    if linearizable {
-        if let Err(response) = catch_up_with_leader(&gateway).await {
-            return response;
+            )))
         }
     }
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
-    match reader.product(&id) {
-        Ok(Some(product)) => fresh(
+    match reader.product(&id).map_err(storage_error)? {
+        Some(product) => Ok(fresh(
             applied_index,
             ProductView {
                 applied_index,
                 product,
             },
-        ),
-        Ok(None) => error(
+        )),
+        None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_product",
             format!("no product {id:?}"),
-        ),
-        Err(e) => storage_error(e),
+        )),
     }
 }
 
 /// Wait until this replica has applied everything the leader had committed when asked.
-async fn catch_up_with_leader(gateway: &Gateway) -> Result<(), Response> {
-    let index = gateway.voters.read_index().await.map_err(|e| {
-        error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-    })?;
+async fn catch_up_with_leader(gateway: &Gateway) -> Result<(), ApiError> {
+    let unavailable =
+        |message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+    let index = gateway
+        .voters
+        .read_index()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
     let wait = Duration::from_millis(gateway.node.config.limits.request_timeout_ms);
     let mut applied = gateway.node.reader.watch_applied();
     let caught_up = tokio::time::timeout(wait, applied.wait_for(|applied| *applied >= index))
         .await
         .is_ok_and(|waited| waited.is_ok());
-    match caught_up {
-        true => Ok(()),
-        false => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("this replica did not reach index {index} within {wait:?}"),
-        )),
+    if caught_up {
+        Ok(())
+    } else {
+        Err(unavailable(format!(
+            "this replica did not reach index {index} within {wait:?}"
+        )))
     }
 }
 
@@ -226,18 +253,12 @@ async fn purchase(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let request: PurchaseRequest = match json_body(body) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let key = idempotency_key(&headers)?;
+    let request: PurchaseRequest = json_body(body)?;
     let quantity_max = gateway.node.config.limits.purchase_quantity_max;
     if request.quantity == 0 || request.quantity > quantity_max {
-        return invalid(format!("quantity must be 1 to {quantity_max}"));
+        return Err(invalid(format!("quantity must be 1 to {quantity_max}")));
     }
     let command = Command {
         key,
@@ -246,22 +267,20 @@ async fn purchase(
             quantity: request.quantity,
         },
     };
-    match submit(&gateway, command).await {
-        Ok(Forwarded {
+    match submit(&gateway, command).await? {
+        Forwarded {
             outcome: Outcome::Purchased(order),
             replayed,
-        }) => Json(PurchaseResponse { order, replayed }).into_response(),
-        Ok(other) => unexpected(other),
-        Err(response) => response,
+        } => Ok(Json(PurchaseResponse { order, replayed }).into_response()),
+        other => Err(unexpected(other)),
     }
 }
 
 /// Check the admin bearer token. Without one configured, admin calls are disabled.
-fn check_admin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
+fn check_admin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized = |message| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
     let Some(expected) = gateway.node.config.cluster.admin_token.as_deref() else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        return Err(unauthorized(
             "admin calls are disabled: no cluster.admin_token is configured",
         ));
     };
@@ -273,11 +292,7 @@ fn check_admin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
     if crate::internal::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token",
-        ))
+        Err(unauthorized("missing or wrong bearer token"))
     }
 }
 
@@ -285,18 +300,10 @@ async fn create_product(
     State(gateway): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(response) = check_admin(&gateway, &headers) {
-        return response;
-    }
-    let key = match idempotency_key(&headers) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let request: CreateProductRequest = match json_body(body) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+) -> Answer {
+    check_admin(&gateway, &headers)?;
+    let key = idempotency_key(&headers)?;
+    let request: CreateProductRequest = json_body(body)?;
     let command = Command {
         key,
         op: Op::CreateProduct {
@@ -306,13 +313,16 @@ async fn create_product(
             stock: request.stock,
         },
     };
-    match submit(&gateway, command).await {
-        Ok(Forwarded {
+    match submit(&gateway, command).await? {
+        Forwarded {
             outcome: Outcome::ProductCreated(product),
             replayed,
-        }) => (StatusCode::CREATED, Json(ProductChanged { product, replayed })).into_response(),
-        Ok(other) => unexpected(other),
-        Err(response) => response,
+        } => Ok((
+            StatusCode::CREATED,
+            Json(ProductChanged { product, replayed }),
+        )
+            .into_response()),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -321,18 +331,10 @@ async fn restock(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(response) = check_admin(&gateway, &headers) {
-        return response;
-    }
-    let key = match idempotency_key(&headers) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let request: RestockRequest = match json_body(body) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+) -> Answer {
+    check_admin(&gateway, &headers)?;
+    let key = idempotency_key(&headers)?;
+    let request: RestockRequest = json_body(body)?;
     let command = Command {
         key,
         op: Op::Restock {
@@ -340,19 +342,18 @@ async fn restock(
             quantity: request.quantity,
         },
     };
-    match submit(&gateway, command).await {
-        Ok(Forwarded {
+    match submit(&gateway, command).await? {
+        Forwarded {
             outcome: Outcome::Restocked(product),
             replayed,
-        }) => Json(ProductChanged { product, replayed }).into_response(),
-        Ok(other) => unexpected(other),
-        Err(response) => response,
+        } => Ok(Json(ProductChanged { product, replayed }).into_response()),
+        other => Err(unexpected(other)),
     }
 }
 
-/// Validate a command at the edge, forward it, and turn rejections and failures into responses.
+/// Validate a command at the edge, forward it, and turn rejections and failures into errors.
 /// The state machine validates again; this only answers bad input without a round trip.
-async fn submit(gateway: &Gateway, command: Command) -> Result<Forwarded, Response> {
+async fn submit(gateway: &Gateway, command: Command) -> Result<Forwarded, ApiError> {
     validate_command(&command).map_err(invalid)?;
     match gateway.forwarder.submit(command).await {
         Ok(Forwarded {
@@ -360,33 +361,31 @@ async fn submit(gateway: &Gateway, command: Command) -> Result<Forwarded, Respon
             ..
         }) => Err(rejected(&rejection)),
         Ok(forwarded) => Ok(forwarded),
-        Err(ForwardError::Overloaded) => {
-            let mut response = error(
+        Err(ForwardError::Overloaded) => Err(ApiError {
+            retry_after_seconds: Some(RETRY_AFTER_SECONDS),
+            ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "too many purchases in flight on this gateway; retry shortly",
-            );
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
-            Err(response)
-        }
-        Err(ForwardError::Unavailable(message)) => Err(error(
+            )
+        }),
+        Err(ForwardError::Unavailable(message)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             format!("not applied: {message}"),
         )),
-        Err(ForwardError::Unknown(message)) => Err(error(
+        Err(ForwardError::Unknown(message)) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "outcome_unknown",
-            format!("the outcome is unknown; retry with the same Idempotency-Key to learn it: {message}"),
+            format!(
+                "the outcome is unknown; retry with the same Idempotency-Key to learn it: {message}"
+            ),
         )),
     }
 }
 
 /// A committed rejection: nothing changed.
-fn rejected(rejection: &Rejection) -> Response {
+fn rejected(rejection: &Rejection) -> ApiError {
     let status = match rejection {
         Rejection::InsufficientStock { .. } | Rejection::ProductExists { .. } => {
             StatusCode::CONFLICT
@@ -395,40 +394,37 @@ fn rejected(rejection: &Rejection) -> Response {
         Rejection::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Rejection::Invalid { .. } => StatusCode::BAD_REQUEST,
     };
-    error(status, rejection.code(), rejection.to_string())
+    ApiError::new(status, rejection.code(), rejection.to_string())
 }
 
 /// An outcome of another kind than the command's: only possible if the state machine broke its
 /// contract, since a key reused for another operation is `KeyReused`.
-fn unexpected(forwarded: Forwarded) -> Response {
+fn unexpected(forwarded: Forwarded) -> ApiError {
     tracing::error!(outcome = ?forwarded.outcome, "an outcome that does not match its command");
-    error(
+    ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         "unexpected outcome",
     )
 }
 
-async fn get_order(State(gateway): State<AppState>, Path(id): Path<String>) -> Response {
-    let Ok(id) = id.parse::<u64>() else {
-        return invalid("an order id is a number");
-    };
+async fn get_order(State(gateway): State<AppState>, Path(id): Path<String>) -> Answer {
+    let id: u64 = id.parse().map_err(|_| invalid("an order id is a number"))?;
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
-    match reader.order(OrderId(id)) {
-        Ok(Some(order)) => fresh(
+    match reader.order(OrderId(id)).map_err(storage_error)? {
+        Some(order) => Ok(fresh(
             applied_index,
             OrderView {
                 applied_index,
                 order,
             },
-        ),
-        Ok(None) => error(
+        )),
+        None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_order",
             format!("no order {id} on this replica (it may be archived, or not applied here yet)"),
-        ),
-        Err(e) => storage_error(e),
+        )),
     }
 }
 
@@ -437,31 +433,54 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 /// Ready when this replica knows a leader and has applied the log up to somewhere.
-async fn ready(State(gateway): State<AppState>) -> Response {
+async fn ready(State(gateway): State<AppState>) -> Answer {
     let leader = gateway.node.raft.metrics().borrow().current_leader;
     let applied_index = gateway.node.reader.applied_index();
     match leader {
-        Some(leader) if applied_index > 0 => Json(serde_json::json!({
+        Some(leader) if applied_index > 0 => Ok(Json(serde_json::json!({
             "status": "ready",
             "leader": leader,
             "applied_index": applied_index,
         }))
-        .into_response(),
-        _ => error(
+        .into_response()),
+        _ => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
             format!(
                 "replica not ready: leader {leader:?}, applied index {applied_index}; \
                  is this gateway added as a learner?"
             ),
-        ),
+        )),
     }
 }
 
 async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The OpenAPI document lists exactly the routes the router serves.
+    #[test]
+    fn openapi_documents_every_route_and_only_those() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let mut documented = BTreeSet::new();
+        for (path, operations) in doc["paths"].as_object().expect("paths") {
+            for method in operations.as_object().expect("operations").keys() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        let served: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(method, path)| (method.to_string(), path.to_string()))
+            .collect();
+        assert_eq!(documented, served);
+        for (method, path) in ROUTES {
+            let _ = handler(method, path);
+        }
+    }
 }

@@ -66,7 +66,11 @@ pub async fn stock_events(
                 )
             }
             Err(e) => {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", e.to_string())
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage_error",
+                    e.to_string(),
+                )
             }
         }
     }

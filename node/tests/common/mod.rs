@@ -33,6 +33,20 @@ pub async fn three_voters(tweak: impl Fn(&mut Config)) -> LocalCluster {
     cluster
 }
 
+/// Three voters and three gateways, formed: the gateways are learners that have caught up.
+pub async fn six_nodes(tweak: impl Fn(&mut Config)) -> LocalCluster {
+    let layout = Layout {
+        voters: 3,
+        gateways: 3,
+    };
+    let mut cluster = LocalCluster::temporary(node_binary(), layout, tweak).expect("lay out");
+    cluster
+        .start_and_form(ELECTION_WAIT)
+        .await
+        .expect("start and form the cluster");
+    cluster
+}
+
 pub fn create(key: &str, product: &str, stock: u64) -> Command {
     Command {
         key: key.into(),
