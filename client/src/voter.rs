@@ -121,7 +121,9 @@ impl VoterClient {
                 Err(e) => last_error = e.to_string(),
             }
         }
-        Err(Error::unreachable(format!("no leader confirmed a read: {last_error}")))
+        Err(Error::unreachable(format!(
+            "no leader confirmed a read: {last_error}"
+        )))
     }
 
     /// Propose `commands` as one entry at the leader, wherever it is.
