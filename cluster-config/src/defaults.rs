@@ -10,8 +10,11 @@ pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 600;
 /// `raft.election_timeout_max_ms`: upper end of the randomized election timeout.
 pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1200;
 /// `raft.snapshot_every_logs`: build a snapshot after this many log entries
-/// since the last one.
-pub const DEFAULT_SNAPSHOT_EVERY_LOGS: u64 = 5000;
+/// since the last one. A snapshot copies the whole state machine (catalog,
+/// unarchived orders, idempotency records), so building one often costs more
+/// than keeping the log: with 5000 the leader spent a visible share of its CPU
+/// building snapshots under a sustained flash sale.
+pub const DEFAULT_SNAPSHOT_EVERY_LOGS: u64 = 100_000;
 /// `raft.logs_to_keep_after_snapshot`: log entries kept behind a snapshot so
 /// slightly lagging followers can catch up without a snapshot transfer.
 pub const DEFAULT_LOGS_TO_KEEP_AFTER_SNAPSHOT: u64 = 1000;

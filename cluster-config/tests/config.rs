@@ -108,7 +108,7 @@ fn minimal_voter_gets_documented_defaults() {
     assert_eq!(raft.heartbeat_interval_ms, 100);
     assert_eq!(raft.election_timeout_min_ms, 600);
     assert_eq!(raft.election_timeout_max_ms, 1200);
-    assert_eq!(raft.snapshot_every_logs, 5000);
+    assert_eq!(raft.snapshot_every_logs, 100_000);
     assert_eq!(raft.logs_to_keep_after_snapshot, 1000);
     assert_eq!(raft.rpc_timeout_ms, 2000);
     assert_eq!(raft.idempotency_window_ms, 86_400_000);
