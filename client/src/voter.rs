@@ -60,6 +60,7 @@ pub struct Applied {
 #[derive(Clone)]
 pub struct VoterClient {
     http: reqwest::Client,
+    timeout: Duration,
     secret: String,
     endpoints: Vec<String>,
     leader: std::sync::Arc<std::sync::Mutex<Option<String>>>,
@@ -76,10 +77,23 @@ impl VoterClient {
             .expect("an HTTP client without TLS always builds");
         VoterClient {
             http,
+            timeout,
             secret: secret.to_owned(),
             endpoints,
             leader: Default::default(),
         }
+    }
+
+    /// Send from `ip` (e.g. the calling node's own address), so peers can tell callers apart.
+    pub fn with_local_address(mut self, ip: Option<std::net::IpAddr>) -> VoterClient {
+        self.http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .local_address(ip)
+            .build()
+            .expect("an HTTP client without TLS always builds");
+        self
     }
 
     pub fn endpoints(&self) -> &[String] {

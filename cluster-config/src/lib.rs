@@ -70,6 +70,14 @@ impl Config {
         }
     }
 
+    /// The address this node's outgoing connections leave from: its listen address when that
+    /// names one interface (not `0.0.0.0` or `::`), so peers and fault injectors can tell nodes
+    /// apart by source address.
+    pub fn source_ip(&self) -> Option<std::net::IpAddr> {
+        let ip = self.node.listen.ip();
+        (!ip.is_unspecified()).then_some(ip)
+    }
+
     /// Serializes the config as a TOML document, every key written out
     /// (defaults included), that [`Config::from_toml_str`] reads back as an
     /// equal `Config` if the config is valid.

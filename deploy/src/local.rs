@@ -1,7 +1,11 @@
-//! A cluster of real node processes on 127.0.0.1.
+//! A cluster of real node processes on loopback.
+//!
+//! Each node gets its own loopback address, `127.0.0.<id>` (ids up to 254), and binds its outgoing
+//! connections to it too, so a fault-injection harness can cut the links between two nodes by
+//! address (e.g. with iptables on `lo`) while both keep running.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,7 +97,7 @@ const PORT_MAX: u16 = 32_000;
 /// Find a port on loopback that is free now, outside the ephemeral range. Processes start at
 /// different points of the range and move on with a counter, so concurrent test runs rarely
 /// try the same port, and a port found taken is skipped.
-pub fn free_port() -> std::io::Result<u16> {
+pub fn free_port(ip: Ipv4Addr) -> std::io::Result<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let span = u32::from(PORT_MAX - PORT_MIN);
@@ -101,7 +105,7 @@ pub fn free_port() -> std::io::Result<u16> {
     for _ in 0..span {
         let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
         let port = PORT_MIN + offset as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if TcpListener::bind((ip, port)).is_ok() {
             return Ok(port);
         }
     }
@@ -141,7 +145,11 @@ impl LocalCluster {
         let secret = match std::fs::read_to_string(&secret_path) {
             Ok(secret) => secret.trim().to_owned(),
             Err(_) => {
-                let secret = format!("local-{}-{}", std::process::id(), free_port()?);
+                let secret = format!(
+                    "local-{}-{}",
+                    std::process::id(),
+                    free_port(Ipv4Addr::LOCALHOST)?
+                );
                 let secret = format!("{secret:0<24}");
                 std::fs::write(&secret_path, &secret)?;
                 secret
@@ -227,7 +235,7 @@ impl LocalCluster {
         VoterClient::new(endpoints, &self.secret, Duration::from_secs(10))
     }
 
-    /// A gateway's public base URL, e.g. `http://127.0.0.1:8081`.
+    /// A gateway's public base URL, e.g. `http://127.0.0.101:8081`.
     pub fn public_url(&self, id: u64) -> String {
         let addr = self.nodes[&id]
             .public_addr
@@ -486,18 +494,25 @@ fn signal(pid: u32, name: &str) -> Result<(), Error> {
     }
 }
 
+/// The loopback address of node `id`: `127.0.0.<id>`.
+pub fn node_ip(id: u64) -> Ipv4Addr {
+    let last = u8::try_from(id)
+        .ok()
+        .filter(|n| (1..=254).contains(n))
+        .expect("local node ids are 1 to 254");
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
 /// A node's configuration with ports found free now.
 fn default_config_text(id: u64, role: Role, dir: &Path, secret: &str) -> Result<String, Error> {
-    let listen = format!("127.0.0.1:{}", free_port()?);
+    let ip = node_ip(id);
+    let listen = format!("{ip}:{}", free_port(ip)?);
     let data_dir = dir.join(format!("data-{id}"));
     let (role_name, gateway) = match role {
         Role::Voter => ("voter", String::new()),
         Role::Gateway => (
             "gateway",
-            format!(
-                "\n[gateway]\npublic_listen = \"127.0.0.1:{}\"\n",
-                free_port()?
-            ),
+            format!("\n[gateway]\npublic_listen = \"{ip}:{}\"\n", free_port(ip)?),
         ),
     };
     Ok(format!(

@@ -96,6 +96,7 @@ pub async fn run(
     let network = network::Network::new(
         &config.cluster.secret,
         Duration::from_millis(config.raft.rpc_timeout_ms),
+        config.source_ip(),
     );
     let raft = Raft::new(
         id,

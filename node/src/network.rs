@@ -5,6 +5,7 @@
 //! (openraft backs off before the next try); any other transport failure is `Network` (it retries
 //! at once); a timeout is `Timeout`; an error the peer answered is `RemoteError`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,8 +36,11 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(secret: &str, connect_timeout: Duration) -> Network {
+    /// `local_ip`: the address outgoing connections leave from (the node's own listen address),
+    /// so that peers and fault injectors can tell nodes apart by address.
+    pub fn new(secret: &str, connect_timeout: Duration, local_ip: Option<IpAddr>) -> Network {
         let http = reqwest::Client::builder()
+            .local_address(local_ip)
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))

@@ -61,7 +61,8 @@ impl Gateway {
             endpoints,
             &config.cluster.secret,
             std::time::Duration::from_millis(config.limits.request_timeout_ms),
-        );
+        )
+        .with_local_address(config.source_ip());
         let forwarder =
             Forwarder::start(config, voters.clone(), node.raft.clone(), metrics.clone());
         Gateway {
