@@ -31,18 +31,41 @@ const APPENDS_PER_FSYNC_MAX: usize = 4096;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    flusher: mpsc::SyncSender<LogFlushed<TypeConfig>>,
+    flusher: Arc<Flusher>,
+}
+
+/// The fsync thread and the queue of appends waiting for it. Dropping the last handle closes the
+/// queue and joins the thread, so the database is closed once every `LogStore` is gone.
+struct Flusher {
+    queue: Option<mpsc::SyncSender<LogFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> LogStore {
-        let (flusher, pending) = mpsc::sync_channel(APPENDS_PER_FSYNC_MAX);
+        let (queue, pending) = mpsc::sync_channel(APPENDS_PER_FSYNC_MAX);
         let flush_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-log-fsync".into())
             .spawn(move || run_flusher(&flush_db, &pending))
             .expect("spawn the log fsync thread");
-        LogStore { db, flusher }
+        let flusher = Flusher {
+            queue: Some(queue),
+            thread: Some(thread),
+        };
+        LogStore {
+            db,
+            flusher: Arc::new(flusher),
+        }
     }
 
     fn get_raft<T: DeserializeOwned>(&self, key: RaftKey) -> StorageResult<Option<T>> {
@@ -213,7 +236,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .expect("RocksDB write task does not panic");
         result.map_err(|e| write_error(ErrorSubject::Logs, &e))?;
-        if self.flusher.send(callback).is_err() {
+        let queue = self.flusher.queue.as_ref().expect("open until dropped");
+        if queue.send(callback).is_err() {
             return Err(write_error(
                 ErrorSubject::Logs,
                 &"the log fsync thread stopped",

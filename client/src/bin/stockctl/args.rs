@@ -1,0 +1,281 @@
+//! The command line of `stockctl`: global flags, commands and their help texts (clap derive).
+//!
+//! Parsing only: nothing here talks to a node. Flags that name the cluster can also come from the
+//! environment, so that a shell session sets them once.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flashstock_api::{validate_key, validate_product_id, NodeAddr, PURCHASE_QUANTITY_LIMIT};
+
+const EXAMPLES: &str = "\
+Examples:
+  export STOCKCTL_ENDPOINTS=10.0.0.1:7001,10.0.0.2:7001,10.0.0.3:7001
+  export STOCKCTL_SECRET=...            # or FLASHSTOCK_SECRET
+  export STOCKCTL_GATEWAYS=http://10.0.0.11:8080,http://10.0.0.12:8080
+  export STOCKCTL_ADMIN_TOKEN=...
+
+  stockctl cluster status
+  stockctl cluster status --output json
+  stockctl cluster init
+  stockctl cluster add-learner 4 10.0.0.4:7001 && stockctl cluster promote 4
+  stockctl cluster remove 3
+  stockctl cluster snapshot --node 2
+
+  stockctl product create tee --name 'Tee shirt' --price-cents 1999 --stock 100
+  stockctl product list --all
+  stockctl product show tee --linearizable
+  stockctl product restock tee 50
+  stockctl buy tee 2 --key order-42
+
+Exit codes:
+  0  success
+  1  the operation failed, definitely not applied (the error code is printed, e.g. insufficient_stock)
+  2  usage error
+  3  outcome unknown: it may have been applied; retry with the same --key to learn the outcome";
+
+/// The operators' CLI of flashstock.
+#[derive(Debug, Parser)]
+#[command(name = "stockctl", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts; the cluster's addresses and credentials.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Nodes' internal addresses (host:port), comma separated
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKCTL_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Cluster secret for the internal API [env: STOCKCTL_SECRET, or FLASHSTOCK_SECRET]; prefer
+    /// the environment, arguments are visible to other users
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKCTL_SECRET",
+        hide_env = true,
+        hide_env_values = true
+    )]
+    pub secret: Option<String>,
+
+    /// Gateways' public base URLs, comma separated
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKCTL_GATEWAYS",
+        value_delimiter = ',',
+        value_name = "URL,..."
+    )]
+    pub gateways: Vec<String>,
+
+    /// Bearer token of the public admin API (product create, restock)
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKCTL_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Output format
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// How long one command may take, in milliseconds
+    #[arg(long, global = true, default_value_t = 15_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns with a header row
+    Table,
+    /// Pretty-printed JSON of the API's types
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and change the Raft cluster (internal API: --endpoints, --secret)
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Read and manage the catalog (public API: --gateways, --admin-token)
+    #[command(subcommand)]
+    Product(ProductCommand),
+    /// Buy items through the public API and print the order
+    Buy(BuyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show every endpoint's Raft state, indexes and replication lag
+    Status,
+    /// Initialize a new cluster through the first endpoint
+    Init {
+        /// A voter as ID=HOST:PORT; repeat for each. Default: the node's configured voters
+        #[arg(long = "voter", value_name = "ID=HOST:PORT", value_parser = parse_voter)]
+        voters: Vec<NodeAddr>,
+    },
+    /// Add a node as a learner; returns once it has caught up with the log
+    AddLearner {
+        /// The new node's id
+        id: u64,
+        /// Its internal address (host:port)
+        addr: String,
+    },
+    /// Make a learner a voter (current voters + ID)
+    Promote {
+        /// The learner's id
+        id: u64,
+    },
+    /// Remove a voter from the cluster (current voters - ID)
+    Remove {
+        /// The voter's id
+        id: u64,
+    },
+    /// Build a snapshot on a node now and wait until it is visible
+    Snapshot {
+        /// The node to snapshot; default: the leader
+        #[arg(long, value_name = "ID")]
+        node: Option<u64>,
+        /// Return once the snapshot is triggered, without waiting for it
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProductCommand {
+    /// List products in id order, one page or all of them
+    List {
+        /// Start after this product id
+        #[arg(long, value_name = "ID", value_parser = product_id)]
+        after: Option<String>,
+        /// Products per page
+        #[arg(long, default_value_t = 100, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+        /// Follow pages to the end of the catalog
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one product and its stock
+    Show {
+        /// Product id
+        #[arg(value_parser = product_id)]
+        id: String,
+        /// Read at least everything committed when asked (asks the leader), not the gateway's replica
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// Add a product to the catalog (admin)
+    Create {
+        /// Product id: 1 to 64 ASCII letters, digits, '-' or '_'
+        #[arg(value_parser = product_id)]
+        id: String,
+        /// Display name
+        #[arg(long)]
+        name: String,
+        /// Unit price in cents
+        #[arg(long, value_name = "N")]
+        price_cents: u64,
+        /// Initial stock
+        #[arg(long, value_name = "N")]
+        stock: u64,
+    },
+    /// Add items to a product's stock (admin)
+    Restock {
+        /// Product id
+        #[arg(value_parser = product_id)]
+        id: String,
+        /// Items to add
+        quantity: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BuyArgs {
+    /// Product id
+    #[arg(value_parser = product_id)]
+    pub product: String,
+    /// Items to buy
+    #[arg(default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(PURCHASE_QUANTITY_LIMIT)))]
+    pub quantity: u32,
+    /// Idempotency key: a retry with the same key returns the same order. Default: a fresh key
+    #[arg(long, value_parser = idempotency_key)]
+    pub key: Option<String>,
+}
+
+/// A product id as the API accepts it; checked here, since it becomes part of a URL path.
+fn product_id(text: &str) -> Result<String, String> {
+    validate_product_id(text).map(|()| text.to_owned())
+}
+
+fn idempotency_key(text: &str) -> Result<String, String> {
+    validate_key(text).map(|()| text.to_owned())
+}
+
+/// Parse `ID=HOST:PORT`.
+fn parse_voter(text: &str) -> Result<NodeAddr, String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=HOST:PORT, got {text:?}"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("node id must be a number, got {id:?}"))?;
+    if id == 0 {
+        return Err("node id must be at least 1".into());
+    }
+    let addr = addr.trim();
+    if addr.is_empty() {
+        return Err(format!("missing address in {text:?}"));
+    }
+    Ok(NodeAddr {
+        id,
+        addr: addr.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn voters_parse() {
+        let voter = parse_voter("2=10.0.0.2:7001").unwrap();
+        assert_eq!((voter.id, voter.addr.as_str()), (2, "10.0.0.2:7001"));
+        assert!(parse_voter("10.0.0.2:7001").is_err());
+        assert!(parse_voter("x=a:1").is_err());
+        assert!(parse_voter("0=a:1").is_err());
+        assert!(parse_voter("1=").is_err());
+    }
+
+    #[test]
+    fn endpoints_split_on_commas() {
+        let cli = Cli::try_parse_from(["stockctl", "--endpoints", "a:1,b:2", "cluster", "status"])
+            .unwrap();
+        assert_eq!(cli.global.endpoints, ["a:1", "b:2"]);
+        assert!(matches!(
+            cli.command,
+            Command::Cluster(ClusterCommand::Status)
+        ));
+    }
+}

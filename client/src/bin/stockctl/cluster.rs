@@ -1,0 +1,733 @@
+//! `stockctl cluster ...`: status, initialization, membership changes and snapshots, over the
+//! nodes' internal admin API (`/admin/*`, authenticated with the cluster secret).
+//!
+//! Only the leader accepts membership changes, so each change first finds it: every endpoint's
+//! status names a leader id, and the members list gives that node's address. The change itself is
+//! computed from the leader's own view of the membership, and recomputed if leadership moves
+//! before it is accepted.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use flashstock_api::{NodeAddr, NodeStatus};
+use flashstock_client::VoterClient;
+use serde::Serialize;
+
+use crate::args::ClusterCommand;
+use crate::context::Context;
+use crate::error::CliError;
+use crate::output::{emit, opt, Table};
+
+/// Pause between polls while waiting for a leader or a snapshot.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// The Raft state of a leader in [`NodeStatus::state`].
+const LEADER: &str = "Leader";
+/// How to look at the cluster after a change whose outcome is unknown.
+const CHECK_STATUS: &str = "check with `stockctl cluster status`";
+
+pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError> {
+    let client = ctx.voter_client()?;
+    match command {
+        ClusterCommand::Status => status(ctx, &client).await,
+        ClusterCommand::Init { voters } => init(ctx, &client, voters).await,
+        ClusterCommand::AddLearner { id, addr } => {
+            let summary = format!("added node {id} as a learner");
+            change(ctx, &client, summary, |leader| {
+                plan_add_learner(leader, id, &addr)
+            })
+            .await
+            .map(drop)
+        }
+        ClusterCommand::Promote { id } => {
+            let summary = format!("promoted node {id} to voter");
+            change(ctx, &client, summary, |leader| plan_promote(leader, id))
+                .await
+                .map(drop)
+        }
+        ClusterCommand::Remove { id } => {
+            let summary = format!("removed node {id}");
+            let removed = change(ctx, &client, summary, |leader| plan_remove(leader, id)).await?;
+            if removed {
+                eprintln!(
+                    "stockctl: note: stop node {id} now, and wipe its data before adding it back: \
+                     a removed node keeps campaigning, and its higher term forces a new election \
+                     when it rejoins"
+                );
+            }
+            Ok(())
+        }
+        ClusterCommand::Snapshot { node, no_wait } => snapshot(ctx, &client, node, no_wait).await,
+    }
+}
+
+// ---- status ----
+
+/// One endpoint's answer to `GET /admin/status`.
+struct Probe {
+    endpoint: String,
+    result: Result<NodeStatus, CliError>,
+}
+
+/// Ask every endpoint for its status, concurrently; answers keep the endpoints' order.
+async fn probe_all(client: &VoterClient, endpoints: &[String]) -> Vec<Probe> {
+    let tasks: Vec<_> = endpoints
+        .iter()
+        .map(|endpoint| {
+            let client = client.clone();
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                let result = client.status(&endpoint).await.map_err(CliError::from);
+                Probe { endpoint, result }
+            })
+        })
+        .collect();
+    let mut probes = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        probes.push(task.await.expect("a status probe does not panic"));
+    }
+    probes
+}
+
+fn answered(probes: &[Probe]) -> impl Iterator<Item = &NodeStatus> {
+    probes.iter().filter_map(|p| p.result.as_ref().ok())
+}
+
+fn any_answered(probes: &[Probe]) -> bool {
+    probes.iter().any(|p| p.result.is_ok())
+}
+
+/// The status of the node that says it leads, in the highest term if several do.
+fn leader_status(statuses: &[&NodeStatus]) -> Option<NodeStatus> {
+    statuses
+        .iter()
+        .filter(|s| s.state == LEADER)
+        .max_by_key(|s| s.term)
+        .map(|s| (*s).clone())
+}
+
+/// How far `node` lags behind the leader, as the leader reports it.
+fn lag(node: &NodeStatus, leader: Option<&NodeStatus>) -> Option<u64> {
+    let leader = leader?;
+    if node.id == leader.id {
+        return Some(0);
+    }
+    leader
+        .replication
+        .iter()
+        .find(|peer| peer.id == node.id)
+        .map(|peer| peer.lag)
+}
+
+/// One element of `cluster status --output json`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum StatusEntry<'a> {
+    Answered(&'a NodeStatus),
+    Failed {
+        endpoint: &'a str,
+        code: &'a str,
+        error: String,
+    },
+}
+
+fn status_entries(probes: &[Probe]) -> Vec<StatusEntry<'_>> {
+    probes
+        .iter()
+        .map(|probe| match &probe.result {
+            Ok(status) => StatusEntry::Answered(status),
+            Err(error) => StatusEntry::Failed {
+                endpoint: &probe.endpoint,
+                code: error.code().unwrap_or("error"),
+                error: error.to_string(),
+            },
+        })
+        .collect()
+}
+
+const STATUS_HEADER: [&str; 10] = [
+    "ID", "ADDR", "ROLE", "STATE", "TERM", "LEADER", "LAST LOG", "APPLIED", "SNAPSHOT", "LAG",
+];
+
+fn status_table(probes: &[Probe]) -> Table {
+    let failures = probes.iter().any(|p| p.result.is_err());
+    let mut header = STATUS_HEADER.to_vec();
+    if failures {
+        header.push("ERROR");
+    }
+    let statuses: Vec<&NodeStatus> = answered(probes).collect();
+    let leader = leader_status(&statuses);
+    let mut table = Table::new(&header);
+    for probe in probes {
+        table.push(match &probe.result {
+            Ok(status) => status_row(&probe.endpoint, status, leader.as_ref()),
+            Err(error) => {
+                let mut row = vec!["-".to_owned(), probe.endpoint.clone()];
+                row.extend(std::iter::repeat_n("-".to_owned(), STATUS_HEADER.len() - 2));
+                row.push(error.to_string());
+                row
+            }
+        });
+    }
+    table
+}
+
+fn status_row(endpoint: &str, status: &NodeStatus, leader: Option<&NodeStatus>) -> Vec<String> {
+    vec![
+        status.id.to_string(),
+        endpoint.to_owned(),
+        status.role.clone(),
+        status.state.clone(),
+        status.term.to_string(),
+        opt(status.leader),
+        opt(status.last_log_index),
+        opt(status.applied_index),
+        opt(status.snapshot_index),
+        opt(lag(status, leader)),
+    ]
+}
+
+/// Every endpoint's status; fails only when none answered.
+async fn status(ctx: &Context, client: &VoterClient) -> Result<(), CliError> {
+    let probes = probe_all(client, ctx.endpoints()?).await;
+    emit(ctx.output, &status_entries(&probes), || {
+        status_table(&probes)
+    });
+    if any_answered(&probes) {
+        Ok(())
+    } else {
+        Err(none_answered(&probes))
+    }
+}
+
+/// The error of a poll in which no endpoint answered: the first endpoint's, with all of them.
+fn none_answered(probes: &[Probe]) -> CliError {
+    let code = probes
+        .iter()
+        .find_map(|p| p.result.as_ref().err().and_then(CliError::code))
+        .unwrap_or("unavailable")
+        .to_owned();
+    let details: Vec<String> = probes
+        .iter()
+        .filter_map(|p| {
+            p.result
+                .as_ref()
+                .err()
+                .map(|e| with_endpoint(&p.endpoint, e))
+        })
+        .collect();
+    CliError::failed(
+        code,
+        format!("no endpoint answered ({})", details.join("; ")),
+    )
+}
+
+/// An endpoint's error, naming the endpoint once.
+fn with_endpoint(endpoint: &str, error: &CliError) -> String {
+    let text = error.to_string();
+    if text.contains(endpoint) {
+        text
+    } else {
+        format!("{endpoint}: {text}")
+    }
+}
+
+// ---- init ----
+
+async fn init(ctx: &Context, client: &VoterClient, voters: Vec<NodeAddr>) -> Result<(), CliError> {
+    let first = &ctx.endpoints()?[0];
+    let voters = client.init(first, voters).await.map_err(mutation_error)?;
+    emit(ctx.output, &voters, || {
+        let mut table = Table::new(&["ID", "ADDR", "MEMBERSHIP"]);
+        for voter in &voters {
+            table.push(vec![
+                voter.id.to_string(),
+                voter.addr.clone(),
+                "voter".into(),
+            ]);
+        }
+        table
+    });
+    Ok(())
+}
+
+/// A failed call that changes the cluster: a lost answer means it may have happened.
+fn mutation_error(error: flashstock_client::Error) -> CliError {
+    match CliError::from(error) {
+        CliError::Failed { code, message } if code == "unavailable" => {
+            CliError::unknown(message, CHECK_STATUS)
+        }
+        CliError::Unknown { message, .. } => CliError::unknown(message, CHECK_STATUS),
+        other => other,
+    }
+}
+
+// ---- finding the leader ----
+
+/// The leader's status, confirmed by the leader itself, and its internal address. Waits out an
+/// election until the deadline; fails at once if no endpoint answers at all.
+async fn find_leader(
+    ctx: &Context,
+    client: &VoterClient,
+) -> Result<(NodeStatus, String), CliError> {
+    loop {
+        let probes = probe_all(client, ctx.endpoints()?).await;
+        if !any_answered(&probes) {
+            return Err(none_answered(&probes));
+        }
+        let last_problem = match leader_addr(&probes) {
+            Some(addr) => match client.status(&addr).await {
+                Ok(status) if status.state == LEADER => return Ok((status, addr)),
+                Ok(status) => format!("node {} at {addr} is {}", status.id, status.state),
+                Err(e) => format!("the leader at {addr}: {e}"),
+            },
+            None => "no endpoint knows a leader".to_owned(),
+        };
+        if Instant::now() + POLL_INTERVAL > ctx.deadline {
+            return Err(CliError::failed(
+                "no_leader",
+                format!("no leader found within {:?}: {last_problem}", ctx.timeout),
+            ));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The leader's address as the freshest answering node (highest term) knows it.
+fn leader_addr(probes: &[Probe]) -> Option<String> {
+    let freshest = answered(probes)
+        .filter(|s| s.leader.is_some())
+        .max_by_key(|s| s.term)?;
+    member_addr(freshest, freshest.leader?)
+}
+
+fn member_addr(status: &NodeStatus, id: u64) -> Option<String> {
+    status
+        .members
+        .iter()
+        .find(|member| member.id == id)
+        .map(|member| member.addr.clone())
+}
+
+// ---- membership changes ----
+
+/// What a membership command asks the leader to do, given the leader's current view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    /// Nothing to do: the membership already is as asked.
+    Nothing(String),
+    AddLearner {
+        id: u64,
+        addr: String,
+    },
+    SetVoters {
+        voters: Vec<u64>,
+        retain: bool,
+    },
+}
+
+fn plan_add_learner(leader: &NodeStatus, id: u64, addr: &str) -> Result<Plan, CliError> {
+    if id == 0 || addr.trim().is_empty() {
+        return Err(CliError::Usage(
+            "a learner needs an id >= 1 and an address".into(),
+        ));
+    }
+    if leader.voters.contains(&id) {
+        return Err(CliError::failed(
+            "already_voter",
+            format!("node {id} is a voter already"),
+        ));
+    }
+    match member_addr(leader, id) {
+        Some(known) if known == addr => Ok(Plan::Nothing(format!(
+            "node {id} is a learner at {addr} already"
+        ))),
+        Some(known) => Err(CliError::failed(
+            "member_exists",
+            format!("node {id} is a member at {known}, not {addr}"),
+        )),
+        None => Ok(Plan::AddLearner {
+            id,
+            addr: addr.trim().to_owned(),
+        }),
+    }
+}
+
+fn plan_promote(leader: &NodeStatus, id: u64) -> Result<Plan, CliError> {
+    if leader.voters.contains(&id) {
+        return Ok(Plan::Nothing(format!("node {id} is a voter already")));
+    }
+    if member_addr(leader, id).is_none() {
+        return Err(CliError::failed(
+            "not_a_member",
+            format!("node {id} is not a member: add it with `stockctl cluster add-learner` first"),
+        ));
+    }
+    let mut voters: BTreeSet<u64> = leader.voters.iter().copied().collect();
+    voters.insert(id);
+    Ok(Plan::SetVoters {
+        voters: voters.into_iter().collect(),
+        retain: true,
+    })
+}
+
+fn plan_remove(leader: &NodeStatus, id: u64) -> Result<Plan, CliError> {
+    if !leader.voters.contains(&id) {
+        return match member_addr(leader, id) {
+            Some(_) => Err(CliError::failed(
+                "not_a_voter",
+                format!("node {id} is a learner; the admin API removes voters only"),
+            )),
+            None => Ok(Plan::Nothing(format!("node {id} is not a member"))),
+        };
+    }
+    let voters: Vec<u64> = leader.voters.iter().copied().filter(|v| *v != id).collect();
+    if voters.is_empty() {
+        return Err(CliError::failed(
+            "last_voter",
+            format!("node {id} is the only voter; a cluster needs at least one"),
+        ));
+    }
+    Ok(Plan::SetVoters {
+        voters,
+        retain: false,
+    })
+}
+
+/// What a membership command prints: the change and the membership the leader reports after it.
+#[derive(Serialize)]
+struct MembershipReport {
+    summary: String,
+    /// The log index of the change; absent when nothing had to change.
+    log_index: Option<u64>,
+    leader: u64,
+    voters: Vec<u64>,
+    members: Vec<NodeAddr>,
+}
+
+/// Plan a change from the leader's view and apply it at the leader; find the leader again and
+/// re-plan if leadership moved or another change was in progress. Returns whether the membership
+/// changed (false when it already was as asked).
+async fn change(
+    ctx: &Context,
+    client: &VoterClient,
+    summary: String,
+    plan: impl Fn(&NodeStatus) -> Result<Plan, CliError>,
+) -> Result<bool, CliError> {
+    loop {
+        let (leader, addr) = find_leader(ctx, client).await?;
+        let (summary, outcome) = match plan(&leader)? {
+            Plan::Nothing(why) => (why, Ok(None)),
+            Plan::AddLearner { id, addr: learner } => {
+                let sent = client.add_learner(&addr, id, &learner);
+                (summary.clone(), within(ctx, sent).await)
+            }
+            Plan::SetVoters { voters, retain } => {
+                let sent = client.change_membership(&addr, voters, retain);
+                (summary.clone(), within(ctx, sent).await)
+            }
+        };
+        match outcome {
+            Ok(answer) => {
+                let log_index = answer.as_ref().and_then(|a| a["log_index"].as_u64());
+                report_membership(ctx, client, &addr, leader, summary, log_index).await;
+                return Ok(log_index.is_some());
+            }
+            Err(error) if is_transient(&error) && Instant::now() < ctx.deadline => {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Run an admin call that changes the cluster, within the command's deadline.
+async fn within(
+    ctx: &Context,
+    call: impl Future<Output = Result<serde_json::Value, flashstock_client::Error>>,
+) -> Result<Option<serde_json::Value>, CliError> {
+    match tokio::time::timeout(ctx.remaining(), call).await {
+        Ok(Ok(answer)) => Ok(Some(answer)),
+        Ok(Err(error)) => Err(mutation_error(error)),
+        Err(_) => Err(CliError::unknown(
+            format!("no answer within {:?}", ctx.timeout),
+            CHECK_STATUS,
+        )),
+    }
+}
+
+/// A refusal that a retry at the (new) leader may overcome; nothing was changed.
+fn is_transient(error: &CliError) -> bool {
+    match error {
+        CliError::Failed { code, message } => {
+            code == "not_leader" || (code == "membership_error" && message.contains("undergoing"))
+        }
+        _ => false,
+    }
+}
+
+async fn report_membership(
+    ctx: &Context,
+    client: &VoterClient,
+    addr: &str,
+    before: NodeStatus,
+    summary: String,
+    log_index: Option<u64>,
+) {
+    // The leader's view after the change; the one before it if the leader cannot tell now.
+    let after = client.status(addr).await.unwrap_or(before);
+    let report = MembershipReport {
+        summary,
+        log_index,
+        leader: after.id,
+        voters: after.voters,
+        members: after.members,
+    };
+    emit(ctx.output, &report, || {
+        match report.log_index {
+            Some(index) => println!("{} (log index {index})", report.summary),
+            None => println!("{}", report.summary),
+        }
+        membership_table(&report.voters, &report.members)
+    });
+}
+
+fn membership_table(voters: &[u64], members: &[NodeAddr]) -> Table {
+    let mut table = Table::new(&["ID", "ADDR", "MEMBERSHIP"]);
+    for member in members {
+        let kind = if voters.contains(&member.id) {
+            "voter"
+        } else {
+            "learner"
+        };
+        table.push(vec![
+            member.id.to_string(),
+            member.addr.clone(),
+            kind.into(),
+        ]);
+    }
+    table
+}
+
+// ---- snapshot ----
+
+/// What `cluster snapshot` prints.
+#[derive(Serialize)]
+struct SnapshotReport {
+    node: u64,
+    addr: String,
+    /// The node's snapshot index when the command returned.
+    snapshot_index: Option<u64>,
+}
+
+async fn snapshot(
+    ctx: &Context,
+    client: &VoterClient,
+    node: Option<u64>,
+    no_wait: bool,
+) -> Result<(), CliError> {
+    let (target, addr) = match node {
+        Some(id) => (id, node_addr(ctx, client, id).await?),
+        None => {
+            let (leader, addr) = find_leader(ctx, client).await?;
+            (leader.id, addr)
+        }
+    };
+    let before = client.status(&addr).await?;
+    client.snapshot(&addr).await?;
+    let snapshot_index = if no_wait {
+        before.snapshot_index
+    } else {
+        let applied = before.applied_index.unwrap_or(0);
+        Some(wait_for_snapshot(ctx, client, &addr, applied).await?)
+    };
+    let report = SnapshotReport {
+        node: target,
+        addr,
+        snapshot_index,
+    };
+    emit(ctx.output, &report, || {
+        let mut table = Table::new(&["ID", "ADDR", "SNAPSHOT"]);
+        table.push(vec![
+            report.node.to_string(),
+            report.addr.clone(),
+            opt(report.snapshot_index),
+        ]);
+        table
+    });
+    Ok(())
+}
+
+/// The internal address of node `id`: the endpoint that is that node, or its member address.
+async fn node_addr(ctx: &Context, client: &VoterClient, id: u64) -> Result<String, CliError> {
+    let probes = probe_all(client, ctx.endpoints()?).await;
+    if !any_answered(&probes) {
+        return Err(none_answered(&probes));
+    }
+    let itself = probes
+        .iter()
+        .find(|p| p.result.as_ref().is_ok_and(|s| s.id == id))
+        .map(|p| p.endpoint.clone());
+    itself
+        .or_else(|| answered(&probes).find_map(|s| member_addr(s, id)))
+        .ok_or_else(|| CliError::failed("unknown_node", format!("no endpoint knows node {id}")))
+}
+
+/// Poll until the node's snapshot covers `applied`; returns its snapshot index.
+async fn wait_for_snapshot(
+    ctx: &Context,
+    client: &VoterClient,
+    addr: &str,
+    applied: u64,
+) -> Result<u64, CliError> {
+    loop {
+        let status = client.status(addr).await?;
+        if let Some(index) = status.snapshot_index.filter(|index| *index >= applied) {
+            return Ok(index);
+        }
+        if Instant::now() + POLL_INTERVAL > ctx.deadline {
+            return Err(CliError::unknown(
+                format!(
+                    "the snapshot was triggered but did not cover index {applied} within {:?}",
+                    ctx.timeout
+                ),
+                CHECK_STATUS,
+            ));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashstock_api::PeerReplication;
+
+    fn node(id: u64, state: &str, term: u64, leader: Option<u64>) -> NodeStatus {
+        NodeStatus {
+            id,
+            role: if id < 100 { "voter" } else { "gateway" }.into(),
+            state: state.into(),
+            term,
+            leader,
+            last_log_index: Some(10),
+            applied_index: Some(10),
+            snapshot_index: None,
+            purged_index: None,
+            voters: vec![1, 2, 3],
+            members: [1, 2, 3, 101]
+                .iter()
+                .map(|id| NodeAddr {
+                    id: *id,
+                    addr: format!("127.0.0.1:{}", 7000 + id),
+                })
+                .collect(),
+            replication: Vec::new(),
+            millis_since_quorum_ack: None,
+        }
+    }
+
+    fn probe(status: NodeStatus) -> Probe {
+        Probe {
+            endpoint: format!("127.0.0.1:{}", 7000 + status.id),
+            result: Ok(status),
+        }
+    }
+
+    #[test]
+    fn status_table_has_lag_from_the_leader_and_error_rows() {
+        let mut leader = node(1, "Leader", 3, Some(1));
+        leader.replication = vec![PeerReplication {
+            id: 2,
+            matched_index: Some(8),
+            lag: 2,
+        }];
+        let probes = vec![
+            probe(leader),
+            probe(node(2, "Follower", 3, Some(1))),
+            probe(node(101, "Learner", 3, Some(1))),
+            Probe {
+                endpoint: "127.0.0.1:7003".into(),
+                result: Err(CliError::failed("unavailable", "refused")),
+            },
+        ];
+        let text = status_table(&probes).render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID   ADDR            ROLE     STATE"));
+        assert!(lines[0].ends_with("LAG  ERROR"));
+        let cells = |line: &str| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        // ID ADDR ROLE STATE TERM LEADER LAST-LOG APPLIED SNAPSHOT LAG
+        assert_eq!(cells(lines[1])[9], "0");
+        assert_eq!(cells(lines[2])[9], "2");
+        assert_eq!(cells(lines[3])[9], "-");
+        assert!(lines[4].ends_with("unavailable: refused"));
+        assert_eq!(
+            leader_addr(&probes).as_deref(),
+            Some("127.0.0.1:7001"),
+            "the leader's member address"
+        );
+    }
+
+    #[test]
+    fn membership_plans_follow_the_leaders_view() {
+        let leader = node(1, "Leader", 3, Some(1));
+        assert_eq!(
+            plan_remove(&leader, 3).unwrap(),
+            Plan::SetVoters {
+                voters: vec![1, 2],
+                retain: false
+            }
+        );
+        assert_eq!(
+            plan_remove(&leader, 101).unwrap_err().code(),
+            Some("not_a_voter")
+        );
+        assert!(matches!(plan_remove(&leader, 9).unwrap(), Plan::Nothing(_)));
+        assert!(matches!(
+            plan_promote(&leader, 2).unwrap(),
+            Plan::Nothing(_)
+        ));
+        assert_eq!(
+            plan_promote(&leader, 101).unwrap(),
+            Plan::SetVoters {
+                voters: vec![1, 2, 3, 101],
+                retain: true
+            }
+        );
+        assert_eq!(
+            plan_promote(&leader, 4).unwrap_err().code(),
+            Some("not_a_member")
+        );
+        assert_eq!(
+            plan_add_learner(&leader, 4, "h:1").unwrap(),
+            Plan::AddLearner {
+                id: 4,
+                addr: "h:1".into()
+            }
+        );
+        assert!(matches!(
+            plan_add_learner(&leader, 101, "127.0.0.1:7101").unwrap(),
+            Plan::Nothing(_)
+        ));
+        assert_eq!(
+            plan_add_learner(&leader, 101, "other:1")
+                .unwrap_err()
+                .code(),
+            Some("member_exists")
+        );
+        assert_eq!(
+            plan_add_learner(&leader, 2, "h:1").unwrap_err().code(),
+            Some("already_voter")
+        );
+        let mut alone = node(1, "Leader", 3, Some(1));
+        alone.voters = vec![1];
+        assert_eq!(
+            plan_remove(&alone, 1).unwrap_err().code(),
+            Some("last_voter")
+        );
+    }
+}
