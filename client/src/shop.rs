@@ -107,12 +107,7 @@ impl ShopClient {
     /// `gateways` are base URLs, e.g. `http://127.0.0.1:8081`.
     pub fn new(gateways: Vec<String>) -> ShopClient {
         assert!(!gateways.is_empty(), "at least one gateway");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .build()
-            .expect("an HTTP client without TLS always builds");
+        let http = http_client(Duration::from_secs(10));
         let gateways = gateways
             .into_iter()
             .map(|g| g.trim_end_matches('/').to_owned())
@@ -132,6 +127,12 @@ impl ShopClient {
         self
     }
 
+    /// Give each HTTP exchange at most `timeout` (default 10 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> ShopClient {
+        self.http = http_client(timeout);
+        self
+    }
+
     pub fn with_retry(mut self, retry: RetryPolicy) -> ShopClient {
         self.retry = retry;
         self
@@ -148,20 +149,23 @@ impl ShopClient {
     ) -> Result<ProductList, ShopError> {
         let mut path = format!("/v1/products?limit={limit}");
         if let Some(after) = after {
-            path.push_str(&format!("&after={after}"));
+            path.push_str(&format!("&after={}", segment(after)));
         }
         self.read(&path).await
     }
 
     /// A product as this client's gateway's replica has it.
     pub async fn product(&self, id: &str) -> Result<ProductView, ShopError> {
-        self.read(&format!("/v1/products/{id}")).await
+        self.read(&format!("/v1/products/{}", segment(id))).await
     }
 
     /// A product at least as fresh as everything committed when the call started.
     pub async fn product_linearizable(&self, id: &str) -> Result<ProductView, ShopError> {
-        self.read(&format!("/v1/products/{id}?consistency=linearizable"))
-            .await
+        self.read(&format!(
+            "/v1/products/{}?consistency=linearizable",
+            segment(id)
+        ))
+        .await
     }
 
     pub async fn order(&self, id: u64) -> Result<OrderView, ShopError> {
@@ -184,7 +188,7 @@ impl ShopClient {
         product: &str,
         quantity: u32,
     ) -> Result<PurchaseResponse, ShopError> {
-        let path = format!("/v1/products/{product}/purchase");
+        let path = format!("/v1/products/{}/purchase", segment(product));
         self.write(&path, key, &PurchaseRequest { quantity }, false)
             .await
     }
@@ -193,13 +197,31 @@ impl ShopClient {
         &self,
         request: &CreateProductRequest,
     ) -> Result<ProductChanged, ShopError> {
-        self.write("/v1/admin/products", &new_key(), request, true)
-            .await
+        self.create_product_with_key(&new_key(), request).await
+    }
+
+    /// Create with a given key: after an unknown outcome, call again with the same key.
+    pub async fn create_product_with_key(
+        &self,
+        key: &str,
+        request: &CreateProductRequest,
+    ) -> Result<ProductChanged, ShopError> {
+        self.write("/v1/admin/products", key, request, true).await
     }
 
     pub async fn restock(&self, product: &str, quantity: u64) -> Result<ProductChanged, ShopError> {
-        let path = format!("/v1/admin/products/{product}/restock");
-        self.write(&path, &new_key(), &RestockRequest { quantity }, true)
+        self.restock_with_key(&new_key(), product, quantity).await
+    }
+
+    /// Restock with a given key: a retry with the same key never adds the stock twice.
+    pub async fn restock_with_key(
+        &self,
+        key: &str,
+        product: &str,
+        quantity: u64,
+    ) -> Result<ProductChanged, ShopError> {
+        let path = format!("/v1/admin/products/{}/restock", segment(product));
+        self.write(&path, key, &RestockRequest { quantity }, true)
             .await
     }
 
@@ -290,13 +312,13 @@ async fn classify<T: DeserializeOwned>(
     let response = match sent {
         Ok(response) => response,
         // Never connected: the request was not sent.
-        Err(e) if e.is_connect() => return Attempt::RetryNotApplied(e.to_string()),
-        Err(e) => return lost(e.to_string()),
+        Err(e) if e.is_connect() => return Attempt::RetryNotApplied(describe(&e)),
+        Err(e) => return lost(describe(&e)),
     };
     let status = response.status();
     let bytes = match response.bytes().await {
         Ok(bytes) => bytes,
-        Err(e) => return lost(e.to_string()),
+        Err(e) => return lost(describe(&e)),
     };
     if status.is_success() {
         return match serde_json::from_slice(&bytes) {
@@ -323,5 +345,55 @@ async fn classify<T: DeserializeOwned>(
             code: body.code,
             message: body.message,
         }),
+    }
+}
+
+fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(2).min(timeout))
+        .tcp_nodelay(true)
+        .build()
+        .expect("an HTTP client without TLS always builds")
+}
+
+/// Percent-encode one path segment, so an id can never change the route it goes to.
+fn segment(raw: &str) -> String {
+    let mut encoded = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// An error with its chain of causes: reqwest's own message rarely says what went wrong.
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("tee-shirt_1"), "tee-shirt_1");
+        assert_eq!(segment("a/b?c d"), "a%2Fb%3Fc%20d");
+    }
+
+    #[test]
+    fn keys_are_unique() {
+        assert_ne!(new_key(), new_key());
     }
 }

@@ -8,6 +8,8 @@ use flashstock_api::{
     SECRET_HEADER,
 };
 use serde::de::DeserializeOwned;
+
+use crate::shop::describe;
 use serde::{Deserialize, Serialize};
 
 /// Most "not leader" redirections one write follows before giving up.
@@ -165,12 +167,12 @@ impl VoterClient {
                 Ok(response) => response,
                 // Never connected: nothing was sent, try the next node.
                 Err(e) if e.is_connect() => {
-                    last_error = format!("{endpoint}: {e}");
+                    last_error = format!("{endpoint}: {}", describe(&e));
                     continue;
                 }
                 Err(e) => {
                     return Err(Error::OutcomeUnknown {
-                        message: format!("{endpoint}: {e}"),
+                        message: format!("{endpoint}: {}", describe(&e)),
                     })
                 }
             };
@@ -347,8 +349,12 @@ async fn decode_json<T: DeserializeOwned>(
     endpoint: &str,
 ) -> Result<T, Error> {
     let response = sent.map_err(|e| Error::Api {
-        code: "unavailable".into(),
-        message: format!("{endpoint}: {e}"),
+        code: if e.is_connect() {
+            "unreachable".into()
+        } else {
+            "unavailable".into()
+        },
+        message: format!("{endpoint}: {}", describe(&e)),
     })?;
     let status = response.status();
     let bytes = response.bytes().await.map_err(|e| Error::Api {

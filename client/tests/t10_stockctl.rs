@@ -429,5 +429,5 @@ async fn usage_errors_exit_2_and_failures_exit_1() {
         ])
         .await;
     assert_eq!(down.status.code(), Some(1), "{}", show(&down));
-    assert!(stderr(&down).contains("unavailable"), "{}", show(&down));
+    assert!(stderr(&down).contains("unreachable"), "{}", show(&down));
 }

@@ -5,7 +5,7 @@ use flashstock_api::{Command, Op, Outcome, Proposal};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
 use raft_store::inventory::{apply_proposal, MemState};
-use raft_store::{Entry, StateMachine, StateReader};
+use raft_store::{Entry, StateReader};
 
 fn command(key: &str, op: Op) -> Command {
     Command {

@@ -172,12 +172,15 @@ async fn list_products(
     }
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
-    let products = reader
-        .products(query.after.as_deref(), limit)
+    // One more than asked tells whether another page follows.
+    let mut products = reader
+        .products(query.after.as_deref(), limit + 1)
         .map_err(storage_error)?;
-    let next_after = (products.len() == limit)
-        .then(|| products.last().map(|p| p.id.clone()))
-        .flatten();
+    let next_after = (products.len() > limit).then(|| {
+        products.truncate(limit);
+        products.last().map(|p| p.id.clone())
+    });
+    let next_after = next_after.flatten();
     let list = ProductList {
         applied_index,
         products,
