@@ -399,6 +399,12 @@ pub struct ChangeMembershipRequest {
     pub retain: bool,
 }
 
+/// `POST /admin/remove-learner`: stop replicating to a learner and drop it from the membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveLearnerRequest {
+    pub id: u64,
+}
+
 /// The JSON error body of every HTTP endpoint: a stable machine-readable `code` and a message
 /// for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use flashstock_api::{
     AddLearnerRequest, ChangeMembershipRequest, Command, ErrorBody, InitRequest, NodeAddr,
-    NodeStatus, Order, OrderId, Outcome, Product, ReadIndexResponse, WriteRequest, WriteResponse,
-    SECRET_HEADER,
+    NodeStatus, Order, OrderId, Outcome, Product, ReadIndexResponse, RemoveLearnerRequest,
+    WriteRequest, WriteResponse, SECRET_HEADER,
 };
 use serde::de::DeserializeOwned;
 
@@ -289,6 +289,19 @@ impl VoterClient {
         let request = ChangeMembershipRequest { voters, retain };
         self.post(endpoint, "/admin/change-membership", &request)
             .await
+    }
+
+    pub async fn remove_learner(
+        &self,
+        endpoint: &str,
+        id: u64,
+    ) -> Result<serde_json::Value, Error> {
+        self.post(
+            endpoint,
+            "/admin/remove-learner",
+            &RemoveLearnerRequest { id },
+        )
+        .await
     }
 
     pub async fn snapshot(&self, endpoint: &str) -> Result<serde_json::Value, Error> {

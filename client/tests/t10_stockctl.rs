@@ -355,6 +355,25 @@ async fn membership_round_trip(cluster: &mut LocalCluster, ctl: &Ctl) {
     // And the cluster still sells.
     let bought: PurchaseResponse = ctl.json(&["buy", "mug"]).await;
     assert_eq!(bought.order.product, "mug");
+
+    // A learner (a gateway) is removed from the membership, then added back.
+    let gateway = *cluster.gateway_ids().last().unwrap();
+    let gateway_arg = gateway.to_string();
+    let removed: serde_json::Value = ctl.json(&["cluster", "remove", &gateway_arg]).await;
+    let members = removed["members"].as_array().unwrap();
+    assert!(
+        members
+            .iter()
+            .all(|m| m["id"] != serde_json::json!(gateway)),
+        "{removed}"
+    );
+    ctl.ok(&[
+        "cluster",
+        "add-learner",
+        &gateway_arg,
+        &cluster.addr(gateway),
+    ])
+    .await;
 }
 
 /// Wait until the leader reports exactly these voters.

@@ -16,11 +16,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
     AddLearnerRequest, ChangeMembershipRequest, ErrorBody, InitRequest, NodeAddr, NodeStatus,
-    Order, OrderId, PeerReplication, Product, ReadIndexResponse, WriteRequest, SECRET_HEADER,
+    Order, OrderId, PeerReplication, Product, ReadIndexResponse, RemoveLearnerRequest,
+    WriteRequest, SECRET_HEADER,
 };
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::BasicNode;
+use openraft::{BasicNode, ChangeMembers};
 use raft_store::{NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/init", post(init))
         .route("/admin/add-learner", post(add_learner))
         .route("/admin/change-membership", post(change_membership))
+        .route("/admin/remove-learner", post(remove_learner))
         .route("/admin/snapshot", post(snapshot))
         .layer(DefaultBodyLimit::max(body_bytes_max));
     raft.merge(api)
@@ -473,6 +475,35 @@ async fn change_membership(
         );
     }
     match state.raft.change_membership(voters, request.retain).await {
+        Ok(written) => {
+            Json(serde_json::json!({ "log_index": written.log_id.index })).into_response()
+        }
+        Err(e) => membership_error(e),
+    }
+}
+
+/// Stop replicating to a learner and drop it from the membership. Voters are removed with
+/// `change-membership` instead.
+async fn remove_learner(
+    State(state): State<AppState>,
+    Json(request): Json<RemoveLearnerRequest>,
+) -> Response {
+    let voters: Vec<NodeId> = {
+        let metrics = state.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().voter_ids().collect()
+    };
+    if voters.contains(&request.id) {
+        return error(
+            StatusCode::CONFLICT,
+            "is_a_voter",
+            format!(
+                "node {} is a voter: demote it with change-membership first",
+                request.id
+            ),
+        );
+    }
+    let change = ChangeMembers::RemoveNodes(BTreeSet::from([request.id]));
+    match state.raft.change_membership(change, false).await {
         Ok(written) => {
             Json(serde_json::json!({ "log_index": written.log_id.index })).into_response()
         }

@@ -324,6 +324,9 @@ enum Plan {
         voters: Vec<u64>,
         retain: bool,
     },
+    RemoveLearner {
+        id: u64,
+    },
 }
 
 fn plan_add_learner(leader: &NodeStatus, id: u64, addr: &str) -> Result<Plan, CliError> {
@@ -374,10 +377,7 @@ fn plan_promote(leader: &NodeStatus, id: u64) -> Result<Plan, CliError> {
 fn plan_remove(leader: &NodeStatus, id: u64) -> Result<Plan, CliError> {
     if !leader.voters.contains(&id) {
         return match member_addr(leader, id) {
-            Some(_) => Err(CliError::failed(
-                "not_a_voter",
-                format!("node {id} is a learner; the admin API removes voters only"),
-            )),
+            Some(_) => Ok(Plan::RemoveLearner { id }),
             None => Ok(Plan::Nothing(format!("node {id} is not a member"))),
         };
     }
@@ -424,6 +424,10 @@ async fn change(
             }
             Plan::SetVoters { voters, retain } => {
                 let sent = client.change_membership(&addr, voters, retain);
+                (summary.clone(), within(ctx, sent).await)
+            }
+            Plan::RemoveLearner { id } => {
+                let sent = client.remove_learner(&addr, id);
                 (summary.clone(), within(ctx, sent).await)
             }
         };
@@ -683,8 +687,8 @@ mod tests {
             }
         );
         assert_eq!(
-            plan_remove(&leader, 101).unwrap_err().code(),
-            Some("not_a_voter")
+            plan_remove(&leader, 101).unwrap(),
+            Plan::RemoveLearner { id: 101 }
         );
         assert!(matches!(plan_remove(&leader, 9).unwrap(), Plan::Nothing(_)));
         assert!(matches!(
