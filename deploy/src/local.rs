@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -285,7 +286,10 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&node.log_path)?;
+        // In a process group of its own: Ctrl-C in the terminal reaches the launcher, which
+        // stops the nodes in order, not every node at once.
         let child = Command::new(&self.binary)
+            .process_group(0)
             .arg("--config")
             .arg(&node.config_path)
             .env(

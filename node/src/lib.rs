@@ -136,13 +136,10 @@ pub async fn run(
 
     let served = match (role, public_listen) {
         (Role::Gateway, Some(public_addr)) => {
-            let public =
-                TcpListener::bind(public_addr)
-                    .await
-                    .map_err(|source| StartError::Listen {
-                        addr: public_addr,
-                        source,
-                    })?;
+            let public = listen(public_addr).map_err(|source| StartError::Listen {
+                addr: public_addr,
+                source,
+            })?;
             tracing::info!(id, addr = %public_addr, "public API ready");
             let gateway = Arc::new(gateway::Gateway::new(
                 state.clone(),
@@ -165,6 +162,23 @@ pub async fn run(
     }
     drop(state);
     served.map_err(StartError::Serve)
+}
+
+/// Connections the kernel queues for a listener before it accepts them. A flash sale opens
+/// thousands at once; the common default of 128 or 1024 would drop SYNs and cost clients a
+/// one-second retransmit. The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 8192;
+
+/// Bind a listener with [`LISTEN_BACKLOG`].
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Milliseconds since the Unix epoch, by this machine's clock. Used only by proposers: the time

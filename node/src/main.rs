@@ -41,11 +41,13 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("start the Tokio runtime");
     let result = runtime.block_on(async {
         let addr = config.node.listen;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = flashstock_node::listen(addr)
             .map_err(|source| flashstock_node::StartError::Listen { addr, source })?;
         flashstock_node::run(config, listener, shutdown_signal()).await
     });
+    // Drop every task (and with them the store) before `main` returns: RocksDB's background
+    // threads must not outlive the process's static destructors.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -6,8 +6,10 @@
 //! | 401 | `unauthorized` | admin call without the right bearer token: nothing changed |
 //! | 404 | `unknown_product`, `unknown_order`, `not_found` | no such record or route |
 //! | 409 | `insufficient_stock`, `product_exists` | committed rejection: nothing changed |
+//! | 405 | `method_not_allowed` | the route exists, not with that method |
 //! | 413 | `payload_too_large` | body over `limits.body_bytes_max`: nothing changed |
 //! | 422 | `idempotency_key_reused` | the key was used for another request: nothing changed |
+//! | 500 | `storage_error`, `internal` | the node's own fault, on reads: retry elsewhere |
 //! | 503 | `overloaded` (with `Retry-After`), `unavailable`, `not_ready` | definitely not applied |
 //! | 504 | `outcome_unknown` | may have been applied: retry with the same key to learn the outcome |
 
