@@ -8,6 +8,7 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! cargo test --release -p flashstock-node --bench load -- --bench [--clients 6000] [--seconds 20]
+//!     [--flash-stock 1000] [--forward-slots N]
 //! ```
 //!
 //! It prints, for views and purchases separately: requests, requests per second, latency
@@ -34,6 +35,8 @@ struct Options {
     clients: usize,
     seconds: u64,
     flash_stock: u64,
+    /// Overrides `gateway.forward_connections_max`, the batches in flight per gateway.
+    forward_slots: Option<usize>,
 }
 
 fn options() -> Option<Options> {
@@ -55,6 +58,10 @@ fn options() -> Option<Options> {
         clients: value("--clients", 6000) as usize,
         seconds: value("--seconds", 20),
         flash_stock: value("--flash-stock", 1000),
+        forward_slots: args
+            .iter()
+            .position(|a| a == "--forward-slots")
+            .map(|_| value("--forward-slots", 0) as usize),
     })
 }
 
@@ -206,8 +213,12 @@ async fn run(options: Options) -> bool {
         voters: 3,
         gateways: 3,
     };
-    let mut cluster = LocalCluster::temporary(binary, layout, |config| {
+    let forward_slots = options.forward_slots;
+    let mut cluster = LocalCluster::temporary(binary, layout, move |config| {
         config.limits.connections_max = 10_000;
+        if let Some(slots) = forward_slots {
+            config.gateway.forward_connections_max = slots;
+        }
     })
     .expect("lay out");
     cluster
