@@ -323,6 +323,8 @@ async fn classify<T: DeserializeOwned>(
     if status.is_success() {
         return match serde_json::from_slice(&bytes) {
             Ok(value) => Attempt::Done(value),
+            // The server succeeded at something: for a write, it may well be applied.
+            Err(e) if write => Attempt::RetryUnknown(format!("undecodable answer: {e}")),
             Err(e) => Attempt::Final(ShopError::Rejected {
                 status: status.as_u16(),
                 code: "invalid_response".into(),

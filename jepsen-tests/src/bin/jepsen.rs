@@ -1,0 +1,113 @@
+//! `jepsen`: a long fault-injection run against a local six-node cluster.
+//!
+//! ```text
+//! cargo build --release --workspace --bins
+//! cargo run --release -p jepsen-tests --bin jepsen -- --seconds 60 --clients 64 --seed 7 \
+//!     [--faults kill,pause,partition,leader,gateway] [--dir DIR] [--history FILE]
+//!     [--unknown-retries N]
+//! ```
+//!
+//! Exit status: 0 when every invariant holds and the cluster recovered from every fault; 1 when
+//! an invariant failed; 2 when the invariants held but the cluster did not recover from a fault
+//! (or confirmed nothing after it); 3 when the run itself could not finish; 130 on Ctrl-C (node
+//! processes are killed and partition rules deleted first).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use jepsen_tests::nemesis::FaultKind;
+use jepsen_tests::run::{run, RunConfig, RunOutcome};
+
+#[derive(Parser, Debug)]
+#[command(about = "Run flashstock under faults and check the history")]
+struct Args {
+    /// Seconds of workload.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Concurrent client tasks.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seed of the fault schedule and of every client's choices.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway (empty: none).
+    #[arg(long, default_value = "kill,pause,partition,leader,gateway")]
+    faults: String,
+    /// Lay the cluster out in this new directory and keep it (configs, data, node logs).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Write the report and the whole history to this file, as JSON.
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// How many times a write whose outcome is unknown is sent again with the same key (0
+    /// leaves more outcomes unknown, to exercise that part of the checker).
+    #[arg(long, default_value_t = 3)]
+    unknown_retries: u32,
+}
+
+fn config(args: &Args) -> Result<RunConfig, String> {
+    let faults = FaultKind::parse_list(&args.faults)?;
+    if args.clients == 0 {
+        return Err("--clients must be at least 1".into());
+    }
+    if let Some(dir) = &args.dir {
+        let used = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+        if used {
+            return Err(format!("--dir {} must be new or empty", dir.display()));
+        }
+    }
+    let mut config = RunConfig::new(args.seconds, args.clients, args.seed, faults);
+    config.dir = args.dir.clone();
+    config.workload.unknown_retries = args.unknown_retries;
+    Ok(config)
+}
+
+fn write_history(path: &PathBuf, outcome: &RunOutcome) -> Result<(), String> {
+    let json = serde_json::json!({ "report": outcome.report, "history": outcome.history });
+    let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match config(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("jepsen: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run(&config) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("jepsen: interrupted; nodes killed, partition rules deleted");
+            return ExitCode::from(130);
+        }
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("jepsen: the run did not finish: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    println!("{}", outcome.report.render());
+    if let Some(path) = &args.history {
+        if let Err(e) = write_history(path, &outcome) {
+            eprintln!("jepsen: writing the history: {e}");
+        }
+    }
+    let report = &outcome.report;
+    if !report.passed() || !report.availability_problems().is_empty() {
+        println!("node logs (tails):\n{}", outcome.log_tails);
+    }
+    if !report.passed() {
+        ExitCode::from(1)
+    } else if !report.availability_problems().is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

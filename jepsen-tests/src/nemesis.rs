@@ -1,0 +1,493 @@
+//! The nemesis: a seeded schedule of faults, each injected, held, healed, and recovered from.
+//!
+//! Kinds of fault ([`FaultKind`]):
+//! - `kill`: SIGKILL a random voter, restart it after the hold;
+//! - `pause`: SIGSTOP a random node (voter or gateway), SIGCONT it after the hold;
+//! - `leader`: SIGKILL the current leader, restart it after the hold;
+//! - `gateway`: SIGKILL one gateway, or now and then every gateway for a short hold;
+//! - `partition`: cut one node (voter or gateway) off from every other node with iptables
+//!   (see [`crate::partition`]), or, half of the time for a voter, from the other voters only
+//!   (the gateways still reach it: a deposed leader keeps receiving writes); only as root with
+//!   iptables installed, otherwise skipped and said so in the report.
+//!
+//! One fault at a time, so at most one voter (a minority) is ever faulty and the cluster must
+//! stay available. After each heal the nemesis waits until the cluster is whole again (a leader
+//! agreed on, every node caught up with the leader's log) and until a purchase invoked after the
+//! heal has been confirmed, then pauses before the next fault. The first faults cover every
+//! enabled kind once, in a seeded order; later ones are drawn at random. Every step is logged
+//! with the run's timestamp.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_config::Role;
+use flashstock_deploy::local::LocalCluster;
+use serde::Serialize;
+
+use crate::history::{stamp, Clock};
+use crate::partition::Partitioner;
+use crate::rng::Rng;
+use crate::workload::Progress;
+use crate::Error;
+
+/// How often recovery conditions are polled.
+const POLL: Duration = Duration::from_millis(20);
+/// How long finding the leader may take when describing or choosing a victim.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum FaultKind {
+    Kill,
+    Pause,
+    Leader,
+    Gateway,
+    Partition,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Leader,
+        FaultKind::Gateway,
+        FaultKind::Partition,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Leader => "leader",
+            FaultKind::Gateway => "gateway",
+            FaultKind::Partition => "partition",
+        }
+    }
+
+    /// `kill,pause,partition,leader,gateway` (any subset, any order; empty: no faults).
+    pub fn parse_list(text: &str) -> Result<Vec<FaultKind>, String> {
+        let mut kinds = Vec::new();
+        for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let kind = FaultKind::ALL
+                .into_iter()
+                .find(|k| k.name() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown fault {name:?}; known: kill, pause, partition, leader, gateway"
+                    )
+                })?;
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        Ok(kinds)
+    }
+}
+
+/// How the nemesis behaves.
+#[derive(Debug, Clone)]
+pub struct NemesisConfig {
+    pub kinds: Vec<FaultKind>,
+    pub seed: u64,
+    /// How long a fault is held, in milliseconds.
+    pub hold_ms: (u64, u64),
+    /// How long a killed (`leader`), paused or partitioned leader stays faulty, in
+    /// milliseconds: longer than a failover (a follower waits for the leader lease plus an
+    /// election timeout, 1.8 to 2.4 s with the defaults, before it campaigns), so that another
+    /// voter takes over.
+    pub leader_hold_ms: (u64, u64),
+    /// How long every gateway is down at once, in milliseconds: briefly.
+    pub all_gateways_hold_ms: (u64, u64),
+    /// Share of gateway faults that take every gateway down, in percent.
+    pub all_gateways_percent: u64,
+    /// Quiet time between a recovery and the next fault, in milliseconds.
+    pub gap_ms: (u64, u64),
+    /// Longest wait for the cluster to be whole again, and for a purchase to be confirmed,
+    /// after a heal.
+    pub recovery_timeout: Duration,
+}
+
+impl NemesisConfig {
+    pub fn new(kinds: Vec<FaultKind>, seed: u64) -> NemesisConfig {
+        NemesisConfig {
+            kinds,
+            seed,
+            hold_ms: (1500, 4000),
+            leader_hold_ms: (3000, 4500),
+            all_gateways_hold_ms: (300, 800),
+            all_gateways_percent: 25,
+            gap_ms: (500, 1500),
+            recovery_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One fault of the run, as it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub kind: FaultKind,
+    pub description: String,
+    pub nodes: Vec<u64>,
+    pub started_ms: u64,
+    pub healed_ms: u64,
+    /// When the cluster was whole again: one leader, every node caught up.
+    pub recovered_ms: Option<u64>,
+    /// When a purchase invoked after the heal was seen confirmed.
+    pub resumed_ms: Option<u64>,
+    /// What went wrong around this fault (nothing, normally).
+    pub problems: Vec<String>,
+}
+
+/// A fault in place, and what heals it.
+enum Active {
+    Killed(Vec<u64>),
+    Paused(u64),
+    Partitioned,
+}
+
+pub struct Nemesis {
+    config: NemesisConfig,
+    rng: Rng,
+    clock: Clock,
+    progress: Arc<Progress>,
+    partitioner: Option<Partitioner>,
+    /// Why partitions were left out, if they were asked for and could not be done.
+    pub partitions_skipped: Option<String>,
+    pub faults: Vec<FaultRecord>,
+}
+
+impl Nemesis {
+    /// A nemesis; probes iptables if partitions are asked for.
+    pub fn new(mut config: NemesisConfig, clock: Clock, progress: Arc<Progress>) -> Nemesis {
+        let mut partitioner = None;
+        let mut partitions_skipped = None;
+        if config.kinds.contains(&FaultKind::Partition) {
+            match Partitioner::probe() {
+                Ok(p) => partitioner = Some(p),
+                Err(reason) => {
+                    config.kinds.retain(|k| *k != FaultKind::Partition);
+                    partitions_skipped = Some(reason);
+                }
+            }
+        }
+        Nemesis {
+            rng: Rng::stream(config.seed, u64::MAX),
+            config,
+            clock,
+            progress,
+            partitioner,
+            partitions_skipped,
+            faults: Vec::new(),
+        }
+    }
+
+    /// The kinds of fault this nemesis injects (partitions left out when unavailable).
+    pub fn kinds(&self) -> &[FaultKind] {
+        &self.config.kinds
+    }
+
+    fn log(&self, message: &str) {
+        println!("{} nemesis: {message}", stamp(self.clock.ms()));
+    }
+
+    /// Inject faults one after another: every enabled kind once, then random ones while a
+    /// whole fault still fits before `end_ms`.
+    pub async fn run(&mut self, cluster: &mut LocalCluster, end_ms: u64) -> Result<(), Error> {
+        if let Some(reason) = &self.partitions_skipped {
+            self.log(&format!("partitions skipped: {reason}"));
+        }
+        if let Some(partitioner) = &self.partitioner {
+            for rule in &partitioner.foreign {
+                self.log(&format!("warning: another run's rule is in INPUT: {rule}"));
+            }
+        }
+        let mut planned = self.config.kinds.clone();
+        self.rng.shuffle(&mut planned);
+        let hold_max_ms = self.config.hold_ms.1.max(self.config.leader_hold_ms.1);
+        let fault_max_ms = hold_max_ms + self.config.gap_ms.1;
+        loop {
+            let kind = match planned.pop() {
+                Some(kind) => kind,
+                None if self.config.kinds.is_empty() => break,
+                None if self.clock.ms() + fault_max_ms >= end_ms => break,
+                None => *self.rng.pick(&self.config.kinds),
+            };
+            self.one_fault(cluster, kind).await?;
+        }
+        Ok(())
+    }
+
+    async fn one_fault(
+        &mut self,
+        cluster: &mut LocalCluster,
+        kind: FaultKind,
+    ) -> Result<(), Error> {
+        let started_ms = self.clock.ms();
+        let (active, nodes, description, hold) = self.inject(cluster, kind).await?;
+        self.log(&format!("inject {}: {description}", kind.name()));
+        let mut record = FaultRecord {
+            kind,
+            description,
+            nodes,
+            started_ms,
+            healed_ms: 0,
+            recovered_ms: None,
+            resumed_ms: None,
+            problems: Vec::new(),
+        };
+        tokio::time::sleep(hold).await;
+        if let Err(e) = self.heal(cluster, active).await {
+            record.problems.push(format!("heal failed: {e}"));
+            self.faults.push(record);
+            return Err(e);
+        }
+        record.healed_ms = self.clock.ms();
+        self.log(&format!("healed {}: {}", kind.name(), record.description));
+        self.settle_after(cluster, &mut record).await;
+        self.faults.push(record);
+        let (low, high) = self.config.gap_ms;
+        tokio::time::sleep(self.rng.millis(low, high)).await;
+        Ok(())
+    }
+
+    /// Wait for the cluster to be whole, then for a purchase invoked after the heal to be
+    /// confirmed; note what did not happen in time.
+    async fn settle_after(&self, cluster: &LocalCluster, record: &mut FaultRecord) {
+        match wait_recovered(cluster, self.config.recovery_timeout).await {
+            Ok(_) => {
+                record.recovered_ms = Some(self.clock.ms());
+                self.log(&format!(
+                    "cluster whole again after {} ms",
+                    self.clock.ms() - record.healed_ms
+                ));
+            }
+            Err(e) => {
+                self.log(&format!("cluster NOT whole again: {e}"));
+                record.problems.push(format!("not recovered: {e}"));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.config.recovery_timeout;
+        while !self.progress.confirmed_invoked_since(record.healed_ms) {
+            if tokio::time::Instant::now() > deadline {
+                record.problems.push(format!(
+                    "no purchase invoked after the heal was confirmed within {:?}",
+                    self.config.recovery_timeout
+                ));
+                self.log("no purchase confirmed after the heal");
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        record.resumed_ms = Some(self.clock.ms());
+    }
+
+    /// Put a fault in place: what is active, the nodes hit, a description, how long to hold.
+    async fn inject(
+        &mut self,
+        cluster: &mut LocalCluster,
+        kind: FaultKind,
+    ) -> Result<(Active, Vec<u64>, String, Duration), Error> {
+        // Both holds are drawn every time, so that the schedule does not depend on who leads.
+        let (low, high) = self.config.hold_ms;
+        let hold = self.rng.millis(low, high);
+        let (low, high) = self.config.leader_hold_ms;
+        let leader_hold = self.rng.millis(low, high);
+        let leader = cluster.wait_for_leader(LEADER_WAIT).await.ok();
+        let describe = |id: u64| describe_node(cluster, id, leader);
+        // A paused or partitioned leader is held long enough for a failover.
+        let hold_for = |id: u64| {
+            if leader == Some(id) {
+                leader_hold
+            } else {
+                hold
+            }
+        };
+        Ok(match kind {
+            FaultKind::Kill => {
+                let id = *self.rng.pick(&cluster.voter_ids());
+                let text = format!("SIGKILL {}", describe(id));
+                cluster.kill(id)?;
+                (Active::Killed(vec![id]), vec![id], text, hold)
+            }
+            FaultKind::Leader => {
+                let id = cluster.wait_for_leader(LEADER_WAIT).await?;
+                let text = format!("SIGKILL the leader, {}", describe(id));
+                cluster.kill(id)?;
+                (Active::Killed(vec![id]), vec![id], text, leader_hold)
+            }
+            FaultKind::Pause => {
+                let id = self.pick_node(cluster, 70);
+                let text = format!("SIGSTOP {}", describe(id));
+                cluster.pause(id, true)?;
+                (Active::Paused(id), vec![id], text, hold_for(id))
+            }
+            FaultKind::Gateway => self.inject_gateway(cluster, hold)?,
+            FaultKind::Partition => {
+                let id = self.pick_node(cluster, 75);
+                let voters_only = cluster.nodes[&id].role == Role::Voter && self.rng.chance(50);
+                let text = if voters_only {
+                    format!(
+                        "cut {} off from the other voters (gateways still reach it)",
+                        describe(id)
+                    )
+                } else {
+                    format!("isolate {} from every other node", describe(id))
+                };
+                self.isolate(cluster, id, voters_only)?;
+                (Active::Partitioned, vec![id], text, hold_for(id))
+            }
+        })
+    }
+
+    /// Kill one gateway, or (now and then) all of them for a short hold.
+    fn inject_gateway(
+        &mut self,
+        cluster: &mut LocalCluster,
+        hold: Duration,
+    ) -> Result<(Active, Vec<u64>, String, Duration), Error> {
+        let gateways = cluster.gateway_ids();
+        if self.rng.chance(self.config.all_gateways_percent) {
+            let (low, high) = self.config.all_gateways_hold_ms;
+            let hold = self.rng.millis(low, high);
+            for id in &gateways {
+                cluster.kill(*id)?;
+            }
+            let text = format!("SIGKILL every gateway {gateways:?} for {hold:?}");
+            return Ok((Active::Killed(gateways.clone()), gateways, text, hold));
+        }
+        let id = *self.rng.pick(&gateways);
+        cluster.kill(id)?;
+        Ok((
+            Active::Killed(vec![id]),
+            vec![id],
+            format!("SIGKILL gateway {id}"),
+            hold,
+        ))
+    }
+
+    /// A random voter with probability `voter_percent`, else a random gateway.
+    fn pick_node(&mut self, cluster: &LocalCluster, voter_percent: u64) -> u64 {
+        let ids = if self.rng.chance(voter_percent) {
+            cluster.voter_ids()
+        } else {
+            cluster.gateway_ids()
+        };
+        *self.rng.pick(&ids)
+    }
+
+    /// Cut node `id` off from every other node, or from the other voters only.
+    fn isolate(&mut self, cluster: &LocalCluster, id: u64, voters_only: bool) -> Result<(), Error> {
+        let node = cluster.nodes[&id].addr;
+        let others: Vec<SocketAddr> = cluster
+            .nodes
+            .values()
+            .filter(|n| n.id != id && (!voters_only || n.role == Role::Voter))
+            .map(|n| n.addr)
+            .collect();
+        let partitioner = self
+            .partitioner
+            .as_mut()
+            .ok_or_else(|| Error::Harness("partition asked without iptables".into()))?;
+        partitioner.isolate(node, &others).map_err(Error::Harness)
+    }
+
+    async fn heal(&mut self, cluster: &mut LocalCluster, active: Active) -> Result<(), Error> {
+        match active {
+            Active::Killed(ids) => {
+                for id in ids {
+                    let begun = self.clock.ms();
+                    cluster.start(id).await?;
+                    self.log(&format!(
+                        "restarted node {id}: healthy after {} ms",
+                        self.clock.ms() - begun
+                    ));
+                }
+            }
+            Active::Paused(id) => cluster.pause(id, false)?,
+            Active::Partitioned => {
+                if let Some(partitioner) = self.partitioner.as_mut() {
+                    let deleted = partitioner.heal().map_err(Error::Harness)?;
+                    self.log(&format!("deleted {deleted} iptables rules"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo whatever may still be in place: restart stopped nodes, resume paused ones, delete
+    /// partition rules. Safe to call at any time, also after an error.
+    pub async fn heal_everything(&mut self, cluster: &mut LocalCluster) -> Result<(), Error> {
+        let mut first_error = None;
+        if let Some(partitioner) = self.partitioner.as_mut() {
+            if let Err(e) = partitioner.heal() {
+                first_error.get_or_insert(Error::Harness(e));
+            }
+        }
+        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+        for id in ids {
+            let result = if cluster.nodes[&id].is_running() {
+                cluster.pause(id, false)
+            } else {
+                cluster.start(id).await
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(e.into());
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// `voter 2 (leader)`, `voter 3 (follower)`, `gateway 101`.
+fn describe_node(cluster: &LocalCluster, id: u64, leader: Option<u64>) -> String {
+    match cluster.nodes[&id].role {
+        Role::Voter if leader == Some(id) => format!("voter {id} (leader)"),
+        Role::Voter if leader.is_some() => format!("voter {id} (follower)"),
+        Role::Voter => format!("voter {id}"),
+        Role::Gateway => format!("gateway {id}"),
+    }
+}
+
+/// Wait until the running voters agree on a leader and every node has applied the leader's
+/// last log index.
+pub async fn wait_recovered(cluster: &LocalCluster, timeout: Duration) -> Result<u64, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let leader = cluster
+        .wait_for_leader(left())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = cluster
+        .voter_client()
+        .status(&cluster.addr(leader))
+        .await
+        .map_err(|e| format!("status of leader {leader}: {e}"))?;
+    let last = status.last_log_index.unwrap_or(0);
+    for id in cluster.nodes.keys() {
+        cluster
+            .wait_applied(*id, last, left())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_lists_parse() {
+        assert_eq!(
+            FaultKind::parse_list("kill, leader,kill").unwrap(),
+            vec![FaultKind::Kill, FaultKind::Leader]
+        );
+        assert_eq!(FaultKind::parse_list("").unwrap(), vec![]);
+        assert!(FaultKind::parse_list("kill,flood").is_err());
+        let all = "kill,pause,partition,leader,gateway";
+        assert_eq!(FaultKind::parse_list(all).unwrap().len(), 5);
+    }
+}

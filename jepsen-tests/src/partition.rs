@@ -1,0 +1,258 @@
+//! Network partitions on loopback with iptables.
+//!
+//! Every local node has its own address, `127.0.0.<id>`, and binds its outgoing connections to
+//! it, so the traffic between two nodes is told apart by address. Nodes talk to each other only
+//! through their internal listeners (Raft, forwarded writes, reads), so a rule also names the
+//! internal port: the harness's own clients, whose connections leave from `127.0.0.1` like voter
+//! 1's, keep reaching the gateways' public ports and are never cut.
+//!
+//! Cutting node A from node B adds four `DROP` rules to `INPUT`, each tagged with the comment
+//! `flashstock-jepsen-<pid>`:
+//!
+//! ```text
+//! -i lo -s A -d B -p tcp --dport <B's port>   A's requests to B
+//! -i lo -s B -d A -p tcp --sport <B's port>   B's answers to A
+//! -i lo -s B -d A -p tcp --dport <A's port>   B's requests to A
+//! -i lo -s A -d B -p tcp --sport <A's port>   A's answers to B
+//! ```
+//!
+//! A [`Partitioner`] remembers exactly the rules it added and deletes exactly those (`iptables
+//! -D` with the same specification) when healed and when dropped, also while unwinding from a
+//! panic. It never lists, changes or deletes a rule it did not add.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where iptables may be, when `PATH` lacks the sbin directories.
+const IPTABLES_CANDIDATES: &[&str] = &["/usr/sbin/iptables", "/sbin/iptables"];
+
+/// One rule this process added: the arguments after `-I INPUT` / `-D INPUT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    args: Vec<String>,
+}
+
+impl Rule {
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+}
+
+/// The iptables rules that cut `a` from `b` in both directions, tagged with `comment`.
+pub fn rules_between(a: SocketAddr, b: SocketAddr, comment: &str) -> Vec<Rule> {
+    let rule = |src: SocketAddr, dst: SocketAddr, side: &str, port: u16| Rule {
+        args: [
+            "-i",
+            "lo",
+            "-s",
+            &src.ip().to_string(),
+            "-d",
+            &dst.ip().to_string(),
+            "-p",
+            "tcp",
+            side,
+            &port.to_string(),
+            "-m",
+            "comment",
+            "--comment",
+            comment,
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    };
+    vec![
+        rule(a, b, "--dport", b.port()),
+        rule(b, a, "--sport", b.port()),
+        rule(b, a, "--dport", a.port()),
+        rule(a, b, "--sport", a.port()),
+    ]
+}
+
+/// Adds and removes this process's partition rules.
+#[derive(Debug)]
+pub struct Partitioner {
+    iptables: PathBuf,
+    comment: String,
+    /// Rules added and not yet deleted, in the order they were added.
+    active: Vec<Rule>,
+    /// Partition rules of other harness processes found in `INPUT` at the start (left by a run
+    /// that was killed, or by one running now). Reported, never touched.
+    pub foreign: Vec<String>,
+}
+
+/// The comment that tags this process's rules.
+pub fn own_comment() -> String {
+    format!("flashstock-jepsen-{}", std::process::id())
+}
+
+impl Partitioner {
+    /// A partitioner if this process can use iptables (root, binary present, `-S` works), or
+    /// why not.
+    pub fn probe() -> Result<Partitioner, String> {
+        if effective_uid() != Some(0) {
+            return Err("not running as root".into());
+        }
+        let iptables = find_iptables().ok_or("iptables is not installed")?;
+        let output = Command::new(&iptables)
+            .args(["-w", "-S", "INPUT"])
+            .output()
+            .map_err(|e| format!("{}: {e}", iptables.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "iptables -S INPUT failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let comment = own_comment();
+        let listing = String::from_utf8_lossy(&output.stdout);
+        let foreign = foreign_rules(&listing, &comment);
+        Ok(Partitioner {
+            iptables,
+            comment,
+            active: Vec::new(),
+            foreign,
+        })
+    }
+
+    /// Cut `node` from every address in `others`. On an error, the rules already added stay
+    /// recorded, so [`Partitioner::heal`] (or the drop) removes them.
+    pub fn isolate(&mut self, node: SocketAddr, others: &[SocketAddr]) -> Result<(), String> {
+        for other in others {
+            for rule in rules_between(node, *other, &self.comment) {
+                self.iptables("-I", &rule)?;
+                self.active.push(rule);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any rule of this process is in place.
+    pub fn is_active(&self) -> bool {
+        !self.active.is_empty()
+    }
+
+    /// Delete every rule this process added; returns how many. Keeps trying after an error
+    /// and reports the first one.
+    pub fn heal(&mut self) -> Result<usize, String> {
+        let mut first_error = None;
+        let mut deleted = 0;
+        while let Some(rule) = self.active.pop() {
+            match self.iptables("-D", &rule) {
+                Ok(()) => deleted += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(deleted),
+            Some(e) => Err(e),
+        }
+    }
+
+    fn iptables(&self, action: &str, rule: &Rule) -> Result<(), String> {
+        let output = Command::new(&self.iptables)
+            .args(["-w", action, "INPUT"])
+            .args(rule.args())
+            .output()
+            .map_err(|e| format!("{}: {e}", self.iptables.display()))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "iptables {action} INPUT {}: {}",
+                rule.args().join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+}
+
+impl Drop for Partitioner {
+    fn drop(&mut self) {
+        if let Err(e) = self.heal() {
+            eprintln!("jepsen: could not remove every partition rule: {e}");
+        }
+    }
+}
+
+/// Lines of an `iptables -S` listing that carry another process's harness comment.
+fn foreign_rules(listing: &str, own: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter(|line| {
+            let mut words = line.split_whitespace();
+            let comment = words.by_ref().find(|w| *w == "--comment").and(words.next());
+            comment.is_some_and(|c| c.starts_with("flashstock-jepsen-") && c != own)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The effective user id, from `/proc/self/status`.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn find_iptables() -> Option<PathBuf> {
+    let in_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("iptables"))
+            .find(|candidate| candidate.is_file())
+    });
+    in_path.or_else(|| {
+        IPTABLES_CANDIDATES
+            .iter()
+            .map(Path::new)
+            .find(|p| p.is_file())
+            .map(Path::to_path_buf)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_cut_both_directions_on_internal_ports_only() {
+        let a: SocketAddr = "127.0.0.1:12001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:12002".parse().unwrap();
+        let rules = rules_between(a, b, "flashstock-jepsen-1");
+        let text: Vec<String> = rules.iter().map(|r| r.args().join(" ")).collect();
+        let tail = "-m comment --comment flashstock-jepsen-1 -j DROP";
+        assert_eq!(
+            text,
+            vec![
+                format!("-i lo -s 127.0.0.1 -d 127.0.0.2 -p tcp --dport 12002 {tail}"),
+                format!("-i lo -s 127.0.0.2 -d 127.0.0.1 -p tcp --sport 12002 {tail}"),
+                format!("-i lo -s 127.0.0.2 -d 127.0.0.1 -p tcp --dport 12001 {tail}"),
+                format!("-i lo -s 127.0.0.1 -d 127.0.0.2 -p tcp --sport 12001 {tail}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_other_processes_rules_are_foreign() {
+        let listing = "-P INPUT ACCEPT\n\
+            -A INPUT -s 127.0.0.1/32 -m comment --comment flashstock-jepsen-12 -j DROP\n\
+            -A INPUT -s 127.0.0.1/32 -m comment --comment flashstock-jepsen-123 -j DROP\n\
+            -A INPUT -s 10.0.0.1/32 -m comment --comment other -j DROP\n";
+        let foreign = foreign_rules(listing, "flashstock-jepsen-12");
+        assert_eq!(foreign.len(), 1);
+        assert!(foreign[0].contains("flashstock-jepsen-123"));
+    }
+
+    #[test]
+    fn the_comment_names_this_process() {
+        assert_eq!(
+            own_comment(),
+            format!("flashstock-jepsen-{}", std::process::id())
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! The summary of a run: operations by result, the faults, the invariants, latencies.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::checker::CheckReport;
+use crate::history::{stamp, History, OpKind, OpResult};
+use crate::nemesis::{FaultKind, FaultRecord};
+
+/// Nearest-rank percentiles of a set of latencies, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    pub fn of(mut samples: Vec<u64>) -> Option<Percentiles> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let rank = |q: f64| {
+            let index = (q * samples.len() as f64).ceil() as usize;
+            samples[index.clamp(1, samples.len()) - 1]
+        };
+        Some(Percentiles {
+            count: samples.len(),
+            p50: rank(0.50),
+            p99: rank(0.99),
+            p999: rank(0.999),
+            max: *samples.last().expect("not empty"),
+        })
+    }
+}
+
+/// A fault and how the workload fared around it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultOutcome {
+    pub fault: FaultRecord,
+    /// Purchases invoked while the fault was in place and confirmed.
+    pub confirmed_during: usize,
+    /// Purchases invoked after the heal (until the next fault or the end) and confirmed.
+    pub confirmed_after: usize,
+}
+
+/// Everything a run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub clients: usize,
+    pub duration_ms: u64,
+    pub fault_kinds: Vec<FaultKind>,
+    /// Why partitions were skipped, when they were asked for.
+    pub partitions_skipped: Option<String>,
+    pub counts: Vec<(String, String, usize)>,
+    pub faults: Vec<FaultOutcome>,
+    pub check: CheckReport,
+    pub purchase_latency: Option<Percentiles>,
+    pub settled_index: u64,
+}
+
+impl Report {
+    pub fn new(
+        run: RunFacts,
+        history: &History,
+        faults: Vec<FaultRecord>,
+        check: CheckReport,
+    ) -> Report {
+        let counts = history
+            .counts()
+            .into_iter()
+            .map(|((kind, label), n)| (kind.name().to_string(), label, n))
+            .collect();
+        let latencies = history
+            .of_kind(OpKind::Purchase)
+            .filter(|op| matches!(op.result, OpResult::Confirmed { .. }))
+            .map(|op| op.latency_ms())
+            .collect();
+        Report {
+            seed: run.seed,
+            clients: run.clients,
+            duration_ms: run.duration_ms,
+            fault_kinds: run.fault_kinds,
+            partitions_skipped: run.partitions_skipped,
+            counts,
+            faults: fault_outcomes(history, faults, run.duration_ms),
+            check,
+            purchase_latency: Percentiles::of(latencies),
+            settled_index: run.settled_index,
+        }
+    }
+
+    /// Every invariant held.
+    pub fn passed(&self) -> bool {
+        self.check.passed()
+    }
+
+    /// Problems of availability: a fault the cluster did not recover from, or after which no
+    /// purchase was confirmed.
+    pub fn availability_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (i, outcome) in self.faults.iter().enumerate() {
+            let fault = &outcome.fault;
+            for problem in &fault.problems {
+                problems.push(format!(
+                    "fault {} ({}): {problem}",
+                    i + 1,
+                    fault.description
+                ));
+            }
+            if outcome.confirmed_after == 0 {
+                problems.push(format!(
+                    "fault {} ({}): no purchase invoked after the heal was confirmed",
+                    i + 1,
+                    fault.description
+                ));
+            }
+        }
+        problems
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.render_header(&mut out);
+        self.render_counts(&mut out);
+        self.render_faults(&mut out);
+        self.render_invariants(&mut out);
+        self.render_unknown(&mut out);
+        self.render_latency(&mut out);
+        let verdict = if self.passed() { "PASS" } else { "FAIL" };
+        let _ = writeln!(out, "\nverdict: {verdict}");
+        out
+    }
+
+    fn render_header(&self, out: &mut String) {
+        let kinds: Vec<&str> = self.fault_kinds.iter().map(|k| k.name()).collect();
+        let _ = writeln!(out, "==== jepsen report ====");
+        let _ = writeln!(
+            out,
+            "seed {}, {} clients, {:.1} s of workload, faults: {}",
+            self.seed,
+            self.clients,
+            self.duration_ms as f64 / 1000.0,
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(",")
+            }
+        );
+        if let Some(reason) = &self.partitions_skipped {
+            let _ = writeln!(out, "partitions: SKIPPED ({reason})");
+        }
+        let _ = writeln!(out, "final state read at log index {}", self.settled_index);
+    }
+
+    fn render_counts(&self, out: &mut String) {
+        let _ = writeln!(out, "\n-- operations by result --");
+        let mut kind = "";
+        for (k, label, n) in &self.counts {
+            if k != kind {
+                let total: usize = self
+                    .counts
+                    .iter()
+                    .filter(|(k2, _, _)| k2 == k)
+                    .map(|c| c.2)
+                    .sum();
+                let _ = writeln!(out, "{k:<11} {total:>7} total");
+                kind = k;
+            }
+            let _ = writeln!(out, "            {n:>7} {label}");
+        }
+    }
+
+    fn render_faults(&self, out: &mut String) {
+        let _ = writeln!(out, "\n-- faults injected: {} --", self.faults.len());
+        for (i, outcome) in self.faults.iter().enumerate() {
+            let fault = &outcome.fault;
+            let after_heal = |t: Option<u64>| {
+                t.map_or("never".into(), |t| format!("+{} ms", t - fault.healed_ms))
+            };
+            let _ = writeln!(
+                out,
+                "{:>2}. {} {:<9} {} | held {} ms | whole {} | purchase confirmed {} | \
+                 confirmed during {}, after {}",
+                i + 1,
+                stamp(fault.started_ms),
+                fault.kind.name(),
+                fault.description,
+                fault.healed_ms - fault.started_ms,
+                after_heal(fault.recovered_ms),
+                after_heal(fault.resumed_ms),
+                outcome.confirmed_during,
+                outcome.confirmed_after
+            );
+            for problem in &fault.problems {
+                let _ = writeln!(out, "      PROBLEM: {problem}");
+            }
+        }
+    }
+
+    fn render_invariants(&self, out: &mut String) {
+        let _ = writeln!(out, "\n-- invariants --");
+        for (i, invariant) in self.check.invariants.iter().enumerate() {
+            let verdict = if invariant.passed { "PASS" } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "{}. {verdict} {}: {}",
+                i + 1,
+                invariant.name,
+                invariant.summary
+            );
+            for detail in &invariant.details {
+                let _ = writeln!(out, "       {detail}");
+            }
+        }
+        let problems = self.availability_problems();
+        let verdict = if problems.is_empty() { "PASS" } else { "FAIL" };
+        let _ = writeln!(
+            out,
+            "   {verdict} availability: every fault healed, cluster whole again, purchases \
+             confirmed after it"
+        );
+        for problem in problems {
+            let _ = writeln!(out, "       {problem}");
+        }
+    }
+
+    fn render_unknown(&self, out: &mut String) {
+        let u = &self.check.unknown;
+        let _ = writeln!(out, "\n-- unknown outcomes (allowed either way) --");
+        let _ = writeln!(
+            out,
+            "purchases unknown after retries: {} ({} applied, {} not applied)",
+            u.purchases,
+            u.purchases_applied,
+            u.purchases - u.purchases_applied
+        );
+        let _ = writeln!(
+            out,
+            "purchases that saw an unknown attempt and learned the outcome by retrying: {}",
+            u.purchases_resolved_by_retry
+        );
+        let _ = writeln!(
+            out,
+            "restocks unknown: {} ({} items, {} of them applied)",
+            u.restocks, u.restock_items, u.restock_items_applied
+        );
+        let _ = writeln!(
+            out,
+            "re-sends of confirmed keys left inconclusive (unavailable/unknown): {}",
+            u.resends_inconclusive
+        );
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\n-- latency of confirmed purchases (incl. retries) --"
+        );
+        match &self.purchase_latency {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "n={} p50={} ms p99={} ms p99.9={} ms max={} ms",
+                    p.count, p.p50, p.p99, p.p999, p.max
+                );
+            }
+            None => {
+                let _ = writeln!(out, "no confirmed purchase");
+            }
+        }
+    }
+}
+
+/// Facts of a run that are not in the history or the check.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    pub seed: u64,
+    pub clients: usize,
+    pub duration_ms: u64,
+    pub fault_kinds: Vec<FaultKind>,
+    pub partitions_skipped: Option<String>,
+    pub settled_index: u64,
+}
+
+/// How many purchases were confirmed during and after each fault.
+fn fault_outcomes(history: &History, faults: Vec<FaultRecord>, end_ms: u64) -> Vec<FaultOutcome> {
+    let starts: Vec<u64> = faults.iter().map(|f| f.started_ms).collect();
+    faults
+        .into_iter()
+        .enumerate()
+        .map(|(i, fault)| {
+            let next = starts.get(i + 1).copied().unwrap_or(u64::MAX).min(end_ms);
+            FaultOutcome {
+                confirmed_during: history
+                    .confirmed_purchases_invoked_between(fault.started_ms, fault.healed_ms),
+                confirmed_after: history.confirmed_purchases_invoked_between(fault.healed_ms, next),
+                fault,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        assert_eq!(Percentiles::of(vec![]), None);
+        let p = Percentiles::of((1..=1000).rev().collect()).unwrap();
+        assert_eq!(
+            (p.count, p.p50, p.p99, p.p999, p.max),
+            (1000, 500, 990, 999, 1000)
+        );
+        let one = Percentiles::of(vec![7]).unwrap();
+        assert_eq!((one.p50, one.p99, one.max), (7, 7, 7));
+    }
+}

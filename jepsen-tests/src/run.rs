@@ -1,0 +1,212 @@
+//! One run: form a cluster, run the workload under the nemesis, heal, settle, check, report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
+use tokio::task::JoinSet;
+
+use crate::checker;
+use crate::history::{stamp, Clock, History, OpRecord};
+use crate::nemesis::{FaultKind, Nemesis, NemesisConfig};
+use crate::report::{Report, RunFacts};
+use crate::workload::{self, Progress, WorkloadConfig};
+use crate::Error;
+
+/// How long forming the cluster and creating the products may take.
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the nodes may take to agree on the final state after the workload.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the run prints its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Workload time; the run goes on past it only to finish covering every fault kind once.
+    pub seconds: u64,
+    pub workload: WorkloadConfig,
+    pub nemesis: NemesisConfig,
+    /// Lay the cluster out here (kept afterwards) instead of a temporary directory.
+    pub dir: Option<PathBuf>,
+}
+
+impl RunConfig {
+    /// A long run, as the `jepsen` binary does it.
+    pub fn new(seconds: u64, clients: usize, seed: u64, faults: Vec<FaultKind>) -> RunConfig {
+        RunConfig {
+            seconds,
+            workload: WorkloadConfig::new(clients, seed),
+            nemesis: NemesisConfig::new(faults, seed),
+            dir: None,
+        }
+    }
+
+    /// The short run of CI: every kind of fault once or twice in about 25 s, few clients, so
+    /// that it fits two shared cores.
+    pub fn short(seed: u64) -> RunConfig {
+        let mut config = RunConfig::new(25, 16, seed, FaultKind::ALL.to_vec());
+        config.workload.think_ms = (2, 20);
+        config.nemesis.hold_ms = (1200, 3000);
+        config.nemesis.leader_hold_ms = (3000, 3500);
+        config.nemesis.gap_ms = (300, 800);
+        config
+    }
+}
+
+/// A finished run: the report, the history behind it, and the tail of every node's log.
+pub struct RunOutcome {
+    pub report: Report,
+    pub history: History,
+    pub log_tails: String,
+}
+
+/// A run that could not finish, with the tail of every node's log.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}\n{log_tails}")]
+pub struct RunError {
+    pub message: String,
+    pub log_tails: String,
+}
+
+/// Run once. Node processes are killed and partition rules deleted when this returns, or when
+/// the future is dropped.
+pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
+    let failed = |message: String| RunError {
+        message,
+        log_tails: String::new(),
+    };
+    let binary = node_binary().map_err(|e| failed(e.to_string()))?;
+    let layout = Layout {
+        voters: 3,
+        gateways: 3,
+    };
+    let mut cluster = match &config.dir {
+        Some(dir) => LocalCluster::lay_out(&binary, dir, layout, |_| {}),
+        None => LocalCluster::temporary(&binary, layout, |_| {}),
+    }
+    .map_err(|e| failed(format!("laying out the cluster: {e}")))?;
+    println!("jepsen: cluster in {}", cluster.dir.display());
+    let result = drive(&mut cluster, config).await;
+    let log_tails = log_tails(&cluster);
+    match result {
+        Ok((report, history)) => Ok(RunOutcome {
+            report,
+            history,
+            log_tails,
+        }),
+        Err(e) => Err(RunError {
+            message: e.to_string(),
+            log_tails,
+        }),
+    }
+}
+
+/// The last lines of every node's log, each under a heading.
+pub fn log_tails(cluster: &LocalCluster) -> String {
+    let mut text = String::new();
+    for (id, node) in &cluster.nodes {
+        text.push_str(&format!(
+            "---- node {id} ({}) ----\n{}\n",
+            node.log_path.display(),
+            cluster.log_tail(*id)
+        ));
+    }
+    text
+}
+
+async fn drive(cluster: &mut LocalCluster, config: &RunConfig) -> Result<(Report, History), Error> {
+    cluster.start_and_form(FORM_TIMEOUT).await?;
+    let shop = cluster.shop_client();
+    workload::create_products(&shop, &config.workload, FORM_TIMEOUT)
+        .await
+        .map_err(Error::Harness)?;
+    let gateways: Vec<String> = cluster
+        .gateway_ids()
+        .iter()
+        .map(|id| cluster.public_url(*id))
+        .collect();
+    let clock = Clock::start();
+    println!(
+        "jepsen: workload starts; {} is {} UTC (node logs are in UTC)",
+        stamp(0),
+        utc_now()
+    );
+    let progress = Arc::new(Progress::default());
+    let tasks = workload::spawn(
+        &config.workload,
+        &gateways,
+        &cluster.admin_token,
+        clock,
+        progress.clone(),
+    );
+    let ticker = tokio::spawn(print_progress(clock, progress.clone()));
+    let mut nemesis = Nemesis::new(config.nemesis.clone(), clock, progress.clone());
+    let end_ms = config.seconds * 1000;
+    let faulted = nemesis.run(cluster, end_ms).await;
+    if faulted.is_ok() {
+        let left = end_ms.saturating_sub(clock.ms());
+        tokio::time::sleep(Duration::from_millis(left)).await;
+    }
+    progress.stop();
+    let duration_ms = clock.ms();
+    let history = join(tasks).await;
+    ticker.abort();
+    let healed = nemesis.heal_everything(cluster).await;
+    faulted?;
+    healed?;
+    let history = history?;
+    println!(
+        "{} jepsen: workload stopped after {} operations; settling",
+        stamp(clock.ms()),
+        history.ops.len()
+    );
+    let settled_index = checker::settle(cluster, SETTLE_TIMEOUT)
+        .await
+        .map_err(|e| Error::Harness(format!("the cluster did not settle: {e}")))?;
+    let nodes = checker::collect(cluster).await.map_err(Error::Harness)?;
+    let check = checker::check(&history, &config.workload.products, &nodes);
+    let facts = RunFacts {
+        seed: config.workload.seed,
+        clients: config.workload.clients,
+        duration_ms,
+        fault_kinds: nemesis.kinds().to_vec(),
+        partitions_skipped: nemesis.partitions_skipped.clone(),
+        settled_index,
+    };
+    let report = Report::new(facts, &history, nemesis.faults.clone(), check);
+    Ok((report, history))
+}
+
+/// Wait for every workload task and merge what they recorded.
+async fn join(mut tasks: JoinSet<Vec<OpRecord>>) -> Result<History, Error> {
+    let mut history = History::default();
+    while let Some(done) = tasks.join_next().await {
+        let ops = done.map_err(|e| Error::Harness(format!("a workload task failed: {e}")))?;
+        history.extend(ops);
+    }
+    Ok(history)
+}
+
+/// The wall clock's time of day, `HH:MM:SS.mmm` UTC, to match run times with node logs.
+fn utc_now() -> String {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms_of_day = since_epoch.as_millis() % 86_400_000;
+    let (h, m) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60);
+    let (sec, ms) = (ms_of_day / 1000 % 60, ms_of_day % 1000);
+    format!("{h:02}:{m:02}:{sec:02}.{ms:03}")
+}
+
+async fn print_progress(clock: Clock, progress: Arc<Progress>) {
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        println!(
+            "{} workload: {} purchases confirmed so far",
+            stamp(clock.ms()),
+            progress.confirmed()
+        );
+    }
+}
