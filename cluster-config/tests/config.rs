@@ -126,7 +126,7 @@ fn minimal_voter_gets_documented_defaults() {
     assert_eq!(gateway.batch_items_max, 256);
     assert_eq!(gateway.queue_max, 8192);
     assert_eq!(gateway.forward_timeout_ms, 3000);
-    assert_eq!(gateway.forward_connections_max, 64);
+    assert_eq!(gateway.forward_connections_max, 8);
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! cargo test --release -p flashstock-node --bench load -- --bench [--clients 6000] [--seconds 20]
-//!     [--flash-stock 1000] [--forward-slots N]
+//!     [--flash-stock 1000] [--views 80] [--forward-slots N]
 //! ```
 //!
 //! It prints, for views and purchases separately: requests, requests per second, latency
@@ -35,6 +35,8 @@ struct Options {
     clients: usize,
     seconds: u64,
     flash_stock: u64,
+    /// Share of views among requests, in percent (the rest are purchases).
+    view_percent: u64,
     /// Overrides `gateway.forward_connections_max`, the batches in flight per gateway.
     forward_slots: Option<usize>,
 }
@@ -58,6 +60,7 @@ fn options() -> Option<Options> {
         clients: value("--clients", 6000) as usize,
         seconds: value("--seconds", 20),
         flash_stock: value("--flash-stock", 1000),
+        view_percent: value("--views", 80).min(100),
         forward_slots: args
             .iter()
             .position(|a| a == "--forward-slots")
@@ -107,7 +110,13 @@ impl Rng {
     }
 }
 
-async fn client(index: usize, base: String, start: Arc<Barrier>, duration: Duration) -> Tally {
+async fn client(
+    index: usize,
+    base: String,
+    start: Arc<Barrier>,
+    duration: Duration,
+    view_percent: u64,
+) -> Tally {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
@@ -128,7 +137,7 @@ async fn client(index: usize, base: String, start: Arc<Barrier>, duration: Durat
         } else {
             format!("item-{}", rng.below(ORDINARY_PRODUCTS as u64))
         };
-        let view = rng.below(100) < 80;
+        let view = rng.below(100) < view_percent;
         let began = Instant::now();
         let sent = if view {
             http.get(format!("{base}/v1/products/{product}"))
@@ -258,12 +267,13 @@ async fn run(options: Options) -> bool {
     }
 
     println!(
-        "flashstock load: {} clients (one connection each) over {} gateways, {} s, 80% views / \
-         20% purchases, half the purchases on one product with stock {}; {} cores shared by 6 \
+        "flashstock load: {} clients (one connection each) over {} gateways, {} s, {}% views, \
+         the rest purchases, half of them on one product with stock {}; {} cores shared by 6 \
          nodes and the clients",
         options.clients,
         gateways.len(),
         options.seconds,
+        options.view_percent,
         options.flash_stock,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
@@ -273,7 +283,13 @@ async fn run(options: Options) -> bool {
     for index in 0..options.clients {
         let base = gateways[index % gateways.len()].clone();
         let duration = Duration::from_secs(options.seconds);
-        tasks.spawn(client(index, base, start.clone(), duration));
+        tasks.spawn(client(
+            index,
+            base,
+            start.clone(),
+            duration,
+            options.view_percent,
+        ));
     }
     // Wait for every client to connect, then measure from the release of the barrier.
     start.wait().await;
