@@ -1,5 +1,6 @@
 //! A client of the voters' internal API.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use flashstock_api::{
@@ -109,53 +110,45 @@ impl VoterClient {
 
     /// Ask the leader, wherever it is, for the index a linearizable read must wait for.
     pub async fn read_index(&self) -> Result<u64, Error> {
-        let mut candidates: Vec<String> = self.leader.lock().unwrap().iter().cloned().collect();
-        candidates.extend(self.endpoints.iter().cloned());
-        let mut last_error = String::from("no endpoint");
-        let mut tried = 0;
-        while let Some(endpoint) = candidates.first().cloned() {
-            candidates.remove(0);
-            tried += 1;
-            if tried > self.endpoints.len() + REDIRECTS_MAX {
-                break;
-            }
+        let mut search = self.leader_search();
+        while let Some(endpoint) = search.next() {
             match self
                 .post::<_, ReadIndexResponse>(&endpoint, "/internal/read-index", &())
                 .await
             {
                 Ok(ReadIndexResponse::Index(index)) => {
-                    *self.leader.lock().unwrap() = Some(endpoint);
+                    self.set_leader_hint(endpoint);
                     return Ok(index);
                 }
-                Ok(ReadIndexResponse::NotLeader { leader }) => {
-                    last_error = format!("{endpoint} is not the leader");
-                    if let Some(leader) = leader {
-                        candidates.insert(0, leader.addr);
-                    }
-                }
-                Ok(ReadIndexResponse::Unavailable { message }) => last_error = message,
-                Err(e) => last_error = e.to_string(),
+                Ok(ReadIndexResponse::NotLeader { leader }) => search.not_leader(&endpoint, leader),
+                Ok(ReadIndexResponse::Unavailable { message }) => search.failed(message),
+                Err(e) => search.failed(e.to_string()),
             }
         }
         Err(Error::unreachable(format!(
-            "no leader confirmed a read: {last_error}"
+            "no leader confirmed a read: {}",
+            search.last_error
         )))
+    }
+
+    /// The nodes a call tries, in order: the last known leader first, then every endpoint.
+    fn leader_search(&self) -> LeaderSearch {
+        let mut candidates: VecDeque<String> =
+            self.leader.lock().unwrap().iter().cloned().collect();
+        candidates.extend(self.endpoints.iter().cloned());
+        LeaderSearch {
+            candidates,
+            tries_left: self.endpoints.len() + REDIRECTS_MAX,
+            redirects_left: REDIRECTS_MAX,
+            last_error: String::from("no endpoint"),
+        }
     }
 
     /// Propose `commands` as one entry at the leader, wherever it is.
     pub async fn write(&self, commands: Vec<Command>) -> Result<Applied, Error> {
         let body = bincode::serialize(&WriteRequest { commands }).expect("commands serialize");
-        let mut candidates: Vec<String> = self.leader.lock().unwrap().iter().cloned().collect();
-        candidates.extend(self.endpoints.iter().cloned());
-        let mut redirects = 0;
-        let mut last_error = String::from("no endpoint");
-        let mut tried = 0;
-        while let Some(endpoint) = candidates.first().cloned() {
-            candidates.remove(0);
-            tried += 1;
-            if tried > self.endpoints.len() + REDIRECTS_MAX {
-                break;
-            }
+        let mut search = self.leader_search();
+        while let Some(endpoint) = search.next() {
             let sent = self
                 .http
                 .post(format!("http://{endpoint}/internal/write"))
@@ -167,7 +160,7 @@ impl VoterClient {
                 Ok(response) => response,
                 // Never connected: nothing was sent, try the next node.
                 Err(e) if e.is_connect() => {
-                    last_error = format!("{endpoint}: {}", describe(&e));
+                    search.failed(format!("{endpoint}: {}", describe(&e)));
                     continue;
                 }
                 Err(e) => {
@@ -180,6 +173,12 @@ impl VoterClient {
             let bytes = response.bytes().await.map_err(|e| Error::OutcomeUnknown {
                 message: format!("{endpoint}: {e}"),
             })?;
+            if status.is_server_error() {
+                // Not one of the endpoint's own answers: it may have failed after proposing.
+                return Err(Error::OutcomeUnknown {
+                    message: format!("{endpoint} answered {status}"),
+                });
+            }
             if !status.is_success() {
                 // The endpoint refused the request before handling it (auth, body).
                 let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
@@ -203,22 +202,14 @@ impl VoterClient {
                     log_index,
                     outcomes,
                 } => {
-                    *self.leader.lock().unwrap() = Some(endpoint.clone());
+                    self.set_leader_hint(endpoint.clone());
                     return Ok(Applied {
                         log_index,
                         leader: endpoint,
                         outcomes,
                     });
                 }
-                WriteResponse::NotLeader { leader } => {
-                    last_error = format!("{endpoint} is not the leader");
-                    if let Some(NodeAddr { addr, .. }) = leader {
-                        if redirects < REDIRECTS_MAX {
-                            redirects += 1;
-                            candidates.insert(0, addr);
-                        }
-                    }
-                }
+                WriteResponse::NotLeader { leader } => search.not_leader(&endpoint, leader),
                 WriteResponse::Refused { code, message } => {
                     return Err(Error::Refused { code, message })
                 }
@@ -228,7 +219,8 @@ impl VoterClient {
             }
         }
         Err(Error::unreachable(format!(
-            "no leader reachable: {last_error}"
+            "no leader reachable: {}",
+            search.last_error
         )))
     }
 
@@ -353,6 +345,37 @@ impl VoterClient {
                 return Ok(all);
             }
             all.extend(page.items);
+        }
+    }
+}
+
+/// Where a call looks for the leader: a bounded queue of nodes to try, which "not leader"
+/// answers naming the leader jump.
+struct LeaderSearch {
+    candidates: VecDeque<String>,
+    tries_left: usize,
+    redirects_left: usize,
+    last_error: String,
+}
+
+impl LeaderSearch {
+    fn next(&mut self) -> Option<String> {
+        self.tries_left = self.tries_left.checked_sub(1)?;
+        self.candidates.pop_front()
+    }
+
+    fn failed(&mut self, error: String) {
+        self.last_error = error;
+    }
+
+    /// `endpoint` is not the leader; try the one it named next.
+    fn not_leader(&mut self, endpoint: &str, leader: Option<NodeAddr>) {
+        self.last_error = format!("{endpoint} is not the leader");
+        if let Some(leader) = leader {
+            if self.redirects_left > 0 {
+                self.redirects_left -= 1;
+                self.candidates.push_front(leader.addr);
+            }
         }
     }
 }

@@ -12,6 +12,12 @@ pub const CF_RAFT: &str = "raft";
 pub const CF_STATE: &str = "state";
 pub const COLUMN_FAMILIES: [&str; 3] = [CF_LOG, CF_RAFT, CF_STATE];
 
+/// A column family's handle. All of them are created, and checked, when the store opens.
+pub fn cf<'a>(db: &'a rocksdb::DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name)
+        .unwrap_or_else(|| panic!("column family {name} is checked at open"))
+}
+
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }

@@ -19,7 +19,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::keys::{log_index, log_key, RaftKey, CF_LOG, CF_RAFT};
+use crate::keys::{cf, log_index, log_key, RaftKey, CF_LOG, CF_RAFT};
 use crate::{NodeId, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -69,10 +69,7 @@ impl LogStore {
     }
 
     fn get_raft<T: DeserializeOwned>(&self, key: RaftKey) -> StorageResult<Option<T>> {
-        let cf = self
-            .db
-            .cf_handle(CF_RAFT)
-            .expect("column family checked at open");
+        let cf = cf(&self.db, CF_RAFT);
         let value = self
             .db
             .get_cf(cf, key.encode())
@@ -93,9 +90,7 @@ impl LogStore {
         let bytes = encode(value, subject.clone())?;
         let db = self.db.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let cf = db
-                .cf_handle(CF_RAFT)
-                .expect("column family checked at open");
+            let cf = cf(&db, CF_RAFT);
             let mut options = WriteOptions::default();
             options.set_sync(sync);
             db.put_cf_opt(cf, key.encode(), bytes, &options)
@@ -106,10 +101,7 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> StorageResult<Option<LogId<NodeId>>> {
-        let cf = self
-            .db
-            .cf_handle(CF_LOG)
-            .expect("column family checked at open");
+        let cf = cf(&self.db, CF_LOG);
         let Some(item) = self.db.iterator_cf(cf, IteratorMode::End).next() else {
             return Ok(None);
         };
@@ -151,10 +143,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&n) => n.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let cf = self
-            .db
-            .cf_handle(CF_LOG)
-            .expect("column family checked at open");
+        let cf = cf(&self.db, CF_LOG);
         let mut entries = Vec::new();
         let from = log_key(start);
         for item in self
@@ -217,10 +206,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         {
-            let cf = self
-                .db
-                .cf_handle(CF_LOG)
-                .expect("column family checked at open");
+            let cf = cf(&self.db, CF_LOG);
             for entry in entries {
                 let subject = ErrorSubject::Log(*entry.get_log_id());
                 batch.put_cf(
@@ -249,7 +235,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let db = self.db.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let cf = db.cf_handle(CF_LOG).expect("column family checked at open");
+            let cf = cf(&db, CF_LOG);
             let mut batch = WriteBatch::default();
             batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
             batch.delete_cf(cf, log_key(u64::MAX));
@@ -267,10 +253,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let purged = encode(&log_id, subject.clone())?;
         let db = self.db.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let cf_log = db.cf_handle(CF_LOG).expect("column family checked at open");
-            let cf_raft = db
-                .cf_handle(CF_RAFT)
-                .expect("column family checked at open");
+            let cf_log = cf(&db, CF_LOG);
+            let cf_raft = cf(&db, CF_RAFT);
             // The purge mark and the deletion go in one batch, so the log state read back after
             // a crash is always consistent.
             let mut batch = WriteBatch::default();

@@ -26,8 +26,8 @@ use tokio::sync::{broadcast, watch};
 
 use crate::inventory::{apply_proposal, Fault, InventoryMeta, InventoryState, KeyRecord};
 use crate::keys::{
-    decode_key_expiry, order_key_after, RaftKey, StateKey, CF_RAFT, CF_STATE, KEY_EXPIRY_PREFIX,
-    ORDER_PREFIX, PRODUCT_PREFIX, STATE_KEY_END,
+    cf, decode_key_expiry, order_key_after, RaftKey, StateKey, CF_RAFT, CF_STATE,
+    KEY_EXPIRY_PREFIX, ORDER_PREFIX, PRODUCT_PREFIX, STATE_KEY_END,
 };
 use crate::log_store::{decode, encode, read_error, write_error};
 use crate::{Entry, Node, NodeId, TypeConfig};
@@ -172,12 +172,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let signature = meta.signature();
         let index = meta.last_log_id.map_or(0, |id| id.index);
         tokio::task::spawn_blocking(move || {
-            let cf_state = db
-                .cf_handle(CF_STATE)
-                .expect("column family checked at open");
-            let cf_raft = db
-                .cf_handle(CF_RAFT)
-                .expect("column family checked at open");
+            let cf_state = cf(&db, CF_STATE);
+            let cf_raft = cf(&db, CF_RAFT);
             let mut batch = WriteBatch::default();
             batch.delete_range_cf(cf_state, &[] as &[u8], STATE_KEY_END);
             for (key, value) in content.pairs {
@@ -236,12 +232,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 fn build_snapshot_blocking(db: &DB) -> StorageResult<Snapshot<TypeConfig>> {
     let subject = || ErrorSubject::Snapshot(None);
-    let cf_state = db
-        .cf_handle(CF_STATE)
-        .expect("column family checked at open");
-    let cf_raft = db
-        .cf_handle(CF_RAFT)
-        .expect("column family checked at open");
+    let cf_state = cf(db, CF_STATE);
+    let cf_raft = cf(db, CF_RAFT);
     // One RocksDB snapshot for the data and the applied log id: read separately, a follower
     // could install data newer than the log id it claims, and apply some entries twice.
     let view = db.snapshot();
@@ -364,10 +356,7 @@ impl StateReader {
         prefix: &[u8],
         limit: usize,
     ) -> StorageResult<Vec<T>> {
-        let cf = self
-            .db
-            .cf_handle(CF_STATE)
-            .expect("column family checked at open");
+        let cf = cf(&self.db, CF_STATE);
         let mut found = Vec::new();
         for item in self
             .db
@@ -385,7 +374,7 @@ impl StateReader {
 }
 
 fn get_decoded<T: DeserializeOwned>(db: &DB, cf: &str, key: &[u8]) -> StorageResult<Option<T>> {
-    let cf = db.cf_handle(cf).expect("column family checked at open");
+    let cf = crate::keys::cf(db, cf);
     let value = db
         .get_pinned_cf(cf, key)
         .map_err(|e| read_error(ErrorSubject::StateMachine, &e))?;
@@ -418,19 +407,13 @@ impl<'a> Overlay<'a> {
     }
 
     fn put<T: Serialize>(&mut self, key: StateKey, value: &T) {
-        let cf = self
-            .db
-            .cf_handle(CF_STATE)
-            .expect("column family checked at open");
+        let cf = cf(self.db, CF_STATE);
         let bytes = bincode::serialize(value).expect("state values always serialize");
         self.batch.put_cf(cf, key.encode(), bytes);
     }
 
     fn delete(&mut self, key: StateKey) {
-        let cf = self
-            .db
-            .cf_handle(CF_STATE)
-            .expect("column family checked at open");
+        let cf = cf(self.db, CF_STATE);
         self.batch.delete_cf(cf, key.encode());
     }
 
@@ -461,10 +444,7 @@ impl InventoryState for Overlay<'_> {
     ) -> Result<Vec<(u64, String)>, Fault> {
         // Called before any write of the entry, so the database alone is the state.
         debug_assert!(self.keys.is_empty());
-        let cf = self
-            .db
-            .cf_handle(CF_STATE)
-            .expect("column family checked at open");
+        let cf = cf(self.db, CF_STATE);
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(StateKey::KeyExpiry(before_ms, "").encode());
         let mut expired = Vec::new();
@@ -511,10 +491,7 @@ impl InventoryState for Overlay<'_> {
     }
 
     fn delete_orders(&mut self, after: Option<OrderId>, up_to: OrderId) {
-        let cf = self
-            .db
-            .cf_handle(CF_STATE)
-            .expect("column family checked at open");
+        let cf = cf(self.db, CF_STATE);
         self.batch
             .delete_range_cf(cf, order_key_after(after), order_key_after(Some(up_to)));
     }
