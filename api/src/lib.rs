@@ -354,6 +354,10 @@ pub struct NodeStatus {
     pub term: u64,
     pub leader: Option<u64>,
     pub last_log_index: Option<u64>,
+    /// The last index this node knows committed (the leader knows first; others learn it with
+    /// the next append).
+    #[serde(default)]
+    pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,

@@ -75,9 +75,19 @@ pub fn router(state: AppState) -> Router {
 /// Prometheus metrics. Unauthenticated, like `/health`: they hold no secret, and scrapers send
 /// no headers.
 async fn metrics(State(state): State<AppState>) -> String {
+    let committed = committed_index(&state).await.unwrap_or(0);
     state
         .metrics
-        .render(&state.raft, state.reader.applied_index())
+        .render(&state.raft, committed, state.reader.applied_index())
+}
+
+/// The last log index this node knows committed; `None` while Raft is shutting down.
+async fn committed_index(state: &NodeState) -> Option<u64> {
+    state
+        .raft
+        .with_raft_state(|raft| raft.committed.map_or(0, |id| id.index))
+        .await
+        .ok()
 }
 
 /// Refuse any request without the cluster secret, before it reaches a handler.
@@ -322,7 +332,8 @@ async fn get_order(State(state): State<AppState>, Path(id): Path<u64>) -> Respon
 }
 
 /// The status document of this node.
-pub fn node_status(state: &NodeState) -> NodeStatus {
+pub async fn node_status(state: &NodeState) -> NodeStatus {
+    let committed_index = committed_index(state).await;
     let metrics = state.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
@@ -358,6 +369,7 @@ pub fn node_status(state: &NodeState) -> NodeStatus {
         term: metrics.current_term,
         leader: metrics.current_leader,
         last_log_index: metrics.last_log_index,
+        committed_index,
         // From the state machine itself: known from disk at once after a restart, and exactly
         // what reads on this node are served at.
         applied_index: Some(state.reader.applied_index()),
@@ -371,7 +383,7 @@ pub fn node_status(state: &NodeState) -> NodeStatus {
 }
 
 async fn status(State(state): State<AppState>) -> Json<NodeStatus> {
-    Json(node_status(&state))
+    Json(node_status(&state).await)
 }
 
 async fn init(State(state): State<AppState>, body: Bytes) -> Response {

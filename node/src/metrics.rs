@@ -32,6 +32,7 @@ pub struct Metrics {
     pub queued: IntGauge,
     term: IntGauge,
     last_log_index: IntGauge,
+    committed_index: IntGauge,
     applied_index: IntGauge,
     replication_lag: IntGaugeVec,
 }
@@ -70,6 +71,9 @@ impl Metrics {
         let term = IntGauge::new("raft_term", "Current Raft term").expect("valid metric");
         let last_log_index =
             IntGauge::new("raft_last_log_index", "Last log index").expect("valid metric");
+        let committed_index =
+            IntGauge::new("raft_committed_index", "Last log index known committed")
+                .expect("valid metric");
         let applied_index =
             IntGauge::new("raft_applied_index", "Last applied log index").expect("valid metric");
         let replication_lag = IntGaugeVec::new(
@@ -87,6 +91,7 @@ impl Metrics {
             Box::new(queued.clone()),
             Box::new(term.clone()),
             Box::new(last_log_index.clone()),
+            Box::new(committed_index.clone()),
             Box::new(applied_index.clone()),
             Box::new(replication_lag.clone()),
         ] {
@@ -102,15 +107,17 @@ impl Metrics {
             queued,
             term,
             last_log_index,
+            committed_index,
             applied_index,
             replication_lag,
         }
     }
 
     /// The text exposition of every metric, with Raft's gauges read now.
-    pub fn render(&self, raft: &Raft, applied_index: u64) -> String {
+    pub fn render(&self, raft: &Raft, committed_index: u64, applied_index: u64) -> String {
         let metrics = raft.metrics().borrow().clone();
         self.term.set(metrics.current_term as i64);
+        self.committed_index.set(committed_index as i64);
         self.last_log_index
             .set(metrics.last_log_index.unwrap_or(0) as i64);
         self.applied_index.set(applied_index as i64);

@@ -145,8 +145,18 @@ fn status_entries(probes: &[Probe]) -> Vec<StatusEntry<'_>> {
         .collect()
 }
 
-const STATUS_HEADER: [&str; 10] = [
-    "ID", "ADDR", "ROLE", "STATE", "TERM", "LEADER", "LAST LOG", "APPLIED", "SNAPSHOT", "LAG",
+const STATUS_HEADER: [&str; 11] = [
+    "ID",
+    "ADDR",
+    "ROLE",
+    "STATE",
+    "TERM",
+    "LEADER",
+    "LAST LOG",
+    "COMMITTED",
+    "APPLIED",
+    "SNAPSHOT",
+    "LAG",
 ];
 
 fn status_table(probes: &[Probe]) -> Table {
@@ -181,6 +191,7 @@ fn status_row(endpoint: &str, status: &NodeStatus, leader: Option<&NodeStatus>) 
         status.term.to_string(),
         opt(status.leader),
         opt(status.last_log_index),
+        opt(status.committed_index),
         opt(status.applied_index),
         opt(status.snapshot_index),
         opt(lag(status, leader)),
@@ -615,6 +626,7 @@ mod tests {
             term,
             leader,
             last_log_index: Some(10),
+            committed_index: Some(10),
             applied_index: Some(10),
             snapshot_index: None,
             purged_index: None,
