@@ -676,10 +676,10 @@ mod tests {
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         };
-        // ID ADDR ROLE STATE TERM LEADER LAST-LOG APPLIED SNAPSHOT LAG
-        assert_eq!(cells(lines[1])[9], "0");
-        assert_eq!(cells(lines[2])[9], "2");
-        assert_eq!(cells(lines[3])[9], "-");
+        // ID ADDR ROLE STATE TERM LEADER LAST-LOG COMMITTED APPLIED SNAPSHOT LAG
+        assert_eq!(cells(lines[1])[10], "0");
+        assert_eq!(cells(lines[2])[10], "2");
+        assert_eq!(cells(lines[3])[10], "-");
         assert!(lines[4].ends_with("unavailable: refused"));
         assert_eq!(
             leader_addr(&probes).as_deref(),
