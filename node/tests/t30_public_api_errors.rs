@@ -348,3 +348,122 @@ async fn every_documented_route_is_served() {
         }
     }
 }
+
+/// A gateway whose queue is full sheds load with 503 `overloaded` and `Retry-After`, and what
+/// it shed was not applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_sheds_load_and_applies_nothing_it_shed() {
+    let cluster = six_nodes(|config| {
+        config.gateway.queue_max = 1;
+        config.gateway.batch_items_max = 1;
+        config.gateway.forward_connections_max = 1;
+    })
+    .await;
+    cluster
+        .shop_client()
+        .create_product(&CreateProductRequest {
+            id: "tee".into(),
+            name: "Tee".into(),
+            price_cents: 1500,
+            stock: 1_000_000,
+        })
+        .await
+        .unwrap();
+    let probe = std::sync::Arc::new(Probe::new(&cluster));
+    let mut buyers = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let probe = probe.clone();
+        buyers.spawn(async move {
+            let key = format!("shed-{i}");
+            let response = probe
+                .http
+                .post(format!("{}/v1/products/tee/purchase", probe.base))
+                .header("idempotency-key", &key)
+                .header("content-type", "application/json")
+                .body(r#"{"quantity":1}"#)
+                .send()
+                .await
+                .unwrap();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let status = response.status();
+            let code = response.json::<ErrorBody>().await.ok().map(|b| b.code);
+            (key, status, code, retry_after)
+        });
+    }
+    let mut shed = Vec::new();
+    let mut confirmed = 0;
+    while let Some(result) = buyers.join_next().await {
+        let (key, status, code, retry_after) = result.unwrap();
+        match status {
+            StatusCode::OK => confirmed += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(code.as_deref(), Some("overloaded"));
+                assert!(retry_after.is_some(), "503 overloaded carries Retry-After");
+                shed.push(key);
+            }
+            other => panic!("{key}: unexpected {other} {code:?}"),
+        }
+    }
+    assert!(
+        !shed.is_empty(),
+        "a queue of one sheds some of 300 concurrent buyers"
+    );
+    assert!(confirmed > 0);
+    let orders = cluster
+        .voter_client()
+        .all_orders(&cluster.addr(cluster.voter_ids()[0]))
+        .await
+        .unwrap();
+    assert_eq!(
+        orders.len(),
+        confirmed,
+        "exactly the confirmed purchases were applied"
+    );
+    assert!(orders.iter().all(|o| !shed.contains(&o.key)));
+}
+
+/// Internal and admin endpoints refuse calls without the cluster secret, and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn internal_endpoints_require_the_cluster_secret() {
+    let cluster = six_nodes(|_| {}).await;
+    let http = Client::new();
+    let voter = cluster.addr(cluster.voter_ids()[0]);
+    let write = bincode::serialize(&flashstock_api::WriteRequest {
+        commands: vec![create("k", "sneaky", 5)],
+    })
+    .unwrap();
+    for (path, body) in [
+        ("/internal/write", write),
+        ("/raft/append", b"x".to_vec()),
+        ("/raft/vote", b"x".to_vec()),
+        ("/admin/init", Vec::new()),
+        ("/admin/snapshot", Vec::new()),
+    ] {
+        for secret in [None, Some("not-the-cluster-secret")] {
+            let mut request = http
+                .post(format!("http://{voter}{path}"))
+                .body(body.clone());
+            if let Some(secret) = secret {
+                request = request.header(flashstock_api::SECRET_HEADER, secret);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{path} {secret:?}"
+            );
+        }
+    }
+    let status = http
+        .get(format!("http://{voter}/admin/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), StatusCode::UNAUTHORIZED);
+    let missing = cluster.shop_client().product("sneaky").await.unwrap_err();
+    assert_eq!(
+        missing.code(),
+        "unknown_product",
+        "the refused write changed nothing"
+    );
+}
