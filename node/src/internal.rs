@@ -1,7 +1,7 @@
 //! The internal listener: Raft RPCs, the write endpoint, replica reads and the admin API.
 //!
-//! Every route but `GET /health` requires the cluster secret in the `x-flashstock-secret`
-//! header; without it the request is refused with 401 and changes nothing. Raft RPCs and writes
+//! Every route but `GET /health` and `GET /metrics` requires the cluster secret in the
+//! `x-flashstock-secret` header; without it the request is refused with 401 and changes nothing. Raft RPCs and writes
 //! carry bincode bodies; admin and reads speak JSON, with errors as [`ErrorBody`].
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -9,7 +9,7 @@
 //! Components:
 //! - [`network`]: Raft RPCs to peers (reqwest, bincode, persistent connections).
 //! - [`internal`]: the internal listener's routes: Raft RPCs, admin, writes, replica reads. Every
-//!   route but `/health` requires the cluster secret.
+//!   route but `/health` and `/metrics` requires the cluster secret.
 //! - [`proposer`]: turns a batch of commands into one proposal and keeps "rejected, definitely not
 //!   applied" apart from "outcome unknown" in every answer.
 //! - [`gateway`]: the public API of the gateway role, its write forwarder and event stream.
