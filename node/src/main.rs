@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_open_files_limit();
     let runtime = tokio::runtime::Runtime::new().expect("start the Tokio runtime");
     let result = runtime.block_on(async {
         let addr = config.node.listen;
@@ -54,6 +55,27 @@ fn main() -> ExitCode {
             eprintln!("flashstock-node: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raise the soft limit of open files to the hard limit: a gateway holds one descriptor per
+/// client connection, thousands in a flash sale, and a common soft default is 1024.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::info!(open_files_max = limit.rlim_cur, "open files limit");
+    } else {
+        tracing::warn!("could not raise the open files limit");
     }
 }
 
