@@ -141,11 +141,7 @@ pub async fn run(
                 source,
             })?;
             tracing::info!(id, addr = %public_addr, "public API ready");
-            let gateway = Arc::new(gateway::Gateway::new(
-                state.clone(),
-                state.metrics.clone(),
-                stopping.clone(),
-            ));
+            let gateway = Arc::new(gateway::Gateway::new(state.clone(), stopping.clone()));
             let public = axum::serve(
                 gateway::LimitedListener::new(public, connections_max),
                 gateway::router(gateway),

@@ -89,11 +89,6 @@ impl Forwarder {
             .await
             .unwrap_or_else(|_| Err(ForwardError::Unknown("the gateway stopped".into())))
     }
-
-    /// Commands waiting for a batch.
-    pub fn queued(&self) -> usize {
-        self.queue.max_capacity() - self.queue.capacity()
-    }
 }
 
 struct Batcher {
@@ -129,6 +124,7 @@ impl Batcher {
                     },
                 }
             }
+            this.metrics.queued.set(pending.len() as i64);
             let this = this.clone();
             tokio::spawn(async move {
                 this.send(batch).await;

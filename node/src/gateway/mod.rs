@@ -26,7 +26,6 @@ use axum::Router;
 use flashstock_client::VoterClient;
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
 use crate::NodeState;
 pub use forwarder::{ForwardError, Forwarded, Forwarder};
 pub use listener::LimitedListener;
@@ -39,17 +38,12 @@ pub struct Gateway {
     pub node: Arc<NodeState>,
     pub forwarder: Forwarder,
     pub voters: VoterClient,
-    pub metrics: Arc<Metrics>,
     /// Flips to true when the node shuts down, to end event streams.
     pub stopping: watch::Receiver<bool>,
 }
 
 impl Gateway {
-    pub fn new(
-        node: Arc<NodeState>,
-        metrics: Arc<Metrics>,
-        stopping: watch::Receiver<bool>,
-    ) -> Gateway {
+    pub fn new(node: Arc<NodeState>, stopping: watch::Receiver<bool>) -> Gateway {
         let config = &node.config;
         let endpoints = config
             .cluster
@@ -63,13 +57,16 @@ impl Gateway {
             std::time::Duration::from_millis(config.limits.request_timeout_ms),
         )
         .with_local_address(config.source_ip());
-        let forwarder =
-            Forwarder::start(config, voters.clone(), node.raft.clone(), metrics.clone());
+        let forwarder = Forwarder::start(
+            config,
+            voters.clone(),
+            node.raft.clone(),
+            node.metrics.clone(),
+        );
         Gateway {
             node,
             forwarder,
             voters,
-            metrics,
             stopping,
         }
     }

@@ -83,7 +83,7 @@ pub fn router(gateway: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .layer(middleware::from_fn_with_state(
-            gateway.metrics.clone(),
+            gateway.node.metrics.clone(),
             crate::metrics::track,
         ))
         .with_state(gateway)
