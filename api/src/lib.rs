@@ -340,6 +340,14 @@ pub enum ReadIndexResponse {
     Unavailable { message: String },
 }
 
+/// A voter's internal read (`/internal/products`, `/internal/orders`): records and the applied
+/// index of the replica they were read from, which they are at least as fresh as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub applied_index: u64,
+    pub items: Vec<T>,
+}
+
 /// Header that carries the cluster secret on internal and admin calls.
 pub const SECRET_HEADER: &str = "x-flashstock-secret";
 

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use flashstock_api::{
     AddLearnerRequest, ChangeMembershipRequest, Command, ErrorBody, InitRequest, NodeAddr,
-    NodeStatus, Order, OrderId, Outcome, Product, ReadIndexResponse, RemoveLearnerRequest,
+    NodeStatus, Order, OrderId, Outcome, Page, Product, ReadIndexResponse, RemoveLearnerRequest,
     WriteRequest, WriteResponse, SECRET_HEADER,
 };
 use serde::de::DeserializeOwned;
 
 use crate::shop::describe;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Most "not leader" redirections one write follows before giving up.
 const REDIRECTS_MAX: usize = 8;
@@ -41,13 +41,6 @@ impl Error {
             message,
         }
     }
-}
-
-/// A page of records from a replica, with the applied index it is at least as fresh as.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Page<T> {
-    pub applied_index: u64,
-    pub items: Vec<T>,
 }
 
 /// The outcome of a committed write.

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
     AddLearnerRequest, ChangeMembershipRequest, ErrorBody, InitRequest, NodeAddr, NodeStatus,
-    Order, OrderId, PeerReplication, Product, ReadIndexResponse, RemoveLearnerRequest,
+    Order, OrderId, Page, PeerReplication, Product, ReadIndexResponse, RemoveLearnerRequest,
     WriteRequest, SECRET_HEADER,
 };
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
@@ -137,6 +137,38 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The request breaks a rule of the API: nothing changed.
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// This node's storage failed a read; another replica may answer.
+    pub fn storage(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            e.to_string(),
+        )
+    }
+
+    pub fn unknown_product(id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_product",
+            format!("no product {id:?}"),
+        )
+    }
+
+    pub fn unknown_order(id: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_order",
+            format!("no order {id} on this replica (it may be archived, or not applied here yet)"),
+        )
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = error(self.status, self.code, self.message);
@@ -236,13 +268,6 @@ async fn read_index(State(state): State<AppState>) -> Json<ReadIndexResponse> {
     Json(answer)
 }
 
-/// A page of records and the applied index they are at least as fresh as.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Page<T> {
-    pub applied_index: u64,
-    pub items: Vec<T>,
-}
-
 #[derive(Debug, Deserialize)]
 struct PageQuery {
     after: Option<String>,
@@ -255,80 +280,62 @@ impl PageQuery {
     }
 }
 
-fn storage_error(e: impl std::fmt::Display) -> Response {
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "storage_error",
-        e.to_string(),
-    )
+type Answer<T> = Result<Json<Page<T>>, ApiError>;
+
+async fn list_products(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Answer<Product> {
+    let applied_index = state.reader.applied_index();
+    let items = state
+        .reader
+        .products(query.after.as_deref(), query.limit())
+        .map_err(ApiError::storage)?;
+    Ok(Json(Page {
+        applied_index,
+        items,
+    }))
 }
 
-async fn list_products(State(state): State<AppState>, Query(query): Query<PageQuery>) -> Response {
+async fn get_product(State(state): State<AppState>, Path(id): Path<String>) -> Answer<Product> {
     let applied_index = state.reader.applied_index();
-    match state.reader.products(query.after.as_deref(), query.limit()) {
-        Ok(items) => Json(Page::<Product> {
-            applied_index,
-            items,
-        })
-        .into_response(),
-        Err(e) => storage_error(e),
-    }
+    let product = state.reader.product(&id).map_err(ApiError::storage)?;
+    let product = product.ok_or_else(|| ApiError::unknown_product(&id))?;
+    Ok(Json(Page {
+        applied_index,
+        items: vec![product],
+    }))
 }
 
-async fn get_product(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn list_orders(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Answer<Order> {
+    let after = query
+        .after
+        .as_deref()
+        .map(str::parse::<u64>)
+        .transpose()
+        .map_err(|_| ApiError::invalid("after must be an order id"))?;
     let applied_index = state.reader.applied_index();
-    match state.reader.product(&id) {
-        Ok(Some(product)) => Json(Page {
-            applied_index,
-            items: vec![product],
-        })
-        .into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "unknown_product",
-            format!("no product {id:?}"),
-        ),
-        Err(e) => storage_error(e),
-    }
+    let items = state
+        .reader
+        .orders(after.map(OrderId), query.limit())
+        .map_err(ApiError::storage)?;
+    Ok(Json(Page {
+        applied_index,
+        items,
+    }))
 }
 
-async fn list_orders(State(state): State<AppState>, Query(query): Query<PageQuery>) -> Response {
-    let after = match query.after.as_deref().map(str::parse::<u64>).transpose() {
-        Ok(after) => after.map(OrderId),
-        Err(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "after must be an order id",
-            )
-        }
-    };
+async fn get_order(State(state): State<AppState>, Path(id): Path<u64>) -> Answer<Order> {
     let applied_index = state.reader.applied_index();
-    match state.reader.orders(after, query.limit()) {
-        Ok(items) => Json(Page::<Order> {
-            applied_index,
-            items,
-        })
-        .into_response(),
-        Err(e) => storage_error(e),
-    }
-}
-
-async fn get_order(State(state): State<AppState>, Path(id): Path<u64>) -> Response {
-    let applied_index = state.reader.applied_index();
-    match state.reader.order(OrderId(id)) {
-        Ok(Some(order)) => Json(Page {
-            applied_index,
-            items: vec![order],
-        })
-        .into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "unknown_order",
-            format!("no order {id}"),
-        ),
-        Err(e) => storage_error(e),
-    }
+    let order = state.reader.order(OrderId(id)).map_err(ApiError::storage)?;
+    let order = order.ok_or_else(|| ApiError::unknown_order(id))?;
+    Ok(Json(Page {
+        applied_index,
+        items: vec![order],
+    }))
 }
 
 /// The status document of this node.

@@ -53,6 +53,38 @@ impl Probe {
         (status, code)
     }
 
+    /// A purchase whose head announces `length` body bytes, of which only `sent` follow; then
+    /// the answer, read until the gateway closes the connection.
+    async fn raw_purchase(&self, key: &str, length: usize, sent: &[u8]) -> Answer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "POST /v1/products/tee/purchase HTTP/1.1\r\nhost: {addr}\r\n\
+             idempotency-key: {key}\r\ncontent-type: application/json\r\n\
+             content-length: {length}\r\nconnection: close\r\n\r\n"
+        );
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .expect("send the head");
+        stream.write_all(sent).await.expect("send part of the body");
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .expect("read the answer");
+        let answer = String::from_utf8_lossy(&answer);
+        let status: u16 = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("a status line");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let code = serde_json::from_str::<ErrorBody>(body).ok().map(|b| b.code);
+        (StatusCode::from_u16(status).unwrap(), code)
+    }
+
     async fn purchase(&self, product: &str, key: Option<&str>, body: &str) -> Answer {
         let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
         self.send(
@@ -187,14 +219,8 @@ async fn bad_input_gets_its_error_and_changes_nothing() {
         ),
         (
             "oversized body",
-            probe
-                .send(
-                    Method::POST,
-                    "/v1/products/tee/purchase",
-                    &[("idempotency-key", "k12")],
-                    Some(vec![b' '; 2 * 1024 * 1024]),
-                )
-                .await,
+            // Refused from the announced length alone, before any of the body is read.
+            probe.raw_purchase("k12", 2 * 1024 * 1024, b"").await,
             (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Some("payload_too_large".into()),
@@ -465,5 +491,18 @@ async fn internal_endpoints_require_the_cluster_secret() {
         missing.code(),
         "unknown_product",
         "the refused write changed nothing"
+    );
+}
+
+/// A body that never arrives in full gets 408 `request_timeout` once `limits.request_timeout_ms`
+/// passes, instead of holding the connection and its task forever; nothing is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_that_never_arrives_times_out() {
+    let cluster = six_nodes(|config| config.limits.request_timeout_ms = 300).await;
+    let probe = Probe::new(&cluster);
+    let answer = probe.raw_purchase("slow", 100, br#"{"quan"#).await;
+    assert_eq!(
+        answer,
+        (StatusCode::REQUEST_TIMEOUT, Some("request_timeout".into()))
     );
 }

@@ -7,6 +7,7 @@
 //! | 404 | `unknown_product`, `unknown_order`, `not_found` | no such record or route |
 //! | 409 | `insufficient_stock`, `product_exists` | committed rejection: nothing changed |
 //! | 405 | `method_not_allowed` | the route exists, not with that method |
+//! | 408 | `request_timeout` | the body did not arrive within `limits.request_timeout_ms` |
 //! | 413 | `payload_too_large` | body over `limits.body_bytes_max`: nothing changed |
 //! | 422 | `idempotency_key_reused` | the key was used for another request: nothing changed |
 //! | 500 | `storage_error`, `internal` | the node's own fault, on reads: retry elsewhere |
@@ -16,9 +17,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
@@ -102,27 +102,56 @@ async fn method_not_allowed() -> Response {
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    ApiError::invalid(message)
 }
 
-/// A JSON body, with every failure (too large, not JSON, wrong shape) in our error shape.
-fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+/// A JSON object body, read under the route's limits, with every failure in our error shape:
+/// 413 `payload_too_large` at once when the announced length is over `limits.body_bytes_max`
+/// (without reading it) or when the body grows past it, 408 `request_timeout` when it does not
+/// arrive within `limits.request_timeout_ms`, 400 `invalid_request` when it is not a JSON object
+/// of the expected shape. Nothing has been forwarded when any of these is answered.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, gateway: &AppState) -> Result<Self, ApiError> {
+        let limits = &gateway.node.config.limits;
+        let too_large = || {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                rejection.body_text(),
+                format!("the body is over {} bytes", limits.body_bytes_max),
             )
-        } else {
-            invalid(rejection.body_text())
+        };
+        let announced = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+        if announced.is_some_and(|length| length > limits.body_bytes_max) {
+            return Err(too_large());
         }
-    })?;
-    // serde also reads a struct from a JSON array (`[1]`): accept objects only.
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(invalid("the body must be a JSON object"));
+        let wait = Duration::from_millis(limits.request_timeout_ms);
+        let read = axum::body::to_bytes(request.into_body(), limits.body_bytes_max);
+        let body = match tokio::time::timeout(wait, read).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => return Err(too_large()),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("the body did not arrive within {wait:?}"),
+                ))
+            }
+        };
+        // serde also reads a struct from a JSON array (`[1]`): accept objects only.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(invalid("the body must be a JSON object"));
+        }
+        serde_json::from_slice(&body)
+            .map(JsonBody)
+            .map_err(|e| invalid(format!("invalid JSON body: {e}")))
     }
-    serde_json::from_slice(&body).map_err(|e| invalid(format!("invalid JSON body: {e}")))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
@@ -147,14 +176,6 @@ fn fresh<T: serde::Serialize>(applied_index: u64, body: T) -> Response {
     response
 }
 
-fn storage_error(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "storage_error",
-        e.to_string(),
-    )
-}
-
 type Answer = Result<Response, ApiError>;
 
 #[derive(Deserialize)]
@@ -177,7 +198,7 @@ async fn list_products(
     // One more than asked tells whether another page follows.
     let mut products = reader
         .products(query.after.as_deref(), limit + 1)
-        .map_err(storage_error)?;
+        .map_err(ApiError::storage)?;
     let next_after = (products.len() > limit).then(|| {
         products.truncate(limit);
         products.last().map(|p| p.id.clone())
@@ -214,7 +235,7 @@ async fn get_product(
     }
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
-    match reader.product(&id).map_err(storage_error)? {
+    match reader.product(&id).map_err(ApiError::storage)? {
         Some(product) => Ok(fresh(
             applied_index,
             ProductView {
@@ -222,11 +243,7 @@ async fn get_product(
                 product,
             },
         )),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_product",
-            format!("no product {id:?}"),
-        )),
+        None => Err(ApiError::unknown_product(&id)),
     }
 }
 
@@ -257,10 +274,9 @@ async fn purchase(
     State(gateway): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(request): JsonBody<PurchaseRequest>,
 ) -> Answer {
     let key = idempotency_key(&headers)?;
-    let request: PurchaseRequest = json_body(body)?;
     let quantity_max = gateway.node.config.limits.purchase_quantity_max;
     if request.quantity == 0 || request.quantity > quantity_max {
         return Err(invalid(format!("quantity must be 1 to {quantity_max}")));
@@ -304,11 +320,10 @@ fn check_admin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
 async fn create_product(
     State(gateway): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(request): JsonBody<CreateProductRequest>,
 ) -> Answer {
     check_admin(&gateway, &headers)?;
     let key = idempotency_key(&headers)?;
-    let request: CreateProductRequest = json_body(body)?;
     let command = Command {
         key,
         op: Op::CreateProduct {
@@ -335,11 +350,10 @@ async fn restock(
     State(gateway): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(request): JsonBody<RestockRequest>,
 ) -> Answer {
     check_admin(&gateway, &headers)?;
     let key = idempotency_key(&headers)?;
-    let request: RestockRequest = json_body(body)?;
     let command = Command {
         key,
         op: Op::Restock {
@@ -417,7 +431,7 @@ async fn get_order(State(gateway): State<AppState>, Path(id): Path<String>) -> A
     let id: u64 = id.parse().map_err(|_| invalid("an order id is a number"))?;
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
-    match reader.order(OrderId(id)).map_err(storage_error)? {
+    match reader.order(OrderId(id)).map_err(ApiError::storage)? {
         Some(order) => Ok(fresh(
             applied_index,
             OrderView {
@@ -425,11 +439,7 @@ async fn get_order(State(gateway): State<AppState>, Path(id): Path<String>) -> A
                 order,
             },
         )),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_order",
-            format!("no order {id} on this replica (it may be archived, or not applied here yet)"),
-        )),
+        None => Err(ApiError::unknown_order(id)),
     }
 }
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flashstock_api::{validate_product_id, Product, StockEvent};
@@ -20,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Gateway;
-use crate::internal::error;
+use crate::internal::ApiError;
 
 /// Interval of keep-alive comments on an idle stream, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -46,33 +45,17 @@ fn stock_event(product: &Product, log_index: u64) -> Event {
 pub async fn stock_events(
     State(gateway): State<Arc<Gateway>>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let filter = query.ok().and_then(|Query(q)| q.product);
     // Subscribe before reading the current state, so no change falls between the two.
     let changes = gateway.node.reader.subscribe();
     let mut first = Vec::new();
     if let Some(id) = &filter {
-        if let Err(message) = validate_product_id(id) {
-            return error(StatusCode::BAD_REQUEST, "invalid_request", message);
-        }
+        validate_product_id(id).map_err(ApiError::invalid)?;
         let applied_index = gateway.node.reader.applied_index();
-        match gateway.node.reader.product(id) {
-            Ok(Some(product)) => first.push(stock_event(&product, applied_index)),
-            Ok(None) => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "unknown_product",
-                    format!("no product {id:?}"),
-                )
-            }
-            Err(e) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_error",
-                    e.to_string(),
-                )
-            }
-        }
+        let product = gateway.node.reader.product(id).map_err(ApiError::storage)?;
+        let product = product.ok_or_else(|| ApiError::unknown_product(id))?;
+        first.push(stock_event(&product, applied_index));
     }
     let live = stream::unfold(changes, move |mut changes| {
         let filter = filter.clone();
@@ -99,7 +82,7 @@ pub async fn stock_events(
     };
     let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
         Box::pin(stream::iter(first).chain(live).take_until(stopped).map(Ok));
-    Sse::new(events)
+    Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response()
+        .into_response())
 }
