@@ -107,7 +107,7 @@ impl ShopClient {
     /// `gateways` are base URLs, e.g. `http://127.0.0.1:8081`.
     pub fn new(gateways: Vec<String>) -> ShopClient {
         assert!(!gateways.is_empty(), "at least one gateway");
-        let http = http_client(Duration::from_secs(10));
+        let http = http_client(Duration::from_secs(10), None);
         let gateways = gateways
             .into_iter()
             .map(|g| g.trim_end_matches('/').to_owned())
@@ -129,7 +129,7 @@ impl ShopClient {
 
     /// Give each HTTP exchange at most `timeout` (default 10 s).
     pub fn with_timeout(mut self, timeout: Duration) -> ShopClient {
-        self.http = http_client(timeout);
+        self.http = http_client(timeout, None);
         self
     }
 
@@ -350,11 +350,14 @@ async fn classify<T: DeserializeOwned>(
     }
 }
 
-fn http_client(timeout: Duration) -> reqwest::Client {
+/// The HTTP client of every call this crate makes: persistent connections without Nagle's
+/// delay, a whole-exchange `timeout`, and optionally a fixed source address.
+pub(crate) fn http_client(timeout: Duration, local: Option<std::net::IpAddr>) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(2).min(timeout))
         .tcp_nodelay(true)
+        .local_address(local)
         .build()
         .expect("an HTTP client without TLS always builds")
 }

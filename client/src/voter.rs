@@ -10,7 +10,7 @@ use flashstock_api::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::shop::describe;
+use crate::shop::{describe, http_client};
 use serde::Serialize;
 
 /// Most "not leader" redirections one write follows before giving up.
@@ -65,14 +65,8 @@ pub struct VoterClient {
 impl VoterClient {
     /// `endpoints` are `host:port` addresses of voters' internal listeners.
     pub fn new(endpoints: Vec<String>, secret: &str, timeout: Duration) -> VoterClient {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .build()
-            .expect("an HTTP client without TLS always builds");
         VoterClient {
-            http,
+            http: http_client(timeout, None),
             timeout,
             secret: secret.to_owned(),
             endpoints,
@@ -82,13 +76,7 @@ impl VoterClient {
 
     /// Send from `ip` (e.g. the calling node's own address), so peers can tell callers apart.
     pub fn with_local_address(mut self, ip: Option<std::net::IpAddr>) -> VoterClient {
-        self.http = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .local_address(ip)
-            .build()
-            .expect("an HTTP client without TLS always builds");
+        self.http = http_client(self.timeout, ip);
         self
     }
 
@@ -139,7 +127,10 @@ impl VoterClient {
 
     /// Propose `commands` as one entry at the leader, wherever it is.
     pub async fn write(&self, commands: Vec<Command>) -> Result<Applied, Error> {
-        let body = bincode::serialize(&WriteRequest { commands }).expect("commands serialize");
+        // Encoded once; each attempt sends the same bytes without copying them.
+        let body = bytes::Bytes::from(
+            bincode::serialize(&WriteRequest { commands }).expect("commands serialize"),
+        );
         let mut search = self.leader_search();
         while let Some(endpoint) = search.next() {
             let sent = self

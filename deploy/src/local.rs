@@ -267,10 +267,8 @@ impl LocalCluster {
                     .await
                 {
                     Ok(_) => break,
-                    Err(e) if Instant::now() < deadline => {
-                        let _ = e;
-                        tokio::time::sleep(POLL_INTERVAL).await;
-                    }
+                    // Leadership may move while the learner is added: try again, in time.
+                    Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL_INTERVAL).await,
                     Err(e) => return Err(e.into()),
                 }
             }
