@@ -218,8 +218,11 @@ async fn a_terminated_voter_restarts_from_its_disk() {
         .expect("create");
     let mut confirmed = BTreeMap::new();
     for i in 0..30 {
-        if let Bought::Confirmed(order) = buy(&client, &format!("a-{i}"), "pen", 2, 20).await {
-            confirmed.insert(order.id, order);
+        match buy(&client, &format!("a-{i}"), "pen", 2, 20).await {
+            Bought::Confirmed(order) => {
+                confirmed.insert(order.id, order);
+            }
+            other => panic!("a-{i}: 60 of 500 in stock must be confirmed: {other:?}"),
         }
     }
     for round in 0..2 {

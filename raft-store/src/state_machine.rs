@@ -193,9 +193,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let stored: Option<StoredSnapshot> = self
-            .reader
-            .get_raw(CF_RAFT, RaftKey::Snapshot.encode().to_vec())?;
+        let stored: Option<StoredSnapshot> =
+            self.reader.get_raw(CF_RAFT, RaftKey::Snapshot.encode())?;
         Ok(stored.map(|stored| Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -343,11 +342,11 @@ impl StateReader {
     }
 
     fn get<T: DeserializeOwned>(&self, key: StateKey) -> StorageResult<Option<T>> {
-        self.get_raw(CF_STATE, key.encode())
+        self.get_raw(CF_STATE, &key.encode())
     }
 
-    fn get_raw<T: DeserializeOwned>(&self, cf: &str, key: Vec<u8>) -> StorageResult<Option<T>> {
-        get_decoded(&self.db, cf, &key)
+    fn get_raw<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> StorageResult<Option<T>> {
+        get_decoded(&self.db, cf, key)
     }
 
     fn scan<T: DeserializeOwned>(
