@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 pub const PRODUCT_ID_LEN_MAX: usize = 64;
 /// Longest product name, in bytes.
 pub const PRODUCT_NAME_LEN_MAX: usize = 200;
+/// Longest customer reference, in bytes.
+pub const CUSTOMER_LEN_MAX: usize = 64;
 /// Longest idempotency key, in bytes.
 pub const KEY_LEN_MAX: usize = 128;
 /// Largest stock a product may hold, and largest restock. Far below `u64::MAX`, so that
@@ -48,8 +50,14 @@ pub enum Op {
     /// Add items to a product's stock.
     Restock { product: String, quantity: u64 },
     /// Buy `quantity` items of a product, if that many are left.
-    Purchase { product: String, quantity: u32 },
-    /// Forget confirmed orders up to and including `up_to`: the archive holds them now.
+    Purchase {
+        product: String,
+        quantity: u32,
+        /// The shop's reference of the buyer, if it gave one; kept on the order.
+        customer: Option<String>,
+    },
+    /// Every order up to and including `up_to` is in the archive (PostgreSQL): move the archive
+    /// cursor there. The orders stay readable until the retention has passed.
     MarkArchived { up_to: OrderId },
 }
 
@@ -72,6 +80,10 @@ pub struct Proposal {
     /// Idempotency records written before this time may be forgotten. The state machine never
     /// lets this go backwards.
     pub forget_keys_before_ms: u64,
+    /// Archived orders placed before this time may be dropped from the state machine. The state
+    /// machine never lets this go backwards, and never drops an order the archive cursor has not
+    /// passed.
+    pub drop_archived_before_ms: u64,
     pub commands: Vec<Command>,
 }
 
@@ -82,7 +94,7 @@ pub enum Outcome {
     Purchased(Order),
     ProductCreated(Product),
     Restocked(Product),
-    /// Orders up to and including `up_to` are no longer kept in the state machine.
+    /// The archive cursor is at `up_to` (it never moves back).
     Archived {
         up_to: OrderId,
     },
@@ -218,6 +230,8 @@ pub struct Order {
     pub key: String,
     pub product: String,
     pub quantity: u32,
+    /// The buyer's reference, if the purchase gave one.
+    pub customer: Option<String>,
     /// Unit price when the order was placed.
     pub price_cents: u64,
     /// Stock left right after this purchase.
@@ -259,10 +273,17 @@ pub fn validate_command(command: &Command) -> Result<(), String> {
                 return Err(format!("quantity must be 1 to {STOCK_MAX}"));
             }
         }
-        Op::Purchase { product, quantity } => {
+        Op::Purchase {
+            product,
+            quantity,
+            customer,
+        } => {
             validate_product_id(product)?;
             if *quantity == 0 || *quantity > PURCHASE_QUANTITY_LIMIT {
                 return Err(format!("quantity must be 1 to {PURCHASE_QUANTITY_LIMIT}"));
+            }
+            if let Some(customer) = customer {
+                validate_customer(customer)?;
             }
         }
         Op::MarkArchived { .. } => {}
@@ -282,6 +303,20 @@ pub fn validate_product_id(id: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "product id must be 1 to {PRODUCT_ID_LEN_MAX} ASCII letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+/// A customer reference is 1 to 64 bytes of printable ASCII.
+pub fn validate_customer(customer: &str) -> Result<(), String> {
+    let ok = !customer.is_empty()
+        && customer.len() <= CUSTOMER_LEN_MAX
+        && customer.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "customer must be 1 to {CUSTOMER_LEN_MAX} printable ASCII characters without spaces"
         ))
     }
 }
@@ -378,6 +413,31 @@ pub struct NodeStatus {
     pub replication: Vec<PeerReplication>,
     /// On the leader: milliseconds since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
+    /// The order archive as this node sees it; `None` on gateways.
+    #[serde(default)]
+    pub archive: Option<ArchiveStatus>,
+}
+
+/// The order archive, as one voter sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveStatus {
+    /// True when this cluster has an archive database configured.
+    pub enabled: bool,
+    /// True when this node is the one archiving (the leader, with the archive enabled).
+    pub active: bool,
+    /// Every order up to and including this id is in the archive (replicated, same on all nodes).
+    pub cursor: Option<OrderId>,
+    /// Confirmed orders not archived yet (replicated count).
+    pub backlog: u64,
+    /// Orders placed since the cluster began (replicated count).
+    pub orders_placed: u64,
+    /// Orders still held by the state machine: the backlog plus archived orders within the
+    /// retention.
+    pub orders_held: u64,
+    /// This node's archiver: the last error it met, if its last attempt failed.
+    pub last_error: Option<String>,
+    /// This node's archiver: when it last wrote a batch, milliseconds since the Unix epoch.
+    pub last_batch_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -446,6 +506,10 @@ pub struct ProductList {
 #[serde(deny_unknown_fields)]
 pub struct PurchaseRequest {
     pub quantity: u32,
+    /// The shop's reference of the buyer (1 to 64 printable ASCII characters), kept on the order
+    /// and in the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
 }
 
 /// Public API: a confirmed purchase.
@@ -528,6 +592,7 @@ mod tests {
             op: Op::Purchase {
                 product: "p".into(),
                 quantity,
+                customer: None,
             },
         };
         assert!(validate_command(&purchase(1)).is_ok());

@@ -189,8 +189,16 @@ impl ShopClient {
         quantity: u32,
     ) -> Result<PurchaseResponse, ShopError> {
         let path = format!("/v1/products/{}/purchase", segment(product));
-        self.write(&path, key, &PurchaseRequest { quantity }, false)
-            .await
+        self.write(
+            &path,
+            key,
+            &PurchaseRequest {
+                quantity,
+                customer: None,
+            },
+            false,
+        )
+        .await
     }
 
     pub async fn create_product(

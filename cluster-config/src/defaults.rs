@@ -54,7 +54,40 @@ pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 3000;
 /// median of 121 ms against 760 ms with 64 (node/benches/load.rs).
 pub const DEFAULT_FORWARD_CONNECTIONS_MAX: usize = 8;
 
+// ---- [archive] ----
+
+/// `archive.pool_size`: connections one voter opens to the archive database.
+/// The archiver writes one batch at a time and operators' reports are rare, so
+/// a handful is plenty.
+pub const DEFAULT_ARCHIVE_POOL_SIZE: usize = 4;
+/// `archive.batch_max`: most orders written in one archive transaction.
+pub const DEFAULT_ARCHIVE_BATCH_MAX: usize = 1000;
+/// `archive.interval_ms`: shortest time between two archive batches.
+pub const DEFAULT_ARCHIVE_INTERVAL_MS: u64 = 100;
+/// `archive.retention_ms`: how long archived orders stay readable in the state
+/// machine (one hour), for order pages and retries that look them up.
+pub const DEFAULT_ARCHIVE_RETENTION_MS: u64 = 3_600_000;
+/// `archive.timeout_ms`: deadline of one database step.
+pub const DEFAULT_ARCHIVE_TIMEOUT_MS: u64 = 10_000;
+/// `archive.retry_min_ms`: first wait after a failed archive step.
+pub const DEFAULT_ARCHIVE_RETRY_MIN_MS: u64 = 200;
+/// `archive.retry_max_ms`: longest wait between two archive attempts.
+pub const DEFAULT_ARCHIVE_RETRY_MAX_MS: u64 = 10_000;
+
 // ---- bounds checked by `Config::validate` ----
+
+/// Most voters a cluster may have. Odd, and small: every write waits for a
+/// majority of them.
+pub const VOTERS_MAX: usize = 7;
+/// Most connections the whole cluster may open to one database (the problem's
+/// C). Every voter may hold its pool at once (an old leader that has not yet
+/// learnt it was deposed still holds its own), so the bound is
+/// `VOTERS_MAX x archive.pool_size`.
+pub const ARCHIVE_CLUSTER_CONNECTIONS_MAX: usize = 300;
+/// Largest `archive.pool_size`.
+pub const ARCHIVE_POOL_SIZE_HIGHEST: usize = ARCHIVE_CLUSTER_CONNECTIONS_MAX / VOTERS_MAX;
+/// Largest `archive.batch_max`.
+pub const ARCHIVE_BATCH_MAX_HIGHEST: usize = 10_000;
 
 /// Fewest characters in `cluster.secret` and `cluster.admin_token`.
 pub const SECRET_CHARS_MIN: usize = 16;
@@ -97,3 +130,14 @@ const _: () = assert!(DEFAULT_BATCH_ITEMS_MAX <= DEFAULT_COMMANDS_PER_ENTRY_MAX)
 const _: () = assert!(DEFAULT_QUEUE_MAX >= DEFAULT_BATCH_ITEMS_MAX);
 const _: () = assert!(DEFAULT_FORWARD_TIMEOUT_MS >= 1);
 const _: () = assert!(DEFAULT_FORWARD_CONNECTIONS_MAX >= 1);
+const _: () = assert!(
+    DEFAULT_ARCHIVE_POOL_SIZE >= 1 && DEFAULT_ARCHIVE_POOL_SIZE <= ARCHIVE_POOL_SIZE_HIGHEST
+);
+const _: () = assert!(
+    DEFAULT_ARCHIVE_BATCH_MAX >= 1 && DEFAULT_ARCHIVE_BATCH_MAX <= ARCHIVE_BATCH_MAX_HIGHEST
+);
+const _: () = assert!(DEFAULT_ARCHIVE_TIMEOUT_MS >= 1);
+const _: () = assert!(
+    DEFAULT_ARCHIVE_RETRY_MIN_MS >= 1
+        && DEFAULT_ARCHIVE_RETRY_MAX_MS >= DEFAULT_ARCHIVE_RETRY_MIN_MS
+);

@@ -33,8 +33,8 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use schema::{
-    ClusterSection, Config, GatewaySection, LimitsSection, NodeId, NodeSection, Peer, RaftSection,
-    Role,
+    ArchiveSection, ClusterSection, Config, GatewaySection, LimitsSection, NodeId, NodeSection,
+    Peer, RaftSection, Role,
 };
 
 impl Config {

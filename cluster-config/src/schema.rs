@@ -43,6 +43,10 @@ pub struct Config {
     /// validated, when `node.role = "gateway"`.
     #[serde(default)]
     pub gateway: GatewaySection,
+    /// `[archive]`: the order archive in PostgreSQL. Optional; without
+    /// `archive.postgres_url` the archive is off.
+    #[serde(default)]
+    pub archive: ArchiveSection,
 }
 
 /// `[node]`: the identity and addresses of this node.
@@ -224,5 +228,83 @@ impl Default for GatewaySection {
             forward_timeout_ms: DEFAULT_FORWARD_TIMEOUT_MS,
             forward_connections_max: DEFAULT_FORWARD_CONNECTIONS_MAX,
         }
+    }
+}
+
+/// `[archive]`: the order archive. The current leader copies confirmed orders
+/// to PostgreSQL in batches and then replicates how far it got, so every order
+/// reaches the archive exactly once. Each field but `postgres_url` defaults to
+/// the constant named in its doc.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveSection {
+    /// The archive database, as a libpq URL
+    /// (`postgres://user:password@host:port/dbname`) or key=value string.
+    /// Default none: the archive is off, and orders stay in the state machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_url: Option<String>,
+    /// Most connections this node opens to the archive database; from 1 to
+    /// [`ARCHIVE_POOL_SIZE_HIGHEST`], so that [`VOTERS_MAX`] voters never hold
+    /// more than [`ARCHIVE_CLUSTER_CONNECTIONS_MAX`] together.
+    /// Default [`DEFAULT_ARCHIVE_POOL_SIZE`].
+    pub pool_size: usize,
+    /// Most orders written in one transaction; from 1 to
+    /// [`ARCHIVE_BATCH_MAX_HIGHEST`]. Default [`DEFAULT_ARCHIVE_BATCH_MAX`].
+    pub batch_max: usize,
+    /// Shortest time between two batches, so that orders coalesce; 0 writes
+    /// as soon as an order is applied. Default [`DEFAULT_ARCHIVE_INTERVAL_MS`].
+    pub interval_ms: u64,
+    /// How long archived orders stay readable in the state machine before
+    /// they are dropped. Default [`DEFAULT_ARCHIVE_RETENTION_MS`].
+    pub retention_ms: u64,
+    /// Deadline of one database step (connect, migrate, write a batch); at
+    /// least 1. Default [`DEFAULT_ARCHIVE_TIMEOUT_MS`].
+    pub timeout_ms: u64,
+    /// First wait after a failure; doubled after each further failure. At
+    /// least 1. Default [`DEFAULT_ARCHIVE_RETRY_MIN_MS`].
+    pub retry_min_ms: u64,
+    /// Longest wait between two attempts; at least `retry_min_ms`.
+    /// Default [`DEFAULT_ARCHIVE_RETRY_MAX_MS`].
+    pub retry_max_ms: u64,
+}
+
+impl ArchiveSection {
+    /// True when an archive database is configured.
+    pub fn enabled(&self) -> bool {
+        self.postgres_url.is_some()
+    }
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        ArchiveSection {
+            postgres_url: None,
+            pool_size: DEFAULT_ARCHIVE_POOL_SIZE,
+            batch_max: DEFAULT_ARCHIVE_BATCH_MAX,
+            interval_ms: DEFAULT_ARCHIVE_INTERVAL_MS,
+            retention_ms: DEFAULT_ARCHIVE_RETENTION_MS,
+            timeout_ms: DEFAULT_ARCHIVE_TIMEOUT_MS,
+            retry_min_ms: DEFAULT_ARCHIVE_RETRY_MIN_MS,
+            retry_max_ms: DEFAULT_ARCHIVE_RETRY_MAX_MS,
+        }
+    }
+}
+
+/// Shows everything but the database URL, which may hold a password.
+impl fmt::Debug for ArchiveSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArchiveSection")
+            .field(
+                "postgres_url",
+                &self.postgres_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("pool_size", &self.pool_size)
+            .field("batch_max", &self.batch_max)
+            .field("interval_ms", &self.interval_ms)
+            .field("retention_ms", &self.retention_ms)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("retry_min_ms", &self.retry_min_ms)
+            .field("retry_max_ms", &self.retry_max_ms)
+            .finish()
     }
 }

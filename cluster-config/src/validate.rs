@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use crate::defaults::*;
 use crate::{
-    ClusterSection, Config, ConfigError, GatewaySection, LimitsSection, NodeSection, RaftSection,
-    Role,
+    ArchiveSection, ClusterSection, Config, ConfigError, GatewaySection, LimitsSection,
+    NodeSection, RaftSection, Role,
 };
 
 impl Config {
@@ -19,6 +19,7 @@ impl Config {
         validate_cluster(&self.cluster)?;
         validate_raft(&self.raft)?;
         validate_limits(&self.limits)?;
+        validate_archive(&self.archive)?;
         if self.node.role == Role::Gateway {
             validate_gateway(&self.gateway, &self.node, &self.limits)?;
         }
@@ -192,6 +193,46 @@ fn validate_gateway(
     )
 }
 
+fn validate_archive(archive: &ArchiveSection) -> Result<(), ConfigError> {
+    if let Some(url) = &archive.postgres_url {
+        if url.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "archive.postgres_url",
+                "must not be empty (leave the key out to turn the archive off)",
+            ));
+        }
+    }
+    if archive.pool_size < 1 || archive.pool_size > ARCHIVE_POOL_SIZE_HIGHEST {
+        return Err(ConfigError::invalid(
+            "archive.pool_size",
+            format!(
+                "must be from 1 to {ARCHIVE_POOL_SIZE_HIGHEST} (got {}): each of up to \
+                 {VOTERS_MAX} voters may hold its pool at once, and the cluster must never open \
+                 more than {ARCHIVE_CLUSTER_CONNECTIONS_MAX} connections to the archive database \
+                 ({} x {VOTERS_MAX} = {})",
+                archive.pool_size,
+                archive.pool_size,
+                archive.pool_size.saturating_mul(VOTERS_MAX)
+            ),
+        ));
+    }
+    in_range(
+        "archive.batch_max",
+        archive.batch_max as u64,
+        1,
+        ARCHIVE_BATCH_MAX_HIGHEST as u64,
+    )?;
+    at_least("archive.interval_ms", archive.interval_ms, 0)?;
+    at_least("archive.retention_ms", archive.retention_ms, 0)?;
+    at_least("archive.timeout_ms", archive.timeout_ms, 1)?;
+    at_least("archive.retry_min_ms", archive.retry_min_ms, 1)?;
+    at_least(
+        "archive.retry_max_ms",
+        archive.retry_max_ms,
+        archive.retry_min_ms,
+    )
+}
+
 /// `value >= min`, and small enough to be written back as a TOML integer.
 fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
     in_range(key, value, min, TOML_INTEGER_MAX)
@@ -263,6 +304,21 @@ mod tests {
     fn default_sections_pass_their_checks() {
         validate_raft(&RaftSection::default()).unwrap();
         validate_limits(&LimitsSection::default()).unwrap();
+        validate_archive(&ArchiveSection::default()).unwrap();
+    }
+
+    #[test]
+    fn archive_pool_is_capped_by_the_cluster_connection_limit() {
+        let pool = |pool_size| ArchiveSection {
+            postgres_url: Some("postgres://archiver@127.0.0.1/shop".into()),
+            pool_size,
+            ..ArchiveSection::default()
+        };
+        assert!(validate_archive(&pool(ARCHIVE_POOL_SIZE_HIGHEST)).is_ok());
+        assert!(ARCHIVE_POOL_SIZE_HIGHEST * VOTERS_MAX <= ARCHIVE_CLUSTER_CONNECTIONS_MAX);
+        let err = validate_archive(&pool(ARCHIVE_POOL_SIZE_HIGHEST + 1)).unwrap_err();
+        assert!(err.to_string().contains("300 connections"), "{err}");
+        assert_eq!(key_of(validate_archive(&pool(0))), "archive.pool_size");
     }
 
     #[test]

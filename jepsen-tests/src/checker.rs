@@ -762,6 +762,7 @@ mod tests {
             key: key.into(),
             product: "p".into(),
             quantity,
+            customer: None,
             price_cents: 1000,
             remaining: 0,
             placed_at_ms: 0,

@@ -176,6 +176,7 @@ fn purchase(key: String) -> Command {
         op: Op::Purchase {
             product: PRODUCT.into(),
             quantity: 1,
+            customer: None,
         },
     }
 }

@@ -386,6 +386,7 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         members,
         replication,
         millis_since_quorum_ack: metrics.millis_since_quorum_ack,
+        archive: None,
     }
 }
 

@@ -28,6 +28,7 @@ impl NodeState {
         let proposal = Proposal {
             proposed_at_ms: now,
             forget_keys_before_ms: now.saturating_sub(self.config.raft.idempotency_window_ms),
+            drop_archived_before_ms: now.saturating_sub(self.config.archive.retention_ms),
             commands,
         };
         let wait = Duration::from_millis(self.config.limits.request_timeout_ms);

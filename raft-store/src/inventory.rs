@@ -22,6 +22,12 @@ use serde::{Deserialize, Serialize};
 /// Most expired idempotency records forgotten while applying one entry, beyond one per command.
 /// Bounds the work of one apply; a backlog is worked off over the following entries.
 pub const KEYS_FORGOTTEN_PER_ENTRY_MIN: usize = 64;
+/// Most archived orders dropped while applying one entry, beyond one per command: enough to keep
+/// up with the orders the entries place.
+pub const ORDERS_DROPPED_PER_ENTRY_MIN: usize = 64;
+/// Most orders one [`Op::MarkArchived`] may move the cursor over. The archiver writes far smaller
+/// batches; the bound keeps the work of one apply small whatever an entry says.
+pub const ORDERS_ARCHIVED_PER_COMMAND_MAX: usize = 100_000;
 
 /// What the state machine remembers of a command, under its idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,10 +45,32 @@ pub struct KeyRecord {
 pub struct InventoryMeta {
     /// Idempotency records older than this were, or may be, forgotten. Never decreases.
     pub forget_keys_before_ms: u64,
-    /// Orders up to and including this id were archived and removed.
+    /// The archive cursor: every order up to and including this id is in the archive.
     pub archived_up_to: Option<OrderId>,
     /// The greatest `proposed_at_ms` applied so far: the state's own monotonic clock.
     pub clock_ms: u64,
+    /// Archived orders placed before this time may be dropped. Never decreases.
+    pub drop_archived_before_ms: u64,
+    /// Every order up to and including this id was dropped; never beyond `archived_up_to`.
+    pub dropped_up_to: Option<OrderId>,
+    /// Orders placed since the beginning.
+    pub orders_placed: u64,
+    /// Orders the archive cursor has passed.
+    pub orders_archived: u64,
+    /// Orders dropped from the state after their retention.
+    pub orders_dropped: u64,
+}
+
+impl InventoryMeta {
+    /// Confirmed orders not in the archive yet.
+    pub fn archive_backlog(&self) -> u64 {
+        self.orders_placed - self.orders_archived
+    }
+
+    /// Orders the state still holds: the backlog and the archived ones within the retention.
+    pub fn orders_held(&self) -> u64 {
+        self.orders_placed - self.orders_dropped
+    }
 }
 
 /// A fault of the storage under the state machine. It is never a client's fault: the node must
@@ -62,6 +90,14 @@ pub trait InventoryState {
         limit: usize,
     ) -> Result<Vec<(u64, String)>, Fault>;
     fn meta(&self) -> Result<InventoryMeta, Fault>;
+    /// Up to `limit` orders placed by earlier entries with ids after `after` and up to `up_to`
+    /// (both `None`: no bound), in log order.
+    fn orders_between(
+        &self,
+        after: Option<OrderId>,
+        up_to: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Vec<Order>, Fault>;
 
     fn put_product(&mut self, product: &Product);
     fn put_order(&mut self, order: &Order);
@@ -99,6 +135,7 @@ pub fn apply_proposal(
     // records look old.
     meta.clock_ms = meta.clock_ms.max(proposal.proposed_at_ms);
     forget_expired_keys(state, &mut meta, proposal)?;
+    drop_archived_orders(state, &mut meta, proposal)?;
 
     let mut outcomes = Vec::with_capacity(proposal.commands.len());
     for (slot, command) in proposal.commands.iter().enumerate() {
@@ -123,6 +160,42 @@ fn forget_expired_keys(
     let limit = KEYS_FORGOTTEN_PER_ENTRY_MIN + proposal.commands.len();
     for (recorded_at_ms, key) in state.keys_recorded_before(meta.forget_keys_before_ms, limit)? {
         state.delete_key_record(&key, recorded_at_ms);
+    }
+    Ok(())
+}
+
+/// Move the retention horizon forward and drop a bounded number of archived orders behind it,
+/// oldest first. An order the archive cursor has not passed is never dropped.
+fn drop_archived_orders(
+    state: &mut impl InventoryState,
+    meta: &mut InventoryMeta,
+    proposal: &Proposal,
+) -> Result<(), Fault> {
+    meta.drop_archived_before_ms = meta
+        .drop_archived_before_ms
+        .max(proposal.drop_archived_before_ms.min(meta.clock_ms));
+    let Some(cursor) = meta.archived_up_to else {
+        return Ok(());
+    };
+    if meta.dropped_up_to >= Some(cursor) {
+        return Ok(());
+    }
+    let limit = ORDERS_DROPPED_PER_ENTRY_MIN + proposal.commands.len();
+    let mut last = None;
+    let mut dropped = 0;
+    // Orders are stamped with the state's monotonic clock in log order, so the first one inside
+    // the retention ends the run.
+    for order in state.orders_between(meta.dropped_up_to, Some(cursor), limit)? {
+        if order.placed_at_ms >= meta.drop_archived_before_ms {
+            break;
+        }
+        last = Some(order.id);
+        dropped += 1;
+    }
+    if let Some(last) = last {
+        state.delete_orders(meta.dropped_up_to, last);
+        meta.dropped_up_to = Some(last);
+        meta.orders_dropped += dropped;
     }
     Ok(())
 }
@@ -155,15 +228,20 @@ fn apply_command(
             stock,
         } => create_product(state, product, name, *price_cents, *stock)?,
         Op::Restock { product, quantity } => restock(state, product, *quantity)?,
-        Op::Purchase { product, quantity } => purchase(
+        Op::Purchase {
+            product,
+            quantity,
+            customer,
+        } => purchase(
             state,
+            meta,
             order_id,
-            meta.clock_ms,
             &command.key,
             product,
             *quantity,
+            customer.as_deref(),
         )?,
-        Op::MarkArchived { up_to } => mark_archived(state, meta, order_id, *up_to),
+        Op::MarkArchived { up_to } => mark_archived(state, meta, order_id, *up_to)?,
     };
     let record = KeyRecord {
         op: command.op.clone(),
@@ -221,11 +299,12 @@ fn restock(state: &mut impl InventoryState, id: &str, quantity: u64) -> Result<O
 
 fn purchase(
     state: &mut impl InventoryState,
+    meta: &mut InventoryMeta,
     order_id: OrderId,
-    placed_at_ms: u64,
     key: &str,
     id: &str,
     quantity: u32,
+    customer: Option<&str>,
 ) -> Result<Outcome, Fault> {
     let Some(mut product) = state.product(id)? else {
         return Ok(unknown_product(id));
@@ -247,11 +326,13 @@ fn purchase(
         key: key.to_owned(),
         product: id.to_owned(),
         quantity,
+        customer: customer.map(str::to_owned),
         price_cents: product.price_cents,
         remaining,
-        placed_at_ms,
+        placed_at_ms: meta.clock_ms,
     };
     state.put_order(&order);
+    meta.orders_placed += 1;
     Ok(Outcome::Purchased(order))
 }
 
@@ -260,22 +341,31 @@ fn mark_archived(
     meta: &mut InventoryMeta,
     this_position: OrderId,
     up_to: OrderId,
-) -> Outcome {
-    // Only orders placed before this command may be archived: a cursor ahead of the log would
+) -> Result<Outcome, Fault> {
+    // Only orders placed by earlier entries may be archived: a cursor ahead of the log would
     // hide orders placed later below it, where no archive step would ever look.
-    if up_to >= this_position {
-        return Outcome::Rejected(Rejection::Invalid {
+    if up_to.log_index() >= this_position.log_index() {
+        return Ok(Outcome::Rejected(Rejection::Invalid {
             reason: format!("cannot archive up to order {up_to}, which is not placed yet"),
-        });
+        }));
     }
     let after = meta.archived_up_to;
     if after.is_none_or(|after| up_to > after) {
-        state.delete_orders(after, up_to);
+        let passed =
+            state.orders_between(after, Some(up_to), ORDERS_ARCHIVED_PER_COMMAND_MAX + 1)?;
+        if passed.len() > ORDERS_ARCHIVED_PER_COMMAND_MAX {
+            return Ok(Outcome::Rejected(Rejection::Invalid {
+                reason: format!(
+                    "one command archives at most {ORDERS_ARCHIVED_PER_COMMAND_MAX} orders"
+                ),
+            }));
+        }
         meta.archived_up_to = Some(up_to);
+        meta.orders_archived += passed.len() as u64;
     }
-    Outcome::Archived {
+    Ok(Outcome::Archived {
         up_to: meta.archived_up_to.unwrap_or(up_to),
-    }
+    })
 }
 
 /// Write a product after asserting the conservation law: a violation is a bug in this module,
@@ -338,6 +428,22 @@ impl InventoryState for MemState {
 
     fn meta(&self) -> Result<InventoryMeta, Fault> {
         Ok(self.meta)
+    }
+
+    fn orders_between(
+        &self,
+        after: Option<OrderId>,
+        up_to: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Vec<Order>, Fault> {
+        Ok(self
+            .orders
+            .values()
+            .filter(|order| after.is_none_or(|after| order.id > after))
+            .take_while(|order| up_to.is_none_or(|up_to| order.id <= up_to))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     fn put_product(&mut self, product: &Product) {

@@ -461,6 +461,34 @@ impl InventoryState for Overlay<'_> {
         Ok(expired)
     }
 
+    fn orders_between(
+        &self,
+        after: Option<OrderId>,
+        up_to: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Vec<Order>, Fault> {
+        // Orders are written only by this entry's commands, which come after the ids asked for.
+        let cf = cf(self.db, CF_STATE);
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(match up_to {
+            Some(up_to) => order_key_after(Some(up_to)),
+            None => order_key_after(Some(OrderId(u64::MAX))),
+        });
+        let from = order_key_after(after);
+        let iter =
+            self.db
+                .iterator_cf_opt(cf, options, IteratorMode::From(&from, Direction::Forward));
+        let mut orders = Vec::new();
+        for item in iter.take(limit) {
+            let (_, value) = item.map_err(|e| Fault(e.to_string()))?;
+            orders.push(
+                bincode::deserialize(&value)
+                    .map_err(|e| Fault(format!("malformed order record: {e}")))?,
+            );
+        }
+        Ok(orders)
+    }
+
     fn meta(&self) -> Result<InventoryMeta, Fault> {
         match self.meta {
             Some(meta) => Ok(meta),

@@ -20,6 +20,7 @@ fn purchase(key: &str, product: &str, quantity: u32) -> Command {
         Op::Purchase {
             product: product.into(),
             quantity,
+            customer: None,
         },
     )
 }
@@ -29,6 +30,8 @@ fn proposals() -> Vec<Proposal> {
     let at = |ms: u64, commands: Vec<Command>| Proposal {
         proposed_at_ms: ms,
         forget_keys_before_ms: 0,
+        // Archived orders placed before 2005 (entries 2 to 6) are dropped once archived.
+        drop_archived_before_ms: 2_005,
         commands,
     };
     let mut all = vec![at(
@@ -63,6 +66,17 @@ fn proposals() -> Vec<Proposal> {
             .collect();
         all.push(at(2_000 + i, batch));
     }
+    // The archive cursor moves to the last order of entry 11; entries 2 to 6 are dropped from
+    // the next entry on, entries 7 to 11 stay within their retention.
+    all.push(at(
+        2_500,
+        vec![command(
+            "a1",
+            Op::MarkArchived {
+                up_to: flashstock_api::OrderId::new(11, 3),
+            },
+        )],
+    ));
     all.push(at(
         3_000,
         vec![
@@ -128,6 +142,16 @@ fn rocksdb_state_matches_the_reference_and_survives_a_reopen() {
         assert_eq!(
             orders,
             reference.orders.values().cloned().collect::<Vec<_>>()
+        );
+        let meta = reader.inventory_meta().unwrap();
+        assert_eq!(meta, reference.meta);
+        // The history archives some orders, drops some of those, and leaves a backlog: the
+        // comparison above covered all three paths.
+        assert!(
+            0 < meta.orders_dropped
+                && meta.orders_dropped < meta.orders_archived
+                && meta.orders_archived < meta.orders_placed,
+            "{meta:?}"
         );
     });
 

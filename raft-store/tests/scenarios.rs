@@ -11,9 +11,10 @@
 //! ```text
 //! time MS                                       proposer time of the following entries (1000)
 //! forget-before MS                              idempotency horizon of the following entries (0)
+//! drop-before MS                                archived orders' retention horizon (0)
 //! create KEY PRODUCT "NAME" price=CENTS stock=N one entry: Op::CreateProduct
 //! restock KEY PRODUCT QTY                       one entry: Op::Restock
-//! buy KEY PRODUCT QTY                           one entry: Op::Purchase
+//! buy KEY PRODUCT QTY [CUSTOMER]                one entry: Op::Purchase
 //! archive KEY UP_TO                             one entry: Op::MarkArchived (UP_TO: 196608 or 3:0)
 //! batch                                         one entry holding all the indented commands
 //!   buy KEY PRODUCT QTY                         up to `end`, applied in order
@@ -28,9 +29,11 @@
 //! - conservation of every product, by `Product::is_conserved` and recomputed here;
 //! - each product's counters moved exactly by this entry's confirmed restocks and purchases (so
 //!   stock never goes up but by a restock, and never down but by a purchase);
-//! - the orders in `MemState.orders` are exactly the confirmed, not yet archived purchases, and
-//!   their quantities plus the archived ones (tracked here) add up to each product's `sold`;
-//! - the idempotency horizon and the archive cursor never move backwards;
+//! - the orders in `MemState.orders` are exactly the confirmed purchases not dropped yet, and
+//!   their quantities plus the dropped ones (tracked here) add up to each product's `sold`; an
+//!   order is dropped only once the archive cursor passed it and its retention is over;
+//! - the idempotency horizon, the retention horizon and the archive cursor never move backwards;
+//! - the meta's counters of placed, archived and dropped orders match the orders themselves;
 //! - every fresh outcome is recorded under its key, and a duplicate returns the recorded one.
 //!
 //! Every script is also run a second time from scratch, with each proposal sent through bincode
@@ -142,10 +145,14 @@ struct Runner {
     next_index: u64,
     time_ms: u64,
     forget_before_ms: u64,
-    /// Confirmed purchases not archived yet: must equal `state.orders` after every entry.
+    drop_before_ms: u64,
+    /// Confirmed purchases not dropped yet: must equal `state.orders` after every entry.
     live_orders: BTreeMap<OrderId, Order>,
-    /// Quantity of the archived orders, per product.
-    archived_quantity: BTreeMap<String, u64>,
+    /// Every confirmed purchase, dropped or not.
+    placed: u64,
+    /// Quantity of the dropped orders, per product.
+    dropped_quantity: BTreeMap<String, u64>,
+    dropped: u64,
     out: String,
 }
 
@@ -156,8 +163,11 @@ fn run_script(text: &str, through_bincode: bool) -> Result<(String, MemState), S
         next_index: 1,
         time_ms: 1000,
         forget_before_ms: 0,
+        drop_before_ms: 0,
         live_orders: BTreeMap::new(),
-        archived_quantity: BTreeMap::new(),
+        placed: 0,
+        dropped_quantity: BTreeMap::new(),
+        dropped: 0,
         out: String::new(),
     };
     let mut lines = text.lines().enumerate().map(|(i, line)| (i + 1, line));
@@ -171,6 +181,7 @@ fn run_script(text: &str, through_bincode: bool) -> Result<(String, MemState), S
         match tokens[0].as_str() {
             "time" => runner.time_ms = single_number(&tokens).map_err(at)?,
             "forget-before" => runner.forget_before_ms = single_number(&tokens).map_err(at)?,
+            "drop-before" => runner.drop_before_ms = single_number(&tokens).map_err(at)?,
             "batch" if tokens.len() == 1 => {
                 let mut commands = Vec::new();
                 loop {
@@ -263,6 +274,12 @@ fn parse_command(tokens: &[String]) -> Result<Command, String> {
         ("buy", [_, product, quantity]) => Op::Purchase {
             product: product.clone(),
             quantity: number(quantity)?,
+            customer: None,
+        },
+        ("buy", [_, product, quantity, customer]) => Op::Purchase {
+            product: product.clone(),
+            quantity: number(quantity)?,
+            customer: Some(customer.clone()),
         },
         ("archive", [_, up_to]) => Op::MarkArchived {
             up_to: order_id(up_to)?,
@@ -283,6 +300,7 @@ impl Runner {
         let mut proposal = Proposal {
             proposed_at_ms: self.time_ms,
             forget_keys_before_ms: self.forget_before_ms,
+            drop_archived_before_ms: self.drop_before_ms,
             commands,
         };
         if self.through_bincode {
@@ -335,6 +353,19 @@ impl Runner {
             orders.join(" ")
         )
         .unwrap();
+        if meta.orders_placed > 0 {
+            let dropped = meta.dropped_up_to.map_or("none".into(), format_order_id);
+            writeln!(
+                self.out,
+                "  orders: placed={} archived={} backlog={} dropped={} dropped_up_to={dropped} drop_before={}",
+                meta.orders_placed,
+                meta.orders_archived,
+                meta.archive_backlog(),
+                meta.orders_dropped,
+                meta.drop_archived_before_ms
+            )
+            .unwrap();
+        }
     }
 
     fn check(&mut self, index: u64, before: &MemState, proposal: &Proposal, outcomes: &[Outcome]) {
@@ -369,19 +400,27 @@ impl Runner {
                     assert_eq!(&p.id, product);
                     deltas.entry(p.id.clone()).or_default().1 += quantity;
                 }
-                (Op::Purchase { product, quantity }, Outcome::Purchased(order)) => {
+                (
+                    Op::Purchase {
+                        product,
+                        quantity,
+                        customer,
+                    },
+                    Outcome::Purchased(order),
+                ) => {
                     assert_eq!(
                         order.id,
                         OrderId::new(index, slot as u16),
                         "order id is the log position"
                     );
                     assert_eq!(
-                        (&order.key, &order.product, order.quantity),
-                        (&command.key, product, *quantity)
+                        (&order.key, &order.product, order.quantity, &order.customer),
+                        (&command.key, product, *quantity, customer)
                     );
                     assert_eq!(order.placed_at_ms, proposal.proposed_at_ms);
                     deltas.entry(product.clone()).or_default().2 += u64::from(*quantity);
                     self.live_orders.insert(order.id, order.clone());
+                    self.placed += 1;
                 }
                 (Op::MarkArchived { .. }, Outcome::Archived { .. }) => {}
                 (_, Outcome::Rejected(_) | Outcome::Duplicate(_)) => {}
@@ -460,8 +499,19 @@ impl Runner {
             meta.archived_up_to >= meta_before.archived_up_to,
             "the archive cursor moved back"
         );
+        assert_eq!(
+            meta.drop_archived_before_ms,
+            meta_before
+                .drop_archived_before_ms
+                .max(proposal.drop_archived_before_ms.min(meta.clock_ms)),
+            "the retention horizon never moves backwards nor passes the state's clock"
+        );
+        assert!(
+            meta.dropped_up_to <= meta.archived_up_to,
+            "orders dropped beyond the archive cursor"
+        );
 
-        // Orders gone from the state must have been archived; count their quantities.
+        // Orders gone from the state must have been archived and be past their retention.
         let gone: Vec<OrderId> = self
             .live_orders
             .keys()
@@ -474,8 +524,28 @@ impl Runner {
                 "order {id} vanished without being archived"
             );
             let order = self.live_orders.remove(&id).unwrap();
-            *self.archived_quantity.entry(order.product).or_default() += u64::from(order.quantity);
+            assert!(
+                order.placed_at_ms < meta.drop_archived_before_ms,
+                "order {id} dropped within its retention"
+            );
+            *self.dropped_quantity.entry(order.product).or_default() += u64::from(order.quantity);
+            self.dropped += 1;
         }
+        let archived_count = self
+            .live_orders
+            .keys()
+            .filter(|id| meta.archived_up_to >= Some(**id))
+            .count() as u64
+            + self.dropped;
+        assert_eq!(
+            (
+                meta.orders_placed,
+                meta.orders_archived,
+                meta.orders_dropped
+            ),
+            (self.placed, archived_count, self.dropped),
+            "order counters (placed, archived, dropped) disagree with the orders"
+        );
         assert_eq!(
             self.live_orders, self.state.orders,
             "the state's orders are the confirmed ones"
@@ -487,9 +557,9 @@ impl Runner {
                 .filter(|o| &o.product == id)
                 .map(|o| u64::from(o.quantity))
                 .sum();
-            let archived = self.archived_quantity.get(id).copied().unwrap_or(0);
+            let dropped = self.dropped_quantity.get(id).copied().unwrap_or(0);
             assert_eq!(
-                live + archived,
+                live + dropped,
                 product.sold,
                 "{id}: orders do not add up to sold"
             );

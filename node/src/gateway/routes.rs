@@ -286,6 +286,7 @@ async fn purchase(
         op: Op::Purchase {
             product: id,
             quantity: request.quantity,
+            customer: request.customer,
         },
     };
     match submit(&gateway, command).await? {

@@ -65,6 +65,7 @@ pub fn purchase(key: &str, product: &str, quantity: u32) -> Command {
         op: Op::Purchase {
             product: product.into(),
             quantity,
+            customer: None,
         },
     }
 }

@@ -640,6 +640,7 @@ mod tests {
                 .collect(),
             replication: Vec::new(),
             millis_since_quorum_ack: None,
+            archive: None,
         }
     }
 
