@@ -3,5 +3,9 @@
 //! [`local::LocalCluster`] runs every node as a real `flashstock-node` process on loopback, with
 //! ports found free at run time, its own data directories and logs. Tests use it to start, kill,
 //! pause, wipe and restart nodes; the local launcher uses it to run the demo cluster.
+//!
+//! [`postgres::Postgres`] runs a throwaway PostgreSQL server, for the archive's tests and the
+//! relational baseline of the benchmarks.
 
 pub mod local;
+pub mod postgres;

@@ -1,0 +1,301 @@
+//! A real, throwaway PostgreSQL server for tests and benchmarks.
+//!
+//! [`Postgres::start`] runs Debian's `initdb` into a temporary directory and starts the server
+//! with `pg_ctl` on a free loopback port, TCP only (no Unix socket), with `fsync` and
+//! `synchronous_commit` on: the durability a shop would run with. It can be stopped the polite
+//! way ([`Postgres::stop_fast`]), crashed ([`Postgres::kill`]: SIGKILL to the postmaster and every
+//! backend, as a power cut would leave it) and started again on the same data and port
+//! ([`Postgres::start_again`]). Dropping it stops the server and removes the directory.
+//!
+//! PostgreSQL refuses to run as root. When this process is root, the server runs as the
+//! `postgres` account that Debian's package creates (or `nobody`), and the directory is handed to
+//! that account.
+
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::local::free_port;
+
+/// The role every test connects as; created by `initdb`, trusted on loopback.
+pub const USER: &str = "flashstock";
+/// The database every test uses (the one `initdb` creates).
+pub const DATABASE: &str = "postgres";
+
+/// How to start the server.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// `max_connections`. PostgreSQL's own default is 100.
+    pub max_connections: u32,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            max_connections: 100,
+        }
+    }
+}
+
+/// A running (or stopped) throwaway server. See the module documentation.
+pub struct Postgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    options: PostgresOptions,
+    /// Run the server binaries as this account (uid, gid) when we are root.
+    account: Option<(u32, u32)>,
+    running: bool,
+}
+
+impl Postgres {
+    /// Initialise a data directory and start the server. Errors say what to install when the
+    /// binaries are missing, and carry the server's log when it does not start.
+    pub fn start(options: PostgresOptions) -> std::io::Result<Postgres> {
+        let bin = binaries()?;
+        let dir = tempfile::Builder::new()
+            .prefix("flashstock-pg-")
+            .tempdir()?;
+        let account = server_account()?;
+        if let Some((uid, gid)) = account {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        let port = free_port(Ipv4Addr::LOCALHOST)?;
+        let mut postgres = Postgres {
+            bin,
+            dir,
+            port,
+            options,
+            account,
+            running: false,
+        };
+        let data = postgres.data_dir();
+        postgres.run(
+            "initdb",
+            &[
+                "-D",
+                path_str(&data)?,
+                "-U",
+                USER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                // The directory is thrown away after the test; the server itself syncs.
+                "--no-sync",
+            ],
+        )?;
+        postgres.start_again()?;
+        Ok(postgres)
+    }
+
+    /// The URL to connect with.
+    pub fn url(&self) -> String {
+        format!("postgres://{USER}@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Start the server on its data directory and port; returns once it accepts connections.
+    pub fn start_again(&mut self) -> std::io::Result<()> {
+        let settings = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
+             -c max_connections={} -c fsync=on -c synchronous_commit=on",
+            self.port, self.options.max_connections
+        );
+        let (data, log) = (self.data_dir(), self.log_path());
+        let started = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data)?,
+                "-l",
+                path_str(&log)?,
+                "-o",
+                &settings,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        if let Err(e) = started {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(std::io::Error::other(format!(
+                "{e}\n--- server log ---\n{}",
+                tail.join("\n")
+            )));
+        }
+        self.running = true;
+        Ok(())
+    }
+
+    /// Stop the server the way an operator would: `pg_ctl stop -m fast` (connections are cut,
+    /// committed work is kept).
+    pub fn stop_fast(&mut self) -> std::io::Result<()> {
+        self.stop("fast")
+    }
+
+    /// Crash the server: SIGKILL to the postmaster and all its children at once, so the next
+    /// start runs crash recovery from the WAL.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        let pid = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))?
+            .lines()
+            .next()
+            .and_then(|line| line.trim().parse::<u32>().ok())
+            .ok_or_else(|| std::io::Error::other("postmaster.pid holds no pid"))?;
+        let mut pids = children_of(pid);
+        pids.push(pid);
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let status = Command::new("kill").arg("-KILL").args(&pids).status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("kill -KILL {pids:?} failed")));
+        }
+        // The port and shared memory are free once every process is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pids
+            .iter()
+            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(
+                    "PostgreSQL processes outlived SIGKILL",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.running = false;
+        Ok(())
+    }
+
+    fn stop(&mut self, mode: &str) -> std::io::Result<()> {
+        let data = self.data_dir();
+        self.run(
+            "pg_ctl",
+            &["-D", path_str(&data)?, "-m", mode, "-w", "-t", "60", "stop"],
+        )?;
+        self.running = false;
+        Ok(())
+    }
+
+    /// Run one of the server's binaries, as the server account when we are root.
+    fn run(&self, program: &str, args: &[&str]) -> std::io::Result<Output> {
+        let mut command = Command::new(self.bin.join(program));
+        command.args(args).current_dir(self.dir.path());
+        if let Some((uid, gid)) = self.account {
+            command.uid(uid).gid(gid);
+        }
+        let output = command.output()?;
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(std::io::Error::other(format!(
+                "{program} {} failed ({}): {}{}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )))
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = self.stop("immediate");
+        }
+    }
+}
+
+/// The directory of Debian's PostgreSQL binaries (the newest version installed).
+fn binaries() -> std::io::Result<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("pg_ctl").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        std::io::Error::other(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin; \
+             install them with: sudo apt-get install -y postgresql",
+        )
+    })
+}
+
+/// The account to run the server as: none unless we are root, then `postgres` or `nobody`.
+fn server_account() -> std::io::Result<Option<(u32, u32)>> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let root = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .is_some_and(|effective| effective == "0");
+    if !root {
+        return Ok(None);
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    let account = |name: &str| {
+        passwd.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&name) && fields.len() > 3)
+                .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+                .flatten()
+        })
+    };
+    account("postgres")
+        .or_else(|| account("nobody"))
+        .map(Some)
+        .ok_or_else(|| {
+            std::io::Error::other("running as root, and neither `postgres` nor `nobody` exists")
+        })
+}
+
+/// Every process whose parent is `parent` (one level: PostgreSQL's backends are all children of
+/// the postmaster).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The command name may hold spaces and parentheses: fields start after the last ')'.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ppid: u32 = fields.get(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
+fn path_str(path: &Path) -> std::io::Result<&str> {
+    path.to_str()
+        .ok_or_else(|| std::io::Error::other(format!("path {path:?} is not UTF-8")))
+}
