@@ -92,7 +92,9 @@ impl From<tokio_postgres::Error> for ArchiveError {
 impl From<deadpool_postgres::PoolError> for ArchiveError {
     fn from(e: deadpool_postgres::PoolError) -> ArchiveError {
         match e {
-            deadpool_postgres::PoolError::Backend(e) => ArchiveError::Pool(describe_postgres_error(&e)),
+            deadpool_postgres::PoolError::Backend(e) => {
+                ArchiveError::Pool(describe_postgres_error(&e))
+            }
             other => ArchiveError::Pool(other.to_string()),
         }
     }
@@ -339,7 +341,9 @@ impl Archive {
                     progress.last_batch_at_ms = Some(crate::now_ms());
                     Ok(Step::Archived(orders.len()))
                 }
-                other => Err(ArchiveError::Cursor(format!("unexpected outcome {other:?}"))),
+                other => Err(ArchiveError::Cursor(format!(
+                    "unexpected outcome {other:?}"
+                ))),
             },
             WriteResponse::NotLeader { .. } => Ok(Step::NotLeader),
             WriteResponse::Refused { message, .. } => Err(ArchiveError::Cursor(message)),
@@ -425,7 +429,9 @@ async fn insert(
     orders: &[Order],
 ) -> Result<(), ArchiveError> {
     let column = |name: &str, e: std::num::TryFromIntError| {
-        ArchiveError::Invalid(format!("an order's {name} does not fit PostgreSQL's type: {e}"))
+        ArchiveError::Invalid(format!(
+            "an order's {name} does not fit PostgreSQL's type: {e}"
+        ))
     };
     let mut ids = Vec::with_capacity(orders.len());
     let mut prices = Vec::with_capacity(orders.len());
@@ -512,7 +518,10 @@ mod tests {
             .map(|n| archive.retry_wait(n).as_millis() as u64)
             .collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(archive.describe(), "127.0.0.1:5432/db (pool of at most 4 connections)");
+        assert_eq!(
+            archive.describe(),
+            "127.0.0.1:5432/db (pool of at most 4 connections)"
+        );
     }
 
     #[test]

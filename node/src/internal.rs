@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
-    AddLearnerRequest, ArchiveReport, ArchiveReportQuery, ArchiveStatus, ChangeMembershipRequest, ErrorBody, InitRequest, NodeAddr, NodeStatus,
-    Order, OrderId, Page, PeerReplication, Product, ReadIndexResponse, RemoveLearnerRequest,
-    WriteRequest, SECRET_HEADER,
+    AddLearnerRequest, ArchiveReport, ArchiveReportQuery, ArchiveStatus, ChangeMembershipRequest,
+    ErrorBody, InitRequest, NodeAddr, NodeStatus, Order, OrderId, Page, PeerReplication, Product,
+    ReadIndexResponse, RemoveLearnerRequest, WriteRequest, SECRET_HEADER,
 };
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};

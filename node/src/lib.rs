@@ -149,9 +149,10 @@ pub async fn run(
         let _ = stopping.wait_for(|stopping| *stopping).await;
     };
 
-    let archiver = state.archive.clone().map(|archive| {
-        tokio::spawn(archive.run(state.clone(), stopping.clone()))
-    });
+    let archiver = state
+        .archive
+        .clone()
+        .map(|archive| tokio::spawn(archive.run(state.clone(), stopping.clone())));
 
     let addr = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(id, %addr, ?role, "internal listener ready");

@@ -197,8 +197,14 @@ async fn assert_archive_matches(
     let archived = archived_rows(postgres).await;
 
     let expected: BTreeMap<OrderId, Row> = state_orders.iter().map(|o| (o.id, row_of(o))).collect();
-    let missing: Vec<_> = expected.keys().filter(|id| !archived.contains_key(id)).collect();
-    let extra: Vec<_> = archived.keys().filter(|id| !expected.contains_key(id)).collect();
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|id| !archived.contains_key(id))
+        .collect();
+    let extra: Vec<_> = archived
+        .keys()
+        .filter(|id| !expected.contains_key(id))
+        .collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
         "archive differs from the state: {} missing (first {:?}), {} extra (first {:?})",
@@ -209,7 +215,10 @@ async fn assert_archive_matches(
     );
     assert_eq!(archived, expected, "archived rows differ from the orders");
     for id in confirmed.keys() {
-        assert!(archived.contains_key(id), "confirmed order {id} not archived");
+        assert!(
+            archived.contains_key(id),
+            "confirmed order {id} not archived"
+        );
     }
     for product in PRODUCTS {
         let sold = client
@@ -239,7 +248,10 @@ async fn concurrent_purchases_reach_the_archive_exactly_once() {
     if let flashstock_api::Op::Purchase { customer, .. } = &mut with_customer.op {
         *customer = Some("customer-42".into());
     }
-    client.write(vec![with_customer]).await.expect("named purchase");
+    client
+        .write(vec![with_customer])
+        .await
+        .expect("named purchase");
 
     let stop = Arc::new(AtomicBool::new(false));
     let buyers = start_buyers(&cluster, &stop);
@@ -247,9 +259,12 @@ async fn concurrent_purchases_reach_the_archive_exactly_once() {
     let confirmed = stop_buyers(&stop, buyers).await;
     assert!(confirmed.len() > 100, "only {} purchases", confirmed.len());
 
-    let status = wait_archive(&cluster, "archive catches up", Duration::from_secs(30), |s| {
-        s.backlog == 0
-    })
+    let status = wait_archive(
+        &cluster,
+        "archive catches up",
+        Duration::from_secs(30),
+        |s| s.backlog == 0,
+    )
     .await;
     assert!(status.enabled && status.active, "{status:?}");
     assert_eq!(status.last_error, None);
@@ -269,6 +284,23 @@ async fn concurrent_purchases_reach_the_archive_exactly_once() {
     let units: u64 = report.products.iter().map(|row| row.units).sum();
     let sold: u64 = rows.values().map(|row| u64::from(row.quantity)).sum();
     assert_eq!(units, sold);
+
+    // Operators see the same in the metrics.
+    let metrics = reqwest::get(format!("http://{}/metrics", cluster.addr(leader)))
+        .await
+        .expect("scrape metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("flashstock_archive_backlog_orders{node=\"")
+            && metrics
+                .lines()
+                .any(|line| line.starts_with("flashstock_archive_backlog_orders")
+                    && line.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("flashstock_archive_orders_written_total"));
     println!(
         "archived {archived} orders from {} confirmed purchases",
         confirmed.len()
@@ -301,16 +333,22 @@ async fn postgres_outages_do_not_fail_purchases_and_the_archive_catches_up() {
         grown.backlog, grown.last_error
     );
     postgres.start_again().expect("start PostgreSQL again");
-    wait_archive(&cluster, "catches up after the stop", Duration::from_secs(30), |s| {
-        s.last_error.is_none() && s.backlog < grown.backlog
-    })
+    wait_archive(
+        &cluster,
+        "catches up after the stop",
+        Duration::from_secs(30),
+        |s| s.last_error.is_none() && s.backlog < grown.backlog,
+    )
     .await;
 
     // A crash (SIGKILL to every PostgreSQL process), mid-batch as likely as not.
     postgres.kill().expect("crash PostgreSQL");
-    let crashed = wait_archive(&cluster, "archiver notices the crash", Duration::from_secs(20), |s| {
-        s.last_error.is_some()
-    })
+    let crashed = wait_archive(
+        &cluster,
+        "archiver notices the crash",
+        Duration::from_secs(20),
+        |s| s.last_error.is_some(),
+    )
     .await;
     println!(
         "PostgreSQL crashed: backlog {} orders, error {:?}",
@@ -320,9 +358,12 @@ async fn postgres_outages_do_not_fail_purchases_and_the_archive_catches_up() {
     postgres.start_again().expect("recover PostgreSQL");
 
     let confirmed = stop_buyers(&stop, buyers).await;
-    wait_archive(&cluster, "archive catches up", Duration::from_secs(30), |s| {
-        s.backlog == 0 && s.last_error.is_none()
-    })
+    wait_archive(
+        &cluster,
+        "archive catches up",
+        Duration::from_secs(30),
+        |s| s.backlog == 0 && s.last_error.is_none(),
+    )
     .await;
     let archived = assert_archive_matches(&cluster, &postgres, &confirmed).await;
     println!(
@@ -337,9 +378,12 @@ async fn a_new_leader_resumes_archiving_from_the_cursor() {
     let mut cluster = archived_cluster(&postgres).await;
     let stop = Arc::new(AtomicBool::new(false));
     let buyers = start_buyers(&cluster, &stop);
-    let before = wait_archive(&cluster, "archiving under way", Duration::from_secs(20), |s| {
-        s.cursor.is_some() && s.orders_placed > 200
-    })
+    let before = wait_archive(
+        &cluster,
+        "archiving under way",
+        Duration::from_secs(20),
+        |s| s.cursor.is_some() && s.orders_placed > 200,
+    )
     .await;
 
     let old = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
@@ -349,17 +393,23 @@ async fn a_new_leader_resumes_archiving_from_the_cursor() {
         .await
         .expect("a new leader");
     assert_ne!(new, old);
-    let resumed = wait_archive(&cluster, "new leader archives", Duration::from_secs(20), |s| {
-        s.active && s.cursor > before.cursor && s.last_batch_at_ms.is_some()
-    })
+    let resumed = wait_archive(
+        &cluster,
+        "new leader archives",
+        Duration::from_secs(20),
+        |s| s.active && s.cursor > before.cursor && s.last_batch_at_ms.is_some(),
+    )
     .await;
     cluster.start(old).await.expect("restart the old leader");
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let confirmed = stop_buyers(&stop, buyers).await;
-    wait_archive(&cluster, "archive catches up", Duration::from_secs(30), |s| {
-        s.backlog == 0
-    })
+    wait_archive(
+        &cluster,
+        "archive catches up",
+        Duration::from_secs(30),
+        |s| s.backlog == 0,
+    )
     .await;
     let archived = assert_archive_matches(&cluster, &postgres, &confirmed).await;
 
