@@ -271,6 +271,11 @@ impl Archive {
                         }
                         failures = 0;
                         node.metrics.archive_orders.inc_by(count as u64);
+                        if count >= self.settings.batch_max {
+                            // A full batch: more are waiting, so the backlog is worked off at
+                            // full speed; the interval only lets small batches fill up.
+                            continue;
+                        }
                         Duration::from_millis(self.settings.interval_ms)
                     }
                     Ok(Step::NotLeader) => continue,
