@@ -30,6 +30,9 @@ pub struct RunConfig {
     pub nemesis: NemesisConfig,
     /// Lay the cluster out here (kept afterwards) instead of a temporary directory.
     pub dir: Option<PathBuf>,
+    /// Run this node binary instead of `flashstock-node` (a deliberately broken one, to show
+    /// that the checker catches it).
+    pub node_binary: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -40,6 +43,7 @@ impl RunConfig {
             workload: WorkloadConfig::new(clients, seed),
             nemesis: NemesisConfig::new(faults, seed),
             dir: None,
+            node_binary: None,
         }
     }
 
@@ -77,7 +81,10 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         message,
         log_tails: String::new(),
     };
-    let binary = node_binary().map_err(|e| failed(e.to_string()))?;
+    let binary = match &config.node_binary {
+        Some(binary) => binary.clone(),
+        None => node_binary().map_err(|e| failed(e.to_string()))?,
+    };
     let layout = Layout {
         voters: 3,
         gateways: 3,

@@ -21,6 +21,7 @@
 //! lets in-flight requests finish, then shuts Raft down and closes RocksDB.
 
 pub mod archive;
+pub mod cli;
 pub mod gateway;
 pub mod internal;
 pub mod metrics;
@@ -35,6 +36,22 @@ use cluster_config::{Config, Role};
 use raft_store::{NodeId, Raft, StateReader};
 use tokio::net::TcpListener;
 
+/// Deliberate bugs, to prove that the fault-injection harness catches a broken guarantee. The
+/// `flashstock-node` binary never sets any, and no configuration or environment variable can:
+/// only the harness's own `flashstock-node-unsafe` binary (jepsen-tests) passes them in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnsafeFaults {
+    /// Gateways answer a purchase as confirmed as soon as it is queued, before it is committed,
+    /// with an order the cluster never assigned.
+    pub ack_before_commit: bool,
+}
+
+impl UnsafeFaults {
+    pub const NONE: UnsafeFaults = UnsafeFaults {
+        ack_before_commit: false,
+    };
+}
+
 /// Everything a request handler needs, shared by all of them.
 pub struct NodeState {
     pub id: NodeId,
@@ -44,6 +61,8 @@ pub struct NodeState {
     pub metrics: Arc<metrics::Metrics>,
     /// The order archive; `None` on gateways and when `archive.postgres_url` is not set.
     pub archive: Option<Arc<archive::Archive>>,
+    /// Always [`UnsafeFaults::NONE`] but in the fault-injection harness's test binary.
+    pub unsafe_faults: UnsafeFaults,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +112,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    run_with_faults(config, listener, shutdown, UnsafeFaults::NONE).await
+}
+
+/// [`run`], with deliberate bugs (see [`UnsafeFaults`]); for the fault-injection harness only.
+pub async fn run_with_faults(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    unsafe_faults: UnsafeFaults,
+) -> Result<(), StartError> {
     let id = config.node.id;
+    if unsafe_faults != UnsafeFaults::NONE {
+        tracing::warn!(
+            id,
+            ?unsafe_faults,
+            "UNSAFE: this node breaks guarantees on purpose (fault-injection harness only)"
+        );
+    }
     let archive = match config.node.role {
         Role::Voter => archive::Archive::new(&config.archive).map_err(StartError::Archive)?,
         Role::Gateway => None,
@@ -137,6 +173,7 @@ pub async fn run(
         raft: raft.clone(),
         reader,
         archive,
+        unsafe_faults,
     });
 
     // One shutdown signal, fanned out to both listeners and to the event streams.

@@ -289,12 +289,46 @@ async fn purchase(
             customer: request.customer,
         },
     };
+    if gateway.node.unsafe_faults.ack_before_commit {
+        return Ok(Json(acknowledge_unsafely(&gateway, command)).into_response());
+    }
     match submit(&gateway, command).await? {
         Forwarded {
             outcome: Outcome::Purchased(order),
             replayed,
         } => Ok(Json(PurchaseResponse { order, replayed }).into_response()),
         other => Err(unexpected(other)),
+    }
+}
+
+/// The deliberate bug of [`crate::UnsafeFaults::ack_before_commit`]: queue the purchase, and
+/// confirm it at once with an order the cluster never assigned (id 0).
+fn acknowledge_unsafely(gateway: &Arc<Gateway>, command: Command) -> PurchaseResponse {
+    let Op::Purchase {
+        product,
+        quantity,
+        customer,
+    } = command.op.clone()
+    else {
+        unreachable!("only purchases are acknowledged early");
+    };
+    let order = flashstock_api::Order {
+        id: OrderId(0),
+        key: command.key.clone(),
+        product,
+        quantity,
+        customer,
+        price_cents: 0,
+        remaining: 0,
+        placed_at_ms: crate::now_ms(),
+    };
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        let _ = submit(&gateway, command).await;
+    });
+    PurchaseResponse {
+        order,
+        replayed: false,
     }
 }
 
