@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/setup.sh
-flashstock_need_packages iptables
+# chromium (with chromium-driver): the storefront's browser tests (node/tests/t50_storefront.rs).
+flashstock_need_packages iptables chromium
 
 # The end-to-end tests run node binaries: build them first.
 cargo build --release --workspace --bins
