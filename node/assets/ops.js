@@ -1,11 +1,13 @@
 // flashstock operations page: polls GET /v1/ops/cluster every second, redraws the members
 // table, announces members going down or coming back, and draws the purchase history as inline
-// SVG (no chart library). History is fetched incrementally (?since=) and kept to ten minutes.
+// SVG (no chart library). History is fetched incrementally (?since=) and kept to ten minutes;
+// the charts span the history there is, one minute at least.
 'use strict';
 
 (function () {
   const POLL_MS = 1000;
   const HISTORY_SECONDS = 600;
+  const SPAN_MIN_SECONDS = 60;
   const SVG = 'http://www.w3.org/2000/svg';
   const rows = document.getElementById('node-rows');
   if (!rows) return;
@@ -71,6 +73,11 @@
     return 118 - (value / max) * 112;
   }
 
+  /** Seconds the charts span: the history there is, within bounds. */
+  function span() {
+    return Math.min(HISTORY_SECONDS, Math.max(SPAN_MIN_SECONDS, samples.length));
+  }
+
   /** A round scale top at or above `value`: 1, 2, 5, 10, 20, 50... */
   function niceMax(value) {
     let step = 1;
@@ -80,10 +87,10 @@
   }
 
   function drawPurchases(svg) {
-    const width = 600 / HISTORY_SECONDS;
+    const width = 600 / span();
     const peak = samples.reduce((max, s) => Math.max(max, s.purchases), 0);
     const max = niceMax(Math.max(peak, 1));
-    const offset = HISTORY_SECONDS - samples.length;
+    const offset = span() - samples.length;
     const bars = samples.map((sample, i) => {
       const bar = document.createElementNS(SVG, 'rect');
       const top = y(sample.purchases, max);
@@ -98,12 +105,14 @@
     const last = samples[samples.length - 1];
     $('purchases-now').textContent = last ? `${last.purchases}/s` : '-';
     $('purchases-peak').textContent = `${peak}/s`;
+    $('purchases-scale').textContent = `(scale 0 to ${max}/s)`;
+    svg.setAttribute('aria-label', `Purchases per second over the last ${span()} seconds; peak ${peak}/s`);
   }
 
   function drawLatency(svg) {
     const max = niceMax(Math.max(1, ...samples.map((s) => s.latency_p99_ms || 0)));
-    const offset = HISTORY_SECONDS - samples.length;
-    const x = (i) => ((offset + i + 0.5) * 600) / HISTORY_SECONDS;
+    const offset = span() - samples.length;
+    const x = (i) => ((offset + i + 0.5) * 600) / span();
     const line = (field, className) => {
       const points = samples
         .map((s, i) => (s[field] === null || s[field] === undefined ? null : `${x(i)},${y(s[field], max)}`))
@@ -119,7 +128,8 @@
     const ms = (value) => (value === null || value === undefined ? '-' : `${value.toFixed(1)} ms`);
     $('latency-mean').textContent = last ? ms(last.latency_mean_ms) : '-';
     $('latency-p99').textContent = last ? ms(last.latency_p99_ms) : '-';
-    svg.setAttribute('aria-label', `Purchase latency over time; scale up to ${max} ms`);
+    $('latency-scale').textContent = `(scale 0 to ${max} ms)`;
+    svg.setAttribute('aria-label', `Purchase latency over the last ${span()} seconds; scale up to ${max} ms`);
   }
 
   async function poll() {
@@ -135,6 +145,10 @@
       drawArchive(view.archive);
       samples.push(...view.history);
       samples.splice(0, Math.max(0, samples.length - HISTORY_SECONDS));
+      const seconds = span();
+      $('history-span').textContent = seconds < 120
+        ? `The last ${seconds} seconds, one bar per second.`
+        : `The last ${Math.round(seconds / 60)} minutes, one bar per second.`;
       drawPurchases($('chart-purchases'));
       drawLatency($('chart-latency'));
     } catch (error) {

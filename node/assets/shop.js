@@ -7,7 +7,7 @@
 // Buying: one idempotency key per purchase attempt, made here. An unknown outcome (504
 // outcome_unknown, a 5xx that is not a definite refusal, or a network error) is resolved by
 // sending the same attempt again with the same key until a definite answer comes back: a retry
-// never buys twice. 503 (overloaded, unavailable) means nothing was bought.
+// never buys twice. 503 (overloaded, unavailable) to a first try means nothing was bought.
 'use strict';
 
 (function () {
@@ -168,11 +168,13 @@
       } else if (response && response.status === 404) {
         attempt = null;
         say('error', 'This product is no longer sold.');
-      } else if (response && response.status === 503) {
+      } else if (response && response.status === 503 && current.tries === 0) {
         attempt = null;
         say('not-applied', 'The shop is too busy to take your order right now. Nothing was bought; please try again.');
-      } else if (!response || response.status === 504 || response.status >= 500) {
-        // Unknown: keep the attempt and its key, and ask again until the answer is definite.
+      } else if (!response || response.status >= 500) {
+        // Unknown (504, another 5xx, no answer): keep the attempt and its key, and ask again
+        // until the answer is definite. Once an outcome was unknown, a 503 only says that the
+        // retry was not applied, not the first try: keep asking then too.
         current.tries += 1;
         say('checking', 'We could not confirm your order yet; checking…');
         const wait = Math.min(RETRY_FIRST_MS * 2 ** (current.tries - 1), RETRY_MAX_MS);

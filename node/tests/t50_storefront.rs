@@ -1,6 +1,7 @@
 //! The storefront in a real headless Chromium against six real node processes: buying on a
 //! product page, stock that follows other buyers live across gateways, not-enough-stock and
-//! sold-out answers, and the operations page noticing a killed node. Screenshots of each page
+//! sold-out answers, an unknown outcome resolved by retrying the same key, and the operations
+//! page noticing a killed node. Screenshots of each page
 //! are saved under the build directory's test scratch space (printed by each test).
 
 #[path = "common/browser.rs"]
@@ -121,7 +122,7 @@ async fn buying_on_a_product_page_confirms_with_the_order_number_and_lowers_the_
     let sneakers = "[data-product='sneaker-drop'] .availability";
     assert_eq!(
         browser.wait_text(sneakers, |t| !t.is_empty()).await,
-        "50 in stock"
+        "In stock: 50"
     );
     let cap = "[data-product='cap-snapback'] .availability";
     assert_eq!(browser.text(cap).await.as_deref(), Some("Sold out"));
@@ -137,6 +138,10 @@ async fn buying_on_a_product_page_confirms_with_the_order_number_and_lowers_the_
     assert!(confirmed.starts_with("Confirmed: order #"), "{confirmed}");
     browser.wait_text("#stock", |stock| stock == "48").await;
     save_screenshot(&browser, "product.png").await;
+    // The same page on a phone's screen.
+    browser.set_window_size(390, 844).await;
+    save_screenshot(&browser, "product-phone.png").await;
+    browser.set_window_size(1280, 1000).await;
 
     // The confirmation links to the order's page.
     let order_id = browser
@@ -323,13 +328,24 @@ async fn the_operations_page_shows_every_node_and_a_killed_one_as_down() {
         .wait_text("#ops-leader", |shown| shown == leader.to_string())
         .await;
 
-    // Some traffic for the chart.
+    // Traffic for the chart, through the kills below (the client fails over).
     let shop = cluster.shop_client();
-    for _ in 0..20 {
-        shop.purchase("pen", 1).await.expect("a pen");
-    }
+    let traffic = tokio::spawn(async move {
+        loop {
+            let _ = shop.purchase("pen", 1).await;
+        }
+    });
     browser
         .wait_text("#purchases-peak", |peak| peak != "-" && peak != "0/s")
+        .await;
+    // A few seconds of it on the chart: one bar per second with purchases.
+    let bars_with_purchases = "return [...document.querySelectorAll('#chart-purchases rect')]\
+                               .filter((bar) => Number(bar.getAttribute('height')) > 0).length;";
+    browser
+        .wait_for("five seconds of purchases on the chart", || async {
+            let bars = browser.execute(bars_with_purchases, vec![]).await;
+            (bars.as_u64() >= Some(5)).then_some(())
+        })
         .await;
 
     // Kill a voter that does not lead, and a gateway other than the one serving the page.
@@ -364,5 +380,44 @@ async fn the_operations_page_shows_every_node_and_a_killed_one_as_down() {
         assert_eq!(class.as_deref(), Some("up"), "node {id}");
     }
     save_screenshot(&browser, "operations.png").await;
+    traffic.abort();
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_outcome_says_checking_and_resolves_by_retrying_the_same_key() {
+    let mut cluster = shop(&[("kettle", "Electric kettle", 3_900, 10)]).await;
+    let base = cluster.public_url(cluster.gateway_ids()[0]);
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser().await;
+    open_product(&browser, &base, "kettle").await;
+
+    // Two of three voters paused: nothing commits, and the gateway cannot tell whether the
+    // purchase it forwarded will (504 outcome_unknown).
+    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    let follower = *cluster
+        .voter_ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    cluster.pause(leader, true).unwrap();
+    cluster.pause(follower, true).unwrap();
+    buy(&browser, 2).await;
+    let checking = result_in_state(&browser, "checking").await;
+    assert!(checking.contains("could not confirm"), "{checking}");
+    assert!(is_disabled(&browser, "#buy").await);
+
+    // Once the voters are back, the page's retries with the same key learn the outcome.
+    cluster.pause(leader, false).unwrap();
+    cluster.pause(follower, false).unwrap();
+    let confirmed = result_in_state(&browser, "confirmed").await;
+    assert!(confirmed.contains("for 2 × Electric kettle"), "{confirmed}");
+    browser.wait_text("#stock", |stock| stock == "8").await;
+    let view = cluster
+        .shop_client()
+        .product_linearizable("kettle")
+        .await
+        .expect("a linearizable read");
+    assert_eq!(view.product.sold, 2, "bought exactly once");
     browser.close().await;
 }

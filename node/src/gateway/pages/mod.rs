@@ -7,9 +7,9 @@
 //!   and resolves an unknown outcome by retrying the same attempt with the same key.
 //! - `/orders/{id}`: one order; a friendly 404 page when there is no such order.
 //! - `/ops`: the operators' view of the cluster and of purchases per second ([`ops`]).
-//! - `/assets/{version}/{name}`: the CSS and JavaScript, embedded at build time ([`assets`]).
+//! - `/assets/{version}/{name}`: the CSS and JavaScript, embedded at build time (`assets.rs`).
 //!
-//! Pages are rendered on the server with maud templates ([`views`]: checked at compile time, every
+//! Pages are rendered on the server with maud templates (`views.rs`: checked at compile time, every
 //! value HTML-escaped, product names included) and read as plain HTML; the scripts add live
 //! stock, buying and the live operations view. Every page is sent with a
 //! Content-Security-Policy that allows only this origin's own files, so no inline script or

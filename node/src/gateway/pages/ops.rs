@@ -34,7 +34,7 @@ use crate::NodeState;
 /// How long one status probe may take; below the page's one-second refresh.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// How long one round of probes answers every viewer.
-const PROBE_FRESH: Duration = Duration::from_millis(500);
+pub const PROBE_FRESH: Duration = Duration::from_millis(500);
 /// Seconds of history kept: ten minutes.
 pub const HISTORY_SECONDS: usize = 600;
 /// The route whose latency the history follows, as the metrics middleware labels it.

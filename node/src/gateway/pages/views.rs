@@ -58,10 +58,11 @@ fn layout(title: &str, script: Option<&str>, main: Markup) -> Markup {
     }
 }
 
-/// The stock figure and the sold-out label; the stylesheet shows one of them.
+/// The stock figure and the sold-out label; the stylesheet shows one of them. The figure comes
+/// last, so that a change of its width moves nothing.
 fn availability(stock: u64, id: Option<&str>) -> Markup {
     html! {
-        span.in-stock { span.num.stock id=[id] { (stock) } " in stock" }
+        span.in-stock { "In stock: " span.num.stock id=[id] { (stock) } }
         span.sold-out-label { "Sold out" }
     }
 }
@@ -225,11 +226,13 @@ pub fn ops(view: &ClusterView, probed_at: &str, history_minutes: usize) -> Marku
             }
         }
         section aria-labelledby="traffic-title" {
-            h2 #traffic-title { "Purchases, last " (history_minutes) " minutes" }
+            h2 #traffic-title { "Purchases" }
+            p.hint #history-span { "Up to the last " (history_minutes) " minutes, one bar per second." }
             figure.chart {
                 figcaption {
                     "Confirmed purchases per second, whole cluster: now "
                     strong #purchases-now .num { "-" } ", peak " strong #purchases-peak .num { "-" }
+                    span #purchases-scale .scale {}
                 }
                 svg #chart-purchases viewBox="0 0 600 120" preserveAspectRatio="none" role="img"
                     aria-label="Purchases per second over time" {}
@@ -238,6 +241,7 @@ pub fn ops(view: &ClusterView, probed_at: &str, history_minutes: usize) -> Marku
                 figcaption {
                     "Purchase latency on this gateway: mean "
                     strong #latency-mean .num { "-" } ", p99 " strong #latency-p99 .num { "-" }
+                    span #latency-scale .scale {}
                     span.legend { span.key.mean {} " mean " span.key.p99 {} " p99" }
                 }
                 svg #chart-latency viewBox="0 0 600 120" preserveAspectRatio="none" role="img"
