@@ -69,7 +69,7 @@ pub struct NodeHealth {
     pub membership: &'static str,
     /// Whether it answered its status probe in time.
     pub up: bool,
-    /// Why it is reported down.
+    /// Why it is reported down: not accepting connections, no answer in time, or an error code.
     pub error: Option<String>,
     /// Its configured role (`voter` or `gateway`), when it answered.
     pub role: Option<String>,
@@ -233,7 +233,7 @@ fn health(
             id,
             membership,
             up: false,
-            error: Some(e.to_string()),
+            error: Some(down_reason(e)),
             role: None,
             state: None,
             term: None,
@@ -242,6 +242,21 @@ fn health(
             applied_index: None,
             lag: None,
         },
+    }
+}
+
+/// Why a probe failed, without the message: it names internal addresses, and the page is public.
+fn down_reason(error: &flashstock_client::Error) -> String {
+    use flashstock_client::Error;
+    match error {
+        Error::Api { code, .. } | Error::Refused { code, .. } if code == "unreachable" => {
+            "not accepting connections".into()
+        }
+        Error::Api { code, .. } | Error::Refused { code, .. } if code == "unavailable" => {
+            format!("no answer (waited up to {} ms)", PROBE_TIMEOUT.as_millis())
+        }
+        Error::Api { code, .. } | Error::Refused { code, .. } => format!("answered {code}"),
+        Error::OutcomeUnknown { .. } => "no answer".into(),
     }
 }
 
