@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/setup.sh
-flashstock_need_packages postgresql iptables
+# postgresql: the archive's tests (node/tests/t40_archive.rs) run a real server.
+# chromium (with chromium-driver): the storefront's browser tests (node/tests/t50_storefront.rs).
+flashstock_need_packages postgresql iptables chromium
 
 # The end-to-end tests run node binaries: build them first.
 cargo build --release --workspace --bins

@@ -33,7 +33,7 @@ use crate::history::{is_committed_rejection, History, OpKind, OpRecord, OpResult
 use crate::workload::ProductSpec;
 
 /// Most detail lines kept per invariant; the count of the rest is reported.
-const DETAILS_MAX: usize = 12;
+pub const DETAILS_MAX: usize = 12;
 /// Products read per page.
 const PAGE: usize = 1000;
 

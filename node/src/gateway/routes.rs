@@ -31,7 +31,7 @@ use flashstock_api::{
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::{stream, ForwardError, Forwarded, Gateway, OPENAPI};
+use super::{pages, stream, ForwardError, Forwarded, Gateway, OPENAPI};
 use crate::internal::{error, ApiError, PAGE_LIMIT_MAX};
 
 type AppState = Arc<Gateway>;
@@ -54,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/health"),
     ("GET", "/v1/ready"),
     ("GET", "/v1/openapi.json"),
+    ("GET", "/v1/ops/cluster"),
 ];
 
 fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
@@ -68,13 +69,14 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/v1/health") => get(health),
         ("GET", "/v1/ready") => get(ready),
         ("GET", "/v1/openapi.json") => get(openapi),
+        ("GET", "/v1/ops/cluster") => get(pages::ops::cluster),
         _ => unreachable!("route {method} {path} has no handler"),
     }
 }
 
 pub fn router(gateway: AppState) -> Router {
     let body_bytes_max = gateway.node.config.limits.body_bytes_max;
-    let mut router = Router::new();
+    let mut router = pages::router();
     for (method, path) in ROUTES {
         router = router.route(path, handler(method, path));
     }
