@@ -208,13 +208,34 @@ impl Postgres {
             .next()
             .and_then(|line| line.trim().parse::<u32>().ok())
             .ok_or_else(|| std::io::Error::other("postmaster.pid holds no pid"))?;
+        // The backends first, then the postmaster, all within microseconds: a backend that
+        // exits by itself meanwhile is not an error, a postmaster that cannot be killed is.
         let mut pids = children_of(pid);
-        pids.push(pid);
-        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-        let status = Command::new("kill").arg("-KILL").args(&pids).status()?;
-        if !status.success() {
-            return Err(std::io::Error::other(format!("kill -KILL {pids:?} failed")));
+        for child in &pids {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(child.to_string())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
+        let status = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("kill -KILL {pid} failed")));
+        }
+        // Anything the postmaster forked after the first listing dies with it, as a crash would
+        // leave it: find those too.
+        pids.extend(children_of(pid));
+        for child in children_of(pid) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(child.to_string())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        pids.push(pid);
         // The port and shared memory are free once every process is gone.
         let deadline = Instant::now() + Duration::from_secs(10);
         while pids

@@ -8,7 +8,9 @@
 //! - `partition`: cut one node (voter or gateway) off from every other node with iptables
 //!   (see [`crate::partition`]), or, half of the time for a voter, from the other voters only
 //!   (the gateways still reach it: a deposed leader keeps receiving writes); only as root with
-//!   iptables installed, otherwise skipped and said so in the report.
+//!   iptables installed, otherwise skipped and said so in the report;
+//! - `postgres`: SIGKILL every process of the archive's PostgreSQL server, start it again after
+//!   the hold (crash recovery from its WAL); only when the run archives, otherwise skipped.
 //!
 //! One fault at a time, so at most one voter (a minority) is ever faulty and the cluster must
 //! stay available. After each heal the nemesis waits until the cluster is whole again (a leader
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use cluster_config::Role;
 use flashstock_deploy::local::LocalCluster;
+use flashstock_deploy::postgres::Postgres;
 use serde::Serialize;
 
 use crate::history::{stamp, Clock};
@@ -43,15 +46,17 @@ pub enum FaultKind {
     Leader,
     Gateway,
     Partition,
+    Postgres,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Leader,
         FaultKind::Gateway,
         FaultKind::Partition,
+        FaultKind::Postgres,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,10 +66,11 @@ impl FaultKind {
             FaultKind::Leader => "leader",
             FaultKind::Gateway => "gateway",
             FaultKind::Partition => "partition",
+            FaultKind::Postgres => "postgres",
         }
     }
 
-    /// `kill,pause,partition,leader,gateway` (any subset, any order; empty: no faults).
+    /// `kill,pause,partition,leader,gateway,postgres` (any subset, any order; empty: no faults).
     pub fn parse_list(text: &str) -> Result<Vec<FaultKind>, String> {
         let mut kinds = Vec::new();
         for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -73,7 +79,7 @@ impl FaultKind {
                 .find(|k| k.name() == name)
                 .ok_or_else(|| {
                     format!(
-                        "unknown fault {name:?}; known: kill, pause, partition, leader, gateway"
+                        "unknown fault {name:?}; known: kill, pause, partition, leader, gateway, postgres"
                     )
                 })?;
             if !kinds.contains(&kind) {
@@ -143,6 +149,7 @@ enum Active {
     Killed(Vec<u64>),
     Paused(u64),
     Partitioned,
+    PostgresDown,
 }
 
 pub struct Nemesis {
@@ -153,12 +160,23 @@ pub struct Nemesis {
     partitioner: Option<Partitioner>,
     /// Why partitions were left out, if they were asked for and could not be done.
     pub partitions_skipped: Option<String>,
+    /// The archive's database, when the run archives.
+    postgres: Option<Postgres>,
     pub faults: Vec<FaultRecord>,
 }
 
 impl Nemesis {
-    /// A nemesis; probes iptables if partitions are asked for.
-    pub fn new(mut config: NemesisConfig, clock: Clock, progress: Arc<Progress>) -> Nemesis {
+    /// A nemesis; probes iptables if partitions are asked for. `postgres` is the archive's
+    /// database, if the run archives; without it `postgres` faults are left out.
+    pub fn new(
+        mut config: NemesisConfig,
+        clock: Clock,
+        progress: Arc<Progress>,
+        postgres: Option<Postgres>,
+    ) -> Nemesis {
+        if postgres.is_none() {
+            config.kinds.retain(|k| *k != FaultKind::Postgres);
+        }
         let mut partitioner = None;
         let mut partitions_skipped = None;
         if config.kinds.contains(&FaultKind::Partition) {
@@ -177,8 +195,14 @@ impl Nemesis {
             progress,
             partitioner,
             partitions_skipped,
+            postgres,
             faults: Vec::new(),
         }
+    }
+
+    /// The archive database's URL, when the run archives.
+    pub fn postgres_url(&self) -> Option<String> {
+        self.postgres.as_ref().map(Postgres::url)
     }
 
     /// The kinds of fault this nemesis injects (partitions left out when unavailable).
@@ -336,6 +360,17 @@ impl Nemesis {
                 self.isolate(cluster, id, voters_only)?;
                 (Active::Partitioned, vec![id], text, hold_for(id))
             }
+            FaultKind::Postgres => {
+                let postgres = self
+                    .postgres
+                    .as_mut()
+                    .ok_or_else(|| Error::Harness("postgres fault without an archive".into()))?;
+                postgres
+                    .kill()
+                    .map_err(|e| Error::Harness(format!("crashing PostgreSQL: {e}")))?;
+                let text = "SIGKILL every PostgreSQL process (the archive)".to_string();
+                (Active::PostgresDown, Vec::new(), text, hold)
+            }
         })
     }
 
@@ -410,6 +445,21 @@ impl Nemesis {
                     self.log(&format!("deleted {deleted} iptables rules"));
                 }
             }
+            Active::PostgresDown => self.restart_postgres()?,
+        }
+        Ok(())
+    }
+
+    fn restart_postgres(&mut self) -> Result<(), Error> {
+        if let Some(postgres) = self.postgres.as_mut() {
+            let begun = self.clock.ms();
+            postgres
+                .start_again()
+                .map_err(|e| Error::Harness(format!("restarting PostgreSQL: {e}")))?;
+            self.log(&format!(
+                "restarted PostgreSQL: recovered after {} ms",
+                self.clock.ms() - begun
+            ));
         }
         Ok(())
     }
@@ -421,6 +471,11 @@ impl Nemesis {
         if let Some(partitioner) = self.partitioner.as_mut() {
             if let Err(e) = partitioner.heal() {
                 first_error.get_or_insert(Error::Harness(e));
+            }
+        }
+        if self.postgres.as_ref().is_some_and(|p| !p.is_running()) {
+            if let Err(e) = self.restart_postgres() {
+                first_error.get_or_insert(e);
             }
         }
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();

@@ -11,6 +11,7 @@ async fn confirming_before_commit_is_reported_as_lost_purchases() {
     let mut config = RunConfig::short(3);
     config.seconds = 6;
     config.nemesis.kinds.clear();
+    config.archive = false;
     config.node_binary = Some(PathBuf::from(env!(
         "CARGO_BIN_EXE_flashstock-node-ack-before-commit"
     )));

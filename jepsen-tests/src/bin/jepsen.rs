@@ -3,8 +3,8 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! cargo run --release -p jepsen-tests --bin jepsen -- --seconds 60 --clients 64 --seed 7 \
-//!     [--faults kill,pause,partition,leader,gateway] [--dir DIR] [--history FILE]
-//!     [--unknown-retries N]
+//!     [--faults kill,pause,partition,leader,gateway,postgres] [--archive] [--dir DIR]
+//!     [--history FILE] [--unknown-retries N]
 //! ```
 //!
 //! Exit status: 0 when every invariant holds and the cluster recovered from every fault; 1 when
@@ -31,9 +31,14 @@ struct Args {
     /// Seed of the fault schedule and of every client's choices.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway (empty: none).
-    #[arg(long, default_value = "kill,pause,partition,leader,gateway")]
+    /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway, postgres
+    /// (empty: none). `postgres` needs --archive.
+    #[arg(long, default_value = "kill,pause,partition,leader,gateway,postgres")]
     faults: String,
+    /// Archive orders in a PostgreSQL server started for the run (Debian's postgresql package),
+    /// and check that the archive holds every order exactly once.
+    #[arg(long)]
+    archive: bool,
     /// Lay the cluster out in this new directory and keep it (configs, data, node logs).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -59,6 +64,7 @@ fn config(args: &Args) -> Result<RunConfig, String> {
     }
     let mut config = RunConfig::new(args.seconds, args.clients, args.seed, faults);
     config.dir = args.dir.clone();
+    config.archive = args.archive;
     config.workload.unknown_retries = args.unknown_retries;
     Ok(config)
 }
