@@ -18,6 +18,7 @@ pub mod partition;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod timeline;
 pub mod workload;
 
 /// What can stop a run before the checker has spoken.

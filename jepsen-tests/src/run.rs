@@ -71,6 +71,36 @@ pub struct RunOutcome {
     pub log_tails: String,
 }
 
+impl RunOutcome {
+    /// Write the history (JSON lines), the report (JSON) and the timeline chart (SVG) into
+    /// `dir`, as `history.jsonl`, `report.json` and `timeline.svg`; returns their paths.
+    pub fn save(&self, dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let faults: Vec<_> = self.report.faults.iter().map(|f| f.fault.clone()).collect();
+        let files = [
+            (
+                "history.jsonl",
+                crate::timeline::jsonl(&self.history, &faults),
+            ),
+            (
+                "report.json",
+                serde_json::to_string_pretty(&self.report).expect("the report serializes"),
+            ),
+            (
+                "timeline.svg",
+                crate::timeline::chart_svg(&self.history, &faults, self.report.duration_ms),
+            ),
+        ];
+        let mut paths = Vec::new();
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, text)?;
+            paths.push(path);
+        }
+        Ok(paths)
+    }
+}
+
 /// A run that could not finish, with the tail of every node's log.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}\n{log_tails}")]

@@ -35,6 +35,10 @@ async fn every_invariant_holds_under_kills_pauses_and_partitions() {
     let outcome = run(&config).await.unwrap_or_else(|e| panic!("{e}"));
     let report = &outcome.report;
     println!("{}", report.render());
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("jepsen-short");
+    for path in outcome.save(&artifacts).expect("save the run's artifacts") {
+        println!("artifact: {}", path.display());
+    }
 
     let failed: Vec<&str> = report
         .check

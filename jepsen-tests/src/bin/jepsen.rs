@@ -4,7 +4,7 @@
 //! cargo build --release --workspace --bins
 //! cargo run --release -p jepsen-tests --bin jepsen -- --seconds 60 --clients 64 --seed 7 \
 //!     [--faults kill,pause,partition,leader,gateway,postgres] [--archive] [--dir DIR]
-//!     [--history FILE] [--unknown-retries N]
+//!     [--out DIR] [--unknown-retries N]
 //! ```
 //!
 //! Exit status: 0 when every invariant holds and the cluster recovered from every fault; 1 when
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use jepsen_tests::nemesis::FaultKind;
-use jepsen_tests::run::{run, RunConfig, RunOutcome};
+use jepsen_tests::run::{run, RunConfig};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run flashstock under faults and check the history")]
@@ -42,9 +42,11 @@ struct Args {
     /// Lay the cluster out in this new directory and keep it (configs, data, node logs).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Write the report and the whole history to this file, as JSON.
-    #[arg(long)]
-    history: Option<PathBuf>,
+    /// Write history.jsonl (every operation as invoke then ok/fail/info, and every fault, as
+    /// JSON lines), report.json and timeline.svg (throughput and latency over time with the
+    /// faults marked) into this directory.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// How many times a write whose outcome is unknown is sent again with the same key (0
     /// leaves more outcomes unknown, to exercise that part of the checker).
     #[arg(long, default_value_t = 3)]
@@ -67,12 +69,6 @@ fn config(args: &Args) -> Result<RunConfig, String> {
     config.archive = args.archive;
     config.workload.unknown_retries = args.unknown_retries;
     Ok(config)
-}
-
-fn write_history(path: &PathBuf, outcome: &RunOutcome) -> Result<(), String> {
-    let json = serde_json::json!({ "report": outcome.report, "history": outcome.history });
-    let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[tokio::main]
@@ -100,9 +96,14 @@ async fn main() -> ExitCode {
         }
     };
     println!("{}", outcome.report.render());
-    if let Some(path) = &args.history {
-        if let Err(e) = write_history(path, &outcome) {
-            eprintln!("jepsen: writing the history: {e}");
+    if let Some(dir) = &args.out {
+        match outcome.save(dir) {
+            Ok(paths) => {
+                for path in paths {
+                    println!("jepsen: wrote {}", path.display());
+                }
+            }
+            Err(e) => eprintln!("jepsen: writing into {}: {e}", dir.display()),
         }
     }
     let report = &outcome.report;
