@@ -3,7 +3,7 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! cargo run --release -p jepsen-tests --bin jepsen -- --seconds 60 --clients 64 --seed 7 \
-//!     [--faults kill,pause,partition,leader,gateway,postgres] [--archive] [--dir DIR]
+//!     [--faults all | kill,pause,partition,leader,gateway,postgres,...] [--archive] [--dir DIR]
 //!     [--out DIR] [--unknown-retries N]
 //! ```
 //!
@@ -31,8 +31,9 @@ struct Args {
     /// Seed of the fault schedule and of every client's choices.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway, postgres
-    /// (empty: none). `postgres` needs --archive.
+    /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway, postgres,
+    /// voters, isolate-leader, split, bridge, ring, gateway-cut, loss, rejoin; `all` for every
+    /// kind, empty for none. `postgres` needs --archive; the partition kinds need root.
     #[arg(long, default_value = "kill,pause,partition,leader,gateway,postgres")]
     faults: String,
     /// Archive orders in a PostgreSQL server started for the run (Debian's postgresql package),
