@@ -609,6 +609,13 @@ async fn print_summary(cluster: &LocalCluster, admin_token: Option<&str>, archiv
     let dir = cluster.dir.display();
 
     println!();
+    println!("The shop, in a browser (any gateway):");
+    if let Some(id) = gateways.first() {
+        let url = cluster.public_url(*id);
+        println!("  catalog     {url}/");
+        println!("  operations  {url}/ops");
+    }
+    println!();
     println!("Public API (any gateway; JSON over HTTP):");
     for id in &gateways {
         println!("  gateway {id}  {}/v1/products", cluster.public_url(*id));
