@@ -6,6 +6,10 @@
 //!
 //! [`postgres::Postgres`] runs a throwaway PostgreSQL server, for the archive's tests and the
 //! relational baseline of the benchmarks.
+//!
+//! [`netns::PrivateNetwork`] puts each node in a network namespace of its own, on a private
+//! bridge with no route out, for the fault-injection harness.
 
 pub mod local;
+pub mod netns;
 pub mod postgres;

@@ -15,6 +15,8 @@ use cluster_config::{Config, Role};
 use flashstock_api::NodeAddr;
 use flashstock_client::{ShopClient, VoterClient};
 
+use crate::netns::NodeNetwork;
+
 /// How long a node may take to answer its health check after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often readiness and cluster conditions are polled.
@@ -65,6 +67,8 @@ pub struct LocalCluster {
     /// The bearer token of the public admin API.
     pub admin_token: String,
     pub nodes: BTreeMap<u64, LocalNode>,
+    /// Where the nodes run: loopback, or a namespace each.
+    pub network: NodeNetwork,
     http: reqwest::Client,
 }
 
@@ -127,8 +131,18 @@ impl LocalCluster {
         layout: Layout,
         tweak: impl Fn(&mut Config),
     ) -> Result<LocalCluster, Error> {
+        LocalCluster::temporary_on(binary, layout, NodeNetwork::Loopback, tweak)
+    }
+
+    /// [`LocalCluster::temporary`], with the nodes on `network`.
+    pub fn temporary_on(
+        binary: &Path,
+        layout: Layout,
+        network: NodeNetwork,
+        tweak: impl Fn(&mut Config),
+    ) -> Result<LocalCluster, Error> {
         let temp = tempfile::Builder::new().prefix("flashstock-").tempdir()?;
-        let mut cluster = LocalCluster::lay_out(binary, temp.path(), layout, tweak)?;
+        let mut cluster = LocalCluster::lay_out_on(binary, temp.path(), layout, network, tweak)?;
         cluster._temp = Some(temp);
         Ok(cluster)
     }
@@ -139,6 +153,17 @@ impl LocalCluster {
         binary: &Path,
         dir: &Path,
         layout: Layout,
+        tweak: impl Fn(&mut Config),
+    ) -> Result<LocalCluster, Error> {
+        LocalCluster::lay_out_on(binary, dir, layout, NodeNetwork::Loopback, tweak)
+    }
+
+    /// [`LocalCluster::lay_out`], with the nodes on `network`.
+    pub fn lay_out_on(
+        binary: &Path,
+        dir: &Path,
+        layout: Layout,
+        network: NodeNetwork,
         tweak: impl Fn(&mut Config),
     ) -> Result<LocalCluster, Error> {
         std::fs::create_dir_all(dir)?;
@@ -167,7 +192,7 @@ impl LocalCluster {
             let config_path = dir.join(format!("node-{id}.toml"));
             let text = match std::fs::read_to_string(&config_path) {
                 Ok(existing) => existing,
-                Err(_) => default_config_text(*id, *role, dir, &secret)?,
+                Err(_) => default_config_text(*id, *role, dir, &secret, &network)?,
             };
             let config = Config::from_toml_str(&text)?;
             if *role == Role::Voter {
@@ -206,6 +231,7 @@ impl LocalCluster {
             admin_token: format!("{secret}-admin"),
             secret,
             nodes,
+            network,
             http: reqwest::Client::new(),
         })
     }
@@ -286,7 +312,15 @@ impl LocalCluster {
             .open(&node.log_path)?;
         // In a process group of its own: Ctrl-C in the terminal reaches the launcher, which
         // stops the nodes in order, not every node at once.
-        let child = Command::new(&self.binary)
+        let mut command = match self.network.namespace(id) {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &ns]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .process_group(0)
             .arg("--config")
             .arg(&node.config_path)
@@ -505,16 +539,31 @@ pub fn node_ip(id: u64) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
 }
 
-/// A node's configuration with ports found free now.
-fn default_config_text(id: u64, role: Role, dir: &Path, secret: &str) -> Result<String, Error> {
-    let ip = node_ip(id);
-    let listen = format!("{ip}:{}", free_port(ip)?);
+/// A node's configuration: on loopback, with ports found free now; in a namespace of its own,
+/// on the ports of a real server.
+fn default_config_text(
+    id: u64,
+    role: Role,
+    dir: &Path,
+    secret: &str,
+    network: &NodeNetwork,
+) -> Result<String, Error> {
+    let ip = network.ip(id);
+    let port = || match network {
+        NodeNetwork::Loopback => free_port(ip),
+        NodeNetwork::Namespaces { .. } => Ok(crate::netns::INTERNAL_PORT),
+    };
+    let public_port = || match network {
+        NodeNetwork::Loopback => free_port(ip),
+        NodeNetwork::Namespaces { .. } => Ok(crate::netns::PUBLIC_PORT),
+    };
+    let listen = format!("{ip}:{}", port()?);
     let data_dir = dir.join(format!("data-{id}"));
     let (role_name, gateway) = match role {
         Role::Voter => ("voter", String::new()),
         Role::Gateway => (
             "gateway",
-            format!("\n[gateway]\npublic_listen = \"{ip}:{}\"\n", free_port(ip)?),
+            format!("\n[gateway]\npublic_listen = \"{ip}:{}\"\n", public_port()?),
         ),
     };
     Ok(format!(

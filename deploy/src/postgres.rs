@@ -32,12 +32,15 @@ pub const DATABASE: &str = "postgres";
 pub struct PostgresOptions {
     /// `max_connections`. PostgreSQL's own default is 100.
     pub max_connections: u32,
+    /// The address to listen on; clients from its /15 network are trusted.
+    pub listen_ip: Ipv4Addr,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
         PostgresOptions {
             max_connections: 100,
+            listen_ip: Ipv4Addr::LOCALHOST,
         }
     }
 }
@@ -99,7 +102,7 @@ impl Postgres {
                 .parse()
                 .map_err(|_| std::io::Error::other(format!("{port_file:?} holds no port")))?,
             Err(_) => {
-                let port = free_port(Ipv4Addr::LOCALHOST)?;
+                let port = free_port(options.listen_ip)?;
                 std::fs::write(&port_file, port.to_string())?;
                 port
             }
@@ -133,13 +136,28 @@ impl Postgres {
                 "--no-sync",
             ],
         )?;
+        if !postgres.options.listen_ip.is_loopback() {
+            // initdb trusts loopback only; trust the clients' private network too.
+            let network = u32::from(postgres.options.listen_ip) & !0x1_ffff;
+            let line = format!(
+                "host all all {}/15 trust\n",
+                std::net::Ipv4Addr::from(network)
+            );
+            let hba = postgres.data_dir().join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba)?;
+            text.push_str(&line);
+            std::fs::write(&hba, text)?;
+        }
         postgres.start_again()?;
         Ok(postgres)
     }
 
     /// The URL to connect with.
     pub fn url(&self) -> String {
-        format!("postgres://{USER}@127.0.0.1:{}/{DATABASE}", self.port)
+        format!(
+            "postgres://{USER}@{}:{}/{DATABASE}",
+            self.options.listen_ip, self.port
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -161,9 +179,9 @@ impl Postgres {
     /// Start the server on its data directory and port; returns once it accepts connections.
     pub fn start_again(&mut self) -> std::io::Result<()> {
         let settings = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' \
+            "-p {} -c listen_addresses={} -c unix_socket_directories='' \
              -c max_connections={} -c fsync=on -c synchronous_commit=on",
-            self.port, self.options.max_connections
+            self.port, self.options.listen_ip, self.options.max_connections
         );
         let (data, log) = (self.data_dir(), self.log_path());
         let started = self.run(

@@ -39,7 +39,7 @@ use std::time::Duration;
 use cluster_config::Role;
 use flashstock_deploy::local::LocalCluster;
 use flashstock_deploy::postgres::Postgres;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::history::{stamp, Clock};
 use crate::partition::Partitioner;
@@ -52,7 +52,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// How long finding the leader may take when describing or choosing a victim.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum FaultKind {
     Kill,
     Pause,
@@ -232,6 +232,7 @@ impl Nemesis {
         clock: Clock,
         progress: Arc<Progress>,
         postgres: Option<Postgres>,
+        cluster: &LocalCluster,
     ) -> Nemesis {
         if postgres.is_none() {
             config.kinds.retain(|k| *k != FaultKind::Postgres);
@@ -239,7 +240,8 @@ impl Nemesis {
         let mut partitioner = None;
         let mut partitions_skipped = None;
         if config.kinds.iter().any(|k| k.needs_iptables()) {
-            match Partitioner::probe() {
+            let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+            match Partitioner::for_network(&cluster.network, &ids) {
                 Ok(p) => partitioner = Some(p),
                 Err(reason) => {
                     config.kinds.retain(|k| !k.needs_iptables());

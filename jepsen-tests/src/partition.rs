@@ -20,11 +20,18 @@
 //! one-way cut ([`rules_one_way`]). The same four rules with `-m statistic --mode random
 //! --probability P` drop a share of the packets instead of all ([`rules_lossy`]).
 //!
+//! When every node has a network namespace of its own ([`NodeNetwork::Namespaces`]), the same
+//! rules go into the `INPUT` chain of the namespace that receives the packets (the one holding
+//! the `-d` address), on its `eth0` instead of `lo`.
+//!
 //! A [`Partitioner`] remembers exactly the rules it added and deletes exactly those (`iptables
 //! -D` with the same specification) when healed and when dropped, also while unwinding from a
 //! panic. It never lists, changes or deletes a rule it did not add.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+
+use flashstock_deploy::netns::NodeNetwork;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -40,6 +47,21 @@ pub struct Rule {
 impl Rule {
     pub fn args(&self) -> &[String] {
         &self.args
+    }
+
+    /// The `-d` address: where the dropped packets go.
+    fn destination(&self) -> Option<&str> {
+        let at = self.args.iter().position(|a| a == "-d")?;
+        self.args.get(at + 1).map(String::as_str)
+    }
+
+    /// The same rule on a namespace's own interface instead of loopback.
+    fn on_interface(&self, interface: &str) -> Rule {
+        let mut args = self.args.clone();
+        if let Some(at) = args.iter().position(|a| a == "-i") {
+            args[at + 1] = interface.to_owned();
+        }
+        Rule { args }
     }
 }
 
@@ -122,8 +144,11 @@ pub fn rules_lossy(a: SocketAddr, b: SocketAddr, comment: &str, loss_percent: u3
 pub struct Partitioner {
     iptables: PathBuf,
     comment: String,
-    /// Rules added and not yet deleted, in the order they were added.
-    active: Vec<Rule>,
+    /// Rules added and not yet deleted, in the order they were added, with the namespace they
+    /// are in (`None`: this process's own).
+    active: Vec<(Option<String>, Rule)>,
+    /// With a namespace per node: each node address's namespace.
+    namespaces: Option<BTreeMap<String, String>>,
     /// Partition rules of other harness processes found in `INPUT` at the start (left by a run
     /// that was killed, or by one running now). Reported, never touched.
     pub foreign: Vec<String>,
@@ -159,33 +184,65 @@ impl Partitioner {
             iptables,
             comment,
             active: Vec::new(),
+            namespaces: None,
             foreign,
         })
+    }
+
+    /// A partitioner for nodes on `network`: on loopback as [`Partitioner::probe`]; with a
+    /// namespace per node (ids `ids`), rules go into the receiving node's namespace.
+    pub fn for_network(network: &NodeNetwork, ids: &[u64]) -> Result<Partitioner, String> {
+        let mut partitioner = Partitioner::probe()?;
+        if let NodeNetwork::Namespaces { .. } = network {
+            let map = ids
+                .iter()
+                .map(|id| {
+                    let ns = network.namespace(*id).expect("a namespace per node");
+                    (network.ip(*id).to_string(), ns)
+                })
+                .collect();
+            partitioner.namespaces = Some(map);
+            partitioner.foreign.clear();
+        }
+        Ok(partitioner)
     }
 
     /// Cut `node` from every address in `others`. On an error, the rules already added stay
     /// recorded, so [`Partitioner::heal`] (or the drop) removes them.
     pub fn isolate(&mut self, node: SocketAddr, others: &[SocketAddr]) -> Result<(), String> {
         for other in others {
-            self.add(rules_between(node, *other, &self.comment))?;
+            let rules = rules_between(node, *other, &self.comment);
+            self.add(rules)?;
         }
         Ok(())
     }
 
     /// Stop `from` from opening connections to `to`; `to` still reaches `from`.
     pub fn cut_one_way(&mut self, from: SocketAddr, to: SocketAddr) -> Result<(), String> {
-        self.add(rules_one_way(from, to, &self.comment))
+        let rules = rules_one_way(from, to, &self.comment);
+        self.add(rules)
     }
 
     /// Drop `loss_percent` of the packets between `a` and `b`, both ways.
     pub fn lossy(&mut self, a: SocketAddr, b: SocketAddr, loss_percent: u32) -> Result<(), String> {
-        self.add(rules_lossy(a, b, &self.comment, loss_percent))
+        let rules = rules_lossy(a, b, &self.comment, loss_percent);
+        self.add(rules)
     }
 
     fn add(&mut self, rules: Vec<Rule>) -> Result<(), String> {
         for rule in rules {
-            self.iptables("-I", &rule)?;
-            self.active.push(rule);
+            let (namespace, rule) = match &self.namespaces {
+                None => (None, rule),
+                Some(map) => {
+                    let destination = rule.destination().unwrap_or_default();
+                    let ns = map.get(destination).ok_or_else(|| {
+                        format!("no namespace holds {destination} for the rule {rule:?}")
+                    })?;
+                    (Some(ns.clone()), rule.on_interface("eth0"))
+                }
+            };
+            self.iptables(namespace.as_deref(), "-I", &rule)?;
+            self.active.push((namespace, rule));
         }
         Ok(())
     }
@@ -200,8 +257,8 @@ impl Partitioner {
     pub fn heal(&mut self) -> Result<usize, String> {
         let mut first_error = None;
         let mut deleted = 0;
-        while let Some(rule) = self.active.pop() {
-            match self.iptables("-D", &rule) {
+        while let Some((namespace, rule)) = self.active.pop() {
+            match self.iptables(namespace.as_deref(), "-D", &rule) {
                 Ok(()) => deleted += 1,
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -214,8 +271,16 @@ impl Partitioner {
         }
     }
 
-    fn iptables(&self, action: &str, rule: &Rule) -> Result<(), String> {
-        let output = Command::new(&self.iptables)
+    fn iptables(&self, namespace: Option<&str>, action: &str, rule: &Rule) -> Result<(), String> {
+        let mut command = match namespace {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(&self.iptables);
+                command
+            }
+            None => Command::new(&self.iptables),
+        };
+        let output = command
             .args(["-w", action, "INPUT"])
             .args(rule.args())
             .output()

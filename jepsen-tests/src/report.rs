@@ -46,6 +46,9 @@ pub struct FaultOutcome {
     pub confirmed_during: usize,
     /// Purchases invoked after the heal (until the next fault or the end) and confirmed.
     pub confirmed_after: usize,
+    /// The longest time without any purchase confirmation, from the fault's start until the
+    /// cluster was whole again (or the next fault): how long buyers waited at worst.
+    pub longest_gap_ms: u64,
 }
 
 /// Everything a run reports.
@@ -62,6 +65,8 @@ pub struct Report {
     pub check: CheckReport,
     pub purchase_latency: Option<Percentiles>,
     pub settled_index: u64,
+    /// Which network the nodes were on: loopback, or a namespace each.
+    pub network: String,
 }
 
 impl Report {
@@ -92,6 +97,7 @@ impl Report {
             check,
             purchase_latency: Percentiles::of(latencies),
             settled_index: run.settled_index,
+            network: run.network,
         }
     }
 
@@ -152,6 +158,7 @@ impl Report {
                 kinds.join(",")
             }
         );
+        let _ = writeln!(out, "network: {}", self.network);
         if let Some(reason) = &self.partitions_skipped {
             let _ = writeln!(out, "partitions: SKIPPED ({reason})");
         }
@@ -186,7 +193,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{:>2}. {} {:<9} {} | held {} ms | whole {} | purchase confirmed {} | \
-                 confirmed during {}, after {}",
+                 longest without a confirmation {} ms | confirmed during {}, after {}",
                 i + 1,
                 stamp(fault.started_ms),
                 fault.kind.name(),
@@ -194,6 +201,7 @@ impl Report {
                 fault.healed_ms - fault.started_ms,
                 after_heal(fault.recovered_ms),
                 after_heal(fault.resumed_ms),
+                outcome.longest_gap_ms,
                 outcome.confirmed_during,
                 outcome.confirmed_after
             );
@@ -286,6 +294,8 @@ pub struct RunFacts {
     pub fault_kinds: Vec<FaultKind>,
     pub partitions_skipped: Option<String>,
     pub settled_index: u64,
+    /// Which network the nodes were on.
+    pub network: String,
 }
 
 /// How many purchases were confirmed during and after each fault.
@@ -296,7 +306,13 @@ fn fault_outcomes(history: &History, faults: Vec<FaultRecord>, end_ms: u64) -> V
         .enumerate()
         .map(|(i, fault)| {
             let next = starts.get(i + 1).copied().unwrap_or(u64::MAX).min(end_ms);
+            let until = fault
+                .recovered_ms
+                .unwrap_or(next)
+                .max(fault.healed_ms)
+                .min(next);
             FaultOutcome {
+                longest_gap_ms: longest_gap(history, fault.started_ms, until),
                 confirmed_during: history
                     .confirmed_purchases_invoked_between(fault.started_ms, fault.healed_ms),
                 confirmed_after: history.confirmed_purchases_invoked_between(fault.healed_ms, next),
@@ -306,9 +322,70 @@ fn fault_outcomes(history: &History, faults: Vec<FaultRecord>, end_ms: u64) -> V
         .collect()
 }
 
+/// The longest stretch of `from..until` without a purchase confirmation (by completion time).
+fn longest_gap(history: &History, from: u64, until: u64) -> u64 {
+    let mut confirmations: Vec<u64> = history
+        .of_kind(OpKind::Purchase)
+        .filter(|op| matches!(op.result, OpResult::Confirmed { .. }))
+        .map(|op| op.completed_ms)
+        .filter(|t| (from..until).contains(t))
+        .collect();
+    confirmations.sort_unstable();
+    let mut last = from;
+    let mut longest = 0;
+    for t in confirmations.into_iter().chain([until]) {
+        longest = longest.max(t.saturating_sub(last));
+        last = t;
+    }
+    longest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_gap_counts_the_edges() {
+        let confirmed = |completed_ms| crate::history::OpRecord {
+            client: 0,
+            kind: OpKind::Purchase,
+            key: None,
+            product: "p".into(),
+            quantity: 1,
+            invoked_ms: 0,
+            completed_ms,
+            attempts: 1,
+            unknown_attempts: 0,
+            expected: None,
+            result: OpResult::Unknown {
+                message: String::new(),
+            },
+        };
+        let mut history = History::default();
+        let mut ops = vec![confirmed(1500), confirmed(1700), confirmed(4000)];
+        for op in &mut ops {
+            op.result = OpResult::Confirmed {
+                order: flashstock_api::Order {
+                    id: flashstock_api::OrderId(1),
+                    key: String::new(),
+                    product: "p".into(),
+                    quantity: 1,
+                    customer: None,
+                    price_cents: 0,
+                    remaining: 0,
+                    placed_at_ms: 0,
+                },
+                replayed: false,
+            };
+        }
+        history.extend(ops);
+        assert_eq!(longest_gap(&history, 1000, 4500), 2300);
+        assert_eq!(
+            longest_gap(&history, 4100, 9000),
+            4900,
+            "no confirmation at all"
+        );
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
+use flashstock_deploy::netns::{NodeNetwork, PrivateNetwork, HOST_IP};
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 use tokio::task::JoinSet;
 
@@ -36,6 +37,9 @@ pub struct RunConfig {
     pub node_binary: Option<PathBuf>,
     /// Archive orders in a PostgreSQL server started for the run, and check the archive.
     pub archive: bool,
+    /// Give every node a network namespace of its own. The process must already run in a
+    /// private network namespace ([`flashstock_deploy::netns::run_in_private_network`]).
+    pub namespaces: bool,
 }
 
 impl RunConfig {
@@ -48,6 +52,7 @@ impl RunConfig {
             dir: None,
             node_binary: None,
             archive: false,
+            namespaces: false,
         }
     }
 
@@ -124,11 +129,34 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         voters: 3,
         gateways: 3,
     };
+    // With a namespace per node, this process is 198.18.0.254 on their bridge; PostgreSQL
+    // listens there.
+    let private_network = match config.namespaces {
+        true => {
+            let prefix = format!("fsj{}", std::process::id());
+            let ids = [1, 2, 3, 101, 102, 103];
+            Some(PrivateNetwork::create(&prefix, &ids).map_err(failed)?)
+        }
+        false => None,
+    };
+    let network = private_network
+        .as_ref()
+        .map_or(NodeNetwork::Loopback, |p| p.network.clone());
+    println!("jepsen: network: {}", network.describe());
     let postgres = match config.archive {
-        true => Some(
-            Postgres::start(PostgresOptions::default())
-                .map_err(|e| failed(format!("starting PostgreSQL for the archive: {e}")))?,
-        ),
+        true => {
+            let options = PostgresOptions {
+                listen_ip: match network {
+                    NodeNetwork::Loopback => std::net::Ipv4Addr::LOCALHOST,
+                    NodeNetwork::Namespaces { .. } => HOST_IP,
+                },
+                ..PostgresOptions::default()
+            };
+            Some(
+                Postgres::start(options)
+                    .map_err(|e| failed(format!("starting PostgreSQL for the archive: {e}")))?,
+            )
+        }
         false => None,
     };
     let archive_url = postgres.as_ref().map(Postgres::url);
@@ -138,8 +166,8 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         node.archive.retry_max_ms = 1000;
     };
     let mut cluster = match &config.dir {
-        Some(dir) => LocalCluster::lay_out(&binary, dir, layout, tweak),
-        None => LocalCluster::temporary(&binary, layout, tweak),
+        Some(dir) => LocalCluster::lay_out_on(&binary, dir, layout, network.clone(), tweak),
+        None => LocalCluster::temporary_on(&binary, layout, network.clone(), tweak),
     }
     .map_err(|e| failed(format!("laying out the cluster: {e}")))?;
     println!("jepsen: cluster in {}", cluster.dir.display());
@@ -148,6 +176,9 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     }
     let result = drive(&mut cluster, config, postgres).await;
     let log_tails = log_tails(&cluster);
+    // The nodes stop before their namespaces go.
+    drop(cluster);
+    drop(private_network);
     match result {
         Ok((report, history)) => Ok(RunOutcome {
             report,
@@ -204,7 +235,13 @@ async fn drive(
         progress.clone(),
     );
     let ticker = tokio::spawn(print_progress(clock, progress.clone()));
-    let mut nemesis = Nemesis::new(config.nemesis.clone(), clock, progress.clone(), postgres);
+    let mut nemesis = Nemesis::new(
+        config.nemesis.clone(),
+        clock,
+        progress.clone(),
+        postgres,
+        cluster,
+    );
     let end_ms = config.seconds * 1000;
     let faulted = nemesis.run(cluster, end_ms).await;
     if faulted.is_ok() {
@@ -247,6 +284,7 @@ async fn drive(
         fault_kinds: nemesis.kinds().to_vec(),
         partitions_skipped: nemesis.partitions_skipped.clone(),
         settled_index,
+        network: cluster.network.describe(),
     };
     let report = Report::new(facts, &history, nemesis.faults.clone(), check);
     Ok((report, history))

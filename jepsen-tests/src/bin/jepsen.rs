@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use flashstock_deploy::netns;
 use jepsen_tests::nemesis::FaultKind;
 use jepsen_tests::run::{run, RunConfig};
 
@@ -52,6 +53,22 @@ struct Args {
     /// leaves more outcomes unknown, to exercise that part of the checker).
     #[arg(long, default_value_t = 3)]
     unknown_retries: u32,
+    /// Where the nodes run: `namespaces` (each in a network namespace of its own on a private
+    /// bridge, 198.18.0.0/15, no default route; the harness runs in a private namespace too;
+    /// root only), `loopback` (127.0.0.N), or `auto` (namespaces when possible).
+    #[arg(long, value_enum, default_value_t = Net::Auto)]
+    net: Net,
+    /// The short run of CI: every kind of fault once, the archive on, about a minute; takes
+    /// --seed, --net and --out, ignores the other settings.
+    #[arg(long)]
+    short: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Net {
+    Auto,
+    Namespaces,
+    Loopback,
 }
 
 fn config(args: &Args) -> Result<RunConfig, String> {
@@ -65,6 +82,9 @@ fn config(args: &Args) -> Result<RunConfig, String> {
             return Err(format!("--dir {} must be new or empty", dir.display()));
         }
     }
+    if args.short {
+        return Ok(RunConfig::short(args.seed));
+    }
     let mut config = RunConfig::new(args.seconds, args.clients, args.seed, faults);
     config.dir = args.dir.clone();
     config.archive = args.archive;
@@ -72,16 +92,52 @@ fn config(args: &Args) -> Result<RunConfig, String> {
     Ok(config)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match config(&args) {
+    let mut config = match config(&args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("jepsen: {e}");
             return ExitCode::from(3);
         }
     };
+    let namespaces = match args.net {
+        Net::Loopback => false,
+        Net::Namespaces => match netns::available() {
+            Ok(()) => true,
+            Err(why) => {
+                eprintln!("jepsen: --net namespaces: {why}");
+                return ExitCode::from(3);
+            }
+        },
+        Net::Auto => match netns::available() {
+            Ok(()) => true,
+            Err(why) => {
+                println!("jepsen: network namespaces unavailable ({why}); nodes on loopback");
+                false
+            }
+        },
+    };
+    if namespaces {
+        // Everything from here on, nodes and clients, runs in a private network namespace.
+        match netns::run_in_private_network() {
+            Ok(Some(exit)) => return exit,
+            Ok(None) => config.namespaces = true,
+            Err(e) => {
+                eprintln!("jepsen: {e}");
+                return ExitCode::from(3);
+            }
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the Tokio runtime")
+        .block_on(run_and_report(&args, &config))
+}
+
+async fn run_and_report(args: &Args, config: &RunConfig) -> ExitCode {
+    let config = config.clone();
     let outcome = tokio::select! {
         outcome = run(&config) => outcome,
         _ = tokio::signal::ctrl_c() => {
