@@ -16,7 +16,9 @@
 //!   rate, latency from the intended send time so that coordinated omission hides no stall).
 //! - [`setup`] and [`check`]: create the catalog before a run; afterwards read the final state and
 //!   check no oversell and conservation for every product the run created.
-//! - [`report`]: the figures of one run (JSON, summary table); [`charts`]: SVG charts of a
+//! - [`scenario`]: one run end to end (set-up, load, check, report).
+//! - [`report`]: the figures of one run (JSON, summary table); [`results`]: a whole benchmark's
+//!   results, its Markdown and the brief's targets judged; [`charts`]: SVG charts of a
 //!   benchmark; [`probe`]: the floor probe (one fsync, one loopback round trip); [`proc_info`]:
 //!   memory of processes and the machine.
 //! - [`baseline`]: the two baselines, a bare axum server and PostgreSQL behind axum.
@@ -38,6 +40,7 @@ pub mod probe;
 pub mod proc_info;
 pub mod record;
 pub mod report;
+pub mod results;
 pub mod scenario;
 pub mod setup;
 pub mod workload;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
-use flashstock_loadgen::baseline::{bare, relational};
+use flashstock_loadgen::baseline::{self, bare, relational};
 use flashstock_loadgen::driver::{Mode, RunConfig};
 use flashstock_loadgen::http::Target;
 use flashstock_loadgen::record::Kind;
@@ -37,7 +37,7 @@ async fn serve(router: axum::Router) -> String {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(async move { axum::serve(baseline::nodelay(listener), router).await });
     url
 }
 

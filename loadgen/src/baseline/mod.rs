@@ -27,3 +27,15 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
     )
         .into_response()
 }
+
+/// A baseline's listener: accepted connections without Nagle's delay, as the gateways set them,
+/// so that a comparison measures the servers and not the socket options.
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn tap(stream: &mut tokio::net::TcpStream) {
+        let _ = stream.set_nodelay(true);
+    }
+    listener.tap_io(tap as fn(&mut tokio::net::TcpStream))
+}

@@ -19,5 +19,9 @@ async fn main() -> std::io::Result<()> {
     flashstock_loadgen::limits::raise_open_files(0).map_err(std::io::Error::other)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, flashstock_loadgen::baseline::bare::router()).await
+    axum::serve(
+        flashstock_loadgen::baseline::nodelay(listener),
+        flashstock_loadgen::baseline::bare::router(),
+    )
+    .await
 }

@@ -71,8 +71,11 @@ async fn serve(args: Args) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    axum::serve(listener, relational::router(pool))
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(|e| e.to_string())
+    axum::serve(
+        flashstock_loadgen::baseline::nodelay(listener),
+        relational::router(pool),
+    )
+    .with_graceful_shutdown(stop)
+    .await
+    .map_err(|e| e.to_string())
 }
