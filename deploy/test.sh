@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/setup.sh
-flashstock_need_packages iptables
+flashstock_need_packages iptables postgresql
 
 # The end-to-end tests run node binaries: build them first.
 cargo build --release --workspace --bins
