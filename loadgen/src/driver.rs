@@ -17,7 +17,7 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use flashstock_api::{ErrorBody, ProductView, PurchaseRequest, PurchaseResponse};
@@ -111,6 +111,9 @@ struct Client {
     attempts: u32,
     /// Length of the measured phase (closed loop).
     duration: Duration,
+    /// Unique to the run: in every idempotency key, so that runs over the same catalog never
+    /// share a key.
+    run_id: Arc<str>,
     /// When it last saw a purchase confirmed.
     last_confirmed: Option<Instant>,
 }
@@ -135,6 +138,7 @@ impl Client {
         workload: Arc<Workload>,
         live: Arc<Live>,
         config: &RunConfig,
+        run_id: Arc<str>,
     ) -> Client {
         let connection = Connection::new(target.url_for(index), config.request_timeout)
             .expect("target URLs were checked when the target was built");
@@ -147,6 +151,7 @@ impl Client {
             purchases: 0,
             attempts: config.purchase_attempts.max(1),
             duration: config.duration,
+            run_id,
             last_confirmed: None,
         }
     }
@@ -198,10 +203,7 @@ impl Client {
 
     async fn purchase(&mut self, product: usize, quantity: u32, since: Instant) -> Ended {
         self.purchases += 1;
-        let key = format!(
-            "{}-{}-{}",
-            self.workload.catalog.prefix, self.index, self.purchases
-        );
+        let key = format!("{}-{}-{}", self.run_id, self.index, self.purchases);
         let path = format!(
             "/v1/products/{}/purchase",
             self.workload.catalog.id(product)
@@ -357,9 +359,13 @@ fn run_progress(config: &RunConfig, live: &Arc<Live>, began: Instant) -> Progres
 
 /// Run `workload` against `target` as `config` says. The catalog must exist (see `setup`).
 pub async fn run(target: &Target, workload: Arc<Workload>, config: &RunConfig) -> RunResult {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let run_id: Arc<str> = format!("{}-r{:x}", workload.catalog.prefix, nanos % (1 << 40)).into();
     match config.mode {
-        Mode::Closed | Mode::Burst => closed(target, workload, config).await,
-        Mode::Open { rate } => open(target, workload, config, rate).await,
+        Mode::Closed | Mode::Burst => closed(target, workload, config, run_id).await,
+        Mode::Open { rate } => open(target, workload, config, rate, run_id).await,
     }
 }
 
@@ -370,7 +376,12 @@ struct ClientDone {
     finished: Instant,
 }
 
-async fn closed(target: &Target, workload: Arc<Workload>, config: &RunConfig) -> RunResult {
+async fn closed(
+    target: &Target,
+    workload: Arc<Workload>,
+    config: &RunConfig,
+    run_id: Arc<str>,
+) -> RunResult {
     let burst = config.mode == Mode::Burst;
     let live = Arc::new(Live::default());
     // Everyone connects, then everyone starts at once.
@@ -379,7 +390,14 @@ async fn closed(target: &Target, workload: Arc<Workload>, config: &RunConfig) ->
     let mut tasks = tokio::task::JoinSet::new();
     let connecting = Instant::now();
     for index in 0..config.connections {
-        let mut client = Client::new(index, target, workload.clone(), live.clone(), config);
+        let mut client = Client::new(
+            index,
+            target,
+            workload.clone(),
+            live.clone(),
+            config,
+            run_id.clone(),
+        );
         let start = start.clone();
         let mut go = go_rx.clone();
         let mut rng = Rng::new(config.seed.wrapping_mul(1_000_003) + index as u64);
@@ -458,6 +476,7 @@ async fn open(
     workload: Arc<Workload>,
     config: &RunConfig,
     rate: f64,
+    run_id: Arc<str>,
 ) -> RunResult {
     assert!(rate > 0.0, "an open loop needs a positive rate");
     let live = Arc::new(Live::default());
@@ -467,7 +486,14 @@ async fn open(
     let mut tasks = tokio::task::JoinSet::new();
     let connecting = Instant::now();
     for index in 0..config.connections {
-        let mut client = Client::new(index, target, workload.clone(), live.clone(), config);
+        let mut client = Client::new(
+            index,
+            target,
+            workload.clone(),
+            live.clone(),
+            config,
+            run_id.clone(),
+        );
         let (job_tx, mut job_rx) = mpsc::channel::<Job>(1);
         jobs.push(job_tx);
         let start = start.clone();

@@ -158,12 +158,7 @@ impl Recorder {
         self.errors += other.errors;
         self.retries += other.retries;
         self.bad_views += other.bad_views;
-        for (product, ledger) in other.ledger {
-            let mine = self.ledger.entry(product).or_default();
-            mine.confirmed += ledger.confirmed;
-            mine.unknown += ledger.unknown;
-            mine.remaining.extend(ledger.remaining);
-        }
+        merge_ledgers(&mut self.ledger, other.ledger);
     }
 
     /// Answers of one kind of request.
@@ -174,6 +169,16 @@ impl Recorder {
     /// Items confirmed over every product.
     pub fn confirmed_items(&self) -> u64 {
         self.ledger.values().map(|l| l.confirmed).sum()
+    }
+}
+
+/// Add `from` to `into`: what several runs over the same products saw, for one final check.
+pub fn merge_ledgers(into: &mut BTreeMap<usize, Ledger>, from: BTreeMap<usize, Ledger>) {
+    for (product, ledger) in from {
+        let mine = into.entry(product).or_default();
+        mine.confirmed += ledger.confirmed;
+        mine.unknown += ledger.unknown;
+        mine.remaining.extend(ledger.remaining);
     }
 }
 

@@ -32,6 +32,7 @@ use flashstock_loadgen::driver::{run, Mode, RunConfig};
 use flashstock_loadgen::http::Target;
 use flashstock_loadgen::probe::probe;
 use flashstock_loadgen::proc_info::{dir_bytes, rss_mib, Machine};
+use flashstock_loadgen::record::{merge_ledgers, Ledger};
 use flashstock_loadgen::report::{table, RunReport};
 use flashstock_loadgen::results::{utc_timestamp, BenchResults, CatalogPoint, ConcurrencyPoint};
 use flashstock_loadgen::scenario::{run_scenario, Phases};
@@ -546,6 +547,8 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
 
     // The catalog curve: one catalog, grown point by point.
     let mut catalog = Catalog::fresh("cat", 0, UNLIMITED_STOCK);
+    // Every point's purchases, for the check of the grown catalog.
+    let mut ledger = BTreeMap::new();
     for &products in &settings.catalog {
         if products <= catalog.products {
             continue;
@@ -554,7 +557,7 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
         let point = catalog_point(
             &mut cluster,
             &shop,
-            &mut catalog,
+            (&mut catalog, &mut ledger),
             products,
             &settings,
             progress,
@@ -599,11 +602,12 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
     Ok(all_ok)
 }
 
-/// Grow `catalog` to `products`, then measure the cluster holding it.
+/// Grow `catalog` to `products`, then measure the cluster holding it. `ledger` gathers what
+/// every point's run saw confirmed, so that each check covers the purchases of all of them.
 async fn catalog_point(
     cluster: &mut LocalCluster,
     shop: &Target,
-    catalog: &mut Catalog,
+    (catalog, ledger): (&mut Catalog, &mut BTreeMap<usize, Ledger>),
     products: usize,
     settings: &Settings,
     progress: bool,
@@ -622,7 +626,8 @@ async fn catalog_point(
         progress,
     );
     let result = run(shop, workload.clone(), &config).await;
-    let checked = check(shop, catalog, &result.recorder.ledger).await;
+    merge_ledgers(ledger, result.recorder.ledger.clone());
+    let checked = check(shop, catalog, ledger).await;
     let report = RunReport::new(
         &format!("catalog-{products}"),
         "flashstock",
