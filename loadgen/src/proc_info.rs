@@ -47,6 +47,65 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     field_kib(&status, "VmRSS:").map(|kib| kib as f64 / 1024.0)
 }
 
+/// Clock ticks per second of the CPU times in `/proc`.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// CPU time (user + system) a process has used so far, seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis,
+    // where field 3 (state) comes first; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks_per_second())
+}
+
+/// CPU time every process named `name` has used so far (e.g. PostgreSQL's backends), seconds.
+pub fn cpu_seconds_named(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .filter_map(cpu_seconds)
+        .sum()
+}
+
+/// CPU time the whole machine has spent busy (not idle, not waiting for IO), seconds over
+/// every core: user, nice, system, irq, softirq and steal of `/proc/stat`.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| fields.get(*i))
+        .sum();
+    busy / ticks_per_second()
+}
+
 /// Bytes of every file under `dir`.
 pub fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -69,6 +128,12 @@ mod tests {
     #[test]
     fn this_process_has_memory_and_the_machine_cores() {
         assert!(rss_mib(std::process::id()).is_some_and(|m| m > 0.0));
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {
+            std::hint::black_box(0);
+        }
+        assert!(cpu_seconds(std::process::id()).is_some_and(|s| s > 0.0));
+        assert!(machine_busy_seconds() > 0.0);
         let machine = Machine::read();
         assert!(machine.cores > 0 && machine.memory_mib > 0);
     }

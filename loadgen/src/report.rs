@@ -83,6 +83,9 @@ pub struct RunReport {
     pub check: Option<CheckReport>,
     /// No error and, where checked, no problem in the final state.
     pub ok: bool,
+    /// CPU seconds each process (or group) used during the load phase, when measured;
+    /// `machine` is the whole machine's busy time, every process included.
+    pub cpu_s: Option<BTreeMap<String, f64>>,
 }
 
 impl RunReport {
@@ -144,6 +147,7 @@ impl RunReport {
             errors: recorder.errors,
             check,
             ok,
+            cpu_s: None,
         }
     }
 

@@ -439,6 +439,12 @@ impl BenchResults {
                 let _ = writeln!(out, "- {}: {}", r.name, notes.join("; "));
             }
         }
+        cpu_table(
+            &mut out,
+            self.scenarios
+                .iter()
+                .chain(self.concurrency.iter().map(|c| &c.report)),
+        );
         if !self.rss_after_scenarios_mib.is_empty() {
             let _ = writeln!(
                 out,
@@ -511,6 +517,56 @@ impl BenchResults {
         }
         out
     }
+}
+
+/// Where the cores went during each load phase: CPU seconds by group of processes, as cores
+/// busy on average, and our processes' CPU per answer.
+fn cpu_table<'a>(out: &mut String, reports: impl Iterator<Item = &'a RunReport>) {
+    // CPU times tick every 10 ms: a phase shorter than this (a burst) says nothing.
+    const PHASE_S_MIN: f64 = 1.0;
+    let rows: Vec<(&RunReport, &BTreeMap<String, f64>)> = reports
+        .filter(|r| r.elapsed_s >= PHASE_S_MIN)
+        .filter_map(|r| Some((r, r.cpu_s.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Where the CPU went (load phase; cores busy on average)\n\n| scenario | elapsed s | \
+         machine | load generator | gateways | voters | baselines | postgres | other processes \
+         | our CPU µs per answer |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (r, cpu) in rows {
+        let sum = |prefix: &str| -> f64 {
+            cpu.iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(_, v)| v)
+                .sum()
+        };
+        let machine = sum("machine");
+        let ours =
+            sum("loadgen") + sum("gateway") + sum("voter") + sum("baseline") + sum("postgres");
+        let seconds = r.elapsed_s.max(1e-9);
+        let answers: u64 = r.answers.iter().map(|a| a.count).sum();
+        // `+ 0.0` turns a negative zero into a zero.
+        let cores = |v: f64| format!("{:.2}", v / seconds + 0.0);
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            r.name,
+            seconds,
+            cores(machine),
+            cores(sum("loadgen")),
+            cores(sum("gateway")),
+            cores(sum("voter")),
+            cores(sum("baseline")),
+            cores(sum("postgres")),
+            cores((machine - ours).max(0.0)),
+            ours * 1e6 / (answers.max(1) as f64)
+        );
+    }
+    out.push('\n');
 }
 
 fn mib_list(values: &BTreeMap<String, f64>) -> String {

@@ -1,6 +1,7 @@
 //! One scenario end to end: create the catalog, drive the load, check the final state, report.
 //! The `loadgen` binary, the benchmark and the CI smoke test all go through [`run_scenario`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::check::check;
@@ -19,6 +20,10 @@ pub enum Phases {
     LoadOnly,
 }
 
+/// Reads CPU seconds used so far, by process (or group of processes); the scenario records
+/// the difference over its load phase (see `RunReport::cpu_s`).
+pub type CpuProbe = dyn Fn() -> BTreeMap<String, f64> + Sync;
+
 /// Run `workload` against `target`. `name` and `target_label` only name the report.
 pub async fn run_scenario(
     name: &str,
@@ -27,6 +32,19 @@ pub async fn run_scenario(
     workload: &Workload,
     config: &RunConfig,
     phases: Phases,
+) -> Result<RunReport, String> {
+    run_scenario_probed(name, target_label, target, workload, config, phases, None).await
+}
+
+/// [`run_scenario`], with the CPU each process used during the load phase read by `cpu`.
+pub async fn run_scenario_probed(
+    name: &str,
+    target_label: &str,
+    target: &Target,
+    workload: &Workload,
+    config: &RunConfig,
+    phases: Phases,
+    cpu: Option<&CpuProbe>,
 ) -> Result<RunReport, String> {
     if phases == Phases::SetupAndCheck {
         create_products(
@@ -38,19 +56,24 @@ pub async fn run_scenario(
         .await?;
     }
     let workload = Arc::new(workload.clone());
+    let before = cpu.map(|read| read());
     let result = run(target, workload.clone(), config).await;
+    let cpu_s = cpu.zip(before).map(|(read, before)| {
+        read()
+            .into_iter()
+            .map(|(process, after)| {
+                let used = after - before.get(&process).copied().unwrap_or(0.0);
+                (process, used.max(0.0))
+            })
+            .collect()
+    });
     let checked = match phases {
         Phases::SetupAndCheck => {
             Some(check(target, &workload.catalog, &result.recorder.ledger).await)
         }
         Phases::LoadOnly => None,
     };
-    Ok(RunReport::new(
-        name,
-        target_label,
-        &workload,
-        config,
-        &result,
-        checked,
-    ))
+    let mut report = RunReport::new(name, target_label, &workload, config, &result, checked);
+    report.cpu_s = cpu_s;
+    Ok(report)
 }

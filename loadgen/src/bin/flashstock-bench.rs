@@ -31,11 +31,13 @@ use flashstock_loadgen::check::check;
 use flashstock_loadgen::driver::{run, Mode, RunConfig};
 use flashstock_loadgen::http::Target;
 use flashstock_loadgen::probe::probe;
-use flashstock_loadgen::proc_info::{dir_bytes, rss_mib, Machine};
+use flashstock_loadgen::proc_info::{
+    cpu_seconds, cpu_seconds_named, dir_bytes, machine_busy_seconds, rss_mib, Machine,
+};
 use flashstock_loadgen::record::{merge_ledgers, Ledger};
 use flashstock_loadgen::report::{table, RunReport};
 use flashstock_loadgen::results::{utc_timestamp, BenchResults, CatalogPoint, ConcurrencyPoint};
-use flashstock_loadgen::scenario::{run_scenario, Phases};
+use flashstock_loadgen::scenario::{run_scenario_probed, Phases};
 use flashstock_loadgen::setup::create_products;
 use flashstock_loadgen::workload::{
     Catalog, Workload, WorkloadKind, SPREAD_PRODUCTS, STANDARD_PRODUCTS, UNLIMITED_STOCK,
@@ -500,12 +502,43 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
             ),
         ]);
     }
+    // The CPU of every process during each load phase: where the two cores went.
+    let mut processes: Vec<(String, u32)> = cluster
+        .nodes
+        .values()
+        .filter_map(|node| Some((node_label(node.role, node.id), node.pid()?)))
+        .collect();
+    processes.push(("loadgen".into(), std::process::id()));
+    for (node, baseline) in BARE_AXUM_NODES.iter().zip(&bare) {
+        processes.push((format!("baseline-axum-{node}"), baseline.pid()));
+    }
+    if let Some(pg) = &relational {
+        processes.push(("baseline-pg".into(), pg.pid()));
+    }
+    let probe = move || -> BTreeMap<String, f64> {
+        let mut used: BTreeMap<String, f64> = processes
+            .iter()
+            .filter_map(|(label, pid)| Some((label.clone(), cpu_seconds(*pid)?)))
+            .collect();
+        used.insert("postgres".into(), cpu_seconds_named("postgres"));
+        used.insert("machine".into(), machine_busy_seconds());
+        used
+    };
     for (name, label, target, workload, config, phases) in plan {
         say(format!(
             "scenario {name}: {label}, {:?}, {} connections",
             config.mode, config.connections
         ));
-        let report = run_scenario(name, label, &target, &workload, &config, phases).await?;
+        let report = run_scenario_probed(
+            name,
+            label,
+            &target,
+            &workload,
+            &config,
+            phases,
+            Some(&probe),
+        )
+        .await?;
         print!("{}", table(std::slice::from_ref(&report)));
         results.scenarios.push(report);
     }
@@ -528,13 +561,14 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
     // The concurrency curve.
     for &connections in &settings.concurrency {
         say(format!("concurrency curve: {connections} connections"));
-        let report = run_scenario(
+        let report = run_scenario_probed(
             &format!("concurrency-{connections}"),
             "flashstock",
             &shop,
             &Workload::standard(STANDARD_PRODUCTS, 80),
             &run_config(Mode::Closed, connections, settings.curve_seconds, progress),
             Phases::SetupAndCheck,
+            Some(&probe),
         )
         .await?;
         print!("{}", table(std::slice::from_ref(&report)));
