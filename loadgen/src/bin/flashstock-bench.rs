@@ -390,6 +390,7 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
         started_at: utc_timestamp(started),
         machine,
         floor,
+        floor_at_light_load: None,
         settings: serde_json::to_value(&settings).map_err(|e| e.to_string())?,
         cluster_start_s,
         scenarios: Vec::new(),
@@ -515,7 +516,7 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
     if let Some(pg) = &relational {
         processes.push(("baseline-pg".into(), pg.pid()));
     }
-    let probe = move || -> BTreeMap<String, f64> {
+    let cpu_probe = move || -> BTreeMap<String, f64> {
         let mut used: BTreeMap<String, f64> = processes
             .iter()
             .filter_map(|(label, pid)| Some((label.clone(), cpu_seconds(*pid)?)))
@@ -525,6 +526,18 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
         used
     };
     for (name, label, target, workload, config, phases) in plan {
+        if name == "light-purchases" {
+            let dir = cluster.dir.clone();
+            let floor = tokio::task::spawn_blocking(move || probe(&dir))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("floor probe: {e}"))?;
+            say(format!(
+                "floor again: fsync 4 KiB p50 {:.0} µs, loopback round trip p50 {:.0} µs",
+                floor.fsync_4k_p50_us, floor.loopback_rtt_p50_us
+            ));
+            results.floor_at_light_load = Some(floor);
+        }
         say(format!(
             "scenario {name}: {label}, {:?}, {} connections",
             config.mode, config.connections
@@ -536,7 +549,7 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
             &workload,
             &config,
             phases,
-            Some(&probe),
+            Some(&cpu_probe),
         )
         .await?;
         print!("{}", table(std::slice::from_ref(&report)));
@@ -568,7 +581,7 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
             &Workload::standard(STANDARD_PRODUCTS, 80),
             &run_config(Mode::Closed, connections, settings.curve_seconds, progress),
             Phases::SetupAndCheck,
-            Some(&probe),
+            Some(&cpu_probe),
         )
         .await?;
         print!("{}", table(std::slice::from_ref(&report)));
