@@ -5,8 +5,9 @@
 # bench/results/<date>.json, <date>.md and <date>-*.svg.
 #
 #   ./bench/run.sh                 # the brief's scale: 6000 connections, curves to 12 000
-#                                  # connections and 1 000 000 products (long: about an hour)
-#   ./bench/run.sh --scale quick   # a reduced scale, a few minutes
+#                                  # connections and 1 000 000 products (about 10 minutes on
+#                                  # two cores, 5 of them creating the million products)
+#   ./bench/run.sh --scale quick   # a reduced scale, about 3 minutes
 #   ./bench/run.sh --help          # every figure can be set by a flag
 #
 # Installs missing system packages first (see deploy/setup.sh; PostgreSQL for the baseline).
