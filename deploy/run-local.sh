@@ -2,15 +2,18 @@
 # Builds flashstock and runs a whole cluster on this machine: 3 voters and 3 gateways on loopback,
 # with a demo catalog. Ctrl-C stops it; a rerun resumes the same cluster (same ports, same data).
 #
-#   ./deploy/run-local.sh [--dir DIR] [--catalog FILE]
+#   ./deploy/run-local.sh [--dir DIR] [--catalog FILE] [--with-archive | --archive-url URL]
 #
 # DIR (default: .local-cluster in the repository) holds the nodes' configs, data and logs.
+# The order archive is off unless --with-archive (a PostgreSQL server of its own in DIR/postgres)
+# or --archive-url URL (an existing PostgreSQL database) turns it on.
 # Installs missing system packages first (see setup.sh). The first build compiles RocksDB's C++
 # (about 13 minutes on two cores) into the build directory fixed in .cargo/config.toml.
 set -euo pipefail
 
 # Paths given relative to where the script was called from, made absolute before the cd below.
 args=()
+extras=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir|--catalog)
@@ -21,6 +24,7 @@ while [ $# -gt 0 ]; do
       name="${1%%=*}" value="${1#*=}"
       case "$value" in /*) args+=("$name" "$value") ;; *) args+=("$name" "$PWD/$value") ;; esac
       shift ;;
+    --with-archive) extras+=(postgresql); args+=("$1"); shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -29,7 +33,7 @@ done
 # repository.
 cd "$(dirname "$0")/.."
 source deploy/setup.sh
-flashstock_need_packages
+flashstock_need_packages ${extras[@]+"${extras[@]}"}
 
 # The launcher starts the flashstock-node binary of the same build: build every binary.
 cargo build --release --workspace --bins

@@ -16,7 +16,7 @@ flashstock_need_packages() {
   for extra in "$@"; do
     case "$extra" in
       postgresql) command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql) ;;
-      chromium) command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver) ;;
+      chromium) { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || missing+=(chromium chromium-driver) ;;
       # Network partitions of the fault-injection harness; only root can use them, so only
       # root needs the package (others run without partitions).
       iptables) [ "$(id -u)" -ne 0 ] || command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables) ;;

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Runs every test of flashstock: unit, storage conformance, scenario, and end-to-end tests that
-# start real node processes on loopback. Installs missing system packages first (see setup.sh).
+# start real node processes on loopback, and archive tests against a real PostgreSQL (Debian's
+# postgresql package). Installs missing system packages first (see setup.sh).
 #
 # One cargo profile (release) serves tests and benchmarks, so RocksDB's C++ compiles once; the
 # build directory is fixed in .cargo/config.toml, outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/setup.sh
-flashstock_need_packages iptables postgresql
+# postgresql: the archive's tests (node/tests/t40_archive.rs) and the benchmark's baseline
+# (loadgen/tests/t10_smoke.rs) run a real server.
+# chromium (with chromium-driver): the storefront's browser tests (node/tests/t50_storefront.rs).
+flashstock_need_packages postgresql iptables chromium
 
 # The end-to-end tests run node binaries: build them first.
 cargo build --release --workspace --bins

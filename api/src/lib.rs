@@ -418,6 +418,33 @@ pub struct NodeStatus {
     pub archive: Option<ArchiveStatus>,
 }
 
+/// Units sold and revenue per product over a time range, read from the archive database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveReport {
+    /// Start of the range (orders committed at or after), milliseconds since the Unix epoch.
+    pub from_ms: u64,
+    /// End of the range (orders committed before), milliseconds since the Unix epoch.
+    pub to_ms: u64,
+    /// One row per product with orders in the range, by product id.
+    pub products: Vec<ArchiveReportRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveReportRow {
+    pub product: String,
+    pub orders: u64,
+    pub units: u64,
+    /// Sum of quantity × unit price, in cents.
+    pub revenue_cents: u64,
+}
+
+/// Query of `GET /admin/archive/report`: a time range, milliseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveReportQuery {
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
 /// The order archive, as one voter sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveStatus {

@@ -284,6 +284,21 @@ impl VoterClient {
         self.post(endpoint, "/admin/snapshot", &()).await
     }
 
+    /// Units sold and revenue per product for orders committed in `from_ms..to_ms`, read by the
+    /// voter at `endpoint` from the archive database.
+    pub async fn archive_report(
+        &self,
+        endpoint: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<flashstock_api::ArchiveReport, Error> {
+        self.get(
+            endpoint,
+            &format!("/admin/archive/report?from_ms={from_ms}&to_ms={to_ms}"),
+        )
+        .await
+    }
+
     pub async fn product(&self, endpoint: &str, id: &str) -> Result<Page<Product>, Error> {
         self.get(endpoint, &format!("/internal/products/{id}"))
             .await

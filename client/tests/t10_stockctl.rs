@@ -7,8 +7,12 @@ use std::future::Future;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use flashstock_api::{NodeStatus, ProductChanged, ProductList, ProductView, PurchaseResponse};
+use flashstock_api::{
+    ArchiveReport, ArchiveStatus, NodeStatus, ProductChanged, ProductList, ProductView,
+    PurchaseResponse,
+};
 use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
+use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 use serde::de::DeserializeOwned;
 
 /// Generous: the machine is shared and slow.
@@ -120,12 +124,19 @@ where
 }
 
 async fn formed_cluster() -> LocalCluster {
+    formed_cluster_with(3, |_| {}).await
+}
+
+async fn formed_cluster_with(
+    gateways: u64,
+    tweak: impl Fn(&mut cluster_config::Config),
+) -> LocalCluster {
     let layout = Layout {
         voters: 3,
-        gateways: 3,
+        gateways,
     };
     let binary = node_binary().expect("flashstock-node is built");
-    let mut cluster = LocalCluster::temporary(&binary, layout, |_| {}).expect("lay out");
+    let mut cluster = LocalCluster::temporary(&binary, layout, tweak).expect("lay out");
     cluster
         .start_and_form(FORM_TIMEOUT)
         .await
@@ -164,7 +175,85 @@ async fn stockctl_operates_a_real_cluster() {
     catalog_and_purchases(&ctl).await;
     snapshot_shows_in_status(&ctl).await;
     wrong_secret_is_refused(&ctl).await;
+    archive_off_is_said(&ctl).await;
     membership_round_trip(&mut cluster, &ctl).await;
+}
+
+async fn archive_off_is_said(ctl: &Ctl) {
+    let status: serde_json::Value = ctl.json(&["archive", "status"]).await;
+    assert_eq!(status["enabled"], false, "{status}");
+    let table = ctl.ok(&["archive", "status"]).await;
+    assert!(table.contains("off (no archive.postgres_url)"), "{table}");
+    let output = ctl.run(&["archive", "report", "--since", "1h"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    assert!(
+        stderr(&output).contains("archive_disabled"),
+        "{}",
+        show(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_status_and_report_read_a_real_archive() {
+    let postgres = Postgres::start(PostgresOptions::default()).expect("start PostgreSQL");
+    let url = postgres.url();
+    let cluster = formed_cluster_with(1, |config| {
+        config.archive.postgres_url = Some(url.clone());
+        config.archive.interval_ms = 20;
+    })
+    .await;
+    let ctl = Ctl::for_cluster(&cluster);
+    ctl.ok(&[
+        "product",
+        "create",
+        "tee",
+        "--name",
+        "Tee",
+        "--price-cents",
+        "1999",
+        "--stock",
+        "100",
+    ])
+    .await;
+    for _ in 0..3 {
+        ctl.ok(&["buy", "tee", "2"]).await;
+    }
+
+    let status: ArchiveStatus = eventually("the archive catches up", || async {
+        let output = ctl.run(&["archive", "status", "--output", "json"]).await;
+        let status: ArchiveStatus = serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("{e}: {}", show(&output)))?;
+        if status.backlog == 0 && status.orders_placed == 3 {
+            Ok(status)
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await;
+    assert!(status.enabled && status.active && status.cursor.is_some());
+    let table = ctl.ok(&["archive", "status"]).await;
+    assert!(table.contains("on, archiving on leader"), "{table}");
+    let cluster_table = ctl.ok(&["cluster", "status"]).await;
+    assert!(cluster_table.lines().next().unwrap().contains("BACKLOG"));
+
+    let report: ArchiveReport = ctl.json(&["archive", "report", "--since", "1h"]).await;
+    assert_eq!(report.products.len(), 1, "{report:?}");
+    let tee = &report.products[0];
+    assert_eq!((tee.orders, tee.units, tee.revenue_cents), (3, 6, 6 * 1999));
+    let table = ctl.ok(&["archive", "report", "--since", "1h"]).await;
+    assert!(table.contains("TOTAL    3       6      119.94"), "{table}");
+    // A range before the purchases holds nothing.
+    let empty: ArchiveReport = ctl
+        .json(&[
+            "archive",
+            "report",
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2020-02-01",
+        ])
+        .await;
+    assert!(empty.products.is_empty(), "{empty:?}");
 }
 
 async fn status_lists_every_node(ctl: &Ctl) {
@@ -179,7 +268,9 @@ async fn status_lists_every_node(ctl: &Ctl) {
     eprintln!("stockctl cluster status:\n{table}");
     let lines: Vec<&str> = table.lines().collect();
     assert!(
-        lines[0].starts_with("ID") && lines[0].contains("LAST LOG") && lines[0].ends_with("LAG"),
+        lines[0].starts_with("ID")
+            && lines[0].contains("LAST LOG")
+            && lines[0].ends_with("BACKLOG"),
         "{table}"
     );
     assert_eq!(lines.len(), 7, "a header and six nodes:\n{table}");

@@ -136,6 +136,7 @@ const _: () = assert!(
 const _: () = assert!(
     DEFAULT_ARCHIVE_BATCH_MAX >= 1 && DEFAULT_ARCHIVE_BATCH_MAX <= ARCHIVE_BATCH_MAX_HIGHEST
 );
+const _: () = assert!(ARCHIVE_POOL_SIZE_HIGHEST * VOTERS_MAX <= ARCHIVE_CLUSTER_CONNECTIONS_MAX);
 const _: () = assert!(DEFAULT_ARCHIVE_TIMEOUT_MS >= 1);
 const _: () = assert!(
     DEFAULT_ARCHIVE_RETRY_MIN_MS >= 1

@@ -315,7 +315,6 @@ mod tests {
             ..ArchiveSection::default()
         };
         assert!(validate_archive(&pool(ARCHIVE_POOL_SIZE_HIGHEST)).is_ok());
-        assert!(ARCHIVE_POOL_SIZE_HIGHEST * VOTERS_MAX <= ARCHIVE_CLUSTER_CONNECTIONS_MAX);
         let err = validate_archive(&pool(ARCHIVE_POOL_SIZE_HIGHEST + 1)).unwrap_err();
         assert!(err.to_string().contains("300 connections"), "{err}");
         assert_eq!(key_of(validate_archive(&pool(0))), "archive.pool_size");

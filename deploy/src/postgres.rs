@@ -7,6 +7,9 @@
 //! backend, as a power cut would leave it) and started again on the same data and port
 //! ([`Postgres::start_again`]). Dropping it stops the server and removes the directory.
 //!
+//! [`Postgres::start_in`] keeps the server's directory instead (the local demo cluster's archive):
+//! a rerun finds the data and the port it used before.
+//!
 //! PostgreSQL refuses to run as root. When this process is root, the server runs as the
 //! `postgres` account that Debian's package creates (or `nobody`), and the directory is handed to
 //! that account.
@@ -42,7 +45,7 @@ impl Default for PostgresOptions {
 /// A running (or stopped) throwaway server. See the module documentation.
 pub struct Postgres {
     bin: PathBuf,
-    dir: tempfile::TempDir,
+    dir: Dir,
     port: u16,
     options: PostgresOptions,
     /// Run the server binaries as this account (uid, gid) when we are root.
@@ -50,19 +53,57 @@ pub struct Postgres {
     running: bool,
 }
 
+/// Where the server's files live: removed on drop, or kept.
+enum Dir {
+    Temporary(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Dir {
+    fn path(&self) -> &Path {
+        match self {
+            Dir::Temporary(dir) => dir.path(),
+            Dir::Kept(path) => path,
+        }
+    }
+}
+
 impl Postgres {
-    /// Initialise a data directory and start the server. Errors say what to install when the
-    /// binaries are missing, and carry the server's log when it does not start.
+    /// Initialise a data directory in a new temporary directory and start the server. Errors say
+    /// what to install when the binaries are missing, and carry the server's log when it does not
+    /// start.
     pub fn start(options: PostgresOptions) -> std::io::Result<Postgres> {
-        let bin = binaries()?;
         let dir = tempfile::Builder::new()
             .prefix("flashstock-pg-")
             .tempdir()?;
+        Postgres::start_at(Dir::Temporary(dir), options)
+    }
+
+    /// Start the server kept in `dir`: initialised there on the first call, on a free port that
+    /// later calls reuse (written to `dir/port`). Dropping it stops the server and keeps `dir`.
+    pub fn start_in(dir: &Path, options: PostgresOptions) -> std::io::Result<Postgres> {
+        std::fs::create_dir_all(dir)?;
+        Postgres::start_at(Dir::Kept(dir.to_path_buf()), options)
+    }
+
+    fn start_at(dir: Dir, options: PostgresOptions) -> std::io::Result<Postgres> {
+        let bin = binaries()?;
         let account = server_account()?;
         if let Some((uid, gid)) = account {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
         }
-        let port = free_port(Ipv4Addr::LOCALHOST)?;
+        let port_file = dir.path().join("port");
+        let port = match std::fs::read_to_string(&port_file) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| std::io::Error::other(format!("{port_file:?} holds no port")))?,
+            Err(_) => {
+                let port = free_port(Ipv4Addr::LOCALHOST)?;
+                std::fs::write(&port_file, port.to_string())?;
+                port
+            }
+        };
         let mut postgres = Postgres {
             bin,
             dir,
@@ -71,6 +112,10 @@ impl Postgres {
             account,
             running: false,
         };
+        if postgres.data_dir().join("PG_VERSION").exists() {
+            postgres.start_again()?;
+            return Ok(postgres);
+        }
         let data = postgres.data_dir();
         postgres.run(
             "initdb",
@@ -163,13 +208,34 @@ impl Postgres {
             .next()
             .and_then(|line| line.trim().parse::<u32>().ok())
             .ok_or_else(|| std::io::Error::other("postmaster.pid holds no pid"))?;
+        // The backends first, then the postmaster, all within microseconds: a backend that
+        // exits by itself meanwhile is not an error, a postmaster that cannot be killed is.
         let mut pids = children_of(pid);
-        pids.push(pid);
-        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-        let status = Command::new("kill").arg("-KILL").args(&pids).status()?;
-        if !status.success() {
-            return Err(std::io::Error::other(format!("kill -KILL {pids:?} failed")));
+        for child in &pids {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(child.to_string())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
+        let status = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("kill -KILL {pid} failed")));
+        }
+        // Anything the postmaster forked after the first listing dies with it, as a crash would
+        // leave it: find those too.
+        pids.extend(children_of(pid));
+        for child in children_of(pid) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(child.to_string())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        pids.push(pid);
         // The port and shared memory are free once every process is gone.
         let deadline = Instant::now() + Duration::from_secs(10);
         while pids

@@ -33,7 +33,7 @@ use crate::history::{is_committed_rejection, History, OpKind, OpRecord, OpResult
 use crate::workload::ProductSpec;
 
 /// Most detail lines kept per invariant; the count of the rest is reported.
-const DETAILS_MAX: usize = 12;
+pub const DETAILS_MAX: usize = 12;
 /// Products read per page.
 const PAGE: usize = 1000;
 
@@ -111,14 +111,14 @@ pub struct Invariant {
 }
 
 /// Collects violations for one invariant.
-struct Verdict {
+pub(crate) struct Verdict {
     name: &'static str,
     violations: usize,
     details: Vec<String>,
 }
 
 impl Verdict {
-    fn new(name: &'static str) -> Verdict {
+    pub(crate) fn new(name: &'static str) -> Verdict {
         Verdict {
             name,
             violations: 0,
@@ -126,14 +126,14 @@ impl Verdict {
         }
     }
 
-    fn fail(&mut self, detail: String) {
+    pub(crate) fn fail(&mut self, detail: String) {
         self.violations += 1;
         if self.details.len() < DETAILS_MAX {
             self.details.push(detail);
         }
     }
 
-    fn finish(mut self, summary: String) -> Invariant {
+    pub(crate) fn finish(mut self, summary: String) -> Invariant {
         if self.violations > self.details.len() {
             let more = self.violations - self.details.len();
             self.details.push(format!("... and {more} more"));

@@ -4,11 +4,13 @@
 //! gateways), drives a [`workload`] of purchases, re-sends, restocks and views through the public
 //! API while a [`nemesis`] kills, pauses, partitions and restarts nodes, records the [`history`]
 //! of what every client was told, heals everything, and hands the history and the final state of
-//! every node to the [`checker`]. The [`report`] prints operations by result, the faults, each
-//! invariant's verdict and purchase latencies.
+//! every node to the [`checker`]. With the [`archive`] on, PostgreSQL runs beside the cluster, may
+//! be crashed, and must end up holding every order exactly once. The [`report`] prints operations
+//! by result, the faults, each invariant's verdict and purchase latencies.
 //!
 //! The `jepsen` binary runs a long, configurable run; `tests/t10_faults.rs` a short one for CI.
 
+pub mod archive;
 pub mod checker;
 pub mod history;
 pub mod nemesis;
@@ -16,6 +18,7 @@ pub mod partition;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod timeline;
 pub mod workload;
 
 /// What can stop a run before the checker has spoken.

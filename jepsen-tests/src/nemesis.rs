@@ -8,7 +8,22 @@
 //! - `partition`: cut one node (voter or gateway) off from every other node with iptables
 //!   (see [`crate::partition`]), or, half of the time for a voter, from the other voters only
 //!   (the gateways still reach it: a deposed leader keeps receiving writes); only as root with
-//!   iptables installed, otherwise skipped and said so in the report.
+//!   iptables installed, otherwise skipped and said so in the report;
+//! - `postgres`: SIGKILL every process of the archive's PostgreSQL server, start it again after
+//!   the hold (crash recovery from its WAL); only when the run archives, otherwise skipped;
+//! - `voters`: SIGKILL every voter at once, restart them all after the hold (nothing can be
+//!   confirmed meanwhile; nothing confirmed before may be lost);
+//! - `isolate-leader`: cut the current leader off from every other node;
+//! - `split`: the leader and one gateway on one side, the other voters and gateways on the
+//!   other (a majority and a minority, each with clients);
+//! - `bridge`: two voters cannot reach each other, the third reaches both;
+//! - `ring`: a one-way ring among the voters: 1 cannot open connections to 2, 2 to 3, 3 to 1;
+//! - `gateway-cut`: one gateway cut from the leader only;
+//! - `loss`: 30% of the packets between voters dropped, both ways;
+//! - `rejoin`: remove a follower from the membership, stop it, wipe its data, start it again
+//!   empty, add it as a learner and promote it back: a membership change under load.
+//!
+//! The partition kinds need root and iptables, like `partition`.
 //!
 //! One fault at a time, so at most one voter (a minority) is ever faulty and the cluster must
 //! stay available. After each heal the nemesis waits until the cluster is whole again (a leader
@@ -23,6 +38,7 @@ use std::time::Duration;
 
 use cluster_config::Role;
 use flashstock_deploy::local::LocalCluster;
+use flashstock_deploy::postgres::Postgres;
 use serde::Serialize;
 
 use crate::history::{stamp, Clock};
@@ -43,16 +59,48 @@ pub enum FaultKind {
     Leader,
     Gateway,
     Partition,
+    Postgres,
+    Voters,
+    IsolateLeader,
+    Split,
+    Bridge,
+    Ring,
+    GatewayCut,
+    Loss,
+    Rejoin,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Leader,
         FaultKind::Gateway,
         FaultKind::Partition,
+        FaultKind::Postgres,
+        FaultKind::Voters,
+        FaultKind::IsolateLeader,
+        FaultKind::Split,
+        FaultKind::Bridge,
+        FaultKind::Ring,
+        FaultKind::GatewayCut,
+        FaultKind::Loss,
+        FaultKind::Rejoin,
     ];
+
+    /// Whether the fault is made of iptables rules (root only).
+    pub fn needs_iptables(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Partition
+                | FaultKind::IsolateLeader
+                | FaultKind::Split
+                | FaultKind::Bridge
+                | FaultKind::Ring
+                | FaultKind::GatewayCut
+                | FaultKind::Loss
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -61,19 +109,34 @@ impl FaultKind {
             FaultKind::Leader => "leader",
             FaultKind::Gateway => "gateway",
             FaultKind::Partition => "partition",
+            FaultKind::Postgres => "postgres",
+            FaultKind::Voters => "voters",
+            FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::Split => "split",
+            FaultKind::Bridge => "bridge",
+            FaultKind::Ring => "ring",
+            FaultKind::GatewayCut => "gateway-cut",
+            FaultKind::Loss => "loss",
+            FaultKind::Rejoin => "rejoin",
         }
     }
 
-    /// `kill,pause,partition,leader,gateway` (any subset, any order; empty: no faults).
+    /// Names from [`FaultKind::name`], comma-separated (any subset, any order; empty: no
+    /// faults; `all`: every kind).
     pub fn parse_list(text: &str) -> Result<Vec<FaultKind>, String> {
+        if text.trim() == "all" {
+            return Ok(FaultKind::ALL.to_vec());
+        }
         let mut kinds = Vec::new();
         for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let kind = FaultKind::ALL
                 .into_iter()
                 .find(|k| k.name() == name)
                 .ok_or_else(|| {
+                    let known: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
                     format!(
-                        "unknown fault {name:?}; known: kill, pause, partition, leader, gateway"
+                        "unknown fault {name:?}; known: {}, or all",
+                        known.join(", ")
                     )
                 })?;
             if !kinds.contains(&kind) {
@@ -143,6 +206,9 @@ enum Active {
     Killed(Vec<u64>),
     Paused(u64),
     Partitioned,
+    PostgresDown,
+    /// Removed from the membership, stopped and wiped: to be started and added back.
+    Removed(u64),
 }
 
 pub struct Nemesis {
@@ -153,19 +219,30 @@ pub struct Nemesis {
     partitioner: Option<Partitioner>,
     /// Why partitions were left out, if they were asked for and could not be done.
     pub partitions_skipped: Option<String>,
+    /// The archive's database, when the run archives.
+    postgres: Option<Postgres>,
     pub faults: Vec<FaultRecord>,
 }
 
 impl Nemesis {
-    /// A nemesis; probes iptables if partitions are asked for.
-    pub fn new(mut config: NemesisConfig, clock: Clock, progress: Arc<Progress>) -> Nemesis {
+    /// A nemesis; probes iptables if partitions are asked for. `postgres` is the archive's
+    /// database, if the run archives; without it `postgres` faults are left out.
+    pub fn new(
+        mut config: NemesisConfig,
+        clock: Clock,
+        progress: Arc<Progress>,
+        postgres: Option<Postgres>,
+    ) -> Nemesis {
+        if postgres.is_none() {
+            config.kinds.retain(|k| *k != FaultKind::Postgres);
+        }
         let mut partitioner = None;
         let mut partitions_skipped = None;
-        if config.kinds.contains(&FaultKind::Partition) {
+        if config.kinds.iter().any(|k| k.needs_iptables()) {
             match Partitioner::probe() {
                 Ok(p) => partitioner = Some(p),
                 Err(reason) => {
-                    config.kinds.retain(|k| *k != FaultKind::Partition);
+                    config.kinds.retain(|k| !k.needs_iptables());
                     partitions_skipped = Some(reason);
                 }
             }
@@ -177,8 +254,14 @@ impl Nemesis {
             progress,
             partitioner,
             partitions_skipped,
+            postgres,
             faults: Vec::new(),
         }
+    }
+
+    /// The archive database's URL, when the run archives.
+    pub fn postgres_url(&self) -> Option<String> {
+        self.postgres.as_ref().map(Postgres::url)
     }
 
     /// The kinds of fault this nemesis injects (partitions left out when unavailable).
@@ -336,6 +419,113 @@ impl Nemesis {
                 self.isolate(cluster, id, voters_only)?;
                 (Active::Partitioned, vec![id], text, hold_for(id))
             }
+            FaultKind::Voters => {
+                let ids = cluster.voter_ids();
+                for id in &ids {
+                    cluster.kill(*id)?;
+                }
+                let text = format!("SIGKILL every voter {ids:?}");
+                (Active::Killed(ids.clone()), ids, text, hold)
+            }
+            FaultKind::IsolateLeader => {
+                let id = cluster.wait_for_leader(LEADER_WAIT).await?;
+                let text = format!(
+                    "isolate the leader, {}, from every other node",
+                    describe(id)
+                );
+                self.isolate(cluster, id, false)?;
+                (Active::Partitioned, vec![id], text, leader_hold)
+            }
+            FaultKind::Split => {
+                let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
+                let gateway = *self.rng.pick(&cluster.gateway_ids());
+                let minority = [leader, gateway];
+                let majority: Vec<u64> = cluster
+                    .nodes
+                    .keys()
+                    .copied()
+                    .filter(|id| !minority.contains(id))
+                    .collect();
+                let text =
+                    format!("split: the leader {leader} and gateway {gateway} | {majority:?}");
+                self.cut_sides(cluster, &minority, &majority)?;
+                (Active::Partitioned, minority.to_vec(), text, leader_hold)
+            }
+            FaultKind::Bridge => {
+                let mut voters = cluster.voter_ids();
+                self.rng.shuffle(&mut voters);
+                let (a, bridge, b) = (voters[0], voters[1], voters[2]);
+                let text = format!(
+                    "bridge: voters {a} and {b} cut from each other, {bridge} reaches both"
+                );
+                self.cut_sides(cluster, &[a], &[b])?;
+                (Active::Partitioned, vec![a, b], text, leader_hold)
+            }
+            FaultKind::Ring => {
+                let voters = cluster.voter_ids();
+                let mut pairs = Vec::new();
+                for (i, from) in voters.iter().enumerate() {
+                    let to = voters[(i + 1) % voters.len()];
+                    self.partitioner()?
+                        .cut_one_way(cluster.nodes[from].addr, cluster.nodes[&to].addr)
+                        .map_err(Error::Harness)?;
+                    pairs.push(format!("{from}->{to}"));
+                }
+                let text = format!("one-way ring: no new connections {}", pairs.join(", "));
+                (Active::Partitioned, voters, text, leader_hold)
+            }
+            FaultKind::GatewayCut => {
+                let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
+                let gateway = *self.rng.pick(&cluster.gateway_ids());
+                let text = format!("cut gateway {gateway} from the leader {leader} only");
+                self.cut_sides(cluster, &[gateway], &[leader])?;
+                (Active::Partitioned, vec![gateway], text, hold)
+            }
+            FaultKind::Loss => {
+                let voters = cluster.voter_ids();
+                for (i, a) in voters.iter().enumerate() {
+                    for b in &voters[i + 1..] {
+                        self.partitioner()?
+                            .lossy(cluster.nodes[a].addr, cluster.nodes[b].addr, 30)
+                            .map_err(Error::Harness)?;
+                    }
+                }
+                let text = "drop 30% of the packets between voters".to_string();
+                (Active::Partitioned, voters, text, hold)
+            }
+            FaultKind::Rejoin => {
+                let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
+                let followers: Vec<u64> = cluster
+                    .voter_ids()
+                    .into_iter()
+                    .filter(|id| *id != leader)
+                    .collect();
+                let id = *self.rng.pick(&followers);
+                let rest: Vec<u64> = cluster
+                    .voter_ids()
+                    .into_iter()
+                    .filter(|v| *v != id)
+                    .collect();
+                let text = format!(
+                    "remove {} from the membership, stop it and wipe its data",
+                    describe(id)
+                );
+                change_membership(cluster, rest).await?;
+                cluster.kill(id)?;
+                cluster.wipe(id)?;
+                (Active::Removed(id), vec![id], text, hold)
+            }
+            FaultKind::Postgres => {
+                let postgres = self
+                    .postgres
+                    .as_mut()
+                    .ok_or_else(|| Error::Harness("postgres fault without an archive".into()))?;
+                postgres
+                    .kill()
+                    .map_err(|e| Error::Harness(format!("crashing PostgreSQL: {e}")))?;
+                let text = "SIGKILL every PostgreSQL process (the archive)".to_string();
+                (Active::PostgresDown, Vec::new(), text, hold)
+            }
         })
     }
 
@@ -410,6 +600,53 @@ impl Nemesis {
                     self.log(&format!("deleted {deleted} iptables rules"));
                 }
             }
+            Active::PostgresDown => self.restart_postgres()?,
+            Active::Removed(id) => {
+                cluster.start(id).await?;
+                let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
+                let addr = cluster.addr(id);
+                retry_admin(|| {
+                    let client = cluster.voter_client();
+                    let leader_addr = cluster.addr(leader);
+                    let addr = addr.clone();
+                    async move { client.add_learner(&leader_addr, id, &addr).await }
+                })
+                .await?;
+                change_membership(cluster, cluster.voter_ids()).await?;
+                self.log(&format!("node {id} is a voter again, from an empty disk"));
+            }
+        }
+        Ok(())
+    }
+
+    fn partitioner(&mut self) -> Result<&mut Partitioner, Error> {
+        self.partitioner
+            .as_mut()
+            .ok_or_else(|| Error::Harness("partition asked without iptables".into()))
+    }
+
+    /// Cut every node of `a` from every node of `b`, both ways.
+    fn cut_sides(&mut self, cluster: &LocalCluster, a: &[u64], b: &[u64]) -> Result<(), Error> {
+        let others: Vec<SocketAddr> = b.iter().map(|id| cluster.nodes[id].addr).collect();
+        for id in a {
+            let node = cluster.nodes[id].addr;
+            self.partitioner()?
+                .isolate(node, &others)
+                .map_err(Error::Harness)?;
+        }
+        Ok(())
+    }
+
+    fn restart_postgres(&mut self) -> Result<(), Error> {
+        if let Some(postgres) = self.postgres.as_mut() {
+            let begun = self.clock.ms();
+            postgres
+                .start_again()
+                .map_err(|e| Error::Harness(format!("restarting PostgreSQL: {e}")))?;
+            self.log(&format!(
+                "restarted PostgreSQL: recovered after {} ms",
+                self.clock.ms() - begun
+            ));
         }
         Ok(())
     }
@@ -421,6 +658,11 @@ impl Nemesis {
         if let Some(partitioner) = self.partitioner.as_mut() {
             if let Err(e) = partitioner.heal() {
                 first_error.get_or_insert(Error::Harness(e));
+            }
+        }
+        if self.postgres.as_ref().is_some_and(|p| !p.is_running()) {
+            if let Err(e) = self.restart_postgres() {
+                first_error.get_or_insert(e);
             }
         }
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
@@ -473,6 +715,44 @@ pub async fn wait_recovered(cluster: &LocalCluster, timeout: Duration) -> Result
             .map_err(|e| e.to_string())?;
     }
     Ok(last)
+}
+
+/// Make `voters` the voters of the membership, through the leader, retrying while a previous
+/// change is still in progress or leadership moves.
+async fn change_membership(cluster: &LocalCluster, voters: Vec<u64>) -> Result<(), Error> {
+    retry_admin(|| {
+        let client = cluster.voter_client();
+        let voters = voters.clone();
+        async move {
+            let leader = cluster.wait_for_leader(LEADER_WAIT).await.map_err(|e| {
+                flashstock_client::Error::OutcomeUnknown {
+                    message: e.to_string(),
+                }
+            })?;
+            client
+                .change_membership(&cluster.addr(leader), voters, true)
+                .await
+        }
+    })
+    .await
+}
+
+/// Run an admin call until it succeeds, for up to 30 s.
+async fn retry_admin<F, Fut>(mut call: F) -> Result<(), Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, flashstock_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match call().await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(Error::Harness(format!("membership change failed: {e}")))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,10 @@
 //! -i lo -s A -d B -p tcp --sport <A's port>   A's answers to B
 //! ```
 //!
+//! The first two rules alone stop A from opening connections to B while B can still reach A: a
+//! one-way cut ([`rules_one_way`]). The same four rules with `-m statistic --mode random
+//! --probability P` drop a share of the packets instead of all ([`rules_lossy`]).
+//!
 //! A [`Partitioner`] remembers exactly the rules it added and deletes exactly those (`iptables
 //! -D` with the same specification) when healed and when dropped, also while unwinding from a
 //! panic. It never lists, changes or deletes a rule it did not add.
@@ -39,36 +43,77 @@ impl Rule {
     }
 }
 
+/// One DROP rule for the packets from `src` to `dst` with the TCP `side` port `port`, dropping
+/// only `loss_percent` of them when that is below 100.
+fn rule(
+    src: SocketAddr,
+    dst: SocketAddr,
+    side: &str,
+    port: u16,
+    comment: &str,
+    loss_percent: u32,
+) -> Rule {
+    let mut args: Vec<String> = [
+        "-i",
+        "lo",
+        "-s",
+        &src.ip().to_string(),
+        "-d",
+        &dst.ip().to_string(),
+        "-p",
+        "tcp",
+        side,
+        &port.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if loss_percent < 100 {
+        let probability = format!("{:.2}", f64::from(loss_percent) / 100.0);
+        args.extend(
+            [
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &probability,
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+    }
+    args.extend(
+        ["-m", "comment", "--comment", comment, "-j", "DROP"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    Rule { args }
+}
+
+/// The rules that stop `from` from opening connections to `to` (its requests, and `to`'s
+/// answers on them); `to` can still reach `from`.
+pub fn rules_one_way(from: SocketAddr, to: SocketAddr, comment: &str) -> Vec<Rule> {
+    vec![
+        rule(from, to, "--dport", to.port(), comment, 100),
+        rule(to, from, "--sport", to.port(), comment, 100),
+    ]
+}
+
 /// The iptables rules that cut `a` from `b` in both directions, tagged with `comment`.
 pub fn rules_between(a: SocketAddr, b: SocketAddr, comment: &str) -> Vec<Rule> {
-    let rule = |src: SocketAddr, dst: SocketAddr, side: &str, port: u16| Rule {
-        args: [
-            "-i",
-            "lo",
-            "-s",
-            &src.ip().to_string(),
-            "-d",
-            &dst.ip().to_string(),
-            "-p",
-            "tcp",
-            side,
-            &port.to_string(),
-            "-m",
-            "comment",
-            "--comment",
-            comment,
-            "-j",
-            "DROP",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    };
+    let mut rules = rules_one_way(a, b, comment);
+    rules.extend(rules_one_way(b, a, comment));
+    rules
+}
+
+/// The rules that drop `loss_percent` of the packets between `a` and `b`, both ways.
+pub fn rules_lossy(a: SocketAddr, b: SocketAddr, comment: &str, loss_percent: u32) -> Vec<Rule> {
     vec![
-        rule(a, b, "--dport", b.port()),
-        rule(b, a, "--sport", b.port()),
-        rule(b, a, "--dport", a.port()),
-        rule(a, b, "--sport", a.port()),
+        rule(a, b, "--dport", b.port(), comment, loss_percent),
+        rule(b, a, "--sport", b.port(), comment, loss_percent),
+        rule(b, a, "--dport", a.port(), comment, loss_percent),
+        rule(a, b, "--sport", a.port(), comment, loss_percent),
     ]
 }
 
@@ -122,10 +167,25 @@ impl Partitioner {
     /// recorded, so [`Partitioner::heal`] (or the drop) removes them.
     pub fn isolate(&mut self, node: SocketAddr, others: &[SocketAddr]) -> Result<(), String> {
         for other in others {
-            for rule in rules_between(node, *other, &self.comment) {
-                self.iptables("-I", &rule)?;
-                self.active.push(rule);
-            }
+            self.add(rules_between(node, *other, &self.comment))?;
+        }
+        Ok(())
+    }
+
+    /// Stop `from` from opening connections to `to`; `to` still reaches `from`.
+    pub fn cut_one_way(&mut self, from: SocketAddr, to: SocketAddr) -> Result<(), String> {
+        self.add(rules_one_way(from, to, &self.comment))
+    }
+
+    /// Drop `loss_percent` of the packets between `a` and `b`, both ways.
+    pub fn lossy(&mut self, a: SocketAddr, b: SocketAddr, loss_percent: u32) -> Result<(), String> {
+        self.add(rules_lossy(a, b, &self.comment, loss_percent))
+    }
+
+    fn add(&mut self, rules: Vec<Rule>) -> Result<(), String> {
+        for rule in rules {
+            self.iptables("-I", &rule)?;
+            self.active.push(rule);
         }
         Ok(())
     }
@@ -235,6 +295,24 @@ mod tests {
                 format!("-i lo -s 127.0.0.1 -d 127.0.0.2 -p tcp --sport 12001 {tail}"),
             ]
         );
+    }
+
+    #[test]
+    fn one_way_and_lossy_rules() {
+        let a: SocketAddr = "127.0.0.1:12001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:12002".parse().unwrap();
+        let one_way: Vec<String> = rules_one_way(a, b, "c")
+            .iter()
+            .map(|r| r.args().join(" "))
+            .collect();
+        assert_eq!(one_way.len(), 2);
+        assert!(one_way[0].starts_with("-i lo -s 127.0.0.1 -d 127.0.0.2 -p tcp --dport 12002"));
+        let lossy = rules_lossy(a, b, "c", 30);
+        assert_eq!(lossy.len(), 4);
+        assert!(lossy[0]
+            .args()
+            .join(" ")
+            .contains("-m statistic --mode random --probability 0.30 -m comment"));
     }
 
     #[test]

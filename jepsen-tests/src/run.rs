@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
+use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 use tokio::task::JoinSet;
 
-use crate::checker;
 use crate::history::{stamp, Clock, History, OpRecord};
 use crate::nemesis::{FaultKind, Nemesis, NemesisConfig};
 use crate::report::{Report, RunFacts};
 use crate::workload::{self, Progress, WorkloadConfig};
 use crate::Error;
+use crate::{archive, checker};
 
 /// How long forming the cluster and creating the products may take.
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,6 +31,11 @@ pub struct RunConfig {
     pub nemesis: NemesisConfig,
     /// Lay the cluster out here (kept afterwards) instead of a temporary directory.
     pub dir: Option<PathBuf>,
+    /// Run this node binary instead of `flashstock-node` (a deliberately broken one, to show
+    /// that the checker catches it).
+    pub node_binary: Option<PathBuf>,
+    /// Archive orders in a PostgreSQL server started for the run, and check the archive.
+    pub archive: bool,
 }
 
 impl RunConfig {
@@ -40,6 +46,8 @@ impl RunConfig {
             workload: WorkloadConfig::new(clients, seed),
             nemesis: NemesisConfig::new(faults, seed),
             dir: None,
+            node_binary: None,
+            archive: false,
         }
     }
 
@@ -51,6 +59,7 @@ impl RunConfig {
         config.nemesis.hold_ms = (1200, 3000);
         config.nemesis.leader_hold_ms = (3000, 3500);
         config.nemesis.gap_ms = (300, 800);
+        config.archive = true;
         config
     }
 }
@@ -60,6 +69,36 @@ pub struct RunOutcome {
     pub report: Report,
     pub history: History,
     pub log_tails: String,
+}
+
+impl RunOutcome {
+    /// Write the history (JSON lines), the report (JSON) and the timeline chart (SVG) into
+    /// `dir`, as `history.jsonl`, `report.json` and `timeline.svg`; returns their paths.
+    pub fn save(&self, dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let faults: Vec<_> = self.report.faults.iter().map(|f| f.fault.clone()).collect();
+        let files = [
+            (
+                "history.jsonl",
+                crate::timeline::jsonl(&self.history, &faults),
+            ),
+            (
+                "report.json",
+                serde_json::to_string_pretty(&self.report).expect("the report serializes"),
+            ),
+            (
+                "timeline.svg",
+                crate::timeline::chart_svg(&self.history, &faults, self.report.duration_ms),
+            ),
+        ];
+        let mut paths = Vec::new();
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, text)?;
+            paths.push(path);
+        }
+        Ok(paths)
+    }
 }
 
 /// A run that could not finish, with the tail of every node's log.
@@ -77,18 +116,37 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         message,
         log_tails: String::new(),
     };
-    let binary = node_binary().map_err(|e| failed(e.to_string()))?;
+    let binary = match &config.node_binary {
+        Some(binary) => binary.clone(),
+        None => node_binary().map_err(|e| failed(e.to_string()))?,
+    };
     let layout = Layout {
         voters: 3,
         gateways: 3,
     };
+    let postgres = match config.archive {
+        true => Some(
+            Postgres::start(PostgresOptions::default())
+                .map_err(|e| failed(format!("starting PostgreSQL for the archive: {e}")))?,
+        ),
+        false => None,
+    };
+    let archive_url = postgres.as_ref().map(Postgres::url);
+    let tweak = |node: &mut cluster_config::Config| {
+        node.archive.postgres_url = archive_url.clone();
+        node.archive.interval_ms = 50;
+        node.archive.retry_max_ms = 1000;
+    };
     let mut cluster = match &config.dir {
-        Some(dir) => LocalCluster::lay_out(&binary, dir, layout, |_| {}),
-        None => LocalCluster::temporary(&binary, layout, |_| {}),
+        Some(dir) => LocalCluster::lay_out(&binary, dir, layout, tweak),
+        None => LocalCluster::temporary(&binary, layout, tweak),
     }
     .map_err(|e| failed(format!("laying out the cluster: {e}")))?;
     println!("jepsen: cluster in {}", cluster.dir.display());
-    let result = drive(&mut cluster, config).await;
+    if let Some(url) = &archive_url {
+        println!("jepsen: archive in {url}");
+    }
+    let result = drive(&mut cluster, config, postgres).await;
     let log_tails = log_tails(&cluster);
     match result {
         Ok((report, history)) => Ok(RunOutcome {
@@ -116,7 +174,11 @@ pub fn log_tails(cluster: &LocalCluster) -> String {
     text
 }
 
-async fn drive(cluster: &mut LocalCluster, config: &RunConfig) -> Result<(Report, History), Error> {
+async fn drive(
+    cluster: &mut LocalCluster,
+    config: &RunConfig,
+    postgres: Option<Postgres>,
+) -> Result<(Report, History), Error> {
     cluster.start_and_form(FORM_TIMEOUT).await?;
     let shop = cluster.shop_client();
     workload::create_products(&shop, &config.workload, FORM_TIMEOUT)
@@ -142,7 +204,7 @@ async fn drive(cluster: &mut LocalCluster, config: &RunConfig) -> Result<(Report
         progress.clone(),
     );
     let ticker = tokio::spawn(print_progress(clock, progress.clone()));
-    let mut nemesis = Nemesis::new(config.nemesis.clone(), clock, progress.clone());
+    let mut nemesis = Nemesis::new(config.nemesis.clone(), clock, progress.clone(), postgres);
     let end_ms = config.seconds * 1000;
     let faulted = nemesis.run(cluster, end_ms).await;
     if faulted.is_ok() {
@@ -162,11 +224,22 @@ async fn drive(cluster: &mut LocalCluster, config: &RunConfig) -> Result<(Report
         stamp(clock.ms()),
         history.ops.len()
     );
+    if nemesis.postgres_url().is_some() {
+        archive::wait_drained(cluster, SETTLE_TIMEOUT)
+            .await
+            .map_err(Error::Harness)?;
+    }
     let settled_index = checker::settle(cluster, SETTLE_TIMEOUT)
         .await
         .map_err(|e| Error::Harness(format!("the cluster did not settle: {e}")))?;
     let nodes = checker::collect(cluster).await.map_err(Error::Harness)?;
-    let check = checker::check(&history, &config.workload.products, &nodes);
+    let mut check = checker::check(&history, &config.workload.products, &nodes);
+    if let Some(url) = nemesis.postgres_url() {
+        let archived = archive::read(&url).await.map_err(Error::Harness)?;
+        check
+            .invariants
+            .push(archive::archive_exactly_once(&history, &nodes, &archived));
+    }
     let facts = RunFacts {
         seed: config.workload.seed,
         clients: config.workload.clients,

@@ -30,6 +30,10 @@
 //! Defaults: 5 s per run, 64 clients, 32 purchases per batched write. Without `--bench` in its
 //! arguments (as when a test run builds every target) it prints one line and exits at once.
 //!
+//! `--archive` also starts a PostgreSQL server (Debian's `postgresql` package) and turns the order
+//! archive on, so that a run with and a run without it show what archiving costs purchases; at
+//! the end it reports the archive backlog and how fast the leader worked it off.
+//!
 //! # How to read it
 //!
 //! - `purchases/s`: confirmed purchases per second of the run's wall time (until the last write
@@ -51,6 +55,7 @@ use std::time::{Duration, Instant};
 use flashstock_api::{Command, NodeStatus, Op, Outcome};
 use flashstock_client::VoterClient;
 use flashstock_deploy::local::{Layout, LocalCluster};
+use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 
 const PRODUCT: &str = "bench-product";
 const INITIAL_STOCK: u64 = 1_000_000_000;
@@ -68,6 +73,7 @@ struct Settings {
     seconds: u64,
     clients: usize,
     batch: usize,
+    archive: bool,
 }
 
 impl Settings {
@@ -76,6 +82,7 @@ impl Settings {
             seconds: 5,
             clients: 64,
             batch: 32,
+            archive: false,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -88,12 +95,13 @@ impl Settings {
             };
             match arg.as_str() {
                 "--bench" => {}
+                "--archive" => settings.archive = true,
                 "--seconds" => settings.seconds = value("--seconds")?,
                 "--clients" => settings.clients = value("--clients")? as usize,
                 "--batch" => settings.batch = value("--batch")? as usize,
                 other => {
                     return Err(format!(
-                        "unknown argument {other:?}; expected --bench [--seconds N] [--clients N] [--batch N]"
+                        "unknown argument {other:?}; expected --bench [--seconds N] [--clients N] [--batch N] [--archive]"
                     ))
                 }
             }
@@ -294,6 +302,33 @@ fn print_status(label: &str, status: &NodeStatus) {
     );
 }
 
+/// Wait until the leader's archive backlog is 0 and print how fast it went down.
+async fn report_archive_drain(
+    client: &VoterClient,
+    leader_addr: &str,
+    backlog_at_end: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    loop {
+        let status = client.status(leader_addr).await?;
+        let archive = status.archive.ok_or("the leader reports no archive")?;
+        if archive.backlog == 0 {
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "archive: {} orders placed, backlog {backlog_at_end} when the runs ended, \
+                 worked off in {seconds:.2} s ({:.0} orders/s)",
+                archive.orders_placed,
+                backlog_at_end as f64 / seconds.max(0.001)
+            );
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err(format!("archive backlog still {} after 600 s", archive.backlog).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
@@ -305,7 +340,20 @@ async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
         voters: 3,
         gateways: 0,
     };
-    let mut cluster = LocalCluster::temporary(binary, layout, |_| {})?;
+    let postgres = match settings.archive {
+        true => Some(Postgres::start(PostgresOptions::default())?),
+        false => None,
+    };
+    let archive_url = postgres.as_ref().map(Postgres::url);
+    println!(
+        "archive: {}",
+        archive_url
+            .as_deref()
+            .unwrap_or("off (pass --archive to turn it on)")
+    );
+    let mut cluster = LocalCluster::temporary(binary, layout, |config| {
+        config.archive.postgres_url = archive_url.clone();
+    })?;
     cluster.start_all().await?;
     cluster.init().await?;
     let leader = cluster.wait_for_leader(ELECTION_WAIT).await?;
@@ -418,6 +466,11 @@ async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
         "log entries written by the runs: {written}; writes sent: {writes} (one entry each); \
          purchases confirmed: {purchased}"
     );
+    if let Some(archive) = &after.archive {
+        if archive.enabled {
+            report_archive_drain(&client, &leader_addr, archive.backlog).await?;
+        }
+    }
     let leader_kept = after.leader == Some(leader) && after.term == before.term;
     if !leader_kept {
         println!(

@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
-    AddLearnerRequest, ChangeMembershipRequest, ErrorBody, InitRequest, NodeAddr, NodeStatus,
-    Order, OrderId, Page, PeerReplication, Product, ReadIndexResponse, RemoveLearnerRequest,
-    WriteRequest, SECRET_HEADER,
+    AddLearnerRequest, ArchiveReport, ArchiveReportQuery, ArchiveStatus, ChangeMembershipRequest,
+    ErrorBody, InitRequest, NodeAddr, NodeStatus, Order, OrderId, Page, PeerReplication, Product,
+    ReadIndexResponse, RemoveLearnerRequest, WriteRequest, SECRET_HEADER,
 };
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/change-membership", post(change_membership))
         .route("/admin/remove-learner", post(remove_learner))
         .route("/admin/snapshot", post(snapshot))
+        .route("/admin/archive/report", get(archive_report))
         .layer(DefaultBodyLimit::max(body_bytes_max));
     raft.merge(api)
         .layer(middleware::from_fn_with_state(
@@ -76,9 +77,13 @@ pub fn router(state: AppState) -> Router {
 /// no headers.
 async fn metrics(State(state): State<AppState>) -> String {
     let committed = committed_index(&state).await.unwrap_or(0);
-    state
-        .metrics
-        .render(&state.raft, committed, state.reader.applied_index())
+    let meta = state.reader.inventory_meta().ok();
+    state.metrics.render(
+        &state.raft,
+        committed,
+        state.reader.applied_index(),
+        meta.as_ref(),
+    )
 }
 
 /// The last log index this node knows committed; `None` while Raft is shutting down.
@@ -386,7 +391,52 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         members,
         replication,
         millis_since_quorum_ack: metrics.millis_since_quorum_ack,
-        archive: None,
+        archive: archive_status(state),
+    }
+}
+
+/// The archive's status on a voter: replicated counters, and this node's archiver if it has one.
+fn archive_status(state: &NodeState) -> Option<ArchiveStatus> {
+    if state.config.node.role != cluster_config::Role::Voter {
+        return None;
+    }
+    let meta = state.reader.inventory_meta().ok()?;
+    Some(match &state.archive {
+        Some(archive) => archive.status(&meta),
+        None => ArchiveStatus {
+            enabled: false,
+            active: false,
+            cursor: meta.archived_up_to,
+            backlog: meta.archive_backlog(),
+            orders_placed: meta.orders_placed,
+            orders_held: meta.orders_held(),
+            last_error: None,
+            last_batch_at_ms: None,
+        },
+    })
+}
+
+/// Units sold and revenue per product over a time range, from the archive database.
+async fn archive_report(
+    State(state): State<AppState>,
+    query: Result<Query<ArchiveReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ArchiveReport>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let Some(archive) = &state.archive else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "archive_disabled",
+            "this node has no archive database (archive.postgres_url is not set)",
+        ));
+    };
+    match archive.report(query.from_ms, query.to_ms).await {
+        Ok(report) => Ok(Json(report)),
+        Err(crate::archive::ArchiveError::Invalid(message)) => Err(ApiError::invalid(message)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "archive_unavailable",
+            e.to_string(),
+        )),
     }
 }
 
@@ -487,11 +537,14 @@ async fn change_membership(
     Json(request): Json<ChangeMembershipRequest>,
 ) -> Response {
     let voters: BTreeSet<NodeId> = request.voters.iter().copied().collect();
-    if voters.is_empty() {
+    if voters.is_empty() || voters.len() > cluster_config::defaults::VOTERS_MAX {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "a membership needs at least one voter",
+            format!(
+                "a membership needs 1 to {} voters (the archive's connection limit assumes at most that many)",
+                cluster_config::defaults::VOTERS_MAX
+            ),
         );
     }
     match state.raft.change_membership(voters, request.retain).await {

@@ -14,10 +14,14 @@
 //!   applied" apart from "outcome unknown" in every answer.
 //! - [`gateway`]: the public API of the gateway role, its write forwarder and event stream.
 //! - [`metrics`]: Prometheus metrics, at `GET /metrics` on the internal listener.
+//! - [`archive`]: on voters with an archive database, copies confirmed orders to PostgreSQL
+//!   exactly once while the node leads.
 //!
 //! Shutdown: the shutdown future (SIGTERM or Ctrl-C in the binary) stops accepting connections,
 //! lets in-flight requests finish, then shuts Raft down and closes RocksDB.
 
+pub mod archive;
+pub mod cli;
 pub mod gateway;
 pub mod internal;
 pub mod metrics;
@@ -32,6 +36,22 @@ use cluster_config::{Config, Role};
 use raft_store::{NodeId, Raft, StateReader};
 use tokio::net::TcpListener;
 
+/// Deliberate bugs, to prove that the fault-injection harness catches a broken guarantee. The
+/// `flashstock-node` binary never sets any, and no configuration or environment variable can:
+/// only the harness's own `flashstock-node-unsafe` binary (jepsen-tests) passes them in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnsafeFaults {
+    /// Gateways answer a purchase as confirmed as soon as it is queued, before it is committed,
+    /// with an order the cluster never assigned.
+    pub ack_before_commit: bool,
+}
+
+impl UnsafeFaults {
+    pub const NONE: UnsafeFaults = UnsafeFaults {
+        ack_before_commit: false,
+    };
+}
+
 /// Everything a request handler needs, shared by all of them.
 pub struct NodeState {
     pub id: NodeId,
@@ -39,6 +59,10 @@ pub struct NodeState {
     pub raft: Raft,
     pub reader: StateReader,
     pub metrics: Arc<metrics::Metrics>,
+    /// The order archive; `None` on gateways and when `archive.postgres_url` is not set.
+    pub archive: Option<Arc<archive::Archive>>,
+    /// Always [`UnsafeFaults::NONE`] but in the fault-injection harness's test binary.
+    pub unsafe_faults: UnsafeFaults,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +74,8 @@ pub enum StartError {
     },
     #[error("cannot open the store in {path}: {message}")]
     Store { path: String, message: String },
+    #[error("invalid archive configuration: {0}")]
+    Archive(String),
     #[error("invalid Raft configuration: {0}")]
     RaftConfig(String),
     #[error("Raft failed to start: {0}")]
@@ -86,7 +112,36 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    run_with_faults(config, listener, shutdown, UnsafeFaults::NONE).await
+}
+
+/// [`run`], with deliberate bugs (see [`UnsafeFaults`]); for the fault-injection harness only.
+pub async fn run_with_faults(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    unsafe_faults: UnsafeFaults,
+) -> Result<(), StartError> {
     let id = config.node.id;
+    if unsafe_faults != UnsafeFaults::NONE {
+        tracing::warn!(
+            id,
+            ?unsafe_faults,
+            "UNSAFE: this node breaks guarantees on purpose (fault-injection harness only)"
+        );
+    }
+    let archive = match config.node.role {
+        Role::Voter => archive::Archive::new(&config.archive).map_err(StartError::Archive)?,
+        Role::Gateway => None,
+    };
+    match (&archive, config.node.role) {
+        (Some(archive), _) => tracing::info!(id, target = %archive.describe(), "archive on"),
+        (None, Role::Voter) => tracing::info!(
+            id,
+            "archive off: no archive.postgres_url; confirmed orders stay in the state machine"
+        ),
+        (None, Role::Gateway) => {}
+    }
     let db_path = config.node.data_dir.join("db");
     let (log_store, state_machine) = raft_store::open(&db_path).map_err(|e| StartError::Store {
         path: db_path.display().to_string(),
@@ -117,6 +172,8 @@ pub async fn run(
         config,
         raft: raft.clone(),
         reader,
+        archive,
+        unsafe_faults,
     });
 
     // One shutdown signal, fanned out to both listeners and to the event streams.
@@ -128,6 +185,11 @@ pub async fn run(
     let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopping.wait_for(|stopping| *stopping).await;
     };
+
+    let archiver = state
+        .archive
+        .clone()
+        .map(|archive| tokio::spawn(archive.run(state.clone(), stopping.clone())));
 
     let addr = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(id, %addr, ?role, "internal listener ready");
@@ -152,6 +214,11 @@ pub async fn run(
         }
         _ => internal.await,
     };
+    if let Some(archiver) = archiver {
+        // It stops at its next await point once `stopping` is set; a batch cut short is simply
+        // written again by the next leader.
+        let _ = tokio::time::timeout(Duration::from_secs(5), archiver).await;
+    }
     tracing::info!(id, "listeners drained; shutting down Raft");
     if let Err(e) = raft.shutdown().await {
         tracing::error!(id, error = %e, "Raft did not shut down cleanly");

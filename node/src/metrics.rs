@@ -9,9 +9,10 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use raft_store::inventory::InventoryMeta;
 use raft_store::Raft;
 
 /// Latency buckets, in seconds: 100 µs to 10 s.
@@ -35,6 +36,14 @@ pub struct Metrics {
     committed_index: IntGauge,
     applied_index: IntGauge,
     replication_lag: IntGaugeVec,
+    /// Orders this node's archiver wrote to the archive database.
+    pub archive_orders: IntCounter,
+    /// Failed archive steps on this node.
+    pub archive_errors: IntCounter,
+    /// Time to write one archive batch (one transaction).
+    pub archive_batch_seconds: Histogram,
+    archive_backlog: IntGauge,
+    orders_held: IntGauge,
 }
 
 impl Metrics {
@@ -84,6 +93,32 @@ impl Metrics {
             &["peer"],
         )
         .expect("valid metric");
+        let archive_orders = IntCounter::new(
+            "archive_orders_written_total",
+            "Orders this node's archiver wrote to the archive database",
+        )
+        .expect("valid metric");
+        let archive_errors =
+            IntCounter::new("archive_errors_total", "Failed archive steps on this node")
+                .expect("valid metric");
+        let archive_batch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "archive_batch_duration_seconds",
+                "Time to write one archive batch",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let archive_backlog = IntGauge::new(
+            "archive_backlog_orders",
+            "Confirmed orders not in the archive yet (replicated count)",
+        )
+        .expect("valid metric");
+        let orders_held = IntGauge::new(
+            "state_orders_held",
+            "Orders the state machine holds: the archive backlog and archived orders within the retention",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -94,6 +129,11 @@ impl Metrics {
             Box::new(committed_index.clone()),
             Box::new(applied_index.clone()),
             Box::new(replication_lag.clone()),
+            Box::new(archive_orders.clone()),
+            Box::new(archive_errors.clone()),
+            Box::new(archive_batch_seconds.clone()),
+            Box::new(archive_backlog.clone()),
+            Box::new(orders_held.clone()),
         ] {
             registry
                 .register(collector)
@@ -110,11 +150,27 @@ impl Metrics {
             committed_index,
             applied_index,
             replication_lag,
+            archive_orders,
+            archive_errors,
+            archive_batch_seconds,
+            archive_backlog,
+            orders_held,
         }
     }
 
-    /// The text exposition of every metric, with Raft's gauges read now.
-    pub fn render(&self, raft: &Raft, committed_index: u64, applied_index: u64) -> String {
+    /// The text exposition of every metric, with Raft's gauges and the replicated counters of
+    /// `meta` read now.
+    pub fn render(
+        &self,
+        raft: &Raft,
+        committed_index: u64,
+        applied_index: u64,
+        meta: Option<&InventoryMeta>,
+    ) -> String {
+        if let Some(meta) = meta {
+            self.archive_backlog.set(meta.archive_backlog() as i64);
+            self.orders_held.set(meta.orders_held() as i64);
+        }
         let metrics = raft.metrics().borrow().clone();
         self.term.set(metrics.current_term as i64);
         self.committed_index.set(committed_index as i64);

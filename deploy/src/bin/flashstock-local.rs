@@ -11,6 +11,10 @@
 //! one started from the terminal only forwards SIGINT and SIGTERM to a supervisor it starts in a
 //! process group of its own, which runs the nodes (they inherit that group) and stops them in
 //! order. The supervisor also stops the cluster if the first process disappears.
+//!
+//! The order archive is off unless asked for: `--archive-url URL` points the voters at an
+//! existing PostgreSQL database, `--with-archive` starts a PostgreSQL server of its own in
+//! `DIR/postgres` (Debian's `postgresql` package) and stops it last.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -23,6 +27,7 @@ use cluster_config::{Config, Role};
 use flashstock_api::{CreateProductRequest, NodeStatus};
 use flashstock_client::{ShopClient, ShopError};
 use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
+use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Set in the supervisor's environment: the process id of the launcher that started it.
@@ -49,6 +54,18 @@ struct Args {
     /// Seconds the cluster may take to form (elect a leader, add the gateways).
     #[arg(long, default_value_t = 60)]
     form_timeout_secs: u64,
+    /// Archive confirmed orders in this PostgreSQL database (a libpq URL,
+    /// e.g. postgres://user:password@127.0.0.1:5432/shop). Default: the archive is off.
+    #[arg(
+        long,
+        env = "FLASHSTOCK_ARCHIVE_URL",
+        value_name = "URL",
+        conflicts_with = "with_archive"
+    )]
+    archive_url: Option<String>,
+    /// Start a PostgreSQL server for the archive in DIR/postgres (kept between runs).
+    #[arg(long)]
+    with_archive: bool,
 }
 
 fn main() -> ExitCode {
@@ -179,11 +196,31 @@ async fn supervise(args: Args, parent: u32) -> ExitCode {
         }
     };
     let reused = dir.join("node-1.toml").is_file();
+    let postgres = if args.with_archive {
+        say(format!(
+            "starting PostgreSQL for the archive in {}",
+            dir.join("postgres").display()
+        ));
+        match Postgres::start_in(&dir.join("postgres"), PostgresOptions::default()) {
+            Ok(postgres) => Some(postgres),
+            Err(e) => {
+                eprintln!("flashstock-local: cannot start PostgreSQL for the archive: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let archive_url = args
+        .archive_url
+        .clone()
+        .or_else(|| postgres.as_ref().map(Postgres::url));
     let layout = Layout {
         voters: 3,
         gateways: 3,
     };
-    let mut cluster = match LocalCluster::lay_out(&binary, &dir, layout, |_| {}) {
+    let tweak = |config: &mut Config| config.archive.postgres_url = archive_url.clone();
+    let mut cluster = match LocalCluster::lay_out(&binary, &dir, layout, tweak) {
         Ok(cluster) => cluster,
         Err(e) => {
             eprintln!(
@@ -225,7 +262,7 @@ async fn supervise(args: Args, parent: u32) -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    print_summary(&cluster, admin_token.as_deref()).await;
+    print_summary(&cluster, admin_token.as_deref(), archive_url.as_deref()).await;
     say(format!(
         "ready. Ctrl-C stops the cluster; its data stays in {} and a rerun resumes it.",
         dir.display()
@@ -237,6 +274,10 @@ async fn supervise(args: Args, parent: u32) -> ExitCode {
     println!();
     say(format!("{reason}: stopping gateways, then voters"));
     stop(&mut cluster).await;
+    if let Some(postgres) = postgres {
+        say("stopping PostgreSQL");
+        drop(postgres);
+    }
     say("stopped");
     ExitCode::SUCCESS
 }
@@ -551,7 +592,7 @@ fn opt(value: Option<u64>) -> String {
 }
 
 /// Where everything is, the nodes' state, and commands to paste.
-async fn print_summary(cluster: &LocalCluster, admin_token: Option<&str>) {
+async fn print_summary(cluster: &LocalCluster, admin_token: Option<&str>, archive: Option<&str>) {
     let gateways = cluster.gateway_ids();
     let voters = cluster.voter_ids();
     let gateway = cluster.public_url(gateways[0]);
@@ -567,6 +608,13 @@ async fn print_summary(cluster: &LocalCluster, admin_token: Option<&str>) {
         .join(",");
     let dir = cluster.dir.display();
 
+    println!();
+    println!("The shop, in a browser (any gateway):");
+    if let Some(id) = gateways.first() {
+        let url = cluster.public_url(*id);
+        println!("  catalog     {url}/");
+        println!("  operations  {url}/ops");
+    }
     println!();
     println!("Public API (any gateway; JSON over HTTP):");
     for id in &gateways {
@@ -592,6 +640,15 @@ async fn print_summary(cluster: &LocalCluster, admin_token: Option<&str>) {
             "Admin token:     {token}   (in {dir}/admin-token; cluster.admin_token in {dir}/node-*.toml)"
         ),
         None => println!("Admin token:     none configured: admin calls are disabled"),
+    }
+    match archive {
+        Some(url) => println!(
+            "Order archive:   on, PostgreSQL at {}   (stockctl archive status)",
+            without_password(url)
+        ),
+        None => println!(
+            "Order archive:   off (rerun with --with-archive, or --archive-url URL, to turn it on)"
+        ),
     }
     println!();
     print_status_table(cluster).await;
@@ -643,5 +700,37 @@ async fn print_status_table(cluster: &LocalCluster) {
             ),
             Err(e) => println!("  {id:>4}  {:<8} unreachable: {e}", role_name(node.role)),
         }
+    }
+}
+
+/// A database URL with any password replaced by `***`, for printing.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn printed_urls_hide_the_password() {
+        assert_eq!(
+            without_password("postgres://shop:s3cret@10.0.0.5:5432/orders"),
+            "postgres://shop:***@10.0.0.5:5432/orders"
+        );
+        assert_eq!(
+            without_password("postgres://shop@127.0.0.1/orders"),
+            "postgres://shop@127.0.0.1/orders"
+        );
+        assert_eq!(without_password("host=db user=shop"), "host=db user=shop");
     }
 }

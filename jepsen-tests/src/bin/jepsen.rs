@@ -3,8 +3,8 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! cargo run --release -p jepsen-tests --bin jepsen -- --seconds 60 --clients 64 --seed 7 \
-//!     [--faults kill,pause,partition,leader,gateway] [--dir DIR] [--history FILE]
-//!     [--unknown-retries N]
+//!     [--faults all | kill,pause,partition,leader,gateway,postgres,...] [--archive] [--dir DIR]
+//!     [--out DIR] [--unknown-retries N]
 //! ```
 //!
 //! Exit status: 0 when every invariant holds and the cluster recovered from every fault; 1 when
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use jepsen_tests::nemesis::FaultKind;
-use jepsen_tests::run::{run, RunConfig, RunOutcome};
+use jepsen_tests::run::{run, RunConfig};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run flashstock under faults and check the history")]
@@ -31,15 +31,23 @@ struct Args {
     /// Seed of the fault schedule and of every client's choices.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway (empty: none).
-    #[arg(long, default_value = "kill,pause,partition,leader,gateway")]
+    /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway, postgres,
+    /// voters, isolate-leader, split, bridge, ring, gateway-cut, loss, rejoin; `all` for every
+    /// kind, empty for none. `postgres` needs --archive; the partition kinds need root.
+    #[arg(long, default_value = "kill,pause,partition,leader,gateway,postgres")]
     faults: String,
+    /// Archive orders in a PostgreSQL server started for the run (Debian's postgresql package),
+    /// and check that the archive holds every order exactly once.
+    #[arg(long)]
+    archive: bool,
     /// Lay the cluster out in this new directory and keep it (configs, data, node logs).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Write the report and the whole history to this file, as JSON.
-    #[arg(long)]
-    history: Option<PathBuf>,
+    /// Write history.jsonl (every operation as invoke then ok/fail/info, and every fault, as
+    /// JSON lines), report.json and timeline.svg (throughput and latency over time with the
+    /// faults marked) into this directory.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// How many times a write whose outcome is unknown is sent again with the same key (0
     /// leaves more outcomes unknown, to exercise that part of the checker).
     #[arg(long, default_value_t = 3)]
@@ -59,14 +67,9 @@ fn config(args: &Args) -> Result<RunConfig, String> {
     }
     let mut config = RunConfig::new(args.seconds, args.clients, args.seed, faults);
     config.dir = args.dir.clone();
+    config.archive = args.archive;
     config.workload.unknown_retries = args.unknown_retries;
     Ok(config)
-}
-
-fn write_history(path: &PathBuf, outcome: &RunOutcome) -> Result<(), String> {
-    let json = serde_json::json!({ "report": outcome.report, "history": outcome.history });
-    let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[tokio::main]
@@ -94,9 +97,14 @@ async fn main() -> ExitCode {
         }
     };
     println!("{}", outcome.report.render());
-    if let Some(path) = &args.history {
-        if let Err(e) = write_history(path, &outcome) {
-            eprintln!("jepsen: writing the history: {e}");
+    if let Some(dir) = &args.out {
+        match outcome.save(dir) {
+            Ok(paths) => {
+                for path in paths {
+                    println!("jepsen: wrote {}", path.display());
+                }
+            }
+            Err(e) => eprintln!("jepsen: writing into {}: {e}", dir.display()),
         }
     }
     let report = &outcome.report;

@@ -9,6 +9,10 @@
 //! Writes go to the leader through the [`forwarder`], coalesced into batches. Stock changes are
 //! pushed to subscribers as server-sent events from the replica's apply stream.
 //!
+//! The gateway also serves the shop's web pages ([`pages`]): catalog, product, order and
+//! operations pages, rendered from the replica and kept live by small scripts that use the same
+//! public API.
+//!
 //! Limits: request bodies (`limits.body_bytes_max`), concurrent connections
 //! (`limits.connections_max`, further connections wait in the listen backlog), queued purchases
 //! (`gateway.queue_max`, beyond which requests get 503 `overloaded` with `Retry-After`),
@@ -17,6 +21,7 @@
 
 pub mod forwarder;
 mod listener;
+pub mod pages;
 mod routes;
 mod stream;
 
@@ -38,6 +43,8 @@ pub struct Gateway {
     pub node: Arc<NodeState>,
     pub forwarder: Forwarder,
     pub voters: VoterClient,
+    /// The operations view: status probes and the per-second history of purchases.
+    pub ops: pages::Ops,
     /// Flips to true when the node shuts down, to end event streams.
     pub stopping: watch::Receiver<bool>,
 }
@@ -63,16 +70,18 @@ impl Gateway {
             node.raft.clone(),
             node.metrics.clone(),
         );
+        let ops = pages::Ops::start(&node, stopping.clone());
         Gateway {
             node,
             forwarder,
             voters,
+            ops,
             stopping,
         }
     }
 }
 
-/// The public router.
+/// The public router: the JSON API and the shop's pages.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     routes::router(gateway)
 }

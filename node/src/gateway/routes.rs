@@ -31,7 +31,7 @@ use flashstock_api::{
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::{stream, ForwardError, Forwarded, Gateway, OPENAPI};
+use super::{pages, stream, ForwardError, Forwarded, Gateway, OPENAPI};
 use crate::internal::{error, ApiError, PAGE_LIMIT_MAX};
 
 type AppState = Arc<Gateway>;
@@ -54,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/health"),
     ("GET", "/v1/ready"),
     ("GET", "/v1/openapi.json"),
+    ("GET", "/v1/ops/cluster"),
 ];
 
 fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
@@ -68,13 +69,14 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/v1/health") => get(health),
         ("GET", "/v1/ready") => get(ready),
         ("GET", "/v1/openapi.json") => get(openapi),
+        ("GET", "/v1/ops/cluster") => get(pages::ops::cluster),
         _ => unreachable!("route {method} {path} has no handler"),
     }
 }
 
 pub fn router(gateway: AppState) -> Router {
     let body_bytes_max = gateway.node.config.limits.body_bytes_max;
-    let mut router = Router::new();
+    let mut router = pages::router();
     for (method, path) in ROUTES {
         router = router.route(path, handler(method, path));
     }
@@ -289,12 +291,46 @@ async fn purchase(
             customer: request.customer,
         },
     };
+    if gateway.node.unsafe_faults.ack_before_commit {
+        return Ok(Json(acknowledge_unsafely(&gateway, command)).into_response());
+    }
     match submit(&gateway, command).await? {
         Forwarded {
             outcome: Outcome::Purchased(order),
             replayed,
         } => Ok(Json(PurchaseResponse { order, replayed }).into_response()),
         other => Err(unexpected(other)),
+    }
+}
+
+/// The deliberate bug of [`crate::UnsafeFaults::ack_before_commit`]: queue the purchase, and
+/// confirm it at once with an order the cluster never assigned (id 0).
+fn acknowledge_unsafely(gateway: &Arc<Gateway>, command: Command) -> PurchaseResponse {
+    let Op::Purchase {
+        product,
+        quantity,
+        customer,
+    } = command.op.clone()
+    else {
+        unreachable!("only purchases are acknowledged early");
+    };
+    let order = flashstock_api::Order {
+        id: OrderId(0),
+        key: command.key.clone(),
+        product,
+        quantity,
+        customer,
+        price_cents: 0,
+        remaining: 0,
+        placed_at_ms: crate::now_ms(),
+    };
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        let _ = submit(&gateway, command).await;
+    });
+    PurchaseResponse {
+        order,
+        replayed: false,
     }
 }
 

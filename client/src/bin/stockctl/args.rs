@@ -26,6 +26,10 @@ Examples:
   stockctl product restock tee 50
   stockctl buy tee 2 --key order-42
 
+  stockctl archive status
+  stockctl archive report --since 24h
+  stockctl archive report --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z
+
 Exit codes:
   0  success
   1  the operation failed, definitely not applied (the error code is printed, e.g. insufficient_stock)
@@ -114,6 +118,31 @@ pub enum Command {
     Product(ProductCommand),
     /// Buy items through the public API and print the order
     Buy(BuyArgs),
+    /// The order archive in PostgreSQL (internal API: --endpoints, --secret)
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Show the archive cursor, the backlog of orders not archived yet, and the last error
+    Status,
+    /// Units sold and revenue per product over a time range, read from the archive database
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Orders of this long ago until now, e.g. 90m, 24h, 7days
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "from",
+          default_value = "24h")]
+    pub since: std::time::Duration,
+    /// Start of the range (RFC 3339, e.g. 2026-11-01T00:00:00Z)
+    #[arg(long, value_parser = timestamp_ms, requires = "to")]
+    pub from: Option<u64>,
+    /// End of the range, excluded (RFC 3339); with --from
+    #[arg(long, value_parser = timestamp_ms, requires = "from")]
+    pub to: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +251,23 @@ fn product_id(text: &str) -> Result<String, String> {
     validate_product_id(text).map(|()| text.to_owned())
 }
 
+/// An RFC 3339 time (`2026-11-01T00:00:00Z`; a date alone means its midnight UTC) as
+/// milliseconds since the Unix epoch.
+fn timestamp_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    let time = humantime::parse_rfc3339_weak(&full)
+        .map_err(|e| format!("expected an RFC 3339 time like 2026-11-01T00:00:00Z: {e}"))?;
+    let since_epoch = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "times before 1970 are not supported".to_string())?;
+    Ok(since_epoch.as_millis() as u64)
+}
+
 fn idempotency_key(text: &str) -> Result<String, String> {
     validate_key(text).map(|()| text.to_owned())
 }
@@ -266,6 +312,21 @@ mod tests {
         assert!(parse_voter("x=a:1").is_err());
         assert!(parse_voter("0=a:1").is_err());
         assert!(parse_voter("1=").is_err());
+    }
+
+    #[test]
+    fn report_ranges_parse() {
+        assert_eq!(timestamp_ms("1970-01-02"), Ok(86_400_000));
+        assert_eq!(timestamp_ms("1970-01-01T00:00:01Z"), Ok(1000));
+        assert!(timestamp_ms("yesterday").is_err());
+        let cli = Cli::try_parse_from(["stockctl", "archive", "report", "--since", "2h"]).unwrap();
+        let Command::Archive(ArchiveCommand::Report(report)) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(report.since, std::time::Duration::from_secs(7200));
+        assert!(
+            Cli::try_parse_from(["stockctl", "archive", "report", "--from", "2026-01-01"]).is_err()
+        );
     }
 
     #[test]

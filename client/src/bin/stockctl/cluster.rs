@@ -64,13 +64,13 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
 // ---- status ----
 
 /// One endpoint's answer to `GET /admin/status`.
-struct Probe {
-    endpoint: String,
-    result: Result<NodeStatus, CliError>,
+pub(crate) struct Probe {
+    pub endpoint: String,
+    pub result: Result<NodeStatus, CliError>,
 }
 
 /// Ask every endpoint for its status, concurrently; answers keep the endpoints' order.
-async fn probe_all(client: &VoterClient, endpoints: &[String]) -> Vec<Probe> {
+pub(crate) async fn probe_all(client: &VoterClient, endpoints: &[String]) -> Vec<Probe> {
     let tasks: Vec<_> = endpoints
         .iter()
         .map(|endpoint| {
@@ -89,7 +89,7 @@ async fn probe_all(client: &VoterClient, endpoints: &[String]) -> Vec<Probe> {
     probes
 }
 
-fn answered(probes: &[Probe]) -> impl Iterator<Item = &NodeStatus> {
+pub(crate) fn answered(probes: &[Probe]) -> impl Iterator<Item = &NodeStatus> {
     probes.iter().filter_map(|p| p.result.as_ref().ok())
 }
 
@@ -98,7 +98,7 @@ fn any_answered(probes: &[Probe]) -> bool {
 }
 
 /// The status of the node that says it leads, in the highest term if several do.
-fn leader_status(statuses: &[&NodeStatus]) -> Option<NodeStatus> {
+pub(crate) fn leader_status(statuses: &[&NodeStatus]) -> Option<NodeStatus> {
     statuses
         .iter()
         .filter(|s| s.state == LEADER)
@@ -145,7 +145,7 @@ fn status_entries(probes: &[Probe]) -> Vec<StatusEntry<'_>> {
         .collect()
 }
 
-const STATUS_HEADER: [&str; 11] = [
+const STATUS_HEADER: [&str; 12] = [
     "ID",
     "ADDR",
     "ROLE",
@@ -157,6 +157,7 @@ const STATUS_HEADER: [&str; 11] = [
     "APPLIED",
     "SNAPSHOT",
     "LAG",
+    "BACKLOG",
 ];
 
 fn status_table(probes: &[Probe]) -> Table {
@@ -195,6 +196,7 @@ fn status_row(endpoint: &str, status: &NodeStatus, leader: Option<&NodeStatus>) 
         opt(status.applied_index),
         opt(status.snapshot_index),
         opt(lag(status, leader)),
+        opt(status.archive.as_ref().map(|archive| archive.backlog)),
     ]
 }
 
@@ -212,7 +214,7 @@ async fn status(ctx: &Context, client: &VoterClient) -> Result<(), CliError> {
 }
 
 /// The error of a poll in which no endpoint answered: the first endpoint's, with all of them.
-fn none_answered(probes: &[Probe]) -> CliError {
+pub(crate) fn none_answered(probes: &[Probe]) -> CliError {
     let code = probes
         .iter()
         .find_map(|p| p.result.as_ref().err().and_then(CliError::code))
@@ -671,14 +673,15 @@ mod tests {
         let text = status_table(&probes).render();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("ID   ADDR            ROLE     STATE"));
-        assert!(lines[0].ends_with("LAG  ERROR"));
+        assert!(lines[0].ends_with("LAG  BACKLOG  ERROR"));
         let cells = |line: &str| {
             line.split_whitespace()
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         };
-        // ID ADDR ROLE STATE TERM LEADER LAST-LOG COMMITTED APPLIED SNAPSHOT LAG
+        // ID ADDR ROLE STATE TERM LEADER LAST-LOG COMMITTED APPLIED SNAPSHOT LAG BACKLOG
         assert_eq!(cells(lines[1])[10], "0");
+        assert_eq!(cells(lines[1])[11], "-", "no archive status, no backlog");
         assert_eq!(cells(lines[2])[10], "2");
         assert_eq!(cells(lines[3])[10], "-");
         assert!(lines[4].ends_with("unavailable: refused"));

@@ -1,10 +1,12 @@
 //! `stockctl`, the operators' CLI of flashstock.
 //!
-//! `cluster ...` commands speak to the nodes' internal admin API (`--endpoints`, `--secret`);
+//! `cluster ...` and `archive ...` commands speak to the nodes' internal admin API
+//! (`--endpoints`, `--secret`);
 //! `product ...` and `buy` to the gateways' public API (`--gateways`, `--admin-token`). Results go
 //! to stdout as a table or JSON; errors to stderr as `stockctl: <code>: <message>`, with exit
 //! code 1 (failed, definitely not applied), 2 (usage) or 3 (outcome unknown).
 
+mod archive;
 mod args;
 mod cluster;
 mod context;
@@ -41,5 +43,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cluster(command) => cluster::run(&ctx, command).await,
         Command::Product(command) => shop::product(&ctx, command).await,
         Command::Buy(args) => shop::buy(&ctx, args).await,
+        Command::Archive(command) => archive::run(&ctx, command).await,
     }
 }

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Runs flashstock as it runs on six servers, on this one machine: six network namespaces, one per
+# server, each with its own address in 198.18.0.0/15, joined by a bridge in a seventh namespace
+# (the switch). No namespace has a default route, and the machine's own namespace gets no address
+# there: nothing can leave this machine, and nothing here talks to those addresses from outside.
+# An eighth namespace, the client, holds 198.18.0.100 for the commands you run against the
+# cluster.
+#
+#   ./deploy/six-hosts.sh up   [--dir DIR]   build, create the namespaces, start PostgreSQL on
+#                                            server 4, the voters on 1-3, the gateways on 4-6,
+#                                            form the cluster, load the demo catalog
+#   ./deploy/six-hosts.sh exec CMD...        run CMD in the client namespace, e.g.
+#                                            ./deploy/six-hosts.sh exec curl -s http://198.18.0.4:8080/v1/products
+#   ./deploy/six-hosts.sh stockctl ARGS...   stockctl in the client namespace, with the cluster's
+#                                            endpoints, secret, gateways and admin token set
+#   ./deploy/six-hosts.sh down  [--dir DIR]  stop every process, delete the namespaces and DIR
+#
+# The nodes run with the configuration files of a real six-server deployment,
+# deploy/six-servers/server-N.toml; only data_dir is moved to DIR/server-N. Needs root (network
+# namespaces), iproute2, and Debian's postgresql package (installed if missing, as root).
+# FLASHSTOCK_BIN_DIR, if set, names the directory of already built binaries (no build).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+# Namespace names start with this; tests pick their own.
+PREFIX="${SIX_HOSTS_PREFIX:-fs6}"
+SUBNET_BITS=15
+CLIENT_IP=198.18.0.100
+DIR=/tmp/flashstock-six-hosts
+
+die() { echo "six-hosts: $*" >&2; exit 1; }
+say() { echo "six-hosts: $*"; }
+
+command="${1:-}"
+[ -n "$command" ] || die "usage: $0 up|down|exec|stockctl [--dir DIR]"
+shift
+if [ "$command" = up ] || [ "$command" = down ]; then
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --dir) [ $# -ge 2 ] || die "--dir needs a value"; DIR="$2"; shift 2 ;;
+      *) die "unknown argument $1" ;;
+    esac
+  done
+fi
+[ "$(id -u)" -eq 0 ] || die "network namespaces need root"
+command -v ip >/dev/null || die "iproute2 (ip) is missing: apt-get install -y iproute2"
+
+ns_host() { echo "$PREFIX-server$1"; }
+target_dir() {
+  cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
+# ---- down ----
+
+down() {
+  for pidfile in "$DIR"/server-*/node.pid; do
+    [ -f "$pidfile" ] || continue
+    kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  # Nodes drain on SIGTERM; give them a moment, then make sure.
+  for _ in $(seq 1 100); do
+    alive=0
+    for pidfile in "$DIR"/server-*/node.pid; do
+      [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && alive=1
+    done
+    [ $alive -eq 0 ] && break
+    sleep 0.1
+  done
+  for pidfile in "$DIR"/server-*/node.pid; do
+    [ -f "$pidfile" ] && kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  if [ -f "$DIR/postgres/data/postmaster.pid" ]; then
+    ip netns exec "$(ns_host 4)" runuser -u postgres -- \
+      "$(pg_bin)/pg_ctl" -D "$DIR/postgres/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" || true); do
+    # Whatever still runs in a namespace goes with it.
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns delete "$ns"
+  done
+  rm -rf "$DIR"
+  say "stopped; namespaces deleted, $DIR removed"
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
+# ---- up ----
+
+network() {
+  ip netns add "$PREFIX-switch"
+  ip -n "$PREFIX-switch" link set lo up
+  ip -n "$PREFIX-switch" link add br0 type bridge
+  ip -n "$PREFIX-switch" link set br0 up
+  attach() { # namespace, port name on the switch, address
+    ip netns add "$1"
+    ip -n "$1" link set lo up
+    ip link add "$2" netns "$PREFIX-switch" type veth peer name eth0 netns "$1"
+    ip -n "$PREFIX-switch" link set "$2" master br0 up
+    ip -n "$1" addr add "$3/$SUBNET_BITS" dev eth0
+    ip -n "$1" link set eth0 up
+  }
+  for n in 1 2 3 4 5 6; do attach "$(ns_host "$n")" "port$n" "198.18.0.$n"; done
+  attach "$PREFIX-client" port100 "$CLIENT_IP"
+  for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-"); do
+    if [ -n "$(ip -n "$ns" route show default)" ]; then
+      die "namespace $ns has a default route; refusing to go on"
+    fi
+  done
+  say "network: servers 198.18.0.1-6 and the client $CLIENT_IP on one bridge, no default route"
+}
+
+postgres() {
+  local data="$DIR/postgres/data"
+  mkdir -p "$DIR/postgres"
+  chown postgres:postgres "$DIR/postgres"
+  runuser -u postgres -- "$(pg_bin)/initdb" -D "$data" -U flashstock -A trust -E UTF8 --locale=C >/dev/null
+  echo "host all all 198.18.0.0/$SUBNET_BITS trust" >> "$data/pg_hba.conf"
+  ip netns exec "$(ns_host 4)" runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$data" \
+    -l "$DIR/postgres/server.log" -w -t 60 \
+    -o "-c listen_addresses=198.18.0.4 -p 5432 -c unix_socket_directories='' -c fsync=on" start >/dev/null
+  ip netns exec "$(ns_host 4)" runuser -u postgres -- "$(pg_bin)/createdb" \
+    -h 198.18.0.4 -p 5432 -U flashstock flashstock
+  say "PostgreSQL (the order archive) on server 4, 198.18.0.4:5432"
+}
+
+start_node() { # server number
+  local n="$1" host="$DIR/server-$1"
+  mkdir -p "$host"
+  sed "s|^data_dir = .*|data_dir = \"$host/data\"|" "deploy/six-servers/server-$n.toml" > "$host/node.toml"
+  ip netns exec "$(ns_host "$n")" setsid "$BIN/flashstock-node" --config "$host/node.toml" \
+    > "$host/node.log" 2>&1 < /dev/null &
+  echo $! > "$host/node.pid"
+}
+
+in_client() { ip netns exec "$PREFIX-client" "$@"; }
+
+stockctl_env() {
+  export STOCKCTL_ENDPOINTS=198.18.0.1:7000,198.18.0.2:7000,198.18.0.3:7000,198.18.0.4:7000,198.18.0.5:7000,198.18.0.6:7000
+  export STOCKCTL_GATEWAYS=http://198.18.0.4:8080,http://198.18.0.5:8080,http://198.18.0.6:8080
+  STOCKCTL_SECRET="$(sed -n 's/^secret = "\(.*\)"/\1/p' deploy/six-servers/server-1.toml)"
+  STOCKCTL_ADMIN_TOKEN="$(sed -n 's/^admin_token = "\(.*\)"/\1/p' deploy/six-servers/server-1.toml)"
+  export STOCKCTL_SECRET STOCKCTL_ADMIN_TOKEN
+}
+
+# Poll until CMD succeeds, for up to 60 s.
+eventually() {
+  local what="$1"; shift
+  for _ in $(seq 1 300); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  die "$what: not within 60 s (logs in $DIR/server-*/node.log)"
+}
+
+up() {
+  if ip netns list | grep -q "^$PREFIX-"; then
+    die "namespaces $PREFIX-* exist already: run '$0 down' first"
+  fi
+  source deploy/setup.sh
+  flashstock_need_packages postgresql
+  if [ -n "${FLASHSTOCK_BIN_DIR:-}" ]; then
+    BIN="$FLASHSTOCK_BIN_DIR"
+  else
+    cargo build --release --workspace --bins
+    BIN="$(target_dir)/release"
+  fi
+  rm -rf "$DIR"
+  mkdir -p "$DIR"
+  network
+  postgres
+  stockctl_env
+  for n in 1 2 3; do start_node "$n"; done
+  for n in 1 2 3; do
+    eventually "voter $n answers" in_client curl -sf "http://198.18.0.$n:7000/health"
+  done
+  STOCKCTL_ENDPOINTS=198.18.0.1:7000 in_client "$BIN/stockctl" cluster init >/dev/null
+  eventually "a leader is elected" bash -c \
+    "ip netns exec $PREFIX-client '$BIN/stockctl' --output json cluster status | grep -q '\"state\": \"Leader\"'"
+  for n in 4 5 6; do start_node "$n"; done
+  for n in 4 5 6; do
+    eventually "gateway $n answers" in_client curl -sf "http://198.18.0.$n:7000/health"
+    in_client "$BIN/stockctl" cluster add-learner "$n" "198.18.0.$n:7000" >/dev/null
+  done
+  say "cluster formed: voters on servers 1-3, gateways on 4-6"
+  in_client "$BIN/stockctl" product create sneaker-drop --name "Limited sneaker drop" \
+    --price-cents 14900 --stock 50 >/dev/null
+  in_client "$BIN/stockctl" product create tee --name "Logo T-shirt" \
+    --price-cents 2500 --stock 200 >/dev/null
+  in_client "$BIN/stockctl" cluster status
+  cat <<EOF
+
+six-hosts: ready. Everything lives in $DIR; the machine's own namespace has no route to it.
+  $0 exec curl -s http://198.18.0.4:8080/v1/products
+  $0 stockctl buy sneaker-drop 1
+  $0 stockctl archive status
+  $0 down
+EOF
+}
+
+case "$command" in
+  up) up ;;
+  down) down ;;
+  exec) in_client "$@" ;;
+  stockctl)
+    stockctl_env
+    in_client "${FLASHSTOCK_BIN_DIR:-$(target_dir)/release}/stockctl" "$@" ;;
+  *) die "unknown command $command; expected up, down, exec or stockctl" ;;
+esac

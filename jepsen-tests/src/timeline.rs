@@ -1,0 +1,254 @@
+//! The history as a tester reads it outside this program: JSON lines in Jepsen's shape, and a
+//! chart of throughput and latency over time with the faults marked.
+//!
+//! Every operation becomes two lines: an `invoke` when the client started it, and its completion
+//! when it learned the final result: `ok` (applied, or a view), `fail` (definitely not applied)
+//! or `info` (outcome unknown). Every fault becomes a `start` and a `stop` line of the process
+//! `nemesis`. Lines are ordered by time (milliseconds since the workload started).
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use crate::history::{History, OpKind, OpResult};
+use crate::nemesis::FaultRecord;
+
+/// The history and the faults as JSON lines, in time order.
+pub fn jsonl(history: &History, faults: &[FaultRecord]) -> String {
+    let mut events: Vec<(u64, u8, Value)> = Vec::new();
+    for op in &history.ops {
+        let process = if op.client == usize::MAX {
+            json!("admin")
+        } else {
+            json!(op.client)
+        };
+        let base = json!({
+            "process": process,
+            "f": op.kind.name(),
+            "key": op.key,
+            "product": op.product,
+            "quantity": op.quantity,
+        });
+        let mut invoke = base.clone();
+        invoke["type"] = json!("invoke");
+        invoke["time_ms"] = json!(op.invoked_ms);
+        events.push((op.invoked_ms, 0, invoke));
+        let mut done = base;
+        done["type"] = json!(completion_type(&op.result));
+        done["time_ms"] = json!(op.completed_ms);
+        done["attempts"] = json!(op.attempts);
+        done["result"] = serde_json::to_value(&op.result).expect("results serialize");
+        events.push((op.completed_ms, 1, done));
+    }
+    for fault in faults {
+        let base = json!({
+            "process": "nemesis",
+            "type": "info",
+            "fault": fault.kind.name(),
+            "description": fault.description,
+            "nodes": fault.nodes,
+        });
+        let mut start = base.clone();
+        start["f"] = json!("start");
+        start["time_ms"] = json!(fault.started_ms);
+        events.push((fault.started_ms, 0, start));
+        let mut stop = base;
+        stop["f"] = json!("stop");
+        stop["time_ms"] = json!(fault.healed_ms);
+        stop["recovered_ms"] = json!(fault.recovered_ms);
+        events.push((fault.healed_ms, 1, stop));
+    }
+    events.sort_by_key(|(time, order, _)| (*time, *order));
+    let mut out = String::new();
+    for (_, _, event) in events {
+        out.push_str(&event.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// `ok`, `fail` or `info`, as Jepsen names a completion.
+pub fn completion_type(result: &OpResult) -> &'static str {
+    match result {
+        OpResult::Confirmed { .. } | OpResult::Restocked { .. } | OpResult::Viewed { .. } => "ok",
+        OpResult::Rejected { .. } | OpResult::Unavailable { .. } => "fail",
+        OpResult::Unknown { .. } => "info",
+    }
+}
+
+/// Per second of the run: purchases confirmed (by completion time) and the slowest confirmed
+/// purchase's latency (the maximum, so a stall shows).
+pub fn per_second(history: &History, seconds: usize) -> Vec<(u64, u64)> {
+    let mut buckets = vec![(0u64, 0u64); seconds.max(1)];
+    for op in &history.ops {
+        if matches!(op.result, OpResult::Confirmed { .. }) && op.kind == OpKind::Purchase {
+            let second = (op.completed_ms / 1000) as usize;
+            if let Some(bucket) = buckets.get_mut(second) {
+                bucket.0 += 1;
+                bucket.1 = bucket.1.max(op.latency_ms());
+            }
+        }
+    }
+    buckets
+}
+
+/// An SVG chart: confirmed purchases per second (bars), the slowest confirmed purchase per
+/// second (line, log scale), and each fault as a shaded band from injection to heal.
+pub fn chart_svg(history: &History, faults: &[FaultRecord], duration_ms: u64) -> String {
+    let seconds = (duration_ms / 1000 + 1) as usize;
+    let buckets = per_second(history, seconds);
+    let (width, height, left, top) = (960.0, 360.0, 56.0, 28.0);
+    let plot_w = width - left - 16.0;
+    let plot_h = (height - top - 64.0) / 2.0;
+    let x = |second: f64| left + plot_w * second / seconds as f64;
+    let max_rate = buckets.iter().map(|b| b.0).max().unwrap_or(1).max(1) as f64;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="#ffffff"/>
+<text x="{left}" y="18" font-weight="bold">confirmed purchases per second (bars) and slowest confirmed purchase, ms (line, log scale); faults shaded</text>
+"##
+    );
+    for fault in faults {
+        let (from, to) = (
+            fault.started_ms as f64 / 1000.0,
+            fault.healed_ms.max(fault.started_ms) as f64 / 1000.0,
+        );
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{:.1}" y="{top}" width="{:.1}" height="{:.1}" fill="#f4a261" fill-opacity="0.25"/><text x="{:.1}" y="{:.1}" fill="#9c4a00" font-size="10">{}</text>"##,
+            x(from),
+            (x(to) - x(from)).max(1.0),
+            plot_h * 2.0 + 16.0,
+            x(from) + 2.0,
+            top + plot_h + 12.0,
+            fault.kind.name()
+        );
+    }
+    for (second, (count, _)) in buckets.iter().enumerate() {
+        let h = plot_h * (*count as f64) / max_rate;
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="#1d4ed8"/>"##,
+            x(second as f64) + 0.5,
+            top + plot_h - h,
+            (plot_w / seconds as f64 - 1.0).max(0.5)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r##"<text x="4" y="{:.1}">{max_rate:.0}/s</text><text x="4" y="{:.1}">0</text>"##,
+        top + 10.0,
+        top + plot_h
+    );
+    // Latency, log10 from 1 ms to 10 s.
+    let lat_top = top + plot_h + 16.0;
+    let y = |ms: u64| {
+        let l = (ms.max(1) as f64).log10().min(4.0) / 4.0;
+        lat_top + plot_h - plot_h * l
+    };
+    let points: Vec<String> = buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, (count, _))| *count > 0)
+        .map(|(second, (_, ms))| format!("{:.1},{:.1}", x(second as f64 + 0.5), y(*ms)))
+        .collect();
+    let _ = writeln!(
+        svg,
+        r##"<polyline points="{}" fill="none" stroke="#b91c1c" stroke-width="1.5"/>"##,
+        points.join(" ")
+    );
+    for (label, ms) in [
+        ("1 ms", 1),
+        ("10", 10),
+        ("100", 100),
+        ("1 s", 1000),
+        ("10 s", 10_000),
+    ] {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#e5e7eb"/><text x="4" y="{:.1}">{label}</text>"##,
+            left + plot_w,
+            y(ms),
+            y(ms),
+            y(ms) + 4.0
+        );
+    }
+    let axis_y = lat_top + plot_h + 20.0;
+    for second in (0..seconds).step_by((seconds / 10).max(1)) {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{axis_y:.1}" text-anchor="middle">{second} s</text>"##,
+            x(second as f64)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::OpRecord;
+
+    fn op(kind: OpKind, invoked_ms: u64, completed_ms: u64, result: OpResult) -> OpRecord {
+        OpRecord {
+            client: 0,
+            kind,
+            key: Some("k".into()),
+            product: "p".into(),
+            quantity: 1,
+            invoked_ms,
+            completed_ms,
+            attempts: 1,
+            unknown_attempts: 0,
+            expected: None,
+            result,
+        }
+    }
+
+    #[test]
+    fn every_operation_is_an_invoke_then_its_completion() {
+        let mut history = History::default();
+        history.extend(vec![
+            op(
+                OpKind::Purchase,
+                10,
+                30,
+                OpResult::Unknown {
+                    message: "timeout".into(),
+                },
+            ),
+            op(
+                OpKind::Purchase,
+                20,
+                25,
+                OpResult::Rejected {
+                    code: "insufficient_stock".into(),
+                    message: String::new(),
+                },
+            ),
+        ]);
+        let lines: Vec<Value> = jsonl(&history, &[])
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let kinds: Vec<(&str, u64)> = lines
+            .iter()
+            .map(|l| (l["type"].as_str().unwrap(), l["time_ms"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("invoke", 10), ("invoke", 20), ("fail", 25), ("info", 30)]
+        );
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_second_and_a_band_per_fault() {
+        let history = History::default();
+        let svg = chart_svg(&history, &[], 3000);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("fill=\"#1d4ed8\"").count(), 4);
+    }
+}

@@ -1,0 +1,541 @@
+//! The order archive: confirmed orders copied to PostgreSQL exactly once, off the purchase path.
+//!
+//! Every voter with `archive.postgres_url` set runs an [`Archive`] task, but only the current
+//! leader archives. One step:
+//!
+//! 1. read the replicated archive cursor and up to `archive.batch_max` orders after it from the
+//!    leader's own applied state, in log order;
+//! 2. insert them in one transaction, ignoring rows already present by order id;
+//! 3. propose `MarkArchived { up_to: last }` through Raft, keyed by that id.
+//!
+//! The cursor moves only after the rows are committed in PostgreSQL, and the rows are written in
+//! log order from the cursor, so there is never a gap. A step interrupted anywhere (PostgreSQL
+//! down, leader killed between 2 and 3, a new leader with an older applied state) is simply done
+//! again from the replicated cursor; the insert ignores the rows that are already there, so there
+//! is never a duplicate. Purchases never wait for any of this: they are confirmed by Raft alone,
+//! and an archive outage only grows the backlog (`archive_backlog_orders`, `stockctl status`).
+//!
+//! Connections: each voter's pool opens at most `archive.pool_size` connections, lazily; the
+//! configuration caps it so that every voter holding a full pool at once (a deposed leader that
+//! has not noticed yet, and reports served by followers) stays within the cluster's limit.
+//!
+//! The schema is versioned: [`MIGRATIONS`] are applied in order under an advisory lock, each
+//! recorded in `flashstock_schema_migrations`, so starting twice or from two nodes is harmless.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cluster_config::ArchiveSection;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use flashstock_api::{
+    ArchiveReport, ArchiveReportRow, ArchiveStatus, Command, Op, Order, Outcome, WriteResponse,
+};
+use openraft::ServerState;
+use raft_store::inventory::InventoryMeta;
+use tokio::sync::watch;
+
+use crate::NodeState;
+
+/// Schema versions, applied in order, each once. Never edit a released one: add the next.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "orders",
+    "CREATE TABLE flashstock_orders (
+        order_id         bigint      PRIMARY KEY,
+        product          text        NOT NULL,
+        quantity         integer     NOT NULL CHECK (quantity > 0),
+        unit_price_cents bigint      NOT NULL CHECK (unit_price_cents >= 0),
+        customer         text,
+        idempotency_key  text        NOT NULL,
+        log_index        bigint      NOT NULL,
+        slot             integer     NOT NULL,
+        committed_at     timestamptz NOT NULL,
+        archived_at      timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX flashstock_orders_committed_at ON flashstock_orders (committed_at);",
+)];
+
+/// Key of the advisory lock that serialises migrations across nodes.
+const MIGRATION_LOCK: i64 = 0x666c_6173_6873_746b; // "flashstk"
+
+/// 9999-12-31T23:59:59.999Z, in milliseconds since the Unix epoch.
+const TIME_MS_MAX: u64 = 253_402_300_799_999;
+
+/// How often a follower checks whether it became the leader.
+const LEADERSHIP_POLL: Duration = Duration::from_millis(250);
+/// Longest wait for new orders before checking leadership again.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Why an archive step failed. Every failure is retried from the replicated cursor.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("archive database unavailable: {0}")]
+    Pool(String),
+    #[error("archive database error: {0}")]
+    Database(String),
+    #[error("{0} took longer than archive.timeout_ms")]
+    Timeout(&'static str),
+    #[error("reading orders from the state machine failed: {0}")]
+    Storage(String),
+    #[error("the archive cursor was not replicated: {0}")]
+    Cursor(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<tokio_postgres::Error> for ArchiveError {
+    fn from(e: tokio_postgres::Error) -> ArchiveError {
+        ArchiveError::Database(describe_postgres_error(&e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ArchiveError {
+    fn from(e: deadpool_postgres::PoolError) -> ArchiveError {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => {
+                ArchiveError::Pool(describe_postgres_error(&e))
+            }
+            other => ArchiveError::Pool(other.to_string()),
+        }
+    }
+}
+
+/// tokio-postgres's own message is terse ("db error", "error connecting to server"); the server's
+/// message or the IO cause is what an operator needs.
+fn describe_postgres_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// What this node's archiver last did, for `GET /admin/status`.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    active: bool,
+    last_error: Option<String>,
+    last_batch_at_ms: Option<u64>,
+}
+
+/// The archive of one voter: its connection pool and its archiver's progress.
+pub struct Archive {
+    settings: ArchiveSection,
+    pool: Pool,
+    /// `host:port/dbname`, for logs (never the password).
+    target: String,
+    progress: Mutex<Progress>,
+}
+
+/// What one archive step did.
+enum Step {
+    /// Nothing to archive.
+    Idle,
+    /// This many orders were written and the cursor replicated.
+    Archived(usize),
+    /// Leadership moved away before the cursor was proposed.
+    NotLeader,
+}
+
+impl Archive {
+    /// The archive described by `settings`, or `None` when it is off. Connects to nothing yet.
+    pub fn new(settings: &ArchiveSection) -> Result<Option<Arc<Archive>>, String> {
+        let Some(url) = &settings.postgres_url else {
+            return Ok(None);
+        };
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("archive.postgres_url is not a PostgreSQL URL: {e}"))?;
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        config.connect_timeout(timeout);
+        config.application_name("flashstock-archiver");
+        let target = describe_target(&config);
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .build()
+            .map_err(|e| format!("cannot build the archive's connection pool: {e}"))?;
+        Ok(Some(Arc::new(Archive {
+            settings: settings.clone(),
+            pool,
+            target,
+            progress: Mutex::new(Progress::default()),
+        })))
+    }
+
+    /// Where the archive goes, for the start-up log: `host:port/dbname`, pool size.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (pool of at most {} connections)",
+            self.target, self.settings.pool_size
+        )
+    }
+
+    /// The archive's status as this node sees it: replicated counters from `meta`, and this
+    /// node's own archiver progress.
+    pub fn status(&self, meta: &InventoryMeta) -> ArchiveStatus {
+        let progress = self.progress.lock().expect("progress lock").clone();
+        ArchiveStatus {
+            enabled: true,
+            active: progress.active,
+            cursor: meta.archived_up_to,
+            backlog: meta.archive_backlog(),
+            orders_placed: meta.orders_placed,
+            orders_held: meta.orders_held(),
+            last_error: progress.last_error,
+            last_batch_at_ms: progress.last_batch_at_ms,
+        }
+    }
+
+    /// Units sold and revenue per product for orders committed in `from_ms..to_ms`. Times past
+    /// the year 9999 are read as the end of 9999 (PostgreSQL's timestamps end soon after).
+    pub async fn report(&self, from_ms: u64, to_ms: u64) -> Result<ArchiveReport, ArchiveError> {
+        let (from_ms, to_ms) = (from_ms.min(TIME_MS_MAX), to_ms.min(TIME_MS_MAX));
+        if from_ms >= to_ms {
+            return Err(ArchiveError::Invalid(format!(
+                "the range must not be empty (from_ms {from_ms} >= to_ms {to_ms})"
+            )));
+        }
+        let (from, to) = (system_time(from_ms), system_time(to_ms));
+        let rows = self
+            .bounded("the report", async {
+                let client = self.pool.get().await?;
+                let rows = client
+                    .query(
+                        "SELECT product, count(*)::bigint, sum(quantity)::bigint,
+                                sum(quantity::bigint * unit_price_cents)::bigint
+                           FROM flashstock_orders
+                          WHERE committed_at >= $1 AND committed_at < $2
+                          GROUP BY product ORDER BY product",
+                        &[&from, &to],
+                    )
+                    .await?;
+                Ok(rows)
+            })
+            .await?;
+        let products = rows
+            .iter()
+            .map(|row| ArchiveReportRow {
+                product: row.get(0),
+                orders: row.get::<_, i64>(1) as u64,
+                units: row.get::<_, i64>(2) as u64,
+                revenue_cents: row.get::<_, i64>(3) as u64,
+            })
+            .collect();
+        Ok(ArchiveReport {
+            from_ms,
+            to_ms,
+            products,
+        })
+    }
+
+    /// The archiver: runs until `stopping` turns true, archiving whenever this node leads.
+    pub async fn run(self: Arc<Self>, node: Arc<NodeState>, mut stopping: watch::Receiver<bool>) {
+        let mut applied = node.reader.watch_applied();
+        let mut migrated = false;
+        let mut failures: u32 = 0;
+        tracing::info!(target = %self.target, "archiver started; it archives while this node leads");
+        loop {
+            if *stopping.borrow() {
+                break;
+            }
+            let leading = is_leader(&node);
+            self.set_active(leading);
+            let wait = if !leading {
+                // The schema is checked again by the next term's archiver: cheap, and safe if
+                // someone dropped the table in between.
+                migrated = false;
+                LEADERSHIP_POLL
+            } else {
+                match self.step(&node, &mut migrated).await {
+                    Ok(Step::Idle) => {
+                        failures = 0;
+                        let _ = tokio::time::timeout(IDLE_WAIT, applied.changed()).await;
+                        continue;
+                    }
+                    Ok(Step::Archived(count)) => {
+                        if failures > 0 {
+                            tracing::info!(count, "archive resumed after {failures} failures");
+                        }
+                        failures = 0;
+                        node.metrics.archive_orders.inc_by(count as u64);
+                        if count >= self.settings.batch_max {
+                            // A full batch: more are waiting, so the backlog is worked off at
+                            // full speed; the interval only lets small batches fill up.
+                            continue;
+                        }
+                        Duration::from_millis(self.settings.interval_ms)
+                    }
+                    Ok(Step::NotLeader) => continue,
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        node.metrics.archive_errors.inc();
+                        let wait = self.retry_wait(failures);
+                        let backlog = node
+                            .reader
+                            .inventory_meta()
+                            .map_or(0, |meta| meta.archive_backlog());
+                        tracing::warn!(
+                            %error,
+                            failures,
+                            backlog,
+                            retry_in_ms = wait.as_millis() as u64,
+                            "archive step failed; purchases are unaffected, retrying from the cursor"
+                        );
+                        self.progress.lock().expect("progress lock").last_error =
+                            Some(error.to_string());
+                        wait
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopping.changed() => {}
+            }
+        }
+        self.set_active(false);
+        tracing::info!("archiver stopped");
+    }
+
+    /// One step: write the orders after the cursor, then replicate the new cursor.
+    async fn step(&self, node: &NodeState, migrated: &mut bool) -> Result<Step, ArchiveError> {
+        let storage = |e: openraft::StorageError<u64>| ArchiveError::Storage(e.to_string());
+        let meta = node.reader.inventory_meta().map_err(storage)?;
+        let orders = node
+            .reader
+            .orders(meta.archived_up_to, self.settings.batch_max)
+            .map_err(storage)?;
+        let Some(last) = orders.last().map(|order| order.id) else {
+            return Ok(Step::Idle);
+        };
+        let started = std::time::Instant::now();
+        self.bounded("writing a batch", async {
+            let mut client = self.pool.get().await?;
+            if !*migrated {
+                migrate(&mut client).await?;
+                *migrated = true;
+            }
+            insert(&mut client, &orders).await
+        })
+        .await?;
+        node.metrics
+            .archive_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+
+        let command = Command {
+            key: format!("archive-{last}"),
+            op: Op::MarkArchived { up_to: last },
+        };
+        match node.propose(vec![command]).await {
+            WriteResponse::Applied { outcomes, .. } => match outcomes.first().map(Outcome::first) {
+                Some(Outcome::Archived { .. }) => {
+                    let mut progress = self.progress.lock().expect("progress lock");
+                    progress.last_error = None;
+                    progress.last_batch_at_ms = Some(crate::now_ms());
+                    Ok(Step::Archived(orders.len()))
+                }
+                other => Err(ArchiveError::Cursor(format!(
+                    "unexpected outcome {other:?}"
+                ))),
+            },
+            WriteResponse::NotLeader { .. } => Ok(Step::NotLeader),
+            WriteResponse::Refused { message, .. } => Err(ArchiveError::Cursor(message)),
+            WriteResponse::Unknown { message } => Err(ArchiveError::Cursor(message)),
+        }
+    }
+
+    /// Run a database step under `archive.timeout_ms`.
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        step: impl std::future::Future<Output = Result<T, ArchiveError>>,
+    ) -> Result<T, ArchiveError> {
+        let limit = Duration::from_millis(self.settings.timeout_ms);
+        tokio::time::timeout(limit, step)
+            .await
+            .map_err(|_| ArchiveError::Timeout(what))?
+    }
+
+    /// Exponential backoff from `retry_min_ms`, capped at `retry_max_ms`.
+    fn retry_wait(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(20);
+        let ms = self
+            .settings
+            .retry_min_ms
+            .saturating_mul(1 << doublings)
+            .min(self.settings.retry_max_ms);
+        Duration::from_millis(ms)
+    }
+
+    fn set_active(&self, active: bool) {
+        self.progress.lock().expect("progress lock").active = active;
+    }
+}
+
+fn is_leader(node: &NodeState) -> bool {
+    let metrics = node.raft.metrics();
+    let metrics = metrics.borrow();
+    metrics.state == ServerState::Leader && metrics.current_leader == Some(node.id)
+}
+
+/// Apply the migrations not applied yet, under an advisory lock, in one transaction.
+async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), ArchiveError> {
+    let transaction = client.transaction().await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    transaction
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS flashstock_schema_migrations (
+                version     integer     PRIMARY KEY,
+                description text        NOT NULL,
+                applied_at  timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await?;
+    let applied: Vec<i32> = transaction
+        .query("SELECT version FROM flashstock_schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for (version, description, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        transaction.batch_execute(sql).await?;
+        transaction
+            .execute(
+                "INSERT INTO flashstock_schema_migrations (version, description) VALUES ($1, $2)",
+                &[version, description],
+            )
+            .await?;
+        tracing::info!(version, description, "archive schema migrated");
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Insert `orders` in one transaction; rows already present (by order id) are left as they are.
+async fn insert(
+    client: &mut deadpool_postgres::Client,
+    orders: &[Order],
+) -> Result<(), ArchiveError> {
+    let column = |name: &str, e: std::num::TryFromIntError| {
+        ArchiveError::Invalid(format!(
+            "an order's {name} does not fit PostgreSQL's type: {e}"
+        ))
+    };
+    let mut ids = Vec::with_capacity(orders.len());
+    let mut prices = Vec::with_capacity(orders.len());
+    let mut indexes = Vec::with_capacity(orders.len());
+    for order in orders {
+        ids.push(i64::try_from(order.id.0).map_err(|e| column("id", e))?);
+        prices.push(i64::try_from(order.price_cents).map_err(|e| column("price", e))?);
+        indexes.push(i64::try_from(order.id.log_index()).map_err(|e| column("log index", e))?);
+    }
+    let quantities: Vec<i32> = orders
+        .iter()
+        .map(|o| i32::try_from(o.quantity).map_err(|e| column("quantity", e)))
+        .collect::<Result<_, _>>()?;
+    let products: Vec<&str> = orders.iter().map(|o| o.product.as_str()).collect();
+    let customers: Vec<Option<&str>> = orders.iter().map(|o| o.customer.as_deref()).collect();
+    let keys: Vec<&str> = orders.iter().map(|o| o.key.as_str()).collect();
+    let slots: Vec<i32> = orders.iter().map(|o| i32::from(o.id.slot())).collect();
+    let committed: Vec<SystemTime> = orders.iter().map(|o| system_time(o.placed_at_ms)).collect();
+
+    let transaction = client.transaction().await?;
+    transaction
+        .execute(
+            "INSERT INTO flashstock_orders (order_id, product, quantity, unit_price_cents,
+                                            customer, idempotency_key, log_index, slot,
+                                            committed_at)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::integer[], $4::bigint[],
+                                  $5::text[], $6::text[], $7::bigint[], $8::integer[],
+                                  $9::timestamptz[])
+             ON CONFLICT (order_id) DO NOTHING",
+            &[
+                &ids,
+                &products,
+                &quantities,
+                &prices,
+                &customers,
+                &keys,
+                &indexes,
+                &slots,
+                &committed,
+            ],
+        )
+        .await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+fn system_time(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// `host:port/dbname` of a connection config.
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap_or("(default)");
+    format!("{host}:{port}/{dbname}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_from_one() {
+        for (i, (version, _, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i as i32 + 1);
+        }
+    }
+
+    #[test]
+    fn retry_waits_double_up_to_the_cap() {
+        let settings = ArchiveSection {
+            postgres_url: Some("postgres://u@127.0.0.1:5432/db".into()),
+            retry_min_ms: 100,
+            retry_max_ms: 1000,
+            ..ArchiveSection::default()
+        };
+        let archive = Archive::new(&settings).unwrap().unwrap();
+        let waits: Vec<u64> = (1..=6)
+            .map(|n| archive.retry_wait(n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(
+            archive.describe(),
+            "127.0.0.1:5432/db (pool of at most 4 connections)"
+        );
+    }
+
+    #[test]
+    fn a_malformed_url_is_refused_with_the_key_named() {
+        let settings = ArchiveSection {
+            postgres_url: Some("postgres://u@host:notaport/db".into()),
+            ..ArchiveSection::default()
+        };
+        let error = Archive::new(&settings).err().unwrap();
+        assert!(error.contains("archive.postgres_url"), "{error}");
+    }
+}

@@ -1,0 +1,95 @@
+//! The command line of a node: `--config node.toml`; runs one node, voter or gateway, until
+//! SIGTERM or Ctrl-C, then drains and exits. The `flashstock-node` binary is [`main`] with no
+//! [`UnsafeFaults`]; the fault-injection harness builds a second binary with some set.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cluster_config::Config;
+use tracing_subscriber::EnvFilter;
+
+use crate::UnsafeFaults;
+
+/// A flashstock node: a Raft voter holding the inventory, or a gateway serving the public API.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The node's TOML configuration file.
+    #[arg(long, env = "FLASHSTOCK_CONFIG")]
+    config: PathBuf,
+    /// Log as JSON lines instead of text. The level comes from RUST_LOG (default: info).
+    #[arg(long)]
+    log_json: bool,
+}
+
+/// Parse the command line, run the node, and return its exit code: 0 after a clean shutdown, 2
+/// for a configuration that cannot be used, 1 for a failure at start or while running.
+pub fn main(faults: UnsafeFaults) -> ExitCode {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("flashstock-node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    raise_open_files_limit();
+    let runtime = tokio::runtime::Runtime::new().expect("start the Tokio runtime");
+    let result = runtime.block_on(async {
+        let addr = config.node.listen;
+        let listener =
+            crate::listen(addr).map_err(|source| crate::StartError::Listen { addr, source })?;
+        crate::run_with_faults(config, listener, shutdown_signal(), faults).await
+    });
+    // Drop every task (and with them the store) before `main` returns: RocksDB's background
+    // threads must not outlive the process's static destructors.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flashstock-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raise the soft limit of open files to the hard limit: a gateway holds one descriptor per
+/// client connection, thousands in a flash sale, and a common soft default is 1024.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::info!(open_files_max = limit.rlim_cur, "open files limit");
+    } else {
+        tracing::warn!("could not raise the open files limit");
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
+    }
+}

@@ -1,0 +1,307 @@
+//! The shop's web pages, served by every gateway from its own replica.
+//!
+//! - `/`: the catalog (name, price, stock, sold-out state), with stock kept live from the
+//!   gateway's event stream (`/v1/stream`).
+//! - `/products/{id}`: one product with a quantity field and a buy button. The page buys through
+//!   the public JSON API with an idempotency key made in the browser, one per purchase attempt,
+//!   and resolves an unknown outcome by retrying the same attempt with the same key.
+//! - `/orders/{id}`: one order; a friendly 404 page when there is no such order.
+//! - `/ops`: the operators' view of the cluster and of purchases per second ([`ops`]).
+//! - `/assets/{version}/{name}`: the CSS and JavaScript, embedded at build time (`assets.rs`).
+//!
+//! Pages are rendered on the server with maud templates (`views.rs`: checked at compile time, every
+//! value HTML-escaped, product names included) and read as plain HTML; the scripts add live
+//! stock, buying and the live operations view. Every page is sent with a
+//! Content-Security-Policy that allows only this origin's own files, so no inline script or
+//! style ever runs.
+
+mod assets;
+pub mod ops;
+mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use flashstock_api::{validate_product_id, Order, OrderId, Product};
+use maud::Markup;
+use serde::Deserialize;
+
+use super::Gateway;
+pub use ops::Ops;
+use views::{OrderSheet, ProductCard};
+
+type AppState = Arc<Gateway>;
+
+/// Products per catalog page.
+const CATALOG_PAGE: usize = 60;
+/// Longest wait of an order page for this replica to apply the order's entry: a buyer follows
+/// the confirmation link to the gateway that answered, whose replica may be a few milliseconds
+/// behind the leader that confirmed.
+const ORDER_CATCH_UP: Duration = Duration::from_secs(2);
+/// Only this origin's files; no inline script or style, no framing, no plugins.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// The pages' routes; the public router merges them.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(catalog))
+        .route("/products/{id}", get(product))
+        .route("/orders/{id}", get(order))
+        .route("/ops", get(operations))
+        .route("/assets/{version}/{name}", get(assets::serve))
+}
+
+/// An HTML answer with the pages' headers. HTML is never cached: stock changes.
+fn html(status: StatusCode, page: Markup) -> Response {
+    (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            ),
+        ],
+        page.into_string(),
+    )
+        .into_response()
+}
+
+/// A price in cents as shown to shoppers.
+fn price(cents: u64) -> String {
+    format!("${}.{:02}", cents / 100, cents % 100)
+}
+
+impl From<Product> for ProductCard {
+    fn from(product: Product) -> ProductCard {
+        ProductCard {
+            price: price(product.price_cents),
+            id: product.id,
+            name: product.name,
+            stock: product.stock,
+        }
+    }
+}
+
+fn not_found(title: &str, message: &str) -> Response {
+    html(StatusCode::NOT_FOUND, views::not_found(title, message))
+}
+
+fn storage_failed(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "a page could not read the replica");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "this server could not read its data; try again",
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct CatalogQuery {
+    after: Option<String>,
+}
+
+async fn catalog(
+    State(gateway): State<AppState>,
+    query: Result<Query<CatalogQuery>, QueryRejection>,
+) -> Response {
+    let after = query.ok().and_then(|Query(q)| q.after);
+    let after = after.filter(|after| validate_product_id(after).is_ok());
+    let reader = &gateway.node.reader;
+    let applied_index = reader.applied_index();
+    // One more than shown tells whether another page follows.
+    let mut products = match reader.products(after.as_deref(), CATALOG_PAGE + 1) {
+        Ok(products) => products,
+        Err(e) => return storage_failed(e),
+    };
+    let next_after = (products.len() > CATALOG_PAGE).then(|| {
+        products.truncate(CATALOG_PAGE);
+        products.last().map(|p| p.id.clone())
+    });
+    let cards: Vec<ProductCard> = products.into_iter().map(ProductCard::from).collect();
+    let page = views::catalog(
+        &cards,
+        applied_index,
+        after.as_deref().unwrap_or_default(),
+        CATALOG_PAGE,
+        next_after.flatten().as_deref(),
+    );
+    html(StatusCode::OK, page)
+}
+
+async fn product(State(gateway): State<AppState>, Path(id): Path<String>) -> Response {
+    let no_such = || not_found("No such product", "This shop does not sell that product.");
+    if validate_product_id(&id).is_err() {
+        return no_such();
+    }
+    let reader = &gateway.node.reader;
+    let applied_index = reader.applied_index();
+    match reader.product(&id) {
+        Ok(Some(product)) => {
+            let quantity_max = gateway.node.config.limits.purchase_quantity_max;
+            let page = views::product(&product.into(), applied_index, quantity_max);
+            html(StatusCode::OK, page)
+        }
+        Ok(None) => no_such(),
+        Err(e) => storage_failed(e),
+    }
+}
+
+async fn order(State(gateway): State<AppState>, Path(id): Path<String>) -> Response {
+    let no_such = || {
+        not_found(
+            "No such order",
+            "We have no order with that number. Check the number in your confirmation; \
+             orders from long ago may have moved to the archive.",
+        )
+    };
+    let Ok(id) = id.parse::<u64>().map(OrderId) else {
+        return no_such();
+    };
+    let reader = &gateway.node.reader;
+    // The order id says which entry placed it: wait, briefly, for this replica to apply it.
+    let mut applied = reader.watch_applied();
+    let caught_up = tokio::time::timeout(
+        ORDER_CATCH_UP,
+        applied.wait_for(|applied| *applied >= id.log_index()),
+    )
+    .await
+    .is_ok_and(|waited| waited.is_ok());
+    let order = match reader.order(id) {
+        Ok(Some(order)) => order,
+        Ok(None) if !caught_up => {
+            return not_found(
+                "Order not here yet",
+                "This server has not received that order yet. Reload in a moment.",
+            )
+        }
+        Ok(None) => return no_such(),
+        Err(e) => return storage_failed(e),
+    };
+    let product_name = reader
+        .product(&order.product)
+        .ok()
+        .flatten()
+        .map(|product| product.name);
+    html(
+        StatusCode::OK,
+        views::order(&order_sheet(order, product_name)),
+    )
+}
+
+fn order_sheet(order: Order, product_name: Option<String>) -> OrderSheet {
+    let total = order.price_cents.saturating_mul(u64::from(order.quantity));
+    OrderSheet {
+        id: order.id.0,
+        product_id: order.product,
+        product_name,
+        quantity: order.quantity,
+        unit_price: price(order.price_cents),
+        total: price(total),
+        placed_at: utc_time(order.placed_at_ms),
+        placed_at_iso: iso_time(order.placed_at_ms),
+        customer: order.customer,
+    }
+}
+
+async fn operations(State(gateway): State<AppState>) -> Response {
+    let view = gateway.ops.view(&gateway.node, 0).await;
+    let probed_at = utc_time(view.probed_at_ms);
+    let page = views::ops(&view, &probed_at, ops::HISTORY_SECONDS / 60);
+    html(StatusCode::OK, page)
+}
+
+/// Year, month and day of a count of days since 1970-01-01 (proleptic Gregorian calendar),
+/// counted in 400-year eras of 146 097 days that start on March 1st, so leap days end a year.
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `(date, hours, minutes, seconds)` of a Unix time in milliseconds, in UTC.
+fn utc_parts(ms: u64) -> ((i64, u32, u32), u64, u64, u64) {
+    let seconds = ms / 1000;
+    let date = civil_date((seconds / 86_400) as i64);
+    let of_day = seconds % 86_400;
+    (date, of_day / 3600, of_day / 60 % 60, of_day % 60)
+}
+
+/// A Unix time in milliseconds as people read it, in UTC: `2026-11-25 20:14:03 UTC`.
+fn utc_time(ms: u64) -> String {
+    let ((year, month, day), h, m, s) = utc_parts(ms);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02} UTC")
+}
+
+/// A Unix time in milliseconds for `<time datetime>`: `2026-11-25T20:14:03Z`.
+fn iso_time(ms: u64) -> String {
+    let ((year, month, day), h, m, s) = utc_parts(ms);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
+        // 2000-02-29 is a leap day; 2024-03-01 follows one.
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(iso_time(1_709_251_199_000), "2024-02-29T23:59:59Z");
+        assert_eq!(iso_time(1_709_251_200_000), "2024-03-01T00:00:00Z");
+    }
+
+    #[test]
+    fn prices_show_cents() {
+        assert_eq!(price(14_900), "$149.00");
+        assert_eq!(price(5), "$0.05");
+    }
+
+    #[test]
+    fn product_names_are_escaped() {
+        let card = ProductCard {
+            id: "x".into(),
+            name: "<script>alert(1)</script> & \"co\"".into(),
+            price: price(100),
+            stock: 3,
+        };
+        let body = views::product(&card, 1, 10).into_string();
+        assert!(!body.contains("<script>alert"));
+        // In text and in the data-name attribute alike.
+        let escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;co&quot;";
+        assert_eq!(body.matches(escaped).count(), 3, "{body}");
+    }
+}

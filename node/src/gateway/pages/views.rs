@@ -1,0 +1,253 @@
+//! The pages' markup, as maud templates: checked at compile time, and every interpolated value
+//! (product names, customer references, ids) is HTML-escaped. The scripts find what they update
+//! by id and `data-` attributes; the stylesheet by class.
+
+use maud::{html, Markup, DOCTYPE};
+
+use super::assets::URLS;
+use super::ops::ClusterView;
+
+/// A product as the pages show it.
+pub struct ProductCard {
+    pub id: String,
+    pub name: String,
+    pub price: String,
+    pub stock: u64,
+}
+
+/// An order as its page shows it.
+pub struct OrderSheet {
+    pub id: u64,
+    pub product_id: String,
+    /// The product's name, if it is still in the catalog.
+    pub product_name: Option<String>,
+    pub quantity: u32,
+    pub unit_price: String,
+    pub total: String,
+    pub placed_at: String,
+    pub placed_at_iso: String,
+    pub customer: Option<String>,
+}
+
+/// Every page: header, navigation, a skip link, and the page's own script if it has one.
+fn layout(title: &str, script: Option<&str>, main: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · flashstock" }
+                link rel="stylesheet" href=(URLS.css);
+                @if let Some(src) = script {
+                    script src=(src) defer {}
+                }
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.site {
+                    a.brand href="/" { "flashstock" }
+                    nav aria-label="Site" {
+                        a href="/" { "Products" }
+                        a href="/ops" { "Operations" }
+                    }
+                }
+                main #main tabindex="-1" { (main) }
+            }
+        }
+    }
+}
+
+/// The stock figure and the sold-out label; the stylesheet shows one of them. The figure comes
+/// last, so that a change of its width moves nothing.
+fn availability(stock: u64, id: Option<&str>) -> Markup {
+    html! {
+        span.in-stock { "In stock: " span.num.stock id=[id] { (stock) } }
+        span.sold-out-label { "Sold out" }
+    }
+}
+
+pub fn catalog(
+    products: &[ProductCard],
+    applied_index: u64,
+    after: &str,
+    limit: usize,
+    next_after: Option<&str>,
+) -> Markup {
+    let main = html! {
+        h1 { "Products" }
+        p.hint { "Stock updates live as people buy." }
+        p #stock-news .visually-hidden role="status" aria-live="polite" {}
+        @if products.is_empty() {
+            p { "Nothing for sale yet." }
+        } @else {
+            ul #catalog .catalog data-index=(applied_index) data-after=(after) data-limit=(limit) {
+                @for product in products {
+                    li.card.sold-out[product.stock == 0] data-product=(product.id) {
+                        h2 { a href={ "/products/" (product.id) } { (product.name) } }
+                        p.price { (product.price) }
+                        p.availability { (availability(product.stock, None)) }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = next_after {
+            p.pager { a href={ "/?after=" (next) } { "More products" } }
+        }
+    };
+    layout("Products", Some(&URLS.shop_js), main)
+}
+
+pub fn product(product: &ProductCard, applied_index: u64, quantity_max: u32) -> Markup {
+    let sold_out = product.stock == 0;
+    let main = html! {
+        p.crumbs { a href="/" { "All products" } }
+        article #product .product.sold-out[sold_out] data-product=(product.id)
+            data-index=(applied_index) data-name=(product.name) {
+            h1 { (product.name) }
+            p.price { (product.price) }
+            p #availability .availability aria-live="polite" aria-atomic="true" {
+                (availability(product.stock, Some("stock")))
+            }
+            form #buy-form .buy {
+                label for="quantity" { "Quantity" }
+                input #quantity name="quantity" type="number" inputmode="numeric" min="1"
+                    max=(quantity_max) value="1" required;
+                // Enabled by the script, which does the buying.
+                button #buy type="submit" disabled { "Buy now" }
+            }
+            noscript { p.note { "Buying needs JavaScript; please turn it on for this shop." } }
+            div #result .result role="status" aria-live="polite" {}
+        }
+    };
+    layout(&product.name, Some(&URLS.shop_js), main)
+}
+
+pub fn order(order: &OrderSheet) -> Markup {
+    let main = html! {
+        h1 { "Order " span.num { "#" (order.id) } }
+        p.confirmed-note { "Confirmed. Thank you for your purchase." }
+        dl.order {
+            dt { "Product" }
+            dd {
+                a href={ "/products/" (order.product_id) } {
+                    (order.product_name.as_deref().unwrap_or(&order.product_id))
+                }
+            }
+            dt { "Quantity" }
+            dd #order-quantity .num { (order.quantity) }
+            dt { "Unit price" }
+            dd.num { (order.unit_price) }
+            dt { "Total" }
+            dd #order-total .num { (order.total) }
+            dt { "Placed" }
+            dd { time datetime=(order.placed_at_iso) { (order.placed_at) } }
+            @if let Some(customer) = &order.customer {
+                dt { "Customer" }
+                dd { (customer) }
+            }
+        }
+        p { a href="/" { "Back to all products" } }
+    };
+    layout(&format!("Order {}", order.id), None, main)
+}
+
+pub fn not_found(title: &str, message: &str) -> Markup {
+    let main = html! {
+        h1 { (title) }
+        p { (message) }
+        p { a href="/" { "Browse all products" } }
+    };
+    layout(title, None, main)
+}
+
+/// A figure of the status table: `-` when unknown.
+fn figure(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+pub fn ops(view: &ClusterView, probed_at: &str, history_minutes: usize) -> Markup {
+    let archive = view.archive.as_ref().filter(|archive| archive.enabled);
+    let main = html! {
+        h1 { "Operations" }
+        p.summary {
+            "Leader: " strong #ops-leader .num { (figure(view.leader)) }
+            " · answered by gateway " span #ops-gateway .num { (view.gateway) }
+            " · " span #ops-refreshed { "probed at " (probed_at) }
+        }
+        p #ops-alert .alert role="status" aria-live="polite" {}
+        section aria-labelledby="members-title" {
+            h2 #members-title { "Cluster members" }
+            div.table-scroll tabindex="0" aria-labelledby="members-title" {
+                table #nodes .nodes {
+                    thead { tr {
+                        th scope="col" { "Node" }
+                        th scope="col" { "Membership" }
+                        th scope="col" { "Raft state" }
+                        th scope="col" { "Health" }
+                        th.n scope="col" { "Term" }
+                        th.n scope="col" { "Last log" }
+                        th.n scope="col" { "Committed" }
+                        th.n scope="col" { "Applied" }
+                        th.n scope="col" { "Lag" }
+                    } }
+                    tbody #node-rows {
+                        @for node in &view.nodes {
+                            tr.up[node.up].down[!node.up] data-node=(node.id) {
+                                th.num scope="row" { (node.id) }
+                                td { (node.membership) }
+                                td { (node.state.as_deref().unwrap_or("-")) }
+                                td.health title=[node.error.as_deref()] {
+                                    span.badge { @if node.up { "up" } @else { "down" } }
+                                }
+                                td.num.n { (figure(node.term)) }
+                                td.num.n { (figure(node.last_log_index)) }
+                                td.num.n { (figure(node.committed_index)) }
+                                td.num.n { (figure(node.applied_index)) }
+                                td.num.n { (figure(node.lag)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section #archive aria-labelledby="archive-title" hidden[archive.is_none()] {
+            h2 #archive-title { "Order archive" }
+            p {
+                "Backlog: "
+                strong #archive-backlog .num { @if let Some(a) = archive { (a.backlog) } }
+                " orders not archived yet · "
+                span #archive-note {
+                    @if let Some(a) = archive {
+                        @if let Some(error) = &a.last_error { "last error: " (error) }
+                        @else { "archiving normally" }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="traffic-title" {
+            h2 #traffic-title { "Purchases" }
+            p.hint #history-span { "Up to the last " (history_minutes) " minutes, one bar per second." }
+            figure.chart {
+                figcaption {
+                    "Confirmed purchases per second, whole cluster: now "
+                    strong #purchases-now .num { "-" } ", peak " strong #purchases-peak .num { "-" }
+                    span #purchases-scale .scale {}
+                }
+                svg #chart-purchases viewBox="0 0 600 120" preserveAspectRatio="none" role="img"
+                    aria-label="Purchases per second over time" {}
+            }
+            figure.chart {
+                figcaption {
+                    "Purchase latency on this gateway: mean "
+                    strong #latency-mean .num { "-" } ", p99 " strong #latency-p99 .num { "-" }
+                    span #latency-scale .scale {}
+                    span.legend { span.key.mean {} " mean " span.key.p99 {} " p99" }
+                }
+                svg #chart-latency viewBox="0 0 600 120" preserveAspectRatio="none" role="img"
+                    aria-label="Purchase latency over time" {}
+            }
+        }
+    };
+    layout("Operations", Some(&URLS.ops_js), main)
+}
