@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/setup.sh
-# postgresql: the archive's tests (node/tests/t40_archive.rs) run a real server.
+# postgresql: the archive's tests (node/tests/t40_archive.rs) and the benchmark's baseline
+# (loadgen/tests/t10_smoke.rs) run a real server.
 # chromium (with chromium-driver): the storefront's browser tests (node/tests/t50_storefront.rs).
 flashstock_need_packages postgresql iptables chromium
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The benchmark in one command: builds every binary in release mode, then runs flashstock-bench,
+# which starts a six-node cluster on loopback, the bare axum and PostgreSQL baselines, runs the
+# standard scenarios and the cost curves with the same load generator, and writes
+# bench/results/<date>.json, <date>.md and <date>-*.svg.
+#
+#   ./bench/run.sh                 # the brief's scale: 6000 connections, curves to 12 000
+#                                  # connections and 1 000 000 products (about 10 minutes on
+#                                  # two cores, 5 of them creating the million products)
+#   ./bench/run.sh --scale quick   # a reduced scale, about 3 minutes
+#   ./bench/run.sh --help          # every figure can be set by a flag
+#
+# Installs missing system packages first (see deploy/setup.sh; PostgreSQL for the baseline).
+# The build directory is the one fixed in .cargo/config.toml, shared with every other command.
+set -euo pipefail
+
+# cargo reads .cargo/config.toml (the build directory) from the working directory: run from the
+# repository; relative paths given as flags are then taken from there too.
+cd "$(dirname "$0")/.."
+source deploy/setup.sh
+flashstock_need_packages postgresql
+
+# The benchmark starts flashstock-node and the baselines of the same build.
+cargo build --release --workspace --bins
+exec cargo run --release --quiet -p flashstock-loadgen --bin flashstock-bench -- "$@"

@@ -1,0 +1,41 @@
+//! The baselines the benchmark drives with the same load generator, on the same machine:
+//!
+//! - [`bare`]: a bare axum server that answers every product view with one fixed JSON body
+//!   shaped like a gateway's: the ceiling of what a view can cost here.
+//! - [`relational`]: the textbook answer, PostgreSQL (fsync and synchronous commit on) behind an
+//!   axum endpoint with the gateway's URL shapes, through a pool of C = 300 connections.
+//!
+//! Both speak enough of the public API (`/v1/products/...`) for the load generator's workloads,
+//! set-up and final check to run against them unchanged.
+
+pub mod bare;
+pub mod relational;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use flashstock_api::ErrorBody;
+
+/// An error in the public API's shape.
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            code: code.to_owned(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// A baseline's listener: accepted connections without Nagle's delay, as the gateways set them,
+/// so that a comparison measures the servers and not the socket options.
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn tap(stream: &mut tokio::net::TcpStream) {
+        let _ = stream.set_nodelay(true);
+    }
+    listener.tap_io(tap as fn(&mut tokio::net::TcpStream))
+}

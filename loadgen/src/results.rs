@@ -1,0 +1,662 @@
+//! A whole benchmark's results: the JSON document `bench/results/<date>.json`, its Markdown
+//! tables, its SVG charts, and the targets of the brief judged against the figures.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::charts::{grouped_bars, line_chart, Line};
+use crate::probe::Floor;
+use crate::proc_info::Machine;
+use crate::record::Kind;
+use crate::report::RunReport;
+
+/// One point of the concurrency curve: the standard mix, closed loop, at `connections`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConcurrencyPoint {
+    pub connections: usize,
+    pub report: RunReport,
+    /// Resident memory of each node after the run, MiB.
+    pub rss_mib: BTreeMap<String, f64>,
+}
+
+/// One point of the catalog curve: the cluster holding `products` products.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogPoint {
+    pub products: usize,
+    /// Time to create the products added for this point.
+    pub create_s: f64,
+    /// The standard mix over the whole catalog, closed loop.
+    pub report: RunReport,
+    /// Resident memory of each node, MiB.
+    pub rss_mib: BTreeMap<String, f64>,
+    /// Bytes of each node's data directory, MiB.
+    pub data_mib: BTreeMap<String, f64>,
+    /// Time for the leader to build a snapshot (triggered through the admin API, until its
+    /// status shows it).
+    pub snapshot_s: Option<f64>,
+    /// Growth of the leader's data directory while the snapshot was built: the snapshot is
+    /// stored in RocksDB, so this approximates its size.
+    pub snapshot_growth_mib: Option<f64>,
+    /// Time for a gateway to restart (SIGTERM, start, answer health, apply the leader's log).
+    pub gateway_restart_s: Option<f64>,
+}
+
+/// The brief's targets, measured (never asserted).
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    pub target: String,
+    pub measured: String,
+    /// `None` when the scenarios it needs did not run.
+    pub met: Option<bool>,
+}
+
+/// Everything `flashstock-bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResults {
+    /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub started_at: String,
+    pub machine: Machine,
+    pub floor: Floor,
+    /// The floor probed again right before the light-load purchases, under the same conditions
+    /// (the disk's fsync time moves a lot with what else the machine does).
+    pub floor_at_light_load: Option<Floor>,
+    /// The settings of the run (scale), as given.
+    pub settings: serde_json::Value,
+    /// Seconds to start a fresh six-node cluster (processes up, leader elected, gateways added).
+    pub cluster_start_s: f64,
+    pub scenarios: Vec<RunReport>,
+    /// Resident memory of every node and baseline after the scenarios, MiB.
+    pub rss_after_scenarios_mib: BTreeMap<String, f64>,
+    pub concurrency: Vec<ConcurrencyPoint>,
+    pub catalog: Vec<CatalogPoint>,
+    pub targets: Vec<TargetResult>,
+}
+
+/// The files written for one benchmark.
+pub struct Written {
+    pub json: PathBuf,
+    pub markdown: PathBuf,
+    pub charts: Vec<PathBuf>,
+}
+
+fn p(report: &RunReport, kind: Kind) -> Option<&crate::report::LatencySummary> {
+    report.latency_of(kind)
+}
+
+impl BenchResults {
+    pub fn scenario(&self, name: &str) -> Option<&RunReport> {
+        self.scenarios.iter().find(|r| r.name == name)
+    }
+
+    /// Judge the brief's targets against the figures.
+    pub fn judge(&mut self) {
+        let mut targets = Vec::new();
+        let closed = self.scenario("standard-closed");
+        let open = self.scenario("standard-open");
+        let burst = self.scenario("standard-burst");
+        if let (Some(closed), Some(open)) = (closed, open) {
+            let bad = |r: &RunReport| {
+                r.errors
+                    + r.check
+                        .as_ref()
+                        .map_or(0, |c| c.problem_count as u64 + c.unknown)
+            };
+            targets.push(TargetResult {
+                target: format!(
+                    "standard mix at {} connections: zero errors and no oversell, closed and open loop",
+                    closed.config.connections
+                ),
+                measured: format!(
+                    "closed: {} errors/problems, {:.0} answers/s{}; open: {} errors/problems",
+                    bad(closed),
+                    closed.answers_per_s,
+                    burst
+                        .and_then(|b| b.burst_ms)
+                        .map(|ms| format!(", burst of {} answered in {ms:.0} ms", closed.config.connections))
+                        .unwrap_or_default(),
+                    bad(open)
+                ),
+                met: Some(bad(closed) == 0 && bad(open) == 0 && burst.is_none_or(|b| b.ok)),
+            });
+        }
+        if let Some(open) = open {
+            let view = p(open, Kind::View).map_or(f64::NAN, |l| l.p99_ms);
+            let buy = p(open, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p99_ms);
+            targets.push(TargetResult {
+                target: "open loop: p99 < 50 ms for views and purchases".into(),
+                measured: format!(
+                    "{:.0} req/s offered over {} connections: view p99 {view:.1} ms, purchase p99 {buy:.1} ms",
+                    match open.config.mode {
+                        crate::driver::Mode::Open { rate } => rate,
+                        _ => 0.0,
+                    },
+                    open.config.connections
+                ),
+                met: Some(view < 50.0 && buy < 50.0),
+            });
+        }
+        if let (Some(views), Some(bare)) = (self.scenario("views"), self.scenario("views-axum")) {
+            let ratio = views.answers_per_s / bare.answers_per_s.max(1e-9);
+            targets.push(TargetResult {
+                target: "views ≥ 0.7 × bare axum req/s under the same load".into(),
+                measured: format!(
+                    "{:.0} vs {:.0} views/s: {ratio:.2} ×",
+                    views.answers_per_s, bare.answers_per_s
+                ),
+                met: Some(ratio >= 0.7),
+            });
+        }
+        if let (Some(ours), Some(pg)) = (
+            self.scenario("flash-sale"),
+            self.scenario("flash-sale-postgres"),
+        ) {
+            let ratio = ours.confirmed_per_s / pg.confirmed_per_s.max(1e-9);
+            let p99 = |r: &RunReport| p(r, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p99_ms);
+            targets.push(TargetResult {
+                target: format!(
+                    "flash sale, {} buyers: committed purchases/s ≥ 5 × PostgreSQL, lower p99",
+                    ours.config.connections
+                ),
+                measured: format!(
+                    "{:.0} vs {:.0} purchases/s ({ratio:.1} ×); p99 {:.0} vs {:.0} ms",
+                    ours.confirmed_per_s,
+                    pg.confirmed_per_s,
+                    p99(ours),
+                    p99(pg)
+                ),
+                met: Some(ratio >= 5.0 && p99(ours) < p99(pg)),
+            });
+        }
+        if let Some(light) = self.scenario("light-purchases") {
+            let floor = self.floor_at_light_load.as_ref().unwrap_or(&self.floor);
+            let floor_ms = (floor.fsync_4k_p50_us + floor.loopback_rtt_p50_us) / 1000.0;
+            let p50 = p(light, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p50_ms);
+            targets.push(TargetResult {
+                target: format!(
+                    "purchase p50 at light load ({} buyers) ≤ 3 × floor (one fsync + one loopback round trip)",
+                    light.config.connections
+                ),
+                measured: format!(
+                    "p50 {p50:.2} ms vs floor {floor_ms:.2} ms: {:.1} ×",
+                    p50 / floor_ms
+                ),
+                met: Some(p50 <= 3.0 * floor_ms),
+            });
+        }
+        self.targets = targets;
+    }
+
+    /// Write `<dir>/<stem>.json`, `<stem>.md` and the charts `<stem>-*.svg`.
+    pub fn write(&self, dir: &Path, stem: &str) -> std::io::Result<Written> {
+        std::fs::create_dir_all(dir)?;
+        let json = dir.join(format!("{stem}.json"));
+        std::fs::write(
+            &json,
+            serde_json::to_string_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        let mut charts = Vec::new();
+        for (suffix, svg) in self.charts() {
+            let path = dir.join(format!("{stem}-{suffix}.svg"));
+            std::fs::write(&path, svg)?;
+            charts.push(path);
+        }
+        let markdown = dir.join(format!("{stem}.md"));
+        let chart_names: Vec<String> = charts
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        std::fs::write(&markdown, self.markdown(&chart_names))?;
+        Ok(Written {
+            json,
+            markdown,
+            charts,
+        })
+    }
+
+    /// The charts, by file-name suffix.
+    pub fn charts(&self) -> Vec<(&'static str, String)> {
+        let mut charts = Vec::new();
+        let mut rows = Vec::new();
+        for report in &self.scenarios {
+            for (kind, label) in [(Kind::View, "view"), (Kind::PurchaseConfirmed, "purchase")] {
+                if let Some(l) = report.latency_of(kind) {
+                    rows.push((
+                        format!("{} · {label}", report.name),
+                        vec![l.p50_ms, l.p99_ms, l.p999_ms],
+                    ));
+                }
+            }
+        }
+        if !rows.is_empty() {
+            charts.push((
+                "latency",
+                grouped_bars(
+                    "Latency percentiles per scenario",
+                    "ms",
+                    &["p50", "p99", "p99.9"],
+                    &rows,
+                ),
+            ));
+        }
+        if !self.concurrency.is_empty() {
+            let point = |f: &dyn Fn(&ConcurrencyPoint) -> Option<f64>| {
+                self.concurrency
+                    .iter()
+                    .filter_map(|c| f(c).map(|y| (c.connections as f64, y)))
+                    .collect::<Vec<_>>()
+            };
+            charts.push((
+                "concurrency-throughput",
+                line_chart(
+                    "Standard mix, closed loop: throughput against connections",
+                    "connections",
+                    "answers per second",
+                    false,
+                    &[
+                        Line {
+                            name: "all".into(),
+                            points: point(&|c| Some(c.report.answers_per_s)),
+                        },
+                        Line {
+                            name: "views".into(),
+                            points: point(&|c| c.report.latency_of(Kind::View).map(|l| l.per_s)),
+                        },
+                        Line {
+                            name: "purchases".into(),
+                            points: point(&|c| {
+                                c.report
+                                    .latency_of(Kind::PurchaseConfirmed)
+                                    .map(|l| l.per_s)
+                            }),
+                        },
+                    ],
+                ),
+            ));
+            charts.push((
+                "concurrency-p99",
+                line_chart(
+                    "Standard mix, closed loop: p99 latency against connections",
+                    "connections",
+                    "p99 ms (log)",
+                    true,
+                    &[
+                        Line {
+                            name: "views".into(),
+                            points: point(&|c| c.report.latency_of(Kind::View).map(|l| l.p99_ms)),
+                        },
+                        Line {
+                            name: "purchases".into(),
+                            points: point(&|c| {
+                                c.report
+                                    .latency_of(Kind::PurchaseConfirmed)
+                                    .map(|l| l.p99_ms)
+                            }),
+                        },
+                    ],
+                ),
+            ));
+        }
+        if !self.catalog.is_empty() {
+            let point = |f: &dyn Fn(&CatalogPoint) -> Option<f64>| {
+                self.catalog
+                    .iter()
+                    .filter_map(|c| f(c).map(|y| (c.products as f64, y)))
+                    .collect::<Vec<_>>()
+            };
+            charts.push((
+                "catalog-latency",
+                line_chart(
+                    "Standard mix against catalog size: p50 and p99",
+                    "products",
+                    "ms (log)",
+                    true,
+                    &[
+                        Line {
+                            name: "view p50".into(),
+                            points: point(&|c| c.report.latency_of(Kind::View).map(|l| l.p50_ms)),
+                        },
+                        Line {
+                            name: "view p99".into(),
+                            points: point(&|c| c.report.latency_of(Kind::View).map(|l| l.p99_ms)),
+                        },
+                        Line {
+                            name: "purchase p50".into(),
+                            points: point(&|c| {
+                                c.report
+                                    .latency_of(Kind::PurchaseConfirmed)
+                                    .map(|l| l.p50_ms)
+                            }),
+                        },
+                        Line {
+                            name: "purchase p99".into(),
+                            points: point(&|c| {
+                                c.report
+                                    .latency_of(Kind::PurchaseConfirmed)
+                                    .map(|l| l.p99_ms)
+                            }),
+                        },
+                    ],
+                ),
+            ));
+            let mut lines: Vec<Line> = ["voter-1", "gateway-101"]
+                .iter()
+                .map(|node| Line {
+                    name: format!("{node} RSS MiB"),
+                    points: point(&|c| c.rss_mib.get(*node).copied()),
+                })
+                .collect();
+            lines.push(Line {
+                name: "voter-1 data MiB".into(),
+                points: point(&|c| c.data_mib.get("voter-1").copied()),
+            });
+            charts.push((
+                "catalog-memory",
+                line_chart(
+                    "Memory and disk against catalog size",
+                    "products",
+                    "MiB",
+                    false,
+                    &lines,
+                ),
+            ));
+        }
+        charts
+    }
+
+    /// The Markdown report: machine, floor, targets, scenarios, curves, charts.
+    pub fn markdown(&self, charts: &[String]) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(out, "# flashstock benchmark, {}\n", self.started_at);
+        let _ = writeln!(
+            out,
+            "Machine: {} cores ({}), {} MiB of memory, Linux {}. Every process (six nodes, the \
+             baselines, PostgreSQL and the load generator) shares it, so figures are noisy and \
+             are what one small machine does, not six servers.\n",
+            m.cores, m.cpu_model, m.memory_mib, m.kernel
+        );
+        let f = &self.floor;
+        let _ = writeln!(
+            out,
+            "Floor probe: one 4 KiB write + fdatasync p50 {:.0} µs (p99 {:.0} µs); one loopback \
+             TCP round trip p50 {:.0} µs (p99 {:.0} µs). A fresh six-node cluster started in \
+             {:.1} s.\n",
+            f.fsync_4k_p50_us,
+            f.fsync_4k_p99_us,
+            f.loopback_rtt_p50_us,
+            f.loopback_rtt_p99_us,
+            self.cluster_start_s
+        );
+        if let Some(f) = &self.floor_at_light_load {
+            let _ = writeln!(
+                out,
+                "Floor probed again right before the light-load purchases: fsync p50 {:.0} µs \
+                 (p99 {:.0} µs), loopback round trip p50 {:.0} µs (p99 {:.0} µs).\n",
+                f.fsync_4k_p50_us, f.fsync_4k_p99_us, f.loopback_rtt_p50_us, f.loopback_rtt_p99_us
+            );
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(
+                out,
+                "## Targets\n\n| target | measured | met |\n|---|---|---|"
+            );
+            for t in &self.targets {
+                let met = match t.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "-",
+                };
+                let _ = writeln!(out, "| {} | {} | {met} |", t.target, t.measured);
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "## Scenarios\n\n| scenario | target | mode | conns | answers/s | confirmed/s | \
+             view p50 / p99 / p99.9 ms | purchase p50 / p99 / p99.9 ms | errors | check |\n\
+             |---|---|---|---:|---:|---:|---|---|---:|---|"
+        );
+        for r in &self.scenarios {
+            scenario_row(&mut out, r);
+        }
+        out.push('\n');
+        for r in &self.scenarios {
+            let notes: Vec<String> = r
+                .answers
+                .iter()
+                .filter(|a| a.status != 200 || !a.code.is_empty())
+                .map(|a| {
+                    format!(
+                        "{} {} {} × {}{}",
+                        a.request,
+                        a.status,
+                        a.code,
+                        a.count,
+                        if a.error { " (error)" } else { "" }
+                    )
+                })
+                .chain(r.burst_ms.map(|b| format!("burst answered in {b:.0} ms")))
+                .chain((r.late_dispatches > 0).then(|| {
+                    format!(
+                        "{} of {} requests dispatched > 5 ms late (waiting for a free connection; counted in latency)",
+                        r.late_dispatches, r.scheduled
+                    )
+                }))
+                .chain((r.retries > 0).then(|| format!("{} same-key retries", r.retries)))
+                .collect();
+            if !notes.is_empty() {
+                let _ = writeln!(out, "- {}: {}", r.name, notes.join("; "));
+            }
+        }
+        cpu_table(
+            &mut out,
+            self.scenarios
+                .iter()
+                .chain(self.concurrency.iter().map(|c| &c.report)),
+        );
+        if !self.rss_after_scenarios_mib.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nResident memory after the scenarios (MiB): {}\n",
+                mib_list(&self.rss_after_scenarios_mib)
+            );
+        }
+        if !self.concurrency.is_empty() {
+            let _ = writeln!(
+                out,
+                "## Concurrency curve (standard mix, closed loop)\n\n| connections | answers/s | \
+                 view p50 / p99 ms | purchase p50 / p99 ms | errors | gateway RSS MiB |\n\
+                 |---:|---:|---|---|---:|---|"
+            );
+            for c in &self.concurrency {
+                let r = &c.report;
+                let gateways: BTreeMap<String, f64> = c
+                    .rss_mib
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("gateway"))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.0} | {} | {} | {} | {} |",
+                    c.connections,
+                    r.answers_per_s,
+                    pair(r, Kind::View),
+                    pair(r, Kind::PurchaseConfirmed),
+                    r.errors,
+                    mib_list(&gateways)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.catalog.is_empty() {
+            let _ = writeln!(
+                out,
+                "## Catalog curve\n\n| products | create s | answers/s | view p50 / p99 ms | \
+                 purchase p50 / p99 ms | RSS MiB | data MiB | snapshot s | snapshot MiB | \
+                 gateway restart s |\n|---:|---:|---:|---|---|---|---|---:|---:|---:|"
+            );
+            for c in &self.catalog {
+                let r = &c.report;
+                let opt = |v: Option<f64>, digits: usize| {
+                    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                    c.products,
+                    c.create_s,
+                    r.answers_per_s,
+                    pair(r, Kind::View),
+                    pair(r, Kind::PurchaseConfirmed),
+                    mib_list(&c.rss_mib),
+                    mib_list(&c.data_mib),
+                    opt(c.snapshot_s, 2),
+                    opt(c.snapshot_growth_mib, 1),
+                    opt(c.gateway_restart_s, 2)
+                );
+            }
+            out.push('\n');
+        }
+        if !charts.is_empty() {
+            let _ = writeln!(out, "## Charts\n");
+            for chart in charts {
+                let _ = writeln!(out, "![{chart}]({chart})\n");
+            }
+        }
+        out
+    }
+}
+
+/// Where the cores went during each load phase: CPU seconds by group of processes, as cores
+/// busy on average, and our processes' CPU per answer.
+fn cpu_table<'a>(out: &mut String, reports: impl Iterator<Item = &'a RunReport>) {
+    // CPU times tick every 10 ms: a phase shorter than this (a burst) says nothing.
+    const PHASE_S_MIN: f64 = 1.0;
+    let rows: Vec<(&RunReport, &BTreeMap<String, f64>)> = reports
+        .filter(|r| r.elapsed_s >= PHASE_S_MIN)
+        .filter_map(|r| Some((r, r.cpu_s.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Where the CPU went (load phase; cores busy on average)\n\n| scenario | elapsed s | \
+         machine | load generator | gateways | voters | baselines | postgres | other processes \
+         | our CPU µs per answer |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (r, cpu) in rows {
+        let sum = |prefix: &str| -> f64 {
+            cpu.iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(_, v)| v)
+                .sum()
+        };
+        let machine = sum("machine");
+        let ours =
+            sum("loadgen") + sum("gateway") + sum("voter") + sum("baseline") + sum("postgres");
+        let seconds = r.elapsed_s.max(1e-9);
+        let answers: u64 = r.answers.iter().map(|a| a.count).sum();
+        // `+ 0.0` turns a negative zero into a zero.
+        let cores = |v: f64| format!("{:.2}", v / seconds + 0.0);
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            r.name,
+            seconds,
+            cores(machine),
+            cores(sum("loadgen")),
+            cores(sum("gateway")),
+            cores(sum("voter")),
+            cores(sum("baseline")),
+            cores(sum("postgres")),
+            cores((machine - ours).max(0.0)),
+            ours * 1e6 / (answers.max(1) as f64)
+        );
+    }
+    out.push('\n');
+}
+
+fn mib_list(values: &BTreeMap<String, f64>) -> String {
+    values
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn pair(r: &RunReport, kind: Kind) -> String {
+    r.latency_of(kind).map_or_else(
+        || "-".into(),
+        |l| format!("{:.1} / {:.1}", l.p50_ms, l.p99_ms),
+    )
+}
+
+fn triple(r: &RunReport, kind: Kind) -> String {
+    r.latency_of(kind).map_or_else(
+        || "-".into(),
+        |l| format!("{:.1} / {:.1} / {:.1}", l.p50_ms, l.p99_ms, l.p999_ms),
+    )
+}
+
+fn scenario_row(out: &mut String, r: &RunReport) {
+    let mode = match r.config.mode {
+        crate::driver::Mode::Closed => "closed".to_owned(),
+        crate::driver::Mode::Burst => "burst".to_owned(),
+        crate::driver::Mode::Open { rate } => format!("open {rate:.0}/s"),
+    };
+    let check = match &r.check {
+        None => "-".to_owned(),
+        Some(c) if c.ok() => format!("ok ({} sold)", c.sold),
+        Some(c) => format!("**{} problems**", c.problem_count),
+    };
+    let _ = writeln!(
+        out,
+        "| {} | {} | {mode} | {} | {:.0} | {:.0} | {} | {} | {} | {check} |",
+        r.name,
+        r.target,
+        r.config.connections,
+        r.answers_per_s,
+        r.confirmed_per_s,
+        triple(r, Kind::View),
+        triple(r, Kind::PurchaseConfirmed),
+        r.errors
+    );
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (UTC; civil-from-days, no time-zone data needed).
+pub fn utc_timestamp(unix_seconds: u64) -> String {
+    let days = (unix_seconds / 86_400) as i64;
+    let seconds = unix_seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_798_243_199), "2026-12-25T23:59:59Z");
+    }
+}

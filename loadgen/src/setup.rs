@@ -1,0 +1,148 @@
+//! Creating a run's catalog through the public admin API (`POST /v1/admin/products`), before
+//! the measured phase, and waiting until every server of the target can see it.
+//!
+//! Creates are sent by a few dozen concurrent connections, each with an idempotency key derived
+//! from the product id, so a create whose outcome was unknown is retried safely; a product that
+//! already exists (a rerun) is fine.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flashstock_api::CreateProductRequest;
+
+use crate::driver::Progress;
+use crate::http::{Connection, Target};
+use crate::workload::Catalog;
+
+/// Concurrent create requests.
+pub const CREATE_CONNECTIONS: usize = 48;
+/// Attempts of one create before the set-up fails.
+const CREATE_ATTEMPTS: u32 = 20;
+/// How long every server may take to see the last product created.
+const VISIBLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Create products `range` of `catalog` on `target`; returns how long it took.
+pub async fn create_products(
+    target: &Target,
+    catalog: &Catalog,
+    range: std::ops::Range<usize>,
+    progress: bool,
+) -> Result<Duration, String> {
+    let began = Instant::now();
+    let next = Arc::new(AtomicU64::new(range.start as u64));
+    let done = Arc::new(AtomicU64::new(0));
+    let total = range.len() as u64;
+    let bar = {
+        let done = done.clone();
+        Progress::start(progress, "catalog", total, move || {
+            let n = done.load(Ordering::Relaxed);
+            (n, format!("{n} of {total} products created"))
+        })
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..CREATE_CONNECTIONS.min(range.len().max(1)) {
+        let mut connection = Connection::new(target.url_for(index), Duration::from_secs(30))?;
+        let token = target.admin_token.clone().unwrap_or_default();
+        let catalog = catalog.clone();
+        let next = next.clone();
+        let done = done.clone();
+        let end = range.end as u64;
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return Ok(());
+                }
+                create_one(&mut connection, &token, &catalog, i as usize).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let mut outcome = Ok(());
+    while let Some(result) = tasks.join_next().await {
+        let result: Result<(), String> = result.expect("a set-up task does not panic");
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    bar.finish();
+    outcome?;
+    if !range.is_empty() {
+        wait_visible(target, &catalog.id(range.end - 1)).await?;
+    }
+    Ok(began.elapsed())
+}
+
+async fn create_one(
+    connection: &mut Connection,
+    token: &str,
+    catalog: &Catalog,
+    index: usize,
+) -> Result<(), String> {
+    let id = catalog.id(index);
+    let body = Bytes::from(
+        serde_json::to_vec(&CreateProductRequest {
+            id: id.clone(),
+            name: format!("Load product {index}"),
+            price_cents: 1000 + (index as u64 % 9000),
+            stock: catalog.stock,
+        })
+        .expect("a create request serializes"),
+    );
+    let key = format!("create-{id}");
+    let bearer = format!("Bearer {token}");
+    let mut last = String::new();
+    for attempt in 0..CREATE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(10)))).await;
+        }
+        let answer = connection
+            .post_json(
+                "/v1/admin/products",
+                &[("idempotency-key", &key), ("authorization", &bearer)],
+                body.clone(),
+            )
+            .await;
+        match answer {
+            Ok(a) if a.status == 201 || a.status == 200 => return Ok(()),
+            Ok(a) if a.status == 409 => return Ok(()),
+            // Overloaded, unavailable, outcome unknown: the same key again is safe.
+            Ok(a) if a.status == 503 || a.status == 504 => {
+                last = format!("{}: {}", a.status, String::from_utf8_lossy(&a.body));
+            }
+            Ok(a) => {
+                return Err(format!(
+                    "creating {id}: {} {}",
+                    a.status,
+                    String::from_utf8_lossy(&a.body)
+                ))
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!(
+        "creating {id}: gave up after {CREATE_ATTEMPTS} attempts: {last}"
+    ))
+}
+
+/// Wait until every server of `target` answers a view of `id`.
+pub async fn wait_visible(target: &Target, id: &str) -> Result<(), String> {
+    let deadline = Instant::now() + VISIBLE_TIMEOUT;
+    for url in &target.urls {
+        let mut connection = Connection::new(url, Duration::from_secs(10))?;
+        loop {
+            match connection.get(&format!("/v1/products/{id}")).await {
+                Ok(answer) if answer.status == 200 => break,
+                _ if Instant::now() > deadline => {
+                    return Err(format!(
+                        "{url} does not show {id} after {VISIBLE_TIMEOUT:?}"
+                    ))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! What a run asks for: the catalog it creates and the operations its clients draw.
+//!
+//! Every run creates its own products under a fresh prefix, so that the final check can compare
+//! each product's `sold` with the purchases this run saw confirmed, whatever ran before.
+//!
+//! Workloads:
+//! - **standard**: 80% views (`GET /v1/products/{id}`), 20% purchases of one item, uniform over
+//!   many products with stock that never runs out;
+//! - **flash sale**: every client buys one product with limited stock until it is sold out;
+//!   `409 insufficient_stock` after the sell-out is the expected answer, not an error;
+//! - **spread**: purchases only, uniform over 10 000 products.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Stock of products that must never sell out during a run.
+pub const UNLIMITED_STOCK: u64 = 1_000_000_000;
+/// Products of the spread workload.
+pub const SPREAD_PRODUCTS: usize = 10_000;
+/// Products of the standard mix unless told otherwise.
+pub const STANDARD_PRODUCTS: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkloadKind {
+    Standard,
+    FlashSale,
+    Spread,
+}
+
+/// The products a run created: `{prefix}-{index:07}`, each with the same initial stock.
+#[derive(Debug, Clone, Serialize)]
+pub struct Catalog {
+    pub prefix: String,
+    pub products: usize,
+    pub stock: u64,
+}
+
+impl Catalog {
+    /// A catalog under a fresh prefix (time-based, so reruns never collide).
+    pub fn fresh(label: &str, products: usize, stock: u64) -> Catalog {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Catalog {
+            prefix: format!("lg{:x}-{label}", nanos % (1 << 48)),
+            products,
+            stock,
+        }
+    }
+
+    pub fn id(&self, index: usize) -> String {
+        format!("{}-{index:07}", self.prefix)
+    }
+
+    /// The index of a product id of this catalog.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        id.strip_prefix(&self.prefix)?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+    }
+}
+
+/// A workload: the catalog and how operations are drawn from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    pub catalog: Catalog,
+    /// Share of views among operations, percent; the rest are purchases of one item.
+    pub view_percent: u32,
+}
+
+impl Workload {
+    /// The standard mix over `products` products, `view_percent` views.
+    pub fn standard(products: usize, view_percent: u32) -> Workload {
+        Workload {
+            kind: WorkloadKind::Standard,
+            catalog: Catalog::fresh("std", products, UNLIMITED_STOCK),
+            view_percent: view_percent.min(100),
+        }
+    }
+
+    /// A flash sale of one product with `stock` items.
+    pub fn flash_sale(stock: u64) -> Workload {
+        Workload {
+            kind: WorkloadKind::FlashSale,
+            catalog: Catalog::fresh("flash", 1, stock),
+            view_percent: 0,
+        }
+    }
+
+    /// Purchases over `products` products (10 000 in the standard scenario).
+    pub fn spread(products: usize) -> Workload {
+        Workload {
+            kind: WorkloadKind::Spread,
+            catalog: Catalog::fresh("spread", products, UNLIMITED_STOCK),
+            view_percent: 0,
+        }
+    }
+
+    /// Whether `409 insufficient_stock` is an expected answer (only once a flash sale sells out).
+    pub fn sells_out(&self) -> bool {
+        self.kind == WorkloadKind::FlashSale
+    }
+
+    /// Draw the next operation.
+    pub fn next_op(&self, rng: &mut Rng) -> Op {
+        let product = rng.below(self.catalog.products as u64) as usize;
+        if rng.below(100) < u64::from(self.view_percent) {
+            Op::View { product }
+        } else {
+            Op::Purchase {
+                product,
+                quantity: 1,
+            }
+        }
+    }
+}
+
+/// One operation of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    View { product: usize },
+    Purchase { product: usize, quantity: u32 },
+}
+
+/// A small deterministic PRNG (splitmix64): each client draws its own sequence.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0; the modulo bias is negligible for our ranges).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_sort_like_indexes() {
+        let catalog = Catalog::fresh("t", 20, 5);
+        assert_eq!(catalog.index_of(&catalog.id(7)), Some(7));
+        assert!(catalog.id(9) < catalog.id(10));
+        assert_eq!(catalog.index_of("other-0000001"), None);
+    }
+
+    #[test]
+    fn the_standard_mix_is_about_four_views_per_purchase() {
+        let workload = Workload::standard(100, 80);
+        let mut rng = Rng::new(1);
+        let views = (0..10_000)
+            .filter(|_| matches!(workload.next_op(&mut rng), Op::View { .. }))
+            .count();
+        assert!((7700..8300).contains(&views), "{views}");
+    }
+}
