@@ -110,6 +110,7 @@ async fn the_baselines_answer_the_same_load() {
 
     let server = Postgres::start(PostgresOptions {
         max_connections: 64,
+        ..PostgresOptions::default()
     })
     .expect("PostgreSQL starts");
     let pool = relational::connect(&server.url(), 32).await.expect("pool");

@@ -48,6 +48,7 @@ async fn serve(args: Args) -> Result<(), String> {
         None => {
             let server = Postgres::start(PostgresOptions {
                 max_connections: (args.pool + EXTRA_SERVER_CONNECTIONS) as u32,
+                ..PostgresOptions::default()
             })
             .map_err(|e| format!("starting PostgreSQL: {e}"))?;
             let url = server.url();
