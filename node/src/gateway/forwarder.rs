@@ -73,6 +73,7 @@ impl Forwarder {
             batch_items_max: gateway.batch_items_max,
             linger: Duration::from_micros(gateway.batch_wait_us),
             in_flight: Arc::new(Semaphore::new(gateway.forward_connections_max)),
+            slots: gateway.forward_connections_max,
             forward_timeout: Duration::from_millis(gateway.forward_timeout_ms),
         };
         tokio::spawn(batcher.run(pending));
@@ -98,6 +99,8 @@ struct Batcher {
     batch_items_max: usize,
     linger: Duration,
     in_flight: Arc<Semaphore>,
+    /// `gateway.forward_connections_max`: every slot free means nothing is in flight.
+    slots: usize,
     forward_timeout: Duration,
 }
 
@@ -114,10 +117,14 @@ impl Batcher {
                 .expect("the semaphore is never closed");
             let mut batch = vec![first];
             let linger_until = Instant::now() + this.linger;
+            // Lingering only pays when other batches are in flight: more requests are coming
+            // and the leader is busy anyway. When this is the only one (light load), waiting
+            // would only add the linger to its latency.
+            let alone = this.in_flight.available_permits() + 1 == this.slots;
             while batch.len() < this.batch_items_max {
                 match pending.try_recv() {
                     Ok(next) => batch.push(next),
-                    Err(_) if this.linger.is_zero() => break,
+                    Err(_) if this.linger.is_zero() || alone => break,
                     Err(_) => match tokio::time::timeout_at(linger_until, pending.recv()).await {
                         Ok(Some(next)) => batch.push(next),
                         _ => break,
