@@ -152,7 +152,22 @@ impl Batcher {
             if let Some(addr) = self.known_leader() {
                 self.voters.set_leader_hint(addr);
             }
-            let error = match self.voters.write(commands.clone()).await {
+            let sent_to = self.raft.metrics().borrow().current_leader;
+            let attempt = tokio::select! {
+                result = self.voters.write(commands.clone()) => result,
+                // A leader cut off by the network never answers, and the batch would wait for
+                // the whole timeout; once this replica hears from a new leader, the old one can
+                // no longer commit anything new. Give up the attempt (its outcome is unknown)
+                // and send the same keys to the new leader.
+                new_leader = self.leader_moved_from(sent_to) => {
+                    Err(flashstock_client::Error::OutcomeUnknown {
+                        message: format!(
+                            "the leader changed to {new_leader} while the batch was in flight"
+                        ),
+                    })
+                }
+            };
+            let error = match attempt {
                 Ok(applied) => {
                     for (pending, outcome) in batch.into_iter().zip(applied.outcomes) {
                         // After an attempt whose outcome was lost, a duplicate may be our own.
@@ -186,6 +201,21 @@ impl Batcher {
         };
         for pending in batch {
             let _ = pending.reply.send(Err(failure.clone()));
+        }
+    }
+
+    /// Completes with the new leader's id once this replica knows a leader other than `from`.
+    async fn leader_moved_from(&self, from: Option<u64>) -> u64 {
+        let mut metrics = self.raft.metrics();
+        let moved = metrics
+            .wait_for(|m| m.current_leader.is_some() && m.current_leader != from)
+            .await
+            .ok()
+            .and_then(|m| m.current_leader);
+        match moved {
+            Some(leader) => leader,
+            // Raft is shutting down: the write's own timeout ends the attempt.
+            None => std::future::pending().await,
         }
     }
 
