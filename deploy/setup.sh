@@ -20,6 +20,8 @@ flashstock_need_packages() {
       # Network partitions of the fault-injection harness; only root can use them, so only
       # root needs the package (others run without partitions).
       iptables) [ "$(id -u)" -ne 0 ] || command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables) ;;
+      # Network namespaces of the fault harness and of six-hosts.sh; root only, like iptables.
+      iproute2) [ "$(id -u)" -ne 0 ] || command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2) ;;
     esac
   done
   if [ ${#missing[@]} -eq 0 ]; then

@@ -11,7 +11,8 @@ source deploy/setup.sh
 # postgresql: the archive's tests (node/tests/t40_archive.rs) and the benchmark's baseline
 # (loadgen/tests/t10_smoke.rs) run a real server.
 # chromium (with chromium-driver): the storefront's browser tests (node/tests/t50_storefront.rs).
-flashstock_need_packages postgresql iptables chromium
+# iptables, iproute2 (as root): the fault harness's partitions and network namespaces.
+flashstock_need_packages postgresql iptables iproute2 chromium
 
 # The end-to-end tests run node binaries: build them first.
 cargo build --release --workspace --bins
