@@ -188,6 +188,7 @@ pub fn check(history: &History, setup: &[ProductSpec], nodes: &[NodeState]) -> C
             replicas_agree(nodes),
             restocks_add_up(history, nodes),
             views_consistent(history),
+            views_match_the_log(history, nodes),
         ],
         unknown: unknown_stats(history, nodes),
     }
@@ -226,7 +227,7 @@ fn no_oversell(history: &History, setup: &[ProductSpec], nodes: &[NodeState]) ->
     }
     let mut views = 0;
     for op in history.views() {
-        if let OpResult::Viewed { product } = &op.result {
+        if let OpResult::Viewed { product, .. } = &op.result {
             views += 1;
             if let Some(problem) = product_problem(product) {
                 let at = op.invoked_ms;
@@ -678,12 +679,63 @@ fn view_problem(op: &OpRecord, product: &Product, bounds: Option<&Bounds>) -> Op
     None
 }
 
+/// Every view is at least as fresh as the applied index it reports: its `sold` includes every
+/// order of that product placed at or before that index (in the final state: orders are never
+/// dropped during a run, their retention is an hour). A gateway reads its applied index just
+/// before the product, so a view may be fresher than its index, never staler: a replica that
+/// claimed an index it had not applied would fail here.
+fn views_match_the_log(history: &History, nodes: &[NodeState]) -> Invariant {
+    let mut verdict = Verdict::new("views as fresh as they say");
+    let Some(node) = nodes.first() else {
+        return verdict.finish("no node state".into());
+    };
+    // Per product, (log index, quantity) of every order, in log order.
+    let mut orders: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for order in &node.orders {
+        orders
+            .entry(order.product.as_str())
+            .or_default()
+            .push((order.id.log_index(), u64::from(order.quantity)));
+    }
+    let mut checked = 0;
+    for op in history.views() {
+        let OpResult::Viewed {
+            product,
+            applied_index: Some(index),
+        } = &op.result
+        else {
+            continue;
+        };
+        checked += 1;
+        let sold_by_then: u64 = orders
+            .get(product.id.as_str())
+            .map(|placed| {
+                placed
+                    .iter()
+                    .take_while(|(at, _)| at <= index)
+                    .map(|(_, quantity)| quantity)
+                    .sum()
+            })
+            .unwrap_or(0);
+        if product.sold < sold_by_then {
+            verdict.fail(format!(
+                "view of {} at {} ms, applied index {index}: sold {}, but the orders up to that \
+                 index add up to {sold_by_then}",
+                product.id, op.invoked_ms, product.sold
+            ));
+        }
+    }
+    verdict.finish(format!(
+        "{checked} views each counted every order placed up to the applied index they reported"
+    ))
+}
+
 fn views_consistent(history: &History) -> Invariant {
     let mut verdict = Verdict::new("views consistent");
     let bounds = bounds(history);
     let (mut local, mut linear) = (0, 0);
     for op in history.views() {
-        let OpResult::Viewed { product } = &op.result else {
+        let OpResult::Viewed { product, .. } = &op.result else {
             continue;
         };
         match op.kind {
@@ -943,8 +995,35 @@ mod tests {
             key: None,
             invoked_ms: at_ms,
             completed_ms: at_ms + 1,
-            ..op(kind, "", 0, OpResult::Viewed { product })
+            ..op(
+                kind,
+                "",
+                0,
+                OpResult::Viewed {
+                    product,
+                    applied_index: None,
+                },
+            )
         }
+    }
+
+    #[test]
+    fn a_view_must_be_as_fresh_as_its_applied_index() {
+        let (mut history, nodes) = good();
+        // Order "a" (2 items) is at log index 5, "b" (1 item) at 6.
+        let at = |index: u64, sold: u64| OpRecord {
+            result: OpResult::Viewed {
+                product: product(sold, 0),
+                applied_index: Some(index),
+            },
+            ..view(OpKind::View, 3, product(0, 0))
+        };
+        // Exactly the state at the index, or fresher (read just after the index), pass.
+        history.extend(vec![at(4, 0), at(5, 2), at(6, 3), at(5, 3)]);
+        assert!(!failed(&history, &nodes).contains(&"views as fresh as they say"));
+        // Missing order "a" while claiming index 5: a stale read passed off as fresh.
+        history.extend(vec![at(5, 1)]);
+        assert_eq!(failed(&history, &nodes), vec!["views as fresh as they say"]);
     }
 
     #[test]

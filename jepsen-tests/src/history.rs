@@ -78,8 +78,12 @@ pub enum OpResult {
     Confirmed { order: Order, replayed: bool },
     /// A restock the cluster confirmed: the product right after it.
     Restocked { product: Product },
-    /// A view: the product as the gateway's replica had it.
-    Viewed { product: Product },
+    /// A view: the product as the gateway's replica had it, and the log index the replica had
+    /// applied (`None` in hand-made histories that do not say).
+    Viewed {
+        product: Product,
+        applied_index: Option<u64>,
+    },
     /// Definitely not applied: a committed rejection or a refusal at the edge.
     Rejected { code: String, message: String },
     /// Definitely not applied: no gateway or leader took it within the retry budget.

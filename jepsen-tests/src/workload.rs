@@ -465,6 +465,7 @@ impl Client {
         let result = match answer {
             Ok(view) => OpResult::Viewed {
                 product: view.product,
+                applied_index: Some(view.applied_index),
             },
             Err(ShopError::Rejected { code, message, .. }) => OpResult::Rejected { code, message },
             Err(ShopError::Unavailable { message }) => OpResult::Unavailable { message },
