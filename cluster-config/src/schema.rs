@@ -119,7 +119,9 @@ pub struct Peer {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftSection {
-    /// How often the leader sends heartbeats; at least 1.
+    /// How often the leader sends heartbeats; at least 1. Also how long openraft 0.9 waits for
+    /// one AppendEntries answer: set it above the worst round trip between voters plus a
+    /// follower's fsync, or replication stops while the network is that slow.
     /// Default [`DEFAULT_HEARTBEAT_INTERVAL_MS`].
     pub heartbeat_interval_ms: u64,
     /// Lower end of the election timeout; at least

@@ -38,8 +38,11 @@ pub enum Error {
 pub struct LocalNode {
     pub id: u64,
     pub role: Role,
-    /// The internal listener's address (Raft, admin, writes).
+    /// The address other nodes and clients use for the internal API (Raft, admin, writes): the
+    /// listen address, or a proxy's in front of it (`node.advertise`).
     pub addr: SocketAddr,
+    /// The internal listener's own address.
+    pub listen: SocketAddr,
     /// A gateway's public API address.
     pub public_addr: Option<SocketAddr>,
     pub config_path: PathBuf,
@@ -215,7 +218,12 @@ impl LocalCluster {
                 LocalNode {
                     id,
                     role,
-                    addr: config.node.listen,
+                    // The address other nodes use: the listen address, or what fronts it.
+                    addr: config
+                        .advertise_addr()
+                        .parse()
+                        .unwrap_or(config.node.listen),
+                    listen: config.node.listen,
                     public_addr: config.gateway.public_listen,
                     data_dir: config.node.data_dir.clone(),
                     log_path: dir.join(format!("node-{id}.log")),

@@ -15,6 +15,7 @@ pub mod checker;
 pub mod history;
 pub mod nemesis;
 pub mod partition;
+pub mod proxy;
 pub mod report;
 pub mod rng;
 pub mod run;

@@ -21,7 +21,9 @@
 //! - `gateway-cut`: one gateway cut from the leader only;
 //! - `loss`: 30% of the packets between voters dropped, both ways;
 //! - `rejoin`: remove a follower from the membership, stop it, wipe its data, start it again
-//!   empty, add it as a learner and promote it back: a membership change under load.
+//!   empty, add it as a learner and promote it back: a membership change under load;
+//! - `latency`: 10 to 40 ms added to every byte going to or from a voter, through the fault
+//!   proxies in front of the voters ([`crate::proxy`]; the kernel has no netem).
 //!
 //! The partition kinds need root and iptables, like `partition`.
 //!
@@ -43,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::{stamp, Clock};
 use crate::partition::Partitioner;
+use crate::proxy::Proxies;
 use crate::rng::Rng;
 use crate::workload::Progress;
 use crate::Error;
@@ -68,10 +71,11 @@ pub enum FaultKind {
     GatewayCut,
     Loss,
     Rejoin,
+    Latency,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Leader,
@@ -86,6 +90,7 @@ impl FaultKind {
         FaultKind::GatewayCut,
         FaultKind::Loss,
         FaultKind::Rejoin,
+        FaultKind::Latency,
     ];
 
     /// Whether the fault is made of iptables rules (root only).
@@ -118,6 +123,7 @@ impl FaultKind {
             FaultKind::GatewayCut => "gateway-cut",
             FaultKind::Loss => "loss",
             FaultKind::Rejoin => "rejoin",
+            FaultKind::Latency => "latency",
         }
     }
 
@@ -209,6 +215,8 @@ enum Active {
     PostgresDown,
     /// Removed from the membership, stopped and wiped: to be started and added back.
     Removed(u64),
+    /// Every voter's proxy delays what it forwards.
+    Delayed,
 }
 
 pub struct Nemesis {
@@ -221,6 +229,8 @@ pub struct Nemesis {
     pub partitions_skipped: Option<String>,
     /// The archive's database, when the run archives.
     postgres: Option<Postgres>,
+    /// The fault proxies in front of the voters, when the run has latency faults.
+    proxies: Option<Proxies>,
     pub faults: Vec<FaultRecord>,
 }
 
@@ -232,10 +242,14 @@ impl Nemesis {
         clock: Clock,
         progress: Arc<Progress>,
         postgres: Option<Postgres>,
+        proxies: Option<Proxies>,
         cluster: &LocalCluster,
     ) -> Nemesis {
         if postgres.is_none() {
             config.kinds.retain(|k| *k != FaultKind::Postgres);
+        }
+        if proxies.is_none() {
+            config.kinds.retain(|k| *k != FaultKind::Latency);
         }
         let mut partitioner = None;
         let mut partitions_skipped = None;
@@ -257,6 +271,7 @@ impl Nemesis {
             partitioner,
             partitions_skipped,
             postgres,
+            proxies,
             faults: Vec::new(),
         }
     }
@@ -517,6 +532,21 @@ impl Nemesis {
                 cluster.wipe(id)?;
                 (Active::Removed(id), vec![id], text, hold)
             }
+            FaultKind::Latency => {
+                // Up to 40 ms each way: openraft 0.9 gives one AppendEntries RPC the heartbeat
+                // interval (100 ms) to answer, so a round trip above that stops replication
+                // altogether (seen with 65 ms: nothing committed while it lasted).
+                let ms = self.rng.millis(10, 40).as_millis() as u64;
+                let proxies = self
+                    .proxies
+                    .as_ref()
+                    .ok_or_else(|| Error::Harness("latency fault without proxies".into()))?;
+                for id in proxies.voters() {
+                    proxies.set_latency(id, ms).await.map_err(Error::Harness)?;
+                }
+                let text = format!("add {ms} ms each way to every connection to a voter");
+                (Active::Delayed, proxies.voters(), text, hold)
+            }
             FaultKind::Postgres => {
                 let postgres = self
                     .postgres
@@ -603,6 +633,7 @@ impl Nemesis {
                 }
             }
             Active::PostgresDown => self.restart_postgres()?,
+            Active::Delayed => self.remove_latency().await?,
             Active::Removed(id) => {
                 cluster.start(id).await?;
                 let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
@@ -616,6 +647,15 @@ impl Nemesis {
                 .await?;
                 change_membership(cluster, cluster.voter_ids()).await?;
                 self.log(&format!("node {id} is a voter again, from an empty disk"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_latency(&self) -> Result<(), Error> {
+        if let Some(proxies) = &self.proxies {
+            for id in proxies.voters() {
+                proxies.set_latency(id, 0).await.map_err(Error::Harness)?;
             }
         }
         Ok(())
@@ -666,6 +706,9 @@ impl Nemesis {
             if let Err(e) = self.restart_postgres() {
                 first_error.get_or_insert(e);
             }
+        }
+        if let Err(e) = self.remove_latency().await {
+            first_error.get_or_insert(e);
         }
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
         for id in ids {

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::history::{stamp, Clock, History, OpRecord};
 use crate::nemesis::{FaultKind, Nemesis, NemesisConfig};
+use crate::proxy::{self, Proxies};
 use crate::report::{Report, RunFacts};
 use crate::workload::{self, Progress, WorkloadConfig};
 use crate::Error;
@@ -160,10 +161,23 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         false => None,
     };
     let archive_url = postgres.as_ref().map(Postgres::url);
+    // Latency faults need a proxy in front of each voter, which every node then uses.
+    let proxy_addrs = match config.nemesis.kinds.contains(&FaultKind::Latency) {
+        true => Some(proxy::plan(&network, &[1, 2, 3]).map_err(|e| failed(e.to_string()))?),
+        false => None,
+    };
     let tweak = |node: &mut cluster_config::Config| {
         node.archive.postgres_url = archive_url.clone();
         node.archive.interval_ms = 50;
         node.archive.retry_max_ms = 1000;
+        if let Some(addrs) = &proxy_addrs {
+            if let Some(proxy) = addrs.get(&node.node.id) {
+                node.node.advertise = Some(proxy.listen.to_string());
+            }
+            for peer in &mut node.cluster.voters {
+                peer.addr = addrs[&peer.id].listen.to_string();
+            }
+        }
     };
     let mut cluster = match &config.dir {
         Some(dir) => LocalCluster::lay_out_on(&binary, dir, layout, network.clone(), tweak),
@@ -174,7 +188,21 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     if let Some(url) = &archive_url {
         println!("jepsen: archive in {url}");
     }
-    let result = drive(&mut cluster, config, postgres).await;
+    let proxies = match &proxy_addrs {
+        Some(addrs) => {
+            let targets = addrs
+                .keys()
+                .map(|id| (*id, cluster.nodes[id].listen))
+                .collect();
+            let proxies = Proxies::start(&network, addrs, &targets)
+                .await
+                .map_err(failed)?;
+            println!("jepsen: a fault proxy in front of each voter (latency faults)");
+            Some(proxies)
+        }
+        None => None,
+    };
+    let result = drive(&mut cluster, config, postgres, proxies).await;
     let log_tails = log_tails(&cluster);
     // The nodes stop before their namespaces go.
     drop(cluster);
@@ -209,6 +237,7 @@ async fn drive(
     cluster: &mut LocalCluster,
     config: &RunConfig,
     postgres: Option<Postgres>,
+    proxies: Option<Proxies>,
 ) -> Result<(Report, History), Error> {
     cluster.start_and_form(FORM_TIMEOUT).await?;
     let shop = cluster.shop_client();
@@ -240,6 +269,7 @@ async fn drive(
         clock,
         progress.clone(),
         postgres,
+        proxies,
         cluster,
     );
     let end_ms = config.seconds * 1000;

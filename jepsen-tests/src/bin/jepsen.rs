@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway, postgres,
-    /// voters, isolate-leader, split, bridge, ring, gateway-cut, loss, rejoin; `all` for every
+    /// voters, isolate-leader, split, bridge, ring, gateway-cut, loss, rejoin, latency; `all` for every
     /// kind, empty for none. `postgres` needs --archive; the partition kinds need root.
     #[arg(long, default_value = "kill,pause,partition,leader,gateway,postgres")]
     faults: String,
@@ -62,6 +62,13 @@ struct Args {
     /// --seed, --net and --out, ignores the other settings.
     #[arg(long)]
     short: bool,
+    /// Internal: run as the fault proxy in front of a voter (see jepsen_tests::proxy).
+    #[arg(long, hide = true, requires_all = ["proxy_to", "proxy_control"])]
+    proxy_listen: Option<std::net::SocketAddr>,
+    #[arg(long, hide = true)]
+    proxy_to: Option<std::net::SocketAddr>,
+    #[arg(long, hide = true)]
+    proxy_control: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -94,6 +101,21 @@ fn config(args: &Args) -> Result<RunConfig, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let (Some(listen), Some(to), Some(control)) =
+        (args.proxy_listen, args.proxy_to, args.proxy_control)
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("start the Tokio runtime");
+        return match runtime.block_on(jepsen_tests::proxy::serve(listen, to, control)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("jepsen proxy {listen} -> {to}: {e}");
+                ExitCode::from(3)
+            }
+        };
+    }
     let mut config = match config(&args) {
         Ok(config) => config,
         Err(e) => {
