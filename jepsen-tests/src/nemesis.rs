@@ -2,7 +2,7 @@
 //!
 //! Kinds of fault ([`FaultKind`]):
 //! - `kill`: SIGKILL a random voter, restart it after the hold;
-//! - `pause`: SIGSTOP a random node (voter or gateway), SIGCONT it after the hold;
+//! - `pause`: SIGSTOP the leader (half of the time) or a random node, SIGCONT it after the hold;
 //! - `leader`: SIGKILL the current leader, restart it after the hold;
 //! - `gateway`: SIGKILL one gateway, or now and then every gateway for a short hold;
 //! - `partition`: cut one node (voter or gateway) off from every other node with iptables
@@ -416,7 +416,13 @@ impl Nemesis {
                 (Active::Killed(vec![id]), vec![id], text, leader_hold)
             }
             FaultKind::Pause => {
-                let id = self.pick_node(cluster, 70);
+                // Half of the pauses hit the leader: a leader that stops and then resumes as if
+                // nothing happened is the classic trap for a consensus implementation.
+                let picked = self.pick_node(cluster, 70);
+                let id = match leader {
+                    Some(leader) if self.rng.chance(50) => leader,
+                    _ => picked,
+                };
                 let text = format!("SIGSTOP {}", describe(id));
                 cluster.pause(id, true)?;
                 (Active::Paused(id), vec![id], text, hold_for(id))
