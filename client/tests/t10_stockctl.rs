@@ -31,11 +31,7 @@ struct Ctl {
 impl Ctl {
     fn for_cluster(cluster: &LocalCluster) -> Ctl {
         let endpoints: Vec<String> = cluster.nodes.keys().map(|id| cluster.addr(*id)).collect();
-        let gateways: Vec<String> = cluster
-            .gateway_ids()
-            .iter()
-            .map(|id| cluster.public_url(*id))
-            .collect();
+        let gateways: Vec<String> = cluster.gateway_urls();
         Ctl {
             env: vec![
                 ("STOCKCTL_ENDPOINTS", endpoints.join(",")),

@@ -278,14 +278,17 @@ impl LocalCluster {
         format!("http://{addr}")
     }
 
-    /// A client of the public API over every gateway, with the admin token.
-    pub fn shop_client(&self) -> ShopClient {
-        let urls = self
-            .gateway_ids()
+    /// Every gateway's public base URL, in id order.
+    pub fn gateway_urls(&self) -> Vec<String> {
+        self.gateway_ids()
             .iter()
             .map(|id| self.public_url(*id))
-            .collect();
-        ShopClient::new(urls).with_admin_token(&self.admin_token)
+            .collect()
+    }
+
+    /// A client of the public API over every gateway, with the admin token.
+    pub fn shop_client(&self) -> ShopClient {
+        ShopClient::new(self.gateway_urls()).with_admin_token(&self.admin_token)
     }
 
     /// Add every gateway as a learner (it then receives the log), through the leader. Returns

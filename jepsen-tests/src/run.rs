@@ -244,11 +244,7 @@ async fn drive(
     workload::create_products(&shop, &config.workload, FORM_TIMEOUT)
         .await
         .map_err(Error::Harness)?;
-    let gateways: Vec<String> = cluster
-        .gateway_ids()
-        .iter()
-        .map(|id| cluster.public_url(*id))
-        .collect();
+    let gateways: Vec<String> = cluster.gateway_urls();
     let clock = Clock::start();
     println!(
         "jepsen: workload starts; {} is {} UTC (node logs are in UTC)",

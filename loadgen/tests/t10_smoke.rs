@@ -54,11 +54,7 @@ async fn every_mode_and_workload_against_a_real_cluster() {
         .start_and_form(Duration::from_secs(60))
         .await
         .expect("form the cluster");
-    let urls = cluster
-        .gateway_ids()
-        .iter()
-        .map(|id| cluster.public_url(*id))
-        .collect();
+    let urls = cluster.gateway_urls();
     let target = Target::new(urls, Some(cluster.admin_token.clone()));
     let modes = [Mode::Closed, Mode::Burst, Mode::Open { rate: 800.0 }];
     for mode in modes {

@@ -67,11 +67,7 @@ fn main() {
             .start_and_form(Duration::from_secs(60))
             .await
             .expect("form the cluster");
-        let urls = cluster
-            .gateway_ids()
-            .iter()
-            .map(|id| cluster.public_url(*id))
-            .collect();
+        let urls = cluster.gateway_urls();
         let target = Target::new(urls, Some(cluster.admin_token.clone()));
         let duration = Duration::from_secs(seconds);
         let runs = [

@@ -186,11 +186,7 @@ async fn a_killed_gateway_or_leader_loses_nothing_confirmed() {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut buyers = JoinSet::new();
     for i in 0..BUYERS {
-        let mut urls: Vec<String> = cluster
-            .gateway_ids()
-            .iter()
-            .map(|id| cluster.public_url(*id))
-            .collect();
+        let mut urls: Vec<String> = cluster.gateway_urls();
         urls.rotate_left(i % 3);
         let client = ShopClient::new(urls).with_retry(flashstock_client::RetryPolicy {
             attempts: 60,

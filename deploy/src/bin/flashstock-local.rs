@@ -302,11 +302,7 @@ async fn bring_up(
         "cluster formed: node {leader} leads, gateways added as learners"
     ));
 
-    let urls: Vec<String> = cluster
-        .gateway_ids()
-        .iter()
-        .map(|id| cluster.public_url(*id))
-        .collect();
+    let urls: Vec<String> = cluster.gateway_urls();
     let mut shop = ShopClient::new(urls);
     if let Some(token) = admin_token {
         shop = shop.with_admin_token(token);
@@ -601,11 +597,7 @@ async fn print_summary(cluster: &LocalCluster, admin_token: Option<&str>, archiv
         .map(|id| cluster.addr(*id))
         .collect::<Vec<_>>()
         .join(",");
-    let gateway_urls = gateways
-        .iter()
-        .map(|id| cluster.public_url(*id))
-        .collect::<Vec<_>>()
-        .join(",");
+    let gateway_urls = cluster.gateway_urls().join(",");
     let dir = cluster.dir.display();
 
     println!();

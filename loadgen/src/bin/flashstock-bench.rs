@@ -354,11 +354,7 @@ async fn bench(args: &Args, settings: Settings) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let cluster_start_s = forming.elapsed().as_secs_f64();
     say(format!("cluster formed in {cluster_start_s:.1} s"));
-    let urls: Vec<String> = cluster
-        .gateway_ids()
-        .iter()
-        .map(|id| cluster.public_url(*id))
-        .collect();
+    let urls: Vec<String> = cluster.gateway_urls();
     let shop = Target::new(urls, Some(cluster.admin_token.clone()));
 
     let listen = |node: u64| -> Result<String, String> {

@@ -111,11 +111,7 @@ async fn run(args: Args) -> Result<bool, String> {
             .start_and_form(Duration::from_secs(60))
             .await
             .map_err(|e| e.to_string())?;
-        let urls = local
-            .gateway_ids()
-            .iter()
-            .map(|id| local.public_url(*id))
-            .collect();
+        let urls = local.gateway_urls();
         let target = Target::new(urls, Some(local.admin_token.clone()));
         cluster = Some(local);
         target
