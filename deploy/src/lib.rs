@@ -10,6 +10,7 @@
 //! [`netns::PrivateNetwork`] puts each node in a network namespace of its own, on a private
 //! bridge with no route out, for the fault-injection harness.
 
+pub mod host;
 pub mod local;
 pub mod netns;
 pub mod postgres;

@@ -528,26 +528,12 @@ impl Drop for LocalCluster {
 }
 
 fn signal(pid: u32, name: &str) -> Result<(), Error> {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::Io(std::io::Error::other(format!(
-            "kill -{name} {pid} failed"
-        ))))
-    }
+    Ok(crate::host::signal(pid, name)?)
 }
 
 /// The loopback address of node `id`: `127.0.0.<id>`.
 pub fn node_ip(id: u64) -> Ipv4Addr {
-    let last = u8::try_from(id)
-        .ok()
-        .filter(|n| (1..=254).contains(n))
-        .expect("local node ids are 1 to 254");
-    Ipv4Addr::new(127, 0, 0, last)
+    NodeNetwork::Loopback.ip(id)
 }
 
 /// A node's configuration: on loopback, with ports found free now; in a namespace of its own,

@@ -105,13 +105,7 @@ pub fn run_in_private_network() -> Result<Option<ExitCode>, String> {
 
 /// Whether this process can make namespaces: root, with `ip` and `unshare` installed.
 pub fn available() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
-    let root = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        == Some("0");
-    if !root {
+    if !crate::host::is_root() {
         return Err("not running as root".into());
     }
     for tool in ["ip", "unshare"] {
@@ -188,8 +182,8 @@ impl Drop for PrivateNetwork {
         for ns in &self.namespaces {
             // Whatever still runs there goes with it.
             if let Ok(pids) = output(&["ip", "netns", "pids", ns]) {
-                for pid in pids.split_whitespace() {
-                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                for pid in pids.split_whitespace().filter_map(|pid| pid.parse().ok()) {
+                    let _ = crate::host::signal(pid, "KILL");
                 }
             }
             let _ = Command::new("ip").args(["netns", "delete", ns]).status();

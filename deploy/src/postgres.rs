@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::host::{is_root, signal};
 use crate::local::free_port;
 
 /// The role every test connects as; created by `initdb`, trusted on loopback.
@@ -230,28 +231,14 @@ impl Postgres {
         // exits by itself meanwhile is not an error, a postmaster that cannot be killed is.
         let mut pids = children_of(pid);
         for child in &pids {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(child.to_string())
-                .stderr(std::process::Stdio::null())
-                .status();
+            let _ = signal(*child, "KILL");
         }
-        let status = Command::new("kill")
-            .arg("-KILL")
-            .arg(pid.to_string())
-            .status()?;
-        if !status.success() {
-            return Err(std::io::Error::other(format!("kill -KILL {pid} failed")));
-        }
+        signal(pid, "KILL")?;
         // Anything the postmaster forked after the first listing dies with it, as a crash would
         // leave it: find those too.
-        pids.extend(children_of(pid));
         for child in children_of(pid) {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(child.to_string())
-                .stderr(std::process::Stdio::null())
-                .status();
+            let _ = signal(child, "KILL");
+            pids.push(child);
         }
         pids.push(pid);
         // The port and shared memory are free once every process is gone.
@@ -334,13 +321,7 @@ fn binaries() -> std::io::Result<PathBuf> {
 
 /// The account to run the server as: none unless we are root, then `postgres` or `nobody`.
 fn server_account() -> std::io::Result<Option<(u32, u32)>> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let root = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .is_some_and(|effective| effective == "0");
-    if !root {
+    if !is_root() {
         return Ok(None);
     }
     let passwd = std::fs::read_to_string("/etc/passwd")?;

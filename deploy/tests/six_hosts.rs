@@ -10,16 +10,6 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("six-hosts.sh")
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
-}
-
 struct SixHosts {
     prefix: String,
     dir: tempfile::TempDir,
@@ -73,7 +63,7 @@ fn six_namespaces_run_the_cluster_sell_and_clean_up() {
         return;
     }
     assert!(
-        is_root(),
+        flashstock_deploy::host::is_root(),
         "network namespaces need root; run as root or set FLASHSTOCK_SKIP_ROOT_TESTS=1"
     );
     let node = flashstock_deploy::local::node_binary().expect("flashstock-node is built");

@@ -163,7 +163,7 @@ impl Partitioner {
     /// A partitioner if this process can use iptables (root, binary present, `-S` works), or
     /// why not.
     pub fn probe() -> Result<Partitioner, String> {
-        if effective_uid() != Some(0) {
+        if !flashstock_deploy::host::is_root() {
             return Err("not running as root".into());
         }
         let iptables = find_iptables().ok_or("iptables is not installed")?;
@@ -316,13 +316,6 @@ fn foreign_rules(listing: &str, own: &str) -> Vec<String> {
         })
         .map(str::to_owned)
         .collect()
-}
-
-/// The effective user id, from `/proc/self/status`.
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 fn find_iptables() -> Option<PathBuf> {

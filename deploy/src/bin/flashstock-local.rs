@@ -135,10 +135,7 @@ async fn forward_signals() -> ExitCode {
             _ = interrupt.recv() => "INT",
             _ = terminate.recv() => "TERM",
         };
-        let _ = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status();
+        let _ = flashstock_deploy::host::signal(pid, name);
     }
 }
 
@@ -374,9 +371,7 @@ async fn stop(cluster: &mut LocalCluster) {
                     "flashstock-local: {role} {id} (pid {pid}) did not stop within \
                      {STOP_TIMEOUT:?}: killing it"
                 );
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
+                let _ = flashstock_deploy::host::signal(pid, "KILL");
             }
         });
         // Blocks this thread only: the supervisor's future runs on the thread of `block_on`.
