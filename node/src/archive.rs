@@ -183,12 +183,14 @@ impl Archive {
         )
     }
 
-    /// The archive's status as this node sees it: replicated counters from `meta`, and this
-    /// node's own archiver progress.
-    pub fn status(&self, meta: &InventoryMeta) -> ArchiveStatus {
-        let progress = self.progress.lock().expect("progress lock").clone();
+    /// The archive's status as a voter sees it: the replicated counters of `meta`, and the
+    /// progress of this node's archiver, if it has one (`None`: the archive is off).
+    pub fn status(archive: Option<&Archive>, meta: &InventoryMeta) -> ArchiveStatus {
+        let progress = archive
+            .map(|archive| archive.progress.lock().expect("progress lock").clone())
+            .unwrap_or_default();
         ArchiveStatus {
-            enabled: true,
+            enabled: archive.is_some(),
             active: progress.active,
             cursor: meta.archived_up_to,
             backlog: meta.archive_backlog(),

@@ -401,19 +401,10 @@ fn archive_status(state: &NodeState) -> Option<ArchiveStatus> {
         return None;
     }
     let meta = state.reader.inventory_meta().ok()?;
-    Some(match &state.archive {
-        Some(archive) => archive.status(&meta),
-        None => ArchiveStatus {
-            enabled: false,
-            active: false,
-            cursor: meta.archived_up_to,
-            backlog: meta.archive_backlog(),
-            orders_placed: meta.orders_placed,
-            orders_held: meta.orders_held(),
-            last_error: None,
-            last_batch_at_ms: None,
-        },
-    })
+    Some(crate::archive::Archive::status(
+        state.archive.as_deref(),
+        &meta,
+    ))
 }
 
 /// Units sold and revenue per product over a time range, from the archive database.
