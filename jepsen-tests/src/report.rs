@@ -357,14 +357,7 @@ mod tests {
             attempts: 1,
             unknown_attempts: 0,
             expected: None,
-            result: OpResult::Unknown {
-                message: String::new(),
-            },
-        };
-        let mut history = History::default();
-        let mut ops = vec![confirmed(1500), confirmed(1700), confirmed(4000)];
-        for op in &mut ops {
-            op.result = OpResult::Confirmed {
+            result: OpResult::Confirmed {
                 order: flashstock_api::Order {
                     id: flashstock_api::OrderId(1),
                     key: String::new(),
@@ -376,9 +369,10 @@ mod tests {
                     placed_at_ms: 0,
                 },
                 replayed: false,
-            };
-        }
-        history.extend(ops);
+            },
+        };
+        let mut history = History::default();
+        history.extend(vec![confirmed(1500), confirmed(1700), confirmed(4000)]);
         assert_eq!(longest_gap(&history, 1000, 4500), 2300);
         assert_eq!(
             longest_gap(&history, 4100, 9000),
