@@ -4,13 +4,34 @@
 # as root; otherwise prints the exact command to run.
 set -euo pipefail
 
+# Succeeds when bindgen (through clang-sys, which RocksDB's bindings use at build time) can load
+# libclang under ROOT (default /): a file named libclang.so, libclang-N.so, libclang.so.N or
+# libclang-N.so.N in $LIBCLANG_PATH or one of the directories clang-sys searches. Other
+# libraries whose names merely start with "libclang" do not count: libclang-cpp.so.14 (the C++
+# interface, shipped by many images without libclang itself) is not what bindgen loads.
+flashstock_has_libclang() {
+  local root="${1:-}" dir file name
+  local dirs=()
+  [ -n "${LIBCLANG_PATH:-}" ] && dirs+=("$root$LIBCLANG_PATH")
+  dirs+=("$root"/usr/lib "$root"/usr/lib64 "$root"/usr/lib/*-linux-gnu "$root"/lib "$root"/lib64
+         "$root"/lib/*-linux-gnu "$root"/usr/local/lib "$root"/usr/local/lib64
+         "$root"/usr/lib/llvm-*/lib "$root"/usr/local/llvm*/lib)
+  for dir in "${dirs[@]}"; do
+    [ -d "$dir" ] || continue
+    for file in "$dir"/libclang*.so*; do
+      [ -e "$file" ] || continue
+      name="${file##*/}"
+      case "$name" in
+        libclang.so | libclang.so.[0-9]* | libclang-[0-9]*.so | libclang-[0-9]*.so.[0-9]*) return 0 ;;
+      esac
+    done
+  done
+  return 1
+}
+
 flashstock_need_packages() {
   local missing=()
-  # bindgen (RocksDB's bindings) loads libclang at build time.
-  if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 \
-     && ! ldconfig -p 2>/dev/null | grep -q 'libclang'; then
-    missing+=(libclang-dev)
-  fi
+  flashstock_has_libclang || missing+=(libclang-dev)
   command -v g++ >/dev/null 2>&1 || missing+=(g++)
   command -v make >/dev/null 2>&1 || missing+=(make)
   for extra in "$@"; do
