@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of flashstock: unit, storage conformance, scenario, and end-to-end tests that
-# start real node processes on loopback, and archive tests against a real PostgreSQL (Debian's
-# postgresql package). Installs missing system packages first (see setup.sh).
+# Checks flashstock as CI does: formatting, clippy (warnings are errors) and the docs, then every
+# test: unit, storage conformance, scenario, and end-to-end tests that start real node processes
+# on loopback, archive tests against a real PostgreSQL (Debian's postgresql package), browser tests
+# in headless Chromium and the fault harness's short run. Installs missing system packages first
+# (see setup.sh). Arguments go to `cargo test`.
 #
 # One cargo profile (release) serves tests and benchmarks, so RocksDB's C++ compiles once; the
 # build directory is fixed in .cargo/config.toml, outside the clone.
@@ -13,6 +15,12 @@ source deploy/setup.sh
 # chromium (with chromium-driver): the storefront's browser tests (node/tests/t50_storefront.rs).
 # iptables, iproute2 (as root): the fault harness's partitions and network namespaces.
 flashstock_need_packages postgresql iptables iproute2 chromium
+
+# What a reviewer checks first, in the same release profile as everything else, so that RocksDB's
+# C++ still compiles once: formatting, lints (warnings are errors) and the API docs.
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="${RUSTDOCFLAGS:--D warnings}" cargo doc --release --no-deps --workspace
 
 # The end-to-end tests run node binaries: build them first.
 cargo build --release --workspace --bins
