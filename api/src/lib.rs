@@ -416,6 +416,32 @@ pub struct NodeStatus {
     /// The order archive as this node sees it; `None` on gateways.
     #[serde(default)]
     pub archive: Option<ArchiveStatus>,
+    /// The membership this node follows: one voter set, or two while a change is in its joint
+    /// phase, and, on the leader, which members an uncommitted change waits for.
+    #[serde(default)]
+    pub membership: Option<MembershipStatus>,
+    /// Why this node's Raft core stopped, if it did. Such a node answers nothing useful and exits
+    /// with a non-zero status moments later.
+    #[serde(default)]
+    pub fatal: Option<String>,
+}
+
+/// A node's view of the membership, in `GET /admin/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipStatus {
+    /// The log index of the membership entry in force on this node.
+    pub log_index: Option<u64>,
+    /// Whether that entry is committed. A change is in progress until it is: no other change is
+    /// accepted meanwhile.
+    pub committed: bool,
+    /// The voter sets: one, or two (old and new) in the joint phase of a change, when every
+    /// commit needs a majority of each.
+    pub configs: Vec<Vec<u64>>,
+    /// Members that receive the log without voting.
+    pub learners: Vec<u64>,
+    /// On the leader, while the entry is not committed: the voters that have not acknowledged it.
+    /// The change completes as soon as enough of them answer again.
+    pub waiting_for: Vec<u64>,
 }
 
 /// Units sold and revenue per product over a time range, read from the archive database.
@@ -487,6 +513,18 @@ pub struct InitRequest {
 pub struct AddLearnerRequest {
     pub id: u64,
     pub addr: String,
+    /// Answer once the change is committed, without waiting for the learner to catch up.
+    #[serde(default)]
+    pub no_wait: bool,
+}
+
+/// The answer of a membership change: where it is in the log, and, when adding a learner, whether
+/// the learner caught up with the leader before the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChanged {
+    pub log_index: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caught_up: Option<bool>,
 }
 
 /// `POST /admin/change-membership`: make exactly these nodes the voters. Former voters stay as

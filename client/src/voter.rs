@@ -252,6 +252,7 @@ impl VoterClient {
         let request = AddLearnerRequest {
             id,
             addr: addr.to_owned(),
+            no_wait: false,
         };
         self.post(endpoint, "/admin/add-learner", &request).await
     }

@@ -24,8 +24,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const COMMAND_TIMEOUT_MS: &str = "60000";
 
 /// Runs `stockctl` with the cluster's addresses and credentials in its environment.
+#[derive(Clone)]
 struct Ctl {
     env: Vec<(&'static str, String)>,
+    timeout_ms: &'static str,
 }
 
 impl Ctl {
@@ -39,12 +41,24 @@ impl Ctl {
                 ("STOCKCTL_GATEWAYS", gateways.join(",")),
                 ("STOCKCTL_ADMIN_TOKEN", cluster.admin_token.clone()),
             ],
+            timeout_ms: COMMAND_TIMEOUT_MS,
+        }
+    }
+
+    /// The same, with another limit per command.
+    fn with_timeout(&self, timeout_ms: &'static str) -> Ctl {
+        Ctl {
+            timeout_ms,
+            ..self.clone()
         }
     }
 
     /// No cluster settings at all.
     fn bare() -> Ctl {
-        Ctl { env: Vec::new() }
+        Ctl {
+            env: Vec::new(),
+            timeout_ms: COMMAND_TIMEOUT_MS,
+        }
     }
 
     async fn run(&self, args: &[&str]) -> Output {
@@ -61,7 +75,7 @@ impl Ctl {
         command
             .envs(self.env.iter().map(|(k, v)| (*k, v)))
             .arg("--timeout-ms")
-            .arg(COMMAND_TIMEOUT_MS)
+            .arg(self.timeout_ms)
             .args(args)
             .output()
             .await
@@ -536,4 +550,374 @@ async fn usage_errors_exit_2_and_failures_exit_1() {
         .await;
     assert_eq!(down.status.code(), Some(1), "{}", show(&down));
     assert!(stderr(&down).contains("unreachable"), "{}", show(&down));
+}
+
+/// Buys one `product` at a time through the gateways until stopped; counts confirmations.
+struct Buyer {
+    confirmed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Buyer {
+    fn start(cluster: &LocalCluster, product: &'static str) -> Buyer {
+        use std::sync::atomic::Ordering;
+        let shop = cluster.shop_client();
+        let confirmed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let counter = confirmed.clone();
+        let task = tokio::spawn(async move {
+            while !*stopped.borrow_and_update() {
+                if shop.purchase(product, 1).await.is_ok() {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Buyer {
+            confirmed,
+            stop,
+            task,
+        }
+    }
+
+    fn confirmed(&self) -> u64 {
+        self.confirmed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn stop(self) -> u64 {
+        let _ = self.stop.send(true);
+        let confirmed = self.confirmed.clone();
+        self.task.await.expect("the buyer does not panic");
+        confirmed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The leader's status, through stockctl.
+async fn leader_status(ctl: &Ctl) -> NodeStatus {
+    eventually("a leader answers", || async {
+        let output = ctl.run(&["cluster", "status", "--output", "json"]).await;
+        let statuses: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("{e}: {}", show(&output)))?;
+        statuses
+            .into_iter()
+            .filter_map(|s| serde_json::from_value::<NodeStatus>(s).ok())
+            .find(|s| s.state == "Leader")
+            .ok_or_else(|| show(&output))
+    })
+    .await
+}
+
+/// `stockctl cluster replace-disk` after the leader has purged its log, under load: the node
+/// comes back empty, is fed a snapshot, catches up and votes again, and purchases go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_disk_rejoins_through_a_snapshot_after_a_purge() {
+    let mut cluster = formed_cluster_with(1, |config| {
+        config.raft.snapshot_every_logs = 100;
+        config.raft.logs_to_keep_after_snapshot = 10;
+    })
+    .await;
+    let ctl = Ctl::for_cluster(&cluster);
+    let stock = "1000000";
+    let create = [
+        "product",
+        "create",
+        "bolt",
+        "--name",
+        "Bolt",
+        "--price-cents",
+        "5",
+    ];
+    ctl.ok(&[&create[..], &["--stock", stock]].concat()).await;
+    let buyer = Buyer::start(&cluster, "bolt");
+    let leader = eventually("the leader purges its log", || async {
+        let leader = leader_status(&ctl).await;
+        match leader.purged_index {
+            Some(purged) if purged > 0 => Ok(leader),
+            _ => Err(format!("purged {:?}", leader.purged_index)),
+        }
+    })
+    .await;
+    let voter = *cluster
+        .voter_ids()
+        .iter()
+        .find(|id| **id != leader.id)
+        .unwrap();
+
+    let mut replace = tokio::process::Command::new(env!("CARGO_BIN_EXE_stockctl"));
+    replace
+        .envs(ctl.env.iter().map(|(k, v)| (*k, v)))
+        .args([
+            "--timeout-ms",
+            COMMAND_TIMEOUT_MS,
+            "cluster",
+            "replace-disk",
+        ])
+        .arg(voter.to_string())
+        .args(["--restart-wait", "120s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut replace = replace.spawn().expect("stockctl starts");
+    // Step 2 asks the operator to stop, wipe and restart the node: do it once asked.
+    let stderr_pipe = replace.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr_pipe));
+    let mut said = Vec::new();
+    while let Some(line) = lines.next_line().await.expect("read stockctl") {
+        said.push(line.clone());
+        if line.contains("step 2/5") {
+            break;
+        }
+    }
+    assert!(
+        said.iter().any(|l| l.contains("step 2/5")),
+        "stockctl never asked for the restart: {said:?}"
+    );
+    cluster.kill(voter).expect("kill");
+    cluster.wipe(voter).expect("wipe");
+    cluster.start(voter).await.expect("restart empty");
+    let rest = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    });
+    let status = tokio::time::timeout(Duration::from_secs(240), replace.wait())
+        .await
+        .expect("replace-disk finishes")
+        .expect("stockctl runs");
+    said.extend(rest.await.unwrap());
+    assert!(status.success(), "replace-disk failed: {said:#?}");
+    assert!(said.iter().any(|l| l.contains("step 5/5")), "{said:#?}");
+
+    let before = buyer.confirmed();
+    let after_rejoin = eventually("purchases go on after the rejoin", || async {
+        match buyer.confirmed() {
+            n if n >= before + 20 => Ok(n),
+            n => Err(format!("{n} confirmed")),
+        }
+    })
+    .await;
+    assert!(after_rejoin >= before + 20);
+    buyer.stop().await;
+    wait_for_voters(&ctl, &[1, 2, 3]).await;
+    // The node was fed a snapshot: its first log entry after the wipe came after a purge.
+    let rejoined: NodeStatus = eventually("the rejoined node has caught up", || async {
+        let leader = leader_status(&ctl).await;
+        let status = cluster
+            .voter_client()
+            .status(&cluster.addr(voter))
+            .await
+            .map_err(|e| e.to_string())?;
+        match (status.applied_index, leader.committed_index) {
+            (Some(applied), Some(committed)) if applied >= committed => Ok(status),
+            _ => Err(format!("{status:?}")),
+        }
+    })
+    .await;
+    assert!(
+        rejoined.snapshot_index.is_some_and(|index| index > 0),
+        "node {voter} never installed or built a snapshot: {rejoined:?}"
+    );
+    assert!(rejoined.fatal.is_none(), "{rejoined:?}");
+}
+
+/// A change whose new voters would need a node that is down is refused, naming it, and nothing
+/// changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_needs_a_dead_node_is_refused() {
+    let mut cluster = formed_cluster_with(1, |_| {}).await;
+    let ctl = Ctl::for_cluster(&cluster);
+    let leader = leader_status(&ctl).await;
+    let followers: Vec<u64> = cluster
+        .voter_ids()
+        .into_iter()
+        .filter(|id| *id != leader.id)
+        .collect();
+    let (dead, other) = (followers[0], followers[1]);
+    cluster.kill(dead).expect("kill");
+
+    // Removing the other follower leaves {leader, dead}: both needed, one is down.
+    let refused = ctl.run(&["cluster", "remove", &other.to_string()]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+    let text = stderr(&refused);
+    assert!(text.contains("members_unavailable"), "{text}");
+    assert!(text.contains(&dead.to_string()), "{text}");
+    let after = leader_status(&ctl).await;
+    assert_eq!(after.voters, vec![1, 2, 3], "nothing changed: {after:?}");
+    assert!(after.membership.as_ref().is_some_and(|m| m.committed));
+
+    // Removing the dead one is fine: the others are a majority of both sides.
+    let removed: serde_json::Value = ctl.json(&["cluster", "remove", &dead.to_string()]).await;
+    let mut rest = vec![leader.id, other];
+    rest.sort();
+    assert_eq!(removed["voters"], serde_json::json!(rest), "{removed}");
+}
+
+/// What one attempt to stall a change gave.
+enum Attempt {
+    /// Refused before anything was proposed: the member stopped before the leader's check.
+    Refused,
+    /// The change completed: the member stopped too late.
+    Completed,
+    /// Proposed and not completed: stalled.
+    Stalled,
+    /// Anything else (leadership moved meanwhile): says nothing about the moment.
+    Other,
+}
+
+/// A change can still stall if a member it needs stops in the moment between the leader's check
+/// and the commit. Then the status shows the change and the member it waits for, other changes
+/// are refused, and once the member answers again the change completes and can be undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_change_is_seen_completed_and_undone() {
+    let cluster = formed_cluster_with(0, |_| {}).await;
+    let ctl = Ctl::for_cluster(&cluster);
+    let client = cluster.voter_client();
+
+    // Search the moment to stop a member the change needs: too early is refused, too late
+    // completes.
+    let (mut early_us, mut late_us) = (0u64, 30_000u64);
+    let mut stalled = None;
+    for _ in 0..40 {
+        // Remove `removed`; the new voters {leader, needed} need `needed`, which stops.
+        let leader = leader_status(&ctl).await;
+        let followers: Vec<u64> = cluster
+            .voter_ids()
+            .into_iter()
+            .filter(|id| *id != leader.id)
+            .collect();
+        let (needed, removed) = (followers[0], followers[1]);
+        let pid = cluster.nodes[&needed].pid().unwrap() as libc::pid_t;
+        let mut voters = vec![leader.id, needed];
+        voters.sort();
+        let delay = Duration::from_micros((early_us + late_us) / 2);
+        let change = {
+            let (client, voters) = (client.clone(), voters.clone());
+            let addr = cluster.addr(leader.id);
+            tokio::spawn(async move { client.change_membership(&addr, voters, false).await })
+        };
+        let started = Instant::now();
+        tokio::task::spawn_blocking(move || {
+            while started.elapsed() < delay {
+                std::hint::spin_loop();
+            }
+            signal(pid, libc::SIGSTOP);
+        })
+        .await
+        .unwrap();
+        let answer = change.await.unwrap();
+        // Judged by what the leader says, not by the answer: a stalled change may also end in a
+        // client timeout.
+        let membership = leader_status(&ctl)
+            .await
+            .membership
+            .expect("a membership view");
+        let in_progress = !membership.committed || membership.configs.len() > 1;
+        let attempt = match &answer {
+            _ if in_progress && membership.waiting_for.contains(&needed) => Attempt::Stalled,
+            Err(flashstock_client::Error::Api { code, .. }) if code == "members_unavailable" => {
+                Attempt::Refused
+            }
+            Ok(_) if !in_progress => Attempt::Completed,
+            other => {
+                // Leadership moved, or the change stalled on another member: start again.
+                eprintln!("attempt ended otherwise: {other:?}, {membership:?}");
+                Attempt::Other
+            }
+        };
+        eprintln!(
+            "attempt: stop after {delay:?}: {}",
+            match attempt {
+                Attempt::Stalled => "stalled",
+                Attempt::Refused => "refused",
+                Attempt::Completed => "completed",
+                Attempt::Other => "other",
+            }
+        );
+        match attempt {
+            Attempt::Stalled => {
+                stalled = Some((needed, removed, pid, voters));
+                break;
+            }
+            Attempt::Refused => early_us = delay.as_micros() as u64,
+            Attempt::Completed => late_us = delay.as_micros() as u64,
+            Attempt::Other => {}
+        }
+        signal(pid, libc::SIGCONT);
+        settle(&ctl).await;
+        restore_voter(&ctl, &cluster, removed).await;
+        if late_us.saturating_sub(early_us) < 200 {
+            (early_us, late_us) = (0, 30_000);
+        }
+    }
+    let Some((needed, removed, pid, voters)) = stalled else {
+        panic!("no attempt stalled the change (last between {early_us} and {late_us} µs)");
+    };
+
+    // Seen: the leader's status shows the change in progress and what it waits for.
+    let stuck = leader_status(&ctl).await;
+    let membership = stuck.membership.clone().expect("a membership view");
+    assert!(
+        !membership.committed || membership.configs.len() == 2,
+        "{membership:?}"
+    );
+    assert!(membership.waiting_for.contains(&needed), "{membership:?}");
+    let text = ctl.run(&["cluster", "status"]).await;
+    let said = stderr(&text);
+    assert!(said.contains("CHANGE IN PROGRESS"), "{said}");
+    assert!(said.contains(&format!("waiting for [{needed}]")), "{said}");
+    // Another change is refused while this one is in progress.
+    let other = ctl
+        .with_timeout("1500")
+        .run(&["cluster", "promote", &removed.to_string()])
+        .await;
+    assert_eq!(other.status.code(), Some(1), "{}", show(&other));
+    assert!(
+        stderr(&other).contains("membership_change_in_progress"),
+        "{}",
+        show(&other)
+    );
+
+    // Completed: the member answers again and the change commits.
+    signal(pid, libc::SIGCONT);
+    wait_for_voters(&ctl, &voters).await;
+    let done = leader_status(&ctl).await;
+    let membership = done.membership.expect("a membership view");
+    assert!(
+        membership.committed && membership.configs.len() == 1,
+        "{membership:?}"
+    );
+    // Undone: the removed voter comes back through the checked steps.
+    restore_voter(&ctl, &cluster, removed).await;
+}
+
+/// Stop or resume a node of this test.
+fn signal(pid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill only sends a signal, to the pid of a node this test started.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// Wait until no membership change is in progress.
+async fn settle(ctl: &Ctl) {
+    eventually("the membership settles", || async {
+        let leader = leader_status(ctl).await;
+        match &leader.membership {
+            Some(m) if m.committed && m.configs.len() == 1 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+/// Add voter `id` back after its removal: a learner first, then a voter.
+async fn restore_voter(ctl: &Ctl, cluster: &LocalCluster, id: u64) {
+    let members = |status: &NodeStatus| status.voters.clone();
+    let leader = leader_status(ctl).await;
+    if !members(&leader).contains(&id) {
+        let arg = id.to_string();
+        ctl.ok(&["cluster", "add-learner", &arg, &cluster.addr(id)])
+            .await;
+        ctl.ok(&["cluster", "promote", &arg]).await;
+    }
+    wait_for_voters(ctl, &[1, 2, 3]).await;
 }

@@ -392,6 +392,32 @@ impl LocalCluster {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Wait until node `id`'s process exits on its own; its exit status.
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let node = self.nodes.get_mut(&id).expect("known node id");
+            let Some(child) = node.child.as_mut() else {
+                return Err(Error::Timeout(format!("node {id} is not running")));
+            };
+            if let Some(status) = child.try_wait()? {
+                node.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "node {id} still runs after {timeout:?}; log:\n{}",
+                    self.log_tail(id)
+                )));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
     /// SIGKILL a node: no drain, no flush. What it acknowledged must survive anyway.
     pub fn kill(&mut self, id: u64) -> Result<(), Error> {
         let node = self.nodes.get_mut(&id).expect("known node id");

@@ -20,8 +20,11 @@
 //! - `ring`: a one-way ring among the voters: 1 cannot open connections to 2, 2 to 3, 3 to 1;
 //! - `gateway-cut`: one gateway cut from the leader only;
 //! - `loss`: 30% of the packets between voters dropped, both ways;
-//! - `rejoin`: remove a follower from the membership, stop it, wipe its data, start it again
-//!   empty, add it as a learner and promote it back: a membership change under load;
+//! - `rejoin`: replace a follower's disk as the runbook does (`stockctl cluster replace-disk`):
+//!   remove it from the membership entirely, stop it, wipe its data, start it again empty, add it
+//!   as a learner, wait until it has caught up (through a snapshot once the leader has purged its
+//!   log), promote it back: membership changes under load, each checked by the leader, which
+//!   refuses any change its voters could not commit;
 //! - `latency`: 10 to 40 ms added to every byte going to or from a voter, through the fault
 //!   proxies in front of the voters ([`crate::proxy`]; the kernel has no netem).
 //!
@@ -54,6 +57,9 @@ use crate::Error;
 const POLL: Duration = Duration::from_millis(20);
 /// How long finding the leader may take when describing or choosing a victim.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long a membership step may be retried: long enough for a wiped node to receive a
+/// snapshot of a state built by a 20-minute run.
+const ADMIN_RETRY_FOR: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum FaultKind {
@@ -533,7 +539,9 @@ impl Nemesis {
                     "remove {} from the membership, stop it and wipe its data",
                     describe(id)
                 );
-                change_membership(cluster, rest).await?;
+                // Removed entirely, not kept as a learner: the leader then forgets how far the
+                // node's log reached, and feeds the empty node from scratch when it is back.
+                change_membership(cluster, rest, false).await?;
                 cluster.kill(id)?;
                 cluster.wipe(id)?;
                 (Active::Removed(id), vec![id], text, hold)
@@ -642,16 +650,35 @@ impl Nemesis {
             Active::Delayed => self.remove_latency().await?,
             Active::Removed(id) => {
                 cluster.start(id).await?;
-                let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
                 let addr = cluster.addr(id);
+                let begun = self.clock.ms();
+                let cluster: &LocalCluster = cluster;
                 retry_admin(|| {
                     let client = cluster.voter_client();
-                    let leader_addr = cluster.addr(leader);
                     let addr = addr.clone();
-                    async move { client.add_learner(&leader_addr, id, &addr).await }
+                    async move {
+                        let leader = cluster.wait_for_leader(LEADER_WAIT).await.map_err(|e| {
+                            flashstock_client::Error::OutcomeUnknown {
+                                message: e.to_string(),
+                            }
+                        })?;
+                        let answer = client.add_learner(&cluster.addr(leader), id, &addr).await?;
+                        // Not caught up within the leader's wait: ask again, which waits again.
+                        match answer["caught_up"].as_bool() {
+                            Some(false) => Err(flashstock_client::Error::Api {
+                                code: "learner_behind".into(),
+                                message: format!("node {id} has not caught up yet"),
+                            }),
+                            _ => Ok(answer),
+                        }
+                    }
                 })
                 .await?;
-                change_membership(cluster, cluster.voter_ids()).await?;
+                self.log(&format!(
+                    "node {id} is a learner again and caught up after {} ms",
+                    self.clock.ms() - begun
+                ));
+                change_membership(cluster, cluster.voter_ids(), true).await?;
                 self.log(&format!("node {id} is a voter again, from an empty disk"));
             }
         }
@@ -768,9 +795,14 @@ pub async fn wait_recovered(cluster: &LocalCluster, timeout: Duration) -> Result
     Ok(last)
 }
 
-/// Make `voters` the voters of the membership, through the leader, retrying while a previous
-/// change is still in progress or leadership moves.
-async fn change_membership(cluster: &LocalCluster, voters: Vec<u64>) -> Result<(), Error> {
+/// Make `voters` the voters of the membership, through the leader, retrying while the leader
+/// refuses (a previous change in progress, leadership moving, a learner still catching up, a
+/// member the change needs not answering). `retain`: former voters stay learners.
+async fn change_membership(
+    cluster: &LocalCluster,
+    voters: Vec<u64>,
+    retain: bool,
+) -> Result<(), Error> {
     retry_admin(|| {
         let client = cluster.voter_client();
         let voters = voters.clone();
@@ -781,20 +813,20 @@ async fn change_membership(cluster: &LocalCluster, voters: Vec<u64>) -> Result<(
                 }
             })?;
             client
-                .change_membership(&cluster.addr(leader), voters, true)
+                .change_membership(&cluster.addr(leader), voters, retain)
                 .await
         }
     })
     .await
 }
 
-/// Run an admin call until it succeeds, for up to 30 s.
+/// Run an admin call until it succeeds, for up to [`ADMIN_RETRY_FOR`].
 async fn retry_admin<F, Fut>(mut call: F) -> Result<(), Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value, flashstock_client::Error>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + ADMIN_RETRY_FOR;
     loop {
         match call().await {
             Ok(_) => return Ok(()),

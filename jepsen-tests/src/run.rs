@@ -23,6 +23,8 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the run prints its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The short run's snapshot interval: a few snapshots and purges in its minute.
+pub const SHORT_SNAPSHOT_EVERY_LOGS: u64 = 500;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -41,6 +43,9 @@ pub struct RunConfig {
     /// Give every node a network namespace of its own. The process must already run in a
     /// private network namespace ([`flashstock_deploy::netns::run_in_private_network`]).
     pub namespaces: bool,
+    /// Build a snapshot every this many entries (`raft.snapshot_every_logs`), and keep a tenth
+    /// of that behind it; `None`: the nodes' defaults.
+    pub snapshot_every_logs: Option<u64>,
 }
 
 impl RunConfig {
@@ -54,6 +59,7 @@ impl RunConfig {
             node_binary: None,
             archive: false,
             namespaces: false,
+            snapshot_every_logs: None,
         }
     }
 
@@ -66,6 +72,8 @@ impl RunConfig {
         config.nemesis.leader_hold_ms = (3000, 3500);
         config.nemesis.gap_ms = (300, 800);
         config.archive = true;
+        // Snapshots, log purges, and so a wiped node fed by a snapshot, within the minute.
+        config.snapshot_every_logs = Some(SHORT_SNAPSHOT_EVERY_LOGS);
         config
     }
 }
@@ -170,6 +178,10 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         node.archive.postgres_url = archive_url.clone();
         node.archive.interval_ms = 50;
         node.archive.retry_max_ms = 1000;
+        if let Some(every) = config.snapshot_every_logs {
+            node.raft.snapshot_every_logs = every;
+            node.raft.logs_to_keep_after_snapshot = every / 10;
+        }
         if let Some(addrs) = &proxy_addrs {
             if let Some(proxy) = addrs.get(&node.node.id) {
                 node.node.advertise = Some(proxy.listen.to_string());

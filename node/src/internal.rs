@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
     AddLearnerRequest, ArchiveReport, ArchiveReportQuery, ArchiveStatus, ChangeMembershipRequest,
-    ErrorBody, InitRequest, NodeAddr, NodeStatus, Order, OrderId, Page, PeerReplication, Product,
-    ReadIndexResponse, RemoveLearnerRequest, WriteRequest, SECRET_HEADER,
+    ErrorBody, InitRequest, MembershipChanged, NodeAddr, NodeStatus, Order, OrderId, Page,
+    PeerReplication, Product, ReadIndexResponse, RemoveLearnerRequest, WriteRequest, SECRET_HEADER,
 };
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -26,6 +26,7 @@ use raft_store::{NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::membership::{self, Refusal};
 use crate::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::NodeState;
 
@@ -36,6 +37,12 @@ type AppState = Arc<NodeState>;
 const RAFT_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Most records one read page returns.
 pub const PAGE_LIMIT_MAX: usize = 1000;
+/// How long a membership change may take to commit before the admin call answers that its
+/// outcome is unknown.
+const MEMBERSHIP_CHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long adding a learner waits for it to catch up with the leader (a snapshot transfer,
+/// then the log) before answering with `caught_up: false`.
+const LEARNER_CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn router(state: AppState) -> Router {
     let body_bytes_max = state.config.limits.body_bytes_max;
@@ -65,12 +72,37 @@ pub fn router(state: AppState) -> Router {
             require_secret,
         ))
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,
         ))
         .with_state(state)
+}
+
+/// Whether this node can serve: 200 while its Raft core runs and it knows a leader, 503 with the
+/// reason otherwise (a stopped Raft core names its fatal error). Unauthenticated, like `/health`,
+/// for load balancers and supervisors.
+async fn ready(State(state): State<AppState>) -> Response {
+    if let Some(fatal) = state.fatal.get() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "raft_stopped",
+            format!("the Raft core stopped: {fatal}; the node is exiting"),
+        );
+    }
+    let leader = state.raft.metrics().borrow().current_leader;
+    match leader {
+        Some(leader) => {
+            Json(serde_json::json!({ "status": "ready", "leader": leader })).into_response()
+        }
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "this node knows no leader (not initialized, not a member yet, or an election is on)",
+        ),
+    }
 }
 
 /// Prometheus metrics. Unauthenticated, like `/health`: they hold no secret, and scrapers send
@@ -392,6 +424,8 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         replication,
         millis_since_quorum_ack: metrics.millis_since_quorum_ack,
         archive: archive_status(state),
+        membership: Some(membership::status(state, &metrics).await),
+        fatal: state.fatal.get().cloned(),
     }
 }
 
@@ -483,15 +517,15 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
 fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Response {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-            let leader = forward
-                .leader_node
-                .map_or_else(|| "unknown".to_string(), |node| node.addr);
-            error(
-                StatusCode::MISDIRECTED_REQUEST,
-                "not_leader",
-                format!("this node is not the leader; the leader is at {leader}"),
-            )
+            refused(Refusal::NotLeader {
+                leader: forward.leader_node.map(|node| node.addr),
+            })
         }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            openraft::error::ChangeMembershipError::InProgress(e),
+        )) => refused(Refusal::InProgress {
+            detail: e.to_string(),
+        }),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             error(StatusCode::CONFLICT, "membership_error", e.to_string())
         }
@@ -499,6 +533,44 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -
     }
 }
 
+/// A membership change refused before anything was proposed.
+fn refused(refusal: Refusal) -> Response {
+    let status = match refusal {
+        Refusal::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
+        Refusal::NoQuorum { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::InProgress { .. }
+        | Refusal::MembersUnavailable { .. }
+        | Refusal::LearnerBehind { .. } => StatusCode::CONFLICT,
+    };
+    error(status, refusal.code(), refusal.to_string())
+}
+
+/// Apply a membership change at most [`MEMBERSHIP_CHANGE_WAIT`]; past it the change may still
+/// complete, and the answer says so.
+async fn change_within(
+    change: impl std::future::Future<
+        Output = Result<
+            openraft::raft::ClientWriteResponse<TypeConfig>,
+            RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+        >,
+    >,
+) -> Result<u64, Response> {
+    match tokio::time::timeout(MEMBERSHIP_CHANGE_WAIT, change).await {
+        Ok(Ok(written)) => Ok(written.log_id.index),
+        Ok(Err(e)) => Err(membership_error(e)),
+        Err(_) => Err(error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "outcome_unknown",
+            format!(
+                "the change was proposed and did not complete within {MEMBERSHIP_CHANGE_WAIT:?}; \
+                 `stockctl cluster status` shows whether it is in progress and what it waits for"
+            ),
+        )),
+    }
+}
+
+/// Add a learner and, unless asked not to, wait (boundedly) for it to catch up, so that
+/// promoting it next passes the caught-up check.
 async fn add_learner(
     State(state): State<AppState>,
     Json(request): Json<AddLearnerRequest>,
@@ -510,19 +582,30 @@ async fn add_learner(
             "a learner needs an id >= 1 and an address",
         );
     }
-    // Blocks until the learner has caught up, so that promoting it next is safe and quick.
-    match state
-        .raft
-        .add_learner(request.id, BasicNode::new(&request.addr), true)
-        .await
-    {
-        Ok(written) => {
-            Json(serde_json::json!({ "log_index": written.log_id.index })).into_response()
-        }
-        Err(e) => membership_error(e),
+    if let Err(refusal) = membership::ensure_leader_and_settled(&state).await {
+        return refused(refusal);
     }
+    let node = BasicNode::new(&request.addr);
+    let log_index = match change_within(state.raft.add_learner(request.id, node, false)).await {
+        Ok(index) => index,
+        Err(response) => return response,
+    };
+    let caught_up = match request.no_wait {
+        true => None,
+        false => Some(
+            membership::wait_caught_up(&state, request.id, log_index, LEARNER_CATCH_UP_WAIT).await,
+        ),
+    };
+    Json(MembershipChanged {
+        log_index,
+        caught_up,
+    })
+    .into_response()
 }
 
+/// Make exactly `request.voters` the voters, after checking that the change can complete: a
+/// majority of the old voters and of the new ones up and caught up, every promoted learner
+/// caught up ([`membership`]).
 async fn change_membership(
     State(state): State<AppState>,
     Json(request): Json<ChangeMembershipRequest>,
@@ -538,11 +621,29 @@ async fn change_membership(
             ),
         );
     }
-    match state.raft.change_membership(voters, request.retain).await {
-        Ok(written) => {
-            Json(serde_json::json!({ "log_index": written.log_id.index })).into_response()
-        }
-        Err(e) => membership_error(e),
+    if let Err(refusal) = membership::ensure_leader_and_settled(&state).await {
+        return refused(refusal);
+    }
+    let old: BTreeSet<NodeId> = {
+        let metrics = state.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.membership_config.membership().voter_ids().collect()
+    };
+    let members: BTreeSet<NodeId> = old.union(&voters).copied().collect();
+    let checked = match membership::healthy_members(&state, &members).await {
+        Ok(healthy) => membership::check_change(&old, &voters, &healthy),
+        Err(refusal) => Err(refusal),
+    };
+    if let Err(refusal) = checked {
+        return refused(refusal);
+    }
+    match change_within(state.raft.change_membership(voters, request.retain)).await {
+        Ok(log_index) => Json(MembershipChanged {
+            log_index,
+            caught_up: None,
+        })
+        .into_response(),
+        Err(response) => response,
     }
 }
 
@@ -566,12 +667,17 @@ async fn remove_learner(
             ),
         );
     }
+    if let Err(refusal) = membership::ensure_leader_and_settled(&state).await {
+        return refused(refusal);
+    }
     let change = ChangeMembers::RemoveNodes(BTreeSet::from([request.id]));
-    match state.raft.change_membership(change, false).await {
-        Ok(written) => {
-            Json(serde_json::json!({ "log_index": written.log_id.index })).into_response()
-        }
-        Err(e) => membership_error(e),
+    match change_within(state.raft.change_membership(change, false)).await {
+        Ok(log_index) => Json(MembershipChanged {
+            log_index,
+            caught_up: None,
+        })
+        .into_response(),
+        Err(response) => response,
     }
 }
 

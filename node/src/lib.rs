@@ -16,14 +16,19 @@
 //! - [`metrics`]: Prometheus metrics, at `GET /metrics` on the internal listener.
 //! - [`archive`]: on voters with an archive database, copies confirmed orders to PostgreSQL
 //!   exactly once while the node leads.
+//! - [`membership`]: membership changes that cannot stall the cluster (checked before proposed).
 //!
 //! Shutdown: the shutdown future (SIGTERM or Ctrl-C in the binary) stops accepting connections,
-//! lets in-flight requests finish, then shuts Raft down and closes RocksDB.
+//! lets in-flight requests finish, then shuts Raft down and closes RocksDB. If the Raft core
+//! stops on its own (a fatal storage or protocol error), the node says why on `/ready` and in its
+//! status for [`FATAL_EXIT_GRACE`], then shuts down the same way and [`run`] returns
+//! [`StartError::RaftStopped`]: the process exits non-zero, for its supervisor to see.
 
 pub mod archive;
 pub mod cli;
 pub mod gateway;
 pub mod internal;
+pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod proposer;
@@ -63,7 +68,13 @@ pub struct NodeState {
     pub archive: Option<Arc<archive::Archive>>,
     /// Always [`UnsafeFaults::NONE`] but in the fault-injection harness's test binary.
     pub unsafe_faults: UnsafeFaults,
+    /// Set once if the Raft core stops on its own: why.
+    pub fatal: std::sync::OnceLock<String>,
 }
+
+/// How long a node whose Raft core stopped keeps answering `/ready` and its status with the
+/// reason before it exits.
+pub const FATAL_EXIT_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -82,6 +93,8 @@ pub enum StartError {
     Raft(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("the Raft core stopped: {0}")]
+    RaftStopped(String),
 }
 
 /// Translate our configuration into openraft's.
@@ -174,12 +187,26 @@ pub async fn run_with_faults(
         reader,
         archive,
         unsafe_faults,
+        fatal: std::sync::OnceLock::new(),
     });
 
-    // One shutdown signal, fanned out to both listeners and to the event streams.
+    // One shutdown signal, fanned out to both listeners and to the event streams: the shutdown
+    // future, or the Raft core stopping on its own.
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let watched = state.clone();
     tokio::spawn(async move {
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            reason = raft_stopped(&watched.raft) => {
+                tracing::error!(
+                    id,
+                    error = %reason,
+                    "the Raft core stopped; exiting in {FATAL_EXIT_GRACE:?}"
+                );
+                let _ = watched.fatal.set(reason);
+                tokio::time::sleep(FATAL_EXIT_GRACE).await;
+            }
+        }
         let _ = stop.send(true);
     });
     let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
@@ -223,8 +250,30 @@ pub async fn run_with_faults(
     if let Err(e) = raft.shutdown().await {
         tracing::error!(id, error = %e, "Raft did not shut down cleanly");
     }
+    let fatal = state.fatal.get().cloned();
     drop(state);
-    served.map_err(StartError::Serve)
+    served.map_err(StartError::Serve)?;
+    match fatal {
+        Some(reason) => Err(StartError::RaftStopped(reason)),
+        None => Ok(()),
+    }
+}
+
+/// Completes with the reason if the Raft core stops with an error; never after a clean
+/// shutdown, which openraft reports as `Fatal::Stopped`.
+async fn raft_stopped(raft: &Raft) -> String {
+    let mut metrics = raft.metrics();
+    let stopped = metrics
+        .wait_for(
+            |m| matches!(&m.running_state, Err(e) if !matches!(e, openraft::error::Fatal::Stopped)),
+        )
+        .await
+        .ok()
+        .and_then(|m| m.running_state.clone().err());
+    match stopped {
+        Some(fatal) => fatal.to_string(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Connections the kernel queues for a listener before it accepts them. A flash sale opens

@@ -24,13 +24,7 @@ impl NodeState {
             };
         }
         let count = commands.len();
-        let now = now_ms();
-        let proposal = Proposal {
-            proposed_at_ms: now,
-            forget_keys_before_ms: now.saturating_sub(self.config.raft.idempotency_window_ms),
-            drop_archived_before_ms: now.saturating_sub(self.config.archive.retention_ms),
-            commands,
-        };
+        let proposal = self.proposal(commands);
         let wait = Duration::from_millis(self.config.limits.request_timeout_ms);
         match tokio::time::timeout(wait, self.raft.client_write(proposal)).await {
             Ok(Ok(written)) => {
@@ -60,6 +54,18 @@ impl NodeState {
             Err(_) => WriteResponse::Unknown {
                 message: format!("not applied within {} ms", wait.as_millis()),
             },
+        }
+    }
+
+    /// `commands` as one entry's proposal, stamped with this node's time and the horizons it
+    /// implies. An empty proposal is a valid entry that changes nothing but those horizons.
+    pub fn proposal(&self, commands: Vec<Command>) -> Proposal {
+        let now = now_ms();
+        Proposal {
+            proposed_at_ms: now,
+            forget_keys_before_ms: now.saturating_sub(self.config.raft.idempotency_window_ms),
+            drop_archived_before_ms: now.saturating_sub(self.config.archive.retention_ms),
+            commands,
         }
     }
 

@@ -158,6 +158,30 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         Ok(entries)
     }
+
+    /// The entries replication sends next: a run that starts exactly at `start`, never one that
+    /// starts later. openraft builds an AppendEntries from this run with `start - 1` as the
+    /// previous log id, so a run with a gap in front (its start was purged) would hand a
+    /// follower entries that do not follow the log id they claim to follow. An empty answer is a
+    /// heartbeat to openraft, and the leader sends a snapshot instead once it sees the purge.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let entries = self.try_get_log_entries(start..end).await?;
+        match entries.first() {
+            Some(first) if first.get_log_id().index != start => {
+                tracing::warn!(
+                    start,
+                    first = first.get_log_id().index,
+                    "asked to replicate from a purged index; sending nothing"
+                );
+                Ok(Vec::new())
+            }
+            _ => Ok(entries),
+        }
+    }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {

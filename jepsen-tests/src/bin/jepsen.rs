@@ -58,6 +58,10 @@ struct Args {
     /// root only), `loopback` (127.0.0.N), or `auto` (namespaces when possible).
     #[arg(long, value_enum, default_value_t = Net::Auto)]
     net: Net,
+    /// Build a snapshot every N log entries (and purge the log behind it); default: the
+    /// nodes' own default (raft.snapshot_every_logs)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..))]
+    snapshot_every: Option<u64>,
     /// The short run of CI: every kind of fault once, the archive on, about a minute; takes
     /// --seed, --net and --out, ignores the other settings.
     #[arg(long)]
@@ -96,6 +100,7 @@ fn config(args: &Args) -> Result<RunConfig, String> {
     config.dir = args.dir.clone();
     config.archive = args.archive;
     config.workload.unknown_retries = args.unknown_retries;
+    config.snapshot_every_logs = args.snapshot_every;
     Ok(config)
 }
 

@@ -486,6 +486,13 @@ async fn health() -> Json<serde_json::Value> {
 
 /// Ready when this replica knows a leader and has applied the log up to somewhere.
 async fn ready(State(gateway): State<AppState>) -> Answer {
+    if let Some(fatal) = gateway.node.fatal.get() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "raft_stopped",
+            format!("this gateway's replica stopped: {fatal}; the gateway is exiting"),
+        ));
+    }
     let leader = gateway.node.raft.metrics().borrow().current_leader;
     let applied_index = gateway.node.reader.applied_index();
     match leader {

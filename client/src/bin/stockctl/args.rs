@@ -161,6 +161,9 @@ pub enum ClusterCommand {
         id: u64,
         /// Its internal address (host:port)
         addr: String,
+        /// Return once it is a member, without waiting for it to catch up
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Make a learner a voter (current voters + ID)
     Promote {
@@ -171,6 +174,16 @@ pub enum ClusterCommand {
     Remove {
         /// The voter's id
         id: u64,
+    },
+    /// Replace a voter's disk, each step checked before the next: remove it from the
+    /// membership, wait while you stop it, wipe its data directory and start it again empty,
+    /// add it back as a learner, wait until it has caught up, promote it
+    ReplaceDisk {
+        /// The voter's id
+        id: u64,
+        /// How long to wait for the node to come back with an empty disk
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        restart_wait: std::time::Duration,
     },
     /// Build a snapshot on a node now and wait until it is visible
     Snapshot {

@@ -31,13 +31,8 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
     match command {
         ClusterCommand::Status => status(ctx, &client).await,
         ClusterCommand::Init { voters } => init(ctx, &client, voters).await,
-        ClusterCommand::AddLearner { id, addr } => {
-            let summary = format!("added node {id} as a learner");
-            change(ctx, &client, summary, |leader| {
-                plan_add_learner(leader, id, &addr)
-            })
-            .await
-            .map(drop)
+        ClusterCommand::AddLearner { id, addr, no_wait } => {
+            add_learner(ctx, &client, id, &addr, no_wait).await
         }
         ClusterCommand::Promote { id } => {
             let summary = format!("promoted node {id} to voter");
@@ -50,12 +45,15 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
             let removed = change(ctx, &client, summary, |leader| plan_remove(leader, id)).await?;
             if removed {
                 eprintln!(
-                    "stockctl: note: stop node {id} now, and wipe its data before adding it back: \
-                     a removed node keeps campaigning, and its higher term forces a new election \
-                     when it rejoins"
+                    "stockctl: note: stop node {id} now. It is no longer a member; before it joins \
+                     again, wipe its data directory and add it as a learner, then promote it \
+                     (`stockctl cluster replace-disk {id}` does each step and checks it)"
                 );
             }
             Ok(())
+        }
+        ClusterCommand::ReplaceDisk { id, restart_wait } => {
+            replace_disk(ctx, &client, id, restart_wait).await
         }
         ClusterCommand::Snapshot { node, no_wait } => snapshot(ctx, &client, node, no_wait).await,
     }
@@ -204,13 +202,63 @@ fn status_row(endpoint: &str, status: &NodeStatus, leader: Option<&NodeStatus>) 
 async fn status(ctx: &Context, client: &VoterClient) -> Result<(), CliError> {
     let probes = probe_all(client, ctx.endpoints()?).await;
     emit(ctx.output, &status_entries(&probes), || {
-        status_table(&probes)
+        let table = status_table(&probes);
+        for line in membership_lines(&probes) {
+            eprintln!("{line}");
+        }
+        table
     });
     if any_answered(&probes) {
         Ok(())
     } else {
         Err(none_answered(&probes))
     }
+}
+
+/// What the text output says under the table about the membership (from the leader, or the
+/// freshest node) and about nodes whose Raft core stopped.
+fn membership_lines(probes: &[Probe]) -> Vec<String> {
+    let statuses: Vec<&NodeStatus> = answered(probes).collect();
+    let mut lines = Vec::new();
+    let view = leader_status(&statuses)
+        .or_else(|| statuses.iter().max_by_key(|s| s.term).map(|s| (*s).clone()));
+    if let Some(membership) = view.as_ref().and_then(|s| s.membership.as_ref()) {
+        let sets: Vec<String> = membership
+            .configs
+            .iter()
+            .map(|config| format!("{config:?}"))
+            .collect();
+        let at = opt(membership.log_index);
+        if membership.committed && membership.configs.len() == 1 {
+            lines.push(format!("membership: voters {} (index {at})", sets.join("")));
+        } else {
+            let mut line = format!(
+                "membership: CHANGE IN PROGRESS at index {at}: voters {} (every commit needs a \
+                 majority of each)",
+                sets.join(" and ")
+            );
+            if !membership.waiting_for.is_empty() {
+                line.push_str(&format!(
+                    "; waiting for {:?}: it completes once they answer again (see RUNBOOK, \
+                     \"A membership change that does not complete\")",
+                    membership.waiting_for
+                ));
+            }
+            lines.push(line);
+        }
+        if !membership.learners.is_empty() {
+            lines.push(format!("learners: {:?}", membership.learners));
+        }
+    }
+    for status in &statuses {
+        if let Some(fatal) = &status.fatal {
+            lines.push(format!(
+                "node {}: Raft core STOPPED ({fatal}); the node is exiting",
+                status.id
+            ));
+        }
+    }
+    lines
 }
 
 /// The error of a poll in which no endpoint answered: the first endpoint's, with all of them.
@@ -473,12 +521,14 @@ async fn within(
     }
 }
 
-/// A refusal that a retry at the (new) leader may overcome; nothing was changed.
+/// A refusal that waiting may overcome (a new leader, the last change completing, a learner
+/// catching up); nothing was changed.
 fn is_transient(error: &CliError) -> bool {
     match error {
-        CliError::Failed { code, message } => {
-            code == "not_leader" || (code == "membership_error" && message.contains("undergoing"))
-        }
+        CliError::Failed { code, .. } => matches!(
+            code.as_str(),
+            "not_leader" | "membership_change_in_progress" | "learner_behind"
+        ),
         _ => false,
     }
 }
@@ -524,6 +574,163 @@ fn membership_table(voters: &[u64], members: &[NodeAddr]) -> Table {
         ]);
     }
     table
+}
+
+// ---- learners and disks ----
+
+/// Most entries a learner may trail the leader by and still be reported caught up.
+const CAUGHT_UP_LAG_MAX: u64 = 64;
+
+/// Add a learner; unless `no_wait`, return only once it has caught up with the leader.
+async fn add_learner(
+    ctx: &Context,
+    client: &VoterClient,
+    id: u64,
+    addr: &str,
+    no_wait: bool,
+) -> Result<(), CliError> {
+    let summary = format!("added node {id} as a learner");
+    change(ctx, client, summary, |leader| {
+        plan_add_learner(leader, id, addr)
+    })
+    .await?;
+    if !no_wait {
+        wait_caught_up(ctx, client, id).await?;
+    }
+    Ok(())
+}
+
+/// Poll the leader until member `id` trails it by at most [`CAUGHT_UP_LAG_MAX`] entries.
+async fn wait_caught_up(ctx: &Context, client: &VoterClient, id: u64) -> Result<(), CliError> {
+    loop {
+        let (leader, _) = find_leader(ctx, client).await?;
+        let lag = leader
+            .replication
+            .iter()
+            .find(|peer| peer.id == id)
+            .filter(|peer| peer.matched_index.is_some())
+            .map(|peer| peer.lag);
+        match lag {
+            Some(lag) if lag <= CAUGHT_UP_LAG_MAX => return Ok(()),
+            _ if Instant::now() + POLL_INTERVAL > ctx.deadline => {
+                return Err(CliError::failed(
+                    "learner_behind",
+                    format!(
+                        "node {id} is a learner but has not caught up within {:?} (lag {}); \
+                         check its log, then `stockctl cluster status`",
+                        ctx.timeout,
+                        opt(lag)
+                    ),
+                ))
+            }
+            _ => tokio::time::sleep(POLL_INTERVAL).await,
+        }
+    }
+}
+
+/// Replace voter `id`'s disk. Each step is checked before the next: the node is out of the
+/// membership before anyone wipes it (a member that forgets its log breaks Raft's promise that
+/// an acknowledged entry stays acknowledged), it answers with an empty log before it is added
+/// back, and it has caught up before it votes again.
+async fn replace_disk(
+    ctx: &Context,
+    client: &VoterClient,
+    id: u64,
+    restart_wait: Duration,
+) -> Result<(), CliError> {
+    let (leader, _) = find_leader(ctx, client).await?;
+    if !leader.voters.contains(&id) {
+        return Err(CliError::failed(
+            "not_a_voter",
+            format!("node {id} is not a voter; voters are {:?}", leader.voters),
+        ));
+    }
+    let addr = member_addr(&leader, id).ok_or_else(|| {
+        CliError::failed(
+            "unknown_node",
+            format!("the leader knows no address of {id}"),
+        )
+    })?;
+    let step = |n: u32, text: &str| eprintln!("stockctl: step {n}/5: {text}");
+    step(1, &format!("removing node {id} from the membership"));
+    let summary = format!("removed node {id}");
+    change(ctx, client, summary, |leader| plan_remove(leader, id)).await?;
+    let (after, _) = find_leader(ctx, client).await?;
+    if member_addr(&after, id).is_some() {
+        return Err(CliError::unknown(
+            format!("node {id} is still a member after its removal"),
+            CHECK_STATUS,
+        ));
+    }
+    step(
+        2,
+        &format!(
+            "node {id} is out of the membership. Now stop it, wipe its data directory and start \
+             it again with the same configuration; waiting up to {restart_wait:?} for it to \
+             answer at {addr} with an empty log"
+        ),
+    );
+    wait_empty(&ctx.for_step(restart_wait), client, id, &addr).await?;
+    step(
+        3,
+        &format!("node {id} answers with an empty log; adding it as a learner"),
+    );
+    let catch_up = ctx.for_step(ctx.timeout.max(Duration::from_secs(300)));
+    let summary = format!("added node {id} as a learner");
+    change(&catch_up, client, summary, |leader| {
+        plan_add_learner(leader, id, &addr)
+    })
+    .await?;
+    step(4, &format!("waiting for node {id} to catch up"));
+    wait_caught_up(&catch_up, client, id).await?;
+    step(
+        5,
+        &format!("node {id} has caught up; promoting it to voter"),
+    );
+    let summary = format!("promoted node {id} to voter");
+    change(&ctx.for_step(ctx.timeout), client, summary, |leader| {
+        plan_promote(leader, id)
+    })
+    .await
+    .map(drop)
+}
+
+/// Poll node `id` at `addr` until it answers as a node with an empty log outside the membership.
+async fn wait_empty(
+    ctx: &Context,
+    client: &VoterClient,
+    id: u64,
+    addr: &str,
+) -> Result<(), CliError> {
+    loop {
+        let last = match client.status(addr).await {
+            Ok(status) if status.id != id => {
+                return Err(CliError::failed(
+                    "wrong_node",
+                    format!("{addr} answers as node {}, not {id}", status.id),
+                ))
+            }
+            Ok(status) if status.last_log_index.is_none() && status.voters.is_empty() => {
+                return Ok(())
+            }
+            Ok(status) => format!(
+                "it answers with last log index {} and voters {:?}: not wiped yet",
+                opt(status.last_log_index),
+                status.voters
+            ),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() + POLL_INTERVAL > ctx.deadline {
+            return Err(CliError::failed(
+                "not_restarted",
+                format!(
+                    "node {id} did not come back empty within {:?}: {last}",
+                    ctx.timeout
+                ),
+            ));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 // ---- snapshot ----
@@ -643,6 +850,8 @@ mod tests {
             replication: Vec::new(),
             millis_since_quorum_ack: None,
             archive: None,
+            membership: None,
+            fatal: None,
         }
     }
 

@@ -13,6 +13,7 @@ use crate::error::CliError;
 /// The fallback environment variable of the cluster secret, shared with the nodes' tooling.
 const SECRET_ENV_FALLBACK: &str = "FLASHSTOCK_SECRET";
 
+#[derive(Clone)]
 pub struct Context {
     pub output: OutputFormat,
     pub timeout: Duration,
@@ -76,6 +77,14 @@ impl Context {
             Some(token) => client.with_admin_token(token),
             None => client,
         })
+    }
+
+    /// The same context with a new deadline `timeout` from now: one step of a longer procedure.
+    pub fn for_step(&self, timeout: Duration) -> Context {
+        let mut step = self.clone();
+        step.timeout = timeout;
+        step.deadline = Instant::now() + timeout;
+        step
     }
 
     /// Time left before the deadline (zero once it has passed).

@@ -1,0 +1,360 @@
+//! Membership changes that cannot stall the cluster.
+//!
+//! Raft changes the voters through a joint configuration: until the change completes, every
+//! entry, the change's own included, needs a majority of the old voters *and* a majority of the
+//! new ones. If either side has no majority of members that can answer, nothing commits again
+//! until enough of them return, and no other change can be made meanwhile (openraft refuses a
+//! change while the last one is uncommitted). A 20-minute fault run once stalled for good this
+//! way: `ReplaceAllVoters({2, 3})` was proposed while node 3 could not answer.
+//!
+//! So, before a change of voters, the leader checks through Raft itself that each side has a
+//! majority of members that are up and caught up: it commits an empty entry (a probe) and waits
+//! briefly for the members to acknowledge it. A member that acknowledged the probe holds the
+//! whole log up to the probe, so it is caught up by construction, and it answered moments ago.
+//! A change that fails the check is refused, naming the members missing, and nothing is proposed.
+//! A learner that did not acknowledge the probe is not promoted. This is etcd's "strict
+//! reconfiguration check", made with the log's own acknowledgements instead of a separate health
+//! probe.
+//!
+//! A change can still stall if a member fails in the few milliseconds between the check and the
+//! commit. It then shows in the status ([`status`]: both voter sets and the members the entry
+//! waits for) and completes as soon as enough of those members answer again; see the runbook.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use flashstock_api::MembershipStatus;
+use openraft::RaftMetrics;
+use raft_store::{Node, NodeId};
+
+use crate::NodeState;
+
+/// How long members have to acknowledge the probe entry. A member that cannot append one small
+/// entry in this time is not one a change should depend on.
+pub const PROBE_ACK_WAIT: Duration = Duration::from_secs(1);
+/// How long committing the probe entry itself may take.
+pub const PROBE_COMMIT_WAIT: Duration = Duration::from_secs(3);
+
+/// Why a membership change was refused before anything was proposed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// This node does not lead; the change must go to the leader.
+    NotLeader { leader: Option<String> },
+    /// The last change is not committed yet.
+    InProgress { detail: String },
+    /// A voter set of the change has no majority of members that are up and caught up.
+    MembersUnavailable {
+        missing: Vec<NodeId>,
+        detail: String,
+    },
+    /// A learner to promote is not caught up with the leader.
+    LearnerBehind { learners: Vec<NodeId> },
+    /// The probe entry did not commit: the current voters have no majority.
+    NoQuorum { detail: String },
+}
+
+impl Refusal {
+    /// The stable error code of the refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NotLeader { .. } => "not_leader",
+            Refusal::InProgress { .. } => "membership_change_in_progress",
+            Refusal::MembersUnavailable { .. } => "members_unavailable",
+            Refusal::LearnerBehind { .. } => "learner_behind",
+            Refusal::NoQuorum { .. } => "no_quorum",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotLeader { leader } => write!(
+                f,
+                "this node is not the leader; the leader is at {}",
+                leader.as_deref().unwrap_or("unknown")
+            ),
+            Refusal::InProgress { detail } => {
+                write!(f, "another membership change is in progress: {detail}")
+            }
+            Refusal::MembersUnavailable { missing, detail } => write!(
+                f,
+                "refused: {detail}; not up or not caught up: {}. Nothing was changed; \
+                 bring them back or choose a change that does not need them",
+                ids(missing)
+            ),
+            Refusal::LearnerBehind { learners } => write!(
+                f,
+                "refused: learner {} has not caught up with the leader; wait until \
+                 `stockctl cluster status` shows its lag near 0, then promote it",
+                ids(learners)
+            ),
+            Refusal::NoQuorum { detail } => write!(
+                f,
+                "refused: the current voters could not commit a probe entry ({detail}); \
+                 nothing was changed"
+            ),
+        }
+    }
+}
+
+fn ids(ids: &[NodeId]) -> String {
+    let parts: Vec<String> = ids.iter().map(u64::to_string).collect();
+    parts.join(", ")
+}
+
+fn set(ids: &BTreeSet<NodeId>) -> String {
+    let parts: Vec<String> = ids.iter().map(u64::to_string).collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// The members of `voters` missing for a majority of it, given which members are healthy;
+/// empty when a majority is healthy.
+pub fn missing_for_majority(voters: &BTreeSet<NodeId>, healthy: &BTreeSet<NodeId>) -> Vec<NodeId> {
+    let up = voters.intersection(healthy).count();
+    if up > voters.len() / 2 {
+        Vec::new()
+    } else {
+        voters.difference(healthy).copied().collect()
+    }
+}
+
+/// Check that the joint configuration `old` + `new` can commit with the `healthy` members, and
+/// that every voter added by the change is healthy (caught up).
+pub fn check_change(
+    old: &BTreeSet<NodeId>,
+    new: &BTreeSet<NodeId>,
+    healthy: &BTreeSet<NodeId>,
+) -> Result<(), Refusal> {
+    let mut missing: BTreeSet<NodeId> = missing_for_majority(old, healthy).into_iter().collect();
+    missing.extend(missing_for_majority(new, healthy));
+    if !missing.is_empty() {
+        return Err(Refusal::MembersUnavailable {
+            missing: missing.into_iter().collect(),
+            detail: format!(
+                "the change needs a majority of the voters {} and of {} up and caught up \
+                 until it completes",
+                set(old),
+                set(new)
+            ),
+        });
+    }
+    let behind: Vec<NodeId> = new
+        .difference(old)
+        .filter(|id| !healthy.contains(id))
+        .copied()
+        .collect();
+    if !behind.is_empty() {
+        return Err(Refusal::LearnerBehind { learners: behind });
+    }
+    Ok(())
+}
+
+/// The last log index each member has acknowledged, as the leader's replication metrics say.
+fn matched(metrics: &RaftMetrics<NodeId, Node>, id: NodeId) -> Option<u64> {
+    if id == metrics.id {
+        return metrics.last_log_index;
+    }
+    let replication = metrics.replication.as_ref()?;
+    replication.get(&id)?.map(|log_id| log_id.index)
+}
+
+/// The members of `members` that hold the log up to `index`, as the leader knows it.
+fn holding(
+    metrics: &RaftMetrics<NodeId, Node>,
+    members: &BTreeSet<NodeId>,
+    index: u64,
+) -> BTreeSet<NodeId> {
+    members
+        .iter()
+        .filter(|id| matched(metrics, **id).is_some_and(|m| m >= index))
+        .copied()
+        .collect()
+}
+
+/// Refuse at once if this node is not the leader or the last change is not committed.
+pub async fn ensure_leader_and_settled(state: &NodeState) -> Result<(), Refusal> {
+    let metrics = state.raft.metrics().borrow().clone();
+    if metrics.current_leader != Some(state.id) {
+        let membership = metrics.membership_config.membership();
+        let leader = metrics
+            .current_leader
+            .and_then(|id| membership.get_node(&id).map(|node| node.addr.clone()));
+        return Err(Refusal::NotLeader { leader });
+    }
+    let view = status(state, &metrics).await;
+    if !view.committed || view.configs.len() > 1 {
+        let waiting = if view.waiting_for.is_empty() {
+            String::new()
+        } else {
+            format!("; it waits for {}", ids(&view.waiting_for))
+        };
+        return Err(Refusal::InProgress {
+            detail: format!(
+                "the membership at index {} ({}) is not committed yet{waiting}",
+                view.log_index.unwrap_or(0),
+                describe_configs(&view.configs)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Commit an empty entry and return the members of `members` that acknowledged it within
+/// [`PROBE_ACK_WAIT`]: those that are up and hold the whole log.
+pub async fn healthy_members(
+    state: &NodeState,
+    members: &BTreeSet<NodeId>,
+) -> Result<BTreeSet<NodeId>, Refusal> {
+    let proposal = state.proposal(Vec::new());
+    let written =
+        match tokio::time::timeout(PROBE_COMMIT_WAIT, state.raft.client_write(proposal)).await {
+            Ok(Ok(written)) => written,
+            Ok(Err(e)) => {
+                return Err(Refusal::NoQuorum {
+                    detail: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(Refusal::NoQuorum {
+                    detail: format!("not committed within {PROBE_COMMIT_WAIT:?}"),
+                })
+            }
+        };
+    let index = written.log_id.index;
+    let mut watch = state.raft.metrics();
+    let deadline = tokio::time::Instant::now() + PROBE_ACK_WAIT;
+    loop {
+        let acked = holding(&watch.borrow_and_update(), members, index);
+        if acked.len() == members.len() {
+            return Ok(acked);
+        }
+        match tokio::time::timeout_at(deadline, watch.changed()).await {
+            Ok(Ok(())) => {}
+            // Deadline, or Raft shutting down: whoever answered by now is all there is.
+            _ => return Ok(holding(&state.raft.metrics().borrow(), members, index)),
+        }
+    }
+}
+
+/// Wait up to `wait` until member `id` holds the log up to `index`; whether it did.
+pub async fn wait_caught_up(state: &NodeState, id: NodeId, index: u64, wait: Duration) -> bool {
+    let one = BTreeSet::from([id]);
+    let mut watch = state.raft.metrics();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if !holding(&watch.borrow_and_update(), &one, index).is_empty() {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, watch.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The membership as this node follows it.
+pub async fn status(state: &NodeState, metrics: &RaftMetrics<NodeId, Node>) -> MembershipStatus {
+    let stored = &metrics.membership_config;
+    let membership = stored.membership();
+    let log_index = stored.log_id().map(|id| id.index);
+    let committed_index = state
+        .raft
+        .with_raft_state(|raft| raft.committed.map(|id| id.index))
+        .await
+        .ok()
+        .flatten();
+    let committed = match (log_index, committed_index) {
+        (None, _) => true,
+        (Some(at), Some(committed)) => at <= committed,
+        (Some(_), None) => false,
+    };
+    let configs: Vec<BTreeSet<NodeId>> = membership.get_joint_config().to_vec();
+    let voters: BTreeSet<NodeId> = configs.iter().flatten().copied().collect();
+    let waiting_for = match (committed, log_index) {
+        (false, Some(at)) if metrics.current_leader == Some(state.id) => voters
+            .difference(&holding(metrics, &voters, at))
+            .copied()
+            .collect(),
+        _ => Vec::new(),
+    };
+    MembershipStatus {
+        log_index,
+        committed,
+        configs: configs
+            .iter()
+            .map(|config| config.iter().copied().collect())
+            .collect(),
+        learners: membership.learner_ids().collect(),
+        waiting_for,
+    }
+}
+
+/// `{1, 2, 3}`, or `{1, 2, 3} and {2, 3}` in the joint phase.
+pub fn describe_configs(configs: &[Vec<NodeId>]) -> String {
+    let sets: Vec<String> = configs
+        .iter()
+        .map(|config| format!("{{{}}}", ids(config)))
+        .collect();
+    sets.join(" and ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[u64]) -> BTreeSet<u64> {
+        list.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_majority_of_each_side_must_be_healthy() {
+        let old = ids(&[1, 2, 3]);
+        // The stall of the 20-minute run: {1,2,3} -> {2,3} while 3 could not answer.
+        let refused = check_change(&old, &ids(&[2, 3]), &ids(&[1, 2])).unwrap_err();
+        assert_eq!(
+            refused,
+            Refusal::MembersUnavailable {
+                missing: vec![3],
+                detail: refused_detail(&refused),
+            }
+        );
+        // Removing the member that is down leaves a healthy majority on both sides.
+        assert_eq!(check_change(&old, &ids(&[1, 2]), &ids(&[1, 2])), Ok(()));
+        // Adding a fourth voter: {1,2,3,4} needs 3 of 4.
+        assert!(check_change(&old, &ids(&[1, 2, 3, 4]), &ids(&[1, 2, 4])).is_ok());
+        assert!(check_change(&old, &ids(&[1, 2, 3, 4]), &ids(&[1, 4])).is_err());
+    }
+
+    #[test]
+    fn a_learner_is_promoted_only_when_caught_up() {
+        let refused = check_change(
+            &ids(&[1, 2, 3]),
+            &ids(&[1, 2, 3, 4, 5]),
+            &ids(&[1, 2, 3, 4]),
+        )
+        .unwrap_err();
+        assert_eq!(refused, Refusal::LearnerBehind { learners: vec![5] });
+        assert_eq!(refused.code(), "learner_behind");
+    }
+
+    #[test]
+    fn the_missing_members_are_named() {
+        assert_eq!(
+            missing_for_majority(&ids(&[1, 2, 3]), &ids(&[1])),
+            vec![2, 3]
+        );
+        assert!(missing_for_majority(&ids(&[1, 2, 3]), &ids(&[1, 3])).is_empty());
+        assert_eq!(
+            describe_configs(&[vec![1, 2, 3], vec![2, 3]]),
+            "{1, 2, 3} and {2, 3}"
+        );
+    }
+
+    fn refused_detail(refusal: &Refusal) -> String {
+        match refusal {
+            Refusal::MembersUnavailable { detail, .. } => detail.clone(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

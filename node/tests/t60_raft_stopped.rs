@@ -1,0 +1,92 @@
+//! A node whose Raft core stops on its own does not keep running as if healthy: `/ready` says
+//! why, and the process exits non-zero so that its supervisor restarts or reports it.
+//!
+//! The fault is the one a 20-minute fault run met: an empty node handed committed entries that
+//! start after a purge (index 5 here) with no previous log id. Applying them reads the log from
+//! index 0, and openraft's defensive check stops the core ("try to get log at index 0 but got
+//! Some(5)").
+
+mod common;
+
+use std::time::Duration;
+
+use flashstock_api::SECRET_HEADER;
+use flashstock_deploy::local::{Layout, LocalCluster};
+use openraft::raft::AppendEntriesRequest;
+use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+use raft_store::{Entry, TypeConfig};
+
+/// How long the node may take to exit: its grace to say why, then a drain.
+const EXIT_WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_stopped_raft_core_is_reported_and_the_node_exits_non_zero() {
+    let layout = Layout {
+        voters: 1,
+        gateways: 0,
+    };
+    let mut cluster =
+        LocalCluster::temporary(common::node_binary(), layout, |_| {}).expect("lay out");
+    cluster.start(1).await.expect("start an empty voter");
+    let addr = cluster.addr(1);
+    let http = reqwest::Client::new();
+    let ready = http
+        .get(format!("http://{addr}/ready"))
+        .send()
+        .await
+        .expect("ready answers");
+    assert_eq!(ready.status(), 503, "not initialized: not ready");
+
+    // A leader of term 1 (node 9) sends entries from index 5 with no previous log id.
+    let leader = CommittedLeaderId::new(1, 9);
+    let entries: Vec<Entry> = (5..8)
+        .map(|index| Entry {
+            log_id: LogId::new(leader, index),
+            payload: EntryPayload::Blank,
+        })
+        .collect();
+    // Committed up to 7: applying them reads the log from index 0, where there is nothing.
+    let request: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
+        vote: Vote::new_committed(1, 9),
+        prev_log_id: None,
+        entries,
+        leader_commit: Some(LogId::new(leader, 7)),
+    };
+    let sent = http
+        .post(format!("http://{addr}/raft/append"))
+        .header(SECRET_HEADER, &cluster.secret)
+        .body(bincode::serialize(&request).unwrap())
+        .send()
+        .await;
+    // The core may stop before it answers: either way, what follows is what matters.
+    drop(sent);
+
+    // Within the grace period, /ready names the reason.
+    let mut said = None;
+    for _ in 0..50 {
+        let Ok(answer) = http.get(format!("http://{addr}/ready")).send().await else {
+            break;
+        };
+        let body = answer.text().await.unwrap_or_default();
+        if body.contains("raft_stopped") {
+            said = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let said = said.unwrap_or_else(|| {
+        panic!(
+            "/ready never said the Raft core stopped; log:\n{}",
+            cluster.log_tail(1)
+        )
+    });
+    assert!(said.contains("index"), "{said}");
+
+    let status = cluster
+        .wait_exit(1, EXIT_WAIT)
+        .await
+        .expect("the node exits");
+    assert!(!status.success(), "exited with {status}");
+    let log = std::fs::read_to_string(&cluster.nodes[&1].log_path).unwrap();
+    assert!(log.contains("the Raft core stopped"), "{log}");
+}
