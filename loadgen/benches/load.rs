@@ -68,8 +68,7 @@ fn main() {
             .start_and_form(Duration::from_secs(60))
             .await
             .expect("form the cluster");
-        let urls = cluster.gateway_urls();
-        let target = Target::new(urls, Some(cluster.admin_token.clone()));
+        let target = Target::gateways_of(&cluster);
         let duration = Duration::from_secs(seconds);
         let runs = [
             (

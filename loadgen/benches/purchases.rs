@@ -331,8 +331,9 @@ async fn report_archive_drain(
 /// The voters' cluster (with PostgreSQL for the archive when asked), formed, and a client that
 /// writes to its leader alone.
 struct Bench {
-    // Fields drop in order: the cluster stops before the PostgreSQL it archives into.
-    cluster: LocalCluster,
+    // Held for its drop; fields drop in order: the cluster stops before the PostgreSQL it
+    // archives into.
+    _cluster: LocalCluster,
     _postgres: Option<Postgres>,
     leader: u64,
     leader_addr: String,
@@ -370,7 +371,7 @@ async fn start(settings: Settings) -> Result<Bench, Box<dyn std::error::Error>> 
     // Every write goes to the leader alone: no redirection, no other voter's endpoint.
     let client = VoterClient::new(vec![leader_addr.clone()], &cluster.secret, WRITE_TIMEOUT);
     Ok(Bench {
-        cluster,
+        _cluster: cluster,
         _postgres: postgres,
         leader,
         leader_addr,
