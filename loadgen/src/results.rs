@@ -335,19 +335,7 @@ impl BenchResults {
         if self.catalog.is_empty() {
             return Vec::new();
         }
-        let points = &self.catalog;
-        let x = |c: &CatalogPoint| c.products as f64;
-        let latency = latency_lines(
-            points,
-            x,
-            |c| &c.report,
-            &[
-                ("view p50", Kind::View, Figure::P50),
-                ("view p99", Kind::View, Figure::P99),
-                ("purchase p50", Kind::PurchaseConfirmed, Figure::P50),
-                ("purchase p99", Kind::PurchaseConfirmed, Figure::P99),
-            ],
-        );
+        let (points, x) = (&self.catalog, |c: &CatalogPoint| c.products as f64);
         let mut memory: Vec<Line> = ["voter-1", "gateway-101"]
             .iter()
             .map(|node| Line {
@@ -359,6 +347,17 @@ impl BenchResults {
             name: "voter-1 data MiB".into(),
             points: curve(points, x, |c| c.data_mib.get("voter-1").copied()),
         });
+        let latency = latency_lines(
+            points,
+            x,
+            |c| &c.report,
+            &[
+                ("view p50", Kind::View, Figure::P50),
+                ("view p99", Kind::View, Figure::P99),
+                ("purchase p50", Kind::PurchaseConfirmed, Figure::P50),
+                ("purchase p99", Kind::PurchaseConfirmed, Figure::P99),
+            ],
+        );
         vec![
             (
                 "catalog-latency",

@@ -60,17 +60,17 @@ pub struct Flags {
 /// The figures in force, after the preset and the flags (written into the results as given).
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
-    pub scale: Scale,
-    pub connections: usize,
-    pub seconds: f64,
-    pub open_rate: f64,
-    pub flash_buyers: usize,
-    pub flash_stock: u64,
-    pub light_buyers: usize,
-    pub concurrency: Vec<usize>,
-    pub catalog: Vec<usize>,
-    pub curve_seconds: f64,
-    pub postgres: bool,
+    pub(crate) scale: Scale,
+    pub(crate) connections: usize,
+    pub(crate) seconds: f64,
+    pub(crate) open_rate: f64,
+    pub(crate) flash_buyers: usize,
+    pub(crate) flash_stock: u64,
+    pub(crate) light_buyers: usize,
+    pub(crate) concurrency: Vec<usize>,
+    pub(crate) catalog: Vec<usize>,
+    pub(crate) curve_seconds: f64,
+    pub(crate) postgres: bool,
 }
 
 impl Settings {
