@@ -51,7 +51,7 @@ pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 3000;
 /// `gateway.forward_connections_max`: most batches a gateway has in flight to
 /// the leader at once (each on its own connection). Fewer slots make bigger
 /// batches: with 6000 clients on one machine, 8 slots confirmed purchases at a
-/// median of 121 ms against 760 ms with 64 (node/benches/load.rs).
+/// median of 121 ms against 760 ms with 64 (loadgen/benches/load.rs).
 pub const DEFAULT_FORWARD_CONNECTIONS_MAX: usize = 8;
 
 // ---- [archive] ----

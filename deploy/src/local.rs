@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use cluster_config::{Config, Role};
 use flashstock_api::NodeAddr;
 use flashstock_client::{ShopClient, VoterClient};
+use flashstock_host::Signal;
 
 use crate::netns::NodeNetwork;
 
@@ -170,20 +171,7 @@ impl LocalCluster {
         tweak: impl Fn(&mut Config),
     ) -> Result<LocalCluster, Error> {
         std::fs::create_dir_all(dir)?;
-        let secret_path = dir.join("cluster-secret");
-        let secret = match std::fs::read_to_string(&secret_path) {
-            Ok(secret) => secret.trim().to_owned(),
-            Err(_) => {
-                let secret = format!(
-                    "local-{}-{}",
-                    std::process::id(),
-                    free_port(Ipv4Addr::LOCALHOST)?
-                );
-                let secret = format!("{secret:0<24}");
-                std::fs::write(&secret_path, &secret)?;
-                secret
-            }
-        };
+        let secret = cluster_secret(dir)?;
         let ids: Vec<(u64, Role)> = (1..=layout.voters)
             .map(|i| (i, Role::Voter))
             .chain((1..=layout.gateways).map(|i| (100 + i, Role::Gateway)))
@@ -434,14 +422,14 @@ impl LocalCluster {
         let Some(mut child) = node.child.take() else {
             return Ok(true);
         };
-        signal(child.id(), "TERM")?;
+        signal(child.id(), Signal::Term)?;
         Ok(child.wait()?.success())
     }
 
     /// SIGSTOP or SIGCONT a node: a paused node holds its connections but answers nothing.
     pub fn pause(&mut self, id: u64, paused: bool) -> Result<(), Error> {
         if let Some(pid) = self.nodes[&id].pid() {
-            signal(pid, if paused { "STOP" } else { "CONT" })?;
+            signal(pid, if paused { Signal::Stop } else { Signal::Cont })?;
         }
         Ok(())
     }
@@ -553,8 +541,24 @@ impl Drop for LocalCluster {
     }
 }
 
-fn signal(pid: u32, name: &str) -> Result<(), Error> {
-    Ok(crate::host::signal(pid, name)?)
+fn signal(pid: u32, signal: Signal) -> Result<(), Error> {
+    Ok(flashstock_host::signal(pid, signal)?)
+}
+
+/// The cluster secret kept in `dir/cluster-secret`, made up and written there the first time.
+fn cluster_secret(dir: &Path) -> Result<String, Error> {
+    let secret_path = dir.join("cluster-secret");
+    if let Ok(secret) = std::fs::read_to_string(&secret_path) {
+        return Ok(secret.trim().to_owned());
+    }
+    let secret = format!(
+        "local-{}-{}",
+        std::process::id(),
+        free_port(Ipv4Addr::LOCALHOST)?
+    );
+    let secret = format!("{secret:0<24}");
+    std::fs::write(&secret_path, &secret)?;
+    Ok(secret)
 }
 
 /// The loopback address of node `id`: `127.0.0.<id>`.

@@ -14,6 +14,8 @@
 use std::net::Ipv4Addr;
 use std::process::{Command, ExitCode};
 
+use flashstock_host::Signal;
+
 /// Set in the environment of the re-executed process: it runs in its private namespace.
 const INSIDE_ENV: &str = "FLASHSTOCK_PRIVATE_NETWORK";
 /// Prefix length of 198.18.0.0/15.
@@ -105,7 +107,7 @@ pub fn run_in_private_network() -> Result<Option<ExitCode>, String> {
 
 /// Whether this process can make namespaces: root, with `ip` and `unshare` installed.
 pub fn available() -> Result<(), String> {
-    if !crate::host::is_root() {
+    if !flashstock_host::is_root() {
         return Err("not running as root".into());
     }
     for tool in ["ip", "unshare"] {
@@ -183,7 +185,7 @@ impl Drop for PrivateNetwork {
             // Whatever still runs there goes with it.
             if let Ok(pids) = output(&["ip", "netns", "pids", ns]) {
                 for pid in pids.split_whitespace().filter_map(|pid| pid.parse().ok()) {
-                    let _ = crate::host::signal(pid, "KILL");
+                    let _ = flashstock_host::signal(pid, Signal::Kill);
                 }
             }
             let _ = Command::new("ip").args(["netns", "delete", ns]).status();

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::host::{is_root, signal};
 use crate::local::free_port;
+use flashstock_host::{is_root, signal, Signal};
 
 /// The role every test connects as; created by `initdb`, trusted on loopback.
 pub const USER: &str = "flashstock";
@@ -231,13 +231,13 @@ impl Postgres {
         // exits by itself meanwhile is not an error, a postmaster that cannot be killed is.
         let mut pids = children_of(pid);
         for child in &pids {
-            let _ = signal(*child, "KILL");
+            let _ = signal(*child, Signal::Kill);
         }
-        signal(pid, "KILL")?;
+        signal(pid, Signal::Kill)?;
         // Anything the postmaster forked after the first listing dies with it, as a crash would
         // leave it: find those too.
         for child in children_of(pid) {
-            let _ = signal(child, "KILL");
+            let _ = signal(child, Signal::Kill);
             pids.push(child);
         }
         pids.push(pid);
@@ -245,7 +245,7 @@ impl Postgres {
         let deadline = Instant::now() + Duration::from_secs(10);
         while pids
             .iter()
-            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            .any(|pid| flashstock_host::process::exists(*pid))
         {
             if Instant::now() > deadline {
                 return Err(std::io::Error::other(
@@ -344,19 +344,9 @@ fn server_account() -> std::io::Result<Option<(u32, u32)>> {
 /// Every process whose parent is `parent` (one level: PostgreSQL's backends are all children of
 /// the postmaster).
 fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // The command name may hold spaces and parentheses: fields start after the last ')'.
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let ppid: u32 = fields.get(1)?.parse().ok()?;
-            (ppid == parent).then_some(pid)
-        })
+    flashstock_host::pids()
+        .into_iter()
+        .filter(|pid| flashstock_host::Stat::read(*pid).is_some_and(|stat| stat.ppid == parent))
         .collect()
 }
 

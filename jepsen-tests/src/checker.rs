@@ -1,9 +1,8 @@
-//! The checker: reads the final state of every node and checks it against the history.
+//! The checker: the final state of every node checked against the history.
 //!
-//! [`settle`] waits until every node has applied the leader's last log index (and the index no
-//! longer moves); [`collect`] reads every product and every order from every node, voters and
-//! gateways alike, through the internal read API; [`check`] is a pure function of the history
-//! and those states, and checks each invariant separately:
+//! Everything here is a pure function of the history and the nodes' states (no clock, no IO):
+//! [`crate::final_state`] reads those states from the cluster. [`check`] checks each invariant
+//! separately:
 //!
 //! 1. no oversell: `sold <= initial_stock + restocked`, conservation, and the orders of a
 //!    product add up to its `sold`, on every node and in every view seen during the run;
@@ -23,10 +22,8 @@
 //! how many ended up applied.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use flashstock_api::{Order, OrderId, Product};
-use flashstock_deploy::local::LocalCluster;
 use serde::Serialize;
 
 use crate::history::{is_committed_rejection, History, OpKind, OpRecord, OpResult};
@@ -34,8 +31,6 @@ use crate::workload::ProductSpec;
 
 /// Most detail lines kept per invariant; the count of the rest is reported.
 pub const DETAILS_MAX: usize = 12;
-/// Products read per page.
-const PAGE: usize = 1000;
 
 /// The state one node holds at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,59 +39,6 @@ pub struct NodeState {
     pub applied_index: u64,
     pub products: BTreeMap<String, Product>,
     pub orders: Vec<Order>,
-}
-
-/// Wait until every node has applied the leader's last index, and that index stays put.
-/// Returns it.
-pub async fn settle(cluster: &LocalCluster, timeout: Duration) -> Result<u64, String> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut previous = None;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let last = crate::nemesis::wait_recovered(cluster, left).await?;
-        if previous == Some(last) {
-            return Ok(last);
-        }
-        previous = Some(last);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Read every product and every order from every node.
-pub async fn collect(cluster: &LocalCluster) -> Result<Vec<NodeState>, String> {
-    let client = cluster.voter_client();
-    let mut states = Vec::new();
-    for id in cluster.nodes.keys().copied() {
-        let addr = cluster.addr(id);
-        let failed = |what: &str, e: flashstock_client::Error| format!("node {id}: {what}: {e}");
-        let mut products = BTreeMap::new();
-        let mut applied_index = u64::MAX;
-        let mut after: Option<String> = None;
-        loop {
-            let page = client
-                .products(&addr, after.as_deref(), PAGE)
-                .await
-                .map_err(|e| failed("products", e))?;
-            applied_index = applied_index.min(page.applied_index);
-            let full = page.items.len() == PAGE;
-            after = page.items.last().map(|p| p.id.clone());
-            products.extend(page.items.into_iter().map(|p| (p.id.clone(), p)));
-            if !full {
-                break;
-            }
-        }
-        let orders = client
-            .all_orders(&addr)
-            .await
-            .map_err(|e| failed("orders", e))?;
-        states.push(NodeState {
-            id,
-            applied_index,
-            products,
-            orders,
-        });
-    }
-    Ok(states)
 }
 
 /// One invariant's verdict.

@@ -4,7 +4,8 @@
 //! gateways), drives a [`workload`] of purchases, re-sends, restocks and views through the public
 //! API while a [`nemesis`] kills, pauses, partitions and restarts nodes, records the [`history`]
 //! of what every client was told, heals everything, and hands the history and the final state of
-//! every node to the [`checker`]. With the [`archive`] on, PostgreSQL runs beside the cluster, may
+//! every node (read by [`final_state`]) to the [`checker`], whose invariants are pure functions
+//! of the two. With the [`archive`] on, PostgreSQL runs beside the cluster, may
 //! be crashed, and must end up holding every order exactly once. The [`report`] prints operations
 //! by result, the faults, each invariant's verdict and purchase latencies.
 //!
@@ -12,6 +13,7 @@
 
 pub mod archive;
 pub mod checker;
+pub mod final_state;
 pub mod history;
 pub mod nemesis;
 pub mod partition;

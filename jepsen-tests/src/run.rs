@@ -1,5 +1,6 @@
 //! One run: form a cluster, run the workload under the nemesis, heal, settle, check, report.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +10,14 @@ use flashstock_deploy::netns::{NodeNetwork, PrivateNetwork, HOST_IP};
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 use tokio::task::JoinSet;
 
+use crate::checker::CheckReport;
 use crate::history::{stamp, Clock, History, OpRecord};
 use crate::nemesis::{FaultKind, Nemesis, NemesisConfig};
 use crate::proxy::{self, Proxies};
 use crate::report::{Report, RunFacts};
 use crate::workload::{self, Progress, WorkloadConfig};
 use crate::Error;
-use crate::{archive, checker};
+use crate::{archive, checker, final_state};
 
 /// How long forming the cluster and creating the products may take.
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -134,10 +136,6 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         Some(binary) => binary.clone(),
         None => node_binary().map_err(|e| failed(e.to_string()))?,
     };
-    let layout = Layout {
-        voters: 3,
-        gateways: 3,
-    };
     // With a namespace per node, this process is 198.18.0.254 on their bridge; PostgreSQL
     // listens there.
     let private_network = match config.namespaces {
@@ -152,66 +150,31 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         .as_ref()
         .map_or(NodeNetwork::Loopback, |p| p.network.clone());
     println!("jepsen: network: {}", network.describe());
-    let postgres = match config.archive {
-        true => {
-            let options = PostgresOptions {
-                listen_ip: match network {
-                    NodeNetwork::Loopback => std::net::Ipv4Addr::LOCALHOST,
-                    NodeNetwork::Namespaces { .. } => HOST_IP,
-                },
-                ..PostgresOptions::default()
-            };
-            Some(
-                Postgres::start(options)
-                    .map_err(|e| failed(format!("starting PostgreSQL for the archive: {e}")))?,
-            )
-        }
-        false => None,
-    };
+    let postgres = start_archive(config, &network).map_err(failed)?;
     let archive_url = postgres.as_ref().map(Postgres::url);
     // Latency faults need a proxy in front of each voter, which every node then uses.
     let proxy_addrs = match config.nemesis.kinds.contains(&FaultKind::Latency) {
         true => Some(proxy::plan(&network, &[1, 2, 3]).map_err(|e| failed(e.to_string()))?),
         false => None,
     };
-    let tweak = |node: &mut cluster_config::Config| {
-        node.archive.postgres_url = archive_url.clone();
-        node.archive.interval_ms = 50;
-        node.archive.retry_max_ms = 1000;
-        if let Some(every) = config.snapshot_every_logs {
-            node.raft.snapshot_every_logs = every;
-            node.raft.logs_to_keep_after_snapshot = every / 10;
-        }
-        if let Some(addrs) = &proxy_addrs {
-            if let Some(proxy) = addrs.get(&node.node.id) {
-                node.node.advertise = Some(proxy.listen.to_string());
-            }
-            for peer in &mut node.cluster.voters {
-                peer.addr = addrs[&peer.id].listen.to_string();
-            }
-        }
-    };
-    let mut cluster = match &config.dir {
-        Some(dir) => LocalCluster::lay_out_on(&binary, dir, layout, network.clone(), tweak),
-        None => LocalCluster::temporary_on(&binary, layout, network.clone(), tweak),
-    }
+    let mut cluster = lay_out(
+        config,
+        &binary,
+        &network,
+        archive_url.clone(),
+        proxy_addrs.as_ref(),
+    )
     .map_err(|e| failed(format!("laying out the cluster: {e}")))?;
     println!("jepsen: cluster in {}", cluster.dir.display());
     if let Some(url) = &archive_url {
         println!("jepsen: archive in {url}");
     }
     let proxies = match &proxy_addrs {
-        Some(addrs) => {
-            let targets = addrs
-                .keys()
-                .map(|id| (*id, cluster.nodes[id].listen))
-                .collect();
-            let proxies = Proxies::start(&network, addrs, &targets)
+        Some(addrs) => Some(
+            start_proxies(&cluster, &network, addrs)
                 .await
-                .map_err(failed)?;
-            println!("jepsen: a fault proxy in front of each voter (latency faults)");
-            Some(proxies)
-        }
+                .map_err(failed)?,
+        ),
         None => None,
     };
     let result = drive(&mut cluster, config, postgres, proxies).await;
@@ -230,6 +193,74 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
             log_tails,
         }),
     }
+}
+
+/// The six nodes' configs: archiving often into `archive_url`, and reaching each voter through
+/// its proxy when there are proxies.
+fn lay_out(
+    config: &RunConfig,
+    binary: &std::path::Path,
+    network: &NodeNetwork,
+    archive_url: Option<String>,
+    proxy_addrs: Option<&BTreeMap<u64, proxy::ProxyAddrs>>,
+) -> Result<LocalCluster, flashstock_deploy::local::Error> {
+    let layout = Layout {
+        voters: 3,
+        gateways: 3,
+    };
+    let tweak = |node: &mut cluster_config::Config| {
+        node.archive.postgres_url = archive_url.clone();
+        node.archive.interval_ms = 50;
+        node.archive.retry_max_ms = 1000;
+        if let Some(every) = config.snapshot_every_logs {
+            node.raft.snapshot_every_logs = every;
+            node.raft.logs_to_keep_after_snapshot = every / 10;
+        }
+        if let Some(addrs) = proxy_addrs {
+            if let Some(proxy) = addrs.get(&node.node.id) {
+                node.node.advertise = Some(proxy.listen.to_string());
+            }
+            for peer in &mut node.cluster.voters {
+                peer.addr = addrs[&peer.id].listen.to_string();
+            }
+        }
+    };
+    match &config.dir {
+        Some(dir) => LocalCluster::lay_out_on(binary, dir, layout, network.clone(), tweak),
+        None => LocalCluster::temporary_on(binary, layout, network.clone(), tweak),
+    }
+}
+
+/// PostgreSQL for the archive when the run asks for it, listening where the nodes reach it.
+fn start_archive(config: &RunConfig, network: &NodeNetwork) -> Result<Option<Postgres>, String> {
+    if !config.archive {
+        return Ok(None);
+    }
+    let options = PostgresOptions {
+        listen_ip: match network {
+            NodeNetwork::Loopback => std::net::Ipv4Addr::LOCALHOST,
+            NodeNetwork::Namespaces { .. } => HOST_IP,
+        },
+        ..PostgresOptions::default()
+    };
+    Postgres::start(options)
+        .map(Some)
+        .map_err(|e| format!("starting PostgreSQL for the archive: {e}"))
+}
+
+/// A fault proxy in front of each voter, at the addresses the nodes were configured with.
+async fn start_proxies(
+    cluster: &LocalCluster,
+    network: &NodeNetwork,
+    addrs: &BTreeMap<u64, proxy::ProxyAddrs>,
+) -> Result<Proxies, String> {
+    let targets = addrs
+        .keys()
+        .map(|id| (*id, cluster.nodes[id].listen))
+        .collect();
+    let proxies = Proxies::start(network, addrs, &targets).await?;
+    println!("jepsen: a fault proxy in front of each voter (latency faults)");
+    Ok(proxies)
 }
 
 /// The last lines of every node's log, each under a heading.
@@ -299,22 +330,7 @@ async fn drive(
         stamp(clock.ms()),
         history.ops.len()
     );
-    if nemesis.postgres_url().is_some() {
-        archive::wait_drained(cluster, SETTLE_TIMEOUT)
-            .await
-            .map_err(Error::Harness)?;
-    }
-    let settled_index = checker::settle(cluster, SETTLE_TIMEOUT)
-        .await
-        .map_err(|e| Error::Harness(format!("the cluster did not settle: {e}")))?;
-    let nodes = checker::collect(cluster).await.map_err(Error::Harness)?;
-    let mut check = checker::check(&history, &config.workload.products, &nodes);
-    if let Some(url) = nemesis.postgres_url() {
-        let archived = archive::read(&url).await.map_err(Error::Harness)?;
-        check
-            .invariants
-            .push(archive::archive_exactly_once(&history, &nodes, &archived));
-    }
+    let (settled_index, check) = check_final_state(cluster, config, &history, &nemesis).await?;
     let facts = RunFacts {
         seed: config.workload.seed,
         clients: config.workload.clients,
@@ -326,6 +342,36 @@ async fn drive(
     };
     let report = Report::new(facts, &history, nemesis.faults.clone(), check);
     Ok((report, history))
+}
+
+/// Once the nemesis has healed everything: wait for the archive to drain and the cluster to
+/// settle, read every node, and check the history against what they hold; the settled index and
+/// the verdicts.
+async fn check_final_state(
+    cluster: &LocalCluster,
+    config: &RunConfig,
+    history: &History,
+    nemesis: &Nemesis,
+) -> Result<(u64, CheckReport), Error> {
+    if nemesis.postgres_url().is_some() {
+        archive::wait_drained(cluster, SETTLE_TIMEOUT)
+            .await
+            .map_err(Error::Harness)?;
+    }
+    let settled_index = final_state::settle(cluster, SETTLE_TIMEOUT)
+        .await
+        .map_err(|e| Error::Harness(format!("the cluster did not settle: {e}")))?;
+    let nodes = final_state::collect(cluster)
+        .await
+        .map_err(Error::Harness)?;
+    let mut check = checker::check(history, &config.workload.products, &nodes);
+    if let Some(url) = nemesis.postgres_url() {
+        let archived = archive::read(&url).await.map_err(Error::Harness)?;
+        check
+            .invariants
+            .push(archive::archive_exactly_once(history, &nodes, &archived));
+    }
+    Ok((settled_index, check))
 }
 
 /// Wait for every workload task and merge what they recorded.

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use chart_axes::LogAxis;
 use serde_json::{json, Value};
 
 use crate::history::{History, OpKind, OpResult};
@@ -92,16 +93,57 @@ pub fn per_second(history: &History, seconds: usize) -> Vec<(u64, u64)> {
     buckets
 }
 
+/// The chart's frame: size, margins, and where a second of the run falls.
+struct Frame {
+    width: f64,
+    height: f64,
+    left: f64,
+    top: f64,
+    plot_w: f64,
+    /// Height of each of the two plots (purchases above, latency below).
+    plot_h: f64,
+    seconds: usize,
+}
+
+impl Frame {
+    fn new(seconds: usize) -> Frame {
+        let (width, height, left, top) = (960.0, 360.0, 56.0, 28.0);
+        Frame {
+            width,
+            height,
+            left,
+            top,
+            plot_w: width - left - 16.0,
+            plot_h: (height - top - 64.0) / 2.0,
+            seconds,
+        }
+    }
+
+    /// Horizontal position of `second` of the run.
+    fn x(&self, second: f64) -> f64 {
+        self.left + self.plot_w * second / self.seconds as f64
+    }
+
+    /// Top of the latency plot.
+    fn latency_top(&self) -> f64 {
+        self.top + self.plot_h + 16.0
+    }
+}
+
+/// The latency axis: 1 ms to 10 s, log scale, with its tick labels.
+const LATENCY_TICKS: [&str; 5] = ["1 ms", "10", "100", "1 s", "10 s"];
+
+fn latency_axis() -> LogAxis {
+    LogAxis::new(1.0, 10_000.0)
+}
+
 /// An SVG chart: confirmed purchases per second (bars), the slowest confirmed purchase per
 /// second (line, log scale), and each fault as a shaded band from injection to heal.
 pub fn chart_svg(history: &History, faults: &[FaultRecord], duration_ms: u64) -> String {
     let seconds = (duration_ms / 1000 + 1) as usize;
     let buckets = per_second(history, seconds);
-    let (width, height, left, top) = (960.0, 360.0, 56.0, 28.0);
-    let plot_w = width - left - 16.0;
-    let plot_h = (height - top - 64.0) / 2.0;
-    let x = |second: f64| left + plot_w * second / seconds as f64;
-    let max_rate = buckets.iter().map(|b| b.0).max().unwrap_or(1).max(1) as f64;
+    let frame = Frame::new(seconds);
+    let (width, height, left) = (frame.width, frame.height, frame.left);
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -110,6 +152,23 @@ pub fn chart_svg(history: &History, faults: &[FaultRecord], duration_ms: u64) ->
 <text x="{left}" y="18" font-weight="bold">confirmed purchases per second (bars) and slowest confirmed purchase, ms (line, log scale); faults shaded</text>
 "##
     );
+    fault_bands(&mut svg, &frame, faults);
+    purchase_bars(&mut svg, &frame, &buckets);
+    latency_line(&mut svg, &frame, &buckets);
+    let axis_y = frame.latency_top() + frame.plot_h + 20.0;
+    for second in (0..seconds).step_by((seconds / 10).max(1)) {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{axis_y:.1}" text-anchor="middle">{second} s</text>"##,
+            frame.x(second as f64)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Each fault as a band across both plots, from injection to heal, named.
+fn fault_bands(svg: &mut String, frame: &Frame, faults: &[FaultRecord]) {
     for fault in faults {
         let (from, to) = (
             fault.started_ms as f64 / 1000.0,
@@ -117,23 +176,30 @@ pub fn chart_svg(history: &History, faults: &[FaultRecord], duration_ms: u64) ->
         );
         let _ = writeln!(
             svg,
-            r##"<rect x="{:.1}" y="{top}" width="{:.1}" height="{:.1}" fill="#f4a261" fill-opacity="0.25"/><text x="{:.1}" y="{:.1}" fill="#9c4a00" font-size="10">{}</text>"##,
-            x(from),
-            (x(to) - x(from)).max(1.0),
-            plot_h * 2.0 + 16.0,
-            x(from) + 2.0,
-            top + plot_h + 12.0,
+            r##"<rect x="{:.1}" y="{}" width="{:.1}" height="{:.1}" fill="#f4a261" fill-opacity="0.25"/><text x="{:.1}" y="{:.1}" fill="#9c4a00" font-size="10">{}</text>"##,
+            frame.x(from),
+            frame.top,
+            (frame.x(to) - frame.x(from)).max(1.0),
+            frame.plot_h * 2.0 + 16.0,
+            frame.x(from) + 2.0,
+            frame.top + frame.plot_h + 12.0,
             fault.kind.name()
         );
     }
+}
+
+/// Confirmed purchases per second, as bars scaled to the busiest second.
+fn purchase_bars(svg: &mut String, frame: &Frame, buckets: &[(u64, u64)]) {
+    let (top, plot_h) = (frame.top, frame.plot_h);
+    let max_rate = buckets.iter().map(|b| b.0).max().unwrap_or(1).max(1) as f64;
     for (second, (count, _)) in buckets.iter().enumerate() {
         let h = plot_h * (*count as f64) / max_rate;
         let _ = writeln!(
             svg,
             r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="#1d4ed8"/>"##,
-            x(second as f64) + 0.5,
+            frame.x(second as f64) + 0.5,
             top + plot_h - h,
-            (plot_w / seconds as f64 - 1.0).max(0.5)
+            (frame.plot_w / frame.seconds as f64 - 1.0).max(0.5)
         );
     }
     let _ = writeln!(
@@ -142,49 +208,37 @@ pub fn chart_svg(history: &History, faults: &[FaultRecord], duration_ms: u64) ->
         top + 10.0,
         top + plot_h
     );
-    // Latency, log10 from 1 ms to 10 s.
-    let lat_top = top + plot_h + 16.0;
-    let y = |ms: u64| {
-        let l = (ms.max(1) as f64).log10().min(4.0) / 4.0;
-        lat_top + plot_h - plot_h * l
-    };
+}
+
+/// The slowest confirmed purchase of each second with any, on the latency axis, and its grid.
+fn latency_line(svg: &mut String, frame: &Frame, buckets: &[(u64, u64)]) {
+    let axis = latency_axis();
+    let (lat_top, plot_h) = (frame.latency_top(), frame.plot_h);
+    let y = |ms: f64| lat_top + plot_h - plot_h * axis.at(ms);
     let points: Vec<String> = buckets
         .iter()
         .enumerate()
         .filter(|(_, (count, _))| *count > 0)
-        .map(|(second, (_, ms))| format!("{:.1},{:.1}", x(second as f64 + 0.5), y(*ms)))
+        .map(|(second, (_, ms))| {
+            format!("{:.1},{:.1}", frame.x(second as f64 + 0.5), y(*ms as f64))
+        })
         .collect();
     let _ = writeln!(
         svg,
         r##"<polyline points="{}" fill="none" stroke="#b91c1c" stroke-width="1.5"/>"##,
         points.join(" ")
     );
-    for (label, ms) in [
-        ("1 ms", 1),
-        ("10", 10),
-        ("100", 100),
-        ("1 s", 1000),
-        ("10 s", 10_000),
-    ] {
+    for (label, ms) in LATENCY_TICKS.iter().zip(axis.ticks()) {
         let _ = writeln!(
             svg,
-            r##"<line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#e5e7eb"/><text x="4" y="{:.1}">{label}</text>"##,
-            left + plot_w,
+            r##"<line x1="{}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#e5e7eb"/><text x="4" y="{:.1}">{label}</text>"##,
+            frame.left,
+            frame.left + frame.plot_w,
             y(ms),
             y(ms),
             y(ms) + 4.0
         );
     }
-    let axis_y = lat_top + plot_h + 20.0;
-    for second in (0..seconds).step_by((seconds / 10).max(1)) {
-        let _ = writeln!(
-            svg,
-            r##"<text x="{:.1}" y="{axis_y:.1}" text-anchor="middle">{second} s</text>"##,
-            x(second as f64)
-        );
-    }
-    svg.push_str("</svg>\n");
-    svg
 }
 
 #[cfg(test)]

@@ -1,100 +1,17 @@
 //! SVG charts of a benchmark, drawn by hand (a few hundred bytes of markup each, no plotting
 //! dependency): grouped horizontal bars on a logarithmic axis for latency percentiles per
-//! scenario, and line charts for the cost curves.
+//! scenario, and line charts for the cost curves. The axes come from `chart_axes`, shared with the
+//! fault harness's timeline.
 
 use std::fmt::Write as _;
+
+use chart_axes::{escape, number, LinearAxis, LogAxis};
 
 const WIDTH: f64 = 760.0;
 const COLORS: [&str; 6] = [
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1",
 ];
 const FONT: &str = "font-family=\"sans-serif\" font-size=\"12\"";
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A decade-spaced logarithmic axis covering `min..max` (both > 0).
-struct LogAxis {
-    low: f64,
-    high: f64,
-}
-
-impl LogAxis {
-    fn covering(values: impl Iterator<Item = f64>) -> LogAxis {
-        let (mut min, mut max) = (f64::MAX, f64::MIN);
-        for v in values.filter(|v| *v > 0.0 && v.is_finite()) {
-            min = min.min(v);
-            max = max.max(v);
-        }
-        if min > max {
-            (min, max) = (1.0, 10.0);
-        }
-        let low = 10f64.powf(min.log10().floor());
-        let mut high = 10f64.powf(max.log10().ceil());
-        if high <= low {
-            high = low * 10.0;
-        }
-        LogAxis { low, high }
-    }
-
-    /// Position of `v` in 0..=1.
-    fn at(&self, v: f64) -> f64 {
-        let v = v.max(self.low);
-        (v.log10() - self.low.log10()) / (self.high.log10() - self.low.log10())
-    }
-
-    fn ticks(&self) -> Vec<f64> {
-        let mut ticks = Vec::new();
-        let mut t = self.low;
-        while t <= self.high * 1.0001 {
-            ticks.push(t);
-            t *= 10.0;
-        }
-        ticks
-    }
-}
-
-/// A linear axis from 0 to a round number above every value.
-struct LinearAxis {
-    high: f64,
-}
-
-impl LinearAxis {
-    fn covering(values: impl Iterator<Item = f64>) -> LinearAxis {
-        let max = values.fold(0.0f64, f64::max);
-        if max <= 0.0 {
-            return LinearAxis { high: 1.0 };
-        }
-        let step = 10f64.powf(max.log10().floor());
-        LinearAxis {
-            high: (max / step).ceil() * step,
-        }
-    }
-
-    fn at(&self, v: f64) -> f64 {
-        v / self.high
-    }
-
-    fn ticks(&self) -> Vec<f64> {
-        (0..=5).map(|i| self.high * f64::from(i) / 5.0).collect()
-    }
-}
-
-fn number(v: f64) -> String {
-    if v >= 1_000_000.0 {
-        format!("{}M", v / 1_000_000.0)
-    } else if v >= 1000.0 {
-        format!("{}k", v / 1000.0)
-    } else if v >= 1.0 {
-        format!("{v}")
-    } else {
-        format!("{v:.3}").trim_end_matches('0').to_owned()
-    }
-}
 
 fn legend(out: &mut String, names: &[&str], x: f64, y: f64) {
     for (i, name) in names.iter().enumerate() {
@@ -189,6 +106,114 @@ pub struct Line {
     pub points: Vec<(f64, f64)>,
 }
 
+/// The y axis of a line chart.
+enum YAxis {
+    Log(LogAxis),
+    Linear(LinearAxis),
+}
+
+impl YAxis {
+    fn at(&self, v: f64) -> f64 {
+        match self {
+            YAxis::Log(axis) => axis.at(v),
+            YAxis::Linear(axis) => axis.at(v),
+        }
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        match self {
+            YAxis::Log(axis) => axis.ticks(),
+            YAxis::Linear(axis) => axis.ticks(),
+        }
+    }
+}
+
+/// The plot area of a line chart and its two axes.
+struct Plot {
+    left: f64,
+    top: f64,
+    width: f64,
+    height: f64,
+    xs: LogAxis,
+    ys: YAxis,
+}
+
+impl Plot {
+    fn x_at(&self, v: f64) -> f64 {
+        self.left + self.xs.at(v) * self.width
+    }
+
+    fn y_at(&self, v: f64) -> f64 {
+        self.top + self.height - self.ys.at(v) * self.height
+    }
+
+    /// Grid lines and tick labels of both axes, and the axes' names.
+    fn draw_axes(&self, out: &mut String, x_label: &str, y_label: &str) {
+        let (left, top, width, height) = (self.left, self.top, self.width, self.height);
+        for tick in self.ys.ticks() {
+            let y = self.y_at(tick);
+            let _ = write!(
+                out,
+                "<line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/>\
+                 <text x=\"{}\" y=\"{}\" {FONT} text-anchor=\"end\">{}</text>",
+                left + width,
+                left - 4.0,
+                y + 4.0,
+                number(tick)
+            );
+        }
+        for tick in self.xs.ticks() {
+            let x = self.x_at(tick);
+            let _ = write!(
+                out,
+                "<line x1=\"{x}\" y1=\"{top}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/>\
+                 <text x=\"{x}\" y=\"{}\" {FONT} text-anchor=\"middle\">{}</text>",
+                top + height,
+                top + height + 15.0,
+                number(tick)
+            );
+        }
+        let _ = write!(
+            out,
+            "<text x=\"{}\" y=\"{}\" {FONT} text-anchor=\"middle\">{} (log scale)</text>\
+             <text x=\"14\" y=\"{}\" {FONT} text-anchor=\"middle\" transform=\"rotate(-90 14 {})\">{}</text>",
+            left + width / 2.0,
+            top + height + 35.0,
+            escape(x_label),
+            top + height / 2.0,
+            top + height / 2.0,
+            escape(y_label)
+        );
+    }
+
+    /// One polyline per line, with a circle (and its value as a tooltip) per point.
+    fn draw_lines(&self, out: &mut String, lines: &[Line]) {
+        for (i, line) in lines.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let points: Vec<String> = line
+                .points
+                .iter()
+                .map(|(x, y)| format!("{:.1},{:.1}", self.x_at(*x), self.y_at(*y)))
+                .collect();
+            let _ = write!(
+                out,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+                points.join(" ")
+            );
+            for (x, y) in &line.points {
+                let _ = write!(
+                    out,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"><title>{}: {} → {y:.2}</title></circle>",
+                    self.x_at(*x),
+                    self.y_at(*y),
+                    escape(&line.name),
+                    number(*x)
+                );
+            }
+        }
+    }
+}
+
 /// A line chart with a logarithmic x axis and a linear (or logarithmic) y axis.
 pub fn line_chart(
     title: &str,
@@ -197,26 +222,20 @@ pub fn line_chart(
     y_log: bool,
     lines: &[Line],
 ) -> String {
-    let (left, top, width, height) = (70.0, 50.0, WIDTH - 100.0, 260.0);
-    let total_height = top + height + 50.0;
-    let xs = LogAxis::covering(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)));
     let ys_values = || lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
-    let y_log_axis = LogAxis::covering(ys_values());
-    let y_lin_axis = LinearAxis::covering(ys_values());
-    let y_at = |v: f64| {
-        let f = if y_log {
-            y_log_axis.at(v)
+    let plot = Plot {
+        left: 70.0,
+        top: 50.0,
+        width: WIDTH - 100.0,
+        height: 260.0,
+        xs: LogAxis::covering(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0))),
+        ys: if y_log {
+            YAxis::Log(LogAxis::covering(ys_values()))
         } else {
-            y_lin_axis.at(v)
-        };
-        top + height - f * height
+            YAxis::Linear(LinearAxis::covering(ys_values()))
+        },
     };
-    let y_ticks = if y_log {
-        y_log_axis.ticks()
-    } else {
-        y_lin_axis.ticks()
-    };
-    let x_at = |v: f64| left + xs.at(v) * width;
+    let total_height = plot.top + plot.height + 50.0;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{total_height}\" \
          viewBox=\"0 0 {WIDTH} {total_height}\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
@@ -224,64 +243,9 @@ pub fn line_chart(
         escape(title)
     );
     let names: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
-    legend(&mut out, &names, left, 40.0);
-    for tick in y_ticks {
-        let y = y_at(tick);
-        let _ = write!(
-            out,
-            "<line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/>\
-             <text x=\"{}\" y=\"{}\" {FONT} text-anchor=\"end\">{}</text>",
-            left + width,
-            left - 4.0,
-            y + 4.0,
-            number(tick)
-        );
-    }
-    for tick in xs.ticks() {
-        let x = x_at(tick);
-        let _ = write!(
-            out,
-            "<line x1=\"{x}\" y1=\"{top}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/>\
-             <text x=\"{x}\" y=\"{}\" {FONT} text-anchor=\"middle\">{}</text>",
-            top + height,
-            top + height + 15.0,
-            number(tick)
-        );
-    }
-    let _ = write!(
-        out,
-        "<text x=\"{}\" y=\"{}\" {FONT} text-anchor=\"middle\">{} (log scale)</text>\
-         <text x=\"14\" y=\"{}\" {FONT} text-anchor=\"middle\" transform=\"rotate(-90 14 {})\">{}</text>",
-        left + width / 2.0,
-        top + height + 35.0,
-        escape(x_label),
-        top + height / 2.0,
-        top + height / 2.0,
-        escape(y_label)
-    );
-    for (i, line) in lines.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let points: Vec<String> = line
-            .points
-            .iter()
-            .map(|(x, y)| format!("{:.1},{:.1}", x_at(*x), y_at(*y)))
-            .collect();
-        let _ = write!(
-            out,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
-            points.join(" ")
-        );
-        for (x, y) in &line.points {
-            let _ = write!(
-                out,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"><title>{}: {} → {y:.2}</title></circle>",
-                x_at(*x),
-                y_at(*y),
-                escape(&line.name),
-                number(*x)
-            );
-        }
-    }
+    legend(&mut out, &names, plot.left, 40.0);
+    plot.draw_axes(&mut out, x_label, y_label);
+    plot.draw_lines(&mut out, lines);
     out.push_str("</svg>\n");
     out
 }

@@ -37,6 +37,11 @@ impl Target {
         Target { urls, admin_token }
     }
 
+    /// The gateways of a local cluster, with its admin token.
+    pub fn gateways_of(cluster: &flashstock_deploy::local::LocalCluster) -> Target {
+        Target::new(cluster.gateway_urls(), Some(cluster.admin_token.clone()))
+    }
+
     /// The server of connection `index`: connections are spread round-robin.
     pub fn url_for(&self, index: usize) -> &str {
         &self.urls[index % self.urls.len()]

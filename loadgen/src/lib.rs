@@ -22,6 +22,8 @@
 //!   benchmark; [`probe`]: the floor probe (one fsync, one loopback round trip); [`proc_info`]:
 //!   memory of processes and the machine.
 //! - [`baseline`]: the two baselines, a bare axum server and PostgreSQL behind axum.
+//! - [`bench`](mod@bench): the whole benchmark (cluster, baselines, scenarios, curves,
+//!   results), which the `flashstock-bench` binary runs.
 //!
 //! Binaries: `loadgen` (one run against running servers), `baseline-axum`, `baseline-pg`, and
 //! `flashstock-bench` (the whole benchmark: cluster, baselines, scenarios, curves, results),
@@ -31,6 +33,7 @@
 //! conservation) is checked.
 
 pub mod baseline;
+pub mod bench;
 pub mod charts;
 pub mod check;
 pub mod driver;

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use flashstock_host::process::comm;
+use flashstock_host::Stat;
 use serde::Serialize;
 
 /// The machine a benchmark ran on.
@@ -47,42 +49,16 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     field_kib(&status, "VmRSS:").map(|kib| kib as f64 / 1024.0)
 }
 
-/// Clock ticks per second of the CPU times in `/proc`.
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
-}
-
 /// CPU time (user + system) a process has used so far, seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces: count fields after its closing parenthesis,
-    // where field 3 (state) comes first; utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_whitespace()
-        .collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / ticks_per_second())
+    Some(Stat::read(pid)?.cpu_seconds())
 }
 
 /// CPU time every process named `name` has used so far (e.g. PostgreSQL's backends), seconds.
 pub fn cpu_seconds_named(name: &str) -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
-        })
+    flashstock_host::pids()
+        .into_iter()
+        .filter(|pid| comm(*pid).is_some_and(|c| c == name))
         .filter_map(cpu_seconds)
         .sum()
 }
@@ -103,7 +79,7 @@ pub fn machine_busy_seconds() -> f64 {
         .iter()
         .filter_map(|i| fields.get(*i))
         .sum();
-    busy / ticks_per_second()
+    busy / flashstock_host::process::ticks_per_second()
 }
 
 /// Bytes of every file under `dir`.

@@ -11,7 +11,7 @@ use crate::charts::{grouped_bars, line_chart, Line};
 use crate::probe::Floor;
 use crate::proc_info::Machine;
 use crate::record::Kind;
-use crate::report::RunReport;
+use crate::report::{LatencySummary, RunReport};
 
 /// One point of the concurrency curve: the standard mix, closed loop, at `connections`.
 #[derive(Debug, Clone, Serialize)]
@@ -91,102 +91,127 @@ impl BenchResults {
         self.scenarios.iter().find(|r| r.name == name)
     }
 
-    /// Judge the brief's targets against the figures.
+    /// Judge the brief's targets against the figures (a target whose scenarios did not run is
+    /// left out).
     pub fn judge(&mut self) {
-        let mut targets = Vec::new();
-        let closed = self.scenario("standard-closed");
-        let open = self.scenario("standard-open");
+        self.targets = [
+            self.standard_mix_target(),
+            self.open_loop_target(),
+            self.views_target(),
+            self.flash_sale_target(),
+            self.light_load_target(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+    }
+
+    /// Zero errors and no oversell in the standard mix, closed and open loop (and burst).
+    fn standard_mix_target(&self) -> Option<TargetResult> {
+        let closed = self.scenario("standard-closed")?;
+        let open = self.scenario("standard-open")?;
         let burst = self.scenario("standard-burst");
-        if let (Some(closed), Some(open)) = (closed, open) {
-            let bad = |r: &RunReport| {
-                r.errors
-                    + r.check
-                        .as_ref()
-                        .map_or(0, |c| c.problem_count as u64 + c.unknown)
-            };
-            targets.push(TargetResult {
-                target: format!(
-                    "standard mix at {} connections: zero errors and no oversell, closed and open loop",
-                    closed.config.connections
-                ),
-                measured: format!(
-                    "closed: {} errors/problems, {:.0} answers/s{}; open: {} errors/problems",
-                    bad(closed),
-                    closed.answers_per_s,
-                    burst
-                        .and_then(|b| b.burst_ms)
-                        .map(|ms| format!(", burst of {} answered in {ms:.0} ms", closed.config.connections))
-                        .unwrap_or_default(),
-                    bad(open)
-                ),
-                met: Some(bad(closed) == 0 && bad(open) == 0 && burst.is_none_or(|b| b.ok)),
-            });
-        }
-        if let Some(open) = open {
-            let view = p(open, Kind::View).map_or(f64::NAN, |l| l.p99_ms);
-            let buy = p(open, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p99_ms);
-            targets.push(TargetResult {
-                target: "open loop: p99 < 50 ms for views and purchases".into(),
-                measured: format!(
-                    "{:.0} req/s offered over {} connections: view p99 {view:.1} ms, purchase p99 {buy:.1} ms",
-                    match open.config.mode {
-                        crate::driver::Mode::Open { rate } => rate,
-                        _ => 0.0,
-                    },
-                    open.config.connections
-                ),
-                met: Some(view < 50.0 && buy < 50.0),
-            });
-        }
-        if let (Some(views), Some(bare)) = (self.scenario("views"), self.scenario("views-axum")) {
-            let ratio = views.answers_per_s / bare.answers_per_s.max(1e-9);
-            targets.push(TargetResult {
-                target: "views ≥ 0.7 × bare axum req/s under the same load".into(),
-                measured: format!(
-                    "{:.0} vs {:.0} views/s: {ratio:.2} ×",
-                    views.answers_per_s, bare.answers_per_s
-                ),
-                met: Some(ratio >= 0.7),
-            });
-        }
-        if let (Some(ours), Some(pg)) = (
-            self.scenario("flash-sale"),
-            self.scenario("flash-sale-postgres"),
-        ) {
-            let ratio = ours.confirmed_per_s / pg.confirmed_per_s.max(1e-9);
-            let p99 = |r: &RunReport| p(r, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p99_ms);
-            targets.push(TargetResult {
-                target: format!(
-                    "flash sale, {} buyers: committed purchases/s ≥ 5 × PostgreSQL, lower p99",
-                    ours.config.connections
-                ),
-                measured: format!(
-                    "{:.0} vs {:.0} purchases/s ({ratio:.1} ×); p99 {:.0} vs {:.0} ms",
-                    ours.confirmed_per_s,
-                    pg.confirmed_per_s,
-                    p99(ours),
-                    p99(pg)
-                ),
-                met: Some(ratio >= 5.0 && p99(ours) < p99(pg)),
-            });
-        }
-        if let Some(light) = self.scenario("light-purchases") {
-            let floor = self.floor_at_light_load.as_ref().unwrap_or(&self.floor);
-            let floor_ms = (floor.fsync_4k_p50_us + floor.loopback_rtt_p50_us) / 1000.0;
-            let p50 = p(light, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p50_ms);
-            targets.push(TargetResult {
-                target: format!(
-                    "purchase p50 at light load ({} buyers) ≤ 3 × floor (one fsync + one loopback round trip)",
-                    light.config.connections
-                ),
-                measured: format!(
-                    "p50 {p50:.2} ms vs floor {floor_ms:.2} ms: {:.1} ×",
-                    p50 / floor_ms
-                ),
-                met: Some(p50 <= 3.0 * floor_ms),
-            });
-        }
-        self.targets = targets;
+        let bad = |r: &RunReport| {
+            r.errors
+                + r.check
+                    .as_ref()
+                    .map_or(0, |c| c.problem_count as u64 + c.unknown)
+        };
+        Some(TargetResult {
+            target: format!(
+                "standard mix at {} connections: zero errors and no oversell, closed and open loop",
+                closed.config.connections
+            ),
+            measured: format!(
+                "closed: {} errors/problems, {:.0} answers/s{}; open: {} errors/problems",
+                bad(closed),
+                closed.answers_per_s,
+                burst
+                    .and_then(|b| b.burst_ms)
+                    .map(|ms| format!(
+                        ", burst of {} answered in {ms:.0} ms",
+                        closed.config.connections
+                    ))
+                    .unwrap_or_default(),
+                bad(open)
+            ),
+            met: Some(bad(closed) == 0 && bad(open) == 0 && burst.is_none_or(|b| b.ok)),
+        })
+    }
+
+    /// p99 under 50 ms for views and purchases, open loop.
+    fn open_loop_target(&self) -> Option<TargetResult> {
+        let open = self.scenario("standard-open")?;
+        let view = p(open, Kind::View).map_or(f64::NAN, |l| l.p99_ms);
+        let buy = p(open, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p99_ms);
+        Some(TargetResult {
+            target: "open loop: p99 < 50 ms for views and purchases".into(),
+            measured: format!(
+                "{:.0} req/s offered over {} connections: view p99 {view:.1} ms, purchase p99 {buy:.1} ms",
+                match open.config.mode {
+                    crate::driver::Mode::Open { rate } => rate,
+                    _ => 0.0,
+                },
+                open.config.connections
+            ),
+            met: Some(view < 50.0 && buy < 50.0),
+        })
+    }
+
+    /// Views at 0.7 × what bare axum answers or more.
+    fn views_target(&self) -> Option<TargetResult> {
+        let views = self.scenario("views")?;
+        let bare = self.scenario("views-axum")?;
+        let ratio = views.answers_per_s / bare.answers_per_s.max(1e-9);
+        Some(TargetResult {
+            target: "views ≥ 0.7 × bare axum req/s under the same load".into(),
+            measured: format!(
+                "{:.0} vs {:.0} views/s: {ratio:.2} ×",
+                views.answers_per_s, bare.answers_per_s
+            ),
+            met: Some(ratio >= 0.7),
+        })
+    }
+
+    /// The flash sale: 5 × PostgreSQL's committed purchases per second, and a lower p99.
+    fn flash_sale_target(&self) -> Option<TargetResult> {
+        let ours = self.scenario("flash-sale")?;
+        let pg = self.scenario("flash-sale-postgres")?;
+        let ratio = ours.confirmed_per_s / pg.confirmed_per_s.max(1e-9);
+        let p99 = |r: &RunReport| p(r, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p99_ms);
+        Some(TargetResult {
+            target: format!(
+                "flash sale, {} buyers: committed purchases/s ≥ 5 × PostgreSQL, lower p99",
+                ours.config.connections
+            ),
+            measured: format!(
+                "{:.0} vs {:.0} purchases/s ({ratio:.1} ×); p99 {:.0} vs {:.0} ms",
+                ours.confirmed_per_s,
+                pg.confirmed_per_s,
+                p99(ours),
+                p99(pg)
+            ),
+            met: Some(ratio >= 5.0 && p99(ours) < p99(pg)),
+        })
+    }
+
+    /// A purchase at light load within 3 × the floor (one fsync, one loopback round trip).
+    fn light_load_target(&self) -> Option<TargetResult> {
+        let light = self.scenario("light-purchases")?;
+        let floor = self.floor_at_light_load.as_ref().unwrap_or(&self.floor);
+        let floor_ms = (floor.fsync_4k_p50_us + floor.loopback_rtt_p50_us) / 1000.0;
+        let p50 = p(light, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p50_ms);
+        Some(TargetResult {
+            target: format!(
+                "purchase p50 at light load ({} buyers) ≤ 3 × floor (one fsync + one loopback round trip)",
+                light.config.connections
+            ),
+            measured: format!(
+                "p50 {p50:.2} ms vs floor {floor_ms:.2} ms: {:.1} ×",
+                p50 / floor_ms
+            ),
+            met: Some(p50 <= 3.0 * floor_ms),
+        })
     }
 
     /// Write `<dir>/<stem>.json`, `<stem>.md` and the charts `<stem>-*.svg`.
@@ -219,6 +244,14 @@ impl BenchResults {
     /// The charts, by file-name suffix.
     pub fn charts(&self) -> Vec<(&'static str, String)> {
         let mut charts = Vec::new();
+        charts.extend(self.latency_chart());
+        charts.extend(self.concurrency_charts());
+        charts.extend(self.catalog_charts());
+        charts
+    }
+
+    /// Latency percentiles of every scenario, views and purchases apart.
+    fn latency_chart(&self) -> Option<(&'static str, String)> {
         let mut rows = Vec::new();
         for report in &self.scenarios {
             for (kind, label) in [(Kind::View, "view"), (Kind::PurchaseConfirmed, "purchase")] {
@@ -230,147 +263,146 @@ impl BenchResults {
                 }
             }
         }
-        if !rows.is_empty() {
-            charts.push((
-                "latency",
-                grouped_bars(
-                    "Latency percentiles per scenario",
-                    "ms",
-                    &["p50", "p99", "p99.9"],
-                    &rows,
-                ),
-            ));
+        if rows.is_empty() {
+            return None;
         }
-        if !self.concurrency.is_empty() {
-            let point = |f: &dyn Fn(&ConcurrencyPoint) -> Option<f64>| {
-                self.concurrency
-                    .iter()
-                    .filter_map(|c| f(c).map(|y| (c.connections as f64, y)))
-                    .collect::<Vec<_>>()
-            };
-            charts.push((
+        Some((
+            "latency",
+            grouped_bars(
+                "Latency percentiles per scenario",
+                "ms",
+                &["p50", "p99", "p99.9"],
+                &rows,
+            ),
+        ))
+    }
+
+    /// Throughput and p99 against connections.
+    fn concurrency_charts(&self) -> Vec<(&'static str, String)> {
+        if self.concurrency.is_empty() {
+            return Vec::new();
+        }
+        let points = &self.concurrency;
+        let x = |c: &ConcurrencyPoint| c.connections as f64;
+        let mut throughput = vec![Line {
+            name: "all".into(),
+            points: curve(points, x, |c| Some(c.report.answers_per_s)),
+        }];
+        throughput.extend(latency_lines(
+            points,
+            x,
+            |c| &c.report,
+            &[
+                ("views", Kind::View, Figure::PerSecond),
+                ("purchases", Kind::PurchaseConfirmed, Figure::PerSecond),
+            ],
+        ));
+        let p99 = latency_lines(
+            points,
+            x,
+            |c| &c.report,
+            &[
+                ("views", Kind::View, Figure::P99),
+                ("purchases", Kind::PurchaseConfirmed, Figure::P99),
+            ],
+        );
+        vec![
+            (
                 "concurrency-throughput",
                 line_chart(
                     "Standard mix, closed loop: throughput against connections",
                     "connections",
                     "answers per second",
                     false,
-                    &[
-                        Line {
-                            name: "all".into(),
-                            points: point(&|c| Some(c.report.answers_per_s)),
-                        },
-                        Line {
-                            name: "views".into(),
-                            points: point(&|c| c.report.latency_of(Kind::View).map(|l| l.per_s)),
-                        },
-                        Line {
-                            name: "purchases".into(),
-                            points: point(&|c| {
-                                c.report
-                                    .latency_of(Kind::PurchaseConfirmed)
-                                    .map(|l| l.per_s)
-                            }),
-                        },
-                    ],
+                    &throughput,
                 ),
-            ));
-            charts.push((
+            ),
+            (
                 "concurrency-p99",
                 line_chart(
                     "Standard mix, closed loop: p99 latency against connections",
                     "connections",
                     "p99 ms (log)",
                     true,
-                    &[
-                        Line {
-                            name: "views".into(),
-                            points: point(&|c| c.report.latency_of(Kind::View).map(|l| l.p99_ms)),
-                        },
-                        Line {
-                            name: "purchases".into(),
-                            points: point(&|c| {
-                                c.report
-                                    .latency_of(Kind::PurchaseConfirmed)
-                                    .map(|l| l.p99_ms)
-                            }),
-                        },
-                    ],
+                    &p99,
                 ),
-            ));
+            ),
+        ]
+    }
+
+    /// Latency, memory and disk against catalog size.
+    fn catalog_charts(&self) -> Vec<(&'static str, String)> {
+        if self.catalog.is_empty() {
+            return Vec::new();
         }
-        if !self.catalog.is_empty() {
-            let point = |f: &dyn Fn(&CatalogPoint) -> Option<f64>| {
-                self.catalog
-                    .iter()
-                    .filter_map(|c| f(c).map(|y| (c.products as f64, y)))
-                    .collect::<Vec<_>>()
-            };
-            charts.push((
+        let (points, x) = (&self.catalog, |c: &CatalogPoint| c.products as f64);
+        let mut memory: Vec<Line> = ["voter-1", "gateway-101"]
+            .iter()
+            .map(|node| Line {
+                name: format!("{node} RSS MiB"),
+                points: curve(points, x, |c| c.rss_mib.get(*node).copied()),
+            })
+            .collect();
+        memory.push(Line {
+            name: "voter-1 data MiB".into(),
+            points: curve(points, x, |c| c.data_mib.get("voter-1").copied()),
+        });
+        let latency = latency_lines(
+            points,
+            x,
+            |c| &c.report,
+            &[
+                ("view p50", Kind::View, Figure::P50),
+                ("view p99", Kind::View, Figure::P99),
+                ("purchase p50", Kind::PurchaseConfirmed, Figure::P50),
+                ("purchase p99", Kind::PurchaseConfirmed, Figure::P99),
+            ],
+        );
+        vec![
+            (
                 "catalog-latency",
                 line_chart(
                     "Standard mix against catalog size: p50 and p99",
                     "products",
                     "ms (log)",
                     true,
-                    &[
-                        Line {
-                            name: "view p50".into(),
-                            points: point(&|c| c.report.latency_of(Kind::View).map(|l| l.p50_ms)),
-                        },
-                        Line {
-                            name: "view p99".into(),
-                            points: point(&|c| c.report.latency_of(Kind::View).map(|l| l.p99_ms)),
-                        },
-                        Line {
-                            name: "purchase p50".into(),
-                            points: point(&|c| {
-                                c.report
-                                    .latency_of(Kind::PurchaseConfirmed)
-                                    .map(|l| l.p50_ms)
-                            }),
-                        },
-                        Line {
-                            name: "purchase p99".into(),
-                            points: point(&|c| {
-                                c.report
-                                    .latency_of(Kind::PurchaseConfirmed)
-                                    .map(|l| l.p99_ms)
-                            }),
-                        },
-                    ],
+                    &latency,
                 ),
-            ));
-            let mut lines: Vec<Line> = ["voter-1", "gateway-101"]
-                .iter()
-                .map(|node| Line {
-                    name: format!("{node} RSS MiB"),
-                    points: point(&|c| c.rss_mib.get(*node).copied()),
-                })
-                .collect();
-            lines.push(Line {
-                name: "voter-1 data MiB".into(),
-                points: point(&|c| c.data_mib.get("voter-1").copied()),
-            });
-            charts.push((
+            ),
+            (
                 "catalog-memory",
                 line_chart(
                     "Memory and disk against catalog size",
                     "products",
                     "MiB",
                     false,
-                    &lines,
+                    &memory,
                 ),
-            ));
-        }
-        charts
+            ),
+        ]
     }
 
     /// The Markdown report: machine, floor, targets, scenarios, curves, charts.
     pub fn markdown(&self, charts: &[String]) -> String {
         let mut out = String::new();
-        let m = &self.machine;
         let _ = writeln!(out, "# flashstock benchmark, {}\n", self.started_at);
+        self.machine_markdown(&mut out);
+        self.targets_markdown(&mut out);
+        self.scenarios_markdown(&mut out);
+        self.concurrency_markdown(&mut out);
+        self.catalog_markdown(&mut out);
+        if !charts.is_empty() {
+            let _ = writeln!(out, "## Charts\n");
+            for chart in charts {
+                let _ = writeln!(out, "![{chart}]({chart})\n");
+            }
+        }
+        out
+    }
+
+    /// The machine and the floor under every figure.
+    fn machine_markdown(&self, out: &mut String) {
+        let m = &self.machine;
         let _ = writeln!(
             out,
             "Machine: {} cores ({}), {} MiB of memory, Linux {}. Every process (six nodes, the \
@@ -398,21 +430,30 @@ impl BenchResults {
                 f.fsync_4k_p50_us, f.fsync_4k_p99_us, f.loopback_rtt_p50_us, f.loopback_rtt_p99_us
             );
         }
-        if !self.targets.is_empty() {
-            let _ = writeln!(
-                out,
-                "## Targets\n\n| target | measured | met |\n|---|---|---|"
-            );
-            for t in &self.targets {
-                let met = match t.met {
-                    Some(true) => "yes",
-                    Some(false) => "**no**",
-                    None => "-",
-                };
-                let _ = writeln!(out, "| {} | {} | {met} |", t.target, t.measured);
-            }
-            out.push('\n');
+    }
+
+    /// The brief's targets, judged.
+    fn targets_markdown(&self, out: &mut String) {
+        if self.targets.is_empty() {
+            return;
         }
+        let _ = writeln!(
+            out,
+            "## Targets\n\n| target | measured | met |\n|---|---|---|"
+        );
+        for t in &self.targets {
+            let met = match t.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "-",
+            };
+            let _ = writeln!(out, "| {} | {} | {met} |", t.target, t.measured);
+        }
+        out.push('\n');
+    }
+
+    /// The scenarios: a row each, notes on their answers, where the CPU went, memory.
+    fn scenarios_markdown(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "## Scenarios\n\n| scenario | target | mode | conns | answers/s | confirmed/s | \
@@ -420,7 +461,7 @@ impl BenchResults {
              |---|---|---|---:|---:|---:|---|---|---:|---|"
         );
         for r in &self.scenarios {
-            scenario_row(&mut out, r);
+            scenario_row(out, r);
         }
         out.push('\n');
         for r in &self.scenarios {
@@ -452,7 +493,7 @@ impl BenchResults {
             }
         }
         cpu_table(
-            &mut out,
+            out,
             self.scenarios
                 .iter()
                 .chain(self.concurrency.iter().map(|c| &c.report)),
@@ -464,71 +505,119 @@ impl BenchResults {
                 mib_list(&self.rss_after_scenarios_mib)
             );
         }
-        if !self.concurrency.is_empty() {
-            let _ = writeln!(
-                out,
-                "## Concurrency curve (standard mix, closed loop)\n\n| connections | answers/s | \
-                 view p50 / p99 ms | purchase p50 / p99 ms | errors | gateway RSS MiB |\n\
-                 |---:|---:|---|---|---:|---|"
-            );
-            for c in &self.concurrency {
-                let r = &c.report;
-                let gateways: BTreeMap<String, f64> = c
-                    .rss_mib
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("gateway"))
-                    .map(|(k, v)| (k.clone(), *v))
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "| {} | {:.0} | {} | {} | {} | {} |",
-                    c.connections,
-                    r.answers_per_s,
-                    pair(r, Kind::View),
-                    pair(r, Kind::PurchaseConfirmed),
-                    r.errors,
-                    mib_list(&gateways)
-                );
-            }
-            out.push('\n');
-        }
-        if !self.catalog.is_empty() {
-            let _ = writeln!(
-                out,
-                "## Catalog curve\n\n| products | create s | answers/s | view p50 / p99 ms | \
-                 purchase p50 / p99 ms | RSS MiB | data MiB | snapshot s | snapshot MiB | \
-                 gateway restart s |\n|---:|---:|---:|---|---|---|---|---:|---:|---:|"
-            );
-            for c in &self.catalog {
-                let r = &c.report;
-                let opt = |v: Option<f64>, digits: usize| {
-                    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
-                };
-                let _ = writeln!(
-                    out,
-                    "| {} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
-                    c.products,
-                    c.create_s,
-                    r.answers_per_s,
-                    pair(r, Kind::View),
-                    pair(r, Kind::PurchaseConfirmed),
-                    mib_list(&c.rss_mib),
-                    mib_list(&c.data_mib),
-                    opt(c.snapshot_s, 2),
-                    opt(c.snapshot_growth_mib, 1),
-                    opt(c.gateway_restart_s, 2)
-                );
-            }
-            out.push('\n');
-        }
-        if !charts.is_empty() {
-            let _ = writeln!(out, "## Charts\n");
-            for chart in charts {
-                let _ = writeln!(out, "![{chart}]({chart})\n");
-            }
-        }
-        out
     }
+
+    /// The concurrency curve, a row per point.
+    fn concurrency_markdown(&self, out: &mut String) {
+        if self.concurrency.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "## Concurrency curve (standard mix, closed loop)\n\n| connections | answers/s | \
+             view p50 / p99 ms | purchase p50 / p99 ms | errors | gateway RSS MiB |\n\
+             |---:|---:|---|---|---:|---|"
+        );
+        for c in &self.concurrency {
+            let r = &c.report;
+            let gateways: BTreeMap<String, f64> = c
+                .rss_mib
+                .iter()
+                .filter(|(k, _)| k.starts_with("gateway"))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {} | {} | {} | {} |",
+                c.connections,
+                r.answers_per_s,
+                pair(r, Kind::View),
+                pair(r, Kind::PurchaseConfirmed),
+                r.errors,
+                mib_list(&gateways)
+            );
+        }
+        out.push('\n');
+    }
+
+    /// The catalog curve, a row per point.
+    fn catalog_markdown(&self, out: &mut String) {
+        if self.catalog.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "## Catalog curve\n\n| products | create s | answers/s | view p50 / p99 ms | \
+             purchase p50 / p99 ms | RSS MiB | data MiB | snapshot s | snapshot MiB | \
+             gateway restart s |\n|---:|---:|---:|---|---|---|---|---:|---:|---:|"
+        );
+        for c in &self.catalog {
+            let r = &c.report;
+            let opt = |v: Option<f64>, digits: usize| {
+                v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                c.products,
+                c.create_s,
+                r.answers_per_s,
+                pair(r, Kind::View),
+                pair(r, Kind::PurchaseConfirmed),
+                mib_list(&c.rss_mib),
+                mib_list(&c.data_mib),
+                opt(c.snapshot_s, 2),
+                opt(c.snapshot_growth_mib, 1),
+                opt(c.gateway_restart_s, 2)
+            );
+        }
+        out.push('\n');
+    }
+}
+
+/// `(x, y)` of every point that has a `y`.
+fn curve<P>(points: &[P], x: impl Fn(&P) -> f64, y: impl Fn(&P) -> Option<f64>) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .filter_map(|point| y(point).map(|y| (x(point), y)))
+        .collect()
+}
+
+/// A figure of a latency summary, as a curve shows it.
+#[derive(Clone, Copy)]
+enum Figure {
+    PerSecond,
+    P50,
+    P99,
+}
+
+impl Figure {
+    fn of(self, latency: &LatencySummary) -> f64 {
+        match self {
+            Figure::PerSecond => latency.per_s,
+            Figure::P50 => latency.p50_ms,
+            Figure::P99 => latency.p99_ms,
+        }
+    }
+}
+
+/// A line per `(name, kind, figure)`: that figure of the latency of `kind` in each point's
+/// report.
+fn latency_lines<P>(
+    points: &[P],
+    x: impl Fn(&P) -> f64 + Copy,
+    report: fn(&P) -> &RunReport,
+    lines: &[(&str, Kind, Figure)],
+) -> Vec<Line> {
+    lines
+        .iter()
+        .map(|(name, kind, figure)| Line {
+            name: (*name).into(),
+            points: curve(points, x, |point| {
+                report(point).latency_of(*kind).map(|l| figure.of(l))
+            }),
+        })
+        .collect()
 }
 
 /// Where the cores went during each load phase: CPU seconds by group of processes, as cores
@@ -628,25 +717,10 @@ fn scenario_row(out: &mut String, r: &RunReport) {
     );
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (UTC; civil-from-days, no time-zone data needed).
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (UTC).
 pub fn utc_timestamp(unix_seconds: u64) -> String {
-    let days = (unix_seconds / 86_400) as i64;
-    let seconds = unix_seconds % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds);
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 #[cfg(test)]

@@ -66,21 +66,11 @@ pub fn main(faults: UnsafeFaults) -> ExitCode {
 /// Raise the soft limit of open files to the hard limit: a gateway holds one descriptor per
 /// client connection, thousands in a flash sale, and a common soft default is 1024.
 fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+    match flashstock_host::raise_open_files_limit() {
+        Ok(limit) if limit.soft == limit.hard => {
+            tracing::info!(open_files_max = limit.soft, "open files limit");
         }
-    };
-    if raised {
-        tracing::info!(open_files_max = limit.rlim_cur, "open files limit");
-    } else {
-        tracing::warn!("could not raise the open files limit");
+        _ => tracing::warn!("could not raise the open files limit"),
     }
 }
 

@@ -130,13 +130,9 @@ impl ChromeDriver {
 
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
-        // The group id is the driver's pid: it leads the group it was started in.
-        if let Ok(group) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) has no memory effects; a group that is gone is only an error.
-            unsafe {
-                libc::kill(-group, libc::SIGKILL);
-            }
-        }
+        // The group id is the driver's pid: it leads the group it was started in. A group that
+        // is gone is only an error.
+        let _ = flashstock_host::signal_group(self.child.id(), flashstock_host::Signal::Kill);
         let _ = self.child.wait();
     }
 }
@@ -309,27 +305,10 @@ impl Browser {
 
 /// Standard base64 (with padding), as WebDriver sends screenshots.
 fn decode_base64(text: &str) -> Vec<u8> {
-    let value = |byte: u8| -> u32 {
-        match byte {
-            b'A'..=b'Z' => u32::from(byte - b'A'),
-            b'a'..=b'z' => u32::from(byte - b'a') + 26,
-            b'0'..=b'9' => u32::from(byte - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            other => panic!("not base64: {other:?}"),
-        }
-    };
-    let digits: Vec<u8> = text.bytes().filter(|b| !b"=\r\n".contains(b)).collect();
-    let mut bytes = Vec::with_capacity(digits.len() * 3 / 4);
-    for chunk in digits.chunks(4) {
-        let bits = chunk
-            .iter()
-            .fold(0u32, |acc, &digit| (acc << 6) | value(digit))
-            << (6 * (4 - chunk.len()));
-        let decoded = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
-        bytes.extend_from_slice(&decoded[..chunk.len() - 1]);
-    }
-    bytes
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("a screenshot in standard base64")
 }
 
 #[test]

@@ -231,44 +231,21 @@ async fn operations(State(gateway): State<AppState>) -> Response {
     html(StatusCode::OK, page)
 }
 
-/// Year, month and day of a count of days since 1970-01-01 (proleptic Gregorian calendar),
-/// counted in 400-year eras of 146 097 days that start on March 1st, so leap days end a year.
-fn civil_date(days: i64) -> (i64, u32, u32) {
-    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// `(date, hours, minutes, seconds)` of a Unix time in milliseconds, in UTC.
-fn utc_parts(ms: u64) -> ((i64, u32, u32), u64, u64, u64) {
-    let seconds = ms / 1000;
-    let date = civil_date((seconds / 86_400) as i64);
-    let of_day = seconds % 86_400;
-    (date, of_day / 3600, of_day / 60 % 60, of_day % 60)
-}
-
 /// A Unix time in milliseconds as people read it, in UTC: `2026-11-25 20:14:03 UTC`.
 fn utc_time(ms: u64) -> String {
-    let ((year, month, day), h, m, s) = utc_parts(ms);
-    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02} UTC")
+    let iso = iso_time(ms);
+    format!("{} {} UTC", &iso[..10], &iso[11..19])
 }
+
+/// The last millisecond `humantime` formats (end of year 9999). A real clock sets every time
+/// shown; a later one shows as this one instead of panicking the page.
+const TIME_SHOWN_MAX_MS: u64 = 253_402_300_799_999;
 
 /// A Unix time in milliseconds for `<time datetime>`: `2026-11-25T20:14:03Z`.
 fn iso_time(ms: u64) -> String {
-    let ((year, month, day), h, m, s) = utc_parts(ms);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    let ms = ms.min(TIME_SHOWN_MAX_MS);
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 #[cfg(test)]

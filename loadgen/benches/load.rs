@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! cargo test --release -p flashstock-node --bench load -- --bench [--clients 6000] [--seconds 20]
+//! cargo test --release -p flashstock-loadgen --bench load -- --bench [--clients 6000] [--seconds 20]
 //!     [--views 80] [--forward-slots N]
 //! ```
 //!
@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use flashstock_deploy::local::{Layout, LocalCluster};
+use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
 use flashstock_loadgen::driver::{Mode, RunConfig};
 use flashstock_loadgen::http::Target;
 use flashstock_loadgen::report::table;
@@ -37,7 +37,7 @@ fn value(args: &[String], name: &str) -> Option<u64> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--bench") {
-        println!("load: a benchmark; run with `cargo test --release --bench load -- --bench`");
+        println!("load: a benchmark; run with `cargo test --release -p flashstock-loadgen --bench load -- --bench`");
         return;
     }
     let clients = value(&args, "--clients").unwrap_or(6000) as usize;
@@ -52,12 +52,13 @@ fn main() {
         .build()
         .expect("runtime");
     let ok = runtime.block_on(async {
-        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_flashstock-node"));
+        let binary = node_binary()
+            .expect("flashstock-node, built by `cargo build --release --workspace --bins`");
         let layout = Layout {
             voters: 3,
             gateways: 3,
         };
-        let mut cluster = LocalCluster::temporary(binary, layout, move |config| {
+        let mut cluster = LocalCluster::temporary(&binary, layout, move |config| {
             if let Some(slots) = forward_slots {
                 config.gateway.forward_connections_max = slots;
             }
@@ -67,8 +68,7 @@ fn main() {
             .start_and_form(Duration::from_secs(60))
             .await
             .expect("form the cluster");
-        let urls = cluster.gateway_urls();
-        let target = Target::new(urls, Some(cluster.admin_token.clone()));
+        let target = Target::gateways_of(&cluster);
         let duration = Duration::from_secs(seconds);
         let runs = [
             (

@@ -24,7 +24,7 @@
 //!
 //! ```text
 //! cargo build --release --workspace --bins
-//! cargo test --release -p flashstock-node --bench purchases -- --bench [--seconds N] [--clients N] [--batch N]
+//! cargo test --release -p flashstock-loadgen --bench purchases -- --bench [--seconds N] [--clients N] [--batch N]
 //! ```
 //!
 //! Defaults: 5 s per run, 64 clients, 32 purchases per batched write. Without `--bench` in its
@@ -48,13 +48,12 @@
 //! shows how many log entries the runs wrote; a leader or term change during the runs is reported.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use flashstock_api::{Command, NodeStatus, Op, Outcome};
 use flashstock_client::VoterClient;
-use flashstock_deploy::local::{Layout, LocalCluster};
+use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 
 const PRODUCT: &str = "bench-product";
@@ -329,13 +328,20 @@ async fn report_archive_drain(
     }
 }
 
-async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "machine: {cores} cores (available_parallelism); 3 voters, the clients and this process share them"
-    );
+/// The voters' cluster (with PostgreSQL for the archive when asked), formed, and a client that
+/// writes to its leader alone.
+struct Bench {
+    // Held for its drop; fields drop in order: the cluster stops before the PostgreSQL it
+    // archives into.
+    _cluster: LocalCluster,
+    _postgres: Option<Postgres>,
+    leader: u64,
+    leader_addr: String,
+    client: VoterClient,
+}
 
-    let binary = Path::new(env!("CARGO_BIN_EXE_flashstock-node"));
+async fn start(settings: Settings) -> Result<Bench, Box<dyn std::error::Error>> {
+    let binary = node_binary()?;
     let layout = Layout {
         voters: 3,
         gateways: 0,
@@ -351,7 +357,7 @@ async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
             .as_deref()
             .unwrap_or("off (pass --archive to turn it on)")
     );
-    let mut cluster = LocalCluster::temporary(binary, layout, |config| {
+    let mut cluster = LocalCluster::temporary(&binary, layout, |config| {
         config.archive.postgres_url = archive_url.clone();
     })?;
     cluster.start_all().await?;
@@ -362,33 +368,29 @@ async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
         "cluster: {}, leader is voter {leader} at {leader_addr}",
         cluster.dir.display()
     );
-
     // Every write goes to the leader alone: no redirection, no other voter's endpoint.
     let client = VoterClient::new(vec![leader_addr.clone()], &cluster.secret, WRITE_TIMEOUT);
-    let created = client.write(vec![create_product()]).await?;
-    match created.outcomes.first() {
-        Some(Outcome::ProductCreated(_)) => {}
-        other => return Err(format!("creating the product answered {other:?}").into()),
-    }
-    let before = client.status(&leader_addr).await?;
-    print_status("leader before", &before);
+    Ok(Bench {
+        _cluster: cluster,
+        _postgres: postgres,
+        leader,
+        leader_addr,
+        client,
+    })
+}
 
-    let modes = [
-        Mode {
-            name: "batching off",
-            commands_per_write: 1,
-        },
-        Mode {
-            name: "batching on",
-            commands_per_write: settings.batch,
-        },
-    ];
+/// Each mode `REPEATS` times, alternating; the results by mode.
+async fn run_modes(
+    client: &VoterClient,
+    settings: Settings,
+    modes: &[Mode; 2],
+) -> Vec<Vec<RunResult>> {
     let mut results: Vec<Vec<RunResult>> = modes.iter().map(|_| Vec::new()).collect();
     let mut run_id = 0;
     for repeat in 1..=REPEATS {
         for (mode, runs) in modes.iter().zip(results.iter_mut()) {
             run_id += 1;
-            let result = run(&client, settings, *mode, run_id).await;
+            let result = run(client, settings, *mode, run_id).await;
             println!(
                 "  run {repeat}/{REPEATS} {:<13} {:>9.0} purchases/s {:>8.0} writes/s  p50 {:>7.1} ms  errors {}",
                 mode.name,
@@ -400,7 +402,12 @@ async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
             runs.push(result);
         }
     }
+    results
+}
 
+/// The table of each mode's median run, the ratio on/off, and the errors if any; the number of
+/// errors.
+fn print_table(settings: Settings, modes: &[Mode; 2], results: &mut [Vec<RunResult>]) -> u64 {
     println!();
     println!(
         "flashstock purchase throughput, 3 voters on one machine, {} clients, {} s per run, median of {REPEATS}",
@@ -441,23 +448,36 @@ async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
         medians.push(median.purchases_per_second());
     }
     println!("ratio on/off: {:.1}x", medians[1] / medians[0]);
-
     if total_errors > 0 {
-        println!();
-        println!("errors (every failed purchase counts once):");
-        for (mode, runs) in modes.iter().zip(&results) {
-            let mut merged = RunResult::default();
-            for run in runs {
-                merged.merge_errors(&run.errors);
-            }
-            for (kind, (count, examples)) in &merged.errors {
-                println!("  {}: {kind}: {count}, e.g. {examples:?}", mode.name);
-            }
+        print_errors(modes, results);
+    }
+    total_errors
+}
+
+/// Every kind of error of each mode, with examples.
+fn print_errors(modes: &[Mode; 2], results: &[Vec<RunResult>]) {
+    println!();
+    println!("errors (every failed purchase counts once):");
+    for (mode, runs) in modes.iter().zip(results) {
+        let mut merged = RunResult::default();
+        for run in runs {
+            merged.merge_errors(&run.errors);
+        }
+        for (kind, (count, examples)) in &merged.errors {
+            println!("  {}: {kind}: {count}, e.g. {examples:?}", mode.name);
         }
     }
+}
 
+/// What the leader's log shows of the runs, the archive's drain, and whether leadership held.
+async fn report_after(
+    bench: &Bench,
+    before: &NodeStatus,
+    results: &[Vec<RunResult>],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (client, leader, leader_addr) = (&bench.client, bench.leader, &bench.leader_addr);
     println!();
-    let after = client.status(&leader_addr).await?;
+    let after = client.status(leader_addr).await?;
     print_status("leader after", &after);
     let written = after.last_log_index.unwrap_or(0) - before.last_log_index.unwrap_or(0);
     let writes: u64 = results.iter().flatten().map(|run| run.writes).sum();
@@ -468,7 +488,7 @@ async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
     );
     if let Some(archive) = &after.archive {
         if archive.enabled {
-            report_archive_drain(&client, &leader_addr, archive.backlog).await?;
+            report_archive_drain(client, leader_addr, archive.backlog).await?;
         }
     }
     let leader_kept = after.leader == Some(leader) && after.term == before.term;
@@ -483,13 +503,44 @@ async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
             after.term
         );
     }
+    Ok(())
+}
+
+async fn bench(settings: Settings) -> Result<bool, Box<dyn std::error::Error>> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "machine: {cores} cores (available_parallelism); 3 voters, the clients and this process share them"
+    );
+    let bench = start(settings).await?;
+    let client = &bench.client;
+    let created = client.write(vec![create_product()]).await?;
+    match created.outcomes.first() {
+        Some(Outcome::ProductCreated(_)) => {}
+        other => return Err(format!("creating the product answered {other:?}").into()),
+    }
+    let before = client.status(&bench.leader_addr).await?;
+    print_status("leader before", &before);
+
+    let modes = [
+        Mode {
+            name: "batching off",
+            commands_per_write: 1,
+        },
+        Mode {
+            name: "batching on",
+            commands_per_write: settings.batch,
+        },
+    ];
+    let mut results = run_modes(client, settings, &modes).await;
+    let total_errors = print_table(settings, &modes, &mut results);
+    report_after(&bench, &before, &results).await?;
     Ok(total_errors == 0)
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|arg| arg == "--bench") {
-        println!("purchases: benchmark skipped; run it with `cargo test --release -p flashstock-node --bench purchases -- --bench`");
+        println!("purchases: benchmark skipped; run it with `cargo test --release -p flashstock-loadgen --bench purchases -- --bench`");
         return ExitCode::SUCCESS;
     }
     let settings = match Settings::parse(&args) {

@@ -1,0 +1,15 @@
+//! What flashstock's programs ask of the operating system (Linux): whether this process is root,
+//! how to signal a process, which processes run (one scan of `/proc`, and what a process's
+//! `stat` says), and the open-files limit.
+//!
+//! Why a crate of its own: the node raises its open-files limit, the launchers and the
+//! PostgreSQL helper (`deploy`) signal and find processes, the load generator (`loadgen`) and the
+//! fault harness (`jepsen-tests`) do both. `node` sits below `deploy` and `loadgen` and must not
+//! depend on them (they start and measure it), so the one copy of this code lives below all of
+//! them, depending on `libc` alone.
+
+pub mod limits;
+pub mod process;
+
+pub use limits::{raise_open_files_limit, OpenFiles};
+pub use process::{is_root, pids, signal, signal_group, Signal, Stat};

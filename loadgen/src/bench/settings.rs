@@ -1,0 +1,120 @@
+//! The benchmark's figures: a preset (`--scale`), each figure overridable by a flag.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Scale {
+    /// The brief's scale: 6000 connections, curves to 12 000 connections and 1 000 000 products.
+    Full,
+    /// A reduced scale that fits in a few minutes.
+    Quick,
+}
+
+/// The command line of `flashstock-bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Flags {
+    /// Preset of every figure below; flags override it.
+    #[arg(long, value_enum, default_value = "full")]
+    pub scale: Scale,
+    /// Connections of the main scenarios (views, standard mix).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Length of each main scenario, seconds.
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Open loop: offered requests per second.
+    #[arg(long)]
+    pub open_rate: Option<f64>,
+    /// Buyers of the flash sale and connections of the spread workload.
+    #[arg(long)]
+    pub flash_buyers: Option<usize>,
+    /// Stock of the flash-sale product.
+    #[arg(long)]
+    pub flash_stock: Option<u64>,
+    /// Buyers of the light-load purchase scenario.
+    #[arg(long, default_value_t = 10)]
+    pub light_buyers: usize,
+    /// Connection counts of the concurrency curve (comma-separated; empty: skip).
+    #[arg(long, value_delimiter = ',')]
+    pub concurrency: Option<Vec<usize>>,
+    /// Catalog sizes of the catalog curve (comma-separated, growing; empty: skip).
+    #[arg(long, value_delimiter = ',')]
+    pub catalog: Option<Vec<usize>>,
+    /// Length of each curve point's run, seconds.
+    #[arg(long)]
+    pub curve_seconds: Option<f64>,
+    /// Directory of the results.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// Skip the PostgreSQL baseline (e.g. where PostgreSQL is not installed).
+    #[arg(long)]
+    pub skip_postgres: bool,
+    /// Never draw progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// The figures in force, after the preset and the flags (written into the results as given).
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub(crate) scale: Scale,
+    pub(crate) connections: usize,
+    pub(crate) seconds: f64,
+    pub(crate) open_rate: f64,
+    pub(crate) flash_buyers: usize,
+    pub(crate) flash_stock: u64,
+    pub(crate) light_buyers: usize,
+    pub(crate) concurrency: Vec<usize>,
+    pub(crate) catalog: Vec<usize>,
+    pub(crate) curve_seconds: f64,
+    pub(crate) postgres: bool,
+}
+
+impl Settings {
+    pub fn from(flags: &Flags) -> Settings {
+        let full = flags.scale == Scale::Full;
+        let pick = |given: Option<f64>, full_value: f64, quick_value: f64| {
+            given.unwrap_or(if full { full_value } else { quick_value })
+        };
+        Settings {
+            scale: flags.scale,
+            connections: flags.connections.unwrap_or(if full { 6000 } else { 1000 }),
+            seconds: pick(flags.seconds, 15.0, 6.0),
+            open_rate: pick(flags.open_rate, 6000.0, 1500.0),
+            flash_buyers: flags.flash_buyers.unwrap_or(if full { 1200 } else { 300 }),
+            flash_stock: flags
+                .flash_stock
+                .unwrap_or(if full { 20_000 } else { 5000 }),
+            light_buyers: flags.light_buyers,
+            concurrency: flags.concurrency.clone().unwrap_or_else(|| {
+                if full {
+                    vec![100, 1000, 6000, 12_000]
+                } else {
+                    vec![100, 300, 1000, 2000]
+                }
+            }),
+            catalog: flags.catalog.clone().unwrap_or_else(|| {
+                if full {
+                    vec![10, 10_000, 1_000_000]
+                } else {
+                    vec![10, 10_000, 100_000]
+                }
+            }),
+            curve_seconds: pick(flags.curve_seconds, 8.0, 4.0),
+            postgres: !flags.skip_postgres,
+        }
+    }
+
+    /// The most connections any run opens at once.
+    pub fn connections_max(&self) -> usize {
+        self.concurrency
+            .iter()
+            .copied()
+            .chain([self.connections, self.flash_buyers, self.light_buyers])
+            .max()
+            .unwrap_or(1)
+    }
+}
