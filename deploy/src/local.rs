@@ -467,11 +467,21 @@ impl LocalCluster {
 
     /// Wait until the running voters agree on one leader; returns its id.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, Error> {
+        self.wait_for_leader_among(&self.voter_ids(), timeout).await
+    }
+
+    /// [`LocalCluster::wait_for_leader`], asking only the voters `ids` (e.g. leaving out one
+    /// that is out of the membership and knows no leader).
+    pub async fn wait_for_leader_among(
+        &self,
+        ids: &[u64],
+        timeout: Duration,
+    ) -> Result<u64, Error> {
         let client = self.voter_client();
         let deadline = Instant::now() + timeout;
         loop {
             let mut leaders = Vec::new();
-            for id in self.voter_ids() {
+            for &id in ids {
                 if !self.nodes[&id].is_running() {
                     continue;
                 }

@@ -653,15 +653,24 @@ impl Nemesis {
                 let addr = cluster.addr(id);
                 let begun = self.clock.ms();
                 let cluster: &LocalCluster = cluster;
+                // The empty node is no member yet and knows no leader: ask the others.
+                let members: Vec<u64> = cluster
+                    .voter_ids()
+                    .into_iter()
+                    .filter(|v| *v != id)
+                    .collect();
                 retry_admin(|| {
                     let client = cluster.voter_client();
                     let addr = addr.clone();
+                    let members = members.clone();
                     async move {
-                        let leader = cluster.wait_for_leader(LEADER_WAIT).await.map_err(|e| {
-                            flashstock_client::Error::OutcomeUnknown {
-                                message: e.to_string(),
-                            }
-                        })?;
+                        let leader = cluster.wait_for_leader_among(&members, LEADER_WAIT);
+                        let leader =
+                            leader
+                                .await
+                                .map_err(|e| flashstock_client::Error::OutcomeUnknown {
+                                    message: e.to_string(),
+                                })?;
                         let answer = client.add_learner(&cluster.addr(leader), id, &addr).await?;
                         // Not caught up within the leader's wait: ask again, which waits again.
                         match answer["caught_up"].as_bool() {
