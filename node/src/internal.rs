@@ -467,6 +467,18 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
         .iter()
         .map(|voter| (voter.id, BasicNode::new(&voter.addr)))
         .collect();
+    // As for membership changes: the archive's connection bound assumes at most VOTERS_MAX.
+    let voters_max = cluster_config::defaults::VOTERS_MAX;
+    if members.len() > voters_max {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "a cluster starts with at most {voters_max} voters, not {} (the archive's connection limit assumes at most that many)",
+                members.len()
+            ),
+        );
+    }
     match state.raft.initialize(members).await {
         Ok(()) => Json(voters).into_response(),
         Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
