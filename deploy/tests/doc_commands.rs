@@ -256,7 +256,7 @@ fn ours(words: &[String]) -> Option<Ours> {
         .iter()
         .find(|(script, _)| first.trim_start_matches("./") == *script)
     {
-        return Some(Ours::Script(*script, rest));
+        return Some(Ours::Script(script, rest));
     }
     let name = first.rsplit('/').next().unwrap_or(&first);
     if BINARIES.contains(&name) {
