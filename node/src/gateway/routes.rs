@@ -484,7 +484,8 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when this replica knows a leader and has applied the log up to somewhere.
+/// Ready when this replica knows a leader and has applied at least one entry (it may still be
+/// catching up with the leader).
 async fn ready(State(gateway): State<AppState>) -> Answer {
     let leader = gateway.node.raft.metrics().borrow().current_leader;
     let applied_index = gateway.node.reader.applied_index();
