@@ -8,7 +8,8 @@
 # The order archive is off unless --with-archive (a PostgreSQL server of its own in DIR/postgres)
 # or --archive-url URL (an existing PostgreSQL database) turns it on.
 # Installs missing system packages first (see setup.sh). The first build compiles RocksDB's C++
-# (about 13 minutes on two cores) into the build directory fixed in .cargo/config.toml.
+# (a cold build of every binary took about 16 minutes on two cores) into the build directory
+# fixed in .cargo/config.toml.
 set -euo pipefail
 
 # Paths given relative to where the script was called from, made absolute before the cd below.

@@ -495,6 +495,53 @@ async fn wait_for_voters(ctl: &Ctl, voters: &[u64]) {
     .await
 }
 
+/// `cluster init` refuses more voters than the archive's connection bound assumes (as
+/// membership changes do), and the node stays uninitialized: a proper init then succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_refuses_more_than_the_maximum_voters() {
+    let layout = Layout {
+        voters: 1,
+        gateways: 0,
+    };
+    let binary = node_binary().expect("flashstock-node is built");
+    let mut cluster = LocalCluster::temporary(&binary, layout, |_| {}).expect("lay out");
+    cluster.start(1).await.expect("start voter 1");
+    let ctl = Ctl::for_cluster(&cluster);
+    let max = cluster_config::defaults::VOTERS_MAX as u64;
+    let voters: Vec<String> = (1..=max + 1)
+        .map(|id| match id {
+            1 => format!("1={}", cluster.addr(1)),
+            _ => format!("{id}=127.0.0.{id}:1"),
+        })
+        .collect();
+    let mut args = vec!["cluster", "init"];
+    for voter in &voters {
+        args.extend(["--voter", voter.as_str()]);
+    }
+    let refused = ctl.run(&args).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+    assert!(
+        stderr(&refused).contains("invalid_request")
+            && stderr(&refused).contains(&format!("at most {max} voters")),
+        "{}",
+        show(&refused)
+    );
+    let help = ctl.run(&["cluster", "init", "--help"]).await;
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains(&format!("at most {max}")),
+        "stockctl cluster init --help names the maximum: {}",
+        show(&help)
+    );
+
+    let voter = format!("1={}", cluster.addr(1));
+    ctl.ok(&["cluster", "init", "--voter", &voter]).await;
+    let leader = cluster
+        .wait_for_leader(FORM_TIMEOUT)
+        .await
+        .expect("one voter leads");
+    assert_eq!(leader, 1);
+}
+
 #[tokio::test]
 async fn usage_errors_exit_2_and_failures_exit_1() {
     let ctl = Ctl::bare();

@@ -39,8 +39,9 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5000;
 
 // ---- [gateway] ----
 
-/// `gateway.batch_wait_us`: how long a gateway waits to fill a batch of
-/// purchases before forwarding it.
+/// `gateway.batch_wait_us`: how long a gateway waits for more purchases to
+/// fill a batch, only while other batches are in flight; a batch alone (light
+/// load) leaves at once with what is queued.
 pub const DEFAULT_BATCH_WAIT_US: u64 = 500;
 /// `gateway.batch_items_max`: most purchases in one forwarded batch.
 pub const DEFAULT_BATCH_ITEMS_MAX: usize = 256;

@@ -203,7 +203,8 @@ pub struct GatewaySection {
     /// `node.listen`. Default none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_listen: Option<SocketAddr>,
-    /// How long to wait to fill a batch of purchases; 0 forwards at once.
+    /// How long to wait for more purchases to fill a batch, only while other
+    /// batches are in flight (a batch alone leaves at once); 0 never waits.
     /// Default [`DEFAULT_BATCH_WAIT_US`].
     pub batch_wait_us: u64,
     /// Most purchases in one forwarded batch; from 1 to

@@ -104,29 +104,56 @@ fn minimal_voter_gets_documented_defaults() {
     assert!(config.cluster.voters.is_empty());
     assert_eq!(config.cluster.admin_token, None);
 
-    let raft = &config.raft;
-    assert_eq!(raft.heartbeat_interval_ms, 100);
-    assert_eq!(raft.election_timeout_min_ms, 600);
-    assert_eq!(raft.election_timeout_max_ms, 1200);
-    assert_eq!(raft.snapshot_every_logs, 100_000);
-    assert_eq!(raft.logs_to_keep_after_snapshot, 1000);
-    assert_eq!(raft.rpc_timeout_ms, 2000);
-    assert_eq!(raft.idempotency_window_ms, 86_400_000);
+    // Every optional key not set takes the default `defaults.rs` documents for it.
+    let applied = toml::Value::try_from(&config).expect("a config serializes");
+    let documented = documented_defaults();
+    assert!(documented.len() >= 20, "{documented:?}");
+    for (key, value) in &documented {
+        let (section, name) = key.split_once('.').expect("section.key");
+        let applied = applied.get(section).and_then(|table| table.get(name));
+        assert_eq!(
+            applied.and_then(toml::Value::as_integer),
+            Some(*value),
+            "{key}: applied {applied:?}, documented {value} in defaults.rs"
+        );
+    }
+}
 
-    let limits = &config.limits;
-    assert_eq!(limits.body_bytes_max, 1_048_576);
-    assert_eq!(limits.commands_per_entry_max, 1024);
-    assert_eq!(limits.purchase_quantity_max, 1000);
-    assert_eq!(limits.connections_max, 10_000);
-    assert_eq!(limits.request_timeout_ms, 5000);
-
-    let gateway = &config.gateway;
-    assert_eq!(gateway.public_listen, None);
-    assert_eq!(gateway.batch_wait_us, 500);
-    assert_eq!(gateway.batch_items_max, 256);
-    assert_eq!(gateway.queue_max, 8192);
-    assert_eq!(gateway.forward_timeout_ms, 3000);
-    assert_eq!(gateway.forward_connections_max, 8);
+/// Every `DEFAULT_*` constant of `src/defaults.rs` with the key its doc line names: the doc
+/// line starts with the key in backticks (`` /// `raft.heartbeat_interval_ms`: ... ``), the
+/// constant's value is an integer literal.
+fn documented_defaults() -> Vec<(String, i64)> {
+    let source = include_str!("../src/defaults.rs");
+    let mut key = None;
+    let mut in_doc = false;
+    let mut defaults = Vec::new();
+    for line in source.lines().map(str::trim) {
+        if let Some(doc) = line.strip_prefix("///") {
+            if !in_doc {
+                key = doc
+                    .trim()
+                    .strip_prefix('`')
+                    .and_then(|doc| doc.split_once("`:"))
+                    .map(|(key, _)| key.to_owned());
+            }
+            in_doc = true;
+            continue;
+        }
+        in_doc = false;
+        if let Some(rest) = line.strip_prefix("pub const DEFAULT_") {
+            let key = key
+                .take()
+                .unwrap_or_else(|| panic!("no `section.key` doc line above DEFAULT_{rest}"));
+            let value = rest
+                .split_once('=')
+                .map(|(_, value)| value.trim().trim_end_matches(';').replace('_', ""))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or_else(|| panic!("DEFAULT_{rest}: not an integer literal"));
+            defaults.push((key, value));
+        }
+        key = None;
+    }
+    defaults
 }
 
 #[test]

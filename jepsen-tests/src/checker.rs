@@ -16,7 +16,12 @@
 //! 6. restocks add up: the confirmed restocks of a product make up its `restocked` (exactly,
 //!    unless some restocks ended unknown, which may or may not be in it);
 //! 7. views consistent: a linearizable view shows every purchase and restock confirmed before
-//!    it started, and no view shows more sold or restocked than had been sent by its end.
+//!    it started, and no view shows more sold or restocked than had been sent by its end;
+//! 8. views as fresh as they say: a view counts every order of the final state placed at or
+//!    before the applied index it reports.
+//!
+//! The ninth, the archive exactly once (runs with the archive on), is checked by
+//! [`crate::archive`] against PostgreSQL.
 //!
 //! Unknown outcomes may be in the state or not; [`UnknownStats`] says how many there were and
 //! how many ended up applied.

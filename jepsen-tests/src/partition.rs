@@ -385,10 +385,32 @@ mod tests {
     }
 
     #[test]
-    fn the_comment_names_this_process() {
-        assert_eq!(
-            own_comment(),
-            format!("flashstock-jepsen-{}", std::process::id())
+    fn this_process_tells_its_own_rules_from_other_harness_processes() {
+        let own = own_comment();
+        let pid = std::process::id();
+        // The cleanup command of the README greps for `--comment flashstock-jepsen-<pid> `.
+        let named = own
+            .strip_prefix("flashstock-jepsen-")
+            .and_then(|rest| rest.parse::<u32>().ok());
+        assert_eq!(named, Some(pid), "{own}");
+        // Rules as `iptables -S INPUT` lists them: this process's, another harness process's, and
+        // one whose pid merely starts with ours.
+        let a: SocketAddr = "127.0.0.1:12001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:12002".parse().unwrap();
+        let other = format!("flashstock-jepsen-{}", pid.wrapping_add(1));
+        let longer = format!("{own}7");
+        let listing: String = [own.as_str(), other.as_str(), longer.as_str()]
+            .iter()
+            .flat_map(|comment| rules_between(a, b, comment))
+            .map(|rule| format!("-A INPUT {}\n", rule.args().join(" ")))
+            .collect();
+        let foreign = foreign_rules(&listing, &own);
+        assert_eq!(foreign.len(), 8, "{foreign:#?}");
+        assert!(
+            foreign
+                .iter()
+                .all(|rule| !rule.contains(&format!("--comment {own} "))),
+            "{foreign:#?}"
         );
     }
 }

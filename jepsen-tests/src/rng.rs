@@ -77,8 +77,16 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_sequence() {
-        let a: Vec<u64> = (0..5).map(|_| Rng::new(7).next_u64()).collect();
-        assert!(a.windows(2).all(|w| w[0] == w[1]));
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        let xs: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys, "the same seed");
+        // A sequence, not one value repeated, and another seed gives another one.
+        assert!(xs.windows(2).all(|w| w[0] != w[1]), "{xs:?}");
+        let mut c = Rng::new(8);
+        let zs: Vec<u64> = (0..8).map(|_| c.next_u64()).collect();
+        assert_ne!(xs, zs, "another seed");
         let mut x = Rng::stream(7, 3);
         let mut y = Rng::stream(7, 3);
         let mut z = Rng::stream(7, 4);

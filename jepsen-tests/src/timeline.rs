@@ -245,6 +245,7 @@ fn latency_line(svg: &mut String, frame: &Frame, buckets: &[(u64, u64)]) {
 mod tests {
     use super::*;
     use crate::history::OpRecord;
+    use crate::nemesis::FaultKind;
 
     fn op(kind: OpKind, invoked_ms: u64, completed_ms: u64, result: OpResult) -> OpRecord {
         OpRecord {
@@ -298,11 +299,58 @@ mod tests {
         );
     }
 
+    fn fault(kind: FaultKind, started_ms: u64, healed_ms: u64) -> FaultRecord {
+        FaultRecord {
+            kind,
+            description: kind.name().into(),
+            nodes: vec![1],
+            started_ms,
+            healed_ms,
+            recovered_ms: Some(healed_ms + 100),
+            resumed_ms: Some(healed_ms + 200),
+            problems: Vec::new(),
+        }
+    }
+
     #[test]
     fn the_chart_has_a_bar_per_second_and_a_band_per_fault() {
-        let history = History::default();
-        let svg = chart_svg(&history, &[], 3000);
+        let mut history = History::default();
+        let confirmed = OpResult::Confirmed {
+            order: flashstock_api::Order {
+                id: flashstock_api::OrderId::new(1, 0),
+                key: "k".into(),
+                product: "p".into(),
+                quantity: 1,
+                price_cents: 100,
+                remaining: 1,
+                placed_at_ms: 0,
+                customer: None,
+            },
+            replayed: false,
+        };
+        history.extend(vec![
+            op(OpKind::Purchase, 100, 200, confirmed.clone()),
+            op(OpKind::Purchase, 2100, 2300, confirmed),
+        ]);
+        let faults = [
+            fault(FaultKind::Kill, 500, 1500),
+            fault(FaultKind::Partition, 2000, 2900),
+        ];
+        let svg = chart_svg(&history, &faults, 3000);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // Seconds 0 to 3: four bars.
         assert_eq!(svg.matches("fill=\"#1d4ed8\"").count(), 4);
+        // One shaded band per fault, labelled with its kind, in time order.
+        let bands: Vec<&str> = svg
+            .lines()
+            .filter(|line| line.contains("fill=\"#f4a261\""))
+            .collect();
+        assert_eq!(bands.len(), faults.len(), "{svg}");
+        for (band, fault) in bands.iter().zip(&faults) {
+            assert!(
+                band.contains(&format!(">{}</text>", fault.kind.name())),
+                "{band}"
+            );
+        }
     }
 }

@@ -32,9 +32,22 @@ use crate::NodeState;
 
 type AppState = Arc<NodeState>;
 
-/// Largest Raft RPC body: 64 entries of at most a few hundred KiB, or one 1 MiB snapshot chunk,
-/// with room to spare.
-const RAFT_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most entries one append RPC carries (openraft's `max_payload_entries`).
+pub const APPEND_ENTRIES_MAX: usize = 64;
+/// Bytes of one snapshot chunk (openraft's `snapshot_max_chunk_size`).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// What a Raft RPC adds around the bodies it carries, per entry and once per RPC: log ids, the
+/// proposer's clock and horizons, the vote, bincode lengths (the test below measures it).
+const RAFT_FRAMING_BYTES_MAX: usize = 4096;
+
+/// Largest Raft RPC body: an append of [`APPEND_ENTRIES_MAX`] entries, each made of one write
+/// batch (at most `limits.body_bytes_max`, the write endpoint's body limit) and its framing, or
+/// one snapshot chunk. A smaller limit would refuse an append of committed entries forever.
+pub fn raft_body_bytes_max(body_bytes_max: usize) -> usize {
+    let append =
+        APPEND_ENTRIES_MAX * (body_bytes_max + RAFT_FRAMING_BYTES_MAX) + RAFT_FRAMING_BYTES_MAX;
+    append.max(SNAPSHOT_CHUNK_BYTES + RAFT_FRAMING_BYTES_MAX)
+}
 /// Most records one read page returns.
 pub const PAGE_LIMIT_MAX: usize = 1000;
 /// How long a membership change may take to commit before the admin call answers that its
@@ -50,7 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route(APPEND_PATH, post(append))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(install_snapshot))
-        .layer(DefaultBodyLimit::max(RAFT_BODY_BYTES_MAX));
+        .layer(DefaultBodyLimit::max(raft_body_bytes_max(body_bytes_max)));
     let api = Router::new()
         .route("/internal/write", post(write))
         .route("/internal/read-index", post(read_index))
@@ -501,6 +514,18 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
         .iter()
         .map(|voter| (voter.id, BasicNode::new(&voter.addr)))
         .collect();
+    // As for membership changes: the archive's connection bound assumes at most VOTERS_MAX.
+    let voters_max = cluster_config::defaults::VOTERS_MAX;
+    if members.len() > voters_max {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "a cluster starts with at most {voters_max} voters, not {} (the archive's connection limit assumes at most that many)",
+                members.len()
+            ),
+        );
+    }
     match state.raft.initialize(members).await {
         Ok(()) => Json(voters).into_response(),
         Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
@@ -685,5 +710,75 @@ async fn snapshot(State(state): State<AppState>) -> Response {
     match state.raft.trigger().snapshot().await {
         Ok(()) => Json(serde_json::json!({ "triggered": true })).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft_error", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flashstock_api::{Command, Op, Proposal};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+
+    use super::*;
+
+    /// An append of the largest entries a write body of `body_bytes` can propose.
+    fn append_bytes(body_bytes: usize) -> (usize, usize) {
+        let command = |i: usize| Command {
+            key: format!("k-{i:0>120}"),
+            op: Op::Purchase {
+                product: format!("p-{i:0>60}"),
+                quantity: 1,
+                customer: Some("c".repeat(64)),
+            },
+        };
+        let mut commands = Vec::new();
+        let write = loop {
+            commands.push(command(commands.len()));
+            let write = bincode::serialize(&WriteRequest {
+                commands: commands.clone(),
+            })
+            .unwrap();
+            if write.len() > body_bytes {
+                commands.pop();
+                break bincode::serialize(&WriteRequest {
+                    commands: commands.clone(),
+                })
+                .unwrap()
+                .len();
+            }
+        };
+        let log_id = |index| LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), index);
+        let entries = (0..APPEND_ENTRIES_MAX as u64)
+            .map(|i| raft_store::Entry {
+                log_id: log_id(u64::MAX - i),
+                payload: EntryPayload::Normal(Proposal {
+                    proposed_at_ms: u64::MAX,
+                    forget_keys_before_ms: u64::MAX,
+                    drop_archived_before_ms: u64::MAX,
+                    commands: commands.clone(),
+                }),
+            })
+            .collect();
+        let request = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(u64::MAX, u64::MAX),
+            prev_log_id: Some(log_id(u64::MAX)),
+            entries,
+            leader_commit: Some(log_id(u64::MAX)),
+        };
+        (write, bincode::serialize(&request).unwrap().len())
+    }
+
+    #[test]
+    fn an_append_of_the_largest_entries_fits_the_raft_body_limit() {
+        for body_bytes in [cluster_config::defaults::BODY_BYTES_MAX_LOWEST, 64 * 1024] {
+            let (write, append) = append_bytes(body_bytes);
+            assert!(write <= body_bytes && write + 600 > body_bytes);
+            // Measured against a body limit of exactly this write's size: the tightest case.
+            assert!(
+                append <= raft_body_bytes_max(write),
+                "{append} bytes for {APPEND_ENTRIES_MAX} entries of {write}-byte writes, limit {}",
+                raft_body_bytes_max(write)
+            );
+        }
+        assert!(raft_body_bytes_max(1024) > SNAPSHOT_CHUNK_BYTES);
     }
 }

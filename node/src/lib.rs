@@ -43,7 +43,7 @@ use tokio::net::TcpListener;
 
 /// Deliberate bugs, to prove that the fault-injection harness catches a broken guarantee. The
 /// `flashstock-node` binary never sets any, and no configuration or environment variable can:
-/// only the harness's own `flashstock-node-unsafe` binary (jepsen-tests) passes them in.
+/// only the harness's own `flashstock-node-ack-before-commit` binary (jepsen-tests) passes them in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UnsafeFaults {
     /// Gateways answer a purchase as confirmed as soon as it is queued, before it is committed,
@@ -108,9 +108,9 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
         install_snapshot_timeout: raft.rpc_timeout_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(raft.snapshot_every_logs),
         max_in_snapshot_log_to_keep: raft.logs_to_keep_after_snapshot,
-        // Keeps one append RPC's body well under the internal body limit.
-        max_payload_entries: 64,
-        snapshot_max_chunk_size: 1024 * 1024,
+        // The internal body limit of Raft RPCs is derived from these two.
+        max_payload_entries: internal::APPEND_ENTRIES_MAX as u64,
+        snapshot_max_chunk_size: internal::SNAPSHOT_CHUNK_BYTES as u64,
         ..Default::default()
     };
     openraft_config

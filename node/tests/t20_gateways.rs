@@ -197,9 +197,18 @@ async fn a_killed_gateway_or_leader_loses_nothing_confirmed() {
             let mut orders = Vec::new();
             for j in 0..EACH {
                 let key = format!("b{i}-{j}");
-                // Retried with the same key until the outcome is known.
+                // Retried with the same key until the outcome is known, backing off, for as
+                // long as a failover may take.
+                let deadline = Instant::now() + ELECTION_WAIT;
+                let mut backoff = Duration::from_millis(10);
                 let mut result = client.purchase_with_key(&key, "book", 1).await;
                 while let Err(ShopError::OutcomeUnknown { .. }) = result {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{key}: outcome still unknown after {ELECTION_WAIT:?}: {result:?}"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
                     result = client.purchase_with_key(&key, "book", 1).await;
                 }
                 orders.push((key, result.expect("a purchase in stock is confirmed").order));
@@ -212,7 +221,17 @@ async fn a_killed_gateway_or_leader_loses_nothing_confirmed() {
     let wait_for = |fraction: usize| {
         let done = done.clone();
         async move {
-            while done.load(std::sync::atomic::Ordering::Relaxed) < total * fraction / 4 {
+            let deadline = Instant::now() + ELECTION_WAIT;
+            loop {
+                let now_done = done.load(std::sync::atomic::Ordering::Relaxed);
+                if now_done >= total * fraction / 4 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "purchases stalled: {now_done} of {total} confirmed after {ELECTION_WAIT:?}, \
+                     waiting for {fraction}/4 of them"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }

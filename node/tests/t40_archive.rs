@@ -255,6 +255,7 @@ async fn concurrent_purchases_reach_the_archive_exactly_once() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let buyers = start_buyers(&cluster, &stop);
+    // Buyers buy for three seconds (a duration of load, not a wait for a state).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let confirmed = stop_buyers(&stop, buyers).await;
     assert!(confirmed.len() > 100, "only {} purchases", confirmed.len());
@@ -354,6 +355,7 @@ async fn postgres_outages_do_not_fail_purchases_and_the_archive_catches_up() {
         "PostgreSQL crashed: backlog {} orders, error {:?}",
         crashed.backlog, crashed.last_error
     );
+    // Keep PostgreSQL down a little longer while purchases go on, so the backlog grows.
     tokio::time::sleep(Duration::from_millis(500)).await;
     postgres.start_again().expect("recover PostgreSQL");
 
@@ -401,7 +403,20 @@ async fn a_new_leader_resumes_archiving_from_the_cursor() {
     )
     .await;
     cluster.start(old).await.expect("restart the old leader");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Wait until the old leader has rejoined and caught up with the current leader, while the
+    // buyers go on: the check below that only the leader archives then covers it too.
+    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    let leader_applied = cluster
+        .voter_client()
+        .status(&cluster.addr(leader))
+        .await
+        .expect("the leader's status")
+        .applied_index
+        .unwrap_or(0);
+    cluster
+        .wait_applied(old, leader_applied, ELECTION_WAIT)
+        .await
+        .expect("the old leader rejoins and catches up");
 
     let confirmed = stop_buyers(&stop, buyers).await;
     wait_archive(

@@ -159,13 +159,21 @@ fn rocksdb_state_matches_the_reference_and_survives_a_reopen() {
     runtime().block_on(async {
         let (_log, mut sm) = raft_store::open(dir.path()).unwrap();
         let (applied, _) = sm.applied_state().await.unwrap();
-        assert_eq!(applied.unwrap().index, proposals().len() as u64);
-        let (products, orders) = contents(&sm.reader());
+        let last = entry(proposals().len() as u64, proposals().remove(0)).log_id;
+        assert_eq!(applied, Some(last), "the applied log id");
+        let reader = sm.reader();
+        assert_eq!(reader.applied_index(), last.index);
+        let (products, orders) = contents(&reader);
         assert_eq!(
             products,
             reference.products.values().cloned().collect::<Vec<_>>()
         );
-        assert_eq!(orders.len(), reference.orders.len());
+        assert_eq!(
+            orders,
+            reference.orders.values().cloned().collect::<Vec<_>>()
+        );
+        // Horizons, archive cursor and order counters.
+        assert_eq!(reader.inventory_meta().unwrap(), reference.meta);
     });
 }
 

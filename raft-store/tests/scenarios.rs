@@ -488,23 +488,23 @@ impl Runner {
             meta.clock_ms >= meta_before.clock_ms.max(proposal.proposed_at_ms),
             "the state's clock never moves backwards"
         );
-        assert_eq!(
+        horizon_moves_as_stated(
+            "the idempotency horizon",
+            meta_before.forget_keys_before_ms,
+            proposal.forget_keys_before_ms,
             meta.forget_keys_before_ms,
-            meta_before
-                .forget_keys_before_ms
-                .max(proposal.forget_keys_before_ms.min(meta.clock_ms)),
-            "the idempotency horizon never moves backwards nor passes the state's clock"
+            meta.clock_ms,
         );
         assert!(
             meta.archived_up_to >= meta_before.archived_up_to,
             "the archive cursor moved back"
         );
-        assert_eq!(
+        horizon_moves_as_stated(
+            "the retention horizon",
+            meta_before.drop_archived_before_ms,
+            proposal.drop_archived_before_ms,
             meta.drop_archived_before_ms,
-            meta_before
-                .drop_archived_before_ms
-                .max(proposal.drop_archived_before_ms.min(meta.clock_ms)),
-            "the retention horizon never moves backwards nor passes the state's clock"
+            meta.clock_ms,
         );
         assert!(
             meta.dropped_up_to <= meta.archived_up_to,
@@ -605,4 +605,27 @@ fn format_outcome(outcome: &Outcome) -> String {
             }
         }
     }
+}
+
+/// What the state machine promises of a horizon that a proposal asks for (`requested`): it
+/// never moves backwards, never passes the state's clock (a record stamped at the clock outlives
+/// the entry that stamped it), never goes beyond what was asked, and reaches what was asked as
+/// far as the clock allows.
+fn horizon_moves_as_stated(what: &str, before: u64, requested: u64, after: u64, clock_ms: u64) {
+    assert!(
+        after >= before,
+        "{what} moved backwards: {before} -> {after}"
+    );
+    assert!(
+        after <= clock_ms,
+        "{what} passed the state's clock: {after} > {clock_ms}"
+    );
+    assert!(
+        after <= requested.max(before),
+        "{what} went beyond the proposal's {requested}: {before} -> {after}"
+    );
+    assert!(
+        after >= requested.min(clock_ms),
+        "{what} stopped short of the proposal's {requested} (clock {clock_ms}): {before} -> {after}"
+    );
 }

@@ -484,7 +484,8 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when this replica knows a leader and has applied the log up to somewhere.
+/// Ready when this replica knows a leader and has applied at least one entry (it may still be
+/// catching up with the leader).
 async fn ready(State(gateway): State<AppState>) -> Answer {
     if let Some(fatal) = gateway.node.fatal.get() {
         return Err(ApiError::new(

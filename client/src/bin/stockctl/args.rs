@@ -149,9 +149,10 @@ pub struct ReportArgs {
 pub enum ClusterCommand {
     /// Show every endpoint's Raft state, indexes and replication lag
     Status,
-    /// Initialize a new cluster through the first endpoint
+    /// Initialize a new cluster through the first endpoint (at most 7 voters)
     Init {
-        /// A voter as ID=HOST:PORT; repeat for each. Default: the node's configured voters
+        /// A voter as ID=HOST:PORT; repeat for each, at most 7 (more is refused). Default: the
+        /// node's configured voters
         #[arg(long = "voter", value_name = "ID=HOST:PORT", value_parser = parse_voter)]
         voters: Vec<NodeAddr>,
     },
@@ -165,7 +166,7 @@ pub enum ClusterCommand {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Make a learner a voter (current voters + ID)
+    /// Make a learner a voter (current voters + ID; at most 7 voters)
     Promote {
         /// The learner's id
         id: u64,
