@@ -112,13 +112,15 @@ fn minimal_voter_gets_documented_defaults() {
     assert_eq!(raft.logs_to_keep_after_snapshot, 1000);
     assert_eq!(raft.rpc_timeout_ms, 2000);
     assert_eq!(raft.idempotency_window_ms, 86_400_000);
+    assert_eq!(raft.commit_timeout_ms, 2000);
 
     let limits = &config.limits;
     assert_eq!(limits.body_bytes_max, 1_048_576);
     assert_eq!(limits.commands_per_entry_max, 1024);
     assert_eq!(limits.purchase_quantity_max, 1000);
     assert_eq!(limits.connections_max, 10_000);
-    assert_eq!(limits.request_timeout_ms, 5000);
+    assert_eq!(limits.body_read_timeout_ms, 5000);
+    assert_eq!(limits.client_retry_horizon_ms, 3_600_000);
 
     let gateway = &config.gateway;
     assert_eq!(gateway.public_listen, None);
@@ -126,6 +128,8 @@ fn minimal_voter_gets_documented_defaults() {
     assert_eq!(gateway.batch_items_max, 256);
     assert_eq!(gateway.queue_max, 8192);
     assert_eq!(gateway.forward_timeout_ms, 3000);
+    assert_eq!(gateway.forward_attempt_timeout_ms, 2000);
+    assert_eq!(gateway.linearizable_read_timeout_ms, 5000);
     assert_eq!(gateway.forward_connections_max, 8);
 }
 
@@ -171,20 +175,24 @@ snapshot_every_logs = 1
 logs_to_keep_after_snapshot = 0
 rpc_timeout_ms = 1
 idempotency_window_ms = 1000
+commit_timeout_ms = 1
 
 [limits]
 body_bytes_max = 1024
 commands_per_entry_max = 65535
 purchase_quantity_max = 1
 connections_max = 1
-request_timeout_ms = 1
+body_read_timeout_ms = 1
+client_retry_horizon_ms = 3
 
 [gateway]
 public_listen = "0.0.0.0:0"
 batch_wait_us = 0
 batch_items_max = 65535
 queue_max = 65535
-forward_timeout_ms = 1
+forward_timeout_ms = 2
+forward_attempt_timeout_ms = 1
+linearizable_read_timeout_ms = 1
 forward_connections_max = 1
 "#,
     )
@@ -340,7 +348,12 @@ fn round_trip_with_every_optional_key_set() {
             addr: "127.0.0.1:7102".into(),
         },
     ];
-    config.raft.idempotency_window_ms = 3_600_000;
+    config.raft.idempotency_window_ms = 7_200_000;
+    config.raft.commit_timeout_ms = 1500;
+    config.limits.client_retry_horizon_ms = 600_000;
+    config.limits.body_read_timeout_ms = 4000;
+    config.gateway.forward_attempt_timeout_ms = 1500;
+    config.gateway.linearizable_read_timeout_ms = 4000;
     config.limits.commands_per_entry_max = 512;
     config.gateway.batch_items_max = 512;
     config.validate().unwrap();
@@ -483,8 +496,50 @@ fn limits_rules() {
     );
     assert_invalid(&limits("connections_max = 0"), "limits.connections_max");
     assert_invalid(
-        &limits("request_timeout_ms = 0"),
-        "limits.request_timeout_ms",
+        &limits("body_read_timeout_ms = 0"),
+        "limits.body_read_timeout_ms",
+    );
+}
+
+#[test]
+fn timeouts_must_come_in_order() {
+    // A one-second idempotency window below the three-second forward timeout: a retry after
+    // the window could buy twice. Refused, in a voter's file too (voters apply the window).
+    let (key, text) = invalid(&voter_with(
+        "[raft]
+idempotency_window_ms = 1000
+[limits]
+client_retry_horizon_ms = 2000",
+    ));
+    assert_eq!(key, "limits.client_retry_horizon_ms");
+    assert!(text.contains("gateway.forward_timeout_ms = 3000"), "{text}");
+    let (key, text) = invalid(&voter_with(
+        "[raft]
+idempotency_window_ms = 3600000",
+    ));
+    assert_eq!(key, "raft.idempotency_window_ms");
+    assert!(text.contains("limits.client_retry_horizon_ms"), "{text}");
+    // An attempt must fit in the forward budget, and a voter answer within an attempt.
+    assert_invalid(
+        &gateway_with("forward_attempt_timeout_ms = 3000", ""),
+        "gateway.forward_timeout_ms",
+    );
+    assert_invalid(
+        &gateway_with("forward_attempt_timeout_ms = 1999", ""),
+        "gateway.forward_attempt_timeout_ms",
+    );
+    assert!(Config::from_toml_str(&gateway_with(
+        "forward_attempt_timeout_ms = 1999",
+        "[raft]
+commit_timeout_ms = 1999"
+    ))
+    .is_ok());
+    assert_invalid(
+        &voter_with(
+            "[raft]
+commit_timeout_ms = 0",
+        ),
+        "raft.commit_timeout_ms",
     );
 }
 
@@ -522,6 +577,10 @@ fn gateway_rules() {
     assert_invalid(
         &gateway_with("forward_timeout_ms = 0", ""),
         "gateway.forward_timeout_ms",
+    );
+    assert_invalid(
+        &gateway_with("linearizable_read_timeout_ms = 0", ""),
+        "gateway.linearizable_read_timeout_ms",
     );
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Every route but `GET /health` and `GET /metrics` requires the cluster secret in the
 //! `x-flashstock-secret` header; without it the request is refused with 401 and changes nothing. Raft RPCs and writes
-//! carry bincode bodies; admin and reads speak JSON, with errors as [`ErrorBody`].
+//! carry bincode bodies; admin and reads speak JSON, with errors as
+//! [`flashstock_api::ErrorBody`] ([`ApiError`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,16 +17,19 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
     AddLearnerRequest, ArchiveReport, ArchiveReportQuery, ArchiveStatus, ChangeMembershipRequest,
-    ErrorBody, InitRequest, NodeAddr, NodeStatus, Order, OrderId, Page, PeerReplication, Product,
-    ReadIndexResponse, RemoveLearnerRequest, WriteRequest, SECRET_HEADER,
+    ErrorCode, InitRequest, NodeAddr, NodeRole, NodeStatus, Order, OrderId, Page, PeerReplication,
+    Product, RaftState, ReadIndexResponse, RemoveLearnerRequest, WriteRequest, SECRET_HEADER,
 };
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
+};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::{BasicNode, ChangeMembers};
+use openraft::{BasicNode, ChangeMembers, ServerState};
 use raft_store::{NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::api_error::{error, ApiError};
 use crate::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::NodeState;
 
@@ -109,7 +113,7 @@ async fn require_secret(
     if !constant_time_eq(given, state.config.cluster.secret.as_bytes()) {
         return error(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             format!("missing or wrong {SECRET_HEADER} header"),
         );
     }
@@ -121,83 +125,14 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// An error answer of any HTTP endpoint: a status, a stable machine-readable code, a message.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    /// Seconds to send in `Retry-After`, for answers that ask the client to come back.
-    pub retry_after_seconds: Option<u32>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after_seconds: None,
-        }
-    }
-}
-
-impl ApiError {
-    /// The request breaks a rule of the API: nothing changed.
-    pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-    }
-
-    /// This node's storage failed a read; another replica may answer.
-    pub fn storage(e: impl std::fmt::Display) -> ApiError {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
-            e.to_string(),
-        )
-    }
-
-    pub fn unknown_product(id: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_product",
-            format!("no product {id:?}"),
-        )
-    }
-
-    pub fn unknown_order(id: u64) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_order",
-            format!("no order {id} on this replica (it may be archived, or not applied here yet)"),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = error(self.status, self.code, self.message);
-        if let Some(seconds) = self.retry_after_seconds {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, seconds.into());
-        }
-        response
-    }
-}
-
-pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = ErrorBody {
-        code: code.into(),
-        message: message.into(),
-    };
-    (status, Json(body)).into_response()
-}
-
 fn bincode_response<T: Serialize>(value: &T) -> Response {
     match bincode::serialize(value) {
         Ok(bytes) => bytes.into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            e.to_string(),
+        ),
     }
 }
 
@@ -215,7 +150,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Bincode<T> {
         bincode::deserialize(&body).map(Bincode).map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("undecodable body: {e}"),
             )
         })
@@ -374,10 +309,10 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
     NodeStatus {
         id: metrics.id,
         role: match state.config.node.role {
-            cluster_config::Role::Voter => "voter".into(),
-            cluster_config::Role::Gateway => "gateway".into(),
+            cluster_config::Role::Voter => NodeRole::Voter,
+            cluster_config::Role::Gateway => NodeRole::Gateway,
         },
-        state: format!("{:?}", metrics.state),
+        state: raft_state(metrics.state),
         term: metrics.current_term,
         leader: metrics.current_leader,
         last_log_index: metrics.last_log_index,
@@ -392,6 +327,16 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         replication,
         millis_since_quorum_ack: metrics.millis_since_quorum_ack,
         archive: archive_status(state),
+    }
+}
+
+fn raft_state(state: ServerState) -> RaftState {
+    match state {
+        ServerState::Leader => RaftState::Leader,
+        ServerState::Follower => RaftState::Follower,
+        ServerState::Candidate => RaftState::Candidate,
+        ServerState::Learner => RaftState::Learner,
+        ServerState::Shutdown => RaftState::Shutdown,
     }
 }
 
@@ -416,7 +361,7 @@ async fn archive_report(
     let Some(archive) = &state.archive else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "archive_disabled",
+            ErrorCode::ArchiveDisabled,
             "this node has no archive database (archive.postgres_url is not set)",
         ));
     };
@@ -425,7 +370,7 @@ async fn archive_report(
         Err(crate::archive::ArchiveError::Invalid(message)) => Err(ApiError::invalid(message)),
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "archive_unavailable",
+            ErrorCode::ArchiveUnavailable,
             e.to_string(),
         )),
     }
@@ -441,7 +386,13 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
     } else {
         match serde_json::from_slice::<InitRequest>(&body) {
             Ok(request) => request.voters,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    e.to_string(),
+                )
+            }
         }
     };
     let voters: Vec<NodeAddr> = if !requested.is_empty() {
@@ -469,13 +420,17 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
         .collect();
     match state.raft.initialize(members).await {
         Ok(()) => Json(voters).into_response(),
-        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
-            error(StatusCode::CONFLICT, "already_initialized", e.to_string())
-        }
-        Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
-            error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft_error", e.to_string()),
+        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => error(
+            StatusCode::CONFLICT,
+            ErrorCode::AlreadyInitialized,
+            e.to_string(),
+        ),
+        Err(RaftError::APIError(InitializeError::NotInMembers(e))) => error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            e.to_string(),
+        ),
+        Err(e) => raft_error(e),
     }
 }
 
@@ -488,15 +443,29 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -
                 .map_or_else(|| "unknown".to_string(), |node| node.addr);
             error(
                 StatusCode::MISDIRECTED_REQUEST,
-                "not_leader",
+                ErrorCode::NotLeader,
                 format!("this node is not the leader; the leader is at {leader}"),
             )
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            error(StatusCode::CONFLICT, "membership_error", e.to_string())
+            // Another change still in progress is worth retrying; the others are not.
+            let code = match e {
+                ChangeMembershipError::InProgress(_) => ErrorCode::MembershipChangeInProgress,
+                _ => ErrorCode::MembershipError,
+            };
+            error(StatusCode::CONFLICT, code, e.to_string())
         }
-        RaftError::Fatal(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft_error", e.to_string()),
+        RaftError::Fatal(e) => raft_error(e),
     }
+}
+
+/// Raft failed or is shutting down.
+fn raft_error(e: impl std::fmt::Display) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::RaftError,
+        e.to_string(),
+    )
 }
 
 async fn add_learner(
@@ -506,7 +475,7 @@ async fn add_learner(
     if request.id == 0 || request.addr.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "a learner needs an id >= 1 and an address",
         );
     }
@@ -531,7 +500,7 @@ async fn change_membership(
     if voters.is_empty() || voters.len() > cluster_config::defaults::VOTERS_MAX {
         return error(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!(
                 "a membership needs 1 to {} voters (the archive's connection limit assumes at most that many)",
                 cluster_config::defaults::VOTERS_MAX
@@ -559,7 +528,7 @@ async fn remove_learner(
     if voters.contains(&request.id) {
         return error(
             StatusCode::CONFLICT,
-            "is_a_voter",
+            ErrorCode::IsAVoter,
             format!(
                 "node {} is a voter: demote it with change-membership first",
                 request.id
@@ -578,6 +547,6 @@ async fn remove_learner(
 async fn snapshot(State(state): State<AppState>) -> Response {
     match state.raft.trigger().snapshot().await {
         Ok(()) => Json(serde_json::json!({ "triggered": true })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft_error", e.to_string()),
+        Err(e) => raft_error(e),
     }
 }
