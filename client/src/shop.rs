@@ -386,8 +386,9 @@ pub(crate) fn http_client(timeout: Duration, local: Option<std::net::IpAddr>) ->
         .expect("an HTTP client without TLS always builds")
 }
 
-/// Percent-encode one path segment, so an id can never change the route it goes to.
-fn segment(raw: &str) -> String {
+/// Percent-encode one path segment (or query value): every byte but ASCII letters, digits and
+/// `-_.~`, so an id can never change the route it goes to.
+pub fn segment(raw: &str) -> String {
     let mut encoded = String::with_capacity(raw.len());
     for byte in raw.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {

@@ -506,41 +506,34 @@ fn timeouts_must_come_in_order() {
     // A one-second idempotency window below the three-second forward timeout: a retry after
     // the window could buy twice. Refused, in a voter's file too (voters apply the window).
     let (key, text) = invalid(&voter_with(
-        "[raft]
-idempotency_window_ms = 1000
-[limits]
-client_retry_horizon_ms = 2000",
+        "[raft]\nidempotency_window_ms = 1000\n[limits]\nclient_retry_horizon_ms = 2000",
     ));
     assert_eq!(key, "limits.client_retry_horizon_ms");
     assert!(text.contains("gateway.forward_timeout_ms = 3000"), "{text}");
-    let (key, text) = invalid(&voter_with(
-        "[raft]
-idempotency_window_ms = 3600000",
-    ));
-    assert_eq!(key, "raft.idempotency_window_ms");
-    assert!(text.contains("limits.client_retry_horizon_ms"), "{text}");
-    // An attempt must fit in the forward budget, and a voter answer within an attempt.
-    assert_invalid(
-        &gateway_with("forward_attempt_timeout_ms = 3000", ""),
-        "gateway.forward_timeout_ms",
-    );
-    assert_invalid(
-        &gateway_with("forward_attempt_timeout_ms = 1999", ""),
-        "gateway.forward_attempt_timeout_ms",
-    );
-    assert!(Config::from_toml_str(&gateway_with(
-        "forward_attempt_timeout_ms = 1999",
-        "[raft]
-commit_timeout_ms = 1999"
-    ))
-    .is_ok());
-    assert_invalid(
-        &voter_with(
-            "[raft]
-commit_timeout_ms = 0",
+    // Each link of commit <= attempt < forward < horizon < window, broken alone.
+    let broken = [
+        (
+            "[raft]\nidempotency_window_ms = 3600000",
+            "raft.idempotency_window_ms",
         ),
-        "raft.commit_timeout_ms",
+        ("[raft]\ncommit_timeout_ms = 0", "raft.commit_timeout_ms"),
+        (
+            "[raft]\ncommit_timeout_ms = 2001",
+            "gateway.forward_attempt_timeout_ms",
+        ),
+        (
+            "[gateway]\nforward_attempt_timeout_ms = 3000",
+            "gateway.forward_timeout_ms",
+        ),
+    ];
+    for (tables, key) in broken {
+        assert_invalid(&voter_with(tables), key);
+    }
+    let within = gateway_with(
+        "forward_attempt_timeout_ms = 1999",
+        "[raft]\ncommit_timeout_ms = 1999",
     );
+    assert!(Config::from_toml_str(&within).is_ok());
 }
 
 #[test]

@@ -447,9 +447,7 @@ impl LocalCluster {
             Err(flashstock_client::Error::Api {
                 code: flashstock_api::ErrorCode::AlreadyInitialized,
                 ..
-            }) => {
-                Ok(())
-            }
+            }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

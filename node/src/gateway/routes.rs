@@ -524,4 +524,32 @@ mod tests {
             let _ = handler(method, path);
         }
     }
+
+    /// The document's bounds are the API crate's, which the server enforces.
+    #[test]
+    fn openapi_states_the_limits_the_server_enforces() {
+        use flashstock_api::*;
+        let doc: serde_json::Value = serde_json::from_str(super::super::OPENAPI).expect("JSON");
+        let schemas = &doc["components"]["schemas"];
+        let create = &schemas["CreateProductRequest"]["properties"];
+        assert_eq!(create["name"]["x-utf8-bytes-max"], PRODUCT_NAME_LEN_MAX);
+        assert_eq!(create["price_cents"]["maximum"], PRICE_CENTS_MAX);
+        assert_eq!(create["stock"]["maximum"], STOCK_MAX);
+        let restock = &schemas["RestockRequest"]["properties"]["quantity"];
+        assert_eq!(restock["maximum"], STOCK_MAX);
+        let customer = &schemas["PurchaseRequest"]["properties"]["customer"];
+        assert_eq!(customer["maxLength"], CUSTOMER_LEN_MAX);
+        let key = &doc["paths"]["/v1/products/{id}/purchase"]["post"]["parameters"][1];
+        assert_eq!(key["name"], "Idempotency-Key");
+        assert_eq!(key["schema"]["maxLength"], KEY_LEN_MAX);
+        let id = &doc["paths"]["/v1/products/{id}"]["get"]["parameters"][0]["schema"];
+        assert_eq!(
+            id["pattern"],
+            format!("^[A-Za-z0-9_-]{{1,{PRODUCT_ID_LEN_MAX}}}$")
+        );
+        assert_eq!(
+            doc["paths"]["/v1/products"]["get"]["parameters"][1]["schema"]["maximum"],
+            PAGE_LIMIT_MAX
+        );
+    }
 }
