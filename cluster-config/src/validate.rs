@@ -13,10 +13,12 @@ impl Config {
     /// Checks every rule; returns the first broken one.
     ///
     /// `[gateway]` is checked only when `node.role = "gateway"`, since no
-    /// other role reads it; but the timeout chain ([`validate_timeouts`]) is
-    /// checked in every file: the voters' idempotency window must outlast the
-    /// gateways' forwards and the clients' retries, and every node of a
-    /// cluster is meant to hold the same values.
+    /// other role reads it; but the timeout chain
+    /// (`raft.commit_timeout_ms <= gateway.forward_attempt_timeout_ms <
+    /// gateway.forward_timeout_ms < limits.client_retry_horizon_ms <
+    /// raft.idempotency_window_ms`) is checked in every file: the voters'
+    /// idempotency window must outlast the gateways' forwards and the clients'
+    /// retries, and every node of a cluster is meant to hold the same values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_node(&self.node)?;
         validate_cluster(&self.cluster)?;
