@@ -434,3 +434,29 @@ async fn decode_json<T: DeserializeOwned>(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address nothing listens on: bound, then released.
+    fn closed_endpoint() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        drop(listener);
+        addr.to_string()
+    }
+
+    /// A node that accepts no connection is `unreachable` to reads and writes alike, and the
+    /// write is definitely not applied.
+    #[tokio::test]
+    async fn a_failed_connect_is_unreachable_on_reads_and_writes() {
+        let endpoint = closed_endpoint();
+        let client = VoterClient::new(vec![endpoint.clone()], "secret", Duration::from_secs(2));
+        let read = client.status(&endpoint).await.unwrap_err();
+        assert_eq!(read.code(), ErrorCode::Unreachable, "{read}");
+        let write = client.write(Vec::new()).await.unwrap_err();
+        assert_eq!(write.code(), ErrorCode::Unreachable, "{write}");
+        assert!(write.is_definite());
+    }
+}

@@ -698,6 +698,15 @@ mod tests {
         );
     }
 
+    /// A change refused because another is in progress is retried, by its code alone.
+    #[test]
+    fn only_refusals_a_retry_may_overcome_are_transient() {
+        let failed = |code| CliError::failed(code, "undergoing a configuration change");
+        assert!(is_transient(&failed(ErrorCode::MembershipChangeInProgress)));
+        assert!(is_transient(&failed(ErrorCode::NotLeader)));
+        assert!(!is_transient(&failed(ErrorCode::MembershipError)));
+    }
+
     #[test]
     fn membership_plans_follow_the_leaders_view() {
         let leader = node(1, RaftState::Leader, 3, Some(1));
