@@ -18,6 +18,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod error_code;
+
+pub use error_code::ErrorCode;
+
 /// Longest product id, in bytes.
 pub const PRODUCT_ID_LEN_MAX: usize = 64;
 /// Longest product name, in bytes.
@@ -140,13 +144,13 @@ pub enum Rejection {
 
 impl Rejection {
     /// A stable, machine-readable code for the rejection.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Rejection::InsufficientStock { .. } => "insufficient_stock",
-            Rejection::UnknownProduct { .. } => "unknown_product",
-            Rejection::ProductExists { .. } => "product_exists",
-            Rejection::KeyReused { .. } => "idempotency_key_reused",
-            Rejection::Invalid { .. } => "invalid_request",
+            Rejection::InsufficientStock { .. } => ErrorCode::InsufficientStock,
+            Rejection::UnknownProduct { .. } => ErrorCode::UnknownProduct,
+            Rejection::ProductExists { .. } => ErrorCode::ProductExists,
+            Rejection::KeyReused { .. } => ErrorCode::IdempotencyKeyReused,
+            Rejection::Invalid { .. } => ErrorCode::InvalidRequest,
         }
     }
 }
@@ -346,7 +350,7 @@ pub enum WriteResponse {
     /// leader, if one is known.
     NotLeader { leader: Option<NodeAddr> },
     /// Refused before proposing (bad batch, overload): definitely not applied.
-    Refused { code: String, message: String },
+    Refused { code: ErrorCode, message: String },
     /// Proposed, but the node cannot tell whether it committed (it shut down or timed out). The
     /// client must retry with the same keys to learn the outcome.
     Unknown { message: String },
@@ -390,10 +394,10 @@ pub const SECRET_HEADER: &str = "x-flashstock-secret";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: u64,
-    /// The configured role: `voter` or `gateway`.
-    pub role: String,
-    /// The Raft state: `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
-    pub state: String,
+    /// The configured role.
+    pub role: NodeRole,
+    /// The Raft state.
+    pub state: RaftState,
     pub term: u64,
     pub leader: Option<u64>,
     pub last_log_index: Option<u64>,
@@ -442,6 +446,61 @@ pub struct MembershipStatus {
     /// On the leader, while the entry is not committed: the voters that have not acknowledged it.
     /// The change completes as soon as enough of them answer again.
     pub waiting_for: Vec<u64>,
+}
+
+/// A node's configured role, in [`NodeStatus::role`]: `voter` or `gateway` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// A member of the Raft group that votes and may lead.
+    Voter,
+    /// A learner that serves the public API from its replica.
+    Gateway,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Voter => "voter",
+            NodeRole::Gateway => "gateway",
+        }
+    }
+}
+
+impl fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A node's Raft state, in [`NodeStatus::state`]; on the wire as named here (`Leader`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RaftState {
+    Leader,
+    Follower,
+    Candidate,
+    /// Replicates the log without voting: gateways, and voters being added.
+    Learner,
+    /// Raft has stopped on this node.
+    Shutdown,
+}
+
+impl RaftState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaftState::Leader => "Leader",
+            RaftState::Follower => "Follower",
+            RaftState::Candidate => "Candidate",
+            RaftState::Learner => "Learner",
+            RaftState::Shutdown => "Shutdown",
+        }
+    }
+}
+
+impl fmt::Display for RaftState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// Units sold and revenue per product over a time range, read from the archive database.
@@ -546,7 +605,7 @@ pub struct RemoveLearnerRequest {
 /// for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -663,5 +722,30 @@ mod tests {
         assert!(validate_command(&purchase(1)).is_ok());
         assert!(validate_command(&purchase(0)).is_err());
         assert!(validate_command(&purchase(PURCHASE_QUANTITY_LIMIT + 1)).is_err());
+    }
+
+    #[test]
+    fn role_and_state_travel_as_they_always_did() {
+        for role in [NodeRole::Voter, NodeRole::Gateway] {
+            let wire = serde_json::to_string(&role).unwrap();
+            assert_eq!(wire, format!("\"{role}\""));
+            assert_eq!(serde_json::from_str::<NodeRole>(&wire).unwrap(), role);
+        }
+        assert_eq!(
+            serde_json::to_string(&NodeRole::Voter).unwrap(),
+            "\"voter\""
+        );
+        for state in [
+            RaftState::Leader,
+            RaftState::Follower,
+            RaftState::Candidate,
+            RaftState::Learner,
+            RaftState::Shutdown,
+        ] {
+            let wire = serde_json::to_string(&state).unwrap();
+            assert_eq!(wire, format!("\"{state}\""));
+            assert_eq!(wire, format!("\"{state:?}\""));
+            assert_eq!(serde_json::from_str::<RaftState>(&wire).unwrap(), state);
+        }
     }
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flashstock_api::{
-    CreateProductRequest, ErrorBody, OrderView, ProductChanged, ProductList, ProductView,
-    PurchaseRequest, PurchaseResponse, RestockRequest, IDEMPOTENCY_KEY_HEADER,
+    CreateProductRequest, ErrorBody, ErrorCode, OrderView, ProductChanged, ProductList,
+    ProductView, PurchaseRequest, PurchaseResponse, RestockRequest, IDEMPOTENCY_KEY_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,7 +23,7 @@ pub enum ShopError {
     #[error("{code} ({status}): {message}")]
     Rejected {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     /// No gateway could apply the request in the retry budget (unreachable, overloaded, no
@@ -42,16 +42,21 @@ impl ShopError {
     }
 
     /// The stable error code: the server's, or `unavailable` / `outcome_unknown`.
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ShopError::Rejected { code, .. } => code,
-            ShopError::Unavailable { .. } => "unavailable",
-            ShopError::OutcomeUnknown { .. } => "outcome_unknown",
+            ShopError::Rejected { code, .. } => code.clone(),
+            ShopError::Unavailable { .. } => ErrorCode::Unavailable,
+            ShopError::OutcomeUnknown { .. } => ErrorCode::OutcomeUnknown,
         }
     }
 }
 
-/// How hard a call tries before it gives up.
+/// Default bound of one HTTP exchange of a [`ShopClient`].
+const EXCHANGE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// How hard a call tries before it gives up. A call retries one idempotency key for at most
+/// [`RetryPolicy::horizon`], which must stay within the cluster's `limits.client_retry_horizon_ms`
+/// (the idempotency window outlasts it): a retry after the key is forgotten could apply twice.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     /// Attempts per call, over all gateways.
@@ -59,6 +64,14 @@ pub struct RetryPolicy {
     /// Pause before the second attempt; doubles up to `backoff_max`.
     pub backoff: Duration,
     pub backoff_max: Duration,
+}
+
+impl RetryPolicy {
+    /// The longest a call keeps retrying one key when each exchange takes at most `exchange`.
+    pub fn horizon(&self, exchange: Duration) -> Duration {
+        let attempts = self.attempts.max(1) as u32;
+        (exchange + self.backoff_max) * attempts
+    }
 }
 
 impl Default for RetryPolicy {
@@ -107,7 +120,7 @@ impl ShopClient {
     /// `gateways` are base URLs, e.g. `http://127.0.0.1:8081`.
     pub fn new(gateways: Vec<String>) -> ShopClient {
         assert!(!gateways.is_empty(), "at least one gateway");
-        let http = http_client(Duration::from_secs(10), None);
+        let http = http_client(EXCHANGE_TIMEOUT_DEFAULT, None);
         let gateways = gateways
             .into_iter()
             .map(|g| g.trim_end_matches('/').to_owned())
@@ -127,7 +140,8 @@ impl ShopClient {
         self
     }
 
-    /// Give each HTTP exchange at most `timeout` (default 10 s).
+    /// Give each HTTP exchange at most `timeout` (default 10 s). Keep
+    /// [`RetryPolicy::horizon`] of it within the cluster's `limits.client_retry_horizon_ms`.
     pub fn with_timeout(mut self, timeout: Duration) -> ShopClient {
         self.http = http_client(timeout, None);
         self
@@ -335,21 +349,23 @@ async fn classify<T: DeserializeOwned>(
             Err(e) if write => Attempt::RetryUnknown(format!("undecodable answer: {e}")),
             Err(e) => Attempt::Final(ShopError::Rejected {
                 status: status.as_u16(),
-                code: "invalid_response".into(),
+                code: ErrorCode::InvalidResponse,
                 message: e.to_string(),
             }),
         };
     }
     let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-        code: status.as_u16().to_string(),
+        code: ErrorCode::parse(status.as_str()),
         message: String::from_utf8_lossy(&bytes).into_owned(),
     });
     let message = format!("{}: {}", body.code, body.message);
-    match (status.as_u16(), body.code.as_str()) {
-        (504, _) | (_, "outcome_unknown") => Attempt::RetryUnknown(message),
+    if status.as_u16() == 504 || body.code == ErrorCode::OutcomeUnknown {
+        return Attempt::RetryUnknown(message);
+    }
+    match status.as_u16() {
         // Overloaded, no leader, not ready: nothing applied, try again or elsewhere.
-        (503, _) | (502, _) => Attempt::RetryNotApplied(message),
-        (500, _) => lost(message),
+        503 | 502 => Attempt::RetryNotApplied(message),
+        500 => lost(message),
         _ => Attempt::Final(ShopError::Rejected {
             status: status.as_u16(),
             code: body.code,
@@ -370,8 +386,9 @@ pub(crate) fn http_client(timeout: Duration, local: Option<std::net::IpAddr>) ->
         .expect("an HTTP client without TLS always builds")
 }
 
-/// Percent-encode one path segment, so an id can never change the route it goes to.
-fn segment(raw: &str) -> String {
+/// Percent-encode one path segment (or query value): every byte but ASCII letters, digits and
+/// `-_.~`, so an id can never change the route it goes to.
+pub fn segment(raw: &str) -> String {
     let mut encoded = String::with_capacity(raw.len());
     for byte in raw.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
@@ -408,5 +425,14 @@ mod tests {
     #[test]
     fn keys_are_unique() {
         assert_ne!(new_key(), new_key());
+    }
+
+    /// A key retried past the idempotency window could buy twice: by default a call gives its
+    /// key up well within the cluster's default retry horizon, which the window outlasts.
+    #[test]
+    fn default_retries_end_within_the_cluster_retry_horizon() {
+        let horizon = RetryPolicy::default().horizon(EXCHANGE_TIMEOUT_DEFAULT);
+        let cluster = cluster_config::defaults::DEFAULT_CLIENT_RETRY_HORIZON_MS;
+        assert!(horizon.as_millis() < u128::from(cluster), "{horizon:?}");
     }
 }

@@ -4,9 +4,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use flashstock_api::{
-    AddLearnerRequest, ChangeMembershipRequest, Command, ErrorBody, InitRequest, NodeAddr,
-    NodeStatus, Order, OrderId, Outcome, Page, Product, ReadIndexResponse, RemoveLearnerRequest,
-    WriteRequest, WriteResponse, SECRET_HEADER,
+    AddLearnerRequest, ChangeMembershipRequest, Command, ErrorBody, ErrorCode, InitRequest,
+    NodeAddr, NodeStatus, Order, OrderId, Outcome, Page, Product, ReadIndexResponse,
+    RemoveLearnerRequest, WriteRequest, WriteResponse, SECRET_HEADER,
 };
 use serde::de::DeserializeOwned;
 
@@ -18,15 +18,19 @@ const REDIRECTS_MAX: usize = 8;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    /// Definitely not applied: refused before anything was proposed, or no node could be reached.
+    /// Definitely not applied: refused before anything was proposed, or no node could be reached
+    /// ([`ErrorCode::Unreachable`] when none accepted a connection, [`ErrorCode::Unavailable`]
+    /// when none was the leader).
     #[error("refused ({code}): {message}")]
-    Refused { code: String, message: String },
+    Refused { code: ErrorCode, message: String },
     /// The write may or may not have been applied. Retry with the same idempotency keys.
     #[error("outcome unknown: {message}")]
     OutcomeUnknown { message: String },
-    /// A read or admin call failed.
+    /// A read or admin call failed: the server's code, or [`ErrorCode::Unreachable`] when the
+    /// connection could not be made (nothing was sent), [`ErrorCode::Unavailable`] when the
+    /// answer did not come.
     #[error("{code}: {message}")]
-    Api { code: String, message: String },
+    Api { code: ErrorCode, message: String },
 }
 
 impl Error {
@@ -35,10 +39,11 @@ impl Error {
         !matches!(self, Error::OutcomeUnknown { .. })
     }
 
-    fn unreachable(message: String) -> Error {
-        Error::Refused {
-            code: "unavailable".into(),
-            message,
+    /// The stable code of a definite failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Refused { code, .. } | Error::Api { code, .. } => code.clone(),
+            Error::OutcomeUnknown { .. } => ErrorCode::OutcomeUnknown,
         }
     }
 }
@@ -102,14 +107,13 @@ impl VoterClient {
                     return Ok(index);
                 }
                 Ok(ReadIndexResponse::NotLeader { leader }) => search.not_leader(&endpoint, leader),
-                Ok(ReadIndexResponse::Unavailable { message }) => search.failed(message),
-                Err(e) => search.failed(e.to_string()),
+                Ok(ReadIndexResponse::Unavailable { message }) => {
+                    search.failed(ErrorCode::Unavailable, message)
+                }
+                Err(e) => search.failed(e.code(), e.to_string()),
             }
         }
-        Err(Error::unreachable(format!(
-            "no leader confirmed a read: {}",
-            search.last_error
-        )))
+        Err(search.gave_up("no leader confirmed a read"))
     }
 
     /// The nodes a call tries, in order: the last known leader first, then every endpoint.
@@ -121,6 +125,7 @@ impl VoterClient {
             candidates,
             tries_left: self.endpoints.len() + REDIRECTS_MAX,
             redirects_left: REDIRECTS_MAX,
+            last_code: ErrorCode::Unavailable,
             last_error: String::from("no endpoint"),
         }
     }
@@ -144,7 +149,10 @@ impl VoterClient {
                 Ok(response) => response,
                 // Never connected: nothing was sent, try the next node.
                 Err(e) if e.is_connect() => {
-                    search.failed(format!("{endpoint}: {}", describe(&e)));
+                    search.failed(
+                        ErrorCode::Unreachable,
+                        format!("{endpoint}: {}", describe(&e)),
+                    );
                     continue;
                 }
                 Err(e) => {
@@ -153,35 +161,7 @@ impl VoterClient {
                     })
                 }
             };
-            let status = response.status();
-            let bytes = response.bytes().await.map_err(|e| Error::OutcomeUnknown {
-                message: format!("{endpoint}: {e}"),
-            })?;
-            if status.is_server_error() {
-                // Not one of the endpoint's own answers: it may have failed after proposing.
-                return Err(Error::OutcomeUnknown {
-                    message: format!("{endpoint} answered {status}"),
-                });
-            }
-            if !status.is_success() {
-                // The endpoint refused the request before handling it (auth, body).
-                let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
-                return Err(match body {
-                    Some(body) => Error::Refused {
-                        code: body.code,
-                        message: body.message,
-                    },
-                    None => Error::Refused {
-                        code: status.as_u16().to_string(),
-                        message: String::from_utf8_lossy(&bytes).into_owned(),
-                    },
-                });
-            }
-            let answer: WriteResponse =
-                bincode::deserialize(&bytes).map_err(|e| Error::OutcomeUnknown {
-                    message: format!("{endpoint}: undecodable answer: {e}"),
-                })?;
-            match answer {
+            match write_answer(&endpoint, response).await? {
                 WriteResponse::Applied {
                     log_index,
                     outcomes,
@@ -202,10 +182,7 @@ impl VoterClient {
                 }
             }
         }
-        Err(Error::unreachable(format!(
-            "no leader reachable: {}",
-            search.last_error
-        )))
+        Err(search.gave_up("no leader reachable"))
     }
 
     async fn get<T: DeserializeOwned>(&self, endpoint: &str, path: &str) -> Result<T, Error> {
@@ -355,6 +332,9 @@ struct LeaderSearch {
     candidates: VecDeque<String>,
     tries_left: usize,
     redirects_left: usize,
+    /// Why the last node tried did not take the call: [`ErrorCode::Unreachable`] when it
+    /// accepted no connection, [`ErrorCode::Unavailable`] otherwise.
+    last_code: ErrorCode,
     last_error: String,
 }
 
@@ -364,12 +344,22 @@ impl LeaderSearch {
         self.candidates.pop_front()
     }
 
-    fn failed(&mut self, error: String) {
+    fn failed(&mut self, code: ErrorCode, error: String) {
+        self.last_code = code;
         self.last_error = error;
+    }
+
+    /// No node took the call: definitely not applied, for the last node's reason.
+    fn gave_up(self, what: &str) -> Error {
+        Error::Refused {
+            code: self.last_code,
+            message: format!("{what}: {}", self.last_error),
+        }
     }
 
     /// `endpoint` is not the leader; try the one it named next.
     fn not_leader(&mut self, endpoint: &str, leader: Option<NodeAddr>) {
+        self.last_code = ErrorCode::Unavailable;
         self.last_error = format!("{endpoint} is not the leader");
         if let Some(leader) = leader {
             if self.redirects_left > 0 {
@@ -380,26 +370,57 @@ impl LeaderSearch {
     }
 }
 
+/// The write endpoint's answer; an error when it is not one of the endpoint's own answers.
+async fn write_answer(endpoint: &str, response: reqwest::Response) -> Result<WriteResponse, Error> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| Error::OutcomeUnknown {
+        message: format!("{endpoint}: {e}"),
+    })?;
+    if status.is_server_error() {
+        // Not one of the endpoint's own answers: it may have failed after proposing.
+        return Err(Error::OutcomeUnknown {
+            message: format!("{endpoint} answered {status}"),
+        });
+    }
+    if !status.is_success() {
+        // The endpoint refused the request before handling it (auth, body).
+        let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+        return Err(match body {
+            Some(body) => Error::Refused {
+                code: body.code,
+                message: body.message,
+            },
+            None => Error::Refused {
+                code: ErrorCode::parse(status.as_str()),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            },
+        });
+    }
+    bincode::deserialize(&bytes).map_err(|e| Error::OutcomeUnknown {
+        message: format!("{endpoint}: undecodable answer: {e}"),
+    })
+}
+
 async fn decode_json<T: DeserializeOwned>(
     sent: Result<reqwest::Response, reqwest::Error>,
     endpoint: &str,
 ) -> Result<T, Error> {
     let response = sent.map_err(|e| Error::Api {
         code: if e.is_connect() {
-            "unreachable".into()
+            ErrorCode::Unreachable
         } else {
-            "unavailable".into()
+            ErrorCode::Unavailable
         },
         message: format!("{endpoint}: {}", describe(&e)),
     })?;
     let status = response.status();
     let bytes = response.bytes().await.map_err(|e| Error::Api {
-        code: "unavailable".into(),
+        code: ErrorCode::Unavailable,
         message: format!("{endpoint}: {e}"),
     })?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| Error::Api {
-            code: "invalid_response".into(),
+            code: ErrorCode::InvalidResponse,
             message: format!("{endpoint}: {e}"),
         });
     }
@@ -409,8 +430,34 @@ async fn decode_json<T: DeserializeOwned>(
             message: body.message,
         },
         Err(_) => Error::Api {
-            code: status.as_u16().to_string(),
+            code: ErrorCode::parse(status.as_str()),
             message: String::from_utf8_lossy(&bytes).into_owned(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address nothing listens on: bound, then released.
+    fn closed_endpoint() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        drop(listener);
+        addr.to_string()
+    }
+
+    /// A node that accepts no connection is `unreachable` to reads and writes alike, and the
+    /// write is definitely not applied.
+    #[tokio::test]
+    async fn a_failed_connect_is_unreachable_on_reads_and_writes() {
+        let endpoint = closed_endpoint();
+        let client = VoterClient::new(vec![endpoint.clone()], "secret", Duration::from_secs(2));
+        let read = client.status(&endpoint).await.unwrap_err();
+        assert_eq!(read.code(), ErrorCode::Unreachable, "{read}");
+        let write = client.write(Vec::new()).await.unwrap_err();
+        assert_eq!(write.code(), ErrorCode::Unreachable, "{write}");
+        assert!(write.is_definite());
+    }
 }

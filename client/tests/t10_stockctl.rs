@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use flashstock_api::{
     ArchiveReport, ArchiveStatus, NodeStatus, ProductChanged, ProductList, ProductView,
-    PurchaseResponse,
+    PurchaseResponse, RaftState,
 };
 use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
@@ -162,7 +162,7 @@ async fn agreed_status(ctl: &Ctl) -> (Vec<NodeStatus>, u64) {
             .map_err(|e| format!("{e}: {}", show(&output)))?;
         let leaders: Vec<u64> = statuses
             .iter()
-            .filter(|s| s.state == "Leader")
+            .filter(|s| s.state == RaftState::Leader)
             .map(|s| s.id)
             .collect();
         match leaders[..] {
@@ -486,7 +486,7 @@ async fn wait_for_voters(ctl: &Ctl, voters: &[u64]) {
         let leader = statuses
             .iter()
             .filter_map(|s| serde_json::from_value::<NodeStatus>(s.clone()).ok())
-            .find(|s| s.state == "Leader");
+            .find(|s| s.state == RaftState::Leader);
         match leader {
             Some(leader) if leader.voters == voters => Ok(()),
             _ => Err(show(&output)),

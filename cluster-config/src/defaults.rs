@@ -23,6 +23,10 @@ pub const DEFAULT_RPC_TIMEOUT_MS: u64 = 2000;
 /// `raft.idempotency_window_ms`: how long a purchase's idempotency record is
 /// kept (24 hours).
 pub const DEFAULT_IDEMPOTENCY_WINDOW_MS: u64 = 86_400_000;
+/// `raft.commit_timeout_ms`: how long a voter waits for a proposed entry to
+/// commit and apply before it answers "outcome unknown". Within one forward
+/// attempt, so that the gateway hears the voter's own answer.
+pub const DEFAULT_COMMIT_TIMEOUT_MS: u64 = 2000;
 
 // ---- [limits] ----
 
@@ -34,8 +38,13 @@ pub const DEFAULT_COMMANDS_PER_ENTRY_MAX: usize = 1024;
 pub const DEFAULT_PURCHASE_QUANTITY_MAX: u32 = 1000;
 /// `limits.connections_max`: most concurrent inbound connections.
 pub const DEFAULT_CONNECTIONS_MAX: usize = 10_000;
-/// `limits.request_timeout_ms`: deadline for handling one inbound request.
-pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5000;
+/// `limits.body_read_timeout_ms`: how long a request body may take to arrive
+/// before the gateway answers 408.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 5000;
+/// `limits.client_retry_horizon_ms`: the longest a client may keep retrying one
+/// idempotency key (one hour) and still get the first outcome back; the
+/// idempotency window must outlast it.
+pub const DEFAULT_CLIENT_RETRY_HORIZON_MS: u64 = 3_600_000;
 
 // ---- [gateway] ----
 
@@ -47,8 +56,16 @@ pub const DEFAULT_BATCH_WAIT_US: u64 = 500;
 pub const DEFAULT_BATCH_ITEMS_MAX: usize = 256;
 /// `gateway.queue_max`: pending purchases before the gateway sheds load with 503.
 pub const DEFAULT_QUEUE_MAX: usize = 8192;
-/// `gateway.forward_timeout_ms`: timeout of one forwarded batch to the leader.
+/// `gateway.forward_timeout_ms`: the whole budget of one forwarded batch,
+/// every attempt and pause included, before the gateway answers 503 or 504.
 pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 3000;
+/// `gateway.forward_attempt_timeout_ms`: one HTTP exchange of a gateway with a
+/// voter (one attempt of a forwarded batch, one read-index call); an attempt
+/// is also cut at what is left of `gateway.forward_timeout_ms`.
+pub const DEFAULT_FORWARD_ATTEMPT_TIMEOUT_MS: u64 = 2000;
+/// `gateway.linearizable_read_timeout_ms`: how long a `consistency=linearizable`
+/// read may take to learn the leader's commit index and to apply up to it.
+pub const DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS: u64 = 5000;
 /// `gateway.forward_connections_max`: most batches a gateway has in flight to
 /// the leader at once (each on its own connection). Fewer slots make bigger
 /// batches: with 6000 clients on one machine, 8 slots confirmed purchases at a
@@ -125,7 +142,19 @@ const _: () = assert!(
 );
 const _: () = assert!(DEFAULT_PURCHASE_QUANTITY_MAX >= 1);
 const _: () = assert!(DEFAULT_CONNECTIONS_MAX >= 1);
-const _: () = assert!(DEFAULT_REQUEST_TIMEOUT_MS >= 1);
+const _: () = assert!(DEFAULT_BODY_READ_TIMEOUT_MS >= 1);
+const _: () = assert!(DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS >= 1);
+// The timeout chain `Config::validate` checks: a voter answers within one
+// attempt; attempts fit in the forward budget; a client retries a key longer
+// than one forward; and the key is remembered longer than any client retries
+// it, or a late retry would buy twice.
+const _: () = assert!(
+    DEFAULT_COMMIT_TIMEOUT_MS >= 1
+        && DEFAULT_COMMIT_TIMEOUT_MS <= DEFAULT_FORWARD_ATTEMPT_TIMEOUT_MS
+);
+const _: () = assert!(DEFAULT_FORWARD_ATTEMPT_TIMEOUT_MS < DEFAULT_FORWARD_TIMEOUT_MS);
+const _: () = assert!(DEFAULT_FORWARD_TIMEOUT_MS < DEFAULT_CLIENT_RETRY_HORIZON_MS);
+const _: () = assert!(DEFAULT_CLIENT_RETRY_HORIZON_MS < DEFAULT_IDEMPOTENCY_WINDOW_MS);
 const _: () = assert!(DEFAULT_BATCH_ITEMS_MAX >= 1);
 const _: () = assert!(DEFAULT_BATCH_ITEMS_MAX <= DEFAULT_COMMANDS_PER_ENTRY_MAX);
 const _: () = assert!(DEFAULT_QUEUE_MAX >= DEFAULT_BATCH_ITEMS_MAX);

@@ -40,7 +40,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: LimitsSection,
     /// `[gateway]`: public HTTP and batching. Optional; only read, and only
-    /// validated, when `node.role = "gateway"`.
+    /// validated, when `node.role = "gateway"`, but for its timeouts, which
+    /// every node checks against the idempotency window.
     #[serde(default)]
     pub gateway: GatewaySection,
     /// `[archive]`: the order archive in PostgreSQL. Optional; without
@@ -141,8 +142,13 @@ pub struct RaftSection {
     /// Default [`DEFAULT_RPC_TIMEOUT_MS`].
     pub rpc_timeout_ms: u64,
     /// How long a purchase's idempotency record is kept; at least
-    /// [`IDEMPOTENCY_WINDOW_MS_MIN`]. Default [`DEFAULT_IDEMPOTENCY_WINDOW_MS`].
+    /// [`IDEMPOTENCY_WINDOW_MS_MIN`], and above `limits.client_retry_horizon_ms`.
+    /// Default [`DEFAULT_IDEMPOTENCY_WINDOW_MS`].
     pub idempotency_window_ms: u64,
+    /// How long a voter waits for a proposed entry to commit and apply before
+    /// answering "outcome unknown"; from 1 to `gateway.forward_attempt_timeout_ms`.
+    /// Default [`DEFAULT_COMMIT_TIMEOUT_MS`].
+    pub commit_timeout_ms: u64,
 }
 
 impl Default for RaftSection {
@@ -155,6 +161,7 @@ impl Default for RaftSection {
             logs_to_keep_after_snapshot: DEFAULT_LOGS_TO_KEEP_AFTER_SNAPSHOT,
             rpc_timeout_ms: DEFAULT_RPC_TIMEOUT_MS,
             idempotency_window_ms: DEFAULT_IDEMPOTENCY_WINDOW_MS,
+            commit_timeout_ms: DEFAULT_COMMIT_TIMEOUT_MS,
         }
     }
 }
@@ -176,9 +183,15 @@ pub struct LimitsSection {
     /// Most concurrent inbound connections; at least 1.
     /// Default [`DEFAULT_CONNECTIONS_MAX`].
     pub connections_max: usize,
-    /// Deadline for handling one inbound request; at least 1.
-    /// Default [`DEFAULT_REQUEST_TIMEOUT_MS`].
-    pub request_timeout_ms: u64,
+    /// How long a request body may take to arrive before the gateway answers
+    /// 408; at least 1. Default [`DEFAULT_BODY_READ_TIMEOUT_MS`].
+    pub body_read_timeout_ms: u64,
+    /// The longest a client may keep retrying one idempotency key and still get
+    /// the first outcome back: above `gateway.forward_timeout_ms`, below
+    /// `raft.idempotency_window_ms`. Clients (the client library, stockctl, the
+    /// shop page) must give a key up within it. Default
+    /// [`DEFAULT_CLIENT_RETRY_HORIZON_MS`].
+    pub client_retry_horizon_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -188,7 +201,8 @@ impl Default for LimitsSection {
             commands_per_entry_max: DEFAULT_COMMANDS_PER_ENTRY_MAX,
             purchase_quantity_max: DEFAULT_PURCHASE_QUANTITY_MAX,
             connections_max: DEFAULT_CONNECTIONS_MAX,
-            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
+            client_retry_horizon_ms: DEFAULT_CLIENT_RETRY_HORIZON_MS,
         }
     }
 }
@@ -213,9 +227,19 @@ pub struct GatewaySection {
     /// Pending purchases before shedding load with 503; at least
     /// `batch_items_max`. Default [`DEFAULT_QUEUE_MAX`].
     pub queue_max: usize,
-    /// Timeout of one forwarded batch; at least 1.
-    /// Default [`DEFAULT_FORWARD_TIMEOUT_MS`].
+    /// The whole budget of one forwarded batch, every attempt and pause
+    /// included; above `forward_attempt_timeout_ms`, below
+    /// `limits.client_retry_horizon_ms`. Default [`DEFAULT_FORWARD_TIMEOUT_MS`].
     pub forward_timeout_ms: u64,
+    /// One HTTP exchange with a voter: an attempt of a forwarded batch (also cut
+    /// at what is left of `forward_timeout_ms`) or a read-index call; at least
+    /// `raft.commit_timeout_ms`, below `forward_timeout_ms`.
+    /// Default [`DEFAULT_FORWARD_ATTEMPT_TIMEOUT_MS`].
+    pub forward_attempt_timeout_ms: u64,
+    /// How long a `consistency=linearizable` read may take to learn the
+    /// leader's commit index and apply up to it; at least 1.
+    /// Default [`DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS`].
+    pub linearizable_read_timeout_ms: u64,
     /// Most connections kept open to the voters; at least 1.
     /// Default [`DEFAULT_FORWARD_CONNECTIONS_MAX`].
     pub forward_connections_max: usize,
@@ -229,6 +253,8 @@ impl Default for GatewaySection {
             batch_items_max: DEFAULT_BATCH_ITEMS_MAX,
             queue_max: DEFAULT_QUEUE_MAX,
             forward_timeout_ms: DEFAULT_FORWARD_TIMEOUT_MS,
+            forward_attempt_timeout_ms: DEFAULT_FORWARD_ATTEMPT_TIMEOUT_MS,
+            linearizable_read_timeout_ms: DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS,
             forward_connections_max: DEFAULT_FORWARD_CONNECTIONS_MAX,
         }
     }

@@ -13,7 +13,12 @@ impl Config {
     /// Checks every rule; returns the first broken one.
     ///
     /// `[gateway]` is checked only when `node.role = "gateway"`, since no
-    /// other role reads it.
+    /// other role reads it; but the timeout chain
+    /// (`raft.commit_timeout_ms <= gateway.forward_attempt_timeout_ms <
+    /// gateway.forward_timeout_ms < limits.client_retry_horizon_ms <
+    /// raft.idempotency_window_ms`) is checked in every file: the voters'
+    /// idempotency window must outlast the gateways' forwards and the clients'
+    /// retries, and every node of a cluster is meant to hold the same values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_node(&self.node)?;
         validate_cluster(&self.cluster)?;
@@ -23,8 +28,54 @@ impl Config {
         if self.node.role == Role::Gateway {
             validate_gateway(&self.gateway, &self.node, &self.limits)?;
         }
-        Ok(())
+        validate_timeouts(self)
     }
+}
+
+/// One meaning per timeout, and the order they must come in:
+/// `raft.commit_timeout_ms <= gateway.forward_attempt_timeout_ms <
+/// gateway.forward_timeout_ms < limits.client_retry_horizon_ms <
+/// raft.idempotency_window_ms`. A voter answers within one attempt; attempts
+/// fit in the forward budget; clients retry a key for longer than one forward;
+/// and the key is remembered for longer than any client retries it, or a
+/// retry after the record is forgotten would buy a second time.
+fn validate_timeouts(config: &Config) -> Result<(), ConfigError> {
+    let chain = [
+        ("raft.commit_timeout_ms", config.raft.commit_timeout_ms),
+        (
+            "gateway.forward_attempt_timeout_ms",
+            config.gateway.forward_attempt_timeout_ms,
+        ),
+        (
+            "gateway.forward_timeout_ms",
+            config.gateway.forward_timeout_ms,
+        ),
+        (
+            "limits.client_retry_horizon_ms",
+            config.limits.client_retry_horizon_ms,
+        ),
+        (
+            "raft.idempotency_window_ms",
+            config.raft.idempotency_window_ms,
+        ),
+    ];
+    for (i, pair) in chain.windows(2).enumerate() {
+        let ((lower_key, lower), (key, value)) = (pair[0], pair[1]);
+        // Only the first link may be equal: a voter answering just as the attempt ends is fine.
+        let ordered = if i == 0 {
+            lower <= value
+        } else {
+            lower < value
+        };
+        if !ordered {
+            let relation = if i == 0 { "at least" } else { "greater than" };
+            return Err(ConfigError::invalid(
+                key,
+                format!("must be {relation} {lower_key} (got {value}, {lower_key} = {lower})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_node(node: &NodeSection) -> Result<(), ConfigError> {
@@ -119,6 +170,7 @@ fn validate_raft(raft: &RaftSection) -> Result<(), ConfigError> {
         0,
     )?;
     at_least("raft.rpc_timeout_ms", raft.rpc_timeout_ms, 1)?;
+    at_least("raft.commit_timeout_ms", raft.commit_timeout_ms, 1)?;
     at_least(
         "raft.idempotency_window_ms",
         raft.idempotency_window_ms,
@@ -145,7 +197,16 @@ fn validate_limits(limits: &LimitsSection) -> Result<(), ConfigError> {
         1,
     )?;
     at_least("limits.connections_max", limits.connections_max as u64, 1)?;
-    at_least("limits.request_timeout_ms", limits.request_timeout_ms, 1)
+    at_least(
+        "limits.body_read_timeout_ms",
+        limits.body_read_timeout_ms,
+        1,
+    )?;
+    at_least(
+        "limits.client_retry_horizon_ms",
+        limits.client_retry_horizon_ms,
+        1,
+    )
 }
 
 fn validate_gateway(
@@ -186,6 +247,16 @@ fn validate_gateway(
     }
     at_least("gateway.queue_max", gateway.queue_max as u64, 1)?;
     at_least("gateway.forward_timeout_ms", gateway.forward_timeout_ms, 1)?;
+    at_least(
+        "gateway.forward_attempt_timeout_ms",
+        gateway.forward_attempt_timeout_ms,
+        1,
+    )?;
+    at_least(
+        "gateway.linearizable_read_timeout_ms",
+        gateway.linearizable_read_timeout_ms,
+        1,
+    )?;
     at_least(
         "gateway.forward_connections_max",
         gateway.forward_connections_max as u64,

@@ -198,20 +198,24 @@ snapshot_every_logs = 1
 logs_to_keep_after_snapshot = 0
 rpc_timeout_ms = 1
 idempotency_window_ms = 1000
+commit_timeout_ms = 1
 
 [limits]
 body_bytes_max = 1024
 commands_per_entry_max = 65535
 purchase_quantity_max = 1
 connections_max = 1
-request_timeout_ms = 1
+body_read_timeout_ms = 1
+client_retry_horizon_ms = 3
 
 [gateway]
 public_listen = "0.0.0.0:0"
 batch_wait_us = 0
 batch_items_max = 65535
 queue_max = 65535
-forward_timeout_ms = 1
+forward_timeout_ms = 2
+forward_attempt_timeout_ms = 1
+linearizable_read_timeout_ms = 1
 forward_connections_max = 1
 "#,
     )
@@ -367,7 +371,12 @@ fn round_trip_with_every_optional_key_set() {
             addr: "127.0.0.1:7102".into(),
         },
     ];
-    config.raft.idempotency_window_ms = 3_600_000;
+    config.raft.idempotency_window_ms = 7_200_000;
+    config.raft.commit_timeout_ms = 1500;
+    config.limits.client_retry_horizon_ms = 600_000;
+    config.limits.body_read_timeout_ms = 4000;
+    config.gateway.forward_attempt_timeout_ms = 1500;
+    config.gateway.linearizable_read_timeout_ms = 4000;
     config.limits.commands_per_entry_max = 512;
     config.gateway.batch_items_max = 512;
     config.validate().unwrap();
@@ -510,9 +519,44 @@ fn limits_rules() {
     );
     assert_invalid(&limits("connections_max = 0"), "limits.connections_max");
     assert_invalid(
-        &limits("request_timeout_ms = 0"),
-        "limits.request_timeout_ms",
+        &limits("body_read_timeout_ms = 0"),
+        "limits.body_read_timeout_ms",
     );
+}
+
+#[test]
+fn timeouts_must_come_in_order() {
+    // A one-second idempotency window below the three-second forward timeout: a retry after
+    // the window could buy twice. Refused, in a voter's file too (voters apply the window).
+    let (key, text) = invalid(&voter_with(
+        "[raft]\nidempotency_window_ms = 1000\n[limits]\nclient_retry_horizon_ms = 2000",
+    ));
+    assert_eq!(key, "limits.client_retry_horizon_ms");
+    assert!(text.contains("gateway.forward_timeout_ms = 3000"), "{text}");
+    // Each link of commit <= attempt < forward < horizon < window, broken alone.
+    let broken = [
+        (
+            "[raft]\nidempotency_window_ms = 3600000",
+            "raft.idempotency_window_ms",
+        ),
+        ("[raft]\ncommit_timeout_ms = 0", "raft.commit_timeout_ms"),
+        (
+            "[raft]\ncommit_timeout_ms = 2001",
+            "gateway.forward_attempt_timeout_ms",
+        ),
+        (
+            "[gateway]\nforward_attempt_timeout_ms = 3000",
+            "gateway.forward_timeout_ms",
+        ),
+    ];
+    for (tables, key) in broken {
+        assert_invalid(&voter_with(tables), key);
+    }
+    let within = gateway_with(
+        "forward_attempt_timeout_ms = 1999",
+        "[raft]\ncommit_timeout_ms = 1999",
+    );
+    assert!(Config::from_toml_str(&within).is_ok());
 }
 
 #[test]
@@ -549,6 +593,10 @@ fn gateway_rules() {
     assert_invalid(
         &gateway_with("forward_timeout_ms = 0", ""),
         "gateway.forward_timeout_ms",
+    );
+    assert_invalid(
+        &gateway_with("linearizable_read_timeout_ms = 0", ""),
+        "gateway.linearizable_read_timeout_ms",
     );
 }
 

@@ -458,9 +458,10 @@ impl LocalCluster {
         let first = self.addr(voters[0].id);
         match self.voter_client().init(&first, voters).await {
             Ok(_) => Ok(()),
-            Err(flashstock_client::Error::Api { code, .. }) if code == "already_initialized" => {
-                Ok(())
-            }
+            Err(flashstock_client::Error::Api {
+                code: flashstock_api::ErrorCode::AlreadyInitialized,
+                ..
+            }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

@@ -122,10 +122,7 @@ impl OpResult {
 /// with the key, or an earlier attempt with it that commits later, gets the same answer.
 /// Other refusals (bad input at the edge, a bad token) are about one request only.
 pub fn is_committed_rejection(code: &str) -> bool {
-    matches!(
-        code,
-        "insufficient_stock" | "unknown_product" | "product_exists" | "idempotency_key_reused"
-    )
+    flashstock_api::ErrorCode::parse(code).is_committed_rejection()
 }
 
 /// One operation of one client, from its first call to its final result.

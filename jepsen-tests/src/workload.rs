@@ -187,6 +187,7 @@ where
         };
         match error {
             ShopError::Rejected { code, message, .. } => {
+                let code = code.to_string();
                 settled.result = Err(match unknown {
                     Some(earlier) if !is_committed_rejection(&code) => OpResult::Unknown {
                         message: format!("{earlier}; then {code}: {message}"),
@@ -467,7 +468,10 @@ impl Client {
                 product: view.product,
                 applied_index: Some(view.applied_index),
             },
-            Err(ShopError::Rejected { code, message, .. }) => OpResult::Rejected { code, message },
+            Err(ShopError::Rejected { code, message, .. }) => OpResult::Rejected {
+                code: code.to_string(),
+                message,
+            },
             Err(ShopError::Unavailable { message }) => OpResult::Unavailable { message },
             Err(ShopError::OutcomeUnknown { message }) => OpResult::Unknown { message },
         };
@@ -578,7 +582,7 @@ mod tests {
     fn rejected(code: &str) -> ShopError {
         ShopError::Rejected {
             status: 409,
-            code: code.into(),
+            code: flashstock_api::ErrorCode::parse(code),
             message: String::new(),
         }
     }

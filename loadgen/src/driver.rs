@@ -127,7 +127,7 @@ enum Ended {
 
 fn error_code(answer: &Answer) -> String {
     serde_json::from_slice::<ErrorBody>(&answer.body)
-        .map(|body| body.code)
+        .map(|body| body.code.to_string())
         .unwrap_or_else(|_| "unparsed".into())
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Every route but `GET /health` and `GET /metrics` requires the cluster secret in the
 //! `x-flashstock-secret` header; without it the request is refused with 401 and changes nothing. Raft RPCs and writes
-//! carry bincode bodies; admin and reads speak JSON, with errors as [`ErrorBody`].
+//! carry bincode bodies; admin and reads speak JSON, with errors as
+//! [`flashstock_api::ErrorBody`] ([`ApiError`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,16 +17,20 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
     AddLearnerRequest, ArchiveReport, ArchiveReportQuery, ArchiveStatus, ChangeMembershipRequest,
-    ErrorBody, InitRequest, MembershipChanged, NodeAddr, NodeStatus, Order, OrderId, Page,
-    PeerReplication, Product, ReadIndexResponse, RemoveLearnerRequest, WriteRequest, SECRET_HEADER,
+    ErrorCode, InitRequest, MembershipChanged, NodeAddr, NodeRole, NodeStatus, Order, OrderId,
+    Page, PeerReplication, Product, RaftState, ReadIndexResponse, RemoveLearnerRequest,
+    WriteRequest, SECRET_HEADER,
 };
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
+};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::{BasicNode, ChangeMembers};
+use openraft::{BasicNode, ChangeMembers, ServerState};
 use raft_store::{NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::api_error::{error, ApiError};
 use crate::membership::{self, Refusal};
 use crate::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::NodeState;
@@ -101,7 +106,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     if let Some(fatal) = state.fatal.get() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "raft_stopped",
+            ErrorCode::RaftStopped,
             format!("the Raft core stopped: {fatal}; the node is exiting"),
         );
     }
@@ -112,7 +117,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         }
         None => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorCode::NotReady,
             "this node knows no leader (not initialized, not a member yet, or an election is on)",
         ),
     }
@@ -154,7 +159,7 @@ async fn require_secret(
     if !constant_time_eq(given, state.config.cluster.secret.as_bytes()) {
         return error(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             format!("missing or wrong {SECRET_HEADER} header"),
         );
     }
@@ -166,83 +171,14 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// An error answer of any HTTP endpoint: a status, a stable machine-readable code, a message.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    /// Seconds to send in `Retry-After`, for answers that ask the client to come back.
-    pub retry_after_seconds: Option<u32>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after_seconds: None,
-        }
-    }
-}
-
-impl ApiError {
-    /// The request breaks a rule of the API: nothing changed.
-    pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-    }
-
-    /// This node's storage failed a read; another replica may answer.
-    pub fn storage(e: impl std::fmt::Display) -> ApiError {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_error",
-            e.to_string(),
-        )
-    }
-
-    pub fn unknown_product(id: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_product",
-            format!("no product {id:?}"),
-        )
-    }
-
-    pub fn unknown_order(id: u64) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_order",
-            format!("no order {id} on this replica (it may be archived, or not applied here yet)"),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = error(self.status, self.code, self.message);
-        if let Some(seconds) = self.retry_after_seconds {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, seconds.into());
-        }
-        response
-    }
-}
-
-pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = ErrorBody {
-        code: code.into(),
-        message: message.into(),
-    };
-    (status, Json(body)).into_response()
-}
-
 fn bincode_response<T: Serialize>(value: &T) -> Response {
     match bincode::serialize(value) {
         Ok(bytes) => bytes.into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            e.to_string(),
+        ),
     }
 }
 
@@ -260,7 +196,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Bincode<T> {
         bincode::deserialize(&body).map(Bincode).map_err(|e| {
             error(
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("undecodable body: {e}"),
             )
         })
@@ -419,10 +355,10 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
     NodeStatus {
         id: metrics.id,
         role: match state.config.node.role {
-            cluster_config::Role::Voter => "voter".into(),
-            cluster_config::Role::Gateway => "gateway".into(),
+            cluster_config::Role::Voter => NodeRole::Voter,
+            cluster_config::Role::Gateway => NodeRole::Gateway,
         },
-        state: format!("{:?}", metrics.state),
+        state: raft_state(metrics.state),
         term: metrics.current_term,
         leader: metrics.current_leader,
         last_log_index: metrics.last_log_index,
@@ -439,6 +375,16 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         archive: archive_status(state),
         membership: Some(membership::status(state, &metrics).await),
         fatal: state.fatal.get().cloned(),
+    }
+}
+
+fn raft_state(state: ServerState) -> RaftState {
+    match state {
+        ServerState::Leader => RaftState::Leader,
+        ServerState::Follower => RaftState::Follower,
+        ServerState::Candidate => RaftState::Candidate,
+        ServerState::Learner => RaftState::Learner,
+        ServerState::Shutdown => RaftState::Shutdown,
     }
 }
 
@@ -463,7 +409,7 @@ async fn archive_report(
     let Some(archive) = &state.archive else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "archive_disabled",
+            ErrorCode::ArchiveDisabled,
             "this node has no archive database (archive.postgres_url is not set)",
         ));
     };
@@ -472,7 +418,7 @@ async fn archive_report(
         Err(crate::archive::ArchiveError::Invalid(message)) => Err(ApiError::invalid(message)),
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "archive_unavailable",
+            ErrorCode::ArchiveUnavailable,
             e.to_string(),
         )),
     }
@@ -488,7 +434,13 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
     } else {
         match serde_json::from_slice::<InitRequest>(&body) {
             Ok(request) => request.voters,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    e.to_string(),
+                )
+            }
         }
     };
     let voters: Vec<NodeAddr> = if !requested.is_empty() {
@@ -519,7 +471,7 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
     if members.len() > voters_max {
         return error(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!(
                 "a cluster starts with at most {voters_max} voters, not {} (the archive's connection limit assumes at most that many)",
                 members.len()
@@ -528,13 +480,17 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
     }
     match state.raft.initialize(members).await {
         Ok(()) => Json(voters).into_response(),
-        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
-            error(StatusCode::CONFLICT, "already_initialized", e.to_string())
-        }
-        Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
-            error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft_error", e.to_string()),
+        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => error(
+            StatusCode::CONFLICT,
+            ErrorCode::AlreadyInitialized,
+            e.to_string(),
+        ),
+        Err(RaftError::APIError(InitializeError::NotInMembers(e))) => error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            e.to_string(),
+        ),
+        Err(e) => raft_error(e),
     }
 }
 
@@ -546,16 +502,26 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -
                 leader: forward.leader_node.map(|node| node.addr),
             })
         }
+        // Another change still in progress is worth retrying; the others are not.
         RaftError::APIError(ClientWriteError::ChangeMembershipError(
-            openraft::error::ChangeMembershipError::InProgress(e),
+            ChangeMembershipError::InProgress(e),
         )) => refused(Refusal::InProgress {
             detail: e.to_string(),
         }),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            error(StatusCode::CONFLICT, "membership_error", e.to_string())
+            error(StatusCode::CONFLICT, ErrorCode::MembershipError, e.to_string())
         }
-        RaftError::Fatal(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft_error", e.to_string()),
+        RaftError::Fatal(e) => raft_error(e),
     }
+}
+
+/// Raft failed or is shutting down.
+fn raft_error(e: impl std::fmt::Display) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::RaftError,
+        e.to_string(),
+    )
 }
 
 /// A membership change refused before anything was proposed.
@@ -585,7 +551,7 @@ async fn change_within(
         Ok(Err(e)) => Err(membership_error(e)),
         Err(_) => Err(error(
             StatusCode::GATEWAY_TIMEOUT,
-            "outcome_unknown",
+            ErrorCode::OutcomeUnknown,
             format!(
                 "the change was proposed and did not complete within {MEMBERSHIP_CHANGE_WAIT:?}; \
                  `stockctl cluster status` shows whether it is in progress and what it waits for"
@@ -603,7 +569,7 @@ async fn add_learner(
     if request.id == 0 || request.addr.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "a learner needs an id >= 1 and an address",
         );
     }
@@ -639,7 +605,7 @@ async fn change_membership(
     if voters.is_empty() || voters.len() > cluster_config::defaults::VOTERS_MAX {
         return error(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!(
                 "a membership needs 1 to {} voters (the archive's connection limit assumes at most that many)",
                 cluster_config::defaults::VOTERS_MAX
@@ -685,7 +651,7 @@ async fn remove_learner(
     if voters.contains(&request.id) {
         return error(
             StatusCode::CONFLICT,
-            "is_a_voter",
+            ErrorCode::IsAVoter,
             format!(
                 "node {} is a voter: demote it with change-membership first",
                 request.id
@@ -709,7 +675,7 @@ async fn remove_learner(
 async fn snapshot(State(state): State<AppState>) -> Response {
     match state.raft.trigger().snapshot().await {
         Ok(()) => Json(serde_json::json!({ "triggered": true })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "raft_error", e.to_string()),
+        Err(e) => raft_error(e),
     }
 }
 

@@ -7,6 +7,7 @@
 //!   the public API.
 //!
 //! Components:
+//! - [`api_error`]: the error answer of every JSON endpoint, with a stable code.
 //! - [`network`]: Raft RPCs to peers (reqwest, bincode, persistent connections).
 //! - [`internal`]: the internal listener's routes: Raft RPCs, admin, writes, replica reads. Every
 //!   route but `/health` and `/metrics` requires the cluster secret.
@@ -24,6 +25,7 @@
 //! status for [`FATAL_EXIT_GRACE`], then shuts down the same way and [`run`] returns
 //! [`StartError::RaftStopped`]: the process exits non-zero, for its supervisor to see.
 
+pub mod api_error;
 pub mod archive;
 pub mod cli;
 pub mod gateway;
@@ -41,18 +43,24 @@ use cluster_config::{Config, Role};
 use raft_store::{NodeId, Raft, StateReader};
 use tokio::net::TcpListener;
 
-/// Deliberate bugs, to prove that the fault-injection harness catches a broken guarantee. The
-/// `flashstock-node` binary never sets any, and no configuration or environment variable can:
-/// only the harness's own `flashstock-node-ack-before-commit` binary (jepsen-tests) passes them in.
+/// Deliberate bugs, to prove that the fault-injection harness catches a broken guarantee.
+///
+/// They exist only when this crate is built with the `unsafe-faults` feature, which only the
+/// harness (jepsen-tests) enables: without it this struct is empty and no fault is compiled in
+/// (`cargo build -p flashstock-node`). Even with it, the `flashstock-node` binary sets none, and
+/// no configuration or environment variable can: only the harness's own binary
+/// `flashstock-node-ack-before-commit` passes one in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UnsafeFaults {
-    /// Gateways answer a purchase as confirmed as soon as it is queued, before it is committed,
-    /// with an order the cluster never assigned.
+    /// Gateways' forwarders answer a purchase as confirmed as soon as it is queued, before it is
+    /// committed, with an order the cluster never assigned.
+    #[cfg(feature = "unsafe-faults")]
     pub ack_before_commit: bool,
 }
 
 impl UnsafeFaults {
     pub const NONE: UnsafeFaults = UnsafeFaults {
+        #[cfg(feature = "unsafe-faults")]
         ack_before_commit: false,
     };
 }
@@ -108,9 +116,9 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
         install_snapshot_timeout: raft.rpc_timeout_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(raft.snapshot_every_logs),
         max_in_snapshot_log_to_keep: raft.logs_to_keep_after_snapshot,
-        // The internal body limit of Raft RPCs is derived from these two.
-        max_payload_entries: internal::APPEND_ENTRIES_MAX as u64,
-        snapshot_max_chunk_size: internal::SNAPSHOT_CHUNK_BYTES as u64,
+        // Keeps one append RPC's body well under the internal body limit.
+        max_payload_entries: 64,
+        snapshot_max_chunk_size: 1024 * 1024,
         ..Default::default()
     };
     openraft_config
@@ -136,6 +144,7 @@ pub async fn run_with_faults(
     unsafe_faults: UnsafeFaults,
 ) -> Result<(), StartError> {
     let id = config.node.id;
+    #[cfg(feature = "unsafe-faults")]
     if unsafe_faults != UnsafeFaults::NONE {
         tracing::warn!(
             id,
@@ -143,42 +152,8 @@ pub async fn run_with_faults(
             "UNSAFE: this node breaks guarantees on purpose (fault-injection harness only)"
         );
     }
-    let archive = match config.node.role {
-        Role::Voter => archive::Archive::new(&config.archive).map_err(StartError::Archive)?,
-        Role::Gateway => None,
-    };
-    match (&archive, config.node.role) {
-        (Some(archive), _) => tracing::info!(id, target = %archive.describe(), "archive on"),
-        (None, Role::Voter) => tracing::info!(
-            id,
-            "archive off: no archive.postgres_url; confirmed orders stay in the state machine"
-        ),
-        (None, Role::Gateway) => {}
-    }
-    let db_path = config.node.data_dir.join("db");
-    let (log_store, state_machine) = raft_store::open(&db_path).map_err(|e| StartError::Store {
-        path: db_path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let reader = state_machine.reader();
-    let network = network::Network::new(
-        &config.cluster.secret,
-        Duration::from_millis(config.raft.rpc_timeout_ms),
-        config.source_ip(),
-    );
-    let raft = Raft::new(
-        id,
-        Arc::new(raft_config(&config)?),
-        network,
-        log_store,
-        state_machine,
-    )
-    .await
-    .map_err(|e| StartError::Raft(e.to_string()))?;
-
-    let role = config.node.role;
-    let public_listen = config.gateway.public_listen;
-    let connections_max = config.limits.connections_max;
+    let archive = open_archive(&config)?;
+    let (raft, reader) = start_raft(&config).await?;
     let state = Arc::new(NodeState {
         id,
         metrics: Arc::new(metrics::Metrics::new(id)),
@@ -190,8 +165,8 @@ pub async fn run_with_faults(
         fatal: std::sync::OnceLock::new(),
     });
 
-    // One shutdown signal, fanned out to both listeners and to the event streams: the shutdown
-    // future, or the Raft core stopping on its own.
+    // One shutdown signal, fanned out to both listeners, the archiver and the event streams: the
+    // shutdown future, or the Raft core stopping on its own.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let watched = state.clone();
     tokio::spawn(async move {
@@ -209,38 +184,11 @@ pub async fn run_with_faults(
         }
         let _ = stop.send(true);
     });
-    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopping.wait_for(|stopping| *stopping).await;
-    };
-
     let archiver = state
         .archive
         .clone()
         .map(|archive| tokio::spawn(archive.run(state.clone(), stopping.clone())));
-
-    let addr = listener.local_addr().map_err(StartError::Serve)?;
-    tracing::info!(id, %addr, ?role, "internal listener ready");
-    let internal = axum::serve(listener, internal::router(state.clone()))
-        .with_graceful_shutdown(stopped(stopping.clone()));
-
-    let served = match (role, public_listen) {
-        (Role::Gateway, Some(public_addr)) => {
-            let public = listen(public_addr).map_err(|source| StartError::Listen {
-                addr: public_addr,
-                source,
-            })?;
-            tracing::info!(id, addr = %public_addr, "public API ready");
-            let gateway = Arc::new(gateway::Gateway::new(state.clone(), stopping.clone()));
-            let public = axum::serve(
-                gateway::LimitedListener::new(public, connections_max),
-                gateway::router(gateway),
-            )
-            .with_graceful_shutdown(stopped(stopping));
-            let (internal, public) = tokio::join!(internal.into_future(), public.into_future());
-            internal.and(public)
-        }
-        _ => internal.await,
-    };
+    let served = serve(&state, listener, stopping).await?;
     if let Some(archiver) = archiver {
         // It stops at its next await point once `stopping` is set; a batch cut short is simply
         // written again by the next leader.
@@ -274,6 +222,82 @@ async fn raft_stopped(raft: &Raft) -> String {
         Some(fatal) => fatal.to_string(),
         None => std::future::pending().await,
     }
+}
+
+/// The order archive of a voter, if one is configured; gateways never have one.
+fn open_archive(config: &Config) -> Result<Option<Arc<archive::Archive>>, StartError> {
+    let id = config.node.id;
+    let archive = match config.node.role {
+        Role::Voter => archive::Archive::new(&config.archive).map_err(StartError::Archive)?,
+        Role::Gateway => None,
+    };
+    match (&archive, config.node.role) {
+        (Some(archive), _) => tracing::info!(id, target = %archive.describe(), "archive on"),
+        (None, Role::Voter) => tracing::info!(
+            id,
+            "archive off: no archive.postgres_url; confirmed orders stay in the state machine"
+        ),
+        (None, Role::Gateway) => {}
+    }
+    Ok(archive)
+}
+
+/// Open the store and start Raft on it.
+async fn start_raft(config: &Config) -> Result<(Raft, StateReader), StartError> {
+    let db_path = config.node.data_dir.join("db");
+    let (log_store, state_machine) = raft_store::open(&db_path).map_err(|e| StartError::Store {
+        path: db_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let reader = state_machine.reader();
+    let network = network::Network::new(
+        &config.cluster.secret,
+        Duration::from_millis(config.raft.rpc_timeout_ms),
+        config.source_ip(),
+    );
+    let raft = Raft::new(
+        config.node.id,
+        Arc::new(raft_config(config)?),
+        network,
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    Ok((raft, reader))
+}
+
+/// Serve the internal listener, and on a gateway the public one, until `stopping` turns true
+/// and they have drained. Fails at once if the public listener cannot be bound.
+async fn serve(
+    state: &Arc<NodeState>,
+    listener: TcpListener,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<std::io::Result<()>, StartError> {
+    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    let (id, role) = (state.id, state.config.node.role);
+    let addr = listener.local_addr().map_err(StartError::Serve)?;
+    tracing::info!(id, %addr, ?role, "internal listener ready");
+    let internal = axum::serve(listener, internal::router(state.clone()))
+        .with_graceful_shutdown(stopped(stopping.clone()));
+    let (Role::Gateway, Some(public_addr)) = (role, state.config.gateway.public_listen) else {
+        return Ok(internal.await);
+    };
+    let public = listen(public_addr).map_err(|source| StartError::Listen {
+        addr: public_addr,
+        source,
+    })?;
+    tracing::info!(id, addr = %public_addr, "public API ready");
+    let gateway = Arc::new(gateway::Gateway::new(state.clone(), stopping.clone()));
+    let public = axum::serve(
+        gateway::LimitedListener::new(public, state.config.limits.connections_max),
+        gateway::router(gateway),
+    )
+    .with_graceful_shutdown(stopped(stopping));
+    let (internal, public) = tokio::join!(internal.into_future(), public.into_future());
+    Ok(internal.and(public))
 }
 
 /// Connections the kernel queues for a listener before it accepts them. A flash sale opens

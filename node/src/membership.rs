@@ -23,7 +23,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use flashstock_api::MembershipStatus;
+use flashstock_api::{ErrorCode, MembershipStatus};
 use openraft::RaftMetrics;
 use raft_store::{Node, NodeId};
 
@@ -55,13 +55,13 @@ pub enum Refusal {
 
 impl Refusal {
     /// The stable error code of the refusal.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Refusal::NotLeader { .. } => "not_leader",
-            Refusal::InProgress { .. } => "membership_change_in_progress",
-            Refusal::MembersUnavailable { .. } => "members_unavailable",
-            Refusal::LearnerBehind { .. } => "learner_behind",
-            Refusal::NoQuorum { .. } => "no_quorum",
+            Refusal::NotLeader { .. } => ErrorCode::NotLeader,
+            Refusal::InProgress { .. } => ErrorCode::MembershipChangeInProgress,
+            Refusal::MembersUnavailable { .. } => ErrorCode::MembersUnavailable,
+            Refusal::LearnerBehind { .. } => ErrorCode::LearnerBehind,
+            Refusal::NoQuorum { .. } => ErrorCode::NoQuorum,
         }
     }
 }
@@ -335,7 +335,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(refused, Refusal::LearnerBehind { learners: vec![5] });
-        assert_eq!(refused.code(), "learner_behind");
+        assert_eq!(refused.code(), ErrorCode::LearnerBehind);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use flashstock_api::{Command, NodeAddr, Op, Proposal, WriteResponse};
+use flashstock_api::{Command, ErrorCode, NodeAddr, Op, Proposal, WriteResponse};
 use openraft::error::{ClientWriteError, RaftError};
 
 use crate::{now_ms, NodeState};
@@ -19,13 +19,13 @@ impl NodeState {
     pub async fn propose(&self, commands: Vec<Command>) -> WriteResponse {
         if let Err(message) = self.check_batch(&commands) {
             return WriteResponse::Refused {
-                code: "invalid_request".into(),
+                code: ErrorCode::InvalidRequest,
                 message,
             };
         }
         let count = commands.len();
         let proposal = self.proposal(commands);
-        let wait = Duration::from_millis(self.config.limits.request_timeout_ms);
+        let wait = Duration::from_millis(self.config.raft.commit_timeout_ms);
         match tokio::time::timeout(wait, self.raft.client_write(proposal)).await {
             Ok(Ok(written)) => {
                 assert_eq!(

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flashstock_api::{CreateProductRequest, Order, OrderId, StockEvent};
+use flashstock_api::{CreateProductRequest, ErrorCode, Order, OrderId, StockEvent};
 use flashstock_client::{ShopClient, ShopError};
 use flashstock_deploy::local::LocalCluster;
 use tokio::task::JoinSet;
@@ -160,7 +160,7 @@ async fn a_retry_with_the_same_key_returns_the_same_order() {
         .purchase_with_key("order-42", "kettle", 1)
         .await
         .unwrap_err();
-    assert_eq!(reused.code(), "idempotency_key_reused");
+    assert_eq!(reused.code(), ErrorCode::IdempotencyKeyReused);
     assert_eq!(
         shop.product_linearizable("kettle")
             .await

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use flashstock_api::{CreateProductRequest, ErrorBody, ProductView};
+use flashstock_api::{CreateProductRequest, ErrorBody, ErrorCode, ProductView};
 use flashstock_deploy::local::LocalCluster;
 use reqwest::{Client, Method, StatusCode};
 
@@ -49,7 +49,7 @@ impl Probe {
             .json::<ErrorBody>()
             .await
             .ok()
-            .map(|body| body.code);
+            .map(|body| body.code.to_string());
         (status, code)
     }
 
@@ -81,7 +81,9 @@ impl Probe {
             .and_then(|code| code.parse().ok())
             .expect("a status line");
         let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let code = serde_json::from_str::<ErrorBody>(body).ok().map(|b| b.code);
+        let code = serde_json::from_str::<ErrorBody>(body)
+            .ok()
+            .map(|b| b.code.to_string());
         (StatusCode::from_u16(status).unwrap(), code)
     }
 
@@ -412,7 +414,11 @@ async fn a_full_queue_sheds_load_and_applies_nothing_it_shed() {
                 .unwrap();
             let retry_after = response.headers().get("retry-after").cloned();
             let status = response.status();
-            let code = response.json::<ErrorBody>().await.ok().map(|b| b.code);
+            let code = response
+                .json::<ErrorBody>()
+                .await
+                .ok()
+                .map(|b| b.code.to_string());
             (key, status, code, retry_after)
         });
     }
@@ -489,16 +495,16 @@ async fn internal_endpoints_require_the_cluster_secret() {
     let missing = cluster.shop_client().product("sneaky").await.unwrap_err();
     assert_eq!(
         missing.code(),
-        "unknown_product",
+        ErrorCode::UnknownProduct,
         "the refused write changed nothing"
     );
 }
 
-/// A body that never arrives in full gets 408 `request_timeout` once `limits.request_timeout_ms`
+/// A body that never arrives in full gets 408 `request_timeout` once `limits.body_read_timeout_ms`
 /// passes, instead of holding the connection and its task forever; nothing is applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_body_that_never_arrives_times_out() {
-    let cluster = six_nodes(|config| config.limits.request_timeout_ms = 300).await;
+    let cluster = six_nodes(|config| config.limits.body_read_timeout_ms = 300).await;
     let probe = Probe::new(&cluster);
     let answer = probe.raw_purchase("slow", 100, br#"{"quan"#).await;
     assert_eq!(

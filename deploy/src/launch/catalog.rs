@@ -77,7 +77,10 @@ pub async fn create_missing(
         }
         match shop.create_product(product).await {
             Ok(_) => created += 1,
-            Err(ShopError::Rejected { code, .. }) if code == "product_exists" => existing += 1,
+            Err(ShopError::Rejected {
+                code: flashstock_api::ErrorCode::ProductExists,
+                ..
+            }) => existing += 1,
             Err(e) => return Err(format!("cannot create demo product {:?}: {e}", product.id)),
         }
     }

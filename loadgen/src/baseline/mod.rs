@@ -21,7 +21,7 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
     (
         status,
         Json(ErrorBody {
-            code: code.to_owned(),
+            code: flashstock_api::ErrorCode::parse(code),
             message: message.into(),
         }),
     )

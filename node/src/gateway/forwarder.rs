@@ -8,8 +8,10 @@
 //! the slots are busy, and the batches grow by themselves.
 //!
 //! A batch whose outcome is unknown is retried with the same idempotency keys, so a retry never
-//! applies twice and usually turns "unknown" into a definite answer. Retries stop at
-//! `gateway.forward_timeout_ms`; the answer then keeps "definitely not applied"
+//! applies twice and usually turns "unknown" into a definite answer. A batch has
+//! `gateway.forward_timeout_ms` in all: each attempt (which may try several voters, each
+//! exchange within `gateway.forward_attempt_timeout_ms`) is cut at what is left of it, and no
+//! retry starts after it. The answer then keeps "definitely not applied"
 //! ([`ForwardError::Unavailable`]) apart from "may have been applied" ([`ForwardError::Unknown`]).
 
 use std::sync::Arc;
@@ -23,6 +25,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::UnsafeFaults;
+
+#[cfg(feature = "unsafe-faults")]
+mod ack_before_commit;
 
 /// First pause between retries of a batch; doubles up to [`RETRY_BACKOFF_MAX`].
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -59,11 +65,20 @@ struct Pending {
 #[derive(Clone)]
 pub struct Forwarder {
     queue: mpsc::Sender<Pending>,
+    /// Empty, and without effect, unless built for the fault-injection harness.
+    #[cfg_attr(not(feature = "unsafe-faults"), allow(dead_code))]
+    faults: UnsafeFaults,
 }
 
 impl Forwarder {
     /// Start the batcher task. It runs until every `Forwarder` clone is dropped.
-    pub fn start(config: &Config, voters: VoterClient, raft: Raft, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        config: &Config,
+        voters: VoterClient,
+        raft: Raft,
+        metrics: Arc<Metrics>,
+        faults: UnsafeFaults,
+    ) -> Self {
         let gateway = &config.gateway;
         let (queue, pending) = mpsc::channel(gateway.queue_max);
         let batcher = Batcher {
@@ -77,11 +92,20 @@ impl Forwarder {
             forward_timeout: Duration::from_millis(gateway.forward_timeout_ms),
         };
         tokio::spawn(batcher.run(pending));
-        Forwarder { queue }
+        Forwarder { queue, faults }
     }
 
     /// Apply one command at the leader and return its outcome.
     pub async fn submit(&self, command: Command) -> Result<Forwarded, ForwardError> {
+        #[cfg(feature = "unsafe-faults")]
+        if self.faults.ack_before_commit {
+            return ack_before_commit::submit(self, command).await;
+        }
+        self.submit_and_wait(command).await
+    }
+
+    /// Queue one command and wait for its batch's answer.
+    async fn submit_and_wait(&self, command: Command) -> Result<Forwarded, ForwardError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .try_send(Pending { command, reply })
@@ -154,7 +178,15 @@ impl Batcher {
             }
             let sent_to = self.raft.metrics().borrow().current_leader;
             let attempt = tokio::select! {
-                result = self.voters.write(commands.clone()) => result,
+                result = tokio::time::timeout_at(deadline, self.voters.write(commands.clone())) => {
+                    // Cut at the end of the budget: what was sent may still be applied.
+                    result.unwrap_or_else(|_| Err(flashstock_client::Error::OutcomeUnknown {
+                        message: format!(
+                            "no answer within the forward timeout of {:?}",
+                            self.forward_timeout
+                        ),
+                    }))
+                }
                 // A leader cut off by the network never answers, and the batch would wait for
                 // the whole timeout; once this replica hears from a new leader, the old one can
                 // no longer commit anything new. Give up the attempt (its outcome is unknown)
@@ -182,7 +214,7 @@ impl Batcher {
             if !error.is_definite() {
                 maybe_applied = true;
             } else if let flashstock_client::Error::Refused { code, .. } = &error {
-                if code != "unavailable" {
+                if !code.is_retryable_elsewhere() {
                     // Refused for what it is, not for where it went: retrying cannot help.
                     break error;
                 }

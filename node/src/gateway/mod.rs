@@ -11,16 +11,19 @@
 //!
 //! The gateway also serves the shop's web pages ([`pages`]): catalog, product, order and
 //! operations pages, rendered from the replica and kept live by small scripts that use the same
-//! public API.
+//! public API. The operations page and `GET /v1/ops/cluster` read the [`ops`] service, which
+//! probes the members and samples purchases per second.
 //!
 //! Limits: request bodies (`limits.body_bytes_max`), concurrent connections
 //! (`limits.connections_max`, further connections wait in the listen backlog), queued purchases
 //! (`gateway.queue_max`, beyond which requests get 503 `overloaded` with `Retry-After`),
-//! in-flight batches (`gateway.forward_connections_max`) and their retries
+//! in-flight batches (`gateway.forward_connections_max`), each exchange with a voter
+//! (`gateway.forward_attempt_timeout_ms`) and a batch's retries together
 //! (`gateway.forward_timeout_ms`).
 
 pub mod forwarder;
 mod listener;
+pub mod ops;
 pub mod pages;
 mod routes;
 mod stream;
@@ -35,8 +38,23 @@ use crate::NodeState;
 pub use forwarder::{ForwardError, Forwarded, Forwarder};
 pub use listener::LimitedListener;
 
-/// The OpenAPI document of the public API, served at `/v1/openapi.json`.
+/// The OpenAPI document of the public API, as written; [`openapi_document`] is what is served.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// The OpenAPI document served at `/v1/openapi.json`: [`OPENAPI`] with the limits this
+/// gateway is configured with, so that it states exactly what the gateway accepts.
+pub fn openapi_document(config: &cluster_config::Config) -> String {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(OPENAPI).expect("the OpenAPI document is JSON");
+    // The edge's limit, and never above the state machine's own.
+    let quantity_max = config
+        .limits
+        .purchase_quantity_max
+        .min(flashstock_api::PURCHASE_QUANTITY_LIMIT);
+    doc["components"]["schemas"]["PurchaseRequest"]["properties"]["quantity"]["maximum"] =
+        quantity_max.into();
+    doc.to_string()
+}
 
 /// What the public handlers share.
 pub struct Gateway {
@@ -44,9 +62,11 @@ pub struct Gateway {
     pub forwarder: Forwarder,
     pub voters: VoterClient,
     /// The operations view: status probes and the per-second history of purchases.
-    pub ops: pages::Ops,
+    pub ops: ops::Ops,
     /// Flips to true when the node shuts down, to end event streams.
     pub stopping: watch::Receiver<bool>,
+    /// The OpenAPI document this gateway serves ([`openapi_document`]).
+    pub openapi: axum::body::Bytes,
 }
 
 impl Gateway {
@@ -61,7 +81,7 @@ impl Gateway {
         let voters = VoterClient::new(
             endpoints,
             &config.cluster.secret,
-            std::time::Duration::from_millis(config.limits.request_timeout_ms),
+            std::time::Duration::from_millis(config.gateway.forward_attempt_timeout_ms),
         )
         .with_local_address(config.source_ip());
         let forwarder = Forwarder::start(
@@ -69,14 +89,17 @@ impl Gateway {
             voters.clone(),
             node.raft.clone(),
             node.metrics.clone(),
+            node.unsafe_faults,
         );
-        let ops = pages::Ops::start(&node, stopping.clone());
+        let ops = ops::Ops::start(&node, stopping.clone());
+        let openapi = openapi_document(config).into();
         Gateway {
             node,
             forwarder,
             voters,
             ops,
             stopping,
+            openapi,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! | 404 | `unknown_product`, `unknown_order`, `not_found` | no such record or route |
 //! | 409 | `insufficient_stock`, `product_exists` | committed rejection: nothing changed |
 //! | 405 | `method_not_allowed` | the route exists, not with that method |
-//! | 408 | `request_timeout` | the body did not arrive within `limits.request_timeout_ms` |
+//! | 408 | `request_timeout` | the body did not arrive within `limits.body_read_timeout_ms` |
 //! | 413 | `payload_too_large` | body over `limits.body_bytes_max`: nothing changed |
 //! | 422 | `idempotency_key_reused` | the key was used for another request: nothing changed |
 //! | 500 | `storage_error`, `internal` | the node's own fault, on reads: retry elsewhere |
@@ -24,15 +24,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{middleware, Json, Router};
 use flashstock_api::{
-    validate_command, validate_product_id, Command, CreateProductRequest, Op, OrderId, OrderView,
-    Outcome, ProductChanged, ProductList, ProductView, PurchaseRequest, PurchaseResponse,
-    Rejection, RestockRequest, APPLIED_INDEX_HEADER, IDEMPOTENCY_KEY_HEADER,
+    validate_command, validate_product_id, Command, CreateProductRequest, ErrorCode, Op, OrderId,
+    OrderView, Outcome, ProductChanged, ProductList, ProductView, PurchaseRequest,
+    PurchaseResponse, Rejection, RestockRequest, APPLIED_INDEX_HEADER, IDEMPOTENCY_KEY_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::{pages, stream, ForwardError, Forwarded, Gateway, OPENAPI};
-use crate::internal::{error, ApiError, PAGE_LIMIT_MAX};
+use super::{ops, pages, stream, ForwardError, Forwarded, Gateway};
+use crate::api_error::{error, ApiError};
+use crate::internal::PAGE_LIMIT_MAX;
 
 type AppState = Arc<Gateway>;
 
@@ -69,7 +70,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/v1/health") => get(health),
         ("GET", "/v1/ready") => get(ready),
         ("GET", "/v1/openapi.json") => get(openapi),
-        ("GET", "/v1/ops/cluster") => get(pages::ops::cluster),
+        ("GET", "/v1/ops/cluster") => get(ops::cluster),
         _ => unreachable!("route {method} {path} has no handler"),
     }
 }
@@ -92,13 +93,13 @@ pub fn router(gateway: AppState) -> Router {
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "no such route")
+    error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
 }
 
 async fn method_not_allowed() -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not take that method",
     )
 }
@@ -110,7 +111,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 /// A JSON object body, read under the route's limits, with every failure in our error shape:
 /// 413 `payload_too_large` at once when the announced length is over `limits.body_bytes_max`
 /// (without reading it) or when the body grows past it, 408 `request_timeout` when it does not
-/// arrive within `limits.request_timeout_ms`, 400 `invalid_request` when it is not a JSON object
+/// arrive within `limits.body_read_timeout_ms`, 400 `invalid_request` when it is not a JSON object
 /// of the expected shape. Nothing has been forwarded when any of these is answered.
 pub struct JsonBody<T>(pub T);
 
@@ -122,7 +123,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         let too_large = || {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!("the body is over {} bytes", limits.body_bytes_max),
             )
         };
@@ -133,7 +134,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if announced.is_some_and(|length| length > limits.body_bytes_max) {
             return Err(too_large());
         }
-        let wait = Duration::from_millis(limits.request_timeout_ms);
+        let wait = Duration::from_millis(limits.body_read_timeout_ms);
         let read = axum::body::to_bytes(request.into_body(), limits.body_bytes_max);
         let body = match tokio::time::timeout(wait, read).await {
             Ok(Ok(body)) => body,
@@ -141,7 +142,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
+                    ErrorCode::RequestTimeout,
                     format!("the body did not arrive within {wait:?}"),
                 ))
             }
@@ -249,20 +250,31 @@ async fn get_product(
     }
 }
 
-/// Wait until this replica has applied everything the leader had committed when asked.
+/// Wait until this replica has applied everything the leader had committed when asked, all
+/// within `gateway.linearizable_read_timeout_ms`.
 async fn catch_up_with_leader(gateway: &Gateway) -> Result<(), ApiError> {
-    let unavailable =
-        |message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
-    let index = gateway
-        .voters
-        .read_index()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let wait = Duration::from_millis(gateway.node.config.limits.request_timeout_ms);
+    let unavailable = |message: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            message,
+        )
+    };
+    let wait = Duration::from_millis(gateway.node.config.gateway.linearizable_read_timeout_ms);
+    let deadline = tokio::time::Instant::now() + wait;
+    let index = match tokio::time::timeout_at(deadline, gateway.voters.read_index()).await {
+        Ok(answer) => answer.map_err(|e| unavailable(e.to_string()))?,
+        Err(_) => {
+            return Err(unavailable(format!(
+                "no leader confirmed a read within {wait:?}"
+            )))
+        }
+    };
     let mut applied = gateway.node.reader.watch_applied();
-    let caught_up = tokio::time::timeout(wait, applied.wait_for(|applied| *applied >= index))
-        .await
-        .is_ok_and(|waited| waited.is_ok());
+    let caught_up =
+        tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
     if caught_up {
         Ok(())
     } else {
@@ -291,9 +303,6 @@ async fn purchase(
             customer: request.customer,
         },
     };
-    if gateway.node.unsafe_faults.ack_before_commit {
-        return Ok(Json(acknowledge_unsafely(&gateway, command)).into_response());
-    }
     match submit(&gateway, command).await? {
         Forwarded {
             outcome: Outcome::Purchased(order),
@@ -303,40 +312,10 @@ async fn purchase(
     }
 }
 
-/// The deliberate bug of [`crate::UnsafeFaults::ack_before_commit`]: queue the purchase, and
-/// confirm it at once with an order the cluster never assigned (id 0).
-fn acknowledge_unsafely(gateway: &Arc<Gateway>, command: Command) -> PurchaseResponse {
-    let Op::Purchase {
-        product,
-        quantity,
-        customer,
-    } = command.op.clone()
-    else {
-        unreachable!("only purchases are acknowledged early");
-    };
-    let order = flashstock_api::Order {
-        id: OrderId(0),
-        key: command.key.clone(),
-        product,
-        quantity,
-        customer,
-        price_cents: 0,
-        remaining: 0,
-        placed_at_ms: crate::now_ms(),
-    };
-    let gateway = gateway.clone();
-    tokio::spawn(async move {
-        let _ = submit(&gateway, command).await;
-    });
-    PurchaseResponse {
-        order,
-        replayed: false,
-    }
-}
-
 /// Check the admin bearer token. Without one configured, admin calls are disabled.
 fn check_admin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
-    let unauthorized = |message| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    let unauthorized =
+        |message| ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
     let Some(expected) = gateway.node.config.cluster.admin_token.as_deref() else {
         return Err(unauthorized(
             "admin calls are disabled: no cluster.admin_token is configured",
@@ -421,18 +400,18 @@ async fn submit(gateway: &Gateway, command: Command) -> Result<Forwarded, ApiErr
             retry_after_seconds: Some(RETRY_AFTER_SECONDS),
             ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
+                ErrorCode::Overloaded,
                 "too many purchases in flight on this gateway; retry shortly",
             )
         }),
         Err(ForwardError::Unavailable(message)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             format!("not applied: {message}"),
         )),
         Err(ForwardError::Unknown(message)) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "outcome_unknown",
+            ErrorCode::OutcomeUnknown,
             format!(
                 "the outcome is unknown; retry with the same Idempotency-Key to learn it: {message}"
             ),
@@ -459,13 +438,19 @@ fn unexpected(forwarded: Forwarded) -> ApiError {
     tracing::error!(outcome = ?forwarded.outcome, "an outcome that does not match its command");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ErrorCode::Internal,
         "unexpected outcome",
     )
 }
 
 async fn get_order(State(gateway): State<AppState>, Path(id): Path<String>) -> Answer {
-    let id: u64 = id.parse().map_err(|_| invalid("an order id is a number"))?;
+    // The document's int64: ids above it cannot exist (a log index below 2^47), and a client
+    // generated from the document could not send them.
+    let id: u64 = id
+        .parse()
+        .ok()
+        .filter(|id| *id <= i64::MAX as u64)
+        .ok_or_else(|| invalid(format!("an order id is a number from 0 to {}", i64::MAX)))?;
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
     match reader.order(OrderId(id)).map_err(ApiError::storage)? {
@@ -490,7 +475,7 @@ async fn ready(State(gateway): State<AppState>) -> Answer {
     if let Some(fatal) = gateway.node.fatal.get() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "raft_stopped",
+            ErrorCode::RaftStopped,
             format!("this gateway's replica stopped: {fatal}; the gateway is exiting"),
         ));
     }
@@ -505,7 +490,7 @@ async fn ready(State(gateway): State<AppState>) -> Answer {
         .into_response()),
         _ => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorCode::NotReady,
             format!(
                 "replica not ready: leader {leader:?}, applied index {applied_index}; \
                  is this gateway added as a learner?"
@@ -514,8 +499,12 @@ async fn ready(State(gateway): State<AppState>) -> Answer {
     }
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+async fn openapi(State(gateway): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        gateway.openapi.clone(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -527,7 +516,7 @@ mod tests {
     /// The OpenAPI document lists exactly the routes the router serves.
     #[test]
     fn openapi_documents_every_route_and_only_those() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let doc: serde_json::Value = serde_json::from_str(super::super::OPENAPI).expect("JSON");
         let mut documented = BTreeSet::new();
         for (path, operations) in doc["paths"].as_object().expect("paths") {
             for method in operations.as_object().expect("operations").keys() {
@@ -542,5 +531,33 @@ mod tests {
         for (method, path) in ROUTES {
             let _ = handler(method, path);
         }
+    }
+
+    /// The document's bounds are the API crate's, which the server enforces.
+    #[test]
+    fn openapi_states_the_limits_the_server_enforces() {
+        use flashstock_api::*;
+        let doc: serde_json::Value = serde_json::from_str(super::super::OPENAPI).expect("JSON");
+        let schemas = &doc["components"]["schemas"];
+        let create = &schemas["CreateProductRequest"]["properties"];
+        assert_eq!(create["name"]["x-utf8-bytes-max"], PRODUCT_NAME_LEN_MAX);
+        assert_eq!(create["price_cents"]["maximum"], PRICE_CENTS_MAX);
+        assert_eq!(create["stock"]["maximum"], STOCK_MAX);
+        let restock = &schemas["RestockRequest"]["properties"]["quantity"];
+        assert_eq!(restock["maximum"], STOCK_MAX);
+        let customer = &schemas["PurchaseRequest"]["properties"]["customer"];
+        assert_eq!(customer["maxLength"], CUSTOMER_LEN_MAX);
+        let key = &doc["paths"]["/v1/products/{id}/purchase"]["post"]["parameters"][1];
+        assert_eq!(key["name"], "Idempotency-Key");
+        assert_eq!(key["schema"]["maxLength"], KEY_LEN_MAX);
+        let id = &doc["paths"]["/v1/products/{id}"]["get"]["parameters"][0]["schema"];
+        assert_eq!(
+            id["pattern"],
+            format!("^[A-Za-z0-9_-]{{1,{PRODUCT_ID_LEN_MAX}}}$")
+        );
+        assert_eq!(
+            doc["paths"]["/v1/products"]["get"]["parameters"][1]["schema"]["maximum"],
+            PAGE_LIMIT_MAX
+        );
     }
 }

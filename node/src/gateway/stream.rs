@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Gateway;
-use crate::internal::ApiError;
+use crate::api_error::ApiError;
 
 /// Interval of keep-alive comments on an idle stream, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

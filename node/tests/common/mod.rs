@@ -107,7 +107,7 @@ pub async fn buy(
             Ok(applied) => {
                 return match applied.outcomes[0].first() {
                     Outcome::Purchased(order) => Bought::Confirmed(order.clone()),
-                    Outcome::Rejected(rejection) => Bought::Rejected(rejection.code().into()),
+                    Outcome::Rejected(rejection) => Bought::Rejected(rejection.code().to_string()),
                     other => panic!("unexpected outcome for a purchase: {other:?}"),
                 }
             }

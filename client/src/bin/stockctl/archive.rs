@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flashstock_api::{ArchiveReport, ArchiveStatus, NodeStatus};
+use flashstock_api::{ArchiveReport, ArchiveStatus, ErrorCode, NodeStatus};
 use serde::Serialize;
 
 use crate::args::{ArchiveCommand, ReportArgs};
@@ -37,11 +37,12 @@ async fn status(ctx: &Context) -> Result<(), CliError> {
     if statuses.is_empty() {
         return Err(none_answered(&probes));
     }
-    let leader = leader_status(&statuses)
-        .ok_or_else(|| CliError::failed("no_leader", "no endpoint reports itself leader"))?;
+    let leader = leader_status(&statuses).ok_or_else(|| {
+        CliError::failed(ErrorCode::NoLeader, "no endpoint reports itself leader")
+    })?;
     let archive = leader.archive.clone().ok_or_else(|| {
         CliError::failed(
-            "not_a_voter",
+            ErrorCode::NotAVoter,
             format!("node {} reports no archive status", leader.id),
         )
     })?;
@@ -107,7 +108,11 @@ async fn report(ctx: &Context, args: ReportArgs) -> Result<(), CliError> {
                 // The archive's own answers are the same on every voter.
                 if matches!(
                     error.code(),
-                    Some("archive_disabled" | "invalid_request" | "unauthorized")
+                    Some(
+                        ErrorCode::ArchiveDisabled
+                            | ErrorCode::InvalidRequest
+                            | ErrorCode::Unauthorized
+                    )
                 ) {
                     return Err(error);
                 }
@@ -115,7 +120,8 @@ async fn report(ctx: &Context, args: ReportArgs) -> Result<(), CliError> {
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| CliError::failed("unavailable", "no endpoint answered")))
+    Err(last_error
+        .unwrap_or_else(|| CliError::failed(ErrorCode::Unavailable, "no endpoint answered")))
 }
 
 fn report_table(report: &ArchiveReport) -> Table {

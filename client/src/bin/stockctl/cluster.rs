@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use flashstock_api::{NodeAddr, NodeStatus};
+use flashstock_api::{ErrorCode, NodeAddr, NodeStatus, RaftState};
 use flashstock_client::VoterClient;
 use serde::Serialize;
 
@@ -21,8 +21,6 @@ use crate::output::{emit, opt, Table};
 
 /// Pause between polls while waiting for a leader or a snapshot.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// The Raft state of a leader in [`NodeStatus::state`].
-const LEADER: &str = "Leader";
 /// How to look at the cluster after a change whose outcome is unknown.
 const CHECK_STATUS: &str = "check with `stockctl cluster status`";
 
@@ -99,7 +97,7 @@ fn any_answered(probes: &[Probe]) -> bool {
 pub(crate) fn leader_status(statuses: &[&NodeStatus]) -> Option<NodeStatus> {
     statuses
         .iter()
-        .filter(|s| s.state == LEADER)
+        .filter(|s| s.state == RaftState::Leader)
         .max_by_key(|s| s.term)
         .map(|s| (*s).clone())
 }
@@ -136,7 +134,7 @@ fn status_entries(probes: &[Probe]) -> Vec<StatusEntry<'_>> {
             Ok(status) => StatusEntry::Answered(status),
             Err(error) => StatusEntry::Failed {
                 endpoint: &probe.endpoint,
-                code: error.code().unwrap_or("error"),
+                code: error.code().map_or("error", ErrorCode::as_str),
                 error: error.to_string(),
             },
         })
@@ -185,8 +183,8 @@ fn status_row(endpoint: &str, status: &NodeStatus, leader: Option<&NodeStatus>) 
     vec![
         status.id.to_string(),
         endpoint.to_owned(),
-        status.role.clone(),
-        status.state.clone(),
+        status.role.to_string(),
+        status.state.to_string(),
         status.term.to_string(),
         opt(status.leader),
         opt(status.last_log_index),
@@ -266,8 +264,8 @@ pub(crate) fn none_answered(probes: &[Probe]) -> CliError {
     let code = probes
         .iter()
         .find_map(|p| p.result.as_ref().err().and_then(CliError::code))
-        .unwrap_or("unavailable")
-        .to_owned();
+        .cloned()
+        .unwrap_or(ErrorCode::Unavailable);
     let details: Vec<String> = probes
         .iter()
         .filter_map(|p| {
@@ -315,9 +313,10 @@ async fn init(ctx: &Context, client: &VoterClient, voters: Vec<NodeAddr>) -> Res
 /// A failed call that changes the cluster: a lost answer means it may have happened.
 fn mutation_error(error: flashstock_client::Error) -> CliError {
     match CliError::from(error) {
-        CliError::Failed { code, message } if code == "unavailable" => {
-            CliError::unknown(message, CHECK_STATUS)
-        }
+        CliError::Failed {
+            code: ErrorCode::Unavailable,
+            message,
+        } => CliError::unknown(message, CHECK_STATUS),
         CliError::Unknown { message, .. } => CliError::unknown(message, CHECK_STATUS),
         other => other,
     }
@@ -338,7 +337,7 @@ async fn find_leader(
         }
         let last_problem = match leader_addr(&probes) {
             Some(addr) => match client.status(&addr).await {
-                Ok(status) if status.state == LEADER => return Ok((status, addr)),
+                Ok(status) if status.state == RaftState::Leader => return Ok((status, addr)),
                 Ok(status) => format!("node {} at {addr} is {}", status.id, status.state),
                 Err(e) => format!("the leader at {addr}: {e}"),
             },
@@ -346,7 +345,7 @@ async fn find_leader(
         };
         if Instant::now() + POLL_INTERVAL > ctx.deadline {
             return Err(CliError::failed(
-                "no_leader",
+                ErrorCode::NoLeader,
                 format!("no leader found within {:?}: {last_problem}", ctx.timeout),
             ));
         }
@@ -398,7 +397,7 @@ fn plan_add_learner(leader: &NodeStatus, id: u64, addr: &str) -> Result<Plan, Cl
     }
     if leader.voters.contains(&id) {
         return Err(CliError::failed(
-            "already_voter",
+            ErrorCode::AlreadyVoter,
             format!("node {id} is a voter already"),
         ));
     }
@@ -407,7 +406,7 @@ fn plan_add_learner(leader: &NodeStatus, id: u64, addr: &str) -> Result<Plan, Cl
             "node {id} is a learner at {addr} already"
         ))),
         Some(known) => Err(CliError::failed(
-            "member_exists",
+            ErrorCode::MemberExists,
             format!("node {id} is a member at {known}, not {addr}"),
         )),
         None => Ok(Plan::AddLearner {
@@ -423,7 +422,7 @@ fn plan_promote(leader: &NodeStatus, id: u64) -> Result<Plan, CliError> {
     }
     if member_addr(leader, id).is_none() {
         return Err(CliError::failed(
-            "not_a_member",
+            ErrorCode::NotAMember,
             format!("node {id} is not a member: add it with `stockctl cluster add-learner` first"),
         ));
     }
@@ -445,7 +444,7 @@ fn plan_remove(leader: &NodeStatus, id: u64) -> Result<Plan, CliError> {
     let voters: Vec<u64> = leader.voters.iter().copied().filter(|v| *v != id).collect();
     if voters.is_empty() {
         return Err(CliError::failed(
-            "last_voter",
+            ErrorCode::LastVoter,
             format!("node {id} is the only voter; a cluster needs at least one"),
         ));
     }
@@ -524,13 +523,14 @@ async fn within(
 /// A refusal that waiting may overcome (a new leader, the last change completing, a learner
 /// catching up); nothing was changed.
 fn is_transient(error: &CliError) -> bool {
-    match error {
-        CliError::Failed { code, .. } => matches!(
-            code.as_str(),
-            "not_leader" | "membership_change_in_progress" | "learner_behind"
-        ),
-        _ => false,
-    }
+    matches!(
+        error.code(),
+        Some(
+            ErrorCode::NotLeader
+                | ErrorCode::MembershipChangeInProgress
+                | ErrorCode::LearnerBehind
+        )
+    )
 }
 
 async fn report_membership(
@@ -794,7 +794,12 @@ async fn node_addr(ctx: &Context, client: &VoterClient, id: u64) -> Result<Strin
         .map(|p| p.endpoint.clone());
     itself
         .or_else(|| answered(&probes).find_map(|s| member_addr(s, id)))
-        .ok_or_else(|| CliError::failed("unknown_node", format!("no endpoint knows node {id}")))
+        .ok_or_else(|| {
+            CliError::failed(
+                ErrorCode::UnknownNode,
+                format!("no endpoint knows node {id}"),
+            )
+        })
 }
 
 /// Poll until the node's snapshot covers `applied`; returns its snapshot index.
@@ -825,13 +830,17 @@ async fn wait_for_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashstock_api::PeerReplication;
+    use flashstock_api::{NodeRole, PeerReplication};
 
-    fn node(id: u64, state: &str, term: u64, leader: Option<u64>) -> NodeStatus {
+    fn node(id: u64, state: RaftState, term: u64, leader: Option<u64>) -> NodeStatus {
         NodeStatus {
             id,
-            role: if id < 100 { "voter" } else { "gateway" }.into(),
-            state: state.into(),
+            role: if id < 100 {
+                NodeRole::Voter
+            } else {
+                NodeRole::Gateway
+            },
+            state,
             term,
             leader,
             last_log_index: Some(10),
@@ -864,7 +873,7 @@ mod tests {
 
     #[test]
     fn status_table_has_lag_from_the_leader_and_error_rows() {
-        let mut leader = node(1, "Leader", 3, Some(1));
+        let mut leader = node(1, RaftState::Leader, 3, Some(1));
         leader.replication = vec![PeerReplication {
             id: 2,
             matched_index: Some(8),
@@ -872,11 +881,11 @@ mod tests {
         }];
         let probes = vec![
             probe(leader),
-            probe(node(2, "Follower", 3, Some(1))),
-            probe(node(101, "Learner", 3, Some(1))),
+            probe(node(2, RaftState::Follower, 3, Some(1))),
+            probe(node(101, RaftState::Learner, 3, Some(1))),
             Probe {
                 endpoint: "127.0.0.1:7003".into(),
-                result: Err(CliError::failed("unavailable", "refused")),
+                result: Err(CliError::failed(ErrorCode::Unavailable, "refused")),
             },
         ];
         let text = status_table(&probes).render();
@@ -901,9 +910,18 @@ mod tests {
         );
     }
 
+    /// A change refused because another is in progress is retried, by its code alone.
+    #[test]
+    fn only_refusals_a_retry_may_overcome_are_transient() {
+        let failed = |code| CliError::failed(code, "undergoing a configuration change");
+        assert!(is_transient(&failed(ErrorCode::MembershipChangeInProgress)));
+        assert!(is_transient(&failed(ErrorCode::NotLeader)));
+        assert!(!is_transient(&failed(ErrorCode::MembershipError)));
+    }
+
     #[test]
     fn membership_plans_follow_the_leaders_view() {
-        let leader = node(1, "Leader", 3, Some(1));
+        let leader = node(1, RaftState::Leader, 3, Some(1));
         assert_eq!(
             plan_remove(&leader, 3).unwrap(),
             Plan::SetVoters {
@@ -929,7 +947,7 @@ mod tests {
         );
         assert_eq!(
             plan_promote(&leader, 4).unwrap_err().code(),
-            Some("not_a_member")
+            Some(&ErrorCode::NotAMember)
         );
         assert_eq!(
             plan_add_learner(&leader, 4, "h:1").unwrap(),
@@ -946,17 +964,17 @@ mod tests {
             plan_add_learner(&leader, 101, "other:1")
                 .unwrap_err()
                 .code(),
-            Some("member_exists")
+            Some(&ErrorCode::MemberExists)
         );
         assert_eq!(
             plan_add_learner(&leader, 2, "h:1").unwrap_err().code(),
-            Some("already_voter")
+            Some(&ErrorCode::AlreadyVoter)
         );
-        let mut alone = node(1, "Leader", 3, Some(1));
+        let mut alone = node(1, RaftState::Leader, 3, Some(1));
         alone.voters = vec![1];
         assert_eq!(
             plan_remove(&alone, 1).unwrap_err().code(),
-            Some("last_voter")
+            Some(&ErrorCode::LastVoter)
         );
     }
 }

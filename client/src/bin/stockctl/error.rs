@@ -4,6 +4,7 @@
 //! happen (or a read failed), 3 means it may have happened and must be retried with the same
 //! idempotency key (or checked) to learn which. 2 is a usage error, as clap reports it.
 
+use flashstock_api::ErrorCode;
 use flashstock_client::ShopError;
 
 /// The operation failed definitely.
@@ -20,16 +21,16 @@ pub enum CliError {
     Usage(String),
     /// Definitely not applied, or a read that failed: `code` is stable and machine readable.
     #[error("{code}: {message}")]
-    Failed { code: String, message: String },
+    Failed { code: ErrorCode, message: String },
     /// The outcome is unknown; `hint` says how to learn it.
     #[error("outcome_unknown: {message}; {hint}")]
     Unknown { message: String, hint: String },
 }
 
 impl CliError {
-    pub fn failed(code: impl Into<String>, message: impl Into<String>) -> CliError {
+    pub fn failed(code: ErrorCode, message: impl Into<String>) -> CliError {
         CliError::Failed {
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
@@ -50,7 +51,7 @@ impl CliError {
     }
 
     /// The stable code of a definite failure.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&ErrorCode> {
         match self {
             CliError::Failed { code, .. } => Some(code),
             _ => None,
@@ -61,7 +62,7 @@ impl CliError {
     pub fn from_shop(error: ShopError, hint: &str) -> CliError {
         match error {
             ShopError::Rejected { code, message, .. } => CliError::Failed { code, message },
-            ShopError::Unavailable { message } => CliError::failed("unavailable", message),
+            ShopError::Unavailable { message } => CliError::failed(ErrorCode::Unavailable, message),
             ShopError::OutcomeUnknown { message } => CliError::unknown(message, hint),
         }
     }
@@ -91,12 +92,12 @@ mod tests {
     fn exit_codes_follow_what_a_caller_may_conclude() {
         let rejected = ShopError::Rejected {
             status: 409,
-            code: "insufficient_stock".into(),
+            code: ErrorCode::InsufficientStock,
             message: "none left".into(),
         };
         let rejected = CliError::from_shop(rejected, "");
         assert_eq!(rejected.exit_code(), EXIT_FAILED);
-        assert_eq!(rejected.code(), Some("insufficient_stock"));
+        assert_eq!(rejected.code(), Some(&ErrorCode::InsufficientStock));
         assert_eq!(rejected.to_string(), "insufficient_stock: none left");
 
         let down = CliError::from_shop(
@@ -106,7 +107,7 @@ mod tests {
             "",
         );
         assert_eq!(down.exit_code(), EXIT_FAILED);
-        assert_eq!(down.code(), Some("unavailable"));
+        assert_eq!(down.code(), Some(&ErrorCode::Unavailable));
 
         let unknown = CliError::from_shop(
             ShopError::OutcomeUnknown {

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 
-use flashstock_api::{CreateProductRequest, Order, Product, ProductList};
+use flashstock_api::{CreateProductRequest, ErrorCode, Order, Product, ProductList};
 use flashstock_client::{new_key, ShopClient, ShopError};
 
 use crate::args::{BuyArgs, ProductCommand};
@@ -110,7 +110,7 @@ async fn read<T>(
     match tokio::time::timeout(ctx.remaining(), call).await {
         Ok(result) => result.map_err(|e| CliError::from_shop(e, "")),
         Err(_) => Err(CliError::failed(
-            "unavailable",
+            ErrorCode::Unavailable,
             format!("no answer within {:?}", ctx.timeout),
         )),
     }

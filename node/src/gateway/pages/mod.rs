@@ -6,7 +6,8 @@
 //!   the public JSON API with an idempotency key made in the browser, one per purchase attempt,
 //!   and resolves an unknown outcome by retrying the same attempt with the same key.
 //! - `/orders/{id}`: one order; a friendly 404 page when there is no such order.
-//! - `/ops`: the operators' view of the cluster and of purchases per second ([`ops`]).
+//! - `/ops`: the operators' view of the cluster and of purchases per second, drawn from the
+//!   gateway's operations service ([`super::ops`]).
 //! - `/assets/{version}/{name}`: the CSS and JavaScript, embedded at build time (`assets.rs`).
 //!
 //! Pages are rendered on the server with maud templates (`views.rs`: checked at compile time, every
@@ -16,7 +17,6 @@
 //! style ever runs.
 
 mod assets;
-pub mod ops;
 mod views;
 
 use std::sync::Arc;
@@ -33,7 +33,6 @@ use maud::Markup;
 use serde::Deserialize;
 
 use super::Gateway;
-pub use ops::Ops;
 use views::{OrderSheet, ProductCard};
 
 type AppState = Arc<Gateway>;
@@ -227,7 +226,7 @@ fn order_sheet(order: Order, product_name: Option<String>) -> OrderSheet {
 async fn operations(State(gateway): State<AppState>) -> Response {
     let view = gateway.ops.view(&gateway.node, 0).await;
     let probed_at = utc_time(view.probed_at_ms);
-    let page = views::ops(&view, &probed_at, ops::HISTORY_SECONDS / 60);
+    let page = views::ops(&view, &probed_at, super::ops::HISTORY_SECONDS / 60);
     html(StatusCode::OK, page)
 }
 

@@ -2,10 +2,11 @@
 //! (product names, customer references, ids) is HTML-escaped. The scripts find what they update
 //! by id and `data-` attributes; the stylesheet by class.
 
+use flashstock_api::RaftState;
 use maud::{html, Markup, DOCTYPE};
 
 use super::assets::URLS;
-use super::ops::ClusterView;
+use crate::gateway::ops::ClusterView;
 
 /// A product as the pages show it.
 pub struct ProductCard {
@@ -195,8 +196,8 @@ pub fn ops(view: &ClusterView, probed_at: &str, history_minutes: usize) -> Marku
                         @for node in &view.nodes {
                             tr.up[node.up].down[!node.up] data-node=(node.id) {
                                 th.num scope="row" { (node.id) }
-                                td { (node.membership) }
-                                td { (node.state.as_deref().unwrap_or("-")) }
+                                td { (node.membership.as_str()) }
+                                td { (node.state.map_or("-", RaftState::as_str)) }
                                 td.health title=[node.error.as_deref()] {
                                     span.badge { @if node.up { "up" } @else { "down" } }
                                 }

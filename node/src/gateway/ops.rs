@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
-use flashstock_api::{ArchiveStatus, NodeStatus};
+use flashstock_api::{ArchiveStatus, ErrorCode, NodeRole, NodeStatus, RaftState};
 use flashstock_client::VoterClient;
 use prometheus::core::Metric;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::super::Gateway;
-use crate::internal::ApiError;
+use super::Gateway;
+use crate::api_error::ApiError;
 use crate::NodeState;
 
 /// How long one status probe may take; below the page's one-second refresh.
@@ -39,8 +39,6 @@ pub const PROBE_FRESH: Duration = Duration::from_millis(500);
 pub const HISTORY_SECONDS: usize = 600;
 /// The route whose latency the history follows, as the metrics middleware labels it.
 const PURCHASE_ROUTE: &str = "/v1/products/{id}/purchase";
-/// The Raft state of a leader in [`NodeStatus::state`].
-const LEADER: &str = "Leader";
 
 const _: () = assert!(PROBE_FRESH.as_millis() < PROBE_TIMEOUT.as_millis());
 
@@ -65,22 +63,40 @@ pub struct ClusterView {
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeHealth {
     pub id: u64,
-    /// Its place in the membership: `voter` or `learner` (a gateway, or a voter being added).
-    pub membership: &'static str,
+    /// Its place in the membership.
+    pub membership: Membership,
     /// Whether it answered its status probe in time.
     pub up: bool,
     /// Why it is reported down: not accepting connections, no answer in time, or an error code.
     pub error: Option<String>,
-    /// Its configured role (`voter` or `gateway`), when it answered.
-    pub role: Option<String>,
-    /// Its Raft state (`Leader`, `Follower`, `Learner`...), when it answered.
-    pub state: Option<String>,
+    /// Its configured role, when it answered.
+    pub role: Option<NodeRole>,
+    /// Its Raft state, when it answered.
+    pub state: Option<RaftState>,
     pub term: Option<u64>,
     pub last_log_index: Option<u64>,
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
     /// Entries it is behind the leader's last log index, as the leader reports it.
     pub lag: Option<u64>,
+}
+
+/// A member's place in the membership: `voter` or `learner` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Membership {
+    Voter,
+    /// A gateway, or a voter being added.
+    Learner,
+}
+
+impl Membership {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Voter => "voter",
+            Membership::Learner => "learner",
+        }
+    }
 }
 
 /// One second of history.
@@ -178,7 +194,7 @@ impl Ops {
         let statuses: Vec<&NodeStatus> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
         let leader = statuses
             .iter()
-            .filter(|status| status.state == LEADER)
+            .filter(|status| status.state == RaftState::Leader)
             .max_by_key(|status| status.term)
             .copied();
         let mut nodes: Vec<NodeHealth> = members
@@ -186,7 +202,7 @@ impl Ops {
             .zip(&answers)
             .map(|((id, _, voter), answer)| health(*id, *voter, answer, leader))
             .collect();
-        nodes.sort_by_key(|node| (node.membership != "voter", node.id));
+        nodes.sort_by_key(|node| (node.membership, node.id));
         Round {
             probed_at_ms: crate::now_ms(),
             leader: leader
@@ -204,15 +220,19 @@ fn health(
     answer: &Result<NodeStatus, flashstock_client::Error>,
     leader: Option<&NodeStatus>,
 ) -> NodeHealth {
-    let membership = if voter { "voter" } else { "learner" };
+    let membership = if voter {
+        Membership::Voter
+    } else {
+        Membership::Learner
+    };
     match answer {
         Ok(status) => NodeHealth {
             id,
             membership,
             up: true,
             error: None,
-            role: Some(status.role.clone()),
-            state: Some(status.state.clone()),
+            role: Some(status.role),
+            state: Some(status.state),
             term: Some(status.term),
             last_log_index: status.last_log_index,
             committed_index: status.committed_index,
@@ -249,13 +269,13 @@ fn health(
 fn down_reason(error: &flashstock_client::Error) -> String {
     use flashstock_client::Error;
     match error {
-        Error::Api { code, .. } | Error::Refused { code, .. } if code == "unreachable" => {
-            "not accepting connections".into()
-        }
-        Error::Api { code, .. } | Error::Refused { code, .. } if code == "unavailable" => {
-            format!("no answer (waited up to {} ms)", PROBE_TIMEOUT.as_millis())
-        }
-        Error::Api { code, .. } | Error::Refused { code, .. } => format!("answered {code}"),
+        Error::Api { code, .. } | Error::Refused { code, .. } => match code {
+            ErrorCode::Unreachable => "not accepting connections".into(),
+            ErrorCode::Unavailable => {
+                format!("no answer (waited up to {} ms)", PROBE_TIMEOUT.as_millis())
+            }
+            code => format!("answered {code}"),
+        },
         Error::OutcomeUnknown { .. } => "no answer".into(),
     }
 }
@@ -272,10 +292,15 @@ pub async fn cluster(
     query: Result<Query<ViewQuery>, QueryRejection>,
 ) -> Result<Json<ClusterView>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let view = gateway
-        .ops
-        .view(&gateway.node, query.since.unwrap_or(0))
-        .await;
+    let since = query.since.unwrap_or(0);
+    // The document's int64, which a client generated from it can send.
+    if since > i64::MAX as u64 {
+        return Err(ApiError::invalid(format!(
+            "since must be from 0 to {}",
+            i64::MAX
+        )));
+    }
+    let view = gateway.ops.view(&gateway.node, since).await;
     Ok(Json(view))
 }
 
