@@ -648,7 +648,7 @@ async fn leader_status(ctl: &Ctl) -> NodeStatus {
         statuses
             .into_iter()
             .filter_map(|s| serde_json::from_value::<NodeStatus>(s).ok())
-            .find(|s| s.state == "Leader")
+            .find(|s| s.state == RaftState::Leader)
             .ok_or_else(|| show(&output))
     })
     .await
@@ -814,11 +814,13 @@ enum Attempt {
 
 /// A change can still stall if a member it needs stops in the moment between the leader's check
 /// and the commit. Then the status shows the change and the member it waits for, other changes
-/// are refused, and once the member answers again the change completes and can be undone.
+/// are refused, and once the member answers again the change ends (completed, or dropped if a
+/// leader without it is elected) and can be undone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_change_is_seen_completed_and_undone() {
+async fn a_stalled_change_is_seen_ends_and_is_undone() {
     let cluster = formed_cluster_with(0, |_| {}).await;
-    let ctl = Ctl::for_cluster(&cluster);
+    // Short: a stopped node answers nothing, and each status call waits for it that long.
+    let ctl = Ctl::for_cluster(&cluster).with_timeout("3000");
     let client = cluster.voter_client();
 
     // Search the moment to stop a member the change needs: too early is refused, too late
@@ -862,7 +864,9 @@ async fn a_stalled_change_is_seen_completed_and_undone() {
         let in_progress = !membership.committed || membership.configs.len() > 1;
         let attempt = match &answer {
             _ if in_progress && membership.waiting_for.contains(&needed) => Attempt::Stalled,
-            Err(flashstock_client::Error::Api { code, .. }) if code == "members_unavailable" => {
+            Err(flashstock_client::Error::Api { code, .. })
+                if *code == flashstock_api::ErrorCode::MembersUnavailable =>
+            {
                 Attempt::Refused
             }
             Ok(_) if !in_progress => Attempt::Completed,
@@ -913,28 +917,27 @@ async fn a_stalled_change_is_seen_completed_and_undone() {
     let said = stderr(&text);
     assert!(said.contains("CHANGE IN PROGRESS"), "{said}");
     assert!(said.contains(&format!("waiting for [{needed}]")), "{said}");
-    // Another change is refused while this one is in progress.
-    let other = ctl
-        .with_timeout("1500")
-        .run(&["cluster", "promote", &removed.to_string()])
+    // Another change is refused by the leader while this one is in progress.
+    let other = client
+        .add_learner(&cluster.addr(stuck.id), 9, "127.0.0.9:1")
         .await;
-    assert_eq!(other.status.code(), Some(1), "{}", show(&other));
-    assert!(
-        stderr(&other).contains("membership_change_in_progress"),
-        "{}",
-        show(&other)
-    );
+    match other {
+        Err(flashstock_client::Error::Api { code, .. })
+            if code == flashstock_api::ErrorCode::MembershipChangeInProgress => {}
+        other => panic!("another change during a stalled one: {other:?}"),
+    }
 
-    // Completed: the member answers again and the change commits.
+    // The member answers again: the change completes, or, if a leader that never received it
+    // is elected meanwhile, it is dropped (it was never committed). Either way it ends, and the
+    // membership in force is one of the two.
     signal(pid, libc::SIGCONT);
-    wait_for_voters(&ctl, &voters).await;
+    settle(&ctl).await;
     let done = leader_status(&ctl).await;
-    let membership = done.membership.expect("a membership view");
     assert!(
-        membership.committed && membership.configs.len() == 1,
-        "{membership:?}"
+        done.voters == voters || done.voters == vec![1, 2, 3],
+        "neither the old nor the new voters: {done:?}"
     );
-    // Undone: the removed voter comes back through the checked steps.
+    // Undone (if it completed): the removed voter comes back through the checked steps.
     restore_voter(&ctl, &cluster, removed).await;
 }
 

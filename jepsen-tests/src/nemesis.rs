@@ -675,7 +675,7 @@ impl Nemesis {
                         // Not caught up within the leader's wait: ask again, which waits again.
                         match answer["caught_up"].as_bool() {
                             Some(false) => Err(flashstock_client::Error::Api {
-                                code: "learner_behind".into(),
+                                code: flashstock_api::ErrorCode::LearnerBehind,
                                 message: format!("node {id} has not caught up yet"),
                             }),
                             _ => Ok(answer),

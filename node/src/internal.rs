@@ -508,9 +508,11 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -
         )) => refused(Refusal::InProgress {
             detail: e.to_string(),
         }),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            error(StatusCode::CONFLICT, ErrorCode::MembershipError, e.to_string())
-        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => error(
+            StatusCode::CONFLICT,
+            ErrorCode::MembershipError,
+            e.to_string(),
+        ),
         RaftError::Fatal(e) => raft_error(e),
     }
 }
@@ -628,7 +630,20 @@ async fn change_membership(
     if let Err(refusal) = checked {
         return refused(refusal);
     }
-    match change_within(state.raft.change_membership(voters, request.retain)).await {
+    // In a task of its own: the change is two entries, and a caller that goes away between
+    // them must not leave the joint configuration in force.
+    let raft = state.raft.clone();
+    let change = tokio::spawn(async move { raft.change_membership(voters, request.retain).await });
+    let change = async move {
+        match change.await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "the membership change task failed");
+                Err(RaftError::Fatal(openraft::error::Fatal::Panicked))
+            }
+        }
+    };
+    match change_within(change).await {
         Ok(log_index) => Json(MembershipChanged {
             log_index,
             caught_up: None,

@@ -188,6 +188,12 @@ pub async fn run_with_faults(
         .archive
         .clone()
         .map(|archive| tokio::spawn(archive.run(state.clone(), stopping.clone())));
+    if state.config.node.role == Role::Voter {
+        tokio::spawn(membership::finish_halfway_changes(
+            state.clone(),
+            stopping.clone(),
+        ));
+    }
     let served = serve(&state, listener, stopping).await?;
     if let Some(archiver) = archiver {
         // It stops at its next await point once `stopping` is set; a batch cut short is simply

@@ -290,6 +290,52 @@ pub async fn status(state: &NodeState, metrics: &RaftMetrics<NodeId, Node>) -> M
     }
 }
 
+/// How often the leader looks for a change left halfway.
+const HALFWAY_CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// On the leader, finish any change left halfway, for as long as the node runs.
+///
+/// openraft makes a change in two entries: the joint configuration, then, once that is
+/// committed, the new voters alone. The second is proposed by the future that asked for the
+/// change; if that future is dropped in between (its caller timed out or went away, or the leader
+/// changed), the joint configuration stays in force, every commit keeps needing both majorities,
+/// and every later change is refused as "in progress". This task proposes the second entry
+/// whenever it finds a committed joint configuration on the leader. Former voters that the new
+/// configuration leaves out are removed, as `stockctl cluster remove` removes them.
+pub async fn finish_halfway_changes(
+    state: std::sync::Arc<NodeState>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HALFWAY_CHECK_EVERY) => {}
+            _ = stopping.wait_for(|stopping| *stopping) => return,
+        }
+        let metrics = state.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(state.id) {
+            continue;
+        }
+        let view = status(&state, &metrics).await;
+        let (true, [_, last]) = (view.committed, view.configs.as_slice()) else {
+            continue;
+        };
+        let voters: BTreeSet<NodeId> = last.iter().copied().collect();
+        tracing::warn!(
+            configs = %describe_configs(&view.configs),
+            "a membership change was left halfway; finishing it"
+        );
+        let change = state.raft.change_membership(voters, false);
+        match tokio::time::timeout(PROBE_COMMIT_WAIT, change).await {
+            Ok(Ok(written)) => tracing::info!(
+                log_index = written.log_id.index,
+                "membership change finished"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not finish the membership change"),
+            Err(_) => tracing::warn!("finishing the membership change did not commit in time"),
+        }
+    }
+}
+
 /// `{1, 2, 3}`, or `{1, 2, 3} and {2, 3}` in the joint phase.
 pub fn describe_configs(configs: &[Vec<NodeId>]) -> String {
     let sets: Vec<String> = configs

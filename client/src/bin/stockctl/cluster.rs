@@ -526,9 +526,7 @@ fn is_transient(error: &CliError) -> bool {
     matches!(
         error.code(),
         Some(
-            ErrorCode::NotLeader
-                | ErrorCode::MembershipChangeInProgress
-                | ErrorCode::LearnerBehind
+            ErrorCode::NotLeader | ErrorCode::MembershipChangeInProgress | ErrorCode::LearnerBehind
         )
     )
 }
@@ -614,7 +612,7 @@ async fn wait_caught_up(ctx: &Context, client: &VoterClient, id: u64) -> Result<
             Some(lag) if lag <= CAUGHT_UP_LAG_MAX => return Ok(()),
             _ if Instant::now() + POLL_INTERVAL > ctx.deadline => {
                 return Err(CliError::failed(
-                    "learner_behind",
+                    ErrorCode::LearnerBehind,
                     format!(
                         "node {id} is a learner but has not caught up within {:?} (lag {}); \
                          check its log, then `stockctl cluster status`",
@@ -641,13 +639,13 @@ async fn replace_disk(
     let (leader, _) = find_leader(ctx, client).await?;
     if !leader.voters.contains(&id) {
         return Err(CliError::failed(
-            "not_a_voter",
+            ErrorCode::NotAVoter,
             format!("node {id} is not a voter; voters are {:?}", leader.voters),
         ));
     }
     let addr = member_addr(&leader, id).ok_or_else(|| {
         CliError::failed(
-            "unknown_node",
+            ErrorCode::UnknownNode,
             format!("the leader knows no address of {id}"),
         )
     })?;
@@ -706,7 +704,7 @@ async fn wait_empty(
         let last = match client.status(addr).await {
             Ok(status) if status.id != id => {
                 return Err(CliError::failed(
-                    "wrong_node",
+                    ErrorCode::WrongNode,
                     format!("{addr} answers as node {}, not {id}", status.id),
                 ))
             }
@@ -722,7 +720,7 @@ async fn wait_empty(
         };
         if Instant::now() + POLL_INTERVAL > ctx.deadline {
             return Err(CliError::failed(
-                "not_restarted",
+                ErrorCode::NotRestarted,
                 format!(
                     "node {id} did not come back empty within {:?}: {last}",
                     ctx.timeout
