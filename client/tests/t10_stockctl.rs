@@ -819,8 +819,9 @@ enum Attempt {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_change_is_seen_ends_and_is_undone() {
     let cluster = formed_cluster_with(0, |_| {}).await;
+    let slow = Ctl::for_cluster(&cluster);
     // Short: a stopped node answers nothing, and each status call waits for it that long.
-    let ctl = Ctl::for_cluster(&cluster).with_timeout("3000");
+    let ctl = slow.with_timeout("3000");
     let client = cluster.voter_client();
 
     // Search the moment to stop a member the change needs: too early is refused, too late
@@ -896,7 +897,7 @@ async fn a_stalled_change_is_seen_ends_and_is_undone() {
         }
         signal(pid, libc::SIGCONT);
         settle(&ctl).await;
-        restore_voter(&ctl, &cluster, removed).await;
+        restore_voter(&slow, &cluster, removed).await;
         if late_us.saturating_sub(early_us) < 200 {
             (early_us, late_us) = (0, 30_000);
         }
@@ -938,7 +939,7 @@ async fn a_stalled_change_is_seen_ends_and_is_undone() {
         "neither the old nor the new voters: {done:?}"
     );
     // Undone (if it completed): the removed voter comes back through the checked steps.
-    restore_voter(&ctl, &cluster, removed).await;
+    restore_voter(&slow, &cluster, removed).await;
 }
 
 /// Stop or resume a node of this test.
