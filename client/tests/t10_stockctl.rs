@@ -923,8 +923,10 @@ async fn a_stalled_change_is_seen_ends_and_is_undone() {
         .add_learner(&cluster.addr(stuck.id), 9, "127.0.0.9:1")
         .await;
     match other {
-        Err(flashstock_client::Error::Api { code, .. })
-            if code == flashstock_api::ErrorCode::MembershipChangeInProgress => {}
+        Err(flashstock_client::Error::Api {
+            code: flashstock_api::ErrorCode::MembershipChangeInProgress,
+            ..
+        }) => {}
         other => panic!("another change during a stalled one: {other:?}"),
     }
 
