@@ -684,11 +684,7 @@ async fn replace_disk_rejoins_through_a_snapshot_after_a_purge() {
         }
     })
     .await;
-    let voter = *cluster
-        .voter_ids()
-        .iter()
-        .find(|id| **id != leader.id)
-        .unwrap();
+    let [voter, _] = followers(&cluster, leader.id);
 
     let mut replace = tokio::process::Command::new(env!("CARGO_BIN_EXE_stockctl"));
     replace
@@ -775,12 +771,7 @@ async fn a_change_that_needs_a_dead_node_is_refused() {
     let mut cluster = formed_cluster_with(1, |_| {}).await;
     let ctl = Ctl::for_cluster(&cluster);
     let leader = leader_status(&ctl).await;
-    let followers: Vec<u64> = cluster
-        .voter_ids()
-        .into_iter()
-        .filter(|id| *id != leader.id)
-        .collect();
-    let (dead, other) = (followers[0], followers[1]);
+    let [dead, other] = followers(&cluster, leader.id);
     cluster.kill(dead).expect("kill");
 
     // Removing the other follower leaves {leader, dead}: both needed, one is down.
@@ -831,12 +822,7 @@ async fn a_stalled_change_is_seen_ends_and_is_undone() {
     for _ in 0..40 {
         // Remove `removed`; the new voters {leader, needed} need `needed`, which stops.
         let leader = leader_status(&ctl).await;
-        let followers: Vec<u64> = cluster
-            .voter_ids()
-            .into_iter()
-            .filter(|id| *id != leader.id)
-            .collect();
-        let (needed, removed) = (followers[0], followers[1]);
+        let [needed, removed] = followers(&cluster, leader.id);
         let pid = cluster.nodes[&needed].pid().unwrap() as libc::pid_t;
         let mut voters = vec![leader.id, needed];
         voters.sort();
@@ -942,6 +928,16 @@ async fn a_stalled_change_is_seen_ends_and_is_undone() {
     );
     // Undone (if it completed): the removed voter comes back through the checked steps.
     restore_voter(&slow, &cluster, removed).await;
+}
+
+/// The two voters other than `leader`.
+fn followers(cluster: &LocalCluster, leader: u64) -> [u64; 2] {
+    let others: Vec<u64> = cluster
+        .voter_ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    others.try_into().expect("three voters")
 }
 
 /// Stop or resume a node of this test.
