@@ -234,6 +234,23 @@ impl VoterClient {
         self.post(endpoint, "/admin/add-learner", &request).await
     }
 
+    /// Add a learner; answers once the change is committed, without waiting for the learner to
+    /// catch up: follow its lag in the leader's status. A large state takes longer to send than
+    /// one call should wait.
+    pub async fn add_learner_no_wait(
+        &self,
+        endpoint: &str,
+        id: u64,
+        addr: &str,
+    ) -> Result<serde_json::Value, Error> {
+        let request = AddLearnerRequest {
+            id,
+            addr: addr.to_owned(),
+            no_wait: true,
+        };
+        self.post(endpoint, "/admin/add-learner", &request).await
+    }
+
     pub async fn change_membership(
         &self,
         endpoint: &str,

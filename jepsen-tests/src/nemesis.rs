@@ -671,18 +671,13 @@ impl Nemesis {
                                 .map_err(|e| flashstock_client::Error::OutcomeUnknown {
                                     message: e.to_string(),
                                 })?;
-                        let answer = client.add_learner(&cluster.addr(leader), id, &addr).await?;
-                        // Not caught up within the leader's wait: ask again, which waits again.
-                        match answer["caught_up"].as_bool() {
-                            Some(false) => Err(flashstock_client::Error::Api {
-                                code: flashstock_api::ErrorCode::LearnerBehind,
-                                message: format!("node {id} has not caught up yet"),
-                            }),
-                            _ => Ok(answer),
-                        }
+                        client
+                            .add_learner_no_wait(&cluster.addr(leader), id, &addr)
+                            .await
                     }
                 })
                 .await?;
+                wait_caught_up(cluster, &members, id).await?;
                 self.log(&format!(
                     "node {id} is a learner again and caught up after {} ms",
                     self.clock.ms() - begun
@@ -827,6 +822,42 @@ async fn change_membership(
         }
     })
     .await
+}
+
+/// How long a wiped node may take to catch up: a snapshot of everything a long run placed
+/// (orders stay an hour, idempotency records a day), then the log.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(900);
+/// Most entries a learner may trail the leader by and count as caught up.
+const CAUGHT_UP_LAG_MAX: u64 = 64;
+
+/// Wait until learner `id` trails the leader (found among `members`) by at most
+/// [`CAUGHT_UP_LAG_MAX`] entries.
+async fn wait_caught_up(cluster: &LocalCluster, members: &[u64], id: u64) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+    let client = cluster.voter_client();
+    let mut last = String::from("no answer yet");
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(leader) = cluster.wait_for_leader_among(members, LEADER_WAIT).await {
+            match client.status(&cluster.addr(leader)).await {
+                Ok(status) => {
+                    let lag = status
+                        .replication
+                        .iter()
+                        .find(|peer| peer.id == id && peer.matched_index.is_some())
+                        .map(|peer| peer.lag);
+                    if lag.is_some_and(|lag| lag <= CAUGHT_UP_LAG_MAX) {
+                        return Ok(());
+                    }
+                    last = format!("lag {lag:?}");
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(Error::Harness(format!(
+        "node {id} did not catch up within {CATCH_UP_WAIT:?}: {last}"
+    )))
 }
 
 /// Run an admin call until it succeeds, for up to [`ADMIN_RETRY_FOR`].

@@ -479,7 +479,8 @@ async fn change(
         let (summary, outcome) = match plan(&leader)? {
             Plan::Nothing(why) => (why, Ok(None)),
             Plan::AddLearner { id, addr: learner } => {
-                let sent = client.add_learner(&addr, id, &learner);
+                // The catch-up is followed here (`wait_caught_up`), not inside one call.
+                let sent = client.add_learner_no_wait(&addr, id, &learner);
                 (summary.clone(), within(ctx, sent).await)
             }
             Plan::SetVoters { voters, retain } => {
