@@ -220,18 +220,15 @@ impl VoterClient {
             .await
     }
 
+    /// Add a learner; the leader answers once it has caught up, or after a bounded wait with
+    /// `caught_up: false`.
     pub async fn add_learner(
         &self,
         endpoint: &str,
         id: u64,
         addr: &str,
     ) -> Result<serde_json::Value, Error> {
-        let request = AddLearnerRequest {
-            id,
-            addr: addr.to_owned(),
-            no_wait: false,
-        };
-        self.post(endpoint, "/admin/add-learner", &request).await
+        self.post_add_learner(endpoint, id, addr, false).await
     }
 
     /// Add a learner; answers once the change is committed, without waiting for the learner to
@@ -243,10 +240,20 @@ impl VoterClient {
         id: u64,
         addr: &str,
     ) -> Result<serde_json::Value, Error> {
+        self.post_add_learner(endpoint, id, addr, true).await
+    }
+
+    async fn post_add_learner(
+        &self,
+        endpoint: &str,
+        id: u64,
+        addr: &str,
+        no_wait: bool,
+    ) -> Result<serde_json::Value, Error> {
         let request = AddLearnerRequest {
             id,
             addr: addr.to_owned(),
-            no_wait: true,
+            no_wait,
         };
         self.post(endpoint, "/admin/add-learner", &request).await
     }
