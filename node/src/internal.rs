@@ -137,7 +137,7 @@ async fn metrics(State(state): State<AppState>) -> String {
 }
 
 /// The last log index this node knows committed; `None` while Raft is shutting down.
-async fn committed_index(state: &NodeState) -> Option<u64> {
+pub(crate) async fn committed_index(state: &NodeState) -> Option<u64> {
     state
         .raft
         .with_raft_state(|raft| raft.committed.map_or(0, |id| id.index))
@@ -373,7 +373,7 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         replication,
         millis_since_quorum_ack: metrics.millis_since_quorum_ack,
         archive: archive_status(state),
-        membership: Some(membership::status(state, &metrics).await),
+        membership: Some(membership::status(state.id, &metrics, committed_index)),
         fatal: state.fatal.get().cloned(),
     }
 }

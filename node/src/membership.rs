@@ -27,6 +27,7 @@ use flashstock_api::{ErrorCode, MembershipStatus};
 use openraft::RaftMetrics;
 use raft_store::{Node, NodeId};
 
+use crate::internal::committed_index;
 use crate::NodeState;
 
 /// How long members have to acknowledge the probe entry. A member that cannot append one small
@@ -182,7 +183,7 @@ pub async fn ensure_leader_and_settled(state: &NodeState) -> Result<(), Refusal>
             .and_then(|id| membership.get_node(&id).map(|node| node.addr.clone()));
         return Err(Refusal::NotLeader { leader });
     }
-    let view = status(state, &metrics).await;
+    let view = status(state.id, &metrics, committed_index(state).await);
     if !view.committed || view.configs.len() > 1 {
         let waiting = if view.waiting_for.is_empty() {
             String::new()
@@ -253,17 +254,16 @@ pub async fn wait_caught_up(state: &NodeState, id: NodeId, index: u64, wait: Dur
     }
 }
 
-/// The membership as this node follows it.
-pub async fn status(state: &NodeState, metrics: &RaftMetrics<NodeId, Node>) -> MembershipStatus {
+/// The membership as node `id` follows it, given its metrics and the last index it knows
+/// committed.
+pub fn status(
+    id: NodeId,
+    metrics: &RaftMetrics<NodeId, Node>,
+    committed_index: Option<u64>,
+) -> MembershipStatus {
     let stored = &metrics.membership_config;
     let membership = stored.membership();
     let log_index = stored.log_id().map(|id| id.index);
-    let committed_index = state
-        .raft
-        .with_raft_state(|raft| raft.committed.map(|id| id.index))
-        .await
-        .ok()
-        .flatten();
     let committed = match (log_index, committed_index) {
         (None, _) => true,
         (Some(at), Some(committed)) => at <= committed,
@@ -272,7 +272,7 @@ pub async fn status(state: &NodeState, metrics: &RaftMetrics<NodeId, Node>) -> M
     let configs: Vec<BTreeSet<NodeId>> = membership.get_joint_config().to_vec();
     let voters: BTreeSet<NodeId> = configs.iter().flatten().copied().collect();
     let waiting_for = match (committed, log_index) {
-        (false, Some(at)) if metrics.current_leader == Some(state.id) => voters
+        (false, Some(at)) if metrics.current_leader == Some(id) => voters
             .difference(&holding(metrics, &voters, at))
             .copied()
             .collect(),
@@ -315,7 +315,7 @@ pub async fn finish_halfway_changes(
         if metrics.current_leader != Some(state.id) {
             continue;
         }
-        let view = status(&state, &metrics).await;
+        let view = status(state.id, &metrics, committed_index(&state).await);
         let (true, [_, last]) = (view.committed, view.configs.as_slice()) else {
             continue;
         };
