@@ -628,7 +628,7 @@ fn view_problem(op: &OpRecord, product: &Product, bounds: Option<&Bounds>) -> Op
 
 /// Every view is at least as fresh as the applied index it reports: its `sold` includes every
 /// order of that product placed at or before that index (in the final state: orders are never
-/// dropped during a run, their retention is an hour). A gateway reads its applied index just
+/// dropped during a run: the harness sets their retention past its end). A gateway reads its applied index just
 /// before the product, so a view may be fresher than its index, never staler: a replica that
 /// claimed an index it had not applied would fail here.
 fn views_match_the_log(history: &History, nodes: &[NodeState]) -> Invariant {

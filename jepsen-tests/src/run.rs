@@ -28,6 +28,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The short run's snapshot interval: a few snapshots and purges in its minute.
 pub const SHORT_SNAPSHOT_EVERY_LOGS: u64 = 500;
 
+/// The most a run may last past its `seconds`: covering the fault kinds not drawn yet, healing,
+/// settling and reading the final state. Orders are kept at least this long past `seconds`.
+const RUN_OVERTIME_MAX_S: u64 = 3600;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -53,9 +57,11 @@ pub struct RunConfig {
 impl RunConfig {
     /// A long run, as the `jepsen` binary does it.
     pub fn new(seconds: u64, clients: usize, seed: u64, faults: Vec<FaultKind>) -> RunConfig {
+        let mut workload = WorkloadConfig::new(clients, seed);
+        workload.size_for(seconds);
         RunConfig {
             seconds,
-            workload: WorkloadConfig::new(clients, seed),
+            workload,
             nemesis: NemesisConfig::new(faults, seed),
             dir: None,
             node_binary: None,
@@ -212,6 +218,11 @@ fn lay_out(
         node.archive.postgres_url = archive_url.clone();
         node.archive.interval_ms = 50;
         node.archive.retry_max_ms = 1000;
+        // The checker reads every order of the run from the nodes' state: none may reach its
+        // retention and be dropped before the end (the run goes on past `seconds` to cover
+        // every fault kind, then settles).
+        let run_ms = (config.seconds + RUN_OVERTIME_MAX_S) * 1000;
+        node.archive.retention_ms = node.archive.retention_ms.max(run_ms);
         if let Some(every) = config.snapshot_every_logs {
             node.raft.snapshot_every_logs = every;
             node.raft.logs_to_keep_after_snapshot = every / 10;

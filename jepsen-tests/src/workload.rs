@@ -39,7 +39,7 @@ pub struct ProductSpec {
 }
 
 /// Four products: two that sell out quickly, one that lasts a while, one that never sells out
-/// and draws most buyers.
+/// and draws most buyers ([`WorkloadConfig::size_for`] sizes it to the run).
 pub fn default_products() -> Vec<ProductSpec> {
     [
         ("hot", 30, 2),
@@ -107,7 +107,21 @@ impl WorkloadConfig {
             restock_quantity: (5, 40),
         }
     }
+
+    /// Give the product that must never sell out enough stock for `seconds` of this many
+    /// clients: a 60-minute run of 64 clients once bought about 7.5 of its items per client and
+    /// second, so [`PLENTY_ITEMS_PER_CLIENT_SECOND`] leaves a wide margin. Never below its
+    /// default, so short runs keep theirs.
+    pub fn size_for(&mut self, seconds: u64) {
+        let needed = seconds * self.clients as u64 * PLENTY_ITEMS_PER_CLIENT_SECOND;
+        if let Some(plenty) = self.products.iter_mut().max_by_key(|p| p.stock) {
+            plenty.stock = plenty.stock.max(needed);
+        }
+    }
 }
+
+/// Stock of the never-sold-out product per client and second of workload ([`WorkloadConfig::size_for`]).
+const PLENTY_ITEMS_PER_CLIENT_SECOND: u64 = 20;
 
 /// What the tasks share with the nemesis: when a purchase was last confirmed, and when to stop.
 #[derive(Debug, Default)]
