@@ -27,6 +27,7 @@
 pub mod defaults;
 mod error;
 mod schema;
+mod source_range;
 mod validate;
 
 use std::path::Path;
@@ -36,6 +37,7 @@ pub use schema::{
     ArchiveSection, ClusterSection, Config, GatewaySection, LimitsSection, NodeId, NodeSection,
     Peer, RaftSection, Role,
 };
+pub use source_range::SourceRange;
 
 impl Config {
     /// Parses a TOML document and validates it.
