@@ -22,7 +22,7 @@
 //!   [`Config::from_toml_str`] unchanged.
 //!
 //! Key names end in their unit: `_ms` (milliseconds), `_us` (microseconds),
-//! `_bytes`, `_max` (an upper bound on a count).
+//! `_bytes`, `_per_s` (a rate per second), `_max` (an upper bound on a count).
 
 pub mod defaults;
 mod error;

@@ -7,10 +7,10 @@
 //! Under low load a request travels alone and at once; under high load requests pile up while
 //! the slots are busy, and the batches grow by themselves.
 //!
-//! The queue is fair between clients ([`fair_queue`]): each client (see [`Client`]) has its own
-//! sub-queue of at most `gateway.queue_per_client_max` requests, beyond which that client alone
-//! is refused ([`ForwardError::ClientShareFull`]), and batches take one request of each client
-//! in turn. One client sending thousands of purchases thus holds a share of the queue, not all
+//! The queue is fair between clients (`forwarder/fair_queue.rs`): each client (see [`Client`])
+//! has its own sub-queue of at most `gateway.queue_per_client_max` requests, beyond which that
+//! client alone is refused ([`ForwardError::ClientShareFull`]), and batches take one request of
+//! each client in turn. One client sending thousands of purchases thus holds a share of the queue, not all
 //! of it, and waits its turn in each batch like everyone else; honest buyers meet 503 only when
 //! the queue is full of other clients' shares.
 //!
