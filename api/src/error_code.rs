@@ -76,6 +76,9 @@ error_codes! {
     StorageError => "storage_error",
     /// 500: a broken contract inside the node.
     Internal => "internal",
+    /// 429: this client sent more than its share (its rate of purchases or of views, or its
+    /// share of the gateway's queue); retry after `Retry-After`. Definitely not applied.
+    RateLimited => "rate_limited",
     /// 503: too much in flight; retry shortly (with `Retry-After`). Definitely not applied.
     Overloaded => "overloaded",
     /// 503: no leader took the request, or a node did not answer in time. Definitely not

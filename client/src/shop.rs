@@ -298,6 +298,15 @@ impl ShopClient {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(value);
                 }
+                // A refusal of this try (429 `rate_limited`, say) says nothing of an earlier try
+                // whose answer was lost; only a committed rejection is the key's own outcome.
+                Attempt::Final(error)
+                    if maybe_applied && !error.code().is_committed_rejection() =>
+                {
+                    return Err(ShopError::OutcomeUnknown {
+                        message: format!("{last}; then {error}"),
+                    });
+                }
                 Attempt::Final(error) => return Err(error),
                 Attempt::RetryNotApplied(message) => last = message,
                 Attempt::RetryUnknown(message) => {
@@ -420,6 +429,41 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(segment("tee-shirt_1"), "tee-shirt_1");
         assert_eq!(segment("a/b?c d"), "a%2Fb%3Fc%20d");
+    }
+
+    /// After a try whose outcome was lost, a retry refused for itself (429) leaves the outcome
+    /// unknown; a committed rejection is the key's outcome.
+    #[tokio::test]
+    async fn a_refused_retry_after_a_lost_answer_is_still_unknown() {
+        let client = ShopClient::new(vec!["http://gateway".into()]).with_retry(RetryPolicy {
+            attempts: 3,
+            backoff: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+        });
+        let refused = |code: ErrorCode| ShopError::Rejected {
+            status: 429,
+            code,
+            message: "refused".into(),
+        };
+        for (code, definite) in [
+            (ErrorCode::RateLimited, false),
+            (ErrorCode::InsufficientStock, true),
+        ] {
+            let tries = std::sync::atomic::AtomicUsize::new(0);
+            let answer: Result<(), ShopError> = client
+                .with_failover(|_| {
+                    let n = tries.fetch_add(1, Ordering::Relaxed);
+                    let code = code.clone();
+                    async move {
+                        match n {
+                            0 => Attempt::RetryUnknown("timed out".into()),
+                            _ => Attempt::Final(refused(code)),
+                        }
+                    }
+                })
+                .await;
+            assert_eq!(answer.unwrap_err().is_definite(), definite, "{code}");
+        }
     }
 
     #[test]

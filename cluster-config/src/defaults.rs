@@ -45,6 +45,23 @@ pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 5000;
 /// idempotency key (one hour) and still get the first outcome back; the
 /// idempotency window must outlast it.
 pub const DEFAULT_CLIENT_RETRY_HORIZON_MS: u64 = 3_600_000;
+/// `limits.client_purchase_rate_per_s`: purchases per second one client may
+/// send to one gateway on average. A buyer buys a few times in a sale, and
+/// retries with the same key count too; 5 a second is far above that and far
+/// below what one machine can send.
+pub const DEFAULT_CLIENT_PURCHASE_RATE_PER_S: u32 = 5;
+/// `limits.client_purchase_burst_max`: purchases one client may send at once,
+/// e.g. a family behind one home router at the start of a sale.
+pub const DEFAULT_CLIENT_PURCHASE_BURST_MAX: u32 = 20;
+/// `limits.client_view_rate_per_s`: views per second one client may ask of one
+/// gateway. A product page costs about five requests (page, style, script,
+/// stock, event stream), and views cost about a static response.
+pub const DEFAULT_CLIENT_VIEW_RATE_PER_S: u32 = 50;
+/// `limits.client_view_burst_max`: views one client may ask at once.
+pub const DEFAULT_CLIENT_VIEW_BURST_MAX: u32 = 200;
+/// `limits.rate_clients_max`: clients each rate table remembers; about 2 MiB a
+/// table.
+pub const DEFAULT_RATE_CLIENTS_MAX: usize = 65_536;
 
 // ---- [gateway] ----
 
@@ -56,6 +73,11 @@ pub const DEFAULT_BATCH_WAIT_US: u64 = 500;
 pub const DEFAULT_BATCH_ITEMS_MAX: usize = 256;
 /// `gateway.queue_max`: pending purchases before the gateway sheds load with 503.
 pub const DEFAULT_QUEUE_MAX: usize = 8192;
+/// `gateway.queue_per_client_max`: pending purchases of one client in a
+/// gateway's queue. An honest client has one or two in flight; 64 leaves room
+/// for a small office behind one address while 128 flooders are needed to
+/// fill the default queue.
+pub const DEFAULT_QUEUE_PER_CLIENT_MAX: usize = 64;
 /// `gateway.forward_timeout_ms`: the whole budget of one forwarded batch,
 /// every attempt and pause included, before the gateway answers 503 or 504.
 pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 3000;
@@ -119,6 +141,17 @@ pub const BODY_BYTES_MAX_LOWEST: usize = 1024;
 pub const BODY_BYTES_MAX_HIGHEST: usize = 64 * 1024 * 1024;
 /// Largest `limits.commands_per_entry_max`.
 pub const COMMANDS_PER_ENTRY_MAX_HIGHEST: usize = 65_535;
+/// Most entries in `limits.trusted_sources`: each request is checked against
+/// every entry.
+pub const TRUSTED_SOURCES_MAX: usize = 256;
+/// Largest `limits.client_purchase_rate_per_s` and `limits.client_view_rate_per_s`.
+pub const CLIENT_RATE_PER_S_HIGHEST: u32 = 1_000_000;
+/// Largest `limits.client_purchase_burst_max` and `limits.client_view_burst_max`.
+pub const CLIENT_BURST_MAX_HIGHEST: u32 = 1_000_000;
+/// Smallest `limits.rate_clients_max`.
+pub const RATE_CLIENTS_MAX_LOWEST: usize = 1024;
+/// Largest `limits.rate_clients_max` (about 128 MiB a table).
+pub const RATE_CLIENTS_MAX_HIGHEST: usize = 4_194_304;
 /// Largest integer TOML can hold; bigger values could not be written back.
 pub const TOML_INTEGER_MAX: u64 = i64::MAX as u64;
 
@@ -172,3 +205,25 @@ const _: () = assert!(
     DEFAULT_ARCHIVE_RETRY_MIN_MS >= 1
         && DEFAULT_ARCHIVE_RETRY_MAX_MS >= DEFAULT_ARCHIVE_RETRY_MIN_MS
 );
+const _: () = assert!(
+    DEFAULT_CLIENT_PURCHASE_RATE_PER_S >= 1
+        && DEFAULT_CLIENT_PURCHASE_RATE_PER_S <= CLIENT_RATE_PER_S_HIGHEST
+);
+const _: () = assert!(
+    DEFAULT_CLIENT_VIEW_RATE_PER_S >= 1
+        && DEFAULT_CLIENT_VIEW_RATE_PER_S <= CLIENT_RATE_PER_S_HIGHEST
+);
+const _: () = assert!(
+    DEFAULT_CLIENT_PURCHASE_BURST_MAX >= 1
+        && DEFAULT_CLIENT_PURCHASE_BURST_MAX <= CLIENT_BURST_MAX_HIGHEST
+);
+const _: () = assert!(
+    DEFAULT_CLIENT_VIEW_BURST_MAX >= 1 && DEFAULT_CLIENT_VIEW_BURST_MAX <= CLIENT_BURST_MAX_HIGHEST
+);
+const _: () = assert!(
+    DEFAULT_RATE_CLIENTS_MAX >= RATE_CLIENTS_MAX_LOWEST
+        && DEFAULT_RATE_CLIENTS_MAX <= RATE_CLIENTS_MAX_HIGHEST
+);
+// One client's share of the queue is a share: several clients fit in it.
+const _: () =
+    assert!(DEFAULT_QUEUE_PER_CLIENT_MAX >= 1 && DEFAULT_QUEUE_PER_CLIENT_MAX < DEFAULT_QUEUE_MAX);

@@ -22,11 +22,12 @@
 //!   [`Config::from_toml_str`] unchanged.
 //!
 //! Key names end in their unit: `_ms` (milliseconds), `_us` (microseconds),
-//! `_bytes`, `_max` (an upper bound on a count).
+//! `_bytes`, `_per_s` (a rate per second), `_max` (an upper bound on a count).
 
 pub mod defaults;
 mod error;
 mod schema;
+mod source_range;
 mod validate;
 
 use std::path::Path;
@@ -36,6 +37,7 @@ pub use schema::{
     ArchiveSection, ClusterSection, Config, GatewaySection, LimitsSection, NodeId, NodeSection,
     Peer, RaftSection, Role,
 };
+pub use source_range::SourceRange;
 
 impl Config {
     /// Parses a TOML document and validates it.

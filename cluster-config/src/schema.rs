@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::defaults::*;
+use crate::SourceRange;
 
 /// Identifies a node in the cluster; valid ids start at 1.
 pub type NodeId = u64;
@@ -192,6 +193,45 @@ pub struct LimitsSection {
     /// shop page) must give a key up within it. Default
     /// [`DEFAULT_CLIENT_RETRY_HORIZON_MS`].
     pub client_retry_horizon_ms: u64,
+    /// Client addresses exempt from the per-address rate limits and from the
+    /// per-client share of the purchase queue: a shop's own backend, a NAT, a
+    /// load generator, which speak for many people from one address. Each entry
+    /// is an address or a CIDR range (`"203.0.113.7"`, `"10.0.0.0/8"`,
+    /// `"2001:db8::/48"`); at most [`TRUSTED_SOURCES_MAX`] entries. Purchases
+    /// from a trusted source that name a `customer` are limited per customer
+    /// instead, at the purchase rate below. `X-Forwarded-For` is never read:
+    /// the client is the TCP peer. Default empty: nobody is trusted.
+    pub trusted_sources: Vec<SourceRange>,
+    /// Purchases a client may send per second, on average, to one gateway
+    /// (a client is its address, an IPv6 /64 counting as one; or a customer of
+    /// a trusted source); beyond it the gateway answers 429 `rate_limited`
+    /// with `Retry-After`, before the request is read or queued. From 1 to
+    /// [`CLIENT_RATE_PER_S_HIGHEST`]. Default
+    /// [`DEFAULT_CLIENT_PURCHASE_RATE_PER_S`].
+    pub client_purchase_rate_per_s: u32,
+    /// Purchases a client may send at once after a quiet spell, above its
+    /// rate; from 1 to [`CLIENT_BURST_MAX_HIGHEST`]. Default
+    /// [`DEFAULT_CLIENT_PURCHASE_BURST_MAX`].
+    pub client_purchase_burst_max: u32,
+    /// Views (API reads, pages, assets, event streams; not `/v1/health`,
+    /// `/v1/ready`, `/v1/openapi.json`) a client may ask per second of one
+    /// gateway, counted apart from its purchases; from 1 to
+    /// [`CLIENT_RATE_PER_S_HIGHEST`]. Default [`DEFAULT_CLIENT_VIEW_RATE_PER_S`].
+    pub client_view_rate_per_s: u32,
+    /// Views a client may ask at once after a quiet spell, above its rate;
+    /// from 1 to [`CLIENT_BURST_MAX_HIGHEST`]. Default
+    /// [`DEFAULT_CLIENT_VIEW_BURST_MAX`].
+    pub client_view_burst_max: u32,
+    /// Clients each rate table of a gateway remembers (one table for
+    /// purchases, one for views, one for customers of trusted sources), which
+    /// bounds their memory. When a table is full, a new client is still
+    /// admitted: room is made by forgetting clients whose allowance has
+    /// refilled, else the one with the most allowance left. Forgetting a
+    /// client only gives it a full allowance, so filling the table can lock
+    /// nobody out, and a flooder (no allowance left) is forgotten last. From
+    /// [`RATE_CLIENTS_MAX_LOWEST`] to [`RATE_CLIENTS_MAX_HIGHEST`]. Default
+    /// [`DEFAULT_RATE_CLIENTS_MAX`].
+    pub rate_clients_max: usize,
 }
 
 impl Default for LimitsSection {
@@ -203,6 +243,12 @@ impl Default for LimitsSection {
             connections_max: DEFAULT_CONNECTIONS_MAX,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             client_retry_horizon_ms: DEFAULT_CLIENT_RETRY_HORIZON_MS,
+            trusted_sources: Vec::new(),
+            client_purchase_rate_per_s: DEFAULT_CLIENT_PURCHASE_RATE_PER_S,
+            client_purchase_burst_max: DEFAULT_CLIENT_PURCHASE_BURST_MAX,
+            client_view_rate_per_s: DEFAULT_CLIENT_VIEW_RATE_PER_S,
+            client_view_burst_max: DEFAULT_CLIENT_VIEW_BURST_MAX,
+            rate_clients_max: DEFAULT_RATE_CLIENTS_MAX,
         }
     }
 }
@@ -227,6 +273,14 @@ pub struct GatewaySection {
     /// Pending purchases before shedding load with 503; at least
     /// `batch_items_max`. Default [`DEFAULT_QUEUE_MAX`].
     pub queue_max: usize,
+    /// Pending purchases of one client (see `limits.trusted_sources` for who
+    /// is one client) in this gateway's queue; beyond it that client alone gets
+    /// 429 `rate_limited`, and the queue is served round robin across clients,
+    /// so a flooder cannot push others into 503. A trusted source's purchases
+    /// without a `customer` are one client without this bound. At least 1; a
+    /// value above `queue_max` acts as `queue_max`. Default
+    /// [`DEFAULT_QUEUE_PER_CLIENT_MAX`].
+    pub queue_per_client_max: usize,
     /// The whole budget of one forwarded batch, every attempt and pause
     /// included; above `forward_attempt_timeout_ms`, below
     /// `limits.client_retry_horizon_ms`. Default [`DEFAULT_FORWARD_TIMEOUT_MS`].
@@ -252,6 +306,7 @@ impl Default for GatewaySection {
             batch_wait_us: DEFAULT_BATCH_WAIT_US,
             batch_items_max: DEFAULT_BATCH_ITEMS_MAX,
             queue_max: DEFAULT_QUEUE_MAX,
+            queue_per_client_max: DEFAULT_QUEUE_PER_CLIENT_MAX,
             forward_timeout_ms: DEFAULT_FORWARD_TIMEOUT_MS,
             forward_attempt_timeout_ms: DEFAULT_FORWARD_ATTEMPT_TIMEOUT_MS,
             linearizable_read_timeout_ms: DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS,

@@ -206,6 +206,53 @@ fn validate_limits(limits: &LimitsSection) -> Result<(), ConfigError> {
         "limits.client_retry_horizon_ms",
         limits.client_retry_horizon_ms,
         1,
+    )?;
+    if limits.trusted_sources.len() > TRUSTED_SOURCES_MAX {
+        return Err(ConfigError::invalid(
+            "limits.trusted_sources",
+            format!(
+                "must have at most {TRUSTED_SOURCES_MAX} entries (got {}); merge them into CIDR \
+                 ranges",
+                limits.trusted_sources.len()
+            ),
+        ));
+    }
+    for (key, rate) in [
+        (
+            "limits.client_purchase_rate_per_s",
+            limits.client_purchase_rate_per_s,
+        ),
+        (
+            "limits.client_view_rate_per_s",
+            limits.client_view_rate_per_s,
+        ),
+    ] {
+        in_range(
+            key,
+            u64::from(rate),
+            1,
+            u64::from(CLIENT_RATE_PER_S_HIGHEST),
+        )?;
+    }
+    for (key, burst) in [
+        (
+            "limits.client_purchase_burst_max",
+            limits.client_purchase_burst_max,
+        ),
+        ("limits.client_view_burst_max", limits.client_view_burst_max),
+    ] {
+        in_range(
+            key,
+            u64::from(burst),
+            1,
+            u64::from(CLIENT_BURST_MAX_HIGHEST),
+        )?;
+    }
+    in_range(
+        "limits.rate_clients_max",
+        limits.rate_clients_max as u64,
+        RATE_CLIENTS_MAX_LOWEST as u64,
+        RATE_CLIENTS_MAX_HIGHEST as u64,
     )
 }
 
@@ -246,6 +293,11 @@ fn validate_gateway(
         ));
     }
     at_least("gateway.queue_max", gateway.queue_max as u64, 1)?;
+    at_least(
+        "gateway.queue_per_client_max",
+        gateway.queue_per_client_max as u64,
+        1,
+    )?;
     at_least("gateway.forward_timeout_ms", gateway.forward_timeout_ms, 1)?;
     at_least(
         "gateway.forward_attempt_timeout_ms",
@@ -389,6 +441,31 @@ mod tests {
         let err = validate_archive(&pool(ARCHIVE_POOL_SIZE_HIGHEST + 1)).unwrap_err();
         assert!(err.to_string().contains("300 connections"), "{err}");
         assert_eq!(key_of(validate_archive(&pool(0))), "archive.pool_size");
+    }
+
+    #[test]
+    fn rate_limits_are_bounded_and_name_their_key() {
+        let limits = |tweak: fn(&mut LimitsSection)| {
+            let mut limits = LimitsSection::default();
+            tweak(&mut limits);
+            validate_limits(&limits)
+        };
+        assert_eq!(
+            key_of(limits(|l| l.client_purchase_rate_per_s = 0)),
+            "limits.client_purchase_rate_per_s"
+        );
+        assert_eq!(
+            key_of(limits(|l| l.client_view_burst_max = 0)),
+            "limits.client_view_burst_max"
+        );
+        assert_eq!(
+            key_of(limits(|l| l.rate_clients_max = RATE_CLIENTS_MAX_HIGHEST + 1)),
+            "limits.rate_clients_max"
+        );
+        let many = limits(|l| {
+            l.trusted_sources = vec!["10.0.0.1".parse().unwrap(); TRUSTED_SOURCES_MAX + 1]
+        });
+        assert_eq!(key_of(many), "limits.trusted_sources");
     }
 
     #[test]

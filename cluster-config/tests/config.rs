@@ -207,12 +207,19 @@ purchase_quantity_max = 1
 connections_max = 1
 body_read_timeout_ms = 1
 client_retry_horizon_ms = 3
+trusted_sources = ["10.0.0.0/8", "2001:db8::/48", "203.0.113.7"]
+client_purchase_rate_per_s = 1
+client_purchase_burst_max = 1
+client_view_rate_per_s = 1
+client_view_burst_max = 1
+rate_clients_max = 1024
 
 [gateway]
 public_listen = "0.0.0.0:0"
 batch_wait_us = 0
 batch_items_max = 65535
 queue_max = 65535
+queue_per_client_max = 1
 forward_timeout_ms = 2
 forward_attempt_timeout_ms = 1
 linearizable_read_timeout_ms = 1
@@ -236,6 +243,23 @@ forward_connections_max = 1
     );
     assert_eq!(config.limits.commands_per_entry_max, 65_535);
     assert_eq!(config.gateway.batch_wait_us, 0);
+    let trusted: Vec<String> = config
+        .limits
+        .trusted_sources
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(trusted, ["10.0.0.0/8", "2001:db8::/48", "203.0.113.7/32"]);
+}
+
+#[test]
+fn a_malformed_trusted_source_is_a_parse_error_naming_it() {
+    let message = parse_error(&gateway_with(
+        "",
+        "[limits]\ntrusted_sources = [\"10.0.0.5/8\"]\n",
+    ));
+    assert!(message.contains("trusted_sources"), "{message}");
+    assert!(message.contains("bits set below"), "{message}");
 }
 
 #[test]
@@ -379,6 +403,7 @@ fn round_trip_with_every_optional_key_set() {
     config.gateway.linearizable_read_timeout_ms = 4000;
     config.limits.commands_per_entry_max = 512;
     config.gateway.batch_items_max = 512;
+    config.limits.trusted_sources = vec!["127.0.0.1".parse().unwrap(), "fd00::/8".parse().unwrap()];
     config.validate().unwrap();
 
     let written = config.to_toml_string();

@@ -601,7 +601,11 @@ fn default_config_text(
         Role::Voter => ("voter", String::new()),
         Role::Gateway => (
             "gateway",
-            format!("\n[gateway]\npublic_listen = \"{ip}:{}\"\n", public_port()?),
+            format!(
+                "\n[limits]\ntrusted_sources = [\"{}\"]\n\n[gateway]\npublic_listen = \"{ip}:{}\"\n",
+                network.clients_ip(),
+                public_port()?
+            ),
         ),
     };
     Ok(format!(

@@ -51,6 +51,18 @@ impl NodeNetwork {
         }
     }
 
+    /// The address the tools on this machine reach the gateways from (the load generator, the
+    /// fault harness's clients, tests, a browser): `127.0.0.1` on loopback (the kernel's source
+    /// for any `127.0.0.N`), [`HOST_IP`] from the bridge. The local clusters' gateways trust it
+    /// (`limits.trusted_sources`), since every one of these tools sends the traffic of many
+    /// clients from it; any other address is rate-limited per client as on real servers.
+    pub fn clients_ip(&self) -> Ipv4Addr {
+        match self {
+            NodeNetwork::Loopback => Ipv4Addr::LOCALHOST,
+            NodeNetwork::Namespaces { .. } => HOST_IP,
+        }
+    }
+
     /// The namespace node `id` runs in, if any.
     pub fn namespace(&self, id: u64) -> Option<String> {
         match self {

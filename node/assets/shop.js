@@ -7,7 +7,8 @@
 // Buying: one idempotency key per purchase attempt, made here. An unknown outcome (504
 // outcome_unknown, a 5xx that is not a definite refusal, or a network error) is resolved by
 // sending the same attempt again with the same key until a definite answer comes back: a retry
-// never buys twice. 503 (overloaded, unavailable) to a first try means nothing was bought.
+// never buys twice. 503 (overloaded, unavailable) or 429 (rate_limited: too many purchases from
+// this address) to a first try means nothing was bought.
 'use strict';
 
 (function () {
@@ -171,13 +172,20 @@
       } else if (response && response.status === 503 && current.tries === 0) {
         attempt = null;
         say('not-applied', 'The shop is too busy to take your order right now. Nothing was bought; please try again.');
-      } else if (!response || response.status >= 500) {
+      } else if (response && response.status === 429 && current.tries === 0) {
+        attempt = null;
+        const after = Number(response.headers.get('retry-after')) || 1;
+        say('not-applied', `Too many orders from your connection right now. Nothing was bought; please try again in ${after} s.`);
+      } else if (!response || response.status >= 500 || response.status === 429) {
         // Unknown (504, another 5xx, no answer): keep the attempt and its key, and ask again
-        // until the answer is definite. Once an outcome was unknown, a 503 only says that the
-        // retry was not applied, not the first try: keep asking then too.
+        // until the answer is definite. Once an outcome was unknown, a 503 or a 429 only says
+        // that the retry was not applied, not the first try: keep asking then too, after the
+        // Retry-After a 429 asks for.
         current.tries += 1;
         say('checking', 'We could not confirm your order yet; checking…');
-        const wait = Math.min(RETRY_FIRST_MS * 2 ** (current.tries - 1), RETRY_MAX_MS);
+        const after = response && response.status === 429
+          ? 1000 * (Number(response.headers.get('retry-after')) || 1) : 0;
+        const wait = Math.max(after, Math.min(RETRY_FIRST_MS * 2 ** (current.tries - 1), RETRY_MAX_MS));
         setTimeout(() => send(current), wait);
       } else {
         attempt = null;

@@ -297,9 +297,15 @@ async fn serve(
     })?;
     tracing::info!(id, addr = %public_addr, "public API ready");
     let gateway = Arc::new(gateway::Gateway::new(state.clone(), stopping.clone()));
+    // `tap_io` (here doing nothing) is how axum hands a listener's peer address to handlers
+    // as `ConnectInfo<SocketAddr>` for a listener of ours.
     let public = axum::serve(
-        gateway::LimitedListener::new(public, state.config.limits.connections_max),
-        gateway::router(gateway),
+        axum::serve::ListenerExt::tap_io(
+            gateway::LimitedListener::new(public, state.config.limits.connections_max),
+            |_connection| {},
+        ),
+        // The client's address reaches the handlers: the per-client limits key on it.
+        gateway::router(gateway).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(stopped(stopping));
     let (internal, public) = tokio::join!(internal.into_future(), public.into_future());

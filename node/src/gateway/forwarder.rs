@@ -7,6 +7,13 @@
 //! Under low load a request travels alone and at once; under high load requests pile up while
 //! the slots are busy, and the batches grow by themselves.
 //!
+//! The queue is fair between clients (`forwarder/fair_queue.rs`): each client (see [`Client`])
+//! has its own sub-queue of at most `gateway.queue_per_client_max` requests, beyond which that
+//! client alone is refused ([`ForwardError::ClientShareFull`]), and batches take one request of
+//! each client in turn. One client sending thousands of purchases thus holds a share of the queue, not all
+//! of it, and waits its turn in each batch like everyone else; honest buyers meet 503 only when
+//! the queue is full of other clients' shares.
+//!
 //! A batch whose outcome is unknown is retried with the same idempotency keys, so a retry never
 //! applies twice and usually turns "unknown" into a definite answer. A batch has
 //! `gateway.forward_timeout_ms` in all: each attempt (which may try several voters, each
@@ -14,14 +21,15 @@
 //! retry starts after it. The answer then keeps "definitely not applied"
 //! ([`ForwardError::Unavailable`]) apart from "may have been applied" ([`ForwardError::Unknown`]).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cluster_config::Config;
 use flashstock_api::{Command, Outcome};
 use flashstock_client::VoterClient;
 use raft_store::Raft;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
@@ -29,6 +37,9 @@ use crate::UnsafeFaults;
 
 #[cfg(feature = "unsafe-faults")]
 mod ack_before_commit;
+mod fair_queue;
+
+use fair_queue::{FairQueue, Refusal};
 
 /// First pause between retries of a batch; doubles up to [`RETRY_BACKOFF_MAX`].
 const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -39,6 +50,10 @@ pub enum ForwardError {
     /// The queue is full: refused before anything was sent. Definitely not applied.
     #[error("the gateway's purchase queue is full")]
     Overloaded,
+    /// This client has its share of the queue waiting already: refused before anything was
+    /// sent. Definitely not applied.
+    #[error("{0} purchases of this client are waiting on this gateway already")]
+    ClientShareFull(usize),
     /// No leader took the command within the forward timeout. Definitely not applied.
     #[error("no leader available: {0}")]
     Unavailable(String),
@@ -54,6 +69,33 @@ pub struct Forwarded {
     pub replayed: bool,
 }
 
+/// Who a queued command comes from, for sharing the queue fairly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientId {
+    /// A client address (IPv4, or an IPv6 /64), as a number.
+    Source(u128),
+    /// A customer of a trusted source, by a keyed hash of its reference.
+    Customer(u64),
+    /// An operator's admin call, authorised by its token.
+    Operator,
+}
+
+/// The client of a command and whether it is bound by its share of the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    pub id: ClientId,
+    /// Bounded by the whole queue only: a trusted source speaking for many, or an operator.
+    pub share_exempt: bool,
+}
+
+impl Client {
+    /// An operator's admin call.
+    pub const OPERATOR: Client = Client {
+        id: ClientId::Operator,
+        share_exempt: true,
+    };
+}
+
 type Reply = oneshot::Sender<Result<Forwarded, ForwardError>>;
 
 struct Pending {
@@ -61,10 +103,39 @@ struct Pending {
     reply: Reply,
 }
 
+/// What the submitters and the batcher share.
+struct Queue {
+    pending: Mutex<FairQueue<Pending>>,
+    /// Wakes the batcher: a request was queued, or the last submitter left.
+    ready: Notify,
+    /// Set when every [`Forwarder`] clone is dropped.
+    closed: AtomicBool,
+    per_client_max: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, FairQueue<Pending>> {
+        // Every step under the lock leaves the queue whole, even one cut short by a panic.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Closes the queue when the last [`Forwarder`] clone is dropped, which stops the batcher.
+struct Submitters(Arc<Queue>);
+
+impl Drop for Submitters {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.ready.notify_one();
+    }
+}
+
 /// The gateway's handle to submit commands; cheap to clone.
 #[derive(Clone)]
 pub struct Forwarder {
-    queue: mpsc::Sender<Pending>,
+    queue: Arc<Submitters>,
     /// Empty, and without effect, unless built for the fault-injection harness.
     #[cfg_attr(not(feature = "unsafe-faults"), allow(dead_code))]
     faults: UnsafeFaults,
@@ -80,7 +151,15 @@ impl Forwarder {
         faults: UnsafeFaults,
     ) -> Self {
         let gateway = &config.gateway;
-        let (queue, pending) = mpsc::channel(gateway.queue_max);
+        let queue = Arc::new(Queue {
+            pending: Mutex::new(FairQueue::new(
+                gateway.queue_max,
+                gateway.queue_per_client_max,
+            )),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+            per_client_max: gateway.queue_per_client_max.min(gateway.queue_max),
+        });
         let batcher = Batcher {
             voters,
             raft,
@@ -91,25 +170,42 @@ impl Forwarder {
             slots: gateway.forward_connections_max,
             forward_timeout: Duration::from_millis(gateway.forward_timeout_ms),
         };
-        tokio::spawn(batcher.run(pending));
-        Forwarder { queue, faults }
+        tokio::spawn(batcher.run(queue.clone()));
+        Forwarder {
+            queue: Arc::new(Submitters(queue)),
+            faults,
+        }
     }
 
-    /// Apply one command at the leader and return its outcome.
-    pub async fn submit(&self, command: Command) -> Result<Forwarded, ForwardError> {
+    /// Apply one command of `client` at the leader and return its outcome.
+    pub async fn submit(
+        &self,
+        client: Client,
+        command: Command,
+    ) -> Result<Forwarded, ForwardError> {
         #[cfg(feature = "unsafe-faults")]
         if self.faults.ack_before_commit {
-            return ack_before_commit::submit(self, command).await;
+            return ack_before_commit::submit(self, client, command).await;
         }
-        self.submit_and_wait(command).await
+        self.submit_and_wait(client, command).await
     }
 
     /// Queue one command and wait for its batch's answer.
-    async fn submit_and_wait(&self, command: Command) -> Result<Forwarded, ForwardError> {
+    async fn submit_and_wait(
+        &self,
+        client: Client,
+        command: Command,
+    ) -> Result<Forwarded, ForwardError> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .try_send(Pending { command, reply })
-            .map_err(|_| ForwardError::Overloaded)?;
+        let queue = &self.queue.0;
+        let queued = queue
+            .lock()
+            .push(client.id, client.share_exempt, Pending { command, reply });
+        queued.map_err(|refusal| match refusal {
+            Refusal::Full => ForwardError::Overloaded,
+            Refusal::ClientShare => ForwardError::ClientShareFull(queue.per_client_max),
+        })?;
+        queue.ready.notify_one();
         answer
             .await
             .unwrap_or_else(|_| Err(ForwardError::Unknown("the gateway stopped".into())))
@@ -129,9 +225,17 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn run(self, mut pending: mpsc::Receiver<Pending>) {
+    async fn run(self, queue: Arc<Queue>) {
         let this = Arc::new(self);
-        while let Some(first) = pending.recv().await {
+        loop {
+            // Something queued, or the end. `notify_one` keeps a wake-up for a batcher not yet
+            // waiting, so none is lost between the check and the wait.
+            while queue.lock().is_empty() {
+                if queue.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                queue.ready.notified().await;
+            }
             // A free slot first: while all are busy, requests pile up and the next batch grows.
             let slot = this
                 .in_flight
@@ -139,23 +243,25 @@ impl Batcher {
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            let mut batch = vec![first];
+            let mut batch = Vec::new();
+            {
+                let mut pending = queue.lock();
+                batch.reserve(this.batch_items_max.min(pending.len()));
+                pending.take_into(&mut batch, this.batch_items_max);
+            }
             let linger_until = Instant::now() + this.linger;
             // Lingering only pays when other batches are in flight: more requests are coming
             // and the leader is busy anyway. When this is the only one (light load), waiting
             // would only add the linger to its latency.
             let alone = this.in_flight.available_permits() + 1 == this.slots;
-            while batch.len() < this.batch_items_max {
-                match pending.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) if this.linger.is_zero() || alone => break,
-                    Err(_) => match tokio::time::timeout_at(linger_until, pending.recv()).await {
-                        Ok(Some(next)) => batch.push(next),
-                        _ => break,
-                    },
+            let linger = !(this.linger.is_zero() || alone);
+            while linger && batch.len() < this.batch_items_max {
+                match tokio::time::timeout_at(linger_until, queue.ready.notified()).await {
+                    Ok(()) => queue.lock().take_into(&mut batch, this.batch_items_max),
+                    Err(_) => break,
                 }
             }
-            this.metrics.queued.set(pending.len() as i64);
+            this.metrics.queued.set(queue.lock().len() as i64);
             let this = this.clone();
             tokio::spawn(async move {
                 this.send(batch).await;

@@ -14,13 +14,17 @@
 //! public API. The operations page and `GET /v1/ops/cluster` read the [`ops`] service, which
 //! probes the members and samples purchases per second.
 //!
-//! Limits: request bodies (`limits.body_bytes_max`), concurrent connections
-//! (`limits.connections_max`, further connections wait in the listen backlog), queued purchases
-//! (`gateway.queue_max`, beyond which requests get 503 `overloaded` with `Retry-After`),
+//! Limits: each client's rate of purchases and of views ([`admission`], 429 `rate_limited`
+//! with `Retry-After`, trusted sources exempt), request bodies (`limits.body_bytes_max`),
+//! concurrent connections (`limits.connections_max`, further connections wait in the listen
+//! backlog), queued purchases (`gateway.queue_max`, beyond which requests get 503 `overloaded`
+//! with `Retry-After`; `gateway.queue_per_client_max` of one client, beyond which that client
+//! gets 429, the queue served round robin across clients),
 //! in-flight batches (`gateway.forward_connections_max`), each exchange with a voter
 //! (`gateway.forward_attempt_timeout_ms`) and a batch's retries together
 //! (`gateway.forward_timeout_ms`).
 
+pub mod admission;
 pub mod forwarder;
 mod listener;
 pub mod ops;
@@ -35,7 +39,7 @@ use flashstock_client::VoterClient;
 use tokio::sync::watch;
 
 use crate::NodeState;
-pub use forwarder::{ForwardError, Forwarded, Forwarder};
+pub use forwarder::{Client, ForwardError, Forwarded, Forwarder};
 pub use listener::LimitedListener;
 
 /// The OpenAPI document of the public API, as written; [`openapi_document`] is what is served.
@@ -60,6 +64,8 @@ pub fn openapi_document(config: &cluster_config::Config) -> String {
 pub struct Gateway {
     pub node: Arc<NodeState>,
     pub forwarder: Forwarder,
+    /// Per-client rate limits and trusted sources.
+    pub admission: admission::Admission,
     pub voters: VoterClient,
     /// The operations view: status probes and the per-second history of purchases.
     pub ops: ops::Ops,
@@ -93,9 +99,11 @@ impl Gateway {
         );
         let ops = ops::Ops::start(&node, stopping.clone());
         let openapi = openapi_document(config).into();
+        let admission = admission::Admission::new(&config.limits);
         Gateway {
             node,
             forwarder,
+            admission,
             voters,
             ops,
             stopping,

@@ -10,6 +10,7 @@
 //! | 408 | `request_timeout` | the body did not arrive within `limits.body_read_timeout_ms` |
 //! | 413 | `payload_too_large` | body over `limits.body_bytes_max`: nothing changed |
 //! | 422 | `idempotency_key_reused` | the key was used for another request: nothing changed |
+//! | 429 | `rate_limited` (with `Retry-After`) | over this client's rate or queue share: nothing changed |
 //! | 500 | `storage_error`, `internal` | the node's own fault, on reads: retry elsewhere |
 //! | 503 | `overloaded` (with `Retry-After`), `unavailable`, `not_ready` | definitely not applied |
 //! | 504 | `outcome_unknown` | may have been applied: retry with the same key to learn the outcome |
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
@@ -31,13 +32,14 @@ use flashstock_api::{
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::{ops, pages, stream, ForwardError, Forwarded, Gateway};
+use super::admission::{self, Source};
+use super::{ops, pages, stream, Client, ForwardError, Forwarded, Gateway};
 use crate::api_error::{error, ApiError};
 use crate::internal::PAGE_LIMIT_MAX;
 
 type AppState = Arc<Gateway>;
 
-/// Seconds a client is asked to wait after `overloaded`.
+/// Seconds a client is asked to wait after `overloaded`, or when its share of the queue is full.
 const RETRY_AFTER_SECONDS: u32 = 1;
 /// Products per page unless the client asks for another size.
 const PAGE_LIMIT_DEFAULT: usize = 100;
@@ -82,6 +84,11 @@ pub fn router(gateway: AppState) -> Router {
         router = router.route(path, handler(method, path));
     }
     router
+        // Every route, before its handler: who the client is, and whether it is over its limit.
+        .route_layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            admission::admit,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_bytes_max))
@@ -287,6 +294,7 @@ async fn catch_up_with_leader(gateway: &Gateway) -> Result<(), ApiError> {
 async fn purchase(
     State(gateway): State<AppState>,
     Path(id): Path<String>,
+    Extension(source): Extension<Source>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<PurchaseRequest>,
 ) -> Answer {
@@ -295,6 +303,11 @@ async fn purchase(
     if request.quantity == 0 || request.quantity > quantity_max {
         return Err(invalid(format!("quantity must be 1 to {quantity_max}")));
     }
+    let client = gateway.admission.purchaser(
+        source,
+        request.customer.as_deref(),
+        tokio::time::Instant::now(),
+    )?;
     let command = Command {
         key,
         op: Op::Purchase {
@@ -303,7 +316,7 @@ async fn purchase(
             customer: request.customer,
         },
     };
-    match submit(&gateway, command).await? {
+    match submit(&gateway, client, command).await? {
         Forwarded {
             outcome: Outcome::Purchased(order),
             replayed,
@@ -349,7 +362,7 @@ async fn create_product(
             stock: request.stock,
         },
     };
-    match submit(&gateway, command).await? {
+    match submit(&gateway, Client::OPERATOR, command).await? {
         Forwarded {
             outcome: Outcome::ProductCreated(product),
             replayed,
@@ -377,7 +390,7 @@ async fn restock(
             quantity: request.quantity,
         },
     };
-    match submit(&gateway, command).await? {
+    match submit(&gateway, Client::OPERATOR, command).await? {
         Forwarded {
             outcome: Outcome::Restocked(product),
             replayed,
@@ -388,9 +401,13 @@ async fn restock(
 
 /// Validate a command at the edge, forward it, and turn rejections and failures into errors.
 /// The state machine validates again; this only answers bad input without a round trip.
-async fn submit(gateway: &Gateway, command: Command) -> Result<Forwarded, ApiError> {
+async fn submit(
+    gateway: &Gateway,
+    client: Client,
+    command: Command,
+) -> Result<Forwarded, ApiError> {
     validate_command(&command).map_err(invalid)?;
-    match gateway.forwarder.submit(command).await {
+    match gateway.forwarder.submit(client, command).await {
         Ok(Forwarded {
             outcome: Outcome::Rejected(rejection),
             ..
@@ -402,6 +419,17 @@ async fn submit(gateway: &Gateway, command: Command) -> Result<Forwarded, ApiErr
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Overloaded,
                 "too many purchases in flight on this gateway; retry shortly",
+            )
+        }),
+        Err(ForwardError::ClientShareFull(share)) => Err(ApiError {
+            retry_after_seconds: Some(RETRY_AFTER_SECONDS),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                format!(
+                    "{share} purchases of this client are waiting on this gateway already; \
+                     retry once they are answered"
+                ),
             )
         }),
         Err(ForwardError::Unavailable(message)) => Err(ApiError::new(

@@ -6,11 +6,12 @@
 
 use flashstock_api::{Command, Op, Order, OrderId, Outcome};
 
-use super::{ForwardError, Forwarded, Forwarder};
+use super::{Client, ForwardError, Forwarded, Forwarder};
 
 /// Submit `command`; a purchase is answered as confirmed before it is even sent.
 pub(super) async fn submit(
     forwarder: &Forwarder,
+    client: Client,
     command: Command,
 ) -> Result<Forwarded, ForwardError> {
     let Op::Purchase {
@@ -19,7 +20,7 @@ pub(super) async fn submit(
         customer,
     } = command.op.clone()
     else {
-        return forwarder.submit_and_wait(command).await;
+        return forwarder.submit_and_wait(client, command).await;
     };
     let order = Order {
         id: OrderId(0),
@@ -33,7 +34,7 @@ pub(super) async fn submit(
     };
     let forwarder = forwarder.clone();
     tokio::spawn(async move {
-        let _ = forwarder.submit_and_wait(command).await;
+        let _ = forwarder.submit_and_wait(client, command).await;
     });
     Ok(Forwarded {
         outcome: Outcome::Purchased(order),
