@@ -583,7 +583,48 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Watched<Io> {
 
 #[cfg(test)]
 mod tests {
+    use axum::routing::get;
+
     use super::*;
+
+    /// Every request carries its peer's address, and the loop ends once stopped and drained.
+    #[tokio::test]
+    async fn requests_carry_the_peer_address_and_shutdown_drains() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        );
+        let (stop, stopping) = watch::channel(false);
+        let served = tokio::spawn(serve(
+            listener,
+            Plaintext,
+            router,
+            Listener::Public,
+            limits(),
+            Arc::new(Metrics::new(1)),
+            stopping,
+        ));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.ends_with(&local.to_string()), "{answer}");
+        // An idle connection does not hold the shutdown up.
+        let _idle = TcpStream::connect(addr).await.unwrap();
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the loop ends")
+            .unwrap()
+            .unwrap();
+    }
 
     fn limits() -> Limits {
         Limits {
