@@ -10,7 +10,7 @@
 //! | busy: a request from its complete head to the last byte of its answer | `limits.request_timeout_ms` (an event stream: `limits.stream_lifetime_ms`) | answered 504/503, then closed |
 //!
 //! A watchdog in each connection's task keeps the deadline of the current phase; the connection
-//! itself ([`Activity`]) tells it when a phase changes. hyper's own header-read timeout is set
+//! itself (`Activity`) tells it when a phase changes. hyper's own header-read timeout is set
 //! too, to idle plus header time, as a second line.
 //!
 //! **Under pressure.** When a listener holds at least [`PRESSURE_PERCENT`] of its connection cap,
@@ -202,7 +202,8 @@ impl Shared {
             .with_label_values(&[self.listener.as_str()])
             .inc();
         if open * 100 >= self.limits.connections_max * PRESSURE_PERCENT {
-            self.pressure.send_if_modified(|on| !std::mem::replace(on, true));
+            self.pressure
+                .send_if_modified(|on| !std::mem::replace(on, true));
         }
     }
 
@@ -219,7 +220,8 @@ impl Shared {
                 .inc();
         }
         if open * 100 < self.limits.connections_max * RELIEF_PERCENT {
-            self.pressure.send_if_modified(|on| std::mem::replace(on, false));
+            self.pressure
+                .send_if_modified(|on| std::mem::replace(on, false));
         }
     }
 }
@@ -337,7 +339,7 @@ pub async fn serve<H: Handshake>(
         // A permit first: at the cap, new connections wait in the kernel's backlog.
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = stopping.wait_for(|stopping| *stopping) => break,
+            _ = stopped(&mut stopping) => break,
         };
         let (tcp, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -348,7 +350,7 @@ pub async fn serve<H: Handshake>(
                     continue;
                 }
             },
-            _ = stopping.wait_for(|stopping| *stopping) => break,
+            _ = stopped(&mut stopping) => break,
         };
         let _ = tcp.set_nodelay(true);
         shared.opened();
@@ -369,6 +371,12 @@ pub async fn serve<H: Handshake>(
     // Every connection holds a permit until it closes: all of them back means all closed.
     let _ = permits.acquire_many(limits.connections_max as u32).await;
     Ok(())
+}
+
+/// Completes once `stopping` is true (or its sender is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // The `Ref` that `wait_for` returns is not `Send`: drop it here, not in a caller's select.
+    let _ = stopping.wait_for(|stopping| *stopping).await.is_ok();
 }
 
 /// One connection, from its handshake to its close.
@@ -414,7 +422,8 @@ async fn connection<H: Handshake>(
         .header_read_timeout(first_head + WRITE_GRACE)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    // Boxed, so that dropping it below closes the socket before the close is counted.
+    let mut conn = Box::pin(conn);
     let mut pressure = shared.pressure.subscribe();
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
@@ -431,7 +440,7 @@ async fn connection<H: Handshake>(
             }
             _ = activity.changed.notified() => {}
             Ok(()) = pressure.changed() => {}
-            _ = stopping.wait_for(|stopping| *stopping), if !shutting_down => {
+            _ = stopped(&mut stopping), if !shutting_down => {
                 // Idle connections close at once, busy ones after their answer.
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
@@ -642,10 +651,7 @@ mod tests {
     fn the_deadline_follows_the_phase() {
         let limits = limits();
         let activity = Activity::new(1000);
-        assert_eq!(
-            activity.deadline(&limits, false),
-            (3000, CloseReason::Idle)
-        );
+        assert_eq!(activity.deadline(&limits, false), (3000, CloseReason::Idle));
         assert_eq!(
             activity.deadline(&limits, true),
             (1100, CloseReason::IdleUnderPressure)
@@ -663,15 +669,9 @@ mod tests {
             (1600 + 60_000 + grace, CloseReason::RequestTimeout)
         );
         activity.stream.store(true, Ordering::Relaxed);
-        assert_eq!(
-            activity.deadline(&limits, false).0,
-            1600 + 600_000 + grace
-        );
+        assert_eq!(activity.deadline(&limits, false).0, 1600 + 600_000 + grace);
         // The answer written: idle again, from then, with no head begun.
         activity.end(1700);
-        assert_eq!(
-            activity.deadline(&limits, false),
-            (3700, CloseReason::Idle)
-        );
+        assert_eq!(activity.deadline(&limits, false), (3700, CloseReason::Idle));
     }
 }
