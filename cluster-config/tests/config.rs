@@ -569,7 +569,10 @@ fn request_timeout_is_above_every_designed_wait() {
     let (_, message) = invalid(&limits(
         "request_timeout_ms = 50000\nbody_read_timeout_ms = 47001",
     ));
-    assert!(message.contains("gateway.linearizable_read_timeout_ms"), "{message}");
+    assert!(
+        message.contains("gateway.linearizable_read_timeout_ms"),
+        "{message}"
+    );
     let (key, message) = invalid(&voter_with(
         "[limits]\nrequest_timeout_ms = 50000\n[archive]\ntimeout_ms = 50000",
     ));

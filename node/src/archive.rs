@@ -28,7 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cluster_config::ArchiveSection;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use flashstock_api::{
-    ArchiveErrorKind, ArchiveReport, ArchiveReportRow, ArchiveStatus, Command, Op, Order, Outcome, WriteResponse,
+    ArchiveErrorKind, ArchiveReport, ArchiveReportRow, ArchiveStatus, Command, Op, Order, Outcome,
+    WriteResponse,
 };
 use openraft::ServerState;
 use raft_store::inventory::InventoryMeta;

@@ -142,7 +142,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let connections_open = IntGaugeVec::new(
-            Opts::new("http_connections_open", "HTTP connections open now, by listener"),
+            Opts::new(
+                "http_connections_open",
+                "HTTP connections open now, by listener",
+            ),
             &["listener"],
         )
         .expect("valid metric");
@@ -154,8 +157,8 @@ impl Metrics {
             &["listener", "reason"],
         )
         .expect("valid metric");
-        let streams_open = IntGauge::new("gateway_streams_open", "Event streams open now")
-            .expect("valid metric");
+        let streams_open =
+            IntGauge::new("gateway_streams_open", "Event streams open now").expect("valid metric");
         let streams_refused = IntCounter::new(
             "gateway_streams_refused_total",
             "Event streams refused because limits.streams_max were open",

@@ -88,7 +88,10 @@ async fn a_stopped_raft_core_is_reported_and_the_node_exits_non_zero() {
             cluster.log_tail(1)
         )
     });
-    assert!(!said.contains("index"), "/ready leaks the error text: {said}");
+    assert!(
+        !said.contains("index"),
+        "/ready leaks the error text: {said}"
+    );
     let fatal = fatal.expect("/admin/status names the error while the node exits");
     assert!(fatal.contains("index"), "{fatal}");
 

@@ -78,14 +78,19 @@ async fn sale(tweak: impl Fn(&mut cluster_config::Config)) -> LocalCluster {
 
 fn public_addr(cluster: &LocalCluster) -> SocketAddr {
     let url = cluster.public_url(cluster.gateway_ids()[0]);
-    url.trim_start_matches("http://").parse().expect("an address")
+    url.trim_start_matches("http://")
+        .parse()
+        .expect("an address")
 }
 
 // ---- honest buyers ----
 
+/// Honest buyers, on a runtime of their own: in the field they are other machines, so the
+/// attack's tasks in this process must not delay them; they share only the CPU.
 struct Buyers {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<Vec<Result<Duration, String>>>>,
+    runtime: tokio::runtime::Runtime,
 }
 
 /// What the honest buyers saw.
@@ -102,10 +107,15 @@ impl Buyers {
     /// through the gateway at `base` until stopped.
     fn start(base: &str) -> Buyers {
         let stop = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the buyers' runtime");
         let tasks = (0..BUYERS)
             .map(|buyer| {
                 let (stop, url) = (stop.clone(), format!("{base}/v1/products/sale/purchase"));
-                tokio::spawn(async move {
+                runtime.spawn(async move {
                     let http = reqwest::Client::builder()
                         .timeout(Duration::from_secs(10))
                         .build()
@@ -137,7 +147,11 @@ impl Buyers {
                 })
             })
             .collect();
-        Buyers { stop, tasks }
+        Buyers {
+            stop,
+            tasks,
+            runtime,
+        }
     }
 
     async fn finish(self, attack: &str) -> Outcome {
@@ -152,6 +166,7 @@ impl Buyers {
                 }
             }
         }
+        self.runtime.shutdown_background();
         latencies.sort();
         let at = |q: f64| {
             latencies
@@ -221,10 +236,7 @@ async fn open(addr: SocketAddr, count: usize) -> Vec<(TcpStream, Instant)> {
 
 /// Read `stream` until the server closes it (EOF or reset), keeping what arrived; when it
 /// closed, or `None` if it was still open at `give_up`.
-async fn read_until_closed(
-    mut stream: TcpStream,
-    give_up: Duration,
-) -> (Option<Instant>, Vec<u8>) {
+async fn read_until_closed(mut stream: TcpStream, give_up: Duration) -> (Option<Instant>, Vec<u8>) {
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
     let read_all = async {
@@ -308,18 +320,22 @@ async fn idle_sockets_and_stream_floods_leave_room_for_buyers() {
     // The buyers alone first, for comparison: the machine is shared and its load varies.
     let buyers = Buyers::start(&base);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    buyers.finish("no attack (baseline)").await.assert_served("no attack");
+    buyers
+        .finish("no attack (baseline)")
+        .await
+        .assert_served("no attack");
 
     // Idle sockets: opened, then never a byte.
     let buyers = Buyers::start(&base);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sockets = open(addr, SOCKETS).await;
     let give_up = idle_timeout + MARGIN * 3;
-    let closes = futures::future::join_all(sockets.into_iter().map(|(stream, opened)| async move {
-        let (closed, received) = read_until_closed(stream, give_up).await;
-        (closed.map(|closed| closed - opened), received.is_empty())
-    }))
-    .await;
+    let closes =
+        futures::future::join_all(sockets.into_iter().map(|(stream, opened)| async move {
+            let (closed, received) = read_until_closed(stream, give_up).await;
+            (closed.map(|closed| closed - opened), received.is_empty())
+        }))
+        .await;
     let outcome = buyers.finish("9000 idle sockets").await;
     let lifetimes: Vec<Duration> = closes.iter().filter_map(|(open, _)| *open).collect();
     println!(
@@ -330,7 +346,10 @@ async fn idle_sockets_and_stream_floods_leave_room_for_buyers() {
     );
     outcome.assert_served("9000 idle sockets");
     assert_eq!(lifetimes.len(), SOCKETS, "idle sockets left open");
-    assert!(closes.iter().all(|(_, silent)| *silent), "an idle socket got bytes");
+    assert!(
+        closes.iter().all(|(_, silent)| *silent),
+        "an idle socket got bytes"
+    );
     let (shortest, longest) = (lifetimes.iter().min(), lifetimes.iter().max());
     assert!(
         *shortest.unwrap() + SEEN_LATE >= idle_timeout,
@@ -356,7 +375,10 @@ async fn idle_sockets_and_stream_floods_leave_room_for_buyers() {
             // The status line comes first: the time to it is the time to the verdict.
             let mut head = [0u8; 12];
             let verdict = match stream.read_exact(&mut head).await {
-                Ok(_) => Some((String::from_utf8_lossy(&head[9..12]).to_string(), asked.elapsed())),
+                Ok(_) => Some((
+                    String::from_utf8_lossy(&head[9..12]).to_string(),
+                    asked.elapsed(),
+                )),
                 Err(_) => None,
             };
             let (closed, rest) = read_until_closed(stream, give_up).await;
@@ -378,7 +400,12 @@ async fn idle_sockets_and_stream_floods_leave_room_for_buyers() {
          refusal after {}; served streams closed after {}",
         served.len(),
         refused.len(),
-        spread(refused.iter().map(|(v, _, _)| v.as_ref().unwrap().1).collect()),
+        spread(
+            refused
+                .iter()
+                .map(|(v, _, _)| v.as_ref().unwrap().1)
+                .collect()
+        ),
         spread(served.iter().filter_map(|(_, closed, _)| *closed).collect()),
     );
     outcome.assert_served("9000 event streams");
@@ -469,7 +496,11 @@ async fn slow_heads_and_slow_bodies_are_cut_on_time() {
 
     /// Send `head` at once, then `drip` one byte a second; when the server closed the socket
     /// (counted from the first byte) and what it answered.
-    async fn dribble(addr: SocketAddr, head: String, drip: &'static [u8]) -> (Option<Duration>, String) {
+    async fn dribble(
+        addr: SocketAddr,
+        head: String,
+        drip: &'static [u8],
+    ) -> (Option<Duration>, String) {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let started = Instant::now();
         stream.write_all(head.as_bytes()).await.expect("send");
@@ -549,7 +580,10 @@ async fn slow_heads_and_slow_bodies_are_cut_on_time() {
             "{closed:?}"
         );
         assert!(received.starts_with("HTTP/1.1 408"), "{received}");
-        assert!(received.contains(r#""code":"request_timeout""#), "{received}");
+        assert!(
+            received.contains(r#""code":"request_timeout""#),
+            "{received}"
+        );
     }
     // No slow body bought anything.
     let view = cluster.shop_client().product("sale").await.expect("read");

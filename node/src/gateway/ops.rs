@@ -481,7 +481,10 @@ mod tests {
         let public = serde_json::to_string(&ArchiveHealth::of(&status)).unwrap();
         assert!(!public.contains("archiver"), "{public}");
         assert!(!public.contains("password"), "{public}");
-        assert!(public.contains(r#""last_error_kind":"database_error""#), "{public}");
+        assert!(
+            public.contains(r#""last_error_kind":"database_error""#),
+            "{public}"
+        );
         assert!(public.contains(r#""backlog":7"#), "{public}");
     }
 

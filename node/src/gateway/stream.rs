@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flashstock_api::{validate_product_id, ErrorCode, Product, StockEvent};
 use futures::{stream, Stream, StreamExt};
@@ -137,17 +137,16 @@ pub async fn stock_events(
             _ = tokio::time::sleep(lifetime) => {}
         }
     };
-    let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
-        Box::pin(
-            stream::iter(first)
-                .chain(live)
-                .take_until(ended)
-                // The slot lives as long as the stream.
-                .map(move |event| {
-                    let _slot = &slot;
-                    Ok(event)
-                }),
-        );
+    let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(
+        stream::iter(first)
+            .chain(live)
+            .take_until(ended)
+            // The slot lives as long as the stream.
+            .map(move |event| {
+                let _slot = &slot;
+                Ok(event)
+            }),
+    );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
