@@ -187,8 +187,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Milliseconds since the epoch, rounded down: for checking a deadline.
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Milliseconds since the epoch, rounded up: for stamping the start of a phase, so that a
+    /// deadline counted from it is never reached before the whole bound has passed.
+    fn stamp_ms(&self) -> u64 {
+        self.now_ms() + 1
     }
 
     fn at(&self, ms: u64) -> Instant {
@@ -277,7 +284,12 @@ impl Activity {
             && self.first_byte_ms.load(Ordering::Relaxed) == NONE
             && self
                 .first_byte_ms
-                .compare_exchange(NONE, shared.now_ms(), Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    NONE,
+                    shared.stamp_ms(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             self.changed.notify_one();
@@ -398,7 +410,7 @@ async fn connection<H: Handshake>(
         }
         Err(_) => return shared.closed(Some(CloseReason::Handshake)),
     };
-    let activity = Arc::new(Activity::new(shared.now_ms()));
+    let activity = Arc::new(Activity::new(shared.stamp_ms()));
     let io = Watched {
         io,
         activity: activity.clone(),
@@ -470,7 +482,7 @@ async fn handle(
     addr: SocketAddr,
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    activity.begin(shared.now_ms());
+    activity.begin(shared.stamp_ms());
     // Ends the busy phase when the answer has been written in full, or dropped.
     let guard = Busy {
         activity,
@@ -534,7 +546,7 @@ struct Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.activity.end(self.shared.now_ms());
+        self.activity.end(self.shared.stamp_ms());
     }
 }
 
