@@ -586,7 +586,11 @@ async fn slow_heads_and_slow_bodies_are_cut_on_time() {
         );
     }
     // No slow body bought anything.
-    let view = cluster.shop_client().product("sale").await.expect("read");
+    let view = cluster
+        .shop_client()
+        .product_linearizable("sale")
+        .await
+        .expect("read");
     assert_eq!(view.product.sold as usize, outcome.successes);
 }
 
@@ -628,6 +632,10 @@ async fn admin_calls_without_the_token_are_refused_before_the_body() {
         assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
         assert!(answer.contains(r#""code":"unauthorized""#), "{answer}");
     }
-    let view = cluster.shop_client().product("sale").await.expect("read");
+    let view = cluster
+        .shop_client()
+        .product_linearizable("sale")
+        .await
+        .expect("read");
     assert_eq!(view.product.stock, 10_000_000);
 }
