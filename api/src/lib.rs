@@ -546,10 +546,43 @@ pub struct ArchiveStatus {
     /// Orders still held by the state machine: the backlog plus archived orders within the
     /// retention.
     pub orders_held: u64,
-    /// This node's archiver: the last error it met, if its last attempt failed.
+    /// This node's archiver: the last error it met, if its last attempt failed, verbatim (it may
+    /// name database users, hosts and tables: only on the authenticated `/admin/status`).
     pub last_error: Option<String>,
+    /// The kind of `last_error`: a stable category, safe to show publicly.
+    #[serde(default)]
+    pub last_error_kind: Option<ArchiveErrorKind>,
     /// This node's archiver: when it last wrote a batch, milliseconds since the Unix epoch.
     pub last_batch_at_ms: Option<u64>,
+}
+
+/// What kind of failure stopped the archiver's last attempt; every one is retried from the
+/// replicated cursor. Stable names on the wire (`database_unavailable`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveErrorKind {
+    /// No connection to the archive database could be had.
+    DatabaseUnavailable,
+    /// The archive database refused a statement.
+    DatabaseError,
+    /// A database step took longer than `archive.timeout_ms`.
+    Timeout,
+    /// Reading orders from this node's own state machine failed.
+    Storage,
+    /// The new archive cursor could not be replicated through Raft.
+    Cursor,
+}
+
+impl ArchiveErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveErrorKind::DatabaseUnavailable => "database_unavailable",
+            ArchiveErrorKind::DatabaseError => "database_error",
+            ArchiveErrorKind::Timeout => "timeout",
+            ArchiveErrorKind::Storage => "storage",
+            ArchiveErrorKind::Cursor => "cursor",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,3 +16,8 @@ pub mod voter;
 
 pub use shop::{new_key, RetryPolicy, ShopClient, ShopError};
 pub use voter::{Error, VoterClient};
+
+/// How long this crate's clients (and the nodes' Raft network) keep an idle pooled connection.
+/// Below the servers' `limits.idle_timeout_ms` (default 20 s): a client that drops an idle
+/// connection first never sends a request on one the server is closing at that instant.
+pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -390,6 +390,7 @@ pub(crate) fn http_client(timeout: Duration, local: Option<std::net::IpAddr>) ->
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(2).min(timeout))
         .tcp_nodelay(true)
+        .pool_idle_timeout(crate::POOL_IDLE_TIMEOUT)
         .local_address(local)
         .build()
         .expect("an HTTP client without TLS always builds")

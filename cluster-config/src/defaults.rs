@@ -36,8 +36,34 @@ pub const DEFAULT_BODY_BYTES_MAX: usize = 1_048_576;
 pub const DEFAULT_COMMANDS_PER_ENTRY_MAX: usize = 1024;
 /// `limits.purchase_quantity_max`: largest quantity one purchase may ask for.
 pub const DEFAULT_PURCHASE_QUANTITY_MAX: u32 = 1000;
-/// `limits.connections_max`: most concurrent inbound connections.
+/// `limits.connections_max`: most concurrent connections on a gateway's public
+/// listener.
 pub const DEFAULT_CONNECTIONS_MAX: usize = 10_000;
+/// `limits.internal_connections_max`: most concurrent connections on a node's
+/// internal listener. Its honest clients are few (peers, each gateway's
+/// `gateway.forward_connections_max` forwarders, probes, operators' tools).
+pub const DEFAULT_INTERNAL_CONNECTIONS_MAX: usize = 4096;
+/// `limits.streams_max`: most event streams one gateway holds at once. Every
+/// stock change is written to every stream, so streams cost CPU in proportion
+/// to the sale; 6000 leaves 4000 of the default connections for requests.
+pub const DEFAULT_STREAMS_MAX: usize = 6000;
+/// `limits.stream_lifetime_ms`: how long an event stream lasts (ten minutes)
+/// before the gateway ends it and the browser reconnects.
+pub const DEFAULT_STREAM_LIFETIME_MS: u64 = 600_000;
+/// `limits.header_read_timeout_ms`: how long a request head may take to arrive
+/// complete once its first byte has. An honest head arrives in one packet.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 5000;
+/// `limits.idle_timeout_ms`: how long a connection may wait for the first byte
+/// of its next request. Our own HTTP clients drop pooled connections sooner
+/// (`flashstock_client::POOL_IDLE_TIMEOUT`), so they never send a request
+/// on a connection the server is closing.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 20_000;
+/// `limits.idle_timeout_under_pressure_ms`: the idle timeout while a listener
+/// holds at least 90% of its connection cap.
+pub const DEFAULT_IDLE_TIMEOUT_UNDER_PRESSURE_MS: u64 = 1000;
+/// `limits.request_timeout_ms`: the longest one request may take, head to end
+/// of answer, event streams excepted; a backstop above every designed wait.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 60_000;
 /// `limits.body_read_timeout_ms`: how long a request body may take to arrive
 /// before the gateway answers 408.
 pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 5000;
@@ -152,6 +178,14 @@ pub const CLIENT_BURST_MAX_HIGHEST: u32 = 1_000_000;
 pub const RATE_CLIENTS_MAX_LOWEST: usize = 1024;
 /// Largest `limits.rate_clients_max` (about 128 MiB a table).
 pub const RATE_CLIENTS_MAX_HIGHEST: usize = 4_194_304;
+/// Shortest `limits.stream_lifetime_ms`: a stream must outlive the reconnect
+/// it causes.
+pub const STREAM_LIFETIME_MS_LOWEST: u64 = 1000;
+/// The longest an internal admin call waits by design, in milliseconds: adding
+/// a learner checks that the membership is settled (up to 4 s), waits for the
+/// change (up to 10 s) and for the learner to catch up (up to 30 s). Shortest
+/// `limits.request_timeout_ms`; the node checks its own waits against it.
+pub const ADMIN_CALL_WAIT_MS_MAX: u64 = 50_000;
 /// Largest integer TOML can hold; bigger values could not be written back.
 pub const TOML_INTEGER_MAX: u64 = i64::MAX as u64;
 
@@ -175,6 +209,26 @@ const _: () = assert!(
 );
 const _: () = assert!(DEFAULT_PURCHASE_QUANTITY_MAX >= 1);
 const _: () = assert!(DEFAULT_CONNECTIONS_MAX >= 1);
+const _: () = assert!(DEFAULT_INTERNAL_CONNECTIONS_MAX >= 1);
+const _: () = assert!(DEFAULT_STREAMS_MAX < DEFAULT_CONNECTIONS_MAX);
+const _: () = assert!(DEFAULT_STREAM_LIFETIME_MS >= STREAM_LIFETIME_MS_LOWEST);
+const _: () = assert!(DEFAULT_HEADER_READ_TIMEOUT_MS >= 1);
+const _: () = assert!(
+    DEFAULT_IDLE_TIMEOUT_UNDER_PRESSURE_MS >= 1
+        && DEFAULT_IDLE_TIMEOUT_UNDER_PRESSURE_MS <= DEFAULT_IDLE_TIMEOUT_MS
+);
+// The request backstop is above every wait a handler does by design.
+const _: () = assert!(DEFAULT_REQUEST_TIMEOUT_MS >= ADMIN_CALL_WAIT_MS_MAX);
+const _: () = assert!(
+    DEFAULT_REQUEST_TIMEOUT_MS
+        > DEFAULT_BODY_READ_TIMEOUT_MS
+            + if DEFAULT_FORWARD_TIMEOUT_MS > DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS {
+                DEFAULT_FORWARD_TIMEOUT_MS
+            } else {
+                DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS
+            }
+);
+const _: () = assert!(DEFAULT_REQUEST_TIMEOUT_MS > DEFAULT_ARCHIVE_TIMEOUT_MS);
 const _: () = assert!(DEFAULT_BODY_READ_TIMEOUT_MS >= 1);
 const _: () = assert!(DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS >= 1);
 // The timeout chain `Config::validate` checks: a voter answers within one

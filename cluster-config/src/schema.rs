@@ -181,9 +181,45 @@ pub struct LimitsSection {
     /// Largest quantity one purchase may ask for; at least 1.
     /// Default [`DEFAULT_PURCHASE_QUANTITY_MAX`].
     pub purchase_quantity_max: u32,
-    /// Most concurrent inbound connections; at least 1.
-    /// Default [`DEFAULT_CONNECTIONS_MAX`].
+    /// Most concurrent connections on a gateway's public listener; at least 1.
+    /// Further connections wait in the kernel's listen backlog. Default
+    /// [`DEFAULT_CONNECTIONS_MAX`].
     pub connections_max: usize,
+    /// Most concurrent connections on every node's internal listener (Raft
+    /// RPCs, forwarded writes, admin, probes, health checks); at least 1.
+    /// Default [`DEFAULT_INTERNAL_CONNECTIONS_MAX`].
+    pub internal_connections_max: usize,
+    /// Most event streams (`GET /v1/stream`) a gateway holds at once; from 0
+    /// (streams off) to `connections_max - 1`, so that streams never take every
+    /// connection from buyers. A stream over it is refused at once with 503
+    /// `overloaded` and `Retry-After`. Default [`DEFAULT_STREAMS_MAX`].
+    pub streams_max: usize,
+    /// How long an event stream lasts before the gateway ends it; at least
+    /// [`STREAM_LIFETIME_MS_LOWEST`]. Browsers reconnect on their own and
+    /// re-read the state. Default [`DEFAULT_STREAM_LIFETIME_MS`].
+    pub stream_lifetime_ms: u64,
+    /// On every listener: how long a request head may take to arrive complete,
+    /// from its first byte; past it the connection is closed. At least 1.
+    /// Default [`DEFAULT_HEADER_READ_TIMEOUT_MS`].
+    pub header_read_timeout_ms: u64,
+    /// On every listener: how long a connection may wait for the first byte of
+    /// a request, after it is accepted or after its previous response; past it
+    /// the connection is closed. At least 1. Default
+    /// [`DEFAULT_IDLE_TIMEOUT_MS`].
+    pub idle_timeout_ms: u64,
+    /// [`LimitsSection::idle_timeout_ms`] while a listener holds
+    /// at least 90% of its connection cap, so that idle connections make room
+    /// for working ones first; from 1 to `idle_timeout_ms`. Default
+    /// [`DEFAULT_IDLE_TIMEOUT_UNDER_PRESSURE_MS`].
+    pub idle_timeout_under_pressure_ms: u64,
+    /// On every listener: the longest one request may take, from its head to
+    /// the end of its answer (event streams excepted: they end at
+    /// `stream_lifetime_ms`). A backstop above every wait a handler does by
+    /// design: at least [`ADMIN_CALL_WAIT_MS_MAX`], above
+    /// `body_read_timeout_ms` plus the longer of `gateway.forward_timeout_ms`
+    /// and `gateway.linearizable_read_timeout_ms`, and above
+    /// `archive.timeout_ms`. Default [`DEFAULT_REQUEST_TIMEOUT_MS`].
+    pub request_timeout_ms: u64,
     /// How long a request body may take to arrive before the gateway answers
     /// 408; at least 1. Default [`DEFAULT_BODY_READ_TIMEOUT_MS`].
     pub body_read_timeout_ms: u64,
@@ -241,6 +277,13 @@ impl Default for LimitsSection {
             commands_per_entry_max: DEFAULT_COMMANDS_PER_ENTRY_MAX,
             purchase_quantity_max: DEFAULT_PURCHASE_QUANTITY_MAX,
             connections_max: DEFAULT_CONNECTIONS_MAX,
+            internal_connections_max: DEFAULT_INTERNAL_CONNECTIONS_MAX,
+            streams_max: DEFAULT_STREAMS_MAX,
+            stream_lifetime_ms: DEFAULT_STREAM_LIFETIME_MS,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            idle_timeout_under_pressure_ms: DEFAULT_IDLE_TIMEOUT_UNDER_PRESSURE_MS,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             body_read_timeout_ms: DEFAULT_BODY_READ_TIMEOUT_MS,
             client_retry_horizon_ms: DEFAULT_CLIENT_RETRY_HORIZON_MS,
             trusted_sources: Vec::new(),

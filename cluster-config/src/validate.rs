@@ -28,8 +28,52 @@ impl Config {
         if self.node.role == Role::Gateway {
             validate_gateway(&self.gateway, &self.node, &self.limits)?;
         }
-        validate_timeouts(self)
+        validate_timeouts(self)?;
+        validate_request_timeout(self)
     }
+}
+
+/// `limits.request_timeout_ms` is a backstop, never the bound that answers first: it must be
+/// above every wait a handler does by design, or it would cut a purchase the forwarder is still
+/// trying to confirm (and turn a definite answer into an unknown one).
+fn validate_request_timeout(config: &Config) -> Result<(), ConfigError> {
+    let limits = &config.limits;
+    let key = "limits.request_timeout_ms";
+    at_least(key, limits.request_timeout_ms, ADMIN_CALL_WAIT_MS_MAX)?;
+    let (longest_key, longest) = [
+        (
+            "gateway.forward_timeout_ms",
+            config.gateway.forward_timeout_ms,
+        ),
+        (
+            "gateway.linearizable_read_timeout_ms",
+            config.gateway.linearizable_read_timeout_ms,
+        ),
+    ]
+    .into_iter()
+    .max_by_key(|(_, value)| *value)
+    .expect("two candidates");
+    let handler_wait = limits.body_read_timeout_ms.saturating_add(longest);
+    if limits.request_timeout_ms <= handler_wait {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "must be greater than limits.body_read_timeout_ms + {longest_key} \
+                 (got {} <= {} + {longest})",
+                limits.request_timeout_ms, limits.body_read_timeout_ms
+            ),
+        ));
+    }
+    if limits.request_timeout_ms <= config.archive.timeout_ms {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "must be greater than archive.timeout_ms (got {} <= {})",
+                limits.request_timeout_ms, config.archive.timeout_ms
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One meaning per timeout, and the order they must come in:
@@ -197,6 +241,38 @@ fn validate_limits(limits: &LimitsSection) -> Result<(), ConfigError> {
         1,
     )?;
     at_least("limits.connections_max", limits.connections_max as u64, 1)?;
+    at_least(
+        "limits.internal_connections_max",
+        limits.internal_connections_max as u64,
+        1,
+    )?;
+    if limits.streams_max >= limits.connections_max {
+        return Err(ConfigError::invalid(
+            "limits.streams_max",
+            format!(
+                "must be below limits.connections_max, so that event streams never take every \
+                 connection from buyers (got {} >= {})",
+                limits.streams_max, limits.connections_max
+            ),
+        ));
+    }
+    at_least(
+        "limits.stream_lifetime_ms",
+        limits.stream_lifetime_ms,
+        STREAM_LIFETIME_MS_LOWEST,
+    )?;
+    at_least(
+        "limits.header_read_timeout_ms",
+        limits.header_read_timeout_ms,
+        1,
+    )?;
+    at_least("limits.idle_timeout_ms", limits.idle_timeout_ms, 1)?;
+    in_range(
+        "limits.idle_timeout_under_pressure_ms",
+        limits.idle_timeout_under_pressure_ms,
+        1,
+        limits.idle_timeout_ms,
+    )?;
     at_least(
         "limits.body_read_timeout_ms",
         limits.body_read_timeout_ms,

@@ -205,6 +205,13 @@ body_bytes_max = 1024
 commands_per_entry_max = 65535
 purchase_quantity_max = 1
 connections_max = 1
+internal_connections_max = 1
+streams_max = 0
+stream_lifetime_ms = 1000
+header_read_timeout_ms = 1
+idle_timeout_ms = 1
+idle_timeout_under_pressure_ms = 1
+request_timeout_ms = 50000
 body_read_timeout_ms = 1
 client_retry_horizon_ms = 3
 trusted_sources = ["10.0.0.0/8", "2001:db8::/48", "203.0.113.7"]
@@ -547,6 +554,55 @@ fn limits_rules() {
         &limits("body_read_timeout_ms = 0"),
         "limits.body_read_timeout_ms",
     );
+    assert_invalid(
+        &limits("internal_connections_max = 0"),
+        "limits.internal_connections_max",
+    );
+    // Streams may never take every connection from buyers.
+    assert_invalid(
+        &limits("connections_max = 100\nstreams_max = 100"),
+        "limits.streams_max",
+    );
+    assert!(Config::from_toml_str(&limits("connections_max = 100\nstreams_max = 99")).is_ok());
+    assert_invalid(
+        &limits("stream_lifetime_ms = 999"),
+        "limits.stream_lifetime_ms",
+    );
+    assert_invalid(
+        &limits("header_read_timeout_ms = 0"),
+        "limits.header_read_timeout_ms",
+    );
+    assert_invalid(&limits("idle_timeout_ms = 0"), "limits.idle_timeout_ms");
+    assert_invalid(
+        &limits("idle_timeout_ms = 500\nidle_timeout_under_pressure_ms = 501"),
+        "limits.idle_timeout_under_pressure_ms",
+    );
+    assert_invalid(
+        &limits("idle_timeout_under_pressure_ms = 0"),
+        "limits.idle_timeout_under_pressure_ms",
+    );
+}
+
+/// The request backstop stays above every wait a handler does by design.
+#[test]
+fn request_timeout_is_above_every_designed_wait() {
+    let limits = |keys: &str| voter_with(&format!("[limits]\n{keys}"));
+    assert_invalid(
+        &limits("request_timeout_ms = 49999"),
+        "limits.request_timeout_ms",
+    );
+    let (_, message) = invalid(&limits(
+        "request_timeout_ms = 50000\nbody_read_timeout_ms = 47001",
+    ));
+    assert!(
+        message.contains("gateway.linearizable_read_timeout_ms"),
+        "{message}"
+    );
+    let (key, message) = invalid(&voter_with(
+        "[limits]\nrequest_timeout_ms = 50000\n[archive]\ntimeout_ms = 50000",
+    ));
+    assert_eq!(key, "limits.request_timeout_ms");
+    assert!(message.contains("archive.timeout_ms"), "{message}");
 }
 
 #[test]

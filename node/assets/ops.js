@@ -65,7 +65,7 @@
     section.hidden = !(archive && archive.enabled);
     if (section.hidden) return;
     $('archive-backlog').textContent = String(archive.backlog);
-    $('archive-note').textContent = archive.last_error ? `last error: ${archive.last_error}` : 'archiving normally';
+    $('archive-note').textContent = archive.last_error_kind ? `last error: ${archive.last_error_kind}` : 'archiving normally';
   }
 
   /** `value` on a scale whose top is `max`, as a y coordinate in a 120-high view box. */

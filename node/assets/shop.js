@@ -27,13 +27,23 @@
     return before !== figure.textContent;
   }
 
-  /** Follow the stock stream at `url`; `resync` is called when events may have been missed. */
+  /**
+   * Follow the stock stream at `url`; `resync` is called when events may have been missed. The
+   * gateway ends every stream after its lifetime: the browser reconnects by itself, and the
+   * state is read again then. A gateway holding its most streams refuses one with 503, after
+   * which the browser gives up: try again a few seconds later, spread out.
+   */
   function followStock(url, onStock, resync) {
     const source = new EventSource(url);
     let broken = false;
     source.addEventListener('stock', (event) => onStock(JSON.parse(event.data)));
     source.addEventListener('lagged', resync);
-    source.addEventListener('error', () => { broken = true; });
+    source.addEventListener('error', () => {
+      broken = true;
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(() => { resync(); followStock(url, onStock, resync); }, 5000 + Math.random() * 5000);
+      }
+    });
     source.addEventListener('open', () => {
       if (broken) { broken = false; resync(); }
     });

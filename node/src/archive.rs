@@ -28,7 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cluster_config::ArchiveSection;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use flashstock_api::{
-    ArchiveReport, ArchiveReportRow, ArchiveStatus, Command, Op, Order, Outcome, WriteResponse,
+    ArchiveErrorKind, ArchiveReport, ArchiveReportRow, ArchiveStatus, Command, Op, Order, Outcome,
+    WriteResponse,
 };
 use openraft::ServerState;
 use raft_store::inventory::InventoryMeta;
@@ -83,6 +84,21 @@ pub enum ArchiveError {
     Invalid(String),
 }
 
+impl ArchiveError {
+    /// The stable category of this error, which may be shown publicly (the message may not).
+    /// `None` for a request's own bad input, which is never an archiver failure.
+    pub fn kind(&self) -> Option<ArchiveErrorKind> {
+        match self {
+            ArchiveError::Pool(_) => Some(ArchiveErrorKind::DatabaseUnavailable),
+            ArchiveError::Database(_) => Some(ArchiveErrorKind::DatabaseError),
+            ArchiveError::Timeout(_) => Some(ArchiveErrorKind::Timeout),
+            ArchiveError::Storage(_) => Some(ArchiveErrorKind::Storage),
+            ArchiveError::Cursor(_) => Some(ArchiveErrorKind::Cursor),
+            ArchiveError::Invalid(_) => None,
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for ArchiveError {
     fn from(e: tokio_postgres::Error) -> ArchiveError {
         ArchiveError::Database(describe_postgres_error(&e))
@@ -116,7 +132,7 @@ fn describe_postgres_error(e: &tokio_postgres::Error) -> String {
 #[derive(Debug, Clone, Default)]
 struct Progress {
     active: bool,
-    last_error: Option<String>,
+    last_error: Option<(ArchiveErrorKind, String)>,
     last_batch_at_ms: Option<u64>,
 }
 
@@ -196,7 +212,8 @@ impl Archive {
             backlog: meta.archive_backlog(),
             orders_placed: meta.orders_placed,
             orders_held: meta.orders_held(),
-            last_error: progress.last_error,
+            last_error_kind: progress.last_error.as_ref().map(|(kind, _)| *kind),
+            last_error: progress.last_error.map(|(_, message)| message),
             last_batch_at_ms: progress.last_batch_at_ms,
         }
     }
@@ -296,8 +313,10 @@ impl Archive {
                             retry_in_ms = wait.as_millis() as u64,
                             "archive step failed; purchases are unaffected, retrying from the cursor"
                         );
-                        self.progress.lock().expect("progress lock").last_error =
-                            Some(error.to_string());
+                        self.progress.lock().expect("progress lock").last_error = Some((
+                            error.kind().unwrap_or(ArchiveErrorKind::DatabaseError),
+                            error.to_string(),
+                        ));
                         wait
                     }
                 }

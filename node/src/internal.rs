@@ -61,6 +61,15 @@ const MEMBERSHIP_CHANGE_WAIT: std::time::Duration = std::time::Duration::from_se
 /// How long adding a learner waits for it to catch up with the leader (a snapshot transfer,
 /// then the log) before answering with `caught_up: false`.
 const LEARNER_CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+// The longest admin call (adding a learner: the settled check, the change, the catch-up) stays
+// within what `limits.request_timeout_ms` is checked against, so the backstop never cuts it.
+const _: () = assert!(
+    membership::PROBE_ACK_WAIT.as_millis()
+        + membership::PROBE_COMMIT_WAIT.as_millis()
+        + MEMBERSHIP_CHANGE_WAIT.as_millis()
+        + LEARNER_CATCH_UP_WAIT.as_millis()
+        <= cluster_config::defaults::ADMIN_CALL_WAIT_MS_MAX as u128
+);
 
 pub fn router(state: AppState) -> Router {
     let body_bytes_max = state.config.limits.body_bytes_max;
@@ -99,15 +108,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Whether this node can serve: 200 while its Raft core runs and it knows a leader, 503 with the
-/// reason otherwise (a stopped Raft core names its fatal error). Unauthenticated, like `/health`,
-/// for load balancers and supervisors.
+/// Whether this node can serve: 200 while its Raft core runs and it knows a leader, 503 with a
+/// stable reason otherwise (`raft_stopped`, `not_ready`). Unauthenticated, like `/health`, for
+/// load balancers and supervisors: a stopped Raft core's own error text (storage paths, internal
+/// state) is only in the authenticated `/admin/status` (`fatal`) and the node's log.
 async fn ready(State(state): State<AppState>) -> Response {
-    if let Some(fatal) = state.fatal.get() {
+    if state.fatal.get().is_some() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::RaftStopped,
-            format!("the Raft core stopped: {fatal}; the node is exiting"),
+            "the Raft core stopped; the node is exiting (the error is in /admin/status)",
         );
     }
     let leader = state.raft.metrics().borrow().current_leader;

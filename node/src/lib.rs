@@ -18,6 +18,8 @@
 //! - [`archive`]: on voters with an archive database, copies confirmed orders to PostgreSQL
 //!   exactly once while the node leads.
 //! - [`membership`]: membership changes that cannot stall the cluster (checked before proposed).
+//! - [`server`]: serves each listener's connections, each phase of a connection bounded (idle,
+//!   request head, request), idle connections closed first under pressure.
 //!
 //! Shutdown: the shutdown future (SIGTERM or Ctrl-C in the binary) stops accepting connections,
 //! lets in-flight requests finish, then shuts Raft down and closes RocksDB. If the Raft core
@@ -34,8 +36,9 @@ pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod proposer;
+pub mod server;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -274,20 +277,27 @@ async fn start_raft(config: &Config) -> Result<(Raft, StateReader), StartError> 
 }
 
 /// Serve the internal listener, and on a gateway the public one, until `stopping` turns true
-/// and they have drained. Fails at once if the public listener cannot be bound.
+/// and they have drained. Fails at once if the public listener cannot be bound. Both are served
+/// with the bounds of [`server`]; they differ in their connection cap.
 async fn serve(
     state: &Arc<NodeState>,
     listener: TcpListener,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<std::io::Result<()>, StartError> {
-    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopping.wait_for(|stopping| *stopping).await;
-    };
+    use server::{Limits, Listener, Plaintext};
     let (id, role) = (state.id, state.config.node.role);
+    let limits = &state.config.limits;
     let addr = listener.local_addr().map_err(StartError::Serve)?;
     tracing::info!(id, %addr, ?role, "internal listener ready");
-    let internal = axum::serve(listener, internal::router(state.clone()))
-        .with_graceful_shutdown(stopped(stopping.clone()));
+    let internal = server::serve(
+        listener,
+        Plaintext,
+        internal::router(state.clone()),
+        Listener::Internal,
+        Limits::of(limits, Listener::Internal),
+        state.metrics.clone(),
+        stopping.clone(),
+    );
     let (Role::Gateway, Some(public_addr)) = (role, state.config.gateway.public_listen) else {
         return Ok(internal.await);
     };
@@ -297,18 +307,16 @@ async fn serve(
     })?;
     tracing::info!(id, addr = %public_addr, "public API ready");
     let gateway = Arc::new(gateway::Gateway::new(state.clone(), stopping.clone()));
-    // `tap_io` (here doing nothing) is how axum hands a listener's peer address to handlers
-    // as `ConnectInfo<SocketAddr>` for a listener of ours.
-    let public = axum::serve(
-        axum::serve::ListenerExt::tap_io(
-            gateway::LimitedListener::new(public, state.config.limits.connections_max),
-            |_connection| {},
-        ),
-        // The client's address reaches the handlers: the per-client limits key on it.
-        gateway::router(gateway).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stopping));
-    let (internal, public) = tokio::join!(internal.into_future(), public.into_future());
+    let public = server::serve(
+        public,
+        Plaintext,
+        gateway::router(gateway),
+        Listener::Public,
+        Limits::of(limits, Listener::Public),
+        state.metrics.clone(),
+        stopping,
+    );
+    let (internal, public) = tokio::join!(internal, public);
     Ok(internal.and(public))
 }
 

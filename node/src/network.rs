@@ -43,7 +43,7 @@ impl Network {
             .local_address(local_ip)
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(flashstock_client::POOL_IDLE_TIMEOUT)
             .build()
             .expect("an HTTP client without TLS always builds");
         Network {

@@ -61,14 +61,22 @@ async fn a_stopped_raft_core_is_reported_and_the_node_exits_non_zero() {
     // The core may stop before it answers: either way, what follows is what matters.
     drop(sent);
 
-    // Within the grace period, /ready names the reason.
+    // Within the grace period, the unauthenticated /ready gives the stable reason only, and the
+    // authenticated /admin/status the error itself.
+    let voters = cluster.voter_client();
     let mut said = None;
+    let mut fatal = None;
     for _ in 0..50 {
         let Ok(answer) = http.get(format!("http://{addr}/ready")).send().await else {
             break;
         };
         let body = answer.text().await.unwrap_or_default();
         if body.contains("raft_stopped") {
+            fatal = voters
+                .status(&addr)
+                .await
+                .ok()
+                .and_then(|status| status.fatal);
             said = Some(body);
             break;
         }
@@ -80,7 +88,12 @@ async fn a_stopped_raft_core_is_reported_and_the_node_exits_non_zero() {
             cluster.log_tail(1)
         )
     });
-    assert!(said.contains("index"), "{said}");
+    assert!(
+        !said.contains("index"),
+        "/ready leaks the error text: {said}"
+    );
+    let fatal = fatal.expect("/admin/status names the error while the node exits");
+    assert!(fatal.contains("index"), "{fatal}");
 
     let status = cluster
         .wait_exit(1, EXIT_WAIT)

@@ -17,16 +17,17 @@
 //! Limits: each client's rate of purchases and of views ([`admission`], 429 `rate_limited`
 //! with `Retry-After`, trusted sources exempt), request bodies (`limits.body_bytes_max`),
 //! concurrent connections (`limits.connections_max`, further connections wait in the listen
-//! backlog), queued purchases (`gateway.queue_max`, beyond which requests get 503 `overloaded`
-//! with `Retry-After`; `gateway.queue_per_client_max` of one client, beyond which that client
-//! gets 429, the queue served round robin across clients),
+//! backlog; each connection's idle, head and request time bounded by [`crate::server`]), event
+//! streams (`limits.streams_max`, each ending after `limits.stream_lifetime_ms`), queued
+//! purchases (`gateway.queue_max`, beyond which requests get 503 `overloaded` with
+//! `Retry-After`; `gateway.queue_per_client_max` of one client, beyond which that client gets
+//! 429, the queue served round robin across clients),
 //! in-flight batches (`gateway.forward_connections_max`), each exchange with a voter
 //! (`gateway.forward_attempt_timeout_ms`) and a batch's retries together
 //! (`gateway.forward_timeout_ms`).
 
 pub mod admission;
 pub mod forwarder;
-mod listener;
 pub mod ops;
 pub mod pages;
 mod routes;
@@ -40,7 +41,6 @@ use tokio::sync::watch;
 
 use crate::NodeState;
 pub use forwarder::{Client, ForwardError, Forwarded, Forwarder};
-pub use listener::LimitedListener;
 
 /// The OpenAPI document of the public API, as written; [`openapi_document`] is what is served.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -73,6 +73,8 @@ pub struct Gateway {
     pub stopping: watch::Receiver<bool>,
     /// The OpenAPI document this gateway serves ([`openapi_document`]).
     pub openapi: axum::body::Bytes,
+    /// One permit per event stream that may open (`limits.streams_max`).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -100,7 +102,9 @@ impl Gateway {
         let ops = ops::Ops::start(&node, stopping.clone());
         let openapi = openapi_document(config).into();
         let admission = admission::Admission::new(&config.limits);
+        let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.streams_max));
         Gateway {
+            streams,
             node,
             forwarder,
             admission,

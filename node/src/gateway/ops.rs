@@ -6,7 +6,11 @@
 //! timeout ([`PROBE_TIMEOUT`]); a member that does not answer in time is reported down. One probe
 //! round serves every viewer for [`PROBE_FRESH`]: concurrent requests wait for the round in
 //! flight instead of starting their own, so the probes cost the same for one viewer or a hundred.
-//! Internal addresses are left out of the answer: the page is public.
+//! The page is public, so the answer holds health, never internal text: internal addresses are
+//! left out, a member that is down gets a fixed reason, and the archive's last error is given
+//! by its stable kind ([`ArchiveErrorKind`]: `database_unavailable`, `timeout`, ...), never by
+//! its message, which may name database users, hosts and tables. Operators read the message on
+//! the authenticated `GET /admin/status` (`stockctl archive status`).
 //!
 //! **History.** A sampler task keeps the last [`HISTORY_SECONDS`] seconds in a bounded ring:
 //! each second, the confirmed purchases of the whole cluster (the difference of the replicated
@@ -21,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
-use flashstock_api::{ArchiveStatus, ErrorCode, NodeRole, NodeStatus, RaftState};
+use flashstock_api::{ArchiveErrorKind, ArchiveStatus, ErrorCode, NodeRole, NodeStatus, RaftState};
 use flashstock_client::VoterClient;
 use prometheus::core::Metric;
 use serde::{Deserialize, Serialize};
@@ -54,9 +58,44 @@ pub struct ClusterView {
     /// Every member of the membership, voters first, in id order.
     pub nodes: Vec<NodeHealth>,
     /// The order archive as the leader reports it; absent when no voter reports one.
-    pub archive: Option<ArchiveStatus>,
+    pub archive: Option<ArchiveHealth>,
     /// Per-second samples, oldest first (only those after `since`, when asked).
     pub history: Vec<Sample>,
+}
+
+/// The order archive in the public view: [`ArchiveStatus`] without its error message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchiveHealth {
+    pub enabled: bool,
+    pub active: bool,
+    pub cursor: Option<flashstock_api::OrderId>,
+    pub backlog: u64,
+    pub orders_placed: u64,
+    pub orders_held: u64,
+    /// The kind of the archiver's last error, if its last attempt failed.
+    pub last_error_kind: Option<ArchiveErrorKind>,
+    pub last_batch_at_ms: Option<u64>,
+}
+
+impl ArchiveHealth {
+    pub fn of(status: &ArchiveStatus) -> ArchiveHealth {
+        ArchiveHealth {
+            enabled: status.enabled,
+            active: status.active,
+            cursor: status.cursor,
+            backlog: status.backlog,
+            orders_placed: status.orders_placed,
+            orders_held: status.orders_held,
+            // An archiver from before the kind existed: the message's presence is all we say.
+            last_error_kind: status.last_error_kind.or_else(|| {
+                status
+                    .last_error
+                    .as_ref()
+                    .map(|_| ArchiveErrorKind::DatabaseError)
+            }),
+            last_batch_at_ms: status.last_batch_at_ms,
+        }
+    }
 }
 
 /// One member of the cluster, as its probe found it.
@@ -126,7 +165,7 @@ struct Round {
     probed_at_ms: u64,
     leader: Option<u64>,
     nodes: Vec<NodeHealth>,
-    archive: Option<ArchiveStatus>,
+    archive: Option<ArchiveHealth>,
 }
 
 impl Ops {
@@ -209,7 +248,7 @@ impl Ops {
                 .map(|status| status.id)
                 .or_else(|| statuses.iter().find_map(|status| status.leader)),
             nodes,
-            archive: leader.and_then(|status| status.archive.clone()),
+            archive: leader.and_then(|status| status.archive.as_ref().map(ArchiveHealth::of)),
         }
     }
 }
@@ -420,6 +459,33 @@ mod tests {
             sum_seconds,
             buckets: buckets.to_vec(),
         }
+    }
+
+    /// The public view keeps the archive's health and drops its error message.
+    #[test]
+    fn the_public_archive_view_has_no_error_text() {
+        let status = ArchiveStatus {
+            enabled: true,
+            active: true,
+            cursor: None,
+            backlog: 7,
+            orders_placed: 9,
+            orders_held: 9,
+            last_error: Some(
+                "archive database error: FATAL: password authentication failed for user \"archiver\""
+                    .into(),
+            ),
+            last_error_kind: Some(ArchiveErrorKind::DatabaseError),
+            last_batch_at_ms: None,
+        };
+        let public = serde_json::to_string(&ArchiveHealth::of(&status)).unwrap();
+        assert!(!public.contains("archiver"), "{public}");
+        assert!(!public.contains("password"), "{public}");
+        assert!(
+            public.contains(r#""last_error_kind":"database_error""#),
+            "{public}"
+        );
+        assert!(public.contains(r#""backlog":7"#), "{public}");
     }
 
     #[test]

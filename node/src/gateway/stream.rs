@@ -3,16 +3,25 @@
 //! Each `stock` event carries a [`StockEvent`] as JSON, in log order. A stream for one product
 //! starts with that product's current state. A subscriber too slow to keep up gets a `lagged`
 //! event with the number of changes it missed, then the stream goes on; a client should reload
-//! the products it shows. Streams end when the node shuts down.
+//! the products it shows.
+//!
+//! Bounds: a gateway holds at most `limits.streams_max` streams (below `limits.connections_max`,
+//! so streams never take every connection from buyers); one more is refused at once with 503
+//! `overloaded` and `Retry-After`. A stream ends after `limits.stream_lifetime_ms`, or when the
+//! node shuts down. Events carry no id: a browser's `EventSource` reconnects on its own after
+//! the end (without `Last-Event-ID`), and a client re-reads the state it shows when it
+//! reconnects; a stream for one product starts with that product's current state anyway. A
+//! comment every [`KEEP_ALIVE`] keeps an idle stream open through proxies.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use flashstock_api::{validate_product_id, Product, StockEvent};
+use flashstock_api::{validate_product_id, ErrorCode, Product, StockEvent};
 use futures::{stream, Stream, StreamExt};
 use raft_store::ProductChange;
 use serde::Deserialize;
@@ -22,7 +31,50 @@ use super::Gateway;
 use crate::api_error::ApiError;
 
 /// Interval of keep-alive comments on an idle stream, so proxies keep it open.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Seconds a client refused for `limits.streams_max` is asked to wait before it tries again.
+pub const STREAMS_FULL_RETRY_AFTER_SECONDS: u32 = 5;
+
+/// One open stream: counted in `gateway_streams_open`, its slot given back when dropped.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.streams_open.dec();
+    }
+}
+
+/// A slot for one more stream, or 503 `overloaded` at once.
+fn take_slot(gateway: &Gateway) -> Result<Slot, ApiError> {
+    let metrics = gateway.node.metrics.clone();
+    match gateway.streams.clone().try_acquire_owned() {
+        Ok(permit) => {
+            metrics.streams_open.inc();
+            Ok(Slot {
+                _permit: permit,
+                metrics,
+            })
+        }
+        Err(_) => {
+            metrics.streams_refused.inc();
+            Err(ApiError {
+                retry_after_seconds: Some(STREAMS_FULL_RETRY_AFTER_SECONDS),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Overloaded,
+                    format!(
+                        "this gateway holds its most event streams (limits.streams_max = {}); \
+                         retry shortly, or on another gateway",
+                        gateway.node.config.limits.streams_max
+                    ),
+                )
+            })
+        }
+    }
+}
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
@@ -46,6 +98,7 @@ pub async fn stock_events(
     State(gateway): State<Arc<Gateway>>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let slot = take_slot(&gateway)?;
     let filter = query.ok().and_then(|Query(q)| q.product);
     // Subscribe before reading the current state, so no change falls between the two.
     let changes = gateway.node.reader.subscribe();
@@ -77,11 +130,23 @@ pub async fn stock_events(
         }
     });
     let mut stopping = gateway.stopping.clone();
-    let stopped = async move {
-        let _ = stopping.wait_for(|stopping| *stopping).await;
+    let lifetime = Duration::from_millis(gateway.node.config.limits.stream_lifetime_ms);
+    let ended = async move {
+        tokio::select! {
+            _ = stopping.wait_for(|stopping| *stopping) => {}
+            _ = tokio::time::sleep(lifetime) => {}
+        }
     };
-    let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
-        Box::pin(stream::iter(first).chain(live).take_until(stopped).map(Ok));
+    let events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(
+        stream::iter(first)
+            .chain(live)
+            .take_until(ended)
+            // The slot lives as long as the stream.
+            .map(move |event| {
+                let _slot = &slot;
+                Ok(event)
+            }),
+    );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())

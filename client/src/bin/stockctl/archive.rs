@@ -170,6 +170,7 @@ mod tests {
                 orders_placed: 40,
                 orders_held: 30,
                 last_error: Some("archive database unavailable: refused".into()),
+                last_error_kind: Some(flashstock_api::ArchiveErrorKind::DatabaseUnavailable),
                 last_batch_at_ms: Some(10_000),
             },
         };

@@ -220,7 +220,7 @@ pub fn ops(view: &ClusterView, probed_at: &str, history_minutes: usize) -> Marku
                 " orders not archived yet · "
                 span #archive-note {
                     @if let Some(a) = archive {
-                        @if let Some(error) = &a.last_error { "last error: " (error) }
+                        @if let Some(kind) = a.last_error_kind { "last error: " (kind.as_str()) }
                         @else { "archiving normally" }
                     }
                 }
