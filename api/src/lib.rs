@@ -65,11 +65,37 @@ pub enum Op {
     MarkArchived { up_to: OrderId },
 }
 
+impl Op {
+    /// True for the state machine's internal commands, which only voters propose
+    /// ([`Op::MarkArchived`]); false for the public kinds a gateway may forward (purchases, and
+    /// the admin API's product creation and restock). Internal commands keep their idempotency
+    /// records apart from public ones, so no client key can collide with them, and a gateway's
+    /// credential cannot carry them.
+    pub fn is_internal(&self) -> bool {
+        match self {
+            Op::CreateProduct { .. } | Op::Restock { .. } | Op::Purchase { .. } => false,
+            Op::MarkArchived { .. } => true,
+        }
+    }
+
+    /// The kind's name, for logs and refusals: `purchase`, `mark_archived`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateProduct { .. } => "create_product",
+            Op::Restock { .. } => "restock",
+            Op::Purchase { .. } => "purchase",
+            Op::MarkArchived { .. } => "mark_archived",
+        }
+    }
+}
+
 /// One command of a proposal: an operation and the idempotency key that makes retrying it safe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// Chosen by the client; the same key with the same op returns the first outcome, the same key
-    /// with another op is rejected with [`Rejection::KeyReused`].
+    /// with another op is rejected with [`Rejection::KeyReused`]. Keys of internal commands
+    /// ([`Op::is_internal`]) are a namespace of their own: `archive-7` proposed by the archiver
+    /// and `archive-7` sent by a client are two different keys.
     pub key: String,
     pub op: Op,
 }
@@ -387,7 +413,8 @@ pub struct Page<T> {
     pub items: Vec<T>,
 }
 
-/// Header that carries the cluster secret on internal and admin calls.
+/// Header that carries the caller's credential (a voter's, a gateway's or an operator's secret)
+/// on internal and admin calls.
 pub const SECRET_HEADER: &str = "x-flashstock-secret";
 
 /// A node's view of the cluster, served by `GET /admin/status`.

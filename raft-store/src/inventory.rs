@@ -11,6 +11,7 @@
 //! database that becomes one `WriteBatch` per entry; [`MemState`] implements it in memory for the
 //! scenario tests.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use flashstock_api::{
@@ -28,6 +29,23 @@ pub const ORDERS_DROPPED_PER_ENTRY_MIN: usize = 64;
 /// Most orders one [`Op::MarkArchived`] may move the cursor over. The archiver writes far smaller
 /// batches; the bound keeps the work of one apply small whatever an entry says.
 pub const ORDERS_ARCHIVED_PER_COMMAND_MAX: usize = 100_000;
+
+/// Prefix of the idempotency records of internal commands ([`Op::is_internal`]: the archive
+/// cursor), in front of their key. Public keys are printable ASCII, checked before any record is
+/// read or written ([`validate_command`]), so a public key never starts with NUL: whatever key
+/// a client sends (`archive-<next order id>` included), it cannot reach, block or replay an
+/// internal command's record.
+pub const INTERNAL_KEY_PREFIX: &str = "\0internal/";
+
+/// The key a command's idempotency record is stored under: its own key for the public kinds,
+/// [`INTERNAL_KEY_PREFIX`] and its key for internal commands.
+pub fn record_key(command: &Command) -> Cow<'_, str> {
+    if command.op.is_internal() {
+        Cow::Owned(format!("{INTERNAL_KEY_PREFIX}{}", command.key))
+    } else {
+        Cow::Borrowed(&command.key)
+    }
+}
 
 /// What the state machine remembers of a command, under its idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,7 +229,8 @@ fn apply_command(
         // same command gets the same answer anyway.
         return Ok(Outcome::Rejected(Rejection::Invalid { reason }));
     }
-    if let Some(record) = state.key_record(&command.key)? {
+    let record_key = record_key(command);
+    if let Some(record) = state.key_record(&record_key)? {
         if record.op == command.op {
             return Ok(Outcome::Duplicate(Box::new(record.outcome)));
         }
@@ -248,7 +267,7 @@ fn apply_command(
         outcome: outcome.clone(),
         recorded_at_ms: meta.clock_ms,
     };
-    state.put_key_record(&command.key, &record);
+    state.put_key_record(&record_key, &record);
     Ok(outcome)
 }
 

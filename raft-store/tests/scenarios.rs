@@ -46,7 +46,7 @@ use std::path::Path;
 use std::{fs, iter};
 
 use flashstock_api::{Command, Op, Order, OrderId, Outcome, Product, Proposal, Rejection};
-use raft_store::inventory::{apply_proposal, MemState};
+use raft_store::inventory::{apply_proposal, record_key, MemState};
 
 /// Fewer scripts than this means the directory was not found or emptied: fail, don't pass.
 const MIN_SCRIPTS: usize = 5;
@@ -376,7 +376,7 @@ impl Runner {
             let recorded = self
                 .state
                 .keys
-                .get(&command.key)
+                .get(&*record_key(command))
                 .map(|record| &record.outcome);
             match outcome {
                 Outcome::Duplicate(first) => assert_eq!(
