@@ -80,7 +80,7 @@ pub fn client_starting_at(cluster: &LocalCluster, seed: usize) -> VoterClient {
         .collect();
     let shift = seed % endpoints.len();
     endpoints.rotate_left(shift);
-    VoterClient::new(endpoints, &cluster.secret, Duration::from_secs(10))
+    VoterClient::new(endpoints, &cluster.operator_secret, Duration::from_secs(10))
 }
 
 /// What a buyer learned of one purchase.
