@@ -184,6 +184,7 @@ fn purchase(key: String) -> Command {
             product: PRODUCT.into(),
             quantity: 1,
             customer: None,
+            token: None,
         },
     }
 }

@@ -723,6 +723,7 @@ mod tests {
                 product: format!("p-{i:0>60}"),
                 quantity: 1,
                 customer: Some("c".repeat(64)),
+                token: None,
             },
         };
         let mut commands = Vec::new();

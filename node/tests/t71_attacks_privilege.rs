@@ -1,6 +1,6 @@
 //! Attacks on privilege, against real processes: a client that aims at the archive's
 //! idempotency keys, a gateway's credential used for what only voters or operators may do,
-//! secrets after a rotation, and strangers reading orders.
+//! secrets after a rotation, and strangers enumerating orders.
 
 mod common;
 
@@ -12,7 +12,7 @@ use flashstock_api::{
     ArchiveStatus, Command, ErrorCode, NodeStatus, Op, OrderId, Outcome, PurchaseResponse,
     IDEMPOTENCY_KEY_HEADER, SECRET_HEADER,
 };
-use flashstock_client::{Error as VoterError, VoterClient};
+use flashstock_client::{Error as VoterError, ShopClient, VoterClient};
 use flashstock_deploy::local::LocalCluster;
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
@@ -488,5 +488,157 @@ async fn secrets_roll_over_without_a_full_stop() {
             .wait_applied(id, index, ELECTION_WAIT)
             .await
             .expect("the gateway's replica follows");
+    }
+}
+
+/// Order ids are sequential (`log index << 16 | slot`), so a stranger can try them all. Every
+/// one, with no token or a wrong one, answers exactly what an order that does not exist answers,
+/// and nothing of the buyer (customer, idempotency key) leaks; the owner, with the token the
+/// purchase answer returned, reads the order, and its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stranger_enumerating_order_ids_learns_nothing() {
+    let cluster = six_nodes(|_| {}).await;
+    let shop = cluster.shop_client();
+    shop.create_product(&flashstock_api::CreateProductRequest {
+        id: "tee".into(),
+        name: "Tee".into(),
+        price_cents: 100,
+        stock: 100,
+    })
+    .await
+    .expect("create a product");
+    let gateway = cluster.public_url(cluster.gateway_ids()[0]);
+    let http = reqwest::Client::new();
+    // Alice buys, naming herself, with a key of her own.
+    let mut orders = Vec::new();
+    for n in 0..3 {
+        let key = format!("secret-key-of-alice-{n}");
+        let buy = || {
+            http.post(format!("{gateway}/v1/products/tee/purchase"))
+                .header(IDEMPOTENCY_KEY_HEADER, &key)
+                .json(&serde_json::json!({ "quantity": 1, "customer": "alice@example.com" }))
+                .send()
+        };
+        let response = buy().await.expect("purchase");
+        assert_eq!(response.status(), 200);
+        let bought: PurchaseResponse = response.json().await.expect("a purchase answer");
+        let token = bought
+            .order
+            .token
+            .clone()
+            .expect("the answer carries the token");
+        assert_eq!(token.len(), flashstock_api::ORDER_TOKEN_LEN);
+        // A retry under the same key (with a fresh token drawn by the gateway) returns the same
+        // order and the first token.
+        let again: PurchaseResponse = buy().await.expect("retry").json().await.expect("answer");
+        assert!(again.replayed);
+        assert_eq!(again.order, bought.order);
+        orders.push(bought.order);
+    }
+    let last = orders.last().unwrap().id;
+    for id in cluster.gateway_ids() {
+        cluster
+            .wait_applied(id, last.log_index(), ELECTION_WAIT)
+            .await
+            .expect("every gateway applies the orders");
+    }
+
+    let body_of = |response: reqwest::Response| async move {
+        (response.status(), response.text().await.unwrap_or_default())
+    };
+    // What a nonexistent order answers, with the id in the message swapped for a mark.
+    let nonexistent = |id: u64| {
+        let http = http.clone();
+        let gateway = gateway.clone();
+        async move {
+            let response = http
+                .get(format!("{gateway}/v1/orders/{id}"))
+                .send()
+                .await
+                .unwrap();
+            body_of(response).await
+        }
+    };
+    let (status, reference) = nonexistent(OrderId::new(last.log_index() + 1000, 0).0).await;
+    assert_eq!(status, 404);
+    let shape = |body: &str, id: u64| body.replace(&id.to_string(), "ID");
+    let reference = shape(&reference, OrderId::new(last.log_index() + 1000, 0).0);
+    let wrong = "0".repeat(flashstock_api::ORDER_TOKEN_LEN);
+    let mut tried = 0;
+    for index in 1..=last.log_index() {
+        for slot in 0..3 {
+            let id = OrderId::new(index, slot).0;
+            for gateway in cluster.gateway_urls() {
+                for suffix in ["", "?token=", &format!("?token={wrong}")] {
+                    let response = http
+                        .get(format!("{gateway}/v1/orders/{id}{suffix}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    let (status, body) = body_of(response).await;
+                    assert_eq!(status, 404, "{id}{suffix}: {body}");
+                    assert_eq!(shape(&body, id), reference, "{id}{suffix}");
+                    assert!(!body.contains("alice") && !body.contains("secret-key"));
+                    let page = http
+                        .get(format!("{gateway}/orders/{id}{suffix}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    let (status, html) = body_of(page).await;
+                    assert_eq!(status, 404, "page {id}{suffix}");
+                    assert!(!html.contains("alice") && !html.contains("secret-key"));
+                    tried += 1;
+                }
+            }
+        }
+    }
+    // Another order's token opens only that order.
+    let (first, second) = (&orders[0], &orders[1]);
+    let crossed = http
+        .get(format!(
+            "{gateway}/v1/orders/{}?token={}",
+            second.id,
+            first.token.as_deref().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crossed.status(), 404);
+    println!("{tried} stranger reads of order ids, every one 404 with the nonexistent body");
+
+    // The owner reads each order, by query or header, on any gateway: never the key.
+    for order in &orders {
+        let token = order.token.as_deref().unwrap();
+        for gateway in cluster.gateway_urls() {
+            let view = ShopClient::new(vec![gateway.clone()])
+                .order(order.id.0, token)
+                .await
+                .expect("the owner reads the order");
+            assert_eq!(view.order, order.clone().into());
+            let (status, body) = body_of(
+                http.get(format!("{gateway}/v1/orders/{}", order.id))
+                    .header(flashstock_api::ORDER_TOKEN_HEADER, token)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 200);
+            assert!(body.contains("alice@example.com"), "{body}");
+            assert!(
+                !body.contains("secret-key") && !body.contains(token),
+                "{body}"
+            );
+            let (status, html) = body_of(
+                http.get(format!("{gateway}/orders/{}?token={token}", order.id))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 200, "{html}");
+            assert!(html.contains(&format!("#{}", order.id)));
+            assert!(!html.contains("secret-key"));
+        }
     }
 }

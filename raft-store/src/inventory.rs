@@ -231,7 +231,7 @@ fn apply_command(
     }
     let record_key = record_key(command);
     if let Some(record) = state.key_record(&record_key)? {
-        if record.op == command.op {
+        if record.op.same_request(&command.op) {
             return Ok(Outcome::Duplicate(Box::new(record.outcome)));
         }
         return Ok(Outcome::Rejected(Rejection::KeyReused {
@@ -251,6 +251,7 @@ fn apply_command(
             product,
             quantity,
             customer,
+            token,
         } => purchase(
             state,
             meta,
@@ -259,6 +260,7 @@ fn apply_command(
             product,
             *quantity,
             customer.as_deref(),
+            token.as_deref(),
         )?,
         Op::MarkArchived { up_to } => mark_archived(state, meta, order_id, *up_to)?,
     };
@@ -316,6 +318,7 @@ fn restock(state: &mut impl InventoryState, id: &str, quantity: u64) -> Result<O
     Ok(Outcome::Restocked(product))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn purchase(
     state: &mut impl InventoryState,
     meta: &mut InventoryMeta,
@@ -324,6 +327,7 @@ fn purchase(
     id: &str,
     quantity: u32,
     customer: Option<&str>,
+    token: Option<&str>,
 ) -> Result<Outcome, Fault> {
     let Some(mut product) = state.product(id)? else {
         return Ok(unknown_product(id));
@@ -349,6 +353,7 @@ fn purchase(
         price_cents: product.price_cents,
         remaining,
         placed_at_ms: meta.clock_ms,
+        token: token.map(str::to_owned),
     };
     state.put_order(&order);
     meta.orders_placed += 1;

@@ -275,11 +275,13 @@ fn parse_command(tokens: &[String]) -> Result<Command, String> {
             product: product.clone(),
             quantity: number(quantity)?,
             customer: None,
+            token: None,
         },
         ("buy", [_, product, quantity, customer]) => Op::Purchase {
             product: product.clone(),
             quantity: number(quantity)?,
             customer: Some(customer.clone()),
+            token: None,
         },
         ("archive", [_, up_to]) => Op::MarkArchived {
             up_to: order_id(up_to)?,
@@ -405,6 +407,7 @@ impl Runner {
                         product,
                         quantity,
                         customer,
+                        ..
                     },
                     Outcome::Purchased(order),
                 ) => {

@@ -66,6 +66,7 @@ pub fn purchase(key: &str, product: &str, quantity: u32) -> Command {
             product: product.into(),
             quantity,
             customer: None,
+            token: None,
         },
     }
 }
