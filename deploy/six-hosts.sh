@@ -12,7 +12,7 @@
 #   ./deploy/six-hosts.sh exec CMD...        run CMD in the client namespace, e.g.
 #                                            ./deploy/six-hosts.sh exec curl -s http://198.18.0.4:8080/v1/products
 #   ./deploy/six-hosts.sh stockctl ARGS...   stockctl in the client namespace, with the cluster's
-#                                            endpoints, secret, gateways and admin token set
+#                                            endpoints, operator secret, gateways and admin token set
 #   ./deploy/six-hosts.sh down  [--dir DIR]  stop every process, delete the namespaces and DIR
 #
 # The nodes run with the configuration files of a real six-server deployment,
@@ -139,7 +139,8 @@ in_client() { ip netns exec "$PREFIX-client" "$@"; }
 stockctl_env() {
   export STOCKCTL_ENDPOINTS=198.18.0.1:7000,198.18.0.2:7000,198.18.0.3:7000,198.18.0.4:7000,198.18.0.5:7000,198.18.0.6:7000
   export STOCKCTL_GATEWAYS=http://198.18.0.4:8080,http://198.18.0.5:8080,http://198.18.0.6:8080
-  STOCKCTL_SECRET="$(sed -n 's/^secret = "\(.*\)"/\1/p' deploy/six-servers/server-1.toml)"
+  # The operator secret: the configs hold only its digest (operator_secrets), as nodes need no more.
+  STOCKCTL_SECRET=six-servers-operator-secret-change-me
   STOCKCTL_ADMIN_TOKEN="$(sed -n 's/^admin_token = "\(.*\)"/\1/p' deploy/six-servers/server-1.toml)"
   export STOCKCTL_SECRET STOCKCTL_ADMIN_TOKEN
 }

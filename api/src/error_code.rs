@@ -52,7 +52,7 @@ error_codes! {
     // ---- The public API (`/v1`), with the HTTP status the gateway answers them with ----
     /// 400: malformed JSON, wrong types, a value out of range, a missing key: nothing changed.
     InvalidRequest => "invalid_request",
-    /// 401: a missing or wrong cluster secret or admin token: nothing changed.
+    /// 401: a missing or unknown credential or admin token: nothing changed.
     Unauthorized => "unauthorized",
     /// 404: no such route.
     NotFound => "not_found",
@@ -122,6 +122,9 @@ error_codes! {
     ArchiveDisabled => "archive_disabled",
     /// 503: the archive database did not answer.
     ArchiveUnavailable => "archive_unavailable",
+    /// 403: the credential is known, and its role may not make this call (a gateway's on a Raft
+    /// RPC or an admin call, an internal command from anyone but a voter): nothing changed.
+    Forbidden => "forbidden",
 
     // ---- Reported by stockctl itself, before or instead of a call ----
     /// No node reports a leader within the command's timeout.

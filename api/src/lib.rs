@@ -59,17 +59,72 @@ pub enum Op {
         quantity: u32,
         /// The shop's reference of the buyer, if it gave one; kept on the order.
         customer: Option<String>,
+        /// The order's capability ([`Order::token`]), drawn at random by the gateway that took
+        /// the purchase. Not part of what the request is: a retry under the same key carries a
+        /// fresh token and gets the first order, with the first token, back
+        /// ([`Op::same_request`]). `None` from callers of the internal API that read orders
+        /// there; such an order cannot be read through the public API.
+        token: Option<String>,
     },
     /// Every order up to and including `up_to` is in the archive (PostgreSQL): move the archive
     /// cursor there. The orders stay readable until the retention has passed.
     MarkArchived { up_to: OrderId },
 }
 
+impl Op {
+    /// True for the state machine's internal commands, which only voters propose
+    /// ([`Op::MarkArchived`]); false for the public kinds a gateway may forward (purchases, and
+    /// the admin API's product creation and restock). Internal commands keep their idempotency
+    /// records apart from public ones, so no client key can collide with them, and a gateway's
+    /// credential cannot carry them.
+    pub fn is_internal(&self) -> bool {
+        match self {
+            Op::CreateProduct { .. } | Op::Restock { .. } | Op::Purchase { .. } => false,
+            Op::MarkArchived { .. } => true,
+        }
+    }
+
+    /// Whether `self` asks for the same thing as `other`: equal but for a purchase's
+    /// [`Op::Purchase::token`], which each attempt draws afresh. A key recorded for one request
+    /// answers a retry of the same request, and refuses any other as a reused key.
+    pub fn same_request(&self, other: &Op) -> bool {
+        fn without_token(op: &Op) -> std::borrow::Cow<'_, Op> {
+            match op {
+                Op::Purchase {
+                    product,
+                    quantity,
+                    customer,
+                    token: Some(_),
+                } => std::borrow::Cow::Owned(Op::Purchase {
+                    product: product.clone(),
+                    quantity: *quantity,
+                    customer: customer.clone(),
+                    token: None,
+                }),
+                other => std::borrow::Cow::Borrowed(other),
+            }
+        }
+        without_token(self) == without_token(other)
+    }
+
+    /// The kind's name, for logs and refusals: `purchase`, `mark_archived`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateProduct { .. } => "create_product",
+            Op::Restock { .. } => "restock",
+            Op::Purchase { .. } => "purchase",
+            Op::MarkArchived { .. } => "mark_archived",
+        }
+    }
+}
+
 /// One command of a proposal: an operation and the idempotency key that makes retrying it safe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// Chosen by the client; the same key with the same op returns the first outcome, the same key
-    /// with another op is rejected with [`Rejection::KeyReused`].
+    /// with another op is rejected with [`Rejection::KeyReused`]. Keys of internal commands
+    /// ([`Op::is_internal`]) are a namespace of their own: `archive-7` proposed by the archiver
+    /// and `archive-7` sent by a client are two different keys.
     pub key: String,
     pub op: Op,
 }
@@ -242,6 +297,11 @@ pub struct Order {
     pub remaining: u64,
     /// The proposer's time of the entry that placed the order.
     pub placed_at_ms: u64,
+    /// The capability to read the order through the public API: [`ORDER_TOKEN_LEN`] lowercase
+    /// hex digits (128 random bits) the purchase answer returns. `None`: the purchase came
+    /// through the internal API without one, and the public API shows the order to nobody.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// Checks that hold for a command whatever the state is. Used by the state machine (which must
@@ -281,6 +341,7 @@ pub fn validate_command(command: &Command) -> Result<(), String> {
             product,
             quantity,
             customer,
+            token,
         } => {
             validate_product_id(product)?;
             if *quantity == 0 || *quantity > PURCHASE_QUANTITY_LIMIT {
@@ -288,6 +349,9 @@ pub fn validate_command(command: &Command) -> Result<(), String> {
             }
             if let Some(customer) = customer {
                 validate_customer(customer)?;
+            }
+            if let Some(token) = token {
+                validate_order_token(token)?;
             }
         }
         Op::MarkArchived { .. } => {}
@@ -321,6 +385,24 @@ pub fn validate_customer(customer: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "customer must be 1 to {CUSTOMER_LEN_MAX} printable ASCII characters without spaces"
+        ))
+    }
+}
+
+/// Length of an order token: lowercase hex digits of 128 random bits.
+pub const ORDER_TOKEN_LEN: usize = 32;
+
+/// An order token is [`ORDER_TOKEN_LEN`] lowercase hex digits.
+pub fn validate_order_token(token: &str) -> Result<(), String> {
+    let ok = token.len() == ORDER_TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "an order token is {ORDER_TOKEN_LEN} lowercase hex digits"
         ))
     }
 }
@@ -387,7 +469,8 @@ pub struct Page<T> {
     pub items: Vec<T>,
 }
 
-/// Header that carries the cluster secret on internal and admin calls.
+/// Header that carries the caller's credential (a voter's, a gateway's or an operator's secret)
+/// on internal and admin calls.
 pub const SECRET_HEADER: &str = "x-flashstock-secret";
 
 /// A node's view of the cluster, served by `GET /admin/status`.
@@ -677,12 +760,45 @@ pub struct PurchaseResponse {
     pub replayed: bool,
 }
 
-/// Public API: one order and the applied index of the replica that served it.
+/// Public API: one order and the applied index of the replica that served it. Served only to
+/// whoever presents the order's token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
     pub applied_index: u64,
-    pub order: Order,
+    pub order: OrderDetails,
 }
+
+/// Public API: an order as its owner reads it: [`Order`] without the idempotency key (never
+/// shown back) and without the token (the reader has it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDetails {
+    pub id: OrderId,
+    pub product: String,
+    pub quantity: u32,
+    pub customer: Option<String>,
+    pub price_cents: u64,
+    pub remaining: u64,
+    pub placed_at_ms: u64,
+}
+
+impl From<Order> for OrderDetails {
+    fn from(order: Order) -> OrderDetails {
+        OrderDetails {
+            id: order.id,
+            product: order.product,
+            quantity: order.quantity,
+            customer: order.customer,
+            price_cents: order.price_cents,
+            remaining: order.remaining,
+            placed_at_ms: order.placed_at_ms,
+        }
+    }
+}
+
+/// Public API: query parameter, and header, of an order's token on `GET /v1/orders/{id}`.
+pub const ORDER_TOKEN_PARAM: &str = "token";
+/// Public API: header carrying an order's token, the alternative to the query parameter.
+pub const ORDER_TOKEN_HEADER: &str = "x-order-token";
 
 /// Public API: the body of `POST /v1/admin/products`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -750,11 +866,30 @@ mod tests {
                 product: "p".into(),
                 quantity,
                 customer: None,
+                token: None,
             },
         };
         assert!(validate_command(&purchase(1)).is_ok());
         assert!(validate_command(&purchase(0)).is_err());
         assert!(validate_command(&purchase(PURCHASE_QUANTITY_LIMIT + 1)).is_err());
+        assert!(validate_order_token(&"0a".repeat(16)).is_ok());
+        assert!(validate_order_token(&"0A".repeat(16)).is_err());
+        assert!(validate_order_token("0a").is_err());
+    }
+
+    #[test]
+    fn a_purchase_is_the_same_request_whatever_its_token() {
+        let purchase = |token: Option<&str>, quantity| Op::Purchase {
+            product: "p".into(),
+            quantity,
+            customer: None,
+            token: token.map(str::to_owned),
+        };
+        let a = "a".repeat(ORDER_TOKEN_LEN);
+        let b = "b".repeat(ORDER_TOKEN_LEN);
+        assert!(purchase(Some(&a), 1).same_request(&purchase(Some(&b), 1)));
+        assert!(purchase(None, 1).same_request(&purchase(Some(&b), 1)));
+        assert!(!purchase(Some(&a), 1).same_request(&purchase(Some(&a), 2)));
     }
 
     #[test]

@@ -182,8 +182,11 @@ impl ShopClient {
         .await
     }
 
-    pub async fn order(&self, id: u64) -> Result<OrderView, ShopError> {
-        self.read(&format!("/v1/orders/{id}")).await
+    /// An order, shown its token (the purchase answer's `order.token`). Without the right
+    /// token the gateway answers `unknown_order`, as for an order that does not exist.
+    pub async fn order(&self, id: u64, token: &str) -> Result<OrderView, ShopError> {
+        self.read(&format!("/v1/orders/{id}?token={}", segment(token)))
+            .await
     }
 
     /// Buy `quantity` items with a fresh idempotency key.

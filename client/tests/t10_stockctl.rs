@@ -37,7 +37,7 @@ impl Ctl {
         Ctl {
             env: vec![
                 ("STOCKCTL_ENDPOINTS", endpoints.join(",")),
-                ("STOCKCTL_SECRET", cluster.secret.clone()),
+                ("STOCKCTL_SECRET", cluster.operator_secret.clone()),
                 ("STOCKCTL_GATEWAYS", gateways.join(",")),
                 ("STOCKCTL_ADMIN_TOKEN", cluster.admin_token.clone()),
             ],

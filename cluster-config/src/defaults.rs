@@ -155,8 +155,13 @@ pub const ARCHIVE_POOL_SIZE_HIGHEST: usize = ARCHIVE_CLUSTER_CONNECTIONS_MAX / V
 /// Largest `archive.batch_max`.
 pub const ARCHIVE_BATCH_MAX_HIGHEST: usize = 10_000;
 
-/// Fewest characters in `cluster.secret` and `cluster.admin_token`.
+/// Fewest characters in a secret of `cluster.voter_secrets`, `cluster.gateway_secrets`,
+/// `cluster.operator_secrets`, and in `cluster.admin_token`.
 pub const SECRET_CHARS_MIN: usize = 16;
+/// Most entries in one role's credential list: the current one and the one being rolled over,
+/// with room for a second rollover before the first is finished. Each call is checked against
+/// every entry of every list, so the lists stay short.
+pub const CREDENTIALS_PER_ROLE_MAX: usize = 4;
 /// `raft.election_timeout_min_ms` must be at least this many heartbeat intervals.
 pub const ELECTION_TO_HEARTBEAT_RATIO_MIN: u64 = 3;
 /// Shortest `raft.idempotency_window_ms`.

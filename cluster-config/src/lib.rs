@@ -39,6 +39,40 @@ pub use schema::{
 };
 pub use source_range::SourceRange;
 
+/// Prefix of a credential given as its digest in `cluster.*_secrets`.
+pub const DIGEST_PREFIX: &str = "sha256:";
+
+/// The digest form of a secret, as `cluster.*_secrets` accepts it: `"sha256:"` and the
+/// SHA-256 of the secret's UTF-8 bytes in lowercase hex (what `printf %s SECRET | sha256sum`
+/// prints).
+pub fn secret_digest(secret: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    let mut text = String::with_capacity(DIGEST_PREFIX.len() + 64);
+    text.push_str(DIGEST_PREFIX);
+    for byte in digest.iter() {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+/// The 32 bytes of a `"sha256:<64 lowercase hex>"` entry; `None` when `entry` is not one.
+pub fn parse_digest(entry: &str) -> Option<[u8; 32]> {
+    let hex = entry.strip_prefix(DIGEST_PREFIX)?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(bytes)
+}
+
 impl Config {
     /// Parses a TOML document and validates it.
     ///

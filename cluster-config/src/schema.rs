@@ -73,13 +73,33 @@ pub struct NodeSection {
 }
 
 /// `[cluster]`: settings every node of the cluster shares.
+///
+/// Credentials, one list per role, sent in the `x-flashstock-secret` header (see
+/// `docs/ARCHITECTURE.md`, "Credentials"). An entry is a secret (at least
+/// [`SECRET_CHARS_MIN`] characters) or its digest, `"sha256:<64 lowercase hex>"`
+/// ([`crate::secret_digest`]): a node accepts a credential when it matches any
+/// entry of a list, and sends the first entry of its own role's list, which must
+/// be a secret. A gateway faces the internet, so it holds the voters' and the
+/// operators' credentials only as digests: it can check them, never send them.
+/// During a rollover a list holds the new and the old entry (deploy/RUNBOOK.md).
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
-    /// `cluster.secret`: shared secret sent by nodes and operators on internal
-    /// and admin calls. Required, at least
-    /// [`SECRET_CHARS_MIN`] characters.
-    pub secret: String,
+    /// `cluster.voter_secrets`: the voters' credential, for Raft RPCs (which
+    /// gateways, as learners, receive too), replica reads and internal
+    /// commands (the archive cursor). Voters send the first. Required: 1 to
+    /// [`CREDENTIALS_PER_ROLE_MAX`] entries; digests only on gateways.
+    pub voter_secrets: Vec<String>,
+    /// `cluster.gateway_secrets`: the gateways' credential, for forwarding
+    /// public commands (purchases, product creation, restocks), read-index
+    /// calls and status probes. Gateways send the first. Required: 1 to
+    /// [`CREDENTIALS_PER_ROLE_MAX`] entries.
+    pub gateway_secrets: Vec<String>,
+    /// `cluster.operator_secrets`: the operators' credential (stockctl), for
+    /// the admin API (`/admin/*`), replica reads and public commands. No node
+    /// sends it. Required: 1 to [`CREDENTIALS_PER_ROLE_MAX`] entries; digests
+    /// only on gateways.
+    pub operator_secrets: Vec<String>,
     /// `cluster.voters`: the initial voters used by `init`. Optional, default
     /// empty; ids must be unique and at least 1, addresses `"host:port"`.
     /// A voter need not list itself: it may join later as a learner.
@@ -95,8 +115,11 @@ pub struct ClusterSection {
 /// Shows everything but the secrets, so a logged config leaks nothing.
 impl fmt::Debug for ClusterSection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |list: &Vec<String>| format!("[<redacted>; {}]", list.len());
         f.debug_struct("ClusterSection")
-            .field("secret", &"<redacted>")
+            .field("voter_secrets", &redacted(&self.voter_secrets))
+            .field("gateway_secrets", &redacted(&self.gateway_secrets))
+            .field("operator_secrets", &redacted(&self.operator_secrets))
             .field("voters", &self.voters)
             .field(
                 "admin_token",

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use crate::defaults::*;
+use crate::DIGEST_PREFIX;
 use crate::{
     ArchiveSection, ClusterSection, Config, ConfigError, GatewaySection, LimitsSection,
     NodeSection, RaftSection, Role,
@@ -21,7 +22,7 @@ impl Config {
     /// retries, and every node of a cluster is meant to hold the same values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_node(&self.node)?;
-        validate_cluster(&self.cluster)?;
+        validate_cluster(&self.cluster, self.node.role)?;
         validate_raft(&self.raft)?;
         validate_limits(&self.limits)?;
         validate_archive(&self.archive)?;
@@ -153,8 +154,74 @@ fn validate_node(node: &NodeSection) -> Result<(), ConfigError> {
     }
 }
 
-fn validate_cluster(cluster: &ClusterSection) -> Result<(), ConfigError> {
-    secret("cluster.secret", &cluster.secret)?;
+fn validate_cluster(cluster: &ClusterSection, role: Role) -> Result<(), ConfigError> {
+    let lists = [
+        (
+            "cluster.voter_secrets",
+            &cluster.voter_secrets,
+            role == Role::Voter,
+        ),
+        (
+            "cluster.gateway_secrets",
+            &cluster.gateway_secrets,
+            role == Role::Gateway,
+        ),
+        ("cluster.operator_secrets", &cluster.operator_secrets, false),
+    ];
+    // Each accepted credential belongs to one role: a secret listed for two would give whoever
+    // holds it both roles' rights.
+    let mut owners: Vec<(String, &str)> = Vec::new();
+    for (key, list, sent) in lists {
+        if list.is_empty() || list.len() > CREDENTIALS_PER_ROLE_MAX {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "must list 1 to {CREDENTIALS_PER_ROLE_MAX} credentials (got {})",
+                    list.len()
+                ),
+            ));
+        }
+        for (i, entry) in list.iter().enumerate() {
+            let entry_key = format!("{key}[{i}]");
+            let digest = match crate::parse_digest(entry) {
+                Some(_) => entry.clone(),
+                None if entry.starts_with(DIGEST_PREFIX) => {
+                    return Err(ConfigError::invalid(
+                        entry_key,
+                        format!("a digest is \"{DIGEST_PREFIX}\" and 64 lowercase hex digits"),
+                    ))
+                }
+                None => {
+                    secret(&entry_key, entry)?;
+                    crate::secret_digest(entry)
+                }
+            };
+            let is_digest = digest == *entry;
+            if i == 0 && sent && is_digest {
+                return Err(ConfigError::invalid(
+                    entry_key,
+                    "is the credential this node sends: give the secret, not its digest",
+                ));
+            }
+            if role == Role::Gateway && !sent && key != "cluster.gateway_secrets" && !is_digest {
+                return Err(ConfigError::invalid(
+                    entry_key,
+                    format!(
+                        "a gateway faces the internet and must not hold this secret: \
+                         give its digest, \"{DIGEST_PREFIX}\" and the output of \
+                         `printf %s SECRET | sha256sum`"
+                    ),
+                ));
+            }
+            if let Some((_, other)) = owners.iter().find(|(seen, _)| *seen == digest) {
+                return Err(ConfigError::invalid(
+                    entry_key,
+                    format!("is also listed in {other}: every role needs a credential of its own"),
+                ));
+            }
+            owners.push((digest, key));
+        }
+    }
     if let Some(token) = &cluster.admin_token {
         secret("cluster.admin_token", token)?;
     }
@@ -575,6 +642,73 @@ mod tests {
         ] {
             assert_eq!(key_of(host_port("k", bad)), "k", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn credentials_keep_roles_apart_and_gateways_hold_digests() {
+        let cluster = |voter: &str, gateway: &str, operator: &str| ClusterSection {
+            voter_secrets: vec![voter.into()],
+            gateway_secrets: vec![gateway.into()],
+            operator_secrets: vec![operator.into()],
+            voters: Vec::new(),
+            admin_token: None,
+        };
+        let (v, g, o) = (
+            "voter-secret-0123456",
+            "gateway-secret-01234",
+            "operator-secret-0123",
+        );
+        let (vd, od) = (crate::secret_digest(v), crate::secret_digest(o));
+        assert!(validate_cluster(&cluster(v, g, o), Role::Voter).is_ok());
+        assert!(validate_cluster(&cluster(&vd, g, &od), Role::Gateway).is_ok());
+        // A gateway holding the voters' or operators' secret in clear.
+        let err = validate_cluster(&cluster(v, g, &od), Role::Gateway).unwrap_err();
+        assert!(
+            err.to_string().contains("cluster.voter_secrets[0]"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains(v), "the secret leaked: {err}");
+        let err = validate_cluster(&cluster(&vd, g, o), Role::Gateway).unwrap_err();
+        assert!(
+            err.to_string().contains("cluster.operator_secrets[0]"),
+            "{err}"
+        );
+        // The credential a node sends must be the secret.
+        let err = validate_cluster(&cluster(&vd, g, o), Role::Voter).unwrap_err();
+        assert!(
+            err.to_string().contains("cluster.voter_secrets[0]"),
+            "{err}"
+        );
+        // One secret for two roles, in clear or as a digest.
+        let err = validate_cluster(&cluster(v, g, v), Role::Voter).unwrap_err();
+        assert!(err.to_string().contains("cluster.voter_secrets"), "{err}");
+        let err = validate_cluster(&cluster(&vd, g, &vd), Role::Gateway).unwrap_err();
+        assert!(err.to_string().contains("also listed"), "{err}");
+        // Malformed digests and list sizes.
+        let bad = format!("{DIGEST_PREFIX}{}", "Z".repeat(64));
+        let err = validate_cluster(&cluster(v, g, &bad), Role::Voter).unwrap_err();
+        assert!(err.to_string().contains("64 lowercase hex"), "{err}");
+        let mut empty = cluster(v, g, o);
+        empty.operator_secrets.clear();
+        assert!(validate_cluster(&empty, Role::Voter).is_err());
+        let mut long = cluster(v, g, o);
+        long.operator_secrets = (0..=CREDENTIALS_PER_ROLE_MAX)
+            .map(|i| format!("operator-secret-{i:04}"))
+            .collect();
+        assert!(validate_cluster(&long, Role::Voter).is_err());
+    }
+
+    #[test]
+    fn a_digest_is_sha256_in_lowercase_hex() {
+        let digest = crate::secret_digest("abc");
+        assert_eq!(
+            digest,
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(crate::parse_digest(&digest).map(|b| b[0]), Some(0xba));
+        assert_eq!(crate::parse_digest(&digest.to_uppercase()), None);
+        assert_eq!(crate::parse_digest("sha256:ab"), None);
+        assert_eq!(crate::parse_digest("abc"), None);
     }
 
     #[test]

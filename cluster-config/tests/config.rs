@@ -16,7 +16,9 @@ listen = "127.0.0.1:7101"
 data_dir = "/var/lib/flashstock/voter-1"
 
 [cluster]
-secret = "0123456789abcdef"
+voter_secrets = ["voter-secret-0123456789"]
+gateway_secrets = ["gateway-secret-0123456"]
+operator_secrets = ["operator-secret-012345"]
 "#;
 
 /// A valid gateway config with only the required keys.
@@ -28,7 +30,9 @@ listen = "127.0.0.1:7201"
 data_dir = "/var/lib/flashstock/gateway-1"
 
 [cluster]
-secret = "0123456789abcdef"
+voter_secrets = ["sha256:58295b68919cf5c82b0550c6958d2e40adbf7cebddef1c1928491f5f0a691bdf"]
+gateway_secrets = ["gateway-secret-0123456"]
+operator_secrets = ["sha256:2b123ec658349841ed8e58685d0c9c3ab12f2c8d7c484176c3c75f56b2b40e50"]
 
 [gateway]
 public_listen = "127.0.0.1:8081"
@@ -84,7 +88,9 @@ const NODE_KEYS: &str = r#"id = 1
 role = "voter"
 listen = "127.0.0.1:7101"
 data_dir = "/d""#;
-const CLUSTER_KEYS: &str = r#"secret = "0123456789abcdef""#;
+const CLUSTER_KEYS: &str = r#"voter_secrets = ["voter-secret-0123456789"]
+gateway_secrets = ["gateway-secret-0123456"]
+operator_secrets = ["operator-secret-012345"]"#;
 
 // ---- parsing and defaults ----
 
@@ -100,7 +106,7 @@ fn minimal_voter_gets_documented_defaults() {
         config.node.data_dir,
         PathBuf::from("/var/lib/flashstock/voter-1")
     );
-    assert_eq!(config.cluster.secret, "0123456789abcdef");
+    assert_eq!(config.cluster.voter_secrets, ["voter-secret-0123456789"]);
     assert!(config.cluster.voters.is_empty());
     assert_eq!(config.cluster.admin_token, None);
 
@@ -179,7 +185,9 @@ advertise = "gw-7.internal:7207"
 data_dir = "data/gw-7"
 
 [cluster]
-secret = "a-much-longer-shared-secret"
+voter_secrets = ["sha256:f1ee31d59b99e3bdea507677b703c4f061fcd08d1d25ec050473fa587970f1ba"]
+gateway_secrets = ["a-much-longer-gateway-secret", "sha256:d64aa729a30a4c3333993c7283e7e87cac111fd24183477f6b380ec929bc2bb6"]
+operator_secrets = ["sha256:1a9d6c199f32c7a546e8ae0048c361c3752d8fc6a2c1f9f9da718756129cf84b"]
 admin_token = "an-admin-token-of-some-length"
 
 [[cluster.voters]]
@@ -370,7 +378,13 @@ fn debug_output_hides_secrets() {
     let mut config = Config::from_toml_str(MINIMAL_VOTER).unwrap();
     config.cluster.admin_token = Some("zzzz-admin-token-zzzz".into());
     let debug = format!("{config:?}");
-    assert!(!debug.contains("0123456789abcdef"), "{debug}");
+    for secret in [
+        "voter-secret-0123456789",
+        "gateway-secret-0123456",
+        "operator-secret-012345",
+    ] {
+        assert!(!debug.contains(secret), "{debug}");
+    }
     assert!(!debug.contains("zzzz-admin-token-zzzz"), "{debug}");
 }
 
@@ -459,8 +473,9 @@ fn node_rules() {
 
 #[test]
 fn cluster_rules() {
-    let (key, text) = invalid(&voter_tables(NODE_KEYS, r#"secret = "short""#));
-    assert_eq!(key, "cluster.secret");
+    let short = CLUSTER_KEYS.replace("voter-secret-0123456789", "short");
+    let (key, text) = invalid(&voter_tables(NODE_KEYS, &short));
+    assert_eq!(key, "cluster.voter_secrets[0]");
     assert!(text.contains("16"), "{text}");
     assert!(!text.contains("short"), "the secret leaked: {text}");
 
@@ -762,12 +777,33 @@ fn local_configs_form_one_cluster() {
     let configs: Vec<Config> = files.iter().map(|f| Config::load(f).unwrap()).collect();
     assert_eq!(configs.len(), 6, "{files:?}");
 
-    let first = &configs[0].cluster;
+    // The same [cluster] everywhere, but for which credentials a node holds in clear: every node
+    // accepts the same credentials.
+    let accepted = |config: &Config| {
+        let digests = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .map(|entry| match cluster_config::parse_digest(entry) {
+                    Some(_) => entry.clone(),
+                    None => cluster_config::secret_digest(entry),
+                })
+                .collect()
+        };
+        let cluster = &config.cluster;
+        (
+            digests(&cluster.voter_secrets),
+            digests(&cluster.gateway_secrets),
+            digests(&cluster.operator_secrets),
+            cluster.voters.clone(),
+            cluster.admin_token.clone(),
+        )
+    };
+    let first = accepted(&configs[0]);
     let mut ids = HashSet::new();
     let mut addrs = HashSet::new();
     for config in &configs {
         assert_eq!(
-            &config.cluster, first,
+            accepted(config),
+            first,
             "[cluster] differs between local configs"
         );
         assert!(
@@ -800,7 +836,7 @@ fn local_configs_form_one_cluster() {
             addr: voter.advertise_addr(),
         };
         assert!(
-            first.voters.contains(&listed),
+            configs[0].cluster.voters.contains(&listed),
             "{listed:?} not in cluster.voters"
         );
     }

@@ -67,7 +67,13 @@ pub struct LocalCluster {
     binary: PathBuf,
     pub dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
-    pub secret: String,
+    /// The voters' credential (Raft RPCs, internal commands); in `dir/voter-secret`.
+    pub voter_secret: String,
+    /// The gateways' credential (forwarding public commands); in `dir/gateway-secret`.
+    pub gateway_secret: String,
+    /// The operators' credential (the admin API, what stockctl sends); in
+    /// `dir/operator-secret`.
+    pub operator_secret: String,
     /// The bearer token of the public admin API.
     pub admin_token: String,
     pub nodes: BTreeMap<u64, LocalNode>,
@@ -171,7 +177,19 @@ impl LocalCluster {
         tweak: impl Fn(&mut Config),
     ) -> Result<LocalCluster, Error> {
         std::fs::create_dir_all(dir)?;
-        let secret = cluster_secret(dir)?;
+        if dir.join("cluster-secret").exists() {
+            // Its configs hold the one `cluster.secret` that role credentials replaced.
+            return Err(Error::Io(std::io::Error::other(format!(
+                "{} was laid out with one cluster secret, before credentials per role: \
+                 delete it to lay out a new cluster there",
+                dir.display()
+            ))));
+        }
+        let secrets = Secrets {
+            voter: role_secret(dir, "voter")?,
+            gateway: role_secret(dir, "gateway")?,
+            operator: role_secret(dir, "operator")?,
+        };
         let ids: Vec<(u64, Role)> = (1..=layout.voters)
             .map(|i| (i, Role::Voter))
             .chain((1..=layout.gateways).map(|i| (100 + i, Role::Gateway)))
@@ -183,7 +201,7 @@ impl LocalCluster {
             let config_path = dir.join(format!("node-{id}.toml"));
             let text = match std::fs::read_to_string(&config_path) {
                 Ok(existing) => existing,
-                Err(_) => default_config_text(*id, *role, dir, &secret, &network)?,
+                Err(_) => default_config_text(*id, *role, dir, &secrets, &network)?,
             };
             let config = Config::from_toml_str(&text)?;
             if *role == Role::Voter {
@@ -224,8 +242,10 @@ impl LocalCluster {
             binary: binary.to_owned(),
             dir: dir.to_owned(),
             _temp: None,
-            admin_token: format!("{secret}-admin"),
-            secret,
+            admin_token: admin_token(&secrets),
+            voter_secret: secrets.voter,
+            gateway_secret: secrets.gateway,
+            operator_secret: secrets.operator,
             nodes,
             network,
             http: reqwest::Client::new(),
@@ -252,10 +272,17 @@ impl LocalCluster {
         self.nodes[&id].addr.to_string()
     }
 
-    /// A client of the voters' internal API.
+    /// A client of the voters' internal API, with the operator credential (what stockctl
+    /// sends): admin calls, replica reads and public commands.
     pub fn voter_client(&self) -> VoterClient {
+        self.voter_client_with(&self.operator_secret)
+    }
+
+    /// A client of the voters' internal API that sends `secret` (e.g. a gateway's, to check
+    /// what that role may do).
+    pub fn voter_client_with(&self, secret: &str) -> VoterClient {
         let endpoints = self.voter_ids().iter().map(|id| self.addr(*id)).collect();
-        VoterClient::new(endpoints, &self.secret, Duration::from_secs(10))
+        VoterClient::new(endpoints, secret, Duration::from_secs(10))
     }
 
     /// A gateway's public base URL, e.g. `http://127.0.0.101:8081`.
@@ -556,20 +583,33 @@ fn signal(pid: u32, signal: Signal) -> Result<(), Error> {
     Ok(flashstock_host::signal(pid, signal)?)
 }
 
-/// The cluster secret kept in `dir/cluster-secret`, made up and written there the first time.
-fn cluster_secret(dir: &Path) -> Result<String, Error> {
-    let secret_path = dir.join("cluster-secret");
+/// The credential of each role.
+struct Secrets {
+    voter: String,
+    gateway: String,
+    operator: String,
+}
+
+/// The secret of `role` kept in `dir/ROLE-secret`, made up and written there the first time.
+fn role_secret(dir: &Path, role: &str) -> Result<String, Error> {
+    let secret_path = dir.join(format!("{role}-secret"));
     if let Ok(secret) = std::fs::read_to_string(&secret_path) {
         return Ok(secret.trim().to_owned());
     }
     let secret = format!(
-        "local-{}-{}",
+        "local-{role}-{}-{}",
         std::process::id(),
         free_port(Ipv4Addr::LOCALHOST)?
     );
-    let secret = format!("{secret:0<24}");
+    let secret = format!("{secret:0<32}");
     std::fs::write(&secret_path, &secret)?;
     Ok(secret)
+}
+
+/// The public admin API's bearer token: derived from the operator secret, so a rerun in the
+/// same directory keeps it.
+fn admin_token(secrets: &Secrets) -> String {
+    format!("{}-admin", secrets.operator)
 }
 
 /// The loopback address of node `id`: `127.0.0.<id>`.
@@ -583,7 +623,7 @@ fn default_config_text(
     id: u64,
     role: Role,
     dir: &Path,
-    secret: &str,
+    secrets: &Secrets,
     network: &NodeNetwork,
 ) -> Result<String, Error> {
     let ip = network.ip(id);
@@ -608,8 +648,17 @@ fn default_config_text(
             ),
         ),
     };
+    // Each node holds in clear only the credential it sends; the others as digests.
+    let digest = cluster_config::secret_digest;
+    let (voter, gateway_secret) = match role {
+        Role::Voter => (secrets.voter.clone(), digest(&secrets.gateway)),
+        Role::Gateway => (digest(&secrets.voter), secrets.gateway.clone()),
+    };
+    let operator = digest(&secrets.operator);
+    let token = admin_token(secrets);
     Ok(format!(
         "[node]\nid = {id}\nrole = \"{role_name}\"\nlisten = \"{listen}\"\ndata_dir = {data_dir:?}\n\n\
-         [cluster]\nsecret = \"{secret}\"\nadmin_token = \"{secret}-admin\"\n{gateway}"
+         [cluster]\nvoter_secrets = [\"{voter}\"]\ngateway_secrets = [\"{gateway_secret}\"]\n\
+         operator_secrets = [\"{operator}\"]\nadmin_token = \"{token}\"\n{gateway}"
     ))
 }

@@ -164,6 +164,7 @@ mod tests {
             price_cents: 100,
             remaining: 0,
             placed_at_ms: 5,
+            token: None,
         }
     }
 

@@ -765,6 +765,7 @@ mod tests {
             price_cents: 1000,
             remaining: 0,
             placed_at_ms: 0,
+            token: None,
         }
     }
 

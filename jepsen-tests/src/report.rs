@@ -367,6 +367,7 @@ mod tests {
                     price_cents: 0,
                     remaining: 0,
                     placed_at_ms: 0,
+                    token: None,
                 },
                 replayed: false,
             },

@@ -324,6 +324,7 @@ mod tests {
                 price_cents: 100,
                 remaining: 1,
                 placed_at_ms: 0,
+                token: None,
                 customer: None,
             },
             replayed: false,

@@ -184,6 +184,7 @@ fn purchase(key: String) -> Command {
             product: PRODUCT.into(),
             quantity: 1,
             customer: None,
+            token: None,
         },
     }
 }
@@ -369,7 +370,11 @@ async fn start(settings: Settings) -> Result<Bench, Box<dyn std::error::Error>> 
         cluster.dir.display()
     );
     // Every write goes to the leader alone: no redirection, no other voter's endpoint.
-    let client = VoterClient::new(vec![leader_addr.clone()], &cluster.secret, WRITE_TIMEOUT);
+    let client = VoterClient::new(
+        vec![leader_addr.clone()],
+        &cluster.operator_secret,
+        WRITE_TIMEOUT,
+    );
     Ok(Bench {
         _cluster: cluster,
         _postgres: postgres,

@@ -163,7 +163,9 @@
         attempt = null;
         const order = body.order;
         stock(order.remaining, orderLogIndex(order.id));
-        say('confirmed', 'Confirmed: ', link(`/orders/${order.id}`, `order #${order.id}`),
+        // The order page is private: its link carries the order's token.
+        const orderUrl = `/orders/${order.id}?token=${encodeURIComponent(order.token || '')}`;
+        say('confirmed', 'Confirmed: ', link(orderUrl, `order #${order.id}`),
           ` for ${order.quantity} × ${name}.`);
       } else if (response && response.status === 409 && code === 'insufficient_stock') {
         attempt = null;

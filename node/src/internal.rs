@@ -1,25 +1,28 @@
 //! The internal listener: Raft RPCs, the write endpoint, replica reads and the admin API.
 //!
-//! Every route but `GET /health` and `GET /metrics` requires the cluster secret in the
-//! `x-flashstock-secret` header; without it the request is refused with 401 and changes nothing. Raft RPCs and writes
-//! carry bincode bodies; admin and reads speak JSON, with errors as
-//! [`flashstock_api::ErrorBody`] ([`ApiError`]).
+//! Every route but `GET /health`, `GET /ready` and `GET /metrics` requires a credential in the
+//! `x-flashstock-secret` header, and each group of routes admits only some roles ([`crate::auth`]
+//! has the table): an unknown secret is refused with 401 `unauthorized`, a known one outside
+//! the route's roles with 403 `forbidden`, and neither changes anything. A gateway's or an
+//! operator's credential may write only the public command kinds. Raft RPCs and writes carry
+//! bincode bodies; admin and reads speak JSON, with errors as [`flashstock_api::ErrorBody`]
+//! ([`ApiError`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use flashstock_api::{
     AddLearnerRequest, ArchiveReport, ArchiveReportQuery, ArchiveStatus, ChangeMembershipRequest,
     ErrorCode, InitRequest, MembershipChanged, NodeAddr, NodeRole, NodeStatus, Order, OrderId,
     Page, PeerReplication, Product, RaftState, ReadIndexResponse, RemoveLearnerRequest,
-    WriteRequest, SECRET_HEADER,
+    WriteRequest,
 };
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
@@ -31,6 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::api_error::{error, ApiError};
+use crate::auth::{self, Caller};
 use crate::membership::{self, Refusal};
 use crate::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::NodeState;
@@ -71,32 +75,48 @@ const _: () = assert!(
         <= cluster_config::defaults::ADMIN_CALL_WAIT_MS_MAX as u128
 );
 
+/// Who may call each group of routes (the table in [`crate::auth`]).
+const VOTERS: &[Caller] = &[Caller::Voter];
+const EVERY_ROLE: &[Caller] = &[Caller::Voter, Caller::Gateway, Caller::Operator];
+const READERS: &[Caller] = &[Caller::Voter, Caller::Operator];
+const OPERATORS: &[Caller] = &[Caller::Operator];
+
 pub fn router(state: AppState) -> Router {
     let body_bytes_max = state.config.limits.body_bytes_max;
+    let permit = |allowed: &'static [Caller]| middleware::from_fn_with_state(allowed, auth::permit);
     let raft = Router::new()
         .route(APPEND_PATH, post(append))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(install_snapshot))
+        .route_layer(permit(VOTERS))
         .layer(DefaultBodyLimit::max(raft_body_bytes_max(body_bytes_max)));
-    let api = Router::new()
+    let every_role = Router::new()
         .route("/internal/write", post(write))
         .route("/internal/read-index", post(read_index))
+        .route("/admin/status", get(status))
+        .route_layer(permit(EVERY_ROLE));
+    let reads = Router::new()
         .route("/internal/products", get(list_products))
         .route("/internal/products/{id}", get(get_product))
         .route("/internal/orders", get(list_orders))
         .route("/internal/orders/{id}", get(get_order))
-        .route("/admin/status", get(status))
+        .route_layer(permit(READERS));
+    let admin = Router::new()
         .route("/admin/init", post(init))
         .route("/admin/add-learner", post(add_learner))
         .route("/admin/change-membership", post(change_membership))
         .route("/admin/remove-learner", post(remove_learner))
         .route("/admin/snapshot", post(snapshot))
         .route("/admin/archive/report", get(archive_report))
+        .route_layer(permit(OPERATORS));
+    let api = every_role
+        .merge(reads)
+        .merge(admin)
         .layer(DefaultBodyLimit::max(body_bytes_max));
     raft.merge(api)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_secret,
+            state.credentials.clone(),
+            auth::authenticate,
         ))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
@@ -153,27 +173,6 @@ pub(crate) async fn committed_index(state: &NodeState) -> Option<u64> {
         .with_raft_state(|raft| raft.committed.map_or(0, |id| id.index))
         .await
         .ok()
-}
-
-/// Refuse any request without the cluster secret, before it reaches a handler.
-async fn require_secret(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    let given = headers
-        .get(SECRET_HEADER)
-        .map(|value| value.as_bytes())
-        .unwrap_or_default();
-    if !constant_time_eq(given, state.config.cluster.secret.as_bytes()) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            format!("missing or wrong {SECRET_HEADER} header"),
-        );
-    }
-    next.run(request).await
 }
 
 /// Compare secrets in time that does not depend on where they differ.
@@ -234,9 +233,24 @@ async fn install_snapshot(
     bincode_response(&state.raft.install_snapshot(request).await)
 }
 
-/// Propose a batch of commands as one entry. Always answers 200 with a bincode
-/// [`flashstock_api::WriteResponse`] once the body decodes: its variant carries the semantics.
-async fn write(State(state): State<AppState>, Bincode(request): Bincode<WriteRequest>) -> Response {
+/// Propose a batch of commands as one entry. Answers 200 with a bincode
+/// [`flashstock_api::WriteResponse`] once the body decodes (its variant carries the semantics),
+/// but 403 `forbidden`, with nothing proposed, when a caller other than a voter sends an
+/// internal command ([`flashstock_api::Op::is_internal`]): only voters move the archive cursor.
+async fn write(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Bincode(request): Bincode<WriteRequest>,
+) -> Response {
+    if caller != Caller::Voter {
+        if let Some(command) = request.commands.iter().find(|c| c.op.is_internal()) {
+            return auth::forbidden(format!(
+                "a {} credential may not propose {} commands: only voters propose internal commands",
+                caller.as_str(),
+                command.op.kind()
+            ));
+        }
+    }
     bincode_response(&state.propose(request.commands).await)
 }
 
@@ -719,6 +733,7 @@ mod tests {
                 product: format!("p-{i:0>60}"),
                 quantity: 1,
                 customer: Some("c".repeat(64)),
+                token: None,
             },
         };
         let mut commands = Vec::new();

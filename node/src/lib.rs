@@ -10,7 +10,9 @@
 //! - [`api_error`]: the error answer of every JSON endpoint, with a stable code.
 //! - [`network`]: Raft RPCs to peers (reqwest, bincode, persistent connections).
 //! - [`internal`]: the internal listener's routes: Raft RPCs, admin, writes, replica reads. Every
-//!   route but `/health` and `/metrics` requires the cluster secret.
+//!   route but `/health`, `/ready` and `/metrics` requires a credential of a role it admits.
+//! - [`auth`]: the credentials of the three roles (voter, gateway, operator) and which routes
+//!   each may call.
 //! - [`proposer`]: turns a batch of commands into one proposal and keeps "rejected, definitely not
 //!   applied" apart from "outcome unknown" in every answer.
 //! - [`gateway`]: the public API of the gateway role, its write forwarder and event stream.
@@ -29,6 +31,7 @@
 
 pub mod api_error;
 pub mod archive;
+pub mod auth;
 pub mod cli;
 pub mod gateway;
 pub mod internal;
@@ -72,6 +75,8 @@ impl UnsafeFaults {
 pub struct NodeState {
     pub id: NodeId,
     pub config: Config,
+    /// The credentials this node accepts, and the one it sends.
+    pub credentials: Arc<auth::Credentials>,
     pub raft: Raft,
     pub reader: StateReader,
     pub metrics: Arc<metrics::Metrics>,
@@ -156,9 +161,11 @@ pub async fn run_with_faults(
         );
     }
     let archive = open_archive(&config)?;
-    let (raft, reader) = start_raft(&config).await?;
+    let credentials = Arc::new(auth::Credentials::new(&config.cluster, config.node.role));
+    let (raft, reader) = start_raft(&config, credentials.own_secret().clone()).await?;
     let state = Arc::new(NodeState {
         id,
+        credentials,
         metrics: Arc::new(metrics::Metrics::new(id)),
         config,
         raft: raft.clone(),
@@ -252,7 +259,8 @@ fn open_archive(config: &Config) -> Result<Option<Arc<archive::Archive>>, StartE
 }
 
 /// Open the store and start Raft on it.
-async fn start_raft(config: &Config) -> Result<(Raft, StateReader), StartError> {
+/// `secret`: what this node sends on Raft RPCs (its own role's credential).
+async fn start_raft(config: &Config, secret: Arc<str>) -> Result<(Raft, StateReader), StartError> {
     let db_path = config.node.data_dir.join("db");
     let (log_store, state_machine) = raft_store::open(&db_path).map_err(|e| StartError::Store {
         path: db_path.display().to_string(),
@@ -260,7 +268,7 @@ async fn start_raft(config: &Config) -> Result<(Raft, StateReader), StartError> 
     })?;
     let reader = state_machine.reader();
     let network = network::Network::new(
-        &config.cluster.secret,
+        secret,
         Duration::from_millis(config.raft.rpc_timeout_ms),
         config.source_ip(),
     );

@@ -1,5 +1,6 @@
 //! Raft's network: append, vote and snapshot RPCs sent with reqwest over persistent HTTP/1.1
-//! connections, bodies in bincode, each carrying the cluster secret.
+//! connections, bodies in bincode, each carrying this node's credential (a voter's: only voters
+//! send Raft RPCs, and every node admits only the voter credential on them).
 //!
 //! Error mapping, as openraft expects it: a connection that cannot be made is `Unreachable`
 //! (openraft backs off before the next try); any other transport failure is `Network` (it retries
@@ -38,7 +39,7 @@ pub struct Network {
 impl Network {
     /// `local_ip`: the address outgoing connections leave from (the node's own listen address),
     /// so that peers and fault injectors can tell nodes apart by address.
-    pub fn new(secret: &str, connect_timeout: Duration, local_ip: Option<IpAddr>) -> Network {
+    pub fn new(secret: Arc<str>, connect_timeout: Duration, local_ip: Option<IpAddr>) -> Network {
         let http = reqwest::Client::builder()
             .local_address(local_ip)
             .connect_timeout(connect_timeout)
@@ -46,10 +47,7 @@ impl Network {
             .pool_idle_timeout(flashstock_client::POOL_IDLE_TIMEOUT)
             .build()
             .expect("an HTTP client without TLS always builds");
-        Network {
-            http,
-            secret: secret.into(),
-        }
+        Network { http, secret }
     }
 }
 

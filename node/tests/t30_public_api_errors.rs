@@ -454,7 +454,7 @@ async fn a_full_queue_sheds_load_and_applies_nothing_it_shed() {
     assert!(orders.iter().all(|o| !shed.contains(&o.key)));
 }
 
-/// Internal and admin endpoints refuse calls without the cluster secret, and change nothing.
+/// Internal and admin endpoints refuse calls without a known credential, and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn internal_endpoints_require_the_cluster_secret() {
     let cluster = six_nodes(|_| {}).await;

@@ -466,7 +466,9 @@ listen = "127.0.0.1:1"
 data_dir = "{}"
 
 [cluster]
-secret = "a-secret-of-enough-length"
+voter_secrets = ["a-voter-secret-of-enough-length"]
+gateway_secrets = ["a-gateway-secret-of-enough-length"]
+operator_secrets = ["an-operator-secret-of-enough-length"]
 
 [archive]
 postgres_url = "postgres://archiver@127.0.0.1:5432/shop"

@@ -143,18 +143,20 @@ async fn buying_on_a_product_page_confirms_with_the_order_number_and_lowers_the_
     save_screenshot(&browser, "product-phone.png").await;
     browser.set_window_size(1280, 1000).await;
 
-    // The confirmation links to the order's page.
-    let order_id = browser
+    // The confirmation links to the order's page, with the order's token: the page is private.
+    let link = browser
         .attribute("#result a", "href")
         .await
         .expect("a link to the order");
-    assert!(confirmed.contains(order_id.trim_start_matches("/orders/")));
+    let (order_id, token) = link
+        .trim_start_matches("/orders/")
+        .split_once("?token=")
+        .expect("the link carries the order's token");
+    assert_eq!(token.len(), flashstock_api::ORDER_TOKEN_LEN, "{link}");
+    assert!(confirmed.contains(order_id));
     browser.click("#result a").await;
     let title = browser.wait_text("h1", |t| t.starts_with("Order")).await;
-    assert_eq!(
-        title,
-        format!("Order #{}", order_id.trim_start_matches("/orders/"))
-    );
+    assert_eq!(title, format!("Order #{order_id}"));
     assert_eq!(browser.text("#order-quantity").await.as_deref(), Some("2"));
     assert_eq!(
         browser.text("#order-total").await.as_deref(),
@@ -162,8 +164,10 @@ async fn buying_on_a_product_page_confirms_with_the_order_number_and_lowers_the_
     );
     save_screenshot(&browser, "order.png").await;
 
-    // An unknown order: a friendly page.
+    // An unknown order: a friendly page. The same for this order without its token.
     browser.goto(&format!("{base}/orders/4242")).await;
+    browser.wait_text("h1", |t| t == "No such order").await;
+    browser.goto(&format!("{base}/orders/{order_id}")).await;
     browser.wait_text("h1", |t| t == "No such order").await;
     browser.close().await;
 }

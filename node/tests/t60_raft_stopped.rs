@@ -54,7 +54,7 @@ async fn a_stopped_raft_core_is_reported_and_the_node_exits_non_zero() {
     };
     let sent = http
         .post(format!("http://{addr}/raft/append"))
-        .header(SECRET_HEADER, &cluster.secret)
+        .header(SECRET_HEADER, &cluster.voter_secret)
         .body(bincode::serialize(&request).unwrap())
         .send()
         .await;

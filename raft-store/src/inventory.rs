@@ -11,6 +11,7 @@
 //! database that becomes one `WriteBatch` per entry; [`MemState`] implements it in memory for the
 //! scenario tests.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use flashstock_api::{
@@ -28,6 +29,23 @@ pub const ORDERS_DROPPED_PER_ENTRY_MIN: usize = 64;
 /// Most orders one [`Op::MarkArchived`] may move the cursor over. The archiver writes far smaller
 /// batches; the bound keeps the work of one apply small whatever an entry says.
 pub const ORDERS_ARCHIVED_PER_COMMAND_MAX: usize = 100_000;
+
+/// Prefix of the idempotency records of internal commands ([`Op::is_internal`]: the archive
+/// cursor), in front of their key. Public keys are printable ASCII, checked before any record is
+/// read or written ([`validate_command`]), so a public key never starts with NUL: whatever key
+/// a client sends (`archive-<next order id>` included), it cannot reach, block or replay an
+/// internal command's record.
+pub const INTERNAL_KEY_PREFIX: &str = "\0internal/";
+
+/// The key a command's idempotency record is stored under: its own key for the public kinds,
+/// [`INTERNAL_KEY_PREFIX`] and its key for internal commands.
+pub fn record_key(command: &Command) -> Cow<'_, str> {
+    if command.op.is_internal() {
+        Cow::Owned(format!("{INTERNAL_KEY_PREFIX}{}", command.key))
+    } else {
+        Cow::Borrowed(&command.key)
+    }
+}
 
 /// What the state machine remembers of a command, under its idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,8 +229,9 @@ fn apply_command(
         // same command gets the same answer anyway.
         return Ok(Outcome::Rejected(Rejection::Invalid { reason }));
     }
-    if let Some(record) = state.key_record(&command.key)? {
-        if record.op == command.op {
+    let record_key = record_key(command);
+    if let Some(record) = state.key_record(&record_key)? {
+        if record.op.same_request(&command.op) {
             return Ok(Outcome::Duplicate(Box::new(record.outcome)));
         }
         return Ok(Outcome::Rejected(Rejection::KeyReused {
@@ -232,6 +251,7 @@ fn apply_command(
             product,
             quantity,
             customer,
+            token,
         } => purchase(
             state,
             meta,
@@ -240,6 +260,7 @@ fn apply_command(
             product,
             *quantity,
             customer.as_deref(),
+            token.as_deref(),
         )?,
         Op::MarkArchived { up_to } => mark_archived(state, meta, order_id, *up_to)?,
     };
@@ -248,7 +269,7 @@ fn apply_command(
         outcome: outcome.clone(),
         recorded_at_ms: meta.clock_ms,
     };
-    state.put_key_record(&command.key, &record);
+    state.put_key_record(&record_key, &record);
     Ok(outcome)
 }
 
@@ -297,6 +318,7 @@ fn restock(state: &mut impl InventoryState, id: &str, quantity: u64) -> Result<O
     Ok(Outcome::Restocked(product))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn purchase(
     state: &mut impl InventoryState,
     meta: &mut InventoryMeta,
@@ -305,6 +327,7 @@ fn purchase(
     id: &str,
     quantity: u32,
     customer: Option<&str>,
+    token: Option<&str>,
 ) -> Result<Outcome, Fault> {
     let Some(mut product) = state.product(id)? else {
         return Ok(unknown_product(id));
@@ -330,6 +353,7 @@ fn purchase(
         price_cents: product.price_cents,
         remaining,
         placed_at_ms: meta.clock_ms,
+        token: token.map(str::to_owned),
     };
     state.put_order(&order);
     meta.orders_placed += 1;

@@ -21,6 +21,7 @@ fn purchase(key: &str, product: &str, quantity: u32) -> Command {
             product: product.into(),
             quantity,
             customer: None,
+            token: None,
         },
     )
 }

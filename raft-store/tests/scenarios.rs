@@ -46,7 +46,7 @@ use std::path::Path;
 use std::{fs, iter};
 
 use flashstock_api::{Command, Op, Order, OrderId, Outcome, Product, Proposal, Rejection};
-use raft_store::inventory::{apply_proposal, MemState};
+use raft_store::inventory::{apply_proposal, record_key, MemState};
 
 /// Fewer scripts than this means the directory was not found or emptied: fail, don't pass.
 const MIN_SCRIPTS: usize = 5;
@@ -275,11 +275,13 @@ fn parse_command(tokens: &[String]) -> Result<Command, String> {
             product: product.clone(),
             quantity: number(quantity)?,
             customer: None,
+            token: None,
         },
         ("buy", [_, product, quantity, customer]) => Op::Purchase {
             product: product.clone(),
             quantity: number(quantity)?,
             customer: Some(customer.clone()),
+            token: None,
         },
         ("archive", [_, up_to]) => Op::MarkArchived {
             up_to: order_id(up_to)?,
@@ -376,7 +378,7 @@ impl Runner {
             let recorded = self
                 .state
                 .keys
-                .get(&command.key)
+                .get(&*record_key(command))
                 .map(|record| &record.outcome);
             match outcome {
                 Outcome::Duplicate(first) => assert_eq!(
@@ -405,6 +407,7 @@ impl Runner {
                         product,
                         quantity,
                         customer,
+                        ..
                     },
                     Outcome::Purchased(order),
                 ) => {

@@ -42,7 +42,7 @@ fn print_addresses(cluster: &LocalCluster) {
         println!("  gateway {id}  {}/v1/products", cluster.public_url(*id));
     }
     println!();
-    println!("Internal addresses (Raft, admin API; calls need the cluster secret):");
+    println!("Internal addresses (Raft, admin API; calls need a role's credential):");
     for (id, node) in &cluster.nodes {
         println!(
             "  {:<7} {id:<3}  {:<21}  log {}",
@@ -53,12 +53,13 @@ fn print_addresses(cluster: &LocalCluster) {
     }
 }
 
-/// The cluster secret, the admin token and the archive's database.
+/// The operator credential, the admin token and the archive's database. The voters' and the
+/// gateways' credentials stay in their files: only nodes send them.
 fn print_credentials(cluster: &LocalCluster, admin_token: Option<&str>, archive: Option<&str>) {
     let dir = cluster.dir.display();
     println!(
-        "Cluster secret:  {}   (in {dir}/cluster-secret)",
-        cluster.secret
+        "Operator secret: {}   (in {dir}/operator-secret; nodes' own in {dir}/voter-secret, {dir}/gateway-secret)",
+        cluster.operator_secret
     );
     match admin_token {
         Some(token) => println!(
@@ -101,7 +102,7 @@ fn print_commands(cluster: &LocalCluster, admin_token: Option<&str>) {
         cluster.public_url(gateways[gateways.len() - 1])
     );
     let stockctl = "cargo run --release -q -p flashstock-client --bin stockctl --";
-    let secret = format!("--secret \"$(cat {dir}/cluster-secret)\"");
+    let secret = format!("--secret \"$(cat {dir}/operator-secret)\"");
     println!("  {stockctl} --endpoints {endpoints} {secret} cluster status");
     let token = match admin_token {
         Some(_) => format!(" --admin-token \"$(cat {dir}/admin-token)\""),

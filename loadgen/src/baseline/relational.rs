@@ -344,6 +344,7 @@ async fn buy(
         price_cents: price_cents as u64,
         remaining: remaining as u64,
         placed_at_ms: placed_at_ms as u64,
+        token: None,
     };
     Ok(Json(PurchaseResponse {
         order,
@@ -372,6 +373,7 @@ async fn replay(
         price_cents: row.get::<_, i64>(3) as u64,
         remaining: row.get::<_, i64>(4) as u64,
         placed_at_ms: row.get::<_, i64>(5) as u64,
+        token: None,
     };
     Ok(Json(PurchaseResponse {
         order,

@@ -88,7 +88,7 @@ impl Gateway {
             .collect();
         let voters = VoterClient::new(
             endpoints,
-            &config.cluster.secret,
+            node.credentials.own_secret(),
             std::time::Duration::from_millis(config.gateway.forward_attempt_timeout_ms),
         )
         .with_local_address(config.source_ip());

@@ -2,7 +2,7 @@
 //! JSON at `GET /v1/ops/cluster` and drawn by the `/ops` page.
 //!
 //! **Cluster.** The gateway asks every member of the Raft membership it knows (voters and
-//! learners, from its own Raft metrics) for `/admin/status`, with the cluster secret and a short
+//! learners, from its own Raft metrics) for `/admin/status`, with the gateway credential and a short
 //! timeout ([`PROBE_TIMEOUT`]); a member that does not answer in time is reported down. One probe
 //! round serves every viewer for [`PROBE_FRESH`]: concurrent requests wait for the round in
 //! flight instead of starting their own, so the probes cost the same for one viewer or a hundred.
@@ -172,7 +172,7 @@ impl Ops {
     /// Start the sampler, which runs until `stopping` turns true.
     pub fn start(node: &Arc<NodeState>, stopping: watch::Receiver<bool>) -> Ops {
         let config = &node.config;
-        let probes = VoterClient::new(Vec::new(), &config.cluster.secret, PROBE_TIMEOUT)
+        let probes = VoterClient::new(Vec::new(), node.credentials.own_secret(), PROBE_TIMEOUT)
             .with_local_address(config.source_ip());
         let history = Arc::new(Mutex::new(VecDeque::with_capacity(HISTORY_SECONDS)));
         tokio::spawn(sample(node.clone(), history.clone(), stopping));

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | 400 | `invalid_request` | malformed JSON, wrong types, bad quantity or id, missing key: nothing changed |
 //! | 401 | `unauthorized` | admin call without the right bearer token, refused before its body is read: nothing changed |
-//! | 404 | `unknown_product`, `unknown_order`, `not_found` | no such record or route |
+//! | 404 | `unknown_product`, `unknown_order`, `not_found` | no such record or route; an order without its token |
 //! | 409 | `insufficient_stock`, `product_exists` | committed rejection: nothing changed |
 //! | 405 | `method_not_allowed` | the route exists, not with that method |
 //! | 408 | `request_timeout` | the body did not arrive within `limits.body_read_timeout_ms` |
@@ -27,8 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{middleware, Json, Router};
 use flashstock_api::{
-    validate_command, validate_product_id, Command, CreateProductRequest, ErrorCode, Op, OrderId,
-    OrderView, Outcome, ProductChanged, ProductList, ProductView, PurchaseRequest,
+    validate_command, validate_product_id, Command, CreateProductRequest, ErrorCode, Op, Order,
+    OrderId, OrderView, Outcome, ProductChanged, ProductList, ProductView, PurchaseRequest,
     PurchaseResponse, Rejection, RestockRequest, APPLIED_INDEX_HEADER, IDEMPOTENCY_KEY_HEADER,
 };
 use serde::de::DeserializeOwned;
@@ -316,6 +316,7 @@ async fn purchase(
             product: id,
             quantity: request.quantity,
             customer: request.customer,
+            token: Some(new_order_token()?),
         },
     };
     match submit(&gateway, client, command).await? {
@@ -339,6 +340,33 @@ impl FromRequestParts<AppState> for Admin {
         gateway: &AppState,
     ) -> Result<Admin, ApiError> {
         check_admin(gateway, &parts.headers).map(|()| Admin)
+    }
+}
+
+/// A fresh order token: 128 bits from the operating system's random source, in lowercase hex.
+/// Drawn here, at the edge, and carried in the command, so that the state machine stays
+/// deterministic and every replica stores the same token.
+fn new_order_token() -> Result<String, ApiError> {
+    let mut bytes = [0u8; flashstock_api::ORDER_TOKEN_LEN / 2];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        tracing::error!(error = %e, "no randomness for an order token");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "not applied: this gateway cannot draw an order token; retry",
+        )
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether `given` is `order`'s token, compared in time that does not depend on where they
+/// differ. An order without a token (placed through the internal API) is nobody's.
+pub(super) fn holds_order_token(order: &Order, given: Option<&str>) -> bool {
+    match (&order.token, given) {
+        (Some(token), Some(given)) => {
+            crate::internal::constant_time_eq(token.as_bytes(), given.as_bytes())
+        }
+        _ => false,
     }
 }
 
@@ -488,7 +516,20 @@ fn unexpected(forwarded: Forwarded) -> ApiError {
     )
 }
 
-async fn get_order(State(gateway): State<AppState>, Path(id): Path<String>) -> Answer {
+#[derive(Deserialize)]
+struct OrderQuery {
+    token: Option<String>,
+}
+
+/// One order, to whoever shows its token (`?token=` or the `x-order-token` header). A missing
+/// or wrong token is answered exactly like an order that does not exist: same status, same
+/// body, so order ids, which are sequential, reveal nothing to a stranger.
+async fn get_order(
+    State(gateway): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<OrderQuery>, QueryRejection>,
+) -> Answer {
     // The document's int64: ids above it cannot exist (a log index below 2^47), and a client
     // generated from the document could not send them.
     let id: u64 = id
@@ -496,17 +537,22 @@ async fn get_order(State(gateway): State<AppState>, Path(id): Path<String>) -> A
         .ok()
         .filter(|id| *id <= i64::MAX as u64)
         .ok_or_else(|| invalid(format!("an order id is a number from 0 to {}", i64::MAX)))?;
+    let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
+    let header = headers
+        .get(flashstock_api::ORDER_TOKEN_HEADER)
+        .and_then(|value| value.to_str().ok());
+    let given = query.token.as_deref().or(header);
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
     match reader.order(OrderId(id)).map_err(ApiError::storage)? {
-        Some(order) => Ok(fresh(
+        Some(order) if holds_order_token(&order, given) => Ok(fresh(
             applied_index,
             OrderView {
                 applied_index,
-                order,
+                order: order.into(),
             },
         )),
-        None => Err(ApiError::unknown_order(id)),
+        _ => Err(ApiError::unknown_order(id)),
     }
 }
 

@@ -66,6 +66,7 @@ pub fn purchase(key: &str, product: &str, quantity: u32) -> Command {
             product: product.into(),
             quantity,
             customer: None,
+            token: None,
         },
     }
 }
@@ -80,7 +81,7 @@ pub fn client_starting_at(cluster: &LocalCluster, seed: usize) -> VoterClient {
         .collect();
     let shift = seed % endpoints.len();
     endpoints.rotate_left(shift);
-    VoterClient::new(endpoints, &cluster.secret, Duration::from_secs(10))
+    VoterClient::new(endpoints, &cluster.operator_secret, Duration::from_secs(10))
 }
 
 /// What a buyer learned of one purchase.

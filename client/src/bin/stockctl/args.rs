@@ -60,8 +60,9 @@ pub struct GlobalArgs {
     )]
     pub endpoints: Vec<String>,
 
-    /// Cluster secret for the internal API [env: STOCKCTL_SECRET, or FLASHSTOCK_SECRET]; prefer
-    /// the environment, arguments are visible to other users
+    /// Operator secret for the internal API (one of the nodes' cluster.operator_secrets)
+    /// [env: STOCKCTL_SECRET, or FLASHSTOCK_SECRET]; prefer the environment, arguments are
+    /// visible to other users
     #[arg(
         long,
         global = true,
@@ -110,7 +111,7 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Inspect and change the Raft cluster (internal API: --endpoints, --secret)
+    /// Inspect and change the Raft cluster (internal API: --endpoints, --secret: the operator secret)
     #[command(subcommand)]
     Cluster(ClusterCommand),
     /// Read and manage the catalog (public API: --gateways, --admin-token)
@@ -118,7 +119,7 @@ pub enum Command {
     Product(ProductCommand),
     /// Buy items through the public API and print the order
     Buy(BuyArgs),
-    /// The order archive in PostgreSQL (internal API: --endpoints, --secret)
+    /// The order archive in PostgreSQL (internal API: --endpoints, --secret: the operator secret)
     #[command(subcommand)]
     Archive(ArchiveCommand),
 }

@@ -1,5 +1,5 @@
 //! `stockctl cluster ...`: status, initialization, membership changes and snapshots, over the
-//! nodes' internal admin API (`/admin/*`, authenticated with the cluster secret).
+//! nodes' internal admin API (`/admin/*`, authenticated with the operator secret).
 //!
 //! Only the leader accepts membership changes, so each change first finds it: every endpoint's
 //! status names a leader id, and the members list gives that node's address. The change itself is

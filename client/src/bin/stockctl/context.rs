@@ -1,6 +1,7 @@
 //! The resolved global flags of one run, and the clients built from them.
 //!
-//! A command asks for what it needs (the voters' endpoints and secret, or the gateways); a
+//! A command asks for what it needs (the nodes' endpoints and the operator secret, or the
+//! gateways); a
 //! missing piece is a usage error that names the flag and its environment variable.
 
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use flashstock_client::{ShopClient, VoterClient};
 use crate::args::{GlobalArgs, OutputFormat};
 use crate::error::CliError;
 
-/// The fallback environment variable of the cluster secret, shared with the nodes' tooling.
+/// The fallback environment variable of the operator secret, shared with the nodes' tooling.
 const SECRET_ENV_FALLBACK: &str = "FLASHSTOCK_SECRET";
 
 #[derive(Clone)]
@@ -58,7 +59,7 @@ impl Context {
         let endpoints = self.endpoints()?.to_vec();
         let secret = self.secret.as_deref().ok_or_else(|| {
             CliError::Usage(
-                "no cluster secret: set STOCKCTL_SECRET (or FLASHSTOCK_SECRET), or pass --secret"
+                "no operator secret: set STOCKCTL_SECRET (or FLASHSTOCK_SECRET), or pass --secret"
                     .into(),
             )
         })?;

@@ -1,7 +1,7 @@
 //! `stockctl`, the operators' CLI of flashstock.
 //!
 //! `cluster ...` and `archive ...` commands speak to the nodes' internal admin API
-//! (`--endpoints`, `--secret`);
+//! (`--endpoints`, `--secret`: the operator secret);
 //! `product ...` and `buy` to the gateways' public API (`--gateways`, `--admin-token`). Results go
 //! to stdout as a table or JSON; errors to stderr as `stockctl: <code>: <message>`, with exit
 //! code 1 (failed, definitely not applied), 2 (usage) or 3 (outcome unknown).

@@ -18,6 +18,7 @@ pub(super) async fn submit(
         product,
         quantity,
         customer,
+        token,
     } = command.op.clone()
     else {
         return forwarder.submit_and_wait(client, command).await;
@@ -31,6 +32,7 @@ pub(super) async fn submit(
         price_cents: 0,
         remaining: 0,
         placed_at_ms: crate::now_ms(),
+        token,
     };
     let forwarder = forwarder.clone();
     tokio::spawn(async move {

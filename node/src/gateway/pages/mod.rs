@@ -5,7 +5,8 @@
 //! - `/products/{id}`: one product with a quantity field and a buy button. The page buys through
 //!   the public JSON API with an idempotency key made in the browser, one per purchase attempt,
 //!   and resolves an unknown outcome by retrying the same attempt with the same key.
-//! - `/orders/{id}`: one order; a friendly 404 page when there is no such order.
+//! - `/orders/{id}?token=...`: one order, for whoever holds its token; the same friendly 404
+//!   page when there is no such order or the token is missing or wrong.
 //! - `/ops`: the operators' view of the cluster and of purchases per second, drawn from the
 //!   gateway's operations service ([`super::ops`]).
 //! - `/assets/{version}/{name}`: the CSS and JavaScript, embedded at build time (`assets.rs`).
@@ -166,7 +167,20 @@ async fn product(State(gateway): State<AppState>, Path(id): Path<String>) -> Res
     }
 }
 
-async fn order(State(gateway): State<AppState>, Path(id): Path<String>) -> Response {
+#[derive(serde::Deserialize)]
+struct OrderQuery {
+    token: Option<String>,
+}
+
+/// An order's page, for whoever holds its token (`?token=`, in the link the purchase answer
+/// leads to); anyone else gets the page of an order that does not exist.
+async fn order(
+    State(gateway): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<OrderQuery>, QueryRejection>,
+) -> Response {
+    // A query that does not parse holds no token.
+    let token = query.ok().and_then(|Query(query)| query.token);
     let no_such = || {
         not_found(
             "No such order",
@@ -187,7 +201,8 @@ async fn order(State(gateway): State<AppState>, Path(id): Path<String>) -> Respo
     .await
     .is_ok_and(|waited| waited.is_ok());
     let order = match reader.order(id) {
-        Ok(Some(order)) => order,
+        Ok(Some(order)) if super::routes::holds_order_token(&order, token.as_deref()) => order,
+        Ok(Some(_)) => return no_such(),
         Ok(None) if !caught_up => {
             return not_found(
                 "Order not here yet",
