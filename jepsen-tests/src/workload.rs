@@ -121,7 +121,7 @@ impl WorkloadConfig {
 }
 
 /// Stock of the never-sold-out product per client and second of workload ([`WorkloadConfig::size_for`]).
-const PLENTY_ITEMS_PER_CLIENT_SECOND: u64 = 20;
+pub const PLENTY_ITEMS_PER_CLIENT_SECOND: u64 = 20;
 
 /// What the tasks share with the nemesis: when a purchase was last confirmed, and when to stop.
 #[derive(Debug, Default)]
