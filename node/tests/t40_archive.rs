@@ -7,10 +7,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{buy, client_starting_at, create, node_binary, three_voters, Bought, ELECTION_WAIT};
-use flashstock_api::{ArchiveStatus, Order, OrderId};
+use common::{
+    buy, client_starting_at, create, node_binary, three_voters, wait_archive, Bought, ELECTION_WAIT,
+};
+use flashstock_api::{Order, OrderId};
 use flashstock_deploy::local::LocalCluster;
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 
@@ -82,41 +84,6 @@ async fn stop_buyers(
         }
     }
     confirmed
-}
-
-/// The archive status of the current leader.
-async fn leader_archive(cluster: &LocalCluster) -> Option<ArchiveStatus> {
-    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.ok()?;
-    let status = cluster
-        .voter_client()
-        .status(&cluster.addr(leader))
-        .await
-        .ok()?;
-    status.archive
-}
-
-/// Poll the leader's archive status until `done` holds, or fail after `timeout`.
-async fn wait_archive(
-    cluster: &LocalCluster,
-    what: &str,
-    timeout: Duration,
-    done: impl Fn(&ArchiveStatus) -> bool,
-) -> ArchiveStatus {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        if let Some(status) = leader_archive(cluster).await {
-            if done(&status) {
-                return status;
-            }
-            last = Some(status);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {timeout:?}; last archive status {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// One archived row, as the archive holds it.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use flashstock_api::CreateProductRequest;
-use flashstock_deploy::local::{Layout, LocalCluster};
+use flashstock_deploy::local::LocalCluster;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,15 +54,7 @@ async fn sale(tweak: impl Fn(&mut cluster_config::Config)) -> LocalCluster {
         "the attacks need 20000 open files, the hard limit is {}",
         limit.hard
     );
-    let layout = Layout {
-        voters: 3,
-        gateways: 1,
-    };
-    let mut cluster = LocalCluster::temporary(node_binary(), layout, tweak).expect("lay out");
-    cluster
-        .start_and_form(ELECTION_WAIT)
-        .await
-        .expect("start and form the cluster");
+    let cluster = formed(3, 1, tweak).await;
     cluster
         .shop_client()
         .create_product(&CreateProductRequest {

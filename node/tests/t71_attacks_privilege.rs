@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cluster_config::{secret_digest, Config, Role};
-use common::{create, purchase, six_nodes, ELECTION_WAIT};
+use common::{create, purchase, six_nodes, wait_archive, ELECTION_WAIT};
 use flashstock_api::{
-    ArchiveStatus, Command, ErrorCode, NodeStatus, Op, OrderId, Outcome, PurchaseResponse,
-    IDEMPOTENCY_KEY_HEADER, SECRET_HEADER,
+    Command, ErrorCode, NodeStatus, Op, OrderId, Outcome, PurchaseResponse, IDEMPOTENCY_KEY_HEADER,
+    SECRET_HEADER,
 };
 use flashstock_client::{Error as VoterError, ShopClient, VoterClient};
 use flashstock_deploy::local::LocalCluster;
@@ -18,41 +18,6 @@ use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
 use raft_store::{Entry, TypeConfig};
-
-/// The archive status of the current leader.
-async fn leader_archive(cluster: &LocalCluster) -> Option<ArchiveStatus> {
-    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.ok()?;
-    let status = cluster
-        .voter_client()
-        .status(&cluster.addr(leader))
-        .await
-        .ok()?;
-    status.archive
-}
-
-/// Poll the leader's archive status until `done` holds; fail after `timeout`.
-async fn wait_archive(
-    cluster: &LocalCluster,
-    what: &str,
-    timeout: Duration,
-    done: impl Fn(&ArchiveStatus) -> bool,
-) -> ArchiveStatus {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        if let Some(status) = leader_archive(cluster).await {
-            if done(&status) {
-                return status;
-            }
-            last = Some(status);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {timeout:?}; last archive status {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A purchase through a gateway's public API, as any client on the internet sends it.
 async fn public_purchase(

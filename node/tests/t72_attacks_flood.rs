@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_config::Config;
-use common::{node_binary, ELECTION_WAIT};
+use common::formed;
 use flashstock_api::{CreateProductRequest, ErrorBody, ErrorCode};
-use flashstock_deploy::local::{Layout, LocalCluster};
+use flashstock_deploy::local::LocalCluster;
 use reqwest::StatusCode;
 
 const PRODUCT: &str = "drop";
@@ -92,15 +92,7 @@ async fn a_flood_past_the_rate_limit_holds_only_its_share_of_the_queue() {
 
 /// Three voters and one gateway, formed, with the product in stock.
 async fn one_gateway(tweak: impl Fn(&mut Config)) -> LocalCluster {
-    let layout = Layout {
-        voters: 3,
-        gateways: 1,
-    };
-    let mut cluster = LocalCluster::temporary(node_binary(), layout, tweak).expect("lay out");
-    cluster
-        .start_and_form(ELECTION_WAIT)
-        .await
-        .expect("start and form the cluster");
+    let cluster = formed(3, 1, tweak).await;
     cluster
         .shop_client()
         .create_product(&CreateProductRequest {

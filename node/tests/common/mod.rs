@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cluster_config::Config;
-use flashstock_api::{Command, Op, Order, OrderId, Outcome, Product};
+use flashstock_api::{ArchiveStatus, Command, Op, Order, OrderId, Outcome, Product};
 use flashstock_client::VoterClient;
 use flashstock_deploy::local::{Layout, LocalCluster};
 
@@ -35,16 +35,54 @@ pub async fn three_voters(tweak: impl Fn(&mut Config)) -> LocalCluster {
 
 /// Three voters and three gateways, formed: the gateways are learners that have caught up.
 pub async fn six_nodes(tweak: impl Fn(&mut Config)) -> LocalCluster {
-    let layout = Layout {
-        voters: 3,
-        gateways: 3,
-    };
+    formed(3, 3, tweak).await
+}
+
+/// `voters` voters and `gateways` gateways, formed: the gateways are learners that have caught
+/// up.
+pub async fn formed(voters: u64, gateways: u64, tweak: impl Fn(&mut Config)) -> LocalCluster {
+    let layout = Layout { voters, gateways };
     let mut cluster = LocalCluster::temporary(node_binary(), layout, tweak).expect("lay out");
     cluster
         .start_and_form(ELECTION_WAIT)
         .await
         .expect("start and form the cluster");
     cluster
+}
+
+/// The archive status of the current leader.
+pub async fn leader_archive(cluster: &LocalCluster) -> Option<ArchiveStatus> {
+    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.ok()?;
+    let status = cluster
+        .voter_client()
+        .status(&cluster.addr(leader))
+        .await
+        .ok()?;
+    status.archive
+}
+
+/// Poll the leader's archive status until `done` holds; fail after `timeout`.
+pub async fn wait_archive(
+    cluster: &LocalCluster,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&ArchiveStatus) -> bool,
+) -> ArchiveStatus {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Some(status) = leader_archive(cluster).await {
+            if done(&status) {
+                return status;
+            }
+            last = Some(status);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {timeout:?}; last archive status {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn create(key: &str, product: &str, stock: u64) -> Command {
