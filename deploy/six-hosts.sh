@@ -10,13 +10,16 @@
 #                                            server 4, the voters on 1-3, the gateways on 4-6,
 #                                            form the cluster, load the demo catalog
 #   ./deploy/six-hosts.sh exec CMD...        run CMD in the client namespace, e.g.
-#                                            ./deploy/six-hosts.sh exec curl -s http://198.18.0.4:8080/v1/products
+#                                            ./deploy/six-hosts.sh exec curl -s --cacert DIR/tls/ca.pem https://198.18.0.4:8080/v1/products
 #   ./deploy/six-hosts.sh stockctl ARGS...   stockctl in the client namespace, with the cluster's
 #                                            endpoints, operator secret, gateways and admin token set
 #   ./deploy/six-hosts.sh down  [--dir DIR]  stop every process, delete the namespaces and DIR
 #
 # The nodes run with the configuration files of a real six-server deployment,
-# deploy/six-servers/server-N.toml; only data_dir is moved to DIR/server-N. Needs root (network
+# deploy/six-servers/server-N.toml; only data_dir is moved to DIR/server-N, and the certificate
+# paths from /etc/flashstock/tls to DIR/server-N/tls. Certificates are made as deploy/RUNBOOK.md,
+# "TLS", says: a CA in DIR/tls (with the operator's certificate), one certificate per server.
+# Needs root (network
 # namespaces), iproute2, and Debian's postgresql package (installed if missing, as root).
 # FLASHSTOCK_BIN_DIR, if set, names the directory of already built binaries (no build).
 set -euo pipefail
@@ -55,6 +58,7 @@ target_dir() {
 # ---- down ----
 
 down() {
+  rm -f "$(dir_file)"
   for pidfile in "$DIR"/server-*/node.pid; do
     [ -f "$pidfile" ] || continue
     kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
@@ -125,10 +129,32 @@ postgres() {
   say "PostgreSQL (the order archive) on server 4, 198.18.0.4:5432"
 }
 
+# The cluster's CA and the operator's certificate in DIR/tls; each server's certificate, for
+# its address, in DIR/server-N/tls as the RUNBOOK installs it in /etc/flashstock/tls.
+certificates() {
+  local ca="$DIR/tls"
+  "$BIN/stockctl" certs ca --dir "$ca" >/dev/null
+  "$BIN/stockctl" certs issue --dir "$ca" operator operator >/dev/null
+  for n in 1 2 3 4 5 6; do
+    local tls="$DIR/server-$n/tls"
+    "$BIN/stockctl" certs issue --dir "$ca" "server-$n" "198.18.0.$n" >/dev/null
+    install -d -m 0750 "$tls"
+    install -m 0644 "$ca/ca.pem" "$tls/ca.pem"
+    install -m 0644 "$ca/server-$n.pem" "$tls/node.pem"
+    install -m 0600 "$ca/server-$n.key" "$tls/node.key"
+    # A gateway's public certificate: here the same one (its public address is its own);
+    # a shop uses one from a public CA for its public name.
+    install -m 0644 "$ca/server-$n.pem" "$tls/public.pem"
+    install -m 0600 "$ca/server-$n.key" "$tls/public.key"
+  done
+  say "TLS: a CA in $ca, a certificate per server; mutual TLS between nodes, HTTPS on gateways"
+}
+
 start_node() { # server number
   local n="$1" host="$DIR/server-$1"
   mkdir -p "$host"
-  sed "s|^data_dir = .*|data_dir = \"$host/data\"|" "deploy/six-servers/server-$n.toml" > "$host/node.toml"
+  sed -e "s|^data_dir = .*|data_dir = \"$host/data\"|" -e "s|/etc/flashstock/tls/|$host/tls/|" \
+    "deploy/six-servers/server-$n.toml" > "$host/node.toml"
   ip netns exec "$(ns_host "$n")" setsid "$BIN/flashstock-node" --config "$host/node.toml" \
     > "$host/node.log" 2>&1 < /dev/null &
   echo $! > "$host/node.pid"
@@ -136,13 +162,20 @@ start_node() { # server number
 
 in_client() { ip netns exec "$PREFIX-client" "$@"; }
 
+# Where `up` put the cluster, for `exec` and `stockctl`, which take no --dir.
+dir_file() { echo "/tmp/$PREFIX.six-hosts-dir"; }
+
 stockctl_env() {
   export STOCKCTL_ENDPOINTS=198.18.0.1:7000,198.18.0.2:7000,198.18.0.3:7000,198.18.0.4:7000,198.18.0.5:7000,198.18.0.6:7000
-  export STOCKCTL_GATEWAYS=http://198.18.0.4:8080,http://198.18.0.5:8080,http://198.18.0.6:8080
+  export STOCKCTL_GATEWAYS=https://198.18.0.4:8080,https://198.18.0.5:8080,https://198.18.0.6:8080
+  export STOCKCTL_TLS_CA="$DIR/tls/ca.pem" STOCKCTL_GATEWAY_CA="$DIR/tls/ca.pem"
+  export STOCKCTL_TLS_CERT="$DIR/tls/operator.pem" STOCKCTL_TLS_KEY="$DIR/tls/operator.key"
   # The operator secret: the configs hold only its digest (operator_secrets), as nodes need no more.
   STOCKCTL_SECRET=six-servers-operator-secret-change-me
   STOCKCTL_ADMIN_TOKEN="$(sed -n 's/^admin_token = "\(.*\)"/\1/p' deploy/six-servers/server-1.toml)"
   export STOCKCTL_SECRET STOCKCTL_ADMIN_TOKEN
+  # curl to an internal listener: the operator's certificate, the cluster's CA.
+  CURL_TLS="--cacert $STOCKCTL_TLS_CA --cert $STOCKCTL_TLS_CERT --key $STOCKCTL_TLS_KEY"
 }
 
 # Poll until CMD succeeds, for up to 60 s.
@@ -169,19 +202,21 @@ up() {
   fi
   rm -rf "$DIR"
   mkdir -p "$DIR"
+  echo "$DIR" > "$(dir_file)"
   network
   postgres
+  certificates
   stockctl_env
   for n in 1 2 3; do start_node "$n"; done
   for n in 1 2 3; do
-    eventually "voter $n answers" in_client curl -sf "http://198.18.0.$n:7000/health"
+    eventually "voter $n answers" in_client curl -sf $CURL_TLS "https://198.18.0.$n:7000/health"
   done
   STOCKCTL_ENDPOINTS=198.18.0.1:7000 in_client "$BIN/stockctl" cluster init >/dev/null
   eventually "a leader is elected" bash -c \
     "ip netns exec $PREFIX-client '$BIN/stockctl' --output json cluster status | grep -q '\"state\": \"Leader\"'"
   for n in 4 5 6; do start_node "$n"; done
   for n in 4 5 6; do
-    eventually "gateway $n answers" in_client curl -sf "http://198.18.0.$n:7000/health"
+    eventually "gateway $n answers" in_client curl -sf $CURL_TLS "https://198.18.0.$n:7000/health"
     in_client "$BIN/stockctl" cluster add-learner "$n" "198.18.0.$n:7000" >/dev/null
   done
   say "cluster formed: voters on servers 1-3, gateways on 4-6"
@@ -193,12 +228,16 @@ up() {
   cat <<EOF
 
 six-hosts: ready. Everything lives in $DIR; the machine's own namespace has no route to it.
-  $0 exec curl -s http://198.18.0.4:8080/v1/products
+  $0 exec curl -s --cacert $DIR/tls/ca.pem https://198.18.0.4:8080/v1/products
   $0 stockctl buy sneaker-drop 1
   $0 stockctl archive status
   $0 down
 EOF
 }
+
+if [ "$command" = exec ] || [ "$command" = stockctl ]; then
+  [ -f "$(dir_file)" ] && DIR="$(cat "$(dir_file)")"
+fi
 
 case "$command" in
   up) up ;;

@@ -17,6 +17,9 @@ pub mod voter;
 pub use shop::{new_key, RetryPolicy, ShopClient, ShopError};
 pub use voter::{Error, VoterClient};
 
+/// The TLS config of this crate's clients; see [`flashstock_tls`] for how to build one.
+pub type TlsConfig = std::sync::Arc<flashstock_tls::rustls::ClientConfig>;
+
 /// How long this crate's clients (and the nodes' Raft network) keep an idle pooled connection.
 /// Below the servers' `limits.idle_timeout_ms` (default 20 s): a client that drops an idle
 /// connection first never sends a request on one the server is closing at that instant.

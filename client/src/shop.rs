@@ -98,6 +98,8 @@ enum Attempt<T> {
 /// A client of the shop's public API over a set of gateways.
 pub struct ShopClient {
     http: reqwest::Client,
+    timeout: Duration,
+    tls: Option<crate::TlsConfig>,
     gateways: Vec<String>,
     /// The gateway to try first: the last that answered.
     preferred: AtomicUsize,
@@ -120,13 +122,15 @@ impl ShopClient {
     /// `gateways` are base URLs, e.g. `http://127.0.0.1:8081`.
     pub fn new(gateways: Vec<String>) -> ShopClient {
         assert!(!gateways.is_empty(), "at least one gateway");
-        let http = http_client(EXCHANGE_TIMEOUT_DEFAULT, None);
+        let http = http_client(EXCHANGE_TIMEOUT_DEFAULT, None, None);
         let gateways = gateways
             .into_iter()
             .map(|g| g.trim_end_matches('/').to_owned())
             .collect();
         ShopClient {
             http,
+            timeout: EXCHANGE_TIMEOUT_DEFAULT,
+            tls: None,
             gateways,
             preferred: AtomicUsize::new(0),
             admin_token: None,
@@ -143,7 +147,16 @@ impl ShopClient {
     /// Give each HTTP exchange at most `timeout` (default 10 s). Keep
     /// [`RetryPolicy::horizon`] of it within the cluster's `limits.client_retry_horizon_ms`.
     pub fn with_timeout(mut self, timeout: Duration) -> ShopClient {
-        self.http = http_client(timeout, None);
+        self.timeout = timeout;
+        self.http = http_client(timeout, None, self.tls.as_ref());
+        self
+    }
+
+    /// Reach `https://` gateways with this TLS config (e.g. [`flashstock_tls::trusting`] the
+    /// CA of the gateways' certificates).
+    pub fn with_tls(mut self, tls: Option<crate::TlsConfig>) -> ShopClient {
+        self.tls = tls;
+        self.http = http_client(self.timeout, None, self.tls.as_ref());
         self
     }
 
@@ -387,16 +400,26 @@ async fn classify<T: DeserializeOwned>(
 }
 
 /// The HTTP client of every call this crate makes: persistent connections without Nagle's
-/// delay, a whole-exchange `timeout`, and optionally a fixed source address.
-pub(crate) fn http_client(timeout: Duration, local: Option<std::net::IpAddr>) -> reqwest::Client {
-    reqwest::Client::builder()
+/// delay, a whole-exchange `timeout`, optionally a fixed source address, and the TLS config
+/// that `https://` URLs use (without one, only plaintext URLs can be reached).
+pub(crate) fn http_client(
+    timeout: Duration,
+    local: Option<std::net::IpAddr>,
+    tls: Option<&crate::TlsConfig>,
+) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(2).min(timeout))
         .tcp_nodelay(true)
         .pool_idle_timeout(crate::POOL_IDLE_TIMEOUT)
-        .local_address(local)
+        .local_address(local);
+    let builder = match tls {
+        Some(tls) => builder.use_preconfigured_tls(tls.as_ref().clone()),
+        None => builder,
+    };
+    builder
         .build()
-        .expect("an HTTP client without TLS always builds")
+        .expect("a client of a rustls config always builds")
 }
 
 /// Percent-encode one path segment (or query value): every byte but ASCII letters, digits and

@@ -62,6 +62,8 @@ pub struct Applied {
 pub struct VoterClient {
     http: reqwest::Client,
     timeout: Duration,
+    local: Option<std::net::IpAddr>,
+    tls: Option<crate::TlsConfig>,
     secret: String,
     endpoints: Vec<String>,
     leader: std::sync::Arc<std::sync::Mutex<Option<String>>>,
@@ -71,8 +73,10 @@ impl VoterClient {
     /// `endpoints` are `host:port` addresses of voters' internal listeners.
     pub fn new(endpoints: Vec<String>, secret: &str, timeout: Duration) -> VoterClient {
         VoterClient {
-            http: http_client(timeout, None),
+            http: http_client(timeout, None, None),
             timeout,
+            local: None,
+            tls: None,
             secret: secret.to_owned(),
             endpoints,
             leader: Default::default(),
@@ -81,8 +85,22 @@ impl VoterClient {
 
     /// Send from `ip` (e.g. the calling node's own address), so peers can tell callers apart.
     pub fn with_local_address(mut self, ip: Option<std::net::IpAddr>) -> VoterClient {
-        self.http = http_client(self.timeout, ip);
+        self.local = ip;
+        self.http = http_client(self.timeout, self.local, self.tls.as_ref());
         self
+    }
+
+    /// Speak mutual TLS to the voters (`https://`): `tls` presents this side's certificate and
+    /// checks theirs (e.g. [`flashstock_tls::Identity::client_config`]). `None`: plaintext.
+    pub fn with_tls(mut self, tls: Option<crate::TlsConfig>) -> VoterClient {
+        self.tls = tls;
+        self.http = http_client(self.timeout, self.local, self.tls.as_ref());
+        self
+    }
+
+    fn url(&self, endpoint: &str, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{endpoint}{path}")
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -140,7 +158,7 @@ impl VoterClient {
         while let Some(endpoint) = search.next() {
             let sent = self
                 .http
-                .post(format!("http://{endpoint}/internal/write"))
+                .post(self.url(&endpoint, "/internal/write"))
                 .header(SECRET_HEADER, &self.secret)
                 .body(body.clone())
                 .send()
@@ -188,7 +206,7 @@ impl VoterClient {
     async fn get<T: DeserializeOwned>(&self, endpoint: &str, path: &str) -> Result<T, Error> {
         let request = self
             .http
-            .get(format!("http://{endpoint}{path}"))
+            .get(self.url(endpoint, path))
             .header(SECRET_HEADER, &self.secret);
         decode_json(request.send().await, endpoint).await
     }
@@ -201,7 +219,7 @@ impl VoterClient {
     ) -> Result<T, Error> {
         let request = self
             .http
-            .post(format!("http://{endpoint}{path}"))
+            .post(self.url(endpoint, path))
             .header(SECRET_HEADER, &self.secret)
             .json(body);
         decode_json(request.send().await, endpoint).await

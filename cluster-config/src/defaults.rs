@@ -139,6 +139,11 @@ pub const DEFAULT_ARCHIVE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_ARCHIVE_RETRY_MIN_MS: u64 = 200;
 /// `archive.retry_max_ms`: longest wait between two archive attempts.
 pub const DEFAULT_ARCHIVE_RETRY_MAX_MS: u64 = 10_000;
+/// `tls.reload_check_ms`: certificate files are checked for a change every 10 s.
+pub const DEFAULT_TLS_RELOAD_CHECK_MS: u64 = 10_000;
+/// Bounds of `tls.reload_check_ms`: from a tenth of a second to an hour.
+pub const TLS_RELOAD_CHECK_MS_LOWEST: u64 = 100;
+pub const TLS_RELOAD_CHECK_MS_HIGHEST: u64 = 3_600_000;
 
 // ---- bounds checked by `Config::validate` ----
 

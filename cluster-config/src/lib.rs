@@ -35,7 +35,7 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use schema::{
     ArchiveSection, ClusterSection, Config, GatewaySection, LimitsSection, NodeId, NodeSection,
-    Peer, RaftSection, Role,
+    Peer, RaftSection, Role, TlsSection,
 };
 pub use source_range::SourceRange;
 

@@ -49,6 +49,10 @@ pub struct Config {
     /// `archive.postgres_url` the archive is off.
     #[serde(default)]
     pub archive: ArchiveSection,
+    /// `[tls]`: TLS between nodes and on the public listener. Optional;
+    /// without it the node speaks plaintext HTTP and says so at start.
+    #[serde(default)]
+    pub tls: TlsSection,
 }
 
 /// `[node]`: the identity and addresses of this node.
@@ -416,6 +420,12 @@ pub struct ArchiveSection {
     /// Longest wait between two attempts; at least `retry_min_ms`.
     /// Default [`DEFAULT_ARCHIVE_RETRY_MAX_MS`].
     pub retry_max_ms: u64,
+    /// PEM file of the CA that the archive database's certificate chains to.
+    /// When set, the archiver connects with TLS and checks the server's
+    /// certificate against it (set `sslmode=require` in `postgres_url` so that
+    /// a server without TLS is refused). Default none: no TLS to PostgreSQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_ca_path: Option<PathBuf>,
 }
 
 impl ArchiveSection {
@@ -436,6 +446,7 @@ impl Default for ArchiveSection {
             timeout_ms: DEFAULT_ARCHIVE_TIMEOUT_MS,
             retry_min_ms: DEFAULT_ARCHIVE_RETRY_MIN_MS,
             retry_max_ms: DEFAULT_ARCHIVE_RETRY_MAX_MS,
+            postgres_ca_path: None,
         }
     }
 }
@@ -455,6 +466,77 @@ impl fmt::Debug for ArchiveSection {
             .field("timeout_ms", &self.timeout_ms)
             .field("retry_min_ms", &self.retry_min_ms)
             .field("retry_max_ms", &self.retry_max_ms)
+            .field("postgres_ca_path", &self.postgres_ca_path)
             .finish()
+    }
+}
+
+/// `[tls]`: TLS on a node's listeners and on its calls to other nodes, with
+/// certificates in PEM files that the node reads again when they change (see
+/// `deploy/RUNBOOK.md`, "TLS"). Every path is optional; a group of keys is set
+/// whole or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// `tls.internal_ca_path`: the cluster's CA. With `internal_cert_path` and
+    /// `internal_key_path`, turns on mutual TLS for the internal listener and
+    /// for every call to another node: each side presents its certificate and
+    /// requires the other's to chain to this CA. Every node of a cluster sets
+    /// the three or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_ca_path: Option<PathBuf>,
+    /// `tls.internal_cert_path`: this node's certificate (then intermediates),
+    /// valid for the host of its `node.advertise` address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_cert_path: Option<PathBuf>,
+    /// `tls.internal_key_path`: that certificate's private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_key_path: Option<PathBuf>,
+    /// `tls.public_cert_path`: a gateway's certificate for HTTPS on
+    /// `gateway.public_listen` (the one browsers check: from a public CA, or
+    /// the shop's own). With `public_key_path`; gateways only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_cert_path: Option<PathBuf>,
+    /// `tls.public_key_path`: that certificate's private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_path: Option<PathBuf>,
+    /// How often the node checks whether its certificate files changed; a
+    /// change serves from the next connection on. From
+    /// [`TLS_RELOAD_CHECK_MS_LOWEST`] to [`TLS_RELOAD_CHECK_MS_HIGHEST`].
+    /// Default [`DEFAULT_TLS_RELOAD_CHECK_MS`].
+    pub reload_check_ms: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            internal_ca_path: None,
+            internal_cert_path: None,
+            internal_key_path: None,
+            public_cert_path: None,
+            public_key_path: None,
+            reload_check_ms: DEFAULT_TLS_RELOAD_CHECK_MS,
+        }
+    }
+}
+
+impl TlsSection {
+    /// True when calls between nodes use mutual TLS.
+    pub fn internal(&self) -> bool {
+        self.internal_ca_path.is_some()
+    }
+
+    /// True when a gateway's public listener speaks HTTPS.
+    pub fn public(&self) -> bool {
+        self.public_cert_path.is_some()
+    }
+
+    /// The scheme of this cluster's internal URLs.
+    pub fn internal_scheme(&self) -> &'static str {
+        if self.internal() {
+            "https"
+        } else {
+            "http"
+        }
     }
 }

@@ -7,7 +7,7 @@ use crate::defaults::*;
 use crate::DIGEST_PREFIX;
 use crate::{
     ArchiveSection, ClusterSection, Config, ConfigError, GatewaySection, LimitsSection,
-    NodeSection, RaftSection, Role,
+    NodeSection, RaftSection, Role, TlsSection,
 };
 
 impl Config {
@@ -26,6 +26,7 @@ impl Config {
         validate_raft(&self.raft)?;
         validate_limits(&self.limits)?;
         validate_archive(&self.archive)?;
+        validate_tls(&self.tls, self.node.role)?;
         if self.node.role == Role::Gateway {
             validate_gateway(&self.gateway, &self.node, &self.limits)?;
         }
@@ -488,6 +489,12 @@ fn validate_archive(archive: &ArchiveSection) -> Result<(), ConfigError> {
         1,
         ARCHIVE_BATCH_MAX_HIGHEST as u64,
     )?;
+    if matches!(&archive.postgres_ca_path, Some(path) if path.as_os_str().is_empty()) {
+        return Err(ConfigError::invalid(
+            "archive.postgres_ca_path",
+            "must not be empty (leave the key out for no TLS to PostgreSQL)",
+        ));
+    }
     at_least("archive.interval_ms", archive.interval_ms, 0)?;
     at_least("archive.retention_ms", archive.retention_ms, 0)?;
     at_least("archive.timeout_ms", archive.timeout_ms, 1)?;
@@ -496,6 +503,49 @@ fn validate_archive(archive: &ArchiveSection) -> Result<(), ConfigError> {
         "archive.retry_max_ms",
         archive.retry_max_ms,
         archive.retry_min_ms,
+    )
+}
+
+fn validate_tls(tls: &TlsSection, role: Role) -> Result<(), ConfigError> {
+    let internal = [
+        ("tls.internal_ca_path", &tls.internal_ca_path),
+        ("tls.internal_cert_path", &tls.internal_cert_path),
+        ("tls.internal_key_path", &tls.internal_key_path),
+    ];
+    let public = [
+        ("tls.public_cert_path", &tls.public_cert_path),
+        ("tls.public_key_path", &tls.public_key_path),
+    ];
+    for group in [&internal[..], &public[..]] {
+        let set = group.iter().filter(|(_, path)| path.is_some()).count();
+        if set != 0 && set != group.len() {
+            let (missing, _) = group.iter().find(|(_, path)| path.is_none()).unwrap();
+            let names: Vec<&str> = group.iter().map(|(name, _)| *name).collect();
+            return Err(ConfigError::invalid(
+                *missing,
+                format!(
+                    "must be set too: set {} together, or none",
+                    names.join(", ")
+                ),
+            ));
+        }
+        for (name, path) in group {
+            if matches!(path, Some(path) if path.as_os_str().is_empty()) {
+                return Err(ConfigError::invalid(*name, "must not be empty"));
+            }
+        }
+    }
+    if tls.public() && role != Role::Gateway {
+        return Err(ConfigError::invalid(
+            "tls.public_cert_path",
+            "only a gateway has a public listener",
+        ));
+    }
+    in_range(
+        "tls.reload_check_ms",
+        tls.reload_check_ms,
+        TLS_RELOAD_CHECK_MS_LOWEST,
+        TLS_RELOAD_CHECK_MS_HIGHEST,
     )
 }
 
@@ -642,6 +692,44 @@ mod tests {
         ] {
             assert_eq!(key_of(host_port("k", bad)), "k", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tls_groups_are_set_whole_and_public_tls_is_for_gateways() {
+        let path = |p: &str| Some(std::path::PathBuf::from(p));
+        let internal = TlsSection {
+            internal_ca_path: path("ca.pem"),
+            internal_cert_path: path("node.pem"),
+            internal_key_path: path("node.key"),
+            ..TlsSection::default()
+        };
+        validate_tls(&internal, Role::Voter).unwrap();
+        let half = TlsSection {
+            internal_key_path: None,
+            ..internal.clone()
+        };
+        assert_eq!(
+            key_of(validate_tls(&half, Role::Voter)),
+            "tls.internal_key_path"
+        );
+        let public = TlsSection {
+            public_cert_path: path("shop.pem"),
+            public_key_path: path("shop.key"),
+            ..TlsSection::default()
+        };
+        validate_tls(&public, Role::Gateway).unwrap();
+        assert_eq!(
+            key_of(validate_tls(&public, Role::Voter)),
+            "tls.public_cert_path"
+        );
+        let quick = TlsSection {
+            reload_check_ms: 1,
+            ..TlsSection::default()
+        };
+        assert_eq!(
+            key_of(validate_tls(&quick, Role::Voter)),
+            "tls.reload_check_ms"
+        );
     }
 
     #[test]

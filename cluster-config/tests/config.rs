@@ -239,10 +239,20 @@ forward_timeout_ms = 2
 forward_attempt_timeout_ms = 1
 linearizable_read_timeout_ms = 1
 forward_connections_max = 1
+
+[tls]
+internal_ca_path = "/etc/flashstock/tls/ca.pem"
+internal_cert_path = "/etc/flashstock/tls/gw-7.pem"
+internal_key_path = "/etc/flashstock/tls/gw-7.key"
+public_cert_path = "/etc/flashstock/tls/shop.pem"
+public_key_path = "/etc/flashstock/tls/shop.key"
+reload_check_ms = 100
 "#,
     )
     .unwrap();
     assert_eq!(config.advertise_addr(), "gw-7.internal:7207");
+    assert_eq!(config.tls.internal_scheme(), "https");
+    assert!(config.tls.public());
     assert_eq!(
         config.cluster.voters,
         vec![

@@ -9,11 +9,12 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster_config::{Config, Role};
 use flashstock_api::NodeAddr;
-use flashstock_client::{ShopClient, VoterClient};
+use flashstock_client::{ShopClient, TlsConfig, VoterClient};
 use flashstock_host::Signal;
 
 use crate::netns::NodeNetwork;
@@ -33,6 +34,8 @@ pub enum Error {
     Timeout(String),
     #[error("client error: {0}")]
     Client(#[from] flashstock_client::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] flashstock_tls::Error),
 }
 
 /// One node of the cluster, running or not.
@@ -80,6 +83,21 @@ pub struct LocalCluster {
     /// Where the nodes run: loopback, or a namespace each.
     pub network: NodeNetwork,
     http: reqwest::Client,
+    /// Set by [`LocalCluster::enable_tls`].
+    tls: Option<LocalTls>,
+}
+
+/// The certificates of a cluster laid out with TLS, in `dir/tls`.
+pub struct LocalTls {
+    /// The cluster's CA: every node's internal certificate and the gateways' public ones.
+    pub ca_path: PathBuf,
+    /// What an operator (stockctl, the harness's admin calls) presents to the internal
+    /// listeners.
+    pub operator: Arc<flashstock_tls::Identity>,
+    /// The operator's client config (mutual TLS).
+    pub operator_client: TlsConfig,
+    /// A shop client's config: trusts the CA, presents nothing.
+    pub shop_client: TlsConfig,
 }
 
 /// The `flashstock-node` binary next to the running executable's build directory, for tests and
@@ -249,7 +267,92 @@ impl LocalCluster {
             nodes,
             network,
             http: reqwest::Client::new(),
+            tls: None,
         })
+    }
+
+    /// Turn on TLS everywhere before the nodes start: mutual TLS between nodes, HTTPS on the
+    /// gateways' public listeners. Makes a CA in `dir/tls` (or reuses the one there), a
+    /// certificate per node for its addresses and one for the operator, and writes `[tls]` into
+    /// every node's config. This cluster's clients then speak TLS.
+    pub fn enable_tls(&mut self) -> Result<(), Error> {
+        use flashstock_tls::authority::{Authority, CA_CERT_FILE};
+        let dir = self.dir.join("tls");
+        let authority = match Authority::open(&dir) {
+            Ok(authority) => authority,
+            Err(_) => {
+                let authority = Authority::new("flashstock local cluster CA")?;
+                authority.save(&dir)?;
+                authority
+            }
+        };
+        let ca_path = dir.join(CA_CERT_FILE);
+        for node in self.nodes.values() {
+            // What peers dial (the advertised address, maybe a proxy's), what the node binds,
+            // and its public address.
+            let mut addresses = vec!["localhost".to_owned()];
+            let ips = [Some(node.addr), Some(node.listen), node.public_addr];
+            for ip in ips.into_iter().flatten().map(|addr| addr.ip().to_string()) {
+                if !addresses.contains(&ip) {
+                    addresses.push(ip);
+                }
+            }
+            let name = format!("node-{}", node.id);
+            let (cert, key) = authority.issue(&name, &addresses)?.save(&dir, &name)?;
+            let mut config = Config::load(&node.config_path)?;
+            config.tls.internal_ca_path = Some(ca_path.clone());
+            config.tls.internal_cert_path = Some(cert.clone());
+            config.tls.internal_key_path = Some(key.clone());
+            if node.role == Role::Gateway {
+                config.tls.public_cert_path = Some(cert);
+                config.tls.public_key_path = Some(key);
+            }
+            std::fs::write(&node.config_path, config.to_toml_string())?;
+        }
+        let (cert, key) = authority
+            .issue("operator", &["operator".to_owned()])?
+            .save(&dir, "operator")?;
+        let operator = flashstock_tls::Identity::load(flashstock_tls::Files {
+            cert,
+            key,
+            ca: Some(ca_path.clone()),
+        })?;
+        let operator_client = Arc::new(operator.client_config()?);
+        let shop_client = Arc::new(flashstock_tls::trusting(&ca_path)?);
+        self.http = reqwest::Client::builder()
+            .use_preconfigured_tls(operator_client.as_ref().clone())
+            .build()
+            .expect("a client of a rustls config always builds");
+        self.tls = Some(LocalTls {
+            ca_path,
+            operator,
+            operator_client,
+            shop_client,
+        });
+        Ok(())
+    }
+
+    /// The certificates, when [`LocalCluster::enable_tls`] turned TLS on.
+    pub fn tls(&self) -> Option<&LocalTls> {
+        self.tls.as_ref()
+    }
+
+    /// The config of clients of the gateways' public API: `Some` with TLS on.
+    pub fn shop_tls(&self) -> Option<TlsConfig> {
+        self.tls.as_ref().map(|tls| tls.shop_client.clone())
+    }
+
+    /// The config of an operator's clients of the internal API: `Some` with TLS on.
+    pub fn operator_tls(&self) -> Option<TlsConfig> {
+        self.tls.as_ref().map(|tls| tls.operator_client.clone())
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn voter_ids(&self) -> Vec<u64> {
@@ -282,15 +385,15 @@ impl LocalCluster {
     /// what that role may do).
     pub fn voter_client_with(&self, secret: &str) -> VoterClient {
         let endpoints = self.voter_ids().iter().map(|id| self.addr(*id)).collect();
-        VoterClient::new(endpoints, secret, Duration::from_secs(10))
+        VoterClient::new(endpoints, secret, Duration::from_secs(10)).with_tls(self.operator_tls())
     }
 
-    /// A gateway's public base URL, e.g. `http://127.0.0.101:8081`.
+    /// A gateway's public base URL, e.g. `http://127.0.0.101:8081` (`https` with TLS on).
     pub fn public_url(&self, id: u64) -> String {
         let addr = self.nodes[&id]
             .public_addr
             .expect("a gateway has a public address");
-        format!("http://{addr}")
+        format!("{}://{addr}", self.scheme())
     }
 
     /// Every gateway's public base URL, in id order.
@@ -303,7 +406,9 @@ impl LocalCluster {
 
     /// A client of the public API over every gateway, with the admin token.
     pub fn shop_client(&self) -> ShopClient {
-        ShopClient::new(self.gateway_urls()).with_admin_token(&self.admin_token)
+        ShopClient::new(self.gateway_urls())
+            .with_admin_token(&self.admin_token)
+            .with_tls(self.shop_tls())
     }
 
     /// Add every gateway as a learner (it then receives the log), through the leader. Returns
@@ -330,6 +435,13 @@ impl LocalCluster {
 
     /// Start a node's process (logs appended to its log file) and wait until it answers.
     pub async fn start(&mut self, id: u64) -> Result<(), Error> {
+        self.spawn(id)?;
+        self.wait_ready(id).await
+    }
+
+    /// Start a node's process without waiting for it (e.g. one this cluster's clients cannot
+    /// reach, to check that it cannot join).
+    pub fn spawn(&mut self, id: u64) -> Result<(), Error> {
         let node = self.nodes.get_mut(&id).expect("known node id");
         assert!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new()
@@ -359,7 +471,7 @@ impl LocalCluster {
             .stderr(log)
             .spawn()?;
         node.child = Some(child);
-        self.wait_ready(id).await
+        Ok(())
     }
 
     pub async fn start_all(&mut self) -> Result<(), Error> {
@@ -372,7 +484,7 @@ impl LocalCluster {
 
     /// Poll the node's health endpoint until it answers, or its process exits.
     pub async fn wait_ready(&mut self, id: u64) -> Result<(), Error> {
-        let url = format!("http://{}/health", self.addr(id));
+        let url = format!("{}://{}/health", self.scheme(), self.addr(id));
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(response) = self.http.get(&url).send().await {

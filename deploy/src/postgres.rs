@@ -35,6 +35,9 @@ pub struct PostgresOptions {
     pub max_connections: u32,
     /// The address to listen on; clients from its /15 network are trusted.
     pub listen_ip: Ipv4Addr,
+    /// Serve TLS with this certificate and key (PEM): `ssl=on`; clients choose whether to
+    /// use it (`sslmode`).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for PostgresOptions {
@@ -42,6 +45,7 @@ impl Default for PostgresOptions {
         PostgresOptions {
             max_connections: 100,
             listen_ip: Ipv4Addr::LOCALHOST,
+            tls: None,
         }
     }
 }
@@ -179,11 +183,28 @@ impl Postgres {
 
     /// Start the server on its data directory and port; returns once it accepts connections.
     pub fn start_again(&mut self) -> std::io::Result<()> {
-        let settings = format!(
+        let mut settings = format!(
             "-p {} -c listen_addresses={} -c unix_socket_directories='' \
              -c max_connections={} -c fsync=on -c synchronous_commit=on",
             self.port, self.options.listen_ip, self.options.max_connections
         );
+        if let Some((cert, key)) = self.options.tls.clone() {
+            // The server reads its key only if no one else can: copy both into the data
+            // directory, owned by the server's account, mode 0600.
+            let data = self.data_dir();
+            for (from, name) in [(&cert, "server.crt"), (&key, "server.key")] {
+                let to = data.join(name);
+                std::fs::copy(from, &to)?;
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
+                }
+                if let Some((uid, gid)) = self.account {
+                    std::os::unix::fs::chown(&to, Some(uid), Some(gid))?;
+                }
+            }
+            settings.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let (data, log) = (self.data_dir(), self.log_path());
         let started = self.run(
             "pg_ctl",

@@ -104,14 +104,25 @@ fn six_namespaces_run_the_cluster_sell_and_clean_up() {
     let bought: serde_json::Value = serde_json::from_str(&bought).unwrap();
     assert_eq!(bought["order"]["remaining"], 48, "{bought}");
     // Another gateway, on another server, sees it.
+    // Over HTTPS, checked against the cluster's CA; plaintext HTTP gets no answer.
+    let ca = format!("{dir}/tls/ca.pem");
     let view = hosts.ok(&[
         "exec",
         "curl",
         "-sf",
-        "http://198.18.0.6:8080/v1/products/sneaker-drop?consistency=linearizable",
+        "--cacert",
+        &ca,
+        "https://198.18.0.6:8080/v1/products/sneaker-drop?consistency=linearizable",
     ]);
     let view: serde_json::Value = serde_json::from_str(&view).unwrap();
     assert_eq!(view["product"]["stock"], 48, "{view}");
+    let plaintext = hosts.run(&[
+        "exec",
+        "curl",
+        "-sf",
+        "http://198.18.0.6:8080/v1/products/sneaker-drop",
+    ]);
+    assert!(!plaintext.status.success(), "plaintext HTTP was answered");
 
     hosts.ok(&["down", "--dir", dir]);
     assert!(hosts.namespaces().is_empty(), "namespaces left behind");

@@ -52,6 +52,9 @@ pub struct RunConfig {
     /// Build a snapshot every this many entries (`raft.snapshot_every_logs`), and keep a tenth
     /// of that behind it; `None`: the nodes' defaults.
     pub snapshot_every_logs: Option<u64>,
+    /// TLS on every link: the clients reach the gateways over HTTPS, the nodes speak mutual TLS
+    /// (certificates made for the run, see `LocalCluster::enable_tls`).
+    pub tls: bool,
 }
 
 impl RunConfig {
@@ -68,6 +71,7 @@ impl RunConfig {
             archive: false,
             namespaces: false,
             snapshot_every_logs: None,
+            tls: false,
         }
     }
 
@@ -171,6 +175,11 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         proxy_addrs.as_ref(),
     )
     .map_err(|e| failed(format!("laying out the cluster: {e}")))?;
+    if config.tls {
+        cluster
+            .enable_tls()
+            .map_err(|e| failed(format!("making the run's certificates: {e}")))?;
+    }
     println!("jepsen: cluster in {}", cluster.dir.display());
     if let Some(url) = &archive_url {
         println!("jepsen: archive in {url}");
@@ -310,6 +319,7 @@ async fn drive(
         &config.workload,
         &gateways,
         &cluster.admin_token,
+        cluster.shop_tls(),
         clock,
         progress.clone(),
     );
@@ -349,7 +359,10 @@ async fn drive(
         fault_kinds: nemesis.kinds().to_vec(),
         partitions_skipped: nemesis.partitions_skipped.clone(),
         settled_index,
-        network: cluster.network.describe(),
+        network: match cluster.tls() {
+            Some(_) => format!("{}, TLS on every link", cluster.network.describe()),
+            None => format!("{}, plaintext", cluster.network.describe()),
+        },
     };
     let report = Report::new(facts, &history, nemesis.faults.clone(), check);
     Ok((report, history))

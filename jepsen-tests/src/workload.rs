@@ -273,6 +273,7 @@ pub fn spawn(
     config: &WorkloadConfig,
     gateways: &[String],
     admin_token: &str,
+    tls: Option<flashstock_client::TlsConfig>,
     clock: Clock,
     progress: Arc<Progress>,
 ) -> JoinSet<Vec<OpRecord>> {
@@ -282,8 +283,8 @@ pub fn spawn(
         let client = Client {
             id,
             rng: Rng::stream(config.seed, id as u64 + 1),
-            shop: ShopClient::new(rotated(gateways, id)),
-            other: ShopClient::new(rotated(gateways, id + 1)),
+            shop: ShopClient::new(rotated(gateways, id)).with_tls(tls.clone()),
+            other: ShopClient::new(rotated(gateways, id + 1)).with_tls(tls.clone()),
             config: config.clone(),
             clock,
             progress: progress.clone(),
@@ -295,7 +296,9 @@ pub fn spawn(
     }
     let admin = Admin {
         rng: Rng::stream(config.seed, 0),
-        shop: ShopClient::new(gateways.to_vec()).with_admin_token(admin_token),
+        shop: ShopClient::new(gateways.to_vec())
+            .with_admin_token(admin_token)
+            .with_tls(tls),
         config,
         clock,
         progress,

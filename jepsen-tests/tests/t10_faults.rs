@@ -78,14 +78,16 @@ fn every_invariant_holds_under_every_fault_without_iptables() {
     );
 }
 
-/// `jepsen --short`, as a tester runs it; its saved report, once it exited 0.
+/// `jepsen --short --tls`, as a tester runs it; its saved report, once it exited 0. The run of CI
+/// speaks TLS on every link, so faults are injected into TLS connections too (the node tests
+/// cover plaintext).
 fn short_run() -> Value {
     let seed = seed();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("jepsen-short");
     let _ = std::fs::remove_dir_all(&out);
-    println!("jepsen --short --seed {seed} --out {}", out.display());
+    println!("jepsen --short --tls --seed {seed} --out {}", out.display());
     let status = Command::new(env!("CARGO_BIN_EXE_jepsen"))
-        .args(["--short", "--seed", &seed.to_string(), "--out"])
+        .args(["--short", "--tls", "--seed", &seed.to_string(), "--out"])
         .arg(&out)
         .status()
         .expect("run the jepsen binary");
@@ -104,6 +106,11 @@ fn short_run() -> Value {
 
 /// Every invariant by name, passed; exactly the `expected` kinds of fault injected; real work.
 fn check_report(report: &Value, expected: impl Iterator<Item = FaultKind>) {
+    let network = report["network"].as_str().unwrap_or_default();
+    assert!(
+        network.ends_with("TLS on every link"),
+        "the run was meant to use TLS: {network:?}"
+    );
     let invariants: Vec<(&str, bool)> = report["check"]["invariants"]
         .as_array()
         .unwrap()

@@ -19,7 +19,7 @@ use std::time::Duration;
 use flashstock_api::{Product, ProductList};
 use serde::Serialize;
 
-use crate::http::{Connection, Target};
+use crate::http::Target;
 use crate::record::Ledger;
 use crate::workload::Catalog;
 
@@ -90,7 +90,7 @@ pub async fn check(
         }
     }
     for (server, url) in target.urls.iter().enumerate() {
-        let products = match read_catalog(url, catalog).await {
+        let products = match read_catalog(target, url, catalog).await {
             Ok(products) => products,
             Err(e) => {
                 report.problem(format!("{url}: cannot read the catalog back: {e}"));
@@ -139,8 +139,12 @@ pub async fn check(
 }
 
 /// Every product of `catalog` that `url` holds, by index.
-async fn read_catalog(url: &str, catalog: &Catalog) -> Result<BTreeMap<usize, Product>, String> {
-    let mut connection = Connection::new(url, Duration::from_secs(60))?;
+async fn read_catalog(
+    target: &Target,
+    url: &str,
+    catalog: &Catalog,
+) -> Result<BTreeMap<usize, Product>, String> {
+    let mut connection = target.connection(url, Duration::from_secs(60))?;
     // Catch up with everything committed (a gateway waits for the leader's commit index).
     let first = catalog.id(0);
     let answer = connection

@@ -140,7 +140,8 @@ impl Client {
         config: &RunConfig,
         run_id: Arc<str>,
     ) -> Client {
-        let connection = Connection::new(target.url_for(index), config.request_timeout)
+        let connection = target
+            .connection(target.url_for(index), config.request_timeout)
             .expect("target URLs were checked when the target was built");
         Client {
             index,

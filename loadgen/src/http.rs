@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use flashstock_tls::rustls::pki_types::ServerName;
+use flashstock_tls::tokio_rustls::TlsConnector;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
@@ -19,12 +21,15 @@ use tokio::net::TcpStream;
 /// How long opening a TCP connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The servers a run sends its load to: base URLs such as `http://127.0.0.101:8080`.
+/// The servers a run sends its load to: base URLs such as `http://127.0.0.101:8080`, or
+/// `https://...` with [`Target::tls`].
 #[derive(Debug, Clone)]
 pub struct Target {
     pub urls: Vec<String>,
     /// Bearer token for the admin routes (catalog set-up).
     pub admin_token: Option<String>,
+    /// The TLS config of `https://` URLs.
+    pub tls: Option<flashstock_client::TlsConfig>,
 }
 
 impl Target {
@@ -34,12 +39,23 @@ impl Target {
             .into_iter()
             .map(|u| u.trim_end_matches('/').to_owned())
             .collect();
-        Target { urls, admin_token }
+        Target {
+            urls,
+            admin_token,
+            tls: None,
+        }
     }
 
-    /// The gateways of a local cluster, with its admin token.
+    /// The gateways of a local cluster, with its admin token (and its TLS, if on).
     pub fn gateways_of(cluster: &flashstock_deploy::local::LocalCluster) -> Target {
-        Target::new(cluster.gateway_urls(), Some(cluster.admin_token.clone()))
+        let mut target = Target::new(cluster.gateway_urls(), Some(cluster.admin_token.clone()));
+        target.tls = cluster.shop_tls();
+        target
+    }
+
+    /// A connection to `url` (one of [`Target::urls`]) with this target's TLS.
+    pub fn connection(&self, url: &str, timeout: Duration) -> Result<Connection, String> {
+        Ok(Connection::new(url, timeout)?.with_tls(self.tls.clone()))
     }
 
     /// The server of connection `index`: connections are spread round-robin.
@@ -82,14 +98,18 @@ pub struct Connection {
     addr: SocketAddr,
     host: HeaderValue,
     timeout: Duration,
+    /// `https://`: the handshake's config; `None` for `http://`.
+    tls: Option<flashstock_client::TlsConfig>,
+    https: bool,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
-/// `http://host:port[/...]` → the socket address and the Host header.
+/// `http://host:port[/...]` or `https://...` → the socket address and the Host header.
 pub fn parse_base_url(url: &str) -> Result<(SocketAddr, String), String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url}: only http:// and https:// URLs are supported"))?;
     let authority = rest.split('/').next().unwrap_or_default();
     let addr = authority
         .parse()
@@ -106,8 +126,16 @@ impl Connection {
             addr,
             host: HeaderValue::from_str(&host).map_err(|e| e.to_string())?,
             timeout,
+            tls: None,
+            https: base_url.starts_with("https://"),
             sender: None,
         })
+    }
+
+    /// Use `tls` for an `https://` URL (required there; ignored for `http://`).
+    pub fn with_tls(mut self, tls: Option<flashstock_client::TlsConfig>) -> Connection {
+        self.tls = tls;
+        self
     }
 
     /// Open the TCP connection now, if it is not open.
@@ -123,12 +151,30 @@ impl Connection {
             stream
                 .set_nodelay(true)
                 .map_err(|e| TransportError::Connect(e.to_string()))?;
+            let connect = |e: &dyn std::fmt::Display| TransportError::Connect(e.to_string());
+            if !self.https {
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| connect(&e))?;
+                // The connection task ends when the sender is dropped or the peer closes.
+                tokio::spawn(connection);
+                return Ok::<_, TransportError>(sender);
+            }
+            let config = self
+                .tls
+                .clone()
+                .ok_or_else(|| connect(&"an https:// URL needs a TLS config"))?;
+            let name = ServerName::IpAddress(self.addr.ip().into());
+            let stream = TlsConnector::from(config)
+                .connect(name, stream)
+                .await
+                .map_err(|e| connect(&e))?;
             let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
-                .map_err(|e| TransportError::Connect(e.to_string()))?;
-            // The connection task ends when the sender is dropped or the peer closes.
+                .map_err(|e| connect(&e))?;
             tokio::spawn(connection);
-            Ok::<_, TransportError>(sender)
+            Ok(sender)
         };
         let sender = tokio::time::timeout(CONNECT_TIMEOUT, open)
             .await

@@ -43,7 +43,7 @@ pub async fn create_products(
     };
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..CREATE_CONNECTIONS.min(range.len().max(1)) {
-        let mut connection = Connection::new(target.url_for(index), Duration::from_secs(30))?;
+        let mut connection = target.connection(target.url_for(index), Duration::from_secs(30))?;
         let token = target.admin_token.clone().unwrap_or_default();
         let catalog = catalog.clone();
         let next = next.clone();
@@ -131,7 +131,7 @@ async fn create_one(
 pub async fn wait_visible(target: &Target, id: &str) -> Result<(), String> {
     let deadline = Instant::now() + VISIBLE_TIMEOUT;
     for url in &target.urls {
-        let mut connection = Connection::new(url, Duration::from_secs(10))?;
+        let mut connection = target.connection(url, Duration::from_secs(10))?;
         loop {
             match connection.get(&format!("/v1/products/{id}")).await {
                 Ok(answer) if answer.status == 200 => break,

@@ -168,13 +168,20 @@ impl Archive {
         config.connect_timeout(timeout);
         config.application_name("flashstock-archiver");
         let target = describe_target(&config);
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &settings.postgres_ca_path {
+            None => Manager::from_config(config, tokio_postgres::NoTls, recycling()),
+            Some(ca) => {
+                let mut tls = flashstock_tls::trusting(ca)
+                    .map_err(|e| format!("archive.postgres_ca_path: {e}"))?;
+                // PostgreSQL's own protocol name: servers that check ALPN accept only it.
+                tls.alpn_protocols = vec![b"postgresql".to_vec()];
+                let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                Manager::from_config(config, connector, recycling())
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .runtime(Runtime::Tokio1)
@@ -193,8 +200,12 @@ impl Archive {
 
     /// Where the archive goes, for the start-up log: `host:port/dbname`, pool size.
     pub fn describe(&self) -> String {
+        let tls = match self.settings.postgres_ca_path {
+            Some(_) => "TLS",
+            None => "no TLS",
+        };
         format!(
-            "{} (pool of at most {} connections)",
+            "{} (pool of at most {} connections, {tls})",
             self.target, self.settings.pool_size
         )
     }

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod network;
 pub mod proposer;
 pub mod server;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -86,6 +87,8 @@ pub struct NodeState {
     pub unsafe_faults: UnsafeFaults,
     /// Set once if the Raft core stops on its own: why.
     pub fatal: std::sync::OnceLock<String>,
+    /// Certificates of the listeners and of calls to other nodes (`[tls]`).
+    pub tls: tls::NodeTls,
 }
 
 /// How long a node whose Raft core stopped keeps answering `/ready` and its status with the
@@ -101,6 +104,8 @@ pub enum StartError {
     },
     #[error("cannot open the store in {path}: {message}")]
     Store { path: String, message: String },
+    #[error("TLS: {0}")]
+    Tls(#[from] flashstock_tls::Error),
     #[error("invalid archive configuration: {0}")]
     Archive(String),
     #[error("invalid Raft configuration: {0}")]
@@ -161,8 +166,10 @@ pub async fn run_with_faults(
         );
     }
     let archive = open_archive(&config)?;
+    let tls = tls::NodeTls::load(&config.tls)?;
     let credentials = Arc::new(auth::Credentials::new(&config.cluster, config.node.role));
-    let (raft, reader) = start_raft(&config, credentials.own_secret().clone()).await?;
+    let (raft, reader) =
+        start_raft(&config, credentials.own_secret().clone(), tls.client()).await?;
     let state = Arc::new(NodeState {
         id,
         credentials,
@@ -173,6 +180,7 @@ pub async fn run_with_faults(
         archive,
         unsafe_faults,
         fatal: std::sync::OnceLock::new(),
+        tls,
     });
 
     // One shutdown signal, fanned out to both listeners, the archiver and the event streams: the
@@ -194,6 +202,11 @@ pub async fn run_with_faults(
         }
         let _ = stop.send(true);
     });
+    state.tls.watch(
+        id,
+        Duration::from_millis(state.config.tls.reload_check_ms),
+        stopping.clone(),
+    );
     let archiver = state
         .archive
         .clone()
@@ -259,8 +272,13 @@ fn open_archive(config: &Config) -> Result<Option<Arc<archive::Archive>>, StartE
 }
 
 /// Open the store and start Raft on it.
-/// `secret`: what this node sends on Raft RPCs (its own role's credential).
-async fn start_raft(config: &Config, secret: Arc<str>) -> Result<(Raft, StateReader), StartError> {
+/// `secret`: what this node sends on Raft RPCs (its own role's credential); `tls`: the client
+/// config of mutual TLS, if on.
+async fn start_raft(
+    config: &Config,
+    secret: Arc<str>,
+    tls: Option<flashstock_client::TlsConfig>,
+) -> Result<(Raft, StateReader), StartError> {
     let db_path = config.node.data_dir.join("db");
     let (log_store, state_machine) = raft_store::open(&db_path).map_err(|e| StartError::Store {
         path: db_path.display().to_string(),
@@ -271,6 +289,7 @@ async fn start_raft(config: &Config, secret: Arc<str>) -> Result<(Raft, StateRea
         secret,
         Duration::from_millis(config.raft.rpc_timeout_ms),
         config.source_ip(),
+        tls,
     );
     let raft = Raft::new(
         config.node.id,
@@ -292,20 +311,28 @@ async fn serve(
     listener: TcpListener,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<std::io::Result<()>, StartError> {
-    use server::{Limits, Listener, Plaintext};
+    use server::Listener;
     let (id, role) = (state.id, state.config.node.role);
-    let limits = &state.config.limits;
     let addr = listener.local_addr().map_err(StartError::Serve)?;
-    tracing::info!(id, %addr, ?role, "internal listener ready");
-    let internal = server::serve(
+    let internal_tls = state.tls.internal.as_ref();
+    match internal_tls {
+        Some(_) => tracing::info!(id, %addr, ?role, "internal listener ready (mutual TLS)"),
+        None => tracing::warn!(
+            id,
+            %addr,
+            ?role,
+            "internal listener ready in PLAINTEXT: Raft, forwards and credentials cross the \
+             network unencrypted; fine on loopback, set [tls] internal_* on a real network"
+        ),
+    }
+    let internal = serve_listener(
+        state,
         listener,
-        Plaintext,
+        internal_tls,
         internal::router(state.clone()),
         Listener::Internal,
-        Limits::of(limits, Listener::Internal),
-        state.metrics.clone(),
         stopping.clone(),
-    );
+    )?;
     let (Role::Gateway, Some(public_addr)) = (role, state.config.gateway.public_listen) else {
         return Ok(internal.await);
     };
@@ -313,19 +340,62 @@ async fn serve(
         addr: public_addr,
         source,
     })?;
-    tracing::info!(id, addr = %public_addr, "public API ready");
+    let public_tls = state.tls.public.as_ref();
+    match public_tls {
+        Some(_) => tracing::info!(id, addr = %public_addr, "public API ready (HTTPS)"),
+        None => tracing::warn!(
+            id,
+            addr = %public_addr,
+            "public API ready in PLAINTEXT HTTP; set [tls] public_* (or terminate TLS in front) \
+             before facing the internet"
+        ),
+    }
     let gateway = Arc::new(gateway::Gateway::new(state.clone(), stopping.clone()));
-    let public = server::serve(
+    let public = serve_listener(
+        state,
         public,
-        Plaintext,
+        public_tls,
         gateway::router(gateway),
         Listener::Public,
-        Limits::of(limits, Listener::Public),
-        state.metrics.clone(),
         stopping,
-    );
+    )?;
     let (internal, public) = tokio::join!(internal, public);
     Ok(internal.and(public))
+}
+
+type Served = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+/// [`server::serve`] one listener, over TLS when `tls` is given.
+fn serve_listener(
+    state: &Arc<NodeState>,
+    listener: TcpListener,
+    tls: Option<&Arc<flashstock_tls::Identity>>,
+    router: axum::Router,
+    which: server::Listener,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<Served, StartError> {
+    let limits = server::Limits::of(&state.config.limits, which);
+    let metrics = state.metrics.clone();
+    Ok(match tls {
+        Some(identity) => Box::pin(server::serve(
+            listener,
+            server::Tls(flashstock_tls::acceptor(identity)?),
+            router,
+            which,
+            limits,
+            metrics,
+            stopping,
+        )),
+        None => Box::pin(server::serve(
+            listener,
+            server::Plaintext,
+            router,
+            which,
+            limits,
+            metrics,
+            stopping,
+        )),
+    })
 }
 
 /// Connections the kernel queues for a listener before it accepts them. A flash sale opens

@@ -34,20 +34,37 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub struct Network {
     http: reqwest::Client,
     secret: Arc<str>,
+    /// `https` with mutual TLS (`tls.internal_*`), else `http`.
+    scheme: &'static str,
 }
 
 impl Network {
     /// `local_ip`: the address outgoing connections leave from (the node's own listen address),
     /// so that peers and fault injectors can tell nodes apart by address.
-    pub fn new(secret: Arc<str>, connect_timeout: Duration, local_ip: Option<IpAddr>) -> Network {
-        let http = reqwest::Client::builder()
+    /// `tls`: this node's client config for mutual TLS; `None` speaks plaintext.
+    pub fn new(
+        secret: Arc<str>,
+        connect_timeout: Duration,
+        local_ip: Option<IpAddr>,
+        tls: Option<flashstock_client::TlsConfig>,
+    ) -> Network {
+        let builder = reqwest::Client::builder()
             .local_address(local_ip)
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(flashstock_client::POOL_IDLE_TIMEOUT)
+            .pool_idle_timeout(flashstock_client::POOL_IDLE_TIMEOUT);
+        let (builder, scheme) = match tls {
+            Some(tls) => (builder.use_preconfigured_tls(tls.as_ref().clone()), "https"),
+            None => (builder, "http"),
+        };
+        let http = builder
             .build()
-            .expect("an HTTP client without TLS always builds");
-        Network { http, secret }
+            .expect("a client of a rustls config always builds");
+        Network {
+            http,
+            secret,
+            scheme,
+        }
     }
 }
 
@@ -59,7 +76,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             http: self.http.clone(),
             secret: self.secret.clone(),
             target,
-            base: format!("http://{}", node.addr),
+            base: format!("{}://{}", self.scheme, node.addr),
         }
     }
 }

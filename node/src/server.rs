@@ -26,8 +26,10 @@
 //! that stopped reading) [`WRITE_GRACE`] later. Their count is capped by the gateway
 //! (`limits.streams_max`), below the connection cap.
 //!
-//! **Handshake.** The accepted TCP stream goes through a [`Handshake`] before hyper sees it: today
-//! [`Plaintext`]; a TLS acceptor plugs in there, bounded by the idle and header timeouts.
+//! **Handshake.** The accepted TCP stream goes through a [`Handshake`] before hyper sees it:
+//! [`Plaintext`], or [`Tls`] (rustls), bounded by the idle plus the header-read timeout. A
+//! connection whose handshake fails or takes longer is closed and counted with reason
+//! `handshake`.
 //!
 //! Every request carries the peer's address as [`ConnectInfo<SocketAddr>`], as
 //! `into_make_service_with_connect_info` would put it. Shutdown: once `stopping` turns true the
@@ -170,6 +172,18 @@ impl Handshake for Plaintext {
     type Io = TcpStream;
     async fn handshake(&self, tcp: TcpStream) -> io::Result<TcpStream> {
         Ok(tcp)
+    }
+}
+
+/// TLS (see [`crate::tls`]): the certificate the acceptor presents, and whether it requires one
+/// back, come from its config and may change between two handshakes.
+#[derive(Clone)]
+pub struct Tls(pub flashstock_tls::tokio_rustls::TlsAcceptor);
+
+impl Handshake for Tls {
+    type Io = flashstock_tls::tokio_rustls::server::TlsStream<TcpStream>;
+    async fn handshake(&self, tcp: TcpStream) -> io::Result<Self::Io> {
+        self.0.accept(tcp).await
     }
 }
 

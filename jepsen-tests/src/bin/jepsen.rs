@@ -62,8 +62,12 @@ struct Args {
     /// nodes' own default (raft.snapshot_every_logs)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..))]
     snapshot_every: Option<u64>,
+    /// TLS on every link: clients reach the gateways over HTTPS, nodes speak mutual TLS, with
+    /// certificates made for the run in the cluster's directory (tls/).
+    #[arg(long)]
+    tls: bool,
     /// The short run of CI: every kind of fault once, the archive on, about a minute; takes
-    /// --seed, --net and --out, ignores the other settings.
+    /// --seed, --net, --tls and --out, ignores the other settings.
     #[arg(long)]
     short: bool,
     /// Internal: run as the fault proxy in front of a voter (see jepsen_tests::proxy).
@@ -94,13 +98,16 @@ fn config(args: &Args) -> Result<RunConfig, String> {
         }
     }
     if args.short {
-        return Ok(RunConfig::short(args.seed));
+        let mut config = RunConfig::short(args.seed);
+        config.tls = args.tls;
+        return Ok(config);
     }
     let mut config = RunConfig::new(args.seconds, args.clients, args.seed, faults);
     config.dir = args.dir.clone();
     config.archive = args.archive;
     config.workload.unknown_retries = args.unknown_retries;
     config.snapshot_every_logs = args.snapshot_every;
+    config.tls = args.tls;
     Ok(config)
 }
 

@@ -91,7 +91,8 @@ impl Gateway {
             node.credentials.own_secret(),
             std::time::Duration::from_millis(config.gateway.forward_attempt_timeout_ms),
         )
-        .with_local_address(config.source_ip());
+        .with_local_address(config.source_ip())
+        .with_tls(node.tls.client());
         let forwarder = Forwarder::start(
             config,
             voters.clone(),

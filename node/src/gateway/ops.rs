@@ -173,7 +173,8 @@ impl Ops {
     pub fn start(node: &Arc<NodeState>, stopping: watch::Receiver<bool>) -> Ops {
         let config = &node.config;
         let probes = VoterClient::new(Vec::new(), node.credentials.own_secret(), PROBE_TIMEOUT)
-            .with_local_address(config.source_ip());
+            .with_local_address(config.source_ip())
+            .with_tls(node.tls.client());
         let history = Arc::new(Mutex::new(VecDeque::with_capacity(HISTORY_SECONDS)));
         tokio::spawn(sample(node.clone(), history.clone(), stopping));
         Ops {

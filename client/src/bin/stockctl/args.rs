@@ -26,6 +26,10 @@ Examples:
   stockctl product restock tee 50
   stockctl buy tee 2 --key order-42
 
+  stockctl certs ca --dir /etc/flashstock/ca
+  stockctl certs issue --dir /etc/flashstock/ca voter-1 10.0.0.1 voter-1.internal
+  export STOCKCTL_TLS_CA=ca.pem STOCKCTL_TLS_CERT=operator.pem STOCKCTL_TLS_KEY=operator.key
+
   stockctl archive status
   stockctl archive report --since 24h
   stockctl archive report --from 2026-11-01T00:00:00Z --to 2026-12-01T00:00:00Z
@@ -91,6 +95,37 @@ pub struct GlobalArgs {
     )]
     pub admin_token: Option<String>,
 
+    /// PEM file of the cluster's CA, to speak mutual TLS to nodes' internal listeners (with
+    /// --tls-cert and --tls-key: an operator's certificate from that CA)
+    #[arg(long, global = true, env = "STOCKCTL_TLS_CA", value_name = "FILE",
+          requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// PEM file of the operator's certificate, for mutual TLS with the nodes
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKCTL_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_ca"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM file of that certificate's private key
+    #[arg(
+        long,
+        global = true,
+        env = "STOCKCTL_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_ca"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM file of the CAs that gateways' HTTPS certificates chain to (for https:// gateways;
+    /// a public CA's bundle, e.g. /etc/ssl/certs/ca-certificates.crt, or the shop's own)
+    #[arg(long, global = true, env = "STOCKCTL_GATEWAY_CA", value_name = "FILE")]
+    pub gateway_ca: Option<std::path::PathBuf>,
+
     /// Output format
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -122,6 +157,51 @@ pub enum Command {
     /// The order archive in PostgreSQL (internal API: --endpoints, --secret: the operator secret)
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Make a cluster's CA and its nodes' and operators' certificates (local files only)
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make a new CA: DIR/ca.pem (install on every node as tls.internal_ca_path) and DIR/ca.key
+    /// (keep it off the servers)
+    Ca {
+        /// Where to write the CA; refused if it already holds one
+        #[arg(long, value_name = "DIR")]
+        dir: std::path::PathBuf,
+        /// The CA's name (its common name)
+        #[arg(long, default_value = "flashstock cluster CA")]
+        name: String,
+    },
+    /// Issue a certificate signed by the CA in DIR: DIR/NAME.pem and DIR/NAME.key, valid for
+    /// server and client authentication (a node's tls.internal_* or an operator's --tls-*)
+    Issue {
+        /// Where the CA is; the certificate is written there too
+        #[arg(long, value_name = "DIR")]
+        dir: std::path::PathBuf,
+        /// The certificate's name (its common name and file name), e.g. voter-1 or operator
+        #[arg(value_parser = file_name)]
+        name: String,
+        /// The IP addresses and DNS names peers dial it by (its node.advertise host; a
+        /// gateway's public name too, if this certificate also serves HTTPS)
+        #[arg(value_name = "ADDRESS")]
+        addresses: Vec<String>,
+    },
+}
+
+/// A certificate's name doubles as a file name: letters, digits, `-`, `_` and `.`, not leading.
+fn file_name(raw: &str) -> Result<String, String> {
+    let fine = !raw.is_empty()
+        && !raw.starts_with('.')
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if fine {
+        Ok(raw.to_owned())
+    } else {
+        Err("use letters, digits, '-', '_' and '.', not leading '.'".into())
+    }
 }
 
 #[derive(Debug, Subcommand)]

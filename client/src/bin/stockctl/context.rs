@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use flashstock_client::{ShopClient, VoterClient};
+use std::sync::Arc;
+
+use flashstock_client::{ShopClient, TlsConfig, VoterClient};
 
 use crate::args::{GlobalArgs, OutputFormat};
 use crate::error::CliError;
@@ -24,16 +26,37 @@ pub struct Context {
     secret: Option<String>,
     gateways: Vec<String>,
     admin_token: Option<String>,
+    /// Mutual TLS to the nodes (`--tls-*`).
+    internal_tls: Option<TlsConfig>,
+    /// The trust of `https://` gateways (`--gateway-ca`).
+    gateway_tls: Option<TlsConfig>,
 }
 
 impl Context {
-    pub fn new(global: GlobalArgs) -> Context {
+    pub fn new(global: GlobalArgs) -> Result<Context, CliError> {
+        let tls_error = |e: flashstock_tls::Error| CliError::Usage(format!("TLS: {e}"));
+        let internal_tls = match (&global.tls_ca, &global.tls_cert, &global.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                let identity = flashstock_tls::Identity::load(flashstock_tls::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: Some(ca.clone()),
+                })
+                .map_err(tls_error)?;
+                Some(Arc::new(identity.client_config().map_err(tls_error)?))
+            }
+            _ => None,
+        };
+        let gateway_tls = match &global.gateway_ca {
+            Some(ca) => Some(Arc::new(flashstock_tls::trusting(ca).map_err(tls_error)?)),
+            None => None,
+        };
         let timeout = Duration::from_millis(global.timeout_ms);
         let secret = global
             .secret
             .or_else(|| std::env::var(SECRET_ENV_FALLBACK).ok())
             .filter(|s| !s.is_empty());
-        Context {
+        Ok(Context {
             output: global.output,
             timeout,
             deadline: Instant::now() + timeout,
@@ -41,7 +64,9 @@ impl Context {
             secret,
             gateways: clean_list(global.gateways),
             admin_token: global.admin_token.filter(|t| !t.is_empty()),
-        }
+            internal_tls,
+            gateway_tls,
+        })
     }
 
     /// The nodes' internal addresses.
@@ -63,7 +88,7 @@ impl Context {
                     .into(),
             )
         })?;
-        Ok(VoterClient::new(endpoints, secret, self.timeout))
+        Ok(VoterClient::new(endpoints, secret, self.timeout).with_tls(self.internal_tls.clone()))
     }
 
     /// A client of the public API over the gateways, with the admin token if one is given.
@@ -73,7 +98,14 @@ impl Context {
                 "no gateways: pass --gateways http://host:port,... or set STOCKCTL_GATEWAYS".into(),
             ));
         }
-        let client = ShopClient::new(self.gateways.clone());
+        if self.gateway_tls.is_none() && self.gateways.iter().any(|g| g.starts_with("https:")) {
+            return Err(CliError::Usage(
+                "https:// gateways: pass --gateway-ca FILE (or set STOCKCTL_GATEWAY_CA) with the \
+                 CAs their certificates chain to"
+                    .into(),
+            ));
+        }
+        let client = ShopClient::new(self.gateways.clone()).with_tls(self.gateway_tls.clone());
         Ok(match &self.admin_token {
             Some(token) => client.with_admin_token(token),
             None => client,

@@ -2,12 +2,14 @@
 //!
 //! `cluster ...` and `archive ...` commands speak to the nodes' internal admin API
 //! (`--endpoints`, `--secret`: the operator secret);
-//! `product ...` and `buy` to the gateways' public API (`--gateways`, `--admin-token`). Results go
+//! `product ...` and `buy` to the gateways' public API (`--gateways`, `--admin-token`); `certs ...`
+//! makes certificates in local files. With `--tls-*`, calls to the nodes use mutual TLS. Results go
 //! to stdout as a table or JSON; errors to stderr as `stockctl: <code>: <message>`, with exit
 //! code 1 (failed, definitely not applied), 2 (usage) or 3 (outcome unknown).
 
 mod archive;
 mod args;
+mod certs;
 mod cluster;
 mod context;
 mod error;
@@ -38,11 +40,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    let ctx = Context::new(cli.global);
+    let ctx = Context::new(cli.global)?;
     match cli.command {
         Command::Cluster(command) => cluster::run(&ctx, command).await,
         Command::Product(command) => shop::product(&ctx, command).await,
         Command::Buy(args) => shop::buy(&ctx, args).await,
         Command::Archive(command) => archive::run(&ctx, command).await,
+        Command::Certs(command) => certs::run(&ctx, command),
     }
 }
