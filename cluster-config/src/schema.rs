@@ -101,7 +101,8 @@ pub struct ClusterSection {
     /// only on gateways.
     pub operator_secrets: Vec<String>,
     /// `cluster.voters`: the initial voters used by `init`. Optional, default
-    /// empty; ids must be unique and at least 1, addresses `"host:port"`.
+    /// empty; at most [`VOTERS_MAX`] entries, ids unique and at least 1,
+    /// addresses `"host:port"`.
     /// A voter need not list itself: it may join later as a learner.
     #[serde(default)]
     pub voters: Vec<Peer>,

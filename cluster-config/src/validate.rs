@@ -225,6 +225,16 @@ fn validate_cluster(cluster: &ClusterSection, role: Role) -> Result<(), ConfigEr
     if let Some(token) = &cluster.admin_token {
         secret("cluster.admin_token", token)?;
     }
+    if cluster.voters.len() > VOTERS_MAX {
+        return Err(ConfigError::invalid(
+            "cluster.voters",
+            format!(
+                "lists {} voters; a cluster has at most {VOTERS_MAX} (the archive's connection \
+                 limit assumes at most that many)",
+                cluster.voters.len()
+            ),
+        ));
+    }
     let mut ids = HashSet::new();
     for (i, peer) in cluster.voters.iter().enumerate() {
         let id_key = format!("cluster.voters[{i}].id");
@@ -696,6 +706,29 @@ mod tests {
             .map(|i| format!("operator-secret-{i:04}"))
             .collect();
         assert!(validate_cluster(&long, Role::Voter).is_err());
+    }
+
+    #[test]
+    fn cluster_voters_are_capped_at_the_maximum() {
+        let with_voters = |count: usize| ClusterSection {
+            voter_secrets: vec!["voter-secret-0123456".into()],
+            gateway_secrets: vec!["gateway-secret-01234".into()],
+            operator_secrets: vec!["operator-secret-0123".into()],
+            voters: (1..=count as u64)
+                .map(|id| crate::Peer {
+                    id,
+                    addr: format!("127.0.0.{id}:7101"),
+                })
+                .collect(),
+            admin_token: None,
+        };
+        assert!(validate_cluster(&with_voters(VOTERS_MAX), Role::Voter).is_ok());
+        let err = validate_cluster(&with_voters(VOTERS_MAX + 1), Role::Voter).unwrap_err();
+        assert!(
+            err.to_string().contains("cluster.voters")
+                && err.to_string().contains(&format!("at most {VOTERS_MAX}")),
+            "{err}"
+        );
     }
 
     #[test]

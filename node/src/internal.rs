@@ -495,7 +495,7 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
     if members.len() > voters_max {
         return error(
             StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
+            ErrorCode::TooManyVoters,
             format!(
                 "a cluster starts with at most {voters_max} voters, not {} (the archive's connection limit assumes at most that many)",
                 members.len()
@@ -628,13 +628,21 @@ async fn change_membership(
     Json(request): Json<ChangeMembershipRequest>,
 ) -> Response {
     let voters: BTreeSet<NodeId> = request.voters.iter().copied().collect();
-    if voters.is_empty() || voters.len() > cluster_config::defaults::VOTERS_MAX {
+    if voters.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidRequest,
+            "a membership needs at least 1 voter",
+        );
+    }
+    if voters.len() > cluster_config::defaults::VOTERS_MAX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::TooManyVoters,
             format!(
-                "a membership needs 1 to {} voters (the archive's connection limit assumes at most that many)",
-                cluster_config::defaults::VOTERS_MAX
+                "a membership has at most {} voters, not {} (the archive's connection limit assumes at most that many)",
+                cluster_config::defaults::VOTERS_MAX,
+                voters.len()
             ),
         );
     }
