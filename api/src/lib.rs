@@ -838,6 +838,14 @@ pub struct StockEvent {
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// Public API: header with the applied index of the replica that served a read.
 pub const APPLIED_INDEX_HEADER: &str = "x-applied-index";
+/// Public API: header on every answer of a gateway to a `GET`: how old, in milliseconds, the
+/// replica's state may be when the request arrived: it holds every change the leader had
+/// committed that long ago (one network trip aside). `unknown` until the replica has caught up
+/// with a leader's commit index since it started. A view that claims freshness this header
+/// does not back is a bug.
+pub const STALENESS_HEADER: &str = "x-staleness-ms";
+/// The value of [`STALENESS_HEADER`] while the staleness is unknown.
+pub const STALENESS_UNKNOWN: &str = "unknown";
 
 #[cfg(test)]
 mod tests {

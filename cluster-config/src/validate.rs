@@ -28,6 +28,7 @@ impl Config {
         validate_archive(&self.archive)?;
         if self.node.role == Role::Gateway {
             validate_gateway(&self.gateway, &self.node, &self.limits)?;
+            validate_readiness(&self.gateway, &self.raft)?;
         }
         validate_timeouts(self)?;
         validate_request_timeout(self)
@@ -465,6 +466,30 @@ fn validate_gateway(
     at_least(
         "gateway.forward_connections_max",
         gateway.forward_connections_max as u64,
+        1,
+    )
+}
+
+/// A gateway's readiness bounds: the silence bound must outlast an ordinary election (no leader
+/// sends heartbeats while one runs), or every gateway would turn unready at each failover.
+fn validate_readiness(gateway: &GatewaySection, raft: &RaftSection) -> Result<(), ConfigError> {
+    if gateway.ready_leader_silence_ms <= raft.election_timeout_max_ms {
+        return Err(ConfigError::invalid(
+            "gateway.ready_leader_silence_ms",
+            format!(
+                "must be greater than raft.election_timeout_max_ms (got {} <= {})",
+                gateway.ready_leader_silence_ms, raft.election_timeout_max_ms
+            ),
+        ));
+    }
+    at_least(
+        "gateway.ready_leader_silence_ms",
+        gateway.ready_leader_silence_ms,
+        1,
+    )?;
+    at_least(
+        "gateway.ready_lag_entries_max",
+        gateway.ready_lag_entries_max,
         1,
     )
 }

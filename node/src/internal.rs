@@ -27,7 +27,9 @@ use flashstock_api::{
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
 };
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use raft_store::{NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
@@ -212,11 +214,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Bincode<T> {
     }
 }
 
+/// A leader's append or heartbeat. One this node accepts (any answer but a higher vote, which
+/// says the sender is no longer leader) is a contact with a leader, recorded with the leader's
+/// commit index for the replica's freshness ([`crate::freshness`]).
 async fn append(
     State(state): State<AppState>,
     Bincode(request): Bincode<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
-    bincode_response(&state.raft.append_entries(request).await)
+    let leader_commit = request.leader_commit.map(|log_id| log_id.index);
+    let answer = state.raft.append_entries(request).await;
+    if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
+    {
+        state.freshness.contact(
+            leader_commit,
+            state.reader.applied_index(),
+            std::time::Instant::now(),
+        );
+    }
+    bincode_response(&answer)
 }
 
 async fn vote(
@@ -230,7 +245,13 @@ async fn install_snapshot(
     State(state): State<AppState>,
     Bincode(request): Bincode<InstallSnapshotRequest<TypeConfig>>,
 ) -> Response {
-    bincode_response(&state.raft.install_snapshot(request).await)
+    let sent_with = request.vote;
+    let answer = state.raft.install_snapshot(request).await;
+    // A higher vote in the answer: the sender is no longer leader.
+    if matches!(&answer, Ok(response) if response.vote <= sent_with) {
+        state.freshness.snapshot_contact(std::time::Instant::now());
+    }
+    bincode_response(&answer)
 }
 
 /// Propose a batch of commands as one entry. Answers 200 with a bincode
