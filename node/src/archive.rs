@@ -570,16 +570,33 @@ fn system_time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// `host:port/dbname` of a connection config.
+/// `host:port/dbname` of a connection config; every host of a multi-host URL, in order, and
+/// `(read-write)` when only a server accepting writes will do.
 fn describe_target(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let ports = config.get_ports();
+    let mut hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let host = match host {
+                tokio_postgres::config::Host::Tcp(host) => host.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            // One port for every host, or one each.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
+        })
+        .collect();
+    if hosts.is_empty() {
+        hosts.push("localhost:5432".into());
+    }
     let dbname = config.get_dbname().unwrap_or("(default)");
-    format!("{host}:{port}/{dbname}")
+    let read_write = match config.get_target_session_attrs() {
+        tokio_postgres::config::TargetSessionAttrs::ReadWrite => " (read-write)",
+        _ => "",
+    };
+    format!("{}/{dbname}{read_write}", hosts.join(","))
 }
 
 #[cfg(test)]
@@ -701,6 +718,22 @@ mod tests {
             insert(&mut client, &[later]).await,
             Err(ArchiveError::Conflict { .. })
         ));
+    }
+
+    #[test]
+    fn a_multi_host_url_is_described_host_by_host() {
+        let settings = ArchiveSection {
+            postgres_url: Some(
+                "postgres://u:secret@10.0.0.4:5432,10.0.0.5:5433/shop?target_session_attrs=read-write"
+                    .into(),
+            ),
+            ..ArchiveSection::default()
+        };
+        let archive = Archive::new(&settings).unwrap().unwrap();
+        assert_eq!(
+            archive.describe(),
+            "10.0.0.4:5432,10.0.0.5:5433/shop (read-write) (pool of at most 4 connections)"
+        );
     }
 
     #[test]
