@@ -67,6 +67,10 @@ impl Freshness {
     /// `applied` is this replica's applied index at that moment.
     pub fn contact(&self, leader_commit: Option<u64>, applied: u64, now: Instant) {
         let mut inner = self.lock();
+        // Appends are handled concurrently: one that arrived earlier may be recorded later.
+        if inner.last_contact.is_some_and(|last| last > now) {
+            return;
+        }
         inner.last_contact = Some(now);
         let commit = leader_commit.unwrap_or(0);
         inner.leader_commit = commit;
@@ -87,7 +91,8 @@ impl Freshness {
     /// A leader's snapshot chunk was accepted: the leader is in contact, and says nothing of
     /// its commit index.
     pub fn snapshot_contact(&self, now: Instant) {
-        self.lock().last_contact = Some(now);
+        let mut inner = self.lock();
+        inner.last_contact = inner.last_contact.max(Some(now));
     }
 
     /// The freshness of a view read now, at `applied`.
@@ -184,6 +189,18 @@ mod tests {
         // A new leader that has not committed its first entry yet reports a lower index.
         freshness.contact(Some(25), 10, t0 + ms(200));
         assert_eq!(freshness.view(25, t0 + ms(300)).staleness, Some(ms(100)));
+    }
+
+    #[test]
+    fn an_append_recorded_after_a_later_one_changes_nothing() {
+        let freshness = Freshness::new();
+        let t0 = Instant::now();
+        freshness.contact(Some(20), 20, t0 + ms(100));
+        freshness.contact(Some(10), 20, t0);
+        let view = freshness.view(20, t0 + ms(150));
+        assert_eq!(view.staleness, Some(ms(50)));
+        assert_eq!(view.silence, Some(ms(50)));
+        assert_eq!(view.lag_entries, 0);
     }
 
     #[test]

@@ -221,15 +221,16 @@ async fn append(
     State(state): State<AppState>,
     Bincode(request): Bincode<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
+    // The leader's commit index is as of sending, so the sample is dated when it arrived, not
+    // after this node wrote the entries.
+    let arrived = std::time::Instant::now();
     let leader_commit = request.leader_commit.map(|log_id| log_id.index);
     let answer = state.raft.append_entries(request).await;
     if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
     {
-        state.freshness.contact(
-            leader_commit,
-            state.reader.applied_index(),
-            std::time::Instant::now(),
-        );
+        state
+            .freshness
+            .contact(leader_commit, state.reader.applied_index(), arrived);
     }
     bincode_response(&answer)
 }
@@ -245,11 +246,12 @@ async fn install_snapshot(
     State(state): State<AppState>,
     Bincode(request): Bincode<InstallSnapshotRequest<TypeConfig>>,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     let sent_with = request.vote;
     let answer = state.raft.install_snapshot(request).await;
     // A higher vote in the answer: the sender is no longer leader.
     if matches!(&answer, Ok(response) if response.vote <= sent_with) {
-        state.freshness.snapshot_contact(std::time::Instant::now());
+        state.freshness.snapshot_contact(arrived);
     }
     bincode_response(&answer)
 }
