@@ -7,8 +7,9 @@
 # cluster.
 #
 #   ./deploy/six-hosts.sh up   [--dir DIR]   build, create the namespaces, start PostgreSQL on
-#                                            server 4, the voters on 1-3, the gateways on 4-6,
-#                                            form the cluster, load the demo catalog
+#                                            server 4 with its synchronous standby on server 5,
+#                                            the voters on 1-3, the gateways on 4-6, form the
+#                                            cluster, load the demo catalog
 #   ./deploy/six-hosts.sh exec CMD...        run CMD in the client namespace, e.g.
 #                                            ./deploy/six-hosts.sh exec curl -s --cacert DIR/tls/ca.pem https://198.18.0.4:8080/v1/products
 #   ./deploy/six-hosts.sh stockctl ARGS...   stockctl in the client namespace, with the cluster's
@@ -75,10 +76,13 @@ down() {
   for pidfile in "$DIR"/server-*/node.pid; do
     [ -f "$pidfile" ] && kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
   done
-  if [ -f "$DIR/postgres/data/postmaster.pid" ]; then
-    ip netns exec "$(ns_host 4)" runuser -u postgres -- \
-      "$(pg_bin)/pg_ctl" -D "$DIR/postgres/data" -m fast -w stop >/dev/null 2>&1 || true
-  fi
+  for pg in "4 postgres" "5 postgres-standby"; do
+    set -- $pg
+    if [ -f "$DIR/$2/data/postmaster.pid" ]; then
+      ip netns exec "$(ns_host "$1")" runuser -u postgres -- \
+        "$(pg_bin)/pg_ctl" -D "$DIR/$2/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+  done
   for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" || true); do
     # Whatever still runs in a namespace goes with it.
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
@@ -115,18 +119,43 @@ network() {
   say "network: servers 198.18.0.1-6 and the client $CLIENT_IP on one bridge, no default route"
 }
 
+# psql against server N's PostgreSQL, from server N's namespace.
+psql_on() { # server number, SQL
+  ip netns exec "$(ns_host "$1")" runuser -u postgres -- "$(pg_bin)/psql" \
+    -h "198.18.0.$1" -p 5432 -U flashstock -d flashstock -Atc "$2"
+}
+
+standby_is_sync() { [ "$(psql_on 4 'SELECT sync_state FROM pg_stat_replication')" = sync ]; }
+
+# The archive as deploy/systemd/postgresql-archive.conf ships it: the primary on server 4, a
+# synchronous streaming standby on server 5.
 postgres() {
-  local data="$DIR/postgres/data"
-  mkdir -p "$DIR/postgres"
-  chown postgres:postgres "$DIR/postgres"
+  local data="$DIR/postgres/data" standby="$DIR/postgres-standby/data"
+  mkdir -p "$DIR/postgres" "$DIR/postgres-standby"
+  chown postgres:postgres "$DIR/postgres" "$DIR/postgres-standby"
   runuser -u postgres -- "$(pg_bin)/initdb" -D "$data" -U flashstock -A trust -E UTF8 --locale=C >/dev/null
   echo "host all all 198.18.0.0/$SUBNET_BITS trust" >> "$data/pg_hba.conf"
+  echo "host replication all 198.18.0.0/$SUBNET_BITS trust" >> "$data/pg_hba.conf"
+  install -o postgres -g postgres -m 0644 deploy/systemd/postgresql-archive.conf "$data/flashstock.conf"
+  echo "include 'flashstock.conf'" >> "$data/postgresql.conf"
+  # No standby yet: commits must not wait for one while the database is created.
+  echo "synchronous_standby_names = ''" >> "$data/postgresql.auto.conf"
   ip netns exec "$(ns_host 4)" runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$data" \
     -l "$DIR/postgres/server.log" -w -t 60 \
-    -o "-c listen_addresses=198.18.0.4 -p 5432 -c unix_socket_directories='' -c fsync=on" start >/dev/null
+    -o "-c listen_addresses=198.18.0.4 -p 5432 -c unix_socket_directories=''" start >/dev/null
   ip netns exec "$(ns_host 4)" runuser -u postgres -- "$(pg_bin)/createdb" \
     -h 198.18.0.4 -p 5432 -U flashstock flashstock
-  say "PostgreSQL (the order archive) on server 4, 198.18.0.4:5432"
+  # Back to the shipped synchronous_standby_names ('*'), before the copy, so the standby has it
+  # too when it is promoted.
+  psql_on 4 "ALTER SYSTEM RESET synchronous_standby_names" >/dev/null
+  psql_on 4 "SELECT pg_reload_conf()" >/dev/null
+  ip netns exec "$(ns_host 5)" runuser -u postgres -- "$(pg_bin)/pg_basebackup" \
+    -h 198.18.0.4 -p 5432 -U flashstock -D "$standby" -R -X stream
+  ip netns exec "$(ns_host 5)" runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$standby" \
+    -l "$DIR/postgres-standby/server.log" -w -t 60 \
+    -o "-c listen_addresses=198.18.0.5 -p 5432 -c unix_socket_directories=''" start >/dev/null
+  eventually "the standby on server 5 streams synchronously" standby_is_sync
+  say "PostgreSQL (the order archive) on server 4, 198.18.0.4:5432; synchronous standby on server 5"
 }
 
 # The cluster's CA and the operator's certificate in DIR/tls; each server's certificate, for

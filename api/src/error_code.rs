@@ -100,6 +100,9 @@ error_codes! {
     NotLeader => "not_leader",
     /// 409: `init` on a node that is initialized already.
     AlreadyInitialized => "already_initialized",
+    /// 400: `init` or a membership change naming more voters than the maximum (7; the
+    /// archive's connection bound assumes at most that many): nothing changed.
+    TooManyVoters => "too_many_voters",
     /// 409: another membership change is still in progress: nothing changed; retry later.
     MembershipChangeInProgress => "membership_change_in_progress",
     /// 409: Raft refused the membership change for another reason: nothing changed.

@@ -640,7 +640,8 @@ pub struct ArchiveStatus {
 }
 
 /// What kind of failure stopped the archiver's last attempt; every one is retried from the
-/// replicated cursor. Stable names on the wire (`database_unavailable`, ...).
+/// replicated cursor (a `conflict` only succeeds once an operator resolved the row). Stable
+/// names on the wire (`database_unavailable`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ArchiveErrorKind {
@@ -654,6 +655,10 @@ pub enum ArchiveErrorKind {
     Storage,
     /// The new archive cursor could not be replicated through Raft.
     Cursor,
+    /// The archive already holds a row with the id of an order to archive and different
+    /// contents: the archiver halts at that order, never skipping it, until an operator resolves
+    /// the row (`deploy/RUNBOOK.md`).
+    Conflict,
 }
 
 impl ArchiveErrorKind {
@@ -664,6 +669,7 @@ impl ArchiveErrorKind {
             ArchiveErrorKind::Timeout => "timeout",
             ArchiveErrorKind::Storage => "storage",
             ArchiveErrorKind::Cursor => "cursor",
+            ArchiveErrorKind::Conflict => "conflict",
         }
     }
 }
@@ -838,6 +844,14 @@ pub struct StockEvent {
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// Public API: header with the applied index of the replica that served a read.
 pub const APPLIED_INDEX_HEADER: &str = "x-applied-index";
+/// Public API: header on every answer of a gateway to a `GET`: how old, in milliseconds, the
+/// replica's state may be when the request arrived: it holds every change the leader had
+/// committed that long ago (one network trip aside). `unknown` until the replica has caught up
+/// with a leader's commit index since it started. A view that claims freshness this header
+/// does not back is a bug.
+pub const STALENESS_HEADER: &str = "x-staleness-ms";
+/// The value of [`STALENESS_HEADER`] while the staleness is unknown.
+pub const STALENESS_UNKNOWN: &str = "unknown";
 
 #[cfg(test)]
 mod tests {

@@ -521,7 +521,7 @@ async fn init_refuses_more_than_the_maximum_voters() {
     let refused = ctl.run(&args).await;
     assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
     assert!(
-        stderr(&refused).contains("invalid_request")
+        stderr(&refused).contains("too_many_voters")
             && stderr(&refused).contains(&format!("at most {max} voters")),
         "{}",
         show(&refused)

@@ -114,6 +114,16 @@ pub const DEFAULT_FORWARD_ATTEMPT_TIMEOUT_MS: u64 = 2000;
 /// `gateway.linearizable_read_timeout_ms`: how long a `consistency=linearizable`
 /// read may take to learn the leader's commit index and to apply up to it.
 pub const DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS: u64 = 5000;
+/// `gateway.ready_leader_silence_ms`: longest time a gateway goes without an
+/// append or heartbeat from a leader and still answers ready. Above a leader
+/// election (a crash costs about 2.3 s measured, `raft.election_timeout_max_ms`
+/// 1.2 s of it), so an ordinary failover does not take every gateway out of
+/// rotation at once; far below what a shopper would call stale.
+pub const DEFAULT_READY_LEADER_SILENCE_MS: u64 = 5000;
+/// `gateway.ready_lag_entries_max`: most log entries a gateway's replica may
+/// trail the leader's commit index by and still answer ready. A batch of
+/// purchases is one entry; a replica keeping up trails by a handful.
+pub const DEFAULT_READY_LAG_ENTRIES_MAX: u64 = 1000;
 /// `gateway.forward_connections_max`: most batches a gateway has in flight to
 /// the leader at once (each on its own connection). Fewer slots make bigger
 /// batches: with 6000 clients on one machine, 8 slots confirmed purchases at a
@@ -241,6 +251,8 @@ const _: () = assert!(
 const _: () = assert!(DEFAULT_REQUEST_TIMEOUT_MS > DEFAULT_ARCHIVE_TIMEOUT_MS);
 const _: () = assert!(DEFAULT_BODY_READ_TIMEOUT_MS >= 1);
 const _: () = assert!(DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS >= 1);
+const _: () = assert!(DEFAULT_READY_LEADER_SILENCE_MS > DEFAULT_ELECTION_TIMEOUT_MAX_MS);
+const _: () = assert!(DEFAULT_READY_LAG_ENTRIES_MAX >= 1);
 // The timeout chain `Config::validate` checks: a voter answers within one
 // attempt; attempts fit in the forward budget; a client retries a key longer
 // than one forward; and the key is remembered longer than any client retries

@@ -105,7 +105,8 @@ pub struct ClusterSection {
     /// only on gateways.
     pub operator_secrets: Vec<String>,
     /// `cluster.voters`: the initial voters used by `init`. Optional, default
-    /// empty; ids must be unique and at least 1, addresses `"host:port"`.
+    /// empty; at most [`VOTERS_MAX`] entries, ids unique and at least 1,
+    /// addresses `"host:port"`.
     /// A voter need not list itself: it may join later as a learner.
     #[serde(default)]
     pub voters: Vec<Peer>,
@@ -364,6 +365,16 @@ pub struct GatewaySection {
     /// leader's commit index and apply up to it; at least 1.
     /// Default [`DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS`].
     pub linearizable_read_timeout_ms: u64,
+    /// `/v1/ready` answers 503 `not_ready` once this gateway has gone this
+    /// long without an append or heartbeat from a leader; greater than
+    /// `raft.election_timeout_max_ms`, so that an ordinary election does not
+    /// make it unready. Default [`DEFAULT_READY_LEADER_SILENCE_MS`].
+    pub ready_leader_silence_ms: u64,
+    /// `/v1/ready` answers 503 `not_ready` while this gateway's replica trails
+    /// the leader's commit index (as of the leader's last append or
+    /// heartbeat) by more than this many log entries; at least 1.
+    /// Default [`DEFAULT_READY_LAG_ENTRIES_MAX`].
+    pub ready_lag_entries_max: u64,
     /// Most connections kept open to the voters; at least 1.
     /// Default [`DEFAULT_FORWARD_CONNECTIONS_MAX`].
     pub forward_connections_max: usize,
@@ -380,6 +391,8 @@ impl Default for GatewaySection {
             forward_timeout_ms: DEFAULT_FORWARD_TIMEOUT_MS,
             forward_attempt_timeout_ms: DEFAULT_FORWARD_ATTEMPT_TIMEOUT_MS,
             linearizable_read_timeout_ms: DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS,
+            ready_leader_silence_ms: DEFAULT_READY_LEADER_SILENCE_MS,
+            ready_lag_entries_max: DEFAULT_READY_LAG_ENTRIES_MAX,
             forward_connections_max: DEFAULT_FORWARD_CONNECTIONS_MAX,
         }
     }

@@ -29,6 +29,7 @@ impl Config {
         validate_tls(&self.tls, self.node.role)?;
         if self.node.role == Role::Gateway {
             validate_gateway(&self.gateway, &self.node, &self.limits)?;
+            validate_readiness(&self.gateway, &self.raft)?;
         }
         validate_timeouts(self)?;
         validate_request_timeout(self)
@@ -225,6 +226,16 @@ fn validate_cluster(cluster: &ClusterSection, role: Role) -> Result<(), ConfigEr
     }
     if let Some(token) = &cluster.admin_token {
         secret("cluster.admin_token", token)?;
+    }
+    if cluster.voters.len() > VOTERS_MAX {
+        return Err(ConfigError::invalid(
+            "cluster.voters",
+            format!(
+                "lists {} voters; a cluster has at most {VOTERS_MAX} (the archive's connection \
+                 limit assumes at most that many)",
+                cluster.voters.len()
+            ),
+        ));
     }
     let mut ids = HashSet::new();
     for (i, peer) in cluster.voters.iter().enumerate() {
@@ -456,6 +467,30 @@ fn validate_gateway(
     at_least(
         "gateway.forward_connections_max",
         gateway.forward_connections_max as u64,
+        1,
+    )
+}
+
+/// A gateway's readiness bounds: the silence bound must outlast an ordinary election (no leader
+/// sends heartbeats while one runs), or every gateway would turn unready at each failover.
+fn validate_readiness(gateway: &GatewaySection, raft: &RaftSection) -> Result<(), ConfigError> {
+    if gateway.ready_leader_silence_ms <= raft.election_timeout_max_ms {
+        return Err(ConfigError::invalid(
+            "gateway.ready_leader_silence_ms",
+            format!(
+                "must be greater than raft.election_timeout_max_ms (got {} <= {})",
+                gateway.ready_leader_silence_ms, raft.election_timeout_max_ms
+            ),
+        ));
+    }
+    at_least(
+        "gateway.ready_leader_silence_ms",
+        gateway.ready_leader_silence_ms,
+        1,
+    )?;
+    at_least(
+        "gateway.ready_lag_entries_max",
+        gateway.ready_lag_entries_max,
         1,
     )
 }
@@ -784,6 +819,29 @@ mod tests {
             .map(|i| format!("operator-secret-{i:04}"))
             .collect();
         assert!(validate_cluster(&long, Role::Voter).is_err());
+    }
+
+    #[test]
+    fn cluster_voters_are_capped_at_the_maximum() {
+        let with_voters = |count: usize| ClusterSection {
+            voter_secrets: vec!["voter-secret-0123456".into()],
+            gateway_secrets: vec!["gateway-secret-01234".into()],
+            operator_secrets: vec!["operator-secret-0123".into()],
+            voters: (1..=count as u64)
+                .map(|id| crate::Peer {
+                    id,
+                    addr: format!("127.0.0.{id}:7101"),
+                })
+                .collect(),
+            admin_token: None,
+        };
+        assert!(validate_cluster(&with_voters(VOTERS_MAX), Role::Voter).is_ok());
+        let err = validate_cluster(&with_voters(VOTERS_MAX + 1), Role::Voter).unwrap_err();
+        assert!(
+            err.to_string().contains("cluster.voters")
+                && err.to_string().contains(&format!("at most {VOTERS_MAX}")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -238,6 +238,8 @@ queue_per_client_max = 1
 forward_timeout_ms = 2
 forward_attempt_timeout_ms = 1
 linearizable_read_timeout_ms = 1
+ready_leader_silence_ms = 152
+ready_lag_entries_max = 1
 forward_connections_max = 1
 
 [tls]
@@ -704,6 +706,17 @@ fn gateway_rules() {
         &gateway_with("linearizable_read_timeout_ms = 0", ""),
         "gateway.linearizable_read_timeout_ms",
     );
+    assert_invalid(
+        &gateway_with("ready_lag_entries_max = 0", ""),
+        "gateway.ready_lag_entries_max",
+    );
+    // The silence bound outlasts an election, or every failover takes the gateways out.
+    let (key, text) = invalid(&gateway_with(
+        "ready_leader_silence_ms = 1200",
+        "[raft]\nelection_timeout_max_ms = 1200",
+    ));
+    assert_eq!(key, "gateway.ready_leader_silence_ms");
+    assert!(text.contains("raft.election_timeout_max_ms"), "{text}");
 }
 
 #[test]

@@ -5,14 +5,17 @@
 //!
 //! 1. read the replicated archive cursor and up to `archive.batch_max` orders after it from the
 //!    leader's own applied state, in log order;
-//! 2. insert them in one transaction, ignoring rows already present by order id;
+//! 2. insert them in one transaction; a row already present by order id must hold the same
+//!    contents (a batch sent again), or the step fails with [`ArchiveError::Conflict`];
 //! 3. propose `MarkArchived { up_to: last }` through Raft, keyed by that id.
 //!
 //! The cursor moves only after the rows are committed in PostgreSQL, and the rows are written in
 //! log order from the cursor, so there is never a gap. A step interrupted anywhere (PostgreSQL
 //! down, leader killed between 2 and 3, a new leader with an older applied state) is simply done
-//! again from the replicated cursor; the insert ignores the rows that are already there, so there
-//! is never a duplicate. Purchases never wait for any of this: they are confirmed by Raft alone,
+//! again from the replicated cursor; the insert leaves the identical rows that are already there,
+//! so there is never a duplicate. A row with an order's id and other contents is never skipped:
+//! the archiver halts there, loudly (error log, `archive_conflicts_total`, `last_error_kind`
+//! `conflict` in every status), and goes on once an operator resolved the row. Purchases never wait for any of this: they are confirmed by Raft alone,
 //! and an archive outage only grows the backlog (`archive_backlog_orders`, `stockctl status`).
 //!
 //! Connections: each voter's pool opens at most `archive.pool_size` connections, lazily; the
@@ -80,6 +83,14 @@ pub enum ArchiveError {
     Storage(String),
     #[error("the archive cursor was not replicated: {0}")]
     Cursor(String),
+    /// The archive holds rows with these orders' ids and other contents: never skipped, never
+    /// overwritten.
+    #[error(
+        "the archive holds {count} row(s) with the id of an order to archive and different \
+         contents (order ids {first:?}); the archiver stops at them: compare the rows in \
+         flashstock_orders with the cluster's orders and resolve them (deploy/RUNBOOK.md)"
+    )]
+    Conflict { count: usize, first: Vec<u64> },
     #[error("{0}")]
     Invalid(String),
 }
@@ -94,6 +105,7 @@ impl ArchiveError {
             ArchiveError::Timeout(_) => Some(ArchiveErrorKind::Timeout),
             ArchiveError::Storage(_) => Some(ArchiveErrorKind::Storage),
             ArchiveError::Cursor(_) => Some(ArchiveErrorKind::Cursor),
+            ArchiveError::Conflict { .. } => Some(ArchiveErrorKind::Conflict),
             ArchiveError::Invalid(_) => None,
         }
     }
@@ -312,18 +324,35 @@ impl Archive {
                     Err(error) => {
                         failures = failures.saturating_add(1);
                         node.metrics.archive_errors.inc();
-                        let wait = self.retry_wait(failures);
                         let backlog = node
                             .reader
                             .inventory_meta()
                             .map_or(0, |meta| meta.archive_backlog());
-                        tracing::warn!(
-                            %error,
-                            failures,
-                            backlog,
-                            retry_in_ms = wait.as_millis() as u64,
-                            "archive step failed; purchases are unaffected, retrying from the cursor"
-                        );
+                        let wait = if let ArchiveError::Conflict { .. } = error {
+                            // Not a passing failure: it stays until an operator acts, so it is
+                            // retried slowly, and said at error level every time.
+                            node.metrics.archive_conflicts.inc();
+                            let wait = Duration::from_millis(self.settings.retry_max_ms);
+                            tracing::error!(
+                                %error,
+                                failures,
+                                backlog,
+                                retry_in_ms = wait.as_millis() as u64,
+                                "ARCHIVE HALTED: an order's id is taken by a different row; \
+                                 purchases are unaffected, the backlog grows until resolved"
+                            );
+                            wait
+                        } else {
+                            let wait = self.retry_wait(failures);
+                            tracing::warn!(
+                                %error,
+                                failures,
+                                backlog,
+                                retry_in_ms = wait.as_millis() as u64,
+                                "archive step failed; purchases are unaffected, retrying from the cursor"
+                            );
+                            wait
+                        };
                         self.progress.lock().expect("progress lock").last_error = Some((
                             error.kind().unwrap_or(ArchiveErrorKind::DatabaseError),
                             error.to_string(),
@@ -460,7 +489,9 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), ArchiveEr
     Ok(())
 }
 
-/// Insert `orders` in one transaction; rows already present (by order id) are left as they are.
+/// Insert `orders` in one transaction. A row already present with an order's id and the same
+/// contents is a batch sent again (the cursor did not move after a commit) and is left as it
+/// is; one with other contents is [`ArchiveError::Conflict`], and nothing of the batch is kept.
 async fn insert(
     client: &mut deadpool_postgres::Client,
     orders: &[Order],
@@ -489,15 +520,32 @@ async fn insert(
     let committed: Vec<SystemTime> = orders.iter().map(|o| system_time(o.placed_at_ms)).collect();
 
     let transaction = client.transaction().await?;
-    transaction
-        .execute(
-            "INSERT INTO flashstock_orders (order_id, product, quantity, unit_price_cents,
-                                            customer, idempotency_key, log_index, slot,
-                                            committed_at)
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::integer[], $4::bigint[],
-                                  $5::text[], $6::text[], $7::bigint[], $8::integer[],
-                                  $9::timestamptz[])
-             ON CONFLICT (order_id) DO NOTHING",
+    // The outer SELECT sees the table as it was before this statement's INSERT: the rows it
+    // joins are exactly those that were there already, and it returns the ones that differ.
+    let differing = transaction
+        .query(
+            "WITH batch (order_id, product, quantity, unit_price_cents, customer,
+                        idempotency_key, log_index, slot, committed_at) AS (
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::integer[], $4::bigint[],
+                                      $5::text[], $6::text[], $7::bigint[], $8::integer[],
+                                      $9::timestamptz[])
+             ),
+             inserted AS (
+                 INSERT INTO flashstock_orders (order_id, product, quantity, unit_price_cents,
+                                                customer, idempotency_key, log_index, slot,
+                                                committed_at)
+                 SELECT * FROM batch
+                 ON CONFLICT (order_id) DO NOTHING
+                 RETURNING order_id
+             )
+             SELECT b.order_id
+               FROM batch b JOIN flashstock_orders o ON o.order_id = b.order_id
+              WHERE (o.product, o.quantity, o.unit_price_cents, o.customer, o.idempotency_key,
+                     o.log_index, o.slot, o.committed_at)
+                    IS DISTINCT FROM
+                    (b.product, b.quantity, b.unit_price_cents, b.customer, b.idempotency_key,
+                     b.log_index, b.slot, b.committed_at)
+              ORDER BY b.order_id",
             &[
                 &ids,
                 &products,
@@ -511,6 +559,20 @@ async fn insert(
             ],
         )
         .await?;
+    if !differing.is_empty() {
+        const NAMED: usize = 5;
+        let conflict = ArchiveError::Conflict {
+            count: differing.len(),
+            first: differing
+                .iter()
+                .take(NAMED)
+                .map(|row| row.get::<_, i64>(0) as u64)
+                .collect(),
+        };
+        // Nothing of this batch is kept: the cursor stays before the conflicting order.
+        transaction.rollback().await?;
+        return Err(conflict);
+    }
     transaction.commit().await?;
     Ok(())
 }
@@ -519,16 +581,33 @@ fn system_time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// `host:port/dbname` of a connection config.
+/// `host:port/dbname` of a connection config; every host of a multi-host URL, in order, and
+/// `(read-write)` when only a server accepting writes will do.
 fn describe_target(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let ports = config.get_ports();
+    let mut hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let host = match host {
+                tokio_postgres::config::Host::Tcp(host) => host.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            // One port for every host, or one each.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
+        })
+        .collect();
+    if hosts.is_empty() {
+        hosts.push("localhost:5432".into());
+    }
     let dbname = config.get_dbname().unwrap_or("(default)");
-    format!("{host}:{port}/{dbname}")
+    let read_write = match config.get_target_session_attrs() {
+        tokio_postgres::config::TargetSessionAttrs::ReadWrite => " (read-write)",
+        _ => "",
+    };
+    format!("{}/{dbname}{read_write}", hosts.join(","))
 }
 
 #[cfg(test)]
@@ -558,6 +637,113 @@ mod tests {
         assert_eq!(
             archive.describe(),
             "127.0.0.1:5432/db (pool of at most 4 connections)"
+        );
+    }
+
+    async fn archived_keys(client: &deadpool_postgres::Client) -> Vec<(u64, String)> {
+        client
+            .query(
+                "SELECT order_id, idempotency_key FROM flashstock_orders ORDER BY order_id",
+                &[],
+            )
+            .await
+            .expect("read the archive")
+            .iter()
+            .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, String>(1)))
+            .collect()
+    }
+
+    /// Against a real PostgreSQL: a batch sent again (the cursor did not move after a commit)
+    /// is accepted and adds nothing; a row with an order's id and other contents is a conflict,
+    /// and nothing of that batch is kept.
+    #[tokio::test]
+    async fn a_batch_sent_again_is_fine_and_a_different_row_is_a_conflict() {
+        use flashstock_api::OrderId;
+        use flashstock_deploy::postgres::{Postgres, PostgresOptions};
+
+        let postgres = Postgres::start(PostgresOptions::default()).expect("start PostgreSQL");
+        let settings = ArchiveSection {
+            postgres_url: Some(postgres.url()),
+            ..ArchiveSection::default()
+        };
+        let archive = Archive::new(&settings).unwrap().unwrap();
+        let mut client = archive.pool.get().await.expect("connect");
+        migrate(&mut client).await.expect("migrate");
+        let order = |log_index: u64, key: &str| Order {
+            id: OrderId::new(log_index, 0),
+            key: key.into(),
+            product: "kettle".into(),
+            quantity: 2,
+            customer: Some("c-1".into()),
+            price_cents: 3900,
+            remaining: 8,
+            placed_at_ms: 1_700_000_000_123 + log_index,
+            token: None,
+        };
+        let (a, b, c) = (order(10, "a"), order(11, "b"), order(12, "c"));
+        insert(&mut client, &[a.clone(), b.clone()])
+            .await
+            .expect("first batch");
+        // Sent again, and with one more order: the same rows stay, the new one is added.
+        insert(&mut client, &[a.clone(), b.clone(), c.clone()])
+            .await
+            .expect("a batch sent again");
+        let expected = vec![
+            (a.id.0, "a".to_owned()),
+            (b.id.0, "b".into()),
+            (c.id.0, "c".into()),
+        ];
+        assert_eq!(archived_keys(&client).await, expected);
+
+        // Another order with b's id (a restored log placing a new order at a used position),
+        // in a batch with a new order: refused whole, and the row already there is untouched.
+        let d = order(13, "d");
+        let mut other_b = order(11, "b-after-restore");
+        other_b.quantity = 1;
+        match insert(&mut client, &[other_b, d]).await {
+            Err(error @ ArchiveError::Conflict { .. }) => {
+                assert_eq!(error.kind(), Some(ArchiveErrorKind::Conflict));
+                let ArchiveError::Conflict { count, first } = &error else {
+                    unreachable!()
+                };
+                assert_eq!((*count, first.as_slice()), (1, [b.id.0].as_slice()));
+                assert!(error.to_string().contains(&b.id.0.to_string()), "{error}");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(
+            archived_keys(&client).await,
+            expected,
+            "nothing of the batch is kept"
+        );
+        // Each field counts, the customer's absence too.
+        let mut no_customer = b.clone();
+        no_customer.customer = None;
+        assert!(matches!(
+            insert(&mut client, &[no_customer]).await,
+            Err(ArchiveError::Conflict { .. })
+        ));
+        let mut later = b.clone();
+        later.placed_at_ms += 1;
+        assert!(matches!(
+            insert(&mut client, &[later]).await,
+            Err(ArchiveError::Conflict { .. })
+        ));
+    }
+
+    #[test]
+    fn a_multi_host_url_is_described_host_by_host() {
+        let settings = ArchiveSection {
+            postgres_url: Some(
+                "postgres://u:secret@10.0.0.4:5432,10.0.0.5:5433/shop?target_session_attrs=read-write"
+                    .into(),
+            ),
+            ..ArchiveSection::default()
+        };
+        let archive = Archive::new(&settings).unwrap().unwrap();
+        assert_eq!(
+            archive.describe(),
+            "10.0.0.4:5432,10.0.0.5:5433/shop (read-write) (pool of at most 4 connections)"
         );
     }
 

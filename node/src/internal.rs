@@ -27,7 +27,9 @@ use flashstock_api::{
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
 };
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use raft_store::{NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
@@ -212,11 +214,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Bincode<T> {
     }
 }
 
+/// A leader's append or heartbeat. One this node accepts (any answer but a higher vote, which
+/// says the sender is no longer leader) is a contact with a leader, recorded with the leader's
+/// commit index for the replica's freshness ([`crate::freshness`]).
 async fn append(
     State(state): State<AppState>,
     Bincode(request): Bincode<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
-    bincode_response(&state.raft.append_entries(request).await)
+    // The leader's commit index is as of sending, so the sample is dated when it arrived, not
+    // after this node wrote the entries.
+    let arrived = std::time::Instant::now();
+    let leader_commit = request.leader_commit.map(|log_id| log_id.index);
+    let answer = state.raft.append_entries(request).await;
+    if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
+    {
+        state
+            .freshness
+            .contact(leader_commit, state.reader.applied_index(), arrived);
+    }
+    bincode_response(&answer)
 }
 
 async fn vote(
@@ -230,7 +246,14 @@ async fn install_snapshot(
     State(state): State<AppState>,
     Bincode(request): Bincode<InstallSnapshotRequest<TypeConfig>>,
 ) -> Response {
-    bincode_response(&state.raft.install_snapshot(request).await)
+    let arrived = std::time::Instant::now();
+    let sent_with = request.vote;
+    let answer = state.raft.install_snapshot(request).await;
+    // A higher vote in the answer: the sender is no longer leader.
+    if matches!(&answer, Ok(response) if response.vote <= sent_with) {
+        state.freshness.snapshot_contact(arrived);
+    }
+    bincode_response(&answer)
 }
 
 /// Propose a batch of commands as one entry. Answers 200 with a bincode
@@ -495,7 +518,7 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
     if members.len() > voters_max {
         return error(
             StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
+            ErrorCode::TooManyVoters,
             format!(
                 "a cluster starts with at most {voters_max} voters, not {} (the archive's connection limit assumes at most that many)",
                 members.len()
@@ -628,13 +651,21 @@ async fn change_membership(
     Json(request): Json<ChangeMembershipRequest>,
 ) -> Response {
     let voters: BTreeSet<NodeId> = request.voters.iter().copied().collect();
-    if voters.is_empty() || voters.len() > cluster_config::defaults::VOTERS_MAX {
+    if voters.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidRequest,
+            "a membership needs at least 1 voter",
+        );
+    }
+    if voters.len() > cluster_config::defaults::VOTERS_MAX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::TooManyVoters,
             format!(
-                "a membership needs 1 to {} voters (the archive's connection limit assumes at most that many)",
-                cluster_config::defaults::VOTERS_MAX
+                "a membership has at most {} voters, not {} (the archive's connection limit assumes at most that many)",
+                cluster_config::defaults::VOTERS_MAX,
+                voters.len()
             ),
         );
     }

@@ -19,6 +19,8 @@
 //! - [`metrics`]: Prometheus metrics, at `GET /metrics` on the internal listener.
 //! - [`archive`]: on voters with an archive database, copies confirmed orders to PostgreSQL
 //!   exactly once while the node leads.
+//! - [`freshness`]: how fresh the replica is, from the leader's appends and heartbeats (a
+//!   gateway's readiness and the staleness every view carries).
 //! - [`membership`]: membership changes that cannot stall the cluster (checked before proposed).
 //! - [`server`]: serves each listener's connections, each phase of a connection bounded (idle,
 //!   request head, request), idle connections closed first under pressure.
@@ -33,6 +35,7 @@ pub mod api_error;
 pub mod archive;
 pub mod auth;
 pub mod cli;
+pub mod freshness;
 pub mod gateway;
 pub mod internal;
 pub mod membership;
@@ -89,6 +92,8 @@ pub struct NodeState {
     pub fatal: std::sync::OnceLock<String>,
     /// Certificates of the listeners and of calls to other nodes (`[tls]`).
     pub tls: tls::NodeTls,
+    /// The replica's freshness, from the leader's appends and heartbeats.
+    pub freshness: freshness::Freshness,
 }
 
 /// How long a node whose Raft core stopped keeps answering `/ready` and its status with the
@@ -181,6 +186,7 @@ pub async fn run_with_faults(
         unsafe_faults,
         fatal: std::sync::OnceLock::new(),
         tls,
+        freshness: freshness::Freshness::new(),
     });
 
     // One shutdown signal, fanned out to both listeners, the archiver and the event streams: the

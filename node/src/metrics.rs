@@ -42,6 +42,8 @@ pub struct Metrics {
     pub archive_orders: IntCounter,
     /// Failed archive steps on this node.
     pub archive_errors: IntCounter,
+    /// Archive steps halted by a row of the archive that differs from the order with its id.
+    pub archive_conflicts: IntCounter,
     /// Time to write one archive batch (one transaction).
     pub archive_batch_seconds: Histogram,
     archive_backlog: IntGauge,
@@ -123,6 +125,11 @@ impl Metrics {
         let archive_errors =
             IntCounter::new("archive_errors_total", "Failed archive steps on this node")
                 .expect("valid metric");
+        let archive_conflicts = IntCounter::new(
+            "archive_conflicts_total",
+            "Archive steps halted because the archive holds a different row with an order's id",
+        )
+        .expect("valid metric");
         let archive_batch_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "archive_batch_duration_seconds",
@@ -185,6 +192,7 @@ impl Metrics {
             Box::new(replication_lag.clone()),
             Box::new(archive_orders.clone()),
             Box::new(archive_errors.clone()),
+            Box::new(archive_conflicts.clone()),
             Box::new(archive_batch_seconds.clone()),
             Box::new(archive_backlog.clone()),
             Box::new(orders_held.clone()),
@@ -210,6 +218,7 @@ impl Metrics {
             replication_lag,
             archive_orders,
             archive_errors,
+            archive_conflicts,
             archive_batch_seconds,
             archive_backlog,
             orders_held,

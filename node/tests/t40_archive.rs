@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{
     buy, client_starting_at, create, node_binary, three_voters, wait_archive, Bought, ELECTION_WAIT,
 };
-use flashstock_api::{Order, OrderId};
+use flashstock_api::{ArchiveErrorKind, Order, OrderId};
 use flashstock_deploy::local::LocalCluster;
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 
@@ -416,6 +416,166 @@ async fn a_new_leader_resumes_archiving_from_the_cursor() {
         "leader {old} killed at cursor {:?}; leader {new} resumed at {:?}; {archived} orders archived exactly once",
         before.cursor, resumed.cursor
     );
+}
+
+/// A row of the archive under the id of an order to archive, with other contents (what a
+/// restored log placing new orders at used positions would meet): the archiver never skips the
+/// order; it halts there and says so in every place an operator looks (leader status, the public
+/// operations view, a metric, an error in the log) while purchases go on; once the row is
+/// moved aside it resumes, and the archive is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_different_row_under_an_orders_id_halts_the_archive_loudly() {
+    let postgres = Postgres::start(PostgresOptions::default()).expect("start PostgreSQL");
+    let url = postgres.url();
+    let cluster = common::formed(3, 1, |config| {
+        config.archive.postgres_url = Some(url.clone());
+        config.archive.interval_ms = 20;
+        config.archive.timeout_ms = 3000;
+        config.archive.retry_min_ms = 50;
+        config.archive.retry_max_ms = 300;
+    })
+    .await;
+    let client = cluster.voter_client();
+    for (i, product) in PRODUCTS.iter().enumerate() {
+        client
+            .write(vec![create(&format!("create-{i}"), product, 1_000)])
+            .await
+            .expect("create a product");
+    }
+    let confirmed_order = |bought: Bought| match bought {
+        Bought::Confirmed(order) => order,
+        other => panic!("a purchase in stock is confirmed: {other:?}"),
+    };
+    let mut confirmed = BTreeMap::new();
+    let first = confirmed_order(buy(&client, "first", "tee", 1, 600).await);
+    confirmed.insert(first.id, first.clone());
+    wait_archive(
+        &cluster,
+        "the first order archived",
+        Duration::from_secs(20),
+        |s| s.backlog == 0 && s.cursor == Some(first.id),
+    )
+    .await;
+
+    // Rows under the ids the next purchases will take (one command per entry: slot 0), with
+    // contents no order has.
+    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    let applied = client
+        .status(&cluster.addr(leader))
+        .await
+        .expect("leader status")
+        .applied_index
+        .unwrap_or(0);
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the archive");
+    tokio::spawn(connection);
+    let planted: Vec<i64> = (applied + 1..=applied + 100)
+        .map(|index| OrderId::new(index, 0).0 as i64)
+        .collect();
+    db.execute(
+        "INSERT INTO flashstock_orders (order_id, product, quantity, unit_price_cents, customer,
+                                        idempotency_key, log_index, slot, committed_at)
+         SELECT id, 'planted', 1, 1, NULL, 'planted-' || id, id >> 16, 0, now()
+           FROM UNNEST($1::bigint[]) AS id",
+        &[&planted],
+    )
+    .await
+    .expect("plant rows");
+    let second = confirmed_order(buy(&client, "second", "mug", 2, 600).await);
+    assert!(
+        planted.contains(&(second.id.0 as i64)),
+        "the test's premise: order {} takes a planted id (applied index was {applied})",
+        second.id
+    );
+    confirmed.insert(second.id, second.clone());
+
+    // Halted, and said: the leader's status, ...
+    let halted = wait_archive(
+        &cluster,
+        "the archiver reports the conflict",
+        Duration::from_secs(20),
+        |s| s.last_error_kind == Some(ArchiveErrorKind::Conflict),
+    )
+    .await;
+    assert_eq!(halted.cursor, Some(first.id), "the cursor stays before it");
+    assert!(halted.backlog >= 1, "{halted:?}");
+    let message = halted.last_error.clone().unwrap_or_default();
+    assert!(message.contains(&second.id.to_string()), "{message}");
+    // ... the public operations view, by its stable kind, ...
+    let http = reqwest::Client::new();
+    let gateway = cluster.gateway_ids()[0];
+    let ops_url = format!("{}/v1/ops/cluster", cluster.public_url(gateway));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ops: serde_json::Value = http
+            .get(&ops_url)
+            .send()
+            .await
+            .expect("ops view")
+            .json()
+            .await
+            .expect("JSON");
+        if ops["archive"]["last_error_kind"] == "conflict" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the operations view does not show the conflict: {}",
+            ops["archive"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ... a metric, and an error in the log.
+    let metrics = http
+        .get(format!("http://{}/metrics", cluster.addr(leader)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let conflicts: u64 = metrics
+        .lines()
+        .find(|line| line.starts_with("flashstock_archive_conflicts_total"))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no conflicts metric:\n{metrics}"));
+    assert!(conflicts >= 1, "{conflicts}");
+    let log = cluster.log_tail(leader);
+    assert!(
+        log.contains("ERROR") && log.contains("ARCHIVE HALTED"),
+        "the leader's log:\n{log}"
+    );
+    // Purchases go on, and the planted row was not overwritten.
+    let third = confirmed_order(buy(&client, "third", "cap", 1, 600).await);
+    confirmed.insert(third.id, third);
+    let kept: String = db
+        .query_one(
+            "SELECT product FROM flashstock_orders WHERE order_id = $1",
+            &[&(second.id.0 as i64)],
+        )
+        .await
+        .expect("the planted row")
+        .get(0);
+    assert_eq!(kept, "planted");
+
+    // The operator moves the planted rows aside (deploy/RUNBOOK.md): the archive resumes.
+    db.batch_execute(
+        "CREATE TABLE flashstock_orders_displaced (LIKE flashstock_orders);
+         WITH moved AS (DELETE FROM flashstock_orders WHERE product = 'planted' RETURNING *)
+         INSERT INTO flashstock_orders_displaced SELECT * FROM moved;",
+    )
+    .await
+    .expect("move the planted rows aside");
+    wait_archive(
+        &cluster,
+        "the archive resumes",
+        Duration::from_secs(20),
+        |s| s.backlog == 0 && s.last_error_kind.is_none(),
+    )
+    .await;
+    let archived = assert_archive_matches(&cluster, &postgres, &confirmed).await;
+    println!("halted at order {} ({conflicts} conflicting attempts); {archived} orders archived exactly once after the rows were moved aside", second.id);
 }
 
 #[test]

@@ -2,9 +2,13 @@
 //!
 //! A gateway is an openraft learner: it receives the same log as the voters and applies it to its
 //! own RocksDB, milliseconds behind. Every view is served from that replica, without touching the
-//! voters, and says how fresh it is (`applied_index` in the body, `x-applied-index` header). A
-//! view asked with `?consistency=linearizable` first learns the leader's commit index through a
-//! quorum-confirmed read index, and waits until the replica has applied it.
+//! voters, and says how fresh it is (`applied_index` in the body, `x-applied-index` header, and
+//! how old it may be in `x-staleness-ms`, from the leader's last contact: [`crate::freshness`]).
+//! `/v1/ready` turns 503 when the replica has not heard from a leader within
+//! `gateway.ready_leader_silence_ms` or trails its commit index by more than
+//! `gateway.ready_lag_entries_max`. A view asked with `?consistency=linearizable` first learns
+//! the leader's commit index through a quorum-confirmed read index, and waits until the replica
+//! has applied it.
 //!
 //! Writes go to the leader through the [`forwarder`], coalesced into batches. Stock changes are
 //! pushed to subscribers as server-sent events from the replica's apply stream.
@@ -114,6 +118,15 @@ impl Gateway {
             stopping,
             openapi,
         }
+    }
+}
+
+impl Gateway {
+    /// The replica's freshness now ([`crate::freshness`]).
+    pub fn freshness(&self) -> crate::freshness::FreshnessView {
+        self.node
+            .freshness
+            .view(self.node.reader.applied_index(), std::time::Instant::now())
     }
 }
 

@@ -8,7 +8,7 @@
 //! flight instead of starting their own, so the probes cost the same for one viewer or a hundred.
 //! The page is public, so the answer holds health, never internal text: internal addresses are
 //! left out, a member that is down gets a fixed reason, and the archive's last error is given
-//! by its stable kind ([`ArchiveErrorKind`]: `database_unavailable`, `timeout`, ...), never by
+//! by its stable kind ([`ArchiveErrorKind`]: `database_unavailable`, `timeout`, `conflict`, ...), never by
 //! its message, which may name database users, hosts and tables. Operators read the message on
 //! the authenticated `GET /admin/status` (`stockctl archive status`).
 //!

@@ -22,7 +22,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{
     DefaultBodyLimit, Extension, FromRequest, FromRequestParts, Path, Query, Request, State,
 };
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{middleware, Json, Router};
@@ -30,6 +31,7 @@ use flashstock_api::{
     validate_command, validate_product_id, Command, CreateProductRequest, ErrorCode, Op, Order,
     OrderId, OrderView, Outcome, ProductChanged, ProductList, ProductView, PurchaseRequest,
     PurchaseResponse, Rejection, RestockRequest, APPLIED_INDEX_HEADER, IDEMPOTENCY_KEY_HEADER,
+    STALENESS_HEADER, STALENESS_UNKNOWN,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -93,12 +95,30 @@ pub fn router(gateway: AppState) -> Router {
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(gateway.clone(), staleness))
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .layer(middleware::from_fn_with_state(
             gateway.node.metrics.clone(),
             crate::metrics::track,
         ))
         .with_state(gateway)
+}
+
+/// Every answer to a `GET` or `HEAD` says how stale the replica it was served from may be
+/// ([`STALENESS_HEADER`]), measured before the handler reads: what it reads is at least that
+/// fresh, so the header never claims more freshness than the view has.
+async fn staleness(State(gateway): State<AppState>, request: Request, next: Next) -> Response {
+    let is_view = request.method() == Method::GET || request.method() == Method::HEAD;
+    let staleness = is_view.then(|| gateway.freshness().staleness);
+    let mut response = next.run(request).await;
+    if let Some(staleness) = staleness {
+        let value = match staleness {
+            Some(age) => HeaderValue::from(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+            None => HeaderValue::from_static(STALENESS_UNKNOWN),
+        };
+        response.headers_mut().insert(STALENESS_HEADER, value);
+    }
+    response
 }
 
 async fn not_found() -> Response {
@@ -560,8 +580,11 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when this replica knows a leader and has applied at least one entry (it may still be
-/// catching up with the leader).
+/// Ready when this replica knows a leader, has applied at least one entry, has heard from a
+/// leader within `gateway.ready_leader_silence_ms`, and trails the leader's commit index by at
+/// most `gateway.ready_lag_entries_max` entries. Otherwise 503 `not_ready`, the message saying
+/// which condition fails (the stable part is its first words: `no leader`, `no contact with a
+/// leader`, `behind the leader`).
 async fn ready(State(gateway): State<AppState>) -> Answer {
     // The stable code only: the error's own text names internals, and stays on the
     // authenticated `/admin/status`.
@@ -574,22 +597,57 @@ async fn ready(State(gateway): State<AppState>) -> Answer {
     }
     let leader = gateway.node.raft.metrics().borrow().current_leader;
     let applied_index = gateway.node.reader.applied_index();
-    match leader {
-        Some(leader) if applied_index > 0 => Ok(Json(serde_json::json!({
-            "status": "ready",
-            "leader": leader,
-            "applied_index": applied_index,
-        }))
-        .into_response()),
-        _ => Err(ApiError::new(
+    let freshness = gateway
+        .node
+        .freshness
+        .view(applied_index, std::time::Instant::now());
+    let config = &gateway.node.config.gateway;
+    let not_ready = |message: String| {
+        Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady,
-            format!(
-                "replica not ready: leader {leader:?}, applied index {applied_index}; \
-                 is this gateway added as a learner?"
-            ),
-        )),
+            message,
+        ))
+    };
+    let leader = match leader {
+        Some(leader) if applied_index > 0 => leader,
+        _ => {
+            return not_ready(format!(
+                "no leader known, or nothing applied: leader {leader:?}, applied index \
+                 {applied_index}; is this gateway added as a learner?"
+            ))
+        }
+    };
+    let silence_ms = freshness.silence.map(|silence| silence.as_millis());
+    match silence_ms {
+        Some(ms) if ms <= u128::from(config.ready_leader_silence_ms) => {}
+        _ => {
+            let heard = match silence_ms {
+                Some(ms) => format!("for {ms} ms"),
+                None => "since this gateway started".to_owned(),
+            };
+            return not_ready(format!(
+                "no contact with a leader {heard} (gateway.ready_leader_silence_ms = {}): \
+                 the views it serves may be stale",
+                config.ready_leader_silence_ms
+            ));
+        }
     }
+    if freshness.lag_entries > config.ready_lag_entries_max {
+        return not_ready(format!(
+            "behind the leader by {} entries (gateway.ready_lag_entries_max = {}): catching up",
+            freshness.lag_entries, config.ready_lag_entries_max
+        ));
+    }
+    Ok(Json(serde_json::json!({
+        "status": "ready",
+        "leader": leader,
+        "applied_index": applied_index,
+        "lag_entries": freshness.lag_entries,
+        "leader_silence_ms": silence_ms,
+        "staleness_ms": freshness.staleness.map(|staleness| staleness.as_millis()),
+    }))
+    .into_response())
 }
 
 async fn openapi(State(gateway): State<AppState>) -> Response {

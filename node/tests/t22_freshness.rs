@@ -1,0 +1,158 @@
+//! A gateway's readiness and the staleness its views carry, with real processes: a gateway cut
+//! off from every voter turns not-ready within `gateway.ready_leader_silence_ms`, keeps serving
+//! views, and says on each of them that they are at least that old; once the voters are back it
+//! is ready and fresh again.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use flashstock_api::{CreateProductRequest, STALENESS_HEADER, STALENESS_UNKNOWN};
+
+/// The silence bound under test: above the default `raft.election_timeout_max_ms` (1200 ms),
+/// as the configuration requires.
+const SILENCE_MS: u64 = 1500;
+/// What the machine may add to the bound before the gateway notices: the readiness poll below
+/// (20 ms) and scheduling on a loaded two-core machine.
+const NOTICE_SLACK: Duration = Duration::from_millis(1000);
+const POLL: Duration = Duration::from_millis(20);
+
+/// A view's `x-staleness-ms`, in milliseconds; `None` for `unknown`.
+fn staleness(response: &reqwest::Response) -> Option<u64> {
+    let value = response
+        .headers()
+        .get(STALENESS_HEADER)
+        .unwrap_or_else(|| panic!("{} has no {STALENESS_HEADER}", response.url()))
+        .to_str()
+        .expect("ASCII");
+    if value == STALENESS_UNKNOWN {
+        None
+    } else {
+        Some(value.parse().expect("a number of milliseconds"))
+    }
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> reqwest::Response {
+    http.get(url).send().await.expect("the gateway answers")
+}
+
+/// Poll `/v1/ready` until its status is `want`; returns the answer's body and when it came.
+async fn wait_ready_status(
+    http: &reqwest::Client,
+    base: &str,
+    want: u16,
+) -> (serde_json::Value, Instant) {
+    let deadline = Instant::now() + ELECTION_WAIT;
+    loop {
+        let response = get(http, &format!("{base}/v1/ready")).await;
+        if response.status().as_u16() == want {
+            let at = Instant::now();
+            return (response.json().await.expect("JSON"), at);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/v1/ready still answers {} after {ELECTION_WAIT:?}",
+            response.status()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_cut_off_from_the_voters_turns_unready_and_says_its_views_are_stale() {
+    let mut cluster = formed(3, 1, |config| {
+        config.gateway.ready_leader_silence_ms = SILENCE_MS;
+    })
+    .await;
+    cluster
+        .shop_client()
+        .create_product(&CreateProductRequest {
+            id: "kettle".into(),
+            name: "Kettle".into(),
+            price_cents: 3900,
+            stock: 10,
+        })
+        .await
+        .expect("create");
+    let gateway = cluster.gateway_ids()[0];
+    let base = cluster.public_url(gateway);
+    let http = reqwest::Client::new();
+    let product = format!("{base}/v1/products/kettle");
+    let views = [
+        product.clone(),
+        format!("{base}/v1/products"),
+        format!("{base}/"),
+    ];
+
+    // Connected: ready, and every view fresh within a heartbeat or so (well under the bound).
+    let (ready, _) = wait_ready_status(&http, &base, 200).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["lag_entries"], 0, "{ready}");
+    let deadline = Instant::now() + ELECTION_WAIT;
+    while get(&http, &product).await.status() != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "kettle never reached the replica"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    for url in &views {
+        let response = get(&http, url).await;
+        assert_eq!(response.status(), 200, "{url}");
+        let age = staleness(&response).expect("known while connected");
+        assert!(age < SILENCE_MS, "{url}: {age} ms stale while connected");
+    }
+
+    // Cut off: every voter paused (holding its connections, answering nothing).
+    let voters = cluster.voter_ids();
+    for id in &voters {
+        cluster.pause(*id, true).expect("pause a voter");
+    }
+    let cut = Instant::now();
+    let (refused, unready_at) = wait_ready_status(&http, &base, 503).await;
+    let noticed = unready_at - cut;
+    eprintln!("not ready {noticed:?} after the voters were paused (bound {SILENCE_MS} ms)");
+    assert!(
+        noticed <= Duration::from_millis(SILENCE_MS) + NOTICE_SLACK,
+        "not-ready only {noticed:?} after the voters stopped (bound {SILENCE_MS} ms)"
+    );
+    assert_eq!(refused["code"], "not_ready", "{refused}");
+    let message = refused["message"].as_str().expect("a message");
+    assert!(message.starts_with("no contact with a leader"), "{message}");
+    // Views are still served, from the replica, and none claims to be fresh.
+    for url in &views {
+        let response = get(&http, url).await;
+        assert_eq!(response.status(), 200, "{url}");
+        let age = staleness(&response).expect("known: it was fresh once");
+        assert!(
+            age >= SILENCE_MS,
+            "{url}: claims {age} ms stale, {noticed:?} after the last voter went silent"
+        );
+    }
+    // A linearizable read cannot be served without a leader: refused, not stale.
+    let linear = get(&http, &format!("{product}?consistency=linearizable")).await;
+    assert_eq!(linear.status(), 503);
+
+    // The voters back: ready and fresh again, and linearizable reads work.
+    for id in &voters {
+        cluster.pause(*id, false).expect("resume a voter");
+    }
+    wait_ready_status(&http, &base, 200).await;
+    let response = get(&http, &product).await;
+    let age = staleness(&response).expect("known");
+    assert!(age < SILENCE_MS, "{age} ms stale once reconnected");
+    let deadline = Instant::now() + ELECTION_WAIT;
+    loop {
+        let linear = get(&http, &format!("{product}?consistency=linearizable")).await;
+        if linear.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "linearizable reads still fail: {}",
+            linear.status()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
