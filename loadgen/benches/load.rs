@@ -67,24 +67,12 @@ fn main() {
             for round in 0..rounds.max(1) {
                 for tls in [false, true] {
                     let cluster = cluster(&binary, forward_slots, tls).await;
-                    let label = if tls {
-                        "flashstock TLS"
-                    } else {
-                        "flashstock plaintext"
-                    };
+                    let label = if tls { TLS } else { PLAINTEXT };
                     eprintln!("load: round {} of {rounds}: {label}", round + 1);
-                    let config = RunConfig::new(Mode::Closed, clients.max(1), duration);
-                    let report = run_scenario(
-                        "standard",
-                        label,
-                        &Target::gateways_of(&cluster),
-                        &Workload::standard(STANDARD_PRODUCTS, views),
-                        &config,
-                        Phases::SetupAndCheck,
-                    )
-                    .await
-                    .expect("the scenario runs");
-                    reports.push(report);
+                    let workload = Workload::standard(STANDARD_PRODUCTS, views);
+                    let target = Target::gateways_of(&cluster);
+                    let run = ("standard", label, clients, duration);
+                    reports.push(closed_run(run, &target, &workload).await);
                 }
             }
             print!("{}", table(&reports));
@@ -103,23 +91,37 @@ fn main() {
         ];
         let mut reports = Vec::new();
         for (name, workload, connections) in runs {
-            let config = RunConfig::new(Mode::Closed, connections.max(1), duration);
-            let report = run_scenario(
-                name,
-                "flashstock",
-                &target,
-                &workload,
-                &config,
-                Phases::SetupAndCheck,
-            )
-            .await
-            .expect("the scenario runs");
-            reports.push(report);
+            let run = (name, "flashstock", connections, duration);
+            reports.push(closed_run(run, &target, &workload).await);
         }
         print!("{}", table(&reports));
         reports.iter().all(|r| r.ok)
     });
     std::process::exit(i32::from(!ok));
+}
+
+/// The labels of the two sides of `--tls-compare`.
+const PLAINTEXT: &str = "plaintext";
+const TLS: &str = "TLS";
+
+/// One closed-loop run, set-up and check included: (scenario, target label, connections,
+/// duration).
+async fn closed_run(
+    (name, label, connections, duration): (&str, &str, usize, Duration),
+    target: &Target,
+    workload: &Workload,
+) -> RunReport {
+    let config = RunConfig::new(Mode::Closed, connections.max(1), duration);
+    run_scenario(
+        name,
+        label,
+        target,
+        workload,
+        &config,
+        Phases::SetupAndCheck,
+    )
+    .await
+    .expect("the scenario runs")
 }
 
 /// A six-node cluster on loopback, formed; with TLS on every link when `tls`.
@@ -178,8 +180,8 @@ fn print_tls_medians(reports: &[RunReport]) {
         }),
     ];
     for (name, pick) in rows {
-        let plain = figure("flashstock plaintext", pick);
-        let tls = figure("flashstock TLS", pick);
+        let plain = figure(PLAINTEXT, pick);
+        let tls = figure(TLS, pick);
         println!(
             "  {name:<27} {plain:>10.1} | {tls:>10.1} | {:>5.2}",
             tls / plain
