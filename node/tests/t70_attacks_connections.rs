@@ -442,8 +442,8 @@ async fn under_pressure_idle_sockets_make_room_for_buyers() {
     let buyers = Buyers::start(&cluster.public_url(gateway));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sockets = open(addr, SOCKETS).await;
-    // Keep the attack up for a few seconds, buyers buying, then let go.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Keep the attack up for a few seconds (the longer mode: longer), buyers buying, then let go.
+    tokio::time::sleep(common::attack_hold(Duration::from_secs(3))).await;
     let closes = futures::future::join_all(
         sockets
             .into_iter()

@@ -32,13 +32,18 @@ const PRODUCT: &str = "drop";
 /// confirmations.
 const STOCK: u64 = 1_000_000;
 const HONEST_BUYERS: u8 = 100;
-const PURCHASES_PER_BUYER: usize = 6;
+/// Purchases of each buyer: 3 s of buying, or the longer mode's hold
+/// ([`common::attack_hold`]).
+fn purchases_per_buyer() -> usize {
+    let hold = common::attack_hold(BUYER_PAUSE * 6);
+    (hold.as_millis() / BUYER_PAUSE.as_millis()).max(1) as usize
+}
 /// A buyer's pause between two purchases: the buyers' phase, and the flood, last seconds.
 const BUYER_PAUSE: Duration = Duration::from_millis(500);
 const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 2, 1);
 /// The bound of every HTTP exchange of the test.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The bound of the honest buyers' whole phase.
+/// The bound of the honest buyers' whole phase, beyond their buying time.
 const BUYERS_TIMEOUT: Duration = Duration::from_secs(40);
 
 fn buyer_ip(i: u8) -> IpAddr {
@@ -183,7 +188,7 @@ impl Report {
     fn assert_fair(&self) {
         assert_eq!(
             self.honest.len(),
-            HONEST_BUYERS as usize * PURCHASES_PER_BUYER,
+            HONEST_BUYERS as usize * purchases_per_buyer(),
             "every honest purchase was answered"
         );
         for (answer, _) in &self.honest {
@@ -254,7 +259,7 @@ async fn flood_against_honest_buyers(gateway: &str, connections: usize) -> Repor
         let gateway = gateway.to_owned();
         buyers.spawn(async move {
             let mut answers = Vec::new();
-            for n in 0..PURCHASES_PER_BUYER {
+            for n in 0..purchases_per_buyer() {
                 let key = format!("honest-{i}-{n}");
                 let sent = Instant::now();
                 let answer = match buy(&http, &gateway, &key).await {
@@ -268,7 +273,8 @@ async fn flood_against_honest_buyers(gateway: &str, connections: usize) -> Repor
         });
     }
     let mut report = Report::default();
-    let bought = tokio::time::timeout(BUYERS_TIMEOUT, async {
+    let buying = BUYER_PAUSE * purchases_per_buyer() as u32;
+    let bought = tokio::time::timeout(BUYERS_TIMEOUT + buying, async {
         while let Some(answers) = buyers.join_next().await {
             report.honest.extend(answers.expect("a buyer task"));
         }

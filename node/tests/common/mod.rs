@@ -13,6 +13,16 @@ use flashstock_deploy::local::{Layout, LocalCluster};
 
 pub const ELECTION_WAIT: Duration = Duration::from_secs(30);
 
+/// How long an attack test holds its attack while honest buyers buy: `default` in CI, or
+/// `FLASHSTOCK_ATTACK_HOLD_S` seconds when set (the longer mode, e.g. 60, run with
+/// `--nocapture` to read the figures).
+pub fn attack_hold(default: Duration) -> Duration {
+    std::env::var("FLASHSTOCK_ATTACK_HOLD_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(default, Duration::from_secs)
+}
+
 pub fn node_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_flashstock-node"))
 }
