@@ -636,7 +636,7 @@ mod tests {
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(
             archive.describe(),
-            "127.0.0.1:5432/db (pool of at most 4 connections)"
+            "127.0.0.1:5432/db (pool of at most 4 connections, no TLS)"
         );
     }
 
@@ -743,7 +743,7 @@ mod tests {
         let archive = Archive::new(&settings).unwrap().unwrap();
         assert_eq!(
             archive.describe(),
-            "10.0.0.4:5432,10.0.0.5:5433/shop (read-write) (pool of at most 4 connections)"
+            "10.0.0.4:5432,10.0.0.5:5433/shop (read-write) (pool of at most 4 connections, no TLS)"
         );
     }
 
