@@ -15,8 +15,9 @@
 //! again from the replicated cursor; the insert leaves the identical rows that are already there,
 //! so there is never a duplicate. A row with an order's id and other contents is never skipped:
 //! the archiver halts there, loudly (error log, `archive_conflicts_total`, `last_error_kind`
-//! `conflict` in every status), and goes on once an operator resolved the row. Purchases never wait for any of this: they are confirmed by Raft alone,
-//! and an archive outage only grows the backlog (`archive_backlog_orders`, `stockctl status`).
+//! `conflict` in every status), and goes on once an operator resolved the row. Purchases never
+//! wait for any of this: they are confirmed by Raft alone, and an archive outage only grows the
+//! backlog (`archive_backlog_orders`, `stockctl status`).
 //!
 //! Connections: each voter's pool opens at most `archive.pool_size` connections, lazily; the
 //! configuration caps it so that every voter holding a full pool at once (a deposed leader that
