@@ -8,19 +8,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flashstock_api::{CreateProductRequest, ErrorCode, Order, OrderId, StockEvent};
+use flashstock_api::{ErrorCode, Order, OrderId, StockEvent};
 use flashstock_client::{ShopClient, ShopError};
 use flashstock_deploy::local::LocalCluster;
 use tokio::task::JoinSet;
-
-fn product(id: &str, stock: u64) -> CreateProductRequest {
-    CreateProductRequest {
-        id: id.into(),
-        name: format!("Product {id}"),
-        price_cents: 2500,
-        stock,
-    }
-}
 
 /// A client of one gateway only.
 fn gateway_client(cluster: &LocalCluster, id: u64) -> ShopClient {

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flashstock_api::{CreateProductRequest, STALENESS_HEADER, STALENESS_UNKNOWN};
+use flashstock_api::{STALENESS_HEADER, STALENESS_UNKNOWN};
 
 /// The silence bound under test: above the default `raft.election_timeout_max_ms` (1200 ms),
 /// as the configuration requires.
@@ -67,12 +67,7 @@ async fn a_gateway_cut_off_from_the_voters_turns_unready_and_says_its_views_are_
     .await;
     cluster
         .shop_client()
-        .create_product(&CreateProductRequest {
-            id: "kettle".into(),
-            name: "Kettle".into(),
-            price_cents: 3900,
-            stock: 10,
-        })
+        .create_product(&product("kettle", 10))
         .await
         .expect("create");
     let gateway = cluster.gateway_ids()[0];

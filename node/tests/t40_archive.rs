@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    buy, client_starting_at, create, node_binary, three_voters, wait_archive, Bought, ELECTION_WAIT,
+    archive_often, buy, client_starting_at, create, node_binary, three_voters, wait_archive,
+    Bought, ELECTION_WAIT,
 };
 use flashstock_api::{ArchiveErrorKind, Order, OrderId};
 use flashstock_deploy::local::LocalCluster;
@@ -22,15 +23,7 @@ const BUYERS: usize = 6;
 
 async fn archived_cluster(postgres: &Postgres) -> LocalCluster {
     let url = postgres.url();
-    let cluster = three_voters(|config| {
-        config.archive.postgres_url = Some(url.clone());
-        config.archive.interval_ms = 20;
-        config.archive.batch_max = 200;
-        config.archive.timeout_ms = 3000;
-        config.archive.retry_min_ms = 50;
-        config.archive.retry_max_ms = 500;
-    })
-    .await;
+    let cluster = three_voters(|config| archive_often(config, &url)).await;
     let client = cluster.voter_client();
     for (i, product) in PRODUCTS.iter().enumerate() {
         client
@@ -427,14 +420,7 @@ async fn a_new_leader_resumes_archiving_from_the_cursor() {
 async fn a_different_row_under_an_orders_id_halts_the_archive_loudly() {
     let postgres = Postgres::start(PostgresOptions::default()).expect("start PostgreSQL");
     let url = postgres.url();
-    let cluster = common::formed(3, 1, |config| {
-        config.archive.postgres_url = Some(url.clone());
-        config.archive.interval_ms = 20;
-        config.archive.timeout_ms = 3000;
-        config.archive.retry_min_ms = 50;
-        config.archive.retry_max_ms = 300;
-    })
-    .await;
+    let cluster = common::formed(3, 1, |config| archive_often(config, &url)).await;
     let client = cluster.voter_client();
     for (i, product) in PRODUCTS.iter().enumerate() {
         client

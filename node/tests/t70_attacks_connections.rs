@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flashstock_api::CreateProductRequest;
 use flashstock_deploy::local::LocalCluster;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,12 +56,7 @@ async fn sale(tweak: impl Fn(&mut cluster_config::Config)) -> LocalCluster {
     let cluster = formed(3, 1, tweak).await;
     cluster
         .shop_client()
-        .create_product(&CreateProductRequest {
-            id: "sale".into(),
-            name: "Flash sale".into(),
-            price_cents: 999,
-            stock: 10_000_000,
-        })
+        .create_product(&product("sale", 10_000_000))
         .await
         .expect("create the product");
     cluster

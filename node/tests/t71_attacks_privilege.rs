@@ -46,15 +46,7 @@ async fn public_purchase(
 async fn a_client_cannot_stall_the_archive_with_its_next_key() {
     let mut postgres = Postgres::start(PostgresOptions::default()).expect("start PostgreSQL");
     let url = postgres.url();
-    let cluster = six_nodes(|config| {
-        config.archive.postgres_url = Some(url.clone());
-        config.archive.interval_ms = 20;
-        config.archive.batch_max = 200;
-        config.archive.timeout_ms = 2000;
-        config.archive.retry_min_ms = 50;
-        config.archive.retry_max_ms = 300;
-    })
-    .await;
+    let cluster = six_nodes(|config| common::archive_often(config, &url)).await;
     cluster
         .voter_client()
         .write(vec![create("create-tee", "tee", 1000)])

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use cluster_config::Config;
 use common::formed;
-use flashstock_api::{CreateProductRequest, ErrorBody, ErrorCode};
+use flashstock_api::{ErrorBody, ErrorCode};
 use flashstock_deploy::local::LocalCluster;
 use reqwest::StatusCode;
 
@@ -100,12 +100,7 @@ async fn one_gateway(tweak: impl Fn(&mut Config)) -> LocalCluster {
     let cluster = formed(3, 1, tweak).await;
     cluster
         .shop_client()
-        .create_product(&CreateProductRequest {
-            id: PRODUCT.into(),
-            name: "Limited drop".into(),
-            price_cents: 19_900,
-            stock: STOCK,
-        })
+        .create_product(&common::product(PRODUCT, STOCK))
         .await
         .expect("create the product");
     cluster

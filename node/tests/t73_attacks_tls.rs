@@ -13,8 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{node_binary, wait_archive, ELECTION_WAIT};
-use flashstock_api::CreateProductRequest;
+use common::{node_binary, product, wait_archive, ELECTION_WAIT};
 use flashstock_deploy::local::{Layout, LocalCluster};
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
 use flashstock_tls::authority::Authority;
@@ -47,15 +46,6 @@ async fn presented_certificate(addr: SocketAddr, ca: &Path) -> CertificateDer<'s
         .expect("TLS handshake");
     let (_, session) = stream.get_ref();
     session.peer_certificates().expect("a certificate")[0].clone()
-}
-
-fn product(id: &str, stock: u64) -> CreateProductRequest {
-    CreateProductRequest {
-        id: id.into(),
-        name: format!("Product {id}"),
-        price_cents: 500,
-        stock,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -294,9 +284,8 @@ async fn the_archive_writes_to_postgresql_over_tls() {
     let url = format!("{}?sslmode=require", postgres.url());
     let ca = dir.path().join("ca.pem");
     let cluster = common::formed(3, 1, |config| {
-        config.archive.postgres_url = Some(url.clone());
+        common::archive_often(config, &url);
         config.archive.postgres_ca_path = Some(ca.clone());
-        config.archive.interval_ms = 0;
     })
     .await;
     let shop = cluster.shop_client();

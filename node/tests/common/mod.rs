@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use cluster_config::Config;
-use flashstock_api::{ArchiveStatus, Command, Op, Order, OrderId, Outcome, Product};
+use flashstock_api::{
+    ArchiveStatus, Command, CreateProductRequest, Op, Order, OrderId, Outcome, Product,
+};
 use flashstock_client::VoterClient;
 use flashstock_deploy::local::{Layout, LocalCluster};
 
@@ -92,6 +94,26 @@ pub async fn wait_archive(
             "{what}: not within {timeout:?}; last archive status {last:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Archive into `url` often and retry quickly: tests wait for the archive in milliseconds.
+pub fn archive_often(config: &mut Config, url: &str) {
+    config.archive.postgres_url = Some(url.to_owned());
+    config.archive.interval_ms = 20;
+    config.archive.batch_max = 200;
+    config.archive.timeout_ms = 3000;
+    config.archive.retry_min_ms = 50;
+    config.archive.retry_max_ms = 300;
+}
+
+/// The public API's body creating product `id` with `stock` items.
+pub fn product(id: &str, stock: u64) -> CreateProductRequest {
+    CreateProductRequest {
+        id: id.into(),
+        name: format!("Product {id}"),
+        price_cents: 2500,
+        stock,
     }
 }
 
