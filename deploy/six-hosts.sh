@@ -163,7 +163,7 @@ postgres() {
 certificates() {
   local ca="$DIR/tls"
   "$BIN/stockctl" certs ca --dir "$ca" >/dev/null
-  "$BIN/stockctl" certs issue --dir "$ca" operator operator >/dev/null
+  "$BIN/stockctl" certs issue --dir "$ca" operator >/dev/null
   for n in 1 2 3 4 5 6; do
     local tls="$DIR/server-$n/tls"
     "$BIN/stockctl" certs issue --dir "$ca" "server-$n" "198.18.0.$n" >/dev/null

@@ -407,19 +407,30 @@ pub(crate) fn http_client(
     local: Option<std::net::IpAddr>,
     tls: Option<&crate::TlsConfig>,
 ) -> reqwest::Client {
-    let builder = reqwest::Client::builder()
+    http_builder(Duration::from_secs(2).min(timeout), local, tls)
         .timeout(timeout)
-        .connect_timeout(Duration::from_secs(2).min(timeout))
+        .build()
+        .expect("a client of a rustls config always builds")
+}
+
+/// The connection settings every HTTP client of the project shares (this crate's, the nodes'
+/// Raft network, the test clusters'): persistent connections without Nagle's delay, dropped
+/// after [`crate::POOL_IDLE_TIMEOUT`] idle, `connect_timeout`, optionally a fixed source
+/// address, and `tls` for `https://` URLs (without it, only plaintext URLs can be reached).
+pub fn http_builder(
+    connect_timeout: Duration,
+    local: Option<std::net::IpAddr>,
+    tls: Option<&crate::TlsConfig>,
+) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .pool_idle_timeout(crate::POOL_IDLE_TIMEOUT)
         .local_address(local);
-    let builder = match tls {
+    match tls {
         Some(tls) => builder.use_preconfigured_tls(tls.as_ref().clone()),
         None => builder,
-    };
-    builder
-        .build()
-        .expect("a client of a rustls config always builds")
+    }
 }
 
 /// Percent-encode one path segment (or query value): every byte but ASCII letters, digits and

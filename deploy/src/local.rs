@@ -21,6 +21,8 @@ use crate::netns::NodeNetwork;
 
 /// How long a node may take to answer its health check after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one readiness poll may take to connect.
+const READY_POLL_CONNECT: Duration = Duration::from_secs(2);
 /// How often readiness and cluster conditions are polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -309,9 +311,7 @@ impl LocalCluster {
             }
             std::fs::write(&node.config_path, config.to_toml_string())?;
         }
-        let (cert, key) = authority
-            .issue("operator", &["operator".to_owned()])?
-            .save(&dir, "operator")?;
+        let (cert, key) = authority.issue("operator", &[])?.save(&dir, "operator")?;
         let operator = flashstock_tls::Identity::load(flashstock_tls::Files {
             cert,
             key,
@@ -319,10 +319,10 @@ impl LocalCluster {
         })?;
         let operator_client = Arc::new(operator.client_config()?);
         let shop_client = Arc::new(flashstock_tls::trusting(&ca_path)?);
-        self.http = reqwest::Client::builder()
-            .use_preconfigured_tls(operator_client.as_ref().clone())
-            .build()
-            .expect("a client of a rustls config always builds");
+        self.http =
+            flashstock_client::http_builder(READY_POLL_CONNECT, None, Some(&operator_client))
+                .build()
+                .expect("a client of a rustls config always builds");
         self.tls = Some(LocalTls {
             ca_path,
             operator,

@@ -48,16 +48,8 @@ impl Network {
         local_ip: Option<IpAddr>,
         tls: Option<flashstock_client::TlsConfig>,
     ) -> Network {
-        let builder = reqwest::Client::builder()
-            .local_address(local_ip)
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(flashstock_client::POOL_IDLE_TIMEOUT);
-        let (builder, scheme) = match tls {
-            Some(tls) => (builder.use_preconfigured_tls(tls.as_ref().clone()), "https"),
-            None => (builder, "http"),
-        };
-        let http = builder
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let http = flashstock_client::http_builder(connect_timeout, local_ip, tls.as_ref())
             .build()
             .expect("a client of a rustls config always builds");
         Network {

@@ -184,7 +184,8 @@ pub enum CertsCommand {
         #[arg(value_parser = file_name)]
         name: String,
         /// The IP addresses and DNS names peers dial it by (its node.advertise host; a
-        /// gateway's public name too, if this certificate also serves HTTPS)
+        /// gateway's public name too, if this certificate also serves HTTPS); none for an
+        /// operator's certificate, which only ever connects
         #[arg(value_name = "ADDRESS")]
         addresses: Vec<String>,
     },
