@@ -37,6 +37,8 @@ flashstock_need_packages() {
   for extra in "$@"; do
     case "$extra" in
       postgresql) command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql) ;;
+      # six-hosts.sh checks its nodes over HTTPS with it.
+      curl) command -v curl >/dev/null 2>&1 || missing+=(curl) ;;
       chromium) { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || missing+=(chromium chromium-driver) ;;
       # Network partitions of the fault-injection harness; only root can use them, so only
       # root needs the package (others run without partitions).

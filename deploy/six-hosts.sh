@@ -222,7 +222,7 @@ up() {
     die "namespaces $PREFIX-* exist already: run '$0 down' first"
   fi
   source deploy/setup.sh
-  flashstock_need_packages postgresql
+  flashstock_need_packages postgresql curl
   if [ -n "${FLASHSTOCK_BIN_DIR:-}" ]; then
     BIN="$FLASHSTOCK_BIN_DIR"
   else
