@@ -148,6 +148,11 @@ error_codes! {
     NotRestarted => "not_restarted",
     /// `replace-disk`: another node answers at the address of the node being replaced.
     WrongNode => "wrong_node",
+    /// `hand-off`: the leader has no other voter to hand to.
+    NoSuccessor => "no_successor",
+    /// `hand-off`: leadership did not move (the message says whether it stays where it was or
+    /// its outcome is unknown); new writes were held back at most a few hundred milliseconds.
+    HandOffFailed => "hand_off_failed",
 }
 
 impl ErrorCode {

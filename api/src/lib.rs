@@ -511,6 +511,10 @@ pub struct NodeStatus {
     /// with a non-zero status moments later.
     #[serde(default)]
     pub fatal: Option<String>,
+    /// When this node's process started (milliseconds since the Unix epoch): a restart changes
+    /// it, which is how a rolling restart sees that a node came back.
+    #[serde(default)]
+    pub started_at_ms: Option<u64>,
 }
 
 /// A node's view of the membership, in `GET /admin/status`.
@@ -721,6 +725,35 @@ pub struct ChangeMembershipRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoveLearnerRequest {
     pub id: u64,
+}
+
+/// `POST /admin/hand-off` (on the leader): hand leadership to another voter before a planned
+/// stop. `to`: the voter to hand to; default: the voter whose log is furthest along.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandOffRequest {
+    #[serde(default)]
+    pub to: Option<u64>,
+}
+
+/// The answer to a completed hand-off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedOff {
+    pub from: u64,
+    pub to: u64,
+    /// The new leader's term.
+    pub term: u64,
+    /// From the moment new writes were held back on the old leader until the new leader was
+    /// known there: the longest a write waited because of the hand-off.
+    pub took_ms: u64,
+}
+
+/// `POST /raft/elect` (voter to voter, during a hand-off): stand for election now. The caller,
+/// the leader, has stopped proposing; the callee stands only if its log reaches
+/// `last_log_index`, so the leader grants its vote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectRequest {
+    pub from: u64,
+    pub last_log_index: u64,
 }
 
 /// The JSON error body of every HTTP endpoint: a stable machine-readable `code` and a message

@@ -300,6 +300,17 @@ impl VoterClient {
         .await
     }
 
+    /// Hand leadership from the leader at `endpoint` to voter `to` (default: the one furthest
+    /// along), before a planned stop of the leader.
+    pub async fn hand_off(
+        &self,
+        endpoint: &str,
+        to: Option<u64>,
+    ) -> Result<flashstock_api::HandedOff, Error> {
+        let request = flashstock_api::HandOffRequest { to };
+        self.post(endpoint, "/admin/hand-off", &request).await
+    }
+
     pub async fn snapshot(&self, endpoint: &str) -> Result<serde_json::Value, Error> {
         self.post(endpoint, "/admin/snapshot", &()).await
     }

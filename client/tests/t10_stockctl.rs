@@ -970,3 +970,170 @@ async fn restore_voter(ctl: &Ctl, cluster: &LocalCluster, id: u64) {
     }
     wait_for_voters(ctl, &[1, 2, 3]).await;
 }
+
+/// Buys one `product` at a time through the gateways until stopped, and keeps every outcome:
+/// when each confirmation came, and every purchase that did not end confirmed.
+struct Recorder {
+    confirmed_at: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    failed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    fn start(cluster: &LocalCluster, product: &'static str) -> Recorder {
+        let shop = cluster.shop_client();
+        let confirmed_at = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (at, errors) = (confirmed_at.clone(), failed.clone());
+        let task = tokio::spawn(async move {
+            while !*stopped.borrow_and_update() {
+                match shop.purchase(product, 1).await {
+                    Ok(_) => at.lock().unwrap().push(Instant::now()),
+                    Err(e) => errors.lock().unwrap().push(e.to_string()),
+                }
+            }
+        });
+        Recorder {
+            confirmed_at,
+            failed,
+            stop,
+            task,
+        }
+    }
+
+    /// Confirmations, purchases that did not end confirmed, and the longest time between two
+    /// confirmations.
+    async fn stop(self) -> (usize, Vec<String>, Duration) {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the buyer does not panic");
+        let at = self.confirmed_at.lock().unwrap().clone();
+        let gap = at
+            .windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .max()
+            .unwrap_or_default();
+        let failed = self.failed.lock().unwrap().clone();
+        (at.len(), failed, gap)
+    }
+}
+
+/// `stockctl cluster hand-off`: leadership moves to the voter asked for, purchases go on
+/// through it, and none fails or ends unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_off_moves_leadership_with_no_failed_purchase() {
+    let cluster = formed_cluster_with(1, |_| {}).await;
+    let ctl = Ctl::for_cluster(&cluster);
+    let create = [
+        "product",
+        "create",
+        "nut",
+        "--name",
+        "Nut",
+        "--price-cents",
+        "3",
+    ];
+    ctl.ok(&[&create[..], &["--stock", "1000000"]].concat())
+        .await;
+    let before = leader_status(&ctl).await;
+    let [to, _] = followers(&cluster, before.id);
+    let buyer = Recorder::start(&cluster, "nut");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let handed: flashstock_api::HandedOff = ctl
+        .json(&["cluster", "hand-off", "--to", &to.to_string()])
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (confirmed, failed, gap) = buyer.stop().await;
+    println!(
+        "hand-off {} -> {} took {} ms; {confirmed} purchases confirmed, longest gap between \
+         confirmations {gap:?}",
+        handed.from, handed.to, handed.took_ms
+    );
+    assert_eq!((handed.from, handed.to), (before.id, to));
+    assert!(handed.term > before.term, "{handed:?} after {before:?}");
+    let after = leader_status(&ctl).await;
+    assert_eq!(after.id, to, "the leader is the voter handed to");
+    assert!(failed.is_empty(), "purchases failed: {failed:?}");
+    assert!(confirmed > 0);
+}
+
+/// `stockctl cluster rolling-restart`, answering its prompts: every node restarts once, the
+/// gateway first and the leader last after a hand-off, and no purchase through the gateways
+/// fails or ends unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_restarts_every_node_with_no_failed_purchase() {
+    let mut cluster = formed_cluster_with(2, |_| {}).await;
+    let ctl = Ctl::for_cluster(&cluster);
+    let create = [
+        "product",
+        "create",
+        "cog",
+        "--name",
+        "Cog",
+        "--price-cents",
+        "4",
+    ];
+    ctl.ok(&[&create[..], &["--stock", "1000000"]].concat())
+        .await;
+    let leader = leader_status(&ctl).await;
+    let buyer = Recorder::start(&cluster, "cog");
+
+    let mut restart = tokio::process::Command::new(env!("CARGO_BIN_EXE_stockctl"));
+    restart
+        .envs(ctl.env.iter().map(|(k, v)| (*k, v)))
+        .args(["--timeout-ms", COMMAND_TIMEOUT_MS, "--output", "json"])
+        .args(["cluster", "rolling-restart", "--restart-wait", "120s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut restart = restart.spawn().expect("stockctl starts");
+    let stderr_pipe = restart.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr_pipe));
+    let mut said = Vec::new();
+    let mut restarted = Vec::new();
+    let reading = tokio::time::timeout(Duration::from_secs(300), async {
+        while let Some(line) = lines.next_line().await.expect("read stockctl") {
+            said.push(line.clone());
+            // "stockctl: node K/N: restart node ID (ROLE, ADDR) now; ..."
+            if let Some(rest) = line.split(": restart node ").nth(1) {
+                let id: u64 = rest.split(' ').next().unwrap().parse().expect("a node id");
+                assert!(
+                    cluster.terminate(id).expect("stop"),
+                    "node {id} exits cleanly"
+                );
+                cluster.start(id).await.expect("start again");
+                restarted.push(id);
+            }
+        }
+    })
+    .await;
+    assert!(
+        reading.is_ok(),
+        "the rolling restart did not end: {said:#?}"
+    );
+    let output = restart.wait_with_output().await.expect("stockctl runs");
+    assert!(output.status.success(), "{said:#?}\n{}", show(&output));
+    let (confirmed, failed, gap) = buyer.stop().await;
+    let report: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).expect("a JSON report");
+    println!(
+        "rolling restart of {restarted:?}: {confirmed} purchases confirmed, longest gap between \
+         confirmations {gap:?}; report {report:?}"
+    );
+
+    let mut gateways: Vec<u64> = cluster.gateway_ids();
+    gateways.sort_unstable();
+    let [first, second] = followers(&cluster, leader.id);
+    let expected: Vec<u64> = gateways
+        .into_iter()
+        .chain([first.min(second), first.max(second), leader.id])
+        .collect();
+    assert_eq!(restarted, expected, "gateways, followers, the leader last");
+    let handed = &report.last().expect("a row per node")["handed_off"];
+    assert_eq!(
+        handed["from"], leader.id,
+        "the leader handed off: {report:?}"
+    );
+    assert!(failed.is_empty(), "purchases failed: {failed:?}");
+    assert!(confirmed > 0);
+}

@@ -20,9 +20,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use flashstock_api::{
     AddLearnerRequest, ArchiveReport, ArchiveReportQuery, ArchiveStatus, ChangeMembershipRequest,
-    ErrorCode, InitRequest, MembershipChanged, NodeAddr, NodeRole, NodeStatus, Order, OrderId,
-    Page, PeerReplication, Product, RaftState, ReadIndexResponse, RemoveLearnerRequest,
-    WriteRequest,
+    ElectRequest, ErrorCode, HandOffRequest, HandedOff, InitRequest, MembershipChanged, NodeAddr,
+    NodeRole, NodeStatus, Order, OrderId, Page, PeerReplication, Product, RaftState,
+    ReadIndexResponse, RemoveLearnerRequest, WriteRequest,
 };
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::api_error::{error, ApiError};
 use crate::auth::{self, Caller};
 use crate::membership::{self, Refusal};
-use crate::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use crate::network::{APPEND_PATH, ELECT_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::NodeState;
 
 type AppState = Arc<NodeState>;
@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route(APPEND_PATH, post(append))
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(install_snapshot))
+        .route(ELECT_PATH, post(elect))
         .route_layer(permit(VOTERS))
         .layer(DefaultBodyLimit::max(raft_body_bytes_max(body_bytes_max)));
     let every_role = Router::new()
@@ -109,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/change-membership", post(change_membership))
         .route("/admin/remove-learner", post(remove_learner))
         .route("/admin/snapshot", post(snapshot))
+        .route("/admin/hand-off", post(hand_off))
         .route("/admin/archive/report", get(archive_report))
         .route_layer(permit(OPERATORS));
     let api = every_role
@@ -422,6 +424,7 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         archive: archive_status(state),
         membership: Some(membership::status(state.id, &metrics, committed_index)),
         fatal: state.fatal.get().cloned(),
+        started_at_ms: Some(state.started_at_ms),
     }
 }
 
@@ -740,6 +743,23 @@ async fn remove_learner(
         .into_response(),
         Err(response) => response,
     }
+}
+
+/// Hand leadership to another voter ([`crate::handoff`]); called on the leader.
+async fn hand_off(
+    State(state): State<AppState>,
+    Json(request): Json<HandOffRequest>,
+) -> Result<Json<HandedOff>, ApiError> {
+    crate::handoff::hand_off(&state, request.to).await.map(Json)
+}
+
+/// The leader hands off to this voter: stand for election now.
+async fn elect(
+    State(state): State<AppState>,
+    Json(request): Json<ElectRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    crate::handoff::stand(&state, request).await?;
+    Ok(Json(serde_json::json!({ "standing": true })))
 }
 
 async fn snapshot(State(state): State<AppState>) -> Response {

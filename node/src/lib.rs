@@ -37,6 +37,7 @@ pub mod auth;
 pub mod cli;
 pub mod freshness;
 pub mod gateway;
+pub mod handoff;
 pub mod internal;
 pub mod membership;
 pub mod metrics;
@@ -94,6 +95,10 @@ pub struct NodeState {
     pub tls: tls::NodeTls,
     /// The replica's freshness, from the leader's appends and heartbeats.
     pub freshness: freshness::Freshness,
+    /// Holds proposals back while this leader hands leadership off.
+    pub handoff: handoff::Gate,
+    /// When this process started ([`now_ms`]), in its status.
+    pub started_at_ms: u64,
 }
 
 /// How long a node whose Raft core stopped keeps answering `/ready` and its status with the
@@ -187,6 +192,8 @@ pub async fn run_with_faults(
         fatal: std::sync::OnceLock::new(),
         tls,
         freshness: freshness::Freshness::new(),
+        handoff: handoff::Gate::default(),
+        started_at_ms: now_ms(),
     });
 
     // One shutdown signal, fanned out to both listeners, the archiver and the event streams: the

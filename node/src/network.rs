@@ -28,6 +28,8 @@ use serde::Serialize;
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+/// Where a leader handing off asks its successor to stand ([`crate::handoff`]).
+pub const ELECT_PATH: &str = "/raft/elect";
 
 /// Creates one [`PeerClient`] per replication target; all share one connection pool.
 #[derive(Clone)]

@@ -26,6 +26,8 @@ impl NodeState {
         let count = commands.len();
         let proposal = self.proposal(commands);
         let wait = Duration::from_millis(self.config.raft.commit_timeout_ms);
+        // Held back while a hand-off is under way, then refused with `NotLeader` if it moved.
+        let _in_flight = self.handoff.enter().await;
         match tokio::time::timeout(wait, self.raft.client_write(proposal)).await {
             Ok(Ok(written)) => {
                 assert_eq!(

@@ -268,6 +268,29 @@ pub enum ClusterCommand {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
         restart_wait: std::time::Duration,
     },
+    /// Hand leadership from the leader to another voter, before a planned stop of the leader:
+    /// writes wait milliseconds instead of the seconds of an election
+    HandOff {
+        /// The voter to hand to; default: the one whose log is furthest along
+        #[arg(long, value_name = "ID")]
+        to: Option<u64>,
+    },
+    /// Restart every member one at a time with no failed purchase: gateways first, then the
+    /// followers, the leader last after a hand-off. Each node is checked back (a new start time)
+    /// and caught up before the next; a voter restarts only while every other voter is caught up
+    RollingRestart {
+        /// Shell command that restarts one node, run through `sh -c`; `{id}`, `{host}` and
+        /// `{addr}` (its internal address) are replaced, e.g. 'ssh {host} sudo systemctl
+        /// restart flashstock-node'. Default: ask for each restart on stderr and wait for it
+        #[arg(long, value_name = "COMMAND")]
+        command: Option<String>,
+        /// How long each node may take to come back and catch up
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+        restart_wait: std::time::Duration,
+        /// Restart only this node (repeat for several); the order stays the safe one
+        #[arg(long = "node", value_name = "ID")]
+        nodes: Vec<u64>,
+    },
     /// Build a snapshot on a node now and wait until it is visible
     Snapshot {
         /// The node to snapshot; default: the leader

@@ -20,7 +20,7 @@ use crate::error::CliError;
 use crate::output::{emit, opt, Table};
 
 /// Pause between polls while waiting for a leader or a snapshot.
-const POLL_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How to look at the cluster after a change whose outcome is unknown.
 const CHECK_STATUS: &str = "check with `stockctl cluster status`";
 
@@ -54,6 +54,12 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
             replace_disk(ctx, &client, id, restart_wait).await
         }
         ClusterCommand::Snapshot { node, no_wait } => snapshot(ctx, &client, node, no_wait).await,
+        ClusterCommand::HandOff { to } => crate::restart::hand_off(ctx, &client, to).await,
+        ClusterCommand::RollingRestart {
+            command,
+            restart_wait,
+            nodes,
+        } => crate::restart::rolling_restart(ctx, &client, command, restart_wait, nodes).await,
     }
 }
 
@@ -326,7 +332,7 @@ fn mutation_error(error: flashstock_client::Error) -> CliError {
 
 /// The leader's status, confirmed by the leader itself, and its internal address. Waits out an
 /// election until the deadline; fails at once if no endpoint answers at all.
-async fn find_leader(
+pub(crate) async fn find_leader(
     ctx: &Context,
     client: &VoterClient,
 ) -> Result<(NodeStatus, String), CliError> {
@@ -361,7 +367,7 @@ fn leader_addr(probes: &[Probe]) -> Option<String> {
     member_addr(freshest, freshest.leader?)
 }
 
-fn member_addr(status: &NodeStatus, id: u64) -> Option<String> {
+pub(crate) fn member_addr(status: &NodeStatus, id: u64) -> Option<String> {
     status
         .members
         .iter()
@@ -578,7 +584,7 @@ fn membership_table(voters: &[u64], members: &[NodeAddr]) -> Table {
 // ---- learners and disks ----
 
 /// Most entries a learner may trail the leader by and still be reported caught up.
-const CAUGHT_UP_LAG_MAX: u64 = 64;
+pub(crate) const CAUGHT_UP_LAG_MAX: u64 = 64;
 
 /// Add a learner; unless `no_wait`, return only once it has caught up with the leader.
 async fn add_learner(
@@ -860,6 +866,7 @@ mod tests {
             archive: None,
             membership: None,
             fatal: None,
+            started_at_ms: None,
         }
     }
 

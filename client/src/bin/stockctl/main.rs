@@ -14,6 +14,7 @@ mod cluster;
 mod context;
 mod error;
 mod output;
+mod restart;
 mod shop;
 
 use std::process::ExitCode;

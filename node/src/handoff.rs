@@ -1,0 +1,344 @@
+//! Planned leader hand-off: moving leadership to another voter before the leader is stopped, so
+//! that a planned restart costs a few milliseconds of held-back writes instead of the election
+//! that a crash costs (the followers wait out their leader lease and an election timeout).
+//!
+//! openraft 0.9.25 has no leadership transfer, but what it has is enough:
+//! - A follower refuses to vote while its leader lease runs (it is renewed by every append and
+//!   heartbeat), so the other follower will not vote for the successor. The leader's own vote,
+//!   though, was last changed when it was elected: once it has led for longer than the lease
+//!   (`raft.election_timeout_max_ms`), it grants a vote to a candidate with a higher term whose
+//!   log is at least as long as its own, and steps down. The successor's own vote and the
+//!   leader's make a majority of three.
+//! - So the leader holds new proposals back ([`Gate`]), waits until none is in flight and the
+//!   successor has matched its whole log, then asks the successor to stand
+//!   ([`flashstock_api::ElectRequest`], `Raft::trigger().elect()` there), and waits until the
+//!   successor leads. Held-back proposals then go on, are refused with `NotLeader` naming the
+//!   successor, and the gateways send them there: definitely not applied here, so no purchase
+//!   fails or ends unknown because of a hand-off.
+//!
+//! Safety does not rest on any of this: the successor wins only through Raft's own vote rules. If
+//! a step times out, proposals go on and leadership stays, or moves through an ordinary election.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use flashstock_api::{ElectRequest, ErrorCode, HandedOff, SECRET_HEADER};
+use openraft::ServerState;
+use raft_store::NodeId;
+use tokio::sync::watch;
+
+use crate::api_error::ApiError;
+use crate::NodeState;
+
+/// Longest wait for every proposal in flight to be applied and the successor to match the log.
+const DRAIN_MAX: Duration = Duration::from_millis(1000);
+/// Longest wait for the successor to win once asked to stand.
+const ELECT_MAX: Duration = Duration::from_millis(2000);
+/// Longest a proposal is held back by a hand-off: every step of one, and a margin.
+pub const HOLD_MAX: Duration = Duration::from_millis(3200);
+/// How often the hand-off checks its conditions while it waits.
+const POLL: Duration = Duration::from_millis(1);
+/// Margin past the leader lease before the leader asks for votes it must grant.
+const LEASE_MARGIN: Duration = Duration::from_millis(50);
+
+/// Holds new proposals back during a hand-off, and counts those in flight.
+pub struct Gate {
+    closed: watch::Sender<bool>,
+    in_flight: AtomicUsize,
+    /// One hand-off at a time.
+    running: tokio::sync::Mutex<()>,
+}
+
+/// A proposal in flight; dropped when it has its answer.
+pub struct InFlight<'a>(&'a Gate);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate {
+            closed: watch::channel(false).0,
+            in_flight: AtomicUsize::new(0),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl Gate {
+    /// Count one proposal in flight, first waiting (at most [`HOLD_MAX`]) while a hand-off holds
+    /// proposals back. Counting before looking at the gate, and the hand-off closing the gate
+    /// before looking at the count (both sequentially consistent), means that no proposal slips
+    /// past a hand-off that saw none in flight.
+    pub async fn enter(&self) -> InFlight<'_> {
+        let deadline = tokio::time::Instant::now() + HOLD_MAX;
+        loop {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            if !*self.closed.borrow() {
+                return InFlight(self);
+            }
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let mut open = self.closed.subscribe();
+            let waited = tokio::time::timeout_at(deadline, open.wait_for(|closed| !closed)).await;
+            if waited.is_err() {
+                // A hand-off that outlives its own bounds must not stop writes: go on.
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+                return InFlight(self);
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Closes the gate while it lives.
+struct Closed<'a>(&'a Gate);
+
+impl<'a> Closed<'a> {
+    fn new(gate: &'a Gate) -> Closed<'a> {
+        gate.closed.send_replace(true);
+        Closed(gate)
+    }
+}
+
+impl Drop for Closed<'_> {
+    fn drop(&mut self) {
+        self.0.closed.send_replace(false);
+    }
+}
+
+fn failed(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::HandOffFailed,
+        message,
+    )
+}
+
+/// On the leader: hand leadership to `to`, or to the voter furthest along.
+pub async fn hand_off(state: &NodeState, to: Option<NodeId>) -> Result<HandedOff, ApiError> {
+    let _one_at_a_time = state.handoff.running.lock().await;
+    let metrics = state.raft.metrics().borrow().clone();
+    if metrics.state != ServerState::Leader {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::NotLeader,
+            format!(
+                "node {} is not the leader (the leader is {:?}); ask the leader",
+                state.id, metrics.current_leader
+            ),
+        ));
+    }
+    let membership = metrics.membership_config.membership();
+    if membership.get_joint_config().len() > 1 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::MembershipChangeInProgress,
+            "a membership change is in progress; hand off once it completes",
+        ));
+    }
+    let matched = |metrics: &openraft::RaftMetrics<NodeId, raft_store::Node>, id: NodeId| {
+        metrics
+            .replication
+            .as_ref()
+            .and_then(|peers| peers.get(&id).copied().flatten())
+            .map(|log_id| log_id.index)
+    };
+    let others: Vec<NodeId> = membership
+        .voter_ids()
+        .filter(|id| *id != state.id)
+        .collect();
+    let target = match to {
+        Some(id) if id == state.id => {
+            return Err(ApiError::invalid(format!("node {id} already leads")))
+        }
+        Some(id) if !others.contains(&id) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::NotAVoter,
+                format!("node {id} is not a voter; the voters are {others:?} and this leader"),
+            ))
+        }
+        Some(id) => id,
+        // Furthest along first; the lowest id among equals, so the choice is predictable.
+        None => *others
+            .iter()
+            .max_by_key(|id| (matched(&metrics, **id), std::cmp::Reverse(**id)))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::NoSuccessor,
+                    "this leader is the only voter: there is no one to hand to",
+                )
+            })?,
+    };
+    let Some(node) = membership.get_node(&target).cloned() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::UnknownNode,
+            format!("node {target} has no address in the membership"),
+        ));
+    };
+
+    // This leader grants the successor's vote only once its own lease has run out.
+    let lease = Duration::from_millis(state.config.raft.election_timeout_max_ms) + LEASE_MARGIN;
+    let led_for = state
+        .raft
+        .with_raft_state(|st| st.vote_last_modified().map(|at| at.elapsed()))
+        .await
+        .map_err(|e| failed(format!("the Raft core stopped: {e}")))?
+        .unwrap_or(lease);
+    if led_for < lease {
+        tokio::time::sleep(lease - led_for).await;
+    }
+
+    let started = Instant::now();
+    let closed = Closed::new(&state.handoff);
+    let drained_by = started + DRAIN_MAX;
+    let last_log_index = loop {
+        let metrics = state.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            return Err(failed(format!(
+                "node {} stopped leading during the hand-off (the leader is now {:?})",
+                state.id, metrics.current_leader
+            )));
+        }
+        let last = metrics.last_log_index.unwrap_or(0);
+        if state.handoff.in_flight() == 0 && matched(&metrics, target) == Some(last) {
+            break last;
+        }
+        if Instant::now() >= drained_by {
+            return Err(failed(format!(
+                "node {target} did not match the leader's log (index {last}, it has {:?}) within \
+                 {DRAIN_MAX:?}; leadership stays with node {}",
+                matched(&metrics, target),
+                state.id
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    };
+
+    if let Err(message) = ask_to_stand(state, &node.addr, last_log_index).await {
+        return Err(failed(format!(
+            "node {target} was asked to stand and {message}; leadership stays with node {} \
+             unless `stockctl cluster status` shows otherwise",
+            state.id
+        )));
+    }
+    let elected_by = Instant::now() + ELECT_MAX;
+    loop {
+        let metrics = state.raft.metrics().borrow().clone();
+        if metrics.current_leader == Some(target) && metrics.state != ServerState::Leader {
+            let took_ms = started.elapsed().as_millis() as u64;
+            drop(closed);
+            tracing::info!(
+                from = state.id,
+                to = target,
+                term = metrics.current_term,
+                took_ms,
+                "leadership handed off"
+            );
+            return Ok(HandedOff {
+                from: state.id,
+                to: target,
+                term: metrics.current_term,
+                took_ms,
+            });
+        }
+        if Instant::now() >= elected_by {
+            return Err(failed(format!(
+                "node {target} stood but was not seen leading within {ELECT_MAX:?} (state \
+                 {:?}, leader {:?}); an ordinary election settles it: see `stockctl cluster \
+                 status`",
+                metrics.state, metrics.current_leader
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Ask voter `addr` to stand for election; `Err` says what happened.
+async fn ask_to_stand(state: &NodeState, addr: &str, last_log_index: u64) -> Result<(), String> {
+    let tls = state.tls.client();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let timeout = Duration::from_millis(state.config.raft.rpc_timeout_ms);
+    let http = flashstock_client::http_builder(timeout, state.config.source_ip(), tls.as_ref())
+        .build()
+        .map_err(|e| format!("could not be reached (client: {e})"))?;
+    let request = ElectRequest {
+        from: state.id,
+        last_log_index,
+    };
+    let response = http
+        .post(format!("{scheme}://{addr}/raft/elect"))
+        .header(SECRET_HEADER, &**state.credentials.own_secret())
+        .timeout(timeout)
+        .json(&request)
+        .send()
+        .await
+        .map_err(|e| format!("did not answer ({e})"))?;
+    if response.status().is_success() {
+        return Ok(());
+    }
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    Err(format!("refused: {status} {body}"))
+}
+
+/// On the successor: stand for election now, once this node's log reaches the leader's.
+pub async fn stand(state: &NodeState, request: ElectRequest) -> Result<(), ApiError> {
+    let wait_until = Instant::now() + Duration::from_millis(200);
+    loop {
+        let metrics = state.raft.metrics().borrow().clone();
+        if metrics.state == ServerState::Leader {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::HandOffFailed,
+                format!("node {} already leads", state.id),
+            ));
+        }
+        if !metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == state.id)
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::NotAVoter,
+                format!("node {} is not a voter", state.id),
+            ));
+        }
+        if metrics.last_log_index.unwrap_or(0) >= request.last_log_index {
+            break;
+        }
+        if Instant::now() >= wait_until {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::HandOffFailed,
+                format!(
+                    "node {}'s log ends at {:?}, before the leader's {}",
+                    state.id, metrics.last_log_index, request.last_log_index
+                ),
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    tracing::info!(
+        id = state.id,
+        from = request.from,
+        "standing for election: the leader hands off"
+    );
+    state
+        .raft
+        .trigger()
+        .elect()
+        .await
+        .map_err(|e| failed(format!("the Raft core stopped: {e}")))
+}
