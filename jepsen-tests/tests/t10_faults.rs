@@ -1,7 +1,8 @@
 //! The short fault-injection run of CI, through the `jepsen` binary as a tester runs it: about a
 //! minute of purchases, re-sends, restocks and views on a real six-node cluster with the archive
 //! on, while every kind of fault happens once: voters killed (one, the leader, all), nodes
-//! paused, gateways killed, PostgreSQL crashed, a follower removed, wiped and added back, and
+//! paused, gateways killed, PostgreSQL crashed, a follower removed, wiped and added back, a
+//! rolling restart of all six with a leader hand-off, and
 //! (as root) partitions of every shape and packet loss. As root the nodes run in network
 //! namespaces of their own on a private bridge (`--net auto`); otherwise on loopback.
 //!

@@ -33,7 +33,8 @@ struct Args {
     #[arg(long, default_value_t = 7)]
     seed: u64,
     /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway, postgres,
-    /// voters, isolate-leader, split, bridge, ring, gateway-cut, loss, rejoin, latency; `all` for every
+    /// voters, isolate-leader, split, bridge, ring, gateway-cut, loss, rejoin, latency,
+    /// restart; `all` for every
     /// kind, empty for none. `postgres` needs --archive; the partition kinds need root.
     #[arg(long, default_value = "kill,pause,partition,leader,gateway,postgres")]
     faults: String,
