@@ -253,21 +253,48 @@ impl Product {
     }
 }
 
-/// The id of a confirmed order: its entry's log index and its slot within the entry.
+/// The id of a confirmed order: the incarnation of the state that placed it, its entry's log
+/// index and its slot within the entry, as `incarnation << 56 | log_index << 16 | slot`.
+///
+/// A state restored from a backup starts a new incarnation ([`INCARNATION_MAX`] at most), so
+/// the orders it places never take the ids of orders placed after the backup by the state it
+/// replaces, whose log reached the same indexes. The first incarnation is 0: its ids are the
+/// log index and slot alone. Ids are below 2^63, so they fit PostgreSQL's `bigint`; above 2^53
+/// (from incarnation 1 on), JavaScript numbers cannot hold them exactly, and the storefront
+/// reads them as text.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
 #[serde(transparent)]
 pub struct OrderId(pub u64);
 
+/// The greatest incarnation: 7 bits, so that every id fits a signed 64-bit integer.
+pub const INCARNATION_MAX: u8 = 127;
+/// Log indexes of an order id: 40 bits, about 10^12 entries per incarnation.
+pub const ORDER_LOG_INDEX_MAX: u64 = (1 << 40) - 1;
+
 impl OrderId {
-    /// The order placed by command `slot` of the entry at `log_index`.
+    /// The order placed by command `slot` of the entry at `log_index`, in incarnation 0.
     pub fn new(log_index: u64, slot: u16) -> OrderId {
-        OrderId((log_index << 16) | u64::from(slot))
+        OrderId::placed(0, log_index, slot)
+    }
+
+    /// The order placed by command `slot` of the entry at `log_index` of `incarnation`.
+    pub fn placed(incarnation: u8, log_index: u64, slot: u16) -> OrderId {
+        debug_assert!(incarnation <= INCARNATION_MAX && log_index <= ORDER_LOG_INDEX_MAX);
+        OrderId(
+            u64::from(incarnation & INCARNATION_MAX) << 56
+                | (log_index & ORDER_LOG_INDEX_MAX) << 16
+                | u64::from(slot),
+        )
+    }
+
+    pub fn incarnation(self) -> u8 {
+        (self.0 >> 56) as u8 & INCARNATION_MAX
     }
 
     pub fn log_index(self) -> u64 {
-        self.0 >> 16
+        (self.0 >> 16) & ORDER_LOG_INDEX_MAX
     }
 
     pub fn slot(self) -> u16 {
@@ -897,6 +924,32 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.log_index(), 7);
         assert_eq!(a.slot(), 65_534);
+    }
+
+    #[test]
+    fn a_later_incarnation_never_meets_an_earlier_id() {
+        let before = OrderId::new(ORDER_LOG_INDEX_MAX, u16::MAX);
+        let restored = OrderId::placed(1, 1, 0);
+        assert!(
+            restored > before,
+            "a new incarnation's ids follow every earlier one"
+        );
+        assert_eq!(
+            (
+                restored.incarnation(),
+                restored.log_index(),
+                restored.slot()
+            ),
+            (1, 1, 0)
+        );
+        let last = OrderId::placed(INCARNATION_MAX, ORDER_LOG_INDEX_MAX, u16::MAX);
+        assert!(i64::try_from(last.0).is_ok(), "every id fits a bigint");
+        assert_eq!(last.incarnation(), INCARNATION_MAX);
+        assert_eq!(
+            OrderId::new(7, 3).0,
+            7 << 16 | 3,
+            "incarnation 0 ids are unchanged"
+        );
     }
 
     #[test]

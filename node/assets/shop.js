@@ -96,9 +96,21 @@
     return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
   }
 
-  /** The log index of the entry that placed an order: its id is `index << 16 | slot`. */
+  /**
+   * A JSON body, with every integer beyond 2^53 kept exactly as its digits: an order id carries
+   * its incarnation in bits 56 to 62, which a JavaScript number would round. (A browser whose
+   * reviver gets no source text keeps the number.)
+   */
+  async function readJson(response) {
+    const text = await response.text();
+    return JSON.parse(text, (_key, value, context) =>
+      typeof value === 'number' && !Number.isSafeInteger(value) && context && context.source
+        ? context.source : value);
+  }
+
+  /** The log index of the entry that placed an order: bits 16 to 55 of its id. */
   function orderLogIndex(orderId) {
-    return Math.floor(orderId / 65536);
+    return Number((BigInt(orderId) >> 16n) & ((1n << 40n) - 1n));
   }
 
   /** How many are left, from an insufficient_stock message ("... has 3 left, 5 requested"). */
@@ -153,7 +165,7 @@
           body: JSON.stringify({ quantity: current.quantity }),
           signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
         });
-        body = await response.json().catch(() => null);
+        body = await readJson(response).catch(() => null);
       } catch (_) {
         response = null; // network error or timeout: the outcome is unknown
       }

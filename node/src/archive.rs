@@ -42,10 +42,11 @@ use tokio::sync::watch;
 use crate::NodeState;
 
 /// Schema versions, applied in order, each once. Never edit a released one: add the next.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "orders",
-    "CREATE TABLE flashstock_orders (
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "orders",
+        "CREATE TABLE flashstock_orders (
         order_id         bigint      PRIMARY KEY,
         product          text        NOT NULL,
         quantity         integer     NOT NULL CHECK (quantity > 0),
@@ -58,7 +59,17 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
         archived_at      timestamptz NOT NULL DEFAULT now()
     );
     CREATE INDEX flashstock_orders_committed_at ON flashstock_orders (committed_at);",
-)];
+    ),
+    (
+        2,
+        "incarnations",
+        "CREATE TABLE flashstock_incarnations (
+        incarnation     smallint    PRIMARY KEY CHECK (incarnation BETWEEN 1 AND 127),
+        after_log_index bigint      NOT NULL,
+        claimed_at      timestamptz NOT NULL DEFAULT now()
+    );",
+    ),
+];
 
 /// Key of the advisory lock that serialises migrations across nodes.
 const MIGRATION_LOCK: i64 = 0x666c_6173_6873_746b; // "flashstk"
@@ -209,6 +220,36 @@ impl Archive {
             target,
             progress: Mutex::new(Progress::default()),
         })))
+    }
+
+    /// Claim the next incarnation for a restore from a backup (see `raft_store::restore`): one
+    /// above every incarnation claimed before, every incarnation of an archived order, and the
+    /// backup's own `current`. The table's key makes two claims of one number impossible, so no
+    /// two restores ever start the same incarnation, whatever backup they start from.
+    pub async fn claim_incarnation(
+        &self,
+        current: u8,
+        after_index: u64,
+    ) -> Result<u8, ArchiveError> {
+        let mut client = self.pool.get().await?;
+        migrate(&mut client).await?;
+        let after = i64::try_from(after_index).unwrap_or(i64::MAX);
+        let row = client
+            .query_one(
+                "INSERT INTO flashstock_incarnations (incarnation, after_log_index)
+                 SELECT GREATEST(
+                     (SELECT COALESCE(max(incarnation), 0) FROM flashstock_incarnations),
+                     (SELECT COALESCE(max(order_id >> 56), 0) FROM flashstock_orders),
+                     $1::smallint
+                 ) + 1, $2
+                 RETURNING incarnation",
+                &[&i16::from(current), &after],
+            )
+            .await?;
+        let claimed: i16 = row.get(0);
+        u8::try_from(claimed).map_err(|_| {
+            ArchiveError::Invalid(format!("the archive claimed incarnation {claimed}"))
+        })
     }
 
     /// Where the archive goes, for the start-up log: `host:port/dbname`, pool size.

@@ -21,6 +21,23 @@ struct Args {
     /// Log as JSON lines instead of text. The level comes from RUST_LOG (default: info).
     #[arg(long)]
     log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Prepare this voter's data directory, just unpacked from a backup, for a new incarnation,
+    /// with the node stopped: keep the log up to what the backup had committed, and make every
+    /// order placed from now on carry the new incarnation in its id, so that none takes the id
+    /// of an order placed after the backup. Then copy the directory to the other voters (RUNBOOK,
+    /// "Backup and restore")
+    Restore {
+        /// The incarnation to start. Default: claimed in the archive database, one above every
+        /// incarnation started before (needs `archive.postgres_url`)
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=127))]
+        incarnation: Option<u8>,
+    },
 }
 
 /// Parse the command line, run the node, and return its exit code: 0 after a clean shutdown, 2
@@ -43,6 +60,9 @@ pub fn main(faults: UnsafeFaults) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Restore { incarnation }) = args.command {
+        return restore(&config, incarnation);
+    }
     raise_open_files_limit();
     let runtime = tokio::runtime::Runtime::new().expect("start the Tokio runtime");
     let result = runtime.block_on(async {
@@ -60,6 +80,62 @@ pub fn main(faults: UnsafeFaults) -> ExitCode {
             eprintln!("flashstock-node: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `flashstock-node restore`: see [`raft_store::restore`].
+fn restore(config: &Config, incarnation: Option<u8>) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("flashstock-node restore: {message}");
+        ExitCode::FAILURE
+    };
+    if config.node.role != cluster_config::Role::Voter {
+        eprintln!("flashstock-node restore: only a voter's data is restored; a gateway starts empty and is added again as a learner");
+        return ExitCode::from(2);
+    }
+    let dir = &crate::store_dir(config);
+    let (incarnations, committed) = match raft_store::restore::inspect(dir) {
+        Ok(found) => found,
+        Err(e) => return fail(e),
+    };
+    let number = match incarnation {
+        Some(number) => number,
+        None => {
+            let archive = match crate::archive::Archive::new(&config.archive) {
+                Ok(Some(archive)) => archive,
+                Ok(None) => {
+                    return fail(
+                        "archive.postgres_url is not set, so no incarnation can be claimed: \
+                         give --incarnation N, above every incarnation this shop ever started"
+                            .to_owned(),
+                    )
+                }
+                Err(e) => return fail(e),
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("start the Tokio runtime");
+            let claimed =
+                runtime.block_on(archive.claim_incarnation(incarnations.current(), committed));
+            match claimed {
+                Ok(number) => number,
+                Err(e) => return fail(format!("cannot claim an incarnation in the archive: {e}")),
+            }
+        }
+    };
+    match raft_store::restore::prepare(dir, number) {
+        Ok(prepared) => {
+            println!(
+                "restored {}: incarnation {} (the backup's was {}); log kept up to index {}, {} \
+                 uncommitted entries dropped after it. Copy this directory to every other voter \
+                 before starting any of them.",
+                config.node.data_dir.display(),
+                prepared.incarnation,
+                prepared.previous,
+                prepared.kept_up_to,
+                prepared.dropped_entries
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }
 

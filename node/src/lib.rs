@@ -101,6 +101,11 @@ pub struct NodeState {
     pub started_at_ms: u64,
 }
 
+/// Where a node's RocksDB store lives: `db` in its data directory.
+pub fn store_dir(config: &Config) -> std::path::PathBuf {
+    config.node.data_dir.join("db")
+}
+
 /// How long a node whose Raft core stopped keeps answering `/ready` and its status with the
 /// reason before it exits.
 pub const FATAL_EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -292,7 +297,7 @@ async fn start_raft(
     secret: Arc<str>,
     tls: Option<flashstock_client::TlsConfig>,
 ) -> Result<(Raft, StateReader), StartError> {
-    let db_path = config.node.data_dir.join("db");
+    let db_path = store_dir(config);
     let (log_store, state_machine) = raft_store::open(&db_path).map_err(|e| StartError::Store {
         path: db_path.display().to_string(),
         message: e.to_string(),

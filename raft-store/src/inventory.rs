@@ -97,6 +97,37 @@ impl InventoryMeta {
 #[error("storage fault: {0}")]
 pub struct Fault(pub String);
 
+/// The incarnations of a state, oldest first: each restore from a backup starts one, so that
+/// the orders it places take ids no order placed before the restore had (see
+/// [`OrderId::placed`]). Empty until the first restore: everything is incarnation 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incarnations(pub Vec<Incarnation>);
+
+/// One restore: entries after `after_index` belong to incarnation `number`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incarnation {
+    pub number: u8,
+    /// The last index kept by the restore: every entry up to it was committed before the
+    /// backup, and placed the same orders in every incarnation that holds it.
+    pub after_index: u64,
+}
+
+impl Incarnations {
+    /// The incarnation of the entry at `log_index`.
+    pub fn at(&self, log_index: u64) -> u8 {
+        self.0
+            .iter()
+            .rev()
+            .find(|incarnation| log_index > incarnation.after_index)
+            .map_or(0, |incarnation| incarnation.number)
+    }
+
+    /// The latest incarnation: new entries belong to it.
+    pub fn current(&self) -> u8 {
+        self.0.last().map_or(0, |incarnation| incarnation.number)
+    }
+}
+
 /// The state the inventory logic reads and writes. Reads see the writes made before them.
 pub trait InventoryState {
     fn product(&self, id: &str) -> Result<Option<Product>, Fault>;
@@ -108,6 +139,8 @@ pub trait InventoryState {
         limit: usize,
     ) -> Result<Vec<(u64, String)>, Fault>;
     fn meta(&self) -> Result<InventoryMeta, Fault>;
+    /// The incarnations this state went through (restores from a backup).
+    fn incarnations(&self) -> Result<Incarnations, Fault>;
     /// Up to `limit` orders placed by earlier entries with ids after `after` and up to `up_to`
     /// (both `None`: no bound), in log order.
     fn orders_between(
@@ -155,9 +188,10 @@ pub fn apply_proposal(
     forget_expired_keys(state, &mut meta, proposal)?;
     drop_archived_orders(state, &mut meta, proposal)?;
 
+    let incarnation = state.incarnations()?.at(log_index);
     let mut outcomes = Vec::with_capacity(proposal.commands.len());
     for (slot, command) in proposal.commands.iter().enumerate() {
-        let order_id = OrderId::new(log_index, slot as u16);
+        let order_id = OrderId::placed(incarnation, log_index, slot as u16);
         outcomes.push(apply_command(state, &mut meta, order_id, command)?);
     }
     state.put_meta(&meta);
@@ -423,6 +457,7 @@ pub struct MemState {
     pub orders: BTreeMap<OrderId, Order>,
     pub keys: BTreeMap<String, KeyRecord>,
     pub meta: InventoryMeta,
+    pub incarnations: Incarnations,
 }
 
 impl InventoryState for MemState {
@@ -452,6 +487,10 @@ impl InventoryState for MemState {
 
     fn meta(&self) -> Result<InventoryMeta, Fault> {
         Ok(self.meta)
+    }
+
+    fn incarnations(&self) -> Result<Incarnations, Fault> {
+        Ok(self.incarnations.clone())
     }
 
     fn orders_between(

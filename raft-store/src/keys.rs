@@ -66,6 +66,8 @@ pub enum StateKey<'a> {
     Membership,
     /// `m/inventory` → `InventoryMeta`.
     InventoryMeta,
+    /// `m/incarnations` → `Incarnations`; absent until the first restore from a backup.
+    Incarnations,
 }
 
 pub const PRODUCT_PREFIX: &[u8] = b"p/";
@@ -93,6 +95,7 @@ impl StateKey<'_> {
             StateKey::Applied => b"m/applied".to_vec(),
             StateKey::Membership => b"m/membership".to_vec(),
             StateKey::InventoryMeta => b"m/inventory".to_vec(),
+            StateKey::Incarnations => b"m/incarnations".to_vec(),
         }
     }
 }

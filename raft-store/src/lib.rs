@@ -23,6 +23,7 @@
 pub mod inventory;
 pub mod keys;
 pub mod log_store;
+pub mod restore;
 pub mod state_machine;
 
 use std::io::Cursor;

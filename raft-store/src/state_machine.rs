@@ -24,7 +24,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use crate::inventory::{apply_proposal, Fault, InventoryMeta, InventoryState, KeyRecord};
+use crate::inventory::{
+    apply_proposal, Fault, Incarnations, InventoryMeta, InventoryState, KeyRecord,
+};
 use crate::keys::{
     cf, decode_key_expiry, order_key_after, RaftKey, StateKey, CF_RAFT, CF_STATE,
     KEY_EXPIRY_PREFIX, ORDER_PREFIX, PRODUCT_PREFIX, STATE_KEY_END,
@@ -229,7 +231,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-fn build_snapshot_blocking(db: &DB) -> StorageResult<Snapshot<TypeConfig>> {
+pub(crate) fn build_snapshot_blocking(db: &DB) -> StorageResult<Snapshot<TypeConfig>> {
     let subject = || ErrorSubject::Snapshot(None);
     let cf_state = cf(db, CF_STATE);
     let cf_raft = cf(db, CF_RAFT);
@@ -341,6 +343,11 @@ impl StateReader {
         Ok(self.get(StateKey::InventoryMeta)?.unwrap_or_default())
     }
 
+    /// The restores this state went through; new orders belong to the latest incarnation.
+    pub fn incarnations(&self) -> StorageResult<Incarnations> {
+        Ok(self.get(StateKey::Incarnations)?.unwrap_or_default())
+    }
+
     fn get<T: DeserializeOwned>(&self, key: StateKey) -> StorageResult<Option<T>> {
         self.get_raw(CF_STATE, &key.encode())
     }
@@ -392,6 +399,7 @@ struct Overlay<'a> {
     /// Idempotency records written (`Some`) or forgotten (`None`) by this entry.
     keys: BTreeMap<String, Option<KeyRecord>>,
     meta: Option<InventoryMeta>,
+    incarnations: std::cell::OnceCell<Incarnations>,
 }
 
 impl<'a> Overlay<'a> {
@@ -402,6 +410,7 @@ impl<'a> Overlay<'a> {
             products: BTreeMap::new(),
             keys: BTreeMap::new(),
             meta: None,
+            incarnations: std::cell::OnceCell::new(),
         }
     }
 
@@ -494,6 +503,15 @@ impl InventoryState for Overlay<'_> {
             Some(meta) => Ok(meta),
             None => Ok(self.read(StateKey::InventoryMeta)?.unwrap_or_default()),
         }
+    }
+
+    fn incarnations(&self) -> Result<Incarnations, Fault> {
+        // Written only by a restore, with the node stopped: read once per overlay.
+        if let Some(incarnations) = self.incarnations.get() {
+            return Ok(incarnations.clone());
+        }
+        let incarnations: Incarnations = self.read(StateKey::Incarnations)?.unwrap_or_default();
+        Ok(self.incarnations.get_or_init(|| incarnations).clone())
     }
 
     fn put_product(&mut self, product: &Product) {
