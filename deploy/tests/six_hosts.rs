@@ -315,7 +315,7 @@ fn buyer(
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let purchase = n % 4 == 0;
+                let purchase = n.is_multiple_of(4);
                 let result = if purchase {
                     shop.purchase_with_key(&new_key(), product, 1)
                         .await
