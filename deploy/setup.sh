@@ -45,6 +45,8 @@ flashstock_need_packages() {
       iptables) [ "$(id -u)" -ne 0 ] || command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables) ;;
       # Network namespaces of the fault harness and of six-hosts.sh; root only, like iptables.
       iproute2) [ "$(id -u)" -ne 0 ] || command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2) ;;
+      # The floating public address (VRRP) of six-hosts.sh and its test; root only, like iproute2.
+      keepalived) [ "$(id -u)" -ne 0 ] || command -v keepalived >/dev/null 2>&1 || [ -x /usr/sbin/keepalived ] || missing+=(keepalived) ;;
     esac
   done
   if [ ${#missing[@]} -eq 0 ]; then

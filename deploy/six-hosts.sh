@@ -4,24 +4,33 @@
 # (the switch). No namespace has a default route, and the machine's own namespace gets no address
 # there: nothing can leave this machine, and nothing here talks to those addresses from outside.
 # An eighth namespace, the client, holds 198.18.0.100 for the commands you run against the
-# cluster.
+# cluster. The shop's floating public address, 198.18.0.10, is held by one gateway server at a
+# time: keepalived (VRRP, unicast between servers 4, 5 and 6) runs in each gateway's namespace
+# with deploy/keepalived/server-N.conf and moves the address to another gateway when this one's
+# /v1/ready fails (it died, hangs, lost the leader or trails it).
 #
 #   ./deploy/six-hosts.sh up   [--dir DIR]   build, create the namespaces, start PostgreSQL on
 #                                            server 4 with its synchronous standby on server 5,
 #                                            the voters on 1-3, the gateways on 4-6, form the
-#                                            cluster, load the demo catalog
+#                                            cluster, load the demo catalog, start keepalived
+#                                            on 4-6 and wait for the floating address
 #   ./deploy/six-hosts.sh exec CMD...        run CMD in the client namespace, e.g.
 #                                            ./deploy/six-hosts.sh exec curl -s --cacert DIR/tls/ca.pem https://198.18.0.4:8080/v1/products
 #   ./deploy/six-hosts.sh stockctl ARGS...   stockctl in the client namespace, with the cluster's
 #                                            endpoints, operator secret, gateways and admin token set
+#   ./deploy/six-hosts.sh holder             which server holds the floating address now
 #   ./deploy/six-hosts.sh down  [--dir DIR]  stop every process, delete the namespaces and DIR
 #
 # The nodes run with the configuration files of a real six-server deployment,
 # deploy/six-servers/server-N.toml; only data_dir is moved to DIR/server-N, and the certificate
 # paths from /etc/flashstock/tls to DIR/server-N/tls. Certificates are made as deploy/RUNBOOK.md,
-# "TLS", says: a CA in DIR/tls (with the operator's certificate), one certificate per server.
-# Needs root (network
-# namespaces), iproute2, and Debian's postgresql package (installed if missing, as root).
+# "TLS", says: a CA in DIR/tls (with the operator's certificate), one certificate per server;
+# a gateway's public certificate is valid for its own address and the floating one.
+# keepalived runs each server's deploy/keepalived/server-N.conf; only the check's path, the name
+# it checks the certificate for (the floating address), its CA and its user (root, as the script
+# is in this checkout) change.
+# Needs root (network namespaces), iproute2, and Debian's postgresql, curl and keepalived
+# packages (installed if missing, as root).
 # FLASHSTOCK_BIN_DIR, if set, names the directory of already built binaries (no build).
 set -euo pipefail
 
@@ -31,13 +40,15 @@ REPO="$PWD"
 PREFIX="${SIX_HOSTS_PREFIX:-fs6}"
 SUBNET_BITS=15
 CLIENT_IP=198.18.0.100
+# The shop's public address: on one of the gateway servers at a time (deploy/keepalived).
+FLOATING_IP=198.18.0.10
 DIR=/tmp/flashstock-six-hosts
 
 die() { echo "six-hosts: $*" >&2; exit 1; }
 say() { echo "six-hosts: $*"; }
 
 command="${1:-}"
-[ -n "$command" ] || die "usage: $0 up|down|exec|stockctl [--dir DIR]"
+[ -n "$command" ] || die "usage: $0 up|down|exec|stockctl|holder [--dir DIR]"
 shift
 if [ "$command" = up ] || [ "$command" = down ]; then
   while [ $# -gt 0 ]; do
@@ -49,6 +60,8 @@ if [ "$command" = up ] || [ "$command" = down ]; then
 fi
 [ "$(id -u)" -eq 0 ] || die "network namespaces need root"
 command -v ip >/dev/null || die "iproute2 (ip) is missing: apt-get install -y iproute2"
+# keepalived is in /usr/sbin, which a PATH may lack.
+KEEPALIVED="$(command -v keepalived || echo /usr/sbin/keepalived)"
 
 ns_host() { echo "$PREFIX-server$1"; }
 target_dir() {
@@ -60,6 +73,19 @@ target_dir() {
 
 down() {
   rm -f "$(dir_file)"
+  # keepalived first: it releases the floating address on SIGTERM.
+  for pidfile in "$DIR"/server-*/keepalived.pid; do
+    [ -f "$pidfile" ] || continue
+    kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  for _ in $(seq 1 50); do
+    alive=0
+    for pidfile in "$DIR"/server-*/keepalived.pid; do
+      [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && alive=1
+    done
+    [ $alive -eq 0 ] && break
+    sleep 0.1
+  done
   for pidfile in "$DIR"/server-*/node.pid; do
     [ -f "$pidfile" ] || continue
     kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
@@ -171,10 +197,12 @@ certificates() {
     install -m 0644 "$ca/ca.pem" "$tls/ca.pem"
     install -m 0644 "$ca/server-$n.pem" "$tls/node.pem"
     install -m 0600 "$ca/server-$n.key" "$tls/node.key"
-    # A gateway's public certificate: here the same one (its public address is its own);
-    # a shop uses one from a public CA for its public name.
-    install -m 0644 "$ca/server-$n.pem" "$tls/public.pem"
-    install -m 0600 "$ca/server-$n.key" "$tls/public.key"
+    # A gateway's public certificate: here from the same CA, for its own address and the
+    # floating one (the shop's public address); a shop uses one from a public CA for its
+    # public name.
+    "$BIN/stockctl" certs issue --dir "$ca" "public-$n" "198.18.0.$n" "$FLOATING_IP" >/dev/null
+    install -m 0644 "$ca/public-$n.pem" "$tls/public.pem"
+    install -m 0600 "$ca/public-$n.key" "$tls/public.key"
   done
   say "TLS: a CA in $ca, a certificate per server; mutual TLS between nodes, HTTPS on gateways"
 }
@@ -190,6 +218,44 @@ start_node() { # server number
 }
 
 in_client() { ip netns exec "$PREFIX-client" "$@"; }
+
+# keepalived in gateway server N's namespace, with the shipped deploy/keepalived/server-N.conf:
+# the check runs from this checkout, as root, checks the certificate for the floating address
+# against the cluster's CA. Its own pid files, its log in DIR/server-N/keepalived.log.
+start_keepalived() { # server number
+  local n="$1" host="$DIR/server-$1"
+  sed -e "s|\"/usr/local/lib/flashstock/flashstock-ready-check \(198\.18\.0\.$n:8080\) shop.example\"|\"$REPO/deploy/keepalived/flashstock-ready-check \1 $FLOATING_IP $DIR/tls/ca.pem\"|" \
+    -e "s|^\( *script_user\) nobody\$|\1 root|" -e "/^ *enable_script_security\$/d" \
+    "deploy/keepalived/server-$n.conf" > "$host/keepalived.conf"
+  grep -q "$REPO/deploy/keepalived/flashstock-ready-check" "$host/keepalived.conf" \
+    || die "deploy/keepalived/server-$n.conf: its check is not where this script expects it"
+  ip netns exec "$(ns_host "$n")" setsid "$KEEPALIVED" --dont-fork --vrrp --log-console \
+    --log-detail --no-syslog -f "$host/keepalived.conf" -p "$host/keepalived.daemon.pid" \
+    -r "$host/keepalived.vrrp.pid" > "$host/keepalived.log" 2>&1 < /dev/null &
+  echo $! > "$host/keepalived.pid"
+}
+
+# The gateway server (4, 5 or 6) whose namespace holds the floating address; nothing if none.
+holder() {
+  for n in 4 5 6; do
+    if ip -n "$(ns_host "$n")" -4 -o addr show dev eth0 2>/dev/null | grep -q " $FLOATING_IP/"; then
+      echo "$n"
+    fi
+  done
+}
+
+one_holder() { [ "$(holder | wc -l)" -eq 1 ]; }
+
+floating() {
+  for n in 4 5 6; do start_keepalived "$n"; done
+  eventually "one gateway server holds the floating address $FLOATING_IP" one_holder
+  eventually "the floating address answers" \
+    in_client curl -sf --cacert "$DIR/tls/ca.pem" "https://$FLOATING_IP:8080/v1/ready"
+  if grep -E "Unknown keyword|missing a value|[Cc]onfiguration error" "$DIR"/server-*/keepalived.log; then
+    die "keepalived found errors in deploy/keepalived/server-N.conf (above)"
+  fi
+  say "floating address $FLOATING_IP on server $(holder) (keepalived on 4-6, VRRP unicast)"
+}
 
 # Where `up` put the cluster, for `exec` and `stockctl`, which take no --dir.
 dir_file() { echo "/tmp/$PREFIX.six-hosts-dir"; }
@@ -222,7 +288,7 @@ up() {
     die "namespaces $PREFIX-* exist already: run '$0 down' first"
   fi
   source deploy/setup.sh
-  flashstock_need_packages postgresql curl
+  flashstock_need_packages postgresql curl keepalived
   if [ -n "${FLASHSTOCK_BIN_DIR:-}" ]; then
     BIN="$FLASHSTOCK_BIN_DIR"
   else
@@ -254,10 +320,12 @@ up() {
   in_client "$BIN/stockctl" product create tee --name "Logo T-shirt" \
     --price-cents 2500 --stock 200 >/dev/null
   in_client "$BIN/stockctl" cluster status
+  floating
   cat <<EOF
 
 six-hosts: ready. Everything lives in $DIR; the machine's own namespace has no route to it.
-  $0 exec curl -s --cacert $DIR/tls/ca.pem https://198.18.0.4:8080/v1/products
+  $0 exec curl -s --cacert $DIR/tls/ca.pem https://$FLOATING_IP:8080/v1/products
+  $0 holder
   $0 stockctl buy sneaker-drop 1
   $0 stockctl archive status
   $0 down
@@ -271,9 +339,10 @@ fi
 case "$command" in
   up) up ;;
   down) down ;;
+  holder) holder ;;
   exec) in_client "$@" ;;
   stockctl)
     stockctl_env
     in_client "${FLASHSTOCK_BIN_DIR:-$(target_dir)/release}/stockctl" "$@" ;;
-  *) die "unknown command $command; expected up, down, exec or stockctl" ;;
+  *) die "unknown command $command; expected up, down, exec, stockctl or holder" ;;
 esac

@@ -14,7 +14,8 @@ source deploy/setup.sh
 # (loadgen/tests/t10_smoke.rs) run a real server.
 # chromium (with chromium-driver): the storefront's browser tests (node/tests/t50_storefront.rs).
 # iptables, iproute2 (as root): the fault harness's partitions and network namespaces.
-flashstock_need_packages postgresql iptables iproute2 chromium curl
+# keepalived (as root): the floating address of the six-hosts test (deploy/tests/six_hosts.rs).
+flashstock_need_packages postgresql iptables iproute2 chromium curl keepalived
 
 # What a reviewer checks first, in the same release profile as everything else, so that RocksDB's
 # C++ still compiles once: formatting, lints (warnings are errors) and the API docs.

@@ -60,25 +60,35 @@ def draw():
         '<rect width="100%" height="100%" fill="#ffffff"/>',
     ]
     svg += markers()
-    svg += box(290, 16, 400, 56, "6000 concurrent buyers and viewers",
-               ["browsers, API clients: HTTP, spread over the three gateways"], "#f1f5f9")
+    svg += box(290, 8, 400, 56, "6000 concurrent buyers and viewers",
+               ["browsers, API clients: HTTPS to the shop's address"], "#f1f5f9")
+    # The floating public address: on one gateway server at a time (keepalived), not a server.
+    svg += box(290, 84, 400, 44, "floating address 198.18.0.10 (not a server)",
+               [], "#fef9c3")
+    svg.append('<text x="490" y="122" text-anchor="middle" font-size="11">'
+               'VRRP between servers 4-6: held by one whose /v1/ready answers</text>')
+    svg += arrow(490, 64, 490, 84, CLIENT)
     gateways = [(60, "server 4"), (380, "server 5"), (700, "server 6")]
+    bottoms = {}
     for i, (x, name) in enumerate(gateways):
         lines = ["gateway: axum public API + shop pages", "learner replica (RocksDB)",
-                 "batches purchases to the leader"]
+                 "batches purchases to the leader", "+ keepalived (VRRP, ready check)"]
         if i == 0:
             lines.append("+ PostgreSQL (archive primary)")
         if i == 1:
             lines.append("+ PostgreSQL standby")
-        svg += box(x, 150, 220, 100 if i < 2 else 84, name, lines, "#dbeafe")
-        svg += arrow(490, 72, x + 110, 150, CLIENT)
+        height = 42 + 16 * len(lines)
+        bottoms[x] = 160 + height
+        svg += box(x, 160, 220, height, name, lines, "#dbeafe")
+        # The holder (server 6 here) gets the traffic; the others stand by to take the address.
+        svg += arrow(490, 128, x + 110, 160, CLIENT, dashed=x != 700)
     voters = [(60, "server 1"), (380, "server 2"), (700, "server 3")]
     for x, name in voters:
         svg += box(x, 390, 220, 84, name,
                    ["voter: openraft + RocksDB", "log, stock, orders, keys"], "#fee2e2")
     # Purchases: gateways to the leader (server 1 here).
     for x, _ in gateways:
-        svg += arrow(x + 110, 250 if x < 700 else 234, 170, 390, FORWARD)
+        svg += arrow(x + 110, bottoms[x], 170, 390, FORWARD)
     # Raft between voters, and to the gateways (learners).
     svg += arrow(280, 430, 380, 430, RAFT, both=True)
     svg += arrow(600, 430, 700, 430, RAFT, both=True)
@@ -86,11 +96,11 @@ def draw():
                f'stroke-width="2" marker-start="url(#start-{RAFT[1:]})" '
                f'marker-end="url(#end-{RAFT[1:]})"/>')
     for x, _ in gateways:
-        svg += arrow(x + 40, 390, x + 40, 250 if x < 700 else 234, RAFT, dashed=True)
+        svg += arrow(x + 40, 390, x + 40, bottoms[x], RAFT, dashed=True)
     # Archive: the leader to PostgreSQL on server 4.
-    svg += arrow(240, 390, 240, 250, ARCHIVE)
+    svg += arrow(240, 390, 240, bottoms[60], ARCHIVE)
     legend = [
-        (CLIENT, "client HTTP (views answered by the gateway's own replica)"),
+        (CLIENT, "client HTTPS to the address's holder (dashed: standing by)"),
         (FORWARD, "purchases, batched: one Raft entry carries many (reqwest, bincode)"),
         (RAFT, "Raft: the leader replicates to voters (majority) and learners"),
         (ARCHIVE, "confirmed orders, by the leader, in batches, to PostgreSQL (off the purchase path)"),
@@ -101,8 +111,9 @@ def draw():
         svg.append(f'<line x1="{x}" y1="{y - 4}" x2="{x + 30}" y2="{y - 4}" stroke="{color}" '
                    f'stroke-width="3"/>')
         svg.append(f'<text x="{x + 38}" y="{y}" font-size="12">{text}</text>')
-    svg.append('<text x="20" y="110" font-size="12" fill="#475569">any gateway can go: clients '
-               'move to the other two</text>')
+    svg.append('<text x="20" y="100" font-size="12" fill="#475569">any gateway can go: the</text>')
+    svg.append('<text x="20" y="116" font-size="12" fill="#475569">address moves to a ready one '
+               'in ~2.5 s</text>')
     svg.append('<text x="20" y="360" font-size="12" fill="#475569">any one voter can go: a '
                'majority of two commits; a new leader in ~2.3 s if it was the leader</text>')
     svg.append("</svg>")

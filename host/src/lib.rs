@@ -1,6 +1,6 @@
 //! What flashstock's programs ask of the operating system (Linux): whether this process is root,
 //! how to signal a process, which processes run (one scan of `/proc`, and what a process's
-//! `stat` says), and the open-files limit.
+//! `stat` says), the open-files limit, and entering a network namespace.
 //!
 //! Why a crate of its own: the node raises its open-files limit, the launchers and the
 //! PostgreSQL helper (`deploy`) signal and find processes, the load generator (`loadgen`) and the
@@ -9,7 +9,9 @@
 //! them, depending on `libc` alone.
 
 pub mod limits;
+pub mod netns;
 pub mod process;
 
 pub use limits::{raise_open_files_limit, OpenFiles};
+pub use netns::enter_network_namespace;
 pub use process::{is_root, pids, signal, signal_group, Signal, Stat};
