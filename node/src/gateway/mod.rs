@@ -16,8 +16,8 @@
 //! The gateway also serves the shop's web pages ([`pages`]): catalog, product, order and
 //! operations pages, rendered from the replica and kept live by small scripts that use the same
 //! public API. The shop's script fails over to the other gateways of `gateway.public_origins`,
-//! which grant those origins CORS ([`cors`]). The operations page and `GET /v1/ops/cluster` read the [`ops`] service, which
-//! probes the members and samples purchases per second.
+//! which grant those origins CORS ([`cors`]). The operations page and `GET /v1/ops/cluster`
+//! read the [`ops`] service, which probes the members and samples purchases per second.
 //!
 //! Limits: each client's rate of purchases and of views ([`admission`], 429 `rate_limited`
 //! with `Retry-After`, trusted sources exempt), request bodies (`limits.body_bytes_max`),
@@ -32,7 +32,7 @@
 //! (`gateway.forward_timeout_ms`).
 
 pub mod admission;
-mod cors;
+pub mod cors;
 pub mod forwarder;
 pub mod ops;
 pub mod pages;
