@@ -124,6 +124,14 @@ pub const DEFAULT_READY_LEADER_SILENCE_MS: u64 = 5000;
 /// trail the leader's commit index by and still answer ready. A batch of
 /// purchases is one entry; a replica keeping up trails by a handful.
 pub const DEFAULT_READY_LAG_ENTRIES_MAX: u64 = 1000;
+/// `gateway.page_request_timeout_ms`: how long the shop page waits for one
+/// purchase request before it takes the gateway for gone and asks another
+/// with the same idempotency key. A live gateway answers a purchase within
+/// its `gateway.forward_timeout_ms` (3 s by default: confirmed, refused, or
+/// 504 at the end of its budget); twice that leaves room for a queue and a
+/// slow phone network, while a buyer whose gateway froze waits 6 s, not the
+/// minute of `limits.request_timeout_ms`.
+pub const DEFAULT_PAGE_REQUEST_TIMEOUT_MS: u64 = 6000;
 /// `gateway.forward_connections_max`: most batches a gateway has in flight to
 /// the leader at once (each on its own connection). Fewer slots make bigger
 /// batches: with 6000 clients on one machine, 8 slots confirmed purchases at a
@@ -170,6 +178,13 @@ pub const ARCHIVE_POOL_SIZE_HIGHEST: usize = ARCHIVE_CLUSTER_CONNECTIONS_MAX / V
 /// Largest `archive.batch_max`.
 pub const ARCHIVE_BATCH_MAX_HIGHEST: usize = 10_000;
 
+/// Most entries of `gateway.public_origins`: a cluster has a handful of
+/// gateways, and every origin is written into each page's
+/// Content-Security-Policy.
+pub const PUBLIC_ORIGINS_MAX: usize = 16;
+/// Longest `gateway.page_request_timeout_ms`: a buyer should not wait longer
+/// than a minute for a frozen gateway before another is asked.
+pub const PAGE_REQUEST_TIMEOUT_MS_HIGHEST: u64 = 60_000;
 /// Fewest characters in a secret of `cluster.voter_secrets`, `cluster.gateway_secrets`,
 /// `cluster.operator_secrets`, and in `cluster.admin_token`.
 pub const SECRET_CHARS_MIN: usize = 16;

@@ -378,6 +378,24 @@ pub struct GatewaySection {
     /// Most connections kept open to the voters; at least 1.
     /// Default [`DEFAULT_FORWARD_CONNECTIONS_MAX`].
     pub forward_connections_max: usize,
+    /// The public origins (`scheme://host[:port]`, as a browser writes them:
+    /// lower case, no path, no trailing slash) of every gateway of the cluster,
+    /// this one's included, and of any shared address pages are served from.
+    /// The shop page is told them and fails over across them (another gateway
+    /// when its own stops answering); the public API grants CORS to exactly
+    /// these origins, and pages allow connections to them. Every gateway holds
+    /// the same list; adding or removing a gateway updates it on all of them.
+    /// At most [`PUBLIC_ORIGINS_MAX`], no duplicates. Default empty: pages talk
+    /// to the gateway that served them only, and no origin gets CORS.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub public_origins: Vec<String>,
+    /// How long the shop page waits for one purchase request (and for an event
+    /// stream to open) before it takes the gateway for gone and asks another
+    /// with the same idempotency key; above `gateway.forward_timeout_ms`, so a
+    /// live gateway answers first, and at most
+    /// [`PAGE_REQUEST_TIMEOUT_MS_HIGHEST`]. Default
+    /// [`DEFAULT_PAGE_REQUEST_TIMEOUT_MS`].
+    pub page_request_timeout_ms: u64,
 }
 
 impl Default for GatewaySection {
@@ -394,6 +412,8 @@ impl Default for GatewaySection {
             ready_leader_silence_ms: DEFAULT_READY_LEADER_SILENCE_MS,
             ready_lag_entries_max: DEFAULT_READY_LAG_ENTRIES_MAX,
             forward_connections_max: DEFAULT_FORWARD_CONNECTIONS_MAX,
+            public_origins: Vec::new(),
+            page_request_timeout_ms: DEFAULT_PAGE_REQUEST_TIMEOUT_MS,
         }
     }
 }

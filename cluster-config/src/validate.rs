@@ -30,6 +30,7 @@ impl Config {
         if self.node.role == Role::Gateway {
             validate_gateway(&self.gateway, &self.node, &self.limits)?;
             validate_readiness(&self.gateway, &self.raft)?;
+            validate_storefront(&self.gateway)?;
         }
         validate_timeouts(self)?;
         validate_request_timeout(self)
@@ -495,6 +496,97 @@ fn validate_readiness(gateway: &GatewaySection, raft: &RaftSection) -> Result<()
     )
 }
 
+/// What the shop page is told: the origins it fails over across (also its CORS grants and its
+/// Content-Security-Policy, so each must be exactly an origin and nothing that could end a
+/// header directive), and how long it waits for a gateway.
+fn validate_storefront(gateway: &GatewaySection) -> Result<(), ConfigError> {
+    let key = "gateway.public_origins";
+    if gateway.public_origins.len() > PUBLIC_ORIGINS_MAX {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "holds at most {PUBLIC_ORIGINS_MAX} origins (got {})",
+                gateway.public_origins.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for origin in &gateway.public_origins {
+        public_origin(key, origin)?;
+        if !seen.insert(origin.as_str()) {
+            return Err(ConfigError::invalid(key, format!("lists {origin:?} twice")));
+        }
+    }
+    let timeout_key = "gateway.page_request_timeout_ms";
+    if gateway.page_request_timeout_ms <= gateway.forward_timeout_ms {
+        return Err(ConfigError::invalid(
+            timeout_key,
+            format!(
+                "must be greater than gateway.forward_timeout_ms, so that a live gateway \
+                 answers before the page gives up on it (got {} <= {})",
+                gateway.page_request_timeout_ms, gateway.forward_timeout_ms
+            ),
+        ));
+    }
+    in_range(
+        timeout_key,
+        gateway.page_request_timeout_ms,
+        1,
+        PAGE_REQUEST_TIMEOUT_MS_HIGHEST,
+    )
+}
+
+/// A web origin as a browser sends it in `Origin`: `http` or `https`, `://`, a lower-case host
+/// name or IPv4 address (or a bracketed IPv6 address), an optional port from 1 to 65535; no
+/// path, query, user or trailing slash. Compared byte for byte with the `Origin` header.
+fn public_origin(key: &str, origin: &str) -> Result<(), ConfigError> {
+    let invalid = |why: &str| {
+        Err(ConfigError::invalid(
+            key,
+            format!("{origin:?} is not an origin like \"https://shop.example:8443\": {why}"),
+        ))
+    };
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return invalid("no scheme");
+    };
+    if scheme != "http" && scheme != "https" {
+        return invalid("the scheme must be http or https");
+    }
+    let (host_ok, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let Some((address, after)) = v6.split_once(']') else {
+            return invalid("an IPv6 address needs its closing bracket");
+        };
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return invalid("not an IPv6 address in the brackets");
+        }
+        let port = match after.strip_prefix(':') {
+            Some(port) => Some(port),
+            None if after.is_empty() => None,
+            None => return invalid("only a port may follow the address"),
+        };
+        (true, port)
+    } else {
+        let (host, port) = match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        (host_ok, port)
+    };
+    if !host_ok {
+        return invalid("the host must be lower-case letters, digits, dots and dashes");
+    }
+    if let Some(port) = port {
+        if !matches!(port.parse::<u16>(), Ok(p) if p != 0) || port.starts_with('0') {
+            return invalid("the port must be a number from 1 to 65535, with no path after it");
+        }
+    }
+    Ok(())
+}
+
 fn validate_archive(archive: &ArchiveSection) -> Result<(), ConfigError> {
     if let Some(url) = &archive.postgres_url {
         if url.trim().is_empty() {
@@ -694,6 +786,72 @@ mod tests {
             l.trusted_sources = vec!["10.0.0.1".parse().unwrap(); TRUSTED_SOURCES_MAX + 1]
         });
         assert_eq!(key_of(many), "limits.trusted_sources");
+    }
+
+    #[test]
+    fn public_origins_are_exact_origins_listed_once() {
+        for good in [
+            "http://127.0.0.101:8081",
+            "https://shop.example",
+            "https://gw-1.shop.example:8443",
+            "http://[::1]:8081",
+            "https://[2001:db8::7]",
+        ] {
+            assert!(public_origin("k", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "shop.example",
+            "ftp://shop.example",
+            "https://Shop.example",
+            "https://shop.example/",
+            "https://shop.example:8443/",
+            "https://shop.example:0",
+            "https://shop.example:99999",
+            "https://shop.example:08443",
+            "https://",
+            "https://a b",
+            "https://shop.example; script-src *",
+            "http://[::1",
+            "http://[nope]:80",
+            "http://[::1]x",
+            "https://user@shop.example",
+        ] {
+            assert!(public_origin("k", bad).is_err(), "{bad}");
+        }
+        let mut gateway = GatewaySection {
+            public_origins: vec!["https://a.example".into(), "https://a.example".into()],
+            ..GatewaySection::default()
+        };
+        assert_eq!(
+            key_of(validate_storefront(&gateway)),
+            "gateway.public_origins"
+        );
+        gateway.public_origins = (0..=PUBLIC_ORIGINS_MAX)
+            .map(|i| format!("https://g{i}.example"))
+            .collect();
+        assert_eq!(
+            key_of(validate_storefront(&gateway)),
+            "gateway.public_origins"
+        );
+        gateway.public_origins.truncate(3);
+        assert!(validate_storefront(&gateway).is_ok());
+    }
+
+    #[test]
+    fn the_page_waits_longer_than_a_live_gateway_takes_to_answer() {
+        let mut gateway = GatewaySection::default();
+        gateway.page_request_timeout_ms = gateway.forward_timeout_ms;
+        assert_eq!(
+            key_of(validate_storefront(&gateway)),
+            "gateway.page_request_timeout_ms"
+        );
+        gateway.page_request_timeout_ms = PAGE_REQUEST_TIMEOUT_MS_HIGHEST + 1;
+        assert_eq!(
+            key_of(validate_storefront(&gateway)),
+            "gateway.page_request_timeout_ms"
+        );
+        gateway.page_request_timeout_ms = DEFAULT_PAGE_REQUEST_TIMEOUT_MS;
+        assert!(validate_storefront(&gateway).is_ok());
     }
 
     #[test]

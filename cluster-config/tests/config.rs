@@ -241,6 +241,8 @@ linearizable_read_timeout_ms = 1
 ready_leader_silence_ms = 152
 ready_lag_entries_max = 1
 forward_connections_max = 1
+public_origins = ["https://gw-7.shop.example", "http://[::1]:8081"]
+page_request_timeout_ms = 3
 
 [tls]
 internal_ca_path = "/etc/flashstock/tls/ca.pem"
@@ -717,6 +719,50 @@ fn gateway_rules() {
     ));
     assert_eq!(key, "gateway.ready_leader_silence_ms");
     assert!(text.contains("raft.election_timeout_max_ms"), "{text}");
+    // Origins exactly as browsers send them, each once; the page outwaits a live gateway.
+    for origins in [
+        r#"["https://shop.example/"]"#,
+        r#"["shop.example"]"#,
+        r#"["https://a.example", "https://a.example"]"#,
+        r#"["https://a.example; connect-src *"]"#,
+    ] {
+        assert_invalid(
+            &gateway_with(&format!("public_origins = {origins}"), ""),
+            "gateway.public_origins",
+        );
+    }
+    let (key, text) = invalid(&gateway_with("page_request_timeout_ms = 3000", ""));
+    assert_eq!(key, "gateway.page_request_timeout_ms");
+    assert!(text.contains("gateway.forward_timeout_ms"), "{text}");
+}
+
+/// The sample gateways of `deploy/local` and `deploy/six-servers` each list every gateway's
+/// public origin (its scheme, and its `public_listen`), so a shop page fails over across all.
+#[test]
+fn deploy_gateways_list_every_gateway_origin() {
+    for dir in ["local", "six-servers"] {
+        let mut files = Vec::new();
+        toml_files_under(&deploy_dir().join(dir), &mut files);
+        let gateways: Vec<Config> = files
+            .iter()
+            .map(|f| Config::load(f).unwrap())
+            .filter(|c| c.node.role == Role::Gateway)
+            .collect();
+        assert_eq!(gateways.len(), 3, "{dir}");
+        let mut expected: Vec<String> = gateways
+            .iter()
+            .map(|c| {
+                let scheme = if c.tls.public() { "https" } else { "http" };
+                format!("{scheme}://{}", c.gateway.public_listen.unwrap())
+            })
+            .collect();
+        expected.sort();
+        for gateway in &gateways {
+            let mut listed = gateway.gateway.public_origins.clone();
+            listed.sort();
+            assert_eq!(listed, expected, "{dir}: gateway {}", gateway.node.id);
+        }
+    }
 }
 
 #[test]

@@ -229,7 +229,16 @@ impl LocalCluster {
             }
             texts.push((*id, *role, config_path, config));
         }
+        // Every gateway's page fails over across all the gateways' public origins.
+        let origins: Vec<String> = texts
+            .iter()
+            .filter_map(|(_, _, _, config)| config.gateway.public_listen)
+            .map(|addr| format!("http://{addr}"))
+            .collect();
         for (id, role, config_path, mut config) in texts {
+            if role == Role::Gateway {
+                config.gateway.public_origins = origins.clone();
+            }
             config.cluster.voters = voters
                 .iter()
                 .map(|(id, addr)| cluster_config::Peer {
@@ -308,6 +317,12 @@ impl LocalCluster {
             if node.role == Role::Gateway {
                 config.tls.public_cert_path = Some(cert);
                 config.tls.public_key_path = Some(key);
+                // Pages are now served over HTTPS: so are the origins they fail over across.
+                for origin in &mut config.gateway.public_origins {
+                    if let Some(rest) = origin.strip_prefix("http://") {
+                        *origin = format!("https://{rest}");
+                    }
+                }
             }
             std::fs::write(&node.config_path, config.to_toml_string())?;
         }

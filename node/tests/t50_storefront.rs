@@ -1,7 +1,10 @@
 //! The storefront in a real headless Chromium against six real node processes: buying on a
 //! product page, stock that follows other buyers live across gateways, not-enough-stock and
-//! sold-out answers, an unknown outcome resolved by retrying the same key, and the operations
-//! page noticing a killed node. Screenshots of each page
+//! sold-out answers, an unknown outcome resolved by retrying the same key, the operations
+//! page noticing a killed node, and failover: a purchase whose gateway freezes or dies is
+//! answered by another gateway and applied once, the stock stream carries on from another
+//! gateway, CORS grants exactly the configured gateway origins, and a gateway configured with no
+//! origins keeps its pages to itself. Screenshots of each page
 //! are saved under the build directory's test scratch space (printed by each test).
 
 #[path = "common/browser.rs"]
@@ -32,7 +35,15 @@ async fn save_screenshot(browser: &Browser, name: &str) {
 
 /// Six nodes with these products (`id`, name, price in cents, stock), known to every gateway.
 async fn shop(products: &[(&str, &str, u64, u64)]) -> LocalCluster {
-    let cluster = six_nodes(|_| {}).await;
+    shop_with(|_| {}, products).await
+}
+
+/// [`shop`], with `tweak` applied to every node's config.
+async fn shop_with(
+    tweak: impl Fn(&mut cluster_config::Config),
+    products: &[(&str, &str, u64, u64)],
+) -> LocalCluster {
+    let cluster = six_nodes(tweak).await;
     let shop = cluster.shop_client();
     for (id, name, price_cents, stock) in products {
         let request = CreateProductRequest {
@@ -424,4 +435,333 @@ async fn an_unknown_outcome_says_checking_and_resolves_by_retrying_the_same_key(
         .expect("a linearizable read");
     assert_eq!(view.product.sold, 2, "bought exactly once");
     browser.close().await;
+}
+
+/// The page gives up on a silent gateway after this long (the default is 6 s): above the
+/// gateways' `forward_timeout_ms` (3 s), as the config requires.
+const PAGE_REQUEST_TIMEOUT_MS: u64 = 4000;
+
+fn quick_page_timeout(config: &mut cluster_config::Config) {
+    config.gateway.page_request_timeout_ms = PAGE_REQUEST_TIMEOUT_MS;
+}
+
+/// The gateway whose public URL is `url`.
+fn gateway_at(cluster: &LocalCluster, url: &str) -> u64 {
+    *cluster
+        .gateway_ids()
+        .iter()
+        .find(|id| cluster.public_url(**id) == url)
+        .unwrap_or_else(|| panic!("no gateway at {url}"))
+}
+
+/// Buy on the open product page and wait for the outcome: the confirmation's order id and the
+/// gateway that confirmed. The page must still be waiting right after the click (`pending`).
+async fn buy_and_confirm(browser: &Browser, quantity: u32) -> (u64, String) {
+    buy(browser, quantity).await;
+    assert_eq!(
+        browser.attribute("#result", "data-state").await.as_deref(),
+        Some("pending"),
+        "answered at once"
+    );
+    let confirmed = result_in_state(browser, "confirmed").await;
+    let order_id = confirmed
+        .trim_start_matches("Confirmed: order #")
+        .split_once(' ')
+        .and_then(|(id, _)| id.parse().ok())
+        .unwrap_or_else(|| panic!("an order number in {confirmed:?}"));
+    let gateway = browser
+        .attribute("#result", "data-gateway")
+        .await
+        .expect("the gateway that confirmed");
+    (order_id, gateway)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purchase_whose_gateway_freezes_or_dies_is_confirmed_by_another_and_applied_once() {
+    let mut cluster = shop_with(
+        quick_page_timeout,
+        &[("kettle", "Electric kettle", 3_900, 10)],
+    )
+    .await;
+    let urls = cluster.gateway_urls();
+    let first = cluster.gateway_ids()[0];
+    let base = cluster.public_url(first);
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser().await;
+    open_product(&browser, &base, "kettle").await;
+    // The page was told every gateway's origin.
+    let listed = browser.attribute("body", "data-gateways").await;
+    assert_eq!(listed, Some(urls.join(" ")));
+
+    // Its gateway freezes just before the click: the purchase hangs there until the page's
+    // timeout, then goes to another gateway with the same key. Then the frozen one is killed.
+    cluster.pause(first, true).unwrap();
+    let started = std::time::Instant::now();
+    let (order_a, confirmed_by) = buy_and_confirm(&browser, 2).await;
+    let waited = started.elapsed();
+    cluster.kill(first).unwrap();
+    println!("a purchase on a frozen gateway confirmed by {confirmed_by} after {waited:?}");
+    assert_ne!(confirmed_by, base);
+    assert!(
+        waited >= std::time::Duration::from_millis(PAGE_REQUEST_TIMEOUT_MS),
+        "confirmed before the page gave the frozen gateway up: {waited:?}"
+    );
+    save_screenshot(&browser, "product-failover.png").await;
+
+    // The gateway that answered is now the page's; it is frozen and killed while the second
+    // purchase is in flight to it: the page learns at once and asks the last gateway.
+    let second = gateway_at(&cluster, &confirmed_by);
+    cluster.pause(second, true).unwrap();
+    buy(&browser, 3).await;
+    assert_eq!(
+        browser.attribute("#result", "data-state").await.as_deref(),
+        Some("pending")
+    );
+    let started = std::time::Instant::now();
+    cluster.kill(second).unwrap();
+    let confirmed = result_in_state(&browser, "confirmed").await;
+    println!(
+        "a purchase on a killed gateway confirmed {:?} after the kill",
+        started.elapsed()
+    );
+    let order_b: u64 = confirmed
+        .trim_start_matches("Confirmed: order #")
+        .split_once(' ')
+        .and_then(|(id, _)| id.parse().ok())
+        .expect("an order number");
+    let last = browser
+        .attribute("#result", "data-gateway")
+        .await
+        .expect("the gateway that confirmed");
+    assert!(![base.as_str(), confirmed_by.as_str()].contains(&last.as_str()));
+    browser.wait_text("#stock", |stock| stock == "5").await;
+    // The link to the order leads to the gateway that confirmed it.
+    let link = browser
+        .attribute("#result a", "href")
+        .await
+        .expect("a link");
+    assert!(
+        link.starts_with(&format!("{last}/orders/{order_b}?token=")),
+        "{link}"
+    );
+
+    // Exactly one order per purchase, whatever the gateways saw.
+    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    let orders: Vec<_> = cluster
+        .voter_client()
+        .all_orders(&cluster.addr(leader))
+        .await
+        .expect("the orders")
+        .into_iter()
+        .filter(|order| order.product == "kettle")
+        .collect();
+    let mut placed: Vec<(u64, u32)> = orders.iter().map(|o| (o.id.0, o.quantity)).collect();
+    placed.sort();
+    assert_eq!(placed, vec![(order_a, 2), (order_b, 3)], "{orders:?}");
+    let view = cluster
+        .shop_client()
+        .product_linearizable("kettle")
+        .await
+        .expect("a linearizable read");
+    assert_eq!(view.product.sold, 5, "each purchase applied once");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_stock_stream_carries_on_from_another_gateway_after_the_pages_gateway_is_killed() {
+    let mut cluster = shop_with(
+        quick_page_timeout,
+        &[("hoodie", "Hoodie, heather grey, size L", 5_900, 100)],
+    )
+    .await;
+    let first = cluster.gateway_ids()[0];
+    let base = cluster.public_url(first);
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser().await;
+    open_product(&browser, &base, "hoodie").await;
+    let stream_on = || async {
+        let gateway = browser.attribute("body", "data-stream-gateway").await;
+        let state = browser.attribute("body", "data-stream-state").await;
+        (state.as_deref() == Some("open"))
+            .then_some(gateway)
+            .flatten()
+    };
+    browser
+        .wait_for("the stream open on the page's gateway", || async {
+            stream_on().await.filter(|on| *on == base)
+        })
+        .await;
+    browser.execute("window.notReloaded = true;", vec![]).await;
+
+    cluster.kill(first).unwrap();
+    let killed_at = std::time::Instant::now();
+    let now_on = browser
+        .wait_for("the stream open on another gateway", || async {
+            stream_on().await.filter(|on| *on != base)
+        })
+        .await;
+    println!(
+        "stream moved to {now_on} {:?} after the kill",
+        killed_at.elapsed()
+    );
+    // A purchase after the move reaches the page through the new stream.
+    cluster
+        .shop_client()
+        .purchase("hoodie", 3)
+        .await
+        .expect("a purchase");
+    browser.wait_text("#stock", |stock| stock == "97").await;
+    assert_eq!(
+        browser
+            .execute("return window.notReloaded === true;", vec![])
+            .await,
+        json!(true),
+        "the page was reloaded"
+    );
+    browser.close().await;
+}
+
+/// CORS on the public API: each gateway grants every configured gateway origin what the page
+/// uses (preflight included), and nothing to any other origin or for anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_public_api_grants_cors_to_the_configured_gateway_origins_only() {
+    let cluster = shop(&[("lamp", "Desk lamp", 3_000, 4)]).await;
+    let urls = cluster.gateway_urls();
+    let http = reqwest::Client::new();
+    let preflight = |base: &str, origin: &str, method: &str, headers: &str| {
+        http.request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/v1/products/lamp/purchase"),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+        .header("access-control-request-headers", headers)
+        .send()
+    };
+    let allow_origin = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    for base in &urls {
+        for origin in &urls {
+            let answer = preflight(base, origin, "POST", "content-type,idempotency-key")
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 204, "{base} for {origin}");
+            assert_eq!(allow_origin(&answer).as_deref(), Some(origin.as_str()));
+            let header = |name: &str| answer.headers()[name].to_str().unwrap().to_owned();
+            assert_eq!(header("access-control-allow-methods"), "GET, POST");
+            assert_eq!(
+                header("access-control-allow-headers"),
+                "content-type, idempotency-key"
+            );
+            let read = http
+                .get(format!("{base}/v1/products/lamp"))
+                .header("origin", origin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(read.status(), 200);
+            assert_eq!(allow_origin(&read).as_deref(), Some(origin.as_str()));
+            assert!(read.headers()["vary"].to_str().unwrap().contains("origin"));
+        }
+        // Anything else asked by a listed origin: no grant.
+        let origin = &urls[1];
+        for (method, headers) in [
+            ("DELETE", "content-type"),
+            ("PUT", ""),
+            ("POST", "content-type, authorization"),
+        ] {
+            let answer = preflight(base, origin, method, headers).await.unwrap();
+            assert_eq!(allow_origin(&answer), None, "{method} {headers}");
+        }
+        // Any other origin: no grant, neither to a preflight nor to a read.
+        let port = base.rsplit(':').next().unwrap();
+        for stranger in [
+            "http://evil.example".to_owned(),
+            "null".to_owned(),
+            format!("{origin}/"),
+            origin.replace("http://", "https://"),
+            format!("http://localhost:{port}"),
+        ] {
+            let answer = preflight(base, &stranger, "POST", "content-type")
+                .await
+                .unwrap();
+            assert_ne!(answer.status(), 204, "{stranger}");
+            assert_eq!(allow_origin(&answer), None, "{stranger}");
+            let read = http
+                .get(format!("{base}/v1/products/lamp"))
+                .header("origin", &stranger)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(read.status(), 200);
+            assert_eq!(allow_origin(&read), None, "{stranger}");
+        }
+        // Pages are not granted, and may connect to every gateway.
+        let page = http
+            .get(format!("{base}/products/lamp"))
+            .header("origin", &urls[1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(allow_origin(&page), None);
+        let csp = page.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.ends_with(&format!("connect-src 'self' {}", urls.join(" "))),
+            "{csp}"
+        );
+    }
+}
+
+/// With no `gateway.public_origins` a page talks to the gateway that served it only: it is told
+/// no other gateway, may connect to its own origin only, buys there, and no origin gets CORS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_origins_a_page_buys_through_its_own_gateway_and_nobody_gets_cors() {
+    let cluster = shop_with(
+        |config| config.gateway.public_origins.clear(),
+        &[("mug-white", "Logo mug, white", 1_200, 20)],
+    )
+    .await;
+    let urls = cluster.gateway_urls();
+    let base = &urls[0];
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser().await;
+    open_product(&browser, base, "mug-white").await;
+    assert_eq!(browser.attribute("body", "data-gateways").await, None);
+    buy(&browser, 1).await;
+    result_in_state(&browser, "confirmed").await;
+    assert_eq!(
+        browser
+            .attribute("#result", "data-gateway")
+            .await
+            .as_deref(),
+        Some(base.as_str())
+    );
+    browser.close().await;
+
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("{base}/products/mug-white"))
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.ends_with("connect-src 'self'"), "{csp}");
+    let preflight = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/v1/products/mug-white/purchase"),
+        )
+        .header("origin", &urls[1])
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 }

@@ -15,8 +15,9 @@
 //!
 //! The gateway also serves the shop's web pages ([`pages`]): catalog, product, order and
 //! operations pages, rendered from the replica and kept live by small scripts that use the same
-//! public API. The operations page and `GET /v1/ops/cluster` read the [`ops`] service, which
-//! probes the members and samples purchases per second.
+//! public API. The shop's script fails over to the other gateways of `gateway.public_origins`,
+//! which grant those origins CORS ([`cors`]). The operations page and `GET /v1/ops/cluster`
+//! read the [`ops`] service, which probes the members and samples purchases per second.
 //!
 //! Limits: each client's rate of purchases and of views ([`admission`], 429 `rate_limited`
 //! with `Retry-After`, trusted sources exempt), request bodies (`limits.body_bytes_max`),
@@ -31,6 +32,7 @@
 //! (`gateway.forward_timeout_ms`).
 
 pub mod admission;
+pub mod cors;
 pub mod forwarder;
 pub mod ops;
 pub mod pages;
@@ -79,6 +81,8 @@ pub struct Gateway {
     pub openapi: axum::body::Bytes,
     /// One permit per event stream that may open (`limits.streams_max`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// What pages are sent with and tell the shop's script ([`pages::Storefront`]).
+    pub storefront: pages::Storefront,
 }
 
 impl Gateway {
@@ -108,7 +112,9 @@ impl Gateway {
         let openapi = openapi_document(config).into();
         let admission = admission::Admission::new(&config.limits);
         let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.streams_max));
+        let storefront = pages::Storefront::new(config);
         Gateway {
+            storefront,
             streams,
             node,
             forwarder,

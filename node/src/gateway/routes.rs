@@ -96,6 +96,11 @@ pub fn router(gateway: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(gateway.clone(), staleness))
+        // Before routing: preflights have no route of their own.
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            super::cors::cors,
+        ))
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .layer(middleware::from_fn_with_state(
             gateway.node.metrics.clone(),

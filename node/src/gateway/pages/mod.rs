@@ -15,7 +15,15 @@
 //! value HTML-escaped, product names included) and read as plain HTML; the scripts add live
 //! stock, buying and the live operations view. Every page is sent with a
 //! Content-Security-Policy that allows only this origin's own files, so no inline script or
-//! style ever runs.
+//! style ever runs; its scripts may connect to this origin and to the other gateways'
+//! (`gateway.public_origins`) only.
+//!
+//! Failover: the catalog and product pages are told every gateway's public origin and the
+//! page's request timeout ([`Storefront`], on `<body>`). The script reads and streams from one
+//! gateway, its own first; when that one stops answering (a network error, or no answer within
+//! `gateway.page_request_timeout_ms`) it moves on to another, and a purchase is retried there
+//! with the same idempotency key, so it is applied at most once. The other gateways answer it
+//! because the public API grants CORS to exactly those origins ([`super::cors`]).
 
 mod assets;
 mod views;
@@ -44,10 +52,48 @@ const CATALOG_PAGE: usize = 60;
 /// the confirmation link to the gateway that answered, whose replica may be a few milliseconds
 /// behind the leader that confirmed.
 const ORDER_CATCH_UP: Duration = Duration::from_secs(2);
-/// Only this origin's files; no inline script or style, no framing, no plugins.
+/// Only this origin's files; no inline script or style, no framing, no plugins. Scripts may
+/// connect to this origin and to the origins that follow (the other gateways).
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
-     form-action 'self'; frame-ancestors 'none'";
+     style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'; connect-src 'self'";
+
+/// What every page of this gateway is sent with and what the shop's script is told, computed
+/// once from the config.
+pub struct Storefront {
+    /// The Content-Security-Policy, `connect-src` naming every gateway's origin.
+    csp: HeaderValue,
+    /// `gateway.public_origins`, space-separated.
+    origins: String,
+    request_timeout_ms: u64,
+    retry_horizon_ms: u64,
+}
+
+impl Storefront {
+    pub fn new(config: &cluster_config::Config) -> Storefront {
+        let origins = config.gateway.public_origins.join(" ");
+        let mut csp = CONTENT_SECURITY_POLICY.to_owned();
+        if !origins.is_empty() {
+            csp.push(' ');
+            csp.push_str(&origins);
+        }
+        Storefront {
+            // The config checks that an origin holds only letters, digits and `:/.-[]`.
+            csp: HeaderValue::try_from(csp).expect("validated origins make a header value"),
+            origins,
+            request_timeout_ms: config.gateway.page_request_timeout_ms,
+            retry_horizon_ms: config.limits.client_retry_horizon_ms,
+        }
+    }
+
+    fn failover(&self) -> views::Failover<'_> {
+        views::Failover {
+            origins: &self.origins,
+            request_timeout_ms: self.request_timeout_ms,
+            retry_horizon_ms: self.retry_horizon_ms,
+        }
+    }
+}
 
 /// The pages' routes; the public router merges them.
 pub fn router() -> Router<AppState> {
@@ -60,7 +106,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// An HTML answer with the pages' headers. HTML is never cached: stock changes.
-fn html(status: StatusCode, page: Markup) -> Response {
+fn html(gateway: &Gateway, status: StatusCode, page: Markup) -> Response {
     (
         status,
         [
@@ -71,7 +117,7 @@ fn html(status: StatusCode, page: Markup) -> Response {
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             (
                 header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+                gateway.storefront.csp.clone(),
             ),
             (
                 header::X_CONTENT_TYPE_OPTIONS,
@@ -103,8 +149,12 @@ impl From<Product> for ProductCard {
     }
 }
 
-fn not_found(title: &str, message: &str) -> Response {
-    html(StatusCode::NOT_FOUND, views::not_found(title, message))
+fn not_found(gateway: &Gateway, title: &str, message: &str) -> Response {
+    html(
+        gateway,
+        StatusCode::NOT_FOUND,
+        views::not_found(title, message),
+    )
 }
 
 fn storage_failed(e: impl std::fmt::Display) -> Response {
@@ -140,17 +190,24 @@ async fn catalog(
     });
     let cards: Vec<ProductCard> = products.into_iter().map(ProductCard::from).collect();
     let page = views::catalog(
+        &gateway.storefront.failover(),
         &cards,
         applied_index,
         after.as_deref().unwrap_or_default(),
         CATALOG_PAGE,
         next_after.flatten().as_deref(),
     );
-    html(StatusCode::OK, page)
+    html(&gateway, StatusCode::OK, page)
 }
 
 async fn product(State(gateway): State<AppState>, Path(id): Path<String>) -> Response {
-    let no_such = || not_found("No such product", "This shop does not sell that product.");
+    let no_such = || {
+        not_found(
+            &gateway,
+            "No such product",
+            "This shop does not sell that product.",
+        )
+    };
     if validate_product_id(&id).is_err() {
         return no_such();
     }
@@ -159,8 +216,9 @@ async fn product(State(gateway): State<AppState>, Path(id): Path<String>) -> Res
     match reader.product(&id) {
         Ok(Some(product)) => {
             let quantity_max = gateway.node.config.limits.purchase_quantity_max;
-            let page = views::product(&product.into(), applied_index, quantity_max);
-            html(StatusCode::OK, page)
+            let failover = gateway.storefront.failover();
+            let page = views::product(&failover, &product.into(), applied_index, quantity_max);
+            html(&gateway, StatusCode::OK, page)
         }
         Ok(None) => no_such(),
         Err(e) => storage_failed(e),
@@ -183,6 +241,7 @@ async fn order(
     let token = query.ok().and_then(|Query(query)| query.token);
     let no_such = || {
         not_found(
+            &gateway,
             "No such order",
             "We have no order with that number. Check the number in your confirmation; \
              orders from long ago may have moved to the archive.",
@@ -205,6 +264,7 @@ async fn order(
         Ok(Some(_)) => return no_such(),
         Ok(None) if !caught_up => {
             return not_found(
+                &gateway,
                 "Order not here yet",
                 "This server has not received that order yet. Reload in a moment.",
             )
@@ -218,6 +278,7 @@ async fn order(
         .flatten()
         .map(|product| product.name);
     html(
+        &gateway,
         StatusCode::OK,
         views::order(&order_sheet(order, product_name)),
     )
@@ -242,7 +303,7 @@ async fn operations(State(gateway): State<AppState>) -> Response {
     let view = gateway.ops.view(&gateway.node, 0).await;
     let probed_at = utc_time(view.probed_at_ms);
     let page = views::ops(&view, &probed_at, super::ops::HISTORY_SECONDS / 60);
-    html(StatusCode::OK, page)
+    html(&gateway, StatusCode::OK, page)
 }
 
 /// A Unix time in milliseconds as people read it, in UTC: `2026-11-25 20:14:03 UTC`.
@@ -289,7 +350,12 @@ mod tests {
             price: price(100),
             stock: 3,
         };
-        let body = views::product(&card, 1, 10).into_string();
+        let failover = views::Failover {
+            origins: "",
+            request_timeout_ms: 1,
+            retry_horizon_ms: 1,
+        };
+        let body = views::product(&failover, &card, 1, 10).into_string();
         assert!(!body.contains("<script>alert"));
         // In text and in the data-name attribute alike.
         let escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;co&quot;";

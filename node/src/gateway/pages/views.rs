@@ -30,8 +30,29 @@ pub struct OrderSheet {
     pub customer: Option<String>,
 }
 
+/// What the shop's script is told on the catalog and product pages, as `data-` attributes of
+/// `<body>`: where else it may go when this gateway stops answering, and how long it waits.
+pub struct Failover<'a> {
+    /// Every gateway's public origin, space-separated (`gateway.public_origins`); empty: only
+    /// the gateway that served the page.
+    pub origins: &'a str,
+    /// `gateway.page_request_timeout_ms`.
+    pub request_timeout_ms: u64,
+    /// `limits.client_retry_horizon_ms`: the page gives a purchase's key up after this long.
+    pub retry_horizon_ms: u64,
+}
+
 /// Every page: header, navigation, a skip link, and the page's own script if it has one.
 fn layout(title: &str, script: Option<&str>, main: Markup) -> Markup {
+    layout_with(title, script, None, main)
+}
+
+fn layout_with(
+    title: &str,
+    script: Option<&str>,
+    failover: Option<&Failover>,
+    main: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -44,7 +65,9 @@ fn layout(title: &str, script: Option<&str>, main: Markup) -> Markup {
                     script src=(src) defer {}
                 }
             }
-            body {
+            body data-gateways=[failover.map(|f| f.origins).filter(|o| !o.is_empty())]
+                data-request-timeout-ms=[failover.map(|f| f.request_timeout_ms)]
+                data-retry-horizon-ms=[failover.map(|f| f.retry_horizon_ms)] {
                 a.skip href="#main" { "Skip to content" }
                 header.site {
                     a.brand href="/" { "flashstock" }
@@ -69,6 +92,7 @@ fn availability(stock: u64, id: Option<&str>) -> Markup {
 }
 
 pub fn catalog(
+    failover: &Failover,
     products: &[ProductCard],
     applied_index: u64,
     after: &str,
@@ -96,10 +120,15 @@ pub fn catalog(
             p.pager { a href={ "/?after=" (next) } { "More products" } }
         }
     };
-    layout("Products", Some(&URLS.shop_js), main)
+    layout_with("Products", Some(&URLS.shop_js), Some(failover), main)
 }
 
-pub fn product(product: &ProductCard, applied_index: u64, quantity_max: u32) -> Markup {
+pub fn product(
+    failover: &Failover,
+    product: &ProductCard,
+    applied_index: u64,
+    quantity_max: u32,
+) -> Markup {
     let sold_out = product.stock == 0;
     let main = html! {
         p.crumbs { a href="/" { "All products" } }
@@ -121,7 +150,7 @@ pub fn product(product: &ProductCard, applied_index: u64, quantity_max: u32) -> 
             div #result .result role="status" aria-live="polite" {}
         }
     };
-    layout(&product.name, Some(&URLS.shop_js), main)
+    layout_with(&product.name, Some(&URLS.shop_js), Some(failover), main)
 }
 
 pub fn order(order: &OrderSheet) -> Markup {
