@@ -740,7 +740,13 @@ fn gateway_rules() {
 /// public origin (its scheme, and its `public_listen`), so a shop page fails over across all.
 #[test]
 fn deploy_gateways_list_every_gateway_origin() {
-    for dir in ["local", "six-servers"] {
+    // The six servers' gateways listen on every address (the floating one included): their own
+    // origin is their server's address; pages served through the floating address (deploy/
+    // keepalived) are of its origin.
+    for (dir, floating) in [
+        ("local", None),
+        ("six-servers", Some("https://198.18.0.10:8080")),
+    ] {
         let mut files = Vec::new();
         toml_files_under(&deploy_dir().join(dir), &mut files);
         let gateways: Vec<Config> = files
@@ -753,8 +759,17 @@ fn deploy_gateways_list_every_gateway_origin() {
             .iter()
             .map(|c| {
                 let scheme = if c.tls.public() { "https" } else { "http" };
-                format!("{scheme}://{}", c.gateway.public_listen.unwrap())
+                let public = c.gateway.public_listen.unwrap();
+                let host = match public.ip().is_unspecified() {
+                    true => c.node.listen.ip(),
+                    false => public.ip(),
+                };
+                format!(
+                    "{scheme}://{}",
+                    std::net::SocketAddr::new(host, public.port())
+                )
             })
+            .chain(floating.map(str::to_owned))
             .collect();
         expected.sort();
         for gateway in &gateways {
