@@ -588,6 +588,19 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Copy a stopped node's data directory to `to`: a backup, as the RUNBOOK takes one.
+    pub fn back_up(&self, id: u64, to: &Path) -> Result<(), Error> {
+        let node = &self.nodes[&id];
+        assert!(node.child.is_none(), "stop node {id} before backing it up");
+        copy_dir(&node.data_dir, to)
+    }
+
+    /// Replace a stopped node's data directory with a copy of the backup `from`.
+    pub fn restore_from(&mut self, id: u64, from: &Path) -> Result<(), Error> {
+        self.wipe(id)?;
+        copy_dir(from, &self.nodes[&id].data_dir)
+    }
+
     /// Delete a stopped node's data directory, as if its disk were replaced.
     pub fn wipe(&mut self, id: u64) -> Result<(), Error> {
         let node = &self.nodes[&id];
@@ -788,4 +801,19 @@ fn default_config_text(
          [cluster]\nvoter_secrets = [\"{voter}\"]\ngateway_secrets = [\"{gateway_secret}\"]\n\
          operator_secrets = [\"{operator}\"]\nadmin_token = \"{token}\"\n{gateway}"
     ))
+}
+
+/// Copy the directory tree `from` to `to` (created).
+fn copy_dir(from: &Path, to: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }

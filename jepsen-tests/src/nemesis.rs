@@ -38,6 +38,7 @@
 //! with the run's timestamp.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,10 +80,11 @@ pub enum FaultKind {
     Rejoin,
     Latency,
     Restart,
+    Backup,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Leader,
@@ -99,6 +101,7 @@ impl FaultKind {
         FaultKind::Rejoin,
         FaultKind::Latency,
         FaultKind::Restart,
+        FaultKind::Backup,
     ];
 
     /// Whether the fault is made of iptables rules (root only).
@@ -133,6 +136,7 @@ impl FaultKind {
             FaultKind::Rejoin => "rejoin",
             FaultKind::Latency => "latency",
             FaultKind::Restart => "restart",
+            FaultKind::Backup => "backup",
         }
     }
 
@@ -228,6 +232,12 @@ enum Active {
     Delayed,
     /// Nothing left to heal: the fault was a planned operation, done when injected.
     Done,
+    /// A follower backed up at injection: to be removed, restored from the backup and added
+    /// back.
+    BackedUp {
+        id: u64,
+        backup: PathBuf,
+    },
 }
 
 pub struct Nemesis {
@@ -555,6 +565,27 @@ impl Nemesis {
                 cluster.wipe(id)?;
                 (Active::Removed(id), vec![id], text, hold)
             }
+            FaultKind::Backup => {
+                let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
+                let followers: Vec<u64> = cluster
+                    .voter_ids()
+                    .into_iter()
+                    .filter(|id| *id != leader)
+                    .collect();
+                let id = *self.rng.pick(&followers);
+                let backup = cluster.dir.join(format!("backup-{id}-{}", self.clock.ms()));
+                let text = format!(
+                    "back up {} (SIGTERM, copy its data directory, start it); on heal, remove it, \
+                     restore the backup, add it back",
+                    describe(id)
+                );
+                if !cluster.terminate(id)? {
+                    self.log(&format!("node {id} exited unsuccessfully on SIGTERM"));
+                }
+                cluster.back_up(id, &backup)?;
+                cluster.start(id).await?;
+                (Active::BackedUp { id, backup }, vec![id], text, hold)
+            }
             FaultKind::Latency => {
                 // Up to 40 ms each way: openraft 0.9 gives one AppendEntries RPC the heartbeat
                 // interval (100 ms) to answer, so a round trip above that stops replication
@@ -658,44 +689,66 @@ impl Nemesis {
             Active::PostgresDown => self.restart_postgres()?,
             Active::Delayed => self.remove_latency().await?,
             Active::Done => {}
-            Active::Removed(id) => {
-                cluster.start(id).await?;
-                let addr = cluster.addr(id);
-                let begun = self.clock.ms();
-                let cluster: &LocalCluster = cluster;
-                // The empty node is no member yet and knows no leader: ask the others.
-                let members: Vec<u64> = cluster
+            Active::BackedUp { id, backup } => {
+                // As the RUNBOOK restores one voter: out of the membership first (a voter that
+                // forgets acknowledged entries could help elect a leader without them), then
+                // the backup in place of its data, back as a learner, promoted once caught up.
+                let rest: Vec<u64> = cluster
                     .voter_ids()
                     .into_iter()
                     .filter(|v| *v != id)
                     .collect();
-                retry_admin(|| {
-                    let client = cluster.voter_client();
-                    let addr = addr.clone();
-                    let members = members.clone();
-                    async move {
-                        let leader = cluster.wait_for_leader_among(&members, LEADER_WAIT);
-                        let leader =
-                            leader
-                                .await
-                                .map_err(|e| flashstock_client::Error::OutcomeUnknown {
-                                    message: e.to_string(),
-                                })?;
-                        client
-                            .add_learner_no_wait(&cluster.addr(leader), id, &addr)
-                            .await
-                    }
-                })
-                .await?;
-                wait_caught_up(cluster, &members, id).await?;
-                self.log(&format!(
-                    "node {id} is a learner again and caught up after {} ms",
-                    self.clock.ms() - begun
-                ));
-                change_membership(cluster, cluster.voter_ids(), true).await?;
-                self.log(&format!("node {id} is a voter again, from an empty disk"));
+                change_membership(cluster, rest, false).await?;
+                cluster.kill(id)?;
+                cluster.restore_from(id, &backup)?;
+                self.log(&format!("node {id} removed and restored from its backup"));
+                self.rejoin(cluster, id).await?;
+            }
+            Active::Removed(id) => {
+                self.rejoin(cluster, id).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Start node `id` (out of the membership, its data empty or restored from a backup), add
+    /// it as a learner, wait until it has caught up, promote it.
+    async fn rejoin(&mut self, cluster: &mut LocalCluster, id: u64) -> Result<(), Error> {
+        cluster.start(id).await?;
+        let addr = cluster.addr(id);
+        let begun = self.clock.ms();
+        let cluster: &LocalCluster = cluster;
+        // The empty node is no member yet and knows no leader: ask the others.
+        let members: Vec<u64> = cluster
+            .voter_ids()
+            .into_iter()
+            .filter(|v| *v != id)
+            .collect();
+        retry_admin(|| {
+            let client = cluster.voter_client();
+            let addr = addr.clone();
+            let members = members.clone();
+            async move {
+                let leader = cluster.wait_for_leader_among(&members, LEADER_WAIT);
+                let leader =
+                    leader
+                        .await
+                        .map_err(|e| flashstock_client::Error::OutcomeUnknown {
+                            message: e.to_string(),
+                        })?;
+                client
+                    .add_learner_no_wait(&cluster.addr(leader), id, &addr)
+                    .await
+            }
+        })
+        .await?;
+        wait_caught_up(cluster, &members, id).await?;
+        self.log(&format!(
+            "node {id} is a learner again and caught up after {} ms",
+            self.clock.ms() - begun
+        ));
+        change_membership(cluster, cluster.voter_ids(), true).await?;
+        self.log(&format!("node {id} is a voter again"));
         Ok(())
     }
 

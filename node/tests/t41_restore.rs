@@ -32,26 +32,6 @@ async fn buy_some(client: &VoterClient, prefix: &str, count: usize) -> Vec<Order
     orders
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create the copy");
-    for entry in std::fs::read_dir(from).expect("read the directory") {
-        let entry = entry.expect("a directory entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy a file");
-        }
-    }
-}
-
-fn replace_dir(dir: &Path, with: &Path) {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).expect("empty the data directory");
-    }
-    copy_dir(with, dir);
-}
-
 /// Every voter stopped, the first one's data directory replaced by `backup` and prepared with
 /// `flashstock-node restore`, the others given a copy of it; returns what the tool printed.
 fn restore_every_voter(cluster: &mut LocalCluster, backup: &Path) -> String {
@@ -59,8 +39,10 @@ fn restore_every_voter(cluster: &mut LocalCluster, backup: &Path) -> String {
     for id in &voters {
         cluster.kill(*id).expect("stop a voter");
     }
+    cluster
+        .restore_from(voters[0], backup)
+        .expect("unpack the backup");
     let first = &cluster.nodes[&voters[0]];
-    replace_dir(&first.data_dir, backup);
     let output = std::process::Command::new(node_binary())
         .arg("--config")
         .arg(&first.config_path)
@@ -75,7 +57,9 @@ fn restore_every_voter(cluster: &mut LocalCluster, backup: &Path) -> String {
     );
     let prepared = first.data_dir.clone();
     for id in &voters[1..] {
-        replace_dir(&cluster.nodes[id].data_dir, &prepared);
+        cluster
+            .restore_from(*id, &prepared)
+            .expect("copy the prepared directory");
     }
     said
 }
@@ -134,14 +118,17 @@ async fn a_restored_group_never_reuses_an_order_id_and_the_archive_stays_exact()
         .expect("the follower applies every order");
     assert!(cluster.terminate(follower).expect("stop the follower"));
     let backup = tempfile::tempdir().expect("a backup directory");
-    copy_dir(&cluster.nodes[&follower].data_dir, backup.path());
+    cluster
+        .back_up(follower, &backup.path().join("data"))
+        .expect("back the follower up");
+    let backup = backup.path().join("data");
     cluster.start(follower).await.expect("restart the follower");
 
     // After the backup: archived, then lost with every voter.
     let lost = buy_some(&client, "lost", 30).await;
     everything_archived(&cluster).await;
 
-    let said = restore_every_voter(&mut cluster, backup.path());
+    let said = restore_every_voter(&mut cluster, &backup);
     println!("{said}");
     assert!(said.contains("incarnation 1 "), "{said}");
     cluster
@@ -176,7 +163,7 @@ async fn a_restored_group_never_reuses_an_order_id_and_the_archive_stays_exact()
     assert_eq!(rows, expected, "the archive holds exactly both histories");
 
     // The same backup restored again starts a third incarnation, never the second again.
-    let said = restore_every_voter(&mut cluster, backup.path());
+    let said = restore_every_voter(&mut cluster, &backup);
     assert!(said.contains("incarnation 2 "), "{said}");
     cluster.start_all().await.expect("start the voters again");
     let again = buy_some(&client, "again", 5).await;

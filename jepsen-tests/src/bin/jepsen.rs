@@ -34,7 +34,7 @@ struct Args {
     seed: u64,
     /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway, postgres,
     /// voters, isolate-leader, split, bridge, ring, gateway-cut, loss, rejoin, latency,
-    /// restart; `all` for every
+    /// restart, backup; `all` for every
     /// kind, empty for none. `postgres` needs --archive; the partition kinds need root.
     #[arg(long, default_value = "kill,pause,partition,leader,gateway,postgres")]
     faults: String,
