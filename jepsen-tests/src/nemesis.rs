@@ -542,13 +542,7 @@ impl Nemesis {
                 (Active::Partitioned, voters, text, hold)
             }
             FaultKind::Rejoin => {
-                let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
-                let followers: Vec<u64> = cluster
-                    .voter_ids()
-                    .into_iter()
-                    .filter(|id| *id != leader)
-                    .collect();
-                let id = *self.rng.pick(&followers);
+                let id = self.pick_follower(cluster).await?;
                 let rest: Vec<u64> = cluster
                     .voter_ids()
                     .into_iter()
@@ -566,13 +560,7 @@ impl Nemesis {
                 (Active::Removed(id), vec![id], text, hold)
             }
             FaultKind::Backup => {
-                let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
-                let followers: Vec<u64> = cluster
-                    .voter_ids()
-                    .into_iter()
-                    .filter(|id| *id != leader)
-                    .collect();
-                let id = *self.rng.pick(&followers);
+                let id = self.pick_follower(cluster).await?;
                 let backup = cluster.dir.join(format!("backup-{id}-{}", self.clock.ms()));
                 let text = format!(
                     "back up {} (SIGTERM, copy its data directory, start it); on heal, remove it, \
@@ -642,6 +630,17 @@ impl Nemesis {
     }
 
     /// A random voter with probability `voter_percent`, else a random gateway.
+    /// A voter other than the current leader, drawn at random.
+    async fn pick_follower(&mut self, cluster: &LocalCluster) -> Result<u64, Error> {
+        let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
+        let followers: Vec<u64> = cluster
+            .voter_ids()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        Ok(*self.rng.pick(&followers))
+    }
+
     fn pick_node(&mut self, cluster: &LocalCluster, voter_percent: u64) -> u64 {
         let ids = if self.rng.chance(voter_percent) {
             cluster.voter_ids()

@@ -124,22 +124,25 @@ fn read_incarnations(db: &DB) -> Result<Incarnations, String> {
 /// What was certainly committed in this copy: the stored commit index, or the applied index if
 /// it is further (the commit index is saved without a sync).
 fn committed_index(db: &DB) -> Result<u64, String> {
-    let committed: Option<LogId<NodeId>> = match db
-        .get_cf(cf(db, CF_RAFT), RaftKey::Committed.encode())
-        .map_err(|e| format!("cannot read the commit index: {e}"))?
-    {
-        Some(bytes) => bincode::deserialize::<Option<LogId<NodeId>>>(&bytes)
-            .map_err(|e| format!("malformed commit index: {e}"))?,
-        None => None,
-    };
-    let applied: Option<LogId<NodeId>> = match db
-        .get_cf(cf(db, CF_STATE), StateKey::Applied.encode())
-        .map_err(|e| format!("cannot read the applied index: {e}"))?
-    {
-        Some(bytes) => bincode::deserialize::<Option<LogId<NodeId>>>(&bytes)
-            .map_err(|e| format!("malformed applied index: {e}"))?,
-        None => None,
-    };
+    let committed = log_id_at(db, CF_RAFT, RaftKey::Committed.encode(), "commit index")?;
+    let applied = log_id_at(db, CF_STATE, &StateKey::Applied.encode(), "applied index")?;
     let index = |id: Option<LogId<NodeId>>| id.map_or(0, |id| id.index);
     Ok(index(committed).max(index(applied)))
+}
+
+/// The log id stored under `key` of column family `family`, if any.
+fn log_id_at(
+    db: &DB,
+    family: &str,
+    key: &[u8],
+    what: &str,
+) -> Result<Option<LogId<NodeId>>, String> {
+    match db
+        .get_cf(cf(db, family), key)
+        .map_err(|e| format!("cannot read the {what}: {e}"))?
+    {
+        Some(bytes) => bincode::deserialize::<Option<LogId<NodeId>>>(&bytes)
+            .map_err(|e| format!("malformed {what}: {e}")),
+        None => Ok(None),
+    }
 }

@@ -700,6 +700,22 @@ async fn replace_disk(
     .map(drop)
 }
 
+/// Node `id`'s status at `addr`: `Ok(Err(..))` while it does not answer, an error if another
+/// node answers there.
+pub(crate) async fn node_status(
+    client: &VoterClient,
+    id: u64,
+    addr: &str,
+) -> Result<Result<NodeStatus, flashstock_client::Error>, CliError> {
+    match client.status(addr).await {
+        Ok(status) if status.id != id => Err(CliError::failed(
+            ErrorCode::WrongNode,
+            format!("{addr} answers as node {}, not {id}", status.id),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// Poll node `id` at `addr` until it answers as a node with an empty log outside the membership.
 async fn wait_empty(
     ctx: &Context,
@@ -708,13 +724,7 @@ async fn wait_empty(
     addr: &str,
 ) -> Result<(), CliError> {
     loop {
-        let last = match client.status(addr).await {
-            Ok(status) if status.id != id => {
-                return Err(CliError::failed(
-                    ErrorCode::WrongNode,
-                    format!("{addr} answers as node {}, not {id}", status.id),
-                ))
-            }
+        let last = match node_status(client, id, addr).await? {
             Ok(status) if status.last_log_index.is_none() && status.voters.is_empty() => {
                 return Ok(())
             }

@@ -15,7 +15,7 @@ use flashstock_api::{ErrorCode, HandedOff, NodeStatus, RaftState};
 use flashstock_client::VoterClient;
 use serde::Serialize;
 
-use crate::cluster::{find_leader, member_addr, CAUGHT_UP_LAG_MAX, POLL_INTERVAL};
+use crate::cluster::{find_leader, member_addr, node_status, CAUGHT_UP_LAG_MAX, POLL_INTERVAL};
 use crate::context::Context;
 use crate::error::CliError;
 use crate::output::{emit, Table};
@@ -253,13 +253,7 @@ async fn wait_back(
     before: Option<u64>,
 ) -> Result<(), CliError> {
     loop {
-        let last = match client.status(addr).await {
-            Ok(status) if status.id != id => {
-                return Err(CliError::failed(
-                    ErrorCode::WrongNode,
-                    format!("{addr} answers as node {}, not {id}", status.id),
-                ))
-            }
+        let last = match node_status(client, id, addr).await? {
             Ok(status) if status.started_at_ms == before => "not restarted yet".to_owned(),
             Ok(status) => match find_leader(ctx, client).await {
                 Ok((leader, _)) if leader.id == id && status.state == RaftState::Leader => {
