@@ -26,6 +26,8 @@
 //! Unknown outcomes may be in the state or not; [`UnknownStats`] says how many there were and
 //! how many ended up applied.
 
+pub mod stale_views;
+
 use std::collections::BTreeMap;
 
 use flashstock_api::{Order, OrderId, Product};
@@ -950,6 +952,7 @@ mod tests {
                 OpResult::Viewed {
                     product,
                     applied_index: None,
+                    served_by: None,
                 },
             )
         }
@@ -963,6 +966,7 @@ mod tests {
             result: OpResult::Viewed {
                 product: product(sold, 0),
                 applied_index: Some(index),
+                served_by: None,
             },
             ..view(OpKind::View, 3, product(0, 0))
         };
