@@ -7,6 +7,11 @@
 //! backend, as a power cut would leave it) and started again on the same data and port
 //! ([`Postgres::start_again`]). Dropping it stops the server and removes the directory.
 //!
+//! [`Postgres::start_standby_of`] copies a running server (`pg_basebackup -R`) into a streaming
+//! standby; [`Postgres::promote`] makes a standby a primary, [`Postgres::rebuild_as_standby_of`]
+//! turns a dead former primary into the new primary's standby, and [`multi_host_url`] names
+//! several servers with `target_session_attrs=read-write`, as the voters' archive URL does.
+//!
 //! [`Postgres::start_in`] keeps the server's directory instead (the local demo cluster's archive):
 //! a rerun finds the data and the port it used before.
 //!
