@@ -651,6 +651,7 @@ fn views_match_the_log(history: &History, nodes: &[NodeState]) -> Invariant {
         let OpResult::Viewed {
             product,
             applied_index: Some(index),
+            ..
         } = &op.result
         else {
             continue;
