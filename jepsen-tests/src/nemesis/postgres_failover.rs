@@ -167,7 +167,7 @@ pub async fn inject(
     (db, Ok(active))
 }
 
-/// Rebuild the standby, then wait (at most [`WATCH_MAX`]) for the watcher to see the archive
+/// Rebuild the standby, then wait (at most 30 s) for the watcher to see the archive
 /// resume and catch up; the figures.
 pub async fn heal(db: ArchiveDb, active: Active) -> (ArchiveDb, Result<Figures, String>) {
     let (db, rebuilt) = tokio::task::spawn_blocking(move || {
