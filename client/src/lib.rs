@@ -14,7 +14,7 @@
 pub mod shop;
 pub mod voter;
 
-pub use shop::{http_builder, new_key, RetryPolicy, ShopClient, ShopError};
+pub use shop::{http_builder, new_key, RetryPolicy, Served, ShopClient, ShopError};
 pub use voter::{Error, VoterClient};
 
 /// The TLS config of this crate's clients; see [`flashstock_tls`] for how to build one.

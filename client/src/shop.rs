@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flashstock_api::{
     CreateProductRequest, ErrorBody, ErrorCode, OrderView, ProductChanged, ProductList,
     ProductView, PurchaseRequest, PurchaseResponse, RestockRequest, IDEMPOTENCY_KEY_HEADER,
+    STALENESS_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -82,6 +83,18 @@ impl Default for RetryPolicy {
             backoff_max: Duration::from_secs(1),
         }
     }
+}
+
+/// A read's answer with where it came from: the gateway that served it and the staleness it
+/// declared ([`STALENESS_HEADER`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served<T> {
+    pub value: T,
+    /// The base URL of the gateway that answered, as given to [`ShopClient::new`].
+    pub gateway: String,
+    /// The answer's `x-staleness-ms`, verbatim (milliseconds, or `unknown`); `None` when the
+    /// answer had none.
+    pub staleness: Option<String>,
 }
 
 /// One attempt's result, classified.
@@ -184,6 +197,42 @@ impl ShopClient {
     /// A product as this client's gateway's replica has it.
     pub async fn product(&self, id: &str) -> Result<ProductView, ShopError> {
         self.read(&format!("/v1/products/{}", segment(id))).await
+    }
+
+    /// A product, with the gateway that served it and the staleness it declared: a local view
+    /// of that gateway's replica, or a linearizable one.
+    pub async fn product_served(
+        &self,
+        id: &str,
+        linearizable: bool,
+    ) -> Result<Served<ProductView>, ShopError> {
+        let query = if linearizable {
+            "?consistency=linearizable"
+        } else {
+            ""
+        };
+        let path = format!("/v1/products/{}{query}", segment(id));
+        self.with_failover(|gateway| {
+            let request = self.http.get(format!("{gateway}{path}"));
+            async move {
+                let sent = request.send().await;
+                let staleness = sent.as_ref().ok().and_then(|response| {
+                    let value = response.headers().get(STALENESS_HEADER)?;
+                    Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+                });
+                match classify(sent, false).await {
+                    Attempt::Done(value) => Attempt::Done(Served {
+                        value,
+                        gateway,
+                        staleness,
+                    }),
+                    Attempt::Final(e) => Attempt::Final(e),
+                    Attempt::RetryNotApplied(m) => Attempt::RetryNotApplied(m),
+                    Attempt::RetryUnknown(m) => Attempt::RetryUnknown(m),
+                }
+            }
+        })
+        .await
     }
 
     /// A product at least as fresh as everything committed when the call started.

@@ -7,6 +7,11 @@
 //! backend, as a power cut would leave it) and started again on the same data and port
 //! ([`Postgres::start_again`]). Dropping it stops the server and removes the directory.
 //!
+//! [`Postgres::start_standby_of`] copies a running server (`pg_basebackup -R`) into a streaming
+//! standby; [`Postgres::promote`] makes a standby a primary, [`Postgres::rebuild_as_standby_of`]
+//! turns a dead former primary into the new primary's standby, and [`multi_host_url`] names
+//! several servers with `target_session_attrs=read-write`, as the voters' archive URL does.
+//!
 //! [`Postgres::start_in`] keeps the server's directory instead (the local demo cluster's archive):
 //! a rerun finds the data and the port it used before.
 //!
@@ -144,9 +149,10 @@ impl Postgres {
         if !postgres.options.listen_ip.is_loopback() {
             // initdb trusts loopback only; trust the clients' private network too.
             let network = u32::from(postgres.options.listen_ip) & !0x1_ffff;
+            // Replication too, so that a standby can stream from this server.
+            let network = std::net::Ipv4Addr::from(network);
             let line = format!(
-                "host all all {}/15 trust\n",
-                std::net::Ipv4Addr::from(network)
+                "host all all {network}/15 trust\nhost replication all {network}/15 trust\n"
             );
             let hba = postgres.data_dir().join("pg_hba.conf");
             let mut text = std::fs::read_to_string(&hba)?;
@@ -234,6 +240,107 @@ impl Postgres {
         Ok(())
     }
 
+    /// Start a streaming standby of `primary` in a new temporary directory, on a free port of
+    /// the same address: a base backup (`pg_basebackup -R`, which writes the standby's
+    /// `primary_conninfo`), then the server in recovery. The primary's
+    /// `synchronous_standby_names` is left as it is ([`Postgres::set_synchronous_standby_names`]).
+    pub fn start_standby_of(primary: &Postgres) -> std::io::Result<Postgres> {
+        let dir = tempfile::Builder::new()
+            .prefix("flashstock-pg-")
+            .tempdir()?;
+        let bin = binaries()?;
+        let account = server_account()?;
+        if let Some((uid, gid)) = account {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        let port = free_port(primary.options.listen_ip)?;
+        std::fs::write(dir.path().join("port"), port.to_string())?;
+        let mut standby = Postgres {
+            bin,
+            dir: Dir::Temporary(dir),
+            port,
+            options: primary.options.clone(),
+            account,
+            running: false,
+        };
+        standby.rebuild_as_standby_of(primary)?;
+        Ok(standby)
+    }
+
+    /// Make this stopped server a fresh standby of `primary` on its own port: its data directory
+    /// is deleted, copied from `primary` (`pg_basebackup -R`) and started in recovery. How a
+    /// failed primary comes back after its standby was promoted.
+    pub fn rebuild_as_standby_of(&mut self, primary: &Postgres) -> std::io::Result<()> {
+        if self.running {
+            return Err(std::io::Error::other(
+                "a running server cannot be rebuilt as a standby",
+            ));
+        }
+        let data = self.data_dir();
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        let port = primary.port.to_string();
+        let host = primary.options.listen_ip.to_string();
+        self.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                &host,
+                "-p",
+                &port,
+                "-U",
+                USER,
+                "-D",
+                path_str(&data)?,
+                "-X",
+                "stream",
+                "-R",
+                // An immediate checkpoint on the primary: the copy starts now, not at the next
+                // scheduled one.
+                "-c",
+                "fast",
+                // The directory is thrown away after the test; the server itself syncs.
+                "--no-sync",
+            ],
+        )?;
+        self.start_again()
+    }
+
+    /// Promote this standby to a primary (`pg_ctl promote`); returns once it accepts writes.
+    pub fn promote(&mut self) -> std::io::Result<()> {
+        let data = self.data_dir();
+        self.run(
+            "pg_ctl",
+            &["-D", path_str(&data)?, "-w", "-t", "60", "promote"],
+        )?;
+        Ok(())
+    }
+
+    /// Set `synchronous_standby_names` (`ALTER SYSTEM`, then a reload): `*` makes every commit
+    /// wait for a standby's flush, `''` lets a lone primary commit alone.
+    pub fn set_synchronous_standby_names(&self, names: &str) -> std::io::Result<()> {
+        self.sql(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{}'",
+            names.replace('\'', "''")
+        ))?;
+        self.sql("SELECT pg_reload_conf()")?;
+        Ok(())
+    }
+
+    /// Run one SQL statement with `psql` as [`USER`]; its output, unaligned, tuples only.
+    pub fn sql(&self, statement: &str) -> std::io::Result<String> {
+        let host = self.options.listen_ip.to_string();
+        let port = self.port.to_string();
+        let output = self.run(
+            "psql",
+            &[
+                "-h", &host, "-p", &port, "-U", USER, "-d", DATABASE, "-Atc", statement,
+            ],
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
     /// Stop the server the way an operator would: `pg_ctl stop -m fast` (connections are cut,
     /// committed work is kept).
     pub fn stop_fast(&mut self) -> std::io::Result<()> {
@@ -309,6 +416,20 @@ impl Postgres {
             )))
         }
     }
+}
+
+/// One URL naming every server of `servers`, in order, with `target_session_attrs=read-write`:
+/// a client connects to whichever of them accepts writes (the primary), so a promotion needs no
+/// configuration change.
+pub fn multi_host_url(servers: &[&Postgres]) -> String {
+    let hosts: Vec<String> = servers
+        .iter()
+        .map(|server| format!("{}:{}", server.options.listen_ip, server.port))
+        .collect();
+    format!(
+        "postgres://{USER}@{}/{DATABASE}?target_session_attrs=read-write",
+        hosts.join(",")
+    )
 }
 
 impl Drop for Postgres {

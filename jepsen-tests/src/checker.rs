@@ -26,6 +26,8 @@
 //! Unknown outcomes may be in the state or not; [`UnknownStats`] says how many there were and
 //! how many ended up applied.
 
+pub mod stale_views;
+
 use std::collections::BTreeMap;
 
 use flashstock_api::{Order, OrderId, Product};
@@ -649,6 +651,7 @@ fn views_match_the_log(history: &History, nodes: &[NodeState]) -> Invariant {
         let OpResult::Viewed {
             product,
             applied_index: Some(index),
+            ..
         } = &op.result
         else {
             continue;
@@ -950,6 +953,7 @@ mod tests {
                 OpResult::Viewed {
                     product,
                     applied_index: None,
+                    served_by: None,
                 },
             )
         }
@@ -963,6 +967,7 @@ mod tests {
             result: OpResult::Viewed {
                 product: product(sold, 0),
                 applied_index: Some(index),
+                served_by: None,
             },
             ..view(OpKind::View, 3, product(0, 0))
         };

@@ -83,6 +83,10 @@ pub enum OpResult {
     Viewed {
         product: Product,
         applied_index: Option<u64>,
+        /// The gateway that answered and the staleness it declared (`None` in hand-made
+        /// histories that do not say).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        served_by: Option<ServedBy>,
     },
     /// Definitely not applied: a committed rejection or a refusal at the edge.
     Rejected { code: String, message: String },
@@ -116,6 +120,15 @@ impl OpResult {
     pub fn is_unknown(&self) -> bool {
         matches!(self, OpResult::Unknown { .. })
     }
+}
+
+/// Which gateway answered a view, and how stale it said the view may be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServedBy {
+    /// The gateway's public base URL.
+    pub gateway: String,
+    /// Its `x-staleness-ms` header, verbatim: milliseconds, or `unknown`; `None` if absent.
+    pub staleness: Option<String>,
 }
 
 /// Rejections that the state machine commits for a key: the key's final outcome. A retry

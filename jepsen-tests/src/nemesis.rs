@@ -9,8 +9,9 @@
 //!   (see [`crate::partition`]), or, half of the time for a voter, from the other voters only
 //!   (the gateways still reach it: a deposed leader keeps receiving writes); only as root with
 //!   iptables installed, otherwise skipped and said so in the report;
-//! - `postgres`: SIGKILL every process of the archive's PostgreSQL server, start it again after
-//!   the hold (crash recovery from its WAL); only when the run archives, otherwise skipped;
+//! - `postgres`: SIGKILL every process of the archive's primary PostgreSQL server, start it
+//!   again after the hold (crash recovery from its WAL); only when the run archives, otherwise
+//!   skipped;
 //! - `voters`: SIGKILL every voter at once, restart them all after the hold (nothing can be
 //!   confirmed meanwhile; nothing confirmed before may be lost);
 //! - `isolate-leader`: cut the current leader off from every other node;
@@ -26,7 +27,12 @@
 //!   log), promote it back: membership changes under load, each checked by the leader, which
 //!   refuses any change its voters could not commit;
 //! - `latency`: 10 to 40 ms added to every byte going to or from a voter, through the fault
-//!   proxies in front of the voters ([`crate::proxy`]; the kernel has no netem).
+//!   proxies in front of the voters ([`crate::proxy`]; the kernel has no netem);
+//! - `postgres-failover`: SIGKILL the archive's primary PostgreSQL and promote its synchronous
+//!   standby; on heal the dead server is rebuilt as the new standby ([`postgres_failover`]);
+//!   only when the run archives;
+//! - `stale-gateway`: cut one gateway off from every voter, clients still reaching it; it must
+//!   turn not-ready within its bound and mark every view stale ([`stale_gateway`]).
 //!
 //! The partition kinds need root and iptables, like `partition`.
 //!
@@ -44,15 +50,18 @@ use std::time::Duration;
 
 use cluster_config::Role;
 use flashstock_deploy::local::LocalCluster;
-use flashstock_deploy::postgres::Postgres;
 use serde::{Deserialize, Serialize};
 
-use crate::history::{stamp, Clock};
+use crate::archive_db::ArchiveDb;
+use crate::history::{stamp, Clock, OpRecord};
 use crate::partition::Partitioner;
 use crate::proxy::Proxies;
 use crate::rng::Rng;
 use crate::workload::Progress;
 use crate::Error;
+
+pub mod postgres_failover;
+pub mod stale_gateway;
 
 /// How often recovery conditions are polled.
 const POLL: Duration = Duration::from_millis(20);
@@ -81,10 +90,12 @@ pub enum FaultKind {
     Latency,
     Restart,
     Backup,
+    PostgresFailover,
+    StaleGateway,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Leader,
@@ -102,6 +113,8 @@ impl FaultKind {
         FaultKind::Latency,
         FaultKind::Restart,
         FaultKind::Backup,
+        FaultKind::PostgresFailover,
+        FaultKind::StaleGateway,
     ];
 
     /// Whether the fault is made of iptables rules (root only).
@@ -115,6 +128,7 @@ impl FaultKind {
                 | FaultKind::Ring
                 | FaultKind::GatewayCut
                 | FaultKind::Loss
+                | FaultKind::StaleGateway
         )
     }
 
@@ -137,6 +151,8 @@ impl FaultKind {
             FaultKind::Latency => "latency",
             FaultKind::Restart => "restart",
             FaultKind::Backup => "backup",
+            FaultKind::PostgresFailover => "postgres-failover",
+            FaultKind::StaleGateway => "stale-gateway",
         }
     }
 
@@ -187,6 +203,11 @@ pub struct NemesisConfig {
     /// Longest wait for the cluster to be whole again, and for a purchase to be confirmed,
     /// after a heal.
     pub recovery_timeout: Duration,
+    /// The gateways' `gateway.ready_leader_silence_ms`: a `stale-gateway` fault must see them
+    /// turn not-ready within it, and is held past it.
+    pub ready_leader_silence_ms: u64,
+    /// The product the `stale-gateway` probe reads through the cut gateway.
+    pub probe_product: String,
 }
 
 impl NemesisConfig {
@@ -200,6 +221,8 @@ impl NemesisConfig {
             all_gateways_percent: 25,
             gap_ms: (500, 1500),
             recovery_timeout: Duration::from_secs(30),
+            ready_leader_silence_ms: cluster_config::defaults::DEFAULT_READY_LEADER_SILENCE_MS,
+            probe_product: "plenty".into(),
         }
     }
 }
@@ -218,6 +241,25 @@ pub struct FaultRecord {
     pub resumed_ms: Option<u64>,
     /// What went wrong around this fault (nothing, normally).
     pub problems: Vec<String>,
+    /// What the fault measured, for the kinds that measure something.
+    pub figures: Option<FaultFigures>,
+}
+
+/// What a kind of fault measured beyond the common times.
+#[derive(Debug, Clone, Serialize)]
+pub enum FaultFigures {
+    PostgresFailover(postgres_failover::Figures),
+    StaleGateway(stale_gateway::Figures),
+}
+
+impl FaultFigures {
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        match self {
+            FaultFigures::PostgresFailover(figures) => figures.describe(),
+            FaultFigures::StaleGateway(figures) => figures.describe(),
+        }
+    }
 }
 
 /// A fault in place, and what heals it.
@@ -238,6 +280,10 @@ enum Active {
         id: u64,
         backup: PathBuf,
     },
+    /// The archive's primary killed, its standby promoted: to rebuild a standby.
+    FailedOver(postgres_failover::Active),
+    /// A gateway cut off from every voter, probed: to reconnect.
+    GatewayCutOff(stale_gateway::Active),
 }
 
 pub struct Nemesis {
@@ -249,25 +295,29 @@ pub struct Nemesis {
     /// Why partitions were left out, if they were asked for and could not be done.
     pub partitions_skipped: Option<String>,
     /// The archive's database, when the run archives.
-    postgres: Option<Postgres>,
+    archive: Option<ArchiveDb>,
+    /// What the `stale-gateway` probes read: views for the history.
+    pub probe_views: Vec<OpRecord>,
     /// The fault proxies in front of the voters, when the run has latency faults.
     proxies: Option<Proxies>,
     pub faults: Vec<FaultRecord>,
 }
 
 impl Nemesis {
-    /// A nemesis; probes iptables if partitions are asked for. `postgres` is the archive's
-    /// database, if the run archives; without it `postgres` faults are left out.
+    /// A nemesis; probes iptables if partitions are asked for. `archive` is the archive's
+    /// database, if the run archives; without it the PostgreSQL faults are left out.
     pub fn new(
         mut config: NemesisConfig,
         clock: Clock,
         progress: Arc<Progress>,
-        postgres: Option<Postgres>,
+        archive: Option<ArchiveDb>,
         proxies: Option<Proxies>,
         cluster: &LocalCluster,
     ) -> Nemesis {
-        if postgres.is_none() {
-            config.kinds.retain(|k| *k != FaultKind::Postgres);
+        if archive.is_none() {
+            config
+                .kinds
+                .retain(|k| !matches!(k, FaultKind::Postgres | FaultKind::PostgresFailover));
         }
         if proxies.is_none() {
             config.kinds.retain(|k| *k != FaultKind::Latency);
@@ -291,7 +341,8 @@ impl Nemesis {
             progress,
             partitioner,
             partitions_skipped,
-            postgres,
+            archive,
+            probe_views: Vec::new(),
             proxies,
             faults: Vec::new(),
         }
@@ -299,7 +350,18 @@ impl Nemesis {
 
     /// The archive database's URL, when the run archives.
     pub fn postgres_url(&self) -> Option<String> {
-        self.postgres.as_ref().map(Postgres::url)
+        self.archive.as_ref().map(ArchiveDb::url)
+    }
+
+    /// What every `stale-gateway` fault measured.
+    pub fn gateway_cuts(&self) -> Vec<stale_gateway::Figures> {
+        self.faults
+            .iter()
+            .filter_map(|fault| match &fault.figures {
+                Some(FaultFigures::StaleGateway(figures)) => Some(figures.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The kinds of fault this nemesis injects (partitions left out when unavailable).
@@ -324,7 +386,12 @@ impl Nemesis {
         }
         let mut planned = self.config.kinds.clone();
         self.rng.shuffle(&mut planned);
-        let hold_max_ms = self.config.hold_ms.1.max(self.config.leader_hold_ms.1);
+        let mut hold_max_ms = self.config.hold_ms.1.max(self.config.leader_hold_ms.1);
+        if self.config.kinds.contains(&FaultKind::StaleGateway) {
+            let stale_hold = self.config.ready_leader_silence_ms
+                + stale_gateway::HOLD_PAST_BOUND.as_millis() as u64;
+            hold_max_ms = hold_max_ms.max(stale_hold);
+        }
         let fault_max_ms = hold_max_ms + self.config.gap_ms.1;
         loop {
             let kind = match planned.pop() {
@@ -355,15 +422,22 @@ impl Nemesis {
             recovered_ms: None,
             resumed_ms: None,
             problems: Vec::new(),
+            figures: None,
         };
         tokio::time::sleep(hold).await;
-        if let Err(e) = self.heal(cluster, active).await {
-            record.problems.push(format!("heal failed: {e}"));
-            self.faults.push(record);
-            return Err(e);
+        match self.heal(cluster, active).await {
+            Ok(figures) => record.figures = figures,
+            Err(e) => {
+                record.problems.push(format!("heal failed: {e}"));
+                self.faults.push(record);
+                return Err(e);
+            }
         }
         record.healed_ms = self.clock.ms();
         self.log(&format!("healed {}: {}", kind.name(), record.description));
+        if let Some(figures) = &record.figures {
+            self.log(&format!("{}: {}", kind.name(), figures.describe()));
+        }
         self.settle_after(cluster, &mut record).await;
         self.faults.push(record);
         let (low, high) = self.config.gap_ms;
@@ -590,17 +664,72 @@ impl Nemesis {
                 (Active::Delayed, proxies.voters(), text, hold)
             }
             FaultKind::Postgres => {
-                let postgres = self
-                    .postgres
+                let archive = self
+                    .archive
                     .as_mut()
                     .ok_or_else(|| Error::Harness("postgres fault without an archive".into()))?;
-                postgres
+                archive
+                    .primary()
                     .kill()
                     .map_err(|e| Error::Harness(format!("crashing PostgreSQL: {e}")))?;
-                let text = "SIGKILL every PostgreSQL process (the archive)".to_string();
+                let text = "SIGKILL every process of the archive's primary PostgreSQL".to_string();
                 (Active::PostgresDown, Vec::new(), text, hold)
             }
+            FaultKind::PostgresFailover => self.inject_postgres_failover(cluster, hold).await?,
+            FaultKind::StaleGateway => self.inject_stale_gateway(cluster)?,
         })
+    }
+
+    /// `postgres-failover`: kill the archive's primary, promote its standby.
+    async fn inject_postgres_failover(
+        &mut self,
+        cluster: &LocalCluster,
+        hold: Duration,
+    ) -> Result<(Active, Vec<u64>, String, Duration), Error> {
+        let archive = self
+            .archive
+            .take()
+            .ok_or_else(|| Error::Harness("postgres-failover fault without an archive".into()))?;
+        let before = archive.describe();
+        let voters = cluster
+            .voter_ids()
+            .iter()
+            .map(|id| cluster.addr(*id))
+            .collect();
+        let (archive, failed_over) =
+            postgres_failover::inject(archive, self.clock, cluster.voter_client(), voters).await;
+        self.archive = Some(archive);
+        let active =
+            failed_over.map_err(|e| Error::Harness(format!("PostgreSQL failover: {e}")))?;
+        let text =
+            format!("SIGKILL the archive's primary PostgreSQL and promote its standby ({before})");
+        Ok((Active::FailedOver(active), Vec::new(), text, hold))
+    }
+
+    /// `stale-gateway`: cut a gateway off from every voter and start probing it.
+    fn inject_stale_gateway(
+        &mut self,
+        cluster: &LocalCluster,
+    ) -> Result<(Active, Vec<u64>, String, Duration), Error> {
+        let gateway = *self.rng.pick(&cluster.gateway_ids());
+        self.isolate(cluster, gateway, true)?;
+        let cut_ms = self.clock.ms();
+        let bound_ms = self.config.ready_leader_silence_ms;
+        let active = stale_gateway::start_probe(
+            gateway,
+            cluster.public_url(gateway),
+            cluster.shop_tls(),
+            bound_ms,
+            cut_ms,
+            self.clock,
+            self.config.probe_product.clone(),
+        );
+        let hold = Duration::from_millis(bound_ms) + stale_gateway::HOLD_PAST_BOUND;
+        let text = format!(
+            "cut gateway {gateway} off from every voter, clients still reach it \
+             (ready bound {bound_ms} ms)"
+        );
+        Ok((Active::GatewayCutOff(active), vec![gateway], text, hold))
     }
 
     /// Kill one gateway, or (now and then) all of them for a short hold.
@@ -666,7 +795,12 @@ impl Nemesis {
         partitioner.isolate(node, &others).map_err(Error::Harness)
     }
 
-    async fn heal(&mut self, cluster: &mut LocalCluster, active: Active) -> Result<(), Error> {
+    /// Undo a fault; what it measured, for the kinds that measure something.
+    async fn heal(
+        &mut self,
+        cluster: &mut LocalCluster,
+        active: Active,
+    ) -> Result<Option<FaultFigures>, Error> {
         match active {
             Active::Killed(ids) => {
                 for id in ids {
@@ -687,6 +821,27 @@ impl Nemesis {
             }
             Active::PostgresDown => self.restart_postgres()?,
             Active::Delayed => self.remove_latency().await?,
+            Active::FailedOver(active) => {
+                let archive = self.archive.take().ok_or_else(|| {
+                    Error::Harness("postgres-failover heal without an archive".into())
+                })?;
+                let (archive, healed) = postgres_failover::heal(archive, active).await;
+                self.log(&format!("archive: {}", archive.describe()));
+                self.archive = Some(archive);
+                let figures =
+                    healed.map_err(|e| Error::Harness(format!("PostgreSQL failover heal: {e}")))?;
+                return Ok(Some(FaultFigures::PostgresFailover(figures)));
+            }
+            Active::GatewayCutOff(active) => {
+                let reconnect_ms = self.clock.ms();
+                let (figures, views) = stale_gateway::stop_probe(active, reconnect_ms).await;
+                self.probe_views.extend(views);
+                if let Some(partitioner) = self.partitioner.as_mut() {
+                    let deleted = partitioner.heal().map_err(Error::Harness)?;
+                    self.log(&format!("deleted {deleted} iptables rules"));
+                }
+                return Ok(Some(FaultFigures::StaleGateway(figures)));
+            }
             Active::Done => {}
             Active::BackedUp { id, backup } => {
                 // As the RUNBOOK restores one voter: out of the membership first (a voter that
@@ -707,7 +862,7 @@ impl Nemesis {
                 self.rejoin(cluster, id).await?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Start node `id` (out of the membership, its data empty or restored from a backup), add
@@ -833,9 +988,10 @@ impl Nemesis {
     }
 
     fn restart_postgres(&mut self) -> Result<(), Error> {
-        if let Some(postgres) = self.postgres.as_mut() {
+        if let Some(archive) = self.archive.as_mut() {
             let begun = self.clock.ms();
-            postgres
+            archive
+                .primary()
                 .start_again()
                 .map_err(|e| Error::Harness(format!("restarting PostgreSQL: {e}")))?;
             self.log(&format!(
@@ -855,7 +1011,7 @@ impl Nemesis {
                 first_error.get_or_insert(Error::Harness(e));
             }
         }
-        if self.postgres.as_ref().is_some_and(|p| !p.is_running()) {
+        if self.archive.as_ref().is_some_and(|a| !a.primary_running()) {
             if let Err(e) = self.restart_postgres() {
                 first_error.get_or_insert(e);
             }

@@ -106,8 +106,8 @@ impl Report {
         self.check.passed()
     }
 
-    /// Problems of availability: a fault the cluster did not recover from, or after which no
-    /// purchase was confirmed.
+    /// Problems of availability: a fault the cluster did not recover from, after which no
+    /// purchase was confirmed, or (a PostgreSQL failover) during which purchases waited.
     pub fn availability_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for (i, outcome) in self.faults.iter().enumerate() {
@@ -117,6 +117,15 @@ impl Report {
                     "fault {} ({}): {problem}",
                     i + 1,
                     fault.description
+                ));
+            }
+            let gap_max_ms = crate::nemesis::postgres_failover::PURCHASE_GAP_MAX_MS;
+            if fault.kind == FaultKind::PostgresFailover && outcome.longest_gap_ms > gap_max_ms {
+                problems.push(format!(
+                    "fault {} ({}): purchases waited for the archive: {} ms without a                      confirmation (at most {gap_max_ms} ms)",
+                    i + 1,
+                    fault.description,
+                    outcome.longest_gap_ms
                 ));
             }
             if outcome.confirmed_after == 0 {
@@ -205,6 +214,9 @@ impl Report {
                 outcome.confirmed_during,
                 outcome.confirmed_after
             );
+            if let Some(figures) = &fault.figures {
+                let _ = writeln!(out, "      {}", figures.describe());
+            }
             for problem in &fault.problems {
                 let _ = writeln!(out, "      PROBLEM: {problem}");
             }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
 use flashstock_deploy::netns::{NodeNetwork, PrivateNetwork, HOST_IP};
-use flashstock_deploy::postgres::{Postgres, PostgresOptions};
+use flashstock_deploy::postgres::PostgresOptions;
 use tokio::task::JoinSet;
 
+use crate::archive_db::ArchiveDb;
 use crate::checker::CheckReport;
 use crate::history::{stamp, Clock, History, OpRecord};
 use crate::nemesis::{FaultKind, Nemesis, NemesisConfig};
@@ -27,6 +28,9 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The short run's snapshot interval: a few snapshots and purges in its minute.
 pub const SHORT_SNAPSHOT_EVERY_LOGS: u64 = 500;
+
+/// The short run's `gateway.ready_leader_silence_ms`, which a `stale-gateway` fault is held past.
+pub const SHORT_READY_LEADER_SILENCE_MS: u64 = 2000;
 
 /// The most a run may last past its `seconds`: covering the fault kinds not drawn yet, healing,
 /// settling and reading the final state. Orders are kept at least this long past `seconds`.
@@ -83,6 +87,9 @@ impl RunConfig {
         config.nemesis.hold_ms = (1200, 3000);
         config.nemesis.leader_hold_ms = (3000, 3500);
         config.nemesis.gap_ms = (300, 800);
+        // Gateways cut off from the voters turn not-ready within 2 s (the least the configuration
+        // allows is above the election timeout, 1.2 s), so the `stale-gateway` fault fits.
+        config.nemesis.ready_leader_silence_ms = SHORT_READY_LEADER_SILENCE_MS;
         config.archive = true;
         // Snapshots, log purges, and so a wiped node fed by a snapshot, within the minute.
         config.snapshot_every_logs = Some(SHORT_SNAPSHOT_EVERY_LOGS);
@@ -161,7 +168,7 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         .map_or(NodeNetwork::Loopback, |p| p.network.clone());
     println!("jepsen: network: {}", network.describe());
     let postgres = start_archive(config, &network).map_err(failed)?;
-    let archive_url = postgres.as_ref().map(Postgres::url);
+    let archive_url = postgres.as_ref().map(ArchiveDb::url);
     // Latency faults need a proxy in front of each voter, which every node then uses.
     let proxy_addrs = match config.nemesis.kinds.contains(&FaultKind::Latency) {
         true => Some(proxy::plan(&network, &[1, 2, 3]).map_err(|e| failed(e.to_string()))?),
@@ -181,8 +188,8 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
             .map_err(|e| failed(format!("making the run's certificates: {e}")))?;
     }
     println!("jepsen: cluster in {}", cluster.dir.display());
-    if let Some(url) = &archive_url {
-        println!("jepsen: archive in {url}");
+    if let (Some(url), Some(db)) = (&archive_url, &postgres) {
+        println!("jepsen: archive in {url} ({})", db.describe());
     }
     let proxies = match &proxy_addrs {
         Some(addrs) => Some(
@@ -227,6 +234,8 @@ fn lay_out(
         node.archive.postgres_url = archive_url.clone();
         node.archive.interval_ms = 50;
         node.archive.retry_max_ms = 1000;
+        // The bound the `stale-gateway` fault holds the gateways to.
+        node.gateway.ready_leader_silence_ms = config.nemesis.ready_leader_silence_ms;
         // The checker reads every order of the run from the nodes' state: none may reach its
         // retention and be dropped before the end (the run goes on past `seconds` to cover
         // every fault kind, then settles).
@@ -251,8 +260,9 @@ fn lay_out(
     }
 }
 
-/// PostgreSQL for the archive when the run asks for it, listening where the nodes reach it.
-fn start_archive(config: &RunConfig, network: &NodeNetwork) -> Result<Option<Postgres>, String> {
+/// PostgreSQL for the archive when the run asks for it, a primary and its synchronous standby,
+/// listening where the nodes reach them.
+fn start_archive(config: &RunConfig, network: &NodeNetwork) -> Result<Option<ArchiveDb>, String> {
     if !config.archive {
         return Ok(None);
     }
@@ -263,7 +273,7 @@ fn start_archive(config: &RunConfig, network: &NodeNetwork) -> Result<Option<Pos
         },
         ..PostgresOptions::default()
     };
-    Postgres::start(options)
+    ArchiveDb::start(options)
         .map(Some)
         .map_err(|e| format!("starting PostgreSQL for the archive: {e}"))
 }
@@ -299,7 +309,7 @@ pub fn log_tails(cluster: &LocalCluster) -> String {
 async fn drive(
     cluster: &mut LocalCluster,
     config: &RunConfig,
-    postgres: Option<Postgres>,
+    postgres: Option<ArchiveDb>,
     proxies: Option<Proxies>,
 ) -> Result<(Report, History), Error> {
     cluster.start_and_form(FORM_TIMEOUT).await?;
@@ -345,7 +355,8 @@ async fn drive(
     let healed = nemesis.heal_everything(cluster).await;
     faulted?;
     healed?;
-    let history = history?;
+    let mut history = history?;
+    history.extend(std::mem::take(&mut nemesis.probe_views));
     println!(
         "{} jepsen: workload stopped after {} operations; settling",
         stamp(clock.ms()),
@@ -395,6 +406,12 @@ async fn check_final_state(
             .invariants
             .push(archive::archive_exactly_once(history, &nodes, &archived));
     }
+    check
+        .invariants
+        .push(checker::stale_views::cut_off_gateways_own_up(
+            history,
+            &nemesis.gateway_cuts(),
+        ));
     Ok((settled_index, check))
 }
 

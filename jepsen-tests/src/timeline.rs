@@ -18,10 +18,10 @@ use crate::nemesis::FaultRecord;
 pub fn jsonl(history: &History, faults: &[FaultRecord]) -> String {
     let mut events: Vec<(u64, u8, Value)> = Vec::new();
     for op in &history.ops {
-        let process = if op.client == usize::MAX {
-            json!("admin")
-        } else {
-            json!(op.client)
+        let process = match op.client {
+            crate::workload::ADMIN_CLIENT => json!("admin"),
+            crate::nemesis::stale_gateway::PROBE_CLIENT => json!("probe"),
+            client => json!(client),
         };
         let base = json!({
             "process": process,
@@ -57,6 +57,9 @@ pub fn jsonl(history: &History, faults: &[FaultRecord]) -> String {
         stop["f"] = json!("stop");
         stop["time_ms"] = json!(fault.healed_ms);
         stop["recovered_ms"] = json!(fault.recovered_ms);
+        if let Some(figures) = &fault.figures {
+            stop["figures"] = serde_json::to_value(figures).expect("figures serialize");
+        }
         events.push((fault.healed_ms, 1, stop));
     }
     events.sort_by_key(|(time, order, _)| (*time, *order));
@@ -309,6 +312,7 @@ mod tests {
             recovered_ms: Some(healed_ms + 100),
             resumed_ms: Some(healed_ms + 200),
             problems: Vec::new(),
+            figures: None,
         }
     }
 

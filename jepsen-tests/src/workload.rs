@@ -20,7 +20,7 @@ use flashstock_api::{CreateProductRequest, Order, PurchaseResponse};
 use flashstock_client::{ShopClient, ShopError};
 use tokio::task::JoinSet;
 
-use crate::history::{is_committed_rejection, Clock, OpKind, OpRecord, OpResult};
+use crate::history::{is_committed_rejection, Clock, OpKind, OpRecord, OpResult, ServedBy};
 use crate::rng::Rng;
 
 /// Pause before re-sending a write whose outcome is unknown, times the attempt number.
@@ -475,15 +475,15 @@ impl Client {
         let product = self.pick_product();
         let linearizable = self.rng.chance(30);
         let invoked_ms = self.clock.ms();
-        let answer = if linearizable {
-            self.shop.product_linearizable(&product).await
-        } else {
-            self.shop.product(&product).await
-        };
+        let answer = self.shop.product_served(&product, linearizable).await;
         let result = match answer {
-            Ok(view) => OpResult::Viewed {
-                product: view.product,
-                applied_index: Some(view.applied_index),
+            Ok(served) => OpResult::Viewed {
+                product: served.value.product,
+                applied_index: Some(served.value.applied_index),
+                served_by: Some(ServedBy {
+                    gateway: served.gateway,
+                    staleness: served.staleness,
+                }),
             },
             Err(ShopError::Rejected { code, message, .. }) => OpResult::Rejected {
                 code: code.to_string(),

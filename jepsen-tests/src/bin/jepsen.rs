@@ -34,12 +34,12 @@ struct Args {
     seed: u64,
     /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway, postgres,
     /// voters, isolate-leader, split, bridge, ring, gateway-cut, loss, rejoin, latency,
-    /// restart, backup; `all` for every
-    /// kind, empty for none. `postgres` needs --archive; the partition kinds need root.
+    /// restart, backup, postgres-failover, stale-gateway; `all` for every kind, empty for none.
+    /// The postgres kinds need --archive; the partition kinds (stale-gateway too) need root.
     #[arg(long, default_value = "kill,pause,partition,leader,gateway,postgres")]
     faults: String,
-    /// Archive orders in a PostgreSQL server started for the run (Debian's postgresql package),
-    /// and check that the archive holds every order exactly once.
+    /// Archive orders in PostgreSQL started for the run (Debian's postgresql package: a primary
+    /// and its synchronous standby), and check that the archive holds every order exactly once.
     #[arg(long)]
     archive: bool,
     /// Lay the cluster out in this new directory and keep it (configs, data, node logs).
