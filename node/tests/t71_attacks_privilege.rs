@@ -249,6 +249,11 @@ async fn a_gateway_credential_is_refused_everything_but_public_commands() {
         what,
     );
     assert_refused(
+        gateway.hand_off(&leader_addr, None).await,
+        ErrorCode::Forbidden,
+        "a leader hand-off with a gateway credential",
+    );
+    assert_refused(
         gateway.orders(&leader_addr, None, 10).await,
         ErrorCode::Forbidden,
         "a replica read with a gateway credential",
@@ -267,6 +272,15 @@ async fn a_gateway_credential_is_refused_everything_but_public_commands() {
         for (path, body) in [
             ("/raft/vote", disruptive_vote(far_term)),
             ("/raft/append", forged_append(far_term)),
+            // A follower asked to stand for election would depose the leader.
+            (
+                "/raft/elect",
+                serde_json::to_vec(&flashstock_api::ElectRequest {
+                    from: leader,
+                    last_log_index: 0,
+                })
+                .unwrap(),
+            ),
         ] {
             let status = raft_rpc(&addr, path, &cluster.gateway_secret, body.clone()).await;
             assert_eq!(status, 403, "{path} on node {id} with a gateway credential");
