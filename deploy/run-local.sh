@@ -34,7 +34,8 @@ done
 # repository.
 cd "$(dirname "$0")/.."
 source deploy/setup.sh
-flashstock_need_packages ${extras[@]+"${extras[@]}"}
+# curl: the "Try it" commands printed once the cluster is ready.
+flashstock_need_packages curl ${extras[@]+"${extras[@]}"}
 
 # The launcher starts the flashstock-node binary of the same build: build every binary.
 cargo build --release --workspace --bins
