@@ -1003,6 +1003,18 @@ impl Recorder {
         }
     }
 
+    /// Wait until `more` purchases beyond those already seen are confirmed.
+    async fn wait_for(&self, more: usize) {
+        let target = self.confirmed_at.lock().unwrap().len() + more;
+        eventually("the buyer gets purchases confirmed", || async {
+            match self.confirmed_at.lock().unwrap().len() {
+                n if n >= target => Ok(()),
+                n => Err(format!("{n} of {target} confirmed")),
+            }
+        })
+        .await
+    }
+
     /// Confirmations, purchases that did not end confirmed, and the longest time between two
     /// confirmations.
     async fn stop(self) -> (usize, Vec<String>, Duration) {
@@ -1039,11 +1051,11 @@ async fn hand_off_moves_leadership_with_no_failed_purchase() {
     let before = leader_status(&ctl).await;
     let [to, _] = followers(&cluster, before.id);
     let buyer = Recorder::start(&cluster, "nut");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    buyer.wait_for(50).await;
     let handed: flashstock_api::HandedOff = ctl
         .json(&["cluster", "hand-off", "--to", &to.to_string()])
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    buyer.wait_for(50).await;
     let (confirmed, failed, gap) = buyer.stop().await;
     println!(
         "hand-off {} -> {} took {} ms; {confirmed} purchases confirmed, longest gap between \
