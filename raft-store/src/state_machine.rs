@@ -51,6 +51,9 @@ pub struct ProductChange {
 pub struct StateMachine {
     db: Arc<DB>,
     reader: StateReader,
+    /// Written only by a restore, with the node stopped, and carried by snapshots: read at
+    /// open and after a snapshot is installed, not once per entry.
+    incarnations: Arc<Incarnations>,
 }
 
 /// A cheap, clonable handle to read the applied state from any task, and to follow its changes.
@@ -72,7 +75,12 @@ impl StateMachine {
         };
         let index = reader.applied_log_id()?.map_or(0, |id| id.index);
         reader.applied.send_replace(index);
-        Ok(StateMachine { db, reader })
+        let incarnations = Arc::new(reader.incarnations()?);
+        Ok(StateMachine {
+            db,
+            reader,
+            incarnations,
+        })
     }
 
     pub fn reader(&self) -> StateReader {
@@ -81,13 +89,14 @@ impl StateMachine {
 
     fn apply_blocking(
         db: &DB,
+        incarnations: &Incarnations,
         entries: Vec<Entry>,
         changes: &broadcast::Sender<ProductChange>,
     ) -> StorageResult<Vec<Vec<Outcome>>> {
         let mut responses = Vec::with_capacity(entries.len());
         for entry in entries {
             let log_id = entry.log_id;
-            let mut overlay = Overlay::new(db);
+            let mut overlay = Overlay::new(db, incarnations);
             let outcomes = match &entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(proposal) => {
@@ -139,10 +148,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let db = self.db.clone();
         let changes = self.reader.changes.clone();
-        let responses =
-            tokio::task::spawn_blocking(move || Self::apply_blocking(&db, entries, &changes))
-                .await
-                .expect("apply task does not panic")?;
+        let incarnations = self.incarnations.clone();
+        let responses = tokio::task::spawn_blocking(move || {
+            Self::apply_blocking(&db, &incarnations, entries, &changes)
+        })
+        .await
+        .expect("apply task does not panic")?;
         self.reader.applied.send_replace(last);
         Ok(responses)
     }
@@ -190,6 +201,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .expect("snapshot install task does not panic")
         .map_err(|e| write_error(ErrorSubject::Snapshot(Some(signature)), &e))?;
+        self.incarnations = Arc::new(self.reader.incarnations()?);
         self.reader.applied.send_replace(index);
         Ok(())
     }
@@ -399,18 +411,18 @@ struct Overlay<'a> {
     /// Idempotency records written (`Some`) or forgotten (`None`) by this entry.
     keys: BTreeMap<String, Option<KeyRecord>>,
     meta: Option<InventoryMeta>,
-    incarnations: std::cell::OnceCell<Incarnations>,
+    incarnations: &'a Incarnations,
 }
 
 impl<'a> Overlay<'a> {
-    fn new(db: &'a DB) -> Overlay<'a> {
+    fn new(db: &'a DB, incarnations: &'a Incarnations) -> Overlay<'a> {
         Overlay {
             db,
             batch: WriteBatch::default(),
             products: BTreeMap::new(),
             keys: BTreeMap::new(),
             meta: None,
-            incarnations: std::cell::OnceCell::new(),
+            incarnations,
         }
     }
 
@@ -506,12 +518,7 @@ impl InventoryState for Overlay<'_> {
     }
 
     fn incarnations(&self) -> Result<Incarnations, Fault> {
-        // Written only by a restore, with the node stopped: read once per overlay.
-        if let Some(incarnations) = self.incarnations.get() {
-            return Ok(incarnations.clone());
-        }
-        let incarnations: Incarnations = self.read(StateKey::Incarnations)?.unwrap_or_default();
-        Ok(self.incarnations.get_or_init(|| incarnations).clone())
+        Ok(self.incarnations.clone())
     }
 
     fn put_product(&mut self, product: &Product) {
