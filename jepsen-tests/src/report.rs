@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::checker::CheckReport;
 use crate::history::{stamp, History, OpKind, OpResult};
-use crate::nemesis::{FaultKind, FaultRecord};
+use crate::nemesis::{FaultFigures, FaultKind, FaultRecord};
 
 /// Nearest-rank percentiles of a set of latencies, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,6 +49,12 @@ pub struct FaultOutcome {
     /// The longest time without any purchase confirmation, from the fault's start until the
     /// cluster was whole again (or the next fault): how long buyers waited at worst.
     pub longest_gap_ms: u64,
+    /// `postgres-failover` only: the longest time without a purchase confirmation while the
+    /// archive was halted, from the kill until the first row written on the promoted server
+    /// (the whole window above when it never resumed). Purchases waiting for the archive would
+    /// show here; a stall after the archive is back has another cause, and the rules on the
+    /// whole window apply to it.
+    pub gap_while_archive_halted_ms: Option<u64>,
 }
 
 /// Everything a run reports.
@@ -120,13 +126,15 @@ impl Report {
                 ));
             }
             let gap_max_ms = crate::nemesis::postgres_failover::PURCHASE_GAP_MAX_MS;
-            if fault.kind == FaultKind::PostgresFailover && outcome.longest_gap_ms > gap_max_ms {
-                problems.push(format!(
-                    "fault {} ({}): purchases waited for the archive: {} ms without a                      confirmation (at most {gap_max_ms} ms)",
-                    i + 1,
-                    fault.description,
-                    outcome.longest_gap_ms
-                ));
+            if let Some(gap_ms) = outcome.gap_while_archive_halted_ms {
+                if gap_ms > gap_max_ms {
+                    problems.push(format!(
+                        "fault {} ({}): purchases waited for the archive: {gap_ms} ms without a \
+                         confirmation while it was halted (at most {gap_max_ms} ms)",
+                        i + 1,
+                        fault.description,
+                    ));
+                }
             }
             if outcome.confirmed_after == 0 {
                 problems.push(format!(
@@ -216,6 +224,12 @@ impl Report {
             );
             if let Some(figures) = &fault.figures {
                 let _ = writeln!(out, "      {}", figures.describe());
+            }
+            if let Some(gap_ms) = outcome.gap_while_archive_halted_ms {
+                let _ = writeln!(
+                    out,
+                    "      longest without a confirmation while the archive was halted: {gap_ms} ms"
+                );
             }
             for problem in &fault.problems {
                 let _ = writeln!(out, "      PROBLEM: {problem}");
@@ -323,8 +337,18 @@ fn fault_outcomes(history: &History, faults: Vec<FaultRecord>, end_ms: u64) -> V
                 .unwrap_or(next)
                 .max(fault.healed_ms)
                 .min(next);
+            let gap_while_archive_halted_ms = match &fault.figures {
+                Some(FaultFigures::PostgresFailover(figures)) => {
+                    let halted_until = figures
+                        .archive_halted_ms
+                        .map_or(until, |halted| (fault.started_ms + halted).min(until));
+                    Some(longest_gap(history, fault.started_ms, halted_until))
+                }
+                _ => None,
+            };
             FaultOutcome {
                 longest_gap_ms: longest_gap(history, fault.started_ms, until),
+                gap_while_archive_halted_ms,
                 confirmed_during: history
                     .confirmed_purchases_invoked_between(fault.started_ms, fault.healed_ms),
                 confirmed_after: history.confirmed_purchases_invoked_between(fault.healed_ms, next),
@@ -356,9 +380,8 @@ fn longest_gap(history: &History, from: u64, until: u64) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_longest_gap_counts_the_edges() {
-        let confirmed = |completed_ms| crate::history::OpRecord {
+    fn confirmed(completed_ms: u64) -> crate::history::OpRecord {
+        crate::history::OpRecord {
             client: 0,
             kind: OpKind::Purchase,
             key: None,
@@ -383,7 +406,11 @@ mod tests {
                 },
                 replayed: false,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn the_longest_gap_counts_the_edges() {
         let mut history = History::default();
         history.extend(vec![confirmed(1500), confirmed(1700), confirmed(4000)]);
         assert_eq!(longest_gap(&history, 1000, 4500), 2300);
@@ -392,6 +419,39 @@ mod tests {
             4900,
             "no confirmation at all"
         );
+    }
+
+    #[test]
+    fn a_failover_counts_only_the_stall_while_the_archive_is_halted() {
+        let failover = |archive_halted_ms| FaultRecord {
+            kind: FaultKind::PostgresFailover,
+            description: "failover".into(),
+            nodes: Vec::new(),
+            started_ms: 1000,
+            healed_ms: 9000,
+            recovered_ms: Some(9100),
+            resumed_ms: Some(9200),
+            problems: Vec::new(),
+            figures: Some(FaultFigures::PostgresFailover(
+                crate::nemesis::postgres_failover::Figures {
+                    archive_halted_ms,
+                    ..Default::default()
+                },
+            )),
+        };
+        // Confirmations every 100 ms, but none from 5000 to 8000 ms: a 3 s stall, after the
+        // archive resumed at 1000 + 2500 ms.
+        let mut history = History::default();
+        let times = (1000..=9500)
+            .step_by(100)
+            .filter(|t| !(5000..8000).contains(t));
+        history.extend(times.map(confirmed).collect());
+        let outcomes = fault_outcomes(&history, vec![failover(Some(2500))], 10_000);
+        assert_eq!(outcomes[0].longest_gap_ms, 3100);
+        assert_eq!(outcomes[0].gap_while_archive_halted_ms, Some(100));
+        // The archive never resumed: the whole window counts, and the stall is in it.
+        let outcomes = fault_outcomes(&history, vec![failover(None)], 10_000);
+        assert_eq!(outcomes[0].gap_while_archive_halted_ms, Some(3100));
     }
 
     #[test]
