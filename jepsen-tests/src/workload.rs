@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashstock_api::{CreateProductRequest, Order, PurchaseResponse};
-use flashstock_client::{ShopClient, ShopError};
+use flashstock_api::{CreateProductRequest, Order, ProductView, PurchaseResponse};
+use flashstock_client::{Served, ShopClient, ShopError};
 use tokio::task::JoinSet;
 
 use crate::history::{is_committed_rejection, Clock, OpKind, OpRecord, OpResult, ServedBy};
@@ -475,23 +475,7 @@ impl Client {
         let product = self.pick_product();
         let linearizable = self.rng.chance(30);
         let invoked_ms = self.clock.ms();
-        let answer = self.shop.product_served(&product, linearizable).await;
-        let result = match answer {
-            Ok(served) => OpResult::Viewed {
-                product: served.value.product,
-                applied_index: Some(served.value.applied_index),
-                served_by: Some(ServedBy {
-                    gateway: served.gateway,
-                    staleness: served.staleness,
-                }),
-            },
-            Err(ShopError::Rejected { code, message, .. }) => OpResult::Rejected {
-                code: code.to_string(),
-                message,
-            },
-            Err(ShopError::Unavailable { message }) => OpResult::Unavailable { message },
-            Err(ShopError::OutcomeUnknown { message }) => OpResult::Unknown { message },
-        };
+        let result = view_result(self.shop.product_served(&product, linearizable).await);
         let record = OpRecord {
             client: self.id,
             kind: if linearizable {
@@ -568,6 +552,27 @@ impl Admin {
             expected: None,
             result,
         });
+    }
+}
+
+/// A view's answer as the history records it, with the gateway that served it and the staleness
+/// it declared.
+pub(crate) fn view_result(answer: Result<Served<ProductView>, ShopError>) -> OpResult {
+    match answer {
+        Ok(served) => OpResult::Viewed {
+            product: served.value.product,
+            applied_index: Some(served.value.applied_index),
+            served_by: Some(ServedBy {
+                gateway: served.gateway,
+                staleness: served.staleness,
+            }),
+        },
+        Err(ShopError::Rejected { code, message, .. }) => OpResult::Rejected {
+            code: code.to_string(),
+            message,
+        },
+        Err(ShopError::Unavailable { message }) => OpResult::Unavailable { message },
+        Err(ShopError::OutcomeUnknown { message }) => OpResult::Unknown { message },
     }
 }
 

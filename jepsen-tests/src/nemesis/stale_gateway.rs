@@ -17,7 +17,7 @@ use flashstock_client::{RetryPolicy, ShopClient, TlsConfig};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::history::{Clock, OpKind, OpRecord, OpResult, ServedBy};
+use crate::history::{Clock, OpKind, OpRecord};
 
 /// The probe's `client` in the history.
 pub const PROBE_CLIENT: usize = usize::MAX - 1;
@@ -142,19 +142,7 @@ pub fn start_probe(
 /// One local view through the cut gateway, as the workload records views.
 async fn view(shop: &ShopClient, product: &str, clock: Clock) -> OpRecord {
     let invoked_ms = clock.ms();
-    let result = match shop.product_served(product, false).await {
-        Ok(served) => OpResult::Viewed {
-            product: served.value.product,
-            applied_index: Some(served.value.applied_index),
-            served_by: Some(ServedBy {
-                gateway: served.gateway,
-                staleness: served.staleness,
-            }),
-        },
-        Err(e) => OpResult::Unavailable {
-            message: e.to_string(),
-        },
-    };
+    let result = crate::workload::view_result(shop.product_served(product, false).await);
     OpRecord {
         client: PROBE_CLIENT,
         kind: OpKind::View,

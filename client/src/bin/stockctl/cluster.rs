@@ -609,12 +609,7 @@ async fn add_learner(
 async fn wait_caught_up(ctx: &Context, client: &VoterClient, id: u64) -> Result<(), CliError> {
     loop {
         let (leader, _) = find_leader(ctx, client).await?;
-        let lag = leader
-            .replication
-            .iter()
-            .find(|peer| peer.id == id)
-            .filter(|peer| peer.matched_index.is_some())
-            .map(|peer| peer.lag);
+        let lag = lag_behind(&leader, id);
         match lag {
             Some(lag) if lag <= CAUGHT_UP_LAG_MAX => return Ok(()),
             _ if Instant::now() + POLL_INTERVAL > ctx.deadline => {
@@ -631,6 +626,17 @@ async fn wait_caught_up(ctx: &Context, client: &VoterClient, id: u64) -> Result<
             _ => tokio::time::sleep(POLL_INTERVAL).await,
         }
     }
+}
+
+/// How many entries node `id` trails `leader`'s log by, once the leader has matched it at all
+/// (`None` before: not replicated to yet).
+pub(crate) fn lag_behind(leader: &NodeStatus, id: u64) -> Option<u64> {
+    leader
+        .replication
+        .iter()
+        .find(|peer| peer.id == id)
+        .filter(|peer| peer.matched_index.is_some())
+        .map(|peer| peer.lag)
 }
 
 /// Replace voter `id`'s disk. Each step is checked before the next: the node is out of the

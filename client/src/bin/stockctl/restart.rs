@@ -15,7 +15,9 @@ use flashstock_api::{ErrorCode, HandedOff, NodeStatus, RaftState};
 use flashstock_client::VoterClient;
 use serde::Serialize;
 
-use crate::cluster::{find_leader, member_addr, node_status, CAUGHT_UP_LAG_MAX, POLL_INTERVAL};
+use crate::cluster::{
+    find_leader, lag_behind, member_addr, node_status, CAUGHT_UP_LAG_MAX, POLL_INTERVAL,
+};
 use crate::context::Context;
 use crate::error::CliError;
 use crate::output::{emit, Table};
@@ -259,11 +261,9 @@ async fn wait_back(
                 Ok((leader, _)) if leader.id == id && status.state == RaftState::Leader => {
                     return Ok(())
                 }
-                Ok((leader, _)) => match leader.replication.iter().find(|peer| peer.id == id) {
-                    Some(peer) if peer.matched_index.is_some() && peer.lag <= CAUGHT_UP_LAG_MAX => {
-                        return Ok(())
-                    }
-                    Some(peer) => format!("back, {} entries behind the leader", peer.lag),
+                Ok((leader, _)) => match lag_behind(&leader, id) {
+                    Some(lag) if lag <= CAUGHT_UP_LAG_MAX => return Ok(()),
+                    Some(lag) => format!("back, {lag} entries behind the leader"),
                     None => "back, not replicated to yet".to_owned(),
                 },
                 Err(e) => e.to_string(),
