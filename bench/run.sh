@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark in one command: builds every binary in release mode, then runs flashstock-bench,
-# which starts a six-node cluster on loopback, the bare axum and PostgreSQL baselines, runs the
+# which starts a six-node cluster on loopback, the bare axum, PostgreSQL and Redis baselines, runs the
 # standard scenarios and the cost curves with the same load generator, and writes
 # bench/results/<date>.json, <date>.md and <date>-*.svg.
 #
@@ -10,7 +10,8 @@
 #   ./bench/run.sh --scale quick   # a reduced scale, about 3 minutes
 #   ./bench/run.sh --help          # every figure can be set by a flag
 #
-# Installs missing system packages first (see deploy/setup.sh; PostgreSQL for the baseline).
+# Installs missing system packages first (see deploy/setup.sh; PostgreSQL and Redis for the
+# baselines).
 # The build directory is the one fixed in .cargo/config.toml, shared with every other command.
 set -euo pipefail
 
@@ -18,7 +19,7 @@ set -euo pipefail
 # repository; relative paths given as flags are then taken from there too.
 cd "$(dirname "$0")/.."
 source deploy/setup.sh
-flashstock_need_packages postgresql
+flashstock_need_packages postgresql redis-server
 
 # The benchmark starts flashstock-node and the baselines of the same build.
 cargo build --release --workspace --bins

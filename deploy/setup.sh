@@ -37,6 +37,8 @@ flashstock_need_packages() {
   for extra in "$@"; do
     case "$extra" in
       postgresql) command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql) ;;
+      # The benchmark's Redis baseline and its smoke test (loadgen/tests/t10_smoke.rs).
+      redis-server) command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server) ;;
       # six-hosts.sh checks its nodes over HTTPS with it.
       curl) command -v curl >/dev/null 2>&1 || missing+=(curl) ;;
       chromium) { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || missing+=(chromium chromium-driver) ;;

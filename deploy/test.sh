@@ -12,10 +12,11 @@ cd "$(dirname "$0")/.."
 source deploy/setup.sh
 # postgresql: the archive's tests (node/tests/t40_archive.rs) and the benchmark's baseline
 # (loadgen/tests/t10_smoke.rs) run a real server.
+# redis-server: the benchmark's Redis baseline, in the same smoke test.
 # chromium (with chromium-driver): the storefront's browser tests (node/tests/t50_storefront.rs).
 # iptables, iproute2 (as root): the fault harness's partitions and network namespaces.
 # keepalived (as root): the floating address of the six-hosts test (deploy/tests/six_hosts.rs).
-flashstock_need_packages postgresql iptables iproute2 chromium curl keepalived
+flashstock_need_packages postgresql iptables iproute2 chromium curl keepalived redis-server
 
 # What a reviewer checks first, in the same release profile as everything else, so that RocksDB's
 # C++ still compiles once: formatting, lints (warnings are errors) and the API docs.

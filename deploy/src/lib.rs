@@ -8,7 +8,8 @@
 //! supervisor that stops the nodes in order.
 //!
 //! [`postgres::Postgres`] runs a throwaway PostgreSQL server, for the archive's tests and the
-//! relational baseline of the benchmarks.
+//! relational baseline of the benchmarks; [`redis::RedisServer`] a throwaway Redis server, for
+//! the benchmark's Redis baseline.
 //!
 //! [`netns::PrivateNetwork`] puts each node in a network namespace of its own, on a private
 //! bridge with no route out, for the fault-injection harness.
@@ -20,3 +21,4 @@ pub mod launch;
 pub mod local;
 pub mod netns;
 pub mod postgres;
+pub mod redis;

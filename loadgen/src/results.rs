@@ -82,6 +82,9 @@ pub struct Written {
     pub charts: Vec<PathBuf>,
 }
 
+/// Megabytes (10^6 bytes, as the targets are written) in a mebibyte.
+const MB_PER_MIB: f64 = 1.048_576;
+
 fn p(report: &RunReport, kind: Kind) -> Option<&crate::report::LatencySummary> {
     report.latency_of(kind)
 }
@@ -99,11 +102,70 @@ impl BenchResults {
             self.open_loop_target(),
             self.views_target(),
             self.flash_sale_target(),
+            self.flash_sale_redis_target(),
+            self.standard_mix_redis_row(),
             self.light_load_target(),
+            self.gateway_memory_target(),
+            self.catalog_memory_target(),
         ]
         .into_iter()
         .flatten()
         .collect();
+    }
+
+    /// The largest resident memory of the nodes whose label starts with `role`, MiB.
+    fn largest(rss_mib: &BTreeMap<String, f64>, role: &str) -> Option<(String, f64)> {
+        rss_mib
+            .iter()
+            .filter(|(label, _)| label.starts_with(role))
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(label, mib)| (label.clone(), *mib))
+    }
+
+    /// A gateway after the concurrency curve's run at the most connections up to the brief's
+    /// N = 6000: at most 200 MB resident.
+    fn gateway_memory_target(&self) -> Option<TargetResult> {
+        let point = self
+            .concurrency
+            .iter()
+            .filter(|c| c.connections <= 6000)
+            .max_by_key(|c| c.connections)?;
+        let (label, mib) = Self::largest(&point.rss_mib, "gateway")?;
+        let mb = mib * MB_PER_MIB;
+        Some(TargetResult {
+            target: format!(
+                "gateway after serving {} connections: ≤ 200 MB resident",
+                point.connections
+            ),
+            measured: format!("{label}: {mb:.0} MB ({mib:.0} MiB)"),
+            met: Some(mb <= 200.0),
+        })
+    }
+
+    /// The cluster at the catalog curve's largest catalog: a voter ≤ 1 GB resident, a gateway
+    /// ≤ 500 MB; the data size beside them.
+    fn catalog_memory_target(&self) -> Option<TargetResult> {
+        let point = self.catalog.iter().max_by_key(|c| c.products)?;
+        let (voter, voter_mib) = Self::largest(&point.rss_mib, "voter")?;
+        let (gateway, gateway_mib) = Self::largest(&point.rss_mib, "gateway")?;
+        let data_mib = point
+            .data_mib
+            .iter()
+            .filter(|(label, _)| label.starts_with("voter"))
+            .map(|(_, mib)| *mib)
+            .fold(0.0, f64::max);
+        let (voter_mb, gateway_mb) = (voter_mib * MB_PER_MIB, gateway_mib * MB_PER_MIB);
+        Some(TargetResult {
+            target: format!(
+                "{} products: a voter ≤ 1 GB resident, a gateway ≤ 500 MB",
+                point.products
+            ),
+            measured: format!(
+                "{voter}: {voter_mb:.0} MB, {gateway}: {gateway_mb:.0} MB; a voter's data {:.0} MB",
+                data_mib * MB_PER_MIB
+            ),
+            met: Some(voter_mb <= 1000.0 && gateway_mb <= 500.0),
+        })
     }
 
     /// Zero errors and no oversell in the standard mix, closed and open loop (and burst).
@@ -192,6 +254,55 @@ impl BenchResults {
                 p99(pg)
             ),
             met: Some(ratio >= 5.0 && p99(ours) < p99(pg)),
+        })
+    }
+
+    /// The flash sale against Redis (in memory, one server): half its rate or more, and a p99
+    /// below its own or within 2 × of it.
+    fn flash_sale_redis_target(&self) -> Option<TargetResult> {
+        let ours = self.scenario("flash-sale")?;
+        let redis = self.scenario("flash-sale-redis")?;
+        let ratio = ours.confirmed_per_s / redis.confirmed_per_s.max(1e-9);
+        let p99 = |r: &RunReport| p(r, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p99_ms);
+        Some(TargetResult {
+            target: format!(
+                "flash sale, {} buyers: committed purchases/s ≥ 0.5 × Redis (not durable, not \
+                 replicated), p99 ≤ 2 × Redis's",
+                ours.config.connections
+            ),
+            measured: format!(
+                "{:.0} vs {:.0} purchases/s ({ratio:.2} ×); p99 {:.0} vs {:.0} ms",
+                ours.confirmed_per_s,
+                redis.confirmed_per_s,
+                p99(ours),
+                p99(redis)
+            ),
+            met: Some(ratio >= 0.5 && p99(ours) <= 2.0 * p99(redis)),
+        })
+    }
+
+    /// The standard mix, closed loop, beside Redis's: a figure to read, not a target.
+    fn standard_mix_redis_row(&self) -> Option<TargetResult> {
+        let ours = self.scenario("standard-closed")?;
+        let redis = self.scenario("standard-closed-redis")?;
+        let p99 = |r: &RunReport, kind| p(r, kind).map_or(f64::NAN, |l| l.p99_ms);
+        Some(TargetResult {
+            target: format!(
+                "standard mix at {} connections beside Redis (for reading; no target)",
+                ours.config.connections
+            ),
+            measured: format!(
+                "{:.0} vs {:.0} answers/s ({:.2} ×); view p99 {:.1} vs {:.1} ms, purchase p99 \
+                 {:.1} vs {:.1} ms",
+                ours.answers_per_s,
+                redis.answers_per_s,
+                ours.answers_per_s / redis.answers_per_s.max(1e-9),
+                p99(ours, Kind::View),
+                p99(redis, Kind::View),
+                p99(ours, Kind::PurchaseConfirmed),
+                p99(redis, Kind::PurchaseConfirmed)
+            ),
+            met: None,
         })
     }
 
@@ -635,7 +746,7 @@ fn cpu_table<'a>(out: &mut String, reports: impl Iterator<Item = &'a RunReport>)
     let _ = writeln!(
         out,
         "\n## Where the CPU went (load phase; cores busy on average)\n\n| scenario | elapsed s | \
-         machine | load generator | gateways | voters | baselines | postgres | other processes \
+         machine | load generator | gateways | voters | baselines | databases | other processes \
          | our CPU µs per answer |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (r, cpu) in rows {
@@ -647,7 +758,7 @@ fn cpu_table<'a>(out: &mut String, reports: impl Iterator<Item = &'a RunReport>)
         };
         let machine = sum("machine");
         let ours =
-            sum("loadgen") + sum("gateway") + sum("voter") + sum("baseline") + sum("postgres");
+            sum("loadgen") + sum("gateway") + sum("voter") + sum("baseline") + databases(&sum);
         let seconds = r.elapsed_s.max(1e-9);
         let answers: u64 = r.answers.iter().map(|a| a.count).sum();
         // `+ 0.0` turns a negative zero into a zero.
@@ -662,12 +773,17 @@ fn cpu_table<'a>(out: &mut String, reports: impl Iterator<Item = &'a RunReport>)
             cores(sum("gateway")),
             cores(sum("voter")),
             cores(sum("baseline")),
-            cores(sum("postgres")),
+            cores(databases(&sum)),
             cores((machine - ours).max(0.0)),
             ours * 1e6 / (answers.max(1) as f64)
         );
     }
     out.push('\n');
+}
+
+/// CPU of the baselines' database servers: PostgreSQL's processes and Redis's.
+fn databases(sum: &dyn Fn(&str) -> f64) -> f64 {
+    sum("postgres") + sum("redis-server")
 }
 
 fn mib_list(values: &BTreeMap<String, f64>) -> String {

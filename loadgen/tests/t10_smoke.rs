@@ -1,13 +1,14 @@
 //! CI smoke of the benchmark's code path at small scale: a real six-node cluster on loopback,
 //! driven by the load generator's library in every loop mode with every workload, a few hundred
-//! connections for a second or two each; then the two baselines, briefly. Only correctness is
+//! connections for a second or two each; then the three baselines, briefly. Only correctness is
 //! asserted (no error, no oversell, conservation, sold == confirmed), never speed.
 
 use std::time::Duration;
 
 use flashstock_deploy::local::{node_binary, Layout, LocalCluster};
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
-use flashstock_loadgen::baseline::{self, bare, relational};
+use flashstock_deploy::redis::RedisServer;
+use flashstock_loadgen::baseline::{self, bare, redis_stack, relational};
 use flashstock_loadgen::driver::{Mode, RunConfig};
 use flashstock_loadgen::http::Target;
 use flashstock_loadgen::record::Kind;
@@ -125,6 +126,72 @@ async fn the_baselines_answer_the_same_load() {
         let report = run_scenario(
             "postgres",
             "postgres",
+            &target,
+            &workload,
+            &config(mode),
+            Phases::SetupAndCheck,
+        )
+        .await
+        .expect("runs");
+        assert_sound(&report);
+    }
+}
+
+/// The Redis baseline under the same workloads: the Lua purchase neither oversells nor loses a
+/// confirmed purchase, a replayed key answers its first order, and the final check's catalog
+/// pages read every product.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redis_baseline_answers_the_same_load() {
+    flashstock_loadgen::limits::raise_open_files(CONNECTIONS).expect("open files");
+    let server = RedisServer::start(64).expect("redis-server starts");
+    let shop = redis_stack::connect(&server.url(), 4)
+        .await
+        .expect("connects");
+    let url = serve(redis_stack::router(shop)).await;
+    let target = Target::new(vec![url.clone()], None);
+
+    // A re-sent key answers the first order, marked replayed, and takes nothing more.
+    let mut connection = flashstock_loadgen::http::Connection::new(&url, Duration::from_secs(5))
+        .expect("a connection");
+    let created = connection
+        .post_json(
+            "/v1/admin/products",
+            &[],
+            r#"{"id":"replay","name":"Replay","price_cents":100,"stock":5}"#.into(),
+        )
+        .await
+        .expect("created");
+    assert_eq!(created.status, 201);
+    let mut orders = Vec::new();
+    for _ in 0..2 {
+        let answer = connection
+            .post_json(
+                "/v1/products/replay/purchase",
+                &[(flashstock_api::IDEMPOTENCY_KEY_HEADER, "key-1")],
+                r#"{"quantity":2}"#.into(),
+            )
+            .await
+            .expect("answered");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let response: flashstock_api::PurchaseResponse =
+            serde_json::from_slice(&answer.body).expect("a purchase response");
+        orders.push(response);
+    }
+    assert!(!orders[0].replayed && orders[1].replayed);
+    assert_eq!(orders[0].order, orders[1].order);
+    assert_eq!(orders[0].order.remaining, 3);
+    let view = connection.get("/v1/products/replay").await.expect("viewed");
+    let view: flashstock_api::ProductView = serde_json::from_slice(&view.body).expect("a view");
+    assert_eq!((view.product.stock, view.product.sold), (3, 2));
+
+    for (workload, mode) in [
+        (Workload::flash_sale(FLASH_STOCK), Mode::Closed),
+        (Workload::standard(120, 80), Mode::Burst),
+        (Workload::spread(1500), Mode::Open { rate: 300.0 }),
+    ] {
+        let report = run_scenario(
+            "redis",
+            "redis",
             &target,
             &workload,
             &config(mode),

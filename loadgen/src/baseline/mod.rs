@@ -4,11 +4,14 @@
 //!   shaped like a gateway's: the ceiling of what a view can cost here.
 //! - [`relational`]: the textbook answer, PostgreSQL (fsync and synchronous commit on) behind an
 //!   axum endpoint with the gateway's URL shapes, through a pool of C = 300 connections.
+//! - [`redis_stack`]: the flash-sale stack, Redis behind an axum endpoint, a purchase one Lua
+//!   script: in memory only, one server, no replication.
 //!
-//! Both speak enough of the public API (`/v1/products/...`) for the load generator's workloads,
+//! All three speak enough of the public API (`/v1/products/...`) for the load generator's workloads,
 //! set-up and final check to run against them unchanged.
 
 pub mod bare;
+pub mod redis_stack;
 pub mod relational;
 
 use axum::http::StatusCode;

@@ -3,11 +3,13 @@
 //! 1. Reads the machine (cores, memory) and probes the floor: one fsynced 4 KiB write on the
 //!    data disk, one loopback TCP round trip.
 //! 2. Starts a six-node cluster on loopback (timing its start), the bare axum baseline (three
-//!    processes, as there are three gateways) and the PostgreSQL baseline (a throwaway server,
-//!    pool of 300 connections), each its own process.
+//!    processes, as there are three gateways), the PostgreSQL baseline (a throwaway server,
+//!    pool of 300 connections) and the Redis baseline (a throwaway in-memory server, a purchase
+//!    one Lua script), each its own process.
 //! 3. Runs the standard scenarios ([`scenarios`]) with the same load generator: views against
-//!    bare axum and the gateways; the standard mix closed loop, burst and open loop; the flash
-//!    sale and the spread workload against flashstock and PostgreSQL; purchases at light load.
+//!    bare axum and the gateways; the standard mix closed loop, burst and open loop (closed loop
+//!    against Redis too); the flash sale, the spread workload and purchases at light load against
+//!    flashstock, PostgreSQL and Redis.
 //! 4. Draws the cost curves: the standard mix as connections grow, and the cluster as the
 //!    catalog grows ([`catalog_curve`]: memory of every node, data size, snapshot time and size,
 //!    gateway restart).
@@ -44,6 +46,7 @@ use settings::Settings;
 /// generator (the scheduler shares a core between threads, not between servers).
 const BARE_AXUM_NODES: [u64; 3] = [201, 202, 203];
 const POSTGRES_BASELINE_NODE: u64 = 210;
+const REDIS_BASELINE_NODE: u64 = 211;
 
 /// One line of progress, on stderr (stdout carries the tables).
 pub fn say(text: impl AsRef<str>) {
@@ -141,10 +144,12 @@ async fn probe_floor(cluster: &LocalCluster) -> Result<Floor, String> {
 struct Baselines {
     bare_axum: Vec<Baseline>,
     postgres: Option<Baseline>,
+    redis: Option<Baseline>,
 }
 
 impl Baselines {
-    /// The bare axum processes, then the PostgreSQL baseline if `settings` ask for it.
+    /// The bare axum processes, then the PostgreSQL and Redis baselines if `settings` ask for
+    /// them.
     fn start(settings: &Settings) -> Result<Baselines, String> {
         let listen = |node: u64| -> Result<String, String> {
             let ip = node_ip(node);
@@ -170,9 +175,20 @@ impl Baselines {
         } else {
             None
         };
+        let redis = if settings.redis {
+            let baseline = Baseline::start(
+                &sibling("baseline-redis")?,
+                &["--listen".into(), listen(REDIS_BASELINE_NODE)?],
+            )?;
+            say(format!("Redis baseline at {}", baseline.url));
+            Some(baseline)
+        } else {
+            None
+        };
         Ok(Baselines {
             bare_axum,
             postgres,
+            redis,
         })
     }
 
@@ -185,6 +201,11 @@ impl Baselines {
         Some(Target::new(vec![pg.url.clone()], None))
     }
 
+    fn redis_target(&self) -> Option<Target> {
+        let redis = self.redis.as_ref()?;
+        Some(Target::new(vec![redis.url.clone()], None))
+    }
+
     /// Every baseline process with its label in the results.
     fn labelled_pids(&self) -> Vec<(String, u32)> {
         let mut pids: Vec<(String, u32)> = BARE_AXUM_NODES
@@ -194,6 +215,9 @@ impl Baselines {
             .collect();
         if let Some(pg) = &self.postgres {
             pids.push(("baseline-pg".into(), pg.pid()));
+        }
+        if let Some(redis) = &self.redis {
+            pids.push(("baseline-redis".into(), redis.pid()));
         }
         pids
     }
@@ -235,6 +259,7 @@ async fn run_main_scenarios(
         shop,
         baselines.bare_axum_target(),
         baselines.postgres_target(),
+        baselines.redis_target(),
         progress,
     );
     for scenario in plan {

@@ -129,8 +129,8 @@ pub fn cluster_data(cluster: &LocalCluster) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// Reads the CPU time of every labelled process, of PostgreSQL's processes (by name) and of the
-/// whole machine: where the two cores went during a load phase.
+/// Reads the CPU time of every labelled process, of PostgreSQL's and Redis's processes (by name)
+/// and of the whole machine: where the two cores went during a load phase.
 pub fn cpu_probe(processes: Vec<(String, u32)>) -> impl Fn() -> BTreeMap<String, f64> + Sync {
     move || {
         let mut used: BTreeMap<String, f64> = processes
@@ -138,6 +138,7 @@ pub fn cpu_probe(processes: Vec<(String, u32)>) -> impl Fn() -> BTreeMap<String,
             .filter_map(|(label, pid)| Some((label.clone(), cpu_seconds(*pid)?)))
             .collect();
         used.insert("postgres".into(), cpu_seconds_named("postgres"));
+        used.insert("redis-server".into(), cpu_seconds_named("redis-server"));
         used.insert("machine".into(), machine_busy_seconds());
         used
     }

@@ -13,7 +13,7 @@ use super::settings::Settings;
 pub struct Scenario {
     /// Its name in the results (`views`, `flash-sale-postgres`, ...).
     pub name: &'static str,
-    /// What it runs against: `flashstock`, `axum` or `postgres`.
+    /// What it runs against: `flashstock`, `axum`, `postgres` or `redis`.
     pub label: &'static str,
     pub target: Target,
     pub workload: Workload,
@@ -33,12 +33,14 @@ pub fn run_config(mode: Mode, connections: usize, seconds: f64, progress: bool) 
 
 /// Every main scenario, in the order they run: views against bare axum then flashstock, the
 /// standard mix (closed, burst, open loop), the flash sale, the spread workload and light-load
-/// purchases against flashstock, then the last three against PostgreSQL when it runs.
+/// purchases against flashstock, then the last three against PostgreSQL when it runs, then the
+/// standard mix (closed loop) and the last three against Redis when it runs.
 pub fn main_scenarios(
     s: &Settings,
     shop: &Target,
     bare_axum: Target,
     postgres: Option<Target>,
+    redis: Option<Target>,
     progress: bool,
 ) -> Vec<Scenario> {
     let mut plan = view_and_mix_scenarios(s, shop, bare_axum, progress);
@@ -62,6 +64,25 @@ pub fn main_scenarios(
                 "spread-postgres",
                 "light-purchases-postgres",
             ],
+            FloorProbe::Never,
+            progress,
+        ));
+    }
+    if let Some(redis) = &redis {
+        plan.push(Scenario {
+            name: "standard-closed-redis",
+            label: "redis",
+            target: redis.clone(),
+            workload: Workload::standard(STANDARD_PRODUCTS, 80),
+            config: run_config(Mode::Closed, s.connections, s.seconds, progress),
+            phases: Phases::SetupAndCheck,
+            probe_floor_first: false,
+        });
+        plan.extend(purchase_scenarios(
+            s,
+            redis,
+            "redis",
+            ["flash-sale-redis", "spread-redis", "light-purchases-redis"],
             FloorProbe::Never,
             progress,
         ));

@@ -52,6 +52,9 @@ pub struct Flags {
     /// Skip the PostgreSQL baseline (e.g. where PostgreSQL is not installed).
     #[arg(long)]
     pub skip_postgres: bool,
+    /// Skip the Redis baseline (e.g. where redis-server is not installed).
+    #[arg(long)]
+    pub skip_redis: bool,
     /// Never draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
@@ -71,6 +74,7 @@ pub struct Settings {
     pub(crate) catalog: Vec<usize>,
     pub(crate) curve_seconds: f64,
     pub(crate) postgres: bool,
+    pub(crate) redis: bool,
 }
 
 impl Settings {
@@ -105,6 +109,7 @@ impl Settings {
             }),
             curve_seconds: pick(flags.curve_seconds, 8.0, 4.0),
             postgres: !flags.skip_postgres,
+            redis: !flags.skip_redis,
         }
     }
 
