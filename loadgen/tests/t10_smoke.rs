@@ -119,14 +119,28 @@ async fn the_baselines_answer_the_same_load() {
     .expect("PostgreSQL starts");
     let pool = relational::connect(&server.url(), 32).await.expect("pool");
     let target = Target::new(vec![serve(relational::router(pool)).await], None);
-    for (workload, mode) in [
-        (Workload::flash_sale(100), Mode::Closed),
-        (Workload::spread(200), Mode::Open { rate: 300.0 }),
-    ] {
+    run_sound(
+        "postgres",
+        &target,
+        [
+            (Workload::flash_sale(100), Mode::Closed),
+            (Workload::spread(200), Mode::Open { rate: 300.0 }),
+        ],
+    )
+    .await;
+}
+
+/// Run each workload against `target` in its mode, with set-up and check; each must be sound.
+async fn run_sound<const N: usize>(
+    label: &'static str,
+    target: &Target,
+    runs: [(Workload, Mode); N],
+) {
+    for (workload, mode) in runs {
         let report = run_scenario(
-            "postgres",
-            "postgres",
-            &target,
+            label,
+            label,
+            target,
             &workload,
             &config(mode),
             Phases::SetupAndCheck,
@@ -184,21 +198,14 @@ async fn the_redis_baseline_answers_the_same_load() {
     let view: flashstock_api::ProductView = serde_json::from_slice(&view.body).expect("a view");
     assert_eq!((view.product.stock, view.product.sold), (3, 2));
 
-    for (workload, mode) in [
-        (Workload::flash_sale(FLASH_STOCK), Mode::Closed),
-        (Workload::standard(120, 80), Mode::Burst),
-        (Workload::spread(1500), Mode::Open { rate: 300.0 }),
-    ] {
-        let report = run_scenario(
-            "redis",
-            "redis",
-            &target,
-            &workload,
-            &config(mode),
-            Phases::SetupAndCheck,
-        )
-        .await
-        .expect("runs");
-        assert_sound(&report);
-    }
+    run_sound(
+        "redis",
+        &target,
+        [
+            (Workload::flash_sale(FLASH_STOCK), Mode::Closed),
+            (Workload::standard(120, 80), Mode::Burst),
+            (Workload::spread(1500), Mode::Open { rate: 300.0 }),
+        ],
+    )
+    .await;
 }

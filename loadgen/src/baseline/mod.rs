@@ -31,6 +31,56 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
         .into_response()
 }
 
+/// A purchase refused for what it is: `400 invalid_request` with this message.
+pub(crate) struct Invalid(&'static str);
+
+impl IntoResponse for Invalid {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, "invalid_request", self.0)
+    }
+}
+
+/// A purchase's idempotency key, or the gateway's refusal when the header is missing or the
+/// quantity is zero.
+pub(crate) fn purchase_key(
+    headers: &axum::http::HeaderMap,
+    request: &flashstock_api::PurchaseRequest,
+) -> Result<String, Invalid> {
+    let key = headers
+        .get(flashstock_api::IDEMPOTENCY_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(Invalid("the Idempotency-Key header is required"))?;
+    if request.quantity == 0 {
+        return Err(Invalid("quantity must be positive"));
+    }
+    Ok(key.to_owned())
+}
+
+/// Serve `router` on `listener` (accepted connections without Nagle's delay) after printing
+/// `listening on http://ADDR (what)`, the line the benchmark waits for; until SIGTERM or Ctrl-C.
+pub async fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    what: &str,
+) -> Result<(), String> {
+    println!(
+        "listening on http://{} ({what})",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let stop = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    axum::serve(nodelay(listener), router)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// A baseline's listener: accepted connections without Nagle's delay, as the gateways set them,
 /// so that a comparison measures the servers and not the socket options.
 pub fn nodelay(

@@ -34,7 +34,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
     CreateProductRequest, Order, OrderId, Product, ProductChanged, ProductList, ProductView,
-    PurchaseRequest, PurchaseResponse, IDEMPOTENCY_KEY_HEADER,
+    PurchaseRequest, PurchaseResponse,
 };
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
@@ -275,24 +275,10 @@ async fn purchase(
     headers: HeaderMap,
     Json(request): Json<PurchaseRequest>,
 ) -> Response {
-    let Some(key) = headers
-        .get(IDEMPOTENCY_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the Idempotency-Key header is required",
-        );
+    let key = match super::purchase_key(&headers, &request) {
+        Ok(key) => key,
+        Err(refused) => return refused.into_response(),
     };
-    if request.quantity == 0 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "quantity must be positive",
-        );
-    }
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

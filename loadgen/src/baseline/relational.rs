@@ -30,7 +30,7 @@ use axum::{Json, Router};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use flashstock_api::{
     CreateProductRequest, Order, OrderId, Product, ProductChanged, ProductList, ProductView,
-    PurchaseRequest, PurchaseResponse, IDEMPOTENCY_KEY_HEADER,
+    PurchaseRequest, PurchaseResponse,
 };
 use serde::Deserialize;
 use tokio_postgres::NoTls;
@@ -236,24 +236,10 @@ async fn purchase(
     headers: HeaderMap,
     Json(request): Json<PurchaseRequest>,
 ) -> Response {
-    let Some(key) = headers
-        .get(IDEMPOTENCY_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the Idempotency-Key header is required",
-        );
+    let key = match super::purchase_key(&headers, &request) {
+        Ok(key) => key,
+        Err(refused) => return refused.into_response(),
     };
-    if request.quantity == 0 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "quantity must be positive",
-        );
-    }
     let mut client = match pool.get().await {
         Ok(client) => client,
         Err(e) => return unavailable(e),

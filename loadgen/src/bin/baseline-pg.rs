@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use flashstock_deploy::postgres::{Postgres, PostgresOptions};
-use flashstock_loadgen::baseline::relational;
+use flashstock_loadgen::baseline::{relational, serve_until_stopped};
 
 /// PostgreSQL behind the gateway's purchase and view routes.
 #[derive(Parser)]
@@ -59,24 +59,6 @@ async fn serve(args: Args) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| e.to_string())?;
-    println!(
-        "listening on http://{} (PostgreSQL {url}, pool of {})",
-        listener.local_addr().map_err(|e| e.to_string())?,
-        args.pool
-    );
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
-    let stop = async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    axum::serve(
-        flashstock_loadgen::baseline::nodelay(listener),
-        relational::router(pool),
-    )
-    .with_graceful_shutdown(stop)
-    .await
-    .map_err(|e| e.to_string())
+    let what = format!("PostgreSQL {url}, pool of {}", args.pool);
+    serve_until_stopped(listener, relational::router(pool), &what).await
 }

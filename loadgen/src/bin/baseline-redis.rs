@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use flashstock_deploy::redis::RedisServer;
-use flashstock_loadgen::baseline::redis_stack;
+use flashstock_loadgen::baseline::{redis_stack, serve_until_stopped};
 
 /// Redis behind the gateway's purchase and view routes, a purchase one Lua script.
 #[derive(Parser)]
@@ -56,24 +56,6 @@ async fn serve(args: Args) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| e.to_string())?;
-    println!(
-        "listening on http://{} (Redis {url}, {} multiplexed connections)",
-        listener.local_addr().map_err(|e| e.to_string())?,
-        args.connections
-    );
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
-    let stop = async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    axum::serve(
-        flashstock_loadgen::baseline::nodelay(listener),
-        redis_stack::router(shop),
-    )
-    .with_graceful_shutdown(stop)
-    .await
-    .map_err(|e| e.to_string())
+    let what = format!("Redis {url}, {} multiplexed connections", args.connections);
+    serve_until_stopped(listener, redis_stack::router(shop), &what).await
 }
