@@ -234,6 +234,10 @@ pub async fn run_with_faults(
             state.clone(),
             stopping.clone(),
         ));
+        tokio::spawn(handoff::reclaim_when_deposed(
+            state.clone(),
+            stopping.clone(),
+        ));
     }
     let served = serve(&state, listener, stopping).await?;
     if let Some(archiver) = archiver {

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub archive_errors: IntCounter,
     /// Archive steps halted by a row of the archive that differs from the order with its id.
     pub archive_conflicts: IntCounter,
+    /// Elections this voter started after being deposed with no leader in sight
+    /// ([`crate::handoff::reclaim_when_deposed`]).
+    pub reclaims: IntCounter,
     /// Time to write one archive batch (one transaction).
     pub archive_batch_seconds: Histogram,
     archive_backlog: IntGauge,
@@ -130,6 +133,11 @@ impl Metrics {
             "Archive steps halted because the archive holds a different row with an order's id",
         )
         .expect("valid metric");
+        let reclaims = IntCounter::new(
+            "raft_reclaims_total",
+            "Elections started after this voter was deposed by a higher term with no leader in sight",
+        )
+        .expect("valid metric");
         let archive_batch_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "archive_batch_duration_seconds",
@@ -193,6 +201,7 @@ impl Metrics {
             Box::new(archive_orders.clone()),
             Box::new(archive_errors.clone()),
             Box::new(archive_conflicts.clone()),
+            Box::new(reclaims.clone()),
             Box::new(archive_batch_seconds.clone()),
             Box::new(archive_backlog.clone()),
             Box::new(orders_held.clone()),
@@ -219,6 +228,7 @@ impl Metrics {
             archive_orders,
             archive_errors,
             archive_conflicts,
+            reclaims,
             archive_batch_seconds,
             archive_backlog,
             orders_held,
