@@ -31,6 +31,38 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
         .into_response()
 }
 
+/// `201 Created` with the new product, as the gateway answers a creation.
+pub(crate) fn created(product: flashstock_api::Product) -> Response {
+    (
+        StatusCode::CREATED,
+        Json(flashstock_api::ProductChanged {
+            product,
+            replayed: false,
+        }),
+    )
+        .into_response()
+}
+
+/// `409 product_exists`, as the gateway answers a creation of an id already taken.
+pub(crate) fn product_exists(id: &str) -> Response {
+    error(
+        StatusCode::CONFLICT,
+        "product_exists",
+        format!("product {id:?} already exists"),
+    )
+}
+
+/// The exit of a baseline binary named `name`: success, or the error on stderr and failure.
+pub fn exit_code(name: &str, served: Result<(), String>) -> std::process::ExitCode {
+    match served {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A purchase refused for what it is: `400 invalid_request` with this message.
 pub(crate) struct Invalid(&'static str);
 

@@ -33,8 +33,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
-    CreateProductRequest, Order, OrderId, Product, ProductChanged, ProductList, ProductView,
-    PurchaseRequest, PurchaseResponse,
+    CreateProductRequest, Order, OrderId, Product, ProductList, ProductView, PurchaseRequest,
+    PurchaseResponse,
 };
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
@@ -244,27 +244,16 @@ async fn create(State(shop): Db, Json(request): Json<CreateProductRequest>) -> R
         .invoke_async(&mut shop.connection())
         .await;
     match created {
-        Ok(1) => (
-            StatusCode::CREATED,
-            Json(ProductChanged {
-                product: Product {
-                    id: request.id,
-                    name: request.name,
-                    price_cents: request.price_cents,
-                    stock: request.stock,
-                    initial_stock: request.stock,
-                    restocked: 0,
-                    sold: 0,
-                },
-                replayed: false,
-            }),
-        )
-            .into_response(),
-        Ok(_) => error(
-            StatusCode::CONFLICT,
-            "product_exists",
-            format!("product {:?} already exists", request.id),
-        ),
+        Ok(1) => super::created(Product {
+            id: request.id,
+            name: request.name,
+            price_cents: request.price_cents,
+            stock: request.stock,
+            initial_stock: request.stock,
+            restocked: 0,
+            sold: 0,
+        }),
+        Ok(_) => super::product_exists(&request.id),
         Err(e) => unavailable(e),
     }
 }

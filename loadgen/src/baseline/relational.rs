@@ -29,8 +29,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use flashstock_api::{
-    CreateProductRequest, Order, OrderId, Product, ProductChanged, ProductList, ProductView,
-    PurchaseRequest, PurchaseResponse,
+    CreateProductRequest, Order, OrderId, Product, ProductList, ProductView, PurchaseRequest,
+    PurchaseResponse,
 };
 use serde::Deserialize;
 use tokio_postgres::NoTls;
@@ -213,19 +213,8 @@ async fn create(State(pool): Db, Json(request): Json<CreateProductRequest>) -> R
         )
         .await;
     match inserted {
-        Ok(Some(row)) => (
-            StatusCode::CREATED,
-            Json(ProductChanged {
-                product: product_of(&row),
-                replayed: false,
-            }),
-        )
-            .into_response(),
-        Ok(None) => error(
-            StatusCode::CONFLICT,
-            "product_exists",
-            format!("product {:?} already exists", request.id),
-        ),
+        Ok(Some(row)) => super::created(product_of(&row)),
+        Ok(None) => super::product_exists(&request.id),
         Err(e) => unavailable(e),
     }
 }

@@ -30,14 +30,7 @@ const EXTRA_SERVER_CONNECTIONS: usize = 20;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    match serve(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("baseline-pg: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    flashstock_loadgen::baseline::exit_code("baseline-pg", serve(Args::parse()).await)
 }
 
 async fn serve(args: Args) -> Result<(), String> {
