@@ -390,6 +390,8 @@ pub async fn reclaim_when_deposed(
         tokio::time::sleep(wait).await;
         let leaderless = {
             let now = server.borrow_and_update();
+            // Elected again meanwhile: the change is seen here, so remember it here.
+            was_leader = now.state == ServerState::Leader;
             now.state == ServerState::Follower
                 && now.current_leader.is_none()
                 && now
