@@ -6,8 +6,9 @@
 #
 #   ./bench/run.sh                 # the brief's scale: 6000 connections, curves to 12 000
 #                                  # connections and 1 000 000 products (about 10 minutes on
-#                                  # two cores, 5 of them creating the million products)
-#   ./bench/run.sh --scale quick   # a reduced scale, about 3 minutes
+#                                  # two cores, 5 of them creating the million products, measured
+#                                  # before the Redis scenarios, which add four 15-second runs)
+#   ./bench/run.sh --scale quick   # a reduced scale, about 3 minutes (2.6 with Redis)
 #   ./bench/run.sh --help          # every figure can be set by a flag
 #
 # Installs missing system packages first (see deploy/setup.sh; PostgreSQL and Redis for the
