@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use flashstock_api::{Outcome, Proposal};
 use openraft::StorageError;
-use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
 
 pub use log_store::LogStore;
 pub use state_machine::{ProductChange, StateMachine, StateReader};
@@ -56,15 +56,38 @@ openraft::declare_raft_types!(
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type Raft = openraft::Raft<TypeConfig>;
 
+/// Block cache of the state column family, bytes.
+const STATE_BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// Bloom filter bits per key of the state column family: about 1% false positives.
+const STATE_BLOOM_BITS_PER_KEY: f64 = 10.0;
+
+/// Options of the state column family. Most lookups of a write are of keys that do not exist
+/// (a new idempotency key, a new product): a Bloom filter per table file answers those without
+/// reading the file's index and blocks, which otherwise dominate the apply of a bulk create.
+/// Options change no data format: files written before have no filter and are read as before.
+fn state_options() -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(STATE_BLOOM_BITS_PER_KEY, false);
+    table.set_block_cache(&Cache::new_lru_cache(STATE_BLOCK_CACHE_BYTES));
+    let mut options = Options::default();
+    options.set_block_based_table_factory(&table);
+    options
+}
+
 /// Open (or create) the store in `dir`: the log storage and the state machine, which share one
 /// RocksDB instance and so one write-ahead log.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageError<NodeId>> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    let families = keys::COLUMN_FAMILIES
-        .iter()
-        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    let families = keys::COLUMN_FAMILIES.iter().map(|name| {
+        let options = if *name == keys::CF_STATE {
+            state_options()
+        } else {
+            Options::default()
+        };
+        ColumnFamilyDescriptor::new(*name, options)
+    });
     let db = DB::open_cf_descriptors(&options, dir, families)
         .map_err(|e| log_store::read_error(openraft::ErrorSubject::Store, &e))?;
     for name in keys::COLUMN_FAMILIES {
