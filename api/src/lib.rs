@@ -883,6 +883,102 @@ pub struct RestockRequest {
     pub quantity: u64,
 }
 
+/// Public API: the body of `POST /v1/admin/products/bulk`: up to `limits.commands_per_entry_max`
+/// creates and restocks, proposed as one Raft entry. Each item is its own command with its own
+/// outcome (one item's committed refusal does not undo another's); an item that fails the
+/// gateway's checks refuses the whole request, unproposed. Item `i` of a request whose
+/// `Idempotency-Key` is `K` has the key `K#i`, so a retry of the whole request with the same key
+/// and items applies nothing twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    pub items: Vec<BulkItem>,
+}
+
+/// Public API: one item of a [`BulkRequest`], tagged by `op`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BulkItem {
+    /// As `POST /v1/admin/products`.
+    Create {
+        id: String,
+        name: String,
+        price_cents: u64,
+        stock: u64,
+    },
+    /// As `POST /v1/admin/products/{id}/restock`.
+    Restock { id: String, quantity: u64 },
+}
+
+impl BulkItem {
+    /// The product the item is about.
+    pub fn id(&self) -> &str {
+        match self {
+            BulkItem::Create { id, .. } | BulkItem::Restock { id, .. } => id,
+        }
+    }
+
+    /// The item as a command with the key `key`.
+    pub fn into_command(self, key: String) -> Command {
+        let op = match self {
+            BulkItem::Create {
+                id,
+                name,
+                price_cents,
+                stock,
+            } => Op::CreateProduct {
+                product: id,
+                name,
+                price_cents,
+                stock,
+            },
+            BulkItem::Restock { id, quantity } => Op::Restock {
+                product: id,
+                quantity,
+            },
+        };
+        Command { key, op }
+    }
+}
+
+/// The idempotency key of item `index` of a bulk request whose key is `key`.
+pub fn bulk_item_key(key: &str, index: usize) -> String {
+    format!("{key}#{index}")
+}
+
+/// Longest idempotency key of a bulk request: its items' keys ([`bulk_item_key`]) must fit
+/// [`KEY_LEN_MAX`] with an index of up to five digits.
+pub const BULK_KEY_LEN_MAX: usize = KEY_LEN_MAX - 6;
+
+/// Public API: the answer to a [`BulkRequest`] that was applied: one result per item, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkResponse {
+    pub results: Vec<BulkItemResult>,
+}
+
+/// Public API: what became of one item of a bulk request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkItemResult {
+    pub id: String,
+    pub status: BulkStatus,
+    /// The item's key had been applied before: this is the first outcome, returned again.
+    pub replayed: bool,
+    /// Why the state machine refused the item (`status` is `rejected`); it changed nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// Public API: the status of one item of a bulk request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkStatus {
+    Created,
+    Restocked,
+    /// Refused by the state machine (the product exists, is unknown, or would pass the stock
+    /// limit; the key was used for another command): nothing changed for this item.
+    Rejected,
+}
+
 /// Public API: a product after an admin change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductChanged {

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flashstock_api::{
-    CreateProductRequest, ErrorBody, ErrorCode, OrderView, ProductChanged, ProductList,
-    ProductView, PurchaseRequest, PurchaseResponse, RestockRequest, IDEMPOTENCY_KEY_HEADER,
-    STALENESS_HEADER,
+    BulkRequest, BulkResponse, CreateProductRequest, ErrorBody, ErrorCode, OrderView,
+    ProductChanged, ProductList, ProductView, PurchaseRequest, PurchaseResponse, RestockRequest,
+    IDEMPOTENCY_KEY_HEADER, STALENESS_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -309,6 +309,18 @@ impl ShopClient {
     ) -> Result<ProductChanged, ShopError> {
         let path = format!("/v1/admin/products/{}/restock", segment(product));
         self.write(&path, key, &RestockRequest { quantity }, true)
+            .await
+    }
+
+    /// Creates and restocks of many products as one write (`POST /v1/admin/products/bulk`),
+    /// with a key of the caller's: after an unknown outcome, call again with the same key and
+    /// the same items, and no item is applied twice.
+    pub async fn bulk_with_key(
+        &self,
+        key: &str,
+        request: &BulkRequest,
+    ) -> Result<BulkResponse, ShopError> {
+        self.write("/v1/admin/products/bulk", key, request, true)
             .await
     }
 

@@ -183,6 +183,7 @@ async fn stockctl_operates_a_real_cluster() {
     let ctl = Ctl::for_cluster(&cluster);
     status_lists_every_node(&ctl).await;
     catalog_and_purchases(&ctl).await;
+    bulk_import(&ctl).await;
     snapshot_shows_in_status(&ctl).await;
     wrong_secret_is_refused(&ctl).await;
     archive_off_is_said(&ctl).await;
@@ -382,6 +383,90 @@ async fn catalog_and_purchases(ctl: &Ctl) {
     .await;
     assert_eq!(list.next_after, None);
     assert!(list.products.iter().all(|p| p.is_conserved()));
+}
+
+/// `product import`: 2 500 creates and a restock in three requests, bad lines reported by
+/// number and not imported, and a second run of the same file applying nothing twice.
+async fn bulk_import(ctl: &Ctl) {
+    #[derive(serde::Deserialize)]
+    struct Report {
+        lines: usize,
+        created: usize,
+        restocked: usize,
+        replayed: usize,
+        errors: Vec<LineError>,
+        unknown: Vec<usize>,
+    }
+    #[derive(serde::Deserialize)]
+    struct LineError {
+        line: usize,
+        id: Option<String>,
+        code: String,
+    }
+    let mut csv = String::from("op,id,name,price_cents,stock,quantity\n");
+    for i in 0..2500 {
+        csv.push_str(&format!(
+            "create,bulk-{i},\"Bulk, item {i}\",{},5,\n",
+            100 + i
+        ));
+    }
+    csv.push_str("restock,bulk-0,,,,7\n"); // line 2502
+    csv.push_str("create,bulk-x,Bad price,12.5,1,\n"); // line 2503: unreadable
+    csv.push_str("create,tee,Again,100,1,\n"); // line 2504: exists, refused by the state machine
+    csv.push_str("create,bad id,Bad id,100,1,\n"); // line 2505: fails the gateway's checks
+    let file = std::env::temp_dir().join(format!("stockctl-import-{}.csv", std::process::id()));
+    std::fs::write(&file, csv).expect("write the import file");
+    let path = file.to_str().expect("a UTF-8 path");
+
+    let run = || async {
+        let output = ctl
+            .run(&[
+                "product", "import", path, "--chunk", "1000", "--output", "json",
+            ])
+            .await;
+        // Lines not imported: a definite failure, after the report.
+        assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+        let report: Report = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", show(&output)));
+        report
+    };
+    let first = run().await;
+    assert_eq!(
+        (first.lines, first.created, first.restocked, first.replayed),
+        (2504, 2500, 1, 0)
+    );
+    assert!(first.unknown.is_empty());
+    let errors: Vec<(usize, Option<&str>, &str)> = first
+        .errors
+        .iter()
+        .map(|e| (e.line, e.id.as_deref(), e.code.as_str()))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (2503, None, "invalid_request"),
+            (2504, Some("tee"), "product_exists"),
+            (2505, Some("bad id"), "invalid_request"),
+        ]
+    );
+
+    // The same file again: the same keys, so every line comes back replayed and nothing is
+    // applied twice (the restock above all).
+    let second = run().await;
+    assert_eq!(
+        (second.created, second.restocked, second.replayed),
+        (2500, 1, 2501)
+    );
+    assert_eq!(second.errors.len(), 3);
+    let view: ProductView = ctl
+        .json(&["product", "show", "bulk-0", "--linearizable"])
+        .await;
+    assert_eq!((view.product.stock, view.product.restocked), (12, 7));
+    let last: ProductView = ctl
+        .json(&["product", "show", "bulk-2499", "--linearizable"])
+        .await;
+    assert_eq!(last.product.name, "Bulk, item 2499");
+    let _ = std::fs::remove_file(&file);
 }
 
 async fn snapshot_shows_in_status(ctl: &Ctl) {

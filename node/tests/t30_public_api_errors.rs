@@ -124,6 +124,11 @@ async fn bad_input_gets_its_error_and_changes_nothing() {
     let before = stock_and_sold(&cluster).await;
     let probe = Probe::new(&cluster);
     let bad = |code: &str| (StatusCode::BAD_REQUEST, Some(code.to_string()));
+    let restock = serde_json::json!({"op": "restock", "id": "tee", "quantity": 1});
+    let too_many_restocks = serde_json::to_vec(&serde_json::json!({
+        "items": vec![restock; cluster_config::defaults::DEFAULT_COMMANDS_PER_ENTRY_MAX + 1]
+    }))
+    .unwrap();
 
     let cases: Vec<(&str, Answer, Answer)> = vec![
         (
@@ -284,6 +289,82 @@ async fn bad_input_gets_its_error_and_changes_nothing() {
                 )
                 .await,
             (StatusCode::CONFLICT, Some("product_exists".into())),
+        ),
+        (
+            "bulk: one bad item refuses the whole request",
+            probe
+                .send(
+                    Method::POST,
+                    "/v1/admin/products/bulk",
+                    &[
+                        ("idempotency-key", "k17"),
+                        ("authorization", &format!("Bearer {}", probe.admin_token)),
+                    ],
+                    Some(
+                        br#"{"items":[{"op":"restock","id":"tee","quantity":5},
+                                      {"op":"restock","id":"bad id","quantity":5}]}"#
+                            .to_vec(),
+                    ),
+                )
+                .await,
+            bad("invalid_request"),
+        ),
+        (
+            "bulk: more items than an entry holds",
+            probe
+                .send(
+                    Method::POST,
+                    "/v1/admin/products/bulk",
+                    &[
+                        ("idempotency-key", "k18"),
+                        ("authorization", &format!("Bearer {}", probe.admin_token)),
+                    ],
+                    Some(too_many_restocks.clone()),
+                )
+                .await,
+            bad("invalid_request"),
+        ),
+        (
+            "bulk: no items",
+            probe
+                .send(
+                    Method::POST,
+                    "/v1/admin/products/bulk",
+                    &[
+                        ("idempotency-key", "k19"),
+                        ("authorization", &format!("Bearer {}", probe.admin_token)),
+                    ],
+                    Some(br#"{"items":[]}"#.to_vec()),
+                )
+                .await,
+            bad("invalid_request"),
+        ),
+        (
+            "bulk: a key with no room for the items' suffix",
+            probe
+                .send(
+                    Method::POST,
+                    "/v1/admin/products/bulk",
+                    &[
+                        ("idempotency-key", &"k".repeat(flashstock_api::KEY_LEN_MAX)),
+                        ("authorization", &format!("Bearer {}", probe.admin_token)),
+                    ],
+                    Some(br#"{"items":[{"op":"restock","id":"tee","quantity":5}]}"#.to_vec()),
+                )
+                .await,
+            bad("invalid_request"),
+        ),
+        (
+            "bulk without a token",
+            probe
+                .send(
+                    Method::POST,
+                    "/v1/admin/products/bulk",
+                    &[("idempotency-key", "k20")],
+                    Some(br#"{"items":[{"op":"restock","id":"tee","quantity":5}]}"#.to_vec()),
+                )
+                .await,
+            (StatusCode::UNAUTHORIZED, Some("unauthorized".into())),
         ),
         (
             "bad order id",

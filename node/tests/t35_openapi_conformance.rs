@@ -50,7 +50,7 @@ fn requests_valid_by_the_document_are_accepted_and_invalid_ones_refused() {
         admin_token: cluster.admin_token.clone(),
     };
     let operations = operations(&doc);
-    assert_eq!(operations.len(), 11, "every route of the document");
+    assert_eq!(operations.len(), 12, "every route of the document");
     for operation in &operations {
         let strategy = prop_oneof![
             operation.valid_request(&doc),
@@ -196,7 +196,18 @@ impl<'a> Schema<'a> {
     }
 
     fn kind(&self) -> &'a str {
+        if self.get("oneOf").is_some() {
+            return "oneOf";
+        }
         self.get("type").and_then(Value::as_str).unwrap_or("any")
+    }
+
+    /// The alternatives of a `oneOf`.
+    fn alternatives(&self) -> Vec<Value> {
+        self.get("oneOf")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn bound(&self, keyword: &str) -> Option<i128> {
@@ -221,6 +232,20 @@ impl<'a> Schema<'a> {
             "object" => value
                 .as_object()
                 .is_some_and(|object| self.accepts_object(object)),
+            "array" => value.as_array().is_some_and(|items| {
+                let count = items.len() as i128;
+                let item = Schema::new(&self.schema["items"], self.doc);
+                self.bound("minItems").is_none_or(|min| count >= min)
+                    && self.bound("maxItems").is_none_or(|max| count <= max)
+                    && items.iter().all(|value| item.accepts(value))
+            }),
+            "oneOf" => {
+                let alternatives = self.alternatives();
+                let accepting = alternatives
+                    .iter()
+                    .filter(|alternative| Schema::new(alternative, self.doc).accepts(value));
+                accepting.count() == 1
+            }
             _ => true,
         }
     }
@@ -391,6 +416,22 @@ fn valid_value(schema: &Value, doc: &Value) -> BoxedStrategy<Value> {
                 .prop_map(|fields| Value::Object(fields.into_iter().flatten().collect()))
                 .boxed()
         }
+        "array" => {
+            // A few items: enough to mix kinds, few enough to keep every case quick.
+            let min = schema.bound("minItems").unwrap_or(0) as usize;
+            let max = (schema.bound("maxItems").unwrap_or(3) as usize).min(min.max(3));
+            proptest::collection::vec(valid_value(&schema.schema["items"], doc), min..=max)
+                .prop_map(Value::Array)
+                .boxed()
+        }
+        "oneOf" => {
+            let alternatives: Vec<BoxedStrategy<Value>> = schema
+                .alternatives()
+                .iter()
+                .map(|alternative| valid_value(alternative, doc))
+                .collect();
+            Union::new(alternatives).boxed()
+        }
         other => panic!("no generator for type {other}"),
     };
     if schema.get("nullable") == Some(&Value::Bool(true)) {
@@ -461,6 +502,23 @@ fn invalid_value(schema: &Value, doc: &Value, place: Place) -> BoxedStrategy<Val
         "object" => {
             defects.push(proptest::sample::select(vec![json!([1]), json!("x"), json!(7)]).boxed());
             defects.push(invalid_object(&schema));
+        }
+        "array" => {
+            defects.push(proptest::sample::select(vec![json!({}), json!("x"), json!(7)]).boxed());
+            if schema.bound("minItems").is_some_and(|min| min > 0) {
+                defects.push(Just(json!([])).boxed());
+            }
+            let item = &schema.schema["items"];
+            defects.push(
+                (valid_value(item, doc), invalid_value(item, doc, place))
+                    .prop_map(|(good, broken)| json!([good, broken]))
+                    .boxed(),
+            );
+        }
+        "oneOf" => {
+            for alternative in schema.alternatives() {
+                defects.push(invalid_value(&alternative, doc, place));
+            }
         }
         _ => {}
     }

@@ -18,7 +18,7 @@ use crate::proc_info::dir_bytes;
 use crate::record::{merge_ledgers, Ledger};
 use crate::report::RunReport;
 use crate::results::CatalogPoint;
-use crate::setup::create_products;
+use crate::setup::import_products;
 use crate::workload::{Catalog, Workload, WorkloadKind};
 
 /// How long a snapshot, a restart or a catch-up may take.
@@ -36,7 +36,7 @@ pub async fn catalog_point(
     settings: &Settings,
     progress: bool,
 ) -> Result<CatalogPoint, String> {
-    let created = create_products(shop, catalog, catalog.products..products, progress).await?;
+    let created = import_products(shop, catalog, catalog.products..products, progress).await?;
     catalog.products = products;
     let workload = Arc::new(Workload {
         kind: WorkloadKind::Standard,

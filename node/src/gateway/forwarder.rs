@@ -136,6 +136,7 @@ impl Drop for Submitters {
 #[derive(Clone)]
 pub struct Forwarder {
     queue: Arc<Submitters>,
+    batcher: Arc<Batcher>,
     /// Empty, and without effect, unless built for the fault-injection harness.
     #[cfg_attr(not(feature = "unsafe-faults"), allow(dead_code))]
     faults: UnsafeFaults,
@@ -160,7 +161,7 @@ impl Forwarder {
             closed: AtomicBool::new(false),
             per_client_max: gateway.queue_per_client_max.min(gateway.queue_max),
         });
-        let batcher = Batcher {
+        let batcher = Arc::new(Batcher {
             voters,
             raft,
             metrics,
@@ -169,12 +170,40 @@ impl Forwarder {
             in_flight: Arc::new(Semaphore::new(gateway.forward_connections_max)),
             slots: gateway.forward_connections_max,
             forward_timeout: Duration::from_millis(gateway.forward_timeout_ms),
-        };
-        tokio::spawn(batcher.run(queue.clone()));
+        });
+        tokio::spawn(batcher.clone().run(queue.clone()));
         Forwarder {
             queue: Arc::new(Submitters(queue)),
+            batcher,
             faults,
         }
+    }
+
+    /// Apply `commands` at the leader as one write (one Raft entry), outside the purchase queue:
+    /// for an operator's bulk change, whose commands are already a batch. It takes an in-flight
+    /// slot like any batch, and is refused with [`ForwardError::Overloaded`] if none frees up
+    /// within the forward timeout. The outcomes are in the commands' order.
+    pub async fn submit_all(&self, commands: Vec<Command>) -> Result<Vec<Forwarded>, ForwardError> {
+        let batcher = &self.batcher;
+        let slot = tokio::time::timeout(batcher.forward_timeout, batcher.in_flight.acquire())
+            .await
+            .map_err(|_| ForwardError::Overloaded)?
+            .expect("the semaphore is never closed");
+        let (batch, answers): (Vec<Pending>, Vec<_>) = commands
+            .into_iter()
+            .map(|command| {
+                let (reply, answer) = oneshot::channel();
+                (Pending { command, reply }, answer)
+            })
+            .unzip();
+        batcher.send(batch).await;
+        drop(slot);
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            // `send` answers every command before it returns.
+            outcomes.push(answer.await.expect("every command is answered")?);
+        }
+        Ok(outcomes)
     }
 
     /// Apply one command of `client` at the leader and return its outcome.
@@ -225,8 +254,8 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn run(self, queue: Arc<Queue>) {
-        let this = Arc::new(self);
+    async fn run(self: Arc<Self>, queue: Arc<Queue>) {
+        let this = self;
         loop {
             // Something queued, or the end. `notify_one` keeps a wake-up for a batcher not yet
             // waiting, so none is lost between the check and the wait.

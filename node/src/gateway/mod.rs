@@ -63,6 +63,8 @@ pub fn openapi_document(config: &cluster_config::Config) -> String {
         .min(flashstock_api::PURCHASE_QUANTITY_LIMIT);
     doc["components"]["schemas"]["PurchaseRequest"]["properties"]["quantity"]["maximum"] =
         quantity_max.into();
+    doc["components"]["schemas"]["BulkRequest"]["properties"]["items"]["maxItems"] =
+        config.limits.commands_per_entry_max.into();
     doc.to_string()
 }
 

@@ -28,10 +28,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{middleware, Json, Router};
 use flashstock_api::{
-    validate_command, validate_product_id, Command, CreateProductRequest, ErrorCode, Op, Order,
+    bulk_item_key, validate_command, validate_product_id, BulkItem, BulkItemResult, BulkRequest,
+    BulkResponse, BulkStatus, Command, CreateProductRequest, ErrorBody, ErrorCode, Op, Order,
     OrderId, OrderView, Outcome, ProductChanged, ProductList, ProductView, PurchaseRequest,
-    PurchaseResponse, Rejection, RestockRequest, APPLIED_INDEX_HEADER, IDEMPOTENCY_KEY_HEADER,
-    STALENESS_HEADER, STALENESS_UNKNOWN,
+    PurchaseResponse, Rejection, RestockRequest, APPLIED_INDEX_HEADER, BULK_KEY_LEN_MAX,
+    IDEMPOTENCY_KEY_HEADER, STALENESS_HEADER, STALENESS_UNKNOWN,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -58,6 +59,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/stream"),
     ("POST", "/v1/admin/products"),
     ("POST", "/v1/admin/products/{id}/restock"),
+    ("POST", "/v1/admin/products/bulk"),
     ("GET", "/v1/health"),
     ("GET", "/v1/ready"),
     ("GET", "/v1/openapi.json"),
@@ -73,6 +75,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/v1/stream") => get(stream::stock_events),
         ("POST", "/v1/admin/products") => post(create_product),
         ("POST", "/v1/admin/products/{id}/restock") => post(restock),
+        ("POST", "/v1/admin/products/bulk") => post(bulk),
         ("GET", "/v1/health") => get(health),
         ("GET", "/v1/ready") => get(ready),
         ("GET", "/v1/openapi.json") => get(openapi),
@@ -483,15 +486,23 @@ async fn submit(
             ..
         }) => Err(rejected(&rejection)),
         Ok(forwarded) => Ok(forwarded),
-        Err(ForwardError::Overloaded) => Err(ApiError {
+        Err(error) => Err(forward_failed(error)),
+    }
+}
+
+/// A write that did not reach a definite outcome at the leader, as the client's error: 503 when
+/// it was definitely not applied, 429 for this client's share, 504 when it may have been.
+fn forward_failed(error: ForwardError) -> ApiError {
+    match error {
+        ForwardError::Overloaded => ApiError {
             retry_after_seconds: Some(RETRY_AFTER_SECONDS),
             ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Overloaded,
                 "too many purchases in flight on this gateway; retry shortly",
             )
-        }),
-        Err(ForwardError::ClientShareFull(share)) => Err(ApiError {
+        },
+        ForwardError::ClientShareFull(share) => ApiError {
             retry_after_seconds: Some(RETRY_AFTER_SECONDS),
             ..ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -501,20 +512,91 @@ async fn submit(
                      retry once they are answered"
                 ),
             )
-        }),
-        Err(ForwardError::Unavailable(message)) => Err(ApiError::new(
+        },
+        ForwardError::Unavailable(message) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             format!("not applied: {message}"),
-        )),
-        Err(ForwardError::Unknown(message)) => Err(ApiError::new(
+        ),
+        ForwardError::Unknown(message) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::OutcomeUnknown,
             format!(
                 "the outcome is unknown; retry with the same Idempotency-Key to learn it: {message}"
             ),
-        )),
+        ),
     }
+}
+
+/// Creates and restocks of many products as one Raft entry, each item with its own outcome (a
+/// committed rejection of one does not undo another). Every item is checked first: one that
+/// fails the checks refuses the whole request (400, naming the item), and nothing is proposed.
+/// A failure of the write itself (unavailable, outcome unknown) is the whole request's answer,
+/// as for a single write: a retry with the same key is safe.
+async fn bulk(
+    State(gateway): State<AppState>,
+    _: Admin,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<BulkRequest>,
+) -> Answer {
+    let key = idempotency_key(&headers)?;
+    if key.len() > BULK_KEY_LEN_MAX {
+        return Err(invalid(format!(
+            "a bulk request's Idempotency-Key is 1 to {BULK_KEY_LEN_MAX} characters: \
+             its items' keys add '#' and the item's index"
+        )));
+    }
+    let items_max = gateway.node.config.limits.commands_per_entry_max;
+    if request.items.is_empty() || request.items.len() > items_max {
+        return Err(invalid(format!(
+            "a bulk request holds 1 to {items_max} items, not {}",
+            request.items.len()
+        )));
+    }
+    let mut results = Vec::with_capacity(request.items.len());
+    let mut commands = Vec::with_capacity(request.items.len());
+    for (index, item) in request.items.into_iter().enumerate() {
+        let id = item.id().to_owned();
+        let status = match item {
+            BulkItem::Create { .. } => BulkStatus::Created,
+            BulkItem::Restock { .. } => BulkStatus::Restocked,
+        };
+        let command = item.into_command(bulk_item_key(&key, index));
+        validate_command(&command)
+            .map_err(|message| invalid(format!("item {index} ({id:?}): {message}")))?;
+        commands.push(command);
+        results.push(BulkItemResult {
+            id,
+            status,
+            replayed: false,
+            error: None,
+        });
+    }
+    let outcomes = gateway
+        .forwarder
+        .submit_all(commands)
+        .await
+        .map_err(forward_failed)?;
+    for (result, forwarded) in results.iter_mut().zip(outcomes) {
+        result.replayed = forwarded.replayed;
+        match forwarded.outcome {
+            Outcome::ProductCreated(_) | Outcome::Restocked(_) => {}
+            Outcome::Rejected(rejection) => {
+                result.status = BulkStatus::Rejected;
+                result.error = Some(ErrorBody {
+                    code: rejection.code(),
+                    message: rejection.to_string(),
+                });
+            }
+            other => {
+                return Err(unexpected(Forwarded {
+                    outcome: other,
+                    replayed: forwarded.replayed,
+                }))
+            }
+        }
+    }
+    Ok(Json(BulkResponse { results }).into_response())
 }
 
 /// A committed rejection: nothing changed.

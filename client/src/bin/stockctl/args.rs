@@ -349,6 +349,29 @@ pub enum ProductCommand {
         /// Items to add
         quantity: u64,
     },
+    /// Create and restock products in bulk from a CSV or JSON-lines file (admin)
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file ('-' for standard input): JSON lines, one item per line
+    /// ({"id","name","price_cents","stock"} creates, {"op":"restock","id","quantity"} restocks),
+    /// or CSV with a header naming its columns (op, id, name, price_cents, stock, quantity)
+    pub file: std::path::PathBuf,
+    /// Lines per request: one Raft entry each (at most the cluster's
+    /// limits.commands_per_entry_max)
+    #[arg(long, default_value_t = 1000, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65535))]
+    pub chunk: usize,
+    /// Requests in flight at once
+    #[arg(long, default_value_t = 4, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub parallel: usize,
+    /// Prefix of the requests' idempotency keys (default: derived from the file's content, so
+    /// that running the same import again applies nothing twice)
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Args)]

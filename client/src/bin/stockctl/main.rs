@@ -13,6 +13,7 @@ mod certs;
 mod cluster;
 mod context;
 mod error;
+mod import;
 mod output;
 mod restart;
 mod shop;

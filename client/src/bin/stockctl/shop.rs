@@ -46,6 +46,7 @@ pub async fn product(ctx: &Context, command: ProductCommand) -> Result<(), CliEr
             emit(ctx.output, &changed, || product_table([&changed.product]));
             Ok(())
         }
+        ProductCommand::Import(args) => crate::import::import(ctx, args).await,
         ProductCommand::Restock { id, quantity } => {
             let hint = format!(
                 "check with `stockctl product show {id} --linearizable` before restocking again"
