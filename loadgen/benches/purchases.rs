@@ -10,7 +10,7 @@
 //!
 //! - `batching off`: each write carries 1 purchase, so each purchase is one Raft entry;
 //! - `batching on`: each write carries `--batch` purchases, so that many share one Raft entry
-//!   (one replicated, group-committed fsync), which is what a gateway does.
+//!   (one replicated fsync), which is what a gateway does.
 //!
 //! Every purchase has a unique idempotency key. The modes alternate (off, on, off, on, ...) and each
 //! runs 3 times; the table shows each mode's median run by purchases per second. Only

@@ -5,7 +5,7 @@
 //! - [`keys`]: every RocksDB key, defined once; three column families (`log`, `raft`, `state`).
 //! - [`inventory`]: the inventory state machine as pure logic over the [`inventory::InventoryState`]
 //!   trait: (state, proposal) → (writes, outcomes). No clock, no randomness, no IO of its own.
-//! - [`log_store`]: [`LogStore`], openraft's `RaftLogStorage`: durable appends with group commit.
+//! - [`log_store`]: [`LogStore`], openraft's `RaftLogStorage`: durable appends, each fsynced.
 //! - [`state_machine`]: [`StateMachine`], openraft's `RaftStateMachine` running the inventory logic
 //!   over RocksDB, snapshots, and [`StateReader`], the read handle views are served from.
 //!

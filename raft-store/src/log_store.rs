@@ -1,13 +1,17 @@
 //! The Raft log and vote on RocksDB.
 //!
-//! Durability: an append is written to RocksDB at once (so it can be read back for replication)
-//! and reported durable to openraft only after a WAL fsync covers it. A background flusher thread
-//! does those fsyncs: it takes every append that arrived while the previous fsync ran and covers
-//! them all with one (group commit). A vote is fsynced before `save_vote` returns.
+//! Durability: an append is written to RocksDB with a WAL fsync and reported durable to openraft
+//! when that write returns. A vote is fsynced before `save_vote` returns.
+//!
+//! There is no group commit here because there is nothing to group: openraft 0.9.25 waits for
+//! each append's completion before it appends again (`RaftCore::append_to_log` awaits the
+//! callback; leader and follower alike), so at most one append is ever waiting for an fsync.
+//! The batching that pays happens before the log: a gateway coalesces many purchases into one
+//! entry, and a follower receives many entries per append. An earlier version fsynced on a
+//! separate thread that took "every append waiting"; it never found more than one.
 
 use std::fmt::{Debug, Display};
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -24,48 +28,15 @@ use crate::{NodeId, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
-/// Most appends one fsync covers. Bounds how long the last of them waits.
-const APPENDS_PER_FSYNC_MAX: usize = 4096;
-
 /// Raft log storage. Cloning it gives another reader of the same log.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    flusher: Arc<Flusher>,
-}
-
-/// The fsync thread and the queue of appends waiting for it. Dropping the last handle closes the
-/// queue and joins the thread, so the database is closed once every `LogStore` is gone.
-struct Flusher {
-    queue: Option<mpsc::SyncSender<LogFlushed<TypeConfig>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        self.queue.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> LogStore {
-        let (queue, pending) = mpsc::sync_channel(APPENDS_PER_FSYNC_MAX);
-        let flush_db = db.clone();
-        let thread = std::thread::Builder::new()
-            .name("raft-log-fsync".into())
-            .spawn(move || run_flusher(&flush_db, &pending))
-            .expect("spawn the log fsync thread");
-        let flusher = Flusher {
-            queue: Some(queue),
-            thread: Some(thread),
-        };
-        LogStore {
-            db,
-            flusher: Arc::new(flusher),
-        }
+        LogStore { db }
     }
 
     fn get_raft<T: DeserializeOwned>(&self, key: RaftKey) -> StorageResult<Option<T>> {
@@ -108,28 +79,6 @@ impl LogStore {
         let (_, value) = item.map_err(|e| read_error(ErrorSubject::Logs, &e))?;
         let entry: Entry<TypeConfig> = decode(&value, ErrorSubject::Logs)?;
         Ok(Some(*entry.get_log_id()))
-    }
-}
-
-/// Cover queued appends with WAL fsyncs until the log store is dropped.
-fn run_flusher(db: &DB, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
-    while let Ok(first) = pending.recv() {
-        let mut callbacks = vec![first];
-        while callbacks.len() < APPENDS_PER_FSYNC_MAX {
-            match pending.try_recv() {
-                Ok(callback) => callbacks.push(callback),
-                Err(_) => break,
-            }
-        }
-        // Every append in `callbacks` was written before it was queued, so this fsync covers it.
-        let result = db.flush_wal(true);
-        for callback in callbacks {
-            let io_result = result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string()));
-            callback.log_io_completed(io_result);
-        }
     }
 }
 
@@ -241,18 +190,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let db = self.db.clone();
-        // Written, not yet fsynced: readable at once, reported durable by the flusher.
-        let result = tokio::task::spawn_blocking(move || db.write(batch))
-            .await
-            .expect("RocksDB write task does not panic");
+        let result = tokio::task::spawn_blocking(move || {
+            let mut options = WriteOptions::default();
+            options.set_sync(true);
+            db.write_opt(batch, &options)
+        })
+        .await
+        .expect("RocksDB write task does not panic");
         result.map_err(|e| write_error(ErrorSubject::Logs, &e))?;
-        let queue = self.flusher.queue.as_ref().expect("open until dropped");
-        if queue.send(callback).is_err() {
-            return Err(write_error(
-                ErrorSubject::Logs,
-                &"the log fsync thread stopped",
-            ));
-        }
+        // Durable: the write's WAL fsync covers these entries (and every earlier write).
+        callback.log_io_completed(Ok(()));
         Ok(())
     }
 
