@@ -227,7 +227,13 @@ async fn append(
     // after this node wrote the entries.
     let arrived = std::time::Instant::now();
     let leader_commit = request.leader_commit.map(|log_id| log_id.index);
+    let carries_entries = !request.entries.is_empty();
     let answer = state.raft.append_entries(request).await;
+    if carries_entries {
+        state
+            .metrics
+            .stage(crate::metrics::Stage::AppendHandler, arrived.elapsed());
+    }
     if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
     {
         state

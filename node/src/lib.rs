@@ -183,12 +183,18 @@ pub async fn run_with_faults(
     let archive = open_archive(&config)?;
     let tls = tls::NodeTls::load(&config.tls)?;
     let credentials = Arc::new(auth::Credentials::new(&config.cluster, config.node.role));
-    let (raft, reader) =
-        start_raft(&config, credentials.own_secret().clone(), tls.client()).await?;
+    let metrics = Arc::new(metrics::Metrics::new(id));
+    let (raft, reader) = start_raft(
+        &config,
+        credentials.own_secret().clone(),
+        tls.client(),
+        metrics.clone(),
+    )
+    .await?;
     let state = Arc::new(NodeState {
         id,
         credentials,
-        metrics: Arc::new(metrics::Metrics::new(id)),
+        metrics,
         config,
         raft: raft.clone(),
         reader,
@@ -295,23 +301,37 @@ fn open_archive(config: &Config) -> Result<Option<Arc<archive::Archive>>, StartE
 
 /// Open the store and start Raft on it.
 /// `secret`: what this node sends on Raft RPCs (its own role's credential); `tls`: the client
-/// config of mutual TLS, if on.
+/// config of mutual TLS, if on; `metrics`: where the store's and the network's stages are timed.
 async fn start_raft(
     config: &Config,
     secret: Arc<str>,
     tls: Option<flashstock_client::TlsConfig>,
+    metrics: Arc<metrics::Metrics>,
 ) -> Result<(Raft, StateReader), StartError> {
     let db_path = store_dir(config);
     let (log_store, state_machine) = raft_store::open(&db_path).map_err(|e| StartError::Store {
         path: db_path.display().to_string(),
         message: e.to_string(),
     })?;
+    let observer: raft_store::Observer = {
+        let metrics = metrics.clone();
+        Arc::new(move |stage, elapsed| {
+            let stage = match stage {
+                raft_store::StoreStage::LogAppend => metrics::Stage::LogAppend,
+                raft_store::StoreStage::Apply => metrics::Stage::Apply,
+            };
+            metrics.stage(stage, elapsed);
+        })
+    };
+    let log_store = log_store.with_observer(observer.clone());
+    let state_machine = state_machine.with_observer(observer);
     let reader = state_machine.reader();
     let network = network::Network::new(
         secret,
         Duration::from_millis(config.raft.rpc_timeout_ms),
         config.source_ip(),
         tls,
+        metrics,
     );
     let raft = Raft::new(
         config.node.id,

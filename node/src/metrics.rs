@@ -22,6 +22,56 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
+/// Buckets of the purchase path's stages, in seconds: 25 µs to 1.6 s, doubling.
+const STAGE_BUCKETS: &[f64] = &[
+    0.000025, 0.00005, 0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256,
+    0.0512, 0.1024, 0.2048, 0.4096, 0.8192, 1.6384,
+];
+
+/// A stage of a write's path through the cluster, timed by [`Metrics::stage`]: the breakdown of
+/// where a purchase's time goes (docs/BENCHMARKS.md, "The purchase path, stage by stage").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Gateway: a command waiting in the forward queue until a batch takes it.
+    GatewayQueue,
+    /// Gateway: a batch sent to the leader until its definite answer (retries included).
+    GatewayForward,
+    /// Leader: an entry proposed until applied here (append, replication, commit, apply).
+    LeaderPropose,
+    /// Leader: an append RPC with entries to one follower or learner, until its answer.
+    AppendRpc,
+    /// Follower or learner: an append RPC with entries handled (its log write and fsync).
+    AppendHandler,
+    /// Every node: the log write and fsync of one append.
+    LogAppend,
+    /// Every node: applying a run of committed entries to the state machine.
+    Apply,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 7] = [
+        Stage::GatewayQueue,
+        Stage::GatewayForward,
+        Stage::LeaderPropose,
+        Stage::AppendRpc,
+        Stage::AppendHandler,
+        Stage::LogAppend,
+        Stage::Apply,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::GatewayQueue => "gateway_queue",
+            Stage::GatewayForward => "gateway_forward",
+            Stage::LeaderPropose => "leader_propose",
+            Stage::AppendRpc => "append_rpc",
+            Stage::AppendHandler => "append_handler",
+            Stage::LogAppend => "log_append",
+            Stage::Apply => "apply",
+        }
+    }
+}
+
 /// Batch size buckets, in commands.
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
@@ -49,6 +99,8 @@ pub struct Metrics {
     pub reclaims: IntCounter,
     /// Time to write one archive batch (one transaction).
     pub archive_batch_seconds: Histogram,
+    /// Time spent in each [`Stage`] of the write path, indexed by the stage.
+    stages: [Histogram; Stage::ALL.len()],
     archive_backlog: IntGauge,
     orders_held: IntGauge,
     /// Connections open now, by listener (`public`, `internal`).
@@ -74,6 +126,11 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
 }
 
 impl Metrics {
+    /// Count `elapsed` in `stage`.
+    pub fn stage(&self, stage: Stage, elapsed: std::time::Duration) {
+        self.stages[stage as usize].observe(elapsed.as_secs_f64());
+    }
+
     pub fn new(node_id: u64) -> Metrics {
         let registry = Registry::new_custom(
             Some("flashstock".into()),
@@ -146,6 +203,16 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("valid metric");
+        let stages = HistogramVec::new(
+            HistogramOpts::new(
+                "stage_duration_seconds",
+                "Time spent in each stage of the write path",
+            )
+            .buckets(STAGE_BUCKETS.to_vec()),
+            &["stage"],
+        )
+        .expect("valid metric");
+        let stage_histograms = Stage::ALL.map(|stage| stages.with_label_values(&[stage.as_str()]));
         let archive_backlog = IntGauge::new(
             "archive_backlog_orders",
             "Confirmed orders not in the archive yet (replicated count)",
@@ -203,6 +270,7 @@ impl Metrics {
             Box::new(archive_conflicts.clone()),
             Box::new(reclaims.clone()),
             Box::new(archive_batch_seconds.clone()),
+            Box::new(stages.clone()),
             Box::new(archive_backlog.clone()),
             Box::new(orders_held.clone()),
             Box::new(connections_open.clone()),
@@ -230,6 +298,7 @@ impl Metrics {
             archive_conflicts,
             reclaims,
             archive_batch_seconds,
+            stages: stage_histograms,
             archive_backlog,
             orders_held,
             connections_open,

@@ -24,6 +24,8 @@ use raft_store::{Node, NodeId, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::metrics::{Metrics, Stage};
+
 /// Paths of the Raft RPCs on the internal listener.
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
@@ -38,6 +40,7 @@ pub struct Network {
     secret: Arc<str>,
     /// `https` with mutual TLS (`tls.internal_*`), else `http`.
     scheme: &'static str,
+    metrics: Arc<Metrics>,
 }
 
 impl Network {
@@ -49,6 +52,7 @@ impl Network {
         connect_timeout: Duration,
         local_ip: Option<IpAddr>,
         tls: Option<flashstock_client::TlsConfig>,
+        metrics: Arc<Metrics>,
     ) -> Network {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let http = flashstock_client::http_builder(connect_timeout, local_ip, tls.as_ref())
@@ -58,6 +62,7 @@ impl Network {
             http,
             secret,
             scheme,
+            metrics,
         }
     }
 }
@@ -71,6 +76,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             secret: self.secret.clone(),
             target,
             base: format!("{}://{}", self.scheme, node.addr),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -81,6 +87,7 @@ pub struct PeerClient {
     secret: Arc<str>,
     target: NodeId,
     base: String,
+    metrics: Arc<Metrics>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
@@ -152,8 +159,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
-        self.call(RPCTypes::AppendEntries, APPEND_PATH, &request, &option)
-            .await
+        // Heartbeats carry no entries and say nothing of a write's path.
+        let began = (!request.entries.is_empty()).then(std::time::Instant::now);
+        let answer = self
+            .call(RPCTypes::AppendEntries, APPEND_PATH, &request, &option)
+            .await;
+        if let Some(began) = began {
+            self.metrics.stage(Stage::AppendRpc, began.elapsed());
+        }
+        answer
     }
 
     async fn install_snapshot(

@@ -28,7 +28,13 @@ impl NodeState {
         let wait = Duration::from_millis(self.config.raft.commit_timeout_ms);
         // Held back while a hand-off is under way, then refused with `NotLeader` if it moved.
         let _in_flight = self.handoff.enter().await;
-        match tokio::time::timeout(wait, self.raft.client_write(proposal)).await {
+        let began = std::time::Instant::now();
+        let written = tokio::time::timeout(wait, self.raft.client_write(proposal)).await;
+        if matches!(written, Ok(Ok(_))) {
+            self.metrics
+                .stage(crate::metrics::Stage::LeaderPropose, began.elapsed());
+        }
+        match written {
             Ok(Ok(written)) => {
                 assert_eq!(
                     written.data.len(),

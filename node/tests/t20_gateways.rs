@@ -354,4 +354,36 @@ async fn every_node_exposes_metrics() {
         .await
         .unwrap();
     assert!(text.contains("flashstock_gateway_batch_commands"));
+
+    // The purchase's stages were timed where they ran: its gateway queued and forwarded it
+    // (the shop client starts at the first gateway), and every voter appended and applied it.
+    let count = |text: &str, stage: &str| -> u64 {
+        let series = "flashstock_stage_duration_seconds_count{";
+        text.lines()
+            .filter(|line| {
+                line.starts_with(series) && line.contains(&format!("stage=\"{stage}\""))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    for stage in ["gateway_queue", "gateway_forward"] {
+        assert!(count(&text, stage) >= 1, "gateway {gateway}: no {stage}");
+    }
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    for id in cluster.voter_ids() {
+        let text = reqwest::get(format!("http://{}/metrics", cluster.addr(id)))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for stage in ["log_append", "apply"] {
+            assert!(count(&text, stage) >= 1, "voter {id}: no {stage}");
+        }
+        let leading = ["leader_propose", "append_rpc"].map(|stage| count(&text, stage) >= 1);
+        assert_eq!(leading, [id == leader; 2], "voter {id}, leader {leader}");
+    }
 }

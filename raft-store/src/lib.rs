@@ -56,6 +56,19 @@ openraft::declare_raft_types!(
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type Raft = openraft::Raft<TypeConfig>;
 
+/// What the store does that takes time, for whoever watches its latency ([`Observer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreStage {
+    /// One append written to the log and fsynced.
+    LogAppend,
+    /// One run of committed entries applied to the state machine.
+    Apply,
+}
+
+/// Told how long each [`StoreStage`] took; set with [`LogStore::with_observer`] and
+/// [`StateMachine::with_observer`]. Called on the thread that did the work: it must be quick.
+pub type Observer = Arc<dyn Fn(StoreStage, std::time::Duration) + Send + Sync>;
+
 /// Block cache of the state column family, bytes.
 const STATE_BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// Bloom filter bits per key of the state column family: about 1% false positives.

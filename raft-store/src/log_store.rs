@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::keys::{cf, log_index, log_key, RaftKey, CF_LOG, CF_RAFT};
-use crate::{NodeId, TypeConfig};
+use crate::{NodeId, Observer, StoreStage, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -32,11 +32,18 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    observer: Option<Observer>,
 }
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> LogStore {
-        LogStore { db }
+        LogStore { db, observer: None }
+    }
+
+    /// The same store, telling `observer` how long each append's write and fsync take.
+    pub fn with_observer(mut self, observer: Observer) -> LogStore {
+        self.observer = Some(observer);
+        self
     }
 
     fn get_raft<T: DeserializeOwned>(&self, key: RaftKey) -> StorageResult<Option<T>> {
@@ -190,10 +197,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let db = self.db.clone();
+        let observer = self.observer.clone();
         let result = tokio::task::spawn_blocking(move || {
+            let began = std::time::Instant::now();
             let mut options = WriteOptions::default();
             options.set_sync(true);
-            db.write_opt(batch, &options)
+            let written = db.write_opt(batch, &options);
+            if let Some(observe) = observer {
+                observe(StoreStage::LogAppend, began.elapsed());
+            }
+            written
         })
         .await
         .expect("RocksDB write task does not panic");

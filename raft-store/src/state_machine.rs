@@ -32,7 +32,7 @@ use crate::keys::{
     KEY_EXPIRY_PREFIX, ORDER_PREFIX, PRODUCT_PREFIX, STATE_KEY_END,
 };
 use crate::log_store::{decode, encode, read_error, write_error};
-use crate::{Entry, Node, NodeId, TypeConfig};
+use crate::{Entry, Node, NodeId, Observer, StoreStage, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, Node>;
@@ -54,6 +54,7 @@ pub struct StateMachine {
     /// Written only by a restore, with the node stopped, and carried by snapshots: read at
     /// open and after a snapshot is installed, not once per entry.
     incarnations: Arc<Incarnations>,
+    observer: Option<Observer>,
 }
 
 /// A cheap, clonable handle to read the applied state from any task, and to follow its changes.
@@ -80,7 +81,14 @@ impl StateMachine {
             db,
             reader,
             incarnations,
+            observer: None,
         })
+    }
+
+    /// The same state machine, telling `observer` how long each run of entries takes to apply.
+    pub fn with_observer(mut self, observer: Observer) -> StateMachine {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn reader(&self) -> StateReader {
@@ -149,8 +157,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let changes = self.reader.changes.clone();
         let incarnations = self.incarnations.clone();
+        let observer = self.observer.clone();
         let responses = tokio::task::spawn_blocking(move || {
-            Self::apply_blocking(&db, &incarnations, entries, &changes)
+            let began = std::time::Instant::now();
+            let applied = Self::apply_blocking(&db, &incarnations, entries, &changes);
+            if let Some(observe) = observer {
+                observe(StoreStage::Apply, began.elapsed());
+            }
+            applied
         })
         .await
         .expect("apply task does not panic")?;

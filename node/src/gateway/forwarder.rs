@@ -32,7 +32,7 @@ use raft_store::Raft;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use crate::UnsafeFaults;
 
 #[cfg(feature = "unsafe-faults")]
@@ -101,6 +101,7 @@ type Reply = oneshot::Sender<Result<Forwarded, ForwardError>>;
 struct Pending {
     command: Command,
     reply: Reply,
+    queued_at: Instant,
 }
 
 /// What the submitters and the batcher share.
@@ -193,7 +194,15 @@ impl Forwarder {
             .into_iter()
             .map(|command| {
                 let (reply, answer) = oneshot::channel();
-                (Pending { command, reply }, answer)
+                let queued_at = Instant::now();
+                (
+                    Pending {
+                        command,
+                        reply,
+                        queued_at,
+                    },
+                    answer,
+                )
             })
             .unzip();
         batcher.send(batch).await;
@@ -227,9 +236,15 @@ impl Forwarder {
     ) -> Result<Forwarded, ForwardError> {
         let (reply, answer) = oneshot::channel();
         let queue = &self.queue.0;
-        let queued = queue
-            .lock()
-            .push(client.id, client.share_exempt, Pending { command, reply });
+        let queued = queue.lock().push(
+            client.id,
+            client.share_exempt,
+            Pending {
+                command,
+                reply,
+                queued_at: Instant::now(),
+            },
+        );
         queued.map_err(|refusal| match refusal {
             Refusal::Full => ForwardError::Overloaded,
             Refusal::ClientShare => ForwardError::ClientShareFull(queue.per_client_max),
@@ -291,6 +306,11 @@ impl Batcher {
                 }
             }
             this.metrics.queued.set(queue.lock().len() as i64);
+            let taken = Instant::now();
+            for pending in &batch {
+                this.metrics
+                    .stage(Stage::GatewayQueue, taken - pending.queued_at);
+            }
             let this = this.clone();
             tokio::spawn(async move {
                 this.send(batch).await;
@@ -303,7 +323,8 @@ impl Batcher {
     async fn send(&self, batch: Vec<Pending>) {
         self.metrics.batch_size.observe(batch.len() as f64);
         let commands: Vec<Command> = batch.iter().map(|p| p.command.clone()).collect();
-        let deadline = Instant::now() + self.forward_timeout;
+        let began = Instant::now();
+        let deadline = began + self.forward_timeout;
         let mut backoff = RETRY_BACKOFF_MIN;
         // Whether an earlier attempt may have been applied.
         let mut maybe_applied = false;
@@ -336,6 +357,7 @@ impl Batcher {
             };
             let error = match attempt {
                 Ok(applied) => {
+                    self.metrics.stage(Stage::GatewayForward, began.elapsed());
                     for (pending, outcome) in batch.into_iter().zip(applied.outcomes) {
                         // After an attempt whose outcome was lost, a duplicate may be our own.
                         let replayed = matches!(outcome, Outcome::Duplicate(_)) && !maybe_applied;
