@@ -86,6 +86,9 @@ pub struct RunReport {
     /// CPU seconds each process (or group) used during the load phase, when measured;
     /// `machine` is the whole machine's busy time, every process included.
     pub cpu_s: Option<BTreeMap<String, f64>>,
+    /// Where the writes' time went, stage by stage, when the nodes were scraped
+    /// ([`crate::bench::stages`]).
+    pub stages: Option<Vec<crate::bench::stages::StageRow>>,
 }
 
 impl RunReport {
@@ -148,6 +151,7 @@ impl RunReport {
             check,
             ok,
             cpu_s: None,
+            stages: None,
         }
     }
 

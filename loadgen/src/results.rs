@@ -517,6 +517,7 @@ impl BenchResults {
         self.machine_markdown(&mut out);
         self.targets_markdown(&mut out);
         self.scenarios_markdown(&mut out);
+        self.stages_markdown(&mut out);
         self.concurrency_markdown(&mut out);
         self.catalog_markdown(&mut out);
         if !charts.is_empty() {
@@ -581,6 +582,47 @@ impl BenchResults {
     }
 
     /// The scenarios: a row each, notes on their answers, where the CPU went, memory.
+    /// Where the writes' time went in each scenario of the cluster, stage by stage.
+    fn stages_markdown(&self, out: &mut String) {
+        let staged: Vec<&RunReport> = self
+            .scenarios
+            .iter()
+            .filter(|r| r.stages.as_ref().is_some_and(|s| !s.is_empty()))
+            .collect();
+        if staged.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "## The write path, stage by stage\n\nEvery node's `flashstock_stage_duration_seconds` \
+             read before and after the scenario, summed by role. Mean exact; p50 and p99 are \
+             the upper bounds of their histogram buckets (doubling from 25 µs).\n\n\
+             | scenario | stage | on | count | mean µs | p50 ≤ µs | p99 ≤ µs |\n\
+             |---|---|---|---:|---:|---:|---:|"
+        );
+        let bound = |v: Option<f64>| match v {
+            Some(v) if v.is_finite() => format!("{v:.0}"),
+            Some(_) => "> 1.6 s".into(),
+            None => "-".into(),
+        };
+        for r in staged {
+            for row in r.stages.iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {:.0} | {} | {} |",
+                    r.name,
+                    row.stage,
+                    row.on,
+                    row.count,
+                    row.mean_us,
+                    bound(row.p50_at_most_us),
+                    bound(row.p99_at_most_us)
+                );
+            }
+        }
+        out.push('\n');
+    }
+
     fn scenarios_markdown(&self, out: &mut String) {
         let _ = writeln!(
             out,

@@ -63,18 +63,7 @@ pub async fn create_products(
             }
         });
     }
-    let mut outcome = Ok(());
-    while let Some(result) = tasks.join_next().await {
-        let result: Result<(), String> = result.expect("a set-up task does not panic");
-        if outcome.is_ok() {
-            outcome = result;
-        }
-    }
-    bar.finish();
-    outcome?;
-    if !range.is_empty() {
-        wait_visible(target, &catalog.id(range.end - 1)).await?;
-    }
+    finish(tasks, bar, target, catalog, &range).await?;
     Ok(began.elapsed())
 }
 
@@ -152,18 +141,7 @@ pub async fn import_products(
             }
         });
     }
-    let mut outcome = Ok(());
-    while let Some(result) = tasks.join_next().await {
-        let result: Result<(), String> = result.expect("a set-up task does not panic");
-        if outcome.is_ok() {
-            outcome = result;
-        }
-    }
-    bar.finish();
-    outcome?;
-    if !range.is_empty() {
-        wait_visible(target, &catalog.id(range.end - 1)).await?;
-    }
+    finish(tasks, bar, target, catalog, &range).await?;
     Ok(began.elapsed())
 }
 
@@ -249,6 +227,30 @@ async fn post_until_definite(
         }
     }
     Err(format!("gave up after {CREATE_ATTEMPTS} attempts: {last}"))
+}
+
+/// Wait for every set-up task (the first error is the answer), end the progress bar, then wait
+/// until every server shows the last product of `range`.
+async fn finish(
+    mut tasks: tokio::task::JoinSet<Result<(), String>>,
+    bar: Progress,
+    target: &Target,
+    catalog: &Catalog,
+    range: &std::ops::Range<usize>,
+) -> Result<(), String> {
+    let mut outcome = Ok(());
+    while let Some(result) = tasks.join_next().await {
+        let result = result.expect("a set-up task does not panic");
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    bar.finish();
+    outcome?;
+    if !range.is_empty() {
+        wait_visible(target, &catalog.id(range.end - 1)).await?;
+    }
+    Ok(())
 }
 
 /// Wait until every server of `target` answers a view of `id`.

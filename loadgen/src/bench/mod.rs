@@ -22,6 +22,7 @@ pub mod catalog_curve;
 pub mod processes;
 pub mod scenarios;
 pub mod settings;
+pub mod stages;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -275,7 +276,14 @@ async fn run_main_scenarios(
             "scenario {}: {}, {:?}, {} connections",
             scenario.name, scenario.label, scenario.config.mode, scenario.config.connections
         ));
-        let report = run_scenario_probed(
+        // Only the cluster has stages; the baselines are other programs.
+        let ours = scenario.label == "flashstock";
+        let before = if ours {
+            Some(stages::scrape(cluster).await)
+        } else {
+            None
+        };
+        let mut report = run_scenario_probed(
             scenario.name,
             scenario.label,
             &scenario.target,
@@ -285,6 +293,9 @@ async fn run_main_scenarios(
             Some(cpu),
         )
         .await?;
+        if let Some(before) = before {
+            report.stages = Some(stages::between(&before, &stages::scrape(cluster).await));
+        }
         print!("{}", table(std::slice::from_ref(&report)));
         results.scenarios.push(report);
     }
