@@ -103,3 +103,44 @@ async fn a_stopped_raft_core_is_reported_and_the_node_exits_non_zero() {
     let log = std::fs::read_to_string(&cluster.nodes[&1].log_path).unwrap();
     assert!(log.contains("the Raft core stopped"), "{log}");
 }
+
+/// A node whose store was written in a newer state format than it reads (a downgrade, or a
+/// binary older than its data) refuses to start, names both formats, and touches nothing.
+#[tokio::test]
+async fn a_node_refuses_a_store_in_a_newer_format() {
+    let layout = Layout {
+        voters: 1,
+        gateways: 0,
+    };
+    let mut cluster =
+        LocalCluster::temporary(common::node_binary(), layout, |_| {}).expect("lay out");
+    cluster
+        .start(1)
+        .await
+        .expect("start a voter: it creates its store");
+    assert!(cluster.terminate(1).expect("stop it"), "a clean stop");
+
+    let store = cluster.nodes[&1].data_dir.join("db");
+    let newer = raft_store::STATE_FORMAT + 1;
+    {
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            &store,
+            raft_store::keys::COLUMN_FAMILIES,
+        )
+        .expect("open the stopped node's store");
+        let cf = raft_store::keys::cf(&db, raft_store::keys::CF_STATE);
+        db.put_cf(cf, b"m/format", newer.to_le_bytes())
+            .expect("mark it as a newer release would");
+    }
+
+    cluster.spawn(1).expect("start the node again");
+    let status = cluster.wait_exit(1, EXIT_WAIT).await.expect("it exits");
+    assert!(!status.success(), "{status}");
+    let log = cluster.log_tail(1);
+    assert!(
+        log.contains(&format!("state format {newer}"))
+            && log.contains(&format!("reads state format {}", raft_store::STATE_FORMAT)),
+        "{log}"
+    );
+}

@@ -68,6 +68,10 @@ pub enum StateKey<'a> {
     InventoryMeta,
     /// `m/incarnations` → `Incarnations`; absent until the first restore from a backup.
     Incarnations,
+    /// `m/format` → the state format ([`crate::STATE_FORMAT`]) as 4 little-endian bytes (not
+    /// bincode, so that any release can read it). In the state column family, so every snapshot
+    /// carries the format of its data.
+    Format,
 }
 
 pub const PRODUCT_PREFIX: &[u8] = b"p/";
@@ -96,6 +100,7 @@ impl StateKey<'_> {
             StateKey::Membership => b"m/membership".to_vec(),
             StateKey::InventoryMeta => b"m/inventory".to_vec(),
             StateKey::Incarnations => b"m/incarnations".to_vec(),
+            StateKey::Format => b"m/format".to_vec(),
         }
     }
 }

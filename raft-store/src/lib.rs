@@ -56,6 +56,44 @@ openraft::declare_raft_types!(
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type Raft = openraft::Raft<TypeConfig>;
 
+/// The format of the data this release writes: the keys and records of the state column family,
+/// and so of every snapshot (a snapshot is that column family's content). Stored in the data
+/// itself (`m/format`). Raise it when any of them changes, and teach [`open`] and snapshot
+/// installs to read the format before it; a release refuses data in a format newer than its
+/// own, with a message naming both, rather than misreading it.
+pub const STATE_FORMAT: u32 = 1;
+
+/// The format a store or snapshot is in, from its `m/format` record: absent means 1 (written
+/// before the record existed; that data is format 1).
+pub(crate) fn format_of(record: Option<&[u8]>) -> Result<u32, String> {
+    match record {
+        None => Ok(1),
+        Some(bytes) => bytes
+            .try_into()
+            .map(u32::from_le_bytes)
+            .map_err(|_| format!("a malformed format record of {} bytes", bytes.len())),
+    }
+}
+
+/// Whether this release reads data in `format`; the refusal names both formats.
+pub(crate) fn check_format(format: u32, what: &str) -> Result<(), String> {
+    if format == STATE_FORMAT {
+        Ok(())
+    } else if format > STATE_FORMAT {
+        Err(format!(
+            "{what} is in state format {format}, written by a newer release; this release \
+             (flashstock {}) reads state format {STATE_FORMAT} only: run a release that reads \
+             format {format}",
+            env!("CARGO_PKG_VERSION")
+        ))
+    } else {
+        Err(format!(
+            "{what} is in state format {format}, which no release wrote (this one reads \
+             {STATE_FORMAT})"
+        ))
+    }
+}
+
 /// What the store does that takes time, for whoever watches its latency ([`Observer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreStage {
@@ -87,6 +125,27 @@ fn state_options() -> Options {
     options
 }
 
+/// Refuse a store in a format this release does not read; mark one without a format record (new,
+/// or written before the record existed, which is format 1) with ours.
+fn check_or_mark_format(db: &DB, dir: &Path) -> Result<(), StorageError<NodeId>> {
+    let subject = || openraft::ErrorSubject::Store;
+    let cf_state = keys::cf(db, keys::CF_STATE);
+    let key = keys::StateKey::Format.encode();
+    let record = db
+        .get_cf(cf_state, &key)
+        .map_err(|e| log_store::read_error(subject(), &e))?;
+    let format = format_of(record.as_deref()).map_err(|e| log_store::read_error(subject(), &e))?;
+    check_format(format, &format!("the store in {}", dir.display()))
+        .map_err(|e| log_store::read_error(subject(), &e))?;
+    if record.is_none() {
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        db.put_cf_opt(cf_state, &key, STATE_FORMAT.to_le_bytes(), &options)
+            .map_err(|e| log_store::write_error(subject(), &e))?;
+    }
+    Ok(())
+}
+
 /// Open (or create) the store in `dir`: the log storage and the state machine, which share one
 /// RocksDB instance and so one write-ahead log.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageError<NodeId>> {
@@ -109,6 +168,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageError<NodeId>
             "column family {name} exists after open"
         );
     }
+    check_or_mark_format(&db, dir)?;
     let db = Arc::new(db);
     Ok((LogStore::new(db.clone()), StateMachine::new(db)?))
 }

@@ -188,8 +188,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
-        let content: SnapshotContent =
+        let mut content: SnapshotContent =
             decode(&data, ErrorSubject::Snapshot(Some(meta.signature())))?;
+        // A snapshot in a newer format than this release reads is refused, not misread. One
+        // from before the format record gets ours, which is what its data is.
+        let format_key = StateKey::Format.encode();
+        let record = content
+            .pairs
+            .iter()
+            .find(|(key, _)| *key == format_key)
+            .map(|(_, value)| value.as_slice());
+        let format = crate::format_of(record)
+            .and_then(|format| {
+                crate::check_format(format, &format!("snapshot {}", meta.snapshot_id))
+                    .map(|()| format)
+            })
+            .map_err(|e| read_error(ErrorSubject::Snapshot(Some(meta.signature())), &e))?;
+        if record.is_none() {
+            content
+                .pairs
+                .push((format_key, format.to_le_bytes().to_vec()));
+        }
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,

@@ -220,3 +220,86 @@ fn a_snapshot_installed_elsewhere_reproduces_the_state() {
         assert!(target.reader().key_record("b3-1").unwrap().is_some());
     });
 }
+
+/// The raw `m/format` record of the store in `dir`, or a new value written to it. The store
+/// must be closed.
+fn format_record(dir: &std::path::Path, write: Option<u32>) -> Option<Vec<u8>> {
+    let db = rocksdb::DB::open_cf(
+        &rocksdb::Options::default(),
+        dir,
+        raft_store::keys::COLUMN_FAMILIES,
+    )
+    .unwrap();
+    let cf = raft_store::keys::cf(&db, raft_store::keys::CF_STATE);
+    if let Some(format) = write {
+        db.put_cf(cf, b"m/format", format.to_le_bytes()).unwrap();
+    }
+    db.get_cf(cf, b"m/format").unwrap()
+}
+
+#[test]
+fn a_store_in_a_newer_format_is_refused_with_both_formats_named() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(raft_store::open(dir.path()).unwrap());
+    // A new store is marked with this release's format.
+    assert_eq!(
+        format_record(dir.path(), None),
+        Some(raft_store::STATE_FORMAT.to_le_bytes().to_vec())
+    );
+    let newer = raft_store::STATE_FORMAT + 1;
+    format_record(dir.path(), Some(newer));
+    let refused = match raft_store::open(dir.path()) {
+        Ok(_) => panic!("a store in format {newer} opened"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        refused.contains(&format!("state format {newer}"))
+            && refused.contains(&format!("reads state format {}", raft_store::STATE_FORMAT)),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_snapshot_in_a_newer_format_is_refused_and_changes_nothing() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let target_dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (_log, mut source) = raft_store::open(source_dir.path()).unwrap();
+        source
+            .apply(vec![entry(1, proposals().remove(0))])
+            .await
+            .unwrap();
+        let snapshot = source
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        // The same snapshot, its format record raised: a newer release's.
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+            bincode::deserialize(snapshot.snapshot.get_ref()).unwrap();
+        let newer = raft_store::STATE_FORMAT + 1;
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs
+            .into_iter()
+            .map(|(key, value)| match key.as_slice() {
+                b"m/format" => (key, newer.to_le_bytes().to_vec()),
+                _ => (key, value),
+            })
+            .collect();
+        let data = std::io::Cursor::new(bincode::serialize(&pairs).unwrap());
+
+        let (_log, mut target) = raft_store::open(target_dir.path()).unwrap();
+        let refused = target
+            .install_snapshot(&snapshot.meta, Box::new(data))
+            .await
+            .expect_err("a snapshot in a newer format is refused");
+        assert!(
+            refused
+                .to_string()
+                .contains(&format!("state format {newer}")),
+            "{refused}"
+        );
+        assert_eq!(target.applied_state().await.unwrap().0, None);
+        assert!(target.reader().products(None, 10).unwrap().is_empty());
+    });
+}
