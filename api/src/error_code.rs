@@ -117,6 +117,9 @@ error_codes! {
     NoQuorum => "no_quorum",
     /// 503: this node's Raft core stopped (the message says why); the node is exiting.
     RaftStopped => "raft_stopped",
+    /// 400: the request's internal wire version ([`crate::WIRE_VERSION_HEADER`]) is one this
+    /// node does not speak (the message names both): nothing was done. Upgrade the older side.
+    UnsupportedVersion => "unsupported_version",
     /// 409: `remove-learner` of a voter.
     IsAVoter => "is_a_voter",
     /// 503: Raft failed or is shutting down.

@@ -496,6 +496,18 @@ pub struct Page<T> {
     pub items: Vec<T>,
 }
 
+/// Header of the internal wire version a request speaks, on every call to a node's internal
+/// listener (Raft RPCs, the writes gateways forward, the admin API) and the replies' version in
+/// their answers. A request without it is version 1 (sent before the header existed).
+pub const WIRE_VERSION_HEADER: &str = "x-flashstock-wire";
+/// The internal wire version this release speaks: the routes of the internal listener and the
+/// encoding of their bodies (bincode of this crate's and openraft's types). Raise it when any
+/// of them changes; a node refuses a request of a version outside
+/// [`WIRE_VERSION_MIN`]`..=`[`WIRE_VERSION`] with `unsupported_version`, naming both.
+pub const WIRE_VERSION: u32 = 1;
+/// The oldest internal wire version this release still accepts.
+pub const WIRE_VERSION_MIN: u32 = 1;
+
 /// Header that carries the caller's credential (a voter's, a gateway's or an operator's secret)
 /// on internal and admin calls.
 pub const SECRET_HEADER: &str = "x-flashstock-secret";

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flashstock_api::{
     BulkRequest, BulkResponse, CreateProductRequest, ErrorBody, ErrorCode, OrderView,
     ProductChanged, ProductList, ProductView, PurchaseRequest, PurchaseResponse, RestockRequest,
-    IDEMPOTENCY_KEY_HEADER, STALENESS_HEADER,
+    IDEMPOTENCY_KEY_HEADER, STALENESS_HEADER, WIRE_VERSION, WIRE_VERSION_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -478,12 +478,16 @@ pub(crate) fn http_client(
 /// Raft network, the test clusters'): persistent connections without Nagle's delay, dropped
 /// after [`crate::POOL_IDLE_TIMEOUT`] idle, `connect_timeout`, optionally a fixed source
 /// address, and `tls` for `https://` URLs (without it, only plaintext URLs can be reached).
+/// Every request says which internal wire version it speaks ([`WIRE_VERSION_HEADER`]).
 pub fn http_builder(
     connect_timeout: Duration,
     local: Option<std::net::IpAddr>,
     tls: Option<&crate::TlsConfig>,
 ) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(WIRE_VERSION_HEADER, WIRE_VERSION.into());
     let builder = reqwest::Client::builder()
+        .default_headers(headers)
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .pool_idle_timeout(crate::POOL_IDLE_TIMEOUT)

@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
             state.credentials.clone(),
             auth::authenticate,
         ))
+        .layer(middleware::from_fn(wire_version))
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -130,6 +131,41 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .with_state(state)
+}
+
+/// Refuse a request of an internal wire version this node does not speak, before anything else
+/// reads it; answer every other with this node's version. A request without the header is
+/// version 1, from a release before it.
+async fn wire_version(request: axum::extract::Request, next: middleware::Next) -> Response {
+    use flashstock_api::{WIRE_VERSION, WIRE_VERSION_HEADER, WIRE_VERSION_MIN};
+    let spoken = match request.headers().get(WIRE_VERSION_HEADER) {
+        None => Some(1),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok()),
+    };
+    if !spoken.is_some_and(|v| (WIRE_VERSION_MIN..=WIRE_VERSION).contains(&v)) {
+        let given = request
+            .headers()
+            .get(WIRE_VERSION_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return crate::api_error::error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "the request speaks internal wire version {given:?}; this node (flashstock {}) \
+                 speaks versions {WIRE_VERSION_MIN} to {WIRE_VERSION}: upgrade the older side",
+                env!("CARGO_PKG_VERSION")
+            ),
+        );
+    }
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(WIRE_VERSION_HEADER, WIRE_VERSION.into());
+    response
 }
 
 /// Whether this node can serve: 200 while its Raft core runs and it knows a leader, 503 with a

@@ -360,9 +360,7 @@ async fn every_node_exposes_metrics() {
     let count = |text: &str, stage: &str| -> u64 {
         let series = "flashstock_stage_duration_seconds_count{";
         text.lines()
-            .filter(|line| {
-                line.starts_with(series) && line.contains(&format!("stage=\"{stage}\""))
-            })
+            .filter(|line| line.starts_with(series) && line.contains(&format!("stage=\"{stage}\"")))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };

@@ -581,6 +581,71 @@ async fn internal_endpoints_require_the_cluster_secret() {
     );
 }
 
+/// A request of an internal wire version the node does not speak is refused with
+/// `unsupported_version`, naming both versions, and does nothing; the node answers the version
+/// it speaks, and a request without the header is taken as version 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_wire_version_is_refused_and_changes_nothing() {
+    use flashstock_api::{WIRE_VERSION, WIRE_VERSION_HEADER};
+    let cluster = six_nodes(|_| {}).await;
+    let leader = cluster
+        .wait_for_leader(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    let http = Client::new();
+    let write = bincode::serialize(&flashstock_api::WriteRequest {
+        commands: vec![create("k-wire", "from-the-future", 5)],
+    })
+    .unwrap();
+    let newer = (WIRE_VERSION + 1).to_string();
+    for version in [newer.as_str(), "0", "one"] {
+        let response = http
+            .post(format!("http://{}/internal/write", cluster.addr(leader)))
+            .header(flashstock_api::SECRET_HEADER, &cluster.operator_secret)
+            .header(WIRE_VERSION_HEADER, version)
+            .body(write.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{version}");
+        let body: ErrorBody = response.json().await.unwrap();
+        assert_eq!(body.code, ErrorCode::UnsupportedVersion, "{version}");
+        assert!(
+            body.message.contains(&format!("{version:?}"))
+                && body
+                    .message
+                    .contains(&format!("versions 1 to {WIRE_VERSION}")),
+            "{}",
+            body.message
+        );
+    }
+    let missing = cluster
+        .shop_client()
+        .product("from-the-future")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        missing.code(),
+        ErrorCode::UnknownProduct,
+        "refused, not applied"
+    );
+    // Without the header (a release before it) and with ours: served, and told our version.
+    for version in [None, Some(WIRE_VERSION.to_string())] {
+        let mut request = http
+            .get(format!("http://{}/admin/status", cluster.addr(leader)))
+            .header(flashstock_api::SECRET_HEADER, &cluster.operator_secret);
+        if let Some(version) = &version {
+            request = request.header(WIRE_VERSION_HEADER, version);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{version:?}");
+        assert_eq!(
+            response.headers()[WIRE_VERSION_HEADER],
+            WIRE_VERSION.to_string().as_str()
+        );
+    }
+}
+
 /// A body that never arrives in full gets 408 `request_timeout` once `limits.body_read_timeout_ms`
 /// passes, instead of holding the connection and its task forever; nothing is applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
