@@ -554,6 +554,66 @@ pub struct NodeStatus {
     /// it, which is how a rolling restart sees that a node came back.
     #[serde(default)]
     pub started_at_ms: Option<u64>,
+    /// The release this node runs, and the formats it speaks and writes.
+    #[serde(default)]
+    pub release: Option<ReleaseStatus>,
+    /// What this node's store holds on disk, by part.
+    #[serde(default)]
+    pub storage: Option<StorageStatus>,
+}
+
+/// The release a node runs and the versions of what it exchanges and stores, in its status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseStatus {
+    /// The package version of the node's binary.
+    pub version: String,
+    /// The internal wire versions it accepts, `wire_min..=wire` (it sends `wire`).
+    pub wire: u32,
+    pub wire_min: u32,
+    /// The state format it writes and reads (its store and snapshots).
+    pub state_format: u32,
+}
+
+impl ReleaseStatus {
+    /// This binary's.
+    pub fn current(state_format: u32) -> ReleaseStatus {
+        ReleaseStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            wire: WIRE_VERSION,
+            wire_min: WIRE_VERSION_MIN,
+            state_format,
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (wire {}, state format {})",
+            self.version, self.wire, self.state_format
+        )
+    }
+}
+
+/// Bytes of a node's store by part: RocksDB's table files and memtables of each column family,
+/// and its write-ahead log files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// The Raft log: entries not yet purged.
+    pub log_bytes: u64,
+    /// The state machine: products, orders held, idempotency records.
+    pub state_bytes: u64,
+    /// Raft's own records, almost all of it the current snapshot.
+    pub snapshot_bytes: u64,
+    /// Write-ahead log files not yet recycled.
+    pub wal_bytes: u64,
+}
+
+impl StorageStatus {
+    pub fn total_bytes(&self) -> u64 {
+        self.log_bytes + self.state_bytes + self.snapshot_bytes + self.wal_bytes
+    }
 }
 
 /// A node's view of the membership, in `GET /admin/status`.

@@ -275,15 +275,38 @@ async fn status_lists_every_node(ctl: &Ctl) {
     let leader_status = statuses.iter().find(|s| s.id == leader).unwrap();
     assert_eq!(leader_status.voters, [1, 2, 3]);
 
-    let table = ctl.ok(&["cluster", "status"]).await;
+    let output = ctl.run(&["cluster", "status"]).await;
+    assert!(output.status.success(), "{}", show(&output));
+    let table = String::from_utf8(output.stdout.clone()).expect("utf-8");
     eprintln!("stockctl cluster status:\n{table}");
     let lines: Vec<&str> = table.lines().collect();
     assert!(
         lines[0].starts_with("ID")
             && lines[0].contains("LAST LOG")
-            && lines[0].ends_with("BACKLOG"),
+            && lines[0].ends_with("BACKLOG  DATA MIB  RELEASE"),
         "{table}"
     );
+    // Every node says what it runs, and the line under the table that they all run it.
+    let release = format!(
+        "{}/w{}/f1",
+        env!("CARGO_PKG_VERSION"),
+        flashstock_api::WIRE_VERSION
+    );
+    assert!(lines[1..].iter().all(|l| l.ends_with(&release)), "{table}");
+    assert!(
+        stderr(&output).contains(&format!(
+            "release: every node answering runs {} (wire {}, state format 1)",
+            env!("CARGO_PKG_VERSION"),
+            flashstock_api::WIRE_VERSION
+        )),
+        "{}",
+        show(&output)
+    );
+    let storage = leader_status
+        .storage
+        .as_ref()
+        .expect("the leader's storage");
+    assert!(storage.log_bytes + storage.wal_bytes > 0, "{storage:?}");
     assert_eq!(lines.len(), 7, "a header and six nodes:\n{table}");
     let state_column: Vec<&str> = lines[1..]
         .iter()

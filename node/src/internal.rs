@@ -467,6 +467,10 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         membership: Some(membership::status(state.id, &metrics, committed_index)),
         fatal: state.fatal.get().cloned(),
         started_at_ms: Some(state.started_at_ms),
+        release: Some(flashstock_api::ReleaseStatus::current(
+            raft_store::STATE_FORMAT,
+        )),
+        storage: Some(state.reader.storage()),
     }
 }
 

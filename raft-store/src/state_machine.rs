@@ -334,6 +334,35 @@ pub(crate) fn build_snapshot_blocking(db: &DB) -> StorageResult<Snapshot<TypeCon
 }
 
 impl StateReader {
+    /// What the store holds on disk, by part: each column family's table files and memtables
+    /// (RocksDB's own accounting), and the write-ahead log files in its directory.
+    pub fn storage(&self) -> flashstock_api::StorageStatus {
+        let family = |name: &str| {
+            let cf = cf(&self.db, name);
+            [
+                "rocksdb.total-sst-files-size",
+                "rocksdb.size-all-mem-tables",
+            ]
+            .iter()
+            .filter_map(|property| self.db.property_int_value_cf(cf, *property).ok().flatten())
+            .sum()
+        };
+        let wal_bytes = std::fs::read_dir(self.db.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|file| file.path().extension().is_some_and(|ext| ext == "log"))
+            .filter_map(|file| file.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum();
+        flashstock_api::StorageStatus {
+            log_bytes: family(crate::keys::CF_LOG),
+            state_bytes: family(CF_STATE),
+            snapshot_bytes: family(CF_RAFT),
+            wal_bytes,
+        }
+    }
+
     /// The index of the last applied entry (0 before any). Reads made after this call see at
     /// least that entry's effects.
     pub fn applied_index(&self) -> u64 {

@@ -6,7 +6,7 @@
 //! computed from the leader's own view of the membership, and recomputed if leadership moves
 //! before it is accepted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -147,7 +147,7 @@ fn status_entries(probes: &[Probe]) -> Vec<StatusEntry<'_>> {
         .collect()
 }
 
-const STATUS_HEADER: [&str; 12] = [
+const STATUS_HEADER: [&str; 14] = [
     "ID",
     "ADDR",
     "ROLE",
@@ -160,6 +160,8 @@ const STATUS_HEADER: [&str; 12] = [
     "SNAPSHOT",
     "LAG",
     "BACKLOG",
+    "DATA MIB",
+    "RELEASE",
 ];
 
 fn status_table(probes: &[Probe]) -> Table {
@@ -199,6 +201,20 @@ fn status_row(endpoint: &str, status: &NodeStatus, leader: Option<&NodeStatus>) 
         opt(status.snapshot_index),
         opt(lag(status, leader)),
         opt(status.archive.as_ref().map(|archive| archive.backlog)),
+        status.storage.as_ref().map_or_else(
+            || "-".to_owned(),
+            |storage| format!("{:.0}", storage.total_bytes() as f64 / 1_048_576.0),
+        ),
+        status.release.as_ref().map_or_else(
+            // A node too old to say.
+            || "-".to_owned(),
+            |release| {
+                format!(
+                    "{}/w{}/f{}",
+                    release.version, release.wire, release.state_format
+                )
+            },
+        ),
     ]
 }
 
@@ -254,6 +270,7 @@ fn membership_lines(probes: &[Probe]) -> Vec<String> {
             lines.push(format!("learners: {:?}", membership.learners));
         }
     }
+    lines.extend(release_line(&statuses));
     for status in &statuses {
         if let Some(fatal) = &status.fatal {
             lines.push(format!(
@@ -263,6 +280,41 @@ fn membership_lines(probes: &[Probe]) -> Vec<String> {
         }
     }
     lines
+}
+
+/// What the nodes run: one release everywhere, or, during an upgrade, who runs what and the
+/// wire version every node speaks (the lowest: what the cluster can use).
+fn release_line(statuses: &[&NodeStatus]) -> Option<String> {
+    let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for status in statuses {
+        let release = status.release.as_ref().map_or_else(
+            || "a release before versions were shown".to_owned(),
+            ToString::to_string,
+        );
+        runs.entry(release).or_default().push(status.id);
+    }
+    match runs.len() {
+        0 => None,
+        1 => Some(format!(
+            "release: every node answering runs {}",
+            runs.keys().next().expect("one")
+        )),
+        _ => {
+            let spoken = statuses
+                .iter()
+                .map(|s| s.release.as_ref().map_or(1, |r| r.wire))
+                .min()
+                .unwrap_or(1);
+            let who: Vec<String> = runs
+                .iter()
+                .map(|(release, ids)| format!("{ids:?} run {release}"))
+                .collect();
+            Some(format!(
+                "release: MIXED: {}; wire version every node speaks: {spoken}",
+                who.join("; ")
+            ))
+        }
+    }
 }
 
 /// The error of a poll in which no endpoint answered: the first endpoint's, with all of them.
@@ -883,6 +935,8 @@ mod tests {
             membership: None,
             fatal: None,
             started_at_ms: None,
+            release: None,
+            storage: None,
         }
     }
 
@@ -913,7 +967,7 @@ mod tests {
         let text = status_table(&probes).render();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("ID   ADDR            ROLE     STATE"));
-        assert!(lines[0].ends_with("LAG  BACKLOG  ERROR"));
+        assert!(lines[0].ends_with("LAG  BACKLOG  DATA MIB  RELEASE  ERROR"));
         let cells = |line: &str| {
             line.split_whitespace()
                 .map(str::to_owned)
@@ -929,6 +983,38 @@ mod tests {
             leader_addr(&probes).as_deref(),
             Some("127.0.0.1:7001"),
             "the leader's member address"
+        );
+    }
+
+    #[test]
+    fn the_release_line_names_who_runs_what_during_an_upgrade() {
+        let release = |version: &str, wire| flashstock_api::ReleaseStatus {
+            version: version.into(),
+            wire,
+            wire_min: 1,
+            state_format: 1,
+        };
+        let mut nodes: Vec<NodeStatus> = [1, 2, 101]
+            .map(|id| node(id, RaftState::Follower, 3, Some(1)))
+            .into();
+        for node in &mut nodes {
+            node.release = Some(release("0.1.0", 1));
+        }
+        let refs: Vec<&NodeStatus> = nodes.iter().collect();
+        assert_eq!(
+            release_line(&refs).as_deref(),
+            Some("release: every node answering runs 0.1.0 (wire 1, state format 1)")
+        );
+        nodes[2].release = Some(release("0.2.0", 2));
+        nodes[1].release = None;
+        let refs: Vec<&NodeStatus> = nodes.iter().collect();
+        assert_eq!(
+            release_line(&refs).as_deref(),
+            Some(
+                "release: MIXED: [1] run 0.1.0 (wire 1, state format 1); [101] run 0.2.0 \
+                 (wire 2, state format 1); [2] run a release before versions were shown; \
+                 wire version every node speaks: 1"
+            )
         );
     }
 
