@@ -70,6 +70,8 @@ pub struct BenchResults {
     pub scenarios: Vec<RunReport>,
     /// Resident memory of every node and baseline after the scenarios, MiB.
     pub rss_after_scenarios_mib: BTreeMap<String, f64>,
+    /// Every node's store after the scenarios, by part (its status's `storage`).
+    pub storage_after_scenarios: BTreeMap<String, flashstock_api::StorageStatus>,
     pub concurrency: Vec<ConcurrencyPoint>,
     pub catalog: Vec<CatalogPoint>,
     pub targets: Vec<TargetResult>,
@@ -674,6 +676,28 @@ impl BenchResults {
                 "\nResident memory after the scenarios (MiB): {}\n",
                 mib_list(&self.rss_after_scenarios_mib)
             );
+        }
+        if !self.storage_after_scenarios.is_empty() {
+            let _ = writeln!(
+                out,
+                "Stores after the scenarios (MiB; RocksDB's table files and memtables by column \
+                 family, and the write-ahead log files):\n\n\
+                 | node | Raft log | state | snapshot | write-ahead log | total |\n\
+                 |---|---:|---:|---:|---:|---:|"
+            );
+            let mib = |bytes: u64| format!("{:.1}", bytes as f64 / 1_048_576.0);
+            for (node, s) in &self.storage_after_scenarios {
+                let _ = writeln!(
+                    out,
+                    "| {node} | {} | {} | {} | {} | {} |",
+                    mib(s.log_bytes),
+                    mib(s.state_bytes),
+                    mib(s.snapshot_bytes),
+                    mib(s.wal_bytes),
+                    mib(s.total_bytes())
+                );
+            }
+            out.push('\n');
         }
     }
 

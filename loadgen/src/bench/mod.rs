@@ -38,7 +38,7 @@ use crate::report::table;
 use crate::results::{utc_timestamp, BenchResults, ConcurrencyPoint};
 use crate::scenario::{run_scenario_probed, CpuProbe, Phases};
 use crate::workload::{Catalog, Workload, STANDARD_PRODUCTS, UNLIMITED_STOCK};
-use processes::{cluster_rss, cpu_probe, node_label, sibling, Baseline};
+use processes::{cluster_rss, cluster_storage, cpu_probe, node_label, sibling, Baseline};
 use scenarios::{main_scenarios, run_config};
 use settings::Settings;
 
@@ -76,6 +76,7 @@ pub async fn run(settings: Settings, out: &Path, progress: bool) -> Result<bool,
         cluster_start_s,
         scenarios: Vec::new(),
         rss_after_scenarios_mib: BTreeMap::new(),
+        storage_after_scenarios: BTreeMap::new(),
         concurrency: Vec::new(),
         catalog: Vec::new(),
         targets: Vec::new(),
@@ -93,6 +94,7 @@ pub async fn run(settings: Settings, out: &Path, progress: bool) -> Result<bool,
     .await?;
     results.rss_after_scenarios_mib = cluster_rss(&cluster);
     results.rss_after_scenarios_mib.extend(baselines.rss());
+    results.storage_after_scenarios = cluster_storage(&cluster).await;
     // The baselines are done: their processes leave the machine to the cluster.
     drop(baselines);
     run_concurrency_curve(&mut results, &cluster, &shop, &settings, progress, &cpu).await?;

@@ -129,6 +129,23 @@ pub fn cluster_data(cluster: &LocalCluster) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Every running node's store by part, as its status reports it; a node that does not answer is
+/// left out.
+pub async fn cluster_storage(
+    cluster: &LocalCluster,
+) -> BTreeMap<String, flashstock_api::StorageStatus> {
+    let client = cluster.voter_client();
+    let mut all = BTreeMap::new();
+    for node in cluster.nodes.values() {
+        if let Ok(status) = client.status(&cluster.addr(node.id)).await {
+            if let Some(storage) = status.storage {
+                all.insert(node_label(node.role, node.id), storage);
+            }
+        }
+    }
+    all
+}
+
 /// Reads the CPU time of every labelled process, of PostgreSQL's and Redis's processes (by name)
 /// and of the whole machine: where the two cores went during a load phase.
 pub fn cpu_probe(processes: Vec<(String, u32)>) -> impl Fn() -> BTreeMap<String, f64> + Sync {
