@@ -33,17 +33,12 @@ pub async fn create_products(
     range: std::ops::Range<usize>,
     progress: bool,
 ) -> Result<Duration, String> {
-    let began = Instant::now();
-    let next = Arc::new(AtomicU64::new(range.start as u64));
-    let done = Arc::new(AtomicU64::new(0));
-    let total = range.len() as u64;
-    let bar = {
-        let done = done.clone();
-        Progress::start(progress, "catalog", total, move || {
-            let n = done.load(Ordering::Relaxed);
-            (n, format!("{n} of {total} products created"))
-        })
-    };
+    let SetUp {
+        began,
+        next,
+        done,
+        bar,
+    } = SetUp::start(&range, progress, "created");
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..CREATE_CONNECTIONS.min(range.len().max(1)) {
         let mut connection = target.connection(target.url_for(index), Duration::from_secs(30))?;
@@ -111,17 +106,12 @@ pub async fn import_products(
     range: std::ops::Range<usize>,
     progress: bool,
 ) -> Result<Duration, String> {
-    let began = Instant::now();
-    let next = Arc::new(AtomicU64::new(range.start as u64));
-    let done = Arc::new(AtomicU64::new(0));
-    let total = range.len() as u64;
-    let bar = {
-        let done = done.clone();
-        Progress::start(progress, "catalog", total, move || {
-            let n = done.load(Ordering::Relaxed);
-            (n, format!("{n} of {total} products imported"))
-        })
-    };
+    let SetUp {
+        began,
+        next,
+        done,
+        bar,
+    } = SetUp::start(&range, progress, "imported");
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..IMPORT_CONNECTIONS {
         let mut connection = target.connection(target.url_for(index), Duration::from_secs(60))?;
@@ -227,6 +217,35 @@ async fn post_until_definite(
         }
     }
     Err(format!("gave up after {CREATE_ATTEMPTS} attempts: {last}"))
+}
+
+/// What a set-up's tasks share: when it began, the next index to take, how many are done, and
+/// the progress bar that shows it.
+struct SetUp {
+    began: Instant,
+    next: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+    bar: Progress,
+}
+
+impl SetUp {
+    fn start(range: &std::ops::Range<usize>, progress: bool, verb: &'static str) -> SetUp {
+        let done = Arc::new(AtomicU64::new(0));
+        let total = range.len() as u64;
+        let bar = {
+            let done = done.clone();
+            Progress::start(progress, "catalog", total, move || {
+                let n = done.load(Ordering::Relaxed);
+                (n, format!("{n} of {total} products {verb}"))
+            })
+        };
+        SetUp {
+            began: Instant::now(),
+            next: Arc::new(AtomicU64::new(range.start as u64)),
+            done,
+            bar,
+        }
+    }
 }
 
 /// Wait for every set-up task (the first error is the answer), end the progress bar, then wait

@@ -178,24 +178,36 @@ fn rocksdb_state_matches_the_reference_and_survives_a_reopen() {
     });
 }
 
+/// A store in `dir` with `entries` applied, and a snapshot of it.
+async fn applied_and_snapshot(
+    dir: &std::path::Path,
+    entries: Vec<Entry>,
+) -> (
+    raft_store::StateMachine,
+    openraft::storage::Snapshot<raft_store::TypeConfig>,
+) {
+    let (_log, mut store) = raft_store::open(dir).unwrap();
+    store.apply(entries).await.unwrap();
+    let snapshot = store
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    (store, snapshot)
+}
+
 #[test]
 fn a_snapshot_installed_elsewhere_reproduces_the_state() {
     let source_dir = tempfile::tempdir().unwrap();
     let target_dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
-        let (_log, mut source) = raft_store::open(source_dir.path()).unwrap();
         let entries: Vec<Entry> = proposals()
             .into_iter()
             .enumerate()
             .map(|(i, p)| entry(i as u64 + 1, p))
             .collect();
-        source.apply(entries).await.unwrap();
-        let snapshot = source
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let (source, snapshot) = applied_and_snapshot(source_dir.path(), entries).await;
         assert_eq!(
             snapshot.meta.last_log_id.unwrap().index,
             proposals().len() as u64
@@ -264,17 +276,8 @@ fn a_snapshot_in_a_newer_format_is_refused_and_changes_nothing() {
     let source_dir = tempfile::tempdir().unwrap();
     let target_dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
-        let (_log, mut source) = raft_store::open(source_dir.path()).unwrap();
-        source
-            .apply(vec![entry(1, proposals().remove(0))])
-            .await
-            .unwrap();
-        let snapshot = source
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let (_source, snapshot) =
+            applied_and_snapshot(source_dir.path(), vec![entry(1, proposals().remove(0))]).await;
         // The same snapshot, its format record raised: a newer release's.
         let pairs: Vec<(Vec<u8>, Vec<u8>)> =
             bincode::deserialize(snapshot.snapshot.get_ref()).unwrap();
