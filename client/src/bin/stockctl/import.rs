@@ -14,8 +14,8 @@
 //!
 //! Each request's key is derived from the file's content and the request's first line, so
 //! running the same command again after an interruption or an unknown outcome applies nothing
-//! twice (within the cluster's idempotency window): the lines already applied come back as
-//! `replayed`.
+//! twice (within the cluster's client retry horizon, `limits.client_retry_horizon_ms`): the
+//! lines already applied come back as `replayed`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
