@@ -24,6 +24,10 @@ cargo fmt --all --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="${RUSTDOCFLAGS:--D warnings}" cargo doc --release --no-deps --workspace
 
+# The rolling-upgrade test (jepsen-tests/tests/t30_rolling_upgrade.rs) starts a cluster of the
+# previous release: build its node binary from git, once per build directory, before this
+# checkout's binaries (it passes through target/release, which the next build restores).
+./deploy/build-previous.sh
 # The end-to-end tests run node binaries: build them first.
 cargo build --release --workspace --bins
 # Each end-to-end test runs a whole cluster; two at a time fit a 2-core machine.

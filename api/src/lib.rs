@@ -69,6 +69,11 @@ pub enum Op {
     /// Every order up to and including `up_to` is in the archive (PostgreSQL): move the archive
     /// cursor there. The orders stay readable until the retention has passed.
     MarkArchived { up_to: OrderId },
+    /// Raise the cluster version to `version` (cluster version 2 and later; see
+    /// [`CLUSTER_VERSION`]). Proposed by the leader once every member runs a release that
+    /// supports it; from the entry that applies it on, every replica may meet what that version
+    /// switches on. It never goes down.
+    SetClusterVersion { version: u32 },
 }
 
 impl Op {
@@ -80,7 +85,20 @@ impl Op {
     pub fn is_internal(&self) -> bool {
         match self {
             Op::CreateProduct { .. } | Op::Restock { .. } | Op::Purchase { .. } => false,
-            Op::MarkArchived { .. } => true,
+            Op::MarkArchived { .. } | Op::SetClusterVersion { .. } => true,
+        }
+    }
+
+    /// The least cluster version at which a replica may meet this kind: an older release cannot
+    /// even decode a kind introduced after it, so a correct node proposes it only once the
+    /// cluster runs that version (the switch itself excepted, see [`Op::SetClusterVersion`]).
+    pub fn since_cluster_version(&self) -> u32 {
+        match self {
+            Op::CreateProduct { .. }
+            | Op::Restock { .. }
+            | Op::Purchase { .. }
+            | Op::MarkArchived { .. } => CLUSTER_VERSION_BASE,
+            Op::SetClusterVersion { .. } => 2,
         }
     }
 
@@ -114,6 +132,7 @@ impl Op {
             Op::Restock { .. } => "restock",
             Op::Purchase { .. } => "purchase",
             Op::MarkArchived { .. } => "mark_archived",
+            Op::SetClusterVersion { .. } => "set_cluster_version",
         }
     }
 }
@@ -156,6 +175,10 @@ pub enum Outcome {
     /// The archive cursor is at `up_to` (it never moves back).
     Archived {
         up_to: OrderId,
+    },
+    /// The cluster runs `version` (it never goes down).
+    ClusterVersion {
+        version: u32,
     },
     /// Applied as a no-op: nothing changed.
     Rejected(Rejection),
@@ -382,6 +405,11 @@ pub fn validate_command(command: &Command) -> Result<(), String> {
             }
         }
         Op::MarkArchived { .. } => {}
+        Op::SetClusterVersion { version } => {
+            if *version < 2 {
+                return Err(format!("cluster version {version} is not one to switch to"));
+            }
+        }
     }
     Ok(())
 }
@@ -508,6 +536,19 @@ pub const WIRE_VERSION: u32 = 1;
 /// The oldest internal wire version this release still accepts.
 pub const WIRE_VERSION_MIN: u32 = 1;
 
+/// The cluster version every cluster starts at: what the first release wrote into the log and
+/// the state.
+pub const CLUSTER_VERSION_BASE: u32 = 1;
+/// The newest cluster version this release runs. A cluster version says what may go into the
+/// log and the state (command kinds, record layouts); it is replicated (`m/cluster_version`),
+/// raised by a command in the log ([`Op::SetClusterVersion`]) only once every member runs a
+/// release that supports it, and never lowered. Until then a newer release writes what the
+/// older one reads.
+///
+/// - 1: the first release.
+/// - 2: [`Op::SetClusterVersion`] exists; the state is in format 2 (`m/cluster_version`).
+pub const CLUSTER_VERSION: u32 = 2;
+
 /// Header that carries the caller's credential (a voter's, a gateway's or an operator's secret)
 /// on internal and admin calls.
 pub const SECRET_HEADER: &str = "x-flashstock-secret";
@@ -560,6 +601,10 @@ pub struct NodeStatus {
     /// What this node's store holds on disk, by part.
     #[serde(default)]
     pub storage: Option<StorageStatus>,
+    /// The cluster version in this node's applied state; absent from releases before cluster
+    /// versions (the cluster then runs 1).
+    #[serde(default)]
+    pub cluster_version: Option<u32>,
 }
 
 /// The release a node runs and the versions of what it exchanges and stores, in its status.
@@ -572,6 +617,14 @@ pub struct ReleaseStatus {
     pub wire_min: u32,
     /// The state format it writes and reads (its store and snapshots).
     pub state_format: u32,
+    /// The newest cluster version it runs ([`CLUSTER_VERSION`]); absent from releases before
+    /// cluster versions, which run 1.
+    #[serde(default = "cluster_version_base")]
+    pub cluster_version_max: u32,
+}
+
+fn cluster_version_base() -> u32 {
+    CLUSTER_VERSION_BASE
 }
 
 impl ReleaseStatus {
@@ -582,6 +635,7 @@ impl ReleaseStatus {
             wire: WIRE_VERSION,
             wire_min: WIRE_VERSION_MIN,
             state_format,
+            cluster_version_max: CLUSTER_VERSION,
         }
     }
 }
@@ -590,8 +644,8 @@ impl std::fmt::Display for ReleaseStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} (wire {}, state format {})",
-            self.version, self.wire, self.state_format
+            "{} (wire {}, state format {}, cluster version up to {})",
+            self.version, self.wire, self.state_format, self.cluster_version_max
         )
     }
 }

@@ -287,21 +287,46 @@ async fn status_lists_every_node(ctl: &Ctl) {
         "{table}"
     );
     // Every node says what it runs, and the line under the table that they all run it.
+    let format = leader_status
+        .release
+        .as_ref()
+        .expect("the leader's release")
+        .state_format;
     let release = format!(
-        "{}/w{}/f1",
+        "{}/w{}/f{}",
         env!("CARGO_PKG_VERSION"),
-        flashstock_api::WIRE_VERSION
+        flashstock_api::WIRE_VERSION,
+        format
     );
     assert!(lines[1..].iter().all(|l| l.ends_with(&release)), "{table}");
     assert!(
         stderr(&output).contains(&format!(
-            "release: every node answering runs {} (wire {}, state format 1)",
+            "release: every node answering runs {} (wire {}, state format {}, cluster version up \
+             to {})",
             env!("CARGO_PKG_VERSION"),
-            flashstock_api::WIRE_VERSION
+            flashstock_api::WIRE_VERSION,
+            format,
+            flashstock_api::CLUSTER_VERSION
         )),
         "{}",
         show(&output)
     );
+    // Every member runs this release, so the leader raises the cluster version to its own
+    // within seconds of forming, and the line under the table says so.
+    let raised = format!("cluster version: {}\n", flashstock_api::CLUSTER_VERSION);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let output = ctl.run(&["cluster", "status"]).await;
+        if stderr(&output).contains(&raised) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster version was not raised: {}",
+            show(&output)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let storage = leader_status
         .storage
         .as_ref()

@@ -448,6 +448,12 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Run `binary` for every node started from now on (a rolling upgrade); running nodes keep
+    /// theirs until restarted.
+    pub fn set_binary(&mut self, binary: &Path) {
+        self.binary = binary.to_owned();
+    }
+
     /// Start a node's process (logs appended to its log file) and wait until it answers.
     pub async fn start(&mut self, id: u64) -> Result<(), Error> {
         self.spawn(id)?;

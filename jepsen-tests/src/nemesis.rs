@@ -32,7 +32,11 @@
 //!   standby; on heal the dead server is rebuilt as the new standby ([`postgres_failover`]);
 //!   only when the run archives;
 //! - `stale-gateway`: cut one gateway off from every voter, clients still reaching it; it must
-//!   turn not-ready within its bound and mark every view stale ([`stale_gateway`]).
+//!   turn not-ready within its bound and mark every view stale ([`stale_gateway`]);
+//! - `upgrade`: a rolling upgrade, once: every node restarted, in the order of a rolling restart,
+//!   with the binary of [`NemesisConfig::upgrade_to`] ([`upgrade`]). The cluster version must stay
+//!   where it was until the last node runs the new release, then go up to the new release's.
+//!   Not part of `all`: the run must start on an older release.
 //!
 //! The partition kinds need root and iptables, like `partition`.
 //!
@@ -62,6 +66,7 @@ use crate::Error;
 
 pub mod postgres_failover;
 pub mod stale_gateway;
+pub mod upgrade;
 
 /// How often recovery conditions are polled.
 const POLL: Duration = Duration::from_millis(20);
@@ -92,6 +97,7 @@ pub enum FaultKind {
     Backup,
     PostgresFailover,
     StaleGateway,
+    Upgrade,
 }
 
 impl FaultKind {
@@ -153,6 +159,7 @@ impl FaultKind {
             FaultKind::Backup => "backup",
             FaultKind::PostgresFailover => "postgres-failover",
             FaultKind::StaleGateway => "stale-gateway",
+            FaultKind::Upgrade => "upgrade",
         }
     }
 
@@ -163,17 +170,15 @@ impl FaultKind {
             return Ok(FaultKind::ALL.to_vec());
         }
         let mut kinds = Vec::new();
+        let every = FaultKind::ALL.into_iter().chain([FaultKind::Upgrade]);
         for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let kind = FaultKind::ALL
-                .into_iter()
-                .find(|k| k.name() == name)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
-                    format!(
-                        "unknown fault {name:?}; known: {}, or all",
-                        known.join(", ")
-                    )
-                })?;
+            let kind = every.clone().find(|k| k.name() == name).ok_or_else(|| {
+                let known: Vec<&str> = every.clone().map(|k| k.name()).collect();
+                format!(
+                    "unknown fault {name:?}; known: {}, or all",
+                    known.join(", ")
+                )
+            })?;
             if !kinds.contains(&kind) {
                 kinds.push(kind);
             }
@@ -208,6 +213,8 @@ pub struct NemesisConfig {
     pub ready_leader_silence_ms: u64,
     /// The product the `stale-gateway` probe reads through the cut gateway.
     pub probe_product: String,
+    /// The node binary an `upgrade` fault restarts every node with.
+    pub upgrade_to: Option<PathBuf>,
 }
 
 impl NemesisConfig {
@@ -223,6 +230,7 @@ impl NemesisConfig {
             recovery_timeout: Duration::from_secs(30),
             ready_leader_silence_ms: cluster_config::defaults::DEFAULT_READY_LEADER_SILENCE_MS,
             probe_product: "plenty".into(),
+            upgrade_to: None,
         }
     }
 }
@@ -301,6 +309,8 @@ pub struct Nemesis {
     /// The fault proxies in front of the voters, when the run has latency faults.
     proxies: Option<Proxies>,
     pub faults: Vec<FaultRecord>,
+    /// Problems found while injecting the fault under way, for its record.
+    pending_problems: Vec<String>,
 }
 
 impl Nemesis {
@@ -345,6 +355,7 @@ impl Nemesis {
             probe_views: Vec::new(),
             proxies,
             faults: Vec::new(),
+            pending_problems: Vec::new(),
         }
     }
 
@@ -398,8 +409,20 @@ impl Nemesis {
                 Some(kind) => kind,
                 None if self.config.kinds.is_empty() => break,
                 None if self.clock.ms() + fault_max_ms >= end_ms => break,
-                None => *self.rng.pick(&self.config.kinds),
+                // An upgrade happens once.
+                None if self.config.kinds == [FaultKind::Upgrade] => break,
+                None => loop {
+                    let kind = *self.rng.pick(&self.config.kinds);
+                    if kind != FaultKind::Upgrade {
+                        break kind;
+                    }
+                },
             };
+            if kind == FaultKind::Upgrade {
+                // The previous release serves the first quarter of the run on its own.
+                let at = end_ms / 4;
+                tokio::time::sleep(Duration::from_millis(at.saturating_sub(self.clock.ms()))).await;
+            }
             self.one_fault(cluster, kind).await?;
         }
         Ok(())
@@ -421,7 +444,7 @@ impl Nemesis {
             healed_ms: 0,
             recovered_ms: None,
             resumed_ms: None,
-            problems: Vec::new(),
+            problems: std::mem::take(&mut self.pending_problems),
             figures: None,
         };
         tokio::time::sleep(hold).await;
@@ -524,8 +547,25 @@ impl Nemesis {
             }
             FaultKind::Gateway => self.inject_gateway(cluster, hold)?,
             FaultKind::Restart => {
-                let (order, text) = self.rolling_restart(cluster).await?;
+                let (order, text) = self.rolling_restart(cluster, None).await?;
                 (Active::Done, order, text, Duration::ZERO)
+            }
+            FaultKind::Upgrade => {
+                let binary = self.config.upgrade_to.clone().ok_or_else(|| {
+                    Error::Harness("an upgrade fault needs the new release's binary".into())
+                })?;
+                let mut watch = upgrade::Watch::start(cluster).await?;
+                cluster.set_binary(&binary);
+                let (order, text) = self.rolling_restart(cluster, Some(&mut watch)).await?;
+                let figures = watch.finish(cluster).await;
+                self.log(&figures);
+                self.pending_problems.extend(watch.problems);
+                (
+                    Active::Done,
+                    order,
+                    format!("{text}; {figures}"),
+                    Duration::ZERO,
+                )
             }
             FaultKind::Partition => {
                 let id = self.pick_node(cluster, 75);
@@ -913,6 +953,7 @@ impl Nemesis {
     async fn rolling_restart(
         &mut self,
         cluster: &mut LocalCluster,
+        mut upgrade: Option<&mut upgrade::Watch>,
     ) -> Result<(Vec<u64>, String), Error> {
         let leader = cluster.wait_for_leader(LEADER_WAIT).await?;
         let mut order = cluster.gateway_ids();
@@ -927,6 +968,10 @@ impl Nemesis {
         order.push(leader);
         let mut handed = String::from("no hand-off");
         for &id in &order {
+            if let Some(watch) = upgrade.as_deref_mut() {
+                let text = watch.before_restart(cluster, id).await;
+                self.log(&text);
+            }
             let current = cluster.wait_for_leader(LEADER_WAIT).await?;
             if current == id {
                 handed = match cluster
@@ -956,7 +1001,12 @@ impl Nemesis {
                 self.clock.ms() - begun
             ));
         }
-        let text = format!("rolling restart of {order:?} (SIGTERM, start, caught up); {handed}");
+        let what = if upgrade.is_some() {
+            "rolling upgrade"
+        } else {
+            "rolling restart"
+        };
+        let text = format!("{what} of {order:?} (SIGTERM, start, caught up); {handed}");
         Ok((order, text))
     }
 

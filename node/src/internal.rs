@@ -471,6 +471,7 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
             raft_store::STATE_FORMAT,
         )),
         storage: Some(state.reader.storage()),
+        cluster_version: state.reader.cluster_version().ok(),
     }
 }
 

@@ -35,6 +35,7 @@ pub mod api_error;
 pub mod archive;
 pub mod auth;
 pub mod cli;
+pub mod cluster_version;
 pub mod freshness;
 pub mod gateway;
 pub mod handoff;
@@ -241,6 +242,10 @@ pub async fn run_with_faults(
             stopping.clone(),
         ));
         tokio::spawn(handoff::reclaim_when_deposed(
+            state.clone(),
+            stopping.clone(),
+        ));
+        tokio::spawn(cluster_version::raise_when_supported(
             state.clone(),
             stopping.clone(),
         ));

@@ -140,7 +140,11 @@ async fn a_node_refuses_a_store_in_a_newer_format() {
     let log = cluster.log_tail(1);
     assert!(
         log.contains(&format!("state format {newer}"))
-            && log.contains(&format!("reads state format {}", raft_store::STATE_FORMAT)),
+            && log.contains(&format!(
+                "reads state formats {} to {} only",
+                raft_store::STATE_FORMAT_BASE,
+                raft_store::STATE_FORMAT
+            )),
         "{log}"
     );
 }

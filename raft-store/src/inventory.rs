@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use flashstock_api::{
     validate_command, Command, Op, Order, OrderId, Outcome, Product, Proposal, Rejection,
-    COMMANDS_PER_ENTRY_LIMIT,
+    CLUSTER_VERSION, CLUSTER_VERSION_BASE, COMMANDS_PER_ENTRY_LIMIT,
 };
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +157,10 @@ pub trait InventoryState {
     /// Remove every order with an id in `after..=up_to` (`after` excluded; `None`: from the start).
     fn delete_orders(&mut self, after: Option<OrderId>, up_to: OrderId);
     fn put_meta(&mut self, meta: &InventoryMeta);
+    /// The cluster version ([`CLUSTER_VERSION`]): [`CLUSTER_VERSION_BASE`] until raised.
+    fn cluster_version(&self) -> Result<u32, Fault>;
+    /// Raise the cluster version, and with it the state format ([`crate::state_format_for`]).
+    fn put_cluster_version(&mut self, version: u32);
 }
 
 /// Apply one entry's proposal at `log_index`. Returns one outcome per command, in order.
@@ -263,6 +267,19 @@ fn apply_command(
         // same command gets the same answer anyway.
         return Ok(Outcome::Rejected(Rejection::Invalid { reason }));
     }
+    let since = command.op.since_cluster_version();
+    if since > CLUSTER_VERSION_BASE && !matches!(command.op, Op::SetClusterVersion { .. }) {
+        let running = state.cluster_version()?;
+        if since > running {
+            // Never proposed by a correct node: an older replica could not read it.
+            return Ok(Outcome::Rejected(Rejection::Invalid {
+                reason: format!(
+                    "{} needs cluster version {since}; the cluster runs {running}",
+                    command.op.kind()
+                ),
+            }));
+        }
+    }
     let record_key = record_key(command);
     if let Some(record) = state.key_record(&record_key)? {
         if record.op.same_request(&command.op) {
@@ -297,6 +314,7 @@ fn apply_command(
             token.as_deref(),
         )?,
         Op::MarkArchived { up_to } => mark_archived(state, meta, order_id, *up_to)?,
+        Op::SetClusterVersion { version } => set_cluster_version(state, *version)?,
     };
     let record = KeyRecord {
         op: command.op.clone(),
@@ -426,6 +444,25 @@ fn mark_archived(
     })
 }
 
+/// Raise the cluster version; never lower it. A version newer than this release runs stops the
+/// node: applying entries it may not understand would be worse than not applying at all.
+fn set_cluster_version(state: &mut impl InventoryState, version: u32) -> Result<Outcome, Fault> {
+    if version > CLUSTER_VERSION {
+        return Err(Fault(format!(
+            "the log raises the cluster version to {version}; this release (flashstock {}) runs \
+             cluster versions up to {CLUSTER_VERSION}: run a release that supports {version}",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+    let running = state.cluster_version()?;
+    if version > running {
+        state.put_cluster_version(version);
+    }
+    Ok(Outcome::ClusterVersion {
+        version: version.max(running),
+    })
+}
+
 /// Write a product after asserting the conservation law: a violation is a bug in this module,
 /// and stopping the node is better than storing (and replicating) a miscount.
 fn put_checked_product(state: &mut impl InventoryState, product: &Product) {
@@ -458,6 +495,8 @@ pub struct MemState {
     pub keys: BTreeMap<String, KeyRecord>,
     pub meta: InventoryMeta,
     pub incarnations: Incarnations,
+    /// `None`: never raised ([`CLUSTER_VERSION_BASE`]).
+    pub cluster_version: Option<u32>,
 }
 
 impl InventoryState for MemState {
@@ -532,5 +571,13 @@ impl InventoryState for MemState {
 
     fn put_meta(&mut self, meta: &InventoryMeta) {
         self.meta = *meta;
+    }
+
+    fn cluster_version(&self) -> Result<u32, Fault> {
+        Ok(self.cluster_version.unwrap_or(CLUSTER_VERSION_BASE))
+    }
+
+    fn put_cluster_version(&mut self, version: u32) {
+        self.cluster_version = Some(version);
     }
 }

@@ -72,6 +72,9 @@ pub enum StateKey<'a> {
     /// bincode, so that any release can read it). In the state column family, so every snapshot
     /// carries the format of its data.
     Format,
+    /// `m/cluster_version` → the cluster version ([`flashstock_api::CLUSTER_VERSION`]) as 4
+    /// little-endian bytes; absent means [`flashstock_api::CLUSTER_VERSION_BASE`].
+    ClusterVersion,
 }
 
 pub const PRODUCT_PREFIX: &[u8] = b"p/";
@@ -101,6 +104,7 @@ impl StateKey<'_> {
             StateKey::InventoryMeta => b"m/inventory".to_vec(),
             StateKey::Incarnations => b"m/incarnations".to_vec(),
             StateKey::Format => b"m/format".to_vec(),
+            StateKey::ClusterVersion => b"m/cluster_version".to_vec(),
         }
     }
 }

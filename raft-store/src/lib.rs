@@ -56,18 +56,32 @@ openraft::declare_raft_types!(
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// The format of the data this release writes: the keys and records of the state column family,
-/// and so of every snapshot (a snapshot is that column family's content). Stored in the data
-/// itself (`m/format`). Raise it when any of them changes, and teach [`open`] and snapshot
-/// installs to read the format before it; a release refuses data in a format newer than its
-/// own, with a message naming both, rather than misreading it.
-pub const STATE_FORMAT: u32 = 1;
+/// The newest format of the data this release reads and writes: the keys and records of the
+/// state column family, and so of every snapshot (a snapshot is that column family's content).
+/// Stored in the data itself (`m/format`). A store starts in [`STATE_FORMAT_BASE`]; the format
+/// follows the replicated cluster version ([`state_format_for`]), so it changes at the same log
+/// index on every replica. A release refuses data in a format newer than its own, with a message
+/// naming both, rather than misreading it.
+///
+/// - 1: the first release.
+/// - 2: `m/cluster_version`, and idempotency records of [`flashstock_api::Op::SetClusterVersion`].
+pub const STATE_FORMAT: u32 = 2;
+/// The format of a new store, and of one written before the format record existed.
+pub const STATE_FORMAT_BASE: u32 = 1;
+
+/// The state format a cluster at `cluster_version` writes.
+pub fn state_format_for(cluster_version: u32) -> u32 {
+    match cluster_version {
+        0 | 1 => 1,
+        _ => 2,
+    }
+}
 
 /// The format a store or snapshot is in, from its `m/format` record: absent means 1 (written
 /// before the record existed; that data is format 1).
 pub(crate) fn format_of(record: Option<&[u8]>) -> Result<u32, String> {
     match record {
-        None => Ok(1),
+        None => Ok(STATE_FORMAT_BASE),
         Some(bytes) => bytes
             .try_into()
             .map(u32::from_le_bytes)
@@ -77,19 +91,19 @@ pub(crate) fn format_of(record: Option<&[u8]>) -> Result<u32, String> {
 
 /// Whether this release reads data in `format`; the refusal names both formats.
 pub(crate) fn check_format(format: u32, what: &str) -> Result<(), String> {
-    if format == STATE_FORMAT {
+    if (STATE_FORMAT_BASE..=STATE_FORMAT).contains(&format) {
         Ok(())
     } else if format > STATE_FORMAT {
         Err(format!(
             "{what} is in state format {format}, written by a newer release; this release \
-             (flashstock {}) reads state format {STATE_FORMAT} only: run a release that reads \
-             format {format}",
+             (flashstock {}) reads state formats {STATE_FORMAT_BASE} to {STATE_FORMAT} only: \
+             run a release that reads format {format}",
             env!("CARGO_PKG_VERSION")
         ))
     } else {
         Err(format!(
             "{what} is in state format {format}, which no release wrote (this one reads \
-             {STATE_FORMAT})"
+             {STATE_FORMAT_BASE} to {STATE_FORMAT})"
         ))
     }
 }
@@ -126,7 +140,7 @@ fn state_options() -> Options {
 }
 
 /// Refuse a store in a format this release does not read; mark one without a format record (new,
-/// or written before the record existed, which is format 1) with ours.
+/// or written before the record existed) with format 1, which is what its data is.
 fn check_or_mark_format(db: &DB, dir: &Path) -> Result<(), StorageError<NodeId>> {
     let subject = || openraft::ErrorSubject::Store;
     let cf_state = keys::cf(db, keys::CF_STATE);
@@ -140,7 +154,7 @@ fn check_or_mark_format(db: &DB, dir: &Path) -> Result<(), StorageError<NodeId>>
     if record.is_none() {
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(true);
-        db.put_cf_opt(cf_state, &key, STATE_FORMAT.to_le_bytes(), &options)
+        db.put_cf_opt(cf_state, &key, STATE_FORMAT_BASE.to_le_bytes(), &options)
             .map_err(|e| log_store::write_error(subject(), &e))?;
     }
     Ok(())

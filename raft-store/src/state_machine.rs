@@ -413,6 +413,11 @@ impl StateReader {
         self.get(StateKey::KeyRecord(key))
     }
 
+    /// The cluster version this replica has applied.
+    pub fn cluster_version(&self) -> StorageResult<u32> {
+        read_cluster_version(&self.db)
+    }
+
     pub fn inventory_meta(&self) -> StorageResult<InventoryMeta> {
         Ok(self.get(StateKey::InventoryMeta)?.unwrap_or_default())
     }
@@ -473,6 +478,7 @@ struct Overlay<'a> {
     /// Idempotency records written (`Some`) or forgotten (`None`) by this entry.
     keys: BTreeMap<String, Option<KeyRecord>>,
     meta: Option<InventoryMeta>,
+    cluster_version: Option<u32>,
     incarnations: &'a Incarnations,
 }
 
@@ -484,6 +490,7 @@ impl<'a> Overlay<'a> {
             products: BTreeMap::new(),
             keys: BTreeMap::new(),
             meta: None,
+            cluster_version: None,
             incarnations,
         }
     }
@@ -613,5 +620,39 @@ impl InventoryState for Overlay<'_> {
     fn put_meta(&mut self, meta: &InventoryMeta) {
         self.put(StateKey::InventoryMeta, meta);
         self.meta = Some(*meta);
+    }
+
+    fn cluster_version(&self) -> Result<u32, Fault> {
+        match self.cluster_version {
+            Some(version) => Ok(version),
+            None => read_cluster_version(self.db).map_err(|e| Fault(e.to_string())),
+        }
+    }
+
+    fn put_cluster_version(&mut self, version: u32) {
+        let cf = cf(self.db, CF_STATE);
+        self.batch
+            .put_cf(cf, StateKey::ClusterVersion.encode(), version.to_le_bytes());
+        let format = crate::state_format_for(version);
+        self.batch
+            .put_cf(cf, StateKey::Format.encode(), format.to_le_bytes());
+        self.cluster_version = Some(version);
+    }
+}
+
+/// The cluster version in the applied state: 4 little-endian bytes, absent before it was first
+/// raised.
+fn read_cluster_version(db: &DB) -> StorageResult<u32> {
+    let subject = || ErrorSubject::StateMachine;
+    let raw = db
+        .get_pinned_cf(cf(db, CF_STATE), StateKey::ClusterVersion.encode())
+        .map_err(|e| read_error(subject(), &e))?;
+    match raw {
+        None => Ok(flashstock_api::CLUSTER_VERSION_BASE),
+        Some(bytes) => bytes
+            .as_ref()
+            .try_into()
+            .map(u32::from_le_bytes)
+            .map_err(|_| read_error(subject(), &"a malformed cluster version record")),
     }
 }

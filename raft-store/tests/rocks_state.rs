@@ -253,10 +253,11 @@ fn format_record(dir: &std::path::Path, write: Option<u32>) -> Option<Vec<u8>> {
 fn a_store_in_a_newer_format_is_refused_with_both_formats_named() {
     let dir = tempfile::tempdir().unwrap();
     drop(raft_store::open(dir.path()).unwrap());
-    // A new store is marked with this release's format.
+    // A new store is marked with the first format: a cluster starts at the first cluster
+    // version, whose state every release reads.
     assert_eq!(
         format_record(dir.path(), None),
-        Some(raft_store::STATE_FORMAT.to_le_bytes().to_vec())
+        Some(raft_store::STATE_FORMAT_BASE.to_le_bytes().to_vec())
     );
     let newer = raft_store::STATE_FORMAT + 1;
     format_record(dir.path(), Some(newer));
@@ -266,9 +267,54 @@ fn a_store_in_a_newer_format_is_refused_with_both_formats_named() {
     };
     assert!(
         refused.contains(&format!("state format {newer}"))
-            && refused.contains(&format!("reads state format {}", raft_store::STATE_FORMAT)),
+            && refused.contains(&format!(
+                "reads state formats {} to {} only",
+                raft_store::STATE_FORMAT_BASE,
+                raft_store::STATE_FORMAT
+            )),
         "{refused}"
     );
+}
+
+/// Raising the cluster version moves the store to the state format it implies, in the entry's
+/// own batch; a snapshot carries both, so a replica that installs it switches too.
+#[test]
+fn raising_the_cluster_version_switches_the_state_format_and_snapshots_carry_it() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let target_dir = tempfile::tempdir().unwrap();
+    let version = flashstock_api::CLUSTER_VERSION;
+    let raise = Proposal {
+        proposed_at_ms: 2_000,
+        forget_keys_before_ms: 0,
+        drop_archived_before_ms: 0,
+        commands: vec![command(
+            "cluster-version-next",
+            Op::SetClusterVersion { version },
+        )],
+    };
+    runtime().block_on(async {
+        let entries = vec![entry(1, proposals().remove(0)), entry(2, raise)];
+        let (source, snapshot) = applied_and_snapshot(source_dir.path(), entries).await;
+        assert_eq!(source.reader().cluster_version().unwrap(), version);
+        let (_log, mut target) = raft_store::open(target_dir.path()).unwrap();
+        assert_eq!(
+            target.reader().cluster_version().unwrap(),
+            flashstock_api::CLUSTER_VERSION_BASE,
+            "a new store runs the first cluster version"
+        );
+        target
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(target.reader().cluster_version().unwrap(), version);
+        drop((source, target, _log));
+    });
+    let format = raft_store::state_format_for(version).to_le_bytes().to_vec();
+    assert_eq!(format_record(source_dir.path(), None), Some(format.clone()));
+    assert_eq!(format_record(target_dir.path(), None), Some(format));
+    // And the store opens again in its new format.
+    let (_log, store) = raft_store::open(target_dir.path()).unwrap();
+    assert_eq!(store.reader().cluster_version().unwrap(), version);
 }
 
 #[test]

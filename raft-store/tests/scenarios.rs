@@ -16,6 +16,7 @@
 //! restock KEY PRODUCT QTY                       one entry: Op::Restock
 //! buy KEY PRODUCT QTY [CUSTOMER]                one entry: Op::Purchase
 //! archive KEY UP_TO                             one entry: Op::MarkArchived (UP_TO: 196608 or 3:0)
+//! cluster-version KEY VERSION                   one entry: Op::SetClusterVersion
 //! batch                                         one entry holding all the indented commands
 //!   buy KEY PRODUCT QTY                         up to `end`, applied in order
 //! end
@@ -286,6 +287,9 @@ fn parse_command(tokens: &[String]) -> Result<Command, String> {
         ("archive", [_, up_to]) => Op::MarkArchived {
             up_to: order_id(up_to)?,
         },
+        ("cluster-version", [_, version]) => Op::SetClusterVersion {
+            version: number(version)?,
+        },
         _ => return Err("unknown step, or wrong number of arguments".into()),
     };
     Ok(Command {
@@ -355,6 +359,9 @@ impl Runner {
             orders.join(" ")
         )
         .unwrap();
+        if let Some(version) = self.state.cluster_version {
+            writeln!(self.out, "  cluster_version={version}").unwrap();
+        }
         if meta.orders_placed > 0 {
             let dropped = meta.dropped_up_to.map_or("none".into(), format_order_id);
             writeln!(
@@ -426,6 +433,7 @@ impl Runner {
                     self.placed += 1;
                 }
                 (Op::MarkArchived { .. }, Outcome::Archived { .. }) => {}
+                (Op::SetClusterVersion { .. }, Outcome::ClusterVersion { .. }) => {}
                 (_, Outcome::Rejected(_) | Outcome::Duplicate(_)) => {}
                 (op, outcome) => panic!("outcome {outcome:?} does not answer {op:?}"),
             }
@@ -589,6 +597,7 @@ fn format_outcome(outcome: &Outcome) -> String {
         }
         Outcome::Restocked(p) => format!("restocked {} stock={}", p.id, p.stock),
         Outcome::Archived { up_to } => format!("archived up_to={}", format_order_id(*up_to)),
+        Outcome::ClusterVersion { version } => format!("cluster_version={version}"),
         Outcome::Duplicate(first) => format!("duplicate({})", format_outcome(first)),
         Outcome::Rejected(rejection) => {
             let code = rejection.code();
@@ -631,4 +640,31 @@ fn horizon_moves_as_stated(what: &str, before: u64, requested: u64, after: u64, 
         after >= requested.min(clock_ms),
         "{what} stopped short of the proposal's {requested} (clock {clock_ms}): {before} -> {after}"
     );
+}
+
+/// A cluster version above what this release runs stops the apply (a storage fault, so the node
+/// stops) rather than applying entries it may not understand; it changes nothing.
+#[test]
+fn a_cluster_version_this_release_does_not_run_stops_the_apply() {
+    let mut state = MemState::default();
+    let newer = flashstock_api::CLUSTER_VERSION + 1;
+    let proposal = Proposal {
+        proposed_at_ms: 1000,
+        forget_keys_before_ms: 0,
+        drop_archived_before_ms: 0,
+        commands: vec![Command {
+            key: "cluster-version-next".into(),
+            op: Op::SetClusterVersion { version: newer },
+        }],
+    };
+    let before = state.clone();
+    let fault = apply_proposal(&mut state, 1, &proposal).expect_err("refused");
+    assert!(
+        fault.to_string().contains(&format!(
+            "raises the cluster version to {newer}; this release"
+        )),
+        "{fault}"
+    );
+    assert_eq!(state.cluster_version, before.cluster_version);
+    assert!(state.keys.is_empty(), "nothing recorded");
 }

@@ -34,8 +34,9 @@ struct Args {
     seed: u64,
     /// Kinds of fault, comma-separated: kill, pause, partition, leader, gateway, postgres,
     /// voters, isolate-leader, split, bridge, ring, gateway-cut, loss, rejoin, latency,
-    /// restart, backup, postgres-failover, stale-gateway; `all` for every kind, empty for none.
-    /// The postgres kinds need --archive; the partition kinds (stale-gateway too) need root.
+    /// restart, backup, postgres-failover, stale-gateway; `all` for every kind, empty for none;
+    /// and `upgrade` (not in `all`), which needs --upgrade-to. The postgres kinds need
+    /// --archive; the partition kinds (stale-gateway too) need root.
     #[arg(long, default_value = "kill,pause,partition,leader,gateway,postgres")]
     faults: String,
     /// Archive orders in PostgreSQL started for the run (Debian's postgresql package: a primary
@@ -67,6 +68,11 @@ struct Args {
     /// certificates made for the run in the cluster's directory (tls/).
     #[arg(long)]
     tls: bool,
+    /// A rolling upgrade: the cluster starts with the node binary of FLASHSTOCK_NODE_BIN (the
+    /// previous release, e.g. built by deploy/build-previous.sh), and the `upgrade` fault
+    /// restarts every node, one at a time, with this binary.
+    #[arg(long, value_name = "NODE_BINARY")]
+    upgrade_to: Option<PathBuf>,
     /// The short run of CI: every kind of fault once, the archive on, about a minute; takes
     /// --seed, --net, --tls and --out, ignores the other settings.
     #[arg(long)]
@@ -89,6 +95,9 @@ enum Net {
 
 fn config(args: &Args) -> Result<RunConfig, String> {
     let faults = FaultKind::parse_list(&args.faults)?;
+    if faults.contains(&FaultKind::Upgrade) != args.upgrade_to.is_some() {
+        return Err("the upgrade fault and --upgrade-to go together".into());
+    }
     if args.clients == 0 {
         return Err("--clients must be at least 1".into());
     }
@@ -109,6 +118,7 @@ fn config(args: &Args) -> Result<RunConfig, String> {
     config.workload.unknown_retries = args.unknown_retries;
     config.snapshot_every_logs = args.snapshot_every;
     config.tls = args.tls;
+    config.nemesis.upgrade_to = args.upgrade_to.clone();
     Ok(config)
 }
 

@@ -271,6 +271,7 @@ fn membership_lines(probes: &[Probe]) -> Vec<String> {
         }
     }
     lines.extend(release_line(&statuses));
+    lines.extend(cluster_version_line(&statuses));
     for status in &statuses {
         if let Some(fatal) = &status.fatal {
             lines.push(format!(
@@ -315,6 +316,54 @@ fn release_line(statuses: &[&NodeStatus]) -> Option<String> {
             ))
         }
     }
+}
+
+/// The cluster version the nodes have applied (the highest reported: a node that has not applied
+/// the switch yet catches up), and whether it can go up.
+fn cluster_version_line(statuses: &[&NodeStatus]) -> Option<String> {
+    use flashstock_api::CLUSTER_VERSION_BASE;
+    if statuses.is_empty() {
+        return None;
+    }
+    let running = statuses
+        .iter()
+        .filter_map(|s| s.cluster_version)
+        .max()
+        .unwrap_or(CLUSTER_VERSION_BASE);
+    let supports = |s: &NodeStatus| {
+        s.release
+            .as_ref()
+            .map_or(CLUSTER_VERSION_BASE, |r| r.cluster_version_max)
+    };
+    let newest = statuses
+        .iter()
+        .map(|s| supports(s))
+        .max()
+        .unwrap_or(running);
+    let every = statuses
+        .iter()
+        .map(|s| supports(s))
+        .min()
+        .unwrap_or(running);
+    Some(if every > running {
+        format!(
+            "cluster version: {running}; every node answering supports {every}: the leader \
+             raises it once every member answers"
+        )
+    } else if newest > running {
+        let behind: Vec<u64> = statuses
+            .iter()
+            .filter(|s| supports(s) <= running)
+            .map(|s| s.id)
+            .collect();
+        format!(
+            "cluster version: {running}; {behind:?} run a release that supports no newer one: \
+             it goes up to {newest} once every member runs such a release (until then a server \
+             may go back to its previous release)"
+        )
+    } else {
+        format!("cluster version: {running}")
+    })
 }
 
 /// The error of a poll in which no endpoint answered: the first endpoint's, with all of them.
@@ -937,6 +986,7 @@ mod tests {
             started_at_ms: None,
             release: None,
             storage: None,
+            cluster_version: None,
         }
     }
 
@@ -993,6 +1043,7 @@ mod tests {
             wire,
             wire_min: 1,
             state_format: 1,
+            cluster_version_max: 1,
         };
         let mut nodes: Vec<NodeStatus> = [1, 2, 101]
             .map(|id| node(id, RaftState::Follower, 3, Some(1)))
@@ -1003,7 +1054,7 @@ mod tests {
         let refs: Vec<&NodeStatus> = nodes.iter().collect();
         assert_eq!(
             release_line(&refs).as_deref(),
-            Some("release: every node answering runs 0.1.0 (wire 1, state format 1)")
+            Some("release: every node answering runs 0.1.0 (wire 1, state format 1, cluster version up to 1)")
         );
         nodes[2].release = Some(release("0.2.0", 2));
         nodes[1].release = None;
@@ -1011,10 +1062,51 @@ mod tests {
         assert_eq!(
             release_line(&refs).as_deref(),
             Some(
-                "release: MIXED: [1] run 0.1.0 (wire 1, state format 1); [101] run 0.2.0 \
-                 (wire 2, state format 1); [2] run a release before versions were shown; \
+                "release: MIXED: [1] run 0.1.0 (wire 1, state format 1, cluster version up to 1); [101] run 0.2.0 \
+                 (wire 2, state format 1, cluster version up to 1); [2] run a release before versions were shown; \
                  wire version every node speaks: 1"
             )
+        );
+    }
+
+    #[test]
+    fn the_cluster_version_line_says_what_holds_it_back() {
+        let release = |max| flashstock_api::ReleaseStatus {
+            version: "0.2.0".into(),
+            wire: 1,
+            wire_min: 1,
+            state_format: 2,
+            cluster_version_max: max,
+        };
+        let mut nodes: Vec<NodeStatus> = [1, 2, 101]
+            .map(|id| node(id, RaftState::Follower, 3, Some(1)))
+            .into();
+        // Mid-upgrade: node 2 still runs a release from before cluster versions.
+        nodes[0].release = Some(release(2));
+        nodes[0].cluster_version = Some(1);
+        nodes[2].release = Some(release(2));
+        nodes[2].cluster_version = Some(1);
+        let refs: Vec<&NodeStatus> = nodes.iter().collect();
+        assert_eq!(
+            cluster_version_line(&refs).as_deref(),
+            Some(
+                "cluster version: 1; [2] run a release that supports no newer one: it goes up \
+                 to 2 once every member runs such a release (until then a server may go back to \
+                 its previous release)"
+            )
+        );
+        nodes[1].release = Some(release(2));
+        let refs: Vec<&NodeStatus> = nodes.iter().collect();
+        assert!(cluster_version_line(&refs)
+            .unwrap()
+            .starts_with("cluster version: 1; every node answering supports 2"));
+        for node in &mut nodes {
+            node.cluster_version = Some(2);
+        }
+        let refs: Vec<&NodeStatus> = nodes.iter().collect();
+        assert_eq!(
+            cluster_version_line(&refs).as_deref(),
+            Some("cluster version: 2")
         );
     }
 

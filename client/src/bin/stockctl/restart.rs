@@ -318,6 +318,7 @@ mod tests {
             started_at_ms: None,
             release: None,
             storage: None,
+            cluster_version: None,
         };
         let ids = |order: Vec<(u64, &str)>| order.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
         assert_eq!(ids(restart_order(&status, &[])), [4, 5, 1, 3, 2]);
