@@ -558,6 +558,7 @@ impl Nemesis {
                 cluster.set_binary(&binary);
                 let (order, text) = self.rolling_restart(cluster, Some(&mut watch)).await?;
                 let figures = watch.finish(cluster).await;
+                let figures = format!("{}; {figures}", watch.handed_off.join("; "));
                 self.log(&figures);
                 self.pending_problems.extend(watch.problems);
                 (
@@ -1000,6 +1001,11 @@ impl Nemesis {
                 "restarted node {id}: back and caught up after {} ms",
                 self.clock.ms() - begun
             ));
+            if let Some(watch) = upgrade.as_deref_mut() {
+                if let Some(text) = watch.after_restart(cluster, id).await {
+                    self.log(&text);
+                }
+            }
         }
         let what = if upgrade.is_some() {
             "rolling upgrade"

@@ -6,6 +6,13 @@
 //! that node cannot read. Once every node runs the new release, the leader must raise it to the
 //! new release's ([`CLUSTER_VERSION`], which this harness is built with) within
 //! [`SWITCH_WAIT`]. Anything else is a problem of the fault, which fails the run.
+//!
+//! In the order of a rolling restart the leader is upgraded last, so the new release would not
+//! lead while an old node remains, and a leader that raised the version too early would go
+//! unseen. So leadership is handed to each voter as it is upgraded, while another voter still
+//! runs the old release, and held there for [`NEW_LEADER_HOLD`] (several of the leader's
+//! checks): the new release leads while old nodes are members, as after any failover during an
+//! upgrade; once two of three voters are new, a version raised too early would commit.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +25,9 @@ use crate::Error;
 /// release: it checks every second, and a node just restarted must answer first.
 pub const SWITCH_WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
+/// How long the first upgraded voter leads before the upgrade goes on: several of the leader's
+/// checks of the members' releases (every second).
+pub const NEW_LEADER_HOLD: Duration = Duration::from_millis(3500);
 
 /// What a rolling upgrade saw of the cluster version.
 pub struct Watch {
@@ -25,6 +35,10 @@ pub struct Watch {
     before: u32,
     /// What went wrong: the fault's problems.
     pub problems: Vec<String>,
+    /// The hand-offs of leadership to upgraded voters.
+    pub handed_off: Vec<String>,
+    /// Voters upgraded so far.
+    voters_upgraded: usize,
 }
 
 impl Watch {
@@ -39,6 +53,8 @@ impl Watch {
         Ok(Watch {
             before: cluster_version(&statuses),
             problems: Vec::new(),
+            handed_off: Vec::new(),
+            voters_upgraded: 0,
         })
     }
 
@@ -54,6 +70,47 @@ impl Watch {
             ));
         }
         format!("upgrading node {id}: cluster version {now}")
+    }
+
+    /// After node `id` runs the new release: if it is a voter and another voter still runs the
+    /// old release, hand leadership to it and let it lead for [`NEW_LEADER_HOLD`]. What
+    /// happened, if anything.
+    pub async fn after_restart(&mut self, cluster: &LocalCluster, id: u64) -> Option<String> {
+        if cluster.nodes[&id].role != cluster_config::Role::Voter {
+            return None;
+        }
+        self.voters_upgraded += 1;
+        if self.voters_upgraded == cluster.voter_ids().len() {
+            return None;
+        }
+        let leader = match cluster.wait_for_leader(SWITCH_WAIT).await {
+            Ok(leader) => leader,
+            Err(e) => {
+                let text = format!("no leader to hand off from: {e}");
+                self.problems.push(text.clone());
+                self.handed_off.push(text.clone());
+                return Some(text);
+            }
+        };
+        let text = match cluster
+            .voter_client()
+            .hand_off(&cluster.addr(leader), Some(id))
+            .await
+        {
+            Ok(h) => format!(
+                "hand-off {} -> {} (upgraded) in {} ms; it leads while older nodes are members",
+                h.from, h.to, h.took_ms
+            ),
+            Err(e) => {
+                self.problems.push(format!(
+                    "handing leadership to upgraded node {id} failed: {e}"
+                ));
+                format!("hand-off to upgraded node {id} FAILED: {e}")
+            }
+        };
+        self.handed_off.push(text.clone());
+        tokio::time::sleep(NEW_LEADER_HOLD).await;
+        Some(text)
     }
 
     /// After the last node: every node must run the new release, and the cluster version go up
