@@ -74,6 +74,12 @@ pub enum Op {
     /// supports it; from the entry that applies it on, every replica may meet what that version
     /// switches on. It never goes down.
     SetClusterVersion { version: u32 },
+    /// Creates and restocks ([`Op::CreateProduct`], [`Op::Restock`]) applied in order, each with
+    /// its own outcome ([`Outcome::Bulk`]), under the command's one idempotency record (cluster
+    /// version 2 and later): a catalog import's request. Before cluster version 2, the same
+    /// request is one command per item, keyed [`bulk_item_key`]; the state machine answers a
+    /// retry across the switch from whichever form applied first.
+    Bulk { ops: Vec<Op> },
 }
 
 impl Op {
@@ -84,7 +90,10 @@ impl Op {
     /// credential cannot carry them.
     pub fn is_internal(&self) -> bool {
         match self {
-            Op::CreateProduct { .. } | Op::Restock { .. } | Op::Purchase { .. } => false,
+            Op::CreateProduct { .. }
+            | Op::Restock { .. }
+            | Op::Purchase { .. }
+            | Op::Bulk { .. } => false,
             Op::MarkArchived { .. } | Op::SetClusterVersion { .. } => true,
         }
     }
@@ -98,7 +107,7 @@ impl Op {
             | Op::Restock { .. }
             | Op::Purchase { .. }
             | Op::MarkArchived { .. } => CLUSTER_VERSION_BASE,
-            Op::SetClusterVersion { .. } => 2,
+            Op::SetClusterVersion { .. } | Op::Bulk { .. } => 2,
         }
     }
 
@@ -133,6 +142,7 @@ impl Op {
             Op::Purchase { .. } => "purchase",
             Op::MarkArchived { .. } => "mark_archived",
             Op::SetClusterVersion { .. } => "set_cluster_version",
+            Op::Bulk { .. } => "bulk",
         }
     }
 }
@@ -180,6 +190,10 @@ pub enum Outcome {
     ClusterVersion {
         version: u32,
     },
+    /// One outcome per item of an [`Op::Bulk`], in order: each created, restocked or rejected
+    /// on its own (an item refused does not undo another), or, for an item applied before under
+    /// its own key ([`bulk_item_key`]), that first outcome as a duplicate.
+    Bulk(Vec<Outcome>),
     /// Applied as a no-op: nothing changed.
     Rejected(Rejection),
     /// The key was seen before: this is the first command's outcome, not a second application.
@@ -358,7 +372,12 @@ pub struct Order {
 /// stay safe against any entry) and by nodes at the edge (to answer early).
 pub fn validate_command(command: &Command) -> Result<(), String> {
     validate_key(&command.key)?;
-    match &command.op {
+    validate_op(&command.op)
+}
+
+/// The checks of [`validate_command`] on the operation alone.
+fn validate_op(op: &Op) -> Result<(), String> {
+    match op {
         Op::CreateProduct {
             product,
             name,
@@ -408,6 +427,27 @@ pub fn validate_command(command: &Command) -> Result<(), String> {
         Op::SetClusterVersion { version } => {
             if *version < 2 {
                 return Err(format!("cluster version {version} is not one to switch to"));
+            }
+        }
+        Op::Bulk { ops } => {
+            if ops.is_empty() || ops.len() > COMMANDS_PER_ENTRY_LIMIT {
+                return Err(format!(
+                    "a bulk command holds 1 to {COMMANDS_PER_ENTRY_LIMIT} items, not {}",
+                    ops.len()
+                ));
+            }
+            for (index, op) in ops.iter().enumerate() {
+                match op {
+                    Op::CreateProduct { .. } | Op::Restock { .. } => validate_op(op)
+                        .map_err(|message| format!("bulk item {index}: {message}"))?,
+                    other => {
+                        return Err(format!(
+                            "bulk item {index}: a bulk command holds creates and restocks, not \
+                             {}",
+                            other.kind()
+                        ))
+                    }
+                }
             }
         }
     }
@@ -546,7 +586,9 @@ pub const CLUSTER_VERSION_BASE: u32 = 1;
 /// older one reads.
 ///
 /// - 1: the first release.
-/// - 2: [`Op::SetClusterVersion`] exists; the state is in format 2 (`m/cluster_version`).
+/// - 2: [`Op::SetClusterVersion`] exists; [`Op::Bulk`]: a bulk request under one idempotency
+///   record, instead of one per item; the state is in format 2 (`m/cluster_version`, and those
+///   commands' records).
 pub const CLUSTER_VERSION: u32 = 2;
 
 /// Header that carries the caller's credential (a voter's, a gateway's or an operator's secret)
@@ -1012,9 +1054,10 @@ pub struct RestockRequest {
 /// Public API: the body of `POST /v1/admin/products/bulk`: up to `limits.commands_per_entry_max`
 /// creates and restocks, proposed as one Raft entry. Each item is its own command with its own
 /// outcome (one item's committed refusal does not undo another's); an item that fails the
-/// gateway's checks refuses the whole request, unproposed. Item `i` of a request whose
-/// `Idempotency-Key` is `K` has the key `K#i`, so a retry of the whole request with the same key
-/// and items applies nothing twice.
+/// gateway's checks refuses the whole request, unproposed. The request is one [`Op::Bulk`]
+/// under its `Idempotency-Key` `K` (one record for all its items), so a retry of the whole
+/// request with the same key and items applies nothing twice; before cluster version 2, item
+/// `i` is its own command with the key `K#i` ([`bulk_item_key`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
@@ -1067,9 +1110,21 @@ impl BulkItem {
     }
 }
 
-/// The idempotency key of item `index` of a bulk request whose key is `key`.
+/// The idempotency key of item `index` of a bulk request whose key is `key`, when the request is
+/// one command per item (before cluster version 2).
 pub fn bulk_item_key(key: &str, index: usize) -> String {
     format!("{key}#{index}")
+}
+
+/// The bulk request's key and the item's index of a key made by [`bulk_item_key`], if `key`
+/// has that form.
+pub fn split_bulk_item_key(key: &str) -> Option<(&str, usize)> {
+    let (request, index) = key.rsplit_once('#')?;
+    let digits = !index.is_empty() && index.len() <= 5 && index.bytes().all(|b| b.is_ascii_digit());
+    if request.is_empty() || !digits || (index.len() > 1 && index.starts_with('0')) {
+        return None;
+    }
+    Some((request, index.parse().ok()?))
 }
 
 /// Longest idempotency key of a bulk request: its items' keys ([`bulk_item_key`]) must fit

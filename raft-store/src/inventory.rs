@@ -15,8 +15,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use flashstock_api::{
-    validate_command, Command, Op, Order, OrderId, Outcome, Product, Proposal, Rejection,
-    CLUSTER_VERSION, CLUSTER_VERSION_BASE, COMMANDS_PER_ENTRY_LIMIT,
+    bulk_item_key, split_bulk_item_key, validate_command, Command, Op, Order, OrderId, Outcome,
+    Product, Proposal, Rejection, CLUSTER_VERSION, CLUSTER_VERSION_BASE, COMMANDS_PER_ENTRY_LIMIT,
 };
 use serde::{Deserialize, Serialize};
 
@@ -289,6 +289,9 @@ fn apply_command(
             key: command.key.clone(),
         }));
     }
+    if let Some(answer) = answered_by_bulk_record(state, command)? {
+        return Ok(answer);
+    }
 
     let outcome = match &command.op {
         Op::CreateProduct {
@@ -315,6 +318,7 @@ fn apply_command(
         )?,
         Op::MarkArchived { up_to } => mark_archived(state, meta, order_id, *up_to)?,
         Op::SetClusterVersion { version } => set_cluster_version(state, *version)?,
+        Op::Bulk { ops } => bulk(state, &command.key, ops)?,
     };
     let record = KeyRecord {
         op: command.op.clone(),
@@ -323,6 +327,83 @@ fn apply_command(
     };
     state.put_key_record(&record_key, &record);
     Ok(outcome)
+}
+
+/// An item of a bulk request sent as its own command (before cluster version 2, key
+/// `K#i`) whose request was applied as one [`Op::Bulk`] under `K`: the bulk command's item
+/// answers it, so a retry across the switch applies nothing twice. Looked up only from cluster
+/// version 2 on, so entries before it apply exactly as the release before did.
+fn answered_by_bulk_record(
+    state: &impl InventoryState,
+    command: &Command,
+) -> Result<Option<Outcome>, Fault> {
+    if !matches!(command.op, Op::CreateProduct { .. } | Op::Restock { .. }) {
+        return Ok(None);
+    }
+    let Some((request_key, index)) = split_bulk_item_key(&command.key) else {
+        return Ok(None);
+    };
+    if state.cluster_version()? < 2 {
+        return Ok(None);
+    }
+    let Some(KeyRecord {
+        op: Op::Bulk { ops },
+        outcome,
+        ..
+    }) = state.key_record(request_key)?
+    else {
+        return Ok(None);
+    };
+    let (Some(op), Outcome::Bulk(outcomes)) = (ops.get(index), outcome) else {
+        return Ok(None);
+    };
+    if !op.same_request(&command.op) {
+        return Ok(Some(Outcome::Rejected(Rejection::KeyReused {
+            key: command.key.clone(),
+        })));
+    }
+    Ok(outcomes
+        .into_iter()
+        .nth(index)
+        .map(|first| Outcome::Duplicate(Box::new(first))))
+}
+
+/// The items of a bulk command, each applied on its own. If the same request was applied
+/// before cluster version 2, as one command per item (keys `K#i`, all in one entry, so all or
+/// none recorded), those records answer it instead.
+fn bulk(state: &mut impl InventoryState, key: &str, ops: &[Op]) -> Result<Outcome, Fault> {
+    let applied_per_item = state.key_record(&bulk_item_key(key, 0))?.is_some();
+    let mut outcomes = Vec::with_capacity(ops.len());
+    for (index, op) in ops.iter().enumerate() {
+        if applied_per_item {
+            let item_key = bulk_item_key(key, index);
+            match state.key_record(&item_key)? {
+                Some(record) if record.op.same_request(op) => {
+                    outcomes.push(Outcome::Duplicate(Box::new(record.outcome)));
+                    continue;
+                }
+                Some(_) => {
+                    outcomes.push(Outcome::Rejected(Rejection::KeyReused { key: item_key }));
+                    continue;
+                }
+                None => {}
+            }
+        }
+        outcomes.push(match op {
+            Op::CreateProduct {
+                product,
+                name,
+                price_cents,
+                stock,
+            } => create_product(state, product, name, *price_cents, *stock)?,
+            Op::Restock { product, quantity } => restock(state, product, *quantity)?,
+            // Refused by `validate_command` before.
+            other => Outcome::Rejected(Rejection::Invalid {
+                reason: format!("a bulk command does not hold {}", other.kind()),
+            }),
+        });
+    }
+    Ok(Outcome::Bulk(outcomes))
 }
 
 fn create_product(

@@ -478,7 +478,8 @@ struct Overlay<'a> {
     /// Idempotency records written (`Some`) or forgotten (`None`) by this entry.
     keys: BTreeMap<String, Option<KeyRecord>>,
     meta: Option<InventoryMeta>,
-    cluster_version: Option<u32>,
+    /// Read at most once per entry.
+    cluster_version: std::cell::Cell<Option<u32>>,
     incarnations: &'a Incarnations,
 }
 
@@ -490,7 +491,7 @@ impl<'a> Overlay<'a> {
             products: BTreeMap::new(),
             keys: BTreeMap::new(),
             meta: None,
-            cluster_version: None,
+            cluster_version: std::cell::Cell::new(None),
             incarnations,
         }
     }
@@ -623,10 +624,12 @@ impl InventoryState for Overlay<'_> {
     }
 
     fn cluster_version(&self) -> Result<u32, Fault> {
-        match self.cluster_version {
-            Some(version) => Ok(version),
-            None => read_cluster_version(self.db).map_err(|e| Fault(e.to_string())),
+        if let Some(version) = self.cluster_version.get() {
+            return Ok(version);
         }
+        let version = read_cluster_version(self.db).map_err(|e| Fault(e.to_string()))?;
+        self.cluster_version.set(Some(version));
+        Ok(version)
     }
 
     fn put_cluster_version(&mut self, version: u32) {
@@ -636,7 +639,7 @@ impl InventoryState for Overlay<'_> {
         let format = crate::state_format_for(version);
         self.batch
             .put_cf(cf, StateKey::Format.encode(), format.to_le_bytes());
-        self.cluster_version = Some(version);
+        self.cluster_version.set(Some(version));
     }
 }
 

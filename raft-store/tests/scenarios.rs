@@ -20,6 +20,10 @@
 //! batch                                         one entry holding all the indented commands
 //!   buy KEY PRODUCT QTY                         up to `end`, applied in order
 //! end
+//! bulk KEY                                      one entry: Op::Bulk under KEY of the indented
+//!   create - PRODUCT "NAME" price=C stock=N     creates and restocks (their own keys are not
+//!   restock - PRODUCT QTY                       used: write `-`) up to `end`
+//! end
 //! ```
 //!
 //! Tokens may be double-quoted to hold spaces or be empty (`""`). Entries get log indexes 1, 2, ...
@@ -183,7 +187,12 @@ fn run_script(text: &str, through_bincode: bool) -> Result<(String, MemState), S
             "time" => runner.time_ms = single_number(&tokens).map_err(at)?,
             "forget-before" => runner.forget_before_ms = single_number(&tokens).map_err(at)?,
             "drop-before" => runner.drop_before_ms = single_number(&tokens).map_err(at)?,
-            "batch" if tokens.len() == 1 => {
+            "batch" | "bulk" if tokens.len() <= 2 => {
+                let bulk_key = match tokens.as_slice() {
+                    [_, key] if tokens[0] == "bulk" => Some(key.clone()),
+                    [_] if tokens[0] == "batch" => None,
+                    _ => return Err(at("batch takes no argument, bulk its key".into())),
+                };
                 let mut commands = Vec::new();
                 loop {
                     let Some((number, line)) = lines.next() else {
@@ -203,7 +212,15 @@ fn run_script(text: &str, through_bincode: bool) -> Result<(String, MemState), S
                         _ => commands.push(parse_command(&tokens).map_err(at)?),
                     }
                 }
-                runner.apply_entry(commands);
+                match bulk_key {
+                    Some(key) => runner.apply_entry(vec![Command {
+                        key,
+                        op: Op::Bulk {
+                            ops: commands.into_iter().map(|command| command.op).collect(),
+                        },
+                    }]),
+                    None => runner.apply_entry(commands),
+                }
             }
             _ => runner.apply_entry(vec![parse_command(&tokens).map_err(at)?]),
         }
@@ -382,11 +399,22 @@ impl Runner {
         // (created with this stock, restocked by, sold).
         let mut deltas: BTreeMap<String, (Option<u64>, u64, u64)> = BTreeMap::new();
         for (slot, (command, outcome)) in proposal.commands.iter().zip(outcomes).enumerate() {
+            let by_bulk_record =
+                flashstock_api::split_bulk_item_key(&command.key).and_then(|(request, index)| {
+                    match self.state.keys.get(request) {
+                        Some(record) => match &record.outcome {
+                            Outcome::Bulk(outcomes) => outcomes.get(index),
+                            _ => None,
+                        },
+                        None => None,
+                    }
+                });
             let recorded = self
                 .state
                 .keys
                 .get(&*record_key(command))
-                .map(|record| &record.outcome);
+                .map(|record| &record.outcome)
+                .or(by_bulk_record);
             match outcome {
                 Outcome::Duplicate(first) => assert_eq!(
                     recorded,
@@ -400,15 +428,17 @@ impl Runner {
                     "a fresh outcome is recorded under its key"
                 ),
             }
+            if let (Op::Bulk { ops }, Outcome::Bulk(items)) = (&command.op, outcome) {
+                assert_eq!(ops.len(), items.len(), "one outcome per bulk item");
+                for (op, item) in ops.iter().zip(items) {
+                    catalog_delta(op, item, &mut deltas);
+                }
+                continue;
+            }
+            if catalog_delta(&command.op, outcome, &mut deltas) {
+                continue;
+            }
             match (&command.op, outcome) {
-                (Op::CreateProduct { product, stock, .. }, Outcome::ProductCreated(p)) => {
-                    assert_eq!(&p.id, product);
-                    deltas.entry(p.id.clone()).or_default().0 = Some(*stock);
-                }
-                (Op::Restock { product, quantity }, Outcome::Restocked(p)) => {
-                    assert_eq!(&p.id, product);
-                    deltas.entry(p.id.clone()).or_default().1 += quantity;
-                }
                 (
                     Op::Purchase {
                         product,
@@ -434,6 +464,7 @@ impl Runner {
                 }
                 (Op::MarkArchived { .. }, Outcome::Archived { .. }) => {}
                 (Op::SetClusterVersion { .. }, Outcome::ClusterVersion { .. }) => {}
+                (Op::Bulk { .. }, Outcome::Bulk(_)) => unreachable!("checked above"),
                 (_, Outcome::Rejected(_) | Outcome::Duplicate(_)) => {}
                 (op, outcome) => panic!("outcome {outcome:?} does not answer {op:?}"),
             }
@@ -598,6 +629,10 @@ fn format_outcome(outcome: &Outcome) -> String {
         Outcome::Restocked(p) => format!("restocked {} stock={}", p.id, p.stock),
         Outcome::Archived { up_to } => format!("archived up_to={}", format_order_id(*up_to)),
         Outcome::ClusterVersion { version } => format!("cluster_version={version}"),
+        Outcome::Bulk(items) => {
+            let items: Vec<String> = items.iter().map(format_outcome).collect();
+            format!("bulk [{}]", items.join("; "))
+        }
         Outcome::Duplicate(first) => format!("duplicate({})", format_outcome(first)),
         Outcome::Rejected(rejection) => {
             let code = rejection.code();
@@ -640,6 +675,29 @@ fn horizon_moves_as_stated(what: &str, before: u64, requested: u64, after: u64, 
         after >= requested.min(clock_ms),
         "{what} stopped short of the proposal's {requested} (clock {clock_ms}): {before} -> {after}"
     );
+}
+
+/// What a confirmed create or restock must do to its product: `deltas` holds (created with this
+/// stock, restocked by, sold) per product. False for other kinds (and for refusals, which
+/// change nothing: checked against the state after the entry).
+fn catalog_delta(
+    op: &Op,
+    outcome: &Outcome,
+    deltas: &mut BTreeMap<String, (Option<u64>, u64, u64)>,
+) -> bool {
+    match (op, outcome) {
+        (Op::CreateProduct { product, stock, .. }, Outcome::ProductCreated(p)) => {
+            assert_eq!(&p.id, product);
+            deltas.entry(p.id.clone()).or_default().0 = Some(*stock);
+            true
+        }
+        (Op::Restock { product, quantity }, Outcome::Restocked(p)) => {
+            assert_eq!(&p.id, product);
+            deltas.entry(p.id.clone()).or_default().1 += quantity;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// A cluster version above what this release runs stops the apply (a storage fault, so the node

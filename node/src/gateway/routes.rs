@@ -572,11 +572,50 @@ async fn bulk(
             error: None,
         });
     }
-    let outcomes = gateway
-        .forwarder
-        .submit_all(commands)
-        .await
-        .map_err(forward_failed)?;
+    // From cluster version 2 on, one command under the request's key: one idempotency record
+    // instead of one per item. Read from this gateway's replica: one that lags sends the older
+    // form, which the state machine answers the same way.
+    let one_command = gateway
+        .node
+        .reader
+        .cluster_version()
+        .is_ok_and(|version| version >= 2);
+    let outcomes: Vec<Forwarded> = if one_command {
+        let command = Command {
+            key,
+            op: Op::Bulk {
+                ops: commands.into_iter().map(|command| command.op).collect(),
+            },
+        };
+        let forwarded = gateway
+            .forwarder
+            .submit_all(vec![command])
+            .await
+            .map_err(forward_failed)?
+            .pop()
+            .expect("one outcome per command");
+        let replayed = forwarded.replayed;
+        match forwarded.outcome {
+            Outcome::Bulk(items) if items.len() == results.len() => items
+                .into_iter()
+                .map(|item| match item {
+                    Outcome::Duplicate(first) => Forwarded {
+                        outcome: *first,
+                        replayed: true,
+                    },
+                    outcome => Forwarded { outcome, replayed },
+                })
+                .collect(),
+            Outcome::Rejected(rejection) => return Err(rejected(&rejection)),
+            outcome => return Err(unexpected(Forwarded { outcome, replayed })),
+        }
+    } else {
+        gateway
+            .forwarder
+            .submit_all(commands)
+            .await
+            .map_err(forward_failed)?
+    };
     for (result, forwarded) in results.iter_mut().zip(outcomes) {
         result.replayed = forwarded.replayed;
         match forwarded.outcome {
