@@ -1281,4 +1281,15 @@ async fn rolling_restart_restarts_every_node_with_no_failed_purchase() {
     );
     assert!(failed.is_empty(), "purchases failed: {failed:?}");
     assert!(confirmed > 0);
+    // It ends saying what every node runs and where the cluster version is.
+    let cluster_version = format!(
+        "stockctl: cluster version: {}",
+        flashstock_api::CLUSTER_VERSION
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("stockctl: release: every node answering runs"))
+            && said.contains(&cluster_version),
+        "{said:#?}"
+    );
 }

@@ -448,6 +448,11 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// The node binary nodes start with.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     /// Run `binary` for every node started from now on (a rolling upgrade); running nodes keep
     /// theirs until restarted.
     pub fn set_binary(&mut self, binary: &Path) {

@@ -558,7 +558,8 @@ impl Nemesis {
                 cluster.set_binary(&binary);
                 let (order, text) = self.rolling_restart(cluster, Some(&mut watch)).await?;
                 let figures = watch.finish(cluster).await;
-                let figures = format!("{}; {figures}", watch.handed_off.join("; "));
+                let rolled = watch.rolled_back.as_deref().unwrap_or("no rollback");
+                let figures = format!("{rolled}; {}; {figures}", watch.handed_off.join("; "));
                 self.log(&figures);
                 self.pending_problems.extend(watch.problems);
                 (
@@ -1160,7 +1161,11 @@ const CAUGHT_UP_LAG_MAX: u64 = 64;
 
 /// Wait until learner `id` trails the leader (found among `members`) by at most
 /// [`CAUGHT_UP_LAG_MAX`] entries.
-async fn wait_caught_up(cluster: &LocalCluster, members: &[u64], id: u64) -> Result<(), Error> {
+pub(crate) async fn wait_caught_up(
+    cluster: &LocalCluster,
+    members: &[u64],
+    id: u64,
+) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
     let client = cluster.voter_client();
     let mut last = String::from("no answer yet");

@@ -4,7 +4,9 @@
 //! quarter into the run, the `upgrade` fault restarts every node with this release's binary,
 //! one at a time (gateways, followers, the leader last after a hand-off). Leadership goes to the
 //! first upgraded voter for a few seconds, so the new release leads while older nodes are
-//! members: that leader must not raise the cluster version yet.
+//! members: that leader must not raise the cluster version yet. Before it leads, the first
+//! upgraded voter is rolled back to the previous release and upgraded again: the rollback path
+//! for servers upgraded before the switch.
 //!
 //! It checks what an operator relies on: every invariant of the fault harness over the whole
 //! history (no purchase without a definite answer is counted as confirmed, none lost, none
@@ -105,6 +107,14 @@ fn a_rolling_upgrade_under_load_keeps_every_invariant_and_switches_the_cluster_v
     println!(
         "the upgrade: {description}; longest without a confirmed purchase: {} ms",
         faults[0]["longest_gap_ms"]
+    );
+
+    assert!(
+        description.contains(&format!(
+            "rolled back to {}",
+            from.trim_start_matches("flashstock-node ")
+        )) && description.contains("upgraded again"),
+        "a voter went back to the previous release and forward again: {description}"
     );
 
     let confirmed: u64 = report["counts"]

@@ -294,13 +294,7 @@ fn apply_command(
     }
 
     let outcome = match &command.op {
-        Op::CreateProduct {
-            product,
-            name,
-            price_cents,
-            stock,
-        } => create_product(state, product, name, *price_cents, *stock)?,
-        Op::Restock { product, quantity } => restock(state, product, *quantity)?,
+        Op::CreateProduct { .. } | Op::Restock { .. } => catalog_op(state, &command.op)?,
         Op::Purchase {
             product,
             quantity,
@@ -389,21 +383,26 @@ fn bulk(state: &mut impl InventoryState, key: &str, ops: &[Op]) -> Result<Outcom
                 None => {}
             }
         }
-        outcomes.push(match op {
-            Op::CreateProduct {
-                product,
-                name,
-                price_cents,
-                stock,
-            } => create_product(state, product, name, *price_cents, *stock)?,
-            Op::Restock { product, quantity } => restock(state, product, *quantity)?,
-            // Refused by `validate_command` before.
-            other => Outcome::Rejected(Rejection::Invalid {
-                reason: format!("a bulk command does not hold {}", other.kind()),
-            }),
-        });
+        outcomes.push(catalog_op(state, op)?);
     }
     Ok(Outcome::Bulk(outcomes))
+}
+
+/// A create or a restock, on its own or as an item of a bulk command. Any other kind is
+/// refused (a bulk command holding one is refused by `validate_command` before).
+fn catalog_op(state: &mut impl InventoryState, op: &Op) -> Result<Outcome, Fault> {
+    match op {
+        Op::CreateProduct {
+            product,
+            name,
+            price_cents,
+            stock,
+        } => create_product(state, product, name, *price_cents, *stock),
+        Op::Restock { product, quantity } => restock(state, product, *quantity),
+        other => Ok(Outcome::Rejected(Rejection::Invalid {
+            reason: format!("a bulk command does not hold {}", other.kind()),
+        })),
+    }
 }
 
 fn create_product(

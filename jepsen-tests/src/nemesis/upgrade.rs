@@ -13,6 +13,10 @@
 //! runs the old release, and held there for [`NEW_LEADER_HOLD`] (several of the leader's
 //! checks): the new release leads while old nodes are members, as after any failover during an
 //! upgrade; once two of three voters are new, a version raised too early would commit.
+//!
+//! The first voter upgraded is also rolled back once before it leads: restarted with the old
+//! release's binary, caught up, then upgraded again. Before the switch that must work: nothing
+//! the new release stored may be unreadable to the old one.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +43,11 @@ pub struct Watch {
     pub handed_off: Vec<String>,
     /// Voters upgraded so far.
     voters_upgraded: usize,
+    /// The old release's binary, and the version its nodes report.
+    old_binary: std::path::PathBuf,
+    old_version: String,
+    /// The rollback of the first upgraded voter, once done.
+    pub rolled_back: Option<String>,
 }
 
 impl Watch {
@@ -50,7 +59,14 @@ impl Watch {
                 "no node answered before the rolling upgrade".into(),
             ));
         }
+        let old_version = statuses[0].release.as_ref().map_or_else(
+            || "a release before versions".to_owned(),
+            |r| r.version.clone(),
+        );
         Ok(Watch {
+            old_binary: cluster.binary().to_owned(),
+            old_version,
+            rolled_back: None,
             before: cluster_version(&statuses),
             problems: Vec::new(),
             handed_off: Vec::new(),
@@ -75,13 +91,24 @@ impl Watch {
     /// After node `id` runs the new release: if it is a voter and another voter still runs the
     /// old release, hand leadership to it and let it lead for [`NEW_LEADER_HOLD`]. What
     /// happened, if anything.
-    pub async fn after_restart(&mut self, cluster: &LocalCluster, id: u64) -> Option<String> {
+    pub async fn after_restart(&mut self, cluster: &mut LocalCluster, id: u64) -> Option<String> {
         if cluster.nodes[&id].role != cluster_config::Role::Voter {
             return None;
         }
         self.voters_upgraded += 1;
         if self.voters_upgraded == cluster.voter_ids().len() {
             return None;
+        }
+        if self.rolled_back.is_none() {
+            let text = match self.roll_back_and_forward(cluster, id).await {
+                Ok(text) => text,
+                Err(e) => {
+                    let text = format!("rolling node {id} back and forward FAILED: {e}");
+                    self.problems.push(text.clone());
+                    text
+                }
+            };
+            self.rolled_back = Some(text);
         }
         let leader = match cluster.wait_for_leader(SWITCH_WAIT).await {
             Ok(leader) => leader,
@@ -111,6 +138,48 @@ impl Watch {
         self.handed_off.push(text.clone());
         tokio::time::sleep(NEW_LEADER_HOLD).await;
         Some(text)
+    }
+
+    /// Restart voter `id`, which runs the new release, with the old one; check that it came
+    /// back on the old release and caught up; then upgrade it again. What happened.
+    async fn roll_back_and_forward(
+        &mut self,
+        cluster: &mut LocalCluster,
+        id: u64,
+    ) -> Result<String, Error> {
+        let new_binary = cluster.binary().to_owned();
+        let others: Vec<u64> = cluster
+            .voter_ids()
+            .into_iter()
+            .filter(|v| *v != id)
+            .collect();
+        let began = Instant::now();
+        cluster.set_binary(&self.old_binary);
+        let back = restart_caught_up(cluster, &others, id).await;
+        cluster.set_binary(&new_binary);
+        back?;
+        let runs = cluster
+            .voter_client()
+            .status(&cluster.addr(id))
+            .await
+            .ok()
+            .and_then(|status| status.release)
+            .map_or_else(|| "a release before versions".to_owned(), |r| r.version);
+        if runs != self.old_version {
+            return Err(Error::Harness(format!(
+                "node {id} was rolled back to {} but reports {runs}",
+                self.old_version
+            )));
+        }
+        let rolled_back_ms = began.elapsed().as_millis();
+        let began = Instant::now();
+        restart_caught_up(cluster, &others, id).await?;
+        Ok(format!(
+            "node {id} rolled back to {} (its store, written by the new release, opened; caught \
+             up after {rolled_back_ms} ms) and upgraded again ({} ms)",
+            self.old_version,
+            began.elapsed().as_millis()
+        ))
     }
 
     /// After the last node: every node must run the new release, and the cluster version go up
@@ -152,6 +221,21 @@ impl Watch {
         self.problems.push(problem.clone());
         problem
     }
+}
+
+/// Stop node `id` with SIGTERM, start it, and wait until it caught up with `others`' leader.
+async fn restart_caught_up(
+    cluster: &mut LocalCluster,
+    others: &[u64],
+    id: u64,
+) -> Result<(), Error> {
+    if !cluster.terminate(id)? {
+        return Err(Error::Harness(format!(
+            "node {id} exited unsuccessfully on SIGTERM"
+        )));
+    }
+    cluster.start(id).await?;
+    super::wait_caught_up(cluster, others, id).await
 }
 
 /// The status of every node that answers.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use flashstock_api::{ErrorCode, NodeAddr, NodeStatus, RaftState};
+use flashstock_api::{ErrorCode, NodeAddr, NodeStatus, RaftState, CLUSTER_VERSION_BASE};
 use flashstock_client::VoterClient;
 use serde::Serialize;
 
@@ -285,7 +285,7 @@ fn membership_lines(probes: &[Probe]) -> Vec<String> {
 
 /// What the nodes run: one release everywhere, or, during an upgrade, who runs what and the
 /// wire version every node speaks (the lowest: what the cluster can use).
-fn release_line(statuses: &[&NodeStatus]) -> Option<String> {
+pub(crate) fn release_line(statuses: &[&NodeStatus]) -> Option<String> {
     let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for status in statuses {
         let release = status.release.as_ref().map_or_else(
@@ -319,9 +319,9 @@ fn release_line(statuses: &[&NodeStatus]) -> Option<String> {
 }
 
 /// The cluster version the nodes have applied (the highest reported: a node that has not applied
-/// the switch yet catches up), and whether it can go up.
-fn cluster_version_line(statuses: &[&NodeStatus]) -> Option<String> {
-    use flashstock_api::CLUSTER_VERSION_BASE;
+/// the switch yet catches up), the newest every node answering supports, and the newest any
+/// does; `None` without statuses.
+pub(crate) fn cluster_versions(statuses: &[&NodeStatus]) -> Option<(u32, u32, u32)> {
     if statuses.is_empty() {
         return None;
     }
@@ -330,21 +330,30 @@ fn cluster_version_line(statuses: &[&NodeStatus]) -> Option<String> {
         .filter_map(|s| s.cluster_version)
         .max()
         .unwrap_or(CLUSTER_VERSION_BASE);
-    let supports = |s: &NodeStatus| {
-        s.release
-            .as_ref()
-            .map_or(CLUSTER_VERSION_BASE, |r| r.cluster_version_max)
-    };
-    let newest = statuses
-        .iter()
-        .map(|s| supports(s))
-        .max()
-        .unwrap_or(running);
     let every = statuses
         .iter()
         .map(|s| supports(s))
         .min()
         .unwrap_or(running);
+    let newest = statuses
+        .iter()
+        .map(|s| supports(s))
+        .max()
+        .unwrap_or(running);
+    Some((running, every, newest))
+}
+
+/// The newest cluster version a node's release runs (a release before cluster versions: 1).
+fn supports(status: &NodeStatus) -> u32 {
+    status
+        .release
+        .as_ref()
+        .map_or(CLUSTER_VERSION_BASE, |r| r.cluster_version_max)
+}
+
+/// The cluster version the nodes have applied, and whether it can go up.
+pub(crate) fn cluster_version_line(statuses: &[&NodeStatus]) -> Option<String> {
+    let (running, every, newest) = cluster_versions(statuses)?;
     Some(if every > running {
         format!(
             "cluster version: {running}; every node answering supports {every}: the leader \

@@ -16,7 +16,8 @@ use flashstock_client::VoterClient;
 use serde::Serialize;
 
 use crate::cluster::{
-    find_leader, lag_behind, member_addr, node_status, CAUGHT_UP_LAG_MAX, POLL_INTERVAL,
+    answered, cluster_version_line, cluster_versions, find_leader, lag_behind, member_addr,
+    node_status, probe_all, release_line, CAUGHT_UP_LAG_MAX, POLL_INTERVAL,
 };
 use crate::context::Context;
 use crate::error::CliError;
@@ -166,6 +167,7 @@ pub async fn rolling_restart(
             back_after_ms,
         });
     }
+    report_versions(ctx, client).await;
     emit(ctx.output, &done, || {
         let mut table = Table::new(&["ID", "ROLE", "HANDED_OFF_TO", "HAND_OFF_MS", "BACK_AFTER_S"]);
         for node in &done {
@@ -181,6 +183,36 @@ pub async fn rolling_restart(
         table
     });
     Ok(())
+}
+
+/// How long a rolling restart waits at its end for the leader to raise the cluster version, once
+/// every node runs a release that supports a newer one (the leader checks every second).
+const CLUSTER_VERSION_WAIT: Duration = Duration::from_secs(15);
+
+/// After the last node, on stderr: what the nodes run now, and the cluster version. When the
+/// restart was an upgrade that let the cluster version go up, waits (a bounded time) until the
+/// leader has raised it, so the line says where it ended.
+async fn report_versions(ctx: &Context, client: &VoterClient) {
+    let Ok(endpoints) = ctx.endpoints() else {
+        return;
+    };
+    let deadline = Instant::now() + CLUSTER_VERSION_WAIT;
+    loop {
+        let probes = probe_all(client, endpoints).await;
+        let statuses: Vec<&NodeStatus> = answered(&probes).collect();
+        let pending =
+            cluster_versions(&statuses).is_some_and(|(running, every, _)| every > running);
+        if !pending || Instant::now() >= deadline {
+            for line in release_line(&statuses)
+                .into_iter()
+                .chain(cluster_version_line(&statuses))
+            {
+                eprintln!("stockctl: {line}");
+            }
+            return;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 /// Run one restart command through `sh -c`, at most `wait`.
