@@ -3,6 +3,11 @@
 //! cannot, `tests/t10_faults.rs` compiles its every-kind-of-fault test as ignored, with the
 //! reason, and runs the same short run over the other kinds instead: a fault kind is never
 //! skipped by a test that then reports itself passed.
+//!
+//! It also decides whether the previous release's node binary is built
+//! (`deploy/build-previous.sh`, which `deploy/test.sh` runs first): without it, as in a clone
+//! without the previous release's commit, `tests/t30_rolling_upgrade.rs` compiles as ignored,
+//! with the reason.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +29,30 @@ fn main() {
     if is_root() && iptables_installed() {
         println!("cargo::rustc-cfg=jepsen_iptables");
     }
+
+    println!("cargo::rustc-check-cfg=cfg(jepsen_previous_release)");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/build-previous.sh");
+    println!("cargo::rerun-if-changed={}", script.display());
+    if let Some(binary) = previous_release_binary(&script) {
+        // Built later (or removed): probe again then.
+        println!("cargo::rerun-if-changed={}", binary.display());
+        if binary.is_file() {
+            println!("cargo::rustc-cfg=jepsen_previous_release");
+        }
+    }
+}
+
+/// Where `deploy/build-previous.sh` puts the previous release's node binary: the build
+/// directory's `previous/<commit>/flashstock-node`.
+fn previous_release_binary(script: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(script).ok()?;
+    let commit = text
+        .lines()
+        .find_map(|line| line.strip_prefix("PREVIOUS_COMMIT="))?;
+    // OUT_DIR is <target>/<profile>/build/<package>-<hash>/out.
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR")?);
+    let target = out_dir.ancestors().nth(4)?;
+    Some(target.join("previous").join(commit).join("flashstock-node"))
 }
 
 fn is_root() -> bool {

@@ -47,6 +47,12 @@ fn version_of(binary: &Path) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(jepsen_previous_release),
+    ignore = "the previous release's node binary was not built when this test was: \
+              deploy/build-previous.sh builds it from git (deploy/test.sh runs it first); a \
+              clone without the previous release's commit cannot"
+)]
 fn a_rolling_upgrade_under_load_keeps_every_invariant_and_switches_the_cluster_version_last() {
     let previous = previous_binary();
     let current = flashstock_deploy::local::node_binary().expect("the flashstock-node binary");
