@@ -18,6 +18,17 @@ source deploy/setup.sh
 # keepalived (as root): the floating address of the six-hosts test (deploy/tests/six_hosts.rs).
 flashstock_need_packages postgresql iptables iproute2 chromium curl keepalived redis-server
 
+# The release profile compiles incrementally (Cargo.toml), and cargo never collects that state:
+# it reached 40 GiB in the shared build directory after a few weeks of changes and filled the
+# disk, which then failed tests that write data (the six-hosts test first). Start it afresh past
+# 8 GiB: the next build recompiles this workspace's crates once, never RocksDB.
+target_dir=$(sed -n 's/^target-dir = "\(.*\)"$/\1/p' .cargo/config.toml)
+incremental="$target_dir/release/incremental"
+if [ -d "$incremental" ] && [ "$(du -sm "$incremental" | cut -f1)" -gt 8192 ]; then
+  echo "test.sh: $incremental is over 8 GiB: removing it"
+  rm -rf "$incremental"
+fi
+
 # What a reviewer checks first, in the same release profile as everything else, so that RocksDB's
 # C++ still compiles once: formatting, lints (warnings are errors) and the API docs.
 cargo fmt --all --check
