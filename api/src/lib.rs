@@ -649,6 +649,22 @@ pub struct NodeStatus {
     pub cluster_version: Option<u32>,
 }
 
+impl NodeStatus {
+    /// The cluster version in the node's applied state ([`CLUSTER_VERSION_BASE`] from a release
+    /// before cluster versions).
+    pub fn applied_cluster_version(&self) -> u32 {
+        self.cluster_version.unwrap_or(CLUSTER_VERSION_BASE)
+    }
+
+    /// The newest cluster version the node's release runs ([`CLUSTER_VERSION_BASE`] from a
+    /// release before cluster versions).
+    pub fn supported_cluster_version(&self) -> u32 {
+        self.release
+            .as_ref()
+            .map_or(CLUSTER_VERSION_BASE, |release| release.cluster_version_max)
+    }
+}
+
 /// The release a node runs and the versions of what it exchanges and stores, in its status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseStatus {

@@ -136,10 +136,7 @@ async fn supported_by_every_member(state: &NodeState) -> Result<u32, String> {
             .json()
             .await
             .map_err(|e| format!("member {id} answered an unreadable status ({e})"))?;
-        let runs = status
-            .release
-            .as_ref()
-            .map_or(CLUSTER_VERSION_BASE, |release| release.cluster_version_max);
+        let runs = status.supported_cluster_version();
         if runs < CLUSTER_VERSION {
             behind.push(id);
         }

@@ -81,11 +81,18 @@ impl NodeState {
     /// each command again, deterministically.
     fn check_batch(&self, commands: &[Command]) -> Result<(), String> {
         let limits = &self.config.limits;
-        if commands.is_empty() || commands.len() > limits.commands_per_entry_max {
+        // A bulk command's items are the entry's work as much as commands are: they count.
+        let items: usize = commands
+            .iter()
+            .map(|command| match &command.op {
+                Op::Bulk { ops } => ops.len(),
+                _ => 1,
+            })
+            .sum();
+        if commands.is_empty() || items > limits.commands_per_entry_max {
             return Err(format!(
-                "a write holds 1 to {} commands, not {}",
+                "a write holds 1 to {} commands (a bulk command counts its items), not {items}",
                 limits.commands_per_entry_max,
-                commands.len()
             ));
         }
         for command in commands {

@@ -211,6 +211,26 @@ async fn a_gateway_credential_is_refused_everything_but_public_commands() {
         "MarkArchived with an operator credential",
     );
 
+    // One bulk command is as much work as its items: more than an entry may hold is refused
+    // before anything is proposed, however few commands carry them.
+    let too_many = cluster_config::defaults::DEFAULT_COMMANDS_PER_ENTRY_MAX + 1;
+    let bulk = Command {
+        key: "gw-bulk".into(),
+        op: Op::Bulk {
+            ops: (0..too_many)
+                .map(|_| Op::Restock {
+                    product: "tee".into(),
+                    quantity: 1,
+                })
+                .collect(),
+        },
+    };
+    assert_refused(
+        gateway.write(vec![bulk]).await,
+        ErrorCode::InvalidRequest,
+        "a bulk command over the entry's bound",
+    );
+
     // Admin calls and replica reads.
     let voters = cluster.voter_ids();
     let what = "an admin call with a gateway credential";

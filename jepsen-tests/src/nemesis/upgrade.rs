@@ -206,7 +206,7 @@ impl Watch {
         }
         let old: Vec<u64> = last
             .iter()
-            .filter(|status| supports(status) < CLUSTER_VERSION)
+            .filter(|status| status.supported_cluster_version() < CLUSTER_VERSION)
             .map(|status| status.id)
             .collect();
         let versions: Vec<(u64, Option<u32>)> = last
@@ -255,15 +255,7 @@ async fn statuses(cluster: &LocalCluster) -> Vec<NodeStatus> {
 fn cluster_version(statuses: &[NodeStatus]) -> u32 {
     statuses
         .iter()
-        .map(|status| status.cluster_version.unwrap_or(CLUSTER_VERSION_BASE))
+        .map(NodeStatus::applied_cluster_version)
         .max()
         .unwrap_or(CLUSTER_VERSION_BASE)
-}
-
-/// The newest cluster version a node's release runs.
-fn supports(status: &NodeStatus) -> u32 {
-    status
-        .release
-        .as_ref()
-        .map_or(CLUSTER_VERSION_BASE, |release| release.cluster_version_max)
 }

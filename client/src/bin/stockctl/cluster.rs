@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use flashstock_api::{ErrorCode, NodeAddr, NodeStatus, RaftState, CLUSTER_VERSION_BASE};
+use flashstock_api::{ErrorCode, NodeAddr, NodeStatus, RaftState};
 use flashstock_client::VoterClient;
 use serde::Serialize;
 
@@ -322,33 +322,16 @@ pub(crate) fn release_line(statuses: &[&NodeStatus]) -> Option<String> {
 /// the switch yet catches up), the newest every node answering supports, and the newest any
 /// does; `None` without statuses.
 pub(crate) fn cluster_versions(statuses: &[&NodeStatus]) -> Option<(u32, u32, u32)> {
-    if statuses.is_empty() {
-        return None;
-    }
-    let running = statuses
-        .iter()
-        .filter_map(|s| s.cluster_version)
-        .max()
-        .unwrap_or(CLUSTER_VERSION_BASE);
+    let running = statuses.iter().map(|s| s.applied_cluster_version()).max()?;
     let every = statuses
         .iter()
-        .map(|s| supports(s))
-        .min()
-        .unwrap_or(running);
+        .map(|s| s.supported_cluster_version())
+        .min()?;
     let newest = statuses
         .iter()
-        .map(|s| supports(s))
-        .max()
-        .unwrap_or(running);
+        .map(|s| s.supported_cluster_version())
+        .max()?;
     Some((running, every, newest))
-}
-
-/// The newest cluster version a node's release runs (a release before cluster versions: 1).
-fn supports(status: &NodeStatus) -> u32 {
-    status
-        .release
-        .as_ref()
-        .map_or(CLUSTER_VERSION_BASE, |r| r.cluster_version_max)
 }
 
 /// The cluster version the nodes have applied, and whether it can go up.
@@ -362,7 +345,7 @@ pub(crate) fn cluster_version_line(statuses: &[&NodeStatus]) -> Option<String> {
     } else if newest > running {
         let behind: Vec<u64> = statuses
             .iter()
-            .filter(|s| supports(s) <= running)
+            .filter(|s| s.supported_cluster_version() <= running)
             .map(|s| s.id)
             .collect();
         format!(
