@@ -72,6 +72,21 @@ error_codes! {
     ProductExists => "product_exists",
     /// 422: committed rejection: the idempotency key was used for another request.
     IdempotencyKeyReused => "idempotency_key_reused",
+    /// 404: no such hold, or not for this token (also a committed rejection).
+    UnknownHold => "unknown_hold",
+    /// 409: committed rejection: the hold expired before it was confirmed or released; its
+    /// stock is available again.
+    HoldExpired => "hold_expired",
+    /// 409: committed rejection: the hold was confirmed or released already.
+    HoldFinished => "hold_finished",
+    /// 409: committed rejection: the customer would pass the product's limit per customer.
+    LimitReached => "limit_reached",
+    /// 422: committed rejection: the product has a limit per customer and no customer was named.
+    CustomerRequired => "customer_required",
+    /// 409: committed rejection: the order is cancelled already.
+    AlreadyCancelled => "already_cancelled",
+    /// 409: committed rejection: the order is older than the cancellation window.
+    CancelWindowPassed => "cancel_window_passed",
     /// 500: this node's storage failed a read; another replica may answer.
     StorageError => "storage_error",
     /// 500: a broken contract inside the node.
@@ -181,6 +196,13 @@ impl ErrorCode {
                 | ErrorCode::UnknownProduct
                 | ErrorCode::ProductExists
                 | ErrorCode::IdempotencyKeyReused
+                | ErrorCode::UnknownHold
+                | ErrorCode::HoldExpired
+                | ErrorCode::HoldFinished
+                | ErrorCode::LimitReached
+                | ErrorCode::CustomerRequired
+                | ErrorCode::AlreadyCancelled
+                | ErrorCode::CancelWindowPassed
         )
     }
 }

@@ -18,8 +18,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod commerce;
 mod error_code;
 
+pub use commerce::{
+    Hold, HoldId, HoldLine, HoldState, Line, OrderLine, OrderTerms, ProductDetails, ProductTerms,
+    CART_LINES_LIMIT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN,
+};
 pub use error_code::ErrorCode;
 
 /// Longest product id, in bytes.
@@ -80,6 +85,49 @@ pub enum Op {
     /// request is one command per item, keyed [`bulk_item_key`]; the state machine answers a
     /// retry across the switch from whichever form applied first.
     Bulk { ops: Vec<Op> },
+    /// Hold every line for the customer until `ttl_ms` after the entry's time (cluster version
+    /// 2), or hold nothing: the stock moves from available to held at once ([`Hold`]).
+    Hold {
+        lines: Vec<Line>,
+        customer: Option<String>,
+        ttl_ms: u64,
+        /// The hold's capability, drawn by the gateway; like a purchase's, not part of what the
+        /// request is ([`Op::same_request`]).
+        token: Option<String>,
+    },
+    /// The payment succeeded: the held stock becomes an order (cluster version 2). `token` must
+    /// be the hold's; `None` is an admin's (the gateway sends it only from the admin API).
+    ConfirmHold { hold: HoldId, token: Option<String> },
+    /// The payment failed: the held stock goes back to available (cluster version 2).
+    ReleaseHold { hold: HoldId, token: Option<String> },
+    /// Buy every line of a cart, or none (cluster version 2): one order of several lines.
+    Checkout {
+        lines: Vec<Line>,
+        customer: Option<String>,
+        /// The order's capability, as [`Op::Purchase::token`].
+        token: Option<String>,
+    },
+    /// Cancel an order: its stock goes back to available, exactly once (cluster version 2).
+    /// `token` must be the order's; `None` is an admin's. `within_ms`: refused once the order is
+    /// older than that (the gateway's configured window); `None` (an admin): no window.
+    CancelOrder {
+        order: OrderId,
+        token: Option<String>,
+        within_ms: Option<u64>,
+    },
+    /// Set, change or remove a product's limit per customer (cluster version 2).
+    SetLimit {
+        product: String,
+        limit_per_customer: Option<u32>,
+    },
+    /// [`Op::CreateProduct`] with a limit per customer from the start (cluster version 2).
+    CreateLimitedProduct {
+        product: String,
+        name: String,
+        price_cents: u64,
+        stock: u64,
+        limit_per_customer: u32,
+    },
 }
 
 impl Op {
@@ -93,7 +141,14 @@ impl Op {
             Op::CreateProduct { .. }
             | Op::Restock { .. }
             | Op::Purchase { .. }
-            | Op::Bulk { .. } => false,
+            | Op::Bulk { .. }
+            | Op::Hold { .. }
+            | Op::ConfirmHold { .. }
+            | Op::ReleaseHold { .. }
+            | Op::Checkout { .. }
+            | Op::CancelOrder { .. }
+            | Op::SetLimit { .. }
+            | Op::CreateLimitedProduct { .. } => false,
             Op::MarkArchived { .. } | Op::SetClusterVersion { .. } => true,
         }
     }
@@ -107,29 +162,37 @@ impl Op {
             | Op::Restock { .. }
             | Op::Purchase { .. }
             | Op::MarkArchived { .. } => CLUSTER_VERSION_BASE,
-            Op::SetClusterVersion { .. } | Op::Bulk { .. } => 2,
+            Op::SetClusterVersion { .. }
+            | Op::Bulk { .. }
+            | Op::Hold { .. }
+            | Op::ConfirmHold { .. }
+            | Op::ReleaseHold { .. }
+            | Op::Checkout { .. }
+            | Op::CancelOrder { .. }
+            | Op::SetLimit { .. }
+            | Op::CreateLimitedProduct { .. } => 2,
         }
     }
 
-    /// Whether `self` asks for the same thing as `other`: equal but for a purchase's
-    /// [`Op::Purchase::token`], which each attempt draws afresh. A key recorded for one request
-    /// answers a retry of the same request, and refuses any other as a reused key.
+    /// Whether `self` asks for the same thing as `other`: equal but for the capability a
+    /// purchase, a hold or a checkout draws afresh on each attempt (their `token`). A key
+    /// recorded for one request answers a retry of the same request, and refuses any other as a
+    /// reused key.
     pub fn same_request(&self, other: &Op) -> bool {
         fn without_token(op: &Op) -> std::borrow::Cow<'_, Op> {
-            match op {
-                Op::Purchase {
-                    product,
-                    quantity,
-                    customer,
-                    token: Some(_),
-                } => std::borrow::Cow::Owned(Op::Purchase {
-                    product: product.clone(),
-                    quantity: *quantity,
-                    customer: customer.clone(),
-                    token: None,
-                }),
-                other => std::borrow::Cow::Borrowed(other),
+            let mut owned = match op {
+                Op::Purchase { token: Some(_), .. }
+                | Op::Hold { token: Some(_), .. }
+                | Op::Checkout { token: Some(_), .. } => op.clone(),
+                other => return std::borrow::Cow::Borrowed(other),
+            };
+            if let Op::Purchase { token, .. }
+            | Op::Hold { token, .. }
+            | Op::Checkout { token, .. } = &mut owned
+            {
+                *token = None;
             }
+            std::borrow::Cow::Owned(owned)
         }
         without_token(self) == without_token(other)
     }
@@ -143,6 +206,13 @@ impl Op {
             Op::MarkArchived { .. } => "mark_archived",
             Op::SetClusterVersion { .. } => "set_cluster_version",
             Op::Bulk { .. } => "bulk",
+            Op::Hold { .. } => "hold",
+            Op::ConfirmHold { .. } => "confirm_hold",
+            Op::ReleaseHold { .. } => "release_hold",
+            Op::Checkout { .. } => "checkout",
+            Op::CancelOrder { .. } => "cancel_order",
+            Op::SetLimit { .. } => "set_limit",
+            Op::CreateLimitedProduct { .. } => "create_limited_product",
         }
     }
 }
@@ -198,6 +268,28 @@ pub enum Outcome {
     Rejected(Rejection),
     /// The key was seen before: this is the first command's outcome, not a second application.
     Duplicate(Box<Outcome>),
+    /// The stock of every line is held ([`Op::Hold`]).
+    Held(Hold),
+    /// The hold is released and its stock available again ([`Op::ReleaseHold`]).
+    Released(Hold),
+    /// An order of one or more lines is placed: from a cart ([`Op::Checkout`]) or a hold
+    /// ([`Op::ConfirmHold`]).
+    Placed {
+        order: Order,
+        terms: OrderTerms,
+    },
+    /// The order is cancelled and its stock available again ([`Op::CancelOrder`]).
+    Cancelled {
+        order: Order,
+        terms: OrderTerms,
+    },
+    /// A product created with terms ([`Op::CreateLimitedProduct`], `created`) or whose terms
+    /// changed ([`Op::SetLimit`]).
+    ProductTermsSet {
+        created: bool,
+        product: Product,
+        terms: ProductTerms,
+    },
 }
 
 impl Outcome {
@@ -232,6 +324,45 @@ pub enum Rejection {
     Invalid {
         reason: String,
     },
+    /// No such hold, or not for this token (which cannot tell the two apart).
+    UnknownHold {
+        hold: HoldId,
+    },
+    /// The hold expired before this confirmation or release: its stock went back.
+    HoldExpired {
+        hold: HoldId,
+    },
+    /// The hold was confirmed or released before: nothing more to do with it.
+    HoldFinished {
+        hold: HoldId,
+        state: HoldState,
+    },
+    /// The customer would have more of the product than its limit: `taken` held or bought
+    /// already, `requested` more.
+    LimitReached {
+        product: String,
+        limit: u32,
+        taken: u64,
+        requested: u32,
+    },
+    /// The product has a limit per customer, and the command names no customer.
+    CustomerRequired {
+        product: String,
+    },
+    /// No such order in the state (never placed, or dropped after its retention), or not for
+    /// this token.
+    OrderNotFound {
+        order: OrderId,
+    },
+    /// The order was cancelled before.
+    AlreadyCancelled {
+        order: OrderId,
+    },
+    /// The order is older than the cancellation window.
+    CancelWindowPassed {
+        order: OrderId,
+        within_ms: u64,
+    },
 }
 
 impl Rejection {
@@ -243,6 +374,14 @@ impl Rejection {
             Rejection::ProductExists { .. } => ErrorCode::ProductExists,
             Rejection::KeyReused { .. } => ErrorCode::IdempotencyKeyReused,
             Rejection::Invalid { .. } => ErrorCode::InvalidRequest,
+            Rejection::UnknownHold { .. } => ErrorCode::UnknownHold,
+            Rejection::HoldExpired { .. } => ErrorCode::HoldExpired,
+            Rejection::HoldFinished { .. } => ErrorCode::HoldFinished,
+            Rejection::LimitReached { .. } => ErrorCode::LimitReached,
+            Rejection::CustomerRequired { .. } => ErrorCode::CustomerRequired,
+            Rejection::OrderNotFound { .. } => ErrorCode::UnknownOrder,
+            Rejection::AlreadyCancelled { .. } => ErrorCode::AlreadyCancelled,
+            Rejection::CancelWindowPassed { .. } => ErrorCode::CancelWindowPassed,
         }
     }
 }
@@ -265,6 +404,36 @@ impl fmt::Display for Rejection {
                 "idempotency key {key:?} was already used for a different request"
             ),
             Rejection::Invalid { reason } => write!(f, "invalid request: {reason}"),
+            Rejection::UnknownHold { hold } => write!(f, "no hold {hold} for this token"),
+            Rejection::HoldExpired { hold } => {
+                write!(f, "hold {hold} expired; its stock is available again")
+            }
+            Rejection::HoldFinished { hold, state } => {
+                write!(f, "hold {hold} is {} already", state.as_str())
+            }
+            Rejection::LimitReached {
+                product,
+                limit,
+                taken,
+                requested,
+            } => write!(
+                f,
+                "product {product:?} is limited to {limit} per customer; this customer has \
+                 {taken}, {requested} more requested"
+            ),
+            Rejection::CustomerRequired { product } => write!(
+                f,
+                "product {product:?} has a limit per customer: name the customer"
+            ),
+            Rejection::OrderNotFound { order } => write!(f, "no order {order} for this token"),
+            Rejection::AlreadyCancelled { order } => {
+                write!(f, "order {order} is cancelled already")
+            }
+            Rejection::CancelWindowPassed { order, within_ms } => write!(
+                f,
+                "order {order} is older than the cancellation window ({} s)",
+                within_ms / 1000
+            ),
         }
     }
 }
@@ -423,6 +592,55 @@ fn validate_op(op: &Op) -> Result<(), String> {
                 validate_order_token(token)?;
             }
         }
+        Op::Hold {
+            lines,
+            customer,
+            ttl_ms,
+            token,
+        } => {
+            validate_lines(lines)?;
+            validate_capability(customer, token)?;
+            if !(HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX).contains(ttl_ms) {
+                return Err(format!(
+                    "a hold lasts {HOLD_TTL_MS_MIN} to {HOLD_TTL_MS_MAX} ms, not {ttl_ms}"
+                ));
+            }
+        }
+        Op::ConfirmHold { token, .. }
+        | Op::ReleaseHold { token, .. }
+        | Op::CancelOrder { token, .. } => validate_capability(&None, token)?,
+        Op::Checkout {
+            lines,
+            customer,
+            token,
+        } => {
+            validate_lines(lines)?;
+            validate_capability(customer, token)?;
+        }
+        Op::SetLimit {
+            product,
+            limit_per_customer,
+        } => {
+            validate_product_id(product)?;
+            if let Some(limit) = limit_per_customer {
+                validate_limit(*limit)?;
+            }
+        }
+        Op::CreateLimitedProduct {
+            product,
+            name,
+            price_cents,
+            stock,
+            limit_per_customer,
+        } => {
+            validate_op(&Op::CreateProduct {
+                product: product.clone(),
+                name: name.clone(),
+                price_cents: *price_cents,
+                stock: *stock,
+            })?;
+            validate_limit(*limit_per_customer)?;
+        }
         Op::MarkArchived { .. } => {}
         Op::SetClusterVersion { version } => {
             if *version < 2 {
@@ -450,6 +668,53 @@ fn validate_op(op: &Op) -> Result<(), String> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// The lines of a cart or a hold: 1 to [`CART_LINES_LIMIT`], each of a distinct product, each
+/// quantity 1 to [`PURCHASE_QUANTITY_LIMIT`].
+pub fn validate_lines(lines: &[Line]) -> Result<(), String> {
+    if lines.is_empty() || lines.len() > CART_LINES_LIMIT {
+        return Err(format!(
+            "a cart holds 1 to {CART_LINES_LIMIT} lines, not {}",
+            lines.len()
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, line) in lines.iter().enumerate() {
+        validate_product_id(&line.product).map_err(|message| format!("line {index}: {message}"))?;
+        if line.quantity == 0 || line.quantity > PURCHASE_QUANTITY_LIMIT {
+            return Err(format!(
+                "line {index}: quantity must be 1 to {PURCHASE_QUANTITY_LIMIT}"
+            ));
+        }
+        if !seen.insert(line.product.as_str()) {
+            return Err(format!(
+                "line {index}: product {:?} is on an earlier line; one line per product",
+                line.product
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A limit per customer is 1 to [`PURCHASE_QUANTITY_LIMIT`] items.
+pub fn validate_limit(limit: u32) -> Result<(), String> {
+    if limit == 0 || limit > PURCHASE_QUANTITY_LIMIT {
+        return Err(format!(
+            "limit_per_customer must be 1 to {PURCHASE_QUANTITY_LIMIT}"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_capability(customer: &Option<String>, token: &Option<String>) -> Result<(), String> {
+    if let Some(customer) = customer {
+        validate_customer(customer)?;
+    }
+    if let Some(token) = token {
+        validate_order_token(token)?;
     }
     Ok(())
 }
@@ -1283,6 +1548,126 @@ mod tests {
         assert!(purchase(Some(&a), 1).same_request(&purchase(Some(&b), 1)));
         assert!(purchase(None, 1).same_request(&purchase(Some(&b), 1)));
         assert!(!purchase(Some(&a), 1).same_request(&purchase(Some(&a), 2)));
+    }
+
+    /// Outcomes and records travel in bincode (the Raft log, the internal write answer, the
+    /// idempotency records): every checkout kind must come back from it as it went, which an
+    /// internally tagged enum or a skipped field would break.
+    #[test]
+    fn checkout_kinds_survive_bincode() {
+        let token = Some("a".repeat(ORDER_TOKEN_LEN));
+        let lines = vec![Line {
+            product: "mug".into(),
+            quantity: 2,
+        }];
+        let order = Order {
+            id: OrderId::new(9, 1),
+            key: "k".into(),
+            product: "mug".into(),
+            quantity: 2,
+            customer: Some("alice".into()),
+            price_cents: 900,
+            remaining: 3,
+            placed_at_ms: 5,
+            token: token.clone(),
+        };
+        let terms = OrderTerms {
+            lines: vec![OrderLine {
+                product: "mug".into(),
+                quantity: 2,
+                price_cents: 900,
+                remaining: 3,
+                limit_epoch: 1,
+            }],
+            hold: Some(HoldId(7)),
+            cancelled_at_ms: Some(6),
+        };
+        let hold = |state| Hold {
+            id: HoldId(7),
+            key: "h".into(),
+            customer: None,
+            lines: vec![HoldLine {
+                product: "mug".into(),
+                quantity: 2,
+                price_cents: 900,
+                limit_epoch: 0,
+            }],
+            held_at_ms: 1,
+            expires_at_ms: 2,
+            state,
+            changed_at_ms: 1,
+            token: None,
+        };
+        let product = Product {
+            id: "mug".into(),
+            name: "Mug".into(),
+            price_cents: 900,
+            stock: 3,
+            initial_stock: 5,
+            restocked: 0,
+            sold: 2,
+        };
+        let ops = vec![
+            Op::Hold {
+                lines: lines.clone(),
+                customer: Some("alice".into()),
+                ttl_ms: 60_000,
+                token: token.clone(),
+            },
+            Op::ConfirmHold {
+                hold: HoldId(7),
+                token: token.clone(),
+            },
+            Op::ReleaseHold {
+                hold: HoldId(7),
+                token: None,
+            },
+            Op::Checkout {
+                lines,
+                customer: None,
+                token: token.clone(),
+            },
+            Op::CancelOrder {
+                order: OrderId(3),
+                token,
+                within_ms: Some(1),
+            },
+            Op::SetLimit {
+                product: "mug".into(),
+                limit_per_customer: None,
+            },
+        ];
+        for op in ops {
+            let bytes = bincode::serialize(&op).unwrap();
+            assert_eq!(bincode::deserialize::<Op>(&bytes).unwrap(), op);
+        }
+        let outcomes = vec![
+            Outcome::Held(hold(HoldState::Held)),
+            Outcome::Released(hold(HoldState::Confirmed { order: OrderId(8) })),
+            Outcome::Placed {
+                order: order.clone(),
+                terms: terms.clone(),
+            },
+            Outcome::Cancelled { order, terms },
+            Outcome::ProductTermsSet {
+                created: true,
+                product,
+                terms: ProductTerms {
+                    held: 1,
+                    limit_per_customer: Some(2),
+                    limit_epoch: 1,
+                    cancelled: 0,
+                },
+            },
+            Outcome::Rejected(Rejection::HoldFinished {
+                hold: HoldId(7),
+                state: HoldState::Expired,
+            }),
+        ];
+        for outcome in outcomes {
+            let bytes = bincode::serialize(&outcome).unwrap();
+            assert_eq!(bincode::deserialize::<Outcome>(&bytes).unwrap(), outcome);
+        }
     }
 
     #[test]

@@ -12,13 +12,17 @@
 //! scenario tests.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use flashstock_api::{
-    bulk_item_key, split_bulk_item_key, validate_command, Command, Op, Order, OrderId, Outcome,
-    Product, Proposal, Rejection, CLUSTER_VERSION, CLUSTER_VERSION_BASE, COMMANDS_PER_ENTRY_LIMIT,
+    bulk_item_key, split_bulk_item_key, validate_command, Command, Hold, HoldId, HoldState, Op,
+    Order, OrderId, OrderLine, OrderTerms, Outcome, Product, ProductTerms, Proposal, Rejection,
+    CLUSTER_VERSION, CLUSTER_VERSION_BASE, COMMANDS_PER_ENTRY_LIMIT,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::checkout;
+pub use crate::records::{OrderRecord, ProductRecord};
 
 /// Most expired idempotency records forgotten while applying one entry, beyond one per command.
 /// Bounds the work of one apply; a backlog is worked off over the following entries.
@@ -91,6 +95,14 @@ impl InventoryMeta {
     }
 }
 
+/// An order's cancellation, kept at the position of the command that cancelled it (`e/`), so
+/// that the archive meets placements and cancellations in log order under one cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancellation {
+    pub order: OrderId,
+    pub cancelled_at_ms: u64,
+}
+
 /// A fault of the storage under the state machine. It is never a client's fault: the node must
 /// stop applying rather than answer anything.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +142,21 @@ impl Incarnations {
 
 /// The state the inventory logic reads and writes. Reads see the writes made before them.
 pub trait InventoryState {
-    fn product(&self, id: &str) -> Result<Option<Product>, Fault>;
+    fn product(&self, id: &str) -> Result<Option<ProductRecord>, Fault>;
+    fn order(&self, id: OrderId) -> Result<Option<OrderRecord>, Fault>;
+    fn hold(&self, id: HoldId) -> Result<Option<Hold>, Fault>;
+    /// Up to `limit` holds still held whose deadline is before `before_ms`, earliest first, as
+    /// `(expires_at_ms, hold)`. Called before any write of the entry.
+    fn holds_due(&self, before_ms: u64, limit: usize) -> Result<Vec<(u64, HoldId)>, Fault>;
+    /// Up to `limit` finished holds that finished before `before_ms`, oldest first, as
+    /// `(changed_at_ms, hold)`. Called before any write of the entry.
+    fn holds_finished_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, HoldId)>, Fault>;
+    /// What `customer` holds and bought of `product` in its current limit epoch.
+    fn customer_taken(&self, product: &str, customer: &str) -> Result<u64, Fault>;
     fn key_record(&self, key: &str) -> Result<Option<KeyRecord>, Fault>;
     /// Up to `limit` keys recorded before `before_ms`, oldest first, as `(recorded_at_ms, key)`.
     fn keys_recorded_before(
@@ -150,11 +176,22 @@ pub trait InventoryState {
         limit: usize,
     ) -> Result<Vec<Order>, Fault>;
 
-    fn put_product(&mut self, product: &Product);
-    fn put_order(&mut self, order: &Order);
+    fn put_product(&mut self, record: &ProductRecord);
+    fn put_order(&mut self, record: &OrderRecord);
+    /// Write a hold and its index: by deadline while held, by finish time once finished.
+    fn put_hold(&mut self, hold: &Hold);
+    /// Forget a finished hold and its index.
+    fn forget_hold(&mut self, hold: &Hold);
+    /// Set what a customer took of a product (0 removes the record).
+    fn put_customer_taken(&mut self, product: &str, customer: &str, taken: u64);
+    /// Forget every customer's count of a product (its limit was removed).
+    fn forget_customers_taken(&mut self, product: &str);
+    /// Record a cancellation at `position` (in log order, for the archive).
+    fn put_cancellation(&mut self, position: OrderId, cancellation: &Cancellation);
     fn put_key_record(&mut self, key: &str, record: &KeyRecord);
     fn delete_key_record(&mut self, key: &str, recorded_at_ms: u64);
-    /// Remove every order with an id in `after..=up_to` (`after` excluded; `None`: from the start).
+    /// Remove every order, and every cancellation, with an id or position in `after..=up_to`
+    /// (`after` excluded; `None`: from the start).
     fn delete_orders(&mut self, after: Option<OrderId>, up_to: OrderId);
     fn put_meta(&mut self, meta: &InventoryMeta);
     /// The cluster version ([`CLUSTER_VERSION`]): [`CLUSTER_VERSION_BASE`] until raised.
@@ -191,6 +228,7 @@ pub fn apply_proposal(
     meta.clock_ms = meta.clock_ms.max(proposal.proposed_at_ms);
     forget_expired_keys(state, &mut meta, proposal)?;
     drop_archived_orders(state, &mut meta, proposal)?;
+    checkout::expire_holds(state, &meta, proposal.commands.len())?;
 
     let incarnation = state.incarnations()?.at(log_index);
     let mut outcomes = Vec::with_capacity(proposal.commands.len());
@@ -313,6 +351,61 @@ fn apply_command(
         Op::MarkArchived { up_to } => mark_archived(state, meta, order_id, *up_to)?,
         Op::SetClusterVersion { version } => set_cluster_version(state, *version)?,
         Op::Bulk { ops } => bulk(state, &command.key, ops)?,
+        Op::Hold {
+            lines,
+            customer,
+            ttl_ms,
+            token,
+        } => checkout::hold(
+            state,
+            meta,
+            order_id.into(),
+            &command.key,
+            lines,
+            customer.as_deref(),
+            *ttl_ms,
+            token.as_deref(),
+        )?,
+        Op::ConfirmHold { hold, token } => {
+            checkout::confirm(state, meta, order_id, &command.key, *hold, token.as_deref())?
+        }
+        Op::ReleaseHold { hold, token } => checkout::release(state, meta, *hold, token.as_deref())?,
+        Op::Checkout {
+            lines,
+            customer,
+            token,
+        } => checkout::checkout(
+            state,
+            meta,
+            order_id,
+            &command.key,
+            lines,
+            customer.as_deref(),
+            token.as_deref(),
+        )?,
+        Op::CancelOrder {
+            order,
+            token,
+            within_ms,
+        } => checkout::cancel(state, meta, order_id, *order, token.as_deref(), *within_ms)?,
+        Op::SetLimit {
+            product,
+            limit_per_customer,
+        } => checkout::set_limit(state, product, *limit_per_customer)?,
+        Op::CreateLimitedProduct {
+            product,
+            name,
+            price_cents,
+            stock,
+            limit_per_customer,
+        } => checkout::create_limited(
+            state,
+            product,
+            name,
+            *price_cents,
+            *stock,
+            *limit_per_customer,
+        )?,
     };
     let record = KeyRecord {
         op: command.op.clone(),
@@ -417,7 +510,17 @@ fn create_product(
             product: id.to_owned(),
         }));
     }
-    let product = Product {
+    let record = ProductRecord {
+        product: new_product(id, name, price_cents, stock),
+        terms: ProductTerms::default(),
+    };
+    put_checked_product(state, &record);
+    Ok(Outcome::ProductCreated(record.product))
+}
+
+/// A product as created: all its stock available, nothing sold.
+pub(crate) fn new_product(id: &str, name: &str, price_cents: u64, stock: u64) -> Product {
+    Product {
         id: id.to_owned(),
         name: name.to_owned(),
         price_cents,
@@ -425,15 +528,14 @@ fn create_product(
         initial_stock: stock,
         restocked: 0,
         sold: 0,
-    };
-    put_checked_product(state, &product);
-    Ok(Outcome::ProductCreated(product))
+    }
 }
 
 fn restock(state: &mut impl InventoryState, id: &str, quantity: u64) -> Result<Outcome, Fault> {
-    let Some(mut product) = state.product(id)? else {
+    let Some(mut record) = state.product(id)? else {
         return Ok(unknown_product(id));
     };
+    let product = &mut record.product;
     // Bounded so that no counter can overflow, however many restocks come.
     let (Some(stock), Some(restocked)) = (
         product.stock.checked_add(quantity),
@@ -446,8 +548,8 @@ fn restock(state: &mut impl InventoryState, id: &str, quantity: u64) -> Result<O
     }
     product.stock = stock;
     product.restocked = restocked;
-    put_checked_product(state, &product);
-    Ok(Outcome::Restocked(product))
+    put_checked_product(state, &record);
+    Ok(Outcome::Restocked(record.product))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -461,9 +563,15 @@ fn purchase(
     customer: Option<&str>,
     token: Option<&str>,
 ) -> Result<Outcome, Fault> {
-    let Some(mut product) = state.product(id)? else {
+    let Some(mut record) = state.product(id)? else {
         return Ok(unknown_product(id));
     };
+    // A product with a limit per customer counts what each customer takes (cluster version 2).
+    let limit_epoch = match checkout::take_within_limit(state, &record, customer, quantity)? {
+        Ok(epoch) => epoch,
+        Err(rejection) => return Ok(Outcome::Rejected(rejection)),
+    };
+    let product = &mut record.product;
     // The one place stock goes down. Checked before the write: this is what makes overselling
     // impossible, since entries are applied one at a time, in log order, on every replica.
     let Some(remaining) = product.stock.checked_sub(u64::from(quantity)) else {
@@ -475,19 +583,36 @@ fn purchase(
     };
     product.stock = remaining;
     product.sold += u64::from(quantity);
-    put_checked_product(state, &product);
+    put_checked_product(state, &record);
+    if let Some(customer) = customer.filter(|_| limit_epoch != 0) {
+        checkout::count_taken(state, id, customer, quantity)?;
+    }
     let order = Order {
         id: order_id,
         key: key.to_owned(),
         product: id.to_owned(),
         quantity,
         customer: customer.map(str::to_owned),
-        price_cents: product.price_cents,
+        price_cents: record.product.price_cents,
         remaining,
         placed_at_ms: meta.clock_ms,
         token: token.map(str::to_owned),
     };
-    state.put_order(&order);
+    // An order that counts against a limit keeps its epoch, to give it back if cancelled.
+    let mut terms = OrderTerms::default();
+    if limit_epoch != 0 {
+        terms.lines.push(OrderLine {
+            product: id.to_owned(),
+            quantity,
+            price_cents: order.price_cents,
+            remaining,
+            limit_epoch,
+        });
+    }
+    state.put_order(&OrderRecord {
+        order: order.clone(),
+        terms,
+    });
     meta.orders_placed += 1;
     Ok(Outcome::Purchased(order))
 }
@@ -545,16 +670,16 @@ fn set_cluster_version(state: &mut impl InventoryState, version: u32) -> Result<
 
 /// Write a product after asserting the conservation law: a violation is a bug in this module,
 /// and stopping the node is better than storing (and replicating) a miscount.
-fn put_checked_product(state: &mut impl InventoryState, product: &Product) {
+pub(crate) fn put_checked_product(state: &mut impl InventoryState, record: &ProductRecord) {
     assert!(
-        product.is_conserved(),
-        "conservation violated for product {:?}: {product:?}",
-        product.id
+        record.is_conserved(),
+        "conservation violated for product {:?}: {record:?}",
+        record.product.id
     );
-    state.put_product(product);
+    state.put_product(record);
 }
 
-fn unknown_product(id: &str) -> Outcome {
+pub(crate) fn unknown_product(id: &str) -> Outcome {
     Outcome::Rejected(Rejection::UnknownProduct {
         product: id.to_owned(),
     })
@@ -570,9 +695,17 @@ fn too_much_stock() -> Outcome {
 /// used by the scenario tests and by anything that needs the logic without a database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemState {
-    pub products: BTreeMap<String, Product>,
-    pub orders: BTreeMap<OrderId, Order>,
+    pub products: BTreeMap<String, ProductRecord>,
+    pub orders: BTreeMap<OrderId, OrderRecord>,
     pub keys: BTreeMap<String, KeyRecord>,
+    pub holds: BTreeMap<HoldId, Hold>,
+    /// Held holds by deadline, as `hx/`.
+    pub holds_due: BTreeSet<(u64, HoldId)>,
+    /// Finished holds by finish time, as `hf/`.
+    pub holds_finished: BTreeSet<(u64, HoldId)>,
+    /// `(product, customer)` → taken, as `c/`.
+    pub taken: BTreeMap<(String, String), u64>,
+    pub cancellations: BTreeMap<OrderId, Cancellation>,
     pub meta: InventoryMeta,
     pub incarnations: Incarnations,
     /// `None`: never raised ([`CLUSTER_VERSION_BASE`]).
@@ -580,8 +713,48 @@ pub struct MemState {
 }
 
 impl InventoryState for MemState {
-    fn product(&self, id: &str) -> Result<Option<Product>, Fault> {
+    fn product(&self, id: &str) -> Result<Option<ProductRecord>, Fault> {
         Ok(self.products.get(id).cloned())
+    }
+
+    fn order(&self, id: OrderId) -> Result<Option<OrderRecord>, Fault> {
+        Ok(self.orders.get(&id).cloned())
+    }
+
+    fn hold(&self, id: HoldId) -> Result<Option<Hold>, Fault> {
+        Ok(self.holds.get(&id).cloned())
+    }
+
+    fn holds_due(&self, before_ms: u64, limit: usize) -> Result<Vec<(u64, HoldId)>, Fault> {
+        Ok(self
+            .holds_due
+            .iter()
+            .take_while(|(at, _)| *at < before_ms)
+            .take(limit)
+            .copied()
+            .collect())
+    }
+
+    fn holds_finished_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, HoldId)>, Fault> {
+        Ok(self
+            .holds_finished
+            .iter()
+            .take_while(|(at, _)| *at < before_ms)
+            .take(limit)
+            .copied()
+            .collect())
+    }
+
+    fn customer_taken(&self, product: &str, customer: &str) -> Result<u64, Fault> {
+        Ok(self
+            .taken
+            .get(&(product.to_owned(), customer.to_owned()))
+            .copied()
+            .unwrap_or(0))
     }
 
     fn key_record(&self, key: &str) -> Result<Option<KeyRecord>, Fault> {
@@ -621,19 +794,52 @@ impl InventoryState for MemState {
         Ok(self
             .orders
             .values()
-            .filter(|order| after.is_none_or(|after| order.id > after))
-            .take_while(|order| up_to.is_none_or(|up_to| order.id <= up_to))
+            .filter(|record| after.is_none_or(|after| record.order.id > after))
+            .take_while(|record| up_to.is_none_or(|up_to| record.order.id <= up_to))
             .take(limit)
-            .cloned()
+            .map(|record| record.order.clone())
             .collect())
     }
 
-    fn put_product(&mut self, product: &Product) {
-        self.products.insert(product.id.clone(), product.clone());
+    fn put_product(&mut self, record: &ProductRecord) {
+        self.products
+            .insert(record.product.id.clone(), record.clone());
     }
 
-    fn put_order(&mut self, order: &Order) {
-        self.orders.insert(order.id, order.clone());
+    fn put_order(&mut self, record: &OrderRecord) {
+        self.orders.insert(record.order.id, record.clone());
+    }
+
+    fn put_hold(&mut self, hold: &Hold) {
+        self.holds_due.remove(&(hold.expires_at_ms, hold.id));
+        if hold.state == HoldState::Held {
+            self.holds_due.insert((hold.expires_at_ms, hold.id));
+        } else {
+            self.holds_finished.insert((hold.changed_at_ms, hold.id));
+        }
+        self.holds.insert(hold.id, hold.clone());
+    }
+
+    fn forget_hold(&mut self, hold: &Hold) {
+        self.holds_finished.remove(&(hold.changed_at_ms, hold.id));
+        self.holds.remove(&hold.id);
+    }
+
+    fn put_customer_taken(&mut self, product: &str, customer: &str, taken: u64) {
+        let key = (product.to_owned(), customer.to_owned());
+        if taken == 0 {
+            self.taken.remove(&key);
+        } else {
+            self.taken.insert(key, taken);
+        }
+    }
+
+    fn forget_customers_taken(&mut self, product: &str) {
+        self.taken.retain(|(of, _), _| of != product);
+    }
+
+    fn put_cancellation(&mut self, position: OrderId, cancellation: &Cancellation) {
+        self.cancellations.insert(position, cancellation.clone());
     }
 
     fn put_key_record(&mut self, key: &str, record: &KeyRecord) {
@@ -645,8 +851,9 @@ impl InventoryState for MemState {
     }
 
     fn delete_orders(&mut self, after: Option<OrderId>, up_to: OrderId) {
-        self.orders
-            .retain(|id, _| !(after.is_none_or(|after| *id > after) && *id <= up_to));
+        let dropped = |id: &OrderId| after.is_none_or(|after| *id > after) && *id <= up_to;
+        self.orders.retain(|id, _| !dropped(id));
+        self.cancellations.retain(|position, _| !dropped(position));
     }
 
     fn put_meta(&mut self, meta: &InventoryMeta) {

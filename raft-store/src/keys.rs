@@ -1,7 +1,7 @@
 //! Every key this crate writes, defined once. Integers are big-endian so that RocksDB's byte order
 //! is numeric order: the log iterates by index, orders by id (log order), idempotency records by age.
 
-use flashstock_api::OrderId;
+use flashstock_api::{HoldId, OrderId};
 
 /// Column family of the Raft log: [`log_key`] → bincode `Entry`.
 pub const CF_LOG: &str = "log";
@@ -72,6 +72,19 @@ pub enum StateKey<'a> {
     /// bincode, so that any release can read it). In the state column family, so every snapshot
     /// carries the format of its data.
     Format,
+    /// `h/<id as u64 BE>` → `Hold`: every hold, held or finished, until forgotten.
+    Hold(HoldId),
+    /// `hx/<expires_at_ms BE><id BE>` → empty: held holds by deadline, to expire the oldest.
+    HoldExpiry(u64, HoldId),
+    /// `hf/<changed_at_ms BE><id BE>` → empty: finished holds by when they finished, to forget
+    /// them once the idempotency horizon passes that time.
+    HoldFinished(u64, HoldId),
+    /// `c/<product>/<customer>` → u64: what a customer holds and bought of a product with a
+    /// limit per customer (product ids hold no `/`).
+    CustomerTaken(&'a str, &'a str),
+    /// `e/<position as u64 BE>` → `Cancellation`: order cancellations in log order (positions
+    /// are in the order ids' space), for the archive.
+    Cancellation(OrderId),
     /// `m/cluster_version` → the cluster version ([`flashstock_api::CLUSTER_VERSION`]) as 4
     /// little-endian bytes; absent means [`flashstock_api::CLUSTER_VERSION_BASE`].
     ClusterVersion,
@@ -80,6 +93,9 @@ pub enum StateKey<'a> {
 pub const PRODUCT_PREFIX: &[u8] = b"p/";
 pub const ORDER_PREFIX: &[u8] = b"o/";
 pub const KEY_EXPIRY_PREFIX: &[u8] = b"x/";
+pub const HOLD_EXPIRY_PREFIX: &[u8] = b"hx/";
+pub const HOLD_FINISHED_PREFIX: &[u8] = b"hf/";
+pub const CANCELLATION_PREFIX: &[u8] = b"e/";
 /// Greater than every key of the state column family.
 pub const STATE_KEY_END: &[u8] = &[0xff; 8];
 
@@ -98,6 +114,21 @@ impl StateKey<'_> {
             StateKey::KeyRecord(key) => prefixed(b"k/", &[key.as_bytes()]),
             StateKey::KeyExpiry(at_ms, key) => {
                 prefixed(KEY_EXPIRY_PREFIX, &[&at_ms.to_be_bytes(), key.as_bytes()])
+            }
+            StateKey::Hold(id) => prefixed(b"h/", &[&id.0.to_be_bytes()]),
+            StateKey::HoldExpiry(at_ms, id) => prefixed(
+                HOLD_EXPIRY_PREFIX,
+                &[&at_ms.to_be_bytes(), &id.0.to_be_bytes()],
+            ),
+            StateKey::HoldFinished(at_ms, id) => prefixed(
+                HOLD_FINISHED_PREFIX,
+                &[&at_ms.to_be_bytes(), &id.0.to_be_bytes()],
+            ),
+            StateKey::CustomerTaken(product, customer) => {
+                prefixed(b"c/", &[product.as_bytes(), b"/", customer.as_bytes()])
+            }
+            StateKey::Cancellation(position) => {
+                prefixed(CANCELLATION_PREFIX, &[&position.0.to_be_bytes()])
             }
             StateKey::Applied => b"m/applied".to_vec(),
             StateKey::Membership => b"m/membership".to_vec(),
@@ -126,6 +157,23 @@ pub fn decode_key_expiry(raw: &[u8]) -> Option<(u64, String)> {
     Some((at_ms, String::from_utf8(key.to_vec()).ok()?))
 }
 
+/// Split a hold index key (`hx/` or `hf/`) into `(at_ms, hold)`.
+pub fn decode_hold_index(prefix: &[u8], raw: &[u8]) -> Option<(u64, HoldId)> {
+    let rest = raw.strip_prefix(prefix)?;
+    let (at, id) = rest.split_at_checked(8)?;
+    let at_ms = u64::from_be_bytes(at.try_into().ok()?);
+    Some((at_ms, HoldId(u64::from_be_bytes(id.try_into().ok()?))))
+}
+
+/// The cancellation key just past `position`, or past every cancellation for the last one.
+pub fn cancellation_key_after(position: Option<OrderId>) -> Vec<u8> {
+    match position {
+        None => CANCELLATION_PREFIX.to_vec(),
+        Some(OrderId(u64::MAX)) => b"e0".to_vec(),
+        Some(OrderId(n)) => StateKey::Cancellation(OrderId(n + 1)).encode(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +187,14 @@ mod tests {
         let expiry = StateKey::KeyExpiry(1_000, "abc").encode();
         assert_eq!(decode_key_expiry(&expiry), Some((1_000, "abc".to_string())));
         assert!(StateKey::KeyExpiry(255, "z").encode() < StateKey::KeyExpiry(256, "a").encode());
+        let due = StateKey::HoldExpiry(1_000, HoldId(7)).encode();
+        assert_eq!(
+            decode_hold_index(HOLD_EXPIRY_PREFIX, &due),
+            Some((1_000, HoldId(7)))
+        );
+        assert!(due < StateKey::HoldExpiry(1_001, HoldId(0)).encode());
+        assert!(!StateKey::Hold(HoldId(7))
+            .encode()
+            .starts_with(HOLD_EXPIRY_PREFIX));
     }
 }

@@ -20,9 +20,11 @@
 // only add a conversion at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+mod checkout;
 pub mod inventory;
 pub mod keys;
 pub mod log_store;
+pub mod records;
 pub mod restore;
 pub mod state_machine;
 
@@ -64,7 +66,10 @@ pub type Raft = openraft::Raft<TypeConfig>;
 /// naming both, rather than misreading it.
 ///
 /// - 1: the first release.
-/// - 2: `m/cluster_version`, and idempotency records of [`flashstock_api::Op::SetClusterVersion`].
+/// - 2: `m/cluster_version`, and idempotency records of [`flashstock_api::Op::SetClusterVersion`];
+///   checkout ([`flashstock_api::Op::Hold`] and the kinds after it): holds (`h/`, `hx/`, `hf/`),
+///   customers' counts (`c/`), cancellations (`e/`), and product and order records followed by
+///   their terms ([`records`]).
 pub const STATE_FORMAT: u32 = 2;
 /// The format of a new store, and of one written before the format record existed.
 pub const STATE_FORMAT_BASE: u32 = 1;

@@ -13,7 +13,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flashstock_api::{Order, OrderId, Outcome, Product};
+use flashstock_api::{Hold, HoldId, HoldState, Order, OrderId, Outcome, Product, ProductTerms};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, ErrorSubject, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
@@ -25,13 +25,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::inventory::{
-    apply_proposal, Fault, Incarnations, InventoryMeta, InventoryState, KeyRecord,
+    apply_proposal, Cancellation, Fault, Incarnations, InventoryMeta, InventoryState, KeyRecord,
 };
 use crate::keys::{
-    cf, decode_key_expiry, order_key_after, RaftKey, StateKey, CF_RAFT, CF_STATE,
-    KEY_EXPIRY_PREFIX, ORDER_PREFIX, PRODUCT_PREFIX, STATE_KEY_END,
+    cancellation_key_after, cf, decode_hold_index, decode_key_expiry, order_key_after, RaftKey,
+    StateKey, CF_RAFT, CF_STATE, HOLD_EXPIRY_PREFIX, HOLD_FINISHED_PREFIX, KEY_EXPIRY_PREFIX,
+    ORDER_PREFIX, PRODUCT_PREFIX, STATE_KEY_END,
 };
 use crate::log_store::{decode, encode, read_error, write_error};
+use crate::records::{OrderRecord, ProductRecord};
 use crate::{Entry, Node, NodeId, Observer, StoreStage, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -45,6 +47,8 @@ const CHANGES_BUFFERED_MAX: usize = 4096;
 pub struct ProductChange {
     pub log_index: u64,
     pub product: Product,
+    /// What is held, and the limit per customer.
+    pub terms: ProductTerms,
 }
 
 /// The state machine that openraft drives.
@@ -123,11 +127,12 @@ impl StateMachine {
             } = overlay;
             db.write(batch)
                 .map_err(|e| write_error(ErrorSubject::Apply(log_id), &e))?;
-            for product in products.into_values() {
+            for ProductRecord { product, terms } in products.into_values() {
                 // No subscriber is not an error.
                 let _ = changes.send(ProductChange {
                     log_index: log_id.index,
                     product,
+                    terms,
                 });
             }
             responses.push(outcomes);
@@ -384,11 +389,26 @@ impl StateReader {
     }
 
     pub fn product(&self, id: &str) -> StorageResult<Option<Product>> {
-        self.get(StateKey::Product(id))
+        Ok(self.product_record(id)?.map(|record| record.product))
+    }
+
+    /// A product with what is held of it and its limit per customer.
+    pub fn product_record(&self, id: &str) -> StorageResult<Option<ProductRecord>> {
+        self.get_with(&StateKey::Product(id).encode(), ProductRecord::decode)
     }
 
     /// Up to `limit` products with ids after `after`, in id order.
     pub fn products(&self, after: Option<&str>, limit: usize) -> StorageResult<Vec<Product>> {
+        let records = self.product_records(after, limit)?;
+        Ok(records.into_iter().map(|record| record.product).collect())
+    }
+
+    /// [`StateReader::products`] with their terms.
+    pub fn product_records(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<ProductRecord>> {
         let from = match after {
             Some(id) => {
                 let mut key = StateKey::Product(id).encode();
@@ -397,16 +417,109 @@ impl StateReader {
             }
             None => PRODUCT_PREFIX.to_vec(),
         };
-        self.scan(&from, PRODUCT_PREFIX, limit)
+        self.scan_with(&from, PRODUCT_PREFIX, limit, ProductRecord::decode)
     }
 
     pub fn order(&self, id: OrderId) -> StorageResult<Option<Order>> {
-        self.get(StateKey::Order(id))
+        Ok(self.order_record(id)?.map(|record| record.order))
+    }
+
+    /// An order with its lines, its hold and whether it was cancelled.
+    pub fn order_record(&self, id: OrderId) -> StorageResult<Option<OrderRecord>> {
+        self.get_with(&StateKey::Order(id).encode(), OrderRecord::decode)
     }
 
     /// Up to `limit` orders after `after`, in log order.
     pub fn orders(&self, after: Option<OrderId>, limit: usize) -> StorageResult<Vec<Order>> {
-        self.scan(&order_key_after(after), ORDER_PREFIX, limit)
+        let records = self.order_records(after, limit)?;
+        Ok(records.into_iter().map(|record| record.order).collect())
+    }
+
+    /// [`StateReader::orders`] with their terms.
+    pub fn order_records(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> StorageResult<Vec<OrderRecord>> {
+        self.scan_with(
+            &order_key_after(after),
+            ORDER_PREFIX,
+            limit,
+            OrderRecord::decode,
+        )
+    }
+
+    /// Up to `limit` cancellations at positions after `after`, in log order, with their
+    /// positions.
+    pub fn cancellations(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> StorageResult<Vec<(OrderId, Cancellation)>> {
+        let cf = cf(&self.db, CF_STATE);
+        let mut found = Vec::new();
+        let from = cancellation_key_after(after);
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
+            .take(limit)
+        {
+            let (key, value) = item.map_err(|e| read_error(ErrorSubject::StateMachine, &e))?;
+            let Some(position) = key.strip_prefix(crate::keys::CANCELLATION_PREFIX) else {
+                break;
+            };
+            let position = position
+                .try_into()
+                .map(|bytes| OrderId(u64::from_be_bytes(bytes)))
+                .map_err(|_| {
+                    read_error(ErrorSubject::StateMachine, &"a malformed cancellation key")
+                })?;
+            found.push((position, decode(&value, ErrorSubject::StateMachine)?));
+        }
+        Ok(found)
+    }
+
+    pub fn hold(&self, id: HoldId) -> StorageResult<Option<Hold>> {
+        self.get(StateKey::Hold(id))
+    }
+
+    /// Up to `limit` holds with ids after `after`, held or finished, in log order.
+    pub fn holds(&self, after: Option<HoldId>, limit: usize) -> StorageResult<Vec<Hold>> {
+        let from = match after {
+            Some(HoldId(id)) => {
+                let mut key = StateKey::Hold(HoldId(id)).encode();
+                key.push(0); // just past `id`
+                key
+            }
+            None => b"h/".to_vec(),
+        };
+        self.scan_with(&from, b"h/", limit, |bytes| {
+            bincode::deserialize(bytes).map_err(|e| format!("malformed hold record: {e}"))
+        })
+    }
+
+    /// The earliest deadline of a hold still held, if any: once the log's time passes it, an
+    /// entry is due to expire it (the leader proposes one if nothing else comes).
+    pub fn next_hold_deadline(&self) -> StorageResult<Option<u64>> {
+        let cf = cf(&self.db, CF_STATE);
+        let mut iter = self.db.iterator_cf(
+            cf,
+            IteratorMode::From(HOLD_EXPIRY_PREFIX, Direction::Forward),
+        );
+        match iter.next() {
+            Some(item) => {
+                let (key, _) = item.map_err(|e| read_error(ErrorSubject::StateMachine, &e))?;
+                Ok(decode_hold_index(HOLD_EXPIRY_PREFIX, &key).map(|(at_ms, _)| at_ms))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// What `customer` holds and bought of `product` under its limit.
+    pub fn customer_taken(&self, product: &str, customer: &str) -> StorageResult<u64> {
+        Ok(self
+            .get(StateKey::CustomerTaken(product, customer))?
+            .unwrap_or(0))
     }
 
     pub fn key_record(&self, key: &str) -> StorageResult<Option<KeyRecord>> {
@@ -431,15 +544,26 @@ impl StateReader {
         self.get_raw(CF_STATE, &key.encode())
     }
 
-    fn get_raw<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> StorageResult<Option<T>> {
-        get_decoded(&self.db, cf, key)
+    fn get_with<T>(
+        &self,
+        key: &[u8],
+        decode: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> StorageResult<Option<T>> {
+        let value = self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_STATE), key)
+            .map_err(|e| read_error(ErrorSubject::StateMachine, &e))?;
+        value
+            .map(|bytes| decode(&bytes).map_err(|e| read_error(ErrorSubject::StateMachine, &e)))
+            .transpose()
     }
 
-    fn scan<T: DeserializeOwned>(
+    fn scan_with<T>(
         &self,
         from: &[u8],
         prefix: &[u8],
         limit: usize,
+        decode: impl Fn(&[u8]) -> Result<T, String>,
     ) -> StorageResult<Vec<T>> {
         let cf = cf(&self.db, CF_STATE);
         let mut found = Vec::new();
@@ -452,9 +576,13 @@ impl StateReader {
             if !key.starts_with(prefix) {
                 break;
             }
-            found.push(decode(&value, ErrorSubject::StateMachine)?);
+            found.push(decode(&value).map_err(|e| read_error(ErrorSubject::StateMachine, &e))?);
         }
         Ok(found)
+    }
+
+    fn get_raw<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> StorageResult<Option<T>> {
+        get_decoded(&self.db, cf, key)
     }
 }
 
@@ -474,9 +602,18 @@ struct Overlay<'a> {
     db: &'a DB,
     batch: WriteBatch,
     /// Products written by this entry, also the changes to publish.
-    products: BTreeMap<String, Product>,
+    products: BTreeMap<String, ProductRecord>,
+    /// Orders written by this entry (placed, or cancelled).
+    orders: BTreeMap<OrderId, OrderRecord>,
     /// Idempotency records written (`Some`) or forgotten (`None`) by this entry.
     keys: BTreeMap<String, Option<KeyRecord>>,
+    /// Holds written (`Some`) or forgotten (`None`) by this entry.
+    holds: BTreeMap<HoldId, Option<Hold>>,
+    /// Customers' counts written by this entry.
+    taken: BTreeMap<(String, String), u64>,
+    /// Products whose counts this entry forgot (their limit was removed), before any count in
+    /// `taken` of theirs.
+    taken_forgotten: std::collections::BTreeSet<String>,
     meta: Option<InventoryMeta>,
     /// Read at most once per entry.
     cluster_version: std::cell::Cell<Option<u32>>,
@@ -489,7 +626,11 @@ impl<'a> Overlay<'a> {
             db,
             batch: WriteBatch::default(),
             products: BTreeMap::new(),
+            orders: BTreeMap::new(),
             keys: BTreeMap::new(),
+            holds: BTreeMap::new(),
+            taken: BTreeMap::new(),
+            taken_forgotten: std::collections::BTreeSet::new(),
             meta: None,
             cluster_version: std::cell::Cell::new(None),
             incarnations,
@@ -497,8 +638,12 @@ impl<'a> Overlay<'a> {
     }
 
     fn put<T: Serialize>(&mut self, key: StateKey, value: &T) {
-        let cf = cf(self.db, CF_STATE);
         let bytes = bincode::serialize(value).expect("state values always serialize");
+        self.put_bytes(key, bytes);
+    }
+
+    fn put_bytes(&mut self, key: StateKey, bytes: Vec<u8>) {
+        let cf = cf(self.db, CF_STATE);
         self.batch.put_cf(cf, key.encode(), bytes);
     }
 
@@ -510,14 +655,98 @@ impl<'a> Overlay<'a> {
     fn read<T: DeserializeOwned>(&self, key: StateKey) -> Result<Option<T>, Fault> {
         get_decoded(self.db, CF_STATE, &key.encode()).map_err(|e| Fault(e.to_string()))
     }
+
+    fn read_with<T>(
+        &self,
+        key: StateKey,
+        decode: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, Fault> {
+        let value = self
+            .db
+            .get_pinned_cf(cf(self.db, CF_STATE), key.encode())
+            .map_err(|e| Fault(e.to_string()))?;
+        value.map(|bytes| decode(&bytes).map_err(Fault)).transpose()
+    }
+
+    /// Up to `limit` keys of a hold index (`hx/` or `hf/`) before `before_ms`, from the
+    /// database: called before any write of the entry.
+    fn hold_index(
+        &self,
+        prefix: &[u8],
+        before: StateKey,
+        limit: usize,
+    ) -> Result<Vec<(u64, HoldId)>, Fault> {
+        debug_assert!(self.holds.is_empty());
+        let cf = cf(self.db, CF_STATE);
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(before.encode());
+        let iter =
+            self.db
+                .iterator_cf_opt(cf, options, IteratorMode::From(prefix, Direction::Forward));
+        let mut found = Vec::new();
+        for item in iter.take(limit) {
+            let (key, _) = item.map_err(|e| Fault(e.to_string()))?;
+            found.push(
+                decode_hold_index(prefix, &key)
+                    .ok_or_else(|| Fault(format!("malformed hold index key {key:?}")))?,
+            );
+        }
+        Ok(found)
+    }
 }
 
 impl InventoryState for Overlay<'_> {
-    fn product(&self, id: &str) -> Result<Option<Product>, Fault> {
+    fn product(&self, id: &str) -> Result<Option<ProductRecord>, Fault> {
         match self.products.get(id) {
-            Some(product) => Ok(Some(product.clone())),
-            None => self.read(StateKey::Product(id)),
+            Some(record) => Ok(Some(record.clone())),
+            None => self.read_with(StateKey::Product(id), ProductRecord::decode),
         }
+    }
+
+    fn order(&self, id: OrderId) -> Result<Option<OrderRecord>, Fault> {
+        match self.orders.get(&id) {
+            Some(record) => Ok(Some(record.clone())),
+            None => self.read_with(StateKey::Order(id), OrderRecord::decode),
+        }
+    }
+
+    fn hold(&self, id: HoldId) -> Result<Option<Hold>, Fault> {
+        match self.holds.get(&id) {
+            Some(hold) => Ok(hold.clone()),
+            None => self.read(StateKey::Hold(id)),
+        }
+    }
+
+    fn holds_due(&self, before_ms: u64, limit: usize) -> Result<Vec<(u64, HoldId)>, Fault> {
+        self.hold_index(
+            HOLD_EXPIRY_PREFIX,
+            StateKey::HoldExpiry(before_ms, HoldId(0)),
+            limit,
+        )
+    }
+
+    fn holds_finished_before(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, HoldId)>, Fault> {
+        self.hold_index(
+            HOLD_FINISHED_PREFIX,
+            StateKey::HoldFinished(before_ms, HoldId(0)),
+            limit,
+        )
+    }
+
+    fn customer_taken(&self, product: &str, customer: &str) -> Result<u64, Fault> {
+        if let Some(taken) = self.taken.get(&(product.to_owned(), customer.to_owned())) {
+            return Ok(*taken);
+        }
+        if self.taken_forgotten.contains(product) {
+            return Ok(0);
+        }
+        Ok(self
+            .read(StateKey::CustomerTaken(product, customer))?
+            .unwrap_or(0))
     }
 
     fn key_record(&self, key: &str) -> Result<Option<KeyRecord>, Fault> {
@@ -558,7 +787,8 @@ impl InventoryState for Overlay<'_> {
         up_to: Option<OrderId>,
         limit: usize,
     ) -> Result<Vec<Order>, Fault> {
-        // Orders are written only by this entry's commands, which come after the ids asked for.
+        // Orders are placed only by this entry's commands, which come after the ids asked for;
+        // a cancellation rewrites an earlier order, but not its id or when it was placed.
         let cf = cf(self.db, CF_STATE);
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(match up_to {
@@ -572,10 +802,7 @@ impl InventoryState for Overlay<'_> {
         let mut orders = Vec::new();
         for item in iter.take(limit) {
             let (_, value) = item.map_err(|e| Fault(e.to_string()))?;
-            orders.push(
-                bincode::deserialize(&value)
-                    .map_err(|e| Fault(format!("malformed order record: {e}")))?,
-            );
+            orders.push(OrderRecord::decode(&value).map_err(Fault)?.order);
         }
         Ok(orders)
     }
@@ -591,13 +818,56 @@ impl InventoryState for Overlay<'_> {
         Ok(self.incarnations.clone())
     }
 
-    fn put_product(&mut self, product: &Product) {
-        self.put(StateKey::Product(&product.id), product);
-        self.products.insert(product.id.clone(), product.clone());
+    fn put_product(&mut self, record: &ProductRecord) {
+        self.put_bytes(StateKey::Product(&record.product.id), record.encode());
+        self.products
+            .insert(record.product.id.clone(), record.clone());
     }
 
-    fn put_order(&mut self, order: &Order) {
-        self.put(StateKey::Order(order.id), order);
+    fn put_order(&mut self, record: &OrderRecord) {
+        self.put_bytes(StateKey::Order(record.order.id), record.encode());
+        self.orders.insert(record.order.id, record.clone());
+    }
+
+    fn put_hold(&mut self, hold: &Hold) {
+        self.put(StateKey::Hold(hold.id), hold);
+        self.delete(StateKey::HoldExpiry(hold.expires_at_ms, hold.id));
+        if hold.state == HoldState::Held {
+            self.put(StateKey::HoldExpiry(hold.expires_at_ms, hold.id), &());
+        } else {
+            self.put(StateKey::HoldFinished(hold.changed_at_ms, hold.id), &());
+        }
+        self.holds.insert(hold.id, Some(hold.clone()));
+    }
+
+    fn forget_hold(&mut self, hold: &Hold) {
+        self.delete(StateKey::Hold(hold.id));
+        self.delete(StateKey::HoldFinished(hold.changed_at_ms, hold.id));
+        self.holds.insert(hold.id, None);
+    }
+
+    fn put_customer_taken(&mut self, product: &str, customer: &str, taken: u64) {
+        if taken == 0 {
+            self.delete(StateKey::CustomerTaken(product, customer));
+        } else {
+            self.put(StateKey::CustomerTaken(product, customer), &taken);
+        }
+        self.taken
+            .insert((product.to_owned(), customer.to_owned()), taken);
+    }
+
+    fn forget_customers_taken(&mut self, product: &str) {
+        let cf = cf(self.db, CF_STATE);
+        let from = StateKey::CustomerTaken(product, "").encode();
+        let mut to = from.clone();
+        *to.last_mut().expect("the key ends with '/'") += 1;
+        self.batch.delete_range_cf(cf, from, to);
+        self.taken.retain(|(of, _), _| of != product);
+        self.taken_forgotten.insert(product.to_owned());
+    }
+
+    fn put_cancellation(&mut self, position: OrderId, cancellation: &Cancellation) {
+        self.put(StateKey::Cancellation(position), cancellation);
     }
 
     fn put_key_record(&mut self, key: &str, record: &KeyRecord) {
@@ -616,6 +886,11 @@ impl InventoryState for Overlay<'_> {
         let cf = cf(self.db, CF_STATE);
         self.batch
             .delete_range_cf(cf, order_key_after(after), order_key_after(Some(up_to)));
+        self.batch.delete_range_cf(
+            cf,
+            cancellation_key_after(after),
+            cancellation_key_after(Some(up_to)),
+        );
     }
 
     fn put_meta(&mut self, meta: &InventoryMeta) {

@@ -4,7 +4,7 @@
 use flashstock_api::{Command, Op, Outcome, Proposal};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
-use raft_store::inventory::{apply_proposal, MemState};
+use raft_store::inventory::{apply_proposal, MemState, OrderRecord, ProductRecord};
 use raft_store::{Entry, StateReader};
 
 fn command(key: &str, op: Op) -> Command {
@@ -102,11 +102,11 @@ fn entry(index: u64, proposal: Proposal) -> Entry {
     }
 }
 
-/// Everything a reader sees: products and orders.
-fn contents(reader: &StateReader) -> (Vec<flashstock_api::Product>, Vec<flashstock_api::Order>) {
+/// Everything a reader sees: products and orders, with their terms.
+fn contents(reader: &StateReader) -> (Vec<ProductRecord>, Vec<OrderRecord>) {
     (
-        reader.products(None, 1000).unwrap(),
-        reader.orders(None, 1000).unwrap(),
+        reader.product_records(None, 1000).unwrap(),
+        reader.order_records(None, 1000).unwrap(),
     )
 }
 

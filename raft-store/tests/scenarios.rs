@@ -24,7 +24,18 @@
 //!   create - PRODUCT "NAME" price=C stock=N     creates and restocks (their own keys are not
 //!   restock - PRODUCT QTY                       used: write `-`) up to `end`
 //! end
+//! tick                                          one entry with no command
+//! create-limited KEY PRODUCT "NAME" price=C stock=N limit=L    Op::CreateLimitedProduct
+//! limit KEY PRODUCT L|none                      Op::SetLimit
+//! hold KEY ttl=MS [customer=C] [token=T] PRODUCT:QTY...        Op::Hold
+//! confirm KEY HOLD [token=T]                    Op::ConfirmHold (HOLD: raw id or 3:0)
+//! release KEY HOLD [token=T]                    Op::ReleaseHold
+//! checkout KEY [customer=C] [token=T] PRODUCT:QTY...           Op::Checkout
+//! cancel KEY ORDER [token=T] [within=MS]        Op::CancelOrder
 //! ```
+//!
+//! A token `T` is one hex digit, standing for that digit 32 times; no `token=`: `None` (an
+//! admin, for confirm, release and cancel).
 //!
 //! Tokens may be double-quoted to hold spaces or be empty (`""`). Entries get log indexes 1, 2, ...
 //! Order ids are printed as `196608(3:0)`: the raw id, then the entry's log index and the slot.
@@ -34,15 +45,24 @@
 //! - conservation of every product, by `Product::is_conserved` and recomputed here;
 //! - each product's counters moved exactly by this entry's confirmed restocks and purchases (so
 //!   stock never goes up but by a restock, and never down but by a purchase);
-//! - the orders in `MemState.orders` are exactly the confirmed purchases not dropped yet, and
-//!   their quantities plus the dropped ones (tracked here) add up to each product's `sold`; an
-//!   order is dropped only once the archive cursor passed it and its retention is over;
+//! - each product's counters moved exactly by this entry's confirmed commands and the holds it
+//!   expired: available, held and sold, with `initial + restocked == stock + held + sold`;
+//! - the orders in `MemState.orders` are exactly the placed orders not dropped yet, and their
+//!   lines not cancelled plus the dropped ones (tracked here) add up to each product's `sold`;
+//!   an order is dropped only once the archive cursor passed it and its retention is over;
+//! - the held holds add up to each product's `held`; no order comes from a hold that was not
+//!   held and in time; a hold expires only past its deadline;
+//! - no customer has more of a limited product than its limit, and the state's count is what
+//!   its held holds and standing orders of the limit's epoch add up to;
 //! - the idempotency horizon, the retention horizon and the archive cursor never move backwards;
 //! - the meta's counters of placed, archived and dropped orders match the orders themselves;
 //! - every fresh outcome is recorded under its key, and a duplicate returns the recorded one.
 //!
 //! Every script is also run a second time from scratch, with each proposal sent through bincode
 //! as a follower would receive it; both runs must give the same text and the same `MemState`.
+//! The second run also applies every entry to the RocksDB state machine: after each entry, its
+//! outcomes and everything its reader shows (products and orders with their terms, holds,
+//! customers' counts, cancellations, the meta, the next hold deadline) must be the reference's.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -50,8 +70,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::{fs, iter};
 
-use flashstock_api::{Command, Op, Order, OrderId, Outcome, Product, Proposal, Rejection};
-use raft_store::inventory::{apply_proposal, record_key, MemState};
+use flashstock_api::{
+    Command, HoldId, HoldState, Line, Op, OrderId, Outcome, Product, ProductTerms, Proposal,
+    Rejection,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use raft_store::inventory::{apply_proposal, record_key, MemState, OrderRecord};
 
 /// Fewer scripts than this means the directory was not found or emptied: fail, don't pass.
 const MIN_SCRIPTS: usize = 5;
@@ -151,14 +176,93 @@ struct Runner {
     time_ms: u64,
     forget_before_ms: u64,
     drop_before_ms: u64,
-    /// Confirmed purchases not dropped yet: must equal `state.orders` after every entry.
-    live_orders: BTreeMap<OrderId, Order>,
+    /// Placed orders not dropped yet: must equal `state.orders` after every entry.
+    live_orders: BTreeMap<OrderId, OrderRecord>,
     /// Every confirmed purchase, dropped or not.
     placed: u64,
     /// Quantity of the dropped orders, per product.
     dropped_quantity: BTreeMap<String, u64>,
     dropped: u64,
     out: String,
+    /// The RocksDB state machine, applying the same entries (the second run only).
+    rocks: Option<Rocks>,
+}
+
+/// The RocksDB state machine in a temporary directory.
+struct Rocks {
+    machine: raft_store::StateMachine,
+    runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Rocks {
+    fn new() -> Rocks {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (_log, machine) = raft_store::open(dir.path()).expect("a fresh store opens");
+        Rocks {
+            machine,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime"),
+            _dir: dir,
+        }
+    }
+
+    fn apply(&mut self, index: u64, proposal: &Proposal) -> Vec<Outcome> {
+        let entry = raft_store::Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(proposal.clone()),
+        };
+        let mut outcomes = self
+            .runtime
+            .block_on(self.machine.apply(vec![entry]))
+            .expect("RocksDB applies the entry");
+        outcomes.pop().expect("one entry's outcomes")
+    }
+
+    /// Everything the reader shows is the reference's.
+    fn assert_same(&self, reference: &MemState) {
+        let reader = self.machine.reader();
+        let all = usize::MAX;
+        assert_eq!(
+            reader.product_records(None, all).unwrap(),
+            reference.products.values().cloned().collect::<Vec<_>>(),
+            "RocksDB products differ from the reference"
+        );
+        assert_eq!(
+            reader.order_records(None, all).unwrap(),
+            reference.orders.values().cloned().collect::<Vec<_>>(),
+            "RocksDB orders differ from the reference"
+        );
+        assert_eq!(
+            reader.holds(None, all).unwrap(),
+            reference.holds.values().cloned().collect::<Vec<_>>(),
+            "RocksDB holds differ from the reference"
+        );
+        assert_eq!(
+            reader.next_hold_deadline().unwrap(),
+            reference.holds_due.first().map(|(at, _)| *at),
+            "RocksDB's hold deadlines differ from the reference"
+        );
+        for ((product, customer), taken) in &reference.taken {
+            assert_eq!(reader.customer_taken(product, customer).unwrap(), *taken);
+        }
+        let cancellations: Vec<_> = reader.cancellations(None, all).unwrap();
+        assert_eq!(
+            cancellations,
+            reference
+                .cancellations
+                .iter()
+                .map(|(at, c)| (*at, c.clone()))
+                .collect::<Vec<_>>(),
+            "RocksDB cancellations differ from the reference"
+        );
+        assert_eq!(reader.inventory_meta().unwrap(), reference.meta);
+        for (key, record) in &reference.keys {
+            assert_eq!(reader.key_record(key).unwrap().as_ref(), Some(record));
+        }
+    }
 }
 
 fn run_script(text: &str, through_bincode: bool) -> Result<(String, MemState), String> {
@@ -174,6 +278,7 @@ fn run_script(text: &str, through_bincode: bool) -> Result<(String, MemState), S
         dropped_quantity: BTreeMap::new(),
         dropped: 0,
         out: String::new(),
+        rocks: through_bincode.then(Rocks::new),
     };
     let mut lines = text.lines().enumerate().map(|(i, line)| (i + 1, line));
     while let Some((number, line)) = lines.next() {
@@ -222,6 +327,7 @@ fn run_script(text: &str, through_bincode: bool) -> Result<(String, MemState), S
                     None => runner.apply_entry(commands),
                 }
             }
+            "tick" if tokens.len() == 1 => runner.apply_entry(Vec::new()),
             _ => runner.apply_entry(vec![parse_command(&tokens).map_err(at)?]),
         }
     }
@@ -307,12 +413,103 @@ fn parse_command(tokens: &[String]) -> Result<Command, String> {
         ("cluster-version", [_, version]) => Op::SetClusterVersion {
             version: number(version)?,
         },
+        ("create-limited", [_, product, name, price, stock, limit]) => Op::CreateLimitedProduct {
+            product: product.clone(),
+            name: name.clone(),
+            price_cents: named_number(price, "price")?,
+            stock: named_number(stock, "stock")?,
+            limit_per_customer: number(limit.strip_prefix("limit=").ok_or("expected limit=N")?)?,
+        },
+        ("limit", [_, product, limit]) => Op::SetLimit {
+            product: product.clone(),
+            limit_per_customer: match limit.as_str() {
+                "none" => None,
+                limit => Some(number(limit)?),
+            },
+        },
+        ("hold", [_, rest @ ..]) => {
+            let options = Options::parse(rest)?;
+            Op::Hold {
+                lines: options.lines,
+                customer: options.customer,
+                ttl_ms: options.ttl_ms.ok_or("a hold needs ttl=MS")?,
+                token: options.token,
+            }
+        }
+        ("checkout", [_, rest @ ..]) => {
+            let options = Options::parse(rest)?;
+            Op::Checkout {
+                lines: options.lines,
+                customer: options.customer,
+                token: options.token,
+            }
+        }
+        ("confirm" | "release", [_, hold, rest @ ..]) => {
+            let options = Options::parse(rest)?;
+            let hold = HoldId(order_id(hold)?.0);
+            if verb == "confirm" {
+                Op::ConfirmHold {
+                    hold,
+                    token: options.token,
+                }
+            } else {
+                Op::ReleaseHold {
+                    hold,
+                    token: options.token,
+                }
+            }
+        }
+        ("cancel", [_, order, rest @ ..]) => {
+            let options = Options::parse(rest)?;
+            Op::CancelOrder {
+                order: order_id(order)?,
+                token: options.token,
+                within_ms: options.within_ms,
+            }
+        }
         _ => return Err("unknown step, or wrong number of arguments".into()),
     };
     Ok(Command {
         key: args[0].clone(),
         op,
     })
+}
+
+/// The `name=value` options and `PRODUCT:QTY` lines of a checkout step.
+#[derive(Default)]
+struct Options {
+    lines: Vec<Line>,
+    customer: Option<String>,
+    token: Option<String>,
+    ttl_ms: Option<u64>,
+    within_ms: Option<u64>,
+}
+
+impl Options {
+    fn parse(tokens: &[String]) -> Result<Options, String> {
+        let mut options = Options::default();
+        for token in tokens {
+            if let Some((name, value)) = token.split_once('=') {
+                match name {
+                    "customer" => options.customer = Some(value.to_owned()),
+                    "token" => options.token = Some(value.repeat(flashstock_api::ORDER_TOKEN_LEN)),
+                    "ttl" => options.ttl_ms = Some(number(value)?),
+                    "within" => options.within_ms = Some(number(value)?),
+                    _ => return Err(format!("unknown option {name:?}")),
+                }
+            } else if let Some((product, quantity)) = token.split_once(':') {
+                options.lines.push(Line {
+                    product: product.to_owned(),
+                    quantity: number(quantity)?,
+                });
+            } else {
+                return Err(format!(
+                    "expected NAME=VALUE or PRODUCT:QTY, found {token:?}"
+                ));
+            }
+        }
+        Ok(options)
+    }
 }
 
 impl Runner {
@@ -333,6 +530,14 @@ impl Runner {
         let before = self.state.clone();
         let outcomes =
             apply_proposal(&mut self.state, index, &proposal).expect("MemState never faults");
+        if let Some(rocks) = &mut self.rocks {
+            assert_eq!(
+                rocks.apply(index, &proposal),
+                outcomes,
+                "RocksDB answered entry {index} differently"
+            );
+            rocks.assert_same(&self.state);
+        }
         assert_eq!(
             outcomes.len(),
             proposal.commands.len(),
@@ -351,14 +556,54 @@ impl Runner {
             writeln!(self.out, "  -> {slot}{}", format_outcome(outcome)).unwrap();
         }
         self.check(index, &before, &proposal, &outcomes);
-        for p in self.state.products.values() {
+        for record in self.state.products.values() {
+            let p = &record.product;
             let (id, stock, sold) = (&p.id, p.stock, p.sold);
             let (initial, restocked) = (p.initial_stock, p.restocked);
-            writeln!(
+            write!(
                 self.out,
                 "  {id} stock={stock} sold={sold} initial={initial} restocked={restocked}"
             )
             .unwrap();
+            let terms = record.terms;
+            if !terms.is_empty() {
+                write!(self.out, " held={}", terms.held).unwrap();
+                if let Some(limit) = terms.limit_per_customer {
+                    write!(self.out, " limit={limit}/epoch{}", terms.limit_epoch).unwrap();
+                }
+                if terms.cancelled > 0 {
+                    write!(self.out, " cancelled={}", terms.cancelled).unwrap();
+                }
+            }
+            writeln!(self.out).unwrap();
+        }
+        if !self.state.holds.is_empty() {
+            let holds: Vec<String> = self
+                .state
+                .holds
+                .values()
+                .map(|hold| {
+                    let id = OrderId(hold.id.0);
+                    let at = format!("{}:{}", id.log_index(), id.slot());
+                    match hold.state {
+                        HoldState::Held => format!("{at}=held(until {})", hold.expires_at_ms),
+                        HoldState::Confirmed { order } => {
+                            format!("{at}=confirmed({}:{})", order.log_index(), order.slot())
+                        }
+                        state => format!("{at}={}(at {})", state.as_str(), hold.changed_at_ms),
+                    }
+                })
+                .collect();
+            writeln!(self.out, "  holds: {}", holds.join(" ")).unwrap();
+        }
+        if !self.state.taken.is_empty() {
+            let taken: Vec<String> = self
+                .state
+                .taken
+                .iter()
+                .map(|((product, customer), taken)| format!("{product}/{customer}={taken}"))
+                .collect();
+            writeln!(self.out, "  taken: {}", taken.join(" ")).unwrap();
         }
         let orders: Vec<_> = self
             .state
@@ -395,10 +640,12 @@ impl Runner {
     }
 
     fn check(&mut self, index: u64, before: &MemState, proposal: &Proposal, outcomes: &[Outcome]) {
-        // What the confirmed commands of this entry must have done to each product:
-        // (created with this stock, restocked by, sold).
-        let mut deltas: BTreeMap<String, (Option<u64>, u64, u64)> = BTreeMap::new();
+        // What this entry's confirmed commands, and the holds it expired, must have done to
+        // each product.
+        let mut moves: BTreeMap<String, Moves> = BTreeMap::new();
+        let clock = self.state.meta.clock_ms;
         for (slot, (command, outcome)) in proposal.commands.iter().zip(outcomes).enumerate() {
+            let position = OrderId::new(index, slot as u16);
             let by_bulk_record =
                 flashstock_api::split_bulk_item_key(&command.key).and_then(|(request, index)| {
                     match self.state.keys.get(request) {
@@ -431,11 +678,11 @@ impl Runner {
             if let (Op::Bulk { ops }, Outcome::Bulk(items)) = (&command.op, outcome) {
                 assert_eq!(ops.len(), items.len(), "one outcome per bulk item");
                 for (op, item) in ops.iter().zip(items) {
-                    catalog_delta(op, item, &mut deltas);
+                    catalog_moves(op, item, &mut moves);
                 }
                 continue;
             }
-            if catalog_delta(&command.op, outcome, &mut deltas) {
+            if catalog_moves(&command.op, outcome, &mut moves) {
                 continue;
             }
             match (&command.op, outcome) {
@@ -448,25 +695,137 @@ impl Runner {
                     },
                     Outcome::Purchased(order),
                 ) => {
-                    assert_eq!(
-                        order.id,
-                        OrderId::new(index, slot as u16),
-                        "order id is the log position"
-                    );
+                    assert_eq!(order.id, position, "order id is the log position");
                     assert_eq!(
                         (&order.key, &order.product, order.quantity, &order.customer),
                         (&command.key, product, *quantity, customer)
                     );
-                    assert_eq!(order.placed_at_ms, proposal.proposed_at_ms);
-                    deltas.entry(product.clone()).or_default().2 += u64::from(*quantity);
-                    self.live_orders.insert(order.id, order.clone());
+                    assert_eq!(order.placed_at_ms, clock);
+                    moves.entry(product.clone()).or_default().sold += u64::from(*quantity);
+                    let record = self
+                        .state
+                        .orders
+                        .get(&order.id)
+                        .expect("the order is stored");
+                    assert_eq!(&record.order, order, "the stored order is the answer");
+                    self.live_orders.insert(order.id, record.clone());
                     self.placed += 1;
+                }
+                (
+                    Op::Hold {
+                        lines, customer, ..
+                    },
+                    Outcome::Held(hold),
+                ) => {
+                    assert_eq!(hold.id, HoldId(position.0), "hold id is the log position");
+                    assert_eq!(&hold.customer, customer);
+                    assert_eq!(hold.lines.len(), lines.len());
+                    for (line, held) in lines.iter().zip(&hold.lines) {
+                        assert_eq!(
+                            (&held.product, held.quantity),
+                            (&line.product, line.quantity)
+                        );
+                        moves.entry(line.product.clone()).or_default().held +=
+                            u64::from(line.quantity);
+                    }
+                    assert_eq!(self.state.holds.get(&hold.id), Some(hold));
+                }
+                (Op::ConfirmHold { hold, .. }, Outcome::Placed { order, terms }) => {
+                    let was = before.holds.get(hold).expect("a confirmed hold existed");
+                    assert_eq!(was.state, HoldState::Held, "only a held hold is confirmed");
+                    assert!(
+                        clock < was.expires_at_ms,
+                        "a hold is confirmed only in time"
+                    );
+                    assert_eq!(terms.hold, Some(*hold));
+                    for line in &was.lines {
+                        let m = moves.entry(line.product.clone()).or_default();
+                        m.confirmed += u64::from(line.quantity);
+                    }
+                    self.placed_order(position, order, terms, &was.customer);
+                }
+                (
+                    Op::Checkout {
+                        lines, customer, ..
+                    },
+                    Outcome::Placed { order, terms },
+                ) => {
+                    assert_eq!(terms.lines.len(), lines.len());
+                    for line in lines {
+                        moves.entry(line.product.clone()).or_default().sold +=
+                            u64::from(line.quantity);
+                    }
+                    self.placed_order(position, order, terms, customer);
+                }
+                (Op::ReleaseHold { hold, .. }, Outcome::Released(released)) => {
+                    let was = before.holds.get(hold).expect("a released hold existed");
+                    assert_eq!(was.state, HoldState::Held, "only a held hold is released");
+                    assert_eq!(released.state, HoldState::Released);
+                    for line in &was.lines {
+                        moves.entry(line.product.clone()).or_default().returned +=
+                            u64::from(line.quantity);
+                    }
+                }
+                (Op::CancelOrder { order, .. }, Outcome::Cancelled { terms, .. }) => {
+                    let live = self
+                        .live_orders
+                        .get_mut(order)
+                        .expect("a cancelled order stood");
+                    assert_eq!(live.terms.cancelled_at_ms, None, "cancelled only once");
+                    for line in live.terms.lines_of(&live.order) {
+                        moves.entry(line.product.clone()).or_default().cancelled +=
+                            u64::from(line.quantity);
+                    }
+                    assert_eq!(terms.cancelled_at_ms, Some(clock));
+                    live.terms = terms.clone();
+                }
+                (
+                    Op::SetLimit {
+                        product,
+                        limit_per_customer,
+                    },
+                    Outcome::ProductTermsSet { terms, .. },
+                ) => {
+                    assert_eq!(&terms.limit_per_customer, limit_per_customer);
+                    moves.entry(product.clone()).or_default().terms_set = true;
+                }
+                (
+                    Op::CreateLimitedProduct { product, stock, .. },
+                    Outcome::ProductTermsSet { created: true, .. },
+                ) => {
+                    let m = moves.entry(product.clone()).or_default();
+                    m.created = Some(*stock);
+                    m.terms_set = true;
                 }
                 (Op::MarkArchived { .. }, Outcome::Archived { .. }) => {}
                 (Op::SetClusterVersion { .. }, Outcome::ClusterVersion { .. }) => {}
                 (Op::Bulk { .. }, Outcome::Bulk(_)) => unreachable!("checked above"),
                 (_, Outcome::Rejected(_) | Outcome::Duplicate(_)) => {}
                 (op, outcome) => panic!("outcome {outcome:?} does not answer {op:?}"),
+            }
+        }
+
+        // Holds this entry expired, by the sweep or by a late confirmation or release.
+        for (id, was) in &before.holds {
+            let Some(now) = self.state.holds.get(id) else {
+                assert_ne!(was.state, HoldState::Held, "a held hold was forgotten");
+                assert!(
+                    was.changed_at_ms < self.state.meta.forget_keys_before_ms,
+                    "hold {id} forgotten before the idempotency horizon passed it"
+                );
+                continue;
+            };
+            if was.state == HoldState::Held && now.state == HoldState::Expired {
+                assert!(
+                    clock >= was.expires_at_ms,
+                    "hold {id} expired before its deadline"
+                );
+                for line in &was.lines {
+                    moves.entry(line.product.clone()).or_default().returned +=
+                        u64::from(line.quantity);
+                }
+            } else if was.state != HoldState::Held {
+                assert_eq!(was, now, "a finished hold never changes");
             }
         }
 
@@ -477,15 +836,18 @@ impl Runner {
             );
         }
         for (id, after) in &self.state.products {
-            let (created, restocked, sold) = deltas.remove(id).unwrap_or_default();
-            let prev = match (before.products.get(id), created) {
+            let m = moves.remove(id).unwrap_or_default();
+            let prev = match (before.products.get(id), m.created) {
                 (Some(prev), None) => prev.clone(),
-                (None, Some(stock)) => Product {
-                    stock,
-                    initial_stock: stock,
-                    restocked: 0,
-                    sold: 0,
-                    ..after.clone()
+                (None, Some(stock)) => raft_store::inventory::ProductRecord {
+                    product: Product {
+                        stock,
+                        initial_stock: stock,
+                        restocked: 0,
+                        sold: 0,
+                        ..after.product.clone()
+                    },
+                    terms: ProductTerms::default(),
                 },
                 _ => panic!("product {id} appeared without a create, or was created twice"),
             };
@@ -493,37 +855,60 @@ impl Runner {
                 after.is_conserved(),
                 "{id}: conservation violated: {after:?}"
             );
-            let (supplied, accounted) = (
-                after.initial_stock + after.restocked,
-                after.stock + after.sold,
-            );
+            let (p, t) = (&after.product, &after.terms);
             assert_eq!(
-                supplied, accounted,
-                "{id}: initial + restocked != stock + sold"
+                p.initial_stock + p.restocked,
+                p.stock + t.held + p.sold,
+                "{id}: initial + restocked != stock + held + sold"
             );
             assert!(
-                after.stock <= prev.stock || restocked > 0,
-                "{id}: stock went up without a restock"
+                p.stock <= prev.product.stock || m.restocked + m.returned + m.cancelled > 0,
+                "{id}: stock went up without a restock, a release, an expiry or a cancellation"
             );
-            // Exactly this entry's confirmed restocks and purchases moved the counters.
-            let stock = (prev.stock + restocked)
-                .checked_sub(sold)
-                .expect("sold more than stock");
+            // Exactly this entry's confirmed commands and expiries moved the counters.
+            let stock = (prev.product.stock + m.restocked + m.returned + m.cancelled)
+                .checked_sub(m.sold + m.held)
+                .expect("took more than the stock");
             let expected = Product {
                 stock,
-                restocked: prev.restocked + restocked,
-                sold: prev.sold + sold,
-                ..prev
+                restocked: prev.product.restocked + m.restocked,
+                sold: prev.product.sold + m.sold + m.confirmed - m.cancelled,
+                ..prev.product.clone()
             };
             assert_eq!(
-                after, &expected,
+                p, &expected,
                 "{id}: counters moved by something else than this entry"
             );
+            assert_eq!(
+                t.held,
+                prev.terms.held + m.held - m.confirmed - m.returned,
+                "{id}: held moved by something else than this entry"
+            );
+            assert_eq!(t.cancelled, prev.terms.cancelled + m.cancelled);
+            if !m.terms_set {
+                assert_eq!(
+                    (t.limit_per_customer, t.limit_epoch),
+                    (prev.terms.limit_per_customer, prev.terms.limit_epoch),
+                    "{id}: the limit changed without a command setting it"
+                );
+            }
+            // What the held holds hold is what the product says is held.
+            let held: u64 = self
+                .state
+                .holds
+                .values()
+                .filter(|hold| hold.state == HoldState::Held)
+                .flat_map(|hold| &hold.lines)
+                .filter(|line| &line.product == id)
+                .map(|line| u64::from(line.quantity))
+                .sum();
+            assert_eq!(held, t.held, "{id}: the held holds do not add up to held");
         }
         assert!(
-            deltas.is_empty(),
-            "confirmed commands on missing products: {deltas:?}"
+            moves.is_empty(),
+            "confirmed commands on missing products: {moves:?}"
         );
+        self.check_limits();
 
         let (meta_before, meta) = (before.meta, self.state.meta);
         assert!(
@@ -565,12 +950,17 @@ impl Runner {
                 meta.archived_up_to >= Some(id),
                 "order {id} vanished without being archived"
             );
-            let order = self.live_orders.remove(&id).unwrap();
+            let record = self.live_orders.remove(&id).unwrap();
             assert!(
-                order.placed_at_ms < meta.drop_archived_before_ms,
+                record.order.placed_at_ms < meta.drop_archived_before_ms,
                 "order {id} dropped within its retention"
             );
-            *self.dropped_quantity.entry(order.product).or_default() += u64::from(order.quantity);
+            if record.terms.cancelled_at_ms.is_none() {
+                for line in record.terms.lines_of(&record.order) {
+                    *self.dropped_quantity.entry(line.product).or_default() +=
+                        u64::from(line.quantity);
+                }
+            }
             self.dropped += 1;
         }
         let archived_count = self
@@ -590,23 +980,130 @@ impl Runner {
         );
         assert_eq!(
             self.live_orders, self.state.orders,
-            "the state's orders are the confirmed ones"
+            "the state's orders are the placed ones"
         );
-        for (id, product) in &self.state.products {
+        for (id, record) in &self.state.products {
             let live: u64 = self
                 .live_orders
                 .values()
-                .filter(|o| &o.product == id)
-                .map(|o| u64::from(o.quantity))
+                .filter(|o| o.terms.cancelled_at_ms.is_none())
+                .flat_map(|o| o.terms.lines_of(&o.order))
+                .filter(|line| &line.product == id)
+                .map(|line| u64::from(line.quantity))
                 .sum();
             let dropped = self.dropped_quantity.get(id).copied().unwrap_or(0);
             assert_eq!(
                 live + dropped,
-                product.sold,
-                "{id}: orders do not add up to sold"
+                record.product.sold,
+                "{id}: orders not cancelled do not add up to sold"
             );
         }
     }
+
+    /// An order placed by a confirmation or a checkout at `position`, as the state stores it.
+    fn placed_order(
+        &mut self,
+        position: OrderId,
+        order: &flashstock_api::Order,
+        terms: &flashstock_api::OrderTerms,
+        customer: &Option<String>,
+    ) {
+        assert_eq!(order.id, position, "order id is the log position");
+        assert_eq!(&order.customer, customer);
+        let first = &terms.lines[0];
+        assert_eq!(
+            (&order.product, order.quantity, order.price_cents),
+            (&first.product, first.quantity, first.price_cents),
+            "an order's own fields are its first line's"
+        );
+        let record = OrderRecord {
+            order: order.clone(),
+            terms: terms.clone(),
+        };
+        assert_eq!(self.state.orders.get(&order.id), Some(&record));
+        self.live_orders.insert(order.id, record);
+        self.placed += 1;
+    }
+
+    /// No customer has more of a limited product than its limit, and each count is what its
+    /// held holds and standing orders of the product's limit epoch add up to (orders dropped
+    /// after their retention aside).
+    fn check_limits(&self) {
+        let mut counted: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut count = |product: &str, customer: &Option<String>, quantity: u32, epoch: u32| {
+            let Some(record) = self.state.products.get(product) else {
+                return;
+            };
+            let terms = record.terms;
+            if let (Some(customer), Some(_)) = (customer, terms.limit_per_customer) {
+                if epoch != 0 && epoch == terms.limit_epoch {
+                    *counted
+                        .entry((product.to_owned(), customer.clone()))
+                        .or_default() += u64::from(quantity);
+                }
+            }
+        };
+        for hold in self.state.holds.values() {
+            if hold.state == HoldState::Held {
+                for line in &hold.lines {
+                    count(
+                        &line.product,
+                        &hold.customer,
+                        line.quantity,
+                        line.limit_epoch,
+                    );
+                }
+            }
+        }
+        for record in self.state.orders.values() {
+            if record.terms.cancelled_at_ms.is_none() {
+                for line in record.terms.lines_of(&record.order) {
+                    count(
+                        &line.product,
+                        &record.order.customer,
+                        line.quantity,
+                        line.limit_epoch,
+                    );
+                }
+            }
+        }
+        for ((product, customer), taken) in &self.state.taken {
+            let limit = self.state.products[product]
+                .terms
+                .limit_per_customer
+                .expect("counts are kept only under a limit");
+            assert!(
+                *taken <= u64::from(limit),
+                "{customer} has {taken} of {product}, over its limit of {limit}"
+            );
+        }
+        if self.dropped == 0 {
+            assert_eq!(
+                counted, self.state.taken,
+                "the customers' counts are not what their holds and orders add up to"
+            );
+        }
+    }
+}
+
+/// How one entry moves a product's stock, item by item.
+#[derive(Debug, Default)]
+struct Moves {
+    /// Created with this stock.
+    created: Option<u64>,
+    restocked: u64,
+    /// Available → sold (a purchase, a checkout).
+    sold: u64,
+    /// Available → held (a hold).
+    held: u64,
+    /// Held → sold (a confirmation).
+    confirmed: u64,
+    /// Held → available (a release, an expiry).
+    returned: u64,
+    /// Sold → available (a cancellation).
+    cancelled: u64,
+    /// The limit was set by a command of this entry.
+    terms_set: bool,
 }
 
 fn format_order_id(id: OrderId) -> String {
@@ -634,6 +1131,55 @@ fn format_outcome(outcome: &Outcome) -> String {
             format!("bulk [{}]", items.join("; "))
         }
         Outcome::Duplicate(first) => format!("duplicate({})", format_outcome(first)),
+        Outcome::Held(hold) => format!(
+            "held hold={} [{}] until={}",
+            format_order_id(OrderId(hold.id.0)),
+            hold.lines
+                .iter()
+                .map(|line| format!("{}:{}", line.product, line.quantity))
+                .collect::<Vec<_>>()
+                .join(" "),
+            hold.expires_at_ms
+        ),
+        Outcome::Released(hold) => format!("released hold={}", format_order_id(OrderId(hold.id.0))),
+        Outcome::Placed { order, terms } | Outcome::Cancelled { order, terms } => {
+            let verb = match outcome {
+                Outcome::Placed { .. } => "placed",
+                _ => "cancelled",
+            };
+            let lines: Vec<String> = terms
+                .lines_of(order)
+                .iter()
+                .map(|line| {
+                    format!(
+                        "{}:{} remaining={}",
+                        line.product, line.quantity, line.remaining
+                    )
+                })
+                .collect();
+            let hold = terms.hold.map_or(String::new(), |hold| {
+                format!(" from={}", format_order_id(OrderId(hold.0)))
+            });
+            format!(
+                "{verb} order={} [{}]{hold} at={}",
+                format_order_id(order.id),
+                lines.join("; "),
+                terms.cancelled_at_ms.unwrap_or(order.placed_at_ms)
+            )
+        }
+        Outcome::ProductTermsSet {
+            created,
+            product,
+            terms,
+        } => format!(
+            "{} {} stock={} limit={}",
+            if *created { "created" } else { "terms" },
+            product.id,
+            product.stock,
+            terms
+                .limit_per_customer
+                .map_or("none".to_owned(), |limit| limit.to_string())
+        ),
         Outcome::Rejected(rejection) => {
             let code = rejection.code();
             match rejection {
@@ -649,6 +1195,30 @@ fn format_outcome(outcome: &Outcome) -> String {
                 }
                 Rejection::KeyReused { key } => format!("rejected {code} {key}"),
                 Rejection::Invalid { reason } => format!("rejected {code}: {reason}"),
+                Rejection::LimitReached {
+                    product,
+                    limit,
+                    taken,
+                    requested,
+                } => format!(
+                    "rejected {code} {product} limit={limit} taken={taken} requested={requested}"
+                ),
+                Rejection::CustomerRequired { product } => format!("rejected {code} {product}"),
+                Rejection::UnknownHold { hold } | Rejection::HoldExpired { hold } => {
+                    format!("rejected {code} hold={}", format_order_id(OrderId(hold.0)))
+                }
+                Rejection::HoldFinished { hold, state } => format!(
+                    "rejected {code} hold={} {}",
+                    format_order_id(OrderId(hold.0)),
+                    state.as_str()
+                ),
+                Rejection::OrderNotFound { order } | Rejection::AlreadyCancelled { order } => {
+                    format!("rejected {code} order={}", format_order_id(*order))
+                }
+                Rejection::CancelWindowPassed { order, within_ms } => format!(
+                    "rejected {code} order={} within={within_ms}",
+                    format_order_id(*order)
+                ),
             }
         }
     }
@@ -677,23 +1247,18 @@ fn horizon_moves_as_stated(what: &str, before: u64, requested: u64, after: u64, 
     );
 }
 
-/// What a confirmed create or restock must do to its product: `deltas` holds (created with this
-/// stock, restocked by, sold) per product. False for other kinds (and for refusals, which
-/// change nothing: checked against the state after the entry).
-fn catalog_delta(
-    op: &Op,
-    outcome: &Outcome,
-    deltas: &mut BTreeMap<String, (Option<u64>, u64, u64)>,
-) -> bool {
+/// What a confirmed create or restock must do to its product. False for other kinds (and for
+/// refusals, which change nothing: checked against the state after the entry).
+fn catalog_moves(op: &Op, outcome: &Outcome, moves: &mut BTreeMap<String, Moves>) -> bool {
     match (op, outcome) {
         (Op::CreateProduct { product, stock, .. }, Outcome::ProductCreated(p)) => {
             assert_eq!(&p.id, product);
-            deltas.entry(p.id.clone()).or_default().0 = Some(*stock);
+            moves.entry(p.id.clone()).or_default().created = Some(*stock);
             true
         }
         (Op::Restock { product, quantity }, Outcome::Restocked(p)) => {
             assert_eq!(&p.id, product);
-            deltas.entry(p.id.clone()).or_default().1 += quantity;
+            moves.entry(p.id.clone()).or_default().restocked += quantity;
             true
         }
         _ => false,

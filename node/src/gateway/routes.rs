@@ -641,11 +641,19 @@ async fn bulk(
 /// A committed rejection: nothing changed.
 fn rejected(rejection: &Rejection) -> ApiError {
     let status = match rejection {
-        Rejection::InsufficientStock { .. } | Rejection::ProductExists { .. } => {
-            StatusCode::CONFLICT
+        Rejection::InsufficientStock { .. }
+        | Rejection::ProductExists { .. }
+        | Rejection::HoldExpired { .. }
+        | Rejection::HoldFinished { .. }
+        | Rejection::LimitReached { .. }
+        | Rejection::AlreadyCancelled { .. }
+        | Rejection::CancelWindowPassed { .. } => StatusCode::CONFLICT,
+        Rejection::UnknownProduct { .. }
+        | Rejection::UnknownHold { .. }
+        | Rejection::OrderNotFound { .. } => StatusCode::NOT_FOUND,
+        Rejection::KeyReused { .. } | Rejection::CustomerRequired { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
         }
-        Rejection::UnknownProduct { .. } => StatusCode::NOT_FOUND,
-        Rejection::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Rejection::Invalid { .. } => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, rejection.code(), rejection.to_string())

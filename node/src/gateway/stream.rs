@@ -115,7 +115,9 @@ pub async fn stock_events(
         async move {
             loop {
                 match changes.recv().await {
-                    Ok(ProductChange { log_index, product }) => {
+                    Ok(ProductChange {
+                        log_index, product, ..
+                    }) => {
                         if filter.as_ref().is_none_or(|id| *id == product.id) {
                             return Some((stock_event(&product, log_index), changes));
                         }
