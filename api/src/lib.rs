@@ -1080,10 +1080,17 @@ pub struct ArchiveReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveReportRow {
     pub product: String,
+    /// Orders with a line of this product placed in the range, cancelled or not.
     pub orders: u64,
     pub units: u64,
-    /// Sum of quantity × unit price, in cents.
+    /// Sum of quantity × unit price, in cents, of every line placed in the range.
     pub revenue_cents: u64,
+    /// Units of those lines whose order was cancelled since (archived so far).
+    #[serde(default)]
+    pub cancelled_units: u64,
+    /// `revenue_cents` less the lines of cancelled orders.
+    #[serde(default)]
+    pub net_revenue_cents: u64,
 }
 
 /// Query of `GET /admin/archive/report`: a time range, milliseconds since the Unix epoch.

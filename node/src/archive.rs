@@ -1,13 +1,17 @@
-//! The order archive: confirmed orders copied to PostgreSQL exactly once, off the purchase path.
+//! The order archive: every order state change copied to PostgreSQL exactly once, off the
+//! purchase path: orders as placed (with their lines), and cancellations.
 //!
 //! Every voter with `archive.postgres_url` set runs an [`Archive`] task, but only the current
 //! leader archives. One step:
 //!
-//! 1. read the replicated archive cursor and up to `archive.batch_max` orders after it from the
-//!    leader's own applied state, in log order;
-//! 2. insert them in one transaction; a row already present by order id must hold the same
-//!    contents (a batch sent again), or the step fails with [`ArchiveError::Conflict`];
-//! 3. propose `MarkArchived { up_to: last }` through Raft, keyed by that id.
+//! 1. read the replicated archive cursor and, from the leader's own applied state, up to
+//!    `archive.batch_max` orders and up to as many cancellations after it, in log order; both
+//!    live in the log positions' space, so one cursor covers both: the step goes up to the last
+//!    position it read of both (or the last of a full list, whichever comes first);
+//! 2. insert them in one transaction (orders, their lines, then the cancellations, which name
+//!    orders archived before or in the same batch); a row already present by key must hold the
+//!    same contents (a batch sent again), or the step fails with [`ArchiveError::Conflict`];
+//! 3. propose `MarkArchived { up_to: last }` through Raft, keyed by that position.
 //!
 //! The cursor moves only after the rows are committed in PostgreSQL, and the rows are written in
 //! log order from the cursor, so there is never a gap. A step interrupted anywhere (PostgreSQL
@@ -32,11 +36,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cluster_config::ArchiveSection;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use flashstock_api::{
-    ArchiveErrorKind, ArchiveReport, ArchiveReportRow, ArchiveStatus, Command, Op, Order, Outcome,
-    WriteResponse,
+    ArchiveErrorKind, ArchiveReport, ArchiveReportRow, ArchiveStatus, Command, Op, Order, OrderId,
+    Outcome, WriteResponse,
 };
 use openraft::ServerState;
-use raft_store::inventory::InventoryMeta;
+use raft_store::inventory::{Cancellation, InventoryMeta, OrderRecord};
 use tokio::sync::watch;
 
 use crate::NodeState;
@@ -67,6 +71,29 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         incarnation     smallint    PRIMARY KEY CHECK (incarnation BETWEEN 1 AND 127),
         after_log_index bigint      NOT NULL,
         claimed_at      timestamptz NOT NULL DEFAULT now()
+    );",
+    ),
+    // An order of several lines (a cart, a hold) keeps its first line in flashstock_orders,
+    // whose meaning is unchanged, and every line here; an order of one line has no rows here.
+    // A cancellation is an event at its own log position, once per order.
+    (
+        3,
+        "order lines and events",
+        "CREATE TABLE flashstock_order_lines (
+        order_id         bigint  NOT NULL REFERENCES flashstock_orders (order_id),
+        line             integer NOT NULL CHECK (line >= 0),
+        product          text    NOT NULL,
+        quantity         integer NOT NULL CHECK (quantity > 0),
+        unit_price_cents bigint  NOT NULL CHECK (unit_price_cents >= 0),
+        PRIMARY KEY (order_id, line)
+    );
+    CREATE TABLE flashstock_order_events (
+        position         bigint      PRIMARY KEY,
+        order_id         bigint      NOT NULL REFERENCES flashstock_orders (order_id),
+        kind             text        NOT NULL CHECK (kind IN ('cancelled')),
+        happened_at      timestamptz NOT NULL,
+        archived_at      timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (order_id, kind)
     );",
     ),
 ];
@@ -283,7 +310,8 @@ impl Archive {
         }
     }
 
-    /// Units sold and revenue per product for orders committed in `from_ms..to_ms`. Times past
+    /// Units sold and revenue per product for orders committed in `from_ms..to_ms`, and what
+    /// cancellations archived so far took back from them. Times past
     /// the year 9999 are read as the end of 9999 (PostgreSQL's timestamps end soon after).
     pub async fn report(&self, from_ms: u64, to_ms: u64) -> Result<ArchiveReport, ArchiveError> {
         let (from_ms, to_ms) = (from_ms.min(TIME_MS_MAX), to_ms.min(TIME_MS_MAX));
@@ -298,24 +326,42 @@ impl Archive {
                 let client = self.pool.get().await?;
                 let rows = client
                     .query(
-                        "SELECT product, count(*)::bigint, sum(quantity)::bigint,
-                                sum(quantity::bigint * unit_price_cents)::bigint
-                           FROM flashstock_orders
-                          WHERE committed_at >= $1 AND committed_at < $2
-                          GROUP BY product ORDER BY product",
+                        // One row per line: an order's lines if it has any, else its own.
+                        "WITH lines AS (
+                             SELECT o.order_id,
+                                    COALESCE(l.product, o.product) AS product,
+                                    COALESCE(l.quantity, o.quantity)::bigint AS quantity,
+                                    COALESCE(l.unit_price_cents, o.unit_price_cents) AS price,
+                                    e.position IS NOT NULL AS cancelled
+                               FROM flashstock_orders o
+                               LEFT JOIN flashstock_order_lines l USING (order_id)
+                               LEFT JOIN flashstock_order_events e
+                                      ON e.order_id = o.order_id AND e.kind = 'cancelled'
+                              WHERE o.committed_at >= $1 AND o.committed_at < $2
+                         )
+                         SELECT product, count(DISTINCT order_id)::bigint,
+                                sum(quantity)::bigint, sum(quantity * price)::bigint,
+                                (sum(quantity) FILTER (WHERE cancelled))::bigint,
+                                (sum(quantity * price) FILTER (WHERE NOT cancelled))::bigint
+                           FROM lines GROUP BY product ORDER BY product",
                         &[&from, &to],
                     )
                     .await?;
                 Ok(rows)
             })
             .await?;
+        let count = |row: &tokio_postgres::Row, at: usize| {
+            row.get::<_, Option<i64>>(at).unwrap_or(0) as u64
+        };
         let products = rows
             .iter()
             .map(|row| ArchiveReportRow {
                 product: row.get(0),
-                orders: row.get::<_, i64>(1) as u64,
-                units: row.get::<_, i64>(2) as u64,
-                revenue_cents: row.get::<_, i64>(3) as u64,
+                orders: count(row, 1),
+                units: count(row, 2),
+                revenue_cents: count(row, 3),
+                cancelled_units: count(row, 4),
+                net_revenue_cents: count(row, 5),
             })
             .collect();
         Ok(ArchiveReport {
@@ -416,13 +462,20 @@ impl Archive {
     async fn step(&self, node: &NodeState, migrated: &mut bool) -> Result<Step, ArchiveError> {
         let storage = |e: openraft::StorageError<u64>| ArchiveError::Storage(e.to_string());
         let meta = node.reader.inventory_meta().map_err(storage)?;
-        let orders = node
+        let batch_max = self.settings.batch_max;
+        let mut orders = node
             .reader
-            .orders(meta.archived_up_to, self.settings.batch_max)
+            .order_records(meta.archived_up_to, batch_max)
             .map_err(storage)?;
-        let Some(last) = orders.last().map(|order| order.id) else {
+        let mut cancellations = node
+            .reader
+            .cancellations(meta.archived_up_to, batch_max)
+            .map_err(storage)?;
+        let Some(last) = batch_end(&orders, &cancellations, batch_max) else {
             return Ok(Step::Idle);
         };
+        orders.retain(|record| record.order.id <= last);
+        cancellations.retain(|(position, _)| *position <= last);
         let started = std::time::Instant::now();
         self.bounded("writing a batch", async {
             let mut client = self.pool.get().await?;
@@ -430,7 +483,13 @@ impl Archive {
                 migrate(&mut client).await?;
                 *migrated = true;
             }
-            insert(&mut client, &orders).await
+            let transaction = client.transaction().await?;
+            let plain: Vec<Order> = orders.iter().map(|record| record.order.clone()).collect();
+            insert(&transaction, &plain).await?;
+            insert_lines(&transaction, &orders).await?;
+            insert_cancellations(&transaction, &cancellations).await?;
+            transaction.commit().await?;
+            Ok(())
         })
         .await?;
         node.metrics
@@ -447,7 +506,7 @@ impl Archive {
                     let mut progress = self.progress.lock().expect("progress lock");
                     progress.last_error = None;
                     progress.last_batch_at_ms = Some(crate::now_ms());
-                    Ok(Step::Archived(orders.len()))
+                    Ok(Step::Archived(orders.len() + cancellations.len()))
                 }
                 other => Err(ArchiveError::Cursor(format!(
                     "unexpected outcome {other:?}"
@@ -531,11 +590,12 @@ async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), ArchiveEr
     Ok(())
 }
 
-/// Insert `orders` in one transaction. A row already present with an order's id and the same
+/// Insert `orders` in `transaction`. A row already present with an order's id and the same
 /// contents is a batch sent again (the cursor did not move after a commit) and is left as it
-/// is; one with other contents is [`ArchiveError::Conflict`], and nothing of the batch is kept.
+/// is; one with other contents is [`ArchiveError::Conflict`], and the caller drops the
+/// transaction, so nothing of the batch is kept.
 async fn insert(
-    client: &mut deadpool_postgres::Client,
+    transaction: &deadpool_postgres::Transaction<'_>,
     orders: &[Order],
 ) -> Result<(), ArchiveError> {
     let column = |name: &str, e: std::num::TryFromIntError| {
@@ -561,7 +621,6 @@ async fn insert(
     let slots: Vec<i32> = orders.iter().map(|o| i32::from(o.id.slot())).collect();
     let committed: Vec<SystemTime> = orders.iter().map(|o| system_time(o.placed_at_ms)).collect();
 
-    let transaction = client.transaction().await?;
     // The outer SELECT sees the table as it was before this statement's INSERT: the rows it
     // joins are exactly those that were there already, and it returns the ones that differ.
     let differing = transaction
@@ -601,22 +660,126 @@ async fn insert(
             ],
         )
         .await?;
-    if !differing.is_empty() {
-        const NAMED: usize = 5;
-        let conflict = ArchiveError::Conflict {
-            count: differing.len(),
-            first: differing
-                .iter()
-                .take(NAMED)
-                .map(|row| row.get::<_, i64>(0) as u64)
-                .collect(),
-        };
-        // Nothing of this batch is kept: the cursor stays before the conflicting order.
-        transaction.rollback().await?;
-        return Err(conflict);
+    conflict_if_any(&differing)
+}
+
+/// [`ArchiveError::Conflict`] naming the first ids of `differing`, if it is not empty. Nothing
+/// of the batch is kept (its transaction is dropped): the cursor stays before the conflict.
+fn conflict_if_any(differing: &[tokio_postgres::Row]) -> Result<(), ArchiveError> {
+    const NAMED: usize = 5;
+    if differing.is_empty() {
+        return Ok(());
     }
-    transaction.commit().await?;
-    Ok(())
+    Err(ArchiveError::Conflict {
+        count: differing.len(),
+        first: differing
+            .iter()
+            .take(NAMED)
+            .map(|row| row.get::<_, i64>(0) as u64)
+            .collect(),
+    })
+}
+
+/// Where one step ends: the last position of `orders` and `cancellations` together, or, if one
+/// of them is a full batch (more may follow it), no further than its last, so that nothing
+/// before the new cursor is left unread. `None`: nothing to archive.
+fn batch_end(
+    orders: &[OrderRecord],
+    cancellations: &[(OrderId, Cancellation)],
+    batch_max: usize,
+) -> Option<OrderId> {
+    let last_order = orders.last().map(|record| record.order.id);
+    let last_cancellation = cancellations.last().map(|(position, _)| *position);
+    let mut end = last_order.max(last_cancellation)?;
+    if orders.len() >= batch_max {
+        end = end.min(last_order?);
+    }
+    if cancellations.len() >= batch_max {
+        end = end.min(last_cancellation?);
+    }
+    Some(end)
+}
+
+/// Insert the lines of the orders of several lines, as [`insert`] does orders.
+async fn insert_lines(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    orders: &[OrderRecord],
+) -> Result<(), ArchiveError> {
+    let (mut ids, mut lines, mut products, mut quantities, mut prices) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for record in orders.iter().filter(|record| record.terms.lines.len() > 1) {
+        for (at, line) in record.terms.lines.iter().enumerate() {
+            ids.push(record.order.id.0 as i64);
+            lines.push(at as i32);
+            products.push(line.product.as_str());
+            quantities.push(line.quantity as i32);
+            prices.push(i64::try_from(line.price_cents).map_err(|e| {
+                ArchiveError::Invalid(format!("a line's price does not fit a bigint: {e}"))
+            })?);
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let differing = transaction
+        .query(
+            "WITH batch (order_id, line, product, quantity, unit_price_cents) AS (
+                 SELECT * FROM UNNEST($1::bigint[], $2::integer[], $3::text[], $4::integer[],
+                                      $5::bigint[])
+             ),
+             inserted AS (
+                 INSERT INTO flashstock_order_lines SELECT * FROM batch
+                 ON CONFLICT (order_id, line) DO NOTHING
+                 RETURNING order_id
+             )
+             SELECT b.order_id
+               FROM batch b JOIN flashstock_order_lines l USING (order_id, line)
+              WHERE (l.product, l.quantity, l.unit_price_cents)
+                    IS DISTINCT FROM (b.product, b.quantity, b.unit_price_cents)
+              ORDER BY b.order_id",
+            &[&ids, &lines, &products, &quantities, &prices],
+        )
+        .await?;
+    conflict_if_any(&differing)
+}
+
+/// Insert cancellations, as [`insert`] does orders: one event per position, and per order.
+async fn insert_cancellations(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    cancellations: &[(OrderId, Cancellation)],
+) -> Result<(), ArchiveError> {
+    if cancellations.is_empty() {
+        return Ok(());
+    }
+    let positions: Vec<i64> = cancellations.iter().map(|(at, _)| at.0 as i64).collect();
+    let orders: Vec<i64> = cancellations
+        .iter()
+        .map(|(_, c)| c.order.0 as i64)
+        .collect();
+    let times: Vec<SystemTime> = cancellations
+        .iter()
+        .map(|(_, c)| system_time(c.cancelled_at_ms))
+        .collect();
+    let differing = transaction
+        .query(
+            "WITH batch (position, order_id, happened_at) AS (
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[])
+             ),
+             inserted AS (
+                 INSERT INTO flashstock_order_events (position, order_id, kind, happened_at)
+                 SELECT position, order_id, 'cancelled', happened_at FROM batch
+                 ON CONFLICT (position) DO NOTHING
+                 RETURNING position
+             )
+             SELECT b.order_id
+               FROM batch b JOIN flashstock_order_events e USING (position)
+              WHERE (e.order_id, e.kind, e.happened_at)
+                    IS DISTINCT FROM (b.order_id, 'cancelled', b.happened_at)
+              ORDER BY b.order_id",
+            &[&positions, &orders, &times],
+        )
+        .await?;
+    conflict_if_any(&differing)
 }
 
 fn system_time(ms: u64) -> SystemTime {
@@ -723,11 +886,11 @@ mod tests {
             token: None,
         };
         let (a, b, c) = (order(10, "a"), order(11, "b"), order(12, "c"));
-        insert(&mut client, &[a.clone(), b.clone()])
+        insert_committed(&mut client, &[a.clone(), b.clone()])
             .await
             .expect("first batch");
         // Sent again, and with one more order: the same rows stay, the new one is added.
-        insert(&mut client, &[a.clone(), b.clone(), c.clone()])
+        insert_committed(&mut client, &[a.clone(), b.clone(), c.clone()])
             .await
             .expect("a batch sent again");
         let expected = vec![
@@ -742,7 +905,7 @@ mod tests {
         let d = order(13, "d");
         let mut other_b = order(11, "b-after-restore");
         other_b.quantity = 1;
-        match insert(&mut client, &[other_b, d]).await {
+        match insert_committed(&mut client, &[other_b, d]).await {
             Err(error @ ArchiveError::Conflict { .. }) => {
                 assert_eq!(error.kind(), Some(ArchiveErrorKind::Conflict));
                 let ArchiveError::Conflict { count, first } = &error else {
@@ -762,15 +925,193 @@ mod tests {
         let mut no_customer = b.clone();
         no_customer.customer = None;
         assert!(matches!(
-            insert(&mut client, &[no_customer]).await,
+            insert_committed(&mut client, &[no_customer]).await,
             Err(ArchiveError::Conflict { .. })
         ));
         let mut later = b.clone();
         later.placed_at_ms += 1;
         assert!(matches!(
-            insert(&mut client, &[later]).await,
+            insert_committed(&mut client, &[later]).await,
             Err(ArchiveError::Conflict { .. })
         ));
+    }
+
+    async fn insert_committed(
+        client: &mut deadpool_postgres::Client,
+        orders: &[Order],
+    ) -> Result<(), ArchiveError> {
+        let transaction = client.transaction().await?;
+        insert(&transaction, orders).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// One archive step's writes, committed.
+    async fn archive_batch(
+        client: &mut deadpool_postgres::Client,
+        orders: &[OrderRecord],
+        cancellations: &[(OrderId, Cancellation)],
+    ) -> Result<(), ArchiveError> {
+        let transaction = client.transaction().await?;
+        let plain: Vec<Order> = orders.iter().map(|r| r.order.clone()).collect();
+        insert(&transaction, &plain).await?;
+        insert_lines(&transaction, orders).await?;
+        insert_cancellations(&transaction, cancellations).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    fn cart_order(log_index: u64, lines: &[(&str, u32, u64)]) -> OrderRecord {
+        let terms = flashstock_api::OrderTerms {
+            lines: lines
+                .iter()
+                .map(|(product, quantity, price)| flashstock_api::OrderLine {
+                    product: (*product).into(),
+                    quantity: *quantity,
+                    price_cents: *price,
+                    remaining: 0,
+                    limit_epoch: 0,
+                })
+                .collect(),
+            hold: None,
+            cancelled_at_ms: None,
+        };
+        let first = &terms.lines[0];
+        OrderRecord {
+            order: Order {
+                id: OrderId::new(log_index, 0),
+                key: format!("cart-{log_index}"),
+                product: first.product.clone(),
+                quantity: first.quantity,
+                customer: None,
+                price_cents: first.price_cents,
+                remaining: 0,
+                placed_at_ms: 1_700_000_000_000 + log_index,
+                token: None,
+            },
+            terms,
+        }
+    }
+
+    /// A step ends at the last position read, but never past a full list's last one.
+    #[test]
+    fn a_step_ends_where_both_lists_are_complete() {
+        let cancel = |at: u64| {
+            (
+                OrderId::new(at, 0),
+                Cancellation {
+                    order: OrderId::new(1, 0),
+                    cancelled_at_ms: 0,
+                },
+            )
+        };
+        let orders = [cart_order(2, &[("a", 1, 1)]), cart_order(5, &[("a", 1, 1)])];
+        assert_eq!(batch_end(&[], &[], 10), None);
+        assert_eq!(
+            batch_end(&orders, &[cancel(3)], 10),
+            Some(OrderId::new(5, 0))
+        );
+        assert_eq!(
+            batch_end(&orders, &[cancel(9)], 10),
+            Some(OrderId::new(9, 0))
+        );
+        // Two orders is a full batch: a cancellation after the second waits for the next step.
+        assert_eq!(
+            batch_end(&orders, &[cancel(9)], 2),
+            Some(OrderId::new(5, 0))
+        );
+        assert_eq!(
+            batch_end(&orders[..1], &[cancel(3), cancel(4)], 2),
+            Some(OrderId::new(4, 0))
+        );
+    }
+
+    /// Lines of a cart's order and its cancellation are archived once each (a batch sent again
+    /// is fine, a different row is a conflict), and the report takes cancellations off the net.
+    #[tokio::test]
+    async fn lines_and_cancellations_are_archived_once_and_net_of_cancellations() {
+        use flashstock_deploy::postgres::{Postgres, PostgresOptions};
+
+        let postgres = Postgres::start(PostgresOptions::default()).expect("start PostgreSQL");
+        let settings = ArchiveSection {
+            postgres_url: Some(postgres.url()),
+            ..ArchiveSection::default()
+        };
+        let archive = Archive::new(&settings).unwrap().unwrap();
+        let mut client = archive.pool.get().await.expect("connect");
+        migrate(&mut client).await.expect("migrate");
+        let cart = cart_order(10, &[("kettle", 2, 3900), ("mug", 1, 900)]);
+        let single = cart_order(11, &[("kettle", 1, 3900)]);
+        let cancellation = (
+            OrderId::new(12, 0),
+            Cancellation {
+                order: cart.order.id,
+                cancelled_at_ms: 1_700_000_000_500,
+            },
+        );
+        archive_batch(&mut client, &[cart.clone(), single.clone()], &[])
+            .await
+            .expect("first batch");
+        archive_batch(
+            &mut client,
+            &[cart.clone(), single.clone()],
+            std::slice::from_ref(&cancellation),
+        )
+        .await
+        .expect("sent again, with the cancellation");
+        archive_batch(&mut client, &[], std::slice::from_ref(&cancellation))
+            .await
+            .expect("the cancellation sent again");
+        let mut other_line = cart.clone();
+        other_line.terms.lines[1].quantity = 5;
+        assert!(matches!(
+            archive_batch(&mut client, &[other_line], &[]).await,
+            Err(ArchiveError::Conflict { .. })
+        ));
+        let mut other_time = cancellation.clone();
+        other_time.1.cancelled_at_ms += 1;
+        assert!(matches!(
+            archive_batch(&mut client, &[], &[other_time]).await,
+            Err(ArchiveError::Conflict { .. })
+        ));
+        let lines: i64 = client
+            .query_one("SELECT count(*) FROM flashstock_order_lines", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(lines, 2, "the cart's two lines, none for the single line");
+
+        let report = archive.report(0, u64::MAX).await.expect("a report");
+        let row = |product: &str| {
+            report
+                .products
+                .iter()
+                .find(|row| row.product == product)
+                .cloned()
+                .unwrap_or_else(|| panic!("no row for {product}"))
+        };
+        let kettle = row("kettle");
+        assert_eq!(
+            (
+                kettle.orders,
+                kettle.units,
+                kettle.revenue_cents,
+                kettle.cancelled_units,
+                kettle.net_revenue_cents
+            ),
+            (2, 3, 3 * 3900, 2, 3900),
+            "the cart's kettles were cancelled, the single one stands"
+        );
+        let mug = row("mug");
+        assert_eq!(
+            (
+                mug.orders,
+                mug.units,
+                mug.cancelled_units,
+                mug.net_revenue_cents
+            ),
+            (1, 1, 1, 0)
+        );
     }
 
     #[test]

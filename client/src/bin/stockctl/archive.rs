@@ -125,13 +125,15 @@ async fn report(ctx: &Context, args: ReportArgs) -> Result<(), CliError> {
 }
 
 fn report_table(report: &ArchiveReport) -> Table {
-    let mut table = Table::new(&["PRODUCT", "ORDERS", "UNITS", "REVENUE"]);
+    let mut table = Table::new(&["PRODUCT", "ORDERS", "UNITS", "REVENUE", "CANCELLED", "NET"]);
     for row in &report.products {
         table.push(vec![
             row.product.clone(),
             row.orders.to_string(),
             row.units.to_string(),
             cents(row.revenue_cents),
+            row.cancelled_units.to_string(),
+            cents(row.net_revenue_cents),
         ]);
     }
     let sum = |f: fn(&flashstock_api::ArchiveReportRow) -> u64| -> u64 {
@@ -142,6 +144,8 @@ fn report_table(report: &ArchiveReport) -> Table {
         sum(|r| r.orders).to_string(),
         sum(|r| r.units).to_string(),
         cents(sum(|r| r.revenue_cents)),
+        sum(|r| r.cancelled_units).to_string(),
+        cents(sum(|r| r.net_revenue_cents)),
     ]);
     table
 }
@@ -188,6 +192,8 @@ mod tests {
             orders: units,
             units,
             revenue_cents: units * 150,
+            cancelled_units: 1,
+            net_revenue_cents: (units - 1) * 150,
         };
         let report = ArchiveReport {
             from_ms: 0,
@@ -195,6 +201,9 @@ mod tests {
             products: vec![row("mug", 2), row("tee", 3)],
         };
         let text = report_table(&report).render();
-        assert!(text.ends_with("TOTAL    5       5      7.50\n"), "{text}");
+        assert!(
+            text.ends_with("TOTAL    5       5      7.50     2          4.50\n"),
+            "{text}"
+        );
     }
 }
