@@ -27,34 +27,36 @@ pub const HOLDS_EXPIRED_PER_ENTRY_MIN: usize = 64;
 /// Most finished holds forgotten while applying one entry, beyond one per command.
 pub const HOLDS_FORGOTTEN_PER_ENTRY_MIN: usize = 64;
 
-/// Expire held holds whose deadline has passed, and forget finished holds older than the
-/// idempotency horizon; each bounded per entry.
+/// Forget finished holds older than the idempotency horizon, then expire held holds whose
+/// deadline has passed; each bounded per entry. Both read their index from the database before
+/// this entry writes any hold (a hold expired here finishes at the clock, which the horizon
+/// never passes, so it could not be forgotten in the same entry anyway).
 pub(crate) fn expire_holds(
     state: &mut impl InventoryState,
     meta: &InventoryMeta,
     commands: usize,
 ) -> Result<(), Fault> {
+    let finished = state.holds_finished_before(
+        meta.forget_keys_before_ms,
+        HOLDS_FORGOTTEN_PER_ENTRY_MIN + commands,
+    )?;
     // `expires_at_ms <= clock`: expired.
     let due = state.holds_due(
         meta.clock_ms.saturating_add(1),
         HOLDS_EXPIRED_PER_ENTRY_MIN + commands,
-    )?;
-    for (_, id) in due {
-        let hold = state
-            .hold(id)?
-            .ok_or_else(|| Fault(format!("hold {id} is indexed by deadline but absent")))?;
-        give_back(state, &hold)?;
-        finish(state, hold, HoldState::Expired, meta.clock_ms);
-    }
-    let finished = state.holds_finished_before(
-        meta.forget_keys_before_ms,
-        HOLDS_FORGOTTEN_PER_ENTRY_MIN + commands,
     )?;
     for (_, id) in finished {
         let hold = state
             .hold(id)?
             .ok_or_else(|| Fault(format!("hold {id} is indexed as finished but absent")))?;
         state.forget_hold(&hold);
+    }
+    for (_, id) in due {
+        let hold = state
+            .hold(id)?
+            .ok_or_else(|| Fault(format!("hold {id} is indexed by deadline but absent")))?;
+        give_back(state, &hold)?;
+        finish(state, hold, HoldState::Expired, meta.clock_ms);
     }
     Ok(())
 }
