@@ -438,22 +438,25 @@ impl fmt::Display for Rejection {
     }
 }
 
-/// A product and its stock counters. `initial_stock + restocked == stock + sold` always holds.
+/// A product and its stock counters: `initial_stock + restocked == stock + held + sold`, where
+/// `held` is in its [`ProductTerms`] (0 for a product no hold touched). The layout is the first
+/// release's, byte for byte in bincode; what checkout adds is in the terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Product {
     pub id: String,
     pub name: String,
     pub price_cents: u64,
-    /// Items left to sell.
+    /// Items available: to sell, or to hold.
     pub stock: u64,
     pub initial_stock: u64,
     pub restocked: u64,
-    /// Items sold by confirmed purchases.
+    /// Items sold by orders not cancelled.
     pub sold: u64,
 }
 
 impl Product {
-    /// Whether the conservation law holds for this record.
+    /// Whether the conservation law holds for this record with nothing held
+    /// ([`ProductTerms::conserves`] and [`ProductDetails::is_conserved`] count what is held).
     pub fn is_conserved(&self) -> bool {
         self.initial_stock.checked_add(self.restocked) == self.stock.checked_add(self.sold)
     }
