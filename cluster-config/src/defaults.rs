@@ -163,7 +163,29 @@ pub const DEFAULT_TLS_RELOAD_CHECK_MS: u64 = 10_000;
 pub const TLS_RELOAD_CHECK_MS_LOWEST: u64 = 100;
 pub const TLS_RELOAD_CHECK_MS_HIGHEST: u64 = 3_600_000;
 
+// ---- [checkout] ----
+
+/// `checkout.hold_ttl_ms`: how long a hold keeps its stock (ten minutes): time
+/// for a buyer to pay, short enough that an abandoned cart gives its stock
+/// back within the sale.
+pub const DEFAULT_HOLD_TTL_MS: u64 = 600_000;
+/// `checkout.cart_lines_max`: most lines (distinct products) in one cart or
+/// hold.
+pub const DEFAULT_CART_LINES_MAX: usize = 20;
+/// `checkout.cancel_window_ms`: how long a buyer may cancel an order (thirty
+/// minutes).
+pub const DEFAULT_CANCEL_WINDOW_MS: u64 = 1_800_000;
+
 // ---- bounds checked by `Config::validate` ----
+
+/// Shortest `checkout.hold_ttl_ms`: the state machine's
+/// `flashstock_api::HOLD_TTL_MS_MIN` (this crate does not depend on the API
+/// crate; the node checks at compile time that the two agree).
+pub const HOLD_TTL_MS_LOWEST: u64 = 1_000;
+/// Longest `checkout.hold_ttl_ms` (one hour): `flashstock_api::HOLD_TTL_MS_MAX`.
+pub const HOLD_TTL_MS_HIGHEST: u64 = 3_600_000;
+/// Largest `checkout.cart_lines_max`: `flashstock_api::CART_LINES_LIMIT`.
+pub const CART_LINES_MAX_HIGHEST: usize = 100;
 
 /// Most voters a cluster may have. Odd, and small: every write waits for a
 /// majority of them.
@@ -318,3 +340,9 @@ const _: () = assert!(
 // One client's share of the queue is a share: several clients fit in it.
 const _: () =
     assert!(DEFAULT_QUEUE_PER_CLIENT_MAX >= 1 && DEFAULT_QUEUE_PER_CLIENT_MAX < DEFAULT_QUEUE_MAX);
+const _: () = assert!(
+    DEFAULT_HOLD_TTL_MS >= HOLD_TTL_MS_LOWEST && DEFAULT_HOLD_TTL_MS <= HOLD_TTL_MS_HIGHEST
+);
+const _: () =
+    assert!(DEFAULT_CART_LINES_MAX >= 1 && DEFAULT_CART_LINES_MAX <= CART_LINES_MAX_HIGHEST);
+const _: () = assert!(DEFAULT_CANCEL_WINDOW_MS >= 1);

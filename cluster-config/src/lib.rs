@@ -34,8 +34,8 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use schema::{
-    ArchiveSection, ClusterSection, Config, GatewaySection, LimitsSection, NodeId, NodeSection,
-    Peer, RaftSection, Role, TlsSection,
+    ArchiveSection, CheckoutSection, ClusterSection, Config, GatewaySection, LimitsSection, NodeId,
+    NodeSection, Peer, RaftSection, Role, TlsSection,
 };
 pub use source_range::SourceRange;
 

@@ -53,6 +53,10 @@ pub struct Config {
     /// without it the node speaks plaintext HTTP and says so at start.
     #[serde(default)]
     pub tls: TlsSection,
+    /// `[checkout]`: holds, carts and cancellations through the public API.
+    /// Optional; read by gateways, checked in every file.
+    #[serde(default)]
+    pub checkout: CheckoutSection,
 }
 
 /// `[node]`: the identity and addresses of this node.
@@ -501,6 +505,44 @@ impl fmt::Debug for ArchiveSection {
             .field("retry_max_ms", &self.retry_max_ms)
             .field("postgres_ca_path", &self.postgres_ca_path)
             .finish()
+    }
+}
+
+/// `[checkout]`: what a gateway sends with the checkout commands of the
+/// public API (cluster version 2): how long a hold keeps its stock, how many
+/// lines one cart or hold may carry, how long a buyer may cancel an order.
+/// Each field defaults to the constant named in its doc. Like `[limits]`,
+/// every gateway of a cluster is meant to hold the same values.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckoutSection {
+    /// How long a hold (`POST /v1/holds`) keeps its stock for the buyer
+    /// before it expires and the stock is available again, unless confirmed
+    /// or released first; from [`HOLD_TTL_MS_LOWEST`] to
+    /// [`HOLD_TTL_MS_HIGHEST`] (the state machine's own bounds). Default
+    /// [`DEFAULT_HOLD_TTL_MS`].
+    pub hold_ttl_ms: u64,
+    /// Most lines (distinct products) in one cart (`POST /v1/checkout`) or
+    /// hold; from 1 to [`CART_LINES_MAX_HIGHEST`] (the state machine's own
+    /// bound). More is refused with 400 before anything is proposed. Default
+    /// [`DEFAULT_CART_LINES_MAX`].
+    pub cart_lines_max: usize,
+    /// How long after it was placed a buyer may cancel an order with its
+    /// token (`POST /v1/orders/{id}/cancel`); later, 409
+    /// `cancel_window_passed`. Admins cancel without a window. At least 1.
+    /// An order dropped from the state machine (archived, past
+    /// `archive.retention_ms`) cannot be cancelled at all. Default
+    /// [`DEFAULT_CANCEL_WINDOW_MS`].
+    pub cancel_window_ms: u64,
+}
+
+impl Default for CheckoutSection {
+    fn default() -> Self {
+        CheckoutSection {
+            hold_ttl_ms: DEFAULT_HOLD_TTL_MS,
+            cart_lines_max: DEFAULT_CART_LINES_MAX,
+            cancel_window_ms: DEFAULT_CANCEL_WINDOW_MS,
+        }
     }
 }
 

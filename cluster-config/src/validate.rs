@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use crate::defaults::*;
 use crate::DIGEST_PREFIX;
 use crate::{
-    ArchiveSection, ClusterSection, Config, ConfigError, GatewaySection, LimitsSection,
-    NodeSection, RaftSection, Role, TlsSection,
+    ArchiveSection, CheckoutSection, ClusterSection, Config, ConfigError, GatewaySection,
+    LimitsSection, NodeSection, RaftSection, Role, TlsSection,
 };
 
 impl Config {
@@ -27,6 +27,7 @@ impl Config {
         validate_limits(&self.limits)?;
         validate_archive(&self.archive)?;
         validate_tls(&self.tls, self.node.role)?;
+        validate_checkout(&self.checkout)?;
         if self.node.role == Role::Gateway {
             validate_gateway(&self.gateway, &self.node, &self.limits)?;
             validate_readiness(&self.gateway, &self.raft)?;
@@ -633,6 +634,22 @@ fn validate_archive(archive: &ArchiveSection) -> Result<(), ConfigError> {
     )
 }
 
+fn validate_checkout(checkout: &CheckoutSection) -> Result<(), ConfigError> {
+    in_range(
+        "checkout.hold_ttl_ms",
+        checkout.hold_ttl_ms,
+        HOLD_TTL_MS_LOWEST,
+        HOLD_TTL_MS_HIGHEST,
+    )?;
+    in_range(
+        "checkout.cart_lines_max",
+        checkout.cart_lines_max as u64,
+        1,
+        CART_LINES_MAX_HIGHEST as u64,
+    )?;
+    at_least("checkout.cancel_window_ms", checkout.cancel_window_ms, 1)
+}
+
 fn validate_tls(tls: &TlsSection, role: Role) -> Result<(), ConfigError> {
     let internal = [
         ("tls.internal_ca_path", &tls.internal_ca_path),
@@ -748,6 +765,44 @@ mod tests {
         validate_raft(&RaftSection::default()).unwrap();
         validate_limits(&LimitsSection::default()).unwrap();
         validate_archive(&ArchiveSection::default()).unwrap();
+        validate_checkout(&CheckoutSection::default()).unwrap();
+    }
+
+    #[test]
+    fn checkout_keys_are_bounded_and_name_their_key() {
+        let checkout = |hold_ttl_ms, cart_lines_max, cancel_window_ms| CheckoutSection {
+            hold_ttl_ms,
+            cart_lines_max,
+            cancel_window_ms,
+        };
+        assert!(validate_checkout(&checkout(HOLD_TTL_MS_LOWEST, 1, 1)).is_ok());
+        assert!(
+            validate_checkout(&checkout(HOLD_TTL_MS_HIGHEST, CART_LINES_MAX_HIGHEST, 1)).is_ok()
+        );
+        assert_eq!(
+            key_of(validate_checkout(&checkout(HOLD_TTL_MS_LOWEST - 1, 1, 1))),
+            "checkout.hold_ttl_ms"
+        );
+        assert_eq!(
+            key_of(validate_checkout(&checkout(HOLD_TTL_MS_HIGHEST + 1, 1, 1))),
+            "checkout.hold_ttl_ms"
+        );
+        assert_eq!(
+            key_of(validate_checkout(&checkout(HOLD_TTL_MS_LOWEST, 0, 1))),
+            "checkout.cart_lines_max"
+        );
+        assert_eq!(
+            key_of(validate_checkout(&checkout(
+                HOLD_TTL_MS_LOWEST,
+                CART_LINES_MAX_HIGHEST + 1,
+                1
+            ))),
+            "checkout.cart_lines_max"
+        );
+        assert_eq!(
+            key_of(validate_checkout(&checkout(HOLD_TTL_MS_LOWEST, 1, 0))),
+            "checkout.cancel_window_ms"
+        );
     }
 
     #[test]
