@@ -18,9 +18,16 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod checkout_api;
 mod commerce;
 mod error_code;
 
+pub use checkout_api::{
+    CartRequest, CreateProductWithLimitRequest, HoldDetails, HoldLineView, HoldReleased,
+    HoldResponse, HoldStatus, HoldView, OrderChanged, OrderLineView, OrderStatus, OrderSummary,
+    OrderSummaryView, OrderWithLines, ProductDetailsChanged, ProductDetailsList,
+    ProductDetailsView, SetLimitRequest, StockDetailsEvent,
+};
 pub use commerce::{
     Hold, HoldId, HoldLine, HoldState, Line, OrderLine, OrderTerms, ProductDetails, ProductTerms,
     CART_LINES_LIMIT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN,
