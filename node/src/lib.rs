@@ -22,6 +22,8 @@
 //! - [`freshness`]: how fresh the replica is, from the leader's appends and heartbeats (a
 //!   gateway's readiness and the staleness every view carries).
 //! - [`membership`]: membership changes that cannot stall the cluster (checked before proposed).
+//! - [`hold_expiry`]: on the leader, an empty entry when holds are past their deadline and no
+//!   other entry comes, so that their stock comes back on time.
 //! - [`server`]: serves each listener's connections, each phase of a connection bounded (idle,
 //!   request head, request), idle connections closed first under pressure.
 //!
@@ -39,6 +41,7 @@ pub mod cluster_version;
 pub mod freshness;
 pub mod gateway;
 pub mod handoff;
+pub mod hold_expiry;
 pub mod internal;
 pub mod membership;
 pub mod metrics;
@@ -246,6 +249,10 @@ pub async fn run_with_faults(
             stopping.clone(),
         ));
         tokio::spawn(cluster_version::raise_when_supported(
+            state.clone(),
+            stopping.clone(),
+        ));
+        tokio::spawn(hold_expiry::expire_when_idle(
             state.clone(),
             stopping.clone(),
         ));

@@ -23,6 +23,18 @@ impl NodeState {
                 message,
             };
         }
+        self.propose_checked(commands).await
+    }
+
+    /// Propose an entry without commands, which moves the log's clock (and the horizons) on:
+    /// the state machine expires the holds past their deadline at the start of every entry,
+    /// and [`crate::hold_expiry`] proposes one when no other entry comes. Writes from clients
+    /// never come here: [`NodeState::propose`] refuses an empty batch.
+    pub async fn propose_empty(&self) -> WriteResponse {
+        self.propose_checked(Vec::new()).await
+    }
+
+    async fn propose_checked(&self, commands: Vec<Command>) -> WriteResponse {
         let count = commands.len();
         let proposal = self.proposal(commands);
         let wait = Duration::from_millis(self.config.raft.commit_timeout_ms);
