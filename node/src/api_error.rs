@@ -58,6 +58,18 @@ impl ApiError {
             format!("no order {id} on this replica (it may be archived, or not applied here yet)"),
         )
     }
+
+    /// No such hold, or not for the token shown (the two answers are the same).
+    pub fn unknown_hold(id: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownHold,
+            format!(
+                "no hold {id} for this token on this replica (a finished hold is forgotten after \
+                 the idempotency window)"
+            ),
+        )
+    }
 }
 
 impl IntoResponse for ApiError {

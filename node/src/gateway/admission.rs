@@ -6,7 +6,9 @@
 //!   whole. `X-Forwarded-For` is never read: there is no HTTP proxy in front of the gateways (an
 //!   L4 balancer keeps the source address), and a header any client writes would let each
 //!   request choose who it is.
-//! - **Purchases and views are counted apart**, each in a GCRA bucket per client
+//! - **Purchases and views are counted apart**, each in a GCRA bucket per client (a buyer's
+//!   checkout writes, holds, their confirmations and releases, carts and cancellations, count
+//!   as purchases)
 //!   (`limits.client_purchase_rate_per_s` and `_burst_max`, `limits.client_view_rate_per_s` and
 //!   `_burst_max`), so a scraper's views never cost it its purchases, nor the reverse. Over
 //!   the limit: 429 `rate_limited` with `Retry-After`, before the body is read. `/v1/health`,
@@ -175,7 +177,17 @@ pub async fn admit(
 /// What a request to the route `path` counts as; `None` is not counted.
 fn classify(method: &Method, path: &str) -> Option<Class> {
     match path {
-        "/v1/products/{id}/purchase" if method == Method::POST => Some(Class::Purchase),
+        // Purchases, and the checkout writes a buyer sends: counted as purchases.
+        "/v1/products/{id}/purchase"
+        | "/v1/holds"
+        | "/v1/holds/{id}/confirm"
+        | "/v1/holds/{id}/release"
+        | "/v1/checkout"
+        | "/v1/orders/{id}/cancel"
+            if method == Method::POST =>
+        {
+            Some(Class::Purchase)
+        }
         "/v1/health" | "/v1/ready" | "/v1/openapi.json" => None,
         admin if admin.starts_with("/v1/admin/") => None,
         _ if method == Method::GET || method == Method::HEAD => Some(Class::View),

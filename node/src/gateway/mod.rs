@@ -10,7 +10,10 @@
 //! the leader's commit index through a quorum-confirmed read index, and waits until the replica
 //! has applied it.
 //!
-//! Writes go to the leader through the [`forwarder`], coalesced into batches. Stock changes are
+//! Writes go to the leader through the [`forwarder`], coalesced into batches. Checkout (holds,
+//! carts, cancellations, limits per customer; cluster version 2) is forwarded the same way
+//! (`checkout.rs`); on voters, [`crate::hold_expiry`] makes holds expire on time when no other
+//! entry comes. Stock changes are
 //! pushed to subscribers as server-sent events from the replica's apply stream.
 //!
 //! The gateway also serves the shop's web pages ([`pages`]): catalog, product, order and
@@ -32,6 +35,7 @@
 //! (`gateway.forward_timeout_ms`).
 
 pub mod admission;
+mod checkout;
 pub mod cors;
 pub mod forwarder;
 pub mod ops;
@@ -65,6 +69,12 @@ pub fn openapi_document(config: &cluster_config::Config) -> String {
         quantity_max.into();
     doc["components"]["schemas"]["BulkRequest"]["properties"]["items"]["maxItems"] =
         config.limits.commands_per_entry_max.into();
+    doc["components"]["schemas"]["CartRequest"]["properties"]["lines"]["maxItems"] = config
+        .checkout
+        .cart_lines_max
+        .min(flashstock_api::CART_LINES_LIMIT)
+        .into();
+    doc["components"]["schemas"]["Line"]["properties"]["quantity"]["maximum"] = quantity_max.into();
     doc.to_string()
 }
 

@@ -4,15 +4,15 @@
 //! |---|---|---|
 //! | 400 | `invalid_request` | malformed JSON, wrong types, bad quantity or id, missing key: nothing changed |
 //! | 401 | `unauthorized` | admin call without the right bearer token, refused before its body is read: nothing changed |
-//! | 404 | `unknown_product`, `unknown_order`, `not_found` | no such record or route; an order without its token |
-//! | 409 | `insufficient_stock`, `product_exists` | committed rejection: nothing changed |
+//! | 404 | `unknown_product`, `unknown_order`, `unknown_hold`, `not_found` | no such record or route; an order or a hold without its token |
+//! | 409 | `insufficient_stock`, `product_exists`, `hold_expired`, `hold_finished`, `limit_reached`, `already_cancelled`, `cancel_window_passed` | committed rejection: nothing changed |
 //! | 405 | `method_not_allowed` | the route exists, not with that method |
 //! | 408 | `request_timeout` | the body did not arrive within `limits.body_read_timeout_ms` |
 //! | 413 | `payload_too_large` | body over `limits.body_bytes_max`: nothing changed |
-//! | 422 | `idempotency_key_reused` | the key was used for another request: nothing changed |
+//! | 422 | `idempotency_key_reused`, `customer_required` | the key was used for another request; a limited product bought without a customer: nothing changed |
 //! | 429 | `rate_limited` (with `Retry-After`) | over this client's rate or queue share: nothing changed |
 //! | 500 | `storage_error`, `internal` | the node's own fault, on reads: retry elsewhere |
-//! | 503 | `overloaded` (with `Retry-After`), `unavailable`, `not_ready` | definitely not applied |
+//! | 503 | `overloaded` (with `Retry-After`), `unavailable`, `not_ready` | definitely not applied (`unavailable` too for a checkout command while the cluster is mid-upgrade, before cluster version 2) |
 //! | 504 | `outcome_unknown` | may have been applied: retry with the same key to learn the outcome |
 
 use std::sync::Arc;
@@ -25,12 +25,13 @@ use axum::extract::{
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::{middleware, Json, Router};
 use flashstock_api::{
     bulk_item_key, validate_command, validate_product_id, BulkItem, BulkItemResult, BulkRequest,
-    BulkResponse, BulkStatus, Command, CreateProductRequest, ErrorBody, ErrorCode, Op, Order,
-    OrderId, OrderView, Outcome, ProductChanged, ProductList, ProductView, PurchaseRequest,
+    BulkResponse, BulkStatus, Command, CreateProductWithLimitRequest, ErrorBody, ErrorCode, Op,
+    Order, OrderId, OrderSummary, OrderSummaryView, Outcome, ProductChanged, ProductDetails,
+    ProductDetailsChanged, ProductDetailsList, ProductDetailsView, PurchaseRequest,
     PurchaseResponse, Rejection, RestockRequest, APPLIED_INDEX_HEADER, BULK_KEY_LEN_MAX,
     IDEMPOTENCY_KEY_HEADER, STALENESS_HEADER, STALENESS_UNKNOWN,
 };
@@ -38,11 +39,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::admission::{self, Source};
-use super::{ops, pages, stream, Client, ForwardError, Forwarded, Gateway};
+use super::{checkout, ops, pages, stream, Client, ForwardError, Forwarded, Gateway};
 use crate::api_error::{error, ApiError};
 use crate::internal::PAGE_LIMIT_MAX;
 
-type AppState = Arc<Gateway>;
+pub(super) type AppState = Arc<Gateway>;
 
 /// Seconds a client is asked to wait after `overloaded`, or when its share of the queue is full.
 const RETRY_AFTER_SECONDS: u32 = 1;
@@ -64,6 +65,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/ready"),
     ("GET", "/v1/openapi.json"),
     ("GET", "/v1/ops/cluster"),
+    ("POST", "/v1/holds"),
+    ("GET", "/v1/holds/{id}"),
+    ("POST", "/v1/holds/{id}/confirm"),
+    ("POST", "/v1/holds/{id}/release"),
+    ("POST", "/v1/checkout"),
+    ("POST", "/v1/orders/{id}/cancel"),
+    ("PUT", "/v1/admin/products/{id}/limit"),
+    ("POST", "/v1/admin/orders/{id}/cancel"),
+    ("POST", "/v1/admin/holds/{id}/confirm"),
+    ("POST", "/v1/admin/holds/{id}/release"),
 ];
 
 fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
@@ -80,6 +91,16 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/v1/ready") => get(ready),
         ("GET", "/v1/openapi.json") => get(openapi),
         ("GET", "/v1/ops/cluster") => get(ops::cluster),
+        ("POST", "/v1/holds") => post(checkout::place_hold),
+        ("GET", "/v1/holds/{id}") => get(checkout::get_hold),
+        ("POST", "/v1/holds/{id}/confirm") => post(checkout::confirm_hold),
+        ("POST", "/v1/holds/{id}/release") => post(checkout::release_hold),
+        ("POST", "/v1/checkout") => post(checkout::checkout),
+        ("POST", "/v1/orders/{id}/cancel") => post(checkout::cancel_order),
+        ("PUT", "/v1/admin/products/{id}/limit") => put(checkout::set_limit),
+        ("POST", "/v1/admin/orders/{id}/cancel") => post(checkout::admin_cancel_order),
+        ("POST", "/v1/admin/holds/{id}/confirm") => post(checkout::admin_confirm_hold),
+        ("POST", "/v1/admin/holds/{id}/release") => post(checkout::admin_release_hold),
         _ => unreachable!("route {method} {path} has no handler"),
     }
 }
@@ -141,7 +162,7 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(super) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::invalid(message)
 }
 
@@ -194,7 +215,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
         return Err(invalid(
             "the Idempotency-Key header is required on every write, so that a retry is safe",
@@ -208,7 +229,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 }
 
 /// A JSON body with the replica's applied index in a header too.
-fn fresh<T: serde::Serialize>(applied_index: u64, body: T) -> Response {
+pub(super) fn fresh<T: serde::Serialize>(applied_index: u64, body: T) -> Response {
     let mut response = Json(body).into_response();
     response
         .headers_mut()
@@ -216,7 +237,7 @@ fn fresh<T: serde::Serialize>(applied_index: u64, body: T) -> Response {
     response
 }
 
-type Answer = Result<Response, ApiError>;
+pub(super) type Answer = Result<Response, ApiError>;
 
 #[derive(Deserialize)]
 struct ListQuery {
@@ -236,15 +257,19 @@ async fn list_products(
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
     // One more than asked tells whether another page follows.
-    let mut products = reader
-        .products(query.after.as_deref(), limit + 1)
+    let records = reader
+        .product_records(query.after.as_deref(), limit + 1)
         .map_err(ApiError::storage)?;
+    let mut products: Vec<ProductDetails> = records
+        .into_iter()
+        .map(|record| ProductDetails::new(record.product, record.terms))
+        .collect();
     let next_after = (products.len() > limit).then(|| {
         products.truncate(limit);
         products.last().map(|p| p.id.clone())
     });
     let next_after = next_after.flatten();
-    let list = ProductList {
+    let list = ProductDetailsList {
         applied_index,
         products,
         next_after,
@@ -275,12 +300,12 @@ async fn get_product(
     }
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
-    match reader.product(&id).map_err(ApiError::storage)? {
-        Some(product) => Ok(fresh(
+    match reader.product_record(&id).map_err(ApiError::storage)? {
+        Some(record) => Ok(fresh(
             applied_index,
-            ProductView {
+            ProductDetailsView {
                 applied_index,
-                product,
+                product: ProductDetails::new(record.product, record.terms),
             },
         )),
         None => Err(ApiError::unknown_product(&id)),
@@ -358,7 +383,7 @@ async fn purchase(
 
 /// Proof that the request carries the admin bearer token. As an extractor placed before the
 /// body, it refuses a request without the token with 401 before a byte of the body is read.
-struct Admin;
+pub(super) struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -374,7 +399,7 @@ impl FromRequestParts<AppState> for Admin {
 /// A fresh order token: 128 bits from the operating system's random source, in lowercase hex.
 /// Drawn here, at the edge, and carried in the command, so that the state machine stays
 /// deterministic and every replica stores the same token.
-fn new_order_token() -> Result<String, ApiError> {
+pub(super) fn new_order_token() -> Result<String, ApiError> {
     let mut bytes = [0u8; flashstock_api::ORDER_TOKEN_LEN / 2];
     getrandom::fill(&mut bytes).map_err(|e| {
         tracing::error!(error = %e, "no randomness for an order token");
@@ -419,33 +444,53 @@ fn check_admin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Create a product; with `limit_per_customer`, one limited from the start
+/// ([`Op::CreateLimitedProduct`], cluster version 2).
 async fn create_product(
     State(gateway): State<AppState>,
     _: Admin,
     headers: HeaderMap,
-    JsonBody(request): JsonBody<CreateProductRequest>,
+    JsonBody(request): JsonBody<CreateProductWithLimitRequest>,
 ) -> Answer {
     let key = idempotency_key(&headers)?;
-    let command = Command {
-        key,
-        op: Op::CreateProduct {
+    let op = match request.limit_per_customer {
+        None => Op::CreateProduct {
             product: request.id,
             name: request.name,
             price_cents: request.price_cents,
             stock: request.stock,
         },
+        Some(limit_per_customer) => Op::CreateLimitedProduct {
+            product: request.id,
+            name: request.name,
+            price_cents: request.price_cents,
+            stock: request.stock,
+            limit_per_customer,
+        },
     };
-    match submit(&gateway, Client::OPERATOR, command).await? {
+    validate_command(&Command {
+        key: key.clone(),
+        op: op.clone(),
+    })
+    .map_err(invalid)?;
+    checkout::require_cluster_version(&gateway, &op)?;
+    let command = Command { key, op };
+    let (product, replayed) = match submit(&gateway, Client::OPERATOR, command).await? {
         Forwarded {
             outcome: Outcome::ProductCreated(product),
             replayed,
-        } => Ok((
-            StatusCode::CREATED,
-            Json(ProductChanged { product, replayed }),
-        )
-            .into_response()),
-        other => Err(unexpected(other)),
-    }
+        } => (ProductDetails::from(product), replayed),
+        Forwarded {
+            outcome: Outcome::ProductTermsSet { product, terms, .. },
+            replayed,
+        } => (ProductDetails::new(product, terms), replayed),
+        other => return Err(unexpected(other)),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(ProductDetailsChanged { product, replayed }),
+    )
+        .into_response())
 }
 
 async fn restock(
@@ -474,7 +519,7 @@ async fn restock(
 
 /// Validate a command at the edge, forward it, and turn rejections and failures into errors.
 /// The state machine validates again; this only answers bad input without a round trip.
-async fn submit(
+pub(super) async fn submit(
     gateway: &Gateway,
     client: Client,
     command: Command,
@@ -661,7 +706,7 @@ fn rejected(rejection: &Rejection) -> ApiError {
 
 /// An outcome of another kind than the command's: only possible if the state machine broke its
 /// contract, since a key reused for another operation is `KeyReused`.
-fn unexpected(forwarded: Forwarded) -> ApiError {
+pub(super) fn unexpected(forwarded: Forwarded) -> ApiError {
     tracing::error!(outcome = ?forwarded.outcome, "an outcome that does not match its command");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -670,40 +715,53 @@ fn unexpected(forwarded: Forwarded) -> ApiError {
     )
 }
 
+/// The query of the routes that take an order's or a hold's token.
 #[derive(Deserialize)]
-struct OrderQuery {
+pub(super) struct TokenQuery {
     token: Option<String>,
 }
 
-/// One order, to whoever shows its token (`?token=` or the `x-order-token` header). A missing
-/// or wrong token is answered exactly like an order that does not exist: same status, same
-/// body, so order ids, which are sequential, reveal nothing to a stranger.
+/// The token a request shows: `?token=`, else the `x-order-token` header.
+pub(super) fn given_token<'a>(headers: &'a HeaderMap, query: &'a TokenQuery) -> Option<&'a str> {
+    let header = headers
+        .get(flashstock_api::ORDER_TOKEN_HEADER)
+        .and_then(|value| value.to_str().ok());
+    query.token.as_deref().or(header)
+}
+
+/// An order's or a hold's id in a path: the document's int64. Ids above it cannot exist (a log
+/// index below 2^47), and a client generated from the document could not send them.
+pub(super) fn record_id(id: &str, what: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .ok()
+        .filter(|id| *id <= i64::MAX as u64)
+        .ok_or_else(|| invalid(format!("{what} id is a number from 0 to {}", i64::MAX)))
+}
+
+/// One order, to whoever shows its token (`?token=` or the `x-order-token` header), with its
+/// lines, status and hold. A missing or wrong token is answered exactly like an order that does
+/// not exist: same status, same body, so order ids, which are sequential, reveal nothing to a
+/// stranger.
 async fn get_order(
     State(gateway): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    query: Result<Query<OrderQuery>, QueryRejection>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Answer {
-    // The document's int64: ids above it cannot exist (a log index below 2^47), and a client
-    // generated from the document could not send them.
-    let id: u64 = id
-        .parse()
-        .ok()
-        .filter(|id| *id <= i64::MAX as u64)
-        .ok_or_else(|| invalid(format!("an order id is a number from 0 to {}", i64::MAX)))?;
+    let id = record_id(&id, "an order")?;
     let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
-    let header = headers
-        .get(flashstock_api::ORDER_TOKEN_HEADER)
-        .and_then(|value| value.to_str().ok());
-    let given = query.token.as_deref().or(header);
+    let given = given_token(&headers, &query);
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
-    match reader.order(OrderId(id)).map_err(ApiError::storage)? {
-        Some(order) if holds_order_token(&order, given) => Ok(fresh(
+    match reader
+        .order_record(OrderId(id))
+        .map_err(ApiError::storage)?
+    {
+        Some(record) if holds_order_token(&record.order, given) => Ok(fresh(
             applied_index,
-            OrderView {
+            OrderSummaryView {
                 applied_index,
-                order: order.into(),
+                order: OrderSummary::new(record.order, &record.terms),
             },
         )),
         _ => Err(ApiError::unknown_order(id)),

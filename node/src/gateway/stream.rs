@@ -1,6 +1,7 @@
 //! `GET /v1/stream[?product=ID]`: stock changes as server-sent events.
 //!
-//! Each `stock` event carries a [`StockEvent`] as JSON, in log order. A stream for one product
+//! Each `stock` event carries a [`StockDetailsEvent`] as JSON (the fields of
+//! [`flashstock_api::StockEvent`], with `held` and `limit_per_customer`), in log order. A stream for one product
 //! starts with that product's current state. A subscriber too slow to keep up gets a `lagged`
 //! event with the number of changes it missed, then the stream goes on; a client should reload
 //! the products it shows.
@@ -21,7 +22,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use flashstock_api::{validate_product_id, ErrorCode, Product, StockEvent};
+use flashstock_api::{validate_product_id, ErrorCode, Product, ProductTerms, StockDetailsEvent};
 use futures::{stream, Stream, StreamExt};
 use raft_store::ProductChange;
 use serde::Deserialize;
@@ -81,13 +82,10 @@ pub struct StreamQuery {
     product: Option<String>,
 }
 
-fn stock_event(product: &Product, log_index: u64) -> Event {
-    let event = StockEvent {
-        product: product.id.clone(),
-        stock: product.stock,
-        sold: product.sold,
-        log_index,
-    };
+/// A `stock` event: [`flashstock_api::StockEvent`]'s fields, with what is held and the limit
+/// per customer ([`StockDetailsEvent`]).
+fn stock_event(product: &Product, terms: &ProductTerms, log_index: u64) -> Event {
+    let event = StockDetailsEvent::new(product, terms, log_index);
     Event::default()
         .event("stock")
         .json_data(event)
@@ -106,9 +104,13 @@ pub async fn stock_events(
     if let Some(id) = &filter {
         validate_product_id(id).map_err(ApiError::invalid)?;
         let applied_index = gateway.node.reader.applied_index();
-        let product = gateway.node.reader.product(id).map_err(ApiError::storage)?;
-        let product = product.ok_or_else(|| ApiError::unknown_product(id))?;
-        first.push(stock_event(&product, applied_index));
+        let record = gateway
+            .node
+            .reader
+            .product_record(id)
+            .map_err(ApiError::storage)?;
+        let record = record.ok_or_else(|| ApiError::unknown_product(id))?;
+        first.push(stock_event(&record.product, &record.terms, applied_index));
     }
     let live = stream::unfold(changes, move |mut changes| {
         let filter = filter.clone();
@@ -116,10 +118,12 @@ pub async fn stock_events(
             loop {
                 match changes.recv().await {
                     Ok(ProductChange {
-                        log_index, product, ..
+                        log_index,
+                        product,
+                        terms,
                     }) => {
                         if filter.as_ref().is_none_or(|id| *id == product.id) {
-                            return Some((stock_event(&product, log_index), changes));
+                            return Some((stock_event(&product, &terms, log_index), changes));
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {

@@ -62,6 +62,29 @@ pub async fn formed(voters: u64, gateways: u64, tweak: impl Fn(&mut Config)) -> 
     cluster
 }
 
+/// Wait until every node, voters and gateways, has applied cluster version `version` or a later
+/// one (a fresh cluster's leader raises it within about a second); fail after `timeout`.
+pub async fn wait_cluster_version(cluster: &LocalCluster, version: u32, timeout: Duration) {
+    let client = cluster.voter_client();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut ids = cluster.voter_ids();
+    ids.extend(cluster.gateway_ids());
+    for id in ids {
+        loop {
+            let status = client.status(&cluster.addr(id)).await;
+            let running = status.as_ref().ok().map(|s| s.applied_cluster_version());
+            if running.is_some_and(|running| running >= version) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {id} did not apply cluster version {version} within {timeout:?}: {running:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// The archive status of the current leader.
 pub async fn leader_archive(cluster: &LocalCluster) -> Option<ArchiveStatus> {
     let leader = cluster.wait_for_leader(ELECTION_WAIT).await.ok()?;
