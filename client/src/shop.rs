@@ -10,9 +10,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flashstock_api::{
-    BulkRequest, BulkResponse, CreateProductRequest, ErrorBody, ErrorCode, OrderView,
-    ProductChanged, ProductList, ProductView, PurchaseRequest, PurchaseResponse, RestockRequest,
-    IDEMPOTENCY_KEY_HEADER, STALENESS_HEADER, WIRE_VERSION, WIRE_VERSION_HEADER,
+    BulkRequest, BulkResponse, CartRequest, CreateProductRequest, CreateProductWithLimitRequest,
+    ErrorBody, ErrorCode, HoldReleased, HoldResponse, HoldView, Line, OrderChanged,
+    OrderSummaryView, OrderView, ProductChanged, ProductDetailsChanged, ProductDetailsList,
+    ProductDetailsView, ProductList, ProductView, PurchaseRequest, PurchaseResponse,
+    RestockRequest, SetLimitRequest, IDEMPOTENCY_KEY_HEADER, ORDER_TOKEN_HEADER, STALENESS_HEADER,
+    WIRE_VERSION, WIRE_VERSION_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -324,6 +327,225 @@ impl ShopClient {
             .await
     }
 
+    // ---- checkout (cluster version 2) ----
+
+    /// Products with what is held and their limit per customer ([`ProductDetailsList`]).
+    pub async fn products_details(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ProductDetailsList, ShopError> {
+        let mut path = format!("/v1/products?limit={limit}");
+        if let Some(after) = after {
+            path.push_str(&format!("&after={}", segment(after)));
+        }
+        self.read(&path).await
+    }
+
+    /// A product with what is held and its limit per customer, as this client's gateway's
+    /// replica has it; `linearizable`: at least as fresh as everything committed when asked.
+    pub async fn product_details(
+        &self,
+        id: &str,
+        linearizable: bool,
+    ) -> Result<ProductDetailsView, ShopError> {
+        let query = if linearizable {
+            "?consistency=linearizable"
+        } else {
+            ""
+        };
+        self.read(&format!("/v1/products/{}{query}", segment(id)))
+            .await
+    }
+
+    /// An order with its lines, status and hold, shown its token.
+    pub async fn order_summary(&self, id: u64, token: &str) -> Result<OrderSummaryView, ShopError> {
+        self.read(&format!("/v1/orders/{id}?token={}", segment(token)))
+            .await
+    }
+
+    /// Buy as `customer` (required for a product with a limit per customer), with a given key.
+    pub async fn purchase_as_with_key(
+        &self,
+        key: &str,
+        product: &str,
+        quantity: u32,
+        customer: Option<&str>,
+    ) -> Result<PurchaseResponse, ShopError> {
+        let path = format!("/v1/products/{}/purchase", segment(product));
+        let body = PurchaseRequest {
+            quantity,
+            customer: customer.map(str::to_owned),
+        };
+        self.write(&path, key, &body, false).await
+    }
+
+    /// Hold the stock of `lines` for the buyer while it pays, with a fresh key: the answer's
+    /// `token` reads, confirms and releases the hold.
+    pub async fn hold(
+        &self,
+        lines: Vec<Line>,
+        customer: Option<&str>,
+    ) -> Result<HoldResponse, ShopError> {
+        self.hold_with_key(&new_key(), lines, customer).await
+    }
+
+    /// Hold with a given key: a retry with the same key and lines returns the same hold and
+    /// token.
+    pub async fn hold_with_key(
+        &self,
+        key: &str,
+        lines: Vec<Line>,
+        customer: Option<&str>,
+    ) -> Result<HoldResponse, ShopError> {
+        let body = cart(lines, customer);
+        self.write("/v1/holds", key, &body, false).await
+    }
+
+    /// A hold, shown its token. Without the right token the gateway answers `unknown_hold`, as
+    /// for a hold that does not exist.
+    pub async fn hold_status(&self, id: u64, token: &str) -> Result<HoldView, ShopError> {
+        self.read(&format!("/v1/holds/{id}?token={}", segment(token)))
+            .await
+    }
+
+    /// Confirm a hold (the payment succeeded): the order it becomes. In a real shop, the
+    /// shop's backend calls this after it checked the payment, not the buyer's browser.
+    pub async fn confirm_hold(&self, id: u64, token: &str) -> Result<OrderChanged, ShopError> {
+        self.confirm_hold_with_key(&new_key(), id, token).await
+    }
+
+    pub async fn confirm_hold_with_key(
+        &self,
+        key: &str,
+        id: u64,
+        token: &str,
+    ) -> Result<OrderChanged, ShopError> {
+        let path = format!("/v1/holds/{id}/confirm");
+        self.send_write(reqwest::Method::POST, &path, key, None, false, Some(token))
+            .await
+    }
+
+    /// Release a hold (the payment failed): its stock is available again.
+    pub async fn release_hold(&self, id: u64, token: &str) -> Result<HoldReleased, ShopError> {
+        self.release_hold_with_key(&new_key(), id, token).await
+    }
+
+    pub async fn release_hold_with_key(
+        &self,
+        key: &str,
+        id: u64,
+        token: &str,
+    ) -> Result<HoldReleased, ShopError> {
+        let path = format!("/v1/holds/{id}/release");
+        self.send_write(reqwest::Method::POST, &path, key, None, false, Some(token))
+            .await
+    }
+
+    /// Buy every line of a cart, or none, with a fresh key: one order.
+    pub async fn checkout(
+        &self,
+        lines: Vec<Line>,
+        customer: Option<&str>,
+    ) -> Result<OrderChanged, ShopError> {
+        self.checkout_with_key(&new_key(), lines, customer).await
+    }
+
+    pub async fn checkout_with_key(
+        &self,
+        key: &str,
+        lines: Vec<Line>,
+        customer: Option<&str>,
+    ) -> Result<OrderChanged, ShopError> {
+        let body = cart(lines, customer);
+        self.write("/v1/checkout", key, &body, false).await
+    }
+
+    /// Cancel an order as its owner (within the cluster's `checkout.cancel_window_ms`).
+    pub async fn cancel_order(&self, id: u64, token: &str) -> Result<OrderChanged, ShopError> {
+        self.cancel_order_with_key(&new_key(), id, token).await
+    }
+
+    pub async fn cancel_order_with_key(
+        &self,
+        key: &str,
+        id: u64,
+        token: &str,
+    ) -> Result<OrderChanged, ShopError> {
+        let path = format!("/v1/orders/{id}/cancel");
+        self.send_write(reqwest::Method::POST, &path, key, None, false, Some(token))
+            .await
+    }
+
+    /// Admin: create a product, with a limit per customer when the request has one.
+    pub async fn create_product_with_limit_with_key(
+        &self,
+        key: &str,
+        request: &CreateProductWithLimitRequest,
+    ) -> Result<ProductDetailsChanged, ShopError> {
+        self.write("/v1/admin/products", key, request, true).await
+    }
+
+    /// Admin: set (`Some`) or remove (`None`) a product's limit per customer.
+    pub async fn set_limit(
+        &self,
+        product: &str,
+        limit_per_customer: Option<u32>,
+    ) -> Result<ProductDetailsChanged, ShopError> {
+        self.set_limit_with_key(&new_key(), product, limit_per_customer)
+            .await
+    }
+
+    pub async fn set_limit_with_key(
+        &self,
+        key: &str,
+        product: &str,
+        limit_per_customer: Option<u32>,
+    ) -> Result<ProductDetailsChanged, ShopError> {
+        let path = format!("/v1/admin/products/{}/limit", segment(product));
+        let body = serde_json::to_vec(&SetLimitRequest { limit_per_customer })
+            .expect("request bodies serialize");
+        self.send_write(reqwest::Method::PUT, &path, key, Some(body), true, None)
+            .await
+    }
+
+    /// Admin: cancel any order, without its token or a window.
+    pub async fn admin_cancel_order(&self, id: u64) -> Result<OrderChanged, ShopError> {
+        self.admin_cancel_order_with_key(&new_key(), id).await
+    }
+
+    pub async fn admin_cancel_order_with_key(
+        &self,
+        key: &str,
+        id: u64,
+    ) -> Result<OrderChanged, ShopError> {
+        let path = format!("/v1/admin/orders/{id}/cancel");
+        self.send_write(reqwest::Method::POST, &path, key, None, true, None)
+            .await
+    }
+
+    /// Admin: confirm any hold, without its token.
+    pub async fn admin_confirm_hold_with_key(
+        &self,
+        key: &str,
+        id: u64,
+    ) -> Result<OrderChanged, ShopError> {
+        let path = format!("/v1/admin/holds/{id}/confirm");
+        self.send_write(reqwest::Method::POST, &path, key, None, true, None)
+            .await
+    }
+
+    /// Admin: release any hold, without its token.
+    pub async fn admin_release_hold_with_key(
+        &self,
+        key: &str,
+        id: u64,
+    ) -> Result<HoldReleased, ShopError> {
+        let path = format!("/v1/admin/holds/{id}/release");
+        self.send_write(reqwest::Method::POST, &path, key, None, true, None)
+            .await
+    }
+
     async fn read<T: DeserializeOwned>(&self, path: &str) -> Result<T, ShopError> {
         self.with_failover(|gateway| {
             let request = self.http.get(format!("{gateway}{path}"));
@@ -340,13 +562,35 @@ impl ShopClient {
         admin: bool,
     ) -> Result<T, ShopError> {
         let body = serde_json::to_vec(body).expect("request bodies serialize");
+        self.send_write(reqwest::Method::POST, path, key, Some(body), admin, None)
+            .await
+    }
+
+    /// A write with `key`, retried with the same key: a JSON `body` if any, the admin token
+    /// when `admin`, and a record's `token` in [`ORDER_TOKEN_HEADER`] (not in the URL, which
+    /// access logs keep).
+    async fn send_write<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Vec<u8>>,
+        admin: bool,
+        token: Option<&str>,
+    ) -> Result<T, ShopError> {
         self.with_failover(|gateway| {
             let mut request = self
                 .http
-                .post(format!("{gateway}{path}"))
-                .header(IDEMPOTENCY_KEY_HEADER, key)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
+                .request(method.clone(), format!("{gateway}{path}"))
+                .header(IDEMPOTENCY_KEY_HEADER, key);
+            if let Some(body) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            if let Some(token) = token {
+                request = request.header(ORDER_TOKEN_HEADER, token);
+            }
             if admin {
                 if let Some(token) = &self.admin_token {
                     request = request.bearer_auth(token);
@@ -402,6 +646,13 @@ impl ShopClient {
         } else {
             ShopError::Unavailable { message: last }
         })
+    }
+}
+
+fn cart(lines: Vec<Line>, customer: Option<&str>) -> CartRequest {
+    CartRequest {
+        lines,
+        customer: customer.map(str::to_owned),
     }
 }
 
