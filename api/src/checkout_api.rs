@@ -318,7 +318,16 @@ pub struct CreateProductWithLimitRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetLimitRequest {
+    /// Required, `null` included: a body that leaves it out is refused rather than taken as a
+    /// removal.
+    #[serde(deserialize_with = "present")]
     pub limit_per_customer: Option<u32>,
+}
+
+/// An `Option` field that must be present (`null` for `None`): serde takes a missing `Option`
+/// for `None` unless the field has its own deserializer.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    Option::deserialize(deserializer)
 }
 
 /// One event of the stock stream (`GET /v1/stream`, events named `stock`): [`crate::StockEvent`]
@@ -409,6 +418,16 @@ mod tests {
         let placed = OrderWithLines::new(order(), &OrderTerms::default());
         let old: Order = serde_json::from_value(serde_json::to_value(&placed).unwrap()).unwrap();
         assert_eq!(old, order());
+    }
+
+    #[test]
+    fn a_limit_is_set_or_removed_explicitly() {
+        let set: SetLimitRequest = serde_json::from_str(r#"{"limit_per_customer":2}"#).unwrap();
+        assert_eq!(set.limit_per_customer, Some(2));
+        let removed: SetLimitRequest =
+            serde_json::from_str(r#"{"limit_per_customer":null}"#).unwrap();
+        assert_eq!(removed.limit_per_customer, None);
+        assert!(serde_json::from_str::<SetLimitRequest>("{}").is_err());
     }
 
     #[test]
