@@ -4,7 +4,10 @@
 //! environment, so that a shell session sets them once.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flashstock_api::{validate_key, validate_product_id, NodeAddr, PURCHASE_QUANTITY_LIMIT};
+use flashstock_api::{
+    validate_customer, validate_key, validate_limit, validate_order_token, validate_product_id,
+    Line, NodeAddr, PURCHASE_QUANTITY_LIMIT,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -25,6 +28,13 @@ Examples:
   stockctl product show tee --linearizable
   stockctl product restock tee 50
   stockctl buy tee 2 --key order-42
+  stockctl product create drop --name 'Sneaker drop' --price-cents 14900 --stock 50 --limit-per-customer 2
+  stockctl product limit drop none
+  stockctl hold tee:2 mug:1 --customer alice
+  stockctl confirm 1441792 --token 5f0c...
+  stockctl release 1441792 --token 5f0c...
+  stockctl cancel 1507328 --token 5f0c...
+  stockctl cancel 1507328 --admin
 
   stockctl certs ca --dir /etc/flashstock/ca
   stockctl certs issue --dir /etc/flashstock/ca voter-1 10.0.0.1 voter-1.internal
@@ -154,6 +164,16 @@ pub enum Command {
     Product(ProductCommand),
     /// Buy items through the public API and print the order
     Buy(BuyArgs),
+    /// Hold the stock of a cart for a buyer while it pays (public API); prints the hold and its
+    /// token
+    Hold(HoldArgs),
+    /// Confirm a hold: its stock becomes an order (public API, with the hold's token)
+    Confirm(HoldActionArgs),
+    /// Release a hold: its stock is available again (public API, with the hold's token)
+    Release(HoldActionArgs),
+    /// Cancel an order: its stock is available again (with the order's token, within the
+    /// cluster's checkout.cancel_window_ms; or --admin, without either)
+    Cancel(CancelArgs),
     /// The order archive in PostgreSQL (internal API: --endpoints, --secret: the operator secret)
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -340,6 +360,23 @@ pub enum ProductCommand {
         /// Initial stock
         #[arg(long, value_name = "N")]
         stock: u64,
+        /// Most items one customer may hold and buy of it; every purchase, cart and hold of it
+        /// must then name the customer (cluster version 2)
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(PURCHASE_QUANTITY_LIMIT)))]
+        limit_per_customer: Option<u32>,
+    },
+    /// Set or remove a product's limit per customer (admin): N items, or `none`
+    Limit {
+        /// Product id
+        #[arg(value_parser = product_id)]
+        id: String,
+        /// The most items one customer may hold and buy, or `none` to remove the limit
+        #[arg(value_name = "N|none", value_parser = limit)]
+        limit: Limit,
+        /// Idempotency key. Default: a fresh key
+        #[arg(long, value_parser = idempotency_key)]
+        key: Option<String>,
     },
     /// Add items to a product's stock (admin)
     Restock {
@@ -386,6 +423,91 @@ pub struct BuyArgs {
     /// Idempotency key: a retry with the same key returns the same order. Default: a fresh key
     #[arg(long, value_parser = idempotency_key)]
     pub key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// The cart: PRODUCT:QUANTITY for each line, one line per product
+    #[arg(value_name = "PRODUCT:QTY", required = true, value_parser = cart_line)]
+    pub lines: Vec<Line>,
+    /// The shop's reference of the buyer (required for a product with a limit per customer)
+    #[arg(long, value_parser = customer)]
+    pub customer: Option<String>,
+    /// Idempotency key: a retry with the same key returns the same hold. Default: a fresh key
+    #[arg(long, value_parser = idempotency_key)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HoldActionArgs {
+    /// The hold's id
+    pub hold: u64,
+    /// The hold's token, from `stockctl hold`
+    #[arg(long, value_parser = token)]
+    pub token: String,
+    /// Idempotency key. Default: a fresh key
+    #[arg(long, value_parser = idempotency_key)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The order's id
+    pub order: u64,
+    /// The order's token (its owner's cancellation, within the cluster's window)
+    #[arg(long, value_parser = token, required_unless_present = "admin", conflicts_with = "admin")]
+    pub token: Option<String>,
+    /// Cancel as an admin (--admin-token), without the order's token or a window
+    #[arg(long)]
+    pub admin: bool,
+    /// Idempotency key. Default: a fresh key
+    #[arg(long, value_parser = idempotency_key)]
+    pub key: Option<String>,
+}
+
+/// A limit per customer, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Items(u32),
+    None,
+}
+
+fn limit(text: &str) -> Result<Limit, String> {
+    if text == "none" {
+        return Ok(Limit::None);
+    }
+    let items: u32 = text
+        .parse()
+        .map_err(|_| format!("expected a number of items or `none`, got {text:?}"))?;
+    validate_limit(items)?;
+    Ok(Limit::Items(items))
+}
+
+/// `PRODUCT:QUANTITY`.
+fn cart_line(text: &str) -> Result<Line, String> {
+    let (product, quantity) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected PRODUCT:QUANTITY, got {text:?}"))?;
+    validate_product_id(product)?;
+    let quantity: u32 = quantity
+        .parse()
+        .ok()
+        .filter(|q| (1..=PURCHASE_QUANTITY_LIMIT).contains(q))
+        .ok_or_else(|| {
+            format!("quantity must be 1 to {PURCHASE_QUANTITY_LIMIT}, got {quantity:?}")
+        })?;
+    Ok(Line {
+        product: product.to_owned(),
+        quantity,
+    })
+}
+
+fn customer(text: &str) -> Result<String, String> {
+    validate_customer(text).map(|()| text.to_owned())
+}
+
+fn token(text: &str) -> Result<String, String> {
+    validate_order_token(text).map(|()| text.to_owned())
 }
 
 /// A product id as the API accepts it; checked here, since it becomes part of a URL path.
@@ -469,6 +591,42 @@ mod tests {
         assert!(
             Cli::try_parse_from(["stockctl", "archive", "report", "--from", "2026-01-01"]).is_err()
         );
+    }
+
+    #[test]
+    fn checkout_commands_parse() {
+        let cli =
+            Cli::try_parse_from(["stockctl", "hold", "tee:2", "mug:1", "--customer", "alice"])
+                .unwrap();
+        let Command::Hold(hold) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(hold.lines.len(), 2);
+        assert_eq!(
+            (hold.lines[0].product.as_str(), hold.lines[0].quantity),
+            ("tee", 2)
+        );
+        assert_eq!(hold.customer.as_deref(), Some("alice"));
+        assert!(Cli::try_parse_from(["stockctl", "hold"]).is_err());
+        assert!(Cli::try_parse_from(["stockctl", "hold", "tee"]).is_err());
+        assert!(Cli::try_parse_from(["stockctl", "hold", "tee:0"]).is_err());
+        let token = "ab".repeat(16);
+        assert!(Cli::try_parse_from(["stockctl", "confirm", "7", "--token", &token]).is_ok());
+        assert!(Cli::try_parse_from(["stockctl", "release", "7", "--token", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["stockctl", "cancel", "7"]).is_err());
+        assert!(Cli::try_parse_from(["stockctl", "cancel", "7", "--admin"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["stockctl", "cancel", "7", "--admin", "--token", &token]).is_err()
+        );
+        let cli = Cli::try_parse_from(["stockctl", "product", "limit", "drop", "none"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Product(ProductCommand::Limit {
+                limit: Limit::None,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["stockctl", "product", "limit", "drop", "0"]).is_err());
     }
 
     #[test]

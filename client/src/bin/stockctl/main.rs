@@ -2,7 +2,7 @@
 //!
 //! `cluster ...` and `archive ...` commands speak to the nodes' internal admin API
 //! (`--endpoints`, `--secret`: the operator secret);
-//! `product ...` and `buy` to the gateways' public API (`--gateways`, `--admin-token`); `certs ...`
+//! `product ...`, `buy`, `hold`, `confirm`, `release` and `cancel` to the gateways' public API (`--gateways`, `--admin-token`); `certs ...`
 //! makes certificates in local files. With `--tls-*`, calls to the nodes use mutual TLS. Results go
 //! to stdout as a table or JSON; errors to stderr as `stockctl: <code>: <message>`, with exit
 //! code 1 (failed, definitely not applied), 2 (usage) or 3 (outcome unknown).
@@ -47,6 +47,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cluster(command) => cluster::run(&ctx, command).await,
         Command::Product(command) => shop::product(&ctx, command).await,
         Command::Buy(args) => shop::buy(&ctx, args).await,
+        Command::Hold(args) => shop::hold(&ctx, args).await,
+        Command::Confirm(args) => shop::confirm(&ctx, args).await,
+        Command::Release(args) => shop::release(&ctx, args).await,
+        Command::Cancel(args) => shop::cancel(&ctx, args).await,
         Command::Archive(command) => archive::run(&ctx, command).await,
         Command::Certs(command) => certs::run(&ctx, command),
     }

@@ -1,15 +1,19 @@
-//! `stockctl product ...` and `stockctl buy`: the catalog and manual purchases through the
-//! gateways' public API (`/v1`), with [`ShopClient`]'s failover and same-key retries.
+//! `stockctl product ...`, `stockctl buy` and checkout (`hold`, `confirm`, `release`,
+//! `cancel`): the catalog and manual purchases through the gateways' public API (`/v1`), with
+//! [`ShopClient`]'s failover and same-key retries.
 //!
 //! A write that runs out of time is reported as an unknown outcome (exit 3), never as a failure:
-//! it may still commit. `buy` prints the idempotency key to retry with.
+//! it may still commit. `buy` and the checkout commands print the idempotency key to retry with.
 
 use std::future::Future;
 
-use flashstock_api::{CreateProductRequest, ErrorCode, Order, Product, ProductList};
+use flashstock_api::{
+    CreateProductRequest, CreateProductWithLimitRequest, ErrorCode, HoldDetails, Order,
+    OrderWithLines, Product, ProductDetails, ProductList,
+};
 use flashstock_client::{new_key, ShopClient, ShopError};
 
-use crate::args::{BuyArgs, ProductCommand};
+use crate::args::{BuyArgs, CancelArgs, HoldActionArgs, HoldArgs, Limit, ProductCommand};
 use crate::context::Context;
 use crate::error::CliError;
 use crate::output::{cents, emit, Table};
@@ -34,6 +38,28 @@ pub async fn product(ctx: &Context, command: ProductCommand) -> Result<(), CliEr
             name,
             price_cents,
             stock,
+            limit_per_customer: Some(limit),
+        } => {
+            let request = CreateProductWithLimitRequest {
+                id: id.clone(),
+                name,
+                price_cents,
+                stock,
+                limit_per_customer: Some(limit),
+            };
+            let key = new_key();
+            let hint = format!("check with `stockctl product show {id}`");
+            let create = client.create_product_with_limit_with_key(&key, &request);
+            let changed = write(ctx, create, &hint).await?;
+            emit(ctx.output, &changed, || details_table([&changed.product]));
+            Ok(())
+        }
+        ProductCommand::Create {
+            id,
+            name,
+            price_cents,
+            stock,
+            limit_per_customer: None,
         } => {
             let request = CreateProductRequest {
                 id: id.clone(),
@@ -47,6 +73,19 @@ pub async fn product(ctx: &Context, command: ProductCommand) -> Result<(), CliEr
             Ok(())
         }
         ProductCommand::Import(args) => crate::import::import(ctx, args).await,
+        ProductCommand::Limit { id, limit, key } => {
+            let key = key.unwrap_or_else(new_key);
+            let limit = match limit {
+                Limit::Items(items) => Some(items),
+                Limit::None => None,
+            };
+            let shown = limit.map_or_else(|| "none".to_owned(), |n| n.to_string());
+            let hint =
+                format!("retry with the same key: stockctl product limit {id} {shown} --key {key}");
+            let changed = write(ctx, client.set_limit_with_key(&key, &id, limit), &hint).await?;
+            emit(ctx.output, &changed, || details_table([&changed.product]));
+            Ok(())
+        }
         ProductCommand::Restock { id, quantity } => {
             let hint = format!(
                 "check with `stockctl product show {id} --linearizable` before restocking again"
@@ -103,6 +142,88 @@ pub async fn buy(ctx: &Context, args: BuyArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+pub async fn hold(ctx: &Context, args: HoldArgs) -> Result<(), CliError> {
+    let client = ctx.shop_client()?;
+    let key = args.key.unwrap_or_else(new_key);
+    let lines: Vec<String> = args
+        .lines
+        .iter()
+        .map(|line| format!("{}:{}", line.product, line.quantity))
+        .collect();
+    let customer = args
+        .customer
+        .as_deref()
+        .map_or_else(String::new, |c| format!(" --customer {c}"));
+    let hint = format!(
+        "retry with the same key to learn it: stockctl hold {}{customer} --key {key}",
+        lines.join(" ")
+    );
+    let held = client.hold_with_key(&key, args.lines, args.customer.as_deref());
+    let response = write(ctx, held, &hint).await?;
+    emit(ctx.output, &response, || {
+        hold_table(&response.hold, Some(&response.token), response.replayed)
+    });
+    Ok(())
+}
+
+pub async fn confirm(ctx: &Context, args: HoldActionArgs) -> Result<(), CliError> {
+    let client = ctx.shop_client()?;
+    let key = args.key.unwrap_or_else(new_key);
+    let hint = format!(
+        "retry with the same key to learn it: stockctl confirm {} --token {} --key {key}",
+        args.hold, args.token
+    );
+    let confirmed = client.confirm_hold_with_key(&key, args.hold, &args.token);
+    let response = write(ctx, confirmed, &hint).await?;
+    emit(ctx.output, &response, || {
+        lines_table(&response.order, response.replayed)
+    });
+    Ok(())
+}
+
+pub async fn release(ctx: &Context, args: HoldActionArgs) -> Result<(), CliError> {
+    let client = ctx.shop_client()?;
+    let key = args.key.unwrap_or_else(new_key);
+    let hint = format!(
+        "retry with the same key to learn it: stockctl release {} --token {} --key {key}",
+        args.hold, args.token
+    );
+    let released = client.release_hold_with_key(&key, args.hold, &args.token);
+    let response = write(ctx, released, &hint).await?;
+    emit(ctx.output, &response, || {
+        hold_table(&response.hold, None, response.replayed)
+    });
+    Ok(())
+}
+
+pub async fn cancel(ctx: &Context, args: CancelArgs) -> Result<(), CliError> {
+    let client = ctx.shop_client()?;
+    let key = args.key.unwrap_or_else(new_key);
+    let response = match &args.token {
+        Some(token) => {
+            let hint = format!(
+                "retry with the same key to learn it: stockctl cancel {} --token {token} --key \
+                 {key}",
+                args.order
+            );
+            let cancelled = client.cancel_order_with_key(&key, args.order, token);
+            write(ctx, cancelled, &hint).await?
+        }
+        None => {
+            let hint = format!(
+                "retry with the same key to learn it: stockctl cancel {} --admin --key {key}",
+                args.order
+            );
+            let cancelled = client.admin_cancel_order_with_key(&key, args.order);
+            write(ctx, cancelled, &hint).await?
+        }
+    };
+    emit(ctx.output, &response, || {
+        lines_table(&response.order, response.replayed)
+    });
+    Ok(())
+}
+
 /// A read within the command's deadline; running out of time is `unavailable`.
 async fn read<T>(
     ctx: &Context,
@@ -153,6 +274,95 @@ fn product_table<'a>(products: impl IntoIterator<Item = &'a Product>) -> Table {
             p.restocked.to_string(),
         ]);
     }
+    table
+}
+
+/// Products with what is held and their limit per customer.
+fn details_table<'a>(products: impl IntoIterator<Item = &'a ProductDetails>) -> Table {
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "PRICE",
+        "STOCK",
+        "HELD",
+        "SOLD",
+        "INITIAL",
+        "RESTOCKED",
+        "LIMIT",
+    ]);
+    for p in products {
+        table.push(vec![
+            p.id.clone(),
+            p.name.clone(),
+            cents(p.price_cents),
+            p.stock.to_string(),
+            p.held.to_string(),
+            p.sold.to_string(),
+            p.initial_stock.to_string(),
+            p.restocked.to_string(),
+            p.limit_per_customer
+                .map_or_else(|| "-".to_owned(), |limit| limit.to_string()),
+        ]);
+    }
+    table
+}
+
+/// A cart's lines as `PRODUCT:QUANTITY ...`.
+fn cart_cell<'a>(lines: impl IntoIterator<Item = (&'a str, u32)>) -> String {
+    lines
+        .into_iter()
+        .map(|(product, quantity)| format!("{product}:{quantity}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A hold, with its token when it was just placed.
+fn hold_table(hold: &HoldDetails, token: Option<&str>, replayed: bool) -> Table {
+    let mut table = Table::new(&[
+        "HOLD",
+        "STATUS",
+        "LINES",
+        "CUSTOMER",
+        "EXPIRES_AT_MS",
+        "TOKEN",
+        "REPLAYED",
+    ]);
+    let status = serde_json::to_value(hold.status)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    table.push(vec![
+        hold.id.to_string(),
+        status,
+        cart_cell(hold.lines.iter().map(|l| (l.product.as_str(), l.quantity))),
+        hold.customer.clone().unwrap_or_else(|| "-".to_owned()),
+        hold.expires_at_ms.to_string(),
+        token.unwrap_or("-").to_owned(),
+        replayed.to_string(),
+    ]);
+    table
+}
+
+/// An order of one or more lines, with its status and token.
+fn lines_table(order: &OrderWithLines, replayed: bool) -> Table {
+    let mut table = Table::new(&["ORDER", "STATUS", "LINES", "TOTAL", "TOKEN", "REPLAYED"]);
+    let status = serde_json::to_value(order.status)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let total: u64 = order
+        .lines
+        .iter()
+        .map(|line| u64::from(line.quantity) * line.price_cents)
+        .sum();
+    table.push(vec![
+        order.id.to_string(),
+        status,
+        cart_cell(order.lines.iter().map(|l| (l.product.as_str(), l.quantity))),
+        cents(total),
+        order.token.clone().unwrap_or_else(|| "-".to_owned()),
+        replayed.to_string(),
+    ]);
     table
 }
 
