@@ -22,15 +22,15 @@ mod checkout_api;
 mod commerce;
 mod error_code;
 
-pub use commerce::{
-    Hold, HoldId, HoldLine, HoldState, Line, OrderLine, OrderTerms, ProductDetails, ProductTerms,
-    CART_LINES_LIMIT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN,
-};
 pub use checkout_api::{
     CartRequest, CreateProductWithLimitRequest, HoldDetails, HoldLineView, HoldReleased,
     HoldResponse, HoldStatus, HoldView, OrderChanged, OrderLineView, OrderStatus, OrderSummary,
     OrderSummaryView, OrderWithLines, ProductDetailsChanged, ProductDetailsList,
     ProductDetailsView, SetLimitRequest, StockDetailsEvent,
+};
+pub use commerce::{
+    Hold, HoldId, HoldLine, HoldState, Line, OrderLine, OrderTerms, ProductDetails, ProductTerms,
+    CART_LINES_LIMIT, HOLD_TTL_MS_MAX, HOLD_TTL_MS_MIN,
 };
 pub use error_code::ErrorCode;
 
@@ -104,15 +104,9 @@ pub enum Op {
     },
     /// The payment succeeded: the held stock becomes an order (cluster version 2). `token` must
     /// be the hold's; `None` is an admin's (the gateway sends it only from the admin API).
-    ConfirmHold {
-        hold: HoldId,
-        token: Option<String>,
-    },
+    ConfirmHold { hold: HoldId, token: Option<String> },
     /// The payment failed: the held stock goes back to available (cluster version 2).
-    ReleaseHold {
-        hold: HoldId,
-        token: Option<String>,
-    },
+    ReleaseHold { hold: HoldId, token: Option<String> },
     /// Buy every line of a cart, or none (cluster version 2): one order of several lines.
     Checkout {
         lines: Vec<Line>,
@@ -199,8 +193,9 @@ impl Op {
                 | Op::Checkout { token: Some(_), .. } => op.clone(),
                 other => return std::borrow::Cow::Borrowed(other),
             };
-            if let Op::Purchase { token, .. } | Op::Hold { token, .. } | Op::Checkout { token, .. } =
-                &mut owned
+            if let Op::Purchase { token, .. }
+            | Op::Hold { token, .. }
+            | Op::Checkout { token, .. } = &mut owned
             {
                 *token = None;
             }
@@ -286,9 +281,15 @@ pub enum Outcome {
     Released(Hold),
     /// An order of one or more lines is placed: from a cart ([`Op::Checkout`]) or a hold
     /// ([`Op::ConfirmHold`]).
-    Placed { order: Order, terms: OrderTerms },
+    Placed {
+        order: Order,
+        terms: OrderTerms,
+    },
     /// The order is cancelled and its stock available again ([`Op::CancelOrder`]).
-    Cancelled { order: Order, terms: OrderTerms },
+    Cancelled {
+        order: Order,
+        terms: OrderTerms,
+    },
     /// A product created with terms ([`Op::CreateLimitedProduct`], `created`) or whose terms
     /// changed ([`Op::SetLimit`]).
     ProductTermsSet {
@@ -432,7 +433,9 @@ impl fmt::Display for Rejection {
                 "product {product:?} has a limit per customer: name the customer"
             ),
             Rejection::OrderNotFound { order } => write!(f, "no order {order} for this token"),
-            Rejection::AlreadyCancelled { order } => write!(f, "order {order} is cancelled already"),
+            Rejection::AlreadyCancelled { order } => {
+                write!(f, "order {order} is cancelled already")
+            }
             Rejection::CancelWindowPassed { order, within_ms } => write!(
                 f,
                 "order {order} is older than the cancellation window ({} s)",
