@@ -54,8 +54,11 @@ pub struct Config {
     #[serde(default)]
     pub tls: TlsSection,
     /// `[checkout]`: holds, carts and cancellations through the public API.
-    /// Optional; read by gateways, checked in every file.
-    #[serde(default)]
+    /// Optional; read by gateways, checked in every file. Left out of a
+    /// written file while it holds the defaults: 0.1.0 refuses a file with a
+    /// section it does not know, and a rolling upgrade runs 0.1.0 nodes with
+    /// the new release's files until every node is upgraded.
+    #[serde(default, skip_serializing_if = "CheckoutSection::is_default")]
     pub checkout: CheckoutSection,
 }
 
@@ -534,6 +537,13 @@ pub struct CheckoutSection {
     /// `archive.retention_ms`) cannot be cancelled at all. Default
     /// [`DEFAULT_CANCEL_WINDOW_MS`].
     pub cancel_window_ms: u64,
+}
+
+impl CheckoutSection {
+    /// Whether every field holds its default (the section is then not written).
+    pub fn is_default(&self) -> bool {
+        self == &CheckoutSection::default()
+    }
 }
 
 impl Default for CheckoutSection {
