@@ -111,7 +111,17 @@ fn minimal_voter_gets_documented_defaults() {
     assert_eq!(config.cluster.admin_token, None);
 
     // Every optional key not set takes the default `defaults.rs` documents for it.
-    let applied = toml::Value::try_from(&config).expect("a config serializes");
+    let mut applied = toml::Value::try_from(&config).expect("a config serializes");
+    // `[checkout]` is left out of a written file while it holds the defaults (a rolling upgrade
+    // runs the release before on these files): read its values from the section itself.
+    assert!(
+        applied.get("checkout").is_none(),
+        "default [checkout] is not written"
+    );
+    if let Some(table) = applied.as_table_mut() {
+        let checkout = toml::Value::try_from(&config.checkout).expect("a section serializes");
+        table.insert("checkout".into(), checkout);
+    }
     let documented = documented_defaults();
     assert!(documented.len() >= 20, "{documented:?}");
     for (key, value) in &documented {
