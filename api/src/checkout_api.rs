@@ -13,10 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    Hold, HoldId, HoldState, Line, Order, OrderId, OrderLine, OrderTerms, Product, ProductDetails,
-    ProductTerms,
-};
+use crate::{Hold, HoldId, HoldState, Line, Order, OrderId, OrderLine, OrderTerms};
 
 /// The body of `POST /v1/holds` and `POST /v1/checkout`: the lines of a cart (1 to
 /// `checkout.cart_lines_max`, one per product) and, optionally, the shop's reference of the
@@ -157,12 +154,23 @@ impl From<&OrderLine> for OrderLineView {
 }
 
 /// Whether an order stands: `placed` or `cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
+    #[default]
     Placed,
     /// Cancelled: its stock went back to available.
     Cancelled,
+}
+
+impl OrderStatus {
+    pub fn of(terms: &OrderTerms) -> OrderStatus {
+        if terms.cancelled_at_ms.is_some() {
+            OrderStatus::Cancelled
+        } else {
+            OrderStatus::Placed
+        }
+    }
 }
 
 /// An order as the answer to a write shows it (a checkout, a confirmed hold, a cancellation):
@@ -205,18 +213,10 @@ impl OrderWithLines {
             placed_at_ms: order.placed_at_ms,
             token: order.token,
             lines,
-            status: status_of(terms),
+            status: OrderStatus::of(terms),
             cancelled_at_ms: terms.cancelled_at_ms,
             hold: terms.hold,
         }
-    }
-}
-
-fn status_of(terms: &OrderTerms) -> OrderStatus {
-    if terms.cancelled_at_ms.is_some() {
-        OrderStatus::Cancelled
-    } else {
-        OrderStatus::Placed
     }
 }
 
@@ -226,91 +226,6 @@ pub struct OrderChanged {
     pub order: OrderWithLines,
     /// True when this answers a retry of a request already applied (same idempotency key).
     pub replayed: bool,
-}
-
-/// An order as its owner reads it (`GET /v1/orders/{id}`): [`crate::OrderDetails`]'s fields,
-/// and its lines, status, cancellation time and hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderSummary {
-    pub id: OrderId,
-    pub product: String,
-    pub quantity: u32,
-    pub customer: Option<String>,
-    pub price_cents: u64,
-    pub remaining: u64,
-    pub placed_at_ms: u64,
-    /// Every line; at least one.
-    pub lines: Vec<OrderLineView>,
-    pub status: OrderStatus,
-    /// When it was cancelled; `null` while it stands.
-    pub cancelled_at_ms: Option<u64>,
-    /// The hold it was confirmed from; `null` for a purchase or a cart.
-    pub hold: Option<HoldId>,
-}
-
-impl OrderSummary {
-    pub fn new(order: Order, terms: &OrderTerms) -> OrderSummary {
-        let lines = terms.lines_of(&order).iter().map(Into::into).collect();
-        OrderSummary {
-            id: order.id,
-            product: order.product,
-            quantity: order.quantity,
-            customer: order.customer,
-            price_cents: order.price_cents,
-            remaining: order.remaining,
-            placed_at_ms: order.placed_at_ms,
-            lines,
-            status: status_of(terms),
-            cancelled_at_ms: terms.cancelled_at_ms,
-            hold: terms.hold,
-        }
-    }
-}
-
-/// The answer of `GET /v1/orders/{id}`: [`crate::OrderView`] with [`OrderSummary`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderSummaryView {
-    pub applied_index: u64,
-    pub order: OrderSummary,
-}
-
-/// The answer of `GET /v1/products/{id}`: [`crate::ProductView`] with what is held and the
-/// limit per customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProductDetailsView {
-    pub applied_index: u64,
-    pub product: ProductDetails,
-}
-
-/// The answer of `GET /v1/products`: [`crate::ProductList`] with [`ProductDetails`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProductDetailsList {
-    pub applied_index: u64,
-    pub products: Vec<ProductDetails>,
-    pub next_after: Option<String>,
-}
-
-/// The answer of a product's creation and of `PUT /v1/admin/products/{id}/limit`:
-/// [`crate::ProductChanged`] with [`ProductDetails`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProductDetailsChanged {
-    pub product: ProductDetails,
-    pub replayed: bool,
-}
-
-/// The body of `POST /v1/admin/products`: [`crate::CreateProductRequest`], and optionally a
-/// limit per customer from the start (cluster version 2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateProductWithLimitRequest {
-    pub id: String,
-    pub name: String,
-    pub price_cents: u64,
-    pub stock: u64,
-    /// Most items one customer may hold and buy of it (1 to 1 000 000); every purchase, cart
-    /// and hold of it must then name the `customer`. Absent: no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit_per_customer: Option<u32>,
 }
 
 /// The body of `PUT /v1/admin/products/{id}/limit`: the new limit per customer, or `null` to
@@ -328,33 +243,6 @@ pub struct SetLimitRequest {
 /// for `None` unless the field has its own deserializer.
 fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
     Option::deserialize(deserializer)
-}
-
-/// One event of the stock stream (`GET /v1/stream`, events named `stock`): [`crate::StockEvent`]
-/// with what is held and the limit per customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StockDetailsEvent {
-    pub product: String,
-    pub stock: u64,
-    pub sold: u64,
-    #[serde(default)]
-    pub held: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit_per_customer: Option<u32>,
-    pub log_index: u64,
-}
-
-impl StockDetailsEvent {
-    pub fn new(product: &Product, terms: &ProductTerms, log_index: u64) -> StockDetailsEvent {
-        StockDetailsEvent {
-            product: product.id.clone(),
-            stock: product.stock,
-            sold: product.sold,
-            held: terms.held,
-            limit_per_customer: terms.limit_per_customer,
-            log_index,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -376,44 +264,35 @@ mod tests {
         }
     }
 
-    /// Each new view is read by the old type unchanged: it only adds fields.
+    /// The views only add fields: what a gateway of the release before sends (no `held`, no
+    /// lines) still reads, and what this release sends for an order reads as an [`Order`].
     #[test]
-    fn views_only_add_fields() {
-        let summary = OrderSummaryView {
-            applied_index: 12,
-            order: OrderSummary::new(order(), &OrderTerms::default()),
-        };
-        let old: OrderView =
-            serde_json::from_value(serde_json::to_value(&summary).unwrap()).unwrap();
-        assert_eq!(old.order, OrderDetails::from(order()));
+    fn views_read_what_the_release_before_sent() {
+        let product: ProductView = serde_json::from_str(
+            r#"{"applied_index":4,"product":{"id":"mug","name":"Mug","price_cents":900,
+                "stock":3,"initial_stock":5,"restocked":0,"sold":2}}"#,
+        )
+        .unwrap();
         assert_eq!(
-            summary.order.lines.len(),
-            1,
-            "a single purchase has one line"
+            (product.product.held, product.product.limit_per_customer),
+            (0, None)
         );
-        assert_eq!(summary.order.status, OrderStatus::Placed);
+        assert!(product.product.is_conserved());
 
-        let product = Product {
-            id: "mug".into(),
-            name: "Mug".into(),
-            price_cents: 900,
-            stock: 3,
-            initial_stock: 5,
-            restocked: 0,
-            sold: 2,
-        };
-        let view = ProductDetailsView {
-            applied_index: 4,
-            product: product.clone().into(),
-        };
-        let old: ProductView =
-            serde_json::from_value(serde_json::to_value(&view).unwrap()).unwrap();
-        assert_eq!(old.product, product);
+        let event: StockEvent =
+            serde_json::from_str(r#"{"product":"mug","stock":3,"sold":2,"log_index":4}"#).unwrap();
+        assert_eq!((event.held, event.limit_per_customer), (0, None));
 
-        let event = StockDetailsEvent::new(&product, &ProductTerms::default(), 4);
-        let old: StockEvent =
-            serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
-        assert_eq!((old.stock, old.sold, old.log_index), (3, 2, 4));
+        let old = serde_json::json!({"applied_index": 12, "order": {"id": order().id,
+            "product": "mug", "quantity": 2, "customer": "alice", "price_cents": 900,
+            "remaining": 3, "placed_at_ms": 77}});
+        let view: OrderView = serde_json::from_value(old).unwrap();
+        assert_eq!(view.order.status, OrderStatus::Placed);
+        assert!(view.order.lines.is_empty());
+
+        let now = OrderDetails::from(order());
+        assert_eq!(now.lines.len(), 1, "a single purchase shows its one line");
+        assert_eq!(now.status, OrderStatus::Placed);
 
         let placed = OrderWithLines::new(order(), &OrderTerms::default());
         let old: Order = serde_json::from_value(serde_json::to_value(&placed).unwrap()).unwrap();
@@ -436,7 +315,7 @@ mod tests {
             cancelled_at_ms: Some(99),
             ..OrderTerms::default()
         };
-        let json = serde_json::to_value(OrderSummary::new(order(), &terms)).unwrap();
+        let json = serde_json::to_value(OrderDetails::new(order(), &terms)).unwrap();
         assert_eq!(json["status"], "cancelled");
         assert_eq!(json["cancelled_at_ms"], 99);
         assert_eq!(json["hold"], serde_json::Value::Null);

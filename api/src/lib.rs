@@ -23,10 +23,8 @@ mod commerce;
 mod error_code;
 
 pub use checkout_api::{
-    CartRequest, CreateProductWithLimitRequest, HoldDetails, HoldLineView, HoldReleased,
-    HoldResponse, HoldStatus, HoldView, OrderChanged, OrderLineView, OrderStatus, OrderSummary,
-    OrderSummaryView, OrderWithLines, ProductDetailsChanged, ProductDetailsList,
-    ProductDetailsView, SetLimitRequest, StockDetailsEvent,
+    CartRequest, HoldDetails, HoldLineView, HoldReleased, HoldResponse, HoldStatus, HoldView,
+    OrderChanged, OrderLineView, OrderStatus, OrderWithLines, SetLimitRequest,
 };
 pub use commerce::{
     Hold, HoldId, HoldLine, HoldState, Line, OrderLine, OrderTerms, ProductDetails, ProductTerms,
@@ -290,9 +288,12 @@ pub enum Outcome {
         order: Order,
         terms: OrderTerms,
     },
-    /// A product created with terms ([`Op::CreateLimitedProduct`], `created`) or whose terms
-    /// changed ([`Op::SetLimit`]).
-    ProductTermsSet {
+    /// A product and its terms (cluster version 2): created with a limit
+    /// ([`Op::CreateLimitedProduct`], `created`), its limit changed ([`Op::SetLimit`]), or
+    /// restocked while it has terms (stock held, a limit), where [`Outcome::Restocked`] could
+    /// not show them. A product without terms is restocked as [`Outcome::Restocked`], as in the
+    /// release before.
+    ProductWithTerms {
         created: bool,
         product: Product,
         terms: ProductTerms,
@@ -1257,11 +1258,12 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// Public API (`/v1`, JSON): one product and the applied index it is at least as fresh as.
+/// Public API (`/v1`, JSON): one product, with what is held and its limit per customer, and
+/// the applied index it is at least as fresh as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductView {
     pub applied_index: u64,
-    pub product: Product,
+    pub product: ProductDetails,
 }
 
 /// Public API: a page of products in id order. Pass `next_after` as `after` for the next page;
@@ -1269,7 +1271,7 @@ pub struct ProductView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductList {
     pub applied_index: u64,
-    pub products: Vec<Product>,
+    pub products: Vec<ProductDetails>,
     pub next_after: Option<String>,
 }
 
@@ -1301,7 +1303,10 @@ pub struct OrderView {
 }
 
 /// Public API: an order as its owner reads it: [`Order`] without the idempotency key (never
-/// shown back) and without the token (the reader has it).
+/// shown back) and without the token (the reader has it); `product`, `quantity`, `price_cents`
+/// and `remaining` are its first line's. `lines`, `status`, `cancelled_at_ms` and `hold` came
+/// with checkout; a gateway of the release before sends none of them (read as no lines,
+/// `placed`, none, none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderDetails {
     pub id: OrderId,
@@ -1311,11 +1316,26 @@ pub struct OrderDetails {
     pub price_cents: u64,
     pub remaining: u64,
     pub placed_at_ms: u64,
+    /// Every line, in the cart's order; at least one.
+    #[serde(default)]
+    pub lines: Vec<OrderLineView>,
+    #[serde(default)]
+    pub status: OrderStatus,
+    /// When it was cancelled; `null` while it stands.
+    #[serde(default)]
+    pub cancelled_at_ms: Option<u64>,
+    /// The hold it was confirmed from; `null` for a purchase or a cart.
+    #[serde(default)]
+    pub hold: Option<HoldId>,
 }
 
-impl From<Order> for OrderDetails {
-    fn from(order: Order) -> OrderDetails {
+impl OrderDetails {
+    pub fn new(order: Order, terms: &OrderTerms) -> OrderDetails {
         OrderDetails {
+            lines: terms.lines_of(&order).iter().map(Into::into).collect(),
+            status: OrderStatus::of(terms),
+            cancelled_at_ms: terms.cancelled_at_ms,
+            hold: terms.hold,
             id: order.id,
             product: order.product,
             quantity: order.quantity,
@@ -1324,6 +1344,12 @@ impl From<Order> for OrderDetails {
             remaining: order.remaining,
             placed_at_ms: order.placed_at_ms,
         }
+    }
+}
+
+impl From<Order> for OrderDetails {
+    fn from(order: Order) -> OrderDetails {
+        OrderDetails::new(order, &OrderTerms::default())
     }
 }
 
@@ -1340,6 +1366,10 @@ pub struct CreateProductRequest {
     pub name: String,
     pub price_cents: u64,
     pub stock: u64,
+    /// Most items one customer may hold and buy of it (1 to 1 000 000; cluster version 2);
+    /// every purchase, cart and hold of it must then name the `customer`. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_per_customer: Option<u32>,
 }
 
 /// Public API: the body of `POST /v1/admin/products/{id}/restock`.
@@ -1458,21 +1488,40 @@ pub enum BulkStatus {
     Rejected,
 }
 
-/// Public API: a product after an admin change.
+/// Public API: a product after an admin change (creation, restock, limit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductChanged {
-    pub product: Product,
+    pub product: ProductDetails,
     pub replayed: bool,
 }
 
 /// Public API: one event of the stock stream (`GET /v1/stream`, server-sent events named
-/// `stock`).
+/// `stock`). `held` and `limit_per_customer` came with checkout; a gateway of the release
+/// before sends neither (read as 0 and none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockEvent {
     pub product: String,
+    /// Available.
     pub stock: u64,
     pub sold: u64,
+    #[serde(default)]
+    pub held: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_per_customer: Option<u32>,
     pub log_index: u64,
+}
+
+impl StockEvent {
+    pub fn new(product: &Product, terms: &ProductTerms, log_index: u64) -> StockEvent {
+        StockEvent {
+            product: product.id.clone(),
+            stock: product.stock,
+            sold: product.sold,
+            held: terms.held,
+            limit_per_customer: terms.limit_per_customer,
+            log_index,
+        }
+    }
 }
 
 /// Public API: header of the idempotency key on every write.
@@ -1666,7 +1715,7 @@ mod tests {
                 terms: terms.clone(),
             },
             Outcome::Cancelled { order, terms },
-            Outcome::ProductTermsSet {
+            Outcome::ProductWithTerms {
                 created: true,
                 product,
                 terms: ProductTerms {

@@ -6,16 +6,15 @@
 //! keep what a caller may conclude apart: [`ShopError::Rejected`] and [`ShopError::Unavailable`]
 //! mean definitely not applied, [`ShopError::OutcomeUnknown`] means it may have been.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use flashstock_api::{
-    BulkRequest, BulkResponse, CartRequest, CreateProductRequest, CreateProductWithLimitRequest,
-    ErrorBody, ErrorCode, HoldReleased, HoldResponse, HoldView, Line, OrderChanged,
-    OrderSummaryView, OrderView, ProductChanged, ProductDetailsChanged, ProductDetailsList,
-    ProductDetailsView, ProductList, ProductView, PurchaseRequest, PurchaseResponse,
-    RestockRequest, SetLimitRequest, IDEMPOTENCY_KEY_HEADER, ORDER_TOKEN_HEADER, STALENESS_HEADER,
-    WIRE_VERSION, WIRE_VERSION_HEADER,
+    BulkRequest, BulkResponse, CartRequest, CreateProductRequest, ErrorBody, ErrorCode,
+    HoldReleased, HoldResponse, HoldView, Line, OrderChanged, OrderView, ProductChanged,
+    ProductList, ProductView, PurchaseRequest, PurchaseResponse, RestockRequest, SetLimitRequest,
+    IDEMPOTENCY_KEY_HEADER, ORDER_TOKEN_HEADER, STALENESS_HEADER, WIRE_VERSION,
+    WIRE_VERSION_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -123,15 +122,14 @@ pub struct ShopClient {
     retry: RetryPolicy,
 }
 
-static KEY_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A fresh idempotency key, unique across processes and calls: process id, time, counter.
+/// A fresh idempotency key: 128 bits from the operating system's random source, as hex.
+///
+/// A key must be unguessable, not only unique: a write replayed with a key answers with the
+/// first outcome, and an order's answer carries its token, which can cancel it.
 pub fn new_key() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let count = KEY_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}-{nanos:x}-{count:x}", std::process::id())
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl ShopClient {
@@ -197,7 +195,8 @@ impl ShopClient {
         self.read(&path).await
     }
 
-    /// A product as this client's gateway's replica has it.
+    /// A product, with what is held and its limit per customer, as this client's gateway's
+    /// replica has it.
     pub async fn product(&self, id: &str) -> Result<ProductView, ShopError> {
         self.read(&format!("/v1/products/{}", segment(id))).await
     }
@@ -247,8 +246,9 @@ impl ShopClient {
         .await
     }
 
-    /// An order, shown its token (the purchase answer's `order.token`). Without the right
-    /// token the gateway answers `unknown_order`, as for an order that does not exist.
+    /// An order with its lines, status and hold, shown its token (the purchase answer's
+    /// `order.token`). Without the right token the gateway answers `unknown_order`, as for an
+    /// order that does not exist.
     pub async fn order(&self, id: u64, token: &str) -> Result<OrderView, ShopError> {
         self.read(&format!("/v1/orders/{id}?token={}", segment(token)))
             .await
@@ -328,41 +328,6 @@ impl ShopClient {
     }
 
     // ---- checkout (cluster version 2) ----
-
-    /// Products with what is held and their limit per customer ([`ProductDetailsList`]).
-    pub async fn products_details(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<ProductDetailsList, ShopError> {
-        let mut path = format!("/v1/products?limit={limit}");
-        if let Some(after) = after {
-            path.push_str(&format!("&after={}", segment(after)));
-        }
-        self.read(&path).await
-    }
-
-    /// A product with what is held and its limit per customer, as this client's gateway's
-    /// replica has it; `linearizable`: at least as fresh as everything committed when asked.
-    pub async fn product_details(
-        &self,
-        id: &str,
-        linearizable: bool,
-    ) -> Result<ProductDetailsView, ShopError> {
-        let query = if linearizable {
-            "?consistency=linearizable"
-        } else {
-            ""
-        };
-        self.read(&format!("/v1/products/{}{query}", segment(id)))
-            .await
-    }
-
-    /// An order with its lines, status and hold, shown its token.
-    pub async fn order_summary(&self, id: u64, token: &str) -> Result<OrderSummaryView, ShopError> {
-        self.read(&format!("/v1/orders/{id}?token={}", segment(token)))
-            .await
-    }
 
     /// Buy as `customer` (required for a product with a limit per customer), with a given key.
     pub async fn purchase_as_with_key(
@@ -477,21 +442,12 @@ impl ShopClient {
             .await
     }
 
-    /// Admin: create a product, with a limit per customer when the request has one.
-    pub async fn create_product_with_limit_with_key(
-        &self,
-        key: &str,
-        request: &CreateProductWithLimitRequest,
-    ) -> Result<ProductDetailsChanged, ShopError> {
-        self.write("/v1/admin/products", key, request, true).await
-    }
-
     /// Admin: set (`Some`) or remove (`None`) a product's limit per customer.
     pub async fn set_limit(
         &self,
         product: &str,
         limit_per_customer: Option<u32>,
-    ) -> Result<ProductDetailsChanged, ShopError> {
+    ) -> Result<ProductChanged, ShopError> {
         self.set_limit_with_key(&new_key(), product, limit_per_customer)
             .await
     }
@@ -501,7 +457,7 @@ impl ShopClient {
         key: &str,
         product: &str,
         limit_per_customer: Option<u32>,
-    ) -> Result<ProductDetailsChanged, ShopError> {
+    ) -> Result<ProductChanged, ShopError> {
         let path = format!("/v1/admin/products/{}/limit", segment(product));
         let body = serde_json::to_vec(&SetLimitRequest { limit_per_customer })
             .expect("request bodies serialize");

@@ -30,7 +30,7 @@ pub mod stale_views;
 
 use std::collections::BTreeMap;
 
-use flashstock_api::{Order, OrderId, Product};
+use flashstock_api::{Order, OrderId, Product, ProductDetails};
 use serde::Serialize;
 
 use crate::history::{is_committed_rejection, History, OpKind, OpRecord, OpResult};
@@ -151,8 +151,10 @@ fn confirmed_order(op: &OpRecord) -> Option<&Order> {
     }
 }
 
-/// What is wrong with one product record, if anything.
-fn product_problem(product: &Product) -> Option<String> {
+/// What is wrong with one product record, if anything. A node's record comes through the
+/// voters' internal API without its terms ([`ProductDetails::from`]: nothing held), which is
+/// what it holds while the workload places no hold.
+fn product_problem(product: &ProductDetails) -> Option<String> {
     let supply = product.initial_stock.checked_add(product.restocked);
     if supply.is_some_and(|supply| product.sold > supply) {
         return Some(format!(
@@ -162,8 +164,8 @@ fn product_problem(product: &Product) -> Option<String> {
     }
     if !product.is_conserved() {
         return Some(format!(
-            "not conserved: initial {} + restocked {} != stock {} + sold {}",
-            product.initial_stock, product.restocked, product.stock, product.sold
+            "not conserved: initial {} + restocked {} != stock {} + held {} + sold {}",
+            product.initial_stock, product.restocked, product.stock, product.held, product.sold
         ));
     }
     None
@@ -206,7 +208,7 @@ fn check_node_stock(verdict: &mut Verdict, setup: &[ProductSpec], node: &NodeSta
             verdict.fail(format!("node {}: product {} is missing", node.id, spec.id));
             continue;
         };
-        if let Some(problem) = product_problem(product) {
+        if let Some(problem) = product_problem(&product.clone().into()) {
             verdict.fail(format!("node {}: {}: {problem}", node.id, spec.id));
         }
         let in_orders = ordered.get(spec.id.as_str()).copied().unwrap_or(0);
@@ -591,7 +593,11 @@ fn confirmation_times(history: &History) -> BTreeMap<&str, u64> {
 
 /// What is wrong with one view, if anything: a linearizable view must show every purchase and
 /// restock confirmed before it started; no view may show more than was sent before it ended.
-fn view_problem(op: &OpRecord, product: &Product, bounds: Option<&Bounds>) -> Option<String> {
+fn view_problem(
+    op: &OpRecord,
+    product: &ProductDetails,
+    bounds: Option<&Bounds>,
+) -> Option<String> {
     let empty = Bounds {
         sold_surely: Timeline::new(Vec::new()),
         sold_maybe: Timeline::new(Vec::new()),
@@ -858,7 +864,7 @@ mod tests {
                 "r",
                 4,
                 OpResult::Restocked {
-                    product: product(0, 4),
+                    product: product(0, 4).into(),
                 },
             ),
         ]);
@@ -951,7 +957,7 @@ mod tests {
                 "",
                 0,
                 OpResult::Viewed {
-                    product,
+                    product: product.into(),
                     applied_index: None,
                     served_by: None,
                 },
@@ -965,7 +971,7 @@ mod tests {
         // Order "a" (2 items) is at log index 5, "b" (1 item) at 6.
         let at = |index: u64, sold: u64| OpRecord {
             result: OpResult::Viewed {
-                product: product(sold, 0),
+                product: product(sold, 0).into(),
                 applied_index: Some(index),
                 served_by: None,
             },

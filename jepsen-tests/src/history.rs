@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use flashstock_api::{Order, Product};
+use flashstock_api::{Order, ProductDetails};
 use serde::Serialize;
 
 /// Milliseconds since the start of a run, shared by the workload, the nemesis and the report.
@@ -77,11 +77,11 @@ pub enum OpResult {
     /// A purchase the cluster confirmed, and whether the gateway marked it as a replay.
     Confirmed { order: Order, replayed: bool },
     /// A restock the cluster confirmed: the product right after it.
-    Restocked { product: Product },
+    Restocked { product: ProductDetails },
     /// A view: the product as the gateway's replica had it, and the log index the replica had
     /// applied (`None` in hand-made histories that do not say).
     Viewed {
-        product: Product,
+        product: ProductDetails,
         applied_index: Option<u64>,
         /// The gateway that answered and the staleness it declared (`None` in hand-made
         /// histories that do not say).

@@ -251,6 +251,7 @@ pub async fn create_products(
             name: format!("Jepsen {}", spec.id),
             price_cents: 1000,
             stock: spec.stock,
+            limit_per_customer: None,
         };
         loop {
             match shop.create_product_with_key(&key, &request).await {

@@ -2,7 +2,7 @@
 //! target, and compare with what the clients saw.
 //!
 //! For each product, on each server:
-//! - conservation: `stock + sold == initial_stock + restocked`;
+//! - conservation: `stock + held + sold == initial_stock + restocked`;
 //! - no oversell: `sold <= initial_stock + restocked` (stock is unsigned on the wire, so a
 //!   negative stock cannot even be written);
 //! - `sold` equals the quantity the run saw confirmed, or, when some purchases' outcomes stayed
@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flashstock_api::{Product, ProductList};
+use flashstock_api::{ProductDetails, ProductList};
 use serde::Serialize;
 
 use crate::http::Target;
@@ -143,7 +143,7 @@ async fn read_catalog(
     target: &Target,
     url: &str,
     catalog: &Catalog,
-) -> Result<BTreeMap<usize, Product>, String> {
+) -> Result<BTreeMap<usize, ProductDetails>, String> {
     let mut connection = target.connection(url, Duration::from_secs(60))?;
     // Catch up with everything committed (a gateway waits for the leader's commit index).
     let first = catalog.id(0);

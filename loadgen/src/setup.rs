@@ -75,6 +75,7 @@ async fn create_one(
             name: product_name(index),
             price_cents: price_cents(index),
             stock: catalog.stock,
+            limit_per_customer: None,
         })
         .expect("a create request serializes"),
     );

@@ -68,7 +68,7 @@ async fn gateways_serve_views_that_agree_with_the_leader() {
             .await
             .expect("linearizable read");
         assert!(linear.applied_index >= last);
-        assert_eq!(linear.product, at_leader, "gateway {id}");
+        assert_eq!(linear.product, at_leader.clone().into(), "gateway {id}");
         // A local read catches up on its own, within a bounded lag.
         let local = view_at_least(&client, "lamp", last).await;
         assert_eq!(local.product.stock, 30, "gateway {id}");

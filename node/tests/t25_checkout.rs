@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use flashstock_api::{
-    CreateProductRequest, CreateProductWithLimitRequest, ErrorBody, ErrorCode, HoldStatus, Line,
-    OrderStatus, ProductDetails,
+    CreateProductRequest, ErrorBody, ErrorCode, HoldStatus, Line, OrderStatus, ProductDetails,
 };
 use flashstock_client::{ShopClient, ShopError};
 use flashstock_deploy::local::LocalCluster;
@@ -29,6 +28,7 @@ async fn create(shop: &ShopClient, id: &str, stock: u64) {
         name: format!("Product {id}"),
         price_cents: 1000,
         stock,
+        limit_per_customer: None,
     })
     .await
     .unwrap_or_else(|e| panic!("create {id}: {e}"));
@@ -36,10 +36,7 @@ async fn create(shop: &ShopClient, id: &str, stock: u64) {
 
 /// The product as the leader has it (a linearizable read).
 async fn product(shop: &ShopClient, id: &str) -> ProductDetails {
-    let view = shop
-        .product_details(id, true)
-        .await
-        .expect("read a product");
+    let view = shop.product_linearizable(id).await.expect("read a product");
     assert!(view.product.is_conserved(), "{:?}", view.product);
     view.product
 }
@@ -164,7 +161,7 @@ async fn holds_are_confirmed_or_released_and_carts_are_all_or_nothing() {
     assert_eq!(status.hold.status, HoldStatus::Confirmed);
     assert_eq!(status.hold.order, Some(order.id));
     let summary = shop
-        .order_summary(order.id.0, &held.token)
+        .order(order.id.0, &held.token)
         .await
         .expect("read the order");
     assert_eq!(summary.order.lines.len(), 2);
@@ -289,7 +286,7 @@ async fn holds_are_confirmed_or_released_and_carts_are_all_or_nothing() {
     );
     assert_eq!(counters(&shop, "mug").await, (8, 0, 2), "given back once");
     let summary = shop
-        .order_summary(bought.order.id.0, &token)
+        .order(bought.order.id.0, &token)
         .await
         .expect("read the order");
     assert_eq!(summary.order.status, OrderStatus::Cancelled);
@@ -353,9 +350,9 @@ async fn limits_per_customer_count_purchases_and_holds() {
     let cluster = checkout_cluster(|_| {}).await;
     let shop = cluster.shop_client();
     let created = shop
-        .create_product_with_limit_with_key(
+        .create_product_with_key(
             "create-drop",
-            &CreateProductWithLimitRequest {
+            &CreateProductRequest {
                 id: "drop".into(),
                 name: "Limited drop".into(),
                 price_cents: 15000,

@@ -117,6 +117,7 @@ async fn bad_input_gets_its_error_and_changes_nothing() {
         name: "Tee".into(),
         price_cents: 1500,
         stock: 10,
+        limit_per_customer: None,
     })
     .await
     .unwrap();
@@ -475,6 +476,7 @@ async fn a_full_queue_sheds_load_and_applies_nothing_it_shed() {
             name: "Tee".into(),
             price_cents: 1500,
             stock: 1_000_000,
+            limit_per_customer: None,
         })
         .await
         .unwrap();

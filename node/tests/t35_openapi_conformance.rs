@@ -93,6 +93,7 @@ async fn one_voter_one_gateway() -> LocalCluster {
             name: "Logo T-shirt".into(),
             price_cents: 2500,
             stock: 1_000_000,
+            limit_per_customer: None,
         })
         .await
         .expect("create the known product");

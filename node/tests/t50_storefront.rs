@@ -51,6 +51,7 @@ async fn shop_with(
             name: (*name).into(),
             price_cents: *price_cents,
             stock: *stock,
+            limit_per_customer: None,
         };
         shop.create_product(&request)
             .await

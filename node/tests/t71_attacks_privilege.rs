@@ -384,6 +384,7 @@ async fn secrets_roll_over_without_a_full_stop() {
         name: "Tee".into(),
         price_cents: 100,
         stock: 1000,
+        limit_per_customer: None,
     })
     .await
     .expect("create a product");
@@ -495,6 +496,7 @@ async fn a_stranger_enumerating_order_ids_learns_nothing() {
         name: "Tee".into(),
         price_cents: 100,
         stock: 100,
+        limit_per_customer: None,
     })
     .await
     .expect("create a product");

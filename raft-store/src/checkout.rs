@@ -12,12 +12,12 @@
 
 use flashstock_api::{
     Hold, HoldId, HoldLine, HoldState, Line, Order, OrderId, OrderLine, OrderTerms, Outcome,
-    ProductTerms, Rejection,
+    Rejection,
 };
 
 use crate::inventory::{
-    new_product, put_checked_product, unknown_product, Cancellation, Fault, InventoryMeta,
-    InventoryState, OrderRecord, ProductRecord,
+    put_checked_product, unknown_product, Cancellation, Fault, InventoryMeta, InventoryState,
+    OrderRecord, ProductRecord,
 };
 
 /// Most held holds expired while applying one entry, beyond one per command. Bounds the work of
@@ -153,6 +153,39 @@ fn check_lines(
     Ok(Ok(checked))
 }
 
+/// Where the lines of a hold or a cart go from available.
+enum Taken {
+    Held,
+    Sold,
+}
+
+/// Move every line of `checked` ([`check_lines`]) from available to held or sold, and count it
+/// for `customer` under its product's limit: each product as written, with the epoch its line
+/// counts in.
+fn take_lines(
+    state: &mut impl InventoryState,
+    checked: Vec<(ProductRecord, u32)>,
+    lines: &[Line],
+    customer: Option<&str>,
+    to: Taken,
+) -> Result<Vec<(ProductRecord, u32)>, Fault> {
+    let mut taken = Vec::with_capacity(lines.len());
+    for ((mut record, epoch), line) in checked.into_iter().zip(lines) {
+        let quantity = u64::from(line.quantity);
+        record.product.stock -= quantity;
+        match to {
+            Taken::Held => record.terms.held += quantity,
+            Taken::Sold => record.product.sold += quantity,
+        }
+        put_checked_product(state, &record);
+        if let (Some(customer), true) = (customer, epoch != 0) {
+            count_taken(state, &line.product, customer, line.quantity)?;
+        }
+        taken.push((record, epoch));
+    }
+    Ok(taken)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn hold(
     state: &mut impl InventoryState,
@@ -168,22 +201,17 @@ pub(crate) fn hold(
         Ok(checked) => checked,
         Err(rejection) => return Ok(Outcome::Rejected(rejection)),
     };
-    let mut held = Vec::with_capacity(lines.len());
-    for ((mut record, epoch), line) in checked.into_iter().zip(lines) {
-        let quantity = u64::from(line.quantity);
-        record.product.stock -= quantity;
-        record.terms.held += quantity;
-        put_checked_product(state, &record);
-        if let (Some(customer), true) = (customer, epoch != 0) {
-            count_taken(state, &line.product, customer, line.quantity)?;
-        }
-        held.push(HoldLine {
+    let taken = take_lines(state, checked, lines, customer, Taken::Held)?;
+    let held = taken
+        .into_iter()
+        .zip(lines)
+        .map(|((record, epoch), line)| HoldLine {
             product: line.product.clone(),
             quantity: line.quantity,
             price_cents: record.product.price_cents,
             limit_epoch: epoch,
-        });
-    }
+        })
+        .collect();
     let hold = Hold {
         id,
         key: key.to_owned(),
@@ -389,23 +417,18 @@ pub(crate) fn checkout(
         Ok(checked) => checked,
         Err(rejection) => return Ok(Outcome::Rejected(rejection)),
     };
-    let mut sold = Vec::with_capacity(lines.len());
-    for ((mut record, epoch), line) in checked.into_iter().zip(lines) {
-        let quantity = u64::from(line.quantity);
-        record.product.stock -= quantity;
-        record.product.sold += quantity;
-        put_checked_product(state, &record);
-        if let (Some(customer), true) = (customer, epoch != 0) {
-            count_taken(state, &line.product, customer, line.quantity)?;
-        }
-        sold.push(OrderLine {
+    let taken = take_lines(state, checked, lines, customer, Taken::Sold)?;
+    let sold = taken
+        .into_iter()
+        .zip(lines)
+        .map(|((record, epoch), line)| OrderLine {
             product: line.product.clone(),
             quantity: line.quantity,
             price_cents: record.product.price_cents,
             remaining: record.product.stock,
             limit_epoch: epoch,
-        });
-    }
+        })
+        .collect();
     let (order, terms) = place(state, meta, order_id, key, sold, customer, token, None);
     Ok(Outcome::Placed { order, terms })
 }
@@ -490,37 +513,8 @@ pub(crate) fn set_limit(
     }
     record.terms.limit_per_customer = limit;
     put_checked_product(state, &record);
-    Ok(Outcome::ProductTermsSet {
+    Ok(Outcome::ProductWithTerms {
         created: false,
-        product: record.product,
-        terms: record.terms,
-    })
-}
-
-pub(crate) fn create_limited(
-    state: &mut impl InventoryState,
-    id: &str,
-    name: &str,
-    price_cents: u64,
-    stock: u64,
-    limit: u32,
-) -> Result<Outcome, Fault> {
-    if state.product(id)?.is_some() {
-        return Ok(Outcome::Rejected(Rejection::ProductExists {
-            product: id.to_owned(),
-        }));
-    }
-    let record = ProductRecord {
-        product: new_product(id, name, price_cents, stock),
-        terms: ProductTerms {
-            limit_per_customer: Some(limit),
-            limit_epoch: 1,
-            ..ProductTerms::default()
-        },
-    };
-    put_checked_product(state, &record);
-    Ok(Outcome::ProductTermsSet {
-        created: true,
         product: record.product,
         terms: record.terms,
     })

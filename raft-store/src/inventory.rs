@@ -398,13 +398,13 @@ fn apply_command(
             price_cents,
             stock,
             limit_per_customer,
-        } => checkout::create_limited(
+        } => create_product(
             state,
             product,
             name,
             *price_cents,
             *stock,
-            *limit_per_customer,
+            Some(*limit_per_customer),
         )?,
     };
     let record = KeyRecord {
@@ -490,7 +490,7 @@ fn catalog_op(state: &mut impl InventoryState, op: &Op) -> Result<Outcome, Fault
             name,
             price_cents,
             stock,
-        } => create_product(state, product, name, *price_cents, *stock),
+        } => create_product(state, product, name, *price_cents, *stock, None),
         Op::Restock { product, quantity } => restock(state, product, *quantity),
         other => Ok(Outcome::Rejected(Rejection::Invalid {
             reason: format!("a bulk command does not hold {}", other.kind()),
@@ -498,37 +498,47 @@ fn catalog_op(state: &mut impl InventoryState, op: &Op) -> Result<Outcome, Fault
     }
 }
 
+/// Create a product; with `limit` ([`Op::CreateLimitedProduct`]), limited per customer from
+/// the start (its first limit epoch).
 fn create_product(
     state: &mut impl InventoryState,
     id: &str,
     name: &str,
     price_cents: u64,
     stock: u64,
+    limit: Option<u32>,
 ) -> Result<Outcome, Fault> {
     if state.product(id)?.is_some() {
         return Ok(Outcome::Rejected(Rejection::ProductExists {
             product: id.to_owned(),
         }));
     }
+    let terms = ProductTerms {
+        limit_per_customer: limit,
+        limit_epoch: u32::from(limit.is_some()),
+        ..ProductTerms::default()
+    };
     let record = ProductRecord {
-        product: new_product(id, name, price_cents, stock),
-        terms: ProductTerms::default(),
+        product: Product {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            price_cents,
+            stock,
+            initial_stock: stock,
+            restocked: 0,
+            sold: 0,
+        },
+        terms,
     };
     put_checked_product(state, &record);
-    Ok(Outcome::ProductCreated(record.product))
-}
-
-/// A product as created: all its stock available, nothing sold.
-pub(crate) fn new_product(id: &str, name: &str, price_cents: u64, stock: u64) -> Product {
-    Product {
-        id: id.to_owned(),
-        name: name.to_owned(),
-        price_cents,
-        stock,
-        initial_stock: stock,
-        restocked: 0,
-        sold: 0,
+    if record.terms.is_empty() {
+        return Ok(Outcome::ProductCreated(record.product));
     }
+    Ok(Outcome::ProductWithTerms {
+        created: true,
+        product: record.product,
+        terms: record.terms,
+    })
 }
 
 fn restock(state: &mut impl InventoryState, id: &str, quantity: u64) -> Result<Outcome, Fault> {
@@ -549,7 +559,15 @@ fn restock(state: &mut impl InventoryState, id: &str, quantity: u64) -> Result<O
     product.stock = stock;
     product.restocked = restocked;
     put_checked_product(state, &record);
-    Ok(Outcome::Restocked(record.product))
+    if record.terms.is_empty() {
+        return Ok(Outcome::Restocked(record.product));
+    }
+    // Terms exist only from cluster version 2, which every replica then decodes.
+    Ok(Outcome::ProductWithTerms {
+        created: false,
+        product: record.product,
+        terms: record.terms,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -784,14 +784,14 @@ impl Runner {
                         product,
                         limit_per_customer,
                     },
-                    Outcome::ProductTermsSet { terms, .. },
+                    Outcome::ProductWithTerms { terms, .. },
                 ) => {
                     assert_eq!(&terms.limit_per_customer, limit_per_customer);
                     moves.entry(product.clone()).or_default().terms_set = true;
                 }
                 (
                     Op::CreateLimitedProduct { product, stock, .. },
-                    Outcome::ProductTermsSet { created: true, .. },
+                    Outcome::ProductWithTerms { created: true, .. },
                 ) => {
                     let m = moves.entry(product.clone()).or_default();
                     m.created = Some(*stock);
@@ -1167,15 +1167,16 @@ fn format_outcome(outcome: &Outcome) -> String {
                 terms.cancelled_at_ms.unwrap_or(order.placed_at_ms)
             )
         }
-        Outcome::ProductTermsSet {
+        Outcome::ProductWithTerms {
             created,
             product,
             terms,
         } => format!(
-            "{} {} stock={} limit={}",
-            if *created { "created" } else { "terms" },
+            "{} {} stock={} held={} limit={}",
+            if *created { "created" } else { "product" },
             product.id,
             product.stock,
+            terms.held,
             terms
                 .limit_per_customer
                 .map_or("none".to_owned(), |limit| limit.to_string())
@@ -1256,7 +1257,15 @@ fn catalog_moves(op: &Op, outcome: &Outcome, moves: &mut BTreeMap<String, Moves>
             moves.entry(p.id.clone()).or_default().created = Some(*stock);
             true
         }
-        (Op::Restock { product, quantity }, Outcome::Restocked(p)) => {
+        (Op::Restock { product, quantity }, Outcome::Restocked(p))
+        | (
+            Op::Restock { product, quantity },
+            Outcome::ProductWithTerms {
+                created: false,
+                product: p,
+                ..
+            },
+        ) => {
             assert_eq!(&p.id, product);
             moves.entry(p.id.clone()).or_default().restocked += quantity;
             true

@@ -119,7 +119,8 @@ mod tests {
                     initial_stock: 10,
                     restocked: 0,
                     sold: 0,
-                },
+                }
+                .into(),
                 applied_index: Some(1),
                 served_by: Some(ServedBy {
                     gateway: gateway.into(),

@@ -22,7 +22,8 @@ pub fn fixed_body() -> Bytes {
             initial_stock: 1_000_000_000,
             restocked: 0,
             sold: 1000,
-        },
+        }
+        .into(),
     };
     Bytes::from(serde_json::to_vec(&view).expect("a product view serializes"))
 }

@@ -36,7 +36,7 @@ pub(crate) fn created(product: flashstock_api::Product) -> Response {
     (
         StatusCode::CREATED,
         Json(flashstock_api::ProductChanged {
-            product,
+            product: product.into(),
             replayed: false,
         }),
     )

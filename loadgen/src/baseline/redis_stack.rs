@@ -33,8 +33,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashstock_api::{
-    CreateProductRequest, Order, OrderId, Product, ProductList, ProductView, PurchaseRequest,
-    PurchaseResponse,
+    CreateProductRequest, Order, OrderId, Product, ProductDetails, ProductList, ProductView,
+    PurchaseRequest, PurchaseResponse,
 };
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
@@ -176,7 +176,7 @@ async fn view(State(shop): Db, Path(id): Path<String>) -> Response {
         Ok(fields) => match product_of(&fields) {
             Some(product) => Json(ProductView {
                 applied_index: 0,
-                product,
+                product: product.into(),
             })
             .into_response(),
             None => unavailable(format!("product {id:?} has a malformed hash")),
@@ -220,7 +220,11 @@ async fn list(State(shop): Db, Query(query): Query<ListQuery>) -> Response {
         Ok(hashes) => hashes,
         Err(e) => return unavailable(e),
     };
-    let products: Vec<Product> = hashes.iter().filter_map(product_of).collect();
+    let products: Vec<ProductDetails> = hashes
+        .iter()
+        .filter_map(product_of)
+        .map(ProductDetails::from)
+        .collect();
     let next_after = (ids.len() > limit)
         .then(|| products.last().map(|p| p.id.clone()))
         .flatten();

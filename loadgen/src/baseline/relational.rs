@@ -29,8 +29,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use flashstock_api::{
-    CreateProductRequest, Order, OrderId, Product, ProductList, ProductView, PurchaseRequest,
-    PurchaseResponse,
+    CreateProductRequest, Order, OrderId, Product, ProductDetails, ProductList, ProductView,
+    PurchaseRequest, PurchaseResponse,
 };
 use serde::Deserialize;
 use tokio_postgres::NoTls;
@@ -150,7 +150,7 @@ async fn view(State(pool): Db, Path(id): Path<String>) -> Response {
     match client.query_opt(&statement, &[&id]).await {
         Ok(Some(row)) => Json(ProductView {
             applied_index: 0,
-            product: product_of(&row),
+            product: product_of(&row).into(),
         })
         .into_response(),
         Ok(None) => error(
@@ -180,7 +180,7 @@ async fn list(State(pool): Db, Query(query): Query<ListQuery>) -> Response {
         Ok(rows) => rows,
         Err(e) => return unavailable(e),
     };
-    let mut products: Vec<Product> = rows.iter().map(product_of).collect();
+    let mut products: Vec<ProductDetails> = rows.iter().map(|row| product_of(row).into()).collect();
     let next_after = (products.len() as i64 > limit).then(|| {
         products.truncate(limit as usize);
         products.last().map(|p| p.id.clone())

@@ -33,7 +33,7 @@ use axum::Json;
 use flashstock_api::{
     validate_order_token, CartRequest, Command, ErrorCode, HoldDetails, HoldId, HoldReleased,
     HoldResponse, HoldView, Line, Op, OrderChanged, OrderId, OrderWithLines, Outcome,
-    ProductDetails, ProductDetailsChanged, SetLimitRequest,
+    ProductChanged, ProductDetails, SetLimitRequest, CLUSTER_VERSION_BASE,
 };
 
 use super::admission::Source;
@@ -53,9 +53,12 @@ const _: () = assert!(
 
 /// 503 `unavailable`, nothing proposed, while this replica has not applied the cluster version
 /// `op` needs: the cluster is mid-upgrade, and a replica of the release before could not read
-/// the command.
+/// the command. Kinds of the first release (a purchase) read nothing here.
 pub(super) fn require_cluster_version(gateway: &Gateway, op: &Op) -> Result<(), ApiError> {
     let needed = op.since_cluster_version();
+    if needed <= CLUSTER_VERSION_BASE {
+        return Ok(());
+    }
     let running = gateway
         .node
         .reader
@@ -102,15 +105,6 @@ fn cart_lines(gateway: &Gateway, lines: Vec<Line>) -> Result<Vec<Line>, ApiError
     Ok(lines)
 }
 
-/// Check a command at the edge, and that the cluster runs its version: a bad request is 400
-/// before the cluster version is even looked at.
-fn checked(gateway: &Gateway, key: String, op: Op) -> Result<Command, ApiError> {
-    let command = Command { key, op };
-    flashstock_api::validate_command(&command).map_err(invalid)?;
-    require_cluster_version(gateway, &command.op)?;
-    Ok(command)
-}
-
 /// The token a public request shows, if it can be a record's at all. A missing or malformed one
 /// gets the same answer as a wrong one, from the caller.
 fn well_formed_token(headers: &HeaderMap, query: &TokenQuery) -> Option<String> {
@@ -145,7 +139,7 @@ pub(super) async fn place_hold(
         ttl_ms: gateway.node.config.checkout.hold_ttl_ms,
         token: Some(new_order_token()?),
     };
-    let command = checked(&gateway, key, op)?;
+    let command = Command { key, op };
     let client =
         gateway
             .admission
@@ -227,8 +221,13 @@ async fn confirm(
         hold: HoldId(id),
         token,
     };
-    let command = checked(gateway, key, op)?;
-    match submit(gateway, client, command).await? {
+    let command = Command { key, op };
+    placed(submit(gateway, client, command).await?)
+}
+
+/// 201 with the order a confirmation or a checkout placed.
+fn placed(forwarded: Forwarded) -> Answer {
+    match forwarded {
         Forwarded {
             outcome: Outcome::Placed { order, terms },
             replayed,
@@ -255,7 +254,7 @@ async fn release(
         hold: HoldId(id),
         token,
     };
-    let command = checked(gateway, key, op)?;
+    let command = Command { key, op };
     match submit(gateway, client, command).await? {
         Forwarded {
             outcome: Outcome::Released(hold),
@@ -269,11 +268,29 @@ async fn release(
     }
 }
 
-/// The client a public write from `source` counts against (no customer named).
-fn public_client(gateway: &Gateway, source: Source) -> Result<Client, ApiError> {
-    gateway
+/// What a write on a hold or an order by its owner needs: its idempotency key, the record's id,
+/// the token it shows, and the client it counts against. A missing or malformed token cannot be
+/// the record's: it is answered with `unknown` (as a wrong one is, by the state machine) before
+/// anything is proposed, since a command without a token would be an admin's.
+fn owner_write(
+    gateway: &Gateway,
+    source: Source,
+    headers: &HeaderMap,
+    id: &str,
+    query: Result<Query<TokenQuery>, QueryRejection>,
+    what: &str,
+    unknown: fn(u64) -> ApiError,
+) -> Result<(String, u64, String, Client), ApiError> {
+    let key = idempotency_key(headers)?;
+    let id = record_id(id, what)?;
+    let query = token_query(query)?;
+    let Some(token) = well_formed_token(headers, &query) else {
+        return Err(unknown(id));
+    };
+    let client = gateway
         .admission
-        .purchaser(source, None, tokio::time::Instant::now())
+        .purchaser(source, None, tokio::time::Instant::now())?;
+    Ok((key, id, token, client))
 }
 
 /// `POST /v1/holds/{id}/confirm`.
@@ -284,13 +301,15 @@ pub(super) async fn confirm_hold(
     headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Answer {
-    let key = idempotency_key(&headers)?;
-    let id = hold_id(&id)?;
-    let query = token_query(query)?;
-    let Some(token) = well_formed_token(&headers, &query) else {
-        return Err(ApiError::unknown_hold(id));
-    };
-    let client = public_client(&gateway, source)?;
+    let (key, id, token, client) = owner_write(
+        &gateway,
+        source,
+        &headers,
+        &id,
+        query,
+        "a hold",
+        ApiError::unknown_hold,
+    )?;
     confirm(&gateway, client, key, id, Some(token)).await
 }
 
@@ -302,13 +321,15 @@ pub(super) async fn release_hold(
     headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Answer {
-    let key = idempotency_key(&headers)?;
-    let id = hold_id(&id)?;
-    let query = token_query(query)?;
-    let Some(token) = well_formed_token(&headers, &query) else {
-        return Err(ApiError::unknown_hold(id));
-    };
-    let client = public_client(&gateway, source)?;
+    let (key, id, token, client) = owner_write(
+        &gateway,
+        source,
+        &headers,
+        &id,
+        query,
+        "a hold",
+        ApiError::unknown_hold,
+    )?;
     release(&gateway, client, key, id, Some(token)).await
 }
 
@@ -351,24 +372,12 @@ pub(super) async fn checkout(
         customer: customer.clone(),
         token: Some(new_order_token()?),
     };
-    let command = checked(&gateway, key, op)?;
+    let command = Command { key, op };
     let client =
         gateway
             .admission
             .purchaser(source, customer.as_deref(), tokio::time::Instant::now())?;
-    match submit(&gateway, client, command).await? {
-        Forwarded {
-            outcome: Outcome::Placed { order, terms },
-            replayed,
-        } => {
-            let answer = OrderChanged {
-                order: OrderWithLines::new(order, &terms),
-                replayed,
-            };
-            Ok((StatusCode::CREATED, Json(answer)).into_response())
-        }
-        other => Err(unexpected(other)),
-    }
+    placed(submit(&gateway, client, command).await?)
 }
 
 /// Cancel order `id` with `token` within `within` (`None`, `None`: an admin, no window).
@@ -385,7 +394,7 @@ async fn cancel(
         token,
         within_ms: within.map(|within| within.as_millis() as u64),
     };
-    let command = checked(gateway, key, op)?;
+    let command = Command { key, op };
     match submit(gateway, client, command).await? {
         Forwarded {
             outcome: Outcome::Cancelled { order, terms },
@@ -407,13 +416,15 @@ pub(super) async fn cancel_order(
     headers: HeaderMap,
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Answer {
-    let key = idempotency_key(&headers)?;
-    let id = record_id(&id, "an order")?;
-    let query = token_query(query)?;
-    let Some(token) = well_formed_token(&headers, &query) else {
-        return Err(ApiError::unknown_order(id));
-    };
-    let client = public_client(&gateway, source)?;
+    let (key, id, token, client) = owner_write(
+        &gateway,
+        source,
+        &headers,
+        &id,
+        query,
+        "an order",
+        ApiError::unknown_order,
+    )?;
     let window = Duration::from_millis(gateway.node.config.checkout.cancel_window_ms);
     cancel(&gateway, client, key, id, Some(token), Some(window)).await
 }
@@ -443,12 +454,12 @@ pub(super) async fn set_limit(
         product: id,
         limit_per_customer: request.limit_per_customer,
     };
-    let command = checked(&gateway, key, op)?;
+    let command = Command { key, op };
     match submit(&gateway, Client::OPERATOR, command).await? {
         Forwarded {
-            outcome: Outcome::ProductTermsSet { product, terms, .. },
+            outcome: Outcome::ProductWithTerms { product, terms, .. },
             replayed,
-        } => Ok(Json(ProductDetailsChanged {
+        } => Ok(Json(ProductChanged {
             product: ProductDetails::new(product, terms),
             replayed,
         })

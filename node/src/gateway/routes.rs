@@ -29,11 +29,11 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::{middleware, Json, Router};
 use flashstock_api::{
     bulk_item_key, validate_command, validate_product_id, BulkItem, BulkItemResult, BulkRequest,
-    BulkResponse, BulkStatus, Command, CreateProductWithLimitRequest, ErrorBody, ErrorCode, Op,
-    Order, OrderId, OrderSummary, OrderSummaryView, Outcome, ProductChanged, ProductDetails,
-    ProductDetailsChanged, ProductDetailsList, ProductDetailsView, PurchaseRequest,
-    PurchaseResponse, Rejection, RestockRequest, APPLIED_INDEX_HEADER, BULK_KEY_LEN_MAX,
-    IDEMPOTENCY_KEY_HEADER, STALENESS_HEADER, STALENESS_UNKNOWN,
+    BulkResponse, BulkStatus, Command, CreateProductRequest, ErrorBody, ErrorCode, Op, Order,
+    OrderDetails, OrderId, OrderView, Outcome, ProductChanged, ProductDetails, ProductList,
+    ProductView, PurchaseRequest, PurchaseResponse, Rejection, RestockRequest,
+    APPLIED_INDEX_HEADER, BULK_KEY_LEN_MAX, IDEMPOTENCY_KEY_HEADER, STALENESS_HEADER,
+    STALENESS_UNKNOWN,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -269,7 +269,7 @@ async fn list_products(
         products.last().map(|p| p.id.clone())
     });
     let next_after = next_after.flatten();
-    let list = ProductDetailsList {
+    let list = ProductList {
         applied_index,
         products,
         next_after,
@@ -303,7 +303,7 @@ async fn get_product(
     match reader.product_record(&id).map_err(ApiError::storage)? {
         Some(record) => Ok(fresh(
             applied_index,
-            ProductDetailsView {
+            ProductView {
                 applied_index,
                 product: ProductDetails::new(record.product, record.terms),
             },
@@ -450,7 +450,7 @@ async fn create_product(
     State(gateway): State<AppState>,
     _: Admin,
     headers: HeaderMap,
-    JsonBody(request): JsonBody<CreateProductWithLimitRequest>,
+    JsonBody(request): JsonBody<CreateProductRequest>,
 ) -> Answer {
     let key = idempotency_key(&headers)?;
     let op = match request.limit_per_customer {
@@ -468,12 +468,6 @@ async fn create_product(
             limit_per_customer,
         },
     };
-    validate_command(&Command {
-        key: key.clone(),
-        op: op.clone(),
-    })
-    .map_err(invalid)?;
-    checkout::require_cluster_version(&gateway, &op)?;
     let command = Command { key, op };
     let (product, replayed) = match submit(&gateway, Client::OPERATOR, command).await? {
         Forwarded {
@@ -481,14 +475,14 @@ async fn create_product(
             replayed,
         } => (ProductDetails::from(product), replayed),
         Forwarded {
-            outcome: Outcome::ProductTermsSet { product, terms, .. },
+            outcome: Outcome::ProductWithTerms { product, terms, .. },
             replayed,
         } => (ProductDetails::new(product, terms), replayed),
         other => return Err(unexpected(other)),
     };
     Ok((
         StatusCode::CREATED,
-        Json(ProductDetailsChanged { product, replayed }),
+        Json(ProductChanged { product, replayed }),
     )
         .into_response())
 }
@@ -512,19 +506,33 @@ async fn restock(
         Forwarded {
             outcome: Outcome::Restocked(product),
             replayed,
-        } => Ok(Json(ProductChanged { product, replayed }).into_response()),
+        } => Ok(Json(ProductChanged {
+            product: product.into(),
+            replayed,
+        })
+        .into_response()),
+        Forwarded {
+            outcome: Outcome::ProductWithTerms { product, terms, .. },
+            replayed,
+        } => Ok(Json(ProductChanged {
+            product: ProductDetails::new(product, terms),
+            replayed,
+        })
+        .into_response()),
         other => Err(unexpected(other)),
     }
 }
 
-/// Validate a command at the edge, forward it, and turn rejections and failures into errors.
-/// The state machine validates again; this only answers bad input without a round trip.
+/// Validate a command at the edge (400), check that the cluster runs the version its kind needs
+/// (503 while mid-upgrade), forward it, and turn rejections and failures into errors. The state
+/// machine validates again; this only answers bad input without a round trip.
 pub(super) async fn submit(
     gateway: &Gateway,
     client: Client,
     command: Command,
 ) -> Result<Forwarded, ApiError> {
     validate_command(&command).map_err(invalid)?;
+    checkout::require_cluster_version(gateway, &command.op)?;
     match gateway.forwarder.submit(client, command).await {
         Ok(Forwarded {
             outcome: Outcome::Rejected(rejection),
@@ -664,7 +672,9 @@ async fn bulk(
     for (result, forwarded) in results.iter_mut().zip(outcomes) {
         result.replayed = forwarded.replayed;
         match forwarded.outcome {
-            Outcome::ProductCreated(_) | Outcome::Restocked(_) => {}
+            Outcome::ProductCreated(_)
+            | Outcome::Restocked(_)
+            | Outcome::ProductWithTerms { created: false, .. } => {}
             Outcome::Rejected(rejection) => {
                 result.status = BulkStatus::Rejected;
                 result.error = Some(ErrorBody {
@@ -759,9 +769,9 @@ async fn get_order(
     {
         Some(record) if holds_order_token(&record.order, given) => Ok(fresh(
             applied_index,
-            OrderSummaryView {
+            OrderView {
                 applied_index,
-                order: OrderSummary::new(record.order, &record.terms),
+                order: OrderDetails::new(record.order, &record.terms),
             },
         )),
         _ => Err(ApiError::unknown_order(id)),

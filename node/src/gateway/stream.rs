@@ -1,7 +1,7 @@
 //! `GET /v1/stream[?product=ID]`: stock changes as server-sent events.
 //!
-//! Each `stock` event carries a [`StockDetailsEvent`] as JSON (the fields of
-//! [`flashstock_api::StockEvent`], with `held` and `limit_per_customer`), in log order. A stream for one product
+//! Each `stock` event carries a [`StockEvent`] as JSON (available, held and sold, the limit per
+//! customer), in log order. A stream for one product
 //! starts with that product's current state. A subscriber too slow to keep up gets a `lagged`
 //! event with the number of changes it missed, then the stream goes on; a client should reload
 //! the products it shows.
@@ -22,7 +22,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use flashstock_api::{validate_product_id, ErrorCode, Product, ProductTerms, StockDetailsEvent};
+use flashstock_api::{validate_product_id, ErrorCode, Product, ProductTerms, StockEvent};
 use futures::{stream, Stream, StreamExt};
 use raft_store::ProductChange;
 use serde::Deserialize;
@@ -82,10 +82,9 @@ pub struct StreamQuery {
     product: Option<String>,
 }
 
-/// A `stock` event: [`flashstock_api::StockEvent`]'s fields, with what is held and the limit
-/// per customer ([`StockDetailsEvent`]).
+/// A `stock` event: a product's [`StockEvent`] as of `log_index`.
 fn stock_event(product: &Product, terms: &ProductTerms, log_index: u64) -> Event {
-    let event = StockDetailsEvent::new(product, terms, log_index);
+    let event = StockEvent::new(product, terms, log_index);
     Event::default()
         .event("stock")
         .json_data(event)

@@ -137,6 +137,7 @@ pub fn product(id: &str, stock: u64) -> CreateProductRequest {
         name: format!("Product {id}"),
         price_cents: 2500,
         stock,
+        limit_per_customer: None,
     }
 }
 

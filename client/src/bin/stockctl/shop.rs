@@ -8,8 +8,8 @@
 use std::future::Future;
 
 use flashstock_api::{
-    CreateProductRequest, CreateProductWithLimitRequest, ErrorCode, HoldDetails, Order,
-    OrderWithLines, Product, ProductDetails, ProductList,
+    CreateProductRequest, ErrorCode, HoldDetails, Order, OrderWithLines, ProductDetails,
+    ProductList,
 };
 use flashstock_client::{new_key, ShopClient, ShopError};
 
@@ -38,34 +38,14 @@ pub async fn product(ctx: &Context, command: ProductCommand) -> Result<(), CliEr
             name,
             price_cents,
             stock,
-            limit_per_customer: Some(limit),
-        } => {
-            let request = CreateProductWithLimitRequest {
-                id: id.clone(),
-                name,
-                price_cents,
-                stock,
-                limit_per_customer: Some(limit),
-            };
-            let key = new_key();
-            let hint = format!("check with `stockctl product show {id}`");
-            let create = client.create_product_with_limit_with_key(&key, &request);
-            let changed = write(ctx, create, &hint).await?;
-            emit(ctx.output, &changed, || details_table([&changed.product]));
-            Ok(())
-        }
-        ProductCommand::Create {
-            id,
-            name,
-            price_cents,
-            stock,
-            limit_per_customer: None,
+            limit_per_customer,
         } => {
             let request = CreateProductRequest {
                 id: id.clone(),
                 name,
                 price_cents,
                 stock,
+                limit_per_customer,
             };
             let hint = format!("check with `stockctl product show {id}`");
             let changed = write(ctx, client.create_product(&request), &hint).await?;
@@ -83,7 +63,7 @@ pub async fn product(ctx: &Context, command: ProductCommand) -> Result<(), CliEr
             let hint =
                 format!("retry with the same key: stockctl product limit {id} {shown} --key {key}");
             let changed = write(ctx, client.set_limit_with_key(&key, &id, limit), &hint).await?;
-            emit(ctx.output, &changed, || details_table([&changed.product]));
+            emit(ctx.output, &changed, || product_table([&changed.product]));
             Ok(())
         }
         ProductCommand::Restock { id, quantity } => {
@@ -253,32 +233,8 @@ async fn write<T>(
     }
 }
 
-fn product_table<'a>(products: impl IntoIterator<Item = &'a Product>) -> Table {
-    let mut table = Table::new(&[
-        "ID",
-        "NAME",
-        "PRICE",
-        "STOCK",
-        "SOLD",
-        "INITIAL",
-        "RESTOCKED",
-    ]);
-    for p in products {
-        table.push(vec![
-            p.id.clone(),
-            p.name.clone(),
-            cents(p.price_cents),
-            p.stock.to_string(),
-            p.sold.to_string(),
-            p.initial_stock.to_string(),
-            p.restocked.to_string(),
-        ]);
-    }
-    table
-}
-
 /// Products with what is held and their limit per customer.
-fn details_table<'a>(products: impl IntoIterator<Item = &'a ProductDetails>) -> Table {
+fn product_table<'a>(products: impl IntoIterator<Item = &'a ProductDetails>) -> Table {
     let mut table = Table::new(&[
         "ID",
         "NAME",
@@ -391,8 +347,9 @@ fn order_table(order: &Order, replayed: bool) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flashstock_api::Product;
 
-    fn product(id: &str) -> Product {
+    fn product(id: &str) -> ProductDetails {
         Product {
             id: id.into(),
             name: format!("{id} name"),
@@ -402,6 +359,7 @@ mod tests {
             restocked: 0,
             sold: 2,
         }
+        .into()
     }
 
     #[test]
@@ -427,7 +385,7 @@ mod tests {
         let text = product_table([&product("tee")]).render();
         assert_eq!(
             text.lines().nth(1).unwrap(),
-            "tee  tee name  2.50   3      2     5        0"
+            "tee  tee name  2.50   3      0     2     5        0          -"
         );
     }
 }
