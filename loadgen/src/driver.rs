@@ -10,8 +10,8 @@
 //!   time, or as soon as one is free. Latency runs from the **intended** send time, so time spent
 //!   waiting for a free connection, or behind a stalled server, counts (no coordinated omission).
 //!
-//! In every mode, connections are opened before the measured phase starts. A purchase carries a
-//! unique `Idempotency-Key`; after `504 outcome_unknown` or a transport failure it is sent again
+//! In every mode, connections are opened before the measured phase starts. A write (a purchase,
+//! a hold and its confirmation or release, a cart) carries a unique `Idempotency-Key`; after `504 outcome_unknown` or a transport failure it is sent again
 //! with the same key, at most [`RunConfig::purchase_attempts`] times, and classified by its final
 //! answer.
 
@@ -20,12 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use flashstock_api::{ErrorBody, ProductView, PurchaseRequest, PurchaseResponse};
+use flashstock_api::{
+    CartRequest, ErrorBody, HoldResponse, Line, OrderChanged, ProductView, PurchaseRequest,
+    PurchaseResponse, ORDER_TOKEN_HEADER,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::{mpsc, Barrier};
 
-use crate::http::{Answer, Connection, Target, TransportError};
+use crate::http::{Answer, Connection, Target};
 use crate::record::{Kind, Live, Recorder};
 use crate::workload::{Op, Rng, Workload};
 
@@ -165,6 +168,8 @@ impl Client {
                 Ended::Done
             }
             Op::Purchase { product, quantity } => self.purchase(product, quantity, since).await,
+            Op::HoldThenPay { product, pay } => self.hold_then_pay(product, pay, since).await,
+            Op::Cart { products } => self.cart(&products[..], since).await,
         }
     }
 
@@ -202,9 +207,80 @@ impl Client {
         self.live.answered(error);
     }
 
-    async fn purchase(&mut self, product: usize, quantity: u32, since: Instant) -> Ended {
+    /// Send one write with `key` until its answer is definite: after `504 outcome_unknown` or a
+    /// transport failure the same key is sent again, at most `attempts` times in all.
+    async fn write(&mut self, path: &str, key: &str, body: Bytes, token: Option<&str>) -> Written {
+        let mut headers = vec![("idempotency-key", key)];
+        if let Some(token) = token {
+            headers.push((ORDER_TOKEN_HEADER, token));
+        }
+        let mut backoff = RETRY_BACKOFF;
+        for attempt in 1..=self.attempts {
+            let unknown = match self
+                .connection
+                .post_json(path, &headers, body.clone())
+                .await
+            {
+                Ok(answer) if answer.status == 504 => (504, error_code(&answer)),
+                Ok(answer) => return Written::Answered(answer),
+                Err(e) => (0, format!("transport:{}", e.label())),
+            };
+            if attempt == self.attempts {
+                return Written::Unknown(unknown.0, unknown.1);
+            }
+            // Outcome unknown: the same key again tells what happened, and never applies twice.
+            self.recorder.retries += 1;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        }
+        unreachable!("at least one attempt")
+    }
+
+    /// A purchase whose outcome stayed unknown: `items` may or may not have been sold.
+    fn unknown(
+        &mut self,
+        request: &'static str,
+        status: u16,
+        code: &str,
+        items: &[usize],
+        since: Instant,
+    ) {
+        self.recorder.latency(Kind::PurchaseFailed, since.elapsed());
+        for product in items {
+            self.recorder.unknown(*product, 1);
+        }
+        self.recorder.answer(request, status, code, true);
+        self.live.answered(true);
+    }
+
+    /// A definite refusal of a purchase (a plain one, a hold or a cart): sold out is expected
+    /// once a sale sells out, anything else is an error of the run.
+    fn refused(&mut self, request: &'static str, answer: &Answer, since: Instant) -> Ended {
+        let code = error_code(answer);
+        let sold_out = answer.status == 409 && code == "insufficient_stock";
+        let error = !(sold_out && self.workload.sells_out());
+        let kind = if sold_out {
+            Kind::PurchaseSoldOut
+        } else {
+            Kind::PurchaseFailed
+        };
+        self.recorder.latency(kind, since.elapsed());
+        self.recorder.answer(request, answer.status, &code, error);
+        self.live.answered(error);
+        if sold_out {
+            Ended::SoldOut
+        } else {
+            Ended::Done
+        }
+    }
+
+    fn next_key(&mut self) -> String {
         self.purchases += 1;
-        let key = format!("{}-{}-{}", self.run_id, self.index, self.purchases);
+        format!("{}-{}-{}", self.run_id, self.index, self.purchases)
+    }
+
+    async fn purchase(&mut self, product: usize, quantity: u32, since: Instant) -> Ended {
+        let key = self.next_key();
         let path = format!(
             "/v1/products/{}/purchase",
             self.workload.catalog.id(product)
@@ -216,78 +292,157 @@ impl Client {
             })
             .expect("a purchase request serializes"),
         );
-        let mut backoff = RETRY_BACKOFF;
-        for attempt in 1..=self.attempts {
-            let sent = self
-                .connection
-                .post_json(&path, &[("idempotency-key", &key)], body.clone())
-                .await;
-            let unknown: Result<(u16, String), TransportError> = match sent {
-                Ok(answer) if answer.status == 200 => {
-                    let elapsed = since.elapsed();
-                    match serde_json::from_slice::<PurchaseResponse>(&answer.body) {
-                        Ok(bought) => {
-                            self.recorder.latency(Kind::PurchaseConfirmed, elapsed);
-                            self.recorder.confirmed(
-                                product,
-                                bought.order.quantity,
-                                bought.order.remaining,
-                            );
-                            self.recorder.answer("purchase", 200, "", false);
-                            self.last_confirmed = Some(Instant::now());
-                            self.live.answered(false);
-                        }
-                        Err(_) => {
-                            // Confirmed, but we cannot tell what: keep it as unknown for the check.
-                            self.recorder.latency(Kind::PurchaseFailed, elapsed);
-                            self.recorder.unknown(product, quantity);
-                            self.recorder.answer("purchase", 200, "unparsed", true);
-                            self.live.answered(true);
-                        }
+        match self.write(&path, &key, body, None).await {
+            Written::Answered(answer) if answer.status == 200 => {
+                let elapsed = since.elapsed();
+                match serde_json::from_slice::<PurchaseResponse>(&answer.body) {
+                    Ok(bought) => {
+                        self.recorder.latency(Kind::PurchaseConfirmed, elapsed);
+                        self.recorder.confirmed(
+                            product,
+                            bought.order.quantity,
+                            bought.order.remaining,
+                        );
+                        self.recorder.answer("purchase", 200, "", false);
+                        self.last_confirmed = Some(Instant::now());
+                        self.live.answered(false);
                     }
-                    return Ended::Done;
+                    // Confirmed, but we cannot tell what: keep it as unknown for the check.
+                    Err(_) => self.unknown("purchase", 200, "unparsed", &[product], since),
                 }
-                Ok(answer) if answer.status == 504 => Ok((504, error_code(&answer))),
-                Ok(answer) => {
-                    let elapsed = since.elapsed();
-                    let code = error_code(&answer);
-                    let sold_out = answer.status == 409 && code == "insufficient_stock";
-                    let error = !(sold_out && self.workload.sells_out());
-                    let kind = if sold_out {
-                        Kind::PurchaseSoldOut
-                    } else {
-                        Kind::PurchaseFailed
-                    };
-                    self.recorder.latency(kind, elapsed);
-                    self.recorder
-                        .answer("purchase", answer.status, &code, error);
-                    self.live.answered(error);
-                    return if sold_out {
-                        Ended::SoldOut
-                    } else {
-                        Ended::Done
-                    };
-                }
-                Err(e) => Err(e),
-            };
-            if attempt < self.attempts {
-                // Outcome unknown: the same key again tells what happened, and never buys twice.
-                self.recorder.retries += 1;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-                continue;
+                Ended::Done
             }
-            let (status, code) = match unknown {
-                Ok((status, code)) => (status, code),
-                Err(e) => (0, format!("transport:{}", e.label())),
-            };
-            self.recorder.latency(Kind::PurchaseFailed, since.elapsed());
-            self.recorder.unknown(product, quantity);
-            self.recorder.answer("purchase", status, &code, true);
-            self.live.answered(true);
+            Written::Answered(answer) => self.refused("purchase", &answer, since),
+            Written::Unknown(status, code) => {
+                self.unknown("purchase", status, &code, &[product], since);
+                Ended::Done
+            }
+        }
+    }
+
+    /// Hold one item, then pay (confirm) or not (release), as a checkout with a payment step
+    /// does. Latency runs from the hold to the second answer; only a confirmed hold sold.
+    async fn hold_then_pay(&mut self, product: usize, pay: bool, since: Instant) -> Ended {
+        let key = self.next_key();
+        let id = self.workload.catalog.id(product);
+        let body = Bytes::from(
+            serde_json::to_vec(&CartRequest {
+                lines: vec![Line {
+                    product: id,
+                    quantity: 1,
+                }],
+                customer: None,
+            })
+            .expect("a hold request serializes"),
+        );
+        let held = match self.write("/v1/holds", &key, body, None).await {
+            Written::Answered(answer) if answer.is_success() => {
+                match serde_json::from_slice::<HoldResponse>(&answer.body) {
+                    Ok(held) => held,
+                    Err(_) => {
+                        // Held, but we cannot tell which hold: it expires by itself.
+                        self.unknown("hold", answer.status, "unparsed", &[], since);
+                        return Ended::Done;
+                    }
+                }
+            }
+            Written::Answered(answer) => return self.refused("hold", &answer, since),
+            Written::Unknown(status, code) => {
+                // Held or not, nothing was sold: an unconfirmed hold expires.
+                self.unknown("hold", status, &code, &[], since);
+                return Ended::Done;
+            }
+        };
+        let (action, request) = if pay {
+            ("confirm", "confirm")
+        } else {
+            ("release", "release")
+        };
+        let path = format!("/v1/holds/{}/{action}", held.hold.id.0);
+        let key = self.next_key();
+        let sold: &[usize] = if pay { &[product] } else { &[] };
+        match self
+            .write(&path, &key, Bytes::new(), Some(&held.token))
+            .await
+        {
+            Written::Answered(answer) if answer.is_success() => {
+                self.recorder.latency(
+                    if pay {
+                        Kind::PurchaseConfirmed
+                    } else {
+                        Kind::HoldReleased
+                    },
+                    since.elapsed(),
+                );
+                if pay {
+                    // A confirmation's `remaining` is what was available when it was confirmed,
+                    // which releases raise again: only the count is checked.
+                    self.recorder.confirmed_count(product, 1);
+                    self.last_confirmed = Some(Instant::now());
+                }
+                self.recorder.answer(request, answer.status, "", false);
+                self.live.answered(false);
+            }
+            Written::Answered(answer) => {
+                // A hold just placed is neither expired nor finished: any refusal is an error.
+                let code = error_code(&answer);
+                self.recorder.latency(Kind::PurchaseFailed, since.elapsed());
+                self.recorder.answer(request, answer.status, &code, true);
+                self.live.answered(true);
+            }
+            Written::Unknown(status, code) => self.unknown(request, status, &code, sold, since),
         }
         Ended::Done
     }
+
+    /// Buy a cart of distinct products at once: one order, every line or none.
+    async fn cart(&mut self, products: &[usize], since: Instant) -> Ended {
+        let key = self.next_key();
+        let lines = products
+            .iter()
+            .map(|p| Line {
+                product: self.workload.catalog.id(*p),
+                quantity: 1,
+            })
+            .collect();
+        let body = Bytes::from(
+            serde_json::to_vec(&CartRequest {
+                lines,
+                customer: None,
+            })
+            .expect("a cart serializes"),
+        );
+        match self.write("/v1/checkout", &key, body, None).await {
+            Written::Answered(answer) if answer.is_success() => {
+                match serde_json::from_slice::<OrderChanged>(&answer.body) {
+                    Ok(bought) if bought.order.lines.len() == products.len() => {
+                        self.recorder
+                            .latency(Kind::PurchaseConfirmed, since.elapsed());
+                        for (product, line) in products.iter().zip(&bought.order.lines) {
+                            self.recorder
+                                .confirmed(*product, line.quantity, line.remaining);
+                        }
+                        self.recorder.answer("cart", answer.status, "", false);
+                        self.last_confirmed = Some(Instant::now());
+                        self.live.answered(false);
+                    }
+                    _ => self.unknown("cart", answer.status, "unparsed", products, since),
+                }
+                Ended::Done
+            }
+            Written::Answered(answer) => self.refused("cart", &answer, since),
+            Written::Unknown(status, code) => {
+                self.unknown("cart", status, &code, products, since);
+                Ended::Done
+            }
+        }
+    }
+}
+
+/// How a write ended: a definite answer, or none after every attempt.
+enum Written {
+    Answered(Answer),
+    Unknown(u16, String),
 }
 
 /// A progress bar on stderr, redrawn from the live counters; none when stderr is not a terminal.

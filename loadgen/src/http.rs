@@ -93,6 +93,13 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+impl Answer {
+    /// `200 OK` or `201 Created` (a hold or a cart's order is created).
+    pub fn is_success(&self) -> bool {
+        matches!(self.status, 200 | 201)
+    }
+}
+
 /// One keep-alive HTTP/1.1 connection to one server.
 pub struct Connection {
     addr: SocketAddr,

@@ -30,14 +30,17 @@ pub enum Kind {
     PurchaseSoldOut,
     /// A purchase with any other final answer (an error, or an outcome still unknown).
     PurchaseFailed,
+    /// A hold then its release (the payment failed): nothing sold.
+    HoldReleased,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::View,
         Kind::PurchaseConfirmed,
         Kind::PurchaseSoldOut,
         Kind::PurchaseFailed,
+        Kind::HoldReleased,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Kind {
             Kind::PurchaseConfirmed => "purchase ok",
             Kind::PurchaseSoldOut => "sold out",
             Kind::PurchaseFailed => "purchase err",
+            Kind::HoldReleased => "hold released",
         }
     }
 }
@@ -137,6 +141,12 @@ impl Recorder {
         let ledger = self.ledger.entry(product).or_default();
         ledger.confirmed += u64::from(quantity);
         ledger.remaining.push(remaining);
+    }
+
+    /// Items confirmed by an answer whose `remaining` says nothing checkable (a hold's
+    /// confirmation: what was available then, which releases raise again).
+    pub fn confirmed_count(&mut self, product: usize, quantity: u32) {
+        self.ledger.entry(product).or_default().confirmed += u64::from(quantity);
     }
 
     pub fn unknown(&mut self, product: usize, quantity: u32) {

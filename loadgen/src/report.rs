@@ -115,8 +115,8 @@ impl RunReport {
                 status: *status,
                 code: code.clone(),
                 count: *count,
-                error: !(*status == 200 && code.is_empty()
-                    || *request == "purchase"
+                error: !(matches!(*status, 200 | 201) && code.is_empty()
+                    || matches!(*request, "purchase" | "hold")
                         && *status == 409
                         && code == "insufficient_stock"
                         && workload.sells_out()),

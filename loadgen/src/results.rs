@@ -106,6 +106,7 @@ impl BenchResults {
             self.flash_sale_target(),
             self.flash_sale_redis_target(),
             self.standard_mix_redis_row(),
+            self.checkout_cost_row(),
             self.light_load_target(),
             self.gateway_memory_target(),
             self.catalog_memory_target(),
@@ -320,6 +321,40 @@ impl BenchResults {
                 p99(redis, Kind::View),
                 p99(ours, Kind::PurchaseConfirmed),
                 p99(redis, Kind::PurchaseConfirmed)
+            ),
+            met: None,
+        })
+    }
+
+    /// What checkout costs beside a plain purchase in the same run: the flash sale through
+    /// holds (two entries per item, a hold and its confirmation or release) against the plain
+    /// flash sale, and three-line carts against single purchases over the same products.
+    fn checkout_cost_row(&self) -> Option<TargetResult> {
+        let sale = self.scenario("flash-sale")?;
+        let held = self.scenario("hold-sale")?;
+        let spread = self.scenario("spread")?;
+        let cart = self.scenario("cart")?;
+        let p99 = |r: &RunReport| p(r, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p99_ms);
+        let lines = crate::workload::CART_LINES as f64;
+        Some(TargetResult {
+            target: format!(
+                "checkout beside a plain purchase, {} buyers (for reading; no target)",
+                sale.config.connections
+            ),
+            measured: format!(
+                "hold sale {:.0} vs flash sale {:.0} items sold/s ({:.2} ×), p99 {:.0} vs {:.0}                  ms; {}-line carts {:.0} carts/s = {:.0} lines/s vs {:.0} single purchases/s                  ({:.2} ×), p99 {:.0} vs {:.0} ms",
+                held.confirmed_per_s,
+                sale.confirmed_per_s,
+                held.confirmed_per_s / sale.confirmed_per_s.max(1e-9),
+                p99(held),
+                p99(sale),
+                crate::workload::CART_LINES,
+                cart.confirmed_per_s,
+                cart.confirmed_per_s * lines,
+                spread.confirmed_per_s,
+                cart.confirmed_per_s * lines / spread.confirmed_per_s.max(1e-9),
+                p99(cart),
+                p99(spread)
             ),
             met: None,
         })

@@ -8,7 +8,11 @@
 //!   many products with stock that never runs out;
 //! - **flash sale**: every client buys one product with limited stock until it is sold out;
 //!   `409 insufficient_stock` after the sell-out is the expected answer, not an error;
-//! - **spread**: purchases only, uniform over 10 000 products.
+//! - **spread**: purchases only, uniform over 10 000 products;
+//! - **hold sale**: the flash sale bought through holds, as a checkout with a payment step
+//!   does: hold one item, then confirm it (80%: the payment went through) or release it (20%);
+//! - **cart**: carts of [`CART_LINES`] distinct products bought at once, uniform over the spread
+//!   workload's products.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,6 +22,10 @@ use serde::Serialize;
 pub const UNLIMITED_STOCK: u64 = 1_000_000_000;
 /// Products of the spread workload.
 pub const SPREAD_PRODUCTS: usize = 10_000;
+/// Lines of a cart in the cart workload.
+pub const CART_LINES: usize = 3;
+/// Share of holds confirmed in the hold sale, percent; the rest are released.
+pub const HOLD_PAY_PERCENT: u64 = 80;
 /// Products of the standard mix unless told otherwise.
 pub const STANDARD_PRODUCTS: usize = 1000;
 
@@ -27,6 +35,8 @@ pub enum WorkloadKind {
     Standard,
     FlashSale,
     Spread,
+    HoldSale,
+    Cart,
 }
 
 /// The products a run created: `{prefix}-{index:07}`, each with the same initial stock.
@@ -100,14 +110,47 @@ impl Workload {
         }
     }
 
-    /// Whether `409 insufficient_stock` is an expected answer (only once a flash sale sells out).
+    /// The flash sale of one product with `stock` items, bought through holds.
+    pub fn hold_sale(stock: u64) -> Workload {
+        Workload {
+            kind: WorkloadKind::HoldSale,
+            catalog: Catalog::fresh("hold", 1, stock),
+            view_percent: 0,
+        }
+    }
+
+    /// Carts of [`CART_LINES`] lines over `products` products.
+    pub fn cart(products: usize) -> Workload {
+        Workload {
+            kind: WorkloadKind::Cart,
+            catalog: Catalog::fresh("cart", products.max(CART_LINES), UNLIMITED_STOCK),
+            view_percent: 0,
+        }
+    }
+
+    /// Whether `409 insufficient_stock` is an expected answer (only once a sale sells out).
     pub fn sells_out(&self) -> bool {
-        self.kind == WorkloadKind::FlashSale
+        matches!(self.kind, WorkloadKind::FlashSale | WorkloadKind::HoldSale)
     }
 
     /// Draw the next operation.
     pub fn next_op(&self, rng: &mut Rng) -> Op {
-        let product = rng.below(self.catalog.products as u64) as usize;
+        let count = self.catalog.products as u64;
+        let product = rng.below(count) as usize;
+        match self.kind {
+            WorkloadKind::HoldSale => {
+                let pay = rng.below(100) < HOLD_PAY_PERCENT;
+                return Op::HoldThenPay { product, pay };
+            }
+            WorkloadKind::Cart => {
+                // Distinct products: the next ones after a random first, wrapping around.
+                let step = 1 + rng.below(count / CART_LINES as u64) as usize;
+                let products =
+                    std::array::from_fn(|line| (product + line * step) % self.catalog.products);
+                return Op::Cart { products };
+            }
+            _ => {}
+        }
         if rng.below(100) < u64::from(self.view_percent) {
             Op::View { product }
         } else {
@@ -122,8 +165,22 @@ impl Workload {
 /// One operation of a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    View { product: usize },
-    Purchase { product: usize, quantity: u32 },
+    View {
+        product: usize,
+    },
+    Purchase {
+        product: usize,
+        quantity: u32,
+    },
+    /// Hold one item, then confirm it (`pay`) or release it.
+    HoldThenPay {
+        product: usize,
+        pay: bool,
+    },
+    /// Buy one of each product at once.
+    Cart {
+        products: [usize; CART_LINES],
+    },
 }
 
 /// A small deterministic PRNG (splitmix64): each client draws its own sequence.
@@ -159,6 +216,23 @@ mod tests {
         assert_eq!(catalog.index_of(&catalog.id(7)), Some(7));
         assert!(catalog.id(9) < catalog.id(10));
         assert_eq!(catalog.index_of("other-0000001"), None);
+    }
+
+    #[test]
+    fn carts_hold_distinct_products_of_the_catalog() {
+        for products in [3, 4, 10, 10_000] {
+            let workload = Workload::cart(products);
+            let mut rng = Rng::new(7);
+            for _ in 0..1000 {
+                let Op::Cart { products: lines } = workload.next_op(&mut rng) else {
+                    panic!("a cart workload draws carts");
+                };
+                assert!(lines.iter().all(|p| *p < products), "{lines:?}");
+                let mut sorted = lines;
+                sorted.sort_unstable();
+                assert!(sorted.windows(2).all(|w| w[0] != w[1]), "{lines:?}");
+            }
+        }
     }
 
     #[test]

@@ -32,8 +32,8 @@ pub fn run_config(mode: Mode, connections: usize, seconds: f64, progress: bool) 
 }
 
 /// Every main scenario, in the order they run: views against bare axum then flashstock, the
-/// standard mix (closed, burst, open loop), the flash sale, the spread workload and light-load
-/// purchases against flashstock, then the last three against PostgreSQL when it runs, then the
+/// standard mix (closed, burst, open loop), the flash sale, the spread workload, light-load
+/// purchases, the flash sale through holds and three-line carts against flashstock, then the last three against PostgreSQL when it runs, then the
 /// standard mix (closed loop) and the last three against Redis when it runs.
 pub fn main_scenarios(
     s: &Settings,
@@ -54,6 +54,7 @@ pub fn main_scenarios(
         FloorProbe::BeforeLightLoad,
         progress,
     ));
+    plan.extend(checkout_scenarios(s, shop, progress));
     if let Some(pg) = &postgres {
         plan.extend(purchase_scenarios(
             s,
@@ -155,6 +156,25 @@ fn view_and_mix_scenarios(
             ),
             check,
         ),
+    ]
+}
+
+/// Checkout against flashstock, beside its flash sale and spread workload of the same run: the
+/// flash sale bought through holds (hold, then confirm 80% or release 20%), and carts of three
+/// lines over the spread workload's products.
+fn checkout_scenarios(s: &Settings, shop: &Target, progress: bool) -> [Scenario; 2] {
+    let scenario = |name, workload| Scenario {
+        name,
+        label: "flashstock",
+        target: shop.clone(),
+        workload,
+        config: run_config(Mode::Closed, s.flash_buyers, s.seconds, progress),
+        phases: Phases::SetupAndCheck,
+        probe_floor_first: false,
+    };
+    [
+        scenario("hold-sale", Workload::hold_sale(s.flash_stock)),
+        scenario("cart", Workload::cart(SPREAD_PRODUCTS)),
     ]
 }
 

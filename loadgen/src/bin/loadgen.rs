@@ -128,6 +128,8 @@ async fn run(args: Args) -> Result<bool, String> {
         ),
         WorkloadKind::FlashSale => Workload::flash_sale(args.stock),
         WorkloadKind::Spread => Workload::spread(args.products.unwrap_or(SPREAD_PRODUCTS)),
+        WorkloadKind::HoldSale => Workload::hold_sale(args.stock),
+        WorkloadKind::Cart => Workload::cart(args.products.unwrap_or(SPREAD_PRODUCTS)),
     };
     let mode = match args.mode {
         ModeArg::Closed => Mode::Closed,
