@@ -33,7 +33,7 @@ use axum::Json;
 use flashstock_api::{
     validate_order_token, CartRequest, Command, ErrorCode, HoldDetails, HoldId, HoldReleased,
     HoldResponse, HoldView, Line, Op, OrderChanged, OrderId, OrderWithLines, Outcome,
-    ProductChanged, ProductDetails, SetLimitRequest, CLUSTER_VERSION_BASE,
+    SetLimitRequest, CLUSTER_VERSION_BASE,
 };
 
 use super::admission::Source;
@@ -455,15 +455,6 @@ pub(super) async fn set_limit(
         limit_per_customer: request.limit_per_customer,
     };
     let command = Command { key, op };
-    match submit(&gateway, Client::OPERATOR, command).await? {
-        Forwarded {
-            outcome: Outcome::ProductWithTerms { product, terms, .. },
-            replayed,
-        } => Ok(Json(ProductChanged {
-            product: ProductDetails::new(product, terms),
-            replayed,
-        })
-        .into_response()),
-        other => Err(unexpected(other)),
-    }
+    // A limit always leaves the product with terms, so this answers ProductWithTerms.
+    super::routes::product_changed(submit(&gateway, Client::OPERATOR, command).await?)
 }

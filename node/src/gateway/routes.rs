@@ -502,25 +502,18 @@ async fn restock(
             quantity: request.quantity,
         },
     };
-    match submit(&gateway, Client::OPERATOR, command).await? {
-        Forwarded {
-            outcome: Outcome::Restocked(product),
-            replayed,
-        } => Ok(Json(ProductChanged {
-            product: product.into(),
-            replayed,
-        })
-        .into_response()),
-        Forwarded {
-            outcome: Outcome::ProductWithTerms { product, terms, .. },
-            replayed,
-        } => Ok(Json(ProductChanged {
-            product: ProductDetails::new(product, terms),
-            replayed,
-        })
-        .into_response()),
-        other => Err(unexpected(other)),
-    }
+    product_changed(submit(&gateway, Client::OPERATOR, command).await?)
+}
+
+/// The answer to a write that changed one product: a restock (terms or none) or a limit.
+pub(super) fn product_changed(forwarded: Forwarded) -> Answer {
+    let Forwarded { outcome, replayed } = forwarded;
+    let product = match outcome {
+        Outcome::Restocked(product) => product.into(),
+        Outcome::ProductWithTerms { product, terms, .. } => ProductDetails::new(product, terms),
+        outcome => return Err(unexpected(Forwarded { outcome, replayed })),
+    };
+    Ok(Json(ProductChanged { product, replayed }).into_response())
 }
 
 /// Validate a command at the edge (400), check that the cluster runs the version its kind needs
