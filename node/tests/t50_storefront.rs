@@ -10,107 +10,16 @@
 #[path = "common/browser.rs"]
 mod browser;
 mod common;
-
-use std::path::PathBuf;
+#[path = "common/storefront.rs"]
+mod storefront;
 
 use browser::{Browser, ChromeDriver};
 use common::*;
-use flashstock_api::CreateProductRequest;
-use flashstock_client::ShopClient;
 use flashstock_deploy::local::LocalCluster;
 use serde_json::json;
-
-/// Where the tests leave their screenshots.
-fn screenshot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("screenshots")
-        .join(name)
-}
-
-async fn save_screenshot(browser: &Browser, name: &str) {
-    let path = screenshot_path(name);
-    browser.screenshot(&path).await;
-    println!("screenshot: {}", path.display());
-}
-
-/// Six nodes with these products (`id`, name, price in cents, stock), known to every gateway.
-async fn shop(products: &[(&str, &str, u64, u64)]) -> LocalCluster {
-    shop_with(|_| {}, products).await
-}
-
-/// [`shop`], with `tweak` applied to every node's config.
-async fn shop_with(
-    tweak: impl Fn(&mut cluster_config::Config),
-    products: &[(&str, &str, u64, u64)],
-) -> LocalCluster {
-    let cluster = six_nodes(tweak).await;
-    let shop = cluster.shop_client();
-    for (id, name, price_cents, stock) in products {
-        let request = CreateProductRequest {
-            id: (*id).into(),
-            name: (*name).into(),
-            price_cents: *price_cents,
-            stock: *stock,
-            limit_per_customer: None,
-        };
-        shop.create_product(&request)
-            .await
-            .expect("create a product");
-    }
-    // Pages are served from each gateway's replica: wait until every one has the products.
-    for gateway in cluster.gateway_ids() {
-        let client = ShopClient::new(vec![cluster.public_url(gateway)]);
-        for (id, ..) in products {
-            let deadline = std::time::Instant::now() + ELECTION_WAIT;
-            while client.product(id).await.is_err() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{id} never reached {gateway}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
-    }
-    cluster
-}
-
-/// Open a product page and wait until its script is ready to buy (or shows it sold out).
-async fn open_product(browser: &Browser, base: &str, id: &str) {
-    browser.goto(&format!("{base}/products/{id}")).await;
-    browser
-        .wait_text("#buy", |label| label == "Buy now" || label == "Sold out")
-        .await;
-}
-
-/// Type a quantity and press buy.
-async fn buy(browser: &Browser, quantity: u32) {
-    browser.type_into("#quantity", &quantity.to_string()).await;
-    browser.click("#buy").await;
-}
-
-/// Wait until the purchase result is in `state`; its text.
-async fn result_in_state(browser: &Browser, state: &str) -> String {
-    browser
-        .wait_for(&format!("a purchase result {state:?}"), || async {
-            let now = browser.attribute("#result", "data-state").await;
-            if now.as_deref() == Some(state) {
-                browser.text("#result").await
-            } else {
-                None
-            }
-        })
-        .await
-}
-
-async fn is_disabled(browser: &Browser, css: &str) -> bool {
-    browser
-        .execute(
-            "return document.querySelector(arguments[0]).disabled;",
-            vec![json!(css)],
-        )
-        .await
-        == json!(true)
-}
+use storefront::*;
+// The page's buy button, not `common::buy` (a purchase through the internal API).
+use storefront::buy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn buying_on_a_product_page_confirms_with_the_order_number_and_lowers_the_stock() {
