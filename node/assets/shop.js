@@ -1,7 +1,7 @@
 // flashstock storefront: live stock on the catalog and product pages, and buying.
 //
-// Stock follows a gateway's event stream (GET /v1/stream, server-sent events named "stock").
-// Every figure carries the log index it is as fresh as; an older figure never overwrites a newer
+// Stock follows a gateway's event stream (GET /v1/stream, server-sent events named "stock"):
+// what is available and what is held in carts. Every figure carries the log index it is as fresh as; an older figure never overwrites a newer
 // one. After a "lagged" event or a reconnection the page reloads the figures it shows.
 //
 // Failover: <body data-gateways> lists every gateway's public origin (gateway.public_origins).
@@ -82,8 +82,11 @@
 
   // ---- stock figures ----
 
-  /** Show `stock` in `container` (an element with a .stock figure), as fresh as `index`. */
-  function showStock(container, stock, index) {
+  /**
+   * Show `stock` available and `held` in carts in `container` (an element with a .stock figure
+   * and maybe a .held one), as fresh as `index`. `held` undefined: unchanged.
+   */
+  function showStock(container, stock, held, index) {
     const known = Number(container.dataset.index || 0);
     if (index < known) return false;
     container.dataset.index = String(index);
@@ -92,6 +95,15 @@
     figure.textContent = String(stock);
     container.classList.toggle('sold-out', stock === 0);
     if (before !== figure.textContent) figure.dataset.changedAt = String(Date.now());
+    const heldFigure = container.querySelector('.held');
+    if (heldFigure && held !== undefined) {
+      const count = Number(held) || 0;
+      if (heldFigure.textContent !== String(count)) {
+        heldFigure.textContent = String(count);
+        heldFigure.dataset.changedAt = String(Date.now());
+      }
+      container.querySelector('.held-note').hidden = count === 0;
+    }
     return before !== figure.textContent;
   }
 
@@ -165,11 +177,11 @@
       card.dataset.index = list.dataset.index;
       cards.set(card.dataset.product, card);
     }
-    function update(id, stock, index) {
+    function update(id, stock, held, index) {
       const card = cards.get(id);
       if (!card) return;
       const wasSoldOut = card.classList.contains('sold-out');
-      showStock(card, stock, index);
+      showStock(card, stock, held, index);
       const isSoldOut = card.classList.contains('sold-out');
       // Announce only what changes a shopper's options, not every sale.
       if (isSoldOut !== wasSoldOut && news) {
@@ -183,9 +195,12 @@
       // On failure the stream's next reconnection calls again.
       const page = await read(`/v1/products?${params}`);
       if (!page) return;
-      for (const product of page.products) update(product.id, product.stock, page.applied_index);
+      for (const product of page.products) {
+        update(product.id, product.stock, product.held, page.applied_index);
+      }
     }
-    followStock('/v1/stream', (event) => update(event.product, event.stock, event.log_index), reload);
+    followStock('/v1/stream',
+      (event) => update(event.product, event.stock, event.held, event.log_index), reload);
   }
 
   // ---- product ----
@@ -233,6 +248,7 @@
     const quantity = document.getElementById('quantity');
     const button = document.getElementById('buy');
     const result = document.getElementById('result');
+    const limit = document.getElementById('limit');
     /** The purchase attempt in progress, or null. */
     let attempt = null;
 
@@ -253,9 +269,14 @@
       a.textContent = text;
       return a;
     }
-    function stock(value, index) {
-      showStock(article, value, index);
+    function stock(value, held, index) {
+      showStock(article, value, held, index);
       syncControls();
+    }
+    function showLimit(perCustomer) {
+      if (perCustomer === undefined || !limit) return;
+      limit.hidden = !perCustomer;
+      document.getElementById('limit-value').textContent = perCustomer ? String(perCustomer) : '';
     }
 
     /** The first gateway after `current.at` that this attempt has not asked yet, or null. */
@@ -294,7 +315,7 @@
       if (response && response.ok && body && body.order) {
         settle(at);
         const order = body.order;
-        stock(order.remaining, orderLogIndex(order.id));
+        stock(order.remaining, undefined, orderLogIndex(order.id));
         // The order page is private: its link carries the order's token. It is on the gateway
         // that confirmed, which has applied the order.
         const orderPath = `/orders/${order.id}?token=${encodeURIComponent(order.token || '')}`;
@@ -390,10 +411,14 @@
     async function reload() {
       // On failure the stream's next reconnection calls again.
       const view = await read(`/v1/products/${encodeURIComponent(id)}`);
-      if (view) stock(view.product.stock, view.applied_index);
+      if (!view) return;
+      stock(view.product.stock, view.product.held, view.applied_index);
+      showLimit(view.product.limit_per_customer || null);
     }
-    followStock(`/v1/stream?product=${encodeURIComponent(id)}`,
-      (event) => stock(event.stock, event.log_index), reload);
+    followStock(`/v1/stream?product=${encodeURIComponent(id)}`, (event) => {
+      stock(event.stock, event.held, event.log_index);
+      showLimit(event.limit_per_customer || null);
+    }, reload);
     syncControls();
   }
 

@@ -1,8 +1,9 @@
 //! The shop's web pages, served by every gateway from its own replica.
 //!
-//! - `/`: the catalog (name, price, stock, sold-out state), with stock kept live from the
-//!   gateway's event stream (`/v1/stream`).
-//! - `/products/{id}`: one product with a quantity field and a buy button. The page buys through
+//! - `/`: the catalog (name, price, what is available and what is held in carts, sold-out
+//!   state), kept live from the gateway's event stream (`/v1/stream`).
+//! - `/products/{id}`: one product with its available and held counts (live), its limit per
+//!   customer if it has one, a quantity field and a buy button. The page buys through
 //!   the public JSON API with an idempotency key made in the browser, one per purchase attempt,
 //!   and resolves an unknown outcome by retrying the same attempt with the same key.
 //! - `/orders/{id}?token=...`: one order, for whoever holds its token; the same friendly 404
@@ -37,8 +38,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use flashstock_api::{validate_product_id, Order, OrderId, Product};
+use flashstock_api::{validate_product_id, Order, OrderId};
 use maud::Markup;
+use raft_store::records::ProductRecord;
 use serde::Deserialize;
 
 use super::Gateway;
@@ -138,13 +140,15 @@ fn price(cents: u64) -> String {
     format!("${}.{:02}", cents / 100, cents % 100)
 }
 
-impl From<Product> for ProductCard {
-    fn from(product: Product) -> ProductCard {
+impl From<ProductRecord> for ProductCard {
+    fn from(ProductRecord { product, terms }: ProductRecord) -> ProductCard {
         ProductCard {
             price: price(product.price_cents),
             id: product.id,
             name: product.name,
             stock: product.stock,
+            held: terms.held,
+            limit_per_customer: terms.limit_per_customer,
         }
     }
 }
@@ -180,13 +184,13 @@ async fn catalog(
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
     // One more than shown tells whether another page follows.
-    let mut products = match reader.products(after.as_deref(), CATALOG_PAGE + 1) {
+    let mut products = match reader.product_records(after.as_deref(), CATALOG_PAGE + 1) {
         Ok(products) => products,
         Err(e) => return storage_failed(e),
     };
     let next_after = (products.len() > CATALOG_PAGE).then(|| {
         products.truncate(CATALOG_PAGE);
-        products.last().map(|p| p.id.clone())
+        products.last().map(|p| p.product.id.clone())
     });
     let cards: Vec<ProductCard> = products.into_iter().map(ProductCard::from).collect();
     let page = views::catalog(
@@ -213,7 +217,7 @@ async fn product(State(gateway): State<AppState>, Path(id): Path<String>) -> Res
     }
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
-    match reader.product(&id) {
+    match reader.product_record(&id) {
         Ok(Some(product)) => {
             let quantity_max = gateway.node.config.limits.purchase_quantity_max;
             let failover = gateway.storefront.failover();
@@ -342,23 +346,55 @@ mod tests {
         assert_eq!(price(5), "$0.05");
     }
 
-    #[test]
-    fn product_names_are_escaped() {
-        let card = ProductCard {
-            id: "x".into(),
-            name: "<script>alert(1)</script> & \"co\"".into(),
-            price: price(100),
-            stock: 3,
-        };
-        let failover = views::Failover {
+    fn failover() -> views::Failover<'static> {
+        views::Failover {
             origins: "",
             request_timeout_ms: 1,
             retry_horizon_ms: 1,
-        };
-        let body = views::product(&failover, &card, 1, 10).into_string();
+        }
+    }
+
+    fn card(name: &str, stock: u64, held: u64, limit: Option<u32>) -> ProductCard {
+        ProductCard {
+            id: "x".into(),
+            name: name.into(),
+            price: price(100),
+            stock,
+            held,
+            limit_per_customer: limit,
+        }
+    }
+
+    #[test]
+    fn product_names_are_escaped() {
+        let card = card("<script>alert(1)</script> & \"co\"", 3, 0, None);
+        let body = views::product(&failover(), &card, 1, 10).into_string();
         assert!(!body.contains("<script>alert"));
         // In text and in the data-name attribute alike.
         let escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;co&quot;";
         assert_eq!(body.matches(escaped).count(), 3, "{body}");
+    }
+
+    /// What is held shows only when some is; the limit only when there is one.
+    #[test]
+    fn product_pages_show_held_items_and_the_limit_when_there_are_some() {
+        let plain = views::product(&failover(), &card("Mug", 40, 0, None), 1, 10).into_string();
+        assert!(plain.contains(r#"id="held-note" hidden"#), "{plain}");
+        assert!(plain.contains(r#"id="limit" hidden"#), "{plain}");
+        let held = views::product(&failover(), &card("Mug", 40, 3, Some(2)), 1, 10).into_string();
+        assert!(
+            held.contains(
+                r#"<span class="held-note" id="held-note"> · <span class="num held" id="held">3</span> held in carts</span>"#
+            ),
+            "{held}"
+        );
+        assert!(
+            held.contains(r#"<p class="limit" id="limit">Limit: "#),
+            "{held}"
+        );
+        assert!(
+            held.contains(r#"id="limit-value">2</span> per customer"#),
+            "{held}"
+        );
     }
 }

@@ -13,7 +13,11 @@ pub struct ProductCard {
     pub id: String,
     pub name: String,
     pub price: String,
+    /// Available.
     pub stock: u64,
+    /// Held by holds not confirmed, released or expired yet.
+    pub held: u64,
+    pub limit_per_customer: Option<u32>,
 }
 
 /// An order as its page shows it.
@@ -82,12 +86,16 @@ fn layout_with(
     }
 }
 
-/// The stock figure and the sold-out label; the stylesheet shows one of them. The figure comes
-/// last, so that a change of its width moves nothing.
-fn availability(stock: u64, id: Option<&str>) -> Markup {
+/// The stock figures and the sold-out label; the stylesheet shows one of the first two. What
+/// is held in carts follows, only when some is (`hidden` otherwise). Each figure comes last in
+/// its phrase, so that a change of its width moves nothing before it.
+fn availability(stock: u64, held: u64, ids: bool) -> Markup {
     html! {
-        span.in-stock { "In stock: " span.num.stock id=[id] { (stock) } }
+        span.in-stock { "In stock: " span.num.stock id=[ids.then_some("stock")] { (stock) } }
         span.sold-out-label { "Sold out" }
+        span.held-note id=[ids.then_some("held-note")] hidden[held == 0] {
+            " · " span.num.held id=[ids.then_some("held")] { (held) } " held in carts"
+        }
     }
 }
 
@@ -101,7 +109,7 @@ pub fn catalog(
 ) -> Markup {
     let main = html! {
         h1 { "Products" }
-        p.hint { "Stock updates live as people buy." }
+        p.hint { "Stock updates live as people buy and hold items in their carts." }
         p #stock-news .visually-hidden role="status" aria-live="polite" {}
         @if products.is_empty() {
             p { "Nothing for sale yet." }
@@ -111,7 +119,9 @@ pub fn catalog(
                     li.card.sold-out[product.stock == 0] data-product=(product.id) {
                         h2 { a href={ "/products/" (product.id) } { (product.name) } }
                         p.price { (product.price) }
-                        p.availability { (availability(product.stock, None)) }
+                        p.availability {
+                            (availability(product.stock, product.held, false))
+                        }
                     }
                 }
             }
@@ -130,6 +140,7 @@ pub fn product(
     quantity_max: u32,
 ) -> Markup {
     let sold_out = product.stock == 0;
+    let limit = product.limit_per_customer;
     let main = html! {
         p.crumbs { a href="/" { "All products" } }
         article #product .product.sold-out[sold_out] data-product=(product.id)
@@ -137,7 +148,11 @@ pub fn product(
             h1 { (product.name) }
             p.price { (product.price) }
             p #availability .availability aria-live="polite" aria-atomic="true" {
-                (availability(product.stock, Some("stock")))
+                (availability(product.stock, product.held, true))
+            }
+            p #limit .limit hidden[limit.is_none()] {
+                "Limit: " span #limit-value .num { @if let Some(limit) = limit { (limit) } }
+                " per customer"
             }
             form #buy-form .buy {
                 label for="quantity" { "Quantity" }
