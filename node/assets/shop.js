@@ -1,8 +1,9 @@
 // flashstock storefront: live stock on the catalog and product pages, and buying.
 //
 // Stock follows a gateway's event stream (GET /v1/stream, server-sent events named "stock"):
-// what is available and what is held in carts. Every figure carries the log index it is as fresh as; an older figure never overwrites a newer
-// one. After a "lagged" event or a reconnection the page reloads the figures it shows.
+// what is available and what is held in carts. Every figure carries the log index it is as
+// fresh as; an older figure never overwrites a newer one. After a "lagged" event or a
+// reconnection the page reloads the figures it shows.
 //
 // Failover: <body data-gateways> lists every gateway's public origin (gateway.public_origins).
 // The page reads, streams and buys through one gateway, the one that served it first; when that
@@ -10,9 +11,9 @@
 // gateway.page_request_timeout_ms) it moves on to another. The other gateways grant this page's
 // origin CORS. With no list the page uses its own gateway only.
 //
-// Buying: one idempotency key per purchase attempt, made here, kept across gateways. An unknown
-// outcome (504 outcome_unknown, a 5xx that is not a definite refusal, or no answer) is resolved
-// by sending the same attempt again with the same key, to the next gateway, until a definite
+// Buying (write() below, the one routine for the page's writes): one idempotency key per
+// purchase attempt, made here, kept across gateways. An unknown outcome (504 outcome_unknown, a
+// 5xx that is not a definite refusal, or no answer) is resolved by sending the same attempt again with the same key, to the next gateway, until a definite
 // answer comes back: a retry never buys twice, whichever gateway it reaches. No answer at all
 // moves on to a gateway not yet asked at once; answers that say "unknown" are asked again after
 // a growing pause. 503 (overloaded, unavailable, not_ready) or 429 (rate_limited: too many
@@ -238,8 +239,115 @@
     return match ? Number(match[1]) : null;
   }
 
+  // ---- writes ----
+
   const RETRY_FIRST_MS = 300;
   const RETRY_MAX_MS = 5000;
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+  /**
+   * POST `payload` (JSON; undefined: no body) to `path` with a new idempotency key, again and
+   * again with the same key until the answer is definite (see the top of this file).
+   * `onChecking` is called each time the outcome turns out unknown. Resolves to
+   * - `{ kind: 'answer', at, status, body, code }`: a definite answer from gateway `at`, 2xx
+   *   or a refusal (4xx but 429);
+   * - `{ kind: 'not-applied', at, status, body, code, retryAfter }`: 503 from every gateway or
+   *   429, while no try could have been applied: nothing was;
+   * - `{ kind: 'lost' }`: no definite answer within the retry horizon.
+   */
+  async function write(path, payload, onChecking) {
+    const current = {
+      key: newKey(),
+      startedAt: Date.now(),
+      at: gateways.current, // the gateway the next try goes to
+      tried: new Set(), // gateways asked since the last pause
+      pauses: 0,
+      unknown: false, // whether some try may have been applied
+    };
+    /** The first gateway after `current.at` that this attempt has not asked yet, or null. */
+    function untried() {
+      for (let at = gateways.next(current.at); at !== current.at; at = gateways.next(at)) {
+        if (!current.tried.has(at)) return at;
+      }
+      return null;
+    }
+    for (;;) {
+      const at = current.at;
+      let response = null;
+      let answer = null;
+      try {
+        const init = {
+          method: 'POST',
+          headers: { 'idempotency-key': current.key },
+          signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+        };
+        if (payload !== undefined) {
+          init.headers['content-type'] = 'application/json';
+          init.body = JSON.stringify(payload);
+        }
+        response = await fetch(gateways.url(at, path), init);
+        answer = await readJson(response).catch(() => null);
+      } catch (_) {
+        response = null; // network error or timeout: the outcome is unknown
+      }
+      current.tried.add(at);
+      const status = response ? response.status : 0;
+      const code = answer && answer.code;
+      const retryAfter = response ? Number(response.headers.get('retry-after')) || 1 : 0;
+      // A success whose body was lost is known to be applied, not what it made: ask again.
+      const applied = response && response.ok && answer !== null;
+      if (applied || (response && status >= 400 && status < 500 && status !== 429)) {
+        gateways.answered(at);
+        return { kind: 'answer', at, status, body: answer, code };
+      }
+      if (status === 503 && !current.unknown) {
+        // Nothing was applied by any try so far: another gateway may take it.
+        const other = untried();
+        if (other !== null) {
+          current.at = other;
+          continue;
+        }
+        gateways.answered(at);
+        return { kind: 'not-applied', at, status, body: answer, code, retryAfter };
+      }
+      if (status === 429 && !current.unknown) {
+        gateways.answered(at);
+        return { kind: 'not-applied', at, status, body: answer, code, retryAfter };
+      }
+      // Unknown (no answer, 504, another 5xx, a 2xx without its body): keep the key and ask
+      // again until the answer is definite. Once an outcome was unknown, a 503 or a 429 only
+      // says that the retry was not applied, not an earlier try: keep asking then too, after
+      // the Retry-After a 429 asks for.
+      current.unknown = true;
+      if (!response) gateways.failed(at);
+      if (Date.now() - current.startedAt > RETRY_HORIZON_MS) return { kind: 'lost' };
+      onChecking();
+      const other = response ? null : untried();
+      let wait = 0;
+      if (other !== null) {
+        // No answer: ask a gateway not asked yet, at once.
+        current.at = other;
+      } else {
+        // Every gateway was asked, or this one answered "unknown": the next, after a pause.
+        current.tried.clear();
+        current.at = gateways.next(at);
+        current.pauses += 1;
+        const after = status === 429 ? 1000 * retryAfter : 0;
+        wait = Math.max(after, Math.min(RETRY_FIRST_MS * 2 ** (current.pauses - 1), RETRY_MAX_MS));
+      }
+      if (wait > 0) await sleep(wait);
+    }
+  }
+
+  /** What the page says when a write was definitely not applied (`what`: "bought", ...). */
+  function notApplied(result, what) {
+    if (result.status === 429) {
+      return `Too many requests from your connection right now. Nothing was ${what}; please try again in ${result.retryAfter} s.`;
+    }
+    return `The shop is too busy to take this right now. Nothing was ${what}; please try again.`;
+  }
+
+  // ---- product ----
 
   function productPage(article) {
     const id = article.dataset.product;
@@ -249,15 +357,14 @@
     const button = document.getElementById('buy');
     const result = document.getElementById('result');
     const limit = document.getElementById('limit');
-    /** The purchase attempt in progress, or null. */
-    let attempt = null;
+    /** Whether a purchase is in progress. */
+    let buying = false;
 
     function soldOut() { return article.classList.contains('sold-out'); }
     function syncControls() {
-      const busy = attempt !== null;
-      button.disabled = busy || soldOut();
-      quantity.disabled = busy || soldOut();
-      button.textContent = soldOut() ? 'Sold out' : busy ? 'Buying…' : 'Buy now';
+      button.disabled = buying || soldOut();
+      quantity.disabled = buying || soldOut();
+      button.textContent = soldOut() ? 'Sold out' : buying ? 'Buying…' : 'Buy now';
     }
     function say(state, ...parts) {
       result.dataset.state = state;
@@ -279,51 +386,31 @@
       document.getElementById('limit-value').textContent = perCustomer ? String(perCustomer) : '';
     }
 
-    /** The first gateway after `current.at` that this attempt has not asked yet, or null. */
-    function untried(current) {
-      for (let at = gateways.next(current.at); at !== current.at; at = gateways.next(at)) {
-        if (!current.tried.has(at)) return at;
+    async function purchase(count) {
+      const path = `/v1/products/${encodeURIComponent(id)}/purchase`;
+      const outcome = await write(path, { quantity: count }, () => {
+        say('checking', 'We could not confirm your order yet; checking…');
+      });
+      buying = false;
+      if (outcome.kind === 'lost') {
+        say('unknown', 'We could not learn whether your order went through. Please check your orders before you buy again.');
+        syncControls();
+        return;
       }
-      return null;
-    }
-
-    /** A definite answer came from gateway `at`: the attempt is over. */
-    function settle(at) {
-      attempt = null;
-      gateways.answered(at);
-      result.dataset.gateway = gateways.list[at];
-    }
-
-    async function send(current) {
-      const at = current.at;
-      let response = null;
-      let body = null;
-      try {
-        response = await fetch(gateways.url(at, `/v1/products/${encodeURIComponent(id)}/purchase`), {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'idempotency-key': current.key },
-          body: JSON.stringify({ quantity: current.quantity }),
-          signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-        });
-        body = await readJson(response).catch(() => null);
-      } catch (_) {
-        response = null; // network error or timeout: the outcome is unknown
-      }
-      if (attempt !== current) return;
-      current.tried.add(at);
-      const code = body && body.code;
-      if (response && response.ok && body && body.order) {
-        settle(at);
-        const order = body.order;
+      result.dataset.gateway = gateways.list[outcome.at];
+      const answer = outcome.body;
+      if (outcome.kind === 'not-applied') {
+        say('not-applied', notApplied(outcome, 'bought'));
+      } else if (outcome.status === 200 && answer && answer.order) {
+        const order = answer.order;
         stock(order.remaining, undefined, orderLogIndex(order.id));
         // The order page is private: its link carries the order's token. It is on the gateway
         // that confirmed, which has applied the order.
         const orderPath = `/orders/${order.id}?token=${encodeURIComponent(order.token || '')}`;
-        say('confirmed', 'Confirmed: ', link(gateways.url(at, orderPath), `order #${order.id}`),
+        say('confirmed', 'Confirmed: ', link(gateways.url(outcome.at, orderPath), `order #${order.id}`),
           ` for ${order.quantity} × ${name}.`);
-      } else if (response && response.status === 409 && code === 'insufficient_stock') {
-        settle(at);
-        const left = leftIn(body.message);
+      } else if (outcome.status === 409 && outcome.code === 'insufficient_stock') {
+        const left = leftIn(answer.message);
         if (left === 0) {
           say('sold-out', 'Sold out: nothing was bought.');
           // The stream brings the figure with its index; show the state at once meanwhile.
@@ -332,80 +419,27 @@
           const count = left === null ? 'fewer' : `only ${left}`;
           say('insufficient', `Not enough stock: ${count} left. Nothing was bought; choose fewer.`);
         }
-      } else if (response && response.status === 404) {
-        settle(at);
+      } else if (outcome.status === 404) {
         say('error', 'This product is no longer sold.');
-      } else if (response && response.status === 503 && !current.unknown) {
-        // Nothing was bought by any try so far: another gateway may take it.
-        const other = untried(current);
-        if (other !== null) {
-          current.at = other;
-          send(current);
-          return;
-        }
-        settle(at);
-        say('not-applied', 'The shop is too busy to take your order right now. Nothing was bought; please try again.');
-      } else if (response && response.status === 429 && !current.unknown) {
-        settle(at);
-        const after = Number(response.headers.get('retry-after')) || 1;
-        say('not-applied', `Too many orders from your connection right now. Nothing was bought; please try again in ${after} s.`);
-      } else if (!response || response.status >= 500 || response.status === 429) {
-        // Unknown (no answer, 504, another 5xx): keep the attempt and its key, and ask again
-        // until the answer is definite. Once an outcome was unknown, a 503 or a 429 only says
-        // that the retry was not applied, not an earlier try: keep asking then too, after the
-        // Retry-After a 429 asks for.
-        current.unknown = true;
-        if (!response) gateways.failed(at);
-        if (Date.now() - current.startedAt > RETRY_HORIZON_MS) {
-          attempt = null;
-          say('unknown', 'We could not learn whether your order went through. Please check your orders before you buy again.');
-          syncControls();
-          return;
-        }
-        say('checking', 'We could not confirm your order yet; checking…');
-        const other = response ? null : untried(current);
-        let wait = 0;
-        if (other !== null) {
-          // No answer: ask a gateway not asked yet, at once.
-          current.at = other;
-        } else {
-          // Every gateway was asked, or this one answered "unknown": the next, after a pause.
-          current.tried.clear();
-          current.at = gateways.next(at);
-          current.pauses += 1;
-          const after = response && response.status === 429
-            ? 1000 * (Number(response.headers.get('retry-after')) || 1) : 0;
-          wait = Math.max(after, Math.min(RETRY_FIRST_MS * 2 ** (current.pauses - 1), RETRY_MAX_MS));
-        }
-        setTimeout(() => send(current), wait);
       } else {
-        settle(at);
-        say('error', (body && body.message) || `The order was refused (${response.status}). Nothing was bought.`);
+        say('error', (answer && answer.message) || `The order was refused (${outcome.status}). Nothing was bought.`);
       }
       syncControls();
     }
 
     form.addEventListener('submit', (event) => {
       event.preventDefault();
-      if (attempt !== null || soldOut()) return;
+      if (buying || soldOut()) return;
       const wanted = Number(quantity.value);
       if (!Number.isInteger(wanted) || wanted < 1) {
         say('error', 'Choose a quantity of at least 1.');
         quantity.focus();
         return;
       }
-      attempt = {
-        key: newKey(),
-        quantity: wanted,
-        startedAt: Date.now(),
-        at: gateways.current, // the gateway the next try goes to
-        tried: new Set(), // gateways asked since the last pause
-        pauses: 0,
-        unknown: false, // whether some try may have been applied
-      };
+      buying = true;
       say('pending', 'Placing your order…');
       syncControls();
-      send(attempt);
+      purchase(wanted);
     });
 
     async function reload() {
