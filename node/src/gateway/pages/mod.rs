@@ -3,9 +3,18 @@
 //! - `/`: the catalog (name, price, what is available and what is held in carts, sold-out
 //!   state), kept live from the gateway's event stream (`/v1/stream`).
 //! - `/products/{id}`: one product with its available and held counts (live), its limit per
-//!   customer if it has one, a quantity field and a buy button. The page buys through
-//!   the public JSON API with an idempotency key made in the browser, one per purchase attempt,
-//!   and resolves an unknown outcome by retrying the same attempt with the same key.
+//!   customer if it has one, a quantity field, a "Buy now" button (a purchase of that product
+//!   alone) and an "Add to cart" button. The page buys through the public JSON API with an
+//!   idempotency key made in the browser, one per purchase attempt, and resolves an unknown
+//!   outcome by retrying the same attempt with the same key.
+//! - `/cart`: the cart, which the browser keeps (`localStorage`: product ids and quantities, at
+//!   most `checkout.cart_lines_max` lines), with live availability, prices and total, and a
+//!   customer reference field (it stands for the account a real shop's backend would
+//!   authenticate; sent as `customer` with holds and purchases). "Check out" holds the whole
+//!   cart (`POST /v1/holds`), counts the hold down from its time-to-live, and offers "Pay" (the
+//!   demo's payment: it confirms the hold into an order) and "Cancel" (releases it). A refusal
+//!   names the line it is about: not enough left, unknown product, limit per customer reached,
+//!   customer required.
 //! - `/orders/{id}?token=...`: one order, for whoever holds its token; the same friendly 404
 //!   page when there is no such order or the token is missing or wrong.
 //! - `/ops`: the operators' view of the cluster and of purchases per second, drawn from the
@@ -14,17 +23,19 @@
 //!
 //! Pages are rendered on the server with maud templates (`views.rs`: checked at compile time, every
 //! value HTML-escaped, product names included) and read as plain HTML; the scripts add live
-//! stock, buying and the live operations view. Every page is sent with a
-//! Content-Security-Policy that allows only this origin's own files, so no inline script or
-//! style ever runs; its scripts may connect to this origin and to the other gateways'
+//! stock, the cart, buying, holds and the live operations view. Every page is sent
+//! with a Content-Security-Policy that allows only this origin's own files, so no inline script
+//! or style ever runs; its scripts may connect to this origin and to the other gateways'
 //! (`gateway.public_origins`) only.
 //!
-//! Failover: the catalog and product pages are told every gateway's public origin and the
-//! page's request timeout ([`Storefront`], on `<body>`). The script reads and streams from one
-//! gateway, its own first; when that one stops answering (a network error, or no answer within
-//! `gateway.page_request_timeout_ms`) it moves on to another, and a purchase is retried there
-//! with the same idempotency key, so it is applied at most once. The other gateways answer it
-//! because the public API grants CORS to exactly those origins ([`super::cors`]).
+//! Failover: the shop's pages are told every gateway's public origin and the page's request
+//! timeout ([`Storefront`], on `<body>`). The script reads and streams from one gateway, its
+//! own first; when that one stops answering (a network error, or no answer within
+//! `gateway.page_request_timeout_ms`) it moves on to another, and a write (a purchase, a hold,
+//! a payment, a release, a cancellation) is retried there with the same idempotency key, so it
+//! is applied at most once. The other gateways answer it because the public API grants CORS to
+//! exactly those origins ([`super::cors`]); tokens travel in the query (`?token=`), which needs
+//! no header the grant does not cover.
 
 mod assets;
 mod views;
@@ -69,6 +80,8 @@ pub struct Storefront {
     origins: String,
     request_timeout_ms: u64,
     retry_horizon_ms: u64,
+    cart_lines_max: usize,
+    quantity_max: u32,
 }
 
 impl Storefront {
@@ -85,14 +98,18 @@ impl Storefront {
             origins,
             request_timeout_ms: config.gateway.page_request_timeout_ms,
             retry_horizon_ms: config.limits.client_retry_horizon_ms,
+            cart_lines_max: config.checkout.cart_lines_max,
+            quantity_max: config.limits.purchase_quantity_max,
         }
     }
 
-    fn failover(&self) -> views::Failover<'_> {
-        views::Failover {
+    fn script(&self) -> views::ScriptConfig<'_> {
+        views::ScriptConfig {
             origins: &self.origins,
             request_timeout_ms: self.request_timeout_ms,
             retry_horizon_ms: self.retry_horizon_ms,
+            cart_lines_max: self.cart_lines_max,
+            quantity_max: self.quantity_max,
         }
     }
 }
@@ -102,6 +119,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(catalog))
         .route("/products/{id}", get(product))
+        .route("/cart", get(cart))
         .route("/orders/{id}", get(order))
         .route("/ops", get(operations))
         .route("/assets/{version}/{name}", get(assets::serve))
@@ -194,7 +212,7 @@ async fn catalog(
     });
     let cards: Vec<ProductCard> = products.into_iter().map(ProductCard::from).collect();
     let page = views::catalog(
-        &gateway.storefront.failover(),
+        &gateway.storefront.script(),
         &cards,
         applied_index,
         after.as_deref().unwrap_or_default(),
@@ -218,15 +236,20 @@ async fn product(State(gateway): State<AppState>, Path(id): Path<String>) -> Res
     let reader = &gateway.node.reader;
     let applied_index = reader.applied_index();
     match reader.product_record(&id) {
-        Ok(Some(product)) => {
-            let quantity_max = gateway.node.config.limits.purchase_quantity_max;
-            let failover = gateway.storefront.failover();
-            let page = views::product(&failover, &product.into(), applied_index, quantity_max);
+        Ok(Some(record)) => {
+            let script = gateway.storefront.script();
+            let page = views::product(&script, &record.into(), applied_index);
             html(&gateway, StatusCode::OK, page)
         }
         Ok(None) => no_such(),
         Err(e) => storage_failed(e),
     }
+}
+
+/// The cart: the browser keeps its lines; the page's script shows and checks them out.
+async fn cart(State(gateway): State<AppState>) -> Response {
+    let page = views::cart(&gateway.storefront.script());
+    html(&gateway, StatusCode::OK, page)
 }
 
 #[derive(serde::Deserialize)]
@@ -346,11 +369,13 @@ mod tests {
         assert_eq!(price(5), "$0.05");
     }
 
-    fn failover() -> views::Failover<'static> {
-        views::Failover {
+    fn script() -> views::ScriptConfig<'static> {
+        views::ScriptConfig {
             origins: "",
             request_timeout_ms: 1,
             retry_horizon_ms: 1,
+            cart_lines_max: 7,
+            quantity_max: 10,
         }
     }
 
@@ -368,24 +393,25 @@ mod tests {
     #[test]
     fn product_names_are_escaped() {
         let card = card("<script>alert(1)</script> & \"co\"", 3, 0, None);
-        let body = views::product(&failover(), &card, 1, 10).into_string();
+        let body = views::product(&script(), &card, 1).into_string();
         assert!(!body.contains("<script>alert"));
         // In text and in the data-name attribute alike.
         let escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;co&quot;";
         assert_eq!(body.matches(escaped).count(), 3, "{body}");
     }
 
-    /// What is held shows only when some is; the limit only when there is one.
+    /// What is held shows only when some is; the limit only when there is one; the script is
+    /// told the cart's bounds.
     #[test]
     fn product_pages_show_held_items_and_the_limit_when_there_are_some() {
-        let plain = views::product(&failover(), &card("Mug", 40, 0, None), 1, 10).into_string();
+        let plain = views::product(&script(), &card("Mug", 40, 0, None), 1).into_string();
         assert!(plain.contains(r#"id="held-note" hidden"#), "{plain}");
         assert!(plain.contains(r#"id="limit" hidden"#), "{plain}");
-        let held = views::product(&failover(), &card("Mug", 40, 3, Some(2)), 1, 10).into_string();
+        assert!(plain.contains(r#"data-cart-lines-max="7""#), "{plain}");
+        assert!(plain.contains(r#"data-quantity-max="10""#), "{plain}");
+        let held = views::product(&script(), &card("Mug", 40, 3, Some(2)), 1).into_string();
         assert!(
-            held.contains(
-                r#"<span class="held-note" id="held-note"> · <span class="num held" id="held">3</span> held in carts</span>"#
-            ),
+            held.contains(r#"<span class="held-note" id="held-note"> · <span class="num held" id="held">3</span> held in carts</span>"#),
             "{held}"
         );
         assert!(
@@ -396,5 +422,8 @@ mod tests {
             held.contains(r#"id="limit-value">2</span> per customer"#),
             "{held}"
         );
+        let cart = views::cart(&script()).into_string();
+        assert!(cart.contains(r#"data-cart-lines-max="7""#), "{cart}");
+        assert!(cart.contains("backend would authenticate"), "{cart}");
     }
 }

@@ -34,16 +34,20 @@ pub struct OrderSheet {
     pub customer: Option<String>,
 }
 
-/// What the shop's script is told on the catalog and product pages, as `data-` attributes of
-/// `<body>`: where else it may go when this gateway stops answering, and how long it waits.
-pub struct Failover<'a> {
+/// What the shop's script is told on its pages, as `data-` attributes of `<body>`: where else
+/// it may go when this gateway stops answering, how long it waits, and how big a cart may be.
+pub struct ScriptConfig<'a> {
     /// Every gateway's public origin, space-separated (`gateway.public_origins`); empty: only
     /// the gateway that served the page.
     pub origins: &'a str,
     /// `gateway.page_request_timeout_ms`.
     pub request_timeout_ms: u64,
-    /// `limits.client_retry_horizon_ms`: the page gives a purchase's key up after this long.
+    /// `limits.client_retry_horizon_ms`: the page gives a write's key up after this long.
     pub retry_horizon_ms: u64,
+    /// `checkout.cart_lines_max`: most products in the cart kept in the browser.
+    pub cart_lines_max: usize,
+    /// `limits.purchase_quantity_max`: most items of one product on one line.
+    pub quantity_max: u32,
 }
 
 /// Every page: header, navigation, a skip link, and the page's own script if it has one.
@@ -54,7 +58,7 @@ fn layout(title: &str, script: Option<&str>, main: Markup) -> Markup {
 fn layout_with(
     title: &str,
     script: Option<&str>,
-    failover: Option<&Failover>,
+    config: Option<&ScriptConfig>,
     main: Markup,
 ) -> Markup {
     html! {
@@ -69,14 +73,18 @@ fn layout_with(
                     script src=(src) defer {}
                 }
             }
-            body data-gateways=[failover.map(|f| f.origins).filter(|o| !o.is_empty())]
-                data-request-timeout-ms=[failover.map(|f| f.request_timeout_ms)]
-                data-retry-horizon-ms=[failover.map(|f| f.retry_horizon_ms)] {
+            body data-gateways=[config.map(|c| c.origins).filter(|o| !o.is_empty())]
+                data-request-timeout-ms=[config.map(|c| c.request_timeout_ms)]
+                data-retry-horizon-ms=[config.map(|c| c.retry_horizon_ms)]
+                data-cart-lines-max=[config.map(|c| c.cart_lines_max)]
+                data-quantity-max=[config.map(|c| c.quantity_max)] {
                 a.skip href="#main" { "Skip to content" }
                 header.site {
                     a.brand href="/" { "flashstock" }
                     nav aria-label="Site" {
                         a href="/" { "Products" }
+                        // The script adds how many products the cart holds.
+                        a href="/cart" { "Cart" span #cart-count .count {} }
                         a href="/ops" { "Operations" }
                     }
                 }
@@ -99,8 +107,24 @@ fn availability(stock: u64, held: u64, ids: bool) -> Markup {
     }
 }
 
+/// The customer reference, kept in the browser and sent with holds and purchases. A demo shop
+/// has no login; the field says what it stands for.
+fn customer_field(hidden: bool) -> Markup {
+    html! {
+        form #customer-form .customer hidden[hidden] {
+            label for="customer" { "Customer reference" }
+            input #customer name="customer" type="text" maxlength="64" pattern="[!-~]{1,64}"
+                autocomplete="off" spellcheck="false" aria-describedby="customer-hint";
+            p #customer-hint .hint {
+                "Stands for the account the shop's backend would authenticate: this demo shop "
+                "has no login. Products with a limit per customer need it. Kept in this browser."
+            }
+        }
+    }
+}
+
 pub fn catalog(
-    failover: &Failover,
+    config: &ScriptConfig,
     products: &[ProductCard],
     applied_index: u64,
     after: &str,
@@ -130,21 +154,16 @@ pub fn catalog(
             p.pager { a href={ "/?after=" (next) } { "More products" } }
         }
     };
-    layout_with("Products", Some(&URLS.shop_js), Some(failover), main)
+    layout_with("Products", Some(&URLS.shop_js), Some(config), main)
 }
 
-pub fn product(
-    failover: &Failover,
-    product: &ProductCard,
-    applied_index: u64,
-    quantity_max: u32,
-) -> Markup {
+pub fn product(config: &ScriptConfig, product: &ProductCard, applied_index: u64) -> Markup {
     let sold_out = product.stock == 0;
     let limit = product.limit_per_customer;
     let main = html! {
         p.crumbs { a href="/" { "All products" } }
         article #product .product.sold-out[sold_out] data-product=(product.id)
-            data-index=(applied_index) data-name=(product.name) {
+            data-index=(applied_index) data-name=(product.name) data-price=(product.price) {
             h1 { (product.name) }
             p.price { (product.price) }
             p #availability .availability aria-live="polite" aria-atomic="true" {
@@ -157,15 +176,74 @@ pub fn product(
             form #buy-form .buy {
                 label for="quantity" { "Quantity" }
                 input #quantity name="quantity" type="number" inputmode="numeric" min="1"
-                    max=(quantity_max) value="1" required;
+                    max=(config.quantity_max) value="1" required;
                 // Enabled by the script, which does the buying.
                 button #buy type="submit" disabled { "Buy now" }
+                button #add-to-cart .secondary type="button" disabled { "Add to cart" }
             }
+            (customer_field(limit.is_none()))
             noscript { p.note { "Buying needs JavaScript; please turn it on for this shop." } }
             div #result .result role="status" aria-live="polite" {}
         }
     };
-    layout_with(&product.name, Some(&URLS.shop_js), Some(failover), main)
+    layout_with(&product.name, Some(&URLS.shop_js), Some(config), main)
+}
+
+/// The cart, kept in the browser: the script fills the lines from the public API, places the
+/// hold of the whole cart, counts it down, and pays (confirms) or cancels (releases) it.
+pub fn cart(config: &ScriptConfig) -> Markup {
+    let main = html! {
+        h1 { "Your cart" }
+        p #cart-news .visually-hidden role="status" aria-live="polite" {}
+        section #cart .cart-page aria-labelledby="cart-title" {
+            h2 #cart-title .visually-hidden { "Products in your cart" }
+            p #cart-empty .note hidden {
+                "Your cart is empty. " a href="/" { "Browse the products" } "."
+            }
+            div.table-scroll tabindex="0" role="region" aria-labelledby="cart-title" {
+                table #cart-lines .lines hidden {
+                    thead { tr {
+                        th scope="col" { "Product" }
+                        th.n scope="col" { "Unit price" }
+                        th.n scope="col" { "Quantity" }
+                        th.n scope="col" { "Subtotal" }
+                        th scope="col" { "Availability" }
+                        th scope="col" { span.visually-hidden { "Remove" } }
+                    } }
+                    tbody #cart-rows {}
+                    tfoot { tr {
+                        th scope="row" colspan="3" { "Total" }
+                        td #cart-total .num.n {}
+                        td colspan="2" {}
+                    } }
+                }
+            }
+            (customer_field(false))
+            p.actions {
+                // Enabled by the script once the cart has lines.
+                button #checkout .primary type="button" disabled { "Check out" }
+            }
+        }
+        section #hold .hold hidden aria-labelledby="hold-timer" {
+            p #hold-timer .timer {
+                "Held for you: " span #countdown .num role="timer" aria-live="off" {}
+            }
+            p.hint {
+                "The items are set aside for you until the time runs out. "
+                "Pay confirms the hold (this demo shop takes no real payment); "
+                "Cancel puts the items back on sale."
+            }
+            ul #hold-lines .hold-lines {}
+            p { "Total: " strong #hold-total .num {} }
+            p.actions {
+                button #pay .primary type="button" { "Pay" }
+                button #release .secondary type="button" { "Cancel" }
+            }
+        }
+        noscript { p.note { "The cart needs JavaScript; please turn it on for this shop." } }
+        div #checkout-result .result role="status" aria-live="polite" {}
+    };
+    layout_with("Your cart", Some(&URLS.shop_js), Some(config), main)
 }
 
 pub fn order(order: &OrderSheet) -> Markup {
