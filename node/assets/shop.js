@@ -1,5 +1,5 @@
-// flashstock storefront: live stock on the catalog, product and cart pages; buying, and the cart
-// and its hold.
+// flashstock storefront: live stock on the catalog, product and cart pages; buying, the cart and
+// its hold, and cancelling an order.
 //
 // Stock follows a gateway's event stream (GET /v1/stream, server-sent events named "stock"):
 // what is available and what is held in carts. Every figure carries the log index it is as
@@ -10,10 +10,10 @@
 // The page reads, streams and writes through one gateway, the one that served it first; when
 // that one stops answering (a network error, or no answer within data-request-timeout-ms, which
 // is gateway.page_request_timeout_ms) it moves on to another. The other gateways grant this
-// page's origin CORS. With no list the page uses its own gateway only. A hold's token goes in
-// the query, never in a header the CORS grant does not cover.
+// page's origin CORS. With no list the page uses its own gateway only. Tokens (of a hold, of an
+// order) go in the query, never in a header the CORS grant does not cover.
 //
-// Writes (a purchase, a hold, a payment, a release): one idempotency key per
+// Writes (a purchase, a hold, a payment, a release, a cancellation): one idempotency key per
 // attempt, made here, kept across gateways. An unknown outcome (504 outcome_unknown, a 5xx that
 // is not a definite refusal, or no answer) is resolved by sending the same attempt again with
 // the same key, to the next gateway, until a definite answer comes back: a retry never applies
@@ -234,6 +234,14 @@
     return `$${whole}.${String(cents % 100).padStart(2, '0')}`;
   }
 
+  /** A Unix time in milliseconds as the pages show it, in UTC, and for <time datetime>. */
+  function timeElement(ms) {
+    const iso = new Date(ms).toISOString();
+    const time = element('time', '', `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`);
+    time.dateTime = `${iso.slice(0, 19)}Z`;
+    return time;
+  }
+
   /** A random UUID; crypto.randomUUID needs a secure context, getRandomValues does not. */
   function newKey() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -275,6 +283,12 @@
     const what = name ? ` for ${name}` : '';
     if (!limit) return `You reached the limit per customer${what}.`;
     return `Limit of ${limit.limit} per customer${what}: you already have ${limit.taken}.`;
+  }
+
+  /** The window's length from a cancel_window_passed message ("... window (1800 s)"). */
+  function windowIn(message) {
+    const match = /window \((\d+) s\)/.exec(message || '');
+    return match ? Number(match[1]) : null;
   }
 
   // ---- writes ----
@@ -1155,6 +1169,74 @@
     }
   }
 
+  // ---- order ----
+
+  function orderPage(section) {
+    const id = section.dataset.order;
+    const button = document.getElementById('cancel-order');
+    const result = document.getElementById('cancel-result');
+    const status = document.getElementById('order-status');
+    const note = document.getElementById('order-note');
+    const token = new URLSearchParams(location.search).get('token') || '';
+    let busy = false;
+
+    function say(state, ...parts) {
+      result.dataset.state = state;
+      result.replaceChildren(...parts);
+    }
+    /** The page shows the order cancelled at `ms` (unknown: undefined). */
+    function cancelled(ms) {
+      section.hidden = true;
+      status.dataset.status = 'cancelled';
+      status.replaceChildren('Cancelled', ...(ms ? [' ', timeElement(ms)] : []));
+      note.className = 'cancelled-note';
+      note.replaceChildren(...(ms ? ['Cancelled on ', timeElement(ms), '.'] : ['Cancelled.']),
+        ' Its items are back on sale.');
+    }
+
+    button.addEventListener('click', async () => {
+      if (busy) return;
+      busy = true;
+      button.disabled = true;
+      button.textContent = 'Cancelling…';
+      say('pending', 'Cancelling your order…');
+      const path = `/v1/orders/${id}/cancel?token=${encodeURIComponent(token)}`;
+      const outcome = await write(path, undefined, () => {
+        say('checking', 'We could not confirm the cancellation yet; checking…');
+      });
+      busy = false;
+      button.textContent = 'Cancel order';
+      const code = outcome.code;
+      if (outcome.kind === 'lost') {
+        say('unknown', 'We could not learn whether your order was cancelled. Reload this page to see its status.');
+        button.disabled = false;
+      } else if (outcome.kind === 'not-applied') {
+        say('not-applied', notApplied(outcome, 'cancelled'));
+        button.disabled = false;
+      } else if (outcome.status === 200 && outcome.body && outcome.body.order) {
+        cancelled(outcome.body.order.cancelled_at_ms);
+        say('cancelled', 'Your order is cancelled: its items are back on sale.');
+      } else if (code === 'already_cancelled') {
+        const view = await read(`/v1/orders/${id}?token=${encodeURIComponent(token)}`);
+        cancelled(view && view.order ? view.order.cancelled_at_ms : undefined);
+        say('error', 'This order was cancelled already; nothing more changed.');
+      } else if (code === 'cancel_window_passed') {
+        section.hidden = true;
+        const seconds = windowIn(outcome.body.message);
+        const within = seconds === null ? 'a while'
+          : seconds >= 120 ? `${Math.floor(seconds / 60)} minutes` : `${seconds} seconds`;
+        say('error', `Too late to cancel: an order can be cancelled within ${within} of being placed. Your order stands.`);
+      } else if (code === 'unknown_order') {
+        section.hidden = true;
+        say('error', 'This order can no longer be cancelled here (it may have moved to the archive). Your order stands.');
+      } else {
+        say('error', (outcome.body && outcome.body.message) || `The cancellation was refused (${outcome.status}).`);
+        button.disabled = false;
+      }
+    });
+    button.disabled = false;
+  }
+
   showCartCount();
   window.addEventListener('storage', (event) => { if (event.key === CART_KEY) showCartCount(); });
   const list = document.getElementById('catalog');
@@ -1163,4 +1245,6 @@
   if (article) productPage(article);
   const cart = document.getElementById('cart');
   if (cart) cartPage(cart);
+  const cancel = document.getElementById('cancel');
+  if (cancel) orderPage(cancel);
 })();

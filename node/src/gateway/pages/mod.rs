@@ -15,15 +15,16 @@
 //!   demo's payment: it confirms the hold into an order) and "Cancel" (releases it). A refusal
 //!   names the line it is about: not enough left, unknown product, limit per customer reached,
 //!   customer required.
-//! - `/orders/{id}?token=...`: one order, for whoever holds its token; the same friendly 404
-//!   page when there is no such order or the token is missing or wrong.
+//! - `/orders/{id}?token=...`: one order with its lines and status, for whoever holds its
+//!   token, with a "Cancel order" button while `checkout.cancel_window_ms` has not passed; the
+//!   same friendly 404 page when there is no such order or the token is missing or wrong.
 //! - `/ops`: the operators' view of the cluster and of purchases per second, drawn from the
 //!   gateway's operations service ([`super::ops`]).
 //! - `/assets/{version}/{name}`: the CSS and JavaScript, embedded at build time (`assets.rs`).
 //!
 //! Pages are rendered on the server with maud templates (`views.rs`: checked at compile time, every
 //! value HTML-escaped, product names included) and read as plain HTML; the scripts add live
-//! stock, the cart, buying, holds and the live operations view. Every page is sent
+//! stock, the cart, buying, holds, cancelling and the live operations view. Every page is sent
 //! with a Content-Security-Policy that allows only this origin's own files, so no inline script
 //! or style ever runs; its scripts may connect to this origin and to the other gateways'
 //! (`gateway.public_origins`) only.
@@ -49,13 +50,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use flashstock_api::{validate_product_id, Order, OrderId};
+use flashstock_api::{validate_product_id, OrderId};
 use maud::Markup;
-use raft_store::records::ProductRecord;
+use raft_store::records::{OrderRecord, ProductRecord};
 use serde::Deserialize;
 
 use super::Gateway;
-use views::{OrderSheet, ProductCard};
+use views::{OrderLineSheet, OrderSheet, ProductCard, Shown};
 
 type AppState = Arc<Gateway>;
 
@@ -82,6 +83,8 @@ pub struct Storefront {
     retry_horizon_ms: u64,
     cart_lines_max: usize,
     quantity_max: u32,
+    /// `checkout.cancel_window_ms`: the order page offers to cancel within it.
+    cancel_window_ms: u64,
 }
 
 impl Storefront {
@@ -100,6 +103,7 @@ impl Storefront {
             retry_horizon_ms: config.limits.client_retry_horizon_ms,
             cart_lines_max: config.checkout.cart_lines_max,
             quantity_max: config.limits.purchase_quantity_max,
+            cancel_window_ms: config.checkout.cancel_window_ms,
         }
     }
 
@@ -286,8 +290,10 @@ async fn order(
     )
     .await
     .is_ok_and(|waited| waited.is_ok());
-    let order = match reader.order(id) {
-        Ok(Some(order)) if super::routes::holds_order_token(&order, token.as_deref()) => order,
+    let record = match reader.order_record(id) {
+        Ok(Some(record)) if super::routes::holds_order_token(&record.order, token.as_deref()) => {
+            record
+        }
         Ok(Some(_)) => return no_such(),
         Ok(None) if !caught_up => {
             return not_found(
@@ -299,30 +305,65 @@ async fn order(
         Ok(None) => return no_such(),
         Err(e) => return storage_failed(e),
     };
-    let product_name = reader
-        .product(&order.product)
-        .ok()
-        .flatten()
-        .map(|product| product.name);
-    html(
-        &gateway,
-        StatusCode::OK,
-        views::order(&order_sheet(order, product_name)),
-    )
+    let product_name = |id: &str| reader.product(id).ok().flatten().map(|p| p.name);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| now.as_millis() as u64);
+    let sheet = order_sheet(
+        record,
+        product_name,
+        gateway.storefront.cancel_window_ms,
+        now_ms,
+    );
+    let page = views::order(&gateway.storefront.script(), &sheet);
+    html(&gateway, StatusCode::OK, page)
 }
 
-fn order_sheet(order: Order, product_name: Option<String>) -> OrderSheet {
-    let total = order.price_cents.saturating_mul(u64::from(order.quantity));
+/// An order as its page shows it: its lines with their products' names (`name_of`, `None` for
+/// a product no longer in the catalog), and until when it may be cancelled, if that is after
+/// `now_ms` (this gateway's clock; the state machine decides by the log's).
+fn order_sheet(
+    record: OrderRecord,
+    name_of: impl Fn(&str) -> Option<String>,
+    cancel_window_ms: u64,
+    now_ms: u64,
+) -> OrderSheet {
+    let OrderRecord { order, terms } = record;
+    let mut total: u64 = 0;
+    let mut items: u64 = 0;
+    let lines = terms
+        .lines_of(&order)
+        .into_iter()
+        .map(|line| {
+            let line_total = line.price_cents.saturating_mul(u64::from(line.quantity));
+            total = total.saturating_add(line_total);
+            items = items.saturating_add(u64::from(line.quantity));
+            OrderLineSheet {
+                product_name: name_of(&line.product),
+                product_id: line.product,
+                quantity: line.quantity,
+                unit_price: price(line.price_cents),
+                total: price(line_total),
+            }
+        })
+        .collect();
+    let until = order.placed_at_ms.saturating_add(cancel_window_ms);
     OrderSheet {
         id: order.id.0,
-        product_id: order.product,
-        product_name,
-        quantity: order.quantity,
-        unit_price: price(order.price_cents),
+        lines,
+        items,
         total: price(total),
-        placed_at: utc_time(order.placed_at_ms),
-        placed_at_iso: iso_time(order.placed_at_ms),
+        placed_at: shown(order.placed_at_ms),
         customer: order.customer,
+        cancelled_at: terms.cancelled_at_ms.map(shown),
+        cancellable_until: (until > now_ms).then(|| shown(until)),
+    }
+}
+
+fn shown(ms: u64) -> Shown {
+    Shown {
+        text: utc_time(ms),
+        iso: iso_time(ms),
     }
 }
 
@@ -425,5 +466,72 @@ mod tests {
         let cart = views::cart(&script()).into_string();
         assert!(cart.contains(r#"data-cart-lines-max="7""#), "{cart}");
         assert!(cart.contains("backend would authenticate"), "{cart}");
+    }
+
+    fn line(product: &str, quantity: u32, price_cents: u64) -> flashstock_api::OrderLine {
+        flashstock_api::OrderLine {
+            product: product.into(),
+            quantity,
+            price_cents,
+            remaining: 0,
+            limit_epoch: 0,
+        }
+    }
+
+    fn record(lines: Vec<flashstock_api::OrderLine>, cancelled_at_ms: Option<u64>) -> OrderRecord {
+        let first = lines[0].clone();
+        OrderRecord {
+            order: flashstock_api::Order {
+                id: OrderId::new(9, 1),
+                key: "k".into(),
+                product: first.product,
+                quantity: first.quantity,
+                customer: Some("<alice>".into()),
+                price_cents: first.price_cents,
+                remaining: 0,
+                placed_at_ms: 1_000_000,
+                token: Some("ab".repeat(16)),
+            },
+            terms: flashstock_api::OrderTerms {
+                lines,
+                hold: None,
+                cancelled_at_ms,
+            },
+        }
+    }
+
+    #[test]
+    fn an_order_of_several_lines_shows_each_with_the_total_and_the_cancel_button_in_time() {
+        let name_of = |id: &str| (id == "mug").then(|| "Mug <white>".to_owned());
+        let lines = vec![line("mug", 2, 1_200), line("gone", 1, 500)];
+        let sheet = order_sheet(record(lines.clone(), None), name_of, 60_000, 1_030_000);
+        assert_eq!((sheet.items, sheet.total.as_str()), (3, "$29.00"));
+        assert_eq!(sheet.lines[1].total, "$5.00");
+        assert!(sheet.cancellable_until.is_some());
+        let body = views::order(&script(), &sheet).into_string();
+        assert!(body.contains("Mug &lt;white&gt;"), "{body}");
+        assert!(body.contains("&lt;alice&gt;"), "{body}");
+        // A product no longer sold shows its id.
+        assert!(
+            body.contains(r#"<a href="/products/gone">gone</a>"#),
+            "{body}"
+        );
+        assert!(body.contains(r#"id="cancel-order""#), "{body}");
+        assert!(body.contains(r#"data-status="placed""#), "{body}");
+
+        // After the window: no button. Cancelled: the time, no button.
+        let late = order_sheet(record(lines.clone(), None), name_of, 60_000, 1_060_000);
+        assert!(late.cancellable_until.is_none());
+        assert!(!views::order(&script(), &late)
+            .into_string()
+            .contains("cancel-order"));
+        let cancelled = order_sheet(record(lines, Some(1_010_000)), name_of, 60_000, 1_020_000);
+        let body = views::order(&script(), &cancelled).into_string();
+        assert!(!body.contains("cancel-order"), "{body}");
+        assert!(body.contains(r#"data-status="cancelled""#), "{body}");
+        assert!(
+            body.contains("Cancelled <time datetime=\"1970-01-01T00:16:50Z\">"),
+            "{body}"
+        );
     }
 }

@@ -20,18 +20,36 @@ pub struct ProductCard {
     pub limit_per_customer: Option<u32>,
 }
 
-/// An order as its page shows it.
-pub struct OrderSheet {
-    pub id: u64,
+/// One line of an order as its page shows it.
+pub struct OrderLineSheet {
     pub product_id: String,
     /// The product's name, if it is still in the catalog.
     pub product_name: Option<String>,
     pub quantity: u32,
     pub unit_price: String,
     pub total: String,
-    pub placed_at: String,
-    pub placed_at_iso: String,
+}
+
+/// A time as the pages show it: for people (`2026-11-25 20:14:03 UTC`) and for `<time datetime>`.
+pub struct Shown {
+    pub text: String,
+    pub iso: String,
+}
+
+/// An order as its page shows it.
+pub struct OrderSheet {
+    pub id: u64,
+    /// Every line, in the cart's order; at least one.
+    pub lines: Vec<OrderLineSheet>,
+    /// Items over every line.
+    pub items: u64,
+    pub total: String,
+    pub placed_at: Shown,
     pub customer: Option<String>,
+    /// When it was cancelled; `None` while it stands.
+    pub cancelled_at: Option<Shown>,
+    /// Until when its owner may cancel it, if that is still ahead (by this gateway's clock).
+    pub cancellable_until: Option<Shown>,
 }
 
 /// What the shop's script is told on its pages, as `data-` attributes of `<body>`: where else
@@ -246,33 +264,80 @@ pub fn cart(config: &ScriptConfig) -> Markup {
     layout_with("Your cart", Some(&URLS.shop_js), Some(config), main)
 }
 
-pub fn order(order: &OrderSheet) -> Markup {
+pub fn order(config: &ScriptConfig, order: &OrderSheet) -> Markup {
+    let cancelled = order.cancelled_at.is_some();
     let main = html! {
         h1 { "Order " span.num { "#" (order.id) } }
-        p.confirmed-note { "Confirmed. Thank you for your purchase." }
-        dl.order {
-            dt { "Product" }
-            dd {
-                a href={ "/products/" (order.product_id) } {
-                    (order.product_name.as_deref().unwrap_or(&order.product_id))
-                }
+        @if let Some(at) = &order.cancelled_at {
+            p #order-note .cancelled-note {
+                "Cancelled on " time datetime=(at.iso) { (at.text) }
+                ". Its items are back on sale."
             }
-            dt { "Quantity" }
-            dd #order-quantity .num { (order.quantity) }
-            dt { "Unit price" }
-            dd.num { (order.unit_price) }
+        } @else {
+            p #order-note .confirmed-note { "Confirmed. Thank you for your purchase." }
+        }
+        table #order-lines .lines {
+                thead { tr {
+                    th scope="col" { "Product" }
+                    th.n scope="col" { "Quantity" }
+                    th.n scope="col" { "Unit price" }
+                    th.n scope="col" { "Subtotal" }
+                } }
+                tbody {
+                    @for line in &order.lines {
+                        tr data-product=(line.product_id) {
+                            th scope="row" {
+                                a href={ "/products/" (line.product_id) } {
+                                    (line.product_name.as_deref().unwrap_or(&line.product_id))
+                                }
+                            }
+                            td.num.n { (line.quantity) }
+                            td.num.n { (line.unit_price) }
+                            td.num.n { (line.total) }
+                        }
+                    }
+                }
+        }
+        dl.order {
+            dt { "Items" }
+            dd #order-quantity .num { (order.items) }
             dt { "Total" }
             dd #order-total .num { (order.total) }
             dt { "Placed" }
-            dd { time datetime=(order.placed_at_iso) { (order.placed_at) } }
+            dd { time datetime=(order.placed_at.iso) { (order.placed_at.text) } }
+            dt { "Status" }
+            dd #order-status data-status=(if cancelled { "cancelled" } else { "placed" }) {
+                @if let Some(at) = &order.cancelled_at {
+                    "Cancelled " time datetime=(at.iso) { (at.text) }
+                } @else {
+                    "Placed"
+                }
+            }
             @if let Some(customer) = &order.customer {
                 dt { "Customer" }
                 dd { (customer) }
             }
         }
+        @if let Some(until) = order.cancellable_until.as_ref().filter(|_| !cancelled) {
+            section #cancel .cancel aria-labelledby="cancel-title" data-order=(order.id) {
+                h2 #cancel-title { "Changed your mind?" }
+                p.hint {
+                    "You can cancel this order until " time datetime=(until.iso) { (until.text) }
+                    "; its items then go back on sale."
+                }
+                // Enabled by the script, which does the cancelling.
+                button #cancel-order .secondary type="button" disabled { "Cancel order" }
+            }
+        }
+        div #cancel-result .result role="status" aria-live="polite" {}
         p { a href="/" { "Back to all products" } }
     };
-    layout(&format!("Order {}", order.id), None, main)
+    layout_with(
+        &format!("Order {}", order.id),
+        Some(&URLS.shop_js),
+        Some(config),
+        main,
+    )
 }
 
 pub fn not_found(title: &str, message: &str) -> Markup {
