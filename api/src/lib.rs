@@ -832,12 +832,55 @@ pub enum ReadIndexResponse {
     Unavailable { message: String },
 }
 
-/// A voter's internal read (`/internal/products`, `/internal/orders`): records and the applied
-/// index of the replica they were read from, which they are at least as fresh as.
+/// A voter's internal read (`/internal/products`, `/internal/orders`, `/internal/holds`):
+/// records and the applied index of the replica they were read from, which they are at least as
+/// fresh as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page<T> {
     pub applied_index: u64,
     pub items: Vec<T>,
+}
+
+/// A product as the internal read (`/internal/products`) serves it: every field of [`Product`],
+/// at the top level as before checkout, and what checkout adds in `terms` (held, limit,
+/// cancelled). A reader of the release before reads it as a [`Product`] (it ignores `terms`);
+/// a node of the release before sends no `terms`, read as empty. JSON only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductWithTerms {
+    #[serde(flatten)]
+    pub product: Product,
+    #[serde(default)]
+    pub terms: ProductTerms,
+}
+
+impl ProductWithTerms {
+    /// The product as the public API shows it.
+    pub fn details(&self) -> ProductDetails {
+        ProductDetails::new(self.product.clone(), self.terms)
+    }
+}
+
+/// An order as the internal read (`/internal/orders`) serves it: every field of [`Order`] at
+/// the top level, as before checkout, and its lines, hold and cancellation in `terms` (empty for
+/// a single purchase never cancelled). Compatible both ways like [`ProductWithTerms`]. JSON
+/// only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderWithTerms {
+    #[serde(flatten)]
+    pub order: Order,
+    #[serde(default)]
+    pub terms: OrderTerms,
+}
+
+impl OrderWithTerms {
+    /// Every line: the terms' lines, or the one line of the order's own fields.
+    pub fn lines(&self) -> Vec<OrderLine> {
+        self.terms.lines_of(&self.order)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.terms.cancelled_at_ms.is_some()
+    }
 }
 
 /// Header of the internal wire version a request speaks, on every call to a node's internal
@@ -1734,6 +1777,88 @@ mod tests {
             let bytes = bincode::serialize(&outcome).unwrap();
             assert_eq!(bincode::deserialize::<Outcome>(&bytes).unwrap(), outcome);
         }
+    }
+
+    /// The internal reads add `terms` beside the fields they always had: a reader of the
+    /// release before reads them as it did, and this release reads an older node's answer with
+    /// empty terms.
+    #[test]
+    fn internal_reads_with_terms_are_compatible_both_ways() {
+        let product = Product {
+            id: "mug".into(),
+            name: "Mug".into(),
+            price_cents: 900,
+            stock: 4,
+            initial_stock: 5,
+            restocked: 1,
+            sold: 2,
+        };
+        let with_terms = ProductWithTerms {
+            product: product.clone(),
+            terms: ProductTerms {
+                held: 1,
+                limit_per_customer: Some(4),
+                limit_epoch: 1,
+                cancelled: 2,
+            },
+        };
+        let json = serde_json::to_value(&with_terms).unwrap();
+        assert_eq!(
+            json["held"],
+            serde_json::Value::Null,
+            "terms stay in `terms`"
+        );
+        assert_eq!(
+            serde_json::from_value::<Product>(json.clone()).unwrap(),
+            product
+        );
+        assert_eq!(
+            serde_json::from_value::<ProductWithTerms>(json).unwrap(),
+            with_terms
+        );
+        let old = serde_json::to_value(&product).unwrap();
+        let read = serde_json::from_value::<ProductWithTerms>(old).unwrap();
+        assert!(read.terms.is_empty());
+        assert!(read.details().is_conserved());
+
+        let order = Order {
+            id: OrderId::new(9, 1),
+            key: "k".into(),
+            product: "mug".into(),
+            quantity: 2,
+            customer: Some("alice".into()),
+            price_cents: 900,
+            remaining: 3,
+            placed_at_ms: 5,
+            token: Some("a".repeat(ORDER_TOKEN_LEN)),
+        };
+        let with_terms = OrderWithTerms {
+            order: order.clone(),
+            terms: OrderTerms {
+                lines: vec![OrderLine {
+                    product: "mug".into(),
+                    quantity: 2,
+                    price_cents: 900,
+                    remaining: 3,
+                    limit_epoch: 1,
+                }],
+                hold: Some(HoldId(7)),
+                cancelled_at_ms: Some(6),
+            },
+        };
+        let json = serde_json::to_value(&with_terms).unwrap();
+        assert_eq!(
+            serde_json::from_value::<Order>(json.clone()).unwrap(),
+            order
+        );
+        assert_eq!(
+            serde_json::from_value::<OrderWithTerms>(json).unwrap(),
+            with_terms
+        );
+        let old = serde_json::to_value(&order).unwrap();
+        let read = serde_json::from_value::<OrderWithTerms>(old).unwrap();
+        assert!(read.terms.is_empty() && !read.is_cancelled());
+        assert_eq!(read.lines().len(), 1);
     }
 
     #[test]

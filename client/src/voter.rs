@@ -4,9 +4,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use flashstock_api::{
-    AddLearnerRequest, ChangeMembershipRequest, Command, ErrorBody, ErrorCode, InitRequest,
-    NodeAddr, NodeStatus, Order, OrderId, Outcome, Page, Product, ReadIndexResponse,
-    RemoveLearnerRequest, WriteRequest, WriteResponse, SECRET_HEADER,
+    AddLearnerRequest, ChangeMembershipRequest, Command, ErrorBody, ErrorCode, Hold, HoldId,
+    InitRequest, NodeAddr, NodeStatus, Order, OrderId, OrderWithTerms, Outcome, Page, Product,
+    ProductWithTerms, ReadIndexResponse, RemoveLearnerRequest, WriteRequest, WriteResponse,
+    SECRET_HEADER,
 };
 use serde::de::DeserializeOwned;
 
@@ -371,6 +372,75 @@ impl VoterClient {
             let page = self
                 .orders(endpoint, all.last().map(|o| o.id), 1000)
                 .await?;
+            if page.items.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page.items);
+        }
+    }
+
+    /// [`VoterClient::products`] with their terms (held, limit, cancelled); a node of the
+    /// release before answers without them, read as empty.
+    pub async fn products_with_terms(
+        &self,
+        endpoint: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ProductWithTerms>, Error> {
+        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        self.get(
+            endpoint,
+            &format!("/internal/products?limit={limit}{after}"),
+        )
+        .await
+    }
+
+    /// [`VoterClient::orders`] with their terms (lines, hold, cancellation).
+    pub async fn orders_with_terms(
+        &self,
+        endpoint: &str,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Result<Page<OrderWithTerms>, Error> {
+        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        self.get(endpoint, &format!("/internal/orders?limit={limit}{after}"))
+            .await
+    }
+
+    /// Every order a replica holds with its terms, in log order.
+    pub async fn all_orders_with_terms(
+        &self,
+        endpoint: &str,
+    ) -> Result<Vec<OrderWithTerms>, Error> {
+        let mut all: Vec<OrderWithTerms> = Vec::new();
+        loop {
+            let after = all.last().map(|o| o.order.id);
+            let page = self.orders_with_terms(endpoint, after, 1000).await?;
+            if page.items.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page.items);
+        }
+    }
+
+    /// Up to `limit` holds after `after`, held or finished, in log order (cluster version 2;
+    /// a node of the release before answers 404).
+    pub async fn holds(
+        &self,
+        endpoint: &str,
+        after: Option<HoldId>,
+        limit: usize,
+    ) -> Result<Page<Hold>, Error> {
+        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        self.get(endpoint, &format!("/internal/holds?limit={limit}{after}"))
+            .await
+    }
+
+    /// Every hold a replica holds, in log order.
+    pub async fn all_holds(&self, endpoint: &str) -> Result<Vec<Hold>, Error> {
+        let mut all: Vec<Hold> = Vec::new();
+        loop {
+            let page = self.holds(endpoint, all.last().map(|h| h.id), 1000).await?;
             if page.items.is_empty() {
                 return Ok(all);
             }

@@ -11,7 +11,7 @@
 //! | Raft RPCs (`/raft/*`) | yes | no | no |
 //! | `/internal/write` | every command | public kinds only | public kinds only |
 //! | `/internal/read-index`, `/admin/status` | yes | yes | yes |
-//! | replica reads (`/internal/products`, `/internal/orders`) | yes | no | yes |
+//! | replica reads (`/internal/products`, `/internal/orders`, `/internal/holds`) | yes | no | yes |
 //! | the rest of `/admin/*` | no | no | yes |
 //!
 //! Gateways face the internet: they hold the voters' and operators' credentials only as

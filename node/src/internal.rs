@@ -20,9 +20,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use flashstock_api::{
     AddLearnerRequest, ArchiveReport, ArchiveReportQuery, ArchiveStatus, ChangeMembershipRequest,
-    ElectRequest, ErrorCode, HandOffRequest, HandedOff, InitRequest, MembershipChanged, NodeAddr,
-    NodeRole, NodeStatus, Order, OrderId, Page, PeerReplication, Product, RaftState,
-    ReadIndexResponse, RemoveLearnerRequest, WriteRequest,
+    ElectRequest, ErrorCode, HandOffRequest, HandedOff, Hold, HoldId, InitRequest,
+    MembershipChanged, NodeAddr, NodeRole, NodeStatus, OrderId, OrderWithTerms, Page,
+    PeerReplication, ProductWithTerms, RaftState, ReadIndexResponse, RemoveLearnerRequest,
+    WriteRequest,
 };
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/products/{id}", get(get_product))
         .route("/internal/orders", get(list_orders))
         .route("/internal/orders/{id}", get(get_order))
+        .route("/internal/holds", get(list_holds))
         .route_layer(permit(READERS));
     let admin = Router::new()
         .route("/admin/init", post(init))
@@ -359,59 +361,109 @@ impl PageQuery {
 
 type Answer<T> = Result<Json<Page<T>>, ApiError>;
 
+/// Products with their terms ([`ProductWithTerms`]: the fields of the release before, and
+/// `terms` beside them).
 async fn list_products(
     State(state): State<AppState>,
     Query(query): Query<PageQuery>,
-) -> Answer<Product> {
+) -> Answer<ProductWithTerms> {
     let applied_index = state.reader.applied_index();
     let items = state
         .reader
-        .products(query.after.as_deref(), query.limit())
-        .map_err(ApiError::storage)?;
+        .product_records(query.after.as_deref(), query.limit())
+        .map_err(ApiError::storage)?
+        .into_iter()
+        .map(|record| ProductWithTerms {
+            product: record.product,
+            terms: record.terms,
+        })
+        .collect();
     Ok(Json(Page {
         applied_index,
         items,
     }))
 }
 
-async fn get_product(State(state): State<AppState>, Path(id): Path<String>) -> Answer<Product> {
+async fn get_product(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Answer<ProductWithTerms> {
     let applied_index = state.reader.applied_index();
-    let product = state.reader.product(&id).map_err(ApiError::storage)?;
-    let product = product.ok_or_else(|| ApiError::unknown_product(&id))?;
+    let record = state
+        .reader
+        .product_record(&id)
+        .map_err(ApiError::storage)?;
+    let record = record.ok_or_else(|| ApiError::unknown_product(&id))?;
     Ok(Json(Page {
         applied_index,
-        items: vec![product],
+        items: vec![ProductWithTerms {
+            product: record.product,
+            terms: record.terms,
+        }],
     }))
 }
 
-async fn list_orders(
-    State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
-) -> Answer<Order> {
-    let after = query
+/// `after` of a page of records whose ids are numbers.
+fn after_id(query: &PageQuery, what: &str) -> Result<Option<u64>, ApiError> {
+    query
         .after
         .as_deref()
         .map(str::parse::<u64>)
         .transpose()
-        .map_err(|_| ApiError::invalid("after must be an order id"))?;
+        .map_err(|_| ApiError::invalid(format!("after must be {what}")))
+}
+
+/// Orders with their terms ([`OrderWithTerms`]: lines, hold, cancellation), in log order.
+async fn list_orders(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Answer<OrderWithTerms> {
+    let after = after_id(&query, "an order id")?;
     let applied_index = state.reader.applied_index();
     let items = state
         .reader
-        .orders(after.map(OrderId), query.limit())
-        .map_err(ApiError::storage)?;
+        .order_records(after.map(OrderId), query.limit())
+        .map_err(ApiError::storage)?
+        .into_iter()
+        .map(|record| OrderWithTerms {
+            order: record.order,
+            terms: record.terms,
+        })
+        .collect();
     Ok(Json(Page {
         applied_index,
         items,
     }))
 }
 
-async fn get_order(State(state): State<AppState>, Path(id): Path<u64>) -> Answer<Order> {
+async fn get_order(State(state): State<AppState>, Path(id): Path<u64>) -> Answer<OrderWithTerms> {
     let applied_index = state.reader.applied_index();
-    let order = state.reader.order(OrderId(id)).map_err(ApiError::storage)?;
-    let order = order.ok_or_else(|| ApiError::unknown_order(id))?;
+    let record = state
+        .reader
+        .order_record(OrderId(id))
+        .map_err(ApiError::storage)?;
+    let record = record.ok_or_else(|| ApiError::unknown_order(id))?;
     Ok(Json(Page {
         applied_index,
-        items: vec![order],
+        items: vec![OrderWithTerms {
+            order: record.order,
+            terms: record.terms,
+        }],
+    }))
+}
+
+/// Holds, held or finished (until forgotten past the idempotency window), in log order
+/// (cluster version 2; a node of the release before has no such route).
+async fn list_holds(State(state): State<AppState>, Query(query): Query<PageQuery>) -> Answer<Hold> {
+    let after = after_id(&query, "a hold id")?;
+    let applied_index = state.reader.applied_index();
+    let items = state
+        .reader
+        .holds(after.map(HoldId), query.limit())
+        .map_err(ApiError::storage)?;
+    Ok(Json(Page {
+        applied_index,
+        items,
     }))
 }
 

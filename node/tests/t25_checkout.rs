@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use flashstock_api::{
-    CreateProductRequest, ErrorBody, ErrorCode, HoldStatus, Line, OrderStatus, ProductDetails,
+    CreateProductRequest, ErrorBody, ErrorCode, HoldState, HoldStatus, Line, OrderStatus,
+    ProductDetails,
 };
 use flashstock_client::{ShopClient, ShopError};
 use flashstock_deploy::local::LocalCluster;
@@ -181,6 +182,50 @@ async fn holds_are_confirmed_or_released_and_carts_are_all_or_nothing() {
     // Hold, then release: the stock is available again.
     let second = shop.hold(vec![line("mug", 3)], None).await.expect("hold");
     assert_eq!(counters(&shop, "mug").await, (5, 3, 2));
+
+    // The replica reads show what checkout adds (the fault harness reads every node's final
+    // state through them): held stock, an order's lines and hold, the holds themselves; a
+    // reader of the release before still reads the records it knew.
+    let leader = cluster
+        .wait_for_leader(ELECTION_WAIT)
+        .await
+        .expect("a leader");
+    let (voters, addr) = (cluster.voter_client(), cluster.addr(leader));
+    let products = voters
+        .products_with_terms(&addr, None, 10)
+        .await
+        .expect("products with terms");
+    let mug = products
+        .items
+        .iter()
+        .find(|p| p.product.id == "mug")
+        .unwrap();
+    assert_eq!(
+        (mug.product.stock, mug.terms.held, mug.product.sold),
+        (5, 3, 2)
+    );
+    let orders = voters.all_orders_with_terms(&addr).await.expect("orders");
+    let from_hold = orders.iter().find(|o| o.order.id == order.id).unwrap();
+    assert_eq!(from_hold.lines().len(), 2);
+    assert_eq!(from_hold.terms.hold, Some(held.hold.id));
+    let holds: Vec<_> = voters
+        .all_holds(&addr)
+        .await
+        .expect("holds")
+        .into_iter()
+        .map(|h| (h.id, h.state))
+        .collect();
+    assert_eq!(
+        holds,
+        vec![
+            (held.hold.id, HoldState::Confirmed { order: order.id }),
+            (second.hold.id, HoldState::Held)
+        ]
+    );
+    let plain = voters.products(&addr, None, 10).await.expect("products");
+    assert!(plain.items.iter().any(|p| p.id == "mug" && p.stock == 5));
+    let plain = voters.all_orders(&addr).await.expect("orders");
+    assert!(plain.iter().any(|o| o.id == order.id && o.quantity == 2));
     let released = shop
         .release_hold(second.hold.id.0, &second.token)
         .await
