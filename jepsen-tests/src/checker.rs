@@ -4,33 +4,41 @@
 //! [`crate::final_state`] reads those states from the cluster. [`check`] checks each invariant
 //! separately:
 //!
-//! 1. no oversell: `sold <= initial_stock + restocked`, conservation, and the orders of a
-//!    product add up to its `sold`, on every node and in every view seen during the run;
-//! 2. no lost confirmed purchase: every confirmed order is on every node, identical;
+//! 1. no oversell: `sold <= initial_stock + restocked` and conservation with what is held
+//!    (`initial_stock + restocked == stock + held + sold`), on every node and in every view
+//!    seen during the run;
+//! 2. no lost confirmed purchase: every confirmed order (a purchase, a cart, a confirmed hold)
+//!    is on every node, identical, with its lines;
 //! 3. no double apply: a key is in at most one order, every confirmation of a key (first
 //!    send, its twin, retries, re-sends) names the same order, and no key is answered both
 //!    confirmed and rejected;
-//! 4. definite rejections are not applied: no order carries a key whose purchase ended
-//!    `Rejected` or `Unavailable`, and every order matches a purchase that was sent;
-//! 5. replicas agree: every node holds the same products and orders;
+//! 4. definite rejections are not applied: no order (or hold) carries a key whose sends all
+//!    ended `Rejected` or `Unavailable`, and every order matches a request that was sent;
+//! 5. replicas agree: every node holds the same products, orders and holds, terms included;
 //! 6. restocks add up: the confirmed restocks of a product make up its `restocked` (exactly,
 //!    unless some restocks ended unknown, which may or may not be in it);
 //! 7. views consistent: a linearizable view shows every purchase and restock confirmed before
 //!    it started, and no view shows more sold or restocked than had been sent by its end;
 //! 8. views as fresh as they say: a view counts every order of the final state placed at or
-//!    before the applied index it reports.
+//!    before the applied index it reports (and never cancelled).
 //!
 //! The ninth, the archive exactly once (runs with the archive on), is checked by
-//! [`crate::archive`] against PostgreSQL.
+//! [`crate::archive`] against PostgreSQL, the tenth by [`stale_views`]; they come after the
+//! first [`CORE_INVARIANTS`]. Then checkout's, in [`checkout`]: orders add up to sold, holds add
+//! up, holds end once and in time, carts all or nothing, limits never exceeded, cancellations
+//! once.
 //!
 //! Unknown outcomes may be in the state or not; [`UnknownStats`] says how many there were and
 //! how many ended up applied.
 
+pub mod checkout;
 pub mod stale_views;
 
 use std::collections::BTreeMap;
 
-use flashstock_api::{Order, OrderId, Product, ProductDetails};
+use flashstock_api::{
+    Hold, HoldId, Order, OrderId, OrderWithTerms, ProductDetails, ProductWithTerms,
+};
 use serde::Serialize;
 
 use crate::history::{is_committed_rejection, History, OpKind, OpRecord, OpResult};
@@ -39,14 +47,34 @@ use crate::workload::ProductSpec;
 /// Most detail lines kept per invariant; the count of the rest is reported.
 pub const DETAILS_MAX: usize = 12;
 
-/// The state one node holds at the end.
+/// The state one node holds at the end, as its internal read API serves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeState {
     pub id: u64,
     pub applied_index: u64,
-    pub products: BTreeMap<String, Product>,
-    pub orders: Vec<Order>,
+    /// Every product with its terms (held, limit, cancelled).
+    pub products: BTreeMap<String, ProductWithTerms>,
+    /// Every order with its terms (lines, hold, cancellation), in log order.
+    pub orders: Vec<OrderWithTerms>,
+    /// Every hold, held or finished, in log order (empty in runs without checkout).
+    pub holds: Vec<Hold>,
 }
+
+impl NodeState {
+    /// Its orders by id.
+    pub fn orders_by_id(&self) -> BTreeMap<OrderId, &OrderWithTerms> {
+        self.orders.iter().map(|o| (o.order.id, o)).collect()
+    }
+
+    /// Its holds by id.
+    pub fn holds_by_id(&self) -> BTreeMap<HoldId, &Hold> {
+        self.holds.iter().map(|h| (h.id, h)).collect()
+    }
+}
+
+/// How many invariants [`check`] puts first; the archive's and the cut-off gateways' go after
+/// them, then checkout's.
+pub const CORE_INVARIANTS: usize = 8;
 
 /// One invariant's verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +139,9 @@ pub struct UnknownStats {
     pub restock_items_applied: u64,
     /// Re-sends that could not tell (unavailable or unknown): inconclusive, not violations.
     pub resends_inconclusive: usize,
+    /// Checkout writes whose outcome stayed unknown, per kind, and how many of them show in the
+    /// final state.
+    pub checkout: Vec<checkout::UnknownCheckout>,
 }
 
 /// The checker's verdict on a run.
@@ -126,8 +157,11 @@ impl CheckReport {
     }
 }
 
-/// Check every invariant over the history and the nodes' final states.
+/// Check every invariant over the history and the nodes' final states: the
+/// [`CORE_INVARIANTS`], then checkout's.
 pub fn check(history: &History, setup: &[ProductSpec], nodes: &[NodeState]) -> CheckReport {
+    let mut unknown = unknown_stats(history, nodes);
+    unknown.checkout = checkout::unknown_checkout(history, nodes);
     CheckReport {
         invariants: vec![
             no_oversell(history, setup, nodes),
@@ -138,22 +172,33 @@ pub fn check(history: &History, setup: &[ProductSpec], nodes: &[NodeState]) -> C
             restocks_add_up(history, nodes),
             views_consistent(history),
             views_match_the_log(history, nodes),
+            checkout::orders_add_up(nodes),
+            checkout::holds_add_up(history, nodes),
+            checkout::holds_end_once_in_time(history, nodes),
+            checkout::carts_all_or_nothing(history, nodes),
+            checkout::limits_never_exceeded(setup, nodes),
+            checkout::cancellations_once(history, nodes),
         ],
-        unknown: unknown_stats(history, nodes),
+        unknown,
     }
 }
 
-/// The confirmed order of a purchase or re-send.
+/// The order an operation placed, when the cluster confirmed it.
 fn confirmed_order(op: &OpRecord) -> Option<&Order> {
-    match &op.result {
-        OpResult::Confirmed { order, .. } => Some(order),
-        _ => None,
-    }
+    op.placed_order()
 }
 
-/// What is wrong with one product record, if anything. A node's record comes through the
-/// voters' internal API without its terms ([`ProductDetails::from`]: nothing held), which is
-/// what it holds while the workload places no hold.
+/// `(product, quantity)` of every line of an order.
+pub(crate) fn line_items(order: &OrderWithTerms) -> Vec<(String, u64)> {
+    order
+        .lines()
+        .into_iter()
+        .map(|line| (line.product, u64::from(line.quantity)))
+        .collect()
+}
+
+/// What is wrong with one product record, if anything: oversold, or not conserved counting
+/// what is held.
 fn product_problem(product: &ProductDetails) -> Option<String> {
     let supply = product.initial_stock.checked_add(product.restocked);
     if supply.is_some_and(|supply| product.sold > supply) {
@@ -188,7 +233,7 @@ fn no_oversell(history: &History, setup: &[ProductSpec], nodes: &[NodeState]) ->
     }
     let sold: u64 = nodes
         .first()
-        .map_or(0, |n| n.products.values().map(|p| p.sold).sum());
+        .map_or(0, |n| n.products.values().map(|p| p.product.sold).sum());
     verdict.finish(format!(
         "{} products on {} nodes, {sold} items sold, {views} views checked",
         setup.len(),
@@ -196,28 +241,19 @@ fn no_oversell(history: &History, setup: &[ProductSpec], nodes: &[NodeState]) ->
     ))
 }
 
-/// Stock laws of one node: each product conserved, not oversold, its orders add up to `sold`,
-/// its initial stock as created; no product the run did not create.
+/// Stock laws of one node: each product conserved with what is held and not oversold, its
+/// initial stock as created; no product the run did not create, no order of one. (That its
+/// orders add up to `sold` is [`checkout::orders_add_up`].)
 fn check_node_stock(verdict: &mut Verdict, setup: &[ProductSpec], node: &NodeState) {
-    let mut ordered: BTreeMap<&str, u64> = BTreeMap::new();
-    for order in &node.orders {
-        *ordered.entry(order.product.as_str()).or_default() += u64::from(order.quantity);
-    }
     for spec in setup {
-        let Some(product) = node.products.get(&spec.id) else {
+        let Some(record) = node.products.get(&spec.id) else {
             verdict.fail(format!("node {}: product {} is missing", node.id, spec.id));
             continue;
         };
-        if let Some(problem) = product_problem(&product.clone().into()) {
+        if let Some(problem) = product_problem(&record.details()) {
             verdict.fail(format!("node {}: {}: {problem}", node.id, spec.id));
         }
-        let in_orders = ordered.get(spec.id.as_str()).copied().unwrap_or(0);
-        if in_orders != product.sold {
-            verdict.fail(format!(
-                "node {}: {}: orders hold {in_orders} items, sold is {}",
-                node.id, spec.id, product.sold
-            ));
-        }
+        let product = &record.product;
         if product.initial_stock != spec.stock {
             verdict.fail(format!(
                 "node {}: {}: initial stock {} instead of {}",
@@ -230,8 +266,13 @@ fn check_node_stock(verdict: &mut Verdict, setup: &[ProductSpec], node: &NodeSta
             verdict.fail(format!("node {}: unexpected product {id}", node.id));
         }
     }
-    for product in ordered.keys() {
-        if !node.products.contains_key(*product) {
+    let ordered: std::collections::BTreeSet<String> = node
+        .orders
+        .iter()
+        .flat_map(|order| line_items(order).into_iter().map(|(product, _)| product))
+        .collect();
+    for product in ordered {
+        if !node.products.contains_key(&product) {
             verdict.fail(format!(
                 "node {}: orders for unknown product {product}",
                 node.id
@@ -242,43 +283,67 @@ fn check_node_stock(verdict: &mut Verdict, setup: &[ProductSpec], node: &NodeSta
 
 fn no_lost_confirmed(history: &History, nodes: &[NodeState]) -> Invariant {
     let mut verdict = Verdict::new("no lost confirmed purchase");
-    let by_id: Vec<BTreeMap<OrderId, &Order>> = nodes
-        .iter()
-        .map(|n| n.orders.iter().map(|o| (o.id, o)).collect())
-        .collect();
-    let mut confirmed = 0;
+    let by_id: Vec<BTreeMap<OrderId, &OrderWithTerms>> =
+        nodes.iter().map(NodeState::orders_by_id).collect();
+    let (mut confirmed, mut with_lines) = (0, 0);
     for op in history.ops.iter() {
         let Some(order) = confirmed_order(op) else {
             continue;
         };
         confirmed += 1;
         let key = op.key.as_deref().unwrap_or_default();
-        if order.key != key
-            || order.product != op.product
-            || u64::from(order.quantity) != op.quantity
-        {
+        let lines = op.placed_lines().unwrap_or_default();
+        if order.key != key || lines != op.lines() {
             verdict.fail(format!(
-                "key {key}: confirmed order {order:?} does not match the request \
-                 ({} x{})",
-                op.product, op.quantity
+                "key {key}: confirmed order {order:?} with lines {lines:?} does not match the \
+                 request {:?}",
+                op.lines()
             ));
         }
+        // The lines with their prices, as the answer showed them (carts and confirmed holds).
+        let shown: Option<Vec<(String, u32, u64)>> = match &op.result {
+            OpResult::Placed { lines, .. } => Some(
+                lines
+                    .iter()
+                    .map(|l| (l.product.clone(), l.quantity, l.price_cents))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        with_lines += usize::from(shown.is_some());
         for (node, held) in nodes.iter().zip(&by_id) {
             match held.get(&order.id) {
                 None => verdict.fail(format!(
-                    "node {}: confirmed order {} (key {key}, confirmed at {} ms) is missing",
-                    node.id, order.id, op.completed_ms
+                    "node {}: confirmed order {} (key {key}, {} confirmed at {} ms) is missing",
+                    node.id,
+                    order.id,
+                    op.kind.name(),
+                    op.completed_ms
                 )),
-                Some(held) if *held != order => verdict.fail(format!(
-                    "node {}: order {} differs: holds {held:?}, confirmed {order:?}",
-                    node.id, order.id
+                Some(held) if held.order != *order => verdict.fail(format!(
+                    "node {}: order {} differs: holds {:?}, confirmed {order:?}",
+                    node.id, order.id, held.order
                 )),
-                Some(_) => {}
+                Some(held) => {
+                    let on_node: Vec<(String, u32, u64)> = held
+                        .lines()
+                        .into_iter()
+                        .map(|l| (l.product, l.quantity, l.price_cents))
+                        .collect();
+                    if shown.as_ref().is_some_and(|shown| *shown != on_node) {
+                        verdict.fail(format!(
+                            "node {}: order {} (key {key}) has lines {on_node:?}, the \
+                             confirmation showed {shown:?}",
+                            node.id, order.id
+                        ));
+                    }
+                }
             }
         }
     }
     verdict.finish(format!(
-        "{confirmed} confirmations (purchases and re-sends) checked on {} nodes",
+        "{confirmed} confirmations (purchases, re-sends, carts, confirmed holds; {with_lines} of \
+         them with their lines) checked on {} nodes",
         nodes.len()
     ))
 }
@@ -288,11 +353,25 @@ fn no_double_apply(history: &History, nodes: &[NodeState]) -> Invariant {
     for node in nodes {
         let mut per_key: BTreeMap<&str, Vec<OrderId>> = BTreeMap::new();
         for order in &node.orders {
-            per_key.entry(&order.key).or_default().push(order.id);
+            per_key
+                .entry(&order.order.key)
+                .or_default()
+                .push(order.order.id);
         }
         for (key, ids) in per_key.iter().filter(|(_, ids)| ids.len() > 1) {
             verdict.fail(format!(
                 "node {}: key {key} applied {} times: orders {ids:?}",
+                node.id,
+                ids.len()
+            ));
+        }
+        let mut holds_per_key: BTreeMap<&str, Vec<HoldId>> = BTreeMap::new();
+        for hold in &node.holds {
+            holds_per_key.entry(&hold.key).or_default().push(hold.id);
+        }
+        for (key, ids) in holds_per_key.iter().filter(|(_, ids)| ids.len() > 1) {
+            verdict.fail(format!(
+                "node {}: key {key} placed {} holds: {ids:?}",
                 node.id,
                 ids.len()
             ));
@@ -313,7 +392,20 @@ fn no_double_apply(history: &History, nodes: &[NodeState]) -> Invariant {
             }
         }
     }
-    for (key, sends) in history.sends_by_key() {
+    let mut first_hold: BTreeMap<&str, HoldId> = BTreeMap::new();
+    for op in history.of_kind(OpKind::Hold) {
+        let (Some(key), OpResult::Held { hold, .. }) = (op.key.as_deref(), &op.result) else {
+            continue;
+        };
+        match first_hold.insert(key, hold.id) {
+            Some(earlier) if earlier != hold.id => verdict.fail(format!(
+                "key {key} placed two different holds: {earlier} and {}",
+                hold.id
+            )),
+            _ => {}
+        }
+    }
+    for (key, sends) in history.order_sends() {
         let confirmed = sends.iter().find_map(|op| confirmed_order(op));
         let rejected = sends.iter().find_map(|op| match &op.result {
             OpResult::Rejected { code, .. } if is_committed_rejection(code) => Some(code),
@@ -345,29 +437,43 @@ fn no_double_apply(history: &History, nodes: &[NodeState]) -> Invariant {
         }
     }
     verdict.finish(format!(
-        "{} keys confirmed, {resends} re-sends of confirmed keys answered",
-        first.len()
+        "{} keys confirmed, {} holds placed, {resends} re-sends of confirmed keys answered",
+        first.len(),
+        first_hold.len()
     ))
 }
 
-/// Whether a purchase key was definitely not applied: a send learned the key's committed
-/// rejection, or every send was refused before it could apply.
+/// Whether a key was definitely not applied: a send learned the key's committed rejection, or
+/// every send was refused before it could apply.
 fn all_definitely_not_applied(sends: &[&OpRecord]) -> bool {
-    let committed_rejection = sends.iter().any(
-        |op| matches!(&op.result, OpResult::Rejected { code, .. } if is_committed_rejection(code)),
-    );
+    let committed_rejection = sends.iter().any(|op| op.result.is_committed_rejection());
     committed_rejection || sends.iter().all(|op| op.result.is_definitely_not_applied())
 }
 
 fn definite_not_applied(history: &History, nodes: &[NodeState]) -> Invariant {
     let mut verdict = Verdict::new("definite rejections not applied");
-    let sends = history.sends_by_key();
+    let sends = history.order_sends();
+    let mut hold_sends: BTreeMap<&str, Vec<&OpRecord>> = BTreeMap::new();
+    for op in history.of_kind(OpKind::Hold) {
+        if let Some(key) = op.key.as_deref() {
+            hold_sends.entry(key).or_default().push(op);
+        }
+    }
     let definite = sends
         .values()
+        .chain(hold_sends.values())
         .filter(|sends| all_definitely_not_applied(sends))
         .count();
+    let told = |sends: &[&OpRecord]| -> String {
+        let told: Vec<String> = sends
+            .iter()
+            .map(|op| format!("{} at {} ms", op.result.label(), op.completed_ms))
+            .collect();
+        told.join(" and ")
+    };
     for node in nodes {
-        for order in &node.orders {
+        for record in &node.orders {
+            let order = &record.order;
             let Some(sends) = sends.get(order.key.as_str()) else {
                 verdict.fail(format!(
                     "node {}: order {} has key {} that no client sent",
@@ -376,37 +482,67 @@ fn definite_not_applied(history: &History, nodes: &[NodeState]) -> Invariant {
                 continue;
             };
             if all_definitely_not_applied(sends) {
-                let told: Vec<String> = sends
-                    .iter()
-                    .map(|op| format!("{} at {} ms", op.result.label(), op.completed_ms))
-                    .collect();
                 verdict.fail(format!(
-                    "node {}: order {} (key {}) was applied, but the client was told {}",
+                    "node {}: order {} (key {}, {}) was applied, but the client was told {}",
                     node.id,
                     order.id,
                     order.key,
-                    told.join(" and ")
+                    sends[0].kind.name(),
+                    told(sends)
                 ));
             }
-            let op = sends[0];
-            if order.product != op.product || u64::from(order.quantity) != op.quantity {
+            // The first line; every line is checked by "carts all or nothing".
+            let requested = sends[0].lines();
+            let first = requested.first().cloned().unwrap_or_default();
+            if order.product != first.0 || u64::from(order.quantity) != first.1 {
                 verdict.fail(format!(
                     "node {}: order {} (key {}) is {} x{}, the request was {} x{}",
+                    node.id, order.id, order.key, order.product, order.quantity, first.0, first.1
+                ));
+            }
+        }
+        for hold in &node.holds {
+            let Some(sends) = hold_sends.get(hold.key.as_str()) else {
+                verdict.fail(format!(
+                    "node {}: hold {} has key {} that no client sent",
+                    node.id, hold.id, hold.key
+                ));
+                continue;
+            };
+            if all_definitely_not_applied(sends) {
+                verdict.fail(format!(
+                    "node {}: hold {} (key {}) was placed, but the client was told {}",
                     node.id,
-                    order.id,
-                    order.key,
-                    order.product,
-                    order.quantity,
-                    op.product,
-                    op.quantity
+                    hold.id,
+                    hold.key,
+                    told(sends)
+                ));
+            }
+            let placed: Vec<(String, u64)> = hold
+                .lines
+                .iter()
+                .map(|l| (l.product.clone(), u64::from(l.quantity)))
+                .collect();
+            if placed != sends[0].lines() || hold.customer != sends[0].target.customer {
+                verdict.fail(format!(
+                    "node {}: hold {} (key {}) holds {placed:?} for {:?}, the request was {:?} \
+                     for {:?}",
+                    node.id,
+                    hold.id,
+                    hold.key,
+                    hold.customer,
+                    sends[0].lines(),
+                    sends[0].target.customer
                 ));
             }
         }
     }
+    let first = nodes.first();
     verdict.finish(format!(
-        "{definite} purchases ended rejected or unavailable; {} orders per node matched \
-         to requests",
-        nodes.first().map_or(0, |n| n.orders.len())
+        "{definite} orders and holds ended rejected or unavailable; {} orders and {} holds per \
+         node matched to requests",
+        first.map_or(0, |n| n.orders.len()),
+        first.map_or(0, |n| n.holds.len())
     ))
 }
 
@@ -437,31 +573,51 @@ fn replicas_agree(nodes: &[NodeState]) -> Invariant {
             ));
         }
         if node.orders != reference.orders {
-            verdict.fail(orders_difference(reference, node));
+            verdict.fail(difference(
+                "orders",
+                &reference.orders,
+                &node.orders,
+                reference.id,
+                node.id,
+            ));
+        }
+        if node.holds != reference.holds {
+            verdict.fail(difference(
+                "holds",
+                &reference.holds,
+                &node.holds,
+                reference.id,
+                node.id,
+            ));
         }
     }
     verdict.finish(format!(
-        "{} nodes compared: {} products, {} orders each",
+        "{} nodes compared with their terms: {} products, {} orders, {} holds each",
         nodes.len(),
         reference.products.len(),
-        reference.orders.len()
+        reference.orders.len(),
+        reference.holds.len()
     ))
 }
 
-/// The first difference between two nodes' orders.
-fn orders_difference(a: &NodeState, b: &NodeState) -> String {
-    let first = a.orders.iter().zip(&b.orders).position(|(x, y)| x != y);
+/// The first difference between two nodes' lists of records.
+fn difference<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    a: &[T],
+    b: &[T],
+    a_id: u64,
+    b_id: u64,
+) -> String {
+    let first = a.iter().zip(b).position(|(x, y)| x != y);
     match first {
         Some(i) => format!(
-            "orders differ at position {i}: node {} has {:?}, node {} has {:?}",
-            a.id, a.orders[i], b.id, b.orders[i]
+            "{what} differ at position {i}: node {a_id} has {:?}, node {b_id} has {:?}",
+            a[i], b[i]
         ),
         None => format!(
-            "node {} has {} orders, node {} has {}",
-            a.id,
-            a.orders.len(),
-            b.id,
-            b.orders.len()
+            "node {a_id} has {} {what}, node {b_id} has {}",
+            a.len(),
+            b.len()
         ),
     }
 }
@@ -485,6 +641,7 @@ fn restocks_add_up(history: &History, nodes: &[NodeState]) -> Invariant {
     let sums = restock_sums(history);
     for node in nodes {
         for product in node.products.values() {
+            let product = &product.product;
             let (confirmed, unknown) = sums.get(product.id.as_str()).copied().unwrap_or_default();
             let restocked = product.restocked;
             if restocked < confirmed || restocked > confirmed + unknown {
@@ -504,12 +661,18 @@ fn restocks_add_up(history: &History, nodes: &[NodeState]) -> Invariant {
 }
 
 /// Quantities at points in time, summed over a time range.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Timeline {
     /// `(ms, quantity)`, sorted by time.
     points: Vec<(u64, u64)>,
     /// `prefix[i]`: the sum of the first `i` quantities.
     prefix: Vec<u64>,
+}
+
+impl Default for Timeline {
+    fn default() -> Timeline {
+        Timeline::new(Vec::new())
+    }
 }
 
 impl Timeline {
@@ -533,53 +696,68 @@ impl Timeline {
     }
 }
 
-/// Per product: when sales and restocks were surely applied, and when they may have been.
+/// Per product: when sales, cancellations and restocks were surely applied, and when they may
+/// have been.
+#[derive(Default)]
 struct Bounds {
-    /// Purchases by the time their first confirmation came back.
+    /// Items of orders (purchases, carts, confirmed holds) by the time their first
+    /// confirmation came back.
     sold_surely: Timeline,
-    /// Purchases not definitely refused, by the time they were first sent.
+    /// Items of orders not definitely refused, by the time they were first sent.
     sold_maybe: Timeline,
+    /// Items of cancellations not definitely refused, by the time they were sent: a view may
+    /// show that much less sold than was confirmed.
+    cancelled_maybe: Timeline,
     restocked_surely: Timeline,
     restocked_maybe: Timeline,
 }
 
-fn bounds(history: &History) -> BTreeMap<&str, Bounds> {
-    let mut raw: BTreeMap<&str, [Vec<(u64, u64)>; 4]> = BTreeMap::new();
+fn bounds(history: &History) -> BTreeMap<String, Bounds> {
+    let mut raw: BTreeMap<String, [Vec<(u64, u64)>; 5]> = BTreeMap::new();
     let confirmed_at = confirmation_times(history);
-    for (key, sends) in history.sends_by_key() {
-        let first = sends[0];
-        let entry = raw.entry(first.product.as_str()).or_default();
-        if let Some(at) = confirmed_at.get(key) {
-            entry[0].push((*at, first.quantity));
+    for (key, sends) in history.order_sends() {
+        let maybe = !all_definitely_not_applied(&sends);
+        let invoked = sends.iter().map(|op| op.invoked_ms).min().unwrap_or(0);
+        for (product, quantity) in sends[0].lines() {
+            let entry = raw.entry(product).or_default();
+            if let Some(at) = confirmed_at.get(key) {
+                entry[0].push((*at, quantity));
+            }
+            if maybe {
+                entry[1].push((invoked, quantity));
+            }
         }
-        if !all_definitely_not_applied(&sends) {
-            let invoked = sends.iter().map(|op| op.invoked_ms).min().unwrap_or(0);
-            entry[1].push((invoked, first.quantity));
+    }
+    let cancels = history.ops.iter().filter(|op| op.kind.cancels());
+    for op in cancels.filter(|op| !op.result.is_definitely_not_applied()) {
+        for (product, quantity) in op.lines() {
+            raw.entry(product).or_default()[2].push((op.invoked_ms, quantity));
         }
     }
     for op in history.of_kind(OpKind::Restock) {
-        let entry = raw.entry(op.product.as_str()).or_default();
+        let entry = raw.entry(op.product.clone()).or_default();
         if matches!(op.result, OpResult::Restocked { .. }) {
-            entry[2].push((op.completed_ms, op.quantity));
+            entry[3].push((op.completed_ms, op.quantity));
         }
         if !op.result.is_definitely_not_applied() {
-            entry[3].push((op.invoked_ms, op.quantity));
+            entry[4].push((op.invoked_ms, op.quantity));
         }
     }
     raw.into_iter()
-        .map(|(product, [a, b, c, d])| {
+        .map(|(product, [a, b, c, d, e])| {
             let bounds = Bounds {
                 sold_surely: Timeline::new(a),
                 sold_maybe: Timeline::new(b),
-                restocked_surely: Timeline::new(c),
-                restocked_maybe: Timeline::new(d),
+                cancelled_maybe: Timeline::new(c),
+                restocked_surely: Timeline::new(d),
+                restocked_maybe: Timeline::new(e),
             };
             (product, bounds)
         })
         .collect()
 }
 
-/// The earliest time each purchase key's confirmation came back to a client.
+/// The earliest time each order key's confirmation came back to a client.
 fn confirmation_times(history: &History) -> BTreeMap<&str, u64> {
     let mut times: BTreeMap<&str, u64> = BTreeMap::new();
     for op in &history.ops {
@@ -591,19 +769,15 @@ fn confirmation_times(history: &History) -> BTreeMap<&str, u64> {
     times
 }
 
-/// What is wrong with one view, if anything: a linearizable view must show every purchase and
-/// restock confirmed before it started; no view may show more than was sent before it ended.
+/// What is wrong with one view, if anything: a linearizable view must show every order and
+/// restock confirmed before it started (less what cancellations sent by its end may have taken
+/// back); no view may show more than was sent before it ended.
 fn view_problem(
     op: &OpRecord,
     product: &ProductDetails,
     bounds: Option<&Bounds>,
 ) -> Option<String> {
-    let empty = Bounds {
-        sold_surely: Timeline::new(Vec::new()),
-        sold_maybe: Timeline::new(Vec::new()),
-        restocked_surely: Timeline::new(Vec::new()),
-        restocked_maybe: Timeline::new(Vec::new()),
-    };
+    let empty = Bounds::default();
     let b = bounds.unwrap_or(&empty);
     let (start, end) = (op.invoked_ms, op.completed_ms);
     let (sold, restocked) = (product.sold, product.restocked);
@@ -613,14 +787,14 @@ fn view_problem(
         product.id
     );
     if op.kind == OpKind::LinearView {
-        let (sold_min, restocked_min) = (
-            b.sold_surely.before(start),
-            b.restocked_surely.before(start),
-        );
+        let cancelled = b.cancelled_maybe.up_to(end);
+        let sold_min = b.sold_surely.before(start).saturating_sub(cancelled);
+        let restocked_min = b.restocked_surely.before(start);
         if sold < sold_min || restocked < restocked_min {
             return Some(format!(
-                "{at}: stale: sold {sold}, restocked {restocked}, but {sold_min} sold and \
-                 {restocked_min} restocked were confirmed before it started"
+                "{at}: stale: sold {sold}, restocked {restocked}, but {sold_min} sold (less \
+                 {cancelled} maybe cancelled) and {restocked_min} restocked were confirmed \
+                 before it started"
             ));
         }
     }
@@ -635,22 +809,27 @@ fn view_problem(
 }
 
 /// Every view is at least as fresh as the applied index it reports: its `sold` includes every
-/// order of that product placed at or before that index (in the final state: orders are never
-/// dropped during a run: the harness sets their retention past its end). A gateway reads its applied index just
-/// before the product, so a view may be fresher than its index, never staler: a replica that
-/// claimed an index it had not applied would fail here.
+/// line of that product of the orders placed at or before that index (in the final state:
+/// orders are never dropped during a run: the harness sets their retention past its end). A
+/// gateway reads its applied index just before the product, so a view may be fresher than its
+/// index, never staler: a replica that claimed an index it had not applied would fail here.
+/// Orders cancelled by the end are left out: the state does not say at which index they were
+/// cancelled, so the bound is looser by what cancellations took back, never wrong.
 fn views_match_the_log(history: &History, nodes: &[NodeState]) -> Invariant {
     let mut verdict = Verdict::new("views as fresh as they say");
     let Some(node) = nodes.first() else {
         return verdict.finish("no node state".into());
     };
-    // Per product, (log index, quantity) of every order, in log order.
-    let mut orders: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    for order in &node.orders {
-        orders
-            .entry(order.product.as_str())
-            .or_default()
-            .push((order.id.log_index(), u64::from(order.quantity)));
+    // Per product, (log index, quantity) of every line of an order not cancelled, in log
+    // order.
+    let mut orders: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    for order in node.orders.iter().filter(|o| !o.is_cancelled()) {
+        for (product, quantity) in line_items(order) {
+            orders
+                .entry(product)
+                .or_default()
+                .push((order.order.id.log_index(), quantity));
+        }
     }
     let mut checked = 0;
     for op in history.views() {
@@ -682,7 +861,8 @@ fn views_match_the_log(history: &History, nodes: &[NodeState]) -> Invariant {
         }
     }
     verdict.finish(format!(
-        "{checked} views each counted every order placed up to the applied index they reported"
+        "{checked} views each counted every order (not cancelled since) placed up to the \
+         applied index they reported"
     ))
 }
 
@@ -698,7 +878,7 @@ fn views_consistent(history: &History) -> Invariant {
             OpKind::LinearView => linear += 1,
             _ => local += 1,
         }
-        if let Some(problem) = view_problem(op, product, bounds.get(product.id.as_str())) {
+        if let Some(problem) = view_problem(op, product, bounds.get(&product.id)) {
             verdict.fail(problem);
         }
     }
@@ -711,7 +891,12 @@ fn views_consistent(history: &History) -> Invariant {
 fn unknown_stats(history: &History, nodes: &[NodeState]) -> UnknownStats {
     let applied: BTreeMap<&str, &Order> = nodes
         .first()
-        .map(|n| n.orders.iter().map(|o| (o.key.as_str(), o)).collect())
+        .map(|n| {
+            n.orders
+                .iter()
+                .map(|o| (o.order.key.as_str(), &o.order))
+                .collect()
+        })
         .unwrap_or_default();
     let mut stats = UnknownStats::default();
     for (key, sends) in history.sends_by_key() {
@@ -743,6 +928,7 @@ fn unknown_stats(history: &History, nodes: &[NodeState]) -> UnknownStats {
         stats.restock_items_applied = node
             .products
             .values()
+            .map(|p| &p.product)
             .map(|p| {
                 let confirmed = sums.get(p.id.as_str()).map_or(0, |s| s.0);
                 p.restocked.saturating_sub(confirmed)
@@ -755,12 +941,14 @@ fn unknown_stats(history: &History, nodes: &[NodeState]) -> UnknownStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flashstock_api::Product;
 
     fn spec() -> Vec<ProductSpec> {
         vec![ProductSpec {
             id: "p".into(),
             stock: 10,
             weight: 1,
+            limit_per_customer: None,
         }]
     }
 
@@ -802,6 +990,7 @@ mod tests {
             attempts: 1,
             unknown_attempts: 0,
             expected: None,
+            target: Default::default(),
             result,
         }
     }
@@ -817,8 +1006,25 @@ mod tests {
         NodeState {
             id,
             applied_index: 9,
-            products: [("p".to_string(), product)].into_iter().collect(),
-            orders,
+            products: [("p".to_string(), with_terms(product))]
+                .into_iter()
+                .collect(),
+            orders: orders.into_iter().map(plain).collect(),
+            holds: Vec::new(),
+        }
+    }
+
+    fn with_terms(product: Product) -> ProductWithTerms {
+        ProductWithTerms {
+            product,
+            terms: Default::default(),
+        }
+    }
+
+    fn plain(order: Order) -> OrderWithTerms {
+        OrderWithTerms {
+            order,
+            terms: Default::default(),
         }
     }
 
@@ -885,7 +1091,7 @@ mod tests {
     fn an_oversell_fails() {
         let (history, mut nodes) = good();
         for node in &mut nodes {
-            node.products.get_mut("p").unwrap().sold = 20;
+            node.products.get_mut("p").unwrap().product.sold = 20;
         }
         assert!(failed(&history, &nodes).contains(&"no oversell"));
     }
@@ -894,8 +1100,8 @@ mod tests {
     fn a_lost_confirmed_order_fails() {
         let (history, mut nodes) = good();
         nodes[1].orders.remove(0);
-        nodes[1].products.get_mut("p").unwrap().sold = 1;
-        nodes[1].products.get_mut("p").unwrap().stock = 13;
+        nodes[1].products.get_mut("p").unwrap().product.sold = 1;
+        nodes[1].products.get_mut("p").unwrap().product.stock = 13;
         let failed = failed(&history, &nodes);
         assert!(failed.contains(&"no lost confirmed purchase"));
         assert!(failed.contains(&"replicas agree"));
@@ -905,8 +1111,8 @@ mod tests {
     fn a_key_applied_twice_fails() {
         let (history, mut nodes) = good();
         for node in &mut nodes {
-            node.orders.push(order(7, "a", 2));
-            let p = node.products.get_mut("p").unwrap();
+            node.orders.push(plain(order(7, "a", 2)));
+            let p = &mut node.products.get_mut("p").unwrap().product;
             (p.sold, p.stock) = (5, 9);
         }
         assert_eq!(failed(&history, &nodes), vec!["no double apply"]);
@@ -915,7 +1121,7 @@ mod tests {
     #[test]
     fn a_resend_with_another_order_fails() {
         let (mut history, nodes) = good();
-        let a = nodes[0].orders[0].clone();
+        let a = nodes[0].orders[0].order.clone();
         let mut resend = op(OpKind::Resend, "a", 2, confirmed(&order(9, "a", 2)));
         resend.expected = Some(a);
         history.extend(vec![resend]);
@@ -927,8 +1133,8 @@ mod tests {
     fn an_applied_rejection_fails() {
         let (history, mut nodes) = good();
         for node in &mut nodes {
-            node.orders.push(order(8, "c", 3));
-            let p = node.products.get_mut("p").unwrap();
+            node.orders.push(plain(order(8, "c", 3)));
+            let p = &mut node.products.get_mut("p").unwrap().product;
             (p.sold, p.stock) = (6, 8);
         }
         assert_eq!(
@@ -941,7 +1147,7 @@ mod tests {
     fn restocks_must_add_up() {
         let (history, mut nodes) = good();
         for node in &mut nodes {
-            let p = node.products.get_mut("p").unwrap();
+            let p = &mut node.products.get_mut("p").unwrap().product;
             (p.restocked, p.stock) = (8, 15);
         }
         assert_eq!(failed(&history, &nodes), vec!["restocks add up"]);

@@ -1,9 +1,11 @@
 //! Reading the final state of a run from the cluster: the IO half of the checker, whose
 //! invariants ([`crate::checker`]) are pure functions of the history and what is read here.
 //!
-//! [`settle`] waits until every node has applied the leader's last log index (and the index no
-//! longer moves); [`collect`] reads every product and every order from every node, voters and
-//! gateways alike, through the internal read API.
+//! [`holds_finished`] waits until no stock is held any more (the last holds expire within the
+//! run's short time-to-live, each by an entry of its own); [`settle`] waits until every node
+//! has applied the leader's last log index (and the index no longer moves); [`collect`] reads
+//! every product, order and hold, with their terms, from every node, voters and gateways alike,
+//! through the internal read API.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,8 +33,35 @@ pub async fn settle(cluster: &LocalCluster, timeout: Duration) -> Result<u64, St
     }
 }
 
-/// Read every product and every order from every node.
-pub async fn collect(cluster: &LocalCluster) -> Result<Vec<NodeState>, String> {
+/// Wait until the leader's products hold nothing any more: every hold of the run confirmed,
+/// released or expired, so that no expiry entry lands while the nodes are read. Gives up after
+/// `timeout` without an error: stock held with no hold to expire it is the checker's to report
+/// ("holds add up"). Returns what is still held.
+pub async fn holds_finished(cluster: &LocalCluster, timeout: Duration) -> u64 {
+    let client = cluster.voter_client();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut held = u64::MAX;
+    while tokio::time::Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Ok(leader) = cluster.wait_for_leader(left).await {
+            let page = client
+                .products_with_terms(&cluster.addr(leader), None, PAGE)
+                .await;
+            if let Ok(page) = page {
+                held = page.items.iter().map(|p| p.terms.held).sum();
+                if held == 0 {
+                    return 0;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    held
+}
+
+/// Read every product, order and hold, with their terms, from every node. `with_holds`: read
+/// the holds too (a node of a release before checkout has no route for them).
+pub async fn collect(cluster: &LocalCluster, with_holds: bool) -> Result<Vec<NodeState>, String> {
     let client = cluster.voter_client();
     let mut states = Vec::new();
     for id in cluster.nodes.keys().copied() {
@@ -43,26 +72,34 @@ pub async fn collect(cluster: &LocalCluster) -> Result<Vec<NodeState>, String> {
         let mut after: Option<String> = None;
         loop {
             let page = client
-                .products(&addr, after.as_deref(), PAGE)
+                .products_with_terms(&addr, after.as_deref(), PAGE)
                 .await
                 .map_err(|e| failed("products", e))?;
             applied_index = applied_index.min(page.applied_index);
             let full = page.items.len() == PAGE;
-            after = page.items.last().map(|p| p.id.clone());
-            products.extend(page.items.into_iter().map(|p| (p.id.clone(), p)));
+            after = page.items.last().map(|p| p.product.id.clone());
+            products.extend(page.items.into_iter().map(|p| (p.product.id.clone(), p)));
             if !full {
                 break;
             }
         }
         let orders = client
-            .all_orders(&addr)
+            .all_orders_with_terms(&addr)
             .await
             .map_err(|e| failed("orders", e))?;
+        let holds = match with_holds {
+            true => client
+                .all_holds(&addr)
+                .await
+                .map_err(|e| failed("holds", e))?,
+            false => Vec::new(),
+        };
         states.push(NodeState {
             id,
             applied_index,
             products,
             orders,
+            holds,
         });
     }
     Ok(states)

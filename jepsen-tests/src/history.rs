@@ -1,7 +1,9 @@
 //! The history of a run: every operation a client invoked, with what it learned.
 //!
 //! A write ends in exactly one of four results, and the checker treats them differently:
-//! - [`OpResult::Confirmed`] / [`OpResult::Restocked`]: the cluster said it was applied;
+//! - [`OpResult::Confirmed`] / [`OpResult::Restocked`] (and, for checkout, [`OpResult::Held`],
+//!   [`OpResult::Placed`], [`OpResult::Released`], [`OpResult::Cancelled`]): the cluster said it
+//!   was applied;
 //! - [`OpResult::Rejected`]: a definite refusal, nothing applied;
 //! - [`OpResult::Unavailable`]: definitely not applied (no gateway or leader took it);
 //! - [`OpResult::Unknown`]: it may or may not have been applied, even after retrying with the
@@ -12,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use flashstock_api::{Order, ProductDetails};
+use flashstock_api::{HoldDetails, HoldId, Line, Order, OrderId, OrderLineView, ProductDetails};
 use serde::Serialize;
 
 /// Milliseconds since the start of a run, shared by the workload, the nemesis and the report.
@@ -57,6 +59,22 @@ pub enum OpKind {
     View,
     /// A view that waits for everything committed when it started (`consistency=linearizable`).
     LinearView,
+    /// Stock held for the client's customer (`POST /v1/holds`), 1 to 3 lines.
+    Hold,
+    /// A held hold confirmed by its owner: an order of the hold's lines.
+    Confirm,
+    /// A held hold released by its owner: its stock back to available.
+    Release,
+    /// A confirmation of a hold the client abandoned, sent after its deadline: must be refused
+    /// `hold_expired`.
+    LateConfirm,
+    /// A cart of 2 or 3 products bought at once (`POST /v1/checkout`): all lines or none.
+    Cart,
+    /// A cancellation of one of the client's orders by its owner.
+    Cancel,
+    /// A cancellation, with a new key, of an order the client cancelled before: must be refused
+    /// `already_cancelled`.
+    Recancel,
 }
 
 impl OpKind {
@@ -68,7 +86,36 @@ impl OpKind {
             OpKind::Restock => "restock",
             OpKind::View => "view",
             OpKind::LinearView => "linear-view",
+            OpKind::Hold => "hold",
+            OpKind::Confirm => "confirm",
+            OpKind::Release => "release",
+            OpKind::LateConfirm => "late-confirm",
+            OpKind::Cart => "cart",
+            OpKind::Cancel => "cancel",
+            OpKind::Recancel => "recancel",
         }
+    }
+
+    /// Whether the kind places an order under its own key when it succeeds: a purchase (and its
+    /// twin), a cart, a hold's confirmation.
+    pub fn places_order(self) -> bool {
+        matches!(
+            self,
+            OpKind::Purchase | OpKind::Twin | OpKind::Cart | OpKind::Confirm | OpKind::LateConfirm
+        )
+    }
+
+    /// Whether the kind acts on a hold the client holds (by its id and token).
+    pub fn acts_on_hold(self) -> bool {
+        matches!(
+            self,
+            OpKind::Confirm | OpKind::Release | OpKind::LateConfirm
+        )
+    }
+
+    /// Whether the kind cancels an order.
+    pub fn cancels(self) -> bool {
+        matches!(self, OpKind::Cancel | OpKind::Recancel)
     }
 }
 
@@ -88,6 +135,25 @@ pub enum OpResult {
         #[serde(skip_serializing_if = "Option::is_none")]
         served_by: Option<ServedBy>,
     },
+    /// A hold the cluster placed (or, `replayed`, had placed under the same key).
+    Held { hold: HoldDetails, replayed: bool },
+    /// An order of one or more lines the cluster placed: a cart, or a hold confirmed. `order`
+    /// holds [`Order`]'s fields (those of the first line); `lines` every line.
+    Placed {
+        order: Order,
+        lines: Vec<OrderLineView>,
+        hold: Option<HoldId>,
+        replayed: bool,
+    },
+    /// A hold the cluster released.
+    Released { hold: HoldDetails, replayed: bool },
+    /// An order the cluster cancelled, and the log's time it did.
+    Cancelled {
+        order: OrderId,
+        cancelled_at_ms: Option<u64>,
+        lines: Vec<OrderLineView>,
+        replayed: bool,
+    },
     /// Definitely not applied: a committed rejection or a refusal at the edge.
     Rejected { code: String, message: String },
     /// Definitely not applied: no gateway or leader took it within the retry budget.
@@ -100,9 +166,13 @@ impl OpResult {
     /// A short label for counting: `confirmed`, `rejected:<code>`, `unavailable`, `unknown`.
     pub fn label(&self) -> String {
         match self {
-            OpResult::Confirmed { .. } | OpResult::Restocked { .. } | OpResult::Viewed { .. } => {
-                "ok".into()
-            }
+            OpResult::Confirmed { .. }
+            | OpResult::Restocked { .. }
+            | OpResult::Viewed { .. }
+            | OpResult::Held { .. }
+            | OpResult::Placed { .. }
+            | OpResult::Released { .. }
+            | OpResult::Cancelled { .. } => "ok".into(),
             OpResult::Rejected { code, .. } => format!("rejected:{code}"),
             OpResult::Unavailable { .. } => "unavailable".into(),
             OpResult::Unknown { .. } => "unknown".into(),
@@ -119,6 +189,20 @@ impl OpResult {
 
     pub fn is_unknown(&self) -> bool {
         matches!(self, OpResult::Unknown { .. })
+    }
+
+    /// The code of a rejection, if this is one.
+    pub fn rejection(&self) -> Option<&str> {
+        match self {
+            OpResult::Rejected { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a rejection the state machine committed for the key (its final
+    /// outcome).
+    pub fn is_committed_rejection(&self) -> bool {
+        self.rejection().is_some_and(is_committed_rejection)
     }
 }
 
@@ -156,12 +240,78 @@ pub struct OpRecord {
     pub unknown_attempts: u32,
     /// For a resend: the order the first confirmation returned.
     pub expected: Option<Order>,
+    /// What a checkout operation is about (empty for the others).
+    #[serde(skip_serializing_if = "Target::is_empty")]
+    pub target: Target,
     pub result: OpResult,
+}
+
+/// What a checkout operation is about: its lines, its customer, the hold or order it acts on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// A hold's or a cart's lines; for an operation on a hold, the hold's lines; for a
+    /// cancellation, the order's lines. Empty for a purchase, whose `product` and `quantity`
+    /// are its one line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<Line>,
+    /// The customer named by the request (a hold, a cart, a purchase of a limited product).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    /// The hold a confirmation or release acts on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldId>,
+    /// The order a cancellation acts on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderId>,
+}
+
+impl Target {
+    pub fn is_empty(&self) -> bool {
+        self == &Target::default()
+    }
 }
 
 impl OpRecord {
     pub fn latency_ms(&self) -> u64 {
         self.completed_ms.saturating_sub(self.invoked_ms)
+    }
+
+    /// The lines the operation asks for: its target's, or its one product and quantity.
+    pub fn lines(&self) -> Vec<(String, u64)> {
+        if self.target.lines.is_empty() {
+            vec![(self.product.clone(), self.quantity)]
+        } else {
+            self.target
+                .lines
+                .iter()
+                .map(|line| (line.product.clone(), u64::from(line.quantity)))
+                .collect()
+        }
+    }
+
+    /// The order the operation placed, when the cluster confirmed it: a purchase's (its first
+    /// send, twin, retry or re-send), a cart's, a confirmed hold's.
+    pub fn placed_order(&self) -> Option<&Order> {
+        match &self.result {
+            OpResult::Confirmed { order, .. } | OpResult::Placed { order, .. } => Some(order),
+            _ => None,
+        }
+    }
+
+    /// The lines of the order the operation placed, as the answer showed them.
+    pub fn placed_lines(&self) -> Option<Vec<(String, u64)>> {
+        match &self.result {
+            OpResult::Confirmed { order, .. } => {
+                Some(vec![(order.product.clone(), u64::from(order.quantity))])
+            }
+            OpResult::Placed { lines, .. } => Some(
+                lines
+                    .iter()
+                    .map(|line| (line.product.clone(), u64::from(line.quantity)))
+                    .collect(),
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -190,6 +340,18 @@ impl History {
             .iter()
             .filter(|op| matches!(op.kind, OpKind::Purchase | OpKind::Twin));
         for op in firsts {
+            if let Some(key) = op.key.as_deref() {
+                sends.entry(key).or_default().push(op);
+            }
+        }
+        sends
+    }
+
+    /// Every send of each key that places an order when it succeeds: purchases and their twins
+    /// (not the re-sends of an already confirmed key), carts, hold confirmations.
+    pub fn order_sends(&self) -> BTreeMap<&str, Vec<&OpRecord>> {
+        let mut sends: BTreeMap<&str, Vec<&OpRecord>> = BTreeMap::new();
+        for op in self.ops.iter().filter(|op| op.kind.places_order()) {
             if let Some(key) = op.key.as_deref() {
                 sends.entry(key).or_default().push(op);
             }

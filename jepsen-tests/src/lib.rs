@@ -1,8 +1,9 @@
 //! flashstock's fault-injection harness, in the style of Jepsen.
 //!
 //! A run ([`run::run`]) starts a real six-node cluster on loopback (three voters, three
-//! gateways), drives a [`workload`] of purchases, re-sends, restocks and views through the public
-//! API while a [`nemesis`] kills, pauses, partitions and restarts nodes, records the [`history`]
+//! gateways), drives a [`workload`] of purchases, re-sends, restocks, views and checkout (holds,
+//! carts, cancellations, limits per customer) through the public API while a [`nemesis`] kills,
+//! pauses, partitions and restarts nodes, records the [`history`]
 //! of what every client was told, heals everything, and hands the history and the final state of
 //! every node (read by [`final_state`]) to the [`checker`], whose invariants are pure functions
 //! of the two. With the [`archive`] on, a PostgreSQL primary and its synchronous standby

@@ -193,10 +193,10 @@ impl Report {
                     .filter(|(k2, _, _)| k2 == k)
                     .map(|c| c.2)
                     .sum();
-                let _ = writeln!(out, "{k:<11} {total:>7} total");
+                let _ = writeln!(out, "{k:<12} {total:>7} total");
                 kind = k;
             }
-            let _ = writeln!(out, "            {n:>7} {label}");
+            let _ = writeln!(out, "             {n:>7} {label}");
         }
     }
 
@@ -289,6 +289,13 @@ impl Report {
             "re-sends of confirmed keys left inconclusive (unavailable/unknown): {}",
             u.resends_inconclusive
         );
+        for kind in &u.checkout {
+            let _ = writeln!(
+                out,
+                "{} unknown after retries: {} ({} show in the final state)",
+                kind.kind, kind.unknown, kind.applied
+            );
+        }
     }
 
     fn render_latency(&self, out: &mut String) {
@@ -392,6 +399,7 @@ mod tests {
             attempts: 1,
             unknown_attempts: 0,
             expected: None,
+            target: Default::default(),
             result: OpResult::Confirmed {
                 order: flashstock_api::Order {
                     id: flashstock_api::OrderId(1),

@@ -66,6 +66,11 @@ impl RunConfig {
     pub fn new(seconds: u64, clients: usize, seed: u64, faults: Vec<FaultKind>) -> RunConfig {
         let mut workload = WorkloadConfig::new(clients, seed);
         workload.size_for(seconds);
+        // An upgrade run starts on a release without checkout, which would refuse its writes
+        // (and the product with a limit) until the very end.
+        if faults.contains(&FaultKind::Upgrade) {
+            workload.without_checkout();
+        }
         RunConfig {
             seconds,
             workload,
@@ -241,6 +246,11 @@ fn lay_out(
         // every fault kind, then settles).
         let run_ms = (config.seconds + RUN_OVERTIME_MAX_S) * 1000;
         node.archive.retention_ms = node.archive.retention_ms.max(run_ms);
+        if config.workload.checkout {
+            // Abandoned holds expire within the run; every order stays cancellable to its end.
+            node.checkout.hold_ttl_ms = config.workload.hold_ttl_ms;
+            node.checkout.cancel_window_ms = node.checkout.cancel_window_ms.max(run_ms);
+        }
         if let Some(every) = config.snapshot_every_logs {
             node.raft.snapshot_every_logs = every;
             node.raft.logs_to_keep_after_snapshot = every / 10;
@@ -313,6 +323,11 @@ async fn drive(
     proxies: Option<Proxies>,
 ) -> Result<(Report, History), Error> {
     cluster.start_and_form(FORM_TIMEOUT).await?;
+    if config.workload.checkout {
+        wait_cluster_version(cluster, CHECKOUT_CLUSTER_VERSION, FORM_TIMEOUT)
+            .await
+            .map_err(Error::Harness)?;
+    }
     let shop = cluster.shop_client();
     workload::create_products(&shop, &config.workload, FORM_TIMEOUT)
         .await
@@ -379,15 +394,62 @@ async fn drive(
     Ok((report, history))
 }
 
-/// Once the nemesis has healed everything: wait for the archive to drain and the cluster to
-/// settle, read every node, and check the history against what they hold; the settled index and
-/// the verdicts.
+/// Checkout's commands need this cluster version, which a fresh cluster reaches within
+/// seconds (the leader raises it once every member runs a release that supports it).
+const CHECKOUT_CLUSTER_VERSION: u32 = 2;
+
+/// Wait until every node has applied cluster version `version`, so that no checkout write of
+/// the workload is refused for a cluster mid-switch.
+async fn wait_cluster_version(
+    cluster: &LocalCluster,
+    version: u32,
+    timeout: Duration,
+) -> Result<(), String> {
+    let client = cluster.voter_client();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut behind = Vec::new();
+        for id in cluster.nodes.keys() {
+            match client.status(&cluster.addr(*id)).await {
+                Ok(status) if status.applied_cluster_version() >= version => {}
+                Ok(status) => behind.push(format!(
+                    "node {id} at cluster version {}",
+                    status.applied_cluster_version()
+                )),
+                Err(e) => behind.push(format!("node {id}: {e}")),
+            }
+        }
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "the cluster did not reach cluster version {version} within {timeout:?}: {}",
+                behind.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Once the nemesis has healed everything: wait for the last holds to end, for the archive to
+/// drain and the cluster to settle, read every node, and check the history against what they
+/// hold; the settled index and the verdicts.
 async fn check_final_state(
     cluster: &LocalCluster,
     config: &RunConfig,
     history: &History,
     nemesis: &Nemesis,
 ) -> Result<(u64, CheckReport), Error> {
+    let checkout = config.workload.checkout;
+    if checkout {
+        // Bounded by the holds' time-to-live and a settling margin.
+        let timeout = Duration::from_millis(config.workload.hold_ttl_ms) + SETTLE_TIMEOUT;
+        let held = final_state::holds_finished(cluster, timeout).await;
+        if held > 0 {
+            println!("jepsen: {held} items still held after {timeout:?}; checking anyway");
+        }
+    }
     if nemesis.postgres_url().is_some() {
         archive::wait_drained(cluster, SETTLE_TIMEOUT)
             .await
@@ -396,22 +458,28 @@ async fn check_final_state(
     let settled_index = final_state::settle(cluster, SETTLE_TIMEOUT)
         .await
         .map_err(|e| Error::Harness(format!("the cluster did not settle: {e}")))?;
-    let nodes = final_state::collect(cluster)
+    let nodes = final_state::collect(cluster, checkout)
         .await
         .map_err(Error::Harness)?;
     let mut check = checker::check(history, &config.workload.products, &nodes);
+    // The archive's and the cut-off gateways' verdicts come right after the core invariants,
+    // before checkout's, so that the numbers of the first ten never change.
+    let mut after_core = Vec::new();
     if let Some(url) = nemesis.postgres_url() {
-        let archived = archive::read(&url).await.map_err(Error::Harness)?;
-        check
-            .invariants
-            .push(archive::archive_exactly_once(history, &nodes, &archived));
+        let orders = nodes.first().map_or(&[][..], |n| &n.orders[..]);
+        let archived = archive::read_caught_up(&url, orders, SETTLE_TIMEOUT)
+            .await
+            .map_err(Error::Harness)?;
+        after_core.push(archive::archive_exactly_once(history, &nodes, &archived));
     }
-    check
-        .invariants
-        .push(checker::stale_views::cut_off_gateways_own_up(
-            history,
-            &nemesis.gateway_cuts(),
-        ));
+    after_core.push(checker::stale_views::cut_off_gateways_own_up(
+        history,
+        &nemesis.gateway_cuts(),
+    ));
+    let at = checker::CORE_INVARIANTS.min(check.invariants.len());
+    for (i, invariant) in after_core.into_iter().enumerate() {
+        check.invariants.insert(at + i, invariant);
+    }
     Ok((settled_index, check))
 }
 

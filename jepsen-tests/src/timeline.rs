@@ -23,13 +23,20 @@ pub fn jsonl(history: &History, faults: &[FaultRecord]) -> String {
             crate::nemesis::stale_gateway::PROBE_CLIENT => json!("probe"),
             client => json!(client),
         };
-        let base = json!({
+        let mut base = json!({
             "process": process,
             "f": op.kind.name(),
             "key": op.key,
             "product": op.product,
             "quantity": op.quantity,
         });
+        // Checkout's operations: their lines, customer, and the hold or order they act on.
+        if let Value::Object(target) = serde_json::to_value(&op.target).expect("targets serialize")
+        {
+            for (name, value) in target {
+                base[name.as_str()] = value;
+            }
+        }
         let mut invoke = base.clone();
         invoke["type"] = json!("invoke");
         invoke["time_ms"] = json!(op.invoked_ms);
@@ -74,7 +81,13 @@ pub fn jsonl(history: &History, faults: &[FaultRecord]) -> String {
 /// `ok`, `fail` or `info`, as Jepsen names a completion.
 pub fn completion_type(result: &OpResult) -> &'static str {
     match result {
-        OpResult::Confirmed { .. } | OpResult::Restocked { .. } | OpResult::Viewed { .. } => "ok",
+        OpResult::Confirmed { .. }
+        | OpResult::Restocked { .. }
+        | OpResult::Viewed { .. }
+        | OpResult::Held { .. }
+        | OpResult::Placed { .. }
+        | OpResult::Released { .. }
+        | OpResult::Cancelled { .. } => "ok",
         OpResult::Rejected { .. } | OpResult::Unavailable { .. } => "fail",
         OpResult::Unknown { .. } => "info",
     }
@@ -262,6 +275,7 @@ mod tests {
             attempts: 1,
             unknown_attempts: 0,
             expected: None,
+            target: Default::default(),
             result,
         }
     }
@@ -300,6 +314,48 @@ mod tests {
             kinds,
             [("invoke", 10), ("invoke", 20), ("fail", 25), ("info", 30)]
         );
+    }
+
+    #[test]
+    fn checkout_operations_name_their_lines_and_what_they_act_on() {
+        let mut history = History::default();
+        let lines = vec![flashstock_api::Line {
+            product: "p".into(),
+            quantity: 2,
+        }];
+        let cancel = OpRecord {
+            target: crate::history::Target {
+                lines,
+                customer: None,
+                hold: None,
+                order: Some(flashstock_api::OrderId(7)),
+            },
+            ..op(
+                OpKind::Cancel,
+                10,
+                20,
+                OpResult::Cancelled {
+                    order: flashstock_api::OrderId(7),
+                    cancelled_at_ms: Some(99),
+                    lines: Vec::new(),
+                    replayed: false,
+                },
+            )
+        };
+        history.extend(vec![cancel]);
+        let events: Vec<Value> = jsonl(&history, &[])
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(events.len(), 2);
+        for event in &events {
+            assert_eq!(event["f"], "cancel");
+            assert_eq!(event["order"], 7);
+            assert_eq!(event["lines"][0]["quantity"], 2);
+            assert!(event.get("hold").is_none(), "{event}");
+        }
+        assert_eq!(events[1]["type"], "ok");
+        assert_eq!(events[1]["result"]["Cancelled"]["cancelled_at_ms"], 99);
     }
 
     fn fault(kind: FaultKind, started_ms: u64, healed_ms: u64) -> FaultRecord {

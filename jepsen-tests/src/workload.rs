@@ -10,17 +10,28 @@
 //!
 //! Products have limited stock, so some sell out (`insufficient_stock`) until the admin task
 //! restocks them; one has plenty, so purchases keep being confirmed through every fault.
+//!
+//! With checkout on (cluster version 2; off in a run that starts on an older release), tasks
+//! also hold stock for their customer and then confirm, release or abandon the hold (an
+//! abandoned one expires after the run's short `checkout.hold_ttl_ms`, and is later confirmed
+//! too late on purpose), buy carts of several products at once, cancel their own orders (now
+//! and then one they cancelled already), and buy a product with a limit per customer; several
+//! tasks share each customer. Every one of these writes has its own key and settles like a
+//! purchase.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashstock_api::{CreateProductRequest, Order, ProductView, PurchaseResponse};
+use flashstock_api::{
+    CreateProductRequest, HoldDetails, HoldId, HoldReleased, HoldResponse, Line, Order,
+    OrderChanged, OrderId, OrderWithLines, ProductView, PurchaseResponse,
+};
 use flashstock_client::{Served, ShopClient, ShopError};
 use tokio::task::JoinSet;
 
-use crate::history::{is_committed_rejection, Clock, OpKind, OpRecord, OpResult, ServedBy};
+use crate::history::{is_committed_rejection, Clock, OpKind, OpRecord, OpResult, ServedBy, Target};
 use crate::rng::Rng;
 
 /// Pause before re-sending a write whose outcome is unknown, times the attempt number.
@@ -30,28 +41,49 @@ const SLEEP_SLICE: Duration = Duration::from_millis(100);
 /// `client` of the admin task's records.
 pub const ADMIN_CLIENT: usize = usize::MAX;
 
-/// A product of the run, its initial stock, and how often buyers pick it (relative weight).
+/// How much later than a hold's deadline (the log's time, which is the leader's wall clock) a
+/// client confirms an abandoned hold, so that the confirmation's own log time is surely past it.
+const LATE_CONFIRM_MARGIN_MS: u64 = 500;
+
+/// Most orders a client remembers for cancellations (the latest ones).
+const OWN_ORDERS_MAX: usize = 256;
+/// Most abandoned holds a client remembers for late confirmations; past that, it lets them
+/// expire unobserved.
+const ABANDONED_MAX: usize = 64;
+
+/// A product of the run, its initial stock, how often buyers pick it (relative weight), and
+/// its limit per customer, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductSpec {
     pub id: String,
     pub stock: u64,
     pub weight: u64,
+    /// Most items one customer may hold and buy (cluster version 2): only purchases naming a
+    /// customer, holds and carts buy it.
+    pub limit_per_customer: Option<u32>,
 }
 
-/// Four products: two that sell out quickly, one that lasts a while, one that never sells out
-/// and draws most buyers ([`WorkloadConfig::size_for`] sizes it to the run).
+/// The id of the product with a limit per customer ([`default_products`]).
+pub const CAPPED: &str = "capped";
+
+/// Five products: two that sell out quickly, one that lasts a while, one that never sells out
+/// and draws most buyers ([`WorkloadConfig::size_for`] sizes it to the run), and [`CAPPED`],
+/// plenty of stock but at most 6 items per customer, bought by a few customers that several
+/// tasks share, so that `limit_reached` is the usual answer.
 pub fn default_products() -> Vec<ProductSpec> {
     [
-        ("hot", 30, 2),
-        ("limited", 150, 2),
-        ("steady", 1500, 2),
-        ("plenty", 1_000_000, 4),
+        ("hot", 30, 2, None),
+        ("limited", 150, 2, None),
+        ("steady", 1500, 2, None),
+        ("plenty", 1_000_000, 4, None),
+        (CAPPED, 100_000, 1, Some(6)),
     ]
     .into_iter()
-    .map(|(id, stock, weight)| ProductSpec {
+    .map(|(id, stock, weight, limit_per_customer)| ProductSpec {
         id: id.into(),
         stock,
         weight,
+        limit_per_customer,
     })
     .collect()
 }
@@ -90,6 +122,38 @@ pub struct WorkloadConfig {
     pub restock_every_ms: (u64, u64),
     /// Items added by one restock.
     pub restock_quantity: (u64, u64),
+    /// Checkout operations (cluster version 2): holds, carts, cancellations, purchases of the
+    /// product with a limit per customer. Off ([`WorkloadConfig::without_checkout`]) for a run
+    /// that starts on a release without checkout.
+    pub checkout: bool,
+    /// Share of operations that hold 1 to 3 lines (then confirm, release or abandon), in
+    /// percent.
+    pub hold_percent: u64,
+    /// Of the holds placed, the share released (the payment failed) and the share abandoned
+    /// (left to expire), in percent; the rest are confirmed.
+    pub release_percent: u64,
+    pub abandon_percent: u64,
+    /// Of the holds confirmed or released, the share then also released or confirmed with a
+    /// new key, which must be refused `hold_finished`, in percent.
+    pub second_action_percent: u64,
+    /// Share of operations that confirm an abandoned hold after its deadline (refused
+    /// `hold_expired`), in percent, when the client has one.
+    pub late_confirm_percent: u64,
+    /// Share of operations that buy a cart of 2 or 3 products, in percent.
+    pub cart_percent: u64,
+    /// Share of operations that cancel one of the client's orders, in percent.
+    pub cancel_percent: u64,
+    /// Of the cancellations, the share aimed at an order the client cancelled before (refused
+    /// `already_cancelled`), in percent.
+    pub recancel_percent: u64,
+    /// Share of operations that buy the product with a limit per customer, in percent.
+    pub capped_percent: u64,
+    /// Customers of the run: task `i` buys as customer `i mod customers`, so several tasks
+    /// share each one and together run into its limits.
+    pub customers: usize,
+    /// The cluster's `checkout.hold_ttl_ms` for the run: short, so abandoned holds expire
+    /// within it.
+    pub hold_ttl_ms: u64,
 }
 
 impl WorkloadConfig {
@@ -105,6 +169,41 @@ impl WorkloadConfig {
             twin_percent: 4,
             restock_every_ms: (500, 1500),
             restock_quantity: (5, 40),
+            checkout: true,
+            hold_percent: 10,
+            release_percent: 15,
+            abandon_percent: 15,
+            second_action_percent: 10,
+            late_confirm_percent: 2,
+            cart_percent: 6,
+            cancel_percent: 3,
+            recancel_percent: 20,
+            capped_percent: 5,
+            customers: 4,
+            hold_ttl_ms: 2000,
+        }
+    }
+
+    /// No checkout operation and no product with a limit: the workload of the release before
+    /// checkout, for a cluster that starts on it.
+    pub fn without_checkout(&mut self) {
+        self.checkout = false;
+        self.products.retain(|p| p.limit_per_customer.is_none());
+    }
+
+    /// The products plain purchases, twins and re-sends pick from: those without a limit per
+    /// customer.
+    fn unlimited(&self) -> Vec<ProductSpec> {
+        let unlimited: Vec<ProductSpec> = self
+            .products
+            .iter()
+            .filter(|p| p.limit_per_customer.is_none())
+            .cloned()
+            .collect();
+        if unlimited.is_empty() {
+            self.products.clone()
+        } else {
+            unlimited
         }
     }
 
@@ -251,7 +350,7 @@ pub async fn create_products(
             name: format!("Jepsen {}", spec.id),
             price_cents: 1000,
             stock: spec.stock,
-            limit_per_customer: None,
+            limit_per_customer: spec.limit_per_customer,
         };
         loop {
             match shop.create_product_with_key(&key, &request).await {
@@ -279,6 +378,7 @@ pub fn spawn(
     progress: Arc<Progress>,
 ) -> JoinSet<Vec<OpRecord>> {
     let config = Arc::new(config.clone());
+    let unlimited = Arc::new(config.unlimited());
     let mut tasks = JoinSet::new();
     for id in 0..config.clients {
         let client = Client {
@@ -286,11 +386,15 @@ pub fn spawn(
             rng: Rng::stream(config.seed, id as u64 + 1),
             shop: ShopClient::new(rotated(gateways, id)).with_tls(tls.clone()),
             other: ShopClient::new(rotated(gateways, id + 1)).with_tls(tls.clone()),
+            customer: customer_of(&config, id),
+            unlimited: unlimited.clone(),
             config: config.clone(),
             clock,
             progress: progress.clone(),
             next_key: 0,
             confirmed: Vec::new(),
+            orders: Vec::new(),
+            abandoned: Vec::new(),
             ops: Vec::new(),
         };
         tasks.spawn(client.run());
@@ -309,6 +413,38 @@ pub fn spawn(
     tasks
 }
 
+/// The customer task `id` buys as: one of [`WorkloadConfig::customers`], each shared by several
+/// tasks.
+pub fn customer_of(config: &WorkloadConfig, id: usize) -> String {
+    format!("j{}-u{}", config.seed, id % config.customers.max(1))
+}
+
+/// An order of the client's own, which it may cancel with its token.
+struct OwnOrder {
+    id: OrderId,
+    token: String,
+    lines: Vec<Line>,
+    /// A cancellation of it was confirmed (or refused as already done), or may have been
+    /// applied (its outcome unknown).
+    cancelled: bool,
+}
+
+/// A hold the client left to expire, which it confirms once the deadline is well past.
+struct Abandoned {
+    id: HoldId,
+    token: String,
+    lines: Vec<Line>,
+    expires_at_ms: u64,
+}
+
+/// What a client does with a hold once the cluster placed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldPlan {
+    Confirm,
+    Release,
+    Abandon,
+}
+
 /// One buyer.
 struct Client {
     id: usize,
@@ -316,12 +452,20 @@ struct Client {
     shop: ShopClient,
     /// Starts at the next gateway: re-sends usually reach another gateway than the first send.
     other: ShopClient,
+    /// The customer its holds, carts and purchases of a limited product name.
+    customer: String,
+    /// The products plain purchases pick from ([`WorkloadConfig::unlimited`]).
+    unlimited: Arc<Vec<ProductSpec>>,
     config: Arc<WorkloadConfig>,
     clock: Clock,
     progress: Arc<Progress>,
     next_key: u64,
-    /// This client's confirmed orders, candidates for a re-send.
+    /// This client's confirmed purchases, candidates for a re-send.
     confirmed: Vec<Order>,
+    /// Every order this client placed, candidates for a cancellation.
+    orders: Vec<OwnOrder>,
+    /// Holds left to expire, oldest first.
+    abandoned: Vec<Abandoned>,
     ops: Vec<OpRecord>,
 }
 
@@ -338,14 +482,36 @@ impl Client {
 
     async fn step(&mut self) {
         let roll = self.rng.below(100);
-        let resend = self.config.resend_percent;
-        let twin = resend + self.config.twin_percent;
+        let c = &self.config;
+        let resend = c.resend_percent;
+        let twin = resend + c.twin_percent;
+        let view = twin + c.view_percent;
+        let (hold, late, cart, cancel, capped) = match c.checkout {
+            true => {
+                let hold = view + c.hold_percent;
+                let late = hold + c.late_confirm_percent;
+                let cart = late + c.cart_percent;
+                let cancel = cart + c.cancel_percent;
+                (hold, late, cart, cancel, cancel + c.capped_percent)
+            }
+            false => (view, view, view, view, view),
+        };
         if roll < resend && !self.confirmed.is_empty() {
             self.resend().await;
         } else if roll < twin {
             self.twin().await;
-        } else if roll < twin + self.config.view_percent {
+        } else if roll < view {
             self.view().await;
+        } else if roll < hold {
+            self.hold().await;
+        } else if roll < late && self.due_abandoned().is_some() {
+            self.late_confirm().await;
+        } else if roll < cart && roll >= late {
+            self.cart().await;
+        } else if roll < cancel && roll >= cart && !self.orders.is_empty() {
+            self.cancel().await;
+        } else if roll < capped && roll >= cancel {
+            self.capped_purchase().await;
         } else {
             self.purchase().await;
         }
@@ -355,24 +521,92 @@ impl Client {
         pick_weighted(&mut self.rng, &self.config.products)
     }
 
+    fn pick_unlimited(&mut self) -> String {
+        pick_weighted(&mut self.rng, &self.unlimited)
+    }
+
+    /// `low` to `high` lines of distinct products (of all the run's), drawn by weight, each of
+    /// 1 or 2 items.
+    fn pick_lines(&mut self, low: u64, high: u64) -> Vec<Line> {
+        let mut left = self.config.products.clone();
+        let count = self.rng.range(low, high).min(left.len() as u64);
+        let mut lines = Vec::new();
+        for _ in 0..count {
+            let product = pick_weighted(&mut self.rng, &left);
+            left.retain(|p| p.id != product);
+            let quantity = self.rng.range(1, 2) as u32;
+            lines.push(Line { product, quantity });
+        }
+        lines
+    }
+
     fn record(&mut self, record: OpRecord) {
         self.ops.push(record);
     }
 
-    /// A fresh purchase: its key, product and quantity.
-    fn new_purchase(&mut self) -> (String, String, u32) {
-        let product = self.pick_product();
-        let quantity = self.rng.range(1, 3) as u32;
+    fn new_key(&mut self) -> String {
         let key = format!("j{}-c{}-{}", self.config.seed, self.id, self.next_key);
         self.next_key += 1;
-        (key, product, quantity)
+        key
     }
 
-    /// Record one send of a purchase; a confirmed one becomes a candidate for re-sends.
+    /// A fresh purchase: its key, product and quantity.
+    fn new_purchase(&mut self) -> (String, String, u32) {
+        let product = self.pick_unlimited();
+        let quantity = self.rng.range(1, 3) as u32;
+        (self.new_key(), product, quantity)
+    }
+
+    /// A record of this client's: `kind` on `target`, from `invoked_ms` until now.
+    fn op_record(
+        &self,
+        kind: OpKind,
+        key: &str,
+        target: Target,
+        invoked_ms: u64,
+        settled: (u32, u32),
+        result: OpResult,
+    ) -> OpRecord {
+        let first = target.lines.first();
+        OpRecord {
+            client: self.id,
+            kind,
+            key: Some(key.to_owned()),
+            product: first.map(|l| l.product.clone()).unwrap_or_default(),
+            quantity: target.lines.iter().map(|l| u64::from(l.quantity)).sum(),
+            invoked_ms,
+            completed_ms: self.clock.ms(),
+            attempts: settled.0,
+            unknown_attempts: settled.1,
+            expected: None,
+            target,
+            result,
+        }
+    }
+
+    /// Remember an order this client may cancel later.
+    fn own(&mut self, id: OrderId, token: Option<&str>, lines: Vec<Line>) {
+        let Some(token) = token else { return };
+        if !self.orders.iter().any(|o| o.id == id) {
+            if self.orders.len() >= OWN_ORDERS_MAX {
+                self.orders.remove(0);
+            }
+            self.orders.push(OwnOrder {
+                id,
+                token: token.to_owned(),
+                lines,
+                cancelled: false,
+            });
+        }
+    }
+
+    /// Record one send of a purchase; a confirmed one becomes a candidate for re-sends and
+    /// cancellations.
     fn record_purchase(
         &mut self,
         kind: OpKind,
         (key, product, quantity): (&str, &str, u32),
+        customer: Option<&str>,
         invoked_ms: u64,
         settled: Settled<PurchaseResponse>,
     ) {
@@ -382,6 +616,12 @@ impl Client {
                 if !self.confirmed.iter().any(|o| o.key == key) {
                     self.confirmed.push(response.order.clone());
                 }
+                let line = Line {
+                    product: product.to_owned(),
+                    quantity,
+                };
+                let order = &response.order;
+                self.own(order.id, order.token.as_deref(), vec![line]);
                 OpResult::Confirmed {
                     order: response.order,
                     replayed: response.replayed,
@@ -400,6 +640,10 @@ impl Client {
             attempts: settled.attempts,
             unknown_attempts: settled.unknown_attempts,
             expected: None,
+            target: Target {
+                customer: customer.map(str::to_owned),
+                ..Target::default()
+            },
             result,
         };
         self.record(record);
@@ -414,7 +658,31 @@ impl Client {
         })
         .await;
         let op = (key.as_str(), product.as_str(), quantity);
-        self.record_purchase(OpKind::Purchase, op, invoked_ms, settled);
+        self.record_purchase(OpKind::Purchase, op, None, invoked_ms, settled);
+    }
+
+    /// A purchase of the product with a limit per customer, as this client's customer.
+    async fn capped_purchase(&mut self) {
+        let Some(product) = self
+            .config
+            .products
+            .iter()
+            .find(|p| p.limit_per_customer.is_some())
+            .map(|p| p.id.clone())
+        else {
+            return self.purchase().await;
+        };
+        let quantity = self.rng.range(1, 2) as u32;
+        let key = self.new_key();
+        let customer = self.customer.clone();
+        let invoked_ms = self.clock.ms();
+        let shop = &self.shop;
+        let settled = with_same_key(self.config.unknown_retries, || {
+            shop.purchase_as_with_key(&key, &product, quantity, Some(&customer))
+        })
+        .await;
+        let op = (key.as_str(), product.as_str(), quantity);
+        self.record_purchase(OpKind::Purchase, op, Some(&customer), invoked_ms, settled);
     }
 
     /// The same purchase sent twice at once with one key, through one gateway (so that both
@@ -437,8 +705,8 @@ impl Client {
                 .purchase_with_key(&key, &product, quantity)),
         );
         let op = (key.as_str(), product.as_str(), quantity);
-        self.record_purchase(OpKind::Purchase, op, invoked_ms, a);
-        self.record_purchase(OpKind::Twin, op, invoked_ms, b);
+        self.record_purchase(OpKind::Purchase, op, None, invoked_ms, a);
+        self.record_purchase(OpKind::Twin, op, None, invoked_ms, b);
     }
 
     async fn resend(&mut self) {
@@ -446,7 +714,12 @@ impl Client {
         let invoked_ms = self.clock.ms();
         let other = &self.other;
         let settled = with_same_key(self.config.unknown_retries, || {
-            other.purchase_with_key(&original.key, &original.product, original.quantity)
+            other.purchase_as_with_key(
+                &original.key,
+                &original.product,
+                original.quantity,
+                original.customer.as_deref(),
+            )
         })
         .await;
         let result = match settled.result {
@@ -466,7 +739,11 @@ impl Client {
             completed_ms: self.clock.ms(),
             attempts: settled.attempts,
             unknown_attempts: settled.unknown_attempts,
-            expected: Some(original),
+            expected: Some(original.clone()),
+            target: Target {
+                customer: original.customer,
+                ..Target::default()
+            },
             result,
         };
         self.record(record);
@@ -492,10 +769,289 @@ impl Client {
             attempts: 1,
             unknown_attempts: 0,
             expected: None,
+            target: Target::default(),
             result,
         };
         self.record(record);
     }
+
+    /// Hold 1 to 3 lines for the customer, then confirm, release or abandon the hold; now and
+    /// then, once confirmed or released, try the other ending too (refused `hold_finished`).
+    /// Every choice is drawn before the first send.
+    async fn hold(&mut self) {
+        let lines = self.pick_lines(1, 3);
+        let roll = self.rng.below(100);
+        let plan = if roll < self.config.release_percent {
+            HoldPlan::Release
+        } else if roll < self.config.release_percent + self.config.abandon_percent {
+            HoldPlan::Abandon
+        } else {
+            HoldPlan::Confirm
+        };
+        let second = self.rng.chance(self.config.second_action_percent);
+        let key = self.new_key();
+        let customer = self.customer.clone();
+        let invoked_ms = self.clock.ms();
+        let shop = &self.shop;
+        let settled = with_same_key(self.config.unknown_retries, || {
+            shop.hold_with_key(&key, lines.clone(), Some(&customer))
+        })
+        .await;
+        let counts = (settled.attempts, settled.unknown_attempts);
+        let (held, result) = match settled.result {
+            Ok(HoldResponse {
+                hold,
+                token,
+                replayed,
+            }) => (
+                Some((hold.clone(), token)),
+                OpResult::Held { hold, replayed },
+            ),
+            Err(result) => (None, result),
+        };
+        let target = Target {
+            lines,
+            customer: Some(customer),
+            ..Target::default()
+        };
+        let record = self.op_record(OpKind::Hold, &key, target, invoked_ms, counts, result);
+        self.record(record);
+        let Some((hold, token)) = held else {
+            return;
+        };
+        let lines = hold_lines(&hold);
+        match plan {
+            HoldPlan::Abandon if self.abandoned.len() >= ABANDONED_MAX => {}
+            HoldPlan::Abandon => self.abandoned.push(Abandoned {
+                id: hold.id,
+                token,
+                lines,
+                expires_at_ms: hold.expires_at_ms,
+            }),
+            HoldPlan::Confirm => {
+                let confirmed = self.confirm(OpKind::Confirm, hold.id, &token, &lines).await;
+                if confirmed && second {
+                    self.release(hold.id, &token, &lines).await;
+                }
+            }
+            HoldPlan::Release => {
+                let released = self.release(hold.id, &token, &lines).await;
+                if released && second {
+                    self.confirm(OpKind::Confirm, hold.id, &token, &lines).await;
+                }
+            }
+        }
+    }
+
+    /// Confirm hold `id` with a new key; whether it became an order.
+    async fn confirm(&mut self, kind: OpKind, id: HoldId, token: &str, lines: &[Line]) -> bool {
+        let key = self.new_key();
+        let invoked_ms = self.clock.ms();
+        let shop = &self.shop;
+        let settled = with_same_key(self.config.unknown_retries, || {
+            shop.confirm_hold_with_key(&key, id.0, token)
+        })
+        .await;
+        let counts = (settled.attempts, settled.unknown_attempts);
+        let result = match settled.result {
+            Ok(changed) => {
+                let order = &changed.order;
+                self.own(order.id, order.token.as_deref(), lines.to_vec());
+                placed(changed)
+            }
+            Err(result) => result,
+        };
+        let became_order = matches!(result, OpResult::Placed { .. });
+        let target = Target {
+            lines: lines.to_vec(),
+            customer: Some(self.customer.clone()),
+            hold: Some(id),
+            order: None,
+        };
+        let record = self.op_record(kind, &key, target, invoked_ms, counts, result);
+        self.record(record);
+        became_order
+    }
+
+    /// Release hold `id` with a new key; whether it was released.
+    async fn release(&mut self, id: HoldId, token: &str, lines: &[Line]) -> bool {
+        let key = self.new_key();
+        let invoked_ms = self.clock.ms();
+        let shop = &self.shop;
+        let settled = with_same_key(self.config.unknown_retries, || {
+            shop.release_hold_with_key(&key, id.0, token)
+        })
+        .await;
+        let counts = (settled.attempts, settled.unknown_attempts);
+        let result = match settled.result {
+            Ok(HoldReleased { hold, replayed }) => OpResult::Released { hold, replayed },
+            Err(result) => result,
+        };
+        let released = matches!(result, OpResult::Released { .. });
+        let target = Target {
+            lines: lines.to_vec(),
+            customer: Some(self.customer.clone()),
+            hold: Some(id),
+            order: None,
+        };
+        let record = self.op_record(OpKind::Release, &key, target, invoked_ms, counts, result);
+        self.record(record);
+        released
+    }
+
+    /// The oldest abandoned hold whose deadline is past by [`LATE_CONFIRM_MARGIN_MS`] on this
+    /// machine's clock (the clock the leader stamps the log's time with).
+    fn due_abandoned(&self) -> Option<usize> {
+        let now = wall_clock_ms();
+        self.abandoned
+            .iter()
+            .position(|h| now > h.expires_at_ms + LATE_CONFIRM_MARGIN_MS)
+    }
+
+    /// Confirm an abandoned hold after its deadline: it must be refused `hold_expired`.
+    async fn late_confirm(&mut self) {
+        let Some(index) = self.due_abandoned() else {
+            return;
+        };
+        let hold = self.abandoned.remove(index);
+        self.confirm(OpKind::LateConfirm, hold.id, &hold.token, &hold.lines)
+            .await;
+    }
+
+    /// A cart of 2 or 3 products bought at once: one order of every line, or nothing.
+    async fn cart(&mut self) {
+        let lines = self.pick_lines(2, 3);
+        let key = self.new_key();
+        let customer = self.customer.clone();
+        let invoked_ms = self.clock.ms();
+        let shop = &self.shop;
+        let settled = with_same_key(self.config.unknown_retries, || {
+            shop.checkout_with_key(&key, lines.clone(), Some(&customer))
+        })
+        .await;
+        let counts = (settled.attempts, settled.unknown_attempts);
+        let result = match settled.result {
+            Ok(changed) => {
+                let order = &changed.order;
+                self.own(order.id, order.token.as_deref(), lines.clone());
+                placed(changed)
+            }
+            Err(result) => result,
+        };
+        let target = Target {
+            lines,
+            customer: Some(customer),
+            ..Target::default()
+        };
+        let record = self.op_record(OpKind::Cart, &key, target, invoked_ms, counts, result);
+        self.record(record);
+    }
+
+    /// Cancel one of this client's orders, with a new key: one not cancelled yet or, now and
+    /// then, one cancelled before (which must be refused `already_cancelled`).
+    async fn cancel(&mut self) {
+        let again = self.rng.chance(self.config.recancel_percent);
+        let candidates: Vec<usize> = (0..self.orders.len())
+            .filter(|&i| self.orders[i].cancelled == again)
+            .collect();
+        let index = match candidates.is_empty() {
+            true => self.rng.below(self.orders.len() as u64) as usize,
+            false => *self.rng.pick(&candidates),
+        };
+        let (id, token, lines) = {
+            let order = &self.orders[index];
+            (order.id, order.token.clone(), order.lines.clone())
+        };
+        let kind = match self.orders[index].cancelled {
+            true => OpKind::Recancel,
+            false => OpKind::Cancel,
+        };
+        let key = self.new_key();
+        let invoked_ms = self.clock.ms();
+        let shop = &self.shop;
+        let settled = with_same_key(self.config.unknown_retries, || {
+            shop.cancel_order_with_key(&key, id.0, &token)
+        })
+        .await;
+        let counts = (settled.attempts, settled.unknown_attempts);
+        let result = match settled.result {
+            Ok(OrderChanged { order, replayed }) => OpResult::Cancelled {
+                order: order.id,
+                cancelled_at_ms: order.cancelled_at_ms,
+                lines: order.lines,
+                replayed,
+            },
+            Err(result) => result,
+        };
+        let maybe_cancelled = matches!(
+            result,
+            OpResult::Cancelled { .. } | OpResult::Unknown { .. }
+        ) || result.rejection() == Some("already_cancelled");
+        if maybe_cancelled {
+            self.orders[index].cancelled = true;
+        }
+        let target = Target {
+            lines,
+            customer: None,
+            hold: None,
+            order: Some(id),
+        };
+        let record = self.op_record(kind, &key, target, invoked_ms, counts, result);
+        self.record(record);
+    }
+}
+
+/// A hold's lines as a request names them.
+fn hold_lines(hold: &HoldDetails) -> Vec<Line> {
+    hold.lines
+        .iter()
+        .map(|line| Line {
+            product: line.product.clone(),
+            quantity: line.quantity,
+        })
+        .collect()
+}
+
+/// An order a cart or a confirmation placed, as the history records it.
+fn placed(changed: OrderChanged) -> OpResult {
+    let OrderWithLines {
+        id,
+        key,
+        product,
+        quantity,
+        customer,
+        price_cents,
+        remaining,
+        placed_at_ms,
+        token,
+        lines,
+        hold,
+        ..
+    } = changed.order;
+    OpResult::Placed {
+        order: Order {
+            id,
+            key,
+            product,
+            quantity,
+            customer,
+            price_cents,
+            remaining,
+            placed_at_ms,
+            token,
+        },
+        lines,
+        hold,
+        replayed: changed.replayed,
+    }
+}
+
+/// This machine's wall clock, milliseconds since the Unix epoch: what the leader stamps the
+/// log's time with, and so holds' deadlines.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The admin: restocks a random product now and then.
@@ -551,6 +1107,7 @@ impl Admin {
             attempts: settled.attempts,
             unknown_attempts: settled.unknown_attempts,
             expected: None,
+            target: Target::default(),
             result,
         });
     }

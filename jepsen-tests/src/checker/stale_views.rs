@@ -110,6 +110,7 @@ mod tests {
             attempts: 1,
             unknown_attempts: 0,
             expected: None,
+            target: Default::default(),
             result: OpResult::Viewed {
                 product: Product {
                     id: "p".into(),

@@ -154,6 +154,7 @@ async fn view(shop: &ShopClient, product: &str, clock: Clock) -> OpRecord {
         attempts: 1,
         unknown_attempts: 0,
         expected: None,
+        target: Default::default(),
         result,
     }
 }
