@@ -9,8 +9,10 @@
 //!
 //! It cannot pass vacuously: the binary exits 0 only when every invariant held and the cluster
 //! recovered from every fault, and this test also checks, from the saved report, each of the
-//! ten invariants by name (the archive's and the cut-off gateways' included), that every kind of fault was injected, and
-//! that the workload did real work. `JEPSEN_SEED` picks another schedule (7 by default, printed).
+//! sixteen invariants by name (the archive's, the cut-off gateways' and checkout's included),
+//! that every kind of fault was injected, and that the workload did real work, checkout
+//! included (holds confirmed, released and expired, carts, cancellations, limits reached).
+//! `JEPSEN_SEED` picks another schedule (7 by default, printed).
 //!
 //! The iptables kinds (partitions and packet loss) need root and `iptables`. Whether this
 //! machine has them is decided when the test is built (`build.rs`): with them,
@@ -28,8 +30,9 @@ use serde_json::Value;
 
 /// Every invariant the short run checks, by the name its report gives it; the ninth is the
 /// archive's (the short run archives), the tenth judges gateways cut off from the voters (the
-/// `stale-gateway` fault; it passes vacuously, saying so, without iptables).
-const INVARIANTS: [&str; 10] = [
+/// `stale-gateway` fault; it passes vacuously, saying so, without iptables), the last six are
+/// checkout's.
+const INVARIANTS: [&str; 16] = [
     "no oversell",
     "no lost confirmed purchase",
     "no double apply",
@@ -40,6 +43,12 @@ const INVARIANTS: [&str; 10] = [
     "views as fresh as they say",
     "archive exactly once",
     "cut-off gateways own up",
+    "orders add up to sold",
+    "holds add up",
+    "holds end once, in time",
+    "carts all or nothing",
+    "limits never exceeded",
+    "cancellations once",
 ];
 
 fn seed() -> u64 {
@@ -167,6 +176,23 @@ fn check_report(report: &Value, expected: impl Iterator<Item = FaultKind>) {
         ("restocks confirmed", count("restock", "ok"), 1),
         ("twins", count("twin", "*"), 1),
         ("linearizable views", count("linear-view", "ok"), 1),
+        ("holds placed", count("hold", "ok"), 10),
+        ("holds confirmed", count("confirm", "ok"), 5),
+        ("holds released", count("release", "ok"), 1),
+        (
+            "abandoned holds confirmed too late",
+            count("late-confirm", "rejected:hold_expired"),
+            1,
+        ),
+        ("carts confirmed", count("cart", "ok"), 5),
+        ("cancellations confirmed", count("cancel", "ok"), 1),
+        (
+            "limits per customer reached",
+            count("purchase", "rejected:limit_reached")
+                + count("hold", "rejected:limit_reached")
+                + count("cart", "rejected:limit_reached"),
+            1,
+        ),
     ];
     for (what, n, least) in work {
         assert!(n >= least, "the workload did too little: {what}: {n}");
