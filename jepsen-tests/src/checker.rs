@@ -137,7 +137,8 @@ pub struct UnknownStats {
     /// (summed over products).
     pub restock_items: u64,
     pub restock_items_applied: u64,
-    /// Re-sends that could not tell (unavailable or unknown): inconclusive, not violations.
+    /// Re-sends that could not tell (unavailable, unknown, or refused for the request alone,
+    /// such as `rate_limited`): inconclusive, not violations.
     pub resends_inconclusive: usize,
     /// Checkout writes whose outcome stayed unknown, per kind, and how many of them show in the
     /// final state.
@@ -430,9 +431,13 @@ fn no_double_apply(history: &History, nodes: &[NodeState]) -> Invariant {
                     ));
                 }
             }
-            (OpResult::Rejected { code, message }, _) => verdict.fail(format!(
-                "re-send of confirmed key {key} was rejected: {code}: {message}"
-            )),
+            // The key's own outcome is a confirmation: a committed rejection of it is a
+            // second, different outcome. A refusal of this request alone (`rate_limited` for a
+            // customer, before the key is even read) says nothing of the key.
+            (OpResult::Rejected { code, message }, _) if is_committed_rejection(code) => verdict
+                .fail(format!(
+                    "re-send of confirmed key {key} was rejected: {code}: {message}"
+                )),
             _ => {}
         }
     }
@@ -915,7 +920,7 @@ fn unknown_stats(history: &History, nodes: &[NodeState]) -> UnknownStats {
             matches!(
                 op.result,
                 OpResult::Unknown { .. } | OpResult::Unavailable { .. }
-            )
+            ) || (op.result.rejection().is_some() && !op.result.is_committed_rejection())
         })
         .count();
     let sums = restock_sums(history);
@@ -1127,6 +1132,30 @@ mod tests {
         history.extend(vec![resend]);
         let failed = failed(&history, &nodes);
         assert!(failed.contains(&"no double apply"));
+    }
+
+    #[test]
+    fn a_resend_refused_for_itself_is_inconclusive_but_a_committed_rejection_fails() {
+        let (mut history, nodes) = good();
+        let a = nodes[0].orders[0].order.clone();
+        let rejected = |code: &str| OpResult::Rejected {
+            code: code.into(),
+            message: String::new(),
+        };
+        let mut limited = op(OpKind::Resend, "a", 2, rejected("rate_limited"));
+        limited.expected = Some(a.clone());
+        history.extend(vec![limited]);
+        assert!(failed(&history, &nodes).is_empty());
+        assert_eq!(
+            check(&history, &spec(), &nodes)
+                .unknown
+                .resends_inconclusive,
+            1
+        );
+        let mut refused = op(OpKind::Resend, "a", 2, rejected("insufficient_stock"));
+        refused.expected = Some(a);
+        history.extend(vec![refused]);
+        assert!(failed(&history, &nodes).contains(&"no double apply"));
     }
 
     #[test]

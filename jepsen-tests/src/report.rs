@@ -286,7 +286,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "re-sends of confirmed keys left inconclusive (unavailable/unknown): {}",
+            "re-sends of confirmed keys left inconclusive (unavailable/unknown/refused for itself): {}",
             u.resends_inconclusive
         );
         for kind in &u.checkout {
