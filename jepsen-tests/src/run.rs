@@ -250,6 +250,10 @@ fn lay_out(
             // Abandoned holds expire within the run; every order stays cancellable to its end.
             node.checkout.hold_ttl_ms = config.workload.hold_ttl_ms;
             node.checkout.cancel_window_ms = node.checkout.cancel_window_ms.max(run_ms);
+            node.limits.client_purchase_rate_per_s = node
+                .limits
+                .client_purchase_rate_per_s
+                .max(config.workload.customer_rate_per_s);
         }
         if let Some(every) = config.snapshot_every_logs {
             node.raft.snapshot_every_logs = every;

@@ -149,8 +149,13 @@ pub struct WorkloadConfig {
     /// Share of operations that buy the product with a limit per customer, in percent.
     pub capped_percent: u64,
     /// Customers of the run: task `i` buys as customer `i mod customers`, so several tasks
-    /// share each one and together run into its limits.
+    /// (four, by default) share each one and together run into its limits.
     pub customers: usize,
+    /// Purchases, holds and carts one customer may send per second to one gateway
+    /// (`limits.client_purchase_rate_per_s`, which applies per customer to the harness, a
+    /// trusted source): above the default of 5, since several busy tasks share a customer;
+    /// some `rate_limited` refusals remain.
+    pub customer_rate_per_s: u32,
     /// The cluster's `checkout.hold_ttl_ms` for the run: short, so abandoned holds expire
     /// within it.
     pub hold_ttl_ms: u64,
@@ -179,7 +184,8 @@ impl WorkloadConfig {
             cancel_percent: 3,
             recancel_percent: 20,
             capped_percent: 5,
-            customers: 4,
+            customers: (clients / 4).max(1),
+            customer_rate_per_s: 25,
             hold_ttl_ms: 2000,
         }
     }
