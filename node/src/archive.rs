@@ -5,9 +5,10 @@
 //! leader archives. One step:
 //!
 //! 1. read the replicated archive cursor and, from the leader's own applied state, up to
-//!    `archive.batch_max` orders and up to as many cancellations after it, in log order; both
-//!    live in the log positions' space, so one cursor covers both: the step goes up to the last
-//!    position it read of both (or the last of a full list, whichever comes first);
+//!    `archive.batch_max` orders and up to as many cancellations after it, in log order, both
+//!    from one snapshot of the state; both live in the log positions' space, so one cursor
+//!    covers both: the step goes up to the last position it read of both (or the last of a full
+//!    list, whichever comes first);
 //! 2. insert them in one transaction (orders, their lines, then the cancellations, which name
 //!    orders archived before or in the same batch); a row already present by key must hold the
 //!    same contents (a batch sent again), or the step fails with [`ArchiveError::Conflict`];
@@ -463,13 +464,11 @@ impl Archive {
         let storage = |e: openraft::StorageError<u64>| ArchiveError::Storage(e.to_string());
         let meta = node.reader.inventory_meta().map_err(storage)?;
         let batch_max = self.settings.batch_max;
-        let mut orders = node
+        // One snapshot for both lists (see `archive_batch`): read apart, a cursor could pass an
+        // order placed between the two reads.
+        let (mut orders, mut cancellations) = node
             .reader
-            .order_records(meta.archived_up_to, batch_max)
-            .map_err(storage)?;
-        let mut cancellations = node
-            .reader
-            .cancellations(meta.archived_up_to, batch_max)
+            .archive_batch(meta.archived_up_to, batch_max)
             .map_err(storage)?;
         let Some(last) = batch_end(&orders, &cancellations, batch_max) else {
             return Ok(Step::Idle);

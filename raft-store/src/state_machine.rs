@@ -61,6 +61,10 @@ pub struct StateMachine {
     observer: Option<Observer>,
 }
 
+/// The orders and the cancellations (with their positions) of one archive step, read from one
+/// snapshot: see [`StateReader::archive_batch`].
+pub type ArchiveBatch = (Vec<OrderRecord>, Vec<(OrderId, Cancellation)>);
+
 /// A cheap, clonable handle to read the applied state from any task, and to follow its changes.
 #[derive(Clone)]
 pub struct StateReader {
@@ -441,12 +445,7 @@ impl StateReader {
         after: Option<OrderId>,
         limit: usize,
     ) -> StorageResult<Vec<OrderRecord>> {
-        self.scan_with(
-            &order_key_after(after),
-            ORDER_PREFIX,
-            limit,
-            OrderRecord::decode,
-        )
+        self.scan_orders(ReadOptions::default(), after, limit)
     }
 
     /// Up to `limit` cancellations at positions after `after`, in log order, with their
@@ -456,27 +455,58 @@ impl StateReader {
         after: Option<OrderId>,
         limit: usize,
     ) -> StorageResult<Vec<(OrderId, Cancellation)>> {
-        let cf = cf(&self.db, CF_STATE);
-        let mut found = Vec::new();
+        self.scan_cancellations(ReadOptions::default(), after, limit)
+    }
+
+    /// What the archiver writes next: up to `limit` orders and up to `limit` cancellations
+    /// after `after`, both read from one snapshot of the state. Read apart, an entry applied
+    /// between the two reads could bring an order the first read missed and a later
+    /// cancellation the second one saw, and a cursor moved to that cancellation would pass the
+    /// order without archiving it.
+    pub fn archive_batch(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> StorageResult<ArchiveBatch> {
+        let view = self.db.snapshot();
+        let at_view = || {
+            let mut options = ReadOptions::default();
+            options.set_snapshot(&view);
+            options
+        };
+        let orders = self.scan_orders(at_view(), after, limit)?;
+        let cancellations = self.scan_cancellations(at_view(), after, limit)?;
+        Ok((orders, cancellations))
+    }
+
+    fn scan_orders(
+        &self,
+        options: ReadOptions,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> StorageResult<Vec<OrderRecord>> {
+        let from = order_key_after(after);
+        self.scan(options, &from, ORDER_PREFIX, limit, |_, value| {
+            OrderRecord::decode(value)
+        })
+    }
+
+    fn scan_cancellations(
+        &self,
+        options: ReadOptions,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> StorageResult<Vec<(OrderId, Cancellation)>> {
         let from = cancellation_key_after(after);
-        for item in self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
-            .take(limit)
-        {
-            let (key, value) = item.map_err(|e| read_error(ErrorSubject::StateMachine, &e))?;
-            let Some(position) = key.strip_prefix(crate::keys::CANCELLATION_PREFIX) else {
-                break;
-            };
-            let position = position
+        let prefix = crate::keys::CANCELLATION_PREFIX;
+        self.scan(options, &from, prefix, limit, |key, value| {
+            let position = key[prefix.len()..]
                 .try_into()
                 .map(|bytes| OrderId(u64::from_be_bytes(bytes)))
-                .map_err(|_| {
-                    read_error(ErrorSubject::StateMachine, &"a malformed cancellation key")
-                })?;
-            found.push((position, decode(&value, ErrorSubject::StateMachine)?));
-        }
-        Ok(found)
+                .map_err(|_| "a malformed cancellation key".to_owned())?;
+            let cancellation = bincode::deserialize(value).map_err(|e| e.to_string())?;
+            Ok((position, cancellation))
+        })
     }
 
     pub fn hold(&self, id: HoldId) -> StorageResult<Option<Hold>> {
@@ -565,18 +595,35 @@ impl StateReader {
         limit: usize,
         decode: impl Fn(&[u8]) -> Result<T, String>,
     ) -> StorageResult<Vec<T>> {
+        self.scan(ReadOptions::default(), from, prefix, limit, |_, value| {
+            decode(value)
+        })
+    }
+
+    /// Up to `limit` records from `from` on while their keys start with `prefix`, each decoded
+    /// from its key and value, read with `options` (a snapshot, say).
+    fn scan<T>(
+        &self,
+        options: ReadOptions,
+        from: &[u8],
+        prefix: &[u8],
+        limit: usize,
+        decode: impl Fn(&[u8], &[u8]) -> Result<T, String>,
+    ) -> StorageResult<Vec<T>> {
         let cf = cf(&self.db, CF_STATE);
         let mut found = Vec::new();
         for item in self
             .db
-            .iterator_cf(cf, IteratorMode::From(from, Direction::Forward))
+            .iterator_cf_opt(cf, options, IteratorMode::From(from, Direction::Forward))
             .take(limit)
         {
             let (key, value) = item.map_err(|e| read_error(ErrorSubject::StateMachine, &e))?;
             if !key.starts_with(prefix) {
                 break;
             }
-            found.push(decode(&value).map_err(|e| read_error(ErrorSubject::StateMachine, &e))?);
+            found.push(
+                decode(&key, &value).map_err(|e| read_error(ErrorSubject::StateMachine, &e))?,
+            );
         }
         Ok(found)
     }
