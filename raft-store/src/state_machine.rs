@@ -58,7 +58,62 @@ pub struct StateMachine {
     /// Written only by a restore, with the node stopped, and carried by snapshots: read at
     /// open and after a snapshot is installed, not once per entry.
     incarnations: Arc<Incarnations>,
+    /// Where the scans of the time-ordered indexes start: not part of the state.
+    floors: Arc<ScanFloors>,
     observer: Option<Observer>,
+}
+
+/// Where each entry's scans of the indexes kept in time order (idempotency keys by when they
+/// were recorded, holds by deadline, finished holds by when they finished) start.
+///
+/// Those indexes are deleted from the front, one entry after another, and a RocksDB iterator
+/// walks past every deleted key it meets (its tombstone) until compaction drops them. Started
+/// at the index's first key every entry, each scan walked every hold finished since the last
+/// flush: a voter replaying a log of holds applied a few hundred entries per second and could
+/// not catch up (found by the fault harness). A floor is a key below which the index is known
+/// to be empty, so a scan starts there and each deleted key is walked past about once.
+///
+/// Kept in memory, not in the state: it changes no outcome, only where reading starts. It is
+/// raised by a scan to where it found the first key (or to its upper bound when it found
+/// fewer than it could take: nothing is left below that bound), and lowered by any key written
+/// below it, so a key written below the floor is never missed. A fresh floor (at open, after a
+/// snapshot is installed) is the index's prefix.
+#[derive(Debug, Default)]
+pub(crate) struct ScanFloors(std::sync::Mutex<BTreeMap<&'static [u8], Vec<u8>>>);
+
+impl ScanFloors {
+    fn floors(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static [u8], Vec<u8>>> {
+        // A floor is only where to start reading: one left by a panicking thread is still one.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Where a scan of `prefix` starts.
+    fn start(&self, prefix: &'static [u8]) -> Vec<u8> {
+        self.floors()
+            .get(prefix)
+            .cloned()
+            .unwrap_or_else(|| prefix.to_vec())
+    }
+
+    /// Nothing of `prefix` lies below `to` any more.
+    fn raise(&self, prefix: &'static [u8], to: &[u8]) {
+        let mut floors = self.floors();
+        let floor = floors.entry(prefix).or_insert_with(|| prefix.to_vec());
+        if floor.as_slice() < to {
+            *floor = to.to_vec();
+        }
+    }
+
+    /// `key` of `prefix` is being written.
+    fn lower(&self, prefix: &'static [u8], key: &[u8]) {
+        if let Some(floor) = self.floors().get_mut(prefix) {
+            if key < floor.as_slice() {
+                *floor = key.to_vec();
+            }
+        }
+    }
 }
 
 /// The orders and the cancellations (with their positions) of one archive step, read from one
@@ -89,6 +144,7 @@ impl StateMachine {
             db,
             reader,
             incarnations,
+            floors: Arc::default(),
             observer: None,
         })
     }
@@ -106,13 +162,14 @@ impl StateMachine {
     fn apply_blocking(
         db: &DB,
         incarnations: &Incarnations,
+        floors: &ScanFloors,
         entries: Vec<Entry>,
         changes: &broadcast::Sender<ProductChange>,
     ) -> StorageResult<Vec<Vec<Outcome>>> {
         let mut responses = Vec::with_capacity(entries.len());
         for entry in entries {
             let log_id = entry.log_id;
-            let mut overlay = Overlay::new(db, incarnations);
+            let mut overlay = Overlay::new(db, incarnations, floors);
             let outcomes = match &entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(proposal) => {
@@ -166,10 +223,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let changes = self.reader.changes.clone();
         let incarnations = self.incarnations.clone();
+        let floors = self.floors.clone();
         let observer = self.observer.clone();
         let responses = tokio::task::spawn_blocking(move || {
             let began = std::time::Instant::now();
-            let applied = Self::apply_blocking(&db, &incarnations, entries, &changes);
+            let applied = Self::apply_blocking(&db, &incarnations, &floors, entries, &changes);
             if let Some(observe) = observer {
                 observe(StoreStage::Apply, began.elapsed());
             }
@@ -244,6 +302,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .expect("snapshot install task does not panic")
         .map_err(|e| write_error(ErrorSubject::Snapshot(Some(signature)), &e))?;
         self.incarnations = Arc::new(self.reader.incarnations()?);
+        self.floors = Arc::default();
         self.reader.applied.send_replace(index);
         Ok(())
     }
@@ -665,10 +724,11 @@ struct Overlay<'a> {
     /// Read at most once per entry.
     cluster_version: std::cell::Cell<Option<u32>>,
     incarnations: &'a Incarnations,
+    floors: &'a ScanFloors,
 }
 
 impl<'a> Overlay<'a> {
-    fn new(db: &'a DB, incarnations: &'a Incarnations) -> Overlay<'a> {
+    fn new(db: &'a DB, incarnations: &'a Incarnations, floors: &'a ScanFloors) -> Overlay<'a> {
         Overlay {
             db,
             batch: WriteBatch::default(),
@@ -681,6 +741,7 @@ impl<'a> Overlay<'a> {
             meta: None,
             cluster_version: std::cell::Cell::new(None),
             incarnations,
+            floors,
         }
     }
 
@@ -715,30 +776,64 @@ impl<'a> Overlay<'a> {
         value.map(|bytes| decode(&bytes).map_err(Fault)).transpose()
     }
 
-    /// Up to `limit` keys of a hold index (`hx/` or `hf/`) before `before_ms`, from the
+    /// Put a key of a time-ordered index (see [`ScanFloors`]).
+    fn put_index(&mut self, prefix: &'static [u8], key: StateKey) {
+        let key = key.encode();
+        debug_assert!(key.starts_with(prefix));
+        self.floors.lower(prefix, &key);
+        self.batch.put_cf(
+            cf(self.db, CF_STATE),
+            key,
+            bincode::serialize(&()).expect("unit"),
+        );
+    }
+
+    /// Up to `limit` keys of the time-ordered index `prefix` below `before`, in order, from the
+    /// database (called before any write of the entry), starting at its floor
+    /// ([`ScanFloors`]), which the scan then raises.
+    fn scan_index(
+        &self,
+        prefix: &'static [u8],
+        before: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<Box<[u8]>>, Fault> {
+        let cf = cf(self.db, CF_STATE);
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(before.clone());
+        let from = self.floors.start(prefix);
+        let iter =
+            self.db
+                .iterator_cf_opt(cf, options, IteratorMode::From(&from, Direction::Forward));
+        let mut found = Vec::new();
+        for item in iter.take(limit) {
+            let (key, _) = item.map_err(|e| Fault(e.to_string()))?;
+            found.push(key);
+        }
+        match found.first() {
+            // Fewer than it could take: nothing is left below `before`.
+            _ if found.len() < limit => self.floors.raise(prefix, &before),
+            Some(first) => self.floors.raise(prefix, first),
+            None => {}
+        }
+        Ok(found)
+    }
+
+    /// Up to `limit` keys of a hold index (`hx/` or `hf/`) before `before`, from the
     /// database: called before any write of the entry.
     fn hold_index(
         &self,
-        prefix: &[u8],
+        prefix: &'static [u8],
         before: StateKey,
         limit: usize,
     ) -> Result<Vec<(u64, HoldId)>, Fault> {
         debug_assert!(self.holds.is_empty());
-        let cf = cf(self.db, CF_STATE);
-        let mut options = ReadOptions::default();
-        options.set_iterate_upper_bound(before.encode());
-        let iter =
-            self.db
-                .iterator_cf_opt(cf, options, IteratorMode::From(prefix, Direction::Forward));
-        let mut found = Vec::new();
-        for item in iter.take(limit) {
-            let (key, _) = item.map_err(|e| Fault(e.to_string()))?;
-            found.push(
-                decode_hold_index(prefix, &key)
-                    .ok_or_else(|| Fault(format!("malformed hold index key {key:?}")))?,
-            );
-        }
-        Ok(found)
+        self.scan_index(prefix, before.encode(), limit)?
+            .iter()
+            .map(|key| {
+                decode_hold_index(prefix, key)
+                    .ok_or_else(|| Fault(format!("malformed hold index key {key:?}")))
+            })
+            .collect()
     }
 }
 
@@ -810,22 +905,13 @@ impl InventoryState for Overlay<'_> {
     ) -> Result<Vec<(u64, String)>, Fault> {
         // Called before any write of the entry, so the database alone is the state.
         debug_assert!(self.keys.is_empty());
-        let cf = cf(self.db, CF_STATE);
-        let mut options = ReadOptions::default();
-        options.set_iterate_upper_bound(StateKey::KeyExpiry(before_ms, "").encode());
-        let mut expired = Vec::new();
-        let iter = self.db.iterator_cf_opt(
-            cf,
-            options,
-            IteratorMode::From(KEY_EXPIRY_PREFIX, Direction::Forward),
-        );
-        for item in iter.take(limit) {
-            let (key, _) = item.map_err(|e| Fault(e.to_string()))?;
-            let decoded = decode_key_expiry(&key)
-                .ok_or_else(|| Fault(format!("malformed expiry key {key:?}")))?;
-            expired.push(decoded);
-        }
-        Ok(expired)
+        let before = StateKey::KeyExpiry(before_ms, "").encode();
+        self.scan_index(KEY_EXPIRY_PREFIX, before, limit)?
+            .iter()
+            .map(|key| {
+                decode_key_expiry(key).ok_or_else(|| Fault(format!("malformed expiry key {key:?}")))
+            })
+            .collect()
     }
 
     fn orders_between(
@@ -880,9 +966,11 @@ impl InventoryState for Overlay<'_> {
         self.put(StateKey::Hold(hold.id), hold);
         self.delete(StateKey::HoldExpiry(hold.expires_at_ms, hold.id));
         if hold.state == HoldState::Held {
-            self.put(StateKey::HoldExpiry(hold.expires_at_ms, hold.id), &());
+            let key = StateKey::HoldExpiry(hold.expires_at_ms, hold.id);
+            self.put_index(HOLD_EXPIRY_PREFIX, key);
         } else {
-            self.put(StateKey::HoldFinished(hold.changed_at_ms, hold.id), &());
+            let key = StateKey::HoldFinished(hold.changed_at_ms, hold.id);
+            self.put_index(HOLD_FINISHED_PREFIX, key);
         }
         self.holds.insert(hold.id, Some(hold.clone()));
     }
@@ -919,7 +1007,10 @@ impl InventoryState for Overlay<'_> {
 
     fn put_key_record(&mut self, key: &str, record: &KeyRecord) {
         self.put(StateKey::KeyRecord(key), record);
-        self.put(StateKey::KeyExpiry(record.recorded_at_ms, key), &());
+        self.put_index(
+            KEY_EXPIRY_PREFIX,
+            StateKey::KeyExpiry(record.recorded_at_ms, key),
+        );
         self.keys.insert(key.to_owned(), Some(record.clone()));
     }
 
