@@ -4,10 +4,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use flashstock_api::{
-    AddLearnerRequest, ChangeMembershipRequest, Command, ErrorBody, ErrorCode, Hold, HoldId,
-    InitRequest, NodeAddr, NodeStatus, Order, OrderId, OrderWithTerms, Outcome, Page, Product,
-    ProductWithTerms, ReadIndexResponse, RemoveLearnerRequest, WriteRequest, WriteResponse,
-    SECRET_HEADER,
+    AddLearnerRequest, ChangeMembershipRequest, Command, ErrorBody, ErrorCode, Hold, InitRequest,
+    NodeAddr, NodeStatus, Order, OrderId, OrderWithTerms, Outcome, Page, Product, ProductWithTerms,
+    ReadIndexResponse, RemoveLearnerRequest, WriteRequest, WriteResponse, SECRET_HEADER,
 };
 use serde::de::DeserializeOwned;
 
@@ -342,12 +341,20 @@ impl VoterClient {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Product>, Error> {
-        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
-        self.get(
-            endpoint,
-            &format!("/internal/products?limit={limit}{after}"),
-        )
-        .await
+        self.get(endpoint, &page_path("/internal/products", after, limit))
+            .await
+    }
+
+    /// [`VoterClient::products`] with their terms (held, limit, cancelled); a node of the
+    /// release before answers without them, read as empty.
+    pub async fn products_with_terms(
+        &self,
+        endpoint: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ProductWithTerms>, Error> {
+        self.get(endpoint, &page_path("/internal/products", after, limit))
+            .await
     }
 
     pub async fn order(&self, endpoint: &str, id: OrderId) -> Result<Page<Order>, Error> {
@@ -360,92 +367,62 @@ impl VoterClient {
         after: Option<OrderId>,
         limit: usize,
     ) -> Result<Page<Order>, Error> {
-        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
-        self.get(endpoint, &format!("/internal/orders?limit={limit}{after}"))
+        self.get(endpoint, &page_path("/internal/orders", after, limit))
             .await
     }
 
     /// Every order a replica holds, in log order.
     pub async fn all_orders(&self, endpoint: &str) -> Result<Vec<Order>, Error> {
-        let mut all: Vec<Order> = Vec::new();
-        loop {
-            let page = self
-                .orders(endpoint, all.last().map(|o| o.id), 1000)
-                .await?;
-            if page.items.is_empty() {
-                return Ok(all);
-            }
-            all.extend(page.items);
-        }
-    }
-
-    /// [`VoterClient::products`] with their terms (held, limit, cancelled); a node of the
-    /// release before answers without them, read as empty.
-    pub async fn products_with_terms(
-        &self,
-        endpoint: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<ProductWithTerms>, Error> {
-        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
-        self.get(
-            endpoint,
-            &format!("/internal/products?limit={limit}{after}"),
-        )
-        .await
-    }
-
-    /// [`VoterClient::orders`] with their terms (lines, hold, cancellation).
-    pub async fn orders_with_terms(
-        &self,
-        endpoint: &str,
-        after: Option<OrderId>,
-        limit: usize,
-    ) -> Result<Page<OrderWithTerms>, Error> {
-        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
-        self.get(endpoint, &format!("/internal/orders?limit={limit}{after}"))
+        self.all_pages(endpoint, "/internal/orders", |order: &Order| order.id)
             .await
     }
 
-    /// Every order a replica holds with its terms, in log order.
+    /// Every order a replica holds with its terms (lines, hold, cancellation), in log order.
     pub async fn all_orders_with_terms(
         &self,
         endpoint: &str,
     ) -> Result<Vec<OrderWithTerms>, Error> {
-        let mut all: Vec<OrderWithTerms> = Vec::new();
-        loop {
-            let after = all.last().map(|o| o.order.id);
-            let page = self.orders_with_terms(endpoint, after, 1000).await?;
-            if page.items.is_empty() {
-                return Ok(all);
-            }
-            all.extend(page.items);
-        }
+        self.all_pages(endpoint, "/internal/orders", |o: &OrderWithTerms| {
+            o.order.id
+        })
+        .await
     }
 
-    /// Up to `limit` holds after `after`, held or finished, in log order (cluster version 2;
-    /// a node of the release before answers 404).
-    pub async fn holds(
-        &self,
-        endpoint: &str,
-        after: Option<HoldId>,
-        limit: usize,
-    ) -> Result<Page<Hold>, Error> {
-        let after = after.map(|a| format!("&after={a}")).unwrap_or_default();
-        self.get(endpoint, &format!("/internal/holds?limit={limit}{after}"))
+    /// Every hold a replica holds, held or finished, in log order (cluster version 2; a node of
+    /// the release before answers 404).
+    pub async fn all_holds(&self, endpoint: &str) -> Result<Vec<Hold>, Error> {
+        self.all_pages(endpoint, "/internal/holds", |hold: &Hold| hold.id)
             .await
     }
 
-    /// Every hold a replica holds, in log order.
-    pub async fn all_holds(&self, endpoint: &str) -> Result<Vec<Hold>, Error> {
-        let mut all: Vec<Hold> = Vec::new();
+    /// Every item of a paged internal read, page after page until an empty one; `key` is what
+    /// the next page starts after.
+    async fn all_pages<T: DeserializeOwned, K: std::fmt::Display>(
+        &self,
+        endpoint: &str,
+        route: &str,
+        key: impl Fn(&T) -> K,
+    ) -> Result<Vec<T>, Error> {
+        let mut all: Vec<T> = Vec::new();
         loop {
-            let page = self.holds(endpoint, all.last().map(|h| h.id), 1000).await?;
+            let path = page_path(route, all.last().map(&key), READ_PAGE);
+            let page: Page<T> = self.get(endpoint, &path).await?;
             if page.items.is_empty() {
                 return Ok(all);
             }
             all.extend(page.items);
         }
+    }
+}
+
+/// Items per page when a client reads every item of an internal read.
+const READ_PAGE: usize = 1000;
+
+/// `route?limit=N[&after=K]`.
+fn page_path(route: &str, after: Option<impl std::fmt::Display>, limit: usize) -> String {
+    match after {
+        Some(after) => format!("{route}?limit={limit}&after={after}"),
+        None => format!("{route}?limit={limit}"),
     }
 }
 

@@ -531,14 +531,22 @@ fn create_product(
         terms,
     };
     put_checked_product(state, &record);
-    if record.terms.is_empty() {
-        return Ok(Outcome::ProductCreated(record.product));
+    Ok(product_changed(record, true))
+}
+
+/// The outcome of creating (`created`) or restocking a product: as in the release before when
+/// it has no terms; with its terms (held stock, a limit) otherwise, which exist only from
+/// cluster version 2, when every replica decodes them.
+fn product_changed(record: ProductRecord, created: bool) -> Outcome {
+    match (record.terms.is_empty(), created) {
+        (true, true) => Outcome::ProductCreated(record.product),
+        (true, false) => Outcome::Restocked(record.product),
+        (false, created) => Outcome::ProductWithTerms {
+            created,
+            product: record.product,
+            terms: record.terms,
+        },
     }
-    Ok(Outcome::ProductWithTerms {
-        created: true,
-        product: record.product,
-        terms: record.terms,
-    })
 }
 
 fn restock(state: &mut impl InventoryState, id: &str, quantity: u64) -> Result<Outcome, Fault> {
@@ -559,15 +567,7 @@ fn restock(state: &mut impl InventoryState, id: &str, quantity: u64) -> Result<O
     product.stock = stock;
     product.restocked = restocked;
     put_checked_product(state, &record);
-    if record.terms.is_empty() {
-        return Ok(Outcome::Restocked(record.product));
-    }
-    // Terms exist only from cluster version 2, which every replica then decodes.
-    Ok(Outcome::ProductWithTerms {
-        created: false,
-        product: record.product,
-        terms: record.terms,
-    })
+    Ok(product_changed(record, false))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -455,6 +455,7 @@ pub(super) async fn set_limit(
         limit_per_customer: request.limit_per_customer,
     };
     let command = Command { key, op };
-    // A limit always leaves the product with terms, so this answers ProductWithTerms.
-    super::routes::product_changed(submit(&gateway, Client::OPERATOR, command).await?)
+    let changed =
+        super::routes::product_changed(submit(&gateway, Client::OPERATOR, command).await?)?;
+    Ok(Json(changed).into_response())
 }

@@ -469,22 +469,8 @@ async fn create_product(
         },
     };
     let command = Command { key, op };
-    let (product, replayed) = match submit(&gateway, Client::OPERATOR, command).await? {
-        Forwarded {
-            outcome: Outcome::ProductCreated(product),
-            replayed,
-        } => (ProductDetails::from(product), replayed),
-        Forwarded {
-            outcome: Outcome::ProductWithTerms { product, terms, .. },
-            replayed,
-        } => (ProductDetails::new(product, terms), replayed),
-        other => return Err(unexpected(other)),
-    };
-    Ok((
-        StatusCode::CREATED,
-        Json(ProductChanged { product, replayed }),
-    )
-        .into_response())
+    let changed = product_changed(submit(&gateway, Client::OPERATOR, command).await?)?;
+    Ok((StatusCode::CREATED, Json(changed)).into_response())
 }
 
 async fn restock(
@@ -502,18 +488,20 @@ async fn restock(
             quantity: request.quantity,
         },
     };
-    product_changed(submit(&gateway, Client::OPERATOR, command).await?)
+    let changed = product_changed(submit(&gateway, Client::OPERATOR, command).await?)?;
+    Ok(Json(changed).into_response())
 }
 
-/// The answer to a write that changed one product: a restock (terms or none) or a limit.
-pub(super) fn product_changed(forwarded: Forwarded) -> Answer {
+/// What a write that changed one product answers: a creation or a restock (with its terms, if
+/// it has any), or a new limit.
+pub(super) fn product_changed(forwarded: Forwarded) -> Result<ProductChanged, ApiError> {
     let Forwarded { outcome, replayed } = forwarded;
     let product = match outcome {
-        Outcome::Restocked(product) => product.into(),
+        Outcome::ProductCreated(product) | Outcome::Restocked(product) => product.into(),
         Outcome::ProductWithTerms { product, terms, .. } => ProductDetails::new(product, terms),
         outcome => return Err(unexpected(Forwarded { outcome, replayed })),
     };
-    Ok(Json(ProductChanged { product, replayed }).into_response())
+    Ok(ProductChanged { product, replayed })
 }
 
 /// Validate a command at the edge (400), check that the cluster runs the version its kind needs

@@ -306,14 +306,11 @@ async fn order(
         Err(e) => return storage_failed(e),
     };
     let product_name = |id: &str| reader.product(id).ok().flatten().map(|p| p.name);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |now| now.as_millis() as u64);
     let sheet = order_sheet(
         record,
         product_name,
         gateway.storefront.cancel_window_ms,
-        now_ms,
+        crate::now_ms(),
     );
     let page = views::order(&gateway.storefront.script(), &sheet);
     html(&gateway, StatusCode::OK, page)
