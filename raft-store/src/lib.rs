@@ -131,6 +131,14 @@ const STATE_BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// Bloom filter bits per key of the state column family: about 1% false positives.
 const STATE_BLOOM_BITS_PER_KEY: f64 = 10.0;
 
+/// Most bytes of write-ahead log files kept before RocksDB flushes the column families that keep
+/// the oldest of them alive. A WAL file is deleted only once every column family's writes in it
+/// are flushed, and the `raft` family is written rarely (votes, snapshots): without a bound, its
+/// small memtable kept every WAL file since its last flush, up to RocksDB's default of four
+/// times every write buffer (3 families × 2 × 64 MiB × 4 = 1.5 GiB here). The bound costs a
+/// flush of a small memtable now and then.
+const WAL_BYTES_MAX: u64 = 64 << 20;
+
 /// Options of the state column family. Most lookups of a write are of keys that do not exist
 /// (a new idempotency key, a new product): a Bloom filter per table file answers those without
 /// reading the file's index and blocks, which otherwise dominate the apply of a bulk create.
@@ -171,6 +179,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageError<NodeId>
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
+    options.set_max_total_wal_size(WAL_BYTES_MAX);
     let families = keys::COLUMN_FAMILIES.iter().map(|name| {
         let options = if *name == keys::CF_STATE {
             state_options()

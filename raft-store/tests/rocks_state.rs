@@ -352,3 +352,62 @@ fn a_snapshot_in_a_newer_format_is_refused_and_changes_nothing() {
         assert!(target.reader().products(None, 10).unwrap().is_empty());
     });
 }
+
+/// RocksDB deletes a write-ahead log file only once every column family's writes in it are
+/// flushed. The `raft` family is written rarely (a vote, then nothing until a snapshot): its
+/// memtable must not keep every WAL file alive while the state grows by hundreds of MiB.
+#[test]
+fn the_write_ahead_log_stays_bounded_while_a_family_is_idle() {
+    use openraft::storage::RaftLogStorage;
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (mut log, mut sm) = raft_store::open(dir.path()).unwrap();
+        log.save_vote(&openraft::Vote::new(1, 1)).await.unwrap();
+        let name = "n".repeat(flashstock_api::PRODUCT_NAME_LEN_MAX);
+        let mut most_wal = 0;
+        for index in 1..=300u64 {
+            let commands = (0..1000)
+                .map(|i| {
+                    let product = format!("p{index}-{i}");
+                    let key = format!("{product}-{}", "k".repeat(100));
+                    let op = Op::CreateProduct {
+                        product,
+                        name: name.clone(),
+                        price_cents: 100,
+                        stock: 1,
+                    };
+                    command(&key, op)
+                })
+                .collect();
+            let proposal = Proposal {
+                proposed_at_ms: 1_000 + index,
+                forget_keys_before_ms: 0,
+                drop_archived_before_ms: 0,
+                commands,
+            };
+            sm.apply(vec![entry(index, proposal)]).await.unwrap();
+            most_wal = most_wal.max(sm.reader().storage().wal_bytes);
+        }
+        let state = sm.reader().storage().state_bytes;
+        eprintln!(
+            "state {} MiB, write-ahead log at most {} MiB",
+            state / MIB,
+            most_wal / MIB
+        );
+        // The state grew well past the bound...
+        assert!(
+            state > 256 * MIB,
+            "the state holds only {} MiB",
+            state / MIB
+        );
+        // ... and the log never held much more than the bound: the file being written and the
+        // one of a flush in progress at most.
+        assert!(
+            most_wal <= 160 * MIB,
+            "the write-ahead log reached {} MiB while the state grew to {} MiB",
+            most_wal / MIB,
+            state / MIB
+        );
+    });
+}
