@@ -74,10 +74,12 @@ pub struct StateMachine {
 /// to be empty, so a scan starts there and each deleted key is walked past about once.
 ///
 /// Kept in memory, not in the state: it changes no outcome, only where reading starts. It is
-/// raised by a scan to where it found the first key (or to its upper bound when it found
-/// fewer than it could take: nothing is left below that bound), and lowered by any key written
-/// below it, so a key written below the floor is never missed. A fresh floor (at open, after a
-/// snapshot is installed) is the index's prefix.
+/// raised by a scan to the first key it found, or, when the scan took every key below its
+/// bound (the entry then removes them all), to the index's first key past that bound; it is
+/// lowered by any key written below it, so a key written below the floor is never missed (a
+/// key deleted leaves the floor a true one). A fresh floor (at open, after a snapshot is
+/// installed) is the index's prefix. A scan whose bound is at or below the floor reads
+/// nothing, so most entries make no iterator at all.
 #[derive(Debug, Default)]
 pub(crate) struct ScanFloors(std::sync::Mutex<BTreeMap<&'static [u8], Vec<u8>>>);
 
@@ -114,6 +116,16 @@ impl ScanFloors {
             }
         }
     }
+}
+
+/// The first key past every key that starts with `prefix` (an index prefix ends in `/`, which
+/// is not 0xff).
+fn index_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    let last = end.last_mut().expect("an index prefix is not empty");
+    debug_assert!(*last < u8::MAX);
+    *last += 1;
+    end
 }
 
 /// The orders and the cancellations (with their positions) of one archive step, read from one
@@ -790,30 +802,46 @@ impl<'a> Overlay<'a> {
 
     /// Up to `limit` keys of the time-ordered index `prefix` below `before`, in order, from the
     /// database (called before any write of the entry), starting at its floor
-    /// ([`ScanFloors`]), which the scan then raises.
+    /// ([`ScanFloors`]), which the scan then raises. No iterator is made when the floor is at or
+    /// past `before`: the common case, since a scan that takes everything below `before` raises
+    /// the floor to the next key of the index, which is usually in the future.
     fn scan_index(
         &self,
         prefix: &'static [u8],
         before: Vec<u8>,
         limit: usize,
     ) -> Result<Vec<Box<[u8]>>, Fault> {
+        let from = self.floors.start(prefix);
+        if from >= before {
+            return Ok(Vec::new());
+        }
         let cf = cf(self.db, CF_STATE);
         let mut options = ReadOptions::default();
-        options.set_iterate_upper_bound(before.clone());
-        let from = self.floors.start(prefix);
-        let iter =
+        options.set_iterate_upper_bound(index_end(prefix));
+        let mut iter =
             self.db
                 .iterator_cf_opt(cf, options, IteratorMode::From(&from, Direction::Forward));
         let mut found = Vec::new();
-        for item in iter.take(limit) {
+        let next = loop {
+            let Some(item) = iter.next() else {
+                // Nothing left in the index at all.
+                break Some(index_end(prefix).into_boxed_slice());
+            };
             let (key, _) = item.map_err(|e| Fault(e.to_string()))?;
+            if key.as_ref() >= before.as_slice() {
+                // Everything below `before` is taken: the index starts here after this entry.
+                break Some(key);
+            }
+            if found.len() == limit {
+                // More below `before` than one entry takes: the next entry starts at the first.
+                break None;
+            }
             found.push(key);
-        }
-        match found.first() {
-            // Fewer than it could take: nothing is left below `before`.
-            _ if found.len() < limit => self.floors.raise(prefix, &before),
-            Some(first) => self.floors.raise(prefix, first),
-            None => {}
+        };
+        match (next, found.first()) {
+            (Some(next), _) => self.floors.raise(prefix, &next),
+            (None, Some(first)) => self.floors.raise(prefix, first),
+            (None, None) => {}
         }
         Ok(found)
     }
