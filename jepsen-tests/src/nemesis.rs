@@ -1160,7 +1160,8 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(900);
 const CAUGHT_UP_LAG_MAX: u64 = 64;
 
 /// Wait until learner `id` trails the leader (found among `members`) by at most
-/// [`CAUGHT_UP_LAG_MAX`] entries.
+/// [`CAUGHT_UP_LAG_MAX`] entries, in its log and in what it has applied (as `stockctl cluster
+/// add-learner` waits before a promotion).
 pub(crate) async fn wait_caught_up(
     cluster: &LocalCluster,
     members: &[u64],
@@ -1178,10 +1179,25 @@ pub(crate) async fn wait_caught_up(
                         .iter()
                         .find(|peer| peer.id == id && peer.matched_index.is_some())
                         .map(|peer| peer.lag);
-                    if lag.is_some_and(|lag| lag <= CAUGHT_UP_LAG_MAX) {
-                        return Ok(());
-                    }
                     last = format!("lag {lag:?}");
+                    if lag.is_some_and(|lag| lag <= CAUGHT_UP_LAG_MAX) {
+                        let committed = status.committed_index.unwrap_or(0);
+                        match client.status(&cluster.addr(id)).await {
+                            Ok(own)
+                                if own.applied_index.unwrap_or(0) + CAUGHT_UP_LAG_MAX
+                                    >= committed =>
+                            {
+                                return Ok(());
+                            }
+                            Ok(own) => {
+                                last = format!(
+                                    "log caught up, applied {:?} of {committed}",
+                                    own.applied_index
+                                );
+                            }
+                            Err(e) => last = e.to_string(),
+                        }
+                    }
                 }
                 Err(e) => last = e.to_string(),
             }

@@ -698,27 +698,45 @@ async fn add_learner(
     Ok(())
 }
 
-/// Poll the leader until member `id` trails it by at most [`CAUGHT_UP_LAG_MAX`] entries.
+/// Poll the leader until member `id` trails it by at most [`CAUGHT_UP_LAG_MAX`] entries, then
+/// poll the member until it has applied that much too. A member with the whole log but not yet
+/// its state would, once a voter, stall the cluster if elected: a leader answers a write only
+/// after applying it, behind every entry it had not applied.
 async fn wait_caught_up(ctx: &Context, client: &VoterClient, id: u64) -> Result<(), CliError> {
     loop {
         let (leader, _) = find_leader(ctx, client).await?;
         let lag = lag_behind(&leader, id);
-        match lag {
-            Some(lag) if lag <= CAUGHT_UP_LAG_MAX => return Ok(()),
-            _ if Instant::now() + POLL_INTERVAL > ctx.deadline => {
-                return Err(CliError::failed(
-                    ErrorCode::LearnerBehind,
-                    format!(
-                        "node {id} is a learner but has not caught up within {:?} (lag {}); \
-                         check its log, then `stockctl cluster status`",
-                        ctx.timeout,
-                        opt(lag)
-                    ),
-                ))
+        let behind = match lag {
+            Some(lag) if lag <= CAUGHT_UP_LAG_MAX => {
+                match applied_behind(client, &leader, id).await {
+                    Some(0) => return Ok(()),
+                    applied => format!("log caught up, applied {} entries behind", opt(applied)),
+                }
             }
-            _ => tokio::time::sleep(POLL_INTERVAL).await,
+            _ => format!("lag {}", opt(lag)),
+        };
+        if Instant::now() + POLL_INTERVAL > ctx.deadline {
+            return Err(CliError::failed(
+                ErrorCode::LearnerBehind,
+                format!(
+                    "node {id} is a learner but has not caught up within {:?} ({behind}); \
+                     check its log, then `stockctl cluster status`",
+                    ctx.timeout,
+                ),
+            ));
         }
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// How many entries past [`CAUGHT_UP_LAG_MAX`] node `id` has still to apply of what `leader`
+/// has committed (0: caught up), from the node's own status; `None` when it does not answer.
+async fn applied_behind(client: &VoterClient, leader: &NodeStatus, id: u64) -> Option<u64> {
+    let addr = member_addr(leader, id)?;
+    let own = client.status(&addr).await.ok()?;
+    let committed = leader.committed_index.unwrap_or(0);
+    let applied = own.applied_index.unwrap_or(0);
+    Some(committed.saturating_sub(applied.saturating_add(CAUGHT_UP_LAG_MAX)))
 }
 
 /// How many entries node `id` trails `leader`'s log by, once the leader has matched it at all
