@@ -415,6 +415,73 @@ impl VoterClient {
     }
 }
 
+/// Most entries a member may trail the leader by, in its log and in what it has applied, and
+/// still count as caught up.
+pub const CAUGHT_UP_LAG_MAX: u64 = 64;
+
+/// How far a member is from caught up with the leader ([`VoterClient::catch_up`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The leader has not matched the member's log yet.
+    NotReplicated,
+    /// The member's log trails the leader's by this many entries.
+    LogBehind(u64),
+    /// Its log is caught up; it has yet to apply this many entries of the leader's commits.
+    ApplyBehind(u64),
+    /// Its log is caught up; its own status did not answer.
+    NoStatus(String),
+    /// Within [`CAUGHT_UP_LAG_MAX`] in both.
+    CaughtUp,
+}
+
+impl std::fmt::Display for CatchUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatchUp::NotReplicated => write!(f, "not replicated to yet"),
+            CatchUp::LogBehind(lag) => write!(f, "its log {lag} entries behind the leader's"),
+            CatchUp::ApplyBehind(lag) => {
+                write!(f, "log caught up, {lag} committed entries still to apply")
+            }
+            CatchUp::NoStatus(error) => write!(f, "log caught up, its status unread: {error}"),
+            CatchUp::CaughtUp => write!(f, "caught up"),
+        }
+    }
+}
+
+/// How many entries member `id`'s log trails the log of `leader` (a leader's status) by, once
+/// the leader has matched it at all (`None` before).
+pub fn log_lag(leader: &NodeStatus, id: u64) -> Option<u64> {
+    leader
+        .replication
+        .iter()
+        .find(|peer| peer.id == id && peer.matched_index.is_some())
+        .map(|peer| peer.lag)
+}
+
+impl VoterClient {
+    /// How far member `id` (answering at `addr`) is from caught up with `leader` (a leader's
+    /// status): first its log, from the leader's replication; then what it has applied, from
+    /// its own status. A member with the log but not the state must not be promoted: elected,
+    /// it would answer no write until it had applied its backlog.
+    pub async fn catch_up(&self, leader: &NodeStatus, id: u64, addr: &str) -> CatchUp {
+        match log_lag(leader, id) {
+            None => return CatchUp::NotReplicated,
+            Some(lag) if lag > CAUGHT_UP_LAG_MAX => return CatchUp::LogBehind(lag),
+            Some(_) => {}
+        }
+        let own = match self.status(addr).await {
+            Ok(own) => own,
+            Err(e) => return CatchUp::NoStatus(e.to_string()),
+        };
+        let committed = leader.committed_index.unwrap_or(0);
+        let applied = own.applied_index.unwrap_or(0);
+        match committed.saturating_sub(applied) {
+            lag if lag > CAUGHT_UP_LAG_MAX => CatchUp::ApplyBehind(lag),
+            _ => CatchUp::CaughtUp,
+        }
+    }
+}
+
 /// Items per page when a client reads every item of an internal read.
 const READ_PAGE: usize = 1000;
 

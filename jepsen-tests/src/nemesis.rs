@@ -1156,12 +1156,10 @@ async fn change_membership(
 /// How long a wiped node may take to catch up: a snapshot of everything a long run placed
 /// (orders stay an hour, idempotency records a day), then the log.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(900);
-/// Most entries a learner may trail the leader by and count as caught up.
-const CAUGHT_UP_LAG_MAX: u64 = 64;
 
-/// Wait until learner `id` trails the leader (found among `members`) by at most
-/// [`CAUGHT_UP_LAG_MAX`] entries, in its log and in what it has applied (as `stockctl cluster
-/// add-learner` waits before a promotion).
+/// Wait until learner `id` has caught up with the leader (found among `members`), in its log
+/// and in what it has applied, as `stockctl cluster add-learner` waits before a promotion
+/// ([`flashstock_client::VoterClient::catch_up`]).
 pub(crate) async fn wait_caught_up(
     cluster: &LocalCluster,
     members: &[u64],
@@ -1173,32 +1171,10 @@ pub(crate) async fn wait_caught_up(
     while tokio::time::Instant::now() < deadline {
         if let Ok(leader) = cluster.wait_for_leader_among(members, LEADER_WAIT).await {
             match client.status(&cluster.addr(leader)).await {
-                Ok(status) => {
-                    let lag = status
-                        .replication
-                        .iter()
-                        .find(|peer| peer.id == id && peer.matched_index.is_some())
-                        .map(|peer| peer.lag);
-                    last = format!("lag {lag:?}");
-                    if lag.is_some_and(|lag| lag <= CAUGHT_UP_LAG_MAX) {
-                        let committed = status.committed_index.unwrap_or(0);
-                        match client.status(&cluster.addr(id)).await {
-                            Ok(own)
-                                if own.applied_index.unwrap_or(0) + CAUGHT_UP_LAG_MAX
-                                    >= committed =>
-                            {
-                                return Ok(());
-                            }
-                            Ok(own) => {
-                                last = format!(
-                                    "log caught up, applied {:?} of {committed}",
-                                    own.applied_index
-                                );
-                            }
-                            Err(e) => last = e.to_string(),
-                        }
-                    }
-                }
+                Ok(status) => match client.catch_up(&status, id, &cluster.addr(id)).await {
+                    flashstock_client::CatchUp::CaughtUp => return Ok(()),
+                    behind => last = behind.to_string(),
+                },
                 Err(e) => last = e.to_string(),
             }
         }

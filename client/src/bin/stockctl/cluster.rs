@@ -11,7 +11,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use flashstock_api::{ErrorCode, NodeAddr, NodeStatus, RaftState};
-use flashstock_client::VoterClient;
+use flashstock_client::{CatchUp, VoterClient};
 use serde::Serialize;
 
 use crate::args::ClusterCommand;
@@ -676,9 +676,6 @@ fn membership_table(voters: &[u64], members: &[NodeAddr]) -> Table {
 
 // ---- learners and disks ----
 
-/// Most entries a learner may trail the leader by and still be reported caught up.
-pub(crate) const CAUGHT_UP_LAG_MAX: u64 = 64;
-
 /// Add a learner; unless `no_wait`, return only once it has caught up with the leader.
 async fn add_learner(
     ctx: &Context,
@@ -698,23 +695,18 @@ async fn add_learner(
     Ok(())
 }
 
-/// Poll the leader until member `id` trails it by at most [`CAUGHT_UP_LAG_MAX`] entries, then
-/// poll the member until it has applied that much too. A member with the whole log but not yet
-/// its state would, once a voter, stall the cluster if elected: a leader answers a write only
-/// after applying it, behind every entry it had not applied.
+/// Poll until member `id` has caught up with the leader, in its log and in what it has applied
+/// ([`VoterClient::catch_up`]).
 async fn wait_caught_up(ctx: &Context, client: &VoterClient, id: u64) -> Result<(), CliError> {
     loop {
         let (leader, _) = find_leader(ctx, client).await?;
-        let lag = lag_behind(&leader, id);
-        let behind = match lag {
-            Some(lag) if lag <= CAUGHT_UP_LAG_MAX => {
-                match applied_behind(client, &leader, id).await {
-                    Some(0) => return Ok(()),
-                    applied => format!("log caught up, applied {} entries behind", opt(applied)),
-                }
-            }
-            _ => format!("lag {}", opt(lag)),
+        let behind = match member_addr(&leader, id) {
+            Some(addr) => client.catch_up(&leader, id, &addr).await,
+            None => CatchUp::NotReplicated,
         };
+        if behind == CatchUp::CaughtUp {
+            return Ok(());
+        }
         if Instant::now() + POLL_INTERVAL > ctx.deadline {
             return Err(CliError::failed(
                 ErrorCode::LearnerBehind,
@@ -727,27 +719,6 @@ async fn wait_caught_up(ctx: &Context, client: &VoterClient, id: u64) -> Result<
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-}
-
-/// How many entries past [`CAUGHT_UP_LAG_MAX`] node `id` has still to apply of what `leader`
-/// has committed (0: caught up), from the node's own status; `None` when it does not answer.
-async fn applied_behind(client: &VoterClient, leader: &NodeStatus, id: u64) -> Option<u64> {
-    let addr = member_addr(leader, id)?;
-    let own = client.status(&addr).await.ok()?;
-    let committed = leader.committed_index.unwrap_or(0);
-    let applied = own.applied_index.unwrap_or(0);
-    Some(committed.saturating_sub(applied.saturating_add(CAUGHT_UP_LAG_MAX)))
-}
-
-/// How many entries node `id` trails `leader`'s log by, once the leader has matched it at all
-/// (`None` before: not replicated to yet).
-pub(crate) fn lag_behind(leader: &NodeStatus, id: u64) -> Option<u64> {
-    leader
-        .replication
-        .iter()
-        .find(|peer| peer.id == id)
-        .filter(|peer| peer.matched_index.is_some())
-        .map(|peer| peer.lag)
 }
 
 /// Replace voter `id`'s disk. Each step is checked before the next: the node is out of the

@@ -12,12 +12,12 @@
 use std::time::{Duration, Instant};
 
 use flashstock_api::{ErrorCode, HandedOff, NodeStatus, RaftState};
-use flashstock_client::VoterClient;
+use flashstock_client::{log_lag, VoterClient, CAUGHT_UP_LAG_MAX};
 use serde::Serialize;
 
 use crate::cluster::{
-    answered, cluster_version_line, cluster_versions, find_leader, lag_behind, member_addr,
-    node_status, probe_all, release_line, CAUGHT_UP_LAG_MAX, POLL_INTERVAL,
+    answered, cluster_version_line, cluster_versions, find_leader, member_addr, node_status,
+    probe_all, release_line, POLL_INTERVAL,
 };
 use crate::context::Context;
 use crate::error::CliError;
@@ -253,13 +253,7 @@ async fn wait_others_caught_up(
             .iter()
             .copied()
             .filter(|voter| *voter != id && *voter != leader.id)
-            .filter(|voter| {
-                !leader.replication.iter().any(|peer| {
-                    peer.id == *voter
-                        && peer.matched_index.is_some()
-                        && peer.lag <= CAUGHT_UP_LAG_MAX
-                })
-            })
+            .filter(|voter| log_lag(&leader, *voter).is_none_or(|lag| lag > CAUGHT_UP_LAG_MAX))
             .collect();
         if behind.is_empty() {
             return Ok(());
@@ -293,7 +287,7 @@ async fn wait_back(
                 Ok((leader, _)) if leader.id == id && status.state == RaftState::Leader => {
                     return Ok(())
                 }
-                Ok((leader, _)) => match lag_behind(&leader, id) {
+                Ok((leader, _)) => match log_lag(&leader, id) {
                     Some(lag) if lag <= CAUGHT_UP_LAG_MAX => return Ok(()),
                     Some(lag) => format!("back, {lag} entries behind the leader"),
                     None => "back, not replicated to yet".to_owned(),
