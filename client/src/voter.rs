@@ -11,6 +11,7 @@ use flashstock_api::{
 use serde::de::DeserializeOwned;
 
 use crate::shop::{describe, http_client};
+use crate::wire::{CallError, Connector, Route, WirePool};
 use serde::Serialize;
 
 /// Most "not leader" redirections one write follows before giving up.
@@ -67,6 +68,9 @@ pub struct VoterClient {
     secret: String,
     endpoints: Vec<String>,
     leader: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Writes and read-index calls go over the internal wire when set (the default); a voter
+    /// that does not speak it is reached over HTTP.
+    wire: Option<WirePool>,
 }
 
 impl VoterClient {
@@ -80,14 +84,32 @@ impl VoterClient {
             secret: secret.to_owned(),
             endpoints,
             leader: Default::default(),
+            wire: None,
         }
+        .with_wire(true)
+    }
+
+    /// Send writes and read-index calls over the internal wire ([`crate::wire`]) when `on`,
+    /// else one HTTP exchange each.
+    pub fn with_wire(mut self, on: bool) -> VoterClient {
+        self.wire = on.then(|| {
+            WirePool::new(Connector {
+                secret: std::sync::Arc::from(self.secret.as_str()),
+                connect_timeout: Duration::from_secs(2).min(self.timeout),
+                local: self.local,
+                tls: self.tls.clone(),
+                idle: crate::POOL_IDLE_TIMEOUT,
+            })
+        });
+        self
     }
 
     /// Send from `ip` (e.g. the calling node's own address), so peers can tell callers apart.
     pub fn with_local_address(mut self, ip: Option<std::net::IpAddr>) -> VoterClient {
         self.local = ip;
         self.http = http_client(self.timeout, self.local, self.tls.as_ref());
-        self
+        let wire = self.wire.is_some();
+        self.with_wire(wire)
     }
 
     /// Speak mutual TLS to the voters (`https://`): `tls` presents this side's certificate and
@@ -95,7 +117,8 @@ impl VoterClient {
     pub fn with_tls(mut self, tls: Option<crate::TlsConfig>) -> VoterClient {
         self.tls = tls;
         self.http = http_client(self.timeout, self.local, self.tls.as_ref());
-        self
+        let wire = self.wire.is_some();
+        self.with_wire(wire)
     }
 
     fn url(&self, endpoint: &str, path: &str) -> String {
@@ -116,10 +139,27 @@ impl VoterClient {
     pub async fn read_index(&self) -> Result<u64, Error> {
         let mut search = self.leader_search();
         while let Some(endpoint) = search.next() {
-            match self
-                .post::<_, ReadIndexResponse>(&endpoint, "/internal/read-index", &())
+            let answer = match self
+                .send(
+                    &endpoint,
+                    Route::ReadIndex,
+                    bytes::Bytes::from_static(b"null"),
+                )
                 .await
             {
+                Exchange::Answer(status, bytes) => {
+                    json_answer::<ReadIndexResponse>(&endpoint, status, &bytes)
+                }
+                Exchange::NotSent(message) => Err(Error::Api {
+                    code: ErrorCode::Unreachable,
+                    message,
+                }),
+                Exchange::Unknown(message) => Err(Error::Api {
+                    code: ErrorCode::Unavailable,
+                    message,
+                }),
+            };
+            match answer {
                 Ok(ReadIndexResponse::Index(index)) => {
                     self.set_leader_hint(endpoint);
                     return Ok(index);
@@ -156,30 +196,16 @@ impl VoterClient {
         );
         let mut search = self.leader_search();
         while let Some(endpoint) = search.next() {
-            let sent = self
-                .http
-                .post(self.url(&endpoint, "/internal/write"))
-                .header(SECRET_HEADER, &self.secret)
-                .body(body.clone())
-                .send()
-                .await;
-            let response = match sent {
-                Ok(response) => response,
-                // Never connected: nothing was sent, try the next node.
-                Err(e) if e.is_connect() => {
-                    search.failed(
-                        ErrorCode::Unreachable,
-                        format!("{endpoint}: {}", describe(&e)),
-                    );
+            let (status, bytes) = match self.send(&endpoint, Route::Write, body.clone()).await {
+                Exchange::Answer(status, bytes) => (status, bytes),
+                // Nothing was sent: try the next node.
+                Exchange::NotSent(message) => {
+                    search.failed(ErrorCode::Unreachable, message);
                     continue;
                 }
-                Err(e) => {
-                    return Err(Error::OutcomeUnknown {
-                        message: format!("{endpoint}: {}", describe(&e)),
-                    })
-                }
+                Exchange::Unknown(message) => return Err(Error::OutcomeUnknown { message }),
             };
-            match write_answer(&endpoint, response).await? {
+            match write_answer(&endpoint, status, &bytes)? {
                 WriteResponse::Applied {
                     log_index,
                     outcomes,
@@ -201,6 +227,40 @@ impl VoterClient {
             }
         }
         Err(search.gave_up("no leader reachable"))
+    }
+
+    /// Send `body` to `route` on `endpoint`: over the wire when on and the node speaks it,
+    /// else over HTTP.
+    async fn send(&self, endpoint: &str, route: Route, body: bytes::Bytes) -> Exchange {
+        if let Some(wire) = &self.wire {
+            match wire.client(endpoint).call(route, &body, self.timeout).await {
+                Ok(reply) => return Exchange::Answer(reply.status, reply.body),
+                Err(CallError::NotSpoken(_)) => {}
+                Err(e @ CallError::NotSent(_)) => {
+                    return Exchange::NotSent(format!("{endpoint}: {e}"))
+                }
+                Err(e) => return Exchange::Unknown(format!("{endpoint}: {e}")),
+            }
+        }
+        let sent = self
+            .http
+            .post(self.url(endpoint, route.path()))
+            .header(SECRET_HEADER, &self.secret)
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                match response.bytes().await {
+                    Ok(bytes) => Exchange::Answer(status, bytes),
+                    Err(e) => Exchange::Unknown(format!("{endpoint}: {}", describe(&e))),
+                }
+            }
+            // Never connected: nothing was sent.
+            Err(e) if e.is_connect() => Exchange::NotSent(format!("{endpoint}: {}", describe(&e))),
+            Err(e) => Exchange::Unknown(format!("{endpoint}: {}", describe(&e))),
+        }
     }
 
     async fn get<T: DeserializeOwned>(&self, endpoint: &str, path: &str) -> Result<T, Error> {
@@ -537,33 +597,38 @@ impl LeaderSearch {
     }
 }
 
+/// What became of one call: its answer (status and body), or why there is none.
+enum Exchange {
+    Answer(u16, bytes::Bytes),
+    /// Definitely not handled: no connection was made, or the call never left.
+    NotSent(String),
+    /// Sent, and no answer: it may have been handled.
+    Unknown(String),
+}
+
 /// The write endpoint's answer; an error when it is not one of the endpoint's own answers.
-async fn write_answer(endpoint: &str, response: reqwest::Response) -> Result<WriteResponse, Error> {
-    let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| Error::OutcomeUnknown {
-        message: format!("{endpoint}: {e}"),
-    })?;
-    if status.is_server_error() {
+fn write_answer(endpoint: &str, status: u16, bytes: &[u8]) -> Result<WriteResponse, Error> {
+    if status >= 500 {
         // Not one of the endpoint's own answers: it may have failed after proposing.
         return Err(Error::OutcomeUnknown {
             message: format!("{endpoint} answered {status}"),
         });
     }
-    if !status.is_success() {
+    if !(200..300).contains(&status) {
         // The endpoint refused the request before handling it (auth, body).
-        let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+        let body: Option<ErrorBody> = serde_json::from_slice(bytes).ok();
         return Err(match body {
             Some(body) => Error::Refused {
                 code: body.code,
                 message: body.message,
             },
             None => Error::Refused {
-                code: ErrorCode::parse(status.as_str()),
-                message: String::from_utf8_lossy(&bytes).into_owned(),
+                code: ErrorCode::parse(&status.to_string()),
+                message: String::from_utf8_lossy(bytes).into_owned(),
             },
         });
     }
-    bincode::deserialize(&bytes).map_err(|e| Error::OutcomeUnknown {
+    bincode::deserialize(bytes).map_err(|e| Error::OutcomeUnknown {
         message: format!("{endpoint}: undecodable answer: {e}"),
     })
 }
@@ -580,25 +645,30 @@ async fn decode_json<T: DeserializeOwned>(
         },
         message: format!("{endpoint}: {}", describe(&e)),
     })?;
-    let status = response.status();
+    let status = response.status().as_u16();
     let bytes = response.bytes().await.map_err(|e| Error::Api {
         code: ErrorCode::Unavailable,
         message: format!("{endpoint}: {e}"),
     })?;
-    if status.is_success() {
-        return serde_json::from_slice(&bytes).map_err(|e| Error::Api {
+    json_answer(endpoint, status, &bytes)
+}
+
+/// A JSON endpoint's answer: its value, or the error it answered.
+fn json_answer<T: DeserializeOwned>(endpoint: &str, status: u16, bytes: &[u8]) -> Result<T, Error> {
+    if (200..300).contains(&status) {
+        return serde_json::from_slice(bytes).map_err(|e| Error::Api {
             code: ErrorCode::InvalidResponse,
             message: format!("{endpoint}: {e}"),
         });
     }
-    Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+    Err(match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(body) => Error::Api {
             code: body.code,
             message: body.message,
         },
         Err(_) => Error::Api {
-            code: ErrorCode::parse(status.as_str()),
-            message: String::from_utf8_lossy(&bytes).into_owned(),
+            code: ErrorCode::parse(&status.to_string()),
+            message: String::from_utf8_lossy(bytes).into_owned(),
         },
     })
 }

@@ -35,7 +35,7 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use schema::{
     ArchiveSection, CheckoutSection, ClusterSection, Config, GatewaySection, LimitsSection, NodeId,
-    NodeSection, Peer, RaftSection, Role, TlsSection,
+    NodeSection, Peer, RaftSection, Role, TlsSection, Transport,
 };
 pub use source_range::SourceRange;
 

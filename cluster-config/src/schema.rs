@@ -185,6 +185,28 @@ pub struct RaftSection {
     /// answering "outcome unknown"; from 1 to `gateway.forward_attempt_timeout_ms`.
     /// Default [`DEFAULT_COMMIT_TIMEOUT_MS`].
     pub commit_timeout_ms: u64,
+    /// How this node sends the calls on a write's path (Raft's appends and votes, a gateway's
+    /// forwarded batches): `wire` (a persistent, multiplexed binary connection per peer; a peer
+    /// that does not speak it is reached over HTTP) or `http` (one HTTP/1.1 exchange per call,
+    /// as releases before the wire did). Every node serves both. Default `wire`; left out of a
+    /// written file when it is the default, so that older releases can read the file.
+    #[serde(skip_serializing_if = "Transport::is_default")]
+    pub transport: Transport,
+}
+
+/// `raft.transport`: see [`RaftSection::transport`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Wire,
+    Http,
+}
+
+impl Transport {
+    fn is_default(&self) -> bool {
+        *self == Transport::default()
+    }
 }
 
 impl Default for RaftSection {
@@ -198,6 +220,7 @@ impl Default for RaftSection {
             rpc_timeout_ms: DEFAULT_RPC_TIMEOUT_MS,
             idempotency_window_ms: DEFAULT_IDEMPOTENCY_WINDOW_MS,
             commit_timeout_ms: DEFAULT_COMMIT_TIMEOUT_MS,
+            transport: Transport::Wire,
         }
     }
 }

@@ -49,6 +49,7 @@ pub mod network;
 pub mod proposer;
 pub mod server;
 pub mod tls;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -343,6 +344,7 @@ async fn start_raft(
         Duration::from_millis(config.raft.rpc_timeout_ms),
         config.source_ip(),
         tls,
+        config.raft.transport,
         metrics,
     );
     let raft = Raft::new(

@@ -1,6 +1,8 @@
-//! Raft's network: append, vote and snapshot RPCs sent with reqwest over persistent HTTP/1.1
-//! connections, bodies in bincode, each carrying this node's credential (a voter's: only voters
-//! send Raft RPCs, and every node admits only the voter credential on them).
+//! Raft's network: appends and votes over the internal wire ([`flashstock_client::wire`]: one
+//! persistent, multiplexed binary connection per peer), snapshots and every RPC to a peer that
+//! does not speak the wire over persistent HTTP/1.1 connections (reqwest). Bodies are bincode
+//! either way, each call carries this node's credential (a voter's: only voters send Raft RPCs,
+//! and every node admits only the voter credential on them).
 //!
 //! Error mapping, as openraft expects it: a connection that cannot be made is `Unreachable`
 //! (openraft backs off before the next try); any other transport failure is `Network` (it retries
@@ -10,7 +12,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster_config::Transport;
 use flashstock_api::SECRET_HEADER;
+use flashstock_client::wire::{CallError, Connector, Route, WireClient, WirePool};
 use openraft::error::{
     Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout,
     Unreachable,
@@ -33,10 +37,13 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 /// Where a leader handing off asks its successor to stand ([`crate::handoff`]).
 pub const ELECT_PATH: &str = "/raft/elect";
 
-/// Creates one [`PeerClient`] per replication target; all share one connection pool.
+/// Creates one [`PeerClient`] per replication target; all share one connection pool per
+/// transport.
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
+    /// `None` when `raft.transport` is `http`.
+    wire: Option<WirePool>,
     secret: Arc<str>,
     /// `https` with mutual TLS (`tls.internal_*`), else `http`.
     scheme: &'static str,
@@ -52,14 +59,25 @@ impl Network {
         connect_timeout: Duration,
         local_ip: Option<IpAddr>,
         tls: Option<flashstock_client::TlsConfig>,
+        transport: Transport,
         metrics: Arc<Metrics>,
     ) -> Network {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let http = flashstock_client::http_builder(connect_timeout, local_ip, tls.as_ref())
             .build()
             .expect("a client of a rustls config always builds");
+        let wire = (transport == Transport::Wire).then(|| {
+            WirePool::new(Connector {
+                secret: secret.clone(),
+                connect_timeout,
+                local: local_ip,
+                tls,
+                idle: flashstock_client::POOL_IDLE_TIMEOUT,
+            })
+        });
         Network {
             http,
+            wire,
             secret,
             scheme,
             metrics,
@@ -73,6 +91,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
         PeerClient {
             http: self.http.clone(),
+            wire: self.wire.as_ref().map(|pool| pool.client(&node.addr)),
             secret: self.secret.clone(),
             target,
             base: format!("{}://{}", self.scheme, node.addr),
@@ -84,6 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// Sends Raft RPCs to one peer.
 pub struct PeerClient {
     http: reqwest::Client,
+    wire: Option<Arc<WireClient>>,
     secret: Arc<str>,
     target: NodeId,
     base: String,
@@ -108,6 +128,32 @@ impl PeerClient {
         let body =
             bincode::serialize(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let ttl = option.hard_ttl();
+        let route = match action {
+            RPCTypes::AppendEntries => Some(Route::Append),
+            RPCTypes::Vote => Some(Route::Vote),
+            RPCTypes::InstallSnapshot => None,
+        };
+        if let (Some(wire), Some(route)) = (&self.wire, route) {
+            match wire.call(route, &body, ttl).await {
+                Ok(reply) => return self.answer(path, reply.status, &reply.body),
+                // An older peer: over HTTP below.
+                Err(CallError::NotSpoken(_)) => {}
+                Err(error @ CallError::NotSent(_)) => {
+                    return Err(RPCError::Unreachable(Unreachable::new(&error)))
+                }
+                Err(CallError::TimedOut(_)) => {
+                    return Err(RPCError::Timeout(Timeout {
+                        action,
+                        id: 0,
+                        target: self.target,
+                        timeout: ttl,
+                    }))
+                }
+                Err(error @ CallError::Lost(_)) => {
+                    return Err(RPCError::Network(NetworkError::new(&error)))
+                }
+            }
+        }
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -122,13 +168,24 @@ impl PeerClient {
             .bytes()
             .await
             .map_err(|e| self.transport_error(e, action, ttl))?;
-        if !status.is_success() {
-            let message = String::from_utf8_lossy(&bytes).into_owned();
+        self.answer(path, status.as_u16(), &bytes)
+    }
+
+    /// The peer's answer to a call of `path`, whichever transport brought it.
+    // The error is openraft's own `RPCError`, returned as `RaftNetwork` expects it.
+    #[allow(clippy::result_large_err)]
+    fn answer<Resp, E>(&self, path: &str, status: u16, bytes: &[u8]) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        if !(200..300).contains(&status) {
+            let message = String::from_utf8_lossy(bytes).into_owned();
             let error = std::io::Error::other(format!("{path} answered {status}: {message}"));
             return Err(RPCError::Network(NetworkError::new(&error)));
         }
         let answer: Result<Resp, RaftError<NodeId, E>> =
-            bincode::deserialize(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            bincode::deserialize(bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 

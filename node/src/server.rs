@@ -45,10 +45,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request, Response, StatusCode};
 use axum::Router;
+use bytes::BytesMut;
 use cluster_config::LimitsSection;
 use flashstock_api::ErrorCode;
 use http_body_util::BodyExt;
@@ -136,6 +137,9 @@ pub struct Limits {
     pub idle_timeout_under_pressure: Duration,
     pub request_timeout: Duration,
     pub stream_lifetime: Duration,
+    /// Largest frame of the internal wire ([`crate::wire`]), on the listener that serves it
+    /// (the internal one); `None`: HTTP only.
+    pub wire_frame_bytes_max: Option<usize>,
 }
 
 impl Limits {
@@ -152,6 +156,13 @@ impl Limits {
             idle_timeout_under_pressure: ms(limits.idle_timeout_under_pressure_ms),
             request_timeout: ms(limits.request_timeout_ms),
             stream_lifetime: ms(limits.stream_lifetime_ms),
+            wire_frame_bytes_max: match listener {
+                Listener::Public => None,
+                // A call's header and the largest Raft RPC body.
+                Listener::Internal => {
+                    Some(crate::internal::raft_body_bytes_max(limits.body_bytes_max) + 16)
+                }
+            },
         }
     }
 }
@@ -424,6 +435,19 @@ async fn connection<H: Handshake>(
         }
         Err(_) => return shared.closed(Some(CloseReason::Handshake)),
     };
+    let io = match shared.limits.wire_frame_bytes_max {
+        None => Prefixed::new(Bytes::new(), io),
+        Some(frame_bytes_max) => match tokio::time::timeout(first_head, opening(io)).await {
+            Ok(Ok(Opening::Wire(io))) => {
+                let reason =
+                    crate::wire::session(io, addr, router, limits, frame_bytes_max, stopping).await;
+                return shared.closed(reason);
+            }
+            Ok(Ok(Opening::Http(io))) => io,
+            Ok(Err(_)) => return shared.closed(None),
+            Err(_) => return shared.closed(Some(CloseReason::HeaderTimeout)),
+        },
+    };
     let activity = Arc::new(Activity::new(shared.stamp_ms()));
     let io = Watched {
         io,
@@ -532,7 +556,7 @@ async fn handle(
 
 /// The answer of a request cut at `limits.request_timeout_ms`. A write may have been forwarded
 /// and applied: its outcome is unknown. A read changed nothing.
-fn request_timed_out(limits: &Limits, writes: bool) -> Response<Body> {
+pub(crate) fn request_timed_out(limits: &Limits, writes: bool) -> Response<Body> {
     let ms = limits.request_timeout.as_millis();
     if writes {
         crate::api_error::error(
@@ -549,6 +573,95 @@ fn request_timed_out(limits: &Limits, writes: bool) -> Response<Body> {
             ErrorCode::Unavailable,
             format!("the request was not answered within limits.request_timeout_ms ({ms} ms)"),
         )
+    }
+}
+
+/// What a connection of the internal listener opens with.
+enum Opening<Io> {
+    /// The internal wire's magic bytes, read.
+    Wire(Io),
+    /// Anything else: HTTP, with the bytes read so far put back in front.
+    Http(Prefixed<Io>),
+}
+
+/// Read the first bytes of `io` until they are the wire's magic or cannot become it. An HTTP
+/// request's first bytes (a method) differ from the magic's first, so HTTP waits for nothing
+/// more than the first read.
+async fn opening<Io: AsyncRead + Unpin>(mut io: Io) -> io::Result<Opening<Io>> {
+    use flashstock_client::wire::MAGIC;
+    use tokio::io::AsyncReadExt;
+    let mut read = BytesMut::with_capacity(MAGIC.len());
+    while read.len() < MAGIC.len() && MAGIC.starts_with(&read) {
+        let mut byte = [0u8; MAGIC.len()];
+        let wanted = MAGIC.len() - read.len();
+        let n = io.read(&mut byte[..wanted]).await?;
+        if n == 0 {
+            break;
+        }
+        read.extend_from_slice(&byte[..n]);
+    }
+    Ok(if read[..] == MAGIC[..] {
+        Opening::Wire(io)
+    } else {
+        Opening::Http(Prefixed::new(read.freeze(), io))
+    })
+}
+
+/// A stream with bytes already read from it put back in front.
+struct Prefixed<Io> {
+    prefix: Bytes,
+    io: Io,
+}
+
+impl<Io> Prefixed<Io> {
+    fn new(prefix: Bytes, io: Io) -> Prefixed<Io> {
+        Prefixed { prefix, io }
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for Prefixed<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for Prefixed<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 
@@ -669,6 +782,7 @@ mod tests {
             idle_timeout_under_pressure: Duration::from_millis(100),
             request_timeout: Duration::from_millis(60_000),
             stream_lifetime: Duration::from_millis(600_000),
+            wire_frame_bytes_max: None,
         }
     }
 

@@ -112,7 +112,8 @@ impl Gateway {
             std::time::Duration::from_millis(config.gateway.forward_attempt_timeout_ms),
         )
         .with_local_address(config.source_ip())
-        .with_tls(node.tls.client());
+        .with_tls(node.tls.client())
+        .with_wire(config.raft.transport == cluster_config::Transport::Wire);
         let forwarder = Forwarder::start(
             config,
             voters.clone(),
