@@ -551,6 +551,12 @@ impl BenchResults {
     pub fn markdown(&self, charts: &[String]) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# flashstock benchmark, {}\n", self.started_at);
+        if let Some(transport) = self.settings.get("transport").and_then(|t| t.as_str()) {
+            let _ = writeln!(
+                out,
+                "Nodes' transport (`raft.transport`, `--transport`): `{transport}`.\n"
+            );
+        }
         self.machine_markdown(&mut out);
         self.targets_markdown(&mut out);
         self.scenarios_markdown(&mut out);

@@ -113,8 +113,10 @@ async fn start_cluster(settings: &Settings) -> Result<(LocalCluster, Floor, f64)
             gateways: 3,
         };
         let per_gateway = settings.connections_max() / 3 + 1000;
+        let transport = settings.transport.config();
         LocalCluster::temporary(&binary, layout, move |config| {
             config.limits.connections_max = config.limits.connections_max.max(per_gateway);
+            config.raft.transport = transport;
         })
         .map_err(|e| e.to_string())?
     };

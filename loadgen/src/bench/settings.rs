@@ -37,11 +37,11 @@ pub struct Flags {
     /// Buyers of the light-load purchase scenario.
     #[arg(long, default_value_t = 10)]
     pub light_buyers: usize,
-    /// Connection counts of the concurrency curve (comma-separated; empty: skip).
-    #[arg(long, value_delimiter = ',')]
+    /// Connection counts of the concurrency curve (comma-separated; the flag alone: skip).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub concurrency: Option<Vec<usize>>,
-    /// Catalog sizes of the catalog curve (comma-separated, growing; empty: skip).
-    #[arg(long, value_delimiter = ',')]
+    /// Catalog sizes of the catalog curve (comma-separated, growing; the flag alone: skip).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub catalog: Option<Vec<usize>>,
     /// Length of each curve point's run, seconds.
     #[arg(long)]
@@ -58,6 +58,29 @@ pub struct Flags {
     /// Never draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// How the nodes send Raft's calls and forwarded writes (`raft.transport`), to compare the
+    /// two side by side.
+    #[arg(long, value_enum, default_value = "wire")]
+    pub transport: TransportArg,
+}
+
+/// `--transport`: `raft.transport` of every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportArg {
+    /// The internal wire: one multiplexed binary connection per peer.
+    Wire,
+    /// One HTTP/1.1 exchange per call.
+    Http,
+}
+
+impl TransportArg {
+    pub fn config(self) -> cluster_config::Transport {
+        match self {
+            TransportArg::Wire => cluster_config::Transport::Wire,
+            TransportArg::Http => cluster_config::Transport::Http,
+        }
+    }
 }
 
 /// The figures in force, after the preset and the flags (written into the results as given).
@@ -75,6 +98,7 @@ pub struct Settings {
     pub(crate) curve_seconds: f64,
     pub(crate) postgres: bool,
     pub(crate) redis: bool,
+    pub(crate) transport: TransportArg,
 }
 
 impl Settings {
@@ -110,6 +134,7 @@ impl Settings {
             curve_seconds: pick(flags.curve_seconds, 8.0, 4.0),
             postgres: !flags.skip_postgres,
             redis: !flags.skip_redis,
+            transport: flags.transport,
         }
     }
 
