@@ -189,9 +189,13 @@ impl Postgres {
 
     /// Start the server on its data directory and port; returns once it accepts connections.
     pub fn start_again(&mut self) -> std::io::Result<()> {
+        // `wal_keep_size` as deploy/RUNBOOK.md sets it: a standby cut off by its primary's crash
+        // resumes streaming from the WAL the primary kept. Without it the restarted primary
+        // recycles the segment the standby asks for, the standby never streams again, and with
+        // `synchronous_standby_names = '*'` every commit waits for it: the archive stalls for good.
         let mut settings = format!(
             "-p {} -c listen_addresses={} -c unix_socket_directories='' \
-             -c max_connections={} -c fsync=on -c synchronous_commit=on",
+             -c max_connections={} -c fsync=on -c synchronous_commit=on -c wal_keep_size=1GB",
             self.port, self.options.listen_ip, self.options.max_connections
         );
         if let Some((cert, key)) = self.options.tls.clone() {
