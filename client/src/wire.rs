@@ -575,6 +575,16 @@ impl WirePool {
 mod tests {
     use super::*;
 
+    fn test_connector() -> Connector {
+        Connector {
+            secret: Arc::from("s"),
+            connect_timeout: Duration::from_secs(2),
+            local: None,
+            tls: None,
+            idle: Duration::from_secs(10),
+        }
+    }
+
     #[test]
     fn frames_round_trip_and_short_ones_are_refused() {
         let call = encode_call(7, Route::Write, b"body");
@@ -631,13 +641,7 @@ mod tests {
                 held.push(framed);
             }
         });
-        let connector = Connector {
-            secret: Arc::from("s"),
-            connect_timeout: Duration::from_secs(2),
-            local: None,
-            tls: None,
-            idle: Duration::from_secs(10),
-        };
+        let connector = test_connector();
         let client = WireClient::new(addr, connector);
         let wait = Duration::from_millis(200);
         let error = client.call(Route::Vote, b"", wait).await.unwrap_err();
@@ -668,13 +672,7 @@ mod tests {
                 )
                 .await;
         });
-        let connector = Connector {
-            secret: Arc::from("s"),
-            connect_timeout: Duration::from_secs(2),
-            local: None,
-            tls: None,
-            idle: Duration::from_secs(10),
-        };
+        let connector = test_connector();
         let client = WireClient::new(addr.clone(), connector.clone());
         let error = client
             .call(Route::Vote, b"", Duration::from_secs(2))

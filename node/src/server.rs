@@ -435,15 +435,15 @@ async fn connection<H: Handshake>(
         }
         Err(_) => return shared.closed(Some(CloseReason::Handshake)),
     };
-    let io = match shared.limits.wire_frame_bytes_max {
-        None => Prefixed::new(Bytes::new(), io),
+    let (io, prefix) = match shared.limits.wire_frame_bytes_max {
+        None => (io, Bytes::new()),
         Some(frame_bytes_max) => match tokio::time::timeout(first_head, opening(io)).await {
             Ok(Ok(Opening::Wire(io))) => {
                 let reason =
                     crate::wire::session(io, addr, router, limits, frame_bytes_max, stopping).await;
                 return shared.closed(reason);
             }
-            Ok(Ok(Opening::Http(io))) => io,
+            Ok(Ok(Opening::Http(io, prefix))) => (io, prefix),
             Ok(Err(_)) => return shared.closed(None),
             Err(_) => return shared.closed(Some(CloseReason::HeaderTimeout)),
         },
@@ -451,6 +451,7 @@ async fn connection<H: Handshake>(
     let activity = Arc::new(Activity::new(shared.stamp_ms()));
     let io = Watched {
         io,
+        prefix,
         activity: activity.clone(),
         shared: shared.clone(),
     };
@@ -580,8 +581,8 @@ pub(crate) fn request_timed_out(limits: &Limits, writes: bool) -> Response<Body>
 enum Opening<Io> {
     /// The internal wire's magic bytes, read.
     Wire(Io),
-    /// Anything else: HTTP, with the bytes read so far put back in front.
-    Http(Prefixed<Io>),
+    /// Anything else: HTTP, and the bytes read so far, to be read again first.
+    Http(Io, Bytes),
 }
 
 /// Read the first bytes of `io` until they are the wire's magic or cannot become it. An HTTP
@@ -603,66 +604,8 @@ async fn opening<Io: AsyncRead + Unpin>(mut io: Io) -> io::Result<Opening<Io>> {
     Ok(if read[..] == MAGIC[..] {
         Opening::Wire(io)
     } else {
-        Opening::Http(Prefixed::new(read.freeze(), io))
+        Opening::Http(io, read.freeze())
     })
-}
-
-/// A stream with bytes already read from it put back in front.
-struct Prefixed<Io> {
-    prefix: Bytes,
-    io: Io,
-}
-
-impl<Io> Prefixed<Io> {
-    fn new(prefix: Bytes, io: Io) -> Prefixed<Io> {
-        Prefixed { prefix, io }
-    }
-}
-
-impl<Io: AsyncRead + Unpin> AsyncRead for Prefixed<Io> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let head = self.prefix.split_to(n);
-            buf.put_slice(&head);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<Io: AsyncWrite + Unpin> AsyncWrite for Prefixed<Io> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
 }
 
 /// Held by a request's answer: the connection is busy until it is dropped.
@@ -677,9 +620,11 @@ impl Drop for Busy {
     }
 }
 
-/// The connection's stream, telling [`Activity`] when bytes arrive.
+/// The connection's stream, telling [`Activity`] when bytes arrive; `prefix` holds bytes
+/// already read from it ([`opening`]), which are read first.
 struct Watched<Io> {
     io: Io,
+    prefix: Bytes,
     activity: Arc<Activity>,
     shared: Arc<Shared>,
 }
@@ -690,6 +635,13 @@ impl<Io: AsyncRead + Unpin> AsyncRead for Watched<Io> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            self.activity.read(&self.shared);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {

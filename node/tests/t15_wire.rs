@@ -245,9 +245,9 @@ async fn an_idle_wire_connection_is_closed_and_made_again() {
         1,
         "one connection carries both calls"
     );
-    let before = closed_idle(&cluster, leader).await;
+    let before = common::closed_by_server(&cluster, leader, "internal", "idle").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let after = closed_idle(&cluster, leader).await;
+    let after = common::closed_by_server(&cluster, leader, "internal", "idle").await;
     assert!(
         after > before,
         "the server closed idle connections: {before} then {after}"
@@ -262,19 +262,4 @@ async fn an_idle_wire_connection_is_closed_and_made_again() {
         2,
         "the closed connection was made again"
     );
-}
-
-/// `flashstock_http_connections_closed_total{listener="internal",reason="idle"}` of node `id`.
-async fn closed_idle(cluster: &LocalCluster, id: u64) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", cluster.addr(id)))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|line| line.starts_with("flashstock_http_connections_closed_total"))
-        .find(|line| line.contains(r#"listener="internal""#) && line.contains(r#"reason="idle""#))
-        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .map_or(0, |value| value as u64)
 }

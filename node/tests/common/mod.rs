@@ -271,3 +271,28 @@ pub fn check_replica(
     keys.dedup();
     assert_eq!(before, keys.len(), "node {id}: a key bought twice");
 }
+
+/// `flashstock_http_connections_closed_total` of one listener and reason, from node `id`'s
+/// metrics on its internal listener.
+pub async fn closed_by_server(
+    cluster: &LocalCluster,
+    id: u64,
+    listener: &str,
+    reason: &str,
+) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", cluster.addr(id)))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let (listener, reason) = (
+        format!(r#"listener="{listener}""#),
+        format!(r#"reason="{reason}""#),
+    );
+    text.lines()
+        .filter(|line| line.starts_with("flashstock_http_connections_closed_total"))
+        .find(|line| line.contains(&listener) && line.contains(&reason))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
