@@ -102,7 +102,8 @@ pub enum Route {
 impl Route {
     pub const ALL: [Route; 4] = [Route::Append, Route::Vote, Route::Write, Route::ReadIndex];
 
-    pub fn path(self) -> &'static str {
+    /// The HTTP route of the same call: the one definition of these paths.
+    pub const fn path(self) -> &'static str {
         match self {
             Route::Append => "/raft/append",
             Route::Vote => "/raft/vote",
@@ -287,6 +288,11 @@ impl WireClient {
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Whether a connection is open now (its server has not closed it).
+    pub async fn connected(&self) -> bool {
+        matches!(&*self.slot.lock().await, Slot::Open(session) if session.alive.load(Ordering::Acquire))
     }
 
     /// How many connections this client has opened (accepted openings), e.g. to see that one

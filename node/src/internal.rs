@@ -41,6 +41,7 @@ use crate::auth::{self, Caller};
 use crate::membership::{self, Refusal};
 use crate::network::{APPEND_PATH, ELECT_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::NodeState;
+use flashstock_client::wire::Route;
 
 type AppState = Arc<NodeState>;
 
@@ -95,8 +96,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(permit(VOTERS))
         .layer(DefaultBodyLimit::max(raft_body_bytes_max(body_bytes_max)));
     let every_role = Router::new()
-        .route("/internal/write", post(write))
-        .route("/internal/read-index", post(read_index))
+        .route(Route::Write.path(), post(write))
+        .route(Route::ReadIndex.path(), post(read_index))
         .route("/admin/status", get(status))
         .route_layer(permit(EVERY_ROLE));
     let reads = Router::new()

@@ -430,15 +430,24 @@ fn serve_listener(
     which: server::Listener,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Served, StartError> {
-    let limits = server::Limits::of(&state.config.limits, which);
+    let listening = server::Listening {
+        which,
+        limits: server::Limits::of(&state.config.limits, which),
+        // The wire is internal: the public listener speaks HTTP only.
+        wire: (which == server::Listener::Internal).then(|| {
+            wire::Admission::new(
+                state.credentials.clone(),
+                state.config.limits.body_bytes_max,
+            )
+        }),
+    };
     let metrics = state.metrics.clone();
     Ok(match tls {
         Some(identity) => Box::pin(server::serve(
             listener,
             server::Tls(flashstock_tls::acceptor(identity)?),
             router,
-            which,
-            limits,
+            listening,
             metrics,
             stopping,
         )),
@@ -446,8 +455,7 @@ fn serve_listener(
             listener,
             server::Plaintext,
             router,
-            which,
-            limits,
+            listening,
             metrics,
             stopping,
         )),

@@ -31,8 +31,8 @@ use serde::Serialize;
 use crate::metrics::{Metrics, Stage};
 
 /// Paths of the Raft RPCs on the internal listener.
-pub const APPEND_PATH: &str = "/raft/append";
-pub const VOTE_PATH: &str = "/raft/vote";
+pub const APPEND_PATH: &str = Route::Append.path();
+pub const VOTE_PATH: &str = Route::Vote.path();
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 /// Where a leader handing off asks its successor to stand ([`crate::handoff`]).
 pub const ELECT_PATH: &str = "/raft/elect";

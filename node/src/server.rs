@@ -137,9 +137,15 @@ pub struct Limits {
     pub idle_timeout_under_pressure: Duration,
     pub request_timeout: Duration,
     pub stream_lifetime: Duration,
-    /// Largest frame of the internal wire ([`crate::wire`]), on the listener that serves it
-    /// (the internal one); `None`: HTTP only.
-    pub wire_frame_bytes_max: Option<usize>,
+}
+
+/// One listener: its label, its bounds, and, on the internal listener, who may open the
+/// internal wire ([`crate::wire`]) on it; `wire: None` serves HTTP only.
+#[derive(Clone)]
+pub struct Listening {
+    pub which: Listener,
+    pub limits: Limits,
+    pub wire: Option<crate::wire::Admission>,
 }
 
 impl Limits {
@@ -156,13 +162,6 @@ impl Limits {
             idle_timeout_under_pressure: ms(limits.idle_timeout_under_pressure_ms),
             request_timeout: ms(limits.request_timeout_ms),
             stream_lifetime: ms(limits.stream_lifetime_ms),
-            wire_frame_bytes_max: match listener {
-                Listener::Public => None,
-                // A call's header and the largest Raft RPC body.
-                Listener::Internal => {
-                    Some(crate::internal::raft_body_bytes_max(limits.body_bytes_max) + 16)
-                }
-            },
         }
     }
 }
@@ -202,6 +201,8 @@ impl Handshake for Tls {
 struct Shared {
     listener: Listener,
     limits: Limits,
+    /// Who may open the internal wire here; `None`: HTTP only.
+    wire: Option<crate::wire::Admission>,
     metrics: Arc<Metrics>,
     /// Connections open now.
     open: AtomicUsize,
@@ -358,15 +359,20 @@ pub async fn serve<H: Handshake>(
     listener: TcpListener,
     handshake: H,
     router: Router,
-    which: Listener,
-    limits: Limits,
+    listening: Listening,
     metrics: Arc<Metrics>,
     mut stopping: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    let Listening {
+        which,
+        limits,
+        wire,
+    } = listening;
     let permits = Arc::new(Semaphore::new(limits.connections_max));
     let shared = Arc::new(Shared {
         listener: which,
         limits,
+        wire,
         metrics,
         open: AtomicUsize::new(0),
         pressure: watch::Sender::new(false),
@@ -435,12 +441,12 @@ async fn connection<H: Handshake>(
         }
         Err(_) => return shared.closed(Some(CloseReason::Handshake)),
     };
-    let (io, prefix) = match shared.limits.wire_frame_bytes_max {
+    let (io, prefix) = match &shared.wire {
         None => (io, Bytes::new()),
-        Some(frame_bytes_max) => match tokio::time::timeout(first_head, opening(io)).await {
+        Some(admission) => match tokio::time::timeout(first_head, opening(io)).await {
             Ok(Ok(Opening::Wire(io))) => {
                 let reason =
-                    crate::wire::session(io, addr, router, limits, frame_bytes_max, stopping).await;
+                    crate::wire::session(io, addr, router, limits, admission, stopping).await;
                 return shared.closed(reason);
             }
             Ok(Ok(Opening::Http(io, prefix))) => (io, prefix),
@@ -701,8 +707,11 @@ mod tests {
             listener,
             Plaintext,
             router,
-            Listener::Public,
-            limits(),
+            Listening {
+                which: Listener::Public,
+                limits: limits(),
+                wire: None,
+            },
             Arc::new(Metrics::new(1)),
             stopping,
         ));
@@ -734,7 +743,6 @@ mod tests {
             idle_timeout_under_pressure: Duration::from_millis(100),
             request_timeout: Duration::from_millis(60_000),
             stream_lifetime: Duration::from_millis(600_000),
-            wire_frame_bytes_max: None,
         }
     }
 

@@ -11,8 +11,9 @@
 //!
 //! | what | bound |
 //! |---|---|
-//! | the hello | `limits.header_read_timeout_ms` after the magic |
-//! | a frame | the internal body limit of a Raft RPC ([`crate::internal::raft_body_bytes_max`]) |
+//! | the hello | [`HELLO_BYTES_MAX`], within `limits.header_read_timeout_ms` after the magic |
+//! | who | the hello's credential must be a voter's, a gateway's or an operator's; anyone else's is refused (`unauthorized`) before any call is read |
+//! | a frame | a voter's: the body limit of a Raft RPC ([`crate::internal::raft_body_bytes_max`]); a gateway's or an operator's: `limits.body_bytes_max`, the limit of the routes they may call |
 //! | calls in flight | [`IN_FLIGHT_MAX`]: the next frame is read only when one finishes |
 //! | a call | `limits.request_timeout_ms`, then answered as an HTTP request cut there is |
 //! | no frame and no call in flight | `limits.idle_timeout_ms`, then closed |
@@ -41,7 +42,42 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tower::ServiceExt;
 
+use crate::auth::{Caller, Credentials};
 use crate::server::{request_timed_out, CloseReason, Limits, WRITE_GRACE};
+
+/// Largest hello: the versions and a credential. Read before the caller is known, so small.
+pub const HELLO_BYTES_MAX: usize = 4096;
+/// What a call frame adds to its body: the id and the route.
+const CALL_HEADER_BYTES: usize = 9;
+
+/// Who may open the wire on a listener, and how large each one's frames may be.
+#[derive(Clone)]
+pub struct Admission {
+    credentials: Arc<Credentials>,
+    /// A voter's frames carry Raft's appends.
+    voter_frame_bytes_max: usize,
+    /// A gateway's or an operator's carry writes and read-index calls.
+    frame_bytes_max: usize,
+}
+
+impl Admission {
+    /// `body_bytes_max`: `limits.body_bytes_max`.
+    pub fn new(credentials: Arc<Credentials>, body_bytes_max: usize) -> Admission {
+        Admission {
+            credentials,
+            voter_frame_bytes_max: crate::internal::raft_body_bytes_max(body_bytes_max)
+                + CALL_HEADER_BYTES,
+            frame_bytes_max: body_bytes_max + CALL_HEADER_BYTES,
+        }
+    }
+
+    fn frame_bytes_max(&self, caller: Caller) -> usize {
+        match caller {
+            Caller::Voter => self.voter_frame_bytes_max,
+            Caller::Gateway | Caller::Operator => self.frame_bytes_max,
+        }
+    }
+}
 
 /// Serve one wire connection whose magic bytes have been read; returns why the server closed
 /// it, if it did.
@@ -50,24 +86,31 @@ pub(crate) async fn session<Io>(
     addr: SocketAddr,
     router: Router,
     limits: Limits,
-    frame_bytes_max: usize,
+    admission: &Admission,
     mut stopping: watch::Receiver<bool>,
 ) -> Option<CloseReason>
 where
     Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (read, write) = tokio::io::split(io);
-    let mut calls = FramedRead::new(read, wire::codec(frame_bytes_max));
+    let mut calls = FramedRead::new(read, wire::codec(HELLO_BYTES_MAX));
     let mut sink = FramedWrite::new(write, wire::codec(u32::MAX as usize));
     let hello = match tokio::time::timeout(limits.header_read_timeout, calls.next()).await {
         Ok(Some(Ok(frame))) => bincode::deserialize::<Hello>(&frame).ok()?,
         Ok(_) => return None,
         Err(_) => return Some(CloseReason::HeaderTimeout),
     };
+    // Nobody's credential is refused before any call is read (as the router would refuse
+    // each one with 401), and before the version: a stranger learns nothing of this node.
+    let caller = admission.credentials.identify(hello.secret.as_bytes());
     let chosen = choose_version(&hello, WIRE_VERSION_MIN, WIRE_VERSION);
-    let welcome = match chosen {
-        Some(wire) => Welcome::Accepted { wire },
-        None => Welcome::Refused {
+    let welcome = match (caller, chosen) {
+        (None, _) => Welcome::Refused {
+            code: ErrorCode::Unauthorized,
+            message: "the connection's credential is not one this node accepts".into(),
+        },
+        (Some(_), Some(wire)) => Welcome::Accepted { wire },
+        (Some(_), None) => Welcome::Refused {
             code: ErrorCode::UnsupportedVersion,
             message: format!(
                 "the connection speaks internal wire versions {} to {}; this node (flashstock \
@@ -86,7 +129,10 @@ where
     if tokio::time::timeout(WRITE_GRACE, opening).await.is_err() {
         return None;
     }
-    let wire = chosen?;
+    let (caller, wire) = (caller?, chosen?);
+    calls
+        .decoder_mut()
+        .set_max_frame_length(admission.frame_bytes_max(caller));
     // A credential that is no header value is nobody's: the router refuses every call with 401.
     let secret = HeaderValue::from_str(&hello.secret).unwrap_or(HeaderValue::from_static(""));
     let version = HeaderValue::from(wire);

@@ -47,8 +47,8 @@ fn error_code(body: &[u8]) -> ErrorCode {
 
 /// Node 3 sends over HTTP, nodes 1 and 2 over the wire: every node serves both, so the
 /// cluster replicates to all three. A call over the wire is handled as its HTTP route is: a
-/// write with the operator's credential is applied, one with nobody's is refused with 401, and
-/// a gateway's credential may not send Raft's appends (403).
+/// write with the operator's credential is applied, nobody's credential is refused at the
+/// opening (`unauthorized`), and a gateway's credential may not send Raft's appends (403).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wire_calls_take_the_roles_of_their_routes_in_a_mixed_cluster() {
     let cluster = three_voters(|config| {
@@ -86,13 +86,16 @@ async fn wire_calls_take_the_roles_of_their_routes_in_a_mixed_cluster() {
         assert_eq!(page.items.len(), 1, "node {id} holds the product");
     }
 
+    // Nobody's credential is refused at the opening, before any call is read.
     let stranger = WireClient::new(addr.clone(), connector("nobody's secret"));
-    let reply = stranger
+    let error = stranger
         .call(Route::Write, &write_body("wire-2", "wire-cap"), CALL_WAIT)
         .await
-        .expect("a reply");
-    assert_eq!(reply.status, 401);
-    assert_eq!(error_code(&reply.body), ErrorCode::Unauthorized);
+        .expect_err("a stranger is refused");
+    assert!(
+        matches!(&error, CallError::NotSent(message) if message.contains("unauthorized")),
+        "{error}"
+    );
 
     let gateway = WireClient::new(addr, connector(&cluster.gateway_secret));
     let reply = gateway
@@ -122,7 +125,7 @@ async fn the_opening_refuses_unknown_versions_and_calls() {
         .await
         .expect("a leader");
 
-    let refused = opening(&cluster, leader, 90, 99).await;
+    let refused = opening(&cluster, leader, (90, 99), &cluster.voter_secret).await;
     let Err((code, message, mut framed)) = refused else {
         panic!("versions 90 to 99 are refused");
     };
@@ -134,7 +137,7 @@ async fn the_opening_refuses_unknown_versions_and_calls() {
         "the connection closes after a refusal"
     );
 
-    let Ok(mut framed) = opening(&cluster, leader, 1, 99).await else {
+    let Ok(mut framed) = opening(&cluster, leader, (1, 99), &cluster.voter_secret).await else {
         panic!("versions 1 to 99 share version 1");
     };
     let mut call = BytesMut::from(&encode_call(5, Route::Vote, b"")[..]);
@@ -154,15 +157,55 @@ async fn the_opening_refuses_unknown_versions_and_calls() {
     assert_eq!(error_code(&reply[10..]), ErrorCode::InvalidRequest);
 }
 
+/// How large a frame may be depends on who opened the connection: a voter's may carry a Raft
+/// append, far above `limits.body_bytes_max`; a gateway's only what its routes take. A frame
+/// past the caller's bound closes the connection unanswered, and a hello of nobody's
+/// credential is refused before any frame is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frames_are_bounded_by_who_opened_the_connection() {
+    const BODY_BYTES_MAX: usize = 4096;
+    let cluster = three_voters(|config| config.limits.body_bytes_max = BODY_BYTES_MAX).await;
+    let leader = cluster
+        .wait_for_leader(ELECTION_WAIT)
+        .await
+        .expect("a leader");
+    let Err((code, _, _)) = opening(&cluster, leader, (1, 1), "nobody's secret").await else {
+        panic!("nobody's credential is refused");
+    };
+    assert_eq!(code, ErrorCode::Unauthorized);
+
+    let large = vec![0u8; 4 * BODY_BYTES_MAX];
+    for (who, secret, answered) in [
+        ("a voter", cluster.voter_secret.clone(), true),
+        ("a gateway", cluster.gateway_secret.clone(), false),
+    ] {
+        let Ok(mut framed) = opening(&cluster, leader, (1, 1), &secret).await else {
+            panic!("{who} is accepted");
+        };
+        framed
+            .send(encode_call(1, Route::Append, &large))
+            .await
+            .expect("send a call");
+        let next = tokio::time::timeout(CALL_WAIT, framed.next())
+            .await
+            .expect("an answer or a close in time");
+        match next {
+            // Not an append: answered 400 (a voter), or 403 before the body (a gateway).
+            Some(Ok(reply)) => assert!(answered, "{who}'s frame was read: {:?}", &reply[8..10]),
+            None | Some(Err(_)) => assert!(!answered, "{who}'s frame closed the connection"),
+        }
+    }
+}
+
 type Frames = Framed<tokio::net::TcpStream, tokio_util::codec::LengthDelimitedCodec>;
 
-/// Open a wire connection to `id` with a hello of `wire_min..=wire_max` and the voter
-/// credential: the framed connection once accepted, or the refusal.
+/// Open a wire connection to `id` with a hello of `wire_min..=wire_max` and `secret`: the
+/// framed connection once accepted, or the refusal.
 async fn opening(
     cluster: &LocalCluster,
     id: u64,
-    wire_min: u32,
-    wire_max: u32,
+    (wire_min, wire_max): (u32, u32),
+    secret: &str,
 ) -> Result<Frames, (ErrorCode, String, Frames)> {
     let mut tcp = tokio::net::TcpStream::connect(cluster.addr(id))
         .await
@@ -170,7 +213,7 @@ async fn opening(
     let hello = bincode::serialize(&Hello {
         wire_min,
         wire_max,
-        secret: cluster.voter_secret.clone(),
+        secret: secret.to_owned(),
     })
     .expect("a hello serializes");
     let mut first = BytesMut::new();
@@ -246,11 +289,18 @@ async fn an_idle_wire_connection_is_closed_and_made_again() {
         "one connection carries both calls"
     );
     let before = common::closed_by_server(&cluster, leader, "internal", "idle").await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let deadline = tokio::time::Instant::now() + CALL_WAIT;
+    while client.connected().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server closes an idle connection within {CALL_WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let after = common::closed_by_server(&cluster, leader, "internal", "idle").await;
     assert!(
         after > before,
-        "the server closed idle connections: {before} then {after}"
+        "the server closed it for idleness: {before} then {after}"
     );
     let reply = client
         .call(Route::Write, &write_body("idle-2", "idle-cap"), CALL_WAIT)
