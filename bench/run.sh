@@ -9,6 +9,9 @@
 #                                  # two cores, 5 of them creating the million products, measured
 #                                  # before the Redis scenarios, which add four 15-second runs)
 #   ./bench/run.sh --scale quick   # a reduced scale, about 3 minutes (2.6 with Redis)
+#   ./bench/run.sh --sustained 30  # only the sustained run: the standard mix at 6000
+#                                  # connections for 30 minutes with the archive on, figures
+#                                  # every 30 s (memory, data, snapshots, p99 over time)
 #   ./bench/run.sh --help          # every figure can be set by a flag
 #
 # Installs missing system packages first (see deploy/setup.sh; PostgreSQL and Redis for the

@@ -97,8 +97,13 @@ pub fn number(v: f64) -> String {
         format!("{}k", v / 1000.0)
     } else if v >= 1.0 {
         format!("{v}")
+    } else if v == 0.0 {
+        "0".to_owned()
     } else {
-        format!("{v:.3}").trim_end_matches('0').to_owned()
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
     }
 }
 
@@ -147,6 +152,8 @@ mod tests {
             (10_000.0, "10k"),
             (250.0, "250"),
             (0.05, "0.05"),
+            (0.5, "0.5"),
+            (0.0, "0"),
         ];
         for (value, label) in labels {
             assert_eq!(number(value), label);

@@ -106,24 +106,24 @@ pub struct Line {
     pub points: Vec<(f64, f64)>,
 }
 
-/// The y axis of a line chart.
-enum YAxis {
+/// An axis of a line chart.
+enum Axis {
     Log(LogAxis),
     Linear(LinearAxis),
 }
 
-impl YAxis {
+impl Axis {
     fn at(&self, v: f64) -> f64 {
         match self {
-            YAxis::Log(axis) => axis.at(v),
-            YAxis::Linear(axis) => axis.at(v),
+            Axis::Log(axis) => axis.at(v),
+            Axis::Linear(axis) => axis.at(v),
         }
     }
 
     fn ticks(&self) -> Vec<f64> {
         match self {
-            YAxis::Log(axis) => axis.ticks(),
-            YAxis::Linear(axis) => axis.ticks(),
+            Axis::Log(axis) => axis.ticks(),
+            Axis::Linear(axis) => axis.ticks(),
         }
     }
 }
@@ -134,8 +134,8 @@ struct Plot {
     top: f64,
     width: f64,
     height: f64,
-    xs: LogAxis,
-    ys: YAxis,
+    xs: Axis,
+    ys: Axis,
 }
 
 impl Plot {
@@ -175,11 +175,16 @@ impl Plot {
         }
         let _ = write!(
             out,
-            "<text x=\"{}\" y=\"{}\" {FONT} text-anchor=\"middle\">{} (log scale)</text>\
+            "<text x=\"{}\" y=\"{}\" {FONT} text-anchor=\"middle\">{}{}</text>\
              <text x=\"14\" y=\"{}\" {FONT} text-anchor=\"middle\" transform=\"rotate(-90 14 {})\">{}</text>",
             left + width / 2.0,
             top + height + 35.0,
             escape(x_label),
+            if matches!(self.xs, Axis::Log(_)) {
+                " (log scale)"
+            } else {
+                ""
+            },
             top + height / 2.0,
             top + height / 2.0,
             escape(y_label)
@@ -222,18 +227,37 @@ pub fn line_chart(
     y_log: bool,
     lines: &[Line],
 ) -> String {
-    let ys_values = || lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
+    chart(title, (x_label, y_label), (true, y_log), lines)
+}
+
+/// A line chart over time: both axes linear, from 0.
+pub fn time_chart(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> String {
+    chart(title, (x_label, y_label), (false, false), lines)
+}
+
+/// A line chart; `logs` says which axes (x, y) are logarithmic.
+fn chart(title: &str, labels: (&str, &str), logs: (bool, bool), lines: &[Line]) -> String {
+    let (x_label, y_label) = labels;
+    let axis = |log: bool, values: Vec<f64>| {
+        if log {
+            Axis::Log(LogAxis::covering(values.into_iter()))
+        } else {
+            Axis::Linear(LinearAxis::covering(values.into_iter()))
+        }
+    };
+    let values = |pick: fn(&(f64, f64)) -> f64| -> Vec<f64> {
+        lines
+            .iter()
+            .flat_map(|l| l.points.iter().map(pick))
+            .collect()
+    };
     let plot = Plot {
         left: 70.0,
         top: 50.0,
         width: WIDTH - 100.0,
         height: 260.0,
-        xs: LogAxis::covering(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0))),
-        ys: if y_log {
-            YAxis::Log(LogAxis::covering(ys_values()))
-        } else {
-            YAxis::Linear(LinearAxis::covering(ys_values()))
-        },
+        xs: axis(logs.0, values(|p| p.0)),
+        ys: axis(logs.1, values(|p| p.1)),
     };
     let total_height = plot.top + plot.height + 50.0;
     let mut out = format!(
@@ -277,6 +301,16 @@ mod tests {
                 points: vec![(100.0, 5000.0), (1000.0, 9000.0)],
             }],
         );
-        assert!(lines.contains("<polyline") && lines.contains("connections"));
+        assert!(lines.contains("<polyline") && lines.contains("connections (log scale)"));
+        let over_time = time_chart(
+            "rss",
+            "minutes",
+            "MiB",
+            &[Line {
+                name: "voter-1".into(),
+                points: vec![(0.5, 120.0), (1.0, 130.0)],
+            }],
+        );
+        assert!(over_time.contains("<polyline") && !over_time.contains("log scale"));
     }
 }

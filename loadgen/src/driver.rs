@@ -69,6 +69,9 @@ pub struct RunConfig {
     pub progress: bool,
     /// Seed of the clients' random draws.
     pub seed: u64,
+    /// Closed loop: also keep the record split into intervals of this length, for figures over
+    /// time ([`RunResult::intervals`]).
+    pub interval: Option<Duration>,
 }
 
 impl RunConfig {
@@ -81,6 +84,7 @@ impl RunConfig {
             purchase_attempts: 5,
             progress: true,
             seed: 1,
+            interval: None,
         }
     }
 }
@@ -101,6 +105,11 @@ pub struct RunResult {
     pub late_dispatches: u64,
     /// Open loop: requests scheduled.
     pub scheduled: u64,
+    /// With [`RunConfig::interval`]: the record of each interval from the start, in order
+    /// (`recorder` is their sum). An answer counts in the interval in which its client next
+    /// looked at the clock, right after it: at most one answer per client lands one interval
+    /// early or late.
+    pub intervals: Vec<Recorder>,
 }
 
 /// One simulated client: a connection, its random draws and its record.
@@ -544,6 +553,13 @@ async fn closed(
     let start = Arc::new(Barrier::new(config.connections + 1));
     let (go_tx, go_rx) = tokio::sync::watch::channel(None::<Instant>);
     let mut tasks = tokio::task::JoinSet::new();
+    let (split, merger) = match config.interval.filter(|_| !burst) {
+        Some(every) => {
+            let (split, merger) = Split::start(every);
+            (Some(split), Some(merger))
+        }
+        None => (None, None),
+    };
     let connecting = Instant::now();
     for index in 0..config.connections {
         let mut client = Client::new(
@@ -555,6 +571,7 @@ async fn closed(
             run_id.clone(),
         );
         let start = start.clone();
+        let split = split.clone();
         let mut go = go_rx.clone();
         let mut rng = Rng::new(config.seed.wrapping_mul(1_000_003) + index as u64);
         tasks.spawn(async move {
@@ -571,12 +588,24 @@ async fn closed(
                 client.perform(op, Instant::now()).await;
             } else {
                 let deadline = began + client.duration;
+                let mut interval = 0;
                 while Instant::now() < deadline {
                     let op = client.workload.next_op(&mut rng);
                     // A flash-sale buyer stops once it has seen the product sold out.
-                    if client.perform(op, Instant::now()).await == Ended::SoldOut {
+                    let ended = client.perform(op, Instant::now()).await;
+                    if let Some(split) = &split {
+                        let now = split.index(began, Instant::now());
+                        if now != interval {
+                            split.deposit(interval, std::mem::take(&mut client.recorder));
+                            interval = now;
+                        }
+                    }
+                    if ended == Ended::SoldOut {
                         break;
                     }
+                }
+                if let Some(split) = &split {
+                    split.deposit(interval, std::mem::take(&mut client.recorder));
                 }
             }
             ClientDone {
@@ -594,6 +623,14 @@ async fn closed(
     let mut result = collect(&mut tasks, began).await;
     progress.finish();
     result.connect_time = connect_time;
+    // Every client's sender is gone with its task; this one closes the merger's channel.
+    drop(split);
+    if let Some(merger) = merger {
+        result.intervals = merger.await.expect("the merger does not panic");
+        for interval in &result.intervals {
+            result.recorder.merge(interval.clone());
+        }
+    }
     if burst {
         result.burst_time = Some(result.elapsed);
     }
@@ -618,6 +655,46 @@ async fn collect(tasks: &mut tokio::task::JoinSet<ClientDone>, began: Instant) -
         burst_time: None,
         late_dispatches: 0,
         scheduled: 0,
+        intervals: Vec::new(),
+    }
+}
+
+/// Where the clients of a closed loop hand in their record at each interval's end
+/// ([`RunConfig::interval`]). One task merges them, so that no client waits on another's merge.
+#[derive(Clone)]
+struct Split {
+    every: Duration,
+    /// Bounded by the clients: each hands in at most one record per interval.
+    records: mpsc::UnboundedSender<(usize, Recorder)>,
+}
+
+impl Split {
+    /// The split, and the merger that returns every interval's record once every clone of the
+    /// split is dropped.
+    fn start(every: Duration) -> (Split, tokio::task::JoinHandle<Vec<Recorder>>) {
+        assert!(!every.is_zero(), "an interval has a length");
+        let (records, mut handed_in) = mpsc::unbounded_channel::<(usize, Recorder)>();
+        let merger = tokio::spawn(async move {
+            let mut intervals: Vec<Recorder> = Vec::new();
+            while let Some((index, record)) = handed_in.recv().await {
+                if intervals.len() <= index {
+                    intervals.resize_with(index + 1, Recorder::new);
+                }
+                intervals[index].merge(record);
+            }
+            intervals
+        });
+        (Split { every, records }, merger)
+    }
+
+    /// The interval `at` falls in.
+    fn index(&self, began: Instant, at: Instant) -> usize {
+        (at.saturating_duration_since(began).as_nanos() / self.every.as_nanos()) as usize
+    }
+
+    fn deposit(&self, index: usize, record: Recorder) {
+        // The merger runs until every sender is gone: the send cannot fail.
+        let _ = self.records.send((index, record));
     }
 }
 

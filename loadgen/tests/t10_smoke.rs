@@ -212,3 +212,53 @@ async fn the_redis_baseline_answers_the_same_load() {
     )
     .await;
 }
+
+/// The sustained run end to end at small scale: its own PostgreSQL and cluster, the record split
+/// into intervals, every node sampled at each interval's end, the archive drained and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sustained_run_samples_every_interval_and_drains_the_archive() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: flashstock_loadgen::bench::settings::Flags,
+    }
+    let out = tempfile::tempdir().expect("a directory");
+    let cli = <Cli as clap::Parser>::parse_from([
+        "flashstock-bench",
+        "--sustained",
+        "0.1",
+        "--sustained-interval",
+        "2",
+        "--connections",
+        "60",
+        "--no-progress",
+        "--out",
+        &out.path().display().to_string(),
+    ]);
+    let settings = flashstock_loadgen::bench::settings::Settings::from(&cli.flags);
+    let clean = flashstock_loadgen::bench::run(settings, out.path(), false)
+        .await
+        .expect("the sustained run runs");
+    assert!(clean, "the run saw an error, or the archive differs");
+    let json = std::fs::read_dir(out.path())
+        .expect("results")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.to_string_lossy().ends_with("-sustained.json"))
+        .expect("the results' JSON");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(json).expect("readable")).expect("JSON");
+    let intervals = results["intervals"].as_array().expect("intervals");
+    // 6 s in intervals of 2 s.
+    assert_eq!(intervals.len(), 3, "{results:#}");
+    for interval in intervals {
+        assert!(
+            interval["answers_per_s"].as_f64() > Some(0.0),
+            "{interval:#}"
+        );
+        assert_eq!(interval["rss_mib"].as_object().map(|m| m.len()), Some(6));
+        assert_eq!(interval["storage"].as_object().map(|m| m.len()), Some(6));
+    }
+    assert!(results["orders_placed"].as_u64() > Some(0));
+    assert_eq!(results["archived_orders"], results["orders_placed"]);
+}

@@ -101,7 +101,14 @@ fn print_commands(cluster: &LocalCluster, admin_token: Option<&str>) {
         "  curl -N {}/v1/stream",
         cluster.public_url(gateways[gateways.len() - 1])
     );
-    let stockctl = "cargo run --release -q -p flashstock-client --bin stockctl --";
+    // The stockctl that run-local built beside the nodes' binary: `cargo run -p` would first
+    // build it again for that one package's features (a minute and a half on two cores).
+    let built = cluster.binary().with_file_name("stockctl");
+    let stockctl = if built.is_file() {
+        built.display().to_string()
+    } else {
+        "cargo run --release -q --bin stockctl --".to_owned()
+    };
     let secret = format!("--secret \"$(cat {dir}/operator-secret)\"");
     println!("  {stockctl} --endpoints {endpoints} {secret} cluster status");
     let token = match admin_token {

@@ -17,12 +17,16 @@
 //!
 //! The figures come from [`settings`]. Nothing asserts on speed: [`run`] returns whether every
 //! run was free of errors and passed its checks.
+//!
+//! `--sustained MINUTES` runs, instead of all this, one long run of the standard mix with the
+//! archive on ([`sustained`]).
 
 pub mod catalog_curve;
 pub mod processes;
 pub mod scenarios;
 pub mod settings;
 pub mod stages;
+pub mod sustained;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -56,6 +60,16 @@ pub fn say(text: impl AsRef<str>) {
 
 /// Run the whole benchmark and write its results under `out`; whether every run was clean.
 pub async fn run(settings: Settings, out: &Path, progress: bool) -> Result<bool, String> {
+    if let Some((minutes, interval_s)) = settings.sustained {
+        if !(minutes > 0.0 && interval_s > 0.0 && interval_s <= minutes * 60.0) {
+            return Err(format!(
+                "--sustained {minutes} with --sustained-interval {interval_s}: both must be \
+                 positive, the interval at most the run"
+            ));
+        }
+        let interval = Duration::from_secs_f64(interval_s);
+        return sustained::run_sustained(&settings, minutes, interval, out, progress).await;
+    }
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -62,6 +62,13 @@ pub struct Flags {
     /// two side by side.
     #[arg(long, value_enum, default_value = "wire")]
     pub transport: TransportArg,
+    /// Run only the sustained benchmark, for this many minutes: the standard mix at
+    /// `--connections` without a pause, with the order archive on (30 is the figure of record).
+    #[arg(long, value_name = "MINUTES")]
+    pub sustained: Option<f64>,
+    /// Length of one interval of the sustained run's figures, seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub sustained_interval: f64,
 }
 
 /// `--transport`: `raft.transport` of every node.
@@ -99,6 +106,8 @@ pub struct Settings {
     pub(crate) postgres: bool,
     pub(crate) redis: bool,
     pub(crate) transport: TransportArg,
+    /// Minutes of the sustained run, and its interval in seconds; `None`: the standard benchmark.
+    pub(crate) sustained: Option<(f64, f64)>,
 }
 
 impl Settings {
@@ -135,11 +144,17 @@ impl Settings {
             postgres: !flags.skip_postgres,
             redis: !flags.skip_redis,
             transport: flags.transport,
+            sustained: flags
+                .sustained
+                .map(|minutes| (minutes, flags.sustained_interval)),
         }
     }
 
     /// The most connections any run opens at once.
     pub fn connections_max(&self) -> usize {
+        if self.sustained.is_some() {
+            return self.connections;
+        }
         self.concurrency
             .iter()
             .copied()
