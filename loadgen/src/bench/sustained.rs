@@ -243,6 +243,25 @@ async fn sample_every(
             .collect();
         cpu_before = cpu_now;
         let sample = sample(cluster, cpu_s).await;
+        // One line per interval, so that a run cut short (a node or this process killed) still
+        // shows how far it got and what grew.
+        let nodes: Vec<String> = sample
+            .rss_mib
+            .iter()
+            .map(|(node, rss)| {
+                let data = sample
+                    .storage
+                    .get(node)
+                    .map_or(0.0, |s| s.total_bytes() as f64 / MIB);
+                format!("{node} {rss:.0}/{data:.0}")
+            })
+            .collect();
+        say(format!(
+            "sustained: {:.1} min; RSS/data MiB: {}; archive backlog {}",
+            (interval * (k as u32 + 1)).as_secs_f64() / 60.0,
+            nodes.join(", "),
+            opt(sample.archive_backlog)
+        ));
         for (node, index) in &sample.snapshot_index {
             let before = snapshot_before.get(node).copied().flatten();
             if let Some(index) = *index {
