@@ -6,7 +6,10 @@
 //! The load's figures come from the run's record split into intervals
 //! ([`crate::driver::RunConfig::interval`]); at the end of each interval a sampler reads every
 //! node: resident memory, its store by part, its snapshot's index (a new index: a snapshot was
-//! built), the archive's backlog, and the CPU each process used. After the load, the run waits
+//! built), the archive's backlog, and the CPU each process used. The sampler's clock starts when
+//! the clients begin to connect, so each sample is taken up to the connecting time (about a
+//! second at 6 000 connections) before the end of the load's interval it stands beside. After
+//! the load, the run waits
 //! for the archive to drain, checks the final state as every scenario does, and counts the
 //! orders in the archive's database.
 
@@ -95,7 +98,8 @@ pub struct SnapshotSeen {
     pub index: u64,
 }
 
-/// What the sampler read of the cluster at one interval's end.
+/// What the sampler read of the cluster at one interval's end (empty: not read).
+#[derive(Default)]
 struct Sample {
     rss_mib: BTreeMap<String, f64>,
     storage: BTreeMap<String, StorageStatus>,
@@ -284,11 +288,8 @@ async fn sample_every(
 async fn sample(cluster: &LocalCluster, cpu_s: BTreeMap<String, f64>) -> Sample {
     let client = cluster.voter_client();
     let mut sample = Sample {
-        rss_mib: BTreeMap::new(),
-        storage: BTreeMap::new(),
-        snapshot_index: BTreeMap::new(),
-        archive_backlog: None,
         cpu_s,
+        ..Sample::default()
     };
     for node in cluster.nodes.values() {
         let label = node_label(node.role, node.id);
@@ -337,8 +338,19 @@ async fn archive_drained(cluster: &LocalCluster, since: Instant) -> Option<f64> 
     None
 }
 
-/// Orders in the archive's database.
+/// Longest wait for the archive's database to count its orders.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Orders in the archive's database; `None` if it cannot say within [`COUNT_TIMEOUT`].
 async fn count_archived(url: &str) -> Option<u64> {
+    tokio::time::timeout(COUNT_TIMEOUT, count_archived_now(url))
+        .await
+        .map_err(|_| say("counting the archive: no answer within 60 s"))
+        .ok()
+        .flatten()
+}
+
+async fn count_archived_now(url: &str) -> Option<u64> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .map_err(|e| say(format!("counting the archive: {e}")))
@@ -386,13 +398,7 @@ fn figures(
         .enumerate()
         .map(|(k, (record, sample))| {
             let answers: u64 = record.latency.values().map(|h| h.len()).sum();
-            let sample = sample.unwrap_or(Sample {
-                rss_mib: BTreeMap::new(),
-                storage: BTreeMap::new(),
-                snapshot_index: BTreeMap::new(),
-                archive_backlog: None,
-                cpu_s: BTreeMap::new(),
-            });
+            let sample = sample.unwrap_or_default();
             IntervalFigures {
                 end_s: seconds * (k + 1) as f64,
                 answers_per_s: answers as f64 / seconds,
@@ -456,36 +462,22 @@ fn data_mib(figures: &IntervalFigures, node: &str) -> Option<f64> {
 
 /// The charts, by file suffix.
 fn charts(results: &SustainedResults) -> Vec<(&'static str, String)> {
-    let over = |pick: fn(&IntervalFigures) -> f64| -> Vec<(f64, f64)> {
-        results
+    let line = |name: &str, pick: fn(&IntervalFigures) -> f64| Line {
+        name: name.into(),
+        points: results
             .intervals
             .iter()
             .map(|i| (i.end_s / 60.0, pick(i)))
-            .collect()
+            .collect(),
     };
-    let throughput = vec![
-        Line {
-            name: "answers/s".into(),
-            points: over(|i| i.answers_per_s),
-        },
-        Line {
-            name: "confirmed/s".into(),
-            points: over(|i| i.confirmed_per_s),
-        },
+    let throughput = [
+        line("answers/s", |i| i.answers_per_s),
+        line("confirmed/s", |i| i.confirmed_per_s),
     ];
-    let latency = vec![
-        Line {
-            name: "view p99".into(),
-            points: over(|i| i.view_p99_ms),
-        },
-        Line {
-            name: "purchase p99".into(),
-            points: over(|i| i.purchase_p99_ms),
-        },
-        Line {
-            name: "purchase p50".into(),
-            points: over(|i| i.purchase_p50_ms),
-        },
+    let latency = [
+        line("view p99", |i| i.view_p99_ms),
+        line("purchase p99", |i| i.purchase_p99_ms),
+        line("purchase p50", |i| i.purchase_p50_ms),
     ];
     vec![
         (
