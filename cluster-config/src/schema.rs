@@ -168,7 +168,8 @@ pub struct RaftSection {
     /// Upper end of the election timeout; above `election_timeout_min_ms`.
     /// Default [`DEFAULT_ELECTION_TIMEOUT_MAX_MS`].
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many log entries since the last; at least 1.
+    /// Build a snapshot after this many log entries since the last, plus up to 5/12 of it by
+    /// the node's id (so that the nodes do not all build at the same entry); at least 1.
     /// Default [`DEFAULT_SNAPSHOT_EVERY_LOGS`].
     pub snapshot_every_logs: u64,
     /// Log entries kept behind a snapshot; 0 allowed.

@@ -34,8 +34,11 @@ pub enum RaftKey {
     Committed,
     /// The last purged log id: the log holds only entries after it.
     Purged,
-    /// The current snapshot: meta and data.
+    /// Releases before snapshot files kept the current snapshot here, meta and data in one
+    /// value; moved into a file at open ([`crate::snapshot`]).
     Snapshot,
+    /// The current snapshot: its meta and the name of its file.
+    SnapshotFile,
 }
 
 impl RaftKey {
@@ -45,6 +48,7 @@ impl RaftKey {
             RaftKey::Committed => b"committed",
             RaftKey::Purged => b"purged",
             RaftKey::Snapshot => b"snapshot",
+            RaftKey::SnapshotFile => b"snapshot_file",
         }
     }
 }

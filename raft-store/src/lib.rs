@@ -7,7 +7,8 @@
 //!   trait: (state, proposal) → (writes, outcomes). No clock, no randomness, no IO of its own.
 //! - [`log_store`]: [`LogStore`], openraft's `RaftLogStorage`: durable appends, each fsynced.
 //! - [`state_machine`]: [`StateMachine`], openraft's `RaftStateMachine` running the inventory logic
-//!   over RocksDB, snapshots, and [`StateReader`], the read handle views are served from.
+//!   over RocksDB, and [`StateReader`], the read handle views are served from.
+//! - [`snapshot`]: snapshots as files, built and installed as streams.
 //!
 //! Invariants:
 //! - Stock changes only in [`inventory::apply_proposal`], called by the state machine in log order.
@@ -26,9 +27,9 @@ pub mod keys;
 pub mod log_store;
 pub mod records;
 pub mod restore;
+pub mod snapshot;
 pub mod state_machine;
 
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -51,7 +52,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
@@ -143,7 +144,7 @@ const WAL_BYTES_MAX: u64 = 64 << 20;
 /// (a new idempotency key, a new product): a Bloom filter per table file answers those without
 /// reading the file's index and blocks, which otherwise dominate the apply of a bulk create.
 /// Options change no data format: files written before have no filter and are read as before.
-fn state_options() -> Options {
+pub(crate) fn state_options() -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(STATE_BLOOM_BITS_PER_KEY, false);
     table.set_block_cache(&Cache::new_lru_cache(STATE_BLOCK_CACHE_BYTES));

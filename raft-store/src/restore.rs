@@ -85,7 +85,9 @@ pub fn prepare(dir: &Path, incarnation: u8) -> Result<Prepared, String> {
     sync.set_sync(true);
     db.write_opt(batch, &sync)
         .map_err(|e| format!("cannot write the restored state: {e}"))?;
-    crate::state_machine::build_snapshot_blocking(&db)
+    let db = std::sync::Arc::new(db);
+    crate::snapshot::Snapshots::open(db.clone())
+        .and_then(|snapshots| snapshots.build())
         .map_err(|e| format!("cannot rebuild the snapshot: {e}"))?;
     db.flush_wal(true)
         .map_err(|e| format!("cannot sync the restored state: {e}"))?;

@@ -5,13 +5,11 @@
 //! can never disagree, so a restart never applies an entry twice nor skips one.
 //!
 //! A snapshot is the whole `state` column family read through one RocksDB snapshot, so the data
-//! and the applied log id in it are from the same instant. Installing one replaces the column
-//! family in one synced batch.
+//! and the applied log id in it are from the same instant; it is built and installed as a file,
+//! a stream ([`crate::snapshot`]). Installing one replaces the column family in one step.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use flashstock_api::{Hold, HoldId, HoldState, Order, OrderId, Outcome, Product, ProductTerms};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -19,7 +17,7 @@ use openraft::{
     EntryPayload, ErrorSubject, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StoredMembership,
 };
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -28,12 +26,13 @@ use crate::inventory::{
     apply_proposal, Cancellation, Fault, Incarnations, InventoryMeta, InventoryState, KeyRecord,
 };
 use crate::keys::{
-    cancellation_key_after, cf, decode_hold_index, decode_key_expiry, order_key_after, RaftKey,
-    StateKey, CF_RAFT, CF_STATE, HOLD_EXPIRY_PREFIX, HOLD_FINISHED_PREFIX, KEY_EXPIRY_PREFIX,
-    ORDER_PREFIX, PRODUCT_PREFIX, STATE_KEY_END,
+    cancellation_key_after, cf, decode_hold_index, decode_key_expiry, order_key_after, StateKey,
+    CF_RAFT, CF_STATE, HOLD_EXPIRY_PREFIX, HOLD_FINISHED_PREFIX, KEY_EXPIRY_PREFIX, ORDER_PREFIX,
+    PRODUCT_PREFIX,
 };
-use crate::log_store::{decode, encode, read_error, write_error};
+use crate::log_store::{decode, read_error, write_error};
 use crate::records::{OrderRecord, ProductRecord};
+use crate::snapshot::{SnapshotFile, Snapshots};
 use crate::{Entry, Node, NodeId, Observer, StoreStage, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -60,6 +59,7 @@ pub struct StateMachine {
     incarnations: Arc<Incarnations>,
     /// Where the scans of the time-ordered indexes start: not part of the state.
     floors: Arc<ScanFloors>,
+    snapshots: Arc<Snapshots>,
     observer: Option<Observer>,
 }
 
@@ -142,6 +142,8 @@ pub struct StateReader {
 
 impl StateMachine {
     pub(crate) fn new(db: Arc<DB>) -> StorageResult<StateMachine> {
+        // First: it finishes an install the node stopped in, which moves the applied index.
+        let snapshots = Arc::new(Snapshots::open(db.clone())?);
         let (changes, _) = broadcast::channel(CHANGES_BUFFERED_MAX);
         let (applied, _) = watch::channel(0);
         let reader = StateReader {
@@ -157,6 +159,7 @@ impl StateMachine {
             reader,
             incarnations,
             floors: Arc::default(),
+            snapshots,
             observer: None,
         })
     }
@@ -253,66 +256,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
-            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotFile>> {
+        self.snapshots.begin_receiving().await
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Node>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> StorageResult<()> {
-        let data = snapshot.into_inner();
-        let mut content: SnapshotContent =
-            decode(&data, ErrorSubject::Snapshot(Some(meta.signature())))?;
-        // A snapshot in a newer format than this release reads is refused, not misread. One
-        // from before the format record gets ours, which is what its data is.
-        let format_key = StateKey::Format.encode();
-        let record = content
-            .pairs
-            .iter()
-            .find(|(key, _)| *key == format_key)
-            .map(|(_, value)| value.as_slice());
-        let format = crate::format_of(record)
-            .and_then(|format| {
-                crate::check_format(format, &format!("snapshot {}", meta.snapshot_id))
-                    .map(|()| format)
-            })
-            .map_err(|e| read_error(ErrorSubject::Snapshot(Some(meta.signature())), &e))?;
-        if record.is_none() {
-            content
-                .pairs
-                .push((format_key, format.to_le_bytes().to_vec()));
-        }
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        let stored = encode(&stored, ErrorSubject::Snapshot(Some(meta.signature())))?;
-        let db = self.db.clone();
-        let signature = meta.signature();
         let index = meta.last_log_id.map_or(0, |id| id.index);
-        tokio::task::spawn_blocking(move || {
-            let cf_state = cf(&db, CF_STATE);
-            let cf_raft = cf(&db, CF_RAFT);
-            let mut batch = WriteBatch::default();
-            batch.delete_range_cf(cf_state, &[] as &[u8], STATE_KEY_END);
-            for (key, value) in content.pairs {
-                batch.put_cf(cf_state, key, value);
-            }
-            batch.put_cf(cf_raft, RaftKey::Snapshot.encode(), stored);
-            // Synced: openraft purges the log up to the snapshot once this returns.
-            let mut options = WriteOptions::default();
-            options.set_sync(true);
-            db.write_opt(batch, &options)
-        })
-        .await
-        .expect("snapshot install task does not panic")
-        .map_err(|e| write_error(ErrorSubject::Snapshot(Some(signature)), &e))?;
+        let snapshots = self.snapshots.clone();
+        let meta = meta.clone();
+        let (file, path) = snapshot.into_std().await;
+        tokio::task::spawn_blocking(move || snapshots.install(&meta, file, &path))
+            .await
+            .expect("snapshot install task does not panic")?;
         self.incarnations = Arc::new(self.reader.incarnations()?);
         self.floors = Arc::default();
         self.reader.applied.send_replace(index);
@@ -320,97 +283,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let stored: Option<StoredSnapshot> =
-            self.reader.get_raw(CF_RAFT, RaftKey::Snapshot.encode())?;
-        Ok(stored.map(|stored| Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        }))
+        self.snapshots.current().await
     }
-}
-
-/// The snapshot as kept in the `raft` column family, to serve it again after a restart.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, Node>,
-    data: Vec<u8>,
-}
-
-/// A snapshot's data: every pair of the `state` column family, in key order.
-#[derive(Serialize, Deserialize)]
-struct SnapshotContent {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Builds snapshots in the background, off a consistent RocksDB snapshot.
 pub struct SnapshotBuilder {
-    db: Arc<DB>,
+    snapshots: Arc<Snapshots>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || build_snapshot_blocking(&db))
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || snapshots.build())
             .await
             .expect("snapshot build task does not panic")
     }
-}
-
-pub(crate) fn build_snapshot_blocking(db: &DB) -> StorageResult<Snapshot<TypeConfig>> {
-    let subject = || ErrorSubject::Snapshot(None);
-    let cf_state = cf(db, CF_STATE);
-    let cf_raft = cf(db, CF_RAFT);
-    // One RocksDB snapshot for the data and the applied log id: read separately, a follower
-    // could install data newer than the log id it claims, and apply some entries twice.
-    let view = db.snapshot();
-    let mut pairs = Vec::new();
-    for item in view.iterator_cf(cf_state, IteratorMode::Start) {
-        let (key, value) = item.map_err(|e| read_error(subject(), &e))?;
-        pairs.push((key.to_vec(), value.to_vec()));
-    }
-    let find = |key: StateKey| {
-        let key = key.encode();
-        pairs
-            .binary_search_by(|(k, _)| k.as_slice().cmp(&key))
-            .ok()
-            .map(|at| pairs[at].1.as_slice())
-    };
-    let last_log_id: Option<LogId<NodeId>> = match find(StateKey::Applied) {
-        Some(bytes) => decode(bytes, subject())?,
-        None => None,
-    };
-    let last_membership: Membership = match find(StateKey::Membership) {
-        Some(bytes) => decode(bytes, subject())?,
-        None => Membership::default(),
-    };
-    drop(view);
-
-    let built_at_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let snapshot_id = match last_log_id {
-        Some(id) => format!("{}-{}-{built_at_ns}", id.leader_id, id.index),
-        None => format!("empty-{built_at_ns}"),
-    };
-    let meta = SnapshotMeta {
-        last_log_id,
-        last_membership,
-        snapshot_id,
-    };
-    let data = encode(&SnapshotContent { pairs }, subject())?;
-    let stored = encode(
-        &StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        },
-        subject(),
-    )?;
-    db.put_cf(cf_raft, RaftKey::Snapshot.encode(), stored)
-        .map_err(|e| write_error(subject(), &e))?;
-    Ok(Snapshot {
-        meta,
-        snapshot: Box::new(Cursor::new(data)),
-    })
 }
 
 impl StateReader {
@@ -438,7 +326,7 @@ impl StateReader {
         flashstock_api::StorageStatus {
             log_bytes: family(crate::keys::CF_LOG),
             state_bytes: family(CF_STATE),
-            snapshot_bytes: family(CF_RAFT),
+            snapshot_bytes: family(CF_RAFT) + crate::snapshot::files_bytes(self.db.path()),
             wal_bytes,
         }
     }

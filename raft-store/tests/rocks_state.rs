@@ -197,6 +197,40 @@ async fn applied_and_snapshot(
     (store, snapshot)
 }
 
+/// A snapshot's bytes, read as a sender reads them.
+async fn bytes_of(snapshot: &mut openraft::storage::Snapshot<raft_store::TypeConfig>) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut bytes = Vec::new();
+    snapshot.snapshot.rewind().await.unwrap();
+    snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
+    bytes
+}
+
+/// `bytes` received by `target` as openraft receives a snapshot: into the file it begins, in
+/// chunks, then shut.
+async fn received(
+    target: &mut raft_store::StateMachine,
+    bytes: &[u8],
+) -> Box<raft_store::snapshot::SnapshotFile> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = target.begin_receiving_snapshot().await.unwrap();
+    for chunk in bytes.chunks(1000) {
+        file.write_all(chunk).await.unwrap();
+    }
+    file.shutdown().await.unwrap();
+    file
+}
+
+/// The snapshot files in the store in `dir`.
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(raft_store::snapshot::DIR))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn a_snapshot_installed_elsewhere_reproduces_the_state() {
     let source_dir = tempfile::tempdir().unwrap();
@@ -207,7 +241,7 @@ fn a_snapshot_installed_elsewhere_reproduces_the_state() {
             .enumerate()
             .map(|(i, p)| entry(i as u64 + 1, p))
             .collect();
-        let (source, snapshot) = applied_and_snapshot(source_dir.path(), entries).await;
+        let (source, mut snapshot) = applied_and_snapshot(source_dir.path(), entries).await;
         assert_eq!(
             snapshot.meta.last_log_id.unwrap().index,
             proposals().len() as u64
@@ -219,17 +253,24 @@ fn a_snapshot_installed_elsewhere_reproduces_the_state() {
             .apply(vec![entry(1, proposals().remove(0))])
             .await
             .unwrap();
-        target
-            .install_snapshot(&snapshot.meta, snapshot.snapshot)
-            .await
-            .unwrap();
+        let bytes = bytes_of(&mut snapshot).await;
+        let file = received(&mut target, &bytes).await;
+        target.install_snapshot(&snapshot.meta, file).await.unwrap();
         assert_eq!(contents(&target.reader()), contents(&source.reader()));
         let (applied, _) = target.applied_state().await.unwrap();
         assert_eq!(applied, snapshot.meta.last_log_id);
-        let current = target.get_current_snapshot().await.unwrap().unwrap();
+        let mut current = target.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta, snapshot.meta);
+        assert_eq!(bytes_of(&mut current).await, bytes, "kept as received");
         // Idempotency records came along: a retry on the target is still a duplicate.
         assert!(target.reader().key_record("b3-1").unwrap().is_some());
+        // The received file became the snapshot file: nothing else is left behind.
+        assert_eq!(snapshot_files(target_dir.path()).len(), 1);
+        drop((source, target, _log));
+        // And the state is the snapshot's after a restart.
+        let (_log, target) = raft_store::open(target_dir.path()).unwrap();
+        let (_log, source) = raft_store::open(source_dir.path()).unwrap();
+        assert_eq!(contents(&target.reader()), contents(&source.reader()));
     });
 }
 
@@ -294,7 +335,7 @@ fn raising_the_cluster_version_switches_the_state_format_and_snapshots_carry_it(
     };
     runtime().block_on(async {
         let entries = vec![entry(1, proposals().remove(0)), entry(2, raise)];
-        let (source, snapshot) = applied_and_snapshot(source_dir.path(), entries).await;
+        let (source, mut snapshot) = applied_and_snapshot(source_dir.path(), entries).await;
         assert_eq!(source.reader().cluster_version().unwrap(), version);
         let (_log, mut target) = raft_store::open(target_dir.path()).unwrap();
         assert_eq!(
@@ -302,10 +343,8 @@ fn raising_the_cluster_version_switches_the_state_format_and_snapshots_carry_it(
             flashstock_api::CLUSTER_VERSION_BASE,
             "a new store runs the first cluster version"
         );
-        target
-            .install_snapshot(&snapshot.meta, snapshot.snapshot)
-            .await
-            .unwrap();
+        let file = received(&mut target, &bytes_of(&mut snapshot).await).await;
+        target.install_snapshot(&snapshot.meta, file).await.unwrap();
         assert_eq!(target.reader().cluster_version().unwrap(), version);
         drop((source, target, _log));
     });
@@ -322,11 +361,11 @@ fn a_snapshot_in_a_newer_format_is_refused_and_changes_nothing() {
     let source_dir = tempfile::tempdir().unwrap();
     let target_dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
-        let (_source, snapshot) =
+        let (_source, mut snapshot) =
             applied_and_snapshot(source_dir.path(), vec![entry(1, proposals().remove(0))]).await;
         // The same snapshot, its format record raised: a newer release's.
         let pairs: Vec<(Vec<u8>, Vec<u8>)> =
-            bincode::deserialize(snapshot.snapshot.get_ref()).unwrap();
+            bincode::deserialize(&bytes_of(&mut snapshot).await).unwrap();
         let newer = raft_store::STATE_FORMAT + 1;
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = pairs
             .into_iter()
@@ -335,11 +374,12 @@ fn a_snapshot_in_a_newer_format_is_refused_and_changes_nothing() {
                 _ => (key, value),
             })
             .collect();
-        let data = std::io::Cursor::new(bincode::serialize(&pairs).unwrap());
+        let data = bincode::serialize(&pairs).unwrap();
 
         let (_log, mut target) = raft_store::open(target_dir.path()).unwrap();
+        let file = received(&mut target, &data).await;
         let refused = target
-            .install_snapshot(&snapshot.meta, Box::new(data))
+            .install_snapshot(&snapshot.meta, file)
             .await
             .expect_err("a snapshot in a newer format is refused");
         assert!(
@@ -350,6 +390,8 @@ fn a_snapshot_in_a_newer_format_is_refused_and_changes_nothing() {
         );
         assert_eq!(target.applied_state().await.unwrap().0, None);
         assert!(target.reader().products(None, 10).unwrap().is_empty());
+        assert!(target.get_current_snapshot().await.unwrap().is_none());
+        assert!(snapshot_files(target_dir.path()).is_empty(), "nothing kept");
     });
 }
 
@@ -409,5 +451,148 @@ fn the_write_ahead_log_stays_bounded_while_a_family_is_idle() {
             most_wal / MIB,
             state / MIB
         );
+    });
+}
+
+/// Opens the closed store in `dir` bare, to write what an older release or an interrupted
+/// install left in its `raft` column family.
+fn with_raft_family(
+    dir: &std::path::Path,
+    write: impl FnOnce(&rocksdb::DB, &rocksdb::ColumnFamily),
+) {
+    let db = rocksdb::DB::open_cf(
+        &rocksdb::Options::default(),
+        dir,
+        raft_store::keys::COLUMN_FAMILIES,
+    )
+    .unwrap();
+    write(&db, raft_store::keys::cf(&db, raft_store::keys::CF_RAFT));
+}
+
+/// Each build replaces the snapshot file before it; only the newest is kept.
+#[test]
+fn a_build_replaces_the_snapshot_file_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (mut store, first) =
+            applied_and_snapshot(dir.path(), vec![entry(1, proposals().remove(0))]).await;
+        store
+            .apply(vec![entry(2, proposals().remove(1))])
+            .await
+            .unwrap();
+        let mut builder = store.get_snapshot_builder().await;
+        let second = builder.build_snapshot().await.unwrap();
+        assert_eq!(second.meta.last_log_id.unwrap().index, 2);
+        let files = snapshot_files(dir.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(files[0].starts_with("snapshot-2-"), "{files:?}");
+        let current = store.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, second.meta);
+        // The first snapshot's file is gone by name but still readable through an open handle,
+        // as a sender streaming it to a follower holds one.
+        let mut first = first;
+        assert!(!bytes_of(&mut first).await.is_empty());
+    });
+}
+
+/// Releases before snapshot files kept a snapshot inside RocksDB, meta and data in one value
+/// (`snapshot`). A store of such a release opens with that snapshot moved into a file, the same
+/// bytes.
+#[test]
+fn a_snapshot_kept_in_the_store_by_an_older_release_is_moved_into_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, bytes) = runtime().block_on(async {
+        let (_store, mut snapshot) =
+            applied_and_snapshot(dir.path(), vec![entry(1, proposals().remove(0))]).await;
+        (snapshot.meta.clone(), bytes_of(&mut snapshot).await)
+    });
+    std::fs::remove_dir_all(dir.path().join(raft_store::snapshot::DIR)).unwrap();
+    with_raft_family(dir.path(), |db, raft| {
+        db.delete_cf(raft, b"snapshot_file").unwrap();
+        let old = bincode::serialize(&(&meta, &bytes)).unwrap();
+        db.put_cf(raft, b"snapshot", old).unwrap();
+    });
+    runtime().block_on(async {
+        let (_log, mut store) = raft_store::open(dir.path()).unwrap();
+        let mut current = store.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, meta);
+        assert_eq!(bytes_of(&mut current).await, bytes);
+    });
+    with_raft_family(dir.path(), |db, raft| {
+        assert_eq!(
+            db.get_cf(raft, b"snapshot").unwrap(),
+            None,
+            "the old record is dropped"
+        );
+    });
+}
+
+/// An install records the snapshot, then swaps the state for it. A node stopped between the
+/// two finds at open a snapshot newer than its state, and finishes the install.
+#[test]
+fn an_install_interrupted_after_its_record_is_finished_at_open() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let target_dir = tempfile::tempdir().unwrap();
+    let entries: Vec<Entry> = proposals()
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| entry(i as u64 + 1, p))
+        .collect();
+    let meta = runtime().block_on(async {
+        let (_store, mut snapshot) = applied_and_snapshot(source_dir.path(), entries).await;
+        let (_log, _target) = raft_store::open(target_dir.path()).unwrap();
+        let name = "snapshot-9-1";
+        std::fs::write(
+            target_dir.path().join(raft_store::snapshot::DIR).join(name),
+            bytes_of(&mut snapshot).await,
+        )
+        .unwrap();
+        (snapshot.meta.clone(), name)
+    });
+    with_raft_family(target_dir.path(), |db, raft| {
+        let record = bincode::serialize(&(&meta.0, meta.1)).unwrap();
+        db.put_cf(raft, b"snapshot_file", record).unwrap();
+    });
+    runtime().block_on(async {
+        let (_log, mut target) = raft_store::open(target_dir.path()).unwrap();
+        let (_log, source) = raft_store::open(source_dir.path()).unwrap();
+        assert_eq!(target.applied_state().await.unwrap().0, meta.0.last_log_id);
+        assert_eq!(contents(&target.reader()), contents(&source.reader()));
+    });
+}
+
+/// A received snapshot cut short, or with keys out of order, is refused and changes nothing.
+#[test]
+fn a_malformed_snapshot_is_refused_and_changes_nothing() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let target_dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (_source, mut snapshot) =
+            applied_and_snapshot(source_dir.path(), vec![entry(1, proposals().remove(0))]).await;
+        let bytes = bytes_of(&mut snapshot).await;
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = bincode::deserialize(&bytes).unwrap();
+        pairs.reverse();
+        let reversed = bincode::serialize(&pairs).unwrap();
+
+        let (_log, mut target) = raft_store::open(target_dir.path()).unwrap();
+        target
+            .apply(vec![entry(1, proposals().remove(1))])
+            .await
+            .unwrap();
+        let before = contents(&target.reader());
+        for (data, why) in [
+            (&bytes[..bytes.len() - 3], "ends in the middle"),
+            (&reversed[..], "out of order"),
+        ] {
+            let file = received(&mut target, data).await;
+            let refused = target
+                .install_snapshot(&snapshot.meta, file)
+                .await
+                .expect_err("a malformed snapshot is refused");
+            assert!(refused.to_string().contains(why), "{refused}");
+            assert_eq!(contents(&target.reader()), before);
+            assert!(target.get_current_snapshot().await.unwrap().is_none());
+        }
+        assert!(snapshot_files(target_dir.path()).is_empty(), "nothing kept");
     });
 }
