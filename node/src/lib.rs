@@ -48,6 +48,7 @@ pub mod metrics;
 pub mod network;
 pub mod proposer;
 pub mod server;
+pub mod snapshot_pacing;
 pub mod tls;
 pub mod wire;
 
@@ -142,7 +143,7 @@ pub enum StartError {
 /// node applies the same log: with one threshold, all six would build at the same index, each
 /// reading its whole state and writing it to disk at once, on the same machine in tests and in
 /// the same second in production. Spread, the builds start at different entries and drift
-/// further apart (their periods differ).
+/// further apart (their periods differ). When a node asks for one: [`snapshot_pacing`].
 pub fn snapshot_threshold(every: u64, id: u64) -> u64 {
     every.saturating_add(every / 12 * (id % 6))
 }
@@ -156,10 +157,8 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
         election_timeout_min: raft.election_timeout_min_ms,
         election_timeout_max: raft.election_timeout_max_ms,
         install_snapshot_timeout: raft.rpc_timeout_ms,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_threshold(
-            raft.snapshot_every_logs,
-            config.node.id,
-        )),
+        // Each node asks for its snapshots itself, when due: `snapshot_pacing`.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: raft.logs_to_keep_after_snapshot,
         // Keeps one append RPC's body well under the internal body limit.
         max_payload_entries: 64,
@@ -252,6 +251,10 @@ pub async fn run_with_faults(
         .archive
         .clone()
         .map(|archive| tokio::spawn(archive.run(state.clone(), stopping.clone())));
+    tokio::spawn(snapshot_pacing::build_when_due(
+        state.clone(),
+        stopping.clone(),
+    ));
     if state.config.node.role == Role::Voter {
         tokio::spawn(membership::finish_halfway_changes(
             state.clone(),
