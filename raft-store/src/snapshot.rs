@@ -23,7 +23,7 @@
 //! RocksDB swaps the column family's content in one step, and a range deletion in an SST
 //! deletes only keys of other files, never its own. Readers see the old state or the new one.
 //! A node stopped between the record and the ingestion finds at open a snapshot newer than its
-//! state, and ingests it again ([`Snapshots::open`]).
+//! state, and ingests it again (`Snapshots::open`).
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
