@@ -1028,14 +1028,15 @@ impl std::fmt::Display for ReleaseStatus {
 }
 
 /// Bytes of a node's store by part: RocksDB's table files and memtables of each column family,
-/// and its write-ahead log files.
+/// its write-ahead log files, and the snapshot files beside them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageStatus {
     /// The Raft log: entries not yet purged.
     pub log_bytes: u64,
     /// The state machine: products, orders held, idempotency records.
     pub state_bytes: u64,
-    /// Raft's own records, almost all of it the current snapshot.
+    /// The snapshot files (the current one, and for a moment one being built, received or
+    /// ingested) and Raft's own records (vote, commit index, the snapshot's record).
     pub snapshot_bytes: u64,
     /// Write-ahead log files not yet recycled.
     pub wal_bytes: u64,

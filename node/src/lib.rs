@@ -139,15 +139,6 @@ pub enum StartError {
     RaftStopped(String),
 }
 
-/// Entries between two snapshots on node `id`: `every` plus up to 5/12 of it, by the id. Every
-/// node applies the same log: with one threshold, all six would build at the same index, each
-/// reading its whole state and writing it to disk at once, on the same machine in tests and in
-/// the same second in production. Spread, the builds start at different entries and drift
-/// further apart (their periods differ). When a node asks for one: [`snapshot_pacing`].
-pub fn snapshot_threshold(every: u64, id: u64) -> u64 {
-    every.saturating_add(every / 12 * (id % 6))
-}
-
 /// Translate our configuration into openraft's.
 pub fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
     let raft = &config.raft;
@@ -500,20 +491,4 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::snapshot_threshold;
-
-    #[test]
-    fn six_nodes_build_snapshots_at_six_different_thresholds() {
-        let mut thresholds: Vec<u64> = (1..=6).map(|id| snapshot_threshold(100_000, id)).collect();
-        thresholds.sort();
-        thresholds.dedup();
-        assert_eq!(thresholds.len(), 6);
-        assert_eq!(thresholds[0], 100_000);
-        assert!(thresholds[5] <= 100_000 + 100_000 * 5 / 12);
-        assert_eq!(snapshot_threshold(1, 3), 1, "small thresholds stay as set");
-    }
 }

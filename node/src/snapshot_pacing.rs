@@ -11,7 +11,7 @@
 //! 678 s later.
 //!
 //! So openraft's own policy is off (`SnapshotPolicy::Never`) and every node asks for a snapshot
-//! itself, every [`CHECK_EVERY`], once [`crate::snapshot_threshold`] entries were applied since
+//! itself, every [`CHECK_EVERY`], once [`snapshot_threshold`] entries were applied since
 //! the last one ([`due`]). A leader waits while a member's matched index is below its last
 //! purged entry (that member needs a snapshot, and is being sent one), for up to
 //! [`WAIT_FACTOR`] times the threshold; past that (a member that is down for good, say), it
@@ -32,6 +32,15 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long a leader may put off a snapshot for a member being fed one, in thresholds: the log
 /// then holds at most this many thresholds of entries.
 pub const WAIT_FACTOR: u64 = 4;
+
+/// Entries between two snapshots on node `id`: `every` plus up to 5/12 of it, by the id. Every
+/// node applies the same log: with one threshold, all six would build at the same index, each
+/// reading its whole state and writing it to disk at once, on the same machine in tests and in
+/// the same second in production. Spread, the builds start at different entries and drift
+/// further apart (their periods differ).
+pub fn snapshot_threshold(every: u64, id: u64) -> u64 {
+    every.saturating_add(every / 12 * (id % 6))
+}
 
 /// What a node knows, from its Raft metrics, when it decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +111,7 @@ fn facts(metrics: &openraft::RaftMetrics<NodeId, raft_store::Node>) -> Facts {
 
 /// On every node, for as long as it runs: ask openraft for a snapshot when one is [`due`].
 pub async fn build_when_due(state: Arc<NodeState>, mut stopping: watch::Receiver<bool>) {
-    let threshold = crate::snapshot_threshold(state.config.raft.snapshot_every_logs, state.id);
+    let threshold = snapshot_threshold(state.config.raft.snapshot_every_logs, state.id);
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiting_for = None;
@@ -201,5 +210,16 @@ mod tests {
             ..leader(1_100, 600, 0, &[None])
         };
         assert_eq!(due(&never_purged, 500), Decision::Build);
+    }
+
+    #[test]
+    fn six_nodes_build_snapshots_at_six_different_thresholds() {
+        let mut thresholds: Vec<u64> = (1..=6).map(|id| snapshot_threshold(100_000, id)).collect();
+        thresholds.sort();
+        thresholds.dedup();
+        assert_eq!(thresholds.len(), 6);
+        assert_eq!(thresholds[0], 100_000);
+        assert!(thresholds[5] <= 100_000 + 100_000 * 5 / 12);
+        assert_eq!(snapshot_threshold(1, 3), 1, "small thresholds stay as set");
     }
 }

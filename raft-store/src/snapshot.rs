@@ -51,6 +51,16 @@ type Membership = StoredMembership<NodeId, Node>;
 
 /// The directory of snapshot files, inside the store's directory.
 pub const DIR: &str = "snapshots";
+/// Prefixes of the names of the files in [`DIR`]: a snapshot; one being built; one being
+/// received; the table an install hands RocksDB.
+const SNAPSHOT: &str = "snapshot-";
+const BUILDING: &str = "building-";
+const RECEIVING: &str = "receiving-";
+const INGESTING: &str = "ingesting-";
+/// Most bytes of one key or one value in a snapshot: far above any record of the state (a
+/// write's body is bounded well below it), so a malformed length is refused before it is
+/// allocated.
+const PAIR_PART_BYTES_MAX: u64 = 64 << 20;
 /// Bytes buffered between a snapshot file and the code that writes or reads it.
 const BUFFER_BYTES: usize = 1 << 20;
 
@@ -63,12 +73,6 @@ pub struct SnapshotFile {
 }
 
 impl SnapshotFile {
-    /// Where the file is (or was: a replaced snapshot's file is removed while a sender may
-    /// still read it).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The file for blocking IO, once every write to it has finished.
     pub(crate) async fn into_std(self) -> (File, PathBuf) {
         (self.file.into_std().await, self.path)
@@ -168,7 +172,12 @@ impl Snapshots {
         };
         snapshots.move_old_record()?;
         let record = snapshots.record()?;
-        snapshots.remove_files_except(record.as_ref().map(|r| r.file.as_str()), true);
+        // What a build, a receive or an install left when the node stopped, and any snapshot
+        // but the recorded one.
+        snapshots.remove_files(
+            &[SNAPSHOT, BUILDING, RECEIVING, INGESTING],
+            record.as_ref().map(|r| r.file.as_str()),
+        );
         if let Some(record) = record {
             let applied: Option<LogId<NodeId>> = snapshots.state_value(StateKey::Applied)?;
             if applied.map_or(0, |id| id.index) < index_of(&record.meta) {
@@ -208,7 +217,8 @@ impl Snapshots {
         bytes.map(|bytes| decode(&bytes, subject())).transpose()
     }
 
-    fn write_record(&self, record: &SnapshotRecord, batch: &mut WriteBatch) -> StorageResult<()> {
+    /// Record `record` as the current snapshot, with what `batch` holds, in one synced write.
+    fn write_record(&self, record: &SnapshotRecord, mut batch: WriteBatch) -> StorageResult<()> {
         let subject = || ErrorSubject::Snapshot(Some(record.meta.signature()));
         batch.put_cf(
             cf(&self.db, CF_RAFT),
@@ -218,7 +228,7 @@ impl Snapshots {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db
-            .write_opt(std::mem::take(batch), &options)
+            .write_opt(batch, &options)
             .map_err(|e| write_error(subject(), &e))
     }
 
@@ -236,7 +246,7 @@ impl Snapshots {
         };
         let old: StoredSnapshot = decode(&bytes, subject())?;
         drop(bytes);
-        let name = format!("snapshot-{}-{}", index_of(&old.meta), now_ns());
+        let name = format!("{SNAPSHOT}{}-{}", index_of(&old.meta), now_ns());
         let path = self.dir.join(&name);
         let written = File::create(&path)
             .and_then(|mut file| {
@@ -252,24 +262,19 @@ impl Snapshots {
             file: name,
         };
         let _guard = self.lock();
-        self.write_record(&record, &mut batch)
+        self.write_record(&record, batch)
     }
 
-    /// Remove the snapshot files other than `keep`; with `all`, also what builds and receives
-    /// left (only at open: later, one may be under way).
-    fn remove_files_except(&self, keep: Option<&str>, all: bool) {
+    /// Remove the files of this directory whose names start with one of `prefixes`, except
+    /// `keep`.
+    fn remove_files(&self, prefixes: &[&str], keep: Option<&str>) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let ours = name.starts_with("snapshot-")
-                || (all
-                    && ["building-", "receiving-", "ingesting-"]
-                        .iter()
-                        .any(|left| name.starts_with(left)));
-            if ours && Some(name) != keep {
+            if prefixes.iter().any(|prefix| name.starts_with(prefix)) && Some(name) != keep {
                 if let Err(e) = std::fs::remove_file(entry.path()) {
                     tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an old snapshot file");
                 }
@@ -310,18 +315,8 @@ impl Snapshots {
     /// name is gone ([`Snapshots::install`]).
     pub(crate) async fn begin_receiving(&self) -> StorageResult<Box<SnapshotFile>> {
         let subject = || ErrorSubject::Snapshot(None);
-        let path = self.dir.join(format!("receiving-{}", now_ns()));
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                if entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("receiving-")
-                {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
+        let path = self.dir.join(format!("{RECEIVING}{}", now_ns()));
+        self.remove_files(&[RECEIVING], None);
         let file = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -336,7 +331,7 @@ impl Snapshots {
     /// it off the runtime's threads.
     pub(crate) fn build(&self) -> StorageResult<Snapshot<TypeConfig>> {
         let subject = || ErrorSubject::Snapshot(None);
-        let building = self.dir.join(format!("building-{}", now_ns()));
+        let building = self.dir.join(format!("{BUILDING}{}", now_ns()));
         let written = self.write_state(&building);
         let (last_log_id, last_membership) = match written {
             Ok(found) => found,
@@ -355,7 +350,7 @@ impl Snapshots {
             last_membership,
             snapshot_id,
         };
-        let name = format!("snapshot-{}-{built_at_ns}", index_of(&meta));
+        let name = format!("{SNAPSHOT}{}-{built_at_ns}", index_of(&meta));
         let path = self.dir.join(&name);
         std::fs::rename(&building, &path)
             .and_then(|()| sync_dir(&self.dir))
@@ -375,8 +370,8 @@ impl Snapshots {
                 meta: meta.clone(),
                 file: name.clone(),
             };
-            self.write_record(&record, &mut WriteBatch::default())?;
-            self.remove_files_except(Some(&name), false);
+            self.write_record(&record, WriteBatch::default())?;
+            self.remove_files(&[SNAPSHOT], Some(&name));
         }
         Ok(Snapshot {
             meta,
@@ -429,12 +424,12 @@ impl Snapshots {
 
         // Move the received file into place; by a copy from its handle if a newer receive
         // removed its name, or if the file is not one this store received.
-        let name = format!("snapshot-{}-{}", index_of(meta), now_ns());
+        let name = format!("{SNAPSHOT}{}-{}", index_of(meta), now_ns());
         let target = self.dir.join(&name);
         let received_here = path.parent() == Some(self.dir.as_path())
             && path
                 .file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with("receiving-"));
+                .is_some_and(|name| name.to_string_lossy().starts_with(RECEIVING));
         let moved = match received_here {
             true => match std::fs::rename(path, &target) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -453,9 +448,9 @@ impl Snapshots {
             meta: meta.clone(),
             file: name.clone(),
         };
-        self.write_record(&record, &mut WriteBatch::default())?;
+        self.write_record(&record, WriteBatch::default())?;
         self.ingest_sst(&sst, meta)?;
-        self.remove_files_except(Some(&name), false);
+        self.remove_files(&[SNAPSHOT], Some(&name));
         Ok(())
     }
 
@@ -486,7 +481,7 @@ impl Snapshots {
     /// nothing). Data without a format record gets format 1, which is what it is.
     fn sst_from(&self, file: &mut File, meta: &Meta) -> StorageResult<PathBuf> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        let sst = self.dir.join(format!("ingesting-{}.sst", now_ns()));
+        let sst = self.dir.join(format!("{INGESTING}{}.sst", now_ns()));
         let written = write_sst(file, &sst, &meta.snapshot_id);
         if written.is_err() {
             let _ = std::fs::remove_file(&sst);
@@ -558,9 +553,9 @@ impl<R: Read> PairReader<R> {
 
     fn read_bytes(&mut self) -> io::Result<Vec<u8>> {
         let len = self.read_u64()?;
-        if len > self.bytes_left {
+        if len > self.bytes_left.min(PAIR_PART_BYTES_MAX) {
             return Err(malformed(&format!(
-                "a length of {len} bytes with {} left",
+                "a length of {len} bytes with {} left (at most {PAIR_PART_BYTES_MAX})",
                 self.bytes_left
             )));
         }
@@ -660,7 +655,7 @@ mod tests {
     }
 
     #[test]
-    fn a_length_past_the_end_or_bytes_after_the_last_pair_are_refused() {
+    fn a_length_past_the_end_or_the_bound_or_bytes_after_the_last_pair_are_refused() {
         let pairs = vec![(b"a".to_vec(), b"one".to_vec())];
         let data = bincode::serialize(&pairs).unwrap();
         // A value length raised past what is left: refused before anything is allocated.
@@ -680,6 +675,13 @@ mod tests {
             refused.to_string().contains("after the last pair"),
             "{refused}"
         );
+
+        // A length within what is left but past the bound: refused, nothing allocated.
+        let mut huge = data.clone();
+        huge[at..at + 8].copy_from_slice(&(PAIR_PART_BYTES_MAX + 1).to_le_bytes());
+        let mut reader = PairReader::new(huge.as_slice(), u64::MAX).unwrap();
+        let refused = reader.next_pair().unwrap_err();
+        assert!(refused.to_string().contains("at most"), "{refused}");
 
         let cut = &data[..data.len() - 1];
         let mut reader = PairReader::new(cut, cut.len() as u64).unwrap();
