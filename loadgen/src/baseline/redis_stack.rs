@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -37,6 +37,7 @@ use flashstock_api::{
     PurchaseRequest, PurchaseResponse,
 };
 use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
 use serde::Deserialize;
 
 use super::error;
@@ -98,13 +99,21 @@ impl Shop {
     }
 }
 
+/// How long one call to Redis may wait for its answer: the gateway's whole budget for a
+/// forwarded purchase (`gateway.forward_timeout_ms`), so both stacks are judged by the same
+/// rule. The client library's default (500 ms) turned the queueing of 6000 connections into
+/// errors that flashstock, with its 3 s, would have answered.
+const RESPONSE_TIMEOUT: Duration =
+    Duration::from_millis(cluster_config::defaults::DEFAULT_FORWARD_TIMEOUT_MS);
+
 /// Open `connections` multiplexed connections to `url` and check that the server answers.
 pub async fn connect(url: &str, connections: usize) -> Result<Arc<Shop>, String> {
     let client = redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?;
+    let config = AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
     let mut opened = Vec::with_capacity(connections.max(1));
     for _ in 0..connections.max(1) {
         let mut connection = client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| format!("connect to {url}: {e}"))?;
         let pong: String = redis::cmd("PING")
