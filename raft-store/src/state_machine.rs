@@ -17,7 +17,7 @@ use openraft::{
     EntryPayload, ErrorSubject, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StoredMembership,
 };
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
+use rocksdb::{ColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch, DB};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -198,9 +198,7 @@ impl StateMachine {
                 }
             };
             overlay.put(StateKey::Applied, &Some(log_id));
-            let Overlay {
-                batch, products, ..
-            } = overlay;
+            let (batch, products) = overlay.into_batch();
             db.write(batch)
                 .map_err(|e| write_error(ErrorSubject::Apply(log_id), &e))?;
             for ProductRecord { product, terms } in products.into_values() {
@@ -602,11 +600,38 @@ fn get_decoded<T: DeserializeOwned>(db: &DB, cf: &str, key: &[u8]) -> StorageRes
         .transpose()
 }
 
+/// An entry's writes to the state family: point writes not yet in the batch, by key, each with
+/// its last value (`None`: deleted), and the batch they go into in key order.
+#[derive(Default)]
+struct Writes {
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    batch: WriteBatch,
+}
+
+impl Writes {
+    /// Move the pending point writes into the batch, in key order.
+    fn flush(&mut self, cf: &ColumnFamily) {
+        for (key, value) in std::mem::take(&mut self.pending) {
+            match value {
+                Some(value) => self.batch.put_cf(cf, key, value),
+                None => self.batch.delete_cf(cf, key),
+            }
+        }
+    }
+}
+
 /// One entry's view of the state: reads see the database plus this entry's own writes, which
 /// accumulate in a `WriteBatch` written at the end of the entry.
+///
+/// Point writes wait in [`Writes`], which keeps the last value of each key, and enter the batch
+/// in key order: a flash-sale entry writes its product once instead of once per purchase, and
+/// RocksDB inserts keys that arrive in order into its memtable from where the previous one
+/// went, instead of searching the whole skip list for each (the insert was a fifth of an
+/// apply's CPU). The state after the entry is the same: the batch is applied atomically, and
+/// each key ends with its last value.
 struct Overlay<'a> {
     db: &'a DB,
-    batch: WriteBatch,
+    writes: Writes,
     /// Products written by this entry, also the changes to publish.
     products: BTreeMap<String, ProductRecord>,
     /// Orders written by this entry (placed, or cancelled).
@@ -631,7 +656,7 @@ impl<'a> Overlay<'a> {
     fn new(db: &'a DB, incarnations: &'a Incarnations, floors: &'a ScanFloors) -> Overlay<'a> {
         Overlay {
             db,
-            batch: WriteBatch::default(),
+            writes: Writes::default(),
             products: BTreeMap::new(),
             orders: BTreeMap::new(),
             keys: BTreeMap::new(),
@@ -651,13 +676,25 @@ impl<'a> Overlay<'a> {
     }
 
     fn put_bytes(&mut self, key: StateKey, bytes: Vec<u8>) {
-        let cf = cf(self.db, CF_STATE);
-        self.batch.put_cf(cf, key.encode(), bytes);
+        self.writes.pending.insert(key.encode(), Some(bytes));
     }
 
     fn delete(&mut self, key: StateKey) {
+        self.writes.pending.insert(key.encode(), None);
+    }
+
+    /// Delete every key in `from..to`, after the point writes made so far (which may be in the
+    /// range) and before those made after.
+    fn delete_range(&mut self, from: Vec<u8>, to: Vec<u8>) {
         let cf = cf(self.db, CF_STATE);
-        self.batch.delete_cf(cf, key.encode());
+        self.writes.flush(cf);
+        self.writes.batch.delete_range_cf(cf, from, to);
+    }
+
+    /// The batch of every write of the entry, in the order that gives them their meaning.
+    fn into_batch(mut self) -> (WriteBatch, BTreeMap<String, ProductRecord>) {
+        self.writes.flush(cf(self.db, CF_STATE));
+        (self.writes.batch, self.products)
     }
 
     fn read<T: DeserializeOwned>(&self, key: StateKey) -> Result<Option<T>, Fault> {
@@ -681,11 +718,9 @@ impl<'a> Overlay<'a> {
         let key = key.encode();
         debug_assert!(key.starts_with(prefix));
         self.floors.lower(prefix, &key);
-        self.batch.put_cf(
-            cf(self.db, CF_STATE),
-            key,
-            bincode::serialize(&()).expect("unit"),
-        );
+        self.writes
+            .pending
+            .insert(key, Some(bincode::serialize(&()).expect("unit")));
     }
 
     /// Up to `limit` keys of the time-ordered index `prefix` below `before`, in order, from the
@@ -908,11 +943,10 @@ impl InventoryState for Overlay<'_> {
     }
 
     fn forget_customers_taken(&mut self, product: &str) {
-        let cf = cf(self.db, CF_STATE);
         let from = StateKey::CustomerTaken(product, "").encode();
         let mut to = from.clone();
         *to.last_mut().expect("the key ends with '/'") += 1;
-        self.batch.delete_range_cf(cf, from, to);
+        self.delete_range(from, to);
         self.taken.retain(|(of, _), _| of != product);
         self.taken_forgotten.insert(product.to_owned());
     }
@@ -937,11 +971,8 @@ impl InventoryState for Overlay<'_> {
     }
 
     fn delete_orders(&mut self, after: Option<OrderId>, up_to: OrderId) {
-        let cf = cf(self.db, CF_STATE);
-        self.batch
-            .delete_range_cf(cf, order_key_after(after), order_key_after(Some(up_to)));
-        self.batch.delete_range_cf(
-            cf,
+        self.delete_range(order_key_after(after), order_key_after(Some(up_to)));
+        self.delete_range(
             cancellation_key_after(after),
             cancellation_key_after(Some(up_to)),
         );
@@ -962,12 +993,9 @@ impl InventoryState for Overlay<'_> {
     }
 
     fn put_cluster_version(&mut self, version: u32) {
-        let cf = cf(self.db, CF_STATE);
-        self.batch
-            .put_cf(cf, StateKey::ClusterVersion.encode(), version.to_le_bytes());
+        self.put_bytes(StateKey::ClusterVersion, version.to_le_bytes().to_vec());
         let format = crate::state_format_for(version);
-        self.batch
-            .put_cf(cf, StateKey::Format.encode(), format.to_le_bytes());
+        self.put_bytes(StateKey::Format, format.to_le_bytes().to_vec());
         self.cluster_version.set(Some(version));
     }
 }
