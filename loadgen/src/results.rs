@@ -108,6 +108,11 @@ impl BenchResults {
             self.standard_mix_redis_row(),
             self.checkout_cost_row(),
             self.light_load_target(),
+            self.light_load_latency_target(),
+            self.cpu_per_purchase_target(),
+            self.flash_sale_rate_target(),
+            self.open_loop_tail_target(),
+            self.twice_n_target(),
             self.gateway_memory_target(),
             self.catalog_memory_target(),
             self.catalog_import_target(),
@@ -342,7 +347,9 @@ impl BenchResults {
                 sale.config.connections
             ),
             measured: format!(
-                "hold sale {:.0} vs flash sale {:.0} items sold/s ({:.2} ×), p99 {:.0} vs {:.0}                  ms; {}-line carts {:.0} carts/s = {:.0} lines/s vs {:.0} single purchases/s                  ({:.2} ×), p99 {:.0} vs {:.0} ms",
+                "hold sale {:.0} vs flash sale {:.0} items sold/s ({:.2} ×), p99 {:.0} vs {:.0} \
+                 ms; {}-line carts {:.0} carts/s = {:.0} lines/s vs {:.0} single purchases/s \
+                 ({:.2} ×), p99 {:.0} vs {:.0} ms",
                 held.confirmed_per_s,
                 sale.confirmed_per_s,
                 held.confirmed_per_s / sale.confirmed_per_s.max(1e-9),
@@ -376,6 +383,113 @@ impl BenchResults {
                 p50 / floor_ms
             ),
             met: Some(p50 <= 3.0 * floor_ms),
+        })
+    }
+
+    /// The performance issue's light-load target: a purchase p50 of 1.5 ms or less (within 7 ×
+    /// a floor of about 0.2 ms), and more purchases per second than PostgreSQL with the same 10
+    /// buyers.
+    fn light_load_latency_target(&self) -> Option<TargetResult> {
+        let light = self.scenario("light-purchases")?;
+        let pg = self.scenario("light-purchases-postgres")?;
+        let p50 = p(light, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p50_ms);
+        Some(TargetResult {
+            target: format!(
+                "light load ({} buyers): purchase p50 ≤ 1.5 ms, purchases/s above PostgreSQL's",
+                light.config.connections
+            ),
+            measured: format!(
+                "p50 {p50:.2} ms; {:.0} vs {:.0} purchases/s ({:.2} ×)",
+                light.confirmed_per_s,
+                pg.confirmed_per_s,
+                light.confirmed_per_s / pg.confirmed_per_s.max(1e-9)
+            ),
+            met: Some(p50 <= 1.5 && light.confirmed_per_s > pg.confirmed_per_s),
+        })
+    }
+
+    /// CPU of the whole cluster (gateways and voters) per confirmed purchase: at most 400 µs at
+    /// light load and below what PostgreSQL's stack (its server and the axum in front) spends
+    /// there, at most 60 µs in the flash sale.
+    fn cpu_per_purchase_target(&self) -> Option<TargetResult> {
+        let light = self.scenario("light-purchases")?;
+        let sale = self.scenario("flash-sale")?;
+        let ours_light = cpu_per_confirmed_us(light, &["gateway", "voter"])?;
+        let ours_sale = cpu_per_confirmed_us(sale, &["gateway", "voter"])?;
+        let pg_light = self
+            .scenario("light-purchases-postgres")
+            .and_then(|pg| cpu_per_confirmed_us(pg, &["baseline-pg", "postgres"]));
+        Some(TargetResult {
+            target: "CPU per confirmed purchase, gateways and voters: ≤ 400 µs at light load and \
+                     below PostgreSQL's, ≤ 60 µs in the flash sale"
+                .into(),
+            measured: format!(
+                "light load {ours_light:.0} µs (PostgreSQL and its front: {}); flash sale \
+                 {ours_sale:.0} µs",
+                pg_light.map_or("not run".into(), |us| format!("{us:.0} µs"))
+            ),
+            met: Some(
+                ours_light <= 400.0
+                    && pg_light.is_some_and(|pg| ours_light < pg)
+                    && ours_sale <= 60.0,
+            ),
+        })
+    }
+
+    /// The flash sale's rate: at least 25 000 confirmed purchases per second.
+    fn flash_sale_rate_target(&self) -> Option<TargetResult> {
+        let sale = self.scenario("flash-sale")?;
+        Some(TargetResult {
+            target: format!(
+                "flash sale, {} buyers: ≥ 25 000 confirmed purchases/s",
+                sale.config.connections
+            ),
+            measured: format!("{:.0} purchases/s", sale.confirmed_per_s),
+            met: Some(sale.confirmed_per_s >= 25_000.0),
+        })
+    }
+
+    /// The performance issue's open-loop tail, stricter than the brief's: views p99 of 5 ms
+    /// or less, purchases p99 of 20 ms or less.
+    fn open_loop_tail_target(&self) -> Option<TargetResult> {
+        let open = self.scenario("standard-open")?;
+        let view = p(open, Kind::View).map_or(f64::NAN, |l| l.p99_ms);
+        let buy = p(open, Kind::PurchaseConfirmed).map_or(f64::NAN, |l| l.p99_ms);
+        Some(TargetResult {
+            target: "open loop: views p99 ≤ 5 ms, purchases p99 ≤ 20 ms".into(),
+            measured: format!(
+                "view p99 {view:.1} ms, purchase p99 {buy:.1} ms; {} of {} requests dispatched \
+                 > 5 ms late",
+                open.late_dispatches, open.scheduled
+            ),
+            met: Some(view <= 5.0 && buy <= 20.0),
+        })
+    }
+
+    /// Twice the connections of the main scenarios (the concurrency curve's largest point
+    /// against the point at half of it): no error, at least 0.9 × the throughput, p99 under
+    /// 1 s for views and purchases.
+    fn twice_n_target(&self) -> Option<TargetResult> {
+        let most = self.concurrency.iter().max_by_key(|c| c.connections)?;
+        let half = self
+            .concurrency
+            .iter()
+            .find(|c| c.connections * 2 == most.connections)?;
+        let (at_most, at_half) = (&most.report, &half.report);
+        let ratio = at_most.answers_per_s / at_half.answers_per_s.max(1e-9);
+        let p99 = |kind| p(at_most, kind).map_or(f64::NAN, |l| l.p99_ms);
+        let (view, buy) = (p99(Kind::View), p99(Kind::PurchaseConfirmed));
+        Some(TargetResult {
+            target: format!(
+                "{} connections (2 × {}): no error, throughput ≥ 0.9 × that at {}, p99 < 1 s",
+                most.connections, half.connections, half.connections
+            ),
+            measured: format!(
+                "{} errors; {:.0} vs {:.0} answers/s ({ratio:.2} ×); view p99 {view:.0} ms, \
+                 purchase p99 {buy:.0} ms",
+                at_most.errors, at_most.answers_per_s, at_half.answers_per_s
+            ),
+            met: Some(at_most.errors == 0 && ratio >= 0.9 && view < 1000.0 && buy < 1000.0),
         })
     }
 
@@ -903,6 +1017,23 @@ fn cpu_table<'a>(out: &mut String, reports: impl Iterator<Item = &'a RunReport>)
         );
     }
     out.push('\n');
+}
+
+/// CPU seconds of the processes whose labels start with one of `groups`, per confirmed
+/// purchase of the run's load phase, in µs; `None` when CPU was not measured or nothing was
+/// confirmed.
+fn cpu_per_confirmed_us(report: &RunReport, groups: &[&str]) -> Option<f64> {
+    let cpu = report.cpu_s.as_ref()?;
+    let confirmed = p(report, Kind::PurchaseConfirmed)?.count;
+    if confirmed == 0 {
+        return None;
+    }
+    let seconds: f64 = cpu
+        .iter()
+        .filter(|(label, _)| groups.iter().any(|group| label.starts_with(group)))
+        .map(|(_, seconds)| seconds)
+        .sum();
+    Some(seconds * 1e6 / confirmed as f64)
 }
 
 /// CPU of the baselines' database servers: PostgreSQL's processes and Redis's.

@@ -625,10 +625,9 @@ impl Writes {
 ///
 /// Point writes wait in [`Writes`], which keeps the last value of each key, and enter the batch
 /// in key order: a flash-sale entry writes its product once instead of once per purchase, and
-/// RocksDB inserts keys that arrive in order into its memtable from where the previous one
-/// went, instead of searching the whole skip list for each (the insert was a fifth of an
-/// apply's CPU). The state after the entry is the same: the batch is applied atomically, and
-/// each key ends with its last value.
+/// RocksDB can start each insert into its memtable's skip list from where the previous key went.
+/// The state after the entry is the same: the batch is applied atomically, each key ends with
+/// its last value, and a range deletion stays between the writes made before and after it.
 struct Overlay<'a> {
     db: &'a DB,
     writes: Writes,
