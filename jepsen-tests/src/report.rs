@@ -51,10 +51,16 @@ pub struct FaultOutcome {
     pub longest_gap_ms: u64,
     /// `postgres-failover` only: the longest time without a purchase confirmation while the
     /// archive was halted, from the kill until the first row written on the promoted server
-    /// (the whole window above when it never resumed). Purchases waiting for the archive would
-    /// show here; a stall after the archive is back has another cause, and the rules on the
-    /// whole window apply to it.
+    /// (the whole window above when it never resumed), while views of the gateways' replicas
+    /// were still answered. Purchases waiting for the archive would show here; a stall after
+    /// the archive is back has another cause, and the rules on the whole window apply to it.
     pub gap_while_archive_halted_ms: Option<u64>,
+    /// `postgres-failover` only: the longest time in the same window without a purchase
+    /// confirmation during which local views were not answered either. Views involve neither
+    /// the leader nor the archive, so a stall of every request is the machine's (in this
+    /// harness, the promotion's writes on the disk every node shares), not purchases waiting
+    /// for the archive: reported, not counted.
+    pub stall_of_every_request_ms: Option<u64>,
 }
 
 /// Everything a run reports.
@@ -231,6 +237,16 @@ impl Report {
                     "      longest without a confirmation while the archive was halted: {gap_ms} ms"
                 );
             }
+            if let Some(stall_ms) = outcome.stall_of_every_request_ms {
+                if stall_ms > crate::nemesis::postgres_failover::PURCHASE_GAP_MAX_MS {
+                    let _ = writeln!(
+                        out,
+                        "      meanwhile a stall of every request, local views included: \
+                         {stall_ms} ms (the machine's; views wait for neither the leader nor \
+                         the archive)"
+                    );
+                }
+            }
             for problem in &fault.problems {
                 let _ = writeln!(out, "      PROBLEM: {problem}");
             }
@@ -344,18 +360,23 @@ fn fault_outcomes(history: &History, faults: Vec<FaultRecord>, end_ms: u64) -> V
                 .unwrap_or(next)
                 .max(fault.healed_ms)
                 .min(next);
-            let gap_while_archive_halted_ms = match &fault.figures {
+            let (gap_while_archive_halted_ms, stall_of_every_request_ms) = match &fault.figures {
                 Some(FaultFigures::PostgresFailover(figures)) => {
+                    // From the kill, which comes after the fault's start, until the promoted
+                    // server took its first row.
+                    let killed = figures.killed_at_ms.clamp(fault.started_ms, until);
                     let halted_until = figures
                         .archive_halted_ms
-                        .map_or(until, |halted| (fault.started_ms + halted).min(until));
-                    Some(longest_gap(history, fault.started_ms, halted_until))
+                        .map_or(until, |halted| (killed + halted).min(until));
+                    let stalls = stalls(history, killed, halted_until.max(killed));
+                    (Some(stalls.purchases_only), Some(stalls.every_request))
                 }
-                _ => None,
+                _ => (None, None),
             };
             FaultOutcome {
                 longest_gap_ms: longest_gap(history, fault.started_ms, until),
                 gap_while_archive_halted_ms,
+                stall_of_every_request_ms,
                 confirmed_during: history
                     .confirmed_purchases_invoked_between(fault.started_ms, fault.healed_ms),
                 confirmed_after: history.confirmed_purchases_invoked_between(fault.healed_ms, next),
@@ -365,22 +386,91 @@ fn fault_outcomes(history: &History, faults: Vec<FaultRecord>, end_ms: u64) -> V
         .collect()
 }
 
-/// The longest stretch of `from..until` without a purchase confirmation (by completion time).
-fn longest_gap(history: &History, from: u64, until: u64) -> u64 {
-    let mut confirmations: Vec<u64> = history
-        .of_kind(OpKind::Purchase)
-        .filter(|op| matches!(op.result, OpResult::Confirmed { .. }))
+/// A stall of purchases counts as one of every request when local views were unanswered
+/// through all of it but this much.
+const EVERY_REQUEST_SLACK_MS: u64 = 500;
+
+/// Completion times within `from..until` of the operations of `kind` that `succeeded`, sorted.
+fn completions(
+    history: &History,
+    kind: OpKind,
+    succeeded: fn(&OpResult) -> bool,
+    from: u64,
+    until: u64,
+) -> Vec<u64> {
+    let mut times: Vec<u64> = history
+        .of_kind(kind)
+        .filter(|op| succeeded(&op.result))
         .map(|op| op.completed_ms)
         .filter(|t| (from..until).contains(t))
         .collect();
-    confirmations.sort_unstable();
+    times.sort_unstable();
+    times
+}
+
+fn purchase_confirmed(result: &OpResult) -> bool {
+    matches!(result, OpResult::Confirmed { .. })
+}
+
+fn viewed(result: &OpResult) -> bool {
+    matches!(result, OpResult::Viewed { .. })
+}
+
+/// The longest stretch of `from..until` between two of the sorted `times` (or an edge).
+fn longest_between(times: &[u64], from: u64, until: u64) -> u64 {
     let mut last = from;
     let mut longest = 0;
-    for t in confirmations.into_iter().chain([until]) {
+    for &t in times.iter().chain([&until]) {
         longest = longest.max(t.saturating_sub(last));
         last = t;
     }
     longest
+}
+
+/// The longest stretch of `from..until` without a purchase confirmation (by completion time).
+fn longest_gap(history: &History, from: u64, until: u64) -> u64 {
+    let confirmations = completions(history, OpKind::Purchase, purchase_confirmed, from, until);
+    longest_between(&confirmations, from, until)
+}
+
+/// The longest stretches of a window without a purchase confirmation, apart by whether local
+/// views were answered meanwhile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Stalls {
+    /// Views were answered during it: purchases alone stalled.
+    purchases_only: u64,
+    /// Views were not answered through all of it but [`EVERY_REQUEST_SLACK_MS`].
+    every_request: u64,
+}
+
+/// [`Stalls`] of `from..until`. A run whose workload has no local view counts every stall as
+/// one of purchases alone.
+fn stalls(history: &History, from: u64, until: u64) -> Stalls {
+    let confirmations = completions(history, OpKind::Purchase, purchase_confirmed, from, until);
+    let views_in_run = history.of_kind(OpKind::View).next().is_some();
+    let views = completions(history, OpKind::View, viewed, from, until);
+    let mut stalls = Stalls::default();
+    let mut last = from;
+    for &t in confirmations.iter().chain([&until]) {
+        let gap = t.saturating_sub(last);
+        let views_gap = longest_between(
+            &views
+                .iter()
+                .copied()
+                .filter(|v| (last..t).contains(v))
+                .collect::<Vec<_>>(),
+            last,
+            t,
+        );
+        if views_in_run && gap > EVERY_REQUEST_SLACK_MS && views_gap + EVERY_REQUEST_SLACK_MS >= gap
+        {
+            stalls.every_request = stalls.every_request.max(gap);
+        } else {
+            stalls.purchases_only = stalls.purchases_only.max(gap);
+        }
+        last = t;
+    }
+    stalls
 }
 
 #[cfg(test)]
@@ -431,22 +521,7 @@ mod tests {
 
     #[test]
     fn a_failover_counts_only_the_stall_while_the_archive_is_halted() {
-        let failover = |archive_halted_ms| FaultRecord {
-            kind: FaultKind::PostgresFailover,
-            description: "failover".into(),
-            nodes: Vec::new(),
-            started_ms: 1000,
-            healed_ms: 9000,
-            recovered_ms: Some(9100),
-            resumed_ms: Some(9200),
-            problems: Vec::new(),
-            figures: Some(FaultFigures::PostgresFailover(
-                crate::nemesis::postgres_failover::Figures {
-                    archive_halted_ms,
-                    ..Default::default()
-                },
-            )),
-        };
+        let failover = |archive_halted_ms| failover_killed_at(1000, archive_halted_ms);
         // Confirmations every 100 ms, but none from 5000 to 8000 ms: a 3 s stall, after the
         // archive resumed at 1000 + 2500 ms.
         let mut history = History::default();
@@ -460,6 +535,112 @@ mod tests {
         // The archive never resumed: the whole window counts, and the stall is in it.
         let outcomes = fault_outcomes(&history, vec![failover(None)], 10_000);
         assert_eq!(outcomes[0].gap_while_archive_halted_ms, Some(3100));
+    }
+
+    #[test]
+    fn a_failover_counts_the_halt_from_the_kill_not_from_the_fault_start() {
+        // The fault starts at 1000 ms, the primary is killed at 5000 ms (reading the backlog
+        // first took that long), and the archive is back 2500 ms after the kill. A stall from
+        // 2000 to 4500 ms came before the kill: the archive was running.
+        let mut history = History::default();
+        let times = (1000..=9500)
+            .step_by(100)
+            .filter(|t| !(2000..4500).contains(t));
+        history.extend(times.map(confirmed).collect());
+        let outcomes = fault_outcomes(&history, vec![failover_killed_at(5000, Some(2500))], 10_000);
+        assert_eq!(outcomes[0].longest_gap_ms, 2600);
+        assert_eq!(outcomes[0].gap_while_archive_halted_ms, Some(100));
+        // The same stall after the kill counts.
+        let outcomes = fault_outcomes(&history, vec![failover_killed_at(1500, Some(4000))], 10_000);
+        assert_eq!(outcomes[0].gap_while_archive_halted_ms, Some(2600));
+    }
+
+    fn viewed_at(completed_ms: u64) -> crate::history::OpRecord {
+        crate::history::OpRecord {
+            client: 0,
+            kind: OpKind::View,
+            key: None,
+            product: "p".into(),
+            quantity: 0,
+            invoked_ms: completed_ms,
+            completed_ms,
+            attempts: 1,
+            unknown_attempts: 0,
+            expected: None,
+            target: Default::default(),
+            result: OpResult::Viewed {
+                product: flashstock_api::Product {
+                    id: "p".into(),
+                    name: "P".into(),
+                    price_cents: 1000,
+                    stock: 10,
+                    initial_stock: 10,
+                    restocked: 0,
+                    sold: 0,
+                }
+                .into(),
+                applied_index: None,
+                served_by: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_stall_of_every_request_while_the_archive_is_halted_is_reported_apart() {
+        // Purchases and views every 100 ms from 1000 ms; from 3000 to 5000 ms neither is
+        // answered (the machine stalled); from 6000 to 7800 ms views go on and purchases stop.
+        let mut history = History::default();
+        let times = || (1000..=9500).step_by(100);
+        history.extend(
+            times()
+                .filter(|t| !(3000..5000).contains(t) && !(6000..7800).contains(t))
+                .map(confirmed)
+                .collect(),
+        );
+        history.extend(
+            times()
+                .filter(|t| !(3000..5000).contains(t))
+                .map(viewed_at)
+                .collect(),
+        );
+        let outcomes = fault_outcomes(&history, vec![failover_killed_at(1000, Some(8000))], 10_000);
+        assert_eq!(outcomes[0].gap_while_archive_halted_ms, Some(1900));
+        assert_eq!(outcomes[0].stall_of_every_request_ms, Some(2100));
+        // Without views in the run, every stall is counted.
+        let mut purchases_only = History::default();
+        purchases_only.extend(
+            times()
+                .filter(|t| !(3000..5000).contains(t))
+                .map(confirmed)
+                .collect(),
+        );
+        let outcomes = fault_outcomes(
+            &purchases_only,
+            vec![failover_killed_at(1000, Some(8000))],
+            10_000,
+        );
+        assert_eq!(outcomes[0].gap_while_archive_halted_ms, Some(2100));
+    }
+
+    /// A `postgres-failover` fault from 1000 to 9000 ms whose primary was killed at `killed_at_ms`.
+    fn failover_killed_at(killed_at_ms: u64, archive_halted_ms: Option<u64>) -> FaultRecord {
+        FaultRecord {
+            kind: FaultKind::PostgresFailover,
+            description: "failover".into(),
+            nodes: Vec::new(),
+            started_ms: 1000,
+            healed_ms: 9000,
+            recovered_ms: Some(9100),
+            resumed_ms: Some(9200),
+            problems: Vec::new(),
+            figures: Some(FaultFigures::PostgresFailover(
+                crate::nemesis::postgres_failover::Figures {
+                    killed_at_ms,
+                    archive_halted_ms,
+                    ..Default::default()
+                },
+            )),
+        }
     }
 
     #[test]
