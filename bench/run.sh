@@ -5,9 +5,9 @@
 # bench/results/<date>.json, <date>.md and <date>-*.svg.
 #
 #   ./bench/run.sh                 # the brief's scale: 6000 connections, curves to 12 000
-#                                  # connections and 1 000 000 products (about 10 minutes on
-#                                  # two cores, 5 of them creating the million products, measured
-#                                  # before the Redis scenarios, which add four 15-second runs)
+#                                  # connections and 1 000 000 products (about 8 minutes on
+#                                  # two cores with the Redis scenarios, 1 of them importing the
+#                                  # million products)
 #   ./bench/run.sh --scale quick   # a reduced scale, about 3 minutes (2.6 with Redis)
 #   ./bench/run.sh --sustained 30  # only the sustained run: the standard mix at 6000
 #                                  # connections for 30 minutes with the archive on, figures
