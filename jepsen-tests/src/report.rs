@@ -556,33 +556,7 @@ mod tests {
     }
 
     fn viewed_at(completed_ms: u64) -> crate::history::OpRecord {
-        crate::history::OpRecord {
-            client: 0,
-            kind: OpKind::View,
-            key: None,
-            product: "p".into(),
-            quantity: 0,
-            invoked_ms: completed_ms,
-            completed_ms,
-            attempts: 1,
-            unknown_attempts: 0,
-            expected: None,
-            target: Default::default(),
-            result: OpResult::Viewed {
-                product: flashstock_api::Product {
-                    id: "p".into(),
-                    name: "P".into(),
-                    price_cents: 1000,
-                    stock: 10,
-                    initial_stock: 10,
-                    restocked: 0,
-                    sold: 0,
-                }
-                .into(),
-                applied_index: None,
-                served_by: None,
-            },
-        }
+        crate::history::test_view(completed_ms, completed_ms, None, None)
     }
 
     #[test]

@@ -84,8 +84,7 @@ pub fn cut_off_gateways_own_up(history: &History, cuts: &[Figures]) -> Invariant
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{OpKind, OpRecord, ServedBy};
-    use flashstock_api::Product;
+    use crate::history::{OpRecord, ServedBy};
 
     fn cut() -> Figures {
         Figures {
@@ -99,36 +98,15 @@ mod tests {
     }
 
     fn view(at_ms: u64, gateway: &str, staleness: Option<&str>) -> OpRecord {
-        OpRecord {
-            client: 0,
-            kind: OpKind::View,
-            key: None,
-            product: "p".into(),
-            quantity: 0,
-            invoked_ms: at_ms,
-            completed_ms: at_ms + 5,
-            attempts: 1,
-            unknown_attempts: 0,
-            expected: None,
-            target: Default::default(),
-            result: OpResult::Viewed {
-                product: Product {
-                    id: "p".into(),
-                    name: "P".into(),
-                    price_cents: 1000,
-                    stock: 10,
-                    initial_stock: 10,
-                    restocked: 0,
-                    sold: 0,
-                }
-                .into(),
-                applied_index: Some(1),
-                served_by: Some(ServedBy {
-                    gateway: gateway.into(),
-                    staleness: staleness.map(str::to_owned),
-                }),
-            },
-        }
+        crate::history::test_view(
+            at_ms,
+            at_ms + 5,
+            Some(1),
+            Some(ServedBy {
+                gateway: gateway.into(),
+                staleness: staleness.map(str::to_owned),
+            }),
+        )
     }
 
     fn passed(ops: Vec<OpRecord>, cuts: &[Figures]) -> bool {
