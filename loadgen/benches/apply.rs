@@ -31,6 +31,7 @@
 use std::time::{Duration, Instant};
 
 use flashstock_api::{Command, Op, Proposal};
+use flashstock_loadgen::workload::Rng;
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use raft_store::Entry;
@@ -59,22 +60,9 @@ impl Workload {
     }
 }
 
-/// splitmix64: a fixed pseudo-random sequence, so every run applies the same keys.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// 32 lowercase hex digits: the shape of a client's key and of an order's token.
-    fn hex128(&mut self) -> String {
-        format!("{:016x}{:016x}", self.next(), self.next())
-    }
+/// 32 lowercase hex digits: the shape of a client's key and of an order's token.
+fn hex128(random: &mut Rng) -> String {
+    format!("{:016x}{:016x}", random.next_u64(), random.next_u64())
 }
 
 fn entry(index: u64, proposed_at_ms: u64, commands: Vec<Command>) -> Entry {
@@ -119,7 +107,7 @@ async fn run(settings: Settings, workload: Workload) -> Duration {
             .expect("create the catalog");
     }
 
-    let mut random = Random(7);
+    let mut random = Rng::new(7);
     let entries: Vec<Entry> = (0..settings.purchases.div_ceil(settings.batch))
         .map(|e| {
             let commands = (0..settings.batch)
@@ -127,16 +115,16 @@ async fn run(settings: Settings, workload: Workload) -> Duration {
                     let product = match workload {
                         Workload::OneProduct => product_id(0),
                         Workload::Spread => {
-                            product_id((random.next() % settings.products as u64) as usize)
+                            product_id(random.below(settings.products as u64) as usize)
                         }
                     };
                     Command {
-                        key: random.hex128(),
+                        key: hex128(&mut random),
                         op: Op::Purchase {
                             product,
                             quantity: 1,
                             customer: None,
-                            token: Some(random.hex128()),
+                            token: Some(hex128(&mut random)),
                         },
                     }
                 })
