@@ -453,15 +453,10 @@ fn stalls(history: &History, from: u64, until: u64) -> Stalls {
     let mut last = from;
     for &t in confirmations.iter().chain([&until]) {
         let gap = t.saturating_sub(last);
-        let views_gap = longest_between(
-            &views
-                .iter()
-                .copied()
-                .filter(|v| (last..t).contains(v))
-                .collect::<Vec<_>>(),
-            last,
-            t,
-        );
+        // `views` is sorted: the ones answered within `last..t` are one slice of it.
+        let inside =
+            &views[views.partition_point(|v| *v < last)..views.partition_point(|v| *v < t)];
+        let views_gap = longest_between(inside, last, t);
         if views_in_run && gap > EVERY_REQUEST_SLACK_MS && views_gap + EVERY_REQUEST_SLACK_MS >= gap
         {
             stalls.every_request = stalls.every_request.max(gap);
