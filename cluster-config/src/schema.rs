@@ -178,6 +178,11 @@ pub struct RaftSection {
     /// Timeout of one Raft RPC; at least 1.
     /// Default [`DEFAULT_RPC_TIMEOUT_MS`].
     pub rpc_timeout_ms: u64,
+    /// How long the leader waits for the answer to one chunk of a snapshot it
+    /// sends; the last chunk is answered once the member has installed the
+    /// whole snapshot. At least `rpc_timeout_ms`, below
+    /// `limits.request_timeout_ms`. Default [`DEFAULT_SNAPSHOT_CHUNK_TIMEOUT_MS`].
+    pub snapshot_chunk_timeout_ms: u64,
     /// How long a purchase's idempotency record is kept; at least
     /// [`IDEMPOTENCY_WINDOW_MS_MIN`], and above `limits.client_retry_horizon_ms`.
     /// Default [`DEFAULT_IDEMPOTENCY_WINDOW_MS`].
@@ -219,6 +224,7 @@ impl Default for RaftSection {
             snapshot_every_logs: DEFAULT_SNAPSHOT_EVERY_LOGS,
             logs_to_keep_after_snapshot: DEFAULT_LOGS_TO_KEEP_AFTER_SNAPSHOT,
             rpc_timeout_ms: DEFAULT_RPC_TIMEOUT_MS,
+            snapshot_chunk_timeout_ms: DEFAULT_SNAPSHOT_CHUNK_TIMEOUT_MS,
             idempotency_window_ms: DEFAULT_IDEMPOTENCY_WINDOW_MS,
             commit_timeout_ms: DEFAULT_COMMIT_TIMEOUT_MS,
             transport: Transport::Wire,

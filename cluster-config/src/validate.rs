@@ -69,6 +69,17 @@ fn validate_request_timeout(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    // A member answers a snapshot's last chunk after installing it; its server must not cut
+    // that answer before the leader stops waiting for it.
+    if limits.request_timeout_ms <= config.raft.snapshot_chunk_timeout_ms {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "must be greater than raft.snapshot_chunk_timeout_ms (got {} <= {})",
+                limits.request_timeout_ms, config.raft.snapshot_chunk_timeout_ms
+            ),
+        ));
+    }
     if limits.request_timeout_ms <= config.archive.timeout_ms {
         return Err(ConfigError::invalid(
             key,
@@ -295,6 +306,11 @@ fn validate_raft(raft: &RaftSection) -> Result<(), ConfigError> {
         0,
     )?;
     at_least("raft.rpc_timeout_ms", raft.rpc_timeout_ms, 1)?;
+    at_least(
+        "raft.snapshot_chunk_timeout_ms",
+        raft.snapshot_chunk_timeout_ms,
+        raft.rpc_timeout_ms,
+    )?;
     at_least("raft.commit_timeout_ms", raft.commit_timeout_ms, 1)?;
     at_least(
         "raft.idempotency_window_ms",

@@ -642,6 +642,30 @@ fn request_timeout_is_above_every_designed_wait() {
     ));
     assert_eq!(key, "limits.request_timeout_ms");
     assert!(message.contains("archive.timeout_ms"), "{message}");
+    // A member's server must not cut the answer to a snapshot's last chunk (sent after the
+    // whole install) before the leader stops waiting for it.
+    let (key, message) = invalid(&voter_with(
+        "[limits]\nrequest_timeout_ms = 50000\n[raft]\nsnapshot_chunk_timeout_ms = 50000",
+    ));
+    assert_eq!(key, "limits.request_timeout_ms");
+    assert!(
+        message.contains("raft.snapshot_chunk_timeout_ms"),
+        "{message}"
+    );
+}
+
+/// A snapshot chunk waits at least as long as any other Raft call: its answer may include the
+/// member's whole install.
+#[test]
+fn a_snapshot_chunk_waits_at_least_an_rpc_timeout() {
+    assert_invalid(
+        &voter_with("[raft]\nrpc_timeout_ms = 3000\nsnapshot_chunk_timeout_ms = 2999"),
+        "raft.snapshot_chunk_timeout_ms",
+    );
+    assert!(Config::from_toml_str(&voter_with(
+        "[raft]\nrpc_timeout_ms = 3000\nsnapshot_chunk_timeout_ms = 3000"
+    ))
+    .is_ok());
 }
 
 #[test]

@@ -147,7 +147,8 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
         heartbeat_interval: raft.heartbeat_interval_ms,
         election_timeout_min: raft.election_timeout_min_ms,
         election_timeout_max: raft.election_timeout_max_ms,
-        install_snapshot_timeout: raft.rpc_timeout_ms,
+        // One chunk's answer; the last one's waits for the member's whole install.
+        install_snapshot_timeout: raft.snapshot_chunk_timeout_ms,
         // Each node asks for its snapshots itself, when due: `snapshot_pacing`.
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: raft.logs_to_keep_after_snapshot,
