@@ -87,6 +87,8 @@ pub struct LocalCluster {
     http: reqwest::Client,
     /// Set by [`LocalCluster::enable_tls`].
     tls: Option<LocalTls>,
+    /// Set by [`LocalCluster::set_cpu_budget`]: every node started since runs on it.
+    cpu_budget: Option<flashstock_host::CpuBudget>,
 }
 
 /// The certificates of a cluster laid out with TLS, in `dir/tls`.
@@ -279,6 +281,7 @@ impl LocalCluster {
             network,
             http: reqwest::Client::new(),
             tls: None,
+            cpu_budget: None,
         })
     }
 
@@ -465,6 +468,17 @@ impl LocalCluster {
         self.wait_ready(id).await
     }
 
+    /// Hold every node started from now on to a CPU budget of its own (a cgroup each, named
+    /// `node-<id>`), as if each ran on a server of its own.
+    pub fn set_cpu_budget(&mut self, budget: flashstock_host::CpuBudget) {
+        self.cpu_budget = Some(budget);
+    }
+
+    /// The CPU budget the nodes run on, if any.
+    pub fn cpu_budget(&self) -> Option<&flashstock_host::CpuBudget> {
+        self.cpu_budget.as_ref()
+    }
+
     /// Start a node's process without waiting for it (e.g. one this cluster's clients cannot
     /// reach, to check that it cannot join).
     pub fn spawn(&mut self, id: u64) -> Result<(), Error> {
@@ -496,6 +510,17 @@ impl LocalCluster {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
+        // `ip netns exec` execs the node in place: the child's id is the node's.
+        if let Some(budget) = &self.cpu_budget {
+            if let Err(e) = budget.place(&format!("node-{id}"), child.id()) {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Io(std::io::Error::other(format!(
+                    "node {id}: its CPU budget: {e}"
+                ))));
+            }
+        }
         node.child = Some(child);
         Ok(())
     }

@@ -72,6 +72,9 @@ pub struct BenchResults {
     pub rss_after_scenarios_mib: BTreeMap<String, f64>,
     /// Every node's store after the scenarios, by part (its status's `storage`).
     pub storage_after_scenarios: BTreeMap<String, flashstock_api::StorageStatus>,
+    /// With `--cpu-budget`: how long each node was held back by its budget over the scenarios,
+    /// seconds (the kernel's `throttled_time`), and how many periods it was.
+    pub throttled_after_scenarios: BTreeMap<String, (f64, u64)>,
     pub concurrency: Vec<ConcurrencyPoint>,
     pub catalog: Vec<CatalogPoint>,
     pub targets: Vec<TargetResult>,
@@ -671,6 +674,14 @@ impl BenchResults {
                 "Nodes' transport (`raft.transport`, `--transport`): `{transport}`.\n"
             );
         }
+        if let Some(cores) = self.settings.get("cpu_budget").and_then(|c| c.as_f64()) {
+            let _ = writeln!(
+                out,
+                "CPU budget (`--cpu-budget`): each node held to {cores} cores by a cgroup CPU \
+                 quota of its own, as if on a server of its own; the baselines and the load \
+                 generator are not held.\n"
+            );
+        }
         self.machine_markdown(&mut out);
         self.targets_markdown(&mut out);
         self.scenarios_markdown(&mut out);
@@ -830,6 +841,21 @@ impl BenchResults {
                 out,
                 "\nResident memory after the scenarios (MiB): {}\n",
                 mib_list(&self.rss_after_scenarios_mib)
+            );
+        }
+        if !self.throttled_after_scenarios.is_empty() {
+            let list: Vec<String> = self
+                .throttled_after_scenarios
+                .iter()
+                .map(|(node, (seconds, periods))| {
+                    format!("{node} {seconds:.1} s in {periods} periods")
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "Held back by their CPU budget over the scenarios (time spent waiting for the \
+                 next period with the quota used up): {}\n",
+                list.join(", ")
             );
         }
         if !self.storage_after_scenarios.is_empty() {

@@ -91,6 +91,7 @@ pub async fn run(settings: Settings, out: &Path, progress: bool) -> Result<bool,
         scenarios: Vec::new(),
         rss_after_scenarios_mib: BTreeMap::new(),
         storage_after_scenarios: BTreeMap::new(),
+        throttled_after_scenarios: BTreeMap::new(),
         concurrency: Vec::new(),
         catalog: Vec::new(),
         targets: Vec::new(),
@@ -109,6 +110,16 @@ pub async fn run(settings: Settings, out: &Path, progress: bool) -> Result<bool,
     results.rss_after_scenarios_mib = cluster_rss(&cluster);
     results.rss_after_scenarios_mib.extend(baselines.rss());
     results.storage_after_scenarios = cluster_storage(&cluster).await;
+    if let Some(budget) = cluster.cpu_budget() {
+        results.throttled_after_scenarios = cluster
+            .nodes
+            .values()
+            .filter_map(|node| {
+                let (periods, seconds) = budget.throttled(&format!("node-{}", node.id))?;
+                Some((node_label(node.role, node.id), (seconds, periods)))
+            })
+            .collect();
+    }
     // The baselines are done: their processes leave the machine to the cluster.
     drop(baselines);
     run_concurrency_curve(&mut results, &cluster, &shop, &settings, progress, &cpu).await?;
@@ -134,6 +145,13 @@ async fn start_cluster(settings: &Settings) -> Result<(LocalCluster, Floor, f64)
         })
         .map_err(|e| e.to_string())?
     };
+    if let Some(cores) = settings.cpu_budget {
+        let budget = flashstock_host::CpuBudget::new(cores).map_err(|e| e.to_string())?;
+        say(format!(
+            "CPU budget: each node held to {cores} cores (a cgroup CPU quota each)"
+        ));
+        cluster.set_cpu_budget(budget);
+    }
     // The floor probe writes where the nodes keep their data.
     let floor = probe_floor(&cluster).await?;
     say(format!(

@@ -69,6 +69,11 @@ pub struct Flags {
     /// Length of one interval of the sustained run's figures, seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub sustained_interval: f64,
+    /// Hold each node to this many cores (a cgroup v1 CPU quota each; root only), as if each
+    /// ran on a server of its own: a leader can no longer borrow its followers' idle CPU. The
+    /// baselines and the load generator are not held.
+    #[arg(long, value_name = "CORES")]
+    pub cpu_budget: Option<f64>,
 }
 
 /// `--transport`: `raft.transport` of every node.
@@ -108,6 +113,8 @@ pub struct Settings {
     pub(crate) transport: TransportArg,
     /// Minutes of the sustained run, and its interval in seconds; `None`: the standard benchmark.
     pub(crate) sustained: Option<(f64, f64)>,
+    /// Cores each node is held to; `None`: the nodes share the machine.
+    pub(crate) cpu_budget: Option<f64>,
 }
 
 impl Settings {
@@ -147,6 +154,7 @@ impl Settings {
             sustained: flags
                 .sustained
                 .map(|minutes| (minutes, flags.sustained_interval)),
+            cpu_budget: flags.cpu_budget,
         }
     }
 
