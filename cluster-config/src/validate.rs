@@ -69,25 +69,25 @@ fn validate_request_timeout(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
-    // A member answers a snapshot's last chunk after installing it; its server must not cut
-    // that answer before the leader stops waiting for it.
-    if limits.request_timeout_ms <= config.raft.snapshot_chunk_timeout_ms {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "must be greater than raft.snapshot_chunk_timeout_ms (got {} <= {})",
-                limits.request_timeout_ms, config.raft.snapshot_chunk_timeout_ms
-            ),
-        ));
-    }
-    if limits.request_timeout_ms <= config.archive.timeout_ms {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "must be greater than archive.timeout_ms (got {} <= {})",
-                limits.request_timeout_ms, config.archive.timeout_ms
-            ),
-        ));
+    // Each a single wait a handler does: the archive's, and a member's answer to a snapshot's
+    // last chunk (sent after the whole install), which its server must not cut before the
+    // leader stops waiting for it.
+    for (other_key, other) in [
+        (
+            "raft.snapshot_chunk_timeout_ms",
+            config.raft.snapshot_chunk_timeout_ms,
+        ),
+        ("archive.timeout_ms", config.archive.timeout_ms),
+    ] {
+        if limits.request_timeout_ms <= other {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "must be greater than {other_key} (got {} <= {other})",
+                    limits.request_timeout_ms
+                ),
+            ));
+        }
     }
     Ok(())
 }
