@@ -181,7 +181,10 @@ pub struct RaftSection {
     /// How long the leader waits for the answer to one chunk of a snapshot it
     /// sends; the last chunk is answered once the member has installed the
     /// whole snapshot. At least `rpc_timeout_ms`, below
-    /// `limits.request_timeout_ms`. Default [`DEFAULT_SNAPSHOT_CHUNK_TIMEOUT_MS`].
+    /// `limits.request_timeout_ms`. Default [`DEFAULT_SNAPSHOT_CHUNK_TIMEOUT_MS`]; left out
+    /// of a written file when it is the default, so that older releases (which do not know
+    /// the key) can read the file.
+    #[serde(skip_serializing_if = "is_default_snapshot_chunk_timeout")]
     pub snapshot_chunk_timeout_ms: u64,
     /// How long a purchase's idempotency record is kept; at least
     /// [`IDEMPOTENCY_WINDOW_MS_MIN`], and above `limits.client_retry_horizon_ms`.
@@ -207,6 +210,10 @@ pub enum Transport {
     #[default]
     Wire,
     Http,
+}
+
+fn is_default_snapshot_chunk_timeout(ms: &u64) -> bool {
+    *ms == DEFAULT_SNAPSHOT_CHUNK_TIMEOUT_MS
 }
 
 impl Transport {

@@ -122,6 +122,20 @@ fn minimal_voter_gets_documented_defaults() {
         let checkout = toml::Value::try_from(&config.checkout).expect("a section serializes");
         table.insert("checkout".into(), checkout);
     }
+    // So is `raft.snapshot_chunk_timeout_ms` at its default, a key the release before does
+    // not know.
+    let raft = applied
+        .get_mut("raft")
+        .and_then(toml::Value::as_table_mut)
+        .expect("[raft] is written");
+    assert!(
+        raft.get("snapshot_chunk_timeout_ms").is_none(),
+        "the default raft.snapshot_chunk_timeout_ms is not written"
+    );
+    raft.insert(
+        "snapshot_chunk_timeout_ms".into(),
+        toml::Value::Integer(config.raft.snapshot_chunk_timeout_ms as i64),
+    );
     let documented = documented_defaults();
     assert!(documented.len() >= 20, "{documented:?}");
     for (key, value) in &documented {
