@@ -384,6 +384,31 @@ impl History {
     }
 }
 
+/// An operation of `kind` on product `p`, one item, key `k`, one attempt, ended with `result`:
+/// for tests.
+#[cfg(test)]
+pub(crate) fn test_op(
+    kind: OpKind,
+    invoked_ms: u64,
+    completed_ms: u64,
+    result: OpResult,
+) -> OpRecord {
+    OpRecord {
+        client: 0,
+        kind,
+        key: Some("k".into()),
+        product: "p".into(),
+        quantity: 1,
+        invoked_ms,
+        completed_ms,
+        attempts: 1,
+        unknown_attempts: 0,
+        expected: None,
+        target: Default::default(),
+        result,
+    }
+}
+
 /// A view of product `p` (10 in stock, none sold), answered at `completed_ms`: for tests.
 #[cfg(test)]
 pub(crate) fn test_view(
@@ -392,31 +417,23 @@ pub(crate) fn test_view(
     applied_index: Option<u64>,
     served_by: Option<ServedBy>,
 ) -> OpRecord {
+    let viewed = OpResult::Viewed {
+        product: flashstock_api::Product {
+            id: "p".into(),
+            name: "P".into(),
+            price_cents: 1000,
+            stock: 10,
+            initial_stock: 10,
+            restocked: 0,
+            sold: 0,
+        }
+        .into(),
+        applied_index,
+        served_by,
+    };
     OpRecord {
-        client: 0,
-        kind: OpKind::View,
         key: None,
-        product: "p".into(),
         quantity: 0,
-        invoked_ms,
-        completed_ms,
-        attempts: 1,
-        unknown_attempts: 0,
-        expected: None,
-        target: Default::default(),
-        result: OpResult::Viewed {
-            product: flashstock_api::Product {
-                id: "p".into(),
-                name: "P".into(),
-                price_cents: 1000,
-                stock: 10,
-                initial_stock: 10,
-                restocked: 0,
-                sold: 0,
-            }
-            .into(),
-            applied_index,
-            served_by,
-        },
+        ..test_op(OpKind::View, invoked_ms, completed_ms, viewed)
     }
 }

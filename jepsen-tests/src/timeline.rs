@@ -260,25 +260,8 @@ fn latency_line(svg: &mut String, frame: &Frame, buckets: &[(u64, u64)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::OpRecord;
+    use crate::history::{test_op as op, OpRecord};
     use crate::nemesis::FaultKind;
-
-    fn op(kind: OpKind, invoked_ms: u64, completed_ms: u64, result: OpResult) -> OpRecord {
-        OpRecord {
-            client: 0,
-            kind,
-            key: Some("k".into()),
-            product: "p".into(),
-            quantity: 1,
-            invoked_ms,
-            completed_ms,
-            attempts: 1,
-            unknown_attempts: 0,
-            expected: None,
-            target: Default::default(),
-            result,
-        }
-    }
 
     #[test]
     fn every_operation_is_an_invoke_then_its_completion() {
