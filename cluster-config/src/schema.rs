@@ -175,8 +175,8 @@ pub struct RaftSection {
     /// Log entries kept behind a snapshot; 0 allowed.
     /// Default [`DEFAULT_LOGS_TO_KEEP_AFTER_SNAPSHOT`].
     pub logs_to_keep_after_snapshot: u64,
-    /// Timeout of one Raft RPC; at least 1.
-    /// Default [`DEFAULT_RPC_TIMEOUT_MS`].
+    /// Timeout of one Raft RPC (a snapshot's chunks have their own,
+    /// `snapshot_chunk_timeout_ms`); at least 1. Default [`DEFAULT_RPC_TIMEOUT_MS`].
     pub rpc_timeout_ms: u64,
     /// How long the leader waits for the answer to one chunk of a snapshot it
     /// sends; the last chunk is answered once the member has installed the
