@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 mod checkout_api;
 mod commerce;
 mod error_code;
+pub mod placement;
 
 pub use checkout_api::{
     CartRequest, HoldDetails, HoldLineView, HoldReleased, HoldResponse, HoldStatus, HoldView,
@@ -516,6 +517,28 @@ impl OrderId {
 
     pub fn slot(self) -> u16 {
         (self.0 & 0xffff) as u16
+    }
+
+    /// The order placed by command `slot` of the entry at `log_index` of `incarnation` in
+    /// `group`, in a cluster of several groups: the group takes the slot field's top
+    /// [`placement::GROUP_BITS`] bits, and `slot` is below [`placement::GROUP_SLOTS`]. Group 0's
+    /// ids are those of [`OrderId::placed`].
+    pub fn placed_in(group: u16, incarnation: u8, log_index: u64, slot: u16) -> OrderId {
+        debug_assert!(group < placement::GROUPS_MAX && usize::from(slot) < placement::GROUP_SLOTS);
+        let group = group & (placement::GROUPS_MAX - 1);
+        let slot = slot & (placement::GROUP_SLOTS as u16 - 1);
+        OrderId::placed(
+            incarnation,
+            log_index,
+            group << placement::GROUP_SLOT_BITS | slot,
+        )
+    }
+
+    /// The group that placed the order, in a cluster of several groups. Meaningless in a
+    /// cluster of one group whose entries held more than [`placement::GROUP_SLOTS`] commands
+    /// (`limits.commands_per_entry_max` above its default), where the slot fills the field.
+    pub fn group(self) -> u16 {
+        self.slot() >> placement::GROUP_SLOT_BITS
     }
 }
 
@@ -1618,6 +1641,27 @@ mod tests {
             7 << 16 | 3,
             "incarnation 0 ids are unchanged"
         );
+    }
+
+    #[test]
+    fn an_order_id_names_its_group_and_group_0_keeps_todays_ids() {
+        let last_slot = placement::GROUP_SLOTS as u16 - 1;
+        for group in [0, 1, 5, placement::GROUPS_MAX - 1] {
+            let id = OrderId::placed_in(group, 3, 1_000_000, last_slot);
+            assert_eq!(
+                (id.group(), id.incarnation(), id.log_index()),
+                (group, 3, 1_000_000)
+            );
+            assert_eq!(id.slot() & last_slot, last_slot);
+        }
+        assert_eq!(OrderId::placed_in(0, 0, 7, 3), OrderId::new(7, 3));
+        // The same position in two groups gives two ids; both follow the position before.
+        let (a, b) = (
+            OrderId::placed_in(1, 0, 9, 0),
+            OrderId::placed_in(2, 0, 9, 0),
+        );
+        assert_ne!(a, b);
+        assert!(a > OrderId::placed_in(63, 0, 8, last_slot));
     }
 
     #[test]
