@@ -17,11 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use flashstock_api::{
     bulk_item_key, split_bulk_item_key, validate_command, Command, Hold, HoldId, HoldState, Op,
     Order, OrderId, OrderLine, OrderTerms, Outcome, Product, ProductTerms, Proposal, Rejection,
-    CLUSTER_VERSION, CLUSTER_VERSION_BASE, COMMANDS_PER_ENTRY_LIMIT,
+    CLUSTER_VERSION, CLUSTER_VERSION_BASE,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::checkout;
+use crate::keys::Group;
 pub use crate::records::{OrderRecord, ProductRecord};
 
 /// Most expired idempotency records forgotten while applying one entry, beyond one per command.
@@ -200,15 +201,18 @@ pub trait InventoryState {
     fn put_cluster_version(&mut self, version: u32);
 }
 
-/// Apply one entry's proposal at `log_index`. Returns one outcome per command, in order.
+/// Apply one entry's proposal at `log_index` of `group`. Returns one outcome per command, in
+/// order.
 pub fn apply_proposal(
     state: &mut impl InventoryState,
+    group: &Group,
     log_index: u64,
     proposal: &Proposal,
 ) -> Result<Vec<Outcome>, Fault> {
-    if proposal.commands.len() > COMMANDS_PER_ENTRY_LIMIT {
+    let limit = group.commands_per_entry_limit();
+    if proposal.commands.len() > limit {
         // Never proposed by a correct node. Answer every command, change nothing.
-        let reason = format!("an entry holds at most {COMMANDS_PER_ENTRY_LIMIT} commands");
+        let reason = format!("an entry holds at most {limit} commands");
         let outcomes = proposal
             .commands
             .iter()
@@ -233,7 +237,7 @@ pub fn apply_proposal(
     let incarnation = state.incarnations()?.at(log_index);
     let mut outcomes = Vec::with_capacity(proposal.commands.len());
     for (slot, command) in proposal.commands.iter().enumerate() {
-        let order_id = OrderId::placed(incarnation, log_index, slot as u16);
+        let order_id = group.order_id(incarnation, log_index, slot as u16);
         outcomes.push(apply_command(state, &mut meta, order_id, command)?);
     }
     state.put_meta(&meta);

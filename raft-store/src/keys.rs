@@ -18,6 +18,107 @@ pub fn cf<'a>(db: &'a rocksdb::DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .unwrap_or_else(|| panic!("column family {name} is checked at open"))
 }
 
+/// One Raft group's part of a node's store, and what the cluster's number of groups asks of
+/// the group's entries.
+///
+/// Each group has its own three column families (log, Raft records, state) in the node's one
+/// RocksDB, so their writes share one write-ahead log, and its own snapshot directory. Group 0
+/// has the names a store of one group always had ([`COLUMN_FAMILIES`], [`crate::snapshot::DIR`]):
+/// a store written before groups existed is group 0 of a one-group cluster, unchanged. Group
+/// `g` > 0 has `log-g<g>`, `raft-g<g>`, `state-g<g>` and `snapshots-g<g>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    number: u16,
+    groups: u16,
+    log: String,
+    raft: String,
+    state: String,
+}
+
+impl Group {
+    /// The only group of a one-group cluster: today's store.
+    pub fn only() -> Group {
+        Group::new(0, 1)
+    }
+
+    /// Group `number` of a cluster of `groups` (`number < groups <= GROUPS_MAX`).
+    pub fn new(number: u16, groups: u16) -> Group {
+        assert!(
+            number < groups && groups <= flashstock_api::placement::GROUPS_MAX,
+            "group {number} of {groups}"
+        );
+        let name = |family: &str| match number {
+            0 => family.to_string(),
+            n => format!("{family}-g{n}"),
+        };
+        Group {
+            number,
+            groups,
+            log: name(CF_LOG),
+            raft: name(CF_RAFT),
+            state: name(CF_STATE),
+        }
+    }
+
+    pub fn number(&self) -> u16 {
+        self.number
+    }
+
+    /// How many groups the cluster has.
+    pub fn groups(&self) -> u16 {
+        self.groups
+    }
+
+    /// The names of the group's column families: log, Raft records, state.
+    pub fn families(&self) -> [&str; 3] {
+        [&self.log, &self.raft, &self.state]
+    }
+
+    pub fn state_family(&self) -> &str {
+        &self.state
+    }
+
+    pub fn log<'a>(&self, db: &'a rocksdb::DB) -> &'a rocksdb::ColumnFamily {
+        cf(db, &self.log)
+    }
+
+    pub fn raft<'a>(&self, db: &'a rocksdb::DB) -> &'a rocksdb::ColumnFamily {
+        cf(db, &self.raft)
+    }
+
+    pub fn state<'a>(&self, db: &'a rocksdb::DB) -> &'a rocksdb::ColumnFamily {
+        cf(db, &self.state)
+    }
+
+    /// The group's snapshot directory in the store's directory.
+    pub fn snapshot_dir(&self, store: &std::path::Path) -> std::path::PathBuf {
+        match self.number {
+            0 => store.join(crate::snapshot::DIR),
+            n => store.join(format!("{}-g{n}", crate::snapshot::DIR)),
+        }
+    }
+
+    /// Most commands one of the group's entries may hold: with several groups, as many as an
+    /// order id's slot has room for beside the group
+    /// ([`flashstock_api::placement::GROUP_SLOTS`]).
+    pub fn commands_per_entry_limit(&self) -> usize {
+        match self.groups {
+            1 => flashstock_api::COMMANDS_PER_ENTRY_LIMIT,
+            _ => flashstock_api::placement::GROUP_SLOTS,
+        }
+    }
+
+    /// The id of the order placed by command `slot` of the entry at `log_index` of
+    /// `incarnation`: with several groups, it names the group
+    /// ([`OrderId::placed_in`]).
+    pub fn order_id(&self, incarnation: u8, log_index: u64, slot: u16) -> OrderId {
+        match self.groups {
+            1 => OrderId::placed(incarnation, log_index, slot),
+            _ => OrderId::placed_in(self.number, incarnation, log_index, slot),
+        }
+    }
+}
+
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }

@@ -2,7 +2,8 @@
 //! inventory logic they replicate.
 //!
 //! Layout, bottom up:
-//! - [`keys`]: every RocksDB key, defined once; three column families (`log`, `raft`, `state`).
+//! - [`keys`]: every RocksDB key, defined once; three column families (`log`, `raft`, `state`)
+//!   per Raft group ([`Group`]), all in one RocksDB.
 //! - [`inventory`]: the inventory state machine as pure logic over the [`inventory::InventoryState`]
 //!   trait: (state, proposal) → (writes, outcomes). No clock, no randomness, no IO of its own.
 //! - [`log_store`]: [`LogStore`], openraft's `RaftLogStorage`: durable appends, each fsynced.
@@ -37,6 +38,7 @@ use flashstock_api::{Outcome, Proposal};
 use openraft::StorageError;
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
 
+pub use keys::Group;
 pub use log_store::LogStore;
 pub use state_machine::{ProductChange, StateMachine, StateReader};
 
@@ -163,9 +165,9 @@ pub(crate) fn state_options() -> Options {
 
 /// Refuse a store in a format this release does not read; mark one without a format record (new,
 /// or written before the record existed) with format 1, which is what its data is.
-fn check_or_mark_format(db: &DB, dir: &Path) -> Result<(), StorageError<NodeId>> {
+fn check_or_mark_format(db: &DB, group: &Group, dir: &Path) -> Result<(), StorageError<NodeId>> {
     let subject = || openraft::ErrorSubject::Store;
-    let cf_state = keys::cf(db, keys::CF_STATE);
+    let cf_state = group.state(db);
     let key = keys::StateKey::Format.encode();
     let record = db
         .get_cf(cf_state, &key)
@@ -182,30 +184,88 @@ fn check_or_mark_format(db: &DB, dir: &Path) -> Result<(), StorageError<NodeId>>
     Ok(())
 }
 
-/// Open (or create) the store in `dir`: the log storage and the state machine, which share one
-/// RocksDB instance and so one write-ahead log.
+/// Open (or create) the store in `dir` of a cluster of one Raft group: the log storage and the
+/// state machine, which share one RocksDB instance and so one write-ahead log.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StorageError<NodeId>> {
+    let mut groups = open_groups(dir, 1)?;
+    Ok(groups.remove(0))
+}
+
+/// Open (or create) the store in `dir` of a cluster of `groups` Raft groups: the log storage and
+/// the state machine of each group, in group order, all in one RocksDB instance and so sharing
+/// one write-ahead log ([`Group`] says where each group's data lives). A cluster's number of
+/// groups is fixed when it is made: a store that holds a group at or past `groups` is refused,
+/// rather than opened without it.
+pub fn open_groups(
+    dir: &Path,
+    groups: u16,
+) -> Result<Vec<(LogStore, StateMachine)>, StorageError<NodeId>> {
+    let subject = || openraft::ErrorSubject::Store;
+    if groups == 0 || groups > flashstock_api::placement::GROUPS_MAX {
+        return Err(log_store::read_error(
+            subject(),
+            &format!(
+                "a cluster has 1 to {} groups, not {groups}",
+                flashstock_api::placement::GROUPS_MAX
+            ),
+        ));
+    }
+    let groups: Vec<Arc<Group>> = (0..groups)
+        .map(|number| Arc::new(Group::new(number, groups)))
+        .collect();
+    let expected: Vec<&str> = groups.iter().flat_map(|group| group.families()).collect();
+    // A new store has no families yet; an existing one must hold no group beyond `groups`.
+    if let Ok(existing) = DB::list_cf(&Options::default(), dir) {
+        let unknown: Vec<&String> = existing
+            .iter()
+            .filter(|name| *name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .filter(|name| !expected.contains(&name.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(log_store::read_error(
+                subject(),
+                &format!(
+                    "the store in {} holds column families {unknown:?}, of more groups than \
+                     the {} this node is configured with; a cluster's number of groups is \
+                     fixed when it is made",
+                    dir.display(),
+                    groups.len()
+                ),
+            ));
+        }
+    }
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.set_max_total_wal_size(WAL_BYTES_MAX);
-    let families = keys::COLUMN_FAMILIES.iter().map(|name| {
-        let options = if *name == keys::CF_STATE {
-            state_options()
-        } else {
-            Options::default()
-        };
-        ColumnFamilyDescriptor::new(*name, options)
+    let families = groups.iter().flat_map(|group| {
+        let state = group.state_family().to_string();
+        group.families().map(|name| {
+            let options = if name == state {
+                state_options()
+            } else {
+                Options::default()
+            };
+            ColumnFamilyDescriptor::new(name, options)
+        })
     });
     let db = DB::open_cf_descriptors(&options, dir, families)
-        .map_err(|e| log_store::read_error(openraft::ErrorSubject::Store, &e))?;
-    for name in keys::COLUMN_FAMILIES {
+        .map_err(|e| log_store::read_error(subject(), &e))?;
+    for name in &expected {
         assert!(
             db.cf_handle(name).is_some(),
             "column family {name} exists after open"
         );
     }
-    check_or_mark_format(&db, dir)?;
+    for group in &groups {
+        check_or_mark_format(&db, group, dir)?;
+    }
     let db = Arc::new(db);
-    Ok((LogStore::new(db.clone()), StateMachine::new(db)?))
+    groups
+        .into_iter()
+        .map(|group| {
+            let state_machine = StateMachine::new(db.clone(), group.clone())?;
+            Ok((LogStore::new(db.clone(), group), state_machine))
+        })
+        .collect()
 }

@@ -23,7 +23,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::keys::{cf, log_index, log_key, RaftKey, CF_LOG, CF_RAFT};
+use crate::keys::{log_index, log_key, Group, RaftKey};
 use crate::{NodeId, Observer, StoreStage, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -32,12 +32,17 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    group: Arc<Group>,
     observer: Option<Observer>,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> LogStore {
-        LogStore { db, observer: None }
+    pub(crate) fn new(db: Arc<DB>, group: Arc<Group>) -> LogStore {
+        LogStore {
+            db,
+            group,
+            observer: None,
+        }
     }
 
     /// The same store, telling `observer` how long each append's write and fsync take.
@@ -47,7 +52,7 @@ impl LogStore {
     }
 
     fn get_raft<T: DeserializeOwned>(&self, key: RaftKey) -> StorageResult<Option<T>> {
-        let cf = cf(&self.db, CF_RAFT);
+        let cf = self.group.raft(&self.db);
         let value = self
             .db
             .get_cf(cf, key.encode())
@@ -66,9 +71,9 @@ impl LogStore {
         subject: ErrorSubject<NodeId>,
     ) -> StorageResult<()> {
         let bytes = encode(value, subject.clone())?;
-        let db = self.db.clone();
+        let (db, group) = (self.db.clone(), self.group.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let cf = cf(&db, CF_RAFT);
+            let cf = group.raft(&db);
             let mut options = WriteOptions::default();
             options.set_sync(sync);
             db.put_cf_opt(cf, key.encode(), bytes, &options)
@@ -79,7 +84,7 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> StorageResult<Option<LogId<NodeId>>> {
-        let cf = cf(&self.db, CF_LOG);
+        let cf = self.group.log(&self.db);
         let Some(item) = self.db.iterator_cf(cf, IteratorMode::End).next() else {
             return Ok(None);
         };
@@ -99,7 +104,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&n) => n.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let cf = cf(&self.db, CF_LOG);
+        let cf = self.group.log(&self.db);
         let mut entries = Vec::new();
         let from = log_key(start);
         for item in self
@@ -186,7 +191,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         {
-            let cf = cf(&self.db, CF_LOG);
+            let cf = self.group.log(&self.db);
             for entry in entries {
                 let subject = ErrorSubject::Log(*entry.get_log_id());
                 batch.put_cf(
@@ -217,9 +222,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let db = self.db.clone();
+        let (db, group) = (self.db.clone(), self.group.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let cf = cf(&db, CF_LOG);
+            let cf = group.log(&db);
             let mut batch = WriteBatch::default();
             batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
             batch.delete_cf(cf, log_key(u64::MAX));
@@ -235,10 +240,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let subject = ErrorSubject::Logs;
         let purged = encode(&log_id, subject.clone())?;
-        let db = self.db.clone();
+        let (db, group) = (self.db.clone(), self.group.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let cf_log = cf(&db, CF_LOG);
-            let cf_raft = cf(&db, CF_RAFT);
+            let (cf_log, cf_raft) = (group.log(&db), group.raft(&db));
             // The purge mark and the deletion go in one batch, so the log state read back after
             // a crash is always consistent.
             let mut batch = WriteBatch::default();

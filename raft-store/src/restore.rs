@@ -86,7 +86,7 @@ pub fn prepare(dir: &Path, incarnation: u8) -> Result<Prepared, String> {
     db.write_opt(batch, &sync)
         .map_err(|e| format!("cannot write the restored state: {e}"))?;
     let db = std::sync::Arc::new(db);
-    crate::snapshot::Snapshots::open(db.clone())
+    crate::snapshot::Snapshots::open(db.clone(), std::sync::Arc::new(crate::keys::Group::only()))
         .and_then(|snapshots| snapshots.build())
         .map_err(|e| format!("cannot rebuild the snapshot: {e}"))?;
     db.flush_wal(true)

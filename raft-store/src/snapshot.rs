@@ -41,7 +41,7 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
-use crate::keys::{cf, RaftKey, StateKey, CF_RAFT, CF_STATE, STATE_KEY_END};
+use crate::keys::{Group, RaftKey, StateKey, STATE_KEY_END};
 use crate::log_store::{decode, encode, read_error, write_error};
 use crate::{Node, NodeId, TypeConfig};
 
@@ -136,6 +136,7 @@ struct StoredSnapshot {
 /// A store's snapshot files and the record naming the current one.
 pub struct Snapshots {
     db: Arc<DB>,
+    group: Arc<Group>,
     dir: PathBuf,
     /// Held while the record is compared and replaced, and old files removed: a build and an
     /// install may finish at the same time.
@@ -161,12 +162,13 @@ impl Snapshots {
     /// The snapshots of the store `db`: creates the directory, removes what a stopped build or
     /// receive left, moves a snapshot of an older release out of RocksDB into a file, and
     /// finishes an install the node stopped in.
-    pub(crate) fn open(db: Arc<DB>) -> StorageResult<Snapshots> {
+    pub(crate) fn open(db: Arc<DB>, group: Arc<Group>) -> StorageResult<Snapshots> {
         let subject = || ErrorSubject::Snapshot(None);
-        let dir = db.path().join(DIR);
+        let dir = group.snapshot_dir(db.path());
         std::fs::create_dir_all(&dir).map_err(|e| write_error(subject(), &e))?;
         let snapshots = Snapshots {
             db,
+            group,
             dir,
             record_lock: Mutex::new(()),
         };
@@ -200,7 +202,7 @@ impl Snapshots {
         let subject = || ErrorSubject::Snapshot(None);
         let bytes = self
             .db
-            .get_cf(cf(&self.db, CF_RAFT), RaftKey::SnapshotFile.encode())
+            .get_cf(self.group.raft(&self.db), RaftKey::SnapshotFile.encode())
             .map_err(|e| read_error(subject(), &e))?;
         bytes.map(|bytes| decode(&bytes, subject())).transpose()
     }
@@ -212,7 +214,7 @@ impl Snapshots {
         let subject = || ErrorSubject::Snapshot(None);
         let bytes = self
             .db
-            .get_cf(cf(&self.db, CF_STATE), key.encode())
+            .get_cf(self.group.state(&self.db), key.encode())
             .map_err(|e| read_error(subject(), &e))?;
         bytes.map(|bytes| decode(&bytes, subject())).transpose()
     }
@@ -221,7 +223,7 @@ impl Snapshots {
     fn write_record(&self, record: &SnapshotRecord, mut batch: WriteBatch) -> StorageResult<()> {
         let subject = || ErrorSubject::Snapshot(Some(record.meta.signature()));
         batch.put_cf(
-            cf(&self.db, CF_RAFT),
+            self.group.raft(&self.db),
             RaftKey::SnapshotFile.encode(),
             encode(record, subject())?,
         );
@@ -236,7 +238,7 @@ impl Snapshots {
     /// file, record that, and drop the old record, in one synced batch.
     fn move_old_record(&self) -> StorageResult<()> {
         let subject = || ErrorSubject::Snapshot(None);
-        let cf_raft = cf(&self.db, CF_RAFT);
+        let cf_raft = self.group.raft(&self.db);
         let Some(bytes) = self
             .db
             .get_cf(cf_raft, RaftKey::Snapshot.encode())
@@ -395,7 +397,7 @@ impl Snapshots {
         let mut count = 0u64;
         let (mut applied, mut membership) = (None, Membership::default());
         let view = self.db.snapshot();
-        for item in view.iterator_cf(cf(&self.db, CF_STATE), IteratorMode::Start) {
+        for item in view.iterator_cf(self.group.state(&self.db), IteratorMode::Start) {
             let (key, value) = item.map_err(|e| read_error(subject(), &e))?;
             if *key == *applied_key {
                 applied = decode(&value, subject())?;
@@ -466,7 +468,7 @@ impl Snapshots {
         let mut options = IngestExternalFileOptions::default();
         options.set_move_files(true);
         let ingested = self.db.ingest_external_file_cf_opts(
-            cf(&self.db, CF_STATE),
+            self.group.state(&self.db),
             &options,
             vec![sst.to_path_buf()],
         );
@@ -491,9 +493,9 @@ impl Snapshots {
     }
 }
 
-/// Bytes of the snapshot files of the store in `store_dir`.
-pub fn files_bytes(store_dir: &Path) -> u64 {
-    std::fs::read_dir(store_dir.join(DIR))
+/// Bytes of the files in the snapshot directory `dir` ([`Group::snapshot_dir`]).
+pub fn files_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()

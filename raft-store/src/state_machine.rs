@@ -26,9 +26,8 @@ use crate::inventory::{
     apply_proposal, Cancellation, Fault, Incarnations, InventoryMeta, InventoryState, KeyRecord,
 };
 use crate::keys::{
-    cancellation_key_after, cf, decode_hold_index, decode_key_expiry, order_key_after, StateKey,
-    CF_RAFT, CF_STATE, HOLD_EXPIRY_PREFIX, HOLD_FINISHED_PREFIX, KEY_EXPIRY_PREFIX, ORDER_PREFIX,
-    PRODUCT_PREFIX,
+    cancellation_key_after, decode_hold_index, decode_key_expiry, order_key_after, Group, StateKey,
+    HOLD_EXPIRY_PREFIX, HOLD_FINISHED_PREFIX, KEY_EXPIRY_PREFIX, ORDER_PREFIX, PRODUCT_PREFIX,
 };
 use crate::log_store::{decode, read_error, write_error};
 use crate::records::{OrderRecord, ProductRecord};
@@ -136,18 +135,20 @@ pub type ArchiveBatch = (Vec<OrderRecord>, Vec<(OrderId, Cancellation)>);
 #[derive(Clone)]
 pub struct StateReader {
     db: Arc<DB>,
+    group: Arc<Group>,
     applied: watch::Sender<u64>,
     changes: broadcast::Sender<ProductChange>,
 }
 
 impl StateMachine {
-    pub(crate) fn new(db: Arc<DB>) -> StorageResult<StateMachine> {
+    pub(crate) fn new(db: Arc<DB>, group: Arc<Group>) -> StorageResult<StateMachine> {
         // First: it finishes an install the node stopped in, which moves the applied index.
-        let snapshots = Arc::new(Snapshots::open(db.clone())?);
+        let snapshots = Arc::new(Snapshots::open(db.clone(), group.clone())?);
         let (changes, _) = broadcast::channel(CHANGES_BUFFERED_MAX);
         let (applied, _) = watch::channel(0);
         let reader = StateReader {
             db: db.clone(),
+            group,
             applied,
             changes,
         };
@@ -176,6 +177,7 @@ impl StateMachine {
 
     fn apply_blocking(
         db: &DB,
+        group: &Group,
         incarnations: &Incarnations,
         floors: &ScanFloors,
         entries: Vec<Entry>,
@@ -184,11 +186,11 @@ impl StateMachine {
         let mut responses = Vec::with_capacity(entries.len());
         for entry in entries {
             let log_id = entry.log_id;
-            let mut overlay = Overlay::new(db, incarnations, floors);
+            let mut overlay = Overlay::new(db, group, incarnations, floors);
             let outcomes = match &entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(proposal) => {
-                    apply_proposal(&mut overlay, log_id.index, proposal)
+                    apply_proposal(&mut overlay, group, log_id.index, proposal)
                         .map_err(|e| write_error(ErrorSubject::Apply(log_id), &e))?
                 }
                 EntryPayload::Membership(membership) => {
@@ -234,13 +236,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(Vec::new());
         };
         let db = self.db.clone();
+        let group = self.reader.group.clone();
         let changes = self.reader.changes.clone();
         let incarnations = self.incarnations.clone();
         let floors = self.floors.clone();
         let observer = self.observer.clone();
         let responses = tokio::task::spawn_blocking(move || {
             let began = std::time::Instant::now();
-            let applied = Self::apply_blocking(&db, &incarnations, &floors, entries, &changes);
+            let applied =
+                Self::apply_blocking(&db, &group, &incarnations, &floors, entries, &changes);
             if let Some(observe) = observer {
                 observe(StoreStage::Apply, began.elapsed());
             }
@@ -303,8 +307,7 @@ impl StateReader {
     /// What the store holds on disk, by part: each column family's table files and memtables
     /// (RocksDB's own accounting), and the write-ahead log files in its directory.
     pub fn storage(&self) -> flashstock_api::StorageStatus {
-        let family = |name: &str| {
-            let cf = cf(&self.db, name);
+        let family = |cf: &ColumnFamily| {
             [
                 "rocksdb.total-sst-files-size",
                 "rocksdb.size-all-mem-tables",
@@ -322,9 +325,10 @@ impl StateReader {
             .map(|metadata| metadata.len())
             .sum();
         flashstock_api::StorageStatus {
-            log_bytes: family(crate::keys::CF_LOG),
-            state_bytes: family(CF_STATE),
-            snapshot_bytes: family(CF_RAFT) + crate::snapshot::files_bytes(self.db.path()),
+            log_bytes: family(self.group.log(&self.db)),
+            state_bytes: family(self.group.state(&self.db)),
+            snapshot_bytes: family(self.group.raft(&self.db))
+                + crate::snapshot::files_bytes(&self.group.snapshot_dir(self.db.path())),
             wal_bytes,
         }
     }
@@ -488,7 +492,7 @@ impl StateReader {
     /// The earliest deadline of a hold still held, if any: once the log's time passes it, an
     /// entry is due to expire it (the leader proposes one if nothing else comes).
     pub fn next_hold_deadline(&self) -> StorageResult<Option<u64>> {
-        let cf = cf(&self.db, CF_STATE);
+        let cf = self.group.state(&self.db);
         let mut iter = self.db.iterator_cf(
             cf,
             IteratorMode::From(HOLD_EXPIRY_PREFIX, Direction::Forward),
@@ -515,7 +519,7 @@ impl StateReader {
 
     /// The cluster version this replica has applied.
     pub fn cluster_version(&self) -> StorageResult<u32> {
-        read_cluster_version(&self.db)
+        read_cluster_version(&self.db, &self.group)
     }
 
     pub fn inventory_meta(&self) -> StorageResult<InventoryMeta> {
@@ -528,7 +532,7 @@ impl StateReader {
     }
 
     fn get<T: DeserializeOwned>(&self, key: StateKey) -> StorageResult<Option<T>> {
-        self.get_raw(CF_STATE, &key.encode())
+        get_decoded(&self.db, self.group.state(&self.db), &key.encode())
     }
 
     fn get_with<T>(
@@ -538,7 +542,7 @@ impl StateReader {
     ) -> StorageResult<Option<T>> {
         let value = self
             .db
-            .get_pinned_cf(cf(&self.db, CF_STATE), key)
+            .get_pinned_cf(self.group.state(&self.db), key)
             .map_err(|e| read_error(ErrorSubject::StateMachine, &e))?;
         value
             .map(|bytes| decode(&bytes).map_err(|e| read_error(ErrorSubject::StateMachine, &e)))
@@ -567,7 +571,7 @@ impl StateReader {
         limit: usize,
         decode: impl Fn(&[u8], &[u8]) -> Result<T, String>,
     ) -> StorageResult<Vec<T>> {
-        let cf = cf(&self.db, CF_STATE);
+        let cf = self.group.state(&self.db);
         let mut found = Vec::new();
         for item in self
             .db
@@ -584,14 +588,13 @@ impl StateReader {
         }
         Ok(found)
     }
-
-    fn get_raw<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> StorageResult<Option<T>> {
-        get_decoded(&self.db, cf, key)
-    }
 }
 
-fn get_decoded<T: DeserializeOwned>(db: &DB, cf: &str, key: &[u8]) -> StorageResult<Option<T>> {
-    let cf = crate::keys::cf(db, cf);
+fn get_decoded<T: DeserializeOwned>(
+    db: &DB,
+    cf: &ColumnFamily,
+    key: &[u8],
+) -> StorageResult<Option<T>> {
     let value = db
         .get_pinned_cf(cf, key)
         .map_err(|e| read_error(ErrorSubject::StateMachine, &e))?;
@@ -630,6 +633,7 @@ impl Writes {
 /// its last value, and a range deletion stays between the writes made before and after it.
 struct Overlay<'a> {
     db: &'a DB,
+    group: &'a Group,
     writes: Writes,
     /// Products written by this entry, also the changes to publish.
     products: BTreeMap<String, ProductRecord>,
@@ -652,9 +656,15 @@ struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
-    fn new(db: &'a DB, incarnations: &'a Incarnations, floors: &'a ScanFloors) -> Overlay<'a> {
+    fn new(
+        db: &'a DB,
+        group: &'a Group,
+        incarnations: &'a Incarnations,
+        floors: &'a ScanFloors,
+    ) -> Overlay<'a> {
         Overlay {
             db,
+            group,
             writes: Writes::default(),
             products: BTreeMap::new(),
             orders: BTreeMap::new(),
@@ -685,19 +695,20 @@ impl<'a> Overlay<'a> {
     /// Delete every key in `from..to`, after the point writes made so far (which may be in the
     /// range) and before those made after.
     fn delete_range(&mut self, from: Vec<u8>, to: Vec<u8>) {
-        let cf = cf(self.db, CF_STATE);
+        let cf = self.group.state(self.db);
         self.writes.flush(cf);
         self.writes.batch.delete_range_cf(cf, from, to);
     }
 
     /// The batch of every write of the entry, in the order that gives them their meaning.
     fn into_batch(mut self) -> (WriteBatch, BTreeMap<String, ProductRecord>) {
-        self.writes.flush(cf(self.db, CF_STATE));
+        self.writes.flush(self.group.state(self.db));
         (self.writes.batch, self.products)
     }
 
     fn read<T: DeserializeOwned>(&self, key: StateKey) -> Result<Option<T>, Fault> {
-        get_decoded(self.db, CF_STATE, &key.encode()).map_err(|e| Fault(e.to_string()))
+        get_decoded(self.db, self.group.state(self.db), &key.encode())
+            .map_err(|e| Fault(e.to_string()))
     }
 
     fn read_with<T>(
@@ -707,7 +718,7 @@ impl<'a> Overlay<'a> {
     ) -> Result<Option<T>, Fault> {
         let value = self
             .db
-            .get_pinned_cf(cf(self.db, CF_STATE), key.encode())
+            .get_pinned_cf(self.group.state(self.db), key.encode())
             .map_err(|e| Fault(e.to_string()))?;
         value.map(|bytes| decode(&bytes).map_err(Fault)).transpose()
     }
@@ -737,7 +748,7 @@ impl<'a> Overlay<'a> {
         if from >= before {
             return Ok(Vec::new());
         }
-        let cf = cf(self.db, CF_STATE);
+        let cf = self.group.state(self.db);
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(index_end(prefix));
         let mut iter =
@@ -872,7 +883,7 @@ impl InventoryState for Overlay<'_> {
     ) -> Result<Vec<Order>, Fault> {
         // Orders are placed only by this entry's commands, which come after the ids asked for;
         // a cancellation rewrites an earlier order, but not its id or when it was placed.
-        let cf = cf(self.db, CF_STATE);
+        let cf = self.group.state(self.db);
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(match up_to {
             Some(up_to) => order_key_after(Some(up_to)),
@@ -986,7 +997,8 @@ impl InventoryState for Overlay<'_> {
         if let Some(version) = self.cluster_version.get() {
             return Ok(version);
         }
-        let version = read_cluster_version(self.db).map_err(|e| Fault(e.to_string()))?;
+        let version =
+            read_cluster_version(self.db, self.group).map_err(|e| Fault(e.to_string()))?;
         self.cluster_version.set(Some(version));
         Ok(version)
     }
@@ -1001,10 +1013,10 @@ impl InventoryState for Overlay<'_> {
 
 /// The cluster version in the applied state: 4 little-endian bytes, absent before it was first
 /// raised.
-fn read_cluster_version(db: &DB) -> StorageResult<u32> {
+fn read_cluster_version(db: &DB, group: &Group) -> StorageResult<u32> {
     let subject = || ErrorSubject::StateMachine;
     let raw = db
-        .get_pinned_cf(cf(db, CF_STATE), StateKey::ClusterVersion.encode())
+        .get_pinned_cf(group.state(db), StateKey::ClusterVersion.encode())
         .map_err(|e| read_error(subject(), &e))?;
     match raw {
         None => Ok(flashstock_api::CLUSTER_VERSION_BASE),

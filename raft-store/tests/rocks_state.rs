@@ -5,7 +5,7 @@ use flashstock_api::{Command, Op, Outcome, Proposal};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
 use raft_store::inventory::{apply_proposal, MemState, OrderRecord, ProductRecord};
-use raft_store::{Entry, StateReader};
+use raft_store::{Entry, Group, StateReader};
 
 fn command(key: &str, op: Op) -> Command {
     Command {
@@ -120,7 +120,8 @@ fn rocksdb_state_matches_the_reference_and_survives_a_reopen() {
     let mut reference = MemState::default();
     let mut expected_outcomes = Vec::new();
     for (i, proposal) in proposals().into_iter().enumerate() {
-        expected_outcomes.push(apply_proposal(&mut reference, i as u64 + 1, &proposal).unwrap());
+        expected_outcomes
+            .push(apply_proposal(&mut reference, &Group::only(), i as u64 + 1, &proposal).unwrap());
     }
 
     runtime().block_on(async {

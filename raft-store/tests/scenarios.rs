@@ -77,6 +77,7 @@ use flashstock_api::{
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use raft_store::inventory::{apply_proposal, record_key, MemState, OrderRecord};
+use raft_store::Group;
 
 /// Fewer scripts than this means the directory was not found or emptied: fail, don't pass.
 const MIN_SCRIPTS: usize = 5;
@@ -528,8 +529,8 @@ impl Runner {
             proposal = bincode::deserialize(&bytes).expect("a proposal deserializes");
         }
         let before = self.state.clone();
-        let outcomes =
-            apply_proposal(&mut self.state, index, &proposal).expect("MemState never faults");
+        let outcomes = apply_proposal(&mut self.state, &Group::only(), index, &proposal)
+            .expect("MemState never faults");
         if let Some(rocks) = &mut self.rocks {
             assert_eq!(
                 rocks.apply(index, &proposal),
@@ -1290,7 +1291,7 @@ fn a_cluster_version_this_release_does_not_run_stops_the_apply() {
         }],
     };
     let before = state.clone();
-    let fault = apply_proposal(&mut state, 1, &proposal).expect_err("refused");
+    let fault = apply_proposal(&mut state, &Group::only(), 1, &proposal).expect_err("refused");
     assert!(
         fault.to_string().contains(&format!(
             "raises the cluster version to {newer}; this release"
