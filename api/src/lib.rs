@@ -914,9 +914,25 @@ pub const WIRE_VERSION_HEADER: &str = "x-flashstock-wire";
 /// encoding of their bodies (bincode of this crate's and openraft's types). Raise it when any
 /// of them changes; a node refuses a request of a version outside
 /// [`WIRE_VERSION_MIN`]`..=`[`WIRE_VERSION`] with `unsupported_version`, naming both.
-pub const WIRE_VERSION: u32 = 1;
+///
+/// - 1: the first release.
+/// - 2: a call may name its Raft group ([`GROUP_HEADER`]; on the binary wire, a field of every
+///   call frame). A call for group 0 means what it meant in version 1.
+pub const WIRE_VERSION: u32 = 2;
 /// The oldest internal wire version this release still accepts.
 pub const WIRE_VERSION_MIN: u32 = 1;
+/// The version an HTTP request says it speaks unless it needs a later one: 1, whose meaning
+/// every later version keeps, so that a release before a version's change still takes the
+/// request. A request that names a group other than 0 says [`WIRE_VERSION_GROUPS`], so that a
+/// release that knows no groups refuses it rather than take it for group 0.
+pub const WIRE_VERSION_BASE: u32 = 1;
+/// The first internal wire version in which a call names its Raft group.
+pub const WIRE_VERSION_GROUPS: u32 = 2;
+/// Header naming the Raft group an internal call is for (Raft's RPCs, forwarded writes,
+/// read-index calls), as a decimal number. Absent: group 0, the only group of a one-group
+/// cluster. Sent only for another group, with [`WIRE_VERSION_HEADER`] at least
+/// [`WIRE_VERSION_GROUPS`].
+pub const GROUP_HEADER: &str = "x-flashstock-group";
 
 /// The cluster version every cluster starts at: what the first release wrote into the log and
 /// the state.

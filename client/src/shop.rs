@@ -13,8 +13,7 @@ use flashstock_api::{
     BulkRequest, BulkResponse, CartRequest, CreateProductRequest, ErrorBody, ErrorCode,
     HoldReleased, HoldResponse, HoldView, Line, OrderChanged, OrderView, ProductChanged,
     ProductList, ProductView, PurchaseRequest, PurchaseResponse, RestockRequest, SetLimitRequest,
-    IDEMPOTENCY_KEY_HEADER, ORDER_TOKEN_HEADER, STALENESS_HEADER, WIRE_VERSION,
-    WIRE_VERSION_HEADER,
+    IDEMPOTENCY_KEY_HEADER, ORDER_TOKEN_HEADER, STALENESS_HEADER, WIRE_VERSION_HEADER,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -685,14 +684,18 @@ pub(crate) fn http_client(
 /// Raft network, the test clusters'): persistent connections without Nagle's delay, dropped
 /// after [`crate::POOL_IDLE_TIMEOUT`] idle, `connect_timeout`, optionally a fixed source
 /// address, and `tls` for `https://` URLs (without it, only plaintext URLs can be reached).
-/// Every request says which internal wire version it speaks ([`WIRE_VERSION_HEADER`]).
+/// Every request says which internal wire version it speaks ([`WIRE_VERSION_HEADER`]): the
+/// base version, which every release takes ([`flashstock_api::WIRE_VERSION_BASE`]).
 pub fn http_builder(
     connect_timeout: Duration,
     local: Option<std::net::IpAddr>,
     tls: Option<&crate::TlsConfig>,
 ) -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(WIRE_VERSION_HEADER, WIRE_VERSION.into());
+    headers.insert(
+        WIRE_VERSION_HEADER,
+        flashstock_api::WIRE_VERSION_BASE.into(),
+    );
     let builder = reqwest::Client::builder()
         .default_headers(headers)
         .connect_timeout(connect_timeout)

@@ -18,7 +18,7 @@
 //! |---|---|
 //! | client | [`MAGIC`], then a frame: bincode [`Hello`] (the versions it speaks, its credential) |
 //! | server | [`MAGIC`], then a frame: bincode [`Welcome`] (the version chosen, or a refusal) |
-//! | client, any number in flight | call frames: id (u64), [`Route`] (u8), body |
+//! | client, any number in flight | call frames: id (u64), [`Route`] (u8), from version 2 the Raft group (u16), body |
 //! | server, in any order | reply frames: id (u64), HTTP status (u16), body |
 //!
 //! A frame is a big-endian u32 length and that many bytes. A node of a release without the
@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use flashstock_api::{ErrorCode, WIRE_VERSION, WIRE_VERSION_MIN};
+use flashstock_api::{ErrorCode, WIRE_VERSION, WIRE_VERSION_GROUPS, WIRE_VERSION_MIN};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -125,23 +125,58 @@ pub fn codec(bytes_max: usize) -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// A call frame: `id`, `route`, `body`.
-pub fn encode_call(id: u64, route: Route, body: &[u8]) -> Bytes {
-    let mut frame = BytesMut::with_capacity(9 + body.len());
+/// Bytes a call frame of wire version `wire` has before its body: the id, the route and, from
+/// [`WIRE_VERSION_GROUPS`] on, the group.
+pub fn call_header_bytes(wire: u32) -> usize {
+    if wire >= WIRE_VERSION_GROUPS {
+        11
+    } else {
+        9
+    }
+}
+
+/// A call frame of wire version `wire`: `id`, `route`, `group` (from [`WIRE_VERSION_GROUPS`]
+/// on; before it, only group 0 can be called), `body`.
+pub fn encode_call(wire: u32, id: u64, route: Route, group: u16, body: &[u8]) -> Bytes {
+    debug_assert!(group == 0 || wire >= WIRE_VERSION_GROUPS);
+    let mut frame = BytesMut::with_capacity(call_header_bytes(wire) + body.len());
     frame.put_u64(id);
     frame.put_u8(route as u8);
+    if wire >= WIRE_VERSION_GROUPS {
+        frame.put_u16(group);
+    }
     frame.put_slice(body);
     frame.freeze()
 }
 
-/// A call frame's id, route tag and body; `None` when it is too short to hold them.
-pub fn decode_call(mut frame: Bytes) -> Option<(u64, u8, Bytes)> {
-    if frame.len() < 9 {
+/// One call, as a server reads it from a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub id: u64,
+    /// The [`Route`]'s tag, which may be one this release does not know.
+    pub tag: u8,
+    pub group: u16,
+    pub body: Bytes,
+}
+
+/// A call frame of wire version `wire`; `None` when it is too short to hold its header.
+pub fn decode_call(wire: u32, mut frame: Bytes) -> Option<Call> {
+    if frame.len() < call_header_bytes(wire) {
         return None;
     }
     let id = frame.get_u64();
     let tag = frame.get_u8();
-    Some((id, tag, frame))
+    let group = if wire >= WIRE_VERSION_GROUPS {
+        frame.get_u16()
+    } else {
+        0
+    };
+    Some(Call {
+        id,
+        tag,
+        group,
+        body: frame,
+    })
 }
 
 /// A reply frame: `id`, `status`, `body`.
@@ -234,6 +269,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
 
 /// One open connection: calls go out through `frames`, replies come back to `pending`.
 struct Session {
+    /// The wire version the server chose.
+    wire: u32,
     frames: mpsc::Sender<Bytes>,
     pending: Pending,
     next_id: AtomicU64,
@@ -301,10 +338,24 @@ impl WireClient {
         self.opened.load(Ordering::Relaxed)
     }
 
-    /// Send `body` to `route` and wait for its reply, at most `timeout` (connecting included).
+    /// Send `body` to `route` of group 0 and wait for its reply, at most `timeout` (connecting
+    /// included).
     pub async fn call(
         &self,
         route: Route,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
+        self.call_group(route, 0, body, timeout).await
+    }
+
+    /// Send `body` to `route` of Raft group `group` and wait for its reply, at most `timeout`
+    /// (connecting included). A peer whose wire names no group (version 1) takes calls for
+    /// group 0 only: another group's is not sent.
+    pub async fn call_group(
+        &self,
+        route: Route,
+        group: u16,
         body: &[u8],
         timeout: Duration,
     ) -> Result<Reply, CallError> {
@@ -312,10 +363,17 @@ impl WireClient {
         let session = tokio::time::timeout_at(deadline, self.session())
             .await
             .map_err(|_| CallError::NotSent(format!("{}: connect timed out", self.endpoint)))??;
+        if group != 0 && session.wire < WIRE_VERSION_GROUPS {
+            return Err(CallError::NotSent(format!(
+                "{}: speaks internal wire version {}, which names no Raft group; group {group} \
+                 is not its to serve",
+                self.endpoint, session.wire
+            )));
+        }
         let id = session.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         session.pending.lock().unwrap().insert(id, reply);
-        let frame = encode_call(id, route, body);
+        let frame = encode_call(session.wire, id, route, group, body);
         let sent = tokio::time::timeout_at(deadline, session.frames.send(frame)).await;
         if !matches!(sent, Ok(Ok(()))) {
             session.pending.lock().unwrap().remove(&id);
@@ -467,12 +525,15 @@ impl WireClient {
             Some(Err(e)) => return Err(not_sent(&e)),
             None => return Err(not_sent(&"closed during the opening")),
         };
-        if let Welcome::Refused { code, message } = welcome {
-            return Err(CallError::NotSent(format!(
-                "{}: refused ({code}): {message}",
-                self.endpoint
-            )));
-        }
+        let wire = match welcome {
+            Welcome::Accepted { wire } => wire,
+            Welcome::Refused { code, message } => {
+                return Err(CallError::NotSent(format!(
+                    "{}: refused ({code}): {message}",
+                    self.endpoint
+                )))
+            }
+        };
         let alive = Arc::new(AtomicBool::new(true));
         let pending: Pending = Default::default();
         let (frames, outgoing) = mpsc::channel(IN_FLIGHT_MAX);
@@ -506,6 +567,7 @@ impl WireClient {
             })
         };
         Ok(Session {
+            wire,
             frames,
             pending,
             next_id: AtomicU64::new(0),
@@ -593,15 +655,33 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_short_ones_are_refused() {
-        let call = encode_call(7, Route::Write, b"body");
-        let (id, tag, body) = decode_call(call).unwrap();
+        // Version 1 has no group field: its calls are group 0's, byte for byte as before.
+        let call = encode_call(1, 7, Route::Write, 0, b"body");
+        assert_eq!(&call[..], b"\0\0\0\0\0\0\0\x07\x03body");
+        let call = decode_call(1, call).unwrap();
         assert_eq!(
-            (id, Route::from_tag(tag), &body[..]),
-            (7, Some(Route::Write), &b"body"[..])
+            (
+                call.id,
+                Route::from_tag(call.tag),
+                call.group,
+                &call.body[..]
+            ),
+            (7, Some(Route::Write), 0, &b"body"[..])
+        );
+        let call = decode_call(2, encode_call(2, 8, Route::Append, 513, b"entries")).unwrap();
+        assert_eq!(
+            (
+                call.id,
+                Route::from_tag(call.tag),
+                call.group,
+                &call.body[..]
+            ),
+            (8, Some(Route::Append), 513, &b"entries"[..])
         );
         let (id, reply) = decode_reply(encode_reply(9, 503, b"x")).unwrap();
         assert_eq!((id, reply.status, &reply.body[..]), (9, 503, &b"x"[..]));
-        assert!(decode_call(Bytes::from_static(b"12345678")).is_none());
+        assert!(decode_call(1, Bytes::from_static(b"12345678")).is_none());
+        assert!(decode_call(2, Bytes::from_static(b"1234567890")).is_none());
         assert!(decode_reply(Bytes::from_static(b"123456789")).is_none());
         assert_eq!(Route::from_tag(0), None);
         for route in Route::ALL {

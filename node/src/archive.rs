@@ -374,7 +374,7 @@ impl Archive {
 
     /// The archiver: runs until `stopping` turns true, archiving whenever this node leads.
     pub async fn run(self: Arc<Self>, node: Arc<NodeState>, mut stopping: watch::Receiver<bool>) {
-        let mut applied = node.reader.watch_applied();
+        let mut applied = node.group0().reader.watch_applied();
         let mut migrated = false;
         let mut failures: u32 = 0;
         tracing::info!(target = %self.target, "archiver started; it archives while this node leads");
@@ -414,6 +414,7 @@ impl Archive {
                         failures = failures.saturating_add(1);
                         node.metrics.archive_errors.inc();
                         let backlog = node
+                            .group0()
                             .reader
                             .inventory_meta()
                             .map_or(0, |meta| meta.archive_backlog());
@@ -462,11 +463,12 @@ impl Archive {
     /// One step: write the orders after the cursor, then replicate the new cursor.
     async fn step(&self, node: &NodeState, migrated: &mut bool) -> Result<Step, ArchiveError> {
         let storage = |e: openraft::StorageError<u64>| ArchiveError::Storage(e.to_string());
-        let meta = node.reader.inventory_meta().map_err(storage)?;
+        let meta = node.group0().reader.inventory_meta().map_err(storage)?;
         let batch_max = self.settings.batch_max;
         // One snapshot for both lists (see `archive_batch`): read apart, a cursor could pass an
         // order placed between the two reads.
         let (mut orders, mut cancellations) = node
+            .group0()
             .reader
             .archive_batch(meta.archived_up_to, batch_max)
             .map_err(storage)?;
@@ -499,7 +501,7 @@ impl Archive {
             key: format!("archive-{last}"),
             op: Op::MarkArchived { up_to: last },
         };
-        match node.propose(vec![command]).await {
+        match node.propose(node.group0(), vec![command]).await {
             WriteResponse::Applied { outcomes, .. } => match outcomes.first().map(Outcome::first) {
                 Some(Outcome::Archived { .. }) => {
                     let mut progress = self.progress.lock().expect("progress lock");
@@ -546,7 +548,7 @@ impl Archive {
 }
 
 fn is_leader(node: &NodeState) -> bool {
-    let metrics = node.raft.metrics();
+    let metrics = node.group0().raft.metrics();
     let metrics = metrics.borrow();
     metrics.state == ServerState::Leader && metrics.current_leader == Some(node.id)
 }

@@ -23,21 +23,26 @@ use flashstock_api::{
 use openraft::ServerState;
 use tokio::sync::watch;
 
-use crate::NodeState;
+use crate::{Group, NodeState};
 
 /// How often the leader checks whether the cluster version can go up.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// On a voter, for as long as it runs: whenever it leads and this release runs a newer cluster
 /// version than the cluster does, raise the cluster version as far as every member supports.
-pub async fn raise_when_supported(state: Arc<NodeState>, mut stopping: watch::Receiver<bool>) {
+pub async fn raise_when_supported(
+    state: Arc<NodeState>,
+    group: u16,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let group = &state.groups[usize::from(group)];
     let mut waiting_for = String::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(CHECK_EVERY) => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
-        let running = match state.reader.cluster_version() {
+        let running = match group.reader.cluster_version() {
             Ok(version) => version,
             Err(e) => {
                 tracing::warn!(id = state.id, error = %e, "cannot read the cluster version");
@@ -48,10 +53,10 @@ pub async fn raise_when_supported(state: Arc<NodeState>, mut stopping: watch::Re
             // Applied here, so in the log for good: nothing left for this release to do.
             return;
         }
-        if state.raft.metrics().borrow().state != ServerState::Leader {
+        if group.raft.metrics().borrow().state != ServerState::Leader {
             continue;
         }
-        let supported = match supported_by_every_member(&state).await {
+        let supported = match supported_by_every_member(&state, group).await {
             Ok(version) => version,
             Err(why) => {
                 if why != waiting_for {
@@ -78,7 +83,7 @@ pub async fn raise_when_supported(state: Arc<NodeState>, mut stopping: watch::Re
             key: format!("cluster-version-{supported}"),
             op: Op::SetClusterVersion { version: supported },
         };
-        match state.propose(vec![command]).await {
+        match state.propose(group, vec![command]).await {
             WriteResponse::Applied {
                 log_index,
                 outcomes,
@@ -105,9 +110,9 @@ pub async fn raise_when_supported(state: Arc<NodeState>, mut stopping: watch::Re
 
 /// The newest cluster version every member of the membership runs, or why that is not known
 /// (a member did not answer).
-async fn supported_by_every_member(state: &NodeState) -> Result<u32, String> {
+async fn supported_by_every_member(state: &NodeState, group: &Group) -> Result<u32, String> {
     let members: Vec<(u64, String)> = {
-        let metrics = state.raft.metrics().borrow().clone();
+        let metrics = group.raft.metrics().borrow().clone();
         metrics
             .membership_config
             .membership()

@@ -29,7 +29,7 @@ use raft_store::NodeId;
 use tokio::sync::watch;
 
 use crate::api_error::ApiError;
-use crate::NodeState;
+use crate::{Group, NodeState};
 
 /// Longest wait for every proposal in flight to be applied and the successor to match the log.
 const DRAIN_MAX: Duration = Duration::from_millis(1000);
@@ -122,9 +122,13 @@ fn failed(message: String) -> ApiError {
 }
 
 /// On the leader: hand leadership to `to`, or to the voter furthest along.
-pub async fn hand_off(state: &NodeState, to: Option<NodeId>) -> Result<HandedOff, ApiError> {
-    let _one_at_a_time = state.handoff.running.lock().await;
-    let metrics = state.raft.metrics().borrow().clone();
+pub async fn hand_off(
+    state: &NodeState,
+    group: &Group,
+    to: Option<NodeId>,
+) -> Result<HandedOff, ApiError> {
+    let _one_at_a_time = group.handoff.running.lock().await;
+    let metrics = group.raft.metrics().borrow().clone();
     if metrics.state != ServerState::Leader {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -188,7 +192,7 @@ pub async fn hand_off(state: &NodeState, to: Option<NodeId>) -> Result<HandedOff
 
     // This leader grants the successor's vote only once its own lease has run out.
     let lease = Duration::from_millis(state.config.raft.election_timeout_max_ms) + LEASE_MARGIN;
-    let led_for = state
+    let led_for = group
         .raft
         .with_raft_state(|st| st.vote_last_modified().map(|at| at.elapsed()))
         .await
@@ -199,12 +203,12 @@ pub async fn hand_off(state: &NodeState, to: Option<NodeId>) -> Result<HandedOff
     }
 
     let started = Instant::now();
-    let closed = Closed::new(&state.handoff);
+    let closed = Closed::new(&group.handoff);
     // Replicate at once rather than at the next heartbeat: the successor matches sooner.
-    let _ = state.raft.trigger().heartbeat().await;
+    let _ = group.raft.trigger().heartbeat().await;
     let drained_by = started + DRAIN_MAX;
     let last_log_index = loop {
-        let metrics = state.raft.metrics().borrow().clone();
+        let metrics = group.raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader {
             return Err(failed(format!(
                 "node {} stopped leading during the hand-off (the leader is now {:?})",
@@ -212,7 +216,7 @@ pub async fn hand_off(state: &NodeState, to: Option<NodeId>) -> Result<HandedOff
             )));
         }
         let last = metrics.last_log_index.unwrap_or(0);
-        if state.handoff.in_flight() == 0 && matched(&metrics, target) == Some(last) {
+        if group.handoff.in_flight() == 0 && matched(&metrics, target) == Some(last) {
             break last;
         }
         if Instant::now() >= drained_by {
@@ -226,7 +230,7 @@ pub async fn hand_off(state: &NodeState, to: Option<NodeId>) -> Result<HandedOff
         tokio::time::sleep(POLL).await;
     };
 
-    if let Err(message) = ask_to_stand(state, &node.addr, last_log_index).await {
+    if let Err(message) = ask_to_stand(state, group.number, &node.addr, last_log_index).await {
         return Err(failed(format!(
             "node {target} was asked to stand and {message}; leadership stays with node {} \
              unless `stockctl cluster status` shows otherwise",
@@ -235,7 +239,7 @@ pub async fn hand_off(state: &NodeState, to: Option<NodeId>) -> Result<HandedOff
     }
     let elected_by = Instant::now() + ELECT_MAX;
     loop {
-        let metrics = state.raft.metrics().borrow().clone();
+        let metrics = group.raft.metrics().borrow().clone();
         if metrics.current_leader == Some(target) && metrics.state != ServerState::Leader {
             let took_ms = started.elapsed().as_millis() as u64;
             drop(closed);
@@ -266,7 +270,13 @@ pub async fn hand_off(state: &NodeState, to: Option<NodeId>) -> Result<HandedOff
 }
 
 /// Ask voter `addr` to stand for election; `Err` says what happened.
-async fn ask_to_stand(state: &NodeState, addr: &str, last_log_index: u64) -> Result<(), String> {
+/// Group `group`'s voter, that is: the call names the group ([`flashstock_api::GROUP_HEADER`]).
+async fn ask_to_stand(
+    state: &NodeState,
+    group: u16,
+    addr: &str,
+    last_log_index: u64,
+) -> Result<(), String> {
     let tls = state.tls.client();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let timeout = Duration::from_millis(state.config.raft.rpc_timeout_ms);
@@ -277,9 +287,16 @@ async fn ask_to_stand(state: &NodeState, addr: &str, last_log_index: u64) -> Res
         from: state.id,
         last_log_index,
     };
-    let response = http
-        .post(format!("{scheme}://{addr}/raft/elect"))
-        .header(SECRET_HEADER, &**state.credentials.own_secret())
+    let mut call = http
+        .post(format!("{scheme}://{addr}{}", crate::network::ELECT_PATH))
+        .header(SECRET_HEADER, &**state.credentials.own_secret());
+    if group != 0 {
+        call = call.header(flashstock_api::GROUP_HEADER, group).header(
+            flashstock_api::WIRE_VERSION_HEADER,
+            flashstock_api::WIRE_VERSION_GROUPS,
+        );
+    }
+    let response = call
         .timeout(timeout)
         .json(&request)
         .send()
@@ -294,10 +311,14 @@ async fn ask_to_stand(state: &NodeState, addr: &str, last_log_index: u64) -> Res
 }
 
 /// On the successor: stand for election now, once this node's log reaches the leader's.
-pub async fn stand(state: &NodeState, request: ElectRequest) -> Result<(), ApiError> {
+pub async fn stand(
+    state: &NodeState,
+    group: &Group,
+    request: ElectRequest,
+) -> Result<(), ApiError> {
     let wait_until = Instant::now() + Duration::from_millis(200);
     loop {
-        let metrics = state.raft.metrics().borrow().clone();
+        let metrics = group.raft.metrics().borrow().clone();
         if metrics.state == ServerState::Leader {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -337,7 +358,7 @@ pub async fn stand(state: &NodeState, request: ElectRequest) -> Result<(), ApiEr
         from = request.from,
         "standing for election: the leader hands off"
     );
-    state
+    group
         .raft
         .trigger()
         .elect()
@@ -368,11 +389,13 @@ const RECLAIM_AFTER_HEARTBEATS: u32 = 2;
 /// step-down, so it cannot start a duel of its own.
 pub async fn reclaim_when_deposed(
     state: std::sync::Arc<NodeState>,
+    group: u16,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let group = &state.groups[usize::from(group)];
     let wait =
         Duration::from_millis(state.config.raft.heartbeat_interval_ms) * RECLAIM_AFTER_HEARTBEATS;
-    let mut server = state.raft.server_metrics();
+    let mut server = group.raft.server_metrics();
     let mut was_leader = false;
     loop {
         tokio::select! {
@@ -384,7 +407,7 @@ pub async fn reclaim_when_deposed(
             was_leader = true;
             continue;
         }
-        if !std::mem::take(&mut was_leader) || *state.handoff.closed.borrow() {
+        if !std::mem::take(&mut was_leader) || *group.handoff.closed.borrow() {
             continue;
         }
         tokio::time::sleep(wait).await;
@@ -400,13 +423,13 @@ pub async fn reclaim_when_deposed(
                     .voter_ids()
                     .any(|id| id == state.id)
         };
-        if leaderless && !*state.handoff.closed.borrow() {
+        if leaderless && !*group.handoff.closed.borrow() {
             tracing::info!(
                 id = state.id,
                 "deposed by a higher term with no leader in sight: standing again"
             );
             state.metrics.reclaims.inc();
-            if let Err(e) = state.raft.trigger().elect().await {
+            if let Err(e) = group.raft.trigger().elect().await {
                 tracing::warn!(id = state.id, error = %e, "could not stand again");
             }
         }

@@ -22,7 +22,7 @@ use flashstock_api::WriteResponse;
 use openraft::ServerState;
 use tokio::sync::watch;
 
-use crate::{now_ms, NodeState};
+use crate::{now_ms, Group, NodeState};
 
 /// How often the leader looks for holds past their deadline.
 pub const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -32,26 +32,31 @@ pub const ENTRIES_PER_CHECK_MAX: usize = 8;
 
 /// On a voter, for as long as it runs: propose an empty entry when holds are due and nothing
 /// else would expire them.
-pub async fn expire_when_idle(state: Arc<NodeState>, mut stopping: watch::Receiver<bool>) {
+pub async fn expire_when_idle(
+    state: Arc<NodeState>,
+    group: u16,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let group = &state.groups[usize::from(group)];
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut applied_before = state.reader.applied_index();
+    let mut applied_before = group.reader.applied_index();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
-        let applied = state.reader.applied_index();
+        let applied = group.reader.applied_index();
         let idle = applied == applied_before;
         applied_before = applied;
-        if !idle || state.raft.metrics().borrow().state != ServerState::Leader {
+        if !idle || group.raft.metrics().borrow().state != ServerState::Leader {
             continue;
         }
         for _ in 0..ENTRIES_PER_CHECK_MAX {
-            if !holds_due(&state) {
+            if !holds_due(&state, group) {
                 break;
             }
-            match state.propose_empty().await {
+            match state.propose_empty(group).await {
                 WriteResponse::Applied { log_index, .. } => {
                     tracing::debug!(
                         id = state.id,
@@ -69,13 +74,13 @@ pub async fn expire_when_idle(state: Arc<NodeState>, mut stopping: watch::Receiv
                 }
             }
         }
-        applied_before = state.reader.applied_index();
+        applied_before = group.reader.applied_index();
     }
 }
 
 /// Whether a held hold's deadline is at or before this node's clock.
-fn holds_due(state: &NodeState) -> bool {
-    match state.reader.next_hold_deadline() {
+fn holds_due(state: &NodeState, group: &Group) -> bool {
+    match group.reader.next_hold_deadline() {
         Ok(Some(deadline)) => deadline <= now_ms(),
         Ok(None) => false,
         Err(e) => {

@@ -183,7 +183,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             "the Raft core stopped; the node is exiting (the error is in /admin/status)",
         );
     }
-    let leader = state.raft.metrics().borrow().current_leader;
+    let leader = state.group0().raft.metrics().borrow().current_leader;
     match leader {
         Some(leader) => {
             Json(serde_json::json!({ "status": "ready", "leader": leader })).into_response()
@@ -199,19 +199,21 @@ async fn ready(State(state): State<AppState>) -> Response {
 /// Prometheus metrics. Unauthenticated, like `/health`: they hold no secret, and scrapers send
 /// no headers.
 async fn metrics(State(state): State<AppState>) -> String {
-    let committed = committed_index(&state).await.unwrap_or(0);
-    let meta = state.reader.inventory_meta().ok();
+    let group = state.group0();
+    let committed = committed_index(group).await.unwrap_or(0);
+    let meta = group.reader.inventory_meta().ok();
     state.metrics.render(
-        &state.raft,
+        &group.raft,
         committed,
-        state.reader.applied_index(),
+        group.reader.applied_index(),
         meta.as_ref(),
     )
 }
 
-/// The last log index this node knows committed; `None` while Raft is shutting down.
-pub(crate) async fn committed_index(state: &NodeState) -> Option<u64> {
-    state
+/// The last log index this node knows committed in `group`; `None` while Raft is shutting
+/// down.
+pub(crate) async fn committed_index(group: &crate::Group) -> Option<u64> {
+    group
         .raft
         .with_raft_state(|raft| raft.committed.map_or(0, |id| id.index))
         .await
@@ -231,6 +233,51 @@ fn bincode_response<T: Serialize>(value: &T) -> Response {
             ErrorCode::Internal,
             e.to_string(),
         ),
+    }
+}
+
+/// The Raft group a call names ([`flashstock_api::GROUP_HEADER`]; absent: group 0). A group this
+/// node does not run, a header that is no group number, or another group than 0 named by a
+/// request of a wire version before groups ([`flashstock_api::WIRE_VERSION_GROUPS`]) is refused
+/// with 400 `invalid_request` and reaches no handler.
+pub struct CallGroup(pub u16);
+
+impl axum::extract::FromRequestParts<AppState> for CallGroup {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        use flashstock_api::{GROUP_HEADER, WIRE_VERSION_GROUPS, WIRE_VERSION_HEADER};
+        let Some(value) = parts.headers.get(GROUP_HEADER) else {
+            return Ok(CallGroup(0));
+        };
+        let invalid =
+            |message: String| error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message);
+        let number = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse::<u16>().ok())
+            .ok_or_else(|| invalid(format!("{GROUP_HEADER} must be a group number")))?;
+        let spoken = parts
+            .headers
+            .get(WIRE_VERSION_HEADER)
+            .and_then(|value| value.to_str().ok()?.parse::<u32>().ok())
+            .unwrap_or(flashstock_api::WIRE_VERSION_BASE);
+        if number != 0 && spoken < WIRE_VERSION_GROUPS {
+            return Err(invalid(format!(
+                "a request of internal wire version {spoken} names no group; group {number} \
+                 needs version {WIRE_VERSION_GROUPS} or later"
+            )));
+        }
+        if state.group(number).is_none() {
+            return Err(invalid(format!(
+                "this node runs Raft groups 0 to {}, not group {number}",
+                state.groups.len() - 1
+            )));
+        }
+        Ok(CallGroup(number))
     }
 }
 
@@ -260,14 +307,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Bincode<T> {
 /// commit index for the replica's freshness ([`crate::freshness`]).
 async fn append(
     State(state): State<AppState>,
+    CallGroup(group): CallGroup,
     Bincode(request): Bincode<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
+    let group = &state.groups[usize::from(group)];
     // The leader's commit index is as of sending, so the sample is dated when it arrived, not
     // after this node wrote the entries.
     let arrived = std::time::Instant::now();
     let leader_commit = request.leader_commit.map(|log_id| log_id.index);
     let carries_entries = !request.entries.is_empty();
-    let answer = state.raft.append_entries(request).await;
+    let answer = group.raft.append_entries(request).await;
     if carries_entries {
         state
             .metrics
@@ -275,30 +324,34 @@ async fn append(
     }
     if matches!(&answer, Ok(response) if !matches!(response, AppendEntriesResponse::HigherVote(_)))
     {
-        state
+        group
             .freshness
-            .contact(leader_commit, state.reader.applied_index(), arrived);
+            .contact(leader_commit, group.reader.applied_index(), arrived);
     }
     bincode_response(&answer)
 }
 
 async fn vote(
     State(state): State<AppState>,
+    CallGroup(group): CallGroup,
     Bincode(request): Bincode<VoteRequest<NodeId>>,
 ) -> Response {
-    bincode_response(&state.raft.vote(request).await)
+    let group = &state.groups[usize::from(group)];
+    bincode_response(&group.raft.vote(request).await)
 }
 
 async fn install_snapshot(
     State(state): State<AppState>,
+    CallGroup(group): CallGroup,
     Bincode(request): Bincode<InstallSnapshotRequest<TypeConfig>>,
 ) -> Response {
+    let group = &state.groups[usize::from(group)];
     let arrived = std::time::Instant::now();
     let sent_with = request.vote;
-    let answer = state.raft.install_snapshot(request).await;
+    let answer = group.raft.install_snapshot(request).await;
     // A higher vote in the answer: the sender is no longer leader.
     if matches!(&answer, Ok(response) if response.vote <= sent_with) {
-        state.freshness.snapshot_contact(arrived);
+        group.freshness.snapshot_contact(arrived);
     }
     bincode_response(&answer)
 }
@@ -310,8 +363,10 @@ async fn install_snapshot(
 async fn write(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    CallGroup(group): CallGroup,
     Bincode(request): Bincode<WriteRequest>,
 ) -> Response {
+    let group = &state.groups[usize::from(group)];
     if caller != Caller::Voter {
         if let Some(command) = request.commands.iter().find(|c| c.op.is_internal()) {
             return auth::forbidden(format!(
@@ -321,12 +376,16 @@ async fn write(
             ));
         }
     }
-    bincode_response(&state.propose(request.commands).await)
+    bincode_response(&state.propose(group, request.commands).await)
 }
 
 /// Confirm leadership with a quorum and answer the index a linearizable read must wait for.
-async fn read_index(State(state): State<AppState>) -> Json<ReadIndexResponse> {
-    let answer = match state.raft.get_read_log_id().await {
+async fn read_index(
+    State(state): State<AppState>,
+    CallGroup(group): CallGroup,
+) -> Json<ReadIndexResponse> {
+    let group = &state.groups[usize::from(group)];
+    let answer = match group.raft.get_read_log_id().await {
         Ok((read_log_id, _applied)) => {
             ReadIndexResponse::Index(read_log_id.map_or(0, |id| id.index))
         }
@@ -368,8 +427,9 @@ async fn list_products(
     State(state): State<AppState>,
     Query(query): Query<PageQuery>,
 ) -> Answer<ProductWithTerms> {
-    let applied_index = state.reader.applied_index();
-    let items = state
+    let group = state.group0();
+    let applied_index = group.reader.applied_index();
+    let items = group
         .reader
         .product_records(query.after.as_deref(), query.limit())
         .map_err(ApiError::storage)?
@@ -389,8 +449,9 @@ async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Answer<ProductWithTerms> {
-    let applied_index = state.reader.applied_index();
-    let record = state
+    let group = state.group_of(&id);
+    let applied_index = group.reader.applied_index();
+    let record = group
         .reader
         .product_record(&id)
         .map_err(ApiError::storage)?;
@@ -420,8 +481,9 @@ async fn list_orders(
     Query(query): Query<PageQuery>,
 ) -> Answer<OrderWithTerms> {
     let after = after_id(&query, "an order id")?;
-    let applied_index = state.reader.applied_index();
-    let items = state
+    let group = state.group0();
+    let applied_index = group.reader.applied_index();
+    let items = group
         .reader
         .order_records(after.map(OrderId), query.limit())
         .map_err(ApiError::storage)?
@@ -438,8 +500,11 @@ async fn list_orders(
 }
 
 async fn get_order(State(state): State<AppState>, Path(id): Path<u64>) -> Answer<OrderWithTerms> {
-    let applied_index = state.reader.applied_index();
-    let record = state
+    let group = state
+        .group_of_order(OrderId(id))
+        .ok_or_else(|| ApiError::unknown_order(id))?;
+    let applied_index = group.reader.applied_index();
+    let record = group
         .reader
         .order_record(OrderId(id))
         .map_err(ApiError::storage)?;
@@ -457,8 +522,9 @@ async fn get_order(State(state): State<AppState>, Path(id): Path<u64>) -> Answer
 /// (cluster version 2; a node of the release before has no such route).
 async fn list_holds(State(state): State<AppState>, Query(query): Query<PageQuery>) -> Answer<Hold> {
     let after = after_id(&query, "a hold id")?;
-    let applied_index = state.reader.applied_index();
-    let items = state
+    let group = state.group0();
+    let applied_index = group.reader.applied_index();
+    let items = group
         .reader
         .holds(after.map(HoldId), query.limit())
         .map_err(ApiError::storage)?;
@@ -470,8 +536,9 @@ async fn list_holds(State(state): State<AppState>, Query(query): Query<PageQuery
 
 /// The status document of this node.
 pub async fn node_status(state: &NodeState) -> NodeStatus {
-    let committed_index = committed_index(state).await;
-    let metrics = state.raft.metrics().borrow().clone();
+    let group = state.group0();
+    let committed_index = committed_index(group).await;
+    let metrics = group.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
     let members = membership
@@ -509,7 +576,7 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         committed_index,
         // From the state machine itself: known from disk at once after a restart, and exactly
         // what reads on this node are served at.
-        applied_index: Some(state.reader.applied_index()),
+        applied_index: Some(group.reader.applied_index()),
         snapshot_index: metrics.snapshot.map(|id| id.index),
         purged_index: metrics.purged.map(|id| id.index),
         voters,
@@ -523,8 +590,8 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         release: Some(flashstock_api::ReleaseStatus::current(
             raft_store::STATE_FORMAT,
         )),
-        storage: Some(state.reader.storage()),
-        cluster_version: state.reader.cluster_version().ok(),
+        storage: Some(group.reader.storage()),
+        cluster_version: group.reader.cluster_version().ok(),
     }
 }
 
@@ -543,7 +610,7 @@ fn archive_status(state: &NodeState) -> Option<ArchiveStatus> {
     if state.config.node.role != cluster_config::Role::Voter {
         return None;
     }
-    let meta = state.reader.inventory_meta().ok()?;
+    let meta = state.group0().reader.inventory_meta().ok()?;
     Some(crate::archive::Archive::status(
         state.archive.as_deref(),
         &meta,
@@ -628,7 +695,7 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
             ),
         );
     }
-    match state.raft.initialize(members).await {
+    match state.group0().raft.initialize(members).await {
         Ok(()) => Json(voters).into_response(),
         Err(RaftError::APIError(InitializeError::NotAllowed(e))) => error(
             StatusCode::CONFLICT,
@@ -716,8 +783,10 @@ async fn change_within(
 /// promoting it next passes the caught-up check.
 async fn add_learner(
     State(state): State<AppState>,
+    CallGroup(group): CallGroup,
     Json(request): Json<AddLearnerRequest>,
 ) -> Response {
+    let group = &state.groups[usize::from(group)];
     if request.id == 0 || request.addr.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -725,18 +794,18 @@ async fn add_learner(
             "a learner needs an id >= 1 and an address",
         );
     }
-    if let Err(refusal) = membership::ensure_leader_and_settled(&state).await {
+    if let Err(refusal) = membership::ensure_leader_and_settled(&state, group).await {
         return refused(refusal);
     }
     let node = BasicNode::new(&request.addr);
-    let log_index = match change_within(state.raft.add_learner(request.id, node, false)).await {
+    let log_index = match change_within(group.raft.add_learner(request.id, node, false)).await {
         Ok(index) => index,
         Err(response) => return response,
     };
     let caught_up = match request.no_wait {
         true => None,
         false => Some(
-            membership::wait_caught_up(&state, request.id, log_index, LEARNER_CATCH_UP_WAIT).await,
+            membership::wait_caught_up(group, request.id, log_index, LEARNER_CATCH_UP_WAIT).await,
         ),
     };
     Json(MembershipChanged {
@@ -751,8 +820,10 @@ async fn add_learner(
 /// caught up ([`membership`]).
 async fn change_membership(
     State(state): State<AppState>,
+    CallGroup(group): CallGroup,
     Json(request): Json<ChangeMembershipRequest>,
 ) -> Response {
+    let group = &state.groups[usize::from(group)];
     let voters: BTreeSet<NodeId> = request.voters.iter().copied().collect();
     if voters.is_empty() {
         return error(
@@ -772,16 +843,16 @@ async fn change_membership(
             ),
         );
     }
-    if let Err(refusal) = membership::ensure_leader_and_settled(&state).await {
+    if let Err(refusal) = membership::ensure_leader_and_settled(&state, group).await {
         return refused(refusal);
     }
     let old: BTreeSet<NodeId> = {
-        let metrics = state.raft.metrics();
+        let metrics = group.raft.metrics();
         let metrics = metrics.borrow();
         metrics.membership_config.membership().voter_ids().collect()
     };
     let members: BTreeSet<NodeId> = old.union(&voters).copied().collect();
-    let checked = match membership::healthy_members(&state, &members).await {
+    let checked = match membership::healthy_members(&state, group, &members).await {
         Ok(healthy) => membership::check_change(&old, &voters, &healthy),
         Err(refusal) => Err(refusal),
     };
@@ -790,7 +861,7 @@ async fn change_membership(
     }
     // In a task of its own: the change is two entries, and a caller that goes away between
     // them must not leave the joint configuration in force.
-    let raft = state.raft.clone();
+    let raft = group.raft.clone();
     let change = tokio::spawn(async move { raft.change_membership(voters, request.retain).await });
     let change = async move {
         match change.await {
@@ -815,10 +886,12 @@ async fn change_membership(
 /// `change-membership` instead.
 async fn remove_learner(
     State(state): State<AppState>,
+    CallGroup(group): CallGroup,
     Json(request): Json<RemoveLearnerRequest>,
 ) -> Response {
+    let group = &state.groups[usize::from(group)];
     let voters: Vec<NodeId> = {
-        let metrics = state.raft.metrics().borrow().clone();
+        let metrics = group.raft.metrics().borrow().clone();
         metrics.membership_config.membership().voter_ids().collect()
     };
     if voters.contains(&request.id) {
@@ -831,11 +904,11 @@ async fn remove_learner(
             ),
         );
     }
-    if let Err(refusal) = membership::ensure_leader_and_settled(&state).await {
+    if let Err(refusal) = membership::ensure_leader_and_settled(&state, group).await {
         return refused(refusal);
     }
     let change = ChangeMembers::RemoveNodes(BTreeSet::from([request.id]));
-    match change_within(state.raft.change_membership(change, false)).await {
+    match change_within(group.raft.change_membership(change, false)).await {
         Ok(log_index) => Json(MembershipChanged {
             log_index,
             caught_up: None,
@@ -848,22 +921,32 @@ async fn remove_learner(
 /// Hand leadership to another voter ([`crate::handoff`]); called on the leader.
 async fn hand_off(
     State(state): State<AppState>,
+    CallGroup(group): CallGroup,
     Json(request): Json<HandOffRequest>,
 ) -> Result<Json<HandedOff>, ApiError> {
-    crate::handoff::hand_off(&state, request.to).await.map(Json)
+    let group = &state.groups[usize::from(group)];
+    crate::handoff::hand_off(&state, group, request.to)
+        .await
+        .map(Json)
 }
 
 /// The leader hands off to this voter: stand for election now.
 async fn elect(
     State(state): State<AppState>,
+    CallGroup(group): CallGroup,
     Json(request): Json<ElectRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    crate::handoff::stand(&state, request).await?;
+    crate::handoff::stand(&state, &state.groups[usize::from(group)], request).await?;
     Ok(Json(serde_json::json!({ "standing": true })))
 }
 
-async fn snapshot(State(state): State<AppState>) -> Response {
-    match state.raft.trigger().snapshot().await {
+async fn snapshot(State(state): State<AppState>, CallGroup(group): CallGroup) -> Response {
+    match state.groups[usize::from(group)]
+        .raft
+        .trigger()
+        .snapshot()
+        .await
+    {
         Ok(()) => Json(serde_json::json!({ "triggered": true })).into_response(),
         Err(e) => raft_error(e),
     }

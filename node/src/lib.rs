@@ -82,14 +82,27 @@ impl UnsafeFaults {
     };
 }
 
+/// One Raft group as this node runs it: its openraft instance and what hangs off it.
+pub struct Group {
+    /// Its number: products are placed by [`flashstock_api::placement::group_of`].
+    pub number: u16,
+    pub raft: Raft,
+    pub reader: StateReader,
+    /// The replica's freshness, from the leader's appends and heartbeats.
+    pub freshness: freshness::Freshness,
+    /// Holds proposals back while this leader hands leadership off.
+    pub handoff: handoff::Gate,
+}
+
 /// Everything a request handler needs, shared by all of them.
 pub struct NodeState {
     pub id: NodeId,
     pub config: Config,
     /// The credentials this node accepts, and the one it sends.
     pub credentials: Arc<auth::Credentials>,
-    pub raft: Raft,
-    pub reader: StateReader,
+    /// The Raft groups this node runs, by number (never empty). A cluster has one group today;
+    /// the store, the wire and the tasks of each group are ready for several.
+    pub groups: Vec<Group>,
     pub metrics: Arc<metrics::Metrics>,
     /// The order archive; `None` on gateways and when `archive.postgres_url` is not set.
     pub archive: Option<Arc<archive::Archive>>,
@@ -99,12 +112,36 @@ pub struct NodeState {
     pub fatal: std::sync::OnceLock<String>,
     /// Certificates of the listeners and of calls to other nodes (`[tls]`).
     pub tls: tls::NodeTls,
-    /// The replica's freshness, from the leader's appends and heartbeats.
-    pub freshness: freshness::Freshness,
-    /// Holds proposals back while this leader hands leadership off.
-    pub handoff: handoff::Gate,
     /// When this process started ([`now_ms`]), in its status.
     pub started_at_ms: u64,
+}
+
+impl NodeState {
+    /// Group `number`, if this node runs it.
+    pub fn group(&self, number: u16) -> Option<&Group> {
+        self.groups.get(usize::from(number))
+    }
+
+    /// The group that holds `product`.
+    pub fn group_of(&self, product: &str) -> &Group {
+        let groups = self.groups.len() as u16;
+        &self.groups[usize::from(flashstock_api::placement::group_of(product, groups))]
+    }
+
+    /// The group that placed order `id`, if this node runs it. In a one-group cluster, group 0,
+    /// whatever the id's slot ([`flashstock_api::OrderId::group`]).
+    pub fn group_of_order(&self, id: flashstock_api::OrderId) -> Option<&Group> {
+        match self.groups.len() {
+            1 => self.groups.first(),
+            _ => self.group(id.group()),
+        }
+    }
+
+    /// Group 0: the only group of a one-group cluster. What reads it for the whole cluster (a
+    /// catalog page, the node's status) sees one group's part of a cluster of several.
+    pub fn group0(&self) -> &Group {
+        &self.groups[0]
+    }
 }
 
 /// Where a node's RocksDB store lives: `db` in its data directory.
@@ -192,7 +229,7 @@ pub async fn run_with_faults(
     let tls = tls::NodeTls::load(&config.tls)?;
     let credentials = Arc::new(auth::Credentials::new(&config.cluster, config.node.role));
     let metrics = Arc::new(metrics::Metrics::new(id));
-    let (raft, reader) = start_raft(
+    let groups = start_raft(
         &config,
         credentials.own_secret().clone(),
         tls.client(),
@@ -204,14 +241,11 @@ pub async fn run_with_faults(
         credentials,
         metrics,
         config,
-        raft: raft.clone(),
-        reader,
+        groups,
         archive,
         unsafe_faults,
         fatal: std::sync::OnceLock::new(),
         tls,
-        freshness: freshness::Freshness::new(),
-        handoff: handoff::Gate::default(),
         started_at_ms: now_ms(),
     });
 
@@ -222,7 +256,7 @@ pub async fn run_with_faults(
     tokio::spawn(async move {
         tokio::select! {
             _ = shutdown => {}
-            reason = raft_stopped(&watched.raft) => {
+            reason = any_raft_stopped(&watched.groups) => {
                 tracing::error!(
                     id,
                     error = %reason,
@@ -243,27 +277,8 @@ pub async fn run_with_faults(
         .archive
         .clone()
         .map(|archive| tokio::spawn(archive.run(state.clone(), stopping.clone())));
-    tokio::spawn(snapshot_pacing::build_when_due(
-        state.clone(),
-        stopping.clone(),
-    ));
-    if state.config.node.role == Role::Voter {
-        tokio::spawn(membership::finish_halfway_changes(
-            state.clone(),
-            stopping.clone(),
-        ));
-        tokio::spawn(handoff::reclaim_when_deposed(
-            state.clone(),
-            stopping.clone(),
-        ));
-        tokio::spawn(cluster_version::raise_when_supported(
-            state.clone(),
-            stopping.clone(),
-        ));
-        tokio::spawn(hold_expiry::expire_when_idle(
-            state.clone(),
-            stopping.clone(),
-        ));
+    for group in 0..state.groups.len() as u16 {
+        spawn_group_tasks(&state, group, &stopping);
     }
     let served = serve(&state, listener, stopping).await?;
     if let Some(archiver) = archiver {
@@ -272,8 +287,10 @@ pub async fn run_with_faults(
         let _ = tokio::time::timeout(Duration::from_secs(5), archiver).await;
     }
     tracing::info!(id, "listeners drained; shutting down Raft");
-    if let Err(e) = raft.shutdown().await {
-        tracing::error!(id, error = %e, "Raft did not shut down cleanly");
+    for group in &state.groups {
+        if let Err(e) = group.raft.shutdown().await {
+            tracing::error!(id, group = group.number, error = %e, "Raft did not shut down cleanly");
+        }
     }
     let fatal = state.fatal.get().cloned();
     drop(state);
@@ -282,6 +299,57 @@ pub async fn run_with_faults(
         Some(reason) => Err(StartError::RaftStopped(reason)),
         None => Ok(()),
     }
+}
+
+/// The tasks that look after one group on this node: snapshots when due; on a voter, membership
+/// changes left halfway, leadership after a hand-off, the cluster version, and holds past their
+/// deadline.
+fn spawn_group_tasks(
+    state: &Arc<NodeState>,
+    group: u16,
+    stopping: &tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(snapshot_pacing::build_when_due(
+        state.clone(),
+        group,
+        stopping.clone(),
+    ));
+    if state.config.node.role == Role::Voter {
+        tokio::spawn(membership::finish_halfway_changes(
+            state.clone(),
+            group,
+            stopping.clone(),
+        ));
+        tokio::spawn(handoff::reclaim_when_deposed(
+            state.clone(),
+            group,
+            stopping.clone(),
+        ));
+        tokio::spawn(cluster_version::raise_when_supported(
+            state.clone(),
+            group,
+            stopping.clone(),
+        ));
+        tokio::spawn(hold_expiry::expire_when_idle(
+            state.clone(),
+            group,
+            stopping.clone(),
+        ));
+    }
+}
+
+/// Completes with the reason, naming the group, once any group's Raft core stops with an error.
+async fn any_raft_stopped(groups: &[Group]) -> String {
+    let stopped = groups.iter().map(|group| {
+        Box::pin(async move {
+            let reason = raft_stopped(&group.raft).await;
+            match groups.len() {
+                1 => reason,
+                _ => format!("group {}: {reason}", group.number),
+            }
+        })
+    });
+    futures::future::select_all(stopped).await.0
 }
 
 /// Completes with the reason if the Raft core stops with an error; never after a clean
@@ -319,7 +387,7 @@ fn open_archive(config: &Config) -> Result<Option<Arc<archive::Archive>>, StartE
     Ok(archive)
 }
 
-/// Open the store and start Raft on it.
+/// Open the store and start Raft on each of its groups.
 /// `secret`: what this node sends on Raft RPCs (its own role's credential); `tls`: the client
 /// config of mutual TLS, if on; `metrics`: where the store's and the network's stages are timed.
 async fn start_raft(
@@ -327,12 +395,55 @@ async fn start_raft(
     secret: Arc<str>,
     tls: Option<flashstock_client::TlsConfig>,
     metrics: Arc<metrics::Metrics>,
-) -> Result<(Raft, StateReader), StartError> {
+) -> Result<Vec<Group>, StartError> {
     let db_path = store_dir(config);
-    let (log_store, state_machine) = raft_store::open(&db_path).map_err(|e| StartError::Store {
+    let stores = raft_store::open_groups(&db_path, GROUPS).map_err(|e| StartError::Store {
         path: db_path.display().to_string(),
         message: e.to_string(),
     })?;
+    let network = network::Network::new(
+        secret,
+        Duration::from_millis(config.raft.rpc_timeout_ms),
+        config.source_ip(),
+        tls,
+        config.raft.transport,
+        metrics.clone(),
+    );
+    let raft_config = Arc::new(raft_config(config)?);
+    let mut groups = Vec::with_capacity(stores.len());
+    for (number, (log_store, state_machine)) in (0u16..).zip(stores) {
+        let (raft, reader) = start_group(
+            config.node.id,
+            raft_config.clone(),
+            network.for_group(number),
+            log_store,
+            state_machine,
+            &metrics,
+        )
+        .await?;
+        groups.push(Group {
+            number,
+            raft,
+            reader,
+            freshness: freshness::Freshness::new(),
+            handoff: handoff::Gate::default(),
+        });
+    }
+    Ok(groups)
+}
+
+/// The number of Raft groups a node runs: one, until a cluster can be made with several.
+const GROUPS: u16 = 1;
+
+/// Start Raft on one group's store.
+async fn start_group(
+    id: NodeId,
+    raft_config: Arc<openraft::Config>,
+    network: network::Network,
+    log_store: raft_store::LogStore,
+    state_machine: raft_store::StateMachine,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<(Raft, StateReader), StartError> {
     let observer: raft_store::Observer = {
         let metrics = metrics.clone();
         Arc::new(move |stage, elapsed| {
@@ -346,23 +457,9 @@ async fn start_raft(
     let log_store = log_store.with_observer(observer.clone());
     let state_machine = state_machine.with_observer(observer);
     let reader = state_machine.reader();
-    let network = network::Network::new(
-        secret,
-        Duration::from_millis(config.raft.rpc_timeout_ms),
-        config.source_ip(),
-        tls,
-        config.raft.transport,
-        metrics,
-    );
-    let raft = Raft::new(
-        config.node.id,
-        Arc::new(raft_config(config)?),
-        network,
-        log_store,
-        state_machine,
-    )
-    .await
-    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let raft = Raft::new(id, raft_config, network, log_store, state_machine)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
     Ok((raft, reader))
 }
 

@@ -28,7 +28,7 @@ use openraft::RaftMetrics;
 use raft_store::{Node, NodeId};
 
 use crate::internal::committed_index;
-use crate::NodeState;
+use crate::{Group, NodeState};
 
 /// How long members have to acknowledge the probe entry. A member that cannot append one small
 /// entry in this time is not one a change should depend on.
@@ -174,8 +174,8 @@ fn holding(
 }
 
 /// Refuse at once if this node is not the leader or the last change is not committed.
-pub async fn ensure_leader_and_settled(state: &NodeState) -> Result<(), Refusal> {
-    let metrics = state.raft.metrics().borrow().clone();
+pub async fn ensure_leader_and_settled(state: &NodeState, group: &Group) -> Result<(), Refusal> {
+    let metrics = group.raft.metrics().borrow().clone();
     if metrics.current_leader != Some(state.id) {
         let membership = metrics.membership_config.membership();
         let leader = metrics
@@ -183,7 +183,7 @@ pub async fn ensure_leader_and_settled(state: &NodeState) -> Result<(), Refusal>
             .and_then(|id| membership.get_node(&id).map(|node| node.addr.clone()));
         return Err(Refusal::NotLeader { leader });
     }
-    let view = status(state.id, &metrics, committed_index(state).await);
+    let view = status(state.id, &metrics, committed_index(group).await);
     if !view.committed || view.configs.len() > 1 {
         let waiting = if view.waiting_for.is_empty() {
             String::new()
@@ -205,11 +205,12 @@ pub async fn ensure_leader_and_settled(state: &NodeState) -> Result<(), Refusal>
 /// [`PROBE_ACK_WAIT`]: those that are up and hold the whole log.
 pub async fn healthy_members(
     state: &NodeState,
+    group: &Group,
     members: &BTreeSet<NodeId>,
 ) -> Result<BTreeSet<NodeId>, Refusal> {
     let proposal = state.proposal(Vec::new());
     let written =
-        match tokio::time::timeout(PROBE_COMMIT_WAIT, state.raft.client_write(proposal)).await {
+        match tokio::time::timeout(PROBE_COMMIT_WAIT, group.raft.client_write(proposal)).await {
             Ok(Ok(written)) => written,
             Ok(Err(e)) => {
                 return Err(Refusal::NoQuorum {
@@ -223,7 +224,7 @@ pub async fn healthy_members(
             }
         };
     let index = written.log_id.index;
-    let mut watch = state.raft.metrics();
+    let mut watch = group.raft.metrics();
     let deadline = tokio::time::Instant::now() + PROBE_ACK_WAIT;
     loop {
         let acked = holding(&watch.borrow_and_update(), members, index);
@@ -233,15 +234,15 @@ pub async fn healthy_members(
         match tokio::time::timeout_at(deadline, watch.changed()).await {
             Ok(Ok(())) => {}
             // Deadline, or Raft shutting down: whoever answered by now is all there is.
-            _ => return Ok(holding(&state.raft.metrics().borrow(), members, index)),
+            _ => return Ok(holding(&group.raft.metrics().borrow(), members, index)),
         }
     }
 }
 
 /// Wait up to `wait` until member `id` holds the log up to `index`; whether it did.
-pub async fn wait_caught_up(state: &NodeState, id: NodeId, index: u64, wait: Duration) -> bool {
+pub async fn wait_caught_up(group: &Group, id: NodeId, index: u64, wait: Duration) -> bool {
     let one = BTreeSet::from([id]);
-    let mut watch = state.raft.metrics();
+    let mut watch = group.raft.metrics();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         if !holding(&watch.borrow_and_update(), &one, index).is_empty() {
@@ -304,18 +305,20 @@ const HALFWAY_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// configuration leaves out are removed, as `stockctl cluster remove` removes them.
 pub async fn finish_halfway_changes(
     state: std::sync::Arc<NodeState>,
+    group: u16,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
+    let group = &state.groups[usize::from(group)];
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HALFWAY_CHECK_EVERY) => {}
             _ = stopping.wait_for(|stopping| *stopping) => return,
         }
-        let metrics = state.raft.metrics().borrow().clone();
+        let metrics = group.raft.metrics().borrow().clone();
         if metrics.current_leader != Some(state.id) {
             continue;
         }
-        let view = status(state.id, &metrics, committed_index(&state).await);
+        let view = status(state.id, &metrics, committed_index(group).await);
         let (true, [_, last]) = (view.committed, view.configs.as_slice()) else {
             continue;
         };
@@ -324,7 +327,7 @@ pub async fn finish_halfway_changes(
             configs = %describe_configs(&view.configs),
             "a membership change was left halfway; finishing it"
         );
-        let change = state.raft.change_membership(voters, false);
+        let change = group.raft.change_membership(voters, false);
         match tokio::time::timeout(PROBE_COMMIT_WAIT, change).await {
             Ok(Ok(written)) => tracing::info!(
                 log_index = written.log_id.index,

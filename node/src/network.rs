@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_config::Transport;
-use flashstock_api::SECRET_HEADER;
+use flashstock_api::{GROUP_HEADER, SECRET_HEADER, WIRE_VERSION_GROUPS, WIRE_VERSION_HEADER};
 use flashstock_client::wire::{CallError, Connector, Route, WireClient, WirePool};
 use openraft::error::{
     Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout,
@@ -37,10 +37,12 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 /// Where a leader handing off asks its successor to stand ([`crate::handoff`]).
 pub const ELECT_PATH: &str = "/raft/elect";
 
-/// Creates one [`PeerClient`] per replication target; all share one connection pool per
-/// transport.
+/// Creates one [`PeerClient`] per replication target of one Raft group; the groups' networks
+/// share one connection pool per transport, so a peer gets one connection for all of them.
 #[derive(Clone)]
 pub struct Network {
+    /// The Raft group whose messages this network carries.
+    group: u16,
     http: reqwest::Client,
     /// `None` when `raft.transport` is `http`.
     wire: Option<WirePool>,
@@ -76,6 +78,7 @@ impl Network {
             })
         });
         Network {
+            group: 0,
             http,
             wire,
             secret,
@@ -85,11 +88,22 @@ impl Network {
     }
 }
 
+impl Network {
+    /// The same network, carrying group `group`'s messages.
+    pub fn for_group(&self, group: u16) -> Network {
+        Network {
+            group,
+            ..self.clone()
+        }
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
         PeerClient {
+            group: self.group,
             http: self.http.clone(),
             wire: self.wire.as_ref().map(|pool| pool.client(&node.addr)),
             secret: self.secret.clone(),
@@ -100,8 +114,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-/// Sends Raft RPCs to one peer.
+/// Sends one group's Raft RPCs to one peer.
 pub struct PeerClient {
+    group: u16,
     http: reqwest::Client,
     wire: Option<Arc<WireClient>>,
     secret: Arc<str>,
@@ -134,7 +149,7 @@ impl PeerClient {
             RPCTypes::InstallSnapshot => None,
         };
         if let (Some(wire), Some(route)) = (&self.wire, route) {
-            match wire.call(route, &body, ttl).await {
+            match wire.call_group(route, self.group, &body, ttl).await {
                 Ok(reply) => return self.answer(path, reply.status, &reply.body),
                 // An older peer: over HTTP below.
                 Err(CallError::NotSpoken(_)) => {}
@@ -154,10 +169,16 @@ impl PeerClient {
                 }
             }
         }
-        let response = self
+        let mut request = self
             .http
             .post(format!("{}{path}", self.base))
-            .header(SECRET_HEADER, &*self.secret)
+            .header(SECRET_HEADER, &*self.secret);
+        if self.group != 0 {
+            request = request
+                .header(GROUP_HEADER, self.group)
+                .header(WIRE_VERSION_HEADER, WIRE_VERSION_GROUPS);
+        }
+        let response = request
             .timeout(ttl)
             .body(body)
             .send()

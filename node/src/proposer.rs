@@ -12,36 +12,36 @@ use std::time::Duration;
 use flashstock_api::{Command, ErrorCode, NodeAddr, Op, Proposal, WriteResponse};
 use openraft::error::{ClientWriteError, RaftError};
 
-use crate::{now_ms, NodeState};
+use crate::{now_ms, Group, NodeState};
 
 impl NodeState {
-    /// Propose `commands` as one entry and wait until it is applied here.
-    pub async fn propose(&self, commands: Vec<Command>) -> WriteResponse {
+    /// Propose `commands` as one entry of `group` and wait until it is applied here.
+    pub async fn propose(&self, group: &Group, commands: Vec<Command>) -> WriteResponse {
         if let Err(message) = self.check_batch(&commands) {
             return WriteResponse::Refused {
                 code: ErrorCode::InvalidRequest,
                 message,
             };
         }
-        self.propose_checked(commands).await
+        self.propose_checked(group, commands).await
     }
 
     /// Propose an entry without commands, which moves the log's clock (and the horizons) on:
     /// the state machine expires the holds past their deadline at the start of every entry,
     /// and [`crate::hold_expiry`] proposes one when no other entry comes. Writes from clients
     /// never come here: [`NodeState::propose`] refuses an empty batch.
-    pub async fn propose_empty(&self) -> WriteResponse {
-        self.propose_checked(Vec::new()).await
+    pub async fn propose_empty(&self, group: &Group) -> WriteResponse {
+        self.propose_checked(group, Vec::new()).await
     }
 
-    async fn propose_checked(&self, commands: Vec<Command>) -> WriteResponse {
+    async fn propose_checked(&self, group: &Group, commands: Vec<Command>) -> WriteResponse {
         let count = commands.len();
         let proposal = self.proposal(commands);
         let wait = Duration::from_millis(self.config.raft.commit_timeout_ms);
         // Held back while a hand-off is under way, then refused with `NotLeader` if it moved.
-        let _in_flight = self.handoff.enter().await;
+        let _in_flight = group.handoff.enter().await;
         let began = std::time::Instant::now();
-        let written = tokio::time::timeout(wait, self.raft.client_write(proposal)).await;
+        let written = tokio::time::timeout(wait, group.raft.client_write(proposal)).await;
         if matches!(written, Ok(Ok(_))) {
             self.metrics
                 .stage(crate::metrics::Stage::LeaderPropose, began.elapsed());

@@ -110,7 +110,12 @@ fn facts(metrics: &openraft::RaftMetrics<NodeId, raft_store::Node>) -> Facts {
 }
 
 /// On every node, for as long as it runs: ask openraft for a snapshot when one is [`due`].
-pub async fn build_when_due(state: Arc<NodeState>, mut stopping: watch::Receiver<bool>) {
+pub async fn build_when_due(
+    state: Arc<NodeState>,
+    group: u16,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let group = &state.groups[usize::from(group)];
     let threshold = snapshot_threshold(state.config.raft.snapshot_every_logs, state.id);
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -120,7 +125,7 @@ pub async fn build_when_due(state: Arc<NodeState>, mut stopping: watch::Receiver
             _ = ticks.tick() => {}
             _ = stopping.changed() => return,
         }
-        let facts = facts(&state.raft.metrics().borrow());
+        let facts = facts(&group.raft.metrics().borrow());
         match due(&facts, threshold) {
             Decision::NotYet => waiting_for = None,
             Decision::Wait { member } => {
@@ -139,7 +144,7 @@ pub async fn build_when_due(state: Arc<NodeState>, mut stopping: watch::Receiver
                 waiting_for = None;
                 // openraft ignores the request while a build is under way; an error means the
                 // core stopped, which the node's shutdown handles.
-                let _ = state.raft.trigger().snapshot().await;
+                let _ = group.raft.trigger().snapshot().await;
             }
         }
     }

@@ -3,8 +3,8 @@
 //! served here instead of by hyper.
 //!
 //! Each call becomes the HTTP request of its route, with the credential of the connection's
-//! hello as its `x-flashstock-secret` header and the version chosen as its wire version, and
-//! goes through the same router as an HTTP request would: the same roles, body limits, metrics
+//! hello as its `x-flashstock-secret` header, the version chosen as its wire version and the
+//! call's Raft group, when not 0, as its `x-flashstock-group` header, and goes through the same router as an HTTP request would: the same roles, body limits, metrics
 //! and handlers. Its answer goes back as a reply frame with its status and body.
 //!
 //! Bounds, beside the connection cap that the connection counts against like any other:
@@ -30,7 +30,8 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, StatusCode};
 use axum::Router;
 use flashstock_api::{
-    ErrorBody, ErrorCode, SECRET_HEADER, WIRE_VERSION, WIRE_VERSION_HEADER, WIRE_VERSION_MIN,
+    ErrorBody, ErrorCode, GROUP_HEADER, SECRET_HEADER, WIRE_VERSION, WIRE_VERSION_HEADER,
+    WIRE_VERSION_MIN,
 };
 use flashstock_client::wire::{
     self, choose_version, decode_call, encode_reply, Hello, Route, Welcome, IN_FLIGHT_MAX, MAGIC,
@@ -47,8 +48,8 @@ use crate::server::{request_timed_out, CloseReason, Limits, WRITE_GRACE};
 
 /// Largest hello: the versions and a credential. Read before the caller is known, so small.
 pub const HELLO_BYTES_MAX: usize = 4096;
-/// What a call frame adds to its body: the id and the route.
-const CALL_HEADER_BYTES: usize = 9;
+/// The most a call frame adds to its body: the id, the route and the group.
+const CALL_HEADER_BYTES: usize = 11;
 
 /// Who may open the wire on a listener, and how large each one's frames may be.
 #[derive(Clone)]
@@ -171,7 +172,13 @@ where
         let Some(Ok(frame)) = frame else {
             break idle.is_elapsed().then_some(CloseReason::Idle);
         };
-        let Some((id, tag, body)) = decode_call(frame.freeze()) else {
+        let Some(wire::Call {
+            id,
+            tag,
+            group,
+            body,
+        }) = decode_call(wire, frame.freeze())
+        else {
             break None;
         };
         let replies = replies.clone();
@@ -188,7 +195,11 @@ where
         };
         let mut request = Request::post(route.path())
             .header(SECRET_HEADER, secret.clone())
-            .header(WIRE_VERSION_HEADER, version.clone())
+            .header(WIRE_VERSION_HEADER, version.clone());
+        if group != 0 {
+            request = request.header(GROUP_HEADER, HeaderValue::from(group));
+        }
+        let mut request = request
             .body(Body::from(body))
             .expect("a request of a known path and valid headers builds");
         request.extensions_mut().insert(ConnectInfo(addr));

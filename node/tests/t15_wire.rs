@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use cluster_config::Transport;
 use common::{create, three_voters, ELECTION_WAIT};
-use flashstock_api::{ErrorBody, ErrorCode, WriteRequest, WriteResponse};
+use flashstock_api::{ErrorBody, ErrorCode, WriteRequest, WriteResponse, WIRE_VERSION};
 use flashstock_client::wire::{
     codec, encode_call, CallError, Connector, Hello, Route, Welcome, WireClient, MAGIC,
 };
@@ -116,7 +116,8 @@ async fn wire_calls_take_the_roles_of_their_routes_in_a_mixed_cluster() {
 
 /// The opening, byte by byte: a hello of versions this node does not speak is answered with
 /// the magic and a refusal naming `unsupported_version`, then the connection closes; after an
-/// accepted hello, a call of an unknown route is answered 400 `invalid_request`.
+/// accepted hello, a call of an unknown route, or of a Raft group this node does not run, is
+/// answered 400 `invalid_request`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_opening_refuses_unknown_versions_and_calls() {
     let cluster = three_voters(|_| {}).await;
@@ -138,9 +139,9 @@ async fn the_opening_refuses_unknown_versions_and_calls() {
     );
 
     let Ok(mut framed) = opening(&cluster, leader, (1, 99), &cluster.voter_secret).await else {
-        panic!("versions 1 to 99 share version 1");
+        panic!("versions 1 to 99 share this release's version");
     };
-    let mut call = BytesMut::from(&encode_call(5, Route::Vote, b"")[..]);
+    let mut call = BytesMut::from(&encode_call(WIRE_VERSION, 5, Route::Vote, 0, b"")[..]);
     call[8] = 99;
     framed.send(call.freeze()).await.expect("send a call");
     let reply = tokio::time::timeout(CALL_WAIT, framed.next())
@@ -155,6 +156,66 @@ async fn the_opening_refuses_unknown_versions_and_calls() {
     );
     assert_eq!(&reply[8..10], &400u16.to_be_bytes());
     assert_eq!(error_code(&reply[10..]), ErrorCode::InvalidRequest);
+
+    // A vote for group 7, which a one-group node does not run: refused before Raft sees it.
+    framed
+        .send(encode_call(WIRE_VERSION, 6, Route::Vote, 7, b"not a vote"))
+        .await
+        .expect("send a call");
+    let reply = tokio::time::timeout(CALL_WAIT, framed.next())
+        .await
+        .expect("a reply in time")
+        .expect("a reply")
+        .expect("a frame");
+    assert_eq!(&reply[8..10], &400u16.to_be_bytes());
+    let body: ErrorBody = serde_json::from_slice(&reply[10..]).unwrap();
+    assert_eq!(body.code, ErrorCode::InvalidRequest);
+    assert!(body.message.contains("not group 7"), "{}", body.message);
+}
+
+/// Over HTTP, a call names its group with a header: another group than 0 needs a request of a
+/// wire version that has groups (a release without them would take it for group 0), and a
+/// group the node runs. Both refusals come before the body is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http_call_for_a_group_the_node_does_not_run_is_refused() {
+    use flashstock_api::{GROUP_HEADER, SECRET_HEADER, WIRE_VERSION_GROUPS, WIRE_VERSION_HEADER};
+    let cluster = three_voters(|_| {}).await;
+    let leader = cluster
+        .wait_for_leader(ELECTION_WAIT)
+        .await
+        .expect("a leader");
+    let http = reqwest::Client::new();
+    let url = format!("http://{}{}", cluster.addr(leader), Route::Vote.path());
+    for (version, group, refusal) in [
+        (1, "1", "names no group"),
+        (WIRE_VERSION_GROUPS, "1", "not group 1"),
+        (WIRE_VERSION_GROUPS, "one", "must be a group number"),
+    ] {
+        let response = http
+            .post(&url)
+            .header(SECRET_HEADER, &cluster.voter_secret)
+            .header(WIRE_VERSION_HEADER, version)
+            .header(GROUP_HEADER, group)
+            .body("not a vote")
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), 400, "version {version}, group {group}");
+        let body: ErrorBody = response.json().await.expect("an error body");
+        assert_eq!(body.code, ErrorCode::InvalidRequest);
+        assert!(body.message.contains(refusal), "{}", body.message);
+    }
+    // Group 0 named outright is the group a call without the header reaches.
+    let response = http
+        .post(&url)
+        .header(SECRET_HEADER, &cluster.voter_secret)
+        .header(GROUP_HEADER, "0")
+        .body("not a vote")
+        .send()
+        .await
+        .expect("an answer");
+    let body: ErrorBody = response.json().await.expect("an error body");
+    assert!(body.message.contains("undecodable"), "{}", body.message);
 }
 
 /// How large a frame may be depends on who opened the connection: a voter's may carry a Raft
@@ -183,7 +244,7 @@ async fn frames_are_bounded_by_who_opened_the_connection() {
             panic!("{who} is accepted");
         };
         framed
-            .send(encode_call(1, Route::Append, &large))
+            .send(encode_call(1, 1, Route::Append, 0, &large))
             .await
             .expect("send a call");
         let next = tokio::time::timeout(CALL_WAIT, framed.next())
@@ -232,7 +293,8 @@ async fn opening(
         .expect("a welcome frame");
     match bincode::deserialize::<Welcome>(&welcome).expect("a welcome decodes") {
         Welcome::Accepted { wire } => {
-            assert_eq!(wire, 1.max(wire_min).min(wire_max));
+            // The highest version both speak.
+            assert_eq!(wire, WIRE_VERSION.min(wire_max));
             Ok(framed)
         }
         Welcome::Refused { code, message } => Err((code, message, framed)),

@@ -61,6 +61,7 @@ pub(super) fn require_cluster_version(gateway: &Gateway, op: &Op) -> Result<(), 
     }
     let running = gateway
         .node
+        .group0()
         .reader
         .cluster_version()
         .map_err(ApiError::storage)?;
@@ -188,7 +189,7 @@ pub(super) async fn get_hold(
     let id = hold_id(&id)?;
     let query = token_query(query)?;
     let given = given_token(&headers, &query);
-    let reader = &gateway.node.reader;
+    let reader = &gateway.node.group0().reader;
     let applied_index = reader.applied_index();
     let hold = reader.hold(HoldId(id)).map_err(ApiError::storage)?;
     let shown = hold.filter(|hold| match (&hold.token, given) {

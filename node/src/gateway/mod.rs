@@ -117,7 +117,7 @@ impl Gateway {
         let forwarder = Forwarder::start(
             config,
             voters.clone(),
-            node.raft.clone(),
+            node.group0().raft.clone(),
             node.metrics.clone(),
             node.unsafe_faults,
         );
@@ -143,9 +143,10 @@ impl Gateway {
 impl Gateway {
     /// The replica's freshness now ([`crate::freshness`]).
     pub fn freshness(&self) -> crate::freshness::FreshnessView {
-        self.node
-            .freshness
-            .view(self.node.reader.applied_index(), std::time::Instant::now())
+        self.node.group0().freshness.view(
+            self.node.group0().reader.applied_index(),
+            std::time::Instant::now(),
+        )
     }
 }
 

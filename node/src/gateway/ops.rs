@@ -221,7 +221,7 @@ impl Ops {
 
     async fn probe(&self, node: &NodeState) -> Round {
         let members: Vec<(u64, String, bool)> = {
-            let metrics = node.raft.metrics().borrow().clone();
+            let metrics = node.group0().raft.metrics().borrow().clone();
             let membership = metrics.membership_config.membership();
             let voters: Vec<u64> = membership.voter_ids().collect();
             membership
@@ -411,7 +411,8 @@ async fn sample(
     mut stopping: watch::Receiver<bool>,
 ) {
     let orders_placed = |node: &NodeState| {
-        node.reader
+        node.group0()
+            .reader
             .inventory_meta()
             .map(|meta| meta.orders_placed)
             .ok()

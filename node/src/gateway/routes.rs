@@ -254,7 +254,7 @@ async fn list_products(
     if limit == 0 || limit > PAGE_LIMIT_MAX {
         return Err(invalid(format!("limit must be 1 to {PAGE_LIMIT_MAX}")));
     }
-    let reader = &gateway.node.reader;
+    let reader = &gateway.node.group0().reader;
     let applied_index = reader.applied_index();
     // One more than asked tells whether another page follows.
     let records = reader
@@ -298,7 +298,7 @@ async fn get_product(
             )))
         }
     }
-    let reader = &gateway.node.reader;
+    let reader = &gateway.node.group_of(&id).reader;
     let applied_index = reader.applied_index();
     match reader.product_record(&id).map_err(ApiError::storage)? {
         Some(record) => Ok(fresh(
@@ -332,7 +332,7 @@ async fn catch_up_with_leader(gateway: &Gateway) -> Result<(), ApiError> {
             )))
         }
     };
-    let mut applied = gateway.node.reader.watch_applied();
+    let mut applied = gateway.node.group0().reader.watch_applied();
     let caught_up =
         tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))
             .await
@@ -611,6 +611,7 @@ async fn bulk(
     // form, which the state machine answers the same way.
     let one_command = gateway
         .node
+        .group0()
         .reader
         .cluster_version()
         .is_ok_and(|version| version >= 2);
@@ -742,7 +743,10 @@ async fn get_order(
     let id = record_id(&id, "an order")?;
     let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
     let given = given_token(&headers, &query);
-    let reader = &gateway.node.reader;
+    let Some(group) = gateway.node.group_of_order(OrderId(id)) else {
+        return Err(ApiError::unknown_order(id));
+    };
+    let reader = &group.reader;
     let applied_index = reader.applied_index();
     match reader
         .order_record(OrderId(id))
@@ -778,10 +782,11 @@ async fn ready(State(gateway): State<AppState>) -> Answer {
             "this gateway's replica stopped; the gateway is exiting",
         ));
     }
-    let leader = gateway.node.raft.metrics().borrow().current_leader;
-    let applied_index = gateway.node.reader.applied_index();
+    let leader = gateway.node.group0().raft.metrics().borrow().current_leader;
+    let applied_index = gateway.node.group0().reader.applied_index();
     let freshness = gateway
         .node
+        .group0()
         .freshness
         .view(applied_index, std::time::Instant::now());
     let config = &gateway.node.config.gateway;

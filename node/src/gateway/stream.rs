@@ -98,13 +98,14 @@ pub async fn stock_events(
     let slot = take_slot(&gateway)?;
     let filter = query.ok().and_then(|Query(q)| q.product);
     // Subscribe before reading the current state, so no change falls between the two.
-    let changes = gateway.node.reader.subscribe();
+    let changes = gateway.node.group0().reader.subscribe();
     let mut first = Vec::new();
     if let Some(id) = &filter {
         validate_product_id(id).map_err(ApiError::invalid)?;
-        let applied_index = gateway.node.reader.applied_index();
+        let applied_index = gateway.node.group0().reader.applied_index();
         let record = gateway
             .node
+            .group0()
             .reader
             .product_record(id)
             .map_err(ApiError::storage)?;

@@ -203,7 +203,7 @@ async fn catalog(
 ) -> Response {
     let after = query.ok().and_then(|Query(q)| q.after);
     let after = after.filter(|after| validate_product_id(after).is_ok());
-    let reader = &gateway.node.reader;
+    let reader = &gateway.node.group0().reader;
     let applied_index = reader.applied_index();
     // One more than shown tells whether another page follows.
     let mut products = match reader.product_records(after.as_deref(), CATALOG_PAGE + 1) {
@@ -237,7 +237,7 @@ async fn product(State(gateway): State<AppState>, Path(id): Path<String>) -> Res
     if validate_product_id(&id).is_err() {
         return no_such();
     }
-    let reader = &gateway.node.reader;
+    let reader = &gateway.node.group0().reader;
     let applied_index = reader.applied_index();
     match reader.product_record(&id) {
         Ok(Some(record)) => {
@@ -281,7 +281,7 @@ async fn order(
     let Ok(id) = id.parse::<u64>().map(OrderId) else {
         return no_such();
     };
-    let reader = &gateway.node.reader;
+    let reader = &gateway.node.group0().reader;
     // The order id says which entry placed it: wait, briefly, for this replica to apply it.
     let mut applied = reader.watch_applied();
     let caught_up = tokio::time::timeout(
