@@ -6,7 +6,8 @@
 //!   per Raft group ([`Group`]), all in one RocksDB.
 //! - [`inventory`]: the inventory state machine as pure logic over the [`inventory::InventoryState`]
 //!   trait: (state, proposal) → (writes, outcomes). No clock, no randomness, no IO of its own.
-//! - [`log_store`]: [`LogStore`], openraft's `RaftLogStorage`: durable appends, each fsynced.
+//! - [`log_store`]: [`LogStore`], openraft's `RaftLogStorage`: durable appends, each fsynced;
+//!   with several groups, one fsync for the appends of every group (`wal_sync`).
 //! - [`state_machine`]: [`StateMachine`], openraft's `RaftStateMachine` running the inventory logic
 //!   over RocksDB, and [`StateReader`], the read handle views are served from.
 //! - [`snapshot`]: snapshots as files, built and installed as streams.
@@ -30,6 +31,7 @@ pub mod records;
 pub mod restore;
 pub mod snapshot;
 pub mod state_machine;
+mod wal_sync;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -200,6 +202,26 @@ pub fn open_groups(
     dir: &Path,
     groups: u16,
 ) -> Result<Vec<(LogStore, StateMachine)>, StorageError<NodeId>> {
+    open_groups_with(dir, groups, Durability::SharedSync)
+}
+
+/// How the appends of a store of several groups are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// One WAL sync for the appends of every group written meanwhile (`wal_sync`): what nodes
+    /// use.
+    SharedSync,
+    /// Each append syncs in its own write, as in a store of one group; to measure what the
+    /// shared sync gains (`examples/group_commit.rs`).
+    OwnSync,
+}
+
+/// [`open_groups`], with the appends made durable as `durability` says.
+pub fn open_groups_with(
+    dir: &Path,
+    groups: u16,
+    durability: Durability,
+) -> Result<Vec<(LogStore, StateMachine)>, StorageError<NodeId>> {
     let subject = || openraft::ErrorSubject::Store;
     if groups == 0 || groups > flashstock_api::placement::GROUPS_MAX {
         return Err(log_store::read_error(
@@ -261,11 +283,18 @@ pub fn open_groups(
         check_or_mark_format(&db, group, dir)?;
     }
     let db = Arc::new(db);
+    let wal_sync = match (groups.len(), durability) {
+        (1, _) | (_, Durability::OwnSync) => None,
+        _ => Some(Arc::new(wal_sync::WalSync::start(&db).map_err(|e| {
+            log_store::write_error(subject(), &format!("cannot start the WAL sync thread: {e}"))
+        })?)),
+    };
     groups
         .into_iter()
         .map(|group| {
             let state_machine = StateMachine::new(db.clone(), group.clone())?;
-            Ok((LogStore::new(db.clone(), group), state_machine))
+            let log_store = LogStore::new(db.clone(), group, wal_sync.clone());
+            Ok((log_store, state_machine))
         })
         .collect()
 }

@@ -3,12 +3,14 @@
 //! Durability: an append is written to RocksDB with a WAL fsync and reported durable to openraft
 //! when that write returns. A vote is fsynced before `save_vote` returns.
 //!
-//! There is no group commit here because there is nothing to group: openraft 0.9.25 waits for
-//! each append's completion before it appends again (`RaftCore::append_to_log` awaits the
-//! callback; leader and follower alike), so at most one append is ever waiting for an fsync.
-//! The batching that pays happens before the log: a gateway coalesces many purchases into one
-//! entry, and a follower receives many entries per append. An earlier version fsynced on a
-//! separate thread that took "every append waiting"; it never found more than one.
+//! There is no group commit within a group because there is nothing to group: openraft 0.9.25
+//! waits for each append's completion before it appends again (`RaftCore::append_to_log` awaits
+//! the callback; leader and follower alike), so at most one append of a group is ever waiting
+//! for an fsync. The batching that pays happens before the log: a gateway coalesces many
+//! purchases into one entry, and a follower receives many entries per append. An earlier
+//! version fsynced on a separate thread that took "every append waiting"; it never found more
+//! than one. Across the groups of one store there is something to group, and
+//! the store's shared sync (`wal_sync`) groups it: one sync for the appends of every group.
 
 use std::fmt::{Debug, Display};
 use std::ops::{Bound, RangeBounds};
@@ -24,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::keys::{log_index, log_key, Group, RaftKey};
+use crate::wal_sync::WalSync;
 use crate::{NodeId, Observer, StoreStage, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -33,16 +36,26 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 pub struct LogStore {
     db: Arc<DB>,
     group: Arc<Group>,
+    /// The store's one sync for every group's appends; `None` in a store of one group, whose
+    /// appends sync in their own write.
+    wal_sync: Option<Arc<WalSync>>,
     observer: Option<Observer>,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>, group: Arc<Group>) -> LogStore {
+    pub(crate) fn new(db: Arc<DB>, group: Arc<Group>, wal_sync: Option<Arc<WalSync>>) -> LogStore {
         LogStore {
             db,
             group,
+            wal_sync,
             observer: None,
         }
+    }
+
+    /// How many WAL syncs the store's shared sync has made for the appends of its groups;
+    /// `None` in a store of one group.
+    pub fn shared_syncs(&self) -> Option<u64> {
+        self.wal_sync.as_ref().map(|sync| sync.syncs())
     }
 
     /// The same store, telling `observer` how long each append's write and fsync take.
@@ -203,21 +216,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let db = self.db.clone();
         let observer = self.observer.clone();
+        let sync_own_write = self.wal_sync.is_none();
+        let began = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
-            let began = std::time::Instant::now();
             let mut options = WriteOptions::default();
-            options.set_sync(true);
-            let written = db.write_opt(batch, &options);
-            if let Some(observe) = observer {
-                observe(StoreStage::LogAppend, began.elapsed());
-            }
-            written
+            options.set_sync(sync_own_write);
+            db.write_opt(batch, &options)
         })
         .await
         .expect("RocksDB write task does not panic");
         result.map_err(|e| write_error(ErrorSubject::Logs, &e))?;
-        // Durable: the write's WAL fsync covers these entries (and every earlier write).
-        callback.log_io_completed(Ok(()));
+        let Some(wal_sync) = &self.wal_sync else {
+            if let Some(observe) = observer {
+                observe(StoreStage::LogAppend, began.elapsed());
+            }
+            // Durable: the write's WAL fsync covers these entries (and every earlier write).
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        // Written; durable once the next sync of the shared log is done, which is when
+        // openraft hears of it.
+        wal_sync.after_sync(Box::new(move |synced| {
+            if let Some(observe) = observer {
+                observe(StoreStage::LogAppend, began.elapsed());
+            }
+            callback.log_io_completed(synced.map_err(std::io::Error::other));
+        }));
         Ok(())
     }
 

@@ -93,3 +93,25 @@ fn transfer_snapshot() -> Result<(), StorageError<NodeId>> {
 fn whole_suite() -> Result<(), StorageError<NodeId>> {
     Suite::test_all(RocksBuilder)
 }
+
+/// Opens group 2 of a fresh store of three groups for each case: its appends are made durable
+/// by the store's shared WAL sync, not by their own write.
+struct GroupOfSeveralBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for GroupOfSeveralBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let (log_store, state_machine) = raft_store::open_groups(dir.path(), 3)?.remove(2);
+        assert!(
+            log_store.shared_syncs().is_some(),
+            "a store of several groups"
+        );
+        Ok((dir, log_store, state_machine))
+    }
+}
+
+/// The whole suite on one group of a store of several.
+#[test]
+fn whole_suite_on_a_group_of_several() -> Result<(), StorageError<NodeId>> {
+    Suite::test_all(GroupOfSeveralBuilder)
+}
