@@ -658,25 +658,15 @@ mod tests {
         // Version 1 has no group field: its calls are group 0's, byte for byte as before.
         let call = encode_call(1, 7, Route::Write, 0, b"body");
         assert_eq!(&call[..], b"\0\0\0\0\0\0\0\x07\x03body");
-        let call = decode_call(1, call).unwrap();
+        let parts = |call: Call| (call.id, Route::from_tag(call.tag), call.group, call.body);
         assert_eq!(
-            (
-                call.id,
-                Route::from_tag(call.tag),
-                call.group,
-                &call.body[..]
-            ),
-            (7, Some(Route::Write), 0, &b"body"[..])
+            parts(decode_call(1, call).unwrap()),
+            (7, Some(Route::Write), 0, Bytes::from_static(b"body"))
         );
-        let call = decode_call(2, encode_call(2, 8, Route::Append, 513, b"entries")).unwrap();
+        let call = encode_call(2, 8, Route::Append, 513, b"entries");
         assert_eq!(
-            (
-                call.id,
-                Route::from_tag(call.tag),
-                call.group,
-                &call.body[..]
-            ),
-            (8, Some(Route::Append), 513, &b"entries"[..])
+            parts(decode_call(2, call).unwrap()),
+            (8, Some(Route::Append), 513, Bytes::from_static(b"entries"))
         );
         let (id, reply) = decode_reply(encode_reply(9, 503, b"x")).unwrap();
         assert_eq!((id, reply.status, &reply.body[..]), (9, 503, &b"x"[..]));

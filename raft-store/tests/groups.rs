@@ -65,6 +65,18 @@ async fn raft_records(log: &mut LogStore) -> (Option<Vote<u64>>, Option<u64>) {
     (log.read_vote().await.unwrap(), purged.map(|id| id.index))
 }
 
+/// Create product "tee" with `stock` at index 1, buy one at index 2: the order's id.
+async fn create_then_buy(sm: &mut StateMachine, stock: u64) -> flashstock_api::OrderId {
+    sm.apply(vec![entry(1, vec![create("c", "tee", stock)])])
+        .await
+        .unwrap();
+    let outcomes = sm
+        .apply(vec![entry(2, vec![purchase("p", "tee")])])
+        .await
+        .unwrap();
+    order_of(&outcomes[0])
+}
+
 #[test]
 fn each_group_keeps_its_own_log_state_and_snapshots_in_one_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,26 +86,12 @@ fn each_group_keeps_its_own_log_state_and_snapshots_in_one_store() {
         // The same log index and product id in two groups: two independent histories.
         let (log1, sm1) = &mut groups[1];
         log1.save_vote(&Vote::new(3, 1)).await.unwrap();
-        sm1.apply(vec![entry(1, vec![create("c", "tee", 5)])])
-            .await
-            .unwrap();
-        let outcomes = sm1
-            .apply(vec![entry(2, vec![purchase("p", "tee")])])
-            .await
-            .unwrap();
-        let order1 = order_of(&outcomes[0]);
+        let order1 = create_then_buy(sm1, 5).await;
         let (log2, sm2) = &mut groups[2];
         log2.purge(LogId::new(CommittedLeaderId::new(1, 1), 7))
             .await
             .unwrap();
-        sm2.apply(vec![entry(1, vec![create("c", "tee", 9)])])
-            .await
-            .unwrap();
-        let outcomes = sm2
-            .apply(vec![entry(2, vec![purchase("p", "tee")])])
-            .await
-            .unwrap();
-        let order2 = order_of(&outcomes[0]);
+        let order2 = create_then_buy(sm2, 9).await;
 
         // The same position in two groups placed two orders, each naming its group.
         assert_eq!((order1.group(), order2.group()), (1, 2));
