@@ -15,7 +15,7 @@ pub mod shop;
 pub mod voter;
 pub mod wire;
 
-pub use shop::{http_builder, new_key, RetryPolicy, Served, ShopClient, ShopError};
+pub use shop::{for_group, http_builder, new_key, RetryPolicy, Served, ShopClient, ShopError};
 pub use voter::{log_lag, CatchUp, Error, VoterClient, CAUGHT_UP_LAG_MAX};
 
 /// The TLS config of this crate's clients; see [`flashstock_tls`] for how to build one.

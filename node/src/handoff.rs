@@ -269,8 +269,7 @@ pub async fn hand_off(
     }
 }
 
-/// Ask voter `addr` to stand for election; `Err` says what happened.
-/// Group `group`'s voter, that is: the call names the group ([`flashstock_api::GROUP_HEADER`]).
+/// Ask voter `addr` to stand for election in `group`; `Err` says what happened.
 async fn ask_to_stand(
     state: &NodeState,
     group: u16,
@@ -287,16 +286,10 @@ async fn ask_to_stand(
         from: state.id,
         last_log_index,
     };
-    let mut call = http
+    let call = http
         .post(format!("{scheme}://{addr}{}", crate::network::ELECT_PATH))
         .header(SECRET_HEADER, &**state.credentials.own_secret());
-    if group != 0 {
-        call = call.header(flashstock_api::GROUP_HEADER, group).header(
-            flashstock_api::WIRE_VERSION_HEADER,
-            flashstock_api::WIRE_VERSION_GROUPS,
-        );
-    }
-    let response = call
+    let response = flashstock_client::for_group(call, group)
         .timeout(timeout)
         .json(&request)
         .send()

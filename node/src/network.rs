@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_config::Transport;
-use flashstock_api::{GROUP_HEADER, SECRET_HEADER, WIRE_VERSION_GROUPS, WIRE_VERSION_HEADER};
+use flashstock_api::SECRET_HEADER;
 use flashstock_client::wire::{CallError, Connector, Route, WireClient, WirePool};
 use openraft::error::{
     Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout,
@@ -169,16 +169,11 @@ impl PeerClient {
                 }
             }
         }
-        let mut request = self
+        let request = self
             .http
             .post(format!("{}{path}", self.base))
             .header(SECRET_HEADER, &*self.secret);
-        if self.group != 0 {
-            request = request
-                .header(GROUP_HEADER, self.group)
-                .header(WIRE_VERSION_HEADER, WIRE_VERSION_GROUPS);
-        }
-        let response = request
+        let response = flashstock_client::for_group(request, self.group)
             .timeout(ttl)
             .body(body)
             .send()
