@@ -1005,9 +1005,23 @@ pub struct NodeStatus {
     /// versions (the cluster then runs 1).
     #[serde(default)]
     pub cluster_version: Option<u32>,
+    /// The Raft group this status is of (its Raft fields, membership, storage and archive):
+    /// group 0 unless the request named another ([`GROUP_HEADER`]). Absent from releases before
+    /// groups, which run group 0 alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u16>,
+    /// How many Raft groups this node runs (`cluster.groups`); absent from releases before
+    /// groups (one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<u16>,
 }
 
 impl NodeStatus {
+    /// How many Raft groups the node runs (1 from a release before groups).
+    pub fn group_count(&self) -> u16 {
+        self.groups.unwrap_or(1)
+    }
+
     /// The cluster version in the node's applied state ([`CLUSTER_VERSION_BASE`] from a release
     /// before cluster versions).
     pub fn applied_cluster_version(&self) -> u32 {
@@ -1525,6 +1539,13 @@ impl BulkItem {
 /// one command per item (before cluster version 2).
 pub fn bulk_item_key(key: &str, index: usize) -> String {
     format!("{key}#{index}")
+}
+
+/// The key of the part of a bulk request (key `key`) that Raft group `group` applies, when its
+/// items lie in several groups: `key#g<group>`, which no item's key ([`bulk_item_key`]) can be.
+/// Group 0 of a one-group cluster applies the whole request under `key` itself.
+pub fn bulk_group_key(key: &str, group: u16) -> String {
+    format!("{key}#g{group}")
 }
 
 /// The bulk request's key and the item's index of a key made by [`bulk_item_key`], if `key`

@@ -69,6 +69,81 @@ pub fn group_of(product: &str, groups: u16) -> u16 {
     jump_bucket(product_hash(product), u32::from(groups)) as u16
 }
 
+/// Where a command must be proposed in a cluster of `groups` groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// In this group: the one holding its products, or the one that placed its hold or order.
+    In(u16),
+    /// Its products lie in (at least) these two groups: no one group can apply it whole.
+    Spans(u16, u16),
+    /// In whichever group its sender means: the archive's cursor and the cluster version are
+    /// each group's own.
+    Anywhere,
+}
+
+/// The group that must apply `op`. A hold or order id that names a group the cluster does not
+/// have belongs to no command that was ever applied: it goes to group 0, which answers it as
+/// unknown.
+pub fn group_of_op(op: &crate::Op, groups: u16) -> Placed {
+    use crate::Op;
+    if groups <= 1 {
+        return match op {
+            Op::MarkArchived { .. } | Op::SetClusterVersion { .. } => Placed::Anywhere,
+            _ => Placed::In(0),
+        };
+    }
+    let placed_by = |position: crate::OrderId| {
+        let group = position.group();
+        Placed::In(if group < groups { group } else { 0 })
+    };
+    let of_products = |products: &mut dyn Iterator<Item = &str>| {
+        let mut placed = None;
+        for product in products {
+            let group = group_of(product, groups);
+            match placed {
+                None => placed = Some(group),
+                Some(first) if first != group => return Placed::Spans(first, group),
+                Some(_) => {}
+            }
+        }
+        Placed::In(placed.unwrap_or(0))
+    };
+    match op {
+        Op::CreateProduct { product, .. }
+        | Op::Restock { product, .. }
+        | Op::Purchase { product, .. }
+        | Op::SetLimit { product, .. }
+        | Op::CreateLimitedProduct { product, .. } => Placed::In(group_of(product, groups)),
+        Op::Hold { lines, .. } | Op::Checkout { lines, .. } => {
+            of_products(&mut lines.iter().map(|line| line.product.as_str()))
+        }
+        Op::Bulk { ops } => {
+            let mut spans = None;
+            let mut placed = None;
+            for op in ops {
+                match group_of_op(op, groups) {
+                    Placed::In(group) => match placed {
+                        None => placed = Some(group),
+                        Some(first) if first != group => {
+                            spans.get_or_insert(Placed::Spans(first, group));
+                        }
+                        Some(_) => {}
+                    },
+                    other => {
+                        spans.get_or_insert(other);
+                    }
+                }
+            }
+            spans.unwrap_or(Placed::In(placed.unwrap_or(0)))
+        }
+        Op::ConfirmHold { hold, .. } | Op::ReleaseHold { hold, .. } => {
+            placed_by(crate::OrderId(hold.0))
+        }
+        Op::CancelOrder { order, .. } => placed_by(*order),
+        Op::MarkArchived { .. } | Op::SetClusterVersion { .. } => Placed::Anywhere,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +217,68 @@ mod tests {
                 groups + 1
             );
         }
+    }
+
+    #[test]
+    fn a_command_goes_to_the_group_of_its_products_hold_or_order() {
+        use crate::{HoldId, Line, Op, OrderId};
+        let buy = |product: &str| Op::Purchase {
+            product: product.into(),
+            quantity: 1,
+            customer: None,
+            token: None,
+        };
+        let cart = |products: &[&str]| Op::Checkout {
+            lines: products
+                .iter()
+                .map(|product| Line {
+                    product: (*product).into(),
+                    quantity: 1,
+                })
+                .collect(),
+            customer: None,
+            token: None,
+        };
+        // Pinned above: sku-1 and sku-2 in group 2 of 3, sku-3 in group 0.
+        assert_eq!(group_of_op(&buy("sku-1"), 3), Placed::In(2));
+        assert_eq!(group_of_op(&buy("sku-3"), 3), Placed::In(0));
+        assert_eq!(group_of_op(&cart(&["sku-1", "sku-2"]), 3), Placed::In(2));
+        assert_eq!(
+            group_of_op(&cart(&["sku-1", "sku-3"]), 3),
+            Placed::Spans(2, 0)
+        );
+        assert_eq!(group_of_op(&cart(&["sku-1", "sku-3"]), 1), Placed::In(0));
+        let bulk = |ops: Vec<Op>| Op::Bulk { ops };
+        assert_eq!(
+            group_of_op(&bulk(vec![buy("sku-1"), buy("sku-2")]), 3),
+            Placed::In(2)
+        );
+        assert_eq!(
+            group_of_op(&bulk(vec![buy("sku-1"), buy("sku-3")]), 3),
+            Placed::Spans(2, 0)
+        );
+        // A hold or an order goes back to the group that placed it; a group the cluster does
+        // not have, to group 0, which answers it as unknown.
+        let placed = OrderId::placed_in(2, 0, 77, 5);
+        let confirm = Op::ConfirmHold {
+            hold: HoldId(placed.0),
+            token: None,
+        };
+        assert_eq!(group_of_op(&confirm, 3), Placed::In(2));
+        let cancel = |order| Op::CancelOrder {
+            order,
+            token: None,
+            within_ms: None,
+        };
+        assert_eq!(group_of_op(&cancel(placed), 3), Placed::In(2));
+        assert_eq!(
+            group_of_op(&cancel(OrderId::placed_in(5, 0, 77, 5)), 3),
+            Placed::In(0)
+        );
+        assert_eq!(
+            group_of_op(&Op::SetClusterVersion { version: 2 }, 3),
+            Placed::Anywhere
+        );
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct VoterClient {
     /// Writes and read-index calls go over the internal wire when set (the default); a voter
     /// that does not speak it is reached over HTTP.
     wire: Option<WirePool>,
+    /// The Raft group every call names ([`VoterClient::for_group`]).
+    group: u16,
 }
 
 impl VoterClient {
@@ -85,8 +87,24 @@ impl VoterClient {
             endpoints,
             leader: Default::default(),
             wire: None,
+            group: 0,
         }
         .with_wire(true)
+    }
+
+    /// The same client for Raft group `group`: its calls name the group, and it remembers that
+    /// group's leader apart from the others'. Connections are shared.
+    pub fn for_group(&self, group: u16) -> VoterClient {
+        VoterClient {
+            group,
+            leader: Default::default(),
+            ..self.clone()
+        }
+    }
+
+    /// The Raft group this client's calls name.
+    pub fn group(&self) -> u16 {
+        self.group
     }
 
     /// Send writes and read-index calls over the internal wire ([`crate::wire`]) when `on`,
@@ -233,7 +251,11 @@ impl VoterClient {
     /// else over HTTP.
     async fn send(&self, endpoint: &str, route: Route, body: bytes::Bytes) -> Exchange {
         if let Some(wire) = &self.wire {
-            match wire.client(endpoint).call(route, &body, self.timeout).await {
+            let client = wire.client(endpoint);
+            match client
+                .call_group(route, self.group, &body, self.timeout)
+                .await
+            {
                 Ok(reply) => return Exchange::Answer(reply.status, reply.body),
                 Err(CallError::NotSpoken(_)) => {}
                 Err(e @ CallError::NotSent(_)) => {
@@ -242,10 +264,11 @@ impl VoterClient {
                 Err(e) => return Exchange::Unknown(format!("{endpoint}: {e}")),
             }
         }
-        let sent = self
+        let request = self
             .http
             .post(self.url(endpoint, route.path()))
-            .header(SECRET_HEADER, &self.secret)
+            .header(SECRET_HEADER, &self.secret);
+        let sent = crate::for_group(request, self.group)
             .body(body)
             .send()
             .await;
@@ -268,6 +291,7 @@ impl VoterClient {
             .http
             .get(self.url(endpoint, path))
             .header(SECRET_HEADER, &self.secret);
+        let request = crate::for_group(request, self.group);
         decode_json(request.send().await, endpoint).await
     }
 
@@ -282,6 +306,7 @@ impl VoterClient {
             .post(self.url(endpoint, path))
             .header(SECRET_HEADER, &self.secret)
             .json(body);
+        let request = crate::for_group(request, self.group);
         decode_json(request.send().await, endpoint).await
     }
 

@@ -194,6 +194,14 @@ pub const HOLD_TTL_MS_HIGHEST: u64 = 3_600_000;
 /// Largest `checkout.cart_lines_max`: `flashstock_api::CART_LINES_LIMIT`.
 pub const CART_LINES_MAX_HIGHEST: usize = 100;
 
+/// Most Raft groups a cluster may have (`cluster.groups`): an order id names
+/// its group in 6 bits (`flashstock_api::placement::GROUPS_MAX`).
+pub const GROUPS_MAX: u16 = 64;
+/// Largest `limits.commands_per_entry_max` of a cluster of several groups:
+/// an order id names its command's place in the entry in 10 bits
+/// (`flashstock_api::placement::GROUP_SLOTS`).
+pub const GROUP_COMMANDS_PER_ENTRY_MAX: usize = 1024;
+
 /// Most voters a cluster may have. Odd, and small: every write waits for a
 /// majority of them.
 pub const VOTERS_MAX: usize = 7;

@@ -122,6 +122,23 @@ pub struct ClusterSection {
     /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// `cluster.groups`: how many Raft groups hold the shop, each with its own
+    /// leader, log and snapshots, all on the same voters; products are placed
+    /// by a hash of their id. Optional, default 1; from 1 to [`GROUPS_MAX`].
+    /// Every node of a cluster must say the same, and it is fixed once the
+    /// cluster holds data: a store of more groups than configured is refused.
+    /// With more than one, `limits.commands_per_entry_max` is at most
+    /// [`GROUP_COMMANDS_PER_ENTRY_MAX`].
+    #[serde(default = "default_groups", skip_serializing_if = "is_one_group")]
+    pub groups: u16,
+}
+
+fn default_groups() -> u16 {
+    1
+}
+
+fn is_one_group(groups: &u16) -> bool {
+    *groups == 1
 }
 
 /// Shows everything but the secrets, so a logged config leaks nothing.
@@ -137,6 +154,7 @@ impl fmt::Debug for ClusterSection {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("groups", &self.groups)
             .finish()
     }
 }

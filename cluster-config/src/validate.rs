@@ -28,6 +28,7 @@ impl Config {
         validate_archive(&self.archive)?;
         validate_tls(&self.tls, self.node.role)?;
         validate_checkout(&self.checkout)?;
+        validate_groups(self)?;
         if self.node.role == Role::Gateway {
             validate_gateway(&self.gateway, &self.node, &self.limits)?;
             validate_readiness(&self.gateway, &self.raft)?;
@@ -317,6 +318,29 @@ fn validate_raft(raft: &RaftSection) -> Result<(), ConfigError> {
         raft.idempotency_window_ms,
         IDEMPOTENCY_WINDOW_MS_MIN,
     )
+}
+
+/// `cluster.groups`, and what several groups ask of the other sections.
+fn validate_groups(config: &Config) -> Result<(), ConfigError> {
+    let groups = config.cluster.groups;
+    in_range(
+        "cluster.groups",
+        u64::from(groups),
+        1,
+        u64::from(GROUPS_MAX),
+    )?;
+    let per_entry = config.limits.commands_per_entry_max;
+    if groups > 1 && per_entry > GROUP_COMMANDS_PER_ENTRY_MAX {
+        return Err(ConfigError::invalid(
+            "limits.commands_per_entry_max",
+            format!(
+                "must be at most {GROUP_COMMANDS_PER_ENTRY_MAX} with several Raft groups (got \
+                 {per_entry}, cluster.groups = {groups}): an order id names its place in the \
+                 entry in 10 bits when it names its group"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_limits(limits: &LimitsSection) -> Result<(), ConfigError> {
@@ -1004,6 +1028,7 @@ mod tests {
             operator_secrets: vec![operator.into()],
             voters: Vec::new(),
             admin_token: None,
+            groups: 1,
         };
         let (v, g, o) = (
             "voter-secret-0123456",
@@ -1063,6 +1088,7 @@ mod tests {
                 })
                 .collect(),
             admin_token: None,
+            groups: 1,
         };
         assert!(validate_cluster(&with_voters(VOTERS_MAX), Role::Voter).is_ok());
         let err = validate_cluster(&with_voters(VOTERS_MAX + 1), Role::Voter).unwrap_err();

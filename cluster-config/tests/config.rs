@@ -545,6 +545,37 @@ fn cluster_rules() {
 }
 
 #[test]
+fn groups_default_to_one_and_several_bound_the_entry() {
+    let one = Config::from_toml_str(&voter_tables(NODE_KEYS, CLUSTER_KEYS)).unwrap();
+    assert_eq!(one.cluster.groups, 1);
+    // A file of the release before groups reads the same: one group is not written.
+    let written = toml::to_string(&one).unwrap();
+    assert!(!written.contains("groups"), "{written}");
+
+    let groups = |n: u16, tables: &str| {
+        voter_tables(
+            NODE_KEYS,
+            &format!("{CLUSTER_KEYS}\ngroups = {n}\n{tables}"),
+        )
+    };
+    let three = Config::from_toml_str(&groups(3, "")).unwrap();
+    assert_eq!(three.cluster.groups, 3);
+    let written = toml::to_string(&three).unwrap();
+    assert!(written.contains("groups = 3"), "{written}");
+    assert!(Config::from_toml_str(&groups(GROUPS_MAX, "")).is_ok());
+    assert_invalid(&groups(0, ""), "cluster.groups");
+    assert_invalid(&groups(GROUPS_MAX + 1, ""), "cluster.groups");
+
+    // An order id has 10 bits for its place in the entry once it names its group.
+    let entry = |n: usize| format!("[limits]\ncommands_per_entry_max = {n}");
+    let (key, text) = invalid(&groups(2, &entry(GROUP_COMMANDS_PER_ENTRY_MAX + 1)));
+    assert_eq!(key, "limits.commands_per_entry_max", "{text}");
+    assert!(text.contains("cluster.groups = 2"), "{text}");
+    assert!(Config::from_toml_str(&groups(2, &entry(GROUP_COMMANDS_PER_ENTRY_MAX))).is_ok());
+    assert!(Config::from_toml_str(&groups(1, &entry(GROUP_COMMANDS_PER_ENTRY_MAX + 1))).is_ok());
+}
+
+#[test]
 fn raft_rules() {
     let raft = |keys: &str| voter_with(&format!("[raft]\n{keys}"));
     assert_invalid(

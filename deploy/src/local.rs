@@ -89,6 +89,8 @@ pub struct LocalCluster {
     tls: Option<LocalTls>,
     /// Set by [`LocalCluster::set_cpu_budget`]: every node started since runs on it.
     cpu_budget: Option<flashstock_host::CpuBudget>,
+    /// How many Raft groups the nodes run (`cluster.groups` of their configs).
+    pub groups: u16,
 }
 
 /// The certificates of a cluster laid out with TLS, in `dir/tls`.
@@ -219,6 +221,7 @@ impl LocalCluster {
         let mut nodes = BTreeMap::new();
         let mut voters = Vec::new();
         let mut texts = Vec::new();
+        let mut groups = 1;
         for (id, role) in &ids {
             let config_path = dir.join(format!("node-{id}.toml"));
             let text = match std::fs::read_to_string(&config_path) {
@@ -249,6 +252,7 @@ impl LocalCluster {
                 })
                 .collect();
             tweak(&mut config);
+            groups = config.cluster.groups;
             std::fs::write(&config_path, config.to_toml_string())?;
             nodes.insert(
                 id,
@@ -282,6 +286,7 @@ impl LocalCluster {
             http: reqwest::Client::new(),
             tls: None,
             cpu_budget: None,
+            groups,
         })
     }
 
@@ -429,14 +434,25 @@ impl LocalCluster {
             .with_tls(self.shop_tls())
     }
 
-    /// Add every gateway as a learner (it then receives the log), through the leader. Returns
-    /// once each has caught up. Adding a learner that is already one is harmless.
+    /// Add every gateway as a learner of every group (it then receives the logs), through each
+    /// group's leader. Returns once each has caught up. Adding a learner that is already one is
+    /// harmless.
     pub async fn add_gateways(&self, timeout: Duration) -> Result<(), Error> {
-        let client = self.voter_client();
+        for group in 0..self.groups {
+            self.add_gateways_to(group, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// [`LocalCluster::add_gateways`], to Raft group `group` only.
+    pub async fn add_gateways_to(&self, group: u16, timeout: Duration) -> Result<(), Error> {
+        let client = self.voter_client().for_group(group);
         for id in self.gateway_ids() {
             let deadline = Instant::now() + timeout;
             loop {
-                let leader = self.wait_for_leader(timeout).await?;
+                let leader = self
+                    .wait_for_group_leader_among(group, &self.voter_ids(), timeout)
+                    .await?;
                 match client
                     .add_learner(&self.addr(leader), id, &self.addr(id))
                     .await
@@ -681,7 +697,17 @@ impl LocalCluster {
         ids: &[u64],
         timeout: Duration,
     ) -> Result<u64, Error> {
-        let client = self.voter_client();
+        self.wait_for_group_leader_among(0, ids, timeout).await
+    }
+
+    /// [`LocalCluster::wait_for_leader_among`], for Raft group `group`.
+    pub async fn wait_for_group_leader_among(
+        &self,
+        group: u16,
+        ids: &[u64],
+        timeout: Duration,
+    ) -> Result<u64, Error> {
+        let client = self.voter_client().for_group(group);
         let deadline = Instant::now() + timeout;
         loop {
             let mut leaders = Vec::new();
@@ -701,7 +727,7 @@ impl LocalCluster {
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!(
-                    "no agreed leader within {timeout:?}: {leaders:?}"
+                    "no agreed leader of group {group} within {timeout:?}: {leaders:?}"
                 )));
             }
             tokio::time::sleep(POLL_INTERVAL).await;

@@ -175,6 +175,7 @@ mod tests {
             operator_secrets: vec![cluster_config::secret_digest("operator-0123456789a")],
             voters: Vec::new(),
             admin_token: None,
+            groups: 1,
         }
     }
 

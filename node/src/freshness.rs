@@ -58,6 +58,19 @@ pub struct FreshnessView {
     pub lag_entries: u64,
 }
 
+impl FreshnessView {
+    /// The less fresh of two views in each measure: the view of a replica of several groups,
+    /// from its groups' views. Unknown staleness or silence wins.
+    pub fn least_fresh(self, other: FreshnessView) -> FreshnessView {
+        let worst = |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| a.max(b));
+        FreshnessView {
+            staleness: worst(self.staleness, other.staleness),
+            silence: worst(self.silence, other.silence),
+            lag_entries: self.lag_entries.max(other.lag_entries),
+        }
+    }
+}
+
 impl Freshness {
     pub fn new() -> Freshness {
         Freshness::default()

@@ -183,15 +183,28 @@ async fn ready(State(state): State<AppState>) -> Response {
             "the Raft core stopped; the node is exiting (the error is in /admin/status)",
         );
     }
-    let leader = state.group0().raft.metrics().borrow().current_leader;
-    match leader {
-        Some(leader) => {
-            Json(serde_json::json!({ "status": "ready", "leader": leader })).into_response()
+    // Every group must know a leader: a node serves them all.
+    let leaders: Vec<Option<u64>> = state
+        .groups
+        .iter()
+        .map(|group| group.raft.metrics().borrow().current_leader)
+        .collect();
+    match leaders.iter().position(Option::is_none) {
+        None => {
+            Json(serde_json::json!({ "status": "ready", "leader": leaders[0] })).into_response()
         }
-        None => error(
+        Some(group) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady,
-            "this node knows no leader (not initialized, not a member yet, or an election is on)",
+            match state.groups.len() {
+                1 => "this node knows no leader (not initialized, not a member yet, or an \
+                      election is on)"
+                    .to_owned(),
+                _ => format!(
+                    "this node knows no leader of Raft group {group} (not initialized, not a \
+                     member yet, or an election is on)"
+                ),
+            },
         ),
     }
 }
@@ -425,9 +438,10 @@ type Answer<T> = Result<Json<Page<T>>, ApiError>;
 /// `terms` beside them).
 async fn list_products(
     State(state): State<AppState>,
+    CallGroup(group): CallGroup,
     Query(query): Query<PageQuery>,
 ) -> Answer<ProductWithTerms> {
-    let group = state.group0();
+    let group = &state.groups[usize::from(group)];
     let applied_index = group.reader.applied_index();
     let items = group
         .reader
@@ -478,10 +492,11 @@ fn after_id(query: &PageQuery, what: &str) -> Result<Option<u64>, ApiError> {
 /// Orders with their terms ([`OrderWithTerms`]: lines, hold, cancellation), in log order.
 async fn list_orders(
     State(state): State<AppState>,
+    CallGroup(group): CallGroup,
     Query(query): Query<PageQuery>,
 ) -> Answer<OrderWithTerms> {
     let after = after_id(&query, "an order id")?;
-    let group = state.group0();
+    let group = &state.groups[usize::from(group)];
     let applied_index = group.reader.applied_index();
     let items = group
         .reader
@@ -520,9 +535,13 @@ async fn get_order(State(state): State<AppState>, Path(id): Path<u64>) -> Answer
 
 /// Holds, held or finished (until forgotten past the idempotency window), in log order
 /// (cluster version 2; a node of the release before has no such route).
-async fn list_holds(State(state): State<AppState>, Query(query): Query<PageQuery>) -> Answer<Hold> {
+async fn list_holds(
+    State(state): State<AppState>,
+    CallGroup(group): CallGroup,
+    Query(query): Query<PageQuery>,
+) -> Answer<Hold> {
     let after = after_id(&query, "a hold id")?;
-    let group = state.group0();
+    let group = &state.groups[usize::from(group)];
     let applied_index = group.reader.applied_index();
     let items = group
         .reader
@@ -534,9 +553,8 @@ async fn list_holds(State(state): State<AppState>, Query(query): Query<PageQuery
     }))
 }
 
-/// The status document of this node.
-pub async fn node_status(state: &NodeState) -> NodeStatus {
-    let group = state.group0();
+/// The status document of this node, in `group`.
+pub async fn node_status(state: &NodeState, group: &crate::Group) -> NodeStatus {
     let committed_index = committed_index(group).await;
     let metrics = group.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
@@ -583,7 +601,7 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         members,
         replication,
         millis_since_quorum_ack: metrics.millis_since_quorum_ack,
-        archive: archive_status(state),
+        archive: archive_status(state, group),
         membership: Some(membership::status(state.id, &metrics, committed_index)),
         fatal: state.fatal.get().cloned(),
         started_at_ms: Some(state.started_at_ms),
@@ -592,6 +610,8 @@ pub async fn node_status(state: &NodeState) -> NodeStatus {
         )),
         storage: Some(group.reader.storage()),
         cluster_version: group.reader.cluster_version().ok(),
+        group: Some(group.number),
+        groups: Some(state.groups.len() as u16),
     }
 }
 
@@ -606,11 +626,11 @@ fn raft_state(state: ServerState) -> RaftState {
 }
 
 /// The archive's status on a voter: replicated counters, and this node's archiver if it has one.
-fn archive_status(state: &NodeState) -> Option<ArchiveStatus> {
+fn archive_status(state: &NodeState, group: &crate::Group) -> Option<ArchiveStatus> {
     if state.config.node.role != cluster_config::Role::Voter {
         return None;
     }
-    let meta = state.group0().reader.inventory_meta().ok()?;
+    let meta = group.reader.inventory_meta().ok()?;
     Some(crate::archive::Archive::status(
         state.archive.as_deref(),
         &meta,
@@ -641,8 +661,8 @@ async fn archive_report(
     }
 }
 
-async fn status(State(state): State<AppState>) -> Json<NodeStatus> {
-    Json(node_status(&state).await)
+async fn status(State(state): State<AppState>, CallGroup(group): CallGroup) -> Json<NodeStatus> {
+    Json(node_status(&state, &state.groups[usize::from(group)]).await)
 }
 
 async fn init(State(state): State<AppState>, body: Bytes) -> Response {
@@ -695,19 +715,30 @@ async fn init(State(state): State<AppState>, body: Bytes) -> Response {
             ),
         );
     }
-    match state.group0().raft.initialize(members).await {
-        Ok(()) => Json(voters).into_response(),
-        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => error(
-            StatusCode::CONFLICT,
-            ErrorCode::AlreadyInitialized,
-            e.to_string(),
-        ),
-        Err(RaftError::APIError(InitializeError::NotInMembers(e))) => error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidRequest,
-            e.to_string(),
-        ),
-        Err(e) => raft_error(e),
+    // Every group, with the same voters. A group initialized before (an earlier call cut short
+    // after some groups) is left as it is; the call is refused as already done only when every
+    // group was.
+    let mut initialized = false;
+    let mut already = None;
+    for group in &state.groups {
+        match group.raft.initialize(members.clone()).await {
+            Ok(()) => initialized = true,
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                already.get_or_insert(e.to_string());
+            }
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    e.to_string(),
+                )
+            }
+            Err(e) => return raft_error(e),
+        }
+    }
+    match already {
+        Some(e) if !initialized => error(StatusCode::CONFLICT, ErrorCode::AlreadyInitialized, e),
+        _ => Json(voters).into_response(),
     }
 }
 

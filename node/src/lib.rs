@@ -100,8 +100,7 @@ pub struct NodeState {
     pub config: Config,
     /// The credentials this node accepts, and the one it sends.
     pub credentials: Arc<auth::Credentials>,
-    /// The Raft groups this node runs, by number (never empty). A cluster has one group today;
-    /// the store, the wire and the tasks of each group are ready for several.
+    /// The Raft groups this node runs, by number (`cluster.groups` of them, never none).
     pub groups: Vec<Group>,
     pub metrics: Arc<metrics::Metrics>,
     /// The order archive; `None` on gateways and when `archive.postgres_url` is not set.
@@ -135,6 +134,26 @@ impl NodeState {
             1 => self.groups.first(),
             _ => self.group(id.group()),
         }
+    }
+
+    /// Up to `limit` products after `after`, in id order, with their terms: from every group,
+    /// each group's next `limit` after the cursor and the smallest ids of them all.
+    // The state reader's own error, as every read of it gives.
+    #[allow(clippy::result_large_err)]
+    pub fn product_records(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<raft_store::records::ProductRecord>, openraft::StorageError<NodeId>> {
+        let mut records = Vec::new();
+        for group in &self.groups {
+            records.extend(group.reader.product_records(after, limit)?);
+        }
+        if self.groups.len() > 1 {
+            records.sort_unstable_by(|a, b| a.product.id.cmp(&b.product.id));
+            records.truncate(limit);
+        }
+        Ok(records)
     }
 
     /// Group 0: the only group of a one-group cluster. What reads it for the whole cluster (a
@@ -397,7 +416,8 @@ async fn start_raft(
     metrics: Arc<metrics::Metrics>,
 ) -> Result<Vec<Group>, StartError> {
     let db_path = store_dir(config);
-    let stores = raft_store::open_groups(&db_path, GROUPS).map_err(|e| StartError::Store {
+    let groups = config.cluster.groups;
+    let stores = raft_store::open_groups(&db_path, groups).map_err(|e| StartError::Store {
         path: db_path.display().to_string(),
         message: e.to_string(),
     })?;
@@ -431,9 +451,6 @@ async fn start_raft(
     }
     Ok(groups)
 }
-
-/// The number of Raft groups a node runs: one, until a cluster can be made with several.
-const GROUPS: u16 = 1;
 
 /// Start Raft on one group's store.
 async fn start_group(

@@ -59,12 +59,12 @@ pub(super) fn require_cluster_version(gateway: &Gateway, op: &Op) -> Result<(), 
     if needed <= CLUSTER_VERSION_BASE {
         return Ok(());
     }
-    let running = gateway
-        .node
-        .group0()
-        .reader
-        .cluster_version()
-        .map_err(ApiError::storage)?;
+    // Each group raises its own version; the lowest is what every group can take.
+    let mut running = u32::MAX;
+    for group in &gateway.node.groups {
+        let version = group.reader.cluster_version().map_err(ApiError::storage)?;
+        running = running.min(version);
+    }
     if running >= needed {
         return Ok(());
     }
@@ -189,7 +189,10 @@ pub(super) async fn get_hold(
     let id = hold_id(&id)?;
     let query = token_query(query)?;
     let given = given_token(&headers, &query);
-    let reader = &gateway.node.group0().reader;
+    let Some(group) = gateway.node.group_of_order(flashstock_api::OrderId(id)) else {
+        return Err(ApiError::unknown_hold(id));
+    };
+    let reader = &group.reader;
     let applied_index = reader.applied_index();
     let hold = reader.hold(HoldId(id)).map_err(ApiError::storage)?;
     let shown = hold.filter(|hold| match (&hold.token, given) {

@@ -81,10 +81,13 @@ pub fn openapi_document(config: &cluster_config::Config) -> String {
 /// What the public handlers share.
 pub struct Gateway {
     pub node: Arc<NodeState>,
-    pub forwarder: Forwarder,
+    /// One forwarder per Raft group, by number: each follows its group's leader.
+    pub forwarders: Vec<Forwarder>,
     /// Per-client rate limits and trusted sources.
     pub admission: admission::Admission,
-    pub voters: VoterClient,
+    /// A client of the voters for each Raft group, by number (each remembers its group's
+    /// leader).
+    pub voters: Vec<VoterClient>,
     /// The operations view: status probes and the per-second history of purchases.
     pub ops: ops::Ops,
     /// Flips to true when the node shuts down, to end event streams.
@@ -114,13 +117,25 @@ impl Gateway {
         .with_local_address(config.source_ip())
         .with_tls(node.tls.client())
         .with_wire(config.raft.transport == cluster_config::Transport::Wire);
-        let forwarder = Forwarder::start(
-            config,
-            voters.clone(),
-            node.group0().raft.clone(),
-            node.metrics.clone(),
-            node.unsafe_faults,
-        );
+        let voters: Vec<VoterClient> = node
+            .groups
+            .iter()
+            .map(|group| voters.for_group(group.number))
+            .collect();
+        let forwarders = node
+            .groups
+            .iter()
+            .zip(&voters)
+            .map(|(group, voters)| {
+                Forwarder::start(
+                    config,
+                    voters.clone(),
+                    group.raft.clone(),
+                    node.metrics.clone(),
+                    node.unsafe_faults,
+                )
+            })
+            .collect();
         let ops = ops::Ops::start(&node, stopping.clone());
         let openapi = openapi_document(config).into();
         let admission = admission::Admission::new(&config.limits);
@@ -130,7 +145,7 @@ impl Gateway {
             storefront,
             streams,
             node,
-            forwarder,
+            forwarders,
             admission,
             voters,
             ops,
@@ -141,14 +156,35 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// The replica's freshness now ([`crate::freshness`]).
+    /// The replica's freshness now ([`crate::freshness`]): of its least fresh group, when it
+    /// replicates several.
     pub fn freshness(&self) -> crate::freshness::FreshnessView {
-        self.node.group0().freshness.view(
-            self.node.group0().reader.applied_index(),
-            std::time::Instant::now(),
-        )
+        let now = std::time::Instant::now();
+        let mut views = self
+            .node
+            .groups
+            .iter()
+            .map(|group| group.freshness.view(group.reader.applied_index(), now));
+        let first = views.next().expect("a node runs at least one group");
+        views.fold(first, crate::freshness::FreshnessView::least_fresh)
+    }
+
+    /// The forwarder of the group that must apply `op`, or why none can
+    /// ([`flashstock_api::placement::group_of_op`]).
+    pub fn forwarder_for(&self, op: &flashstock_api::Op) -> Result<&Forwarder, SpansGroups> {
+        use flashstock_api::placement::{group_of_op, Placed};
+        match group_of_op(op, self.forwarders.len() as u16) {
+            Placed::In(group) => Ok(&self.forwarders[usize::from(group)]),
+            Placed::Anywhere => Ok(&self.forwarders[0]),
+            Placed::Spans(first, second) => Err(SpansGroups(first, second)),
+        }
     }
 }
+
+/// A command whose products lie in two Raft groups (these two, at least): no single group can
+/// apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpansGroups(pub u16, pub u16);
 
 /// The public router: the JSON API and the shop's pages.
 pub fn router(gateway: Arc<Gateway>) -> Router {

@@ -410,12 +410,12 @@ async fn sample(
     history: Arc<Mutex<VecDeque<Sample>>>,
     mut stopping: watch::Receiver<bool>,
 ) {
+    // Every group's orders: the shop's rate.
     let orders_placed = |node: &NodeState| {
-        node.group0()
-            .reader
-            .inventory_meta()
-            .map(|meta| meta.orders_placed)
-            .ok()
+        node.groups.iter().try_fold(0u64, |placed, group| {
+            let meta = group.reader.inventory_meta().ok()?;
+            Some(placed + meta.orders_placed)
+        })
     };
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

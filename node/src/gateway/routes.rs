@@ -39,7 +39,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::admission::{self, Source};
-use super::{checkout, ops, pages, stream, Client, ForwardError, Forwarded, Gateway};
+use super::{checkout, ops, pages, stream, Client, ForwardError, Forwarded, Gateway, SpansGroups};
 use crate::api_error::{error, ApiError};
 use crate::internal::PAGE_LIMIT_MAX;
 
@@ -254,12 +254,12 @@ async fn list_products(
     if limit == 0 || limit > PAGE_LIMIT_MAX {
         return Err(invalid(format!("limit must be 1 to {PAGE_LIMIT_MAX}")));
     }
-    let reader = &gateway.node.group0().reader;
-    let applied_index = reader.applied_index();
-    // One more than asked tells whether another page follows.
-    let records = reader
+    // One more than asked tells whether another page follows; in id order across groups.
+    let records = gateway
+        .node
         .product_records(query.after.as_deref(), limit + 1)
         .map_err(ApiError::storage)?;
+    let applied_index = list_applied_index(&gateway);
     let mut products: Vec<ProductDetails> = records
         .into_iter()
         .map(|record| ProductDetails::new(record.product, record.terms))
@@ -277,6 +277,13 @@ async fn list_products(
     Ok(fresh(applied_index, list))
 }
 
+/// The applied index a list of several groups' records says it was read at: group 0's, the
+/// only one of a one-group cluster. Each group has its own log, so no one index covers a list
+/// of several; how fresh the list is says `x-staleness-ms`, from the least fresh group.
+pub(super) fn list_applied_index(gateway: &Gateway) -> u64 {
+    gateway.node.group0().reader.applied_index()
+}
+
 #[derive(Deserialize)]
 struct ReadQuery {
     consistency: Option<String>,
@@ -291,7 +298,9 @@ async fn get_product(
     let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
     match query.consistency.as_deref() {
         None | Some("local") => {}
-        Some("linearizable") => catch_up_with_leader(&gateway).await?,
+        Some("linearizable") => {
+            catch_up_with_leader(&gateway, gateway.node.group_of(&id).number).await?
+        }
         Some(other) => {
             return Err(invalid(format!(
                 "consistency must be local or linearizable, not {other:?}"
@@ -312,9 +321,9 @@ async fn get_product(
     }
 }
 
-/// Wait until this replica has applied everything the leader had committed when asked, all
-/// within `gateway.linearizable_read_timeout_ms`.
-async fn catch_up_with_leader(gateway: &Gateway) -> Result<(), ApiError> {
+/// Wait until this replica has applied everything the leader of `group` had committed when
+/// asked, all within `gateway.linearizable_read_timeout_ms`.
+pub(super) async fn catch_up_with_leader(gateway: &Gateway, group: u16) -> Result<(), ApiError> {
     let unavailable = |message: String| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -324,15 +333,20 @@ async fn catch_up_with_leader(gateway: &Gateway) -> Result<(), ApiError> {
     };
     let wait = Duration::from_millis(gateway.node.config.gateway.linearizable_read_timeout_ms);
     let deadline = tokio::time::Instant::now() + wait;
-    let index = match tokio::time::timeout_at(deadline, gateway.voters.read_index()).await {
-        Ok(answer) => answer.map_err(|e| unavailable(e.to_string()))?,
-        Err(_) => {
-            return Err(unavailable(format!(
-                "no leader confirmed a read within {wait:?}"
-            )))
-        }
-    };
-    let mut applied = gateway.node.group0().reader.watch_applied();
+    let index =
+        match tokio::time::timeout_at(deadline, gateway.voters[usize::from(group)].read_index())
+            .await
+        {
+            Ok(answer) => answer.map_err(|e| unavailable(e.to_string()))?,
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "no leader confirmed a read within {wait:?}"
+                )))
+            }
+        };
+    let mut applied = gateway.node.groups[usize::from(group)]
+        .reader
+        .watch_applied();
     let caught_up =
         tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))
             .await
@@ -514,7 +528,10 @@ pub(super) async fn submit(
 ) -> Result<Forwarded, ApiError> {
     validate_command(&command).map_err(invalid)?;
     checkout::require_cluster_version(gateway, &command.op)?;
-    match gateway.forwarder.submit(client, command).await {
+    let forwarder = gateway
+        .forwarder_for(&command.op)
+        .map_err(|spans| spans_groups(gateway, spans))?;
+    match forwarder.submit(client, command).await {
         Ok(Forwarded {
             outcome: Outcome::Rejected(rejection),
             ..
@@ -522,6 +539,16 @@ pub(super) async fn submit(
         Ok(forwarded) => Ok(forwarded),
         Err(error) => Err(forward_failed(error)),
     }
+}
+
+/// 400 for a cart whose products lie in several Raft groups: one group applies a cart whole,
+/// and a cart across groups is not built yet. Nothing was proposed.
+fn spans_groups(gateway: &Gateway, SpansGroups(first, second): SpansGroups) -> ApiError {
+    invalid(format!(
+        "the products of this request lie in different Raft groups ({first} and {second} of \
+         this cluster's {}); a cart or bulk request must keep to one group's products: split it",
+        gateway.forwarders.len()
+    ))
 }
 
 /// A write that did not reach a definite outcome at the leader, as the client's error: 503 when
@@ -606,52 +633,43 @@ async fn bulk(
             error: None,
         });
     }
-    // From cluster version 2 on, one command under the request's key: one idempotency record
-    // instead of one per item. Read from this gateway's replica: one that lags sends the older
-    // form, which the state machine answers the same way.
-    let one_command = gateway
-        .node
-        .group0()
-        .reader
-        .cluster_version()
-        .is_ok_and(|version| version >= 2);
-    let outcomes: Vec<Forwarded> = if one_command {
-        let command = Command {
-            key,
-            op: Op::Bulk {
-                ops: commands.into_iter().map(|command| command.op).collect(),
-            },
+    // Each group's items go to that group, all groups at once; with one group, the whole
+    // request is one part under its own key.
+    let groups = gateway.forwarders.len() as u16;
+    let mut parts: Vec<(u16, Vec<usize>, Vec<Command>)> = Vec::new();
+    for (index, command) in commands.into_iter().enumerate() {
+        let group = match flashstock_api::placement::group_of_op(&command.op, groups) {
+            flashstock_api::placement::Placed::In(group) => group,
+            _ => 0,
         };
-        let forwarded = gateway
-            .forwarder
-            .submit_all(vec![command])
-            .await
-            .map_err(forward_failed)?
-            .pop()
-            .expect("one outcome per command");
-        let replayed = forwarded.replayed;
-        match forwarded.outcome {
-            Outcome::Bulk(items) if items.len() == results.len() => items
-                .into_iter()
-                .map(|item| match item {
-                    Outcome::Duplicate(first) => Forwarded {
-                        outcome: *first,
-                        replayed: true,
-                    },
-                    outcome => Forwarded { outcome, replayed },
-                })
-                .collect(),
-            Outcome::Rejected(rejection) => return Err(rejected(&rejection)),
-            outcome => return Err(unexpected(Forwarded { outcome, replayed })),
+        match parts.iter_mut().find(|(g, _, _)| *g == group) {
+            Some((_, indexes, commands)) => {
+                indexes.push(index);
+                commands.push(command);
+            }
+            None => parts.push((group, vec![index], vec![command])),
         }
-    } else {
-        gateway
-            .forwarder
-            .submit_all(commands)
-            .await
-            .map_err(forward_failed)?
-    };
+    }
+    let sent = parts.into_iter().map(|(group, indexes, commands)| {
+        let key = match groups {
+            1 => key.clone(),
+            _ => flashstock_api::bulk_group_key(&key, group),
+        };
+        let gateway = &gateway;
+        async move {
+            let outcomes = bulk_part(gateway, group, key, commands).await;
+            outcomes.map(|outcomes| (indexes, outcomes))
+        }
+    });
+    let mut outcomes: Vec<Option<Forwarded>> = vec![None; results.len()];
+    for part in futures::future::join_all(sent).await {
+        let (indexes, forwarded) = part?;
+        for (index, forwarded) in indexes.into_iter().zip(forwarded) {
+            outcomes[index] = Some(forwarded);
+        }
+    }
     for (result, forwarded) in results.iter_mut().zip(outcomes) {
+        let forwarded = forwarded.expect("every part answers each of its items");
         result.replayed = forwarded.replayed;
         match forwarded.outcome {
             Outcome::ProductCreated(_)
@@ -673,6 +691,55 @@ async fn bulk(
         }
     }
     Ok(Json(BulkResponse { results }).into_response())
+}
+
+/// Apply one group's part of a bulk request at that group's leader: its outcomes, one per
+/// command, in order.
+async fn bulk_part(
+    gateway: &Gateway,
+    group: u16,
+    key: String,
+    commands: Vec<Command>,
+) -> Result<Vec<Forwarded>, ApiError> {
+    let forwarder = &gateway.forwarders[usize::from(group)];
+    // From cluster version 2 on, one command under the part's key: one idempotency record
+    // instead of one per item. Read from this gateway's replica: one that lags sends the older
+    // form, which the state machine answers the same way.
+    let one_command = gateway.node.groups[usize::from(group)]
+        .reader
+        .cluster_version()
+        .is_ok_and(|version| version >= 2);
+    if !one_command {
+        return forwarder.submit_all(commands).await.map_err(forward_failed);
+    }
+    let items = commands.len();
+    let command = Command {
+        key,
+        op: Op::Bulk {
+            ops: commands.into_iter().map(|command| command.op).collect(),
+        },
+    };
+    let forwarded = forwarder
+        .submit_all(vec![command])
+        .await
+        .map_err(forward_failed)?
+        .pop()
+        .expect("one outcome per command");
+    let replayed = forwarded.replayed;
+    match forwarded.outcome {
+        Outcome::Bulk(outcomes) if outcomes.len() == items => Ok(outcomes
+            .into_iter()
+            .map(|item| match item {
+                Outcome::Duplicate(first) => Forwarded {
+                    outcome: *first,
+                    replayed: true,
+                },
+                outcome => Forwarded { outcome, replayed },
+            })
+            .collect()),
+        Outcome::Rejected(rejection) => Err(rejected(&rejection)),
+        outcome => Err(unexpected(Forwarded { outcome, replayed })),
+    }
 }
 
 /// A committed rejection: nothing changed.
@@ -782,19 +849,42 @@ async fn ready(State(gateway): State<AppState>) -> Answer {
             "this gateway's replica stopped; the gateway is exiting",
         ));
     }
-    let leader = gateway.node.group0().raft.metrics().borrow().current_leader;
-    let applied_index = gateway.node.group0().reader.applied_index();
-    let freshness = gateway
-        .node
-        .group0()
+    // Every group must be ready: the first that is not answers.
+    let mut ready = Vec::with_capacity(gateway.node.groups.len());
+    for group in &gateway.node.groups {
+        ready.push(group_ready(gateway.as_ref(), group)?);
+    }
+    let first = ready.swap_remove(0);
+    Ok(Json(match gateway.node.groups.len() {
+        1 => first,
+        _ => {
+            let mut all = first;
+            all["groups"] = gateway.node.groups.len().into();
+            all
+        }
+    })
+    .into_response())
+}
+
+/// [`ready`]'s checks for one group; the answer's fields when they pass.
+fn group_ready(gateway: &Gateway, group: &crate::Group) -> Result<serde_json::Value, ApiError> {
+    let leader = group.raft.metrics().borrow().current_leader;
+    let applied_index = group.reader.applied_index();
+    let freshness = group
         .freshness
         .view(applied_index, std::time::Instant::now());
     let config = &gateway.node.config.gateway;
+    // The stable part of each reason is its first words; with several groups, the group is
+    // named at the end.
+    let of_group = match gateway.node.groups.len() {
+        1 => String::new(),
+        _ => format!(" (Raft group {})", group.number),
+    };
     let not_ready = |message: String| {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady,
-            message,
+            format!("{message}{of_group}"),
         ))
     };
     let leader = match leader {
@@ -827,7 +917,7 @@ async fn ready(State(gateway): State<AppState>) -> Answer {
             freshness.lag_entries, config.ready_lag_entries_max
         ));
     }
-    Ok(Json(serde_json::json!({
+    Ok(serde_json::json!({
         "status": "ready",
         "leader": leader,
         "applied_index": applied_index,
@@ -835,7 +925,6 @@ async fn ready(State(gateway): State<AppState>) -> Answer {
         "leader_silence_ms": silence_ms,
         "staleness_ms": freshness.staleness.map(|staleness| staleness.as_millis()),
     }))
-    .into_response())
 }
 
 async fn openapi(State(gateway): State<AppState>) -> Response {

@@ -1,7 +1,8 @@
 //! `GET /v1/stream[?product=ID]`: stock changes as server-sent events.
 //!
 //! Each `stock` event carries a [`StockEvent`] as JSON (available, held and sold, the limit per
-//! customer), in log order. A stream for one product
+//! customer), in log order: with several Raft groups, each group's events in its log order
+//! (`log_index` is the group's), interleaved as they are applied. A stream for one product
 //! starts with that product's current state. A subscriber too slow to keep up gets a `lagged`
 //! event with the number of changes it missed, then the stream goes on; a client should reload
 //! the products it shows.
@@ -97,44 +98,32 @@ pub async fn stock_events(
 ) -> Result<Response, ApiError> {
     let slot = take_slot(&gateway)?;
     let filter = query.ok().and_then(|Query(q)| q.product);
-    // Subscribe before reading the current state, so no change falls between the two.
-    let changes = gateway.node.group0().reader.subscribe();
+    // Subscribe before reading the current state, so no change falls between the two. One
+    // product's stream follows its group; the whole shop's, every group's changes as they come.
     let mut first = Vec::new();
-    if let Some(id) = &filter {
-        validate_product_id(id).map_err(ApiError::invalid)?;
-        let applied_index = gateway.node.group0().reader.applied_index();
-        let record = gateway
-            .node
-            .group0()
-            .reader
-            .product_record(id)
-            .map_err(ApiError::storage)?;
-        let record = record.ok_or_else(|| ApiError::unknown_product(id))?;
-        first.push(stock_event(&record.product, &record.terms, applied_index));
-    }
-    let live = stream::unfold(changes, move |mut changes| {
-        let filter = filter.clone();
-        async move {
-            loop {
-                match changes.recv().await {
-                    Ok(ProductChange {
-                        log_index,
-                        product,
-                        terms,
-                    }) => {
-                        if filter.as_ref().is_none_or(|id| *id == product.id) {
-                            return Some((stock_event(&product, &terms, log_index), changes));
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        let event = Event::default().event("lagged").data(missed.to_string());
-                        return Some((event, changes));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
-            }
+    let changes = match &filter {
+        Some(id) => {
+            validate_product_id(id).map_err(ApiError::invalid)?;
+            let reader = &gateway.node.group_of(id).reader;
+            let changes = vec![reader.subscribe()];
+            let applied_index = reader.applied_index();
+            let record = reader.product_record(id).map_err(ApiError::storage)?;
+            let record = record.ok_or_else(|| ApiError::unknown_product(id))?;
+            first.push(stock_event(&record.product, &record.terms, applied_index));
+            changes
         }
-    });
+        None => gateway
+            .node
+            .groups
+            .iter()
+            .map(|group| group.reader.subscribe())
+            .collect(),
+    };
+    let live = stream::select_all(
+        changes
+            .into_iter()
+            .map(|changes| Box::pin(group_events(changes, filter.clone()))),
+    );
     let mut stopping = gateway.stopping.clone();
     let lifetime = Duration::from_millis(gateway.node.config.limits.stream_lifetime_ms);
     let ended = async move {
@@ -156,4 +145,35 @@ pub async fn stock_events(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
+}
+
+/// One group's changes as `stock` events (only `filter`'s product, if given), and a `lagged`
+/// event when the subscriber fell behind and missed some.
+fn group_events(
+    changes: tokio::sync::broadcast::Receiver<ProductChange>,
+    filter: Option<String>,
+) -> impl Stream<Item = Event> + Send {
+    stream::unfold(changes, move |mut changes| {
+        let filter = filter.clone();
+        async move {
+            loop {
+                match changes.recv().await {
+                    Ok(ProductChange {
+                        log_index,
+                        product,
+                        terms,
+                    }) => {
+                        if filter.as_ref().is_none_or(|id| *id == product.id) {
+                            return Some((stock_event(&product, &terms, log_index), changes));
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        let event = Event::default().event("lagged").data(missed.to_string());
+                        return Some((event, changes));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    })
 }

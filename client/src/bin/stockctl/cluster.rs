@@ -968,6 +968,8 @@ mod tests {
             release: None,
             storage: None,
             cluster_version: None,
+            group: None,
+            groups: None,
         }
     }
 

@@ -345,6 +345,8 @@ mod tests {
             release: None,
             storage: None,
             cluster_version: None,
+            group: None,
+            groups: None,
         };
         let ids = |order: Vec<(u64, &str)>| order.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
         assert_eq!(ids(restart_order(&status, &[])), [4, 5, 1, 3, 2]);

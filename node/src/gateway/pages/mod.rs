@@ -203,10 +203,12 @@ async fn catalog(
 ) -> Response {
     let after = query.ok().and_then(|Query(q)| q.after);
     let after = after.filter(|after| validate_product_id(after).is_ok());
-    let reader = &gateway.node.group0().reader;
-    let applied_index = reader.applied_index();
+    let applied_index = super::routes::list_applied_index(&gateway);
     // One more than shown tells whether another page follows.
-    let mut products = match reader.product_records(after.as_deref(), CATALOG_PAGE + 1) {
+    let mut products = match gateway
+        .node
+        .product_records(after.as_deref(), CATALOG_PAGE + 1)
+    {
         Ok(products) => products,
         Err(e) => return storage_failed(e),
     };
@@ -237,7 +239,7 @@ async fn product(State(gateway): State<AppState>, Path(id): Path<String>) -> Res
     if validate_product_id(&id).is_err() {
         return no_such();
     }
-    let reader = &gateway.node.group0().reader;
+    let reader = &gateway.node.group_of(&id).reader;
     let applied_index = reader.applied_index();
     match reader.product_record(&id) {
         Ok(Some(record)) => {
@@ -281,7 +283,10 @@ async fn order(
     let Ok(id) = id.parse::<u64>().map(OrderId) else {
         return no_such();
     };
-    let reader = &gateway.node.group0().reader;
+    let Some(group) = gateway.node.group_of_order(id) else {
+        return no_such();
+    };
+    let reader = &group.reader;
     // The order id says which entry placed it: wait, briefly, for this replica to apply it.
     let mut applied = reader.watch_applied();
     let caught_up = tokio::time::timeout(

@@ -1,0 +1,221 @@
+//! A cluster of several Raft groups (`cluster.groups = 3`), end to end: real voter and gateway
+//! processes on loopback. Products are placed by their id; each group has its own leader, log
+//! and orders; the gateways route each write to its group's leader and merge the catalog.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use flashstock_api::placement::group_of;
+use flashstock_api::{
+    BulkItem, BulkRequest, BulkStatus, CreateProductRequest, ErrorCode, Line, OrderId, RaftState,
+};
+use flashstock_client::ShopError;
+
+const GROUPS: u16 = 3;
+
+/// Products whose ids land in every group: `g-00` to `g-11`.
+fn products() -> Vec<String> {
+    (0..12).map(|n| format!("g-{n:02}")).collect()
+}
+
+fn create(id: &str, stock: u64) -> CreateProductRequest {
+    CreateProductRequest {
+        id: id.into(),
+        name: format!("product {id}"),
+        price_cents: 100,
+        stock,
+        limit_per_customer: None,
+    }
+}
+
+/// Wait until every node has applied cluster version 2 in every group (carts need it).
+async fn wait_version_2_everywhere(cluster: &flashstock_deploy::local::LocalCluster) {
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+    let mut ids = cluster.voter_ids();
+    ids.extend(cluster.gateway_ids());
+    for group in 0..GROUPS {
+        let client = cluster.voter_client().for_group(group);
+        for &id in &ids {
+            loop {
+                let status = client.status(&cluster.addr(id)).await;
+                if status.is_ok_and(|s| s.applied_cluster_version() >= 2) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node {id} never applied cluster version 2 in group {group}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A short pause before reading again from a replica that has not applied a write yet.
+async fn pause_before_reading_again(_error: &ShopError) {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_groups_route_writes_merge_pages_and_keep_orders_apart() {
+    let cluster = formed(3, 2, |config| config.cluster.groups = GROUPS).await;
+    let ids = products();
+    let placed: BTreeSet<u16> = ids.iter().map(|id| group_of(id, GROUPS)).collect();
+    assert_eq!(
+        placed.len(),
+        usize::from(GROUPS),
+        "the ids cover every group"
+    );
+
+    // Every group has its leader, and every node says how many groups it runs.
+    for group in 0..GROUPS {
+        let client = cluster.voter_client().for_group(group);
+        let leader = cluster
+            .wait_for_group_leader_among(group, &cluster.voter_ids(), ELECTION_WAIT)
+            .await
+            .expect("each group elects a leader");
+        let status = client.status(&cluster.addr(leader)).await.unwrap();
+        assert_eq!(status.group, Some(group));
+        assert_eq!(status.groups, Some(GROUPS));
+        assert_eq!(status.state, RaftState::Leader);
+        // The gateways are learners of every group.
+        for gateway in cluster.gateway_ids() {
+            assert!(
+                status.members.iter().any(|member| member.id == gateway),
+                "gateway {gateway} is a member of group {group}"
+            );
+        }
+    }
+
+    let gateways = cluster.gateway_urls();
+    let first = cluster.shop_client();
+    let second = flashstock_client::ShopClient::new(vec![gateways[1].clone()])
+        .with_admin_token(&cluster.admin_token);
+    for id in &ids {
+        first.create_product(&create(id, 10)).await.unwrap();
+    }
+
+    // Each purchase is applied by its product's group: the order id names that group, and
+    // the other gateway serves the order from its replica of that group.
+    for id in &ids {
+        let bought = first.purchase(id, 2).await.unwrap();
+        let order = bought.order;
+        assert_eq!(order.id.group(), group_of(id, GROUPS), "order of {id}");
+        let token = order.token.clone().expect("a public purchase has a token");
+        let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+        let seen = loop {
+            match second.order(order.id.0, &token).await {
+                Ok(seen) => break seen,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    pause_before_reading_again(&e).await;
+                }
+                Err(e) => panic!("the other gateway never served order {}: {e}", order.id),
+            }
+        };
+        assert_eq!(seen.order.product, *id);
+    }
+
+    // Each group's replica holds its own products and nothing else.
+    let voter = cluster.addr(cluster.voter_ids()[0]);
+    for group in 0..GROUPS {
+        let page = cluster
+            .voter_client()
+            .for_group(group)
+            .products(&voter, None, 100)
+            .await
+            .unwrap();
+        let held: Vec<&str> = page.items.iter().map(|p| p.id.as_str()).collect();
+        let expected: Vec<&str> = ids
+            .iter()
+            .filter(|id| group_of(id, GROUPS) == group)
+            .map(String::as_str)
+            .collect();
+        assert_eq!(held, expected, "group {group}'s products");
+    }
+
+    // The catalog, page by page, is every product once, in id order across groups.
+    let mut listed = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = first.products(after.as_deref(), 5).await.unwrap();
+        listed.extend(page.products.iter().map(|p| (p.id.clone(), p.stock)));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<(String, u64)> = ids.iter().map(|id| (id.clone(), 8)).collect();
+    assert_eq!(listed, expected);
+
+    // A cart within one group is bought whole; one across groups is refused, nothing held.
+    wait_version_2_everywhere(&cluster).await;
+    let in_group = |group: u16| {
+        ids.iter()
+            .filter(move |id| group_of(id, GROUPS) == group)
+            .cloned()
+    };
+    let pair: Vec<String> = in_group(0).take(2).collect();
+    let lines = |products: &[&String]| {
+        products
+            .iter()
+            .map(|product| Line {
+                product: (*product).clone(),
+                quantity: 1,
+            })
+            .collect::<Vec<_>>()
+    };
+    let cart = first
+        .checkout(lines(&[&pair[0], &pair[1]]), None)
+        .await
+        .unwrap();
+    assert_eq!(cart.order.id.group(), 0);
+    let other = in_group(1).next().unwrap();
+    let refused = first.checkout(lines(&[&pair[0], &other]), None).await;
+    match refused {
+        Err(ShopError::Rejected { status, code, .. }) => {
+            assert_eq!((status, code), (400, ErrorCode::InvalidRequest));
+        }
+        other => panic!("a cart across groups was not refused: {other:?}"),
+    }
+    let stock = |id: String| {
+        let first = &first;
+        async move { first.product(&id).await.unwrap().product.stock }
+    };
+    assert_eq!(stock(pair[0].clone()).await, 7);
+    assert_eq!(stock(other.clone()).await, 8);
+
+    // A bulk import across groups: each group applies its part, and a retry with the same key
+    // applies nothing again.
+    let items: Vec<BulkItem> = (0..30)
+        .map(|n| BulkItem::Create {
+            id: format!("bulk-{n:02}"),
+            name: format!("bulk {n}"),
+            price_cents: 5,
+            stock: 3,
+        })
+        .collect();
+    let request = BulkRequest { items };
+    let done = first.bulk_with_key("import-1", &request).await.unwrap();
+    assert!(done
+        .results
+        .iter()
+        .all(|r| r.status == BulkStatus::Created && !r.replayed));
+    let again = first.bulk_with_key("import-1", &request).await.unwrap();
+    assert!(again
+        .results
+        .iter()
+        .all(|r| r.status == BulkStatus::Created && r.replayed));
+    for n in [0, 13, 29] {
+        assert_eq!(stock(format!("bulk-{n:02}")).await, 3);
+    }
+
+    // An order id naming a group the cluster does not have is nobody's order.
+    let stranger = OrderId::placed_in(GROUPS + 1, 0, 5, 0);
+    assert!(matches!(
+        first.order(stranger.0, &"0".repeat(32)).await,
+        Err(ShopError::Rejected { status: 404, .. })
+    ));
+}
