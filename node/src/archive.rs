@@ -1,8 +1,9 @@
 //! The order archive: every order state change copied to PostgreSQL exactly once, off the
 //! purchase path: orders as placed (with their lines), and cancellations.
 //!
-//! Every voter with `archive.postgres_url` set runs an [`Archive`] task, but only the current
-//! leader archives. One step:
+//! Every voter with `archive.postgres_url` set runs an archiver for each Raft group, but only
+//! the group's current leader archives it: each group has its own cursor, in its own log, and
+//! its orders' ids name the group, so the groups' rows never collide. One step:
 //!
 //! 1. read the replicated archive cursor and, from the leader's own applied state, up to
 //!    `archive.batch_max` orders and up to as many cancellations after it, in log order, both
@@ -24,9 +25,10 @@
 //! wait for any of this: they are confirmed by Raft alone, and an archive outage only grows the
 //! backlog (`archive_backlog_orders`, `stockctl status`).
 //!
-//! Connections: each voter's pool opens at most `archive.pool_size` connections, lazily; the
-//! configuration caps it so that every voter holding a full pool at once (a deposed leader that
-//! has not noticed yet, and reports served by followers) stays within the cluster's limit.
+//! Connections: each voter's pool opens at most `archive.pool_size` connections, lazily, and
+//! the archivers of all its groups share it; the configuration caps it so that every voter
+//! holding a full pool at once (a deposed leader that has not noticed yet, and reports served
+//! by followers) stays within the cluster's limit, whatever the number of groups.
 //!
 //! The schema is versioned: [`MIGRATIONS`] are applied in order under an advisory lock, each
 //! recorded in `flashstock_schema_migrations`, so starting twice or from two nodes is harmless.
@@ -188,13 +190,15 @@ struct Progress {
     last_batch_at_ms: Option<u64>,
 }
 
-/// The archive of one voter: its connection pool and its archiver's progress.
+/// The archive of one voter: its connection pool, which the archivers of all its groups share,
+/// and each archiver's progress.
 pub struct Archive {
     settings: ArchiveSection,
     pool: Pool,
     /// `host:port/dbname`, for logs (never the password).
     target: String,
-    progress: Mutex<Progress>,
+    /// By group number.
+    progress: Mutex<std::collections::BTreeMap<u16, Progress>>,
 }
 
 /// What one archive step did.
@@ -246,7 +250,7 @@ impl Archive {
             settings: settings.clone(),
             pool,
             target,
-            progress: Mutex::new(Progress::default()),
+            progress: Mutex::default(),
         })))
     }
 
@@ -292,11 +296,12 @@ impl Archive {
         )
     }
 
-    /// The archive's status as a voter sees it: the replicated counters of `meta`, and the
-    /// progress of this node's archiver, if it has one (`None`: the archive is off).
-    pub fn status(archive: Option<&Archive>, meta: &InventoryMeta) -> ArchiveStatus {
+    /// The archive's status in `group` as a voter sees it: the replicated counters of `meta`
+    /// (the group's), and the progress of this node's archiver of the group, if it has one
+    /// (`None`: the archive is off).
+    pub fn status(archive: Option<&Archive>, group: u16, meta: &InventoryMeta) -> ArchiveStatus {
         let progress = archive
-            .map(|archive| archive.progress.lock().expect("progress lock").clone())
+            .map(|archive| archive.progress_of(group))
             .unwrap_or_default();
         ArchiveStatus {
             enabled: archive.is_some(),
@@ -372,25 +377,36 @@ impl Archive {
         })
     }
 
-    /// The archiver: runs until `stopping` turns true, archiving whenever this node leads.
-    pub async fn run(self: Arc<Self>, node: Arc<NodeState>, mut stopping: watch::Receiver<bool>) {
-        let mut applied = node.group0().reader.watch_applied();
+    /// The archiver of `group`: runs until `stopping` turns true, archiving whenever this node
+    /// leads the group. Each group has its own cursor and its own archiver, on its leader.
+    pub async fn run(
+        self: Arc<Self>,
+        node: Arc<NodeState>,
+        group: u16,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        let this_group = &node.groups[usize::from(group)];
+        let mut applied = this_group.reader.watch_applied();
         let mut migrated = false;
         let mut failures: u32 = 0;
-        tracing::info!(target = %self.target, "archiver started; it archives while this node leads");
+        tracing::info!(
+            target = %self.target,
+            group,
+            "archiver started; it archives while this node leads the group"
+        );
         loop {
             if *stopping.borrow() {
                 break;
             }
-            let leading = is_leader(&node);
-            self.set_active(leading);
+            let leading = is_leader(&node, this_group);
+            self.set_active(group, leading);
             let wait = if !leading {
                 // The schema is checked again by the next term's archiver: cheap, and safe if
                 // someone dropped the table in between.
                 migrated = false;
                 LEADERSHIP_POLL
             } else {
-                match self.step(&node, &mut migrated).await {
+                match self.step(&node, this_group, &mut migrated).await {
                     Ok(Step::Idle) => {
                         failures = 0;
                         let _ = tokio::time::timeout(IDLE_WAIT, applied.changed()).await;
@@ -398,7 +414,11 @@ impl Archive {
                     }
                     Ok(Step::Archived(count)) => {
                         if failures > 0 {
-                            tracing::info!(count, "archive resumed after {failures} failures");
+                            tracing::info!(
+                                count,
+                                group,
+                                "archive resumed after {failures} failures"
+                            );
                         }
                         failures = 0;
                         node.metrics.archive_orders.inc_by(count as u64);
@@ -413,8 +433,7 @@ impl Archive {
                     Err(error) => {
                         failures = failures.saturating_add(1);
                         node.metrics.archive_errors.inc();
-                        let backlog = node
-                            .group0()
+                        let backlog = this_group
                             .reader
                             .inventory_meta()
                             .map_or(0, |meta| meta.archive_backlog());
@@ -425,6 +444,7 @@ impl Archive {
                             let wait = Duration::from_millis(self.settings.retry_max_ms);
                             tracing::error!(
                                 %error,
+                                group,
                                 failures,
                                 backlog,
                                 retry_in_ms = wait.as_millis() as u64,
@@ -436,6 +456,7 @@ impl Archive {
                             let wait = self.retry_wait(failures);
                             tracing::warn!(
                                 %error,
+                                group,
                                 failures,
                                 backlog,
                                 retry_in_ms = wait.as_millis() as u64,
@@ -443,10 +464,11 @@ impl Archive {
                             );
                             wait
                         };
-                        self.progress.lock().expect("progress lock").last_error = Some((
+                        let last_error = (
                             error.kind().unwrap_or(ArchiveErrorKind::DatabaseError),
                             error.to_string(),
-                        ));
+                        );
+                        self.progress_mut(group, |progress| progress.last_error = Some(last_error));
                         wait
                     }
                 }
@@ -456,19 +478,23 @@ impl Archive {
                 _ = stopping.changed() => {}
             }
         }
-        self.set_active(false);
-        tracing::info!("archiver stopped");
+        self.set_active(group, false);
+        tracing::info!(group, "archiver stopped");
     }
 
     /// One step: write the orders after the cursor, then replicate the new cursor.
-    async fn step(&self, node: &NodeState, migrated: &mut bool) -> Result<Step, ArchiveError> {
+    async fn step(
+        &self,
+        node: &NodeState,
+        group: &crate::Group,
+        migrated: &mut bool,
+    ) -> Result<Step, ArchiveError> {
         let storage = |e: openraft::StorageError<u64>| ArchiveError::Storage(e.to_string());
-        let meta = node.group0().reader.inventory_meta().map_err(storage)?;
+        let meta = group.reader.inventory_meta().map_err(storage)?;
         let batch_max = self.settings.batch_max;
         // One snapshot for both lists (see `archive_batch`): read apart, a cursor could pass an
         // order placed between the two reads.
-        let (mut orders, mut cancellations) = node
-            .group0()
+        let (mut orders, mut cancellations) = group
             .reader
             .archive_batch(meta.archived_up_to, batch_max)
             .map_err(storage)?;
@@ -501,12 +527,13 @@ impl Archive {
             key: format!("archive-{last}"),
             op: Op::MarkArchived { up_to: last },
         };
-        match node.propose(node.group0(), vec![command]).await {
+        match node.propose(group, vec![command]).await {
             WriteResponse::Applied { outcomes, .. } => match outcomes.first().map(Outcome::first) {
                 Some(Outcome::Archived { .. }) => {
-                    let mut progress = self.progress.lock().expect("progress lock");
-                    progress.last_error = None;
-                    progress.last_batch_at_ms = Some(crate::now_ms());
+                    self.progress_mut(group.number, |progress| {
+                        progress.last_error = None;
+                        progress.last_batch_at_ms = Some(crate::now_ms());
+                    });
                     Ok(Step::Archived(orders.len() + cancellations.len()))
                 }
                 other => Err(ArchiveError::Cursor(format!(
@@ -542,13 +569,24 @@ impl Archive {
         Duration::from_millis(ms)
     }
 
-    fn set_active(&self, active: bool) {
-        self.progress.lock().expect("progress lock").active = active;
+    fn set_active(&self, group: u16, active: bool) {
+        self.progress_mut(group, |progress| progress.active = active);
+    }
+
+    /// What the archiver of `group` last did.
+    fn progress_of(&self, group: u16) -> Progress {
+        let progress = self.progress.lock().expect("progress lock");
+        progress.get(&group).cloned().unwrap_or_default()
+    }
+
+    fn progress_mut(&self, group: u16, change: impl FnOnce(&mut Progress)) {
+        let mut progress = self.progress.lock().expect("progress lock");
+        change(progress.entry(group).or_default());
     }
 }
 
-fn is_leader(node: &NodeState) -> bool {
-    let metrics = node.group0().raft.metrics();
+fn is_leader(node: &NodeState, group: &crate::Group) -> bool {
+    let metrics = group.raft.metrics();
     let metrics = metrics.borrow();
     metrics.state == ServerState::Leader && metrics.current_leader == Some(node.id)
 }

@@ -633,6 +633,7 @@ fn archive_status(state: &NodeState, group: &crate::Group) -> Option<ArchiveStat
     let meta = group.reader.inventory_meta().ok()?;
     Some(crate::archive::Archive::status(
         state.archive.as_deref(),
+        group.number,
         &meta,
     ))
 }

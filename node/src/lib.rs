@@ -292,19 +292,20 @@ pub async fn run_with_faults(
         Duration::from_millis(state.config.tls.reload_check_ms),
         stopping.clone(),
     );
-    let archiver = state
-        .archive
-        .clone()
-        .map(|archive| tokio::spawn(archive.run(state.clone(), stopping.clone())));
+    let archivers: Vec<_> = match &state.archive {
+        Some(archive) => (0..state.groups.len() as u16)
+            .map(|group| tokio::spawn(archive.clone().run(state.clone(), group, stopping.clone())))
+            .collect(),
+        None => Vec::new(),
+    };
     for group in 0..state.groups.len() as u16 {
         spawn_group_tasks(&state, group, &stopping);
     }
     let served = serve(&state, listener, stopping).await?;
-    if let Some(archiver) = archiver {
-        // It stops at its next await point once `stopping` is set; a batch cut short is simply
-        // written again by the next leader.
-        let _ = tokio::time::timeout(Duration::from_secs(5), archiver).await;
-    }
+    // They stop at their next await point once `stopping` is set; a batch cut short is simply
+    // written again by the next leader.
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(archivers)).await;
     tracing::info!(id, "listeners drained; shutting down Raft");
     for group in &state.groups {
         if let Err(e) = group.raft.shutdown().await {

@@ -219,3 +219,96 @@ async fn three_groups_route_writes_merge_pages_and_keep_orders_apart() {
         Err(ShopError::Rejected { status: 404, .. })
     ));
 }
+
+/// Each group's archiver, on that group's leader, copies the group's orders; every order
+/// reaches the one table once, and the voters' shared pools stay within their bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_groups_archive_every_order_once() {
+    use flashstock_deploy::postgres::{Postgres, PostgresOptions};
+    let postgres = Postgres::start(PostgresOptions::default()).expect("start PostgreSQL");
+    let url = postgres.url();
+    const POOL: usize = 2;
+    let cluster = formed(3, 1, |config| {
+        config.cluster.groups = GROUPS;
+        common::archive_often(config, &url);
+        config.archive.pool_size = POOL;
+    })
+    .await;
+    let shop = cluster.shop_client();
+    let ids = products();
+    for id in &ids {
+        shop.create_product(&create(id, 100)).await.unwrap();
+    }
+    let mut bought = BTreeSet::new();
+    for round in 0..3 {
+        for id in &ids {
+            let order = shop.purchase(id, 1).await.unwrap().order;
+            assert_eq!(
+                order.id.group(),
+                group_of(id, GROUPS),
+                "round {round}, {id}"
+            );
+            bought.insert(order.id);
+        }
+    }
+
+    // Each group's leader reports its own cursor, past its last order, with no backlog.
+    for group in 0..GROUPS {
+        let client = cluster.voter_client().for_group(group);
+        let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+        let last = bought
+            .iter()
+            .filter(|id| id.group() == group)
+            .max()
+            .copied();
+        let last = last.expect("every group has orders");
+        loop {
+            let leader = cluster
+                .wait_for_group_leader_among(group, &cluster.voter_ids(), ELECTION_WAIT)
+                .await
+                .unwrap();
+            let status = client.status(&cluster.addr(leader)).await.unwrap();
+            let archive = status.archive.expect("a voter reports its archive");
+            if archive.backlog == 0 && archive.cursor >= Some(last) {
+                assert!(archive.active, "group {group}'s leader archives it");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "group {group} never archived up to {last}: {archive:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the archive");
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT order_id FROM flashstock_orders ORDER BY order_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let archived: BTreeSet<OrderId> = rows
+        .iter()
+        .map(|row| OrderId(row.get::<_, i64>(0) as u64))
+        .collect();
+    assert_eq!(archived.len(), rows.len(), "no order archived twice");
+    assert_eq!(archived, bought, "every order archived, and nothing else");
+    let connections: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flashstock-archiver'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        connections as usize <= POOL * cluster.voter_ids().len(),
+        "{connections} archiver connections, pools of {POOL} on {} voters",
+        cluster.voter_ids().len()
+    );
+}
