@@ -24,6 +24,8 @@
 //! - [`membership`]: membership changes that cannot stall the cluster (checked before proposed).
 //! - [`hold_expiry`]: on the leader, an empty entry when holds are past their deadline and no
 //!   other entry comes, so that their stock comes back on time.
+//! - [`leader_spread`]: with several Raft groups, each group's leadership handed to its
+//!   preferred voter, so that the voters share the groups' leaders.
 //! - [`server`]: serves each listener's connections, each phase of a connection bounded (idle,
 //!   request head, request), idle connections closed first under pressure.
 //!
@@ -43,6 +45,7 @@ pub mod gateway;
 pub mod handoff;
 pub mod hold_expiry;
 pub mod internal;
+pub mod leader_spread;
 pub mod membership;
 pub mod metrics;
 pub mod network;
@@ -322,8 +325,8 @@ pub async fn run_with_faults(
 }
 
 /// The tasks that look after one group on this node: snapshots when due; on a voter, membership
-/// changes left halfway, leadership after a hand-off, the cluster version, and holds past their
-/// deadline.
+/// changes left halfway, leadership after a hand-off, the cluster version, holds past their
+/// deadline, and with several groups, leadership moved to the group's preferred voter.
 fn spawn_group_tasks(
     state: &Arc<NodeState>,
     group: u16,
@@ -355,6 +358,13 @@ fn spawn_group_tasks(
             group,
             stopping.clone(),
         ));
+        if state.groups.len() > 1 {
+            tokio::spawn(leader_spread::spread_when_settled(
+                state.clone(),
+                group,
+                stopping.clone(),
+            ));
+        }
     }
 }
 

@@ -97,6 +97,8 @@ pub struct Metrics {
     /// Elections this voter started after being deposed with no leader in sight
     /// ([`crate::handoff::reclaim_when_deposed`]).
     pub reclaims: IntCounter,
+    /// Groups this voter handed to their preferred voter ([`crate::leader_spread`]).
+    pub leader_spread_moves: IntCounter,
     /// Time to write one archive batch (one transaction).
     pub archive_batch_seconds: Histogram,
     /// Time spent in each [`Stage`] of the write path, indexed by the stage.
@@ -195,6 +197,11 @@ impl Metrics {
             "Elections started after this voter was deposed by a higher term with no leader in sight",
         )
         .expect("valid metric");
+        let leader_spread_moves = IntCounter::new(
+            "raft_leader_spread_moves_total",
+            "Raft groups this voter handed to their preferred voter, to spread leaders",
+        )
+        .expect("valid metric");
         let archive_batch_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "archive_batch_duration_seconds",
@@ -269,6 +276,7 @@ impl Metrics {
             Box::new(archive_errors.clone()),
             Box::new(archive_conflicts.clone()),
             Box::new(reclaims.clone()),
+            Box::new(leader_spread_moves.clone()),
             Box::new(archive_batch_seconds.clone()),
             Box::new(stages.clone()),
             Box::new(archive_backlog.clone()),
@@ -297,6 +305,7 @@ impl Metrics {
             archive_errors,
             archive_conflicts,
             reclaims,
+            leader_spread_moves,
             archive_batch_seconds,
             stages: stage_histograms,
             archive_backlog,

@@ -312,3 +312,73 @@ async fn three_groups_archive_every_order_once() {
         cluster.voter_ids().len()
     );
 }
+
+/// The leader of each group, as voter `ask` sees it, once every running voter agrees.
+async fn group_leaders(cluster: &flashstock_deploy::local::LocalCluster, ids: &[u64]) -> Vec<u64> {
+    let mut leaders = Vec::new();
+    for group in 0..GROUPS {
+        let leader = cluster
+            .wait_for_group_leader_among(group, ids, ELECTION_WAIT)
+            .await
+            .expect("each group has a leader");
+        leaders.push(leader);
+    }
+    leaders
+}
+
+/// Wait until the groups' leaders are `expected` (by group), or fail after `timeout`.
+async fn wait_leaders(
+    cluster: &flashstock_deploy::local::LocalCluster,
+    ids: &[u64],
+    expected: &[u64],
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let leaders = group_leaders(cluster, ids).await;
+        if leaders == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leaders by group {leaders:?}, expected {expected:?} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Each voter leads the group that prefers it; a voter that fails loses its group to another,
+/// and gets it back once it has returned and caught up, while purchases in every group go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn leaders_spread_over_the_voters_and_return_after_a_failure() {
+    let mut cluster = formed(3, 1, |config| config.cluster.groups = GROUPS).await;
+    let voters = cluster.voter_ids();
+    assert_eq!(voters, [1, 2, 3]);
+    // Group g prefers voter g mod 3 in id order.
+    let spread = [1, 2, 3];
+    wait_leaders(&cluster, &voters, &spread, Duration::from_secs(30)).await;
+
+    let shop = cluster.shop_client();
+    let ids = products();
+    for id in &ids {
+        shop.create_product(&create(id, 100)).await.unwrap();
+    }
+    cluster.kill(2).expect("kill voter 2");
+    let rest = [1, 3];
+    let leaders = group_leaders(&cluster, &rest).await;
+    assert!(!leaders.contains(&2), "{leaders:?}");
+    for id in &ids {
+        shop.purchase(id, 1).await.expect("every group still sells");
+    }
+    cluster.start(2).await.expect("restart voter 2");
+    wait_leaders(&cluster, &voters, &spread, Duration::from_secs(30)).await;
+    for id in &ids {
+        shop.purchase(id, 1)
+            .await
+            .expect("every group sells after the move");
+    }
+    for id in &ids {
+        let view = shop.product_linearizable(id).await.unwrap();
+        assert_eq!(view.product.stock, 98, "{id}");
+    }
+}
