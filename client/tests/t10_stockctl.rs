@@ -3,6 +3,7 @@
 //!
 //! Needs `flashstock-node` built: `cargo build --release --workspace --bins` first.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -1291,5 +1292,102 @@ async fn rolling_restart_restarts_every_node_with_no_failed_purchase() {
             .any(|l| l.starts_with("stockctl: release: every node answering runs"))
             && said.contains(&cluster_version),
         "{said:#?}"
+    );
+}
+
+/// `cluster status` of a cluster of three Raft groups: each group's leader in a table of its
+/// own, and every group's entries in JSON; `--group` speaks to one group (a hand-off moves that
+/// group's leader); a membership change without it changes every group.
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_are_shown_moved_and_changed_together() {
+    let mut cluster = formed_cluster_with(1, |config| config.cluster.groups = 3).await;
+    let ctl = Ctl::for_cluster(&cluster);
+
+    // Leaders spread: group g prefers voter g + 1 (in id order).
+    let leaders = |ctl: Ctl, group: u16| async move {
+        let group = group.to_string();
+        let entries: Vec<NodeStatus> = ctl.json(&["--group", &group, "cluster", "status"]).await;
+        let leaders: Vec<Option<u64>> = entries.iter().map(|s| s.leader).collect();
+        match leaders.first() {
+            Some(Some(leader)) if leaders.iter().all(|l| *l == Some(*leader)) => Ok(*leader),
+            _ => Err(format!("no agreed leader of group {group}: {leaders:?}")),
+        }
+    };
+    for group in 0..3u16 {
+        let wanted = u64::from(group) + 1;
+        eventually("each group led by its preferred voter", || async {
+            match leaders(ctl.clone(), group).await? {
+                leader if leader == wanted => Ok(()),
+                leader => Err(format!("group {group} led by {leader}")),
+            }
+        })
+        .await;
+    }
+
+    let text = ctl.ok(&["cluster", "status"]).await;
+    let header = text
+        .lines()
+        .position(|line| line.starts_with("GROUP"))
+        .unwrap_or_else(|| panic!("no groups table:\n{text}"));
+    let rows: Vec<&str> = text.lines().skip(header + 1).take(3).collect();
+    for (group, row) in rows.iter().enumerate() {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[0], group.to_string(), "{text}");
+        assert_eq!(cells[1], (group + 1).to_string(), "{text}");
+    }
+    let entries: Vec<NodeStatus> = ctl.json(&["cluster", "status"]).await;
+    let groups: BTreeSet<Option<u16>> = entries.iter().map(|s| s.group).collect();
+    assert_eq!(groups, BTreeSet::from([Some(0), Some(1), Some(2)]));
+    assert_eq!(entries.len(), 3 * cluster.nodes.len());
+
+    // One group's leader moves; the others stay.
+    let moved: flashstock_api::HandedOff = ctl
+        .json(&["--group", "2", "cluster", "hand-off", "--to", "1"])
+        .await;
+    assert_eq!((moved.from, moved.to), (3, 1));
+    assert_eq!(leaders(ctl.clone(), 1).await, Ok(2));
+
+    // A learner leaves every group and comes back to every group.
+    let gateway = cluster.gateway_ids()[0];
+    let gateway_arg = gateway.to_string();
+    ctl.ok(&["cluster", "remove", &gateway_arg]).await;
+    let member_of = |ctl: Ctl, group: u16| async move {
+        let entries: Vec<NodeStatus> = ctl
+            .json(&["--group", &group.to_string(), "cluster", "status"])
+            .await;
+        let leader = entries.iter().find(|s| s.state == RaftState::Leader);
+        leader.map(|s| s.members.iter().any(|m| m.id == gateway))
+    };
+    for group in 0..3 {
+        assert_eq!(
+            member_of(ctl.clone(), group).await,
+            Some(false),
+            "group {group}"
+        );
+    }
+    cluster.kill(gateway).expect("stop the gateway");
+    cluster.wipe(gateway).expect("wipe it");
+    cluster.start(gateway).await.expect("start it again");
+    ctl.ok(&[
+        "cluster",
+        "add-learner",
+        &gateway_arg,
+        &cluster.addr(gateway),
+    ])
+    .await;
+    for group in 0..3 {
+        assert_eq!(
+            member_of(ctl.clone(), group).await,
+            Some(true),
+            "group {group}"
+        );
+    }
+    // Replacing a disk is refused: it would need every group's membership at each step.
+    let refused = ctl.run(&["cluster", "replace-disk", "3"]).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", show(&refused));
+    assert!(
+        stderr(&refused).contains("3 Raft groups"),
+        "{}",
+        show(&refused)
     );
 }

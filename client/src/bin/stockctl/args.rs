@@ -74,6 +74,12 @@ pub struct GlobalArgs {
     )]
     pub endpoints: Vec<String>,
 
+    /// The Raft group that node commands speak to (status, hand-off, membership, snapshot), in
+    /// a cluster of several (`cluster.groups`); default 0. `cluster status` without it shows
+    /// every group's leader and lag
+    #[arg(long, global = true, env = "STOCKCTL_GROUP", value_name = "N")]
+    pub group: Option<u16>,
+
     /// Operator secret for the internal API (one of the nodes' cluster.operator_secrets)
     /// [env: STOCKCTL_SECRET, or FLASHSTOCK_SECRET]; prefer the environment, arguments are
     /// visible to other users
@@ -247,7 +253,7 @@ pub struct ReportArgs {
     pub to: Option<u64>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ClusterCommand {
     /// Show every endpoint's Raft state, indexes and replication lag
     Status,

@@ -26,6 +26,35 @@ const CHECK_STATUS: &str = "check with `stockctl cluster status`";
 
 pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError> {
     let client = ctx.voter_client()?;
+    // A membership is each group's own: without --group, a change goes to every group, one
+    // after the other.
+    let changes_membership = matches!(
+        command,
+        ClusterCommand::AddLearner { .. }
+            | ClusterCommand::Promote { .. }
+            | ClusterCommand::Remove { .. }
+            | ClusterCommand::ReplaceDisk { .. }
+    );
+    if changes_membership && ctx.group.is_none() {
+        let probes = probe_all(&client, ctx.endpoints()?).await;
+        let groups = answered(&probes).map(NodeStatus::group_count).max();
+        if let Some(groups) = groups.filter(|groups| *groups > 1) {
+            if let ClusterCommand::ReplaceDisk { id, .. } = command {
+                return Err(CliError::Usage(format!(
+                    "the cluster runs {groups} Raft groups, and replace-disk does one: remove \
+                     node {id} from every group (`stockctl cluster remove {id}`), wipe and \
+                     restart it, then `stockctl cluster add-learner` and `promote` it"
+                )));
+            }
+            for group in 0..groups {
+                let mut one = ctx.clone();
+                one.group = Some(group);
+                eprintln!("stockctl: Raft group {group} of {groups}:");
+                Box::pin(run(&one, command.clone())).await?;
+            }
+            return Ok(());
+        }
+    }
     match command {
         ClusterCommand::Status => status(ctx, &client).await,
         ClusterCommand::Init { voters } => init(ctx, &client, voters).await,
@@ -220,11 +249,37 @@ fn status_row(endpoint: &str, status: &NodeStatus, leader: Option<&NodeStatus>) 
 
 /// Every endpoint's status; fails only when none answered.
 async fn status(ctx: &Context, client: &VoterClient) -> Result<(), CliError> {
-    let probes = probe_all(client, ctx.endpoints()?).await;
-    emit(ctx.output, &status_entries(&probes), || {
-        let table = status_table(&probes);
+    let endpoints = ctx.endpoints()?;
+    let probes = probe_all(client, endpoints).await;
+    // A cluster of several groups, asked about none in particular: every group.
+    let groups = answered(&probes).map(NodeStatus::group_count).max();
+    let mut others = Vec::new();
+    if ctx.group.is_none() {
+        for group in 1..groups.unwrap_or(1) {
+            let probes = probe_all(&client.for_group(group), endpoints).await;
+            others.push((group, probes));
+        }
+    }
+    let mut entries = status_entries(&probes);
+    for (_, probes) in &others {
+        entries.extend(status_entries(probes));
+    }
+    emit(ctx.output, &entries, || {
+        let mut table = status_table(&probes);
         for line in membership_lines(&probes) {
             eprintln!("{line}");
+        }
+        if !others.is_empty() {
+            let mut every = vec![(0, probes.as_slice())];
+            every.extend(
+                others
+                    .iter()
+                    .map(|(group, probes)| (*group, probes.as_slice())),
+            );
+            table = table.then(groups_table(&every));
+            eprintln!(
+                "the nodes' table is group 0's; `stockctl --group N cluster status` shows group N's"
+            );
         }
         table
     });
@@ -233,6 +288,35 @@ async fn status(ctx: &Context, client: &VoterClient) -> Result<(), CliError> {
     } else {
         Err(none_answered(&probes))
     }
+}
+
+/// One row per Raft group: its leader, term, commit index, and how far its furthest member
+/// trails the leader's log.
+fn groups_table(groups: &[(u16, &[Probe])]) -> Table {
+    let mut table = Table::new(&["GROUP", "LEADER", "TERM", "COMMITTED", "MAX LAG", "BACKLOG"]);
+    for (group, probes) in groups {
+        let statuses: Vec<&NodeStatus> = answered(probes).collect();
+        let leader = leader_status(&statuses);
+        table.push(match &leader {
+            Some(leader) => vec![
+                group.to_string(),
+                leader.id.to_string(),
+                leader.term.to_string(),
+                opt(leader.committed_index),
+                opt(leader.replication.iter().map(|peer| peer.lag).max()),
+                opt(leader.archive.as_ref().map(|archive| archive.backlog)),
+            ],
+            None => vec![
+                group.to_string(),
+                "none".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+            ],
+        });
+    }
+    table
 }
 
 /// What the text output says under the table about the membership (from the leader, or the

@@ -30,6 +30,9 @@ pub struct Context {
     internal_tls: Option<TlsConfig>,
     /// The trust of `https://` gateways (`--gateway-ca`).
     gateway_tls: Option<TlsConfig>,
+    /// The Raft group node commands speak to (`--group`); `None`: group 0, and `cluster status`
+    /// shows every group.
+    pub group: Option<u16>,
 }
 
 impl Context {
@@ -66,6 +69,7 @@ impl Context {
             admin_token: global.admin_token.filter(|t| !t.is_empty()),
             internal_tls,
             gateway_tls,
+            group: global.group,
         })
     }
 
@@ -88,7 +92,9 @@ impl Context {
                     .into(),
             )
         })?;
-        Ok(VoterClient::new(endpoints, secret, self.timeout).with_tls(self.internal_tls.clone()))
+        let client =
+            VoterClient::new(endpoints, secret, self.timeout).with_tls(self.internal_tls.clone());
+        Ok(client.for_group(self.group.unwrap_or(0)))
     }
 
     /// A client of the public API over the gateways, with the admin token if one is given.

@@ -12,6 +12,8 @@ use crate::args::OutputFormat;
 pub struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
+    /// A table printed after this one, a blank line apart.
+    next: Option<Box<Table>>,
 }
 
 impl Table {
@@ -19,7 +21,17 @@ impl Table {
         Table {
             header: header.iter().map(|h| (*h).to_owned()).collect(),
             rows: Vec::new(),
+            next: None,
         }
+    }
+
+    /// This table, then `next` after a blank line (at the end of those already following).
+    pub fn then(mut self, next: Table) -> Table {
+        self.next = Some(Box::new(match self.next.take() {
+            Some(already) => already.then(next),
+            None => next,
+        }));
+        self
     }
 
     /// Add a row; missing cells are blank, extra cells are dropped.
@@ -43,6 +55,10 @@ impl Table {
             }
             out.push_str(line.trim_end());
             out.push('\n');
+        }
+        if let Some(next) = &self.next {
+            out.push('\n');
+            out.push_str(&next.render());
         }
         out
     }
