@@ -89,6 +89,8 @@ pub struct LocalCluster {
     tls: Option<LocalTls>,
     /// Set by [`LocalCluster::set_cpu_budget`]: every node started since runs on it.
     cpu_budget: Option<flashstock_host::CpuBudget>,
+    /// Set by [`LocalCluster::set_gateway_cpu_budget`]: the gateways' instead.
+    gateway_cpu_budget: Option<flashstock_host::CpuBudget>,
     /// How many Raft groups the nodes run (`cluster.groups` of their configs).
     pub groups: u16,
 }
@@ -286,6 +288,7 @@ impl LocalCluster {
             http: reqwest::Client::new(),
             tls: None,
             cpu_budget: None,
+            gateway_cpu_budget: None,
             groups,
         })
     }
@@ -495,6 +498,23 @@ impl LocalCluster {
         self.cpu_budget.as_ref()
     }
 
+    /// Hold the gateways started from now on to `budget` instead of the one of
+    /// [`LocalCluster::set_cpu_budget`] (e.g. to make the voters the ceiling).
+    pub fn set_gateway_cpu_budget(&mut self, budget: flashstock_host::CpuBudget) {
+        self.gateway_cpu_budget = Some(budget);
+    }
+
+    /// The CPU budget node `id` runs on, if any.
+    pub fn cpu_budget_of(&self, id: u64) -> Option<&flashstock_host::CpuBudget> {
+        match self.nodes.get(&id).map(|node| node.role) {
+            Some(Role::Gateway) => self
+                .gateway_cpu_budget
+                .as_ref()
+                .or(self.cpu_budget.as_ref()),
+            _ => self.cpu_budget.as_ref(),
+        }
+    }
+
     /// Start a node's process without waiting for it (e.g. one this cluster's clients cannot
     /// reach, to check that it cannot join).
     pub fn spawn(&mut self, id: u64) -> Result<(), Error> {
@@ -527,7 +547,15 @@ impl LocalCluster {
             .stderr(log)
             .spawn()?;
         // `ip netns exec` execs the node in place: the child's id is the node's.
-        if let Some(budget) = &self.cpu_budget {
+        // The fields themselves, not `cpu_budget_of`: `node` still borrows `self.nodes`.
+        let budget = match node.role {
+            Role::Gateway => self
+                .gateway_cpu_budget
+                .as_ref()
+                .or(self.cpu_budget.as_ref()),
+            Role::Voter => self.cpu_budget.as_ref(),
+        };
+        if let Some(budget) = budget {
             if let Err(e) = budget.place(&format!("node-{id}"), child.id()) {
                 let mut child = child;
                 let _ = child.kill();
@@ -751,7 +779,18 @@ impl LocalCluster {
 
     /// Wait until a node has applied at least `index`.
     pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> Result<(), Error> {
-        let client = self.voter_client();
+        self.wait_applied_in(0, id, index, timeout).await
+    }
+
+    /// [`LocalCluster::wait_applied`], in Raft group `group`.
+    pub async fn wait_applied_in(
+        &self,
+        group: u16,
+        id: u64,
+        index: u64,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let client = self.voter_client().for_group(group);
         let deadline = Instant::now() + timeout;
         loop {
             let status = client.status(&self.addr(id)).await;
@@ -762,7 +801,8 @@ impl LocalCluster {
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!(
-                    "node {id} did not apply {index} within {timeout:?}: {status:?}"
+                    "node {id} did not apply {index} of group {group} within {timeout:?}: \
+                     {status:?}"
                 )));
             }
             tokio::time::sleep(POLL_INTERVAL).await;

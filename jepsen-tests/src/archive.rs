@@ -73,13 +73,30 @@ impl Archived {
     }
 }
 
-/// Wait until the leader reports an empty archive backlog.
+/// Wait until the leader of every group reports an empty archive backlog.
 pub async fn wait_drained(cluster: &LocalCluster, timeout: Duration) -> Result<(), String> {
-    let client = cluster.voter_client();
     let deadline = tokio::time::Instant::now() + timeout;
+    for group in 0..cluster.groups {
+        wait_group_drained(cluster, group, deadline, timeout).await?;
+    }
+    Ok(())
+}
+
+/// [`wait_drained`] for Raft group `group`, by `deadline`.
+async fn wait_group_drained(
+    cluster: &LocalCluster,
+    group: u16,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<(), String> {
+    let client = cluster.voter_client().for_group(group);
+    let voters = cluster.voter_ids();
     let mut last = String::from("no answer");
     loop {
-        if let Ok(leader) = cluster.wait_for_leader(Duration::from_secs(5)).await {
+        let leader = cluster
+            .wait_for_group_leader_among(group, &voters, Duration::from_secs(5))
+            .await;
+        if let Ok(leader) = leader {
             match client.status(&cluster.addr(leader)).await {
                 Ok(status) => match status.archive {
                     Some(archive) if archive.backlog == 0 => return Ok(()),
@@ -95,7 +112,9 @@ pub async fn wait_drained(cluster: &LocalCluster, timeout: Duration) -> Result<(
             }
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("archive not drained within {timeout:?}: {last}"));
+            return Err(format!(
+                "archive of group {group} not drained within {timeout:?}: {last}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

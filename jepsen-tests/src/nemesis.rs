@@ -47,6 +47,7 @@
 //! enabled kind once, in a seeded order; later ones are drawn at random. Every step is logged
 //! with the run's timestamp.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -526,6 +527,13 @@ impl Nemesis {
                 let text = format!("SIGKILL {}", describe(id));
                 cluster.kill(id)?;
                 (Active::Killed(vec![id]), vec![id], text, hold)
+            }
+            FaultKind::Leader if cluster.groups > 1 => {
+                // The server whose loss costs most: the one leading the most groups.
+                let (id, led) = busiest_leader(cluster).await?;
+                let text = format!("SIGKILL voter {id}, leader of Raft groups {led:?}");
+                cluster.kill(id)?;
+                (Active::Killed(vec![id]), vec![id], text, leader_hold)
             }
             FaultKind::Leader => {
                 let id = cluster.wait_for_leader(LEADER_WAIT).await?;
@@ -1094,6 +1102,22 @@ impl Nemesis {
     }
 }
 
+/// The voter that leads the most Raft groups (the lowest id among equals), and the groups it
+/// leads.
+async fn busiest_leader(cluster: &LocalCluster) -> Result<(u64, Vec<u16>), Error> {
+    let voters = cluster.voter_ids();
+    let mut led: BTreeMap<u64, Vec<u16>> = BTreeMap::new();
+    for group in 0..cluster.groups {
+        let leader = cluster
+            .wait_for_group_leader_among(group, &voters, LEADER_WAIT)
+            .await?;
+        led.entry(leader).or_default().push(group);
+    }
+    let most = led.values().map(Vec::len).max().unwrap_or(0);
+    let busiest = led.into_iter().find(|(_, groups)| groups.len() == most);
+    Ok(busiest.expect("every group has a leader"))
+}
+
 /// `voter 2 (leader)`, `voter 3 (follower)`, `gateway 101`.
 fn describe_node(cluster: &LocalCluster, id: u64, leader: Option<u64>) -> String {
     match cluster.nodes[&id].role {
@@ -1109,23 +1133,30 @@ fn describe_node(cluster: &LocalCluster, id: u64, leader: Option<u64>) -> String
 pub async fn wait_recovered(cluster: &LocalCluster, timeout: Duration) -> Result<u64, String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
-    let leader = cluster
-        .wait_for_leader(left())
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = cluster
-        .voter_client()
-        .status(&cluster.addr(leader))
-        .await
-        .map_err(|e| format!("status of leader {leader}: {e}"))?;
-    let last = status.last_log_index.unwrap_or(0);
-    for id in cluster.nodes.keys() {
-        cluster
-            .wait_applied(*id, last, left())
+    let voters = cluster.voter_ids();
+    // With several groups, every group: the sum of their last indexes moves while any does.
+    let mut lasts = 0;
+    for group in 0..cluster.groups {
+        let leader = cluster
+            .wait_for_group_leader_among(group, &voters, left())
             .await
             .map_err(|e| e.to_string())?;
+        let status = cluster
+            .voter_client()
+            .for_group(group)
+            .status(&cluster.addr(leader))
+            .await
+            .map_err(|e| format!("status of leader {leader} of group {group}: {e}"))?;
+        let last = status.last_log_index.unwrap_or(0);
+        for id in cluster.nodes.keys() {
+            cluster
+                .wait_applied_in(group, *id, last, left())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        lasts += last;
     }
-    Ok(last)
+    Ok(lasts)
 }
 
 /// Make `voters` the voters of the membership, through the leader, retrying while the leader

@@ -59,9 +59,41 @@ pub struct RunConfig {
     /// TLS on every link: the clients reach the gateways over HTTPS, the nodes speak mutual TLS
     /// (certificates made for the run, see `LocalCluster::enable_tls`).
     pub tls: bool,
+    /// Raft groups of the cluster (`cluster.groups`); 1: the cluster of before groups.
+    pub groups: u16,
 }
 
+/// Kinds of fault that change a membership, restore a store or replace the binaries: done
+/// through group 0 alone, they are left out of a run of several groups.
+pub const ONE_GROUP_FAULTS: [FaultKind; 5] = [
+    FaultKind::Voters,
+    FaultKind::Rejoin,
+    FaultKind::Restart,
+    FaultKind::Backup,
+    FaultKind::Upgrade,
+];
+
 impl RunConfig {
+    /// A run of `groups` Raft groups: the workload covers every group, and the kinds of fault
+    /// done through one group ([`ONE_GROUP_FAULTS`]) are left out. Returns those left out.
+    pub fn with_groups(&mut self, groups: u16) -> Vec<FaultKind> {
+        self.groups = groups;
+        if groups <= 1 {
+            return Vec::new();
+        }
+        self.workload.groups = groups;
+        self.workload.add_product_per_group();
+        let left_out: Vec<FaultKind> = self
+            .nemesis
+            .kinds
+            .iter()
+            .copied()
+            .filter(|kind| ONE_GROUP_FAULTS.contains(kind))
+            .collect();
+        self.nemesis.kinds.retain(|kind| !left_out.contains(kind));
+        left_out
+    }
+
     /// A long run, as the `jepsen` binary does it.
     pub fn new(seconds: u64, clients: usize, seed: u64, faults: Vec<FaultKind>) -> RunConfig {
         let mut workload = WorkloadConfig::new(clients, seed);
@@ -81,6 +113,7 @@ impl RunConfig {
             namespaces: false,
             snapshot_every_logs: None,
             tls: false,
+            groups: 1,
         }
     }
 
@@ -236,6 +269,7 @@ fn lay_out(
         gateways: 3,
     };
     let tweak = |node: &mut cluster_config::Config| {
+        node.cluster.groups = config.groups;
         node.archive.postgres_url = archive_url.clone();
         node.archive.interval_ms = 50;
         node.archive.retry_max_ms = 1000;

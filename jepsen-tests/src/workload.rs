@@ -159,6 +159,9 @@ pub struct WorkloadConfig {
     /// The cluster's `checkout.hold_ttl_ms` for the run: short, so abandoned holds expire
     /// within it.
     pub hold_ttl_ms: u64,
+    /// Raft groups of the cluster: the lines of a hold or cart are drawn from one group's
+    /// products, since a cart across groups is refused.
+    pub groups: u16,
 }
 
 impl WorkloadConfig {
@@ -187,6 +190,34 @@ impl WorkloadConfig {
             customers: (clients / 4).max(1),
             customer_rate_per_s: 25,
             hold_ttl_ms: 2000,
+            groups: 1,
+        }
+    }
+
+    /// Give every Raft group of [`WorkloadConfig::groups`] a product: for each group that holds
+    /// none of the run's products, one like `steady` (1 500 items, weight 2), named
+    /// `spread-<n>` with the first `n` placed in that group.
+    pub fn add_product_per_group(&mut self) {
+        use flashstock_api::placement::group_of;
+        let groups = self.groups;
+        for group in 0..groups {
+            if self
+                .products
+                .iter()
+                .any(|p| group_of(&p.id, groups) == group)
+            {
+                continue;
+            }
+            let id = (0u64..)
+                .map(|n| format!("spread-{n}"))
+                .find(|id| group_of(id, groups) == group)
+                .expect("some name lands in every group");
+            self.products.push(ProductSpec {
+                id,
+                stock: 1500,
+                weight: 2,
+                limit_per_customer: None,
+            });
         }
     }
 
@@ -535,11 +566,20 @@ impl Client {
     /// 1 or 2 items.
     fn pick_lines(&mut self, low: u64, high: u64) -> Vec<Line> {
         let mut left = self.config.products.clone();
-        let count = self.rng.range(low, high).min(left.len() as u64);
+        let count = self.rng.range(low, high);
         let mut lines = Vec::new();
         for _ in 0..count {
+            if left.is_empty() {
+                break;
+            }
             let product = pick_weighted(&mut self.rng, &left);
             left.retain(|p| p.id != product);
+            // With several groups, the other lines come from the first line's group.
+            let groups = self.config.groups;
+            if groups > 1 {
+                let group = flashstock_api::placement::group_of(&product, groups);
+                left.retain(|p| flashstock_api::placement::group_of(&p.id, groups) == group);
+            }
             let quantity = self.rng.range(1, 2) as u32;
             lines.push(Line { product, quantity });
         }

@@ -11,7 +11,8 @@
 //!   the initial stock (two orders leaving the same stock behind would mean an item sold twice).
 //!
 //! A server is first asked for one product with `?consistency=linearizable`, which makes a
-//! gateway catch up with everything committed; the catalog is then read in pages.
+//! gateway catch up with everything committed (in that product's Raft group); the catalog is
+//! then read in pages, the first one linearizable too (every group's).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -159,11 +160,16 @@ async fn read_catalog(
         ));
     }
     let mut products = BTreeMap::new();
-    // Ids sort like indexes; start just before the first.
+    // Ids sort like indexes; start just before the first. The first page is linearizable too:
+    // on a cluster of several Raft groups it catches up with every group's leader, where the
+    // read above caught up with one group's.
     let mut after = format!("{}-", catalog.prefix);
+    let mut consistency = "&consistency=linearizable";
     loop {
         let answer = connection
-            .get(&format!("/v1/products?limit={PAGE}&after={after}"))
+            .get(&format!(
+                "/v1/products?limit={PAGE}&after={after}{consistency}"
+            ))
             .await
             .map_err(|e| e.to_string())?;
         if answer.status != 200 {
@@ -184,6 +190,7 @@ async fn read_catalog(
                 None => left_catalog = true,
             }
         }
+        consistency = "";
         match page.next_after {
             Some(next) if !left_catalog => after = next,
             _ => return Ok(products),

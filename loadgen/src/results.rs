@@ -682,6 +682,25 @@ impl BenchResults {
                  generator are not held.\n"
             );
         }
+        if let Some(cores) = self
+            .settings
+            .get("gateway_cpu_budget")
+            .and_then(|c| c.as_f64())
+        {
+            let _ = writeln!(
+                out,
+                "Gateways' CPU budget (`--gateway-cpu-budget`): {cores} cores each instead.\n"
+            );
+        }
+        if let Some(groups) = self.settings.get("groups").and_then(|g| g.as_u64()) {
+            if groups > 1 {
+                let _ = writeln!(
+                    out,
+                    "Raft groups (`cluster.groups`, `--groups`): {groups}, products placed by a \
+                     hash of their id, each group's leader on the voter it prefers.\n"
+                );
+            }
+        }
         self.machine_markdown(&mut out);
         self.targets_markdown(&mut out);
         self.scenarios_markdown(&mut out);

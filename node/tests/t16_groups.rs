@@ -118,6 +118,24 @@ async fn three_groups_route_writes_merge_pages_and_keep_orders_apart() {
         assert_eq!(seen.order.product, *id);
     }
 
+    // A linearizable page from the other gateway has caught up with every group's leader.
+    let page: flashstock_api::ProductList = reqwest::get(format!(
+        "{}/v1/products?limit=100&consistency=linearizable",
+        gateways[1]
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let stocks: Vec<(String, u64)> = page
+        .products
+        .iter()
+        .map(|p| (p.id.clone(), p.stock))
+        .collect();
+    let bought: Vec<(String, u64)> = ids.iter().map(|id| (id.clone(), 8)).collect();
+    assert_eq!(stocks, bought);
+
     // Each group's replica holds its own products and nothing else.
     let voter = cluster.addr(cluster.voter_ids()[0]);
     for group in 0..GROUPS {

@@ -236,8 +236,31 @@ pub fn open_groups_with(
         .map(|number| Arc::new(Group::new(number, groups)))
         .collect();
     let expected: Vec<&str> = groups.iter().flat_map(|group| group.families()).collect();
-    // A new store has no families yet; an existing one must hold no group beyond `groups`.
+    // A new store has no families yet; an existing one holds exactly `groups` groups: with
+    // another number, products would be looked for in groups that do not hold them.
     if let Ok(existing) = DB::list_cf(&Options::default(), dir) {
+        let missing: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|name| !existing.iter().any(|held| held == name))
+            .collect();
+        let holds_group_0 = groups[0]
+            .families()
+            .into_iter()
+            .any(|name| existing.iter().any(|held| held == name));
+        if holds_group_0 && !missing.is_empty() {
+            return Err(log_store::read_error(
+                subject(),
+                &format!(
+                    "the store in {} lacks column families {missing:?}: it holds fewer groups \
+                     than the {} this node is configured with, and a cluster's number of groups \
+                     is fixed when it is made (set cluster.groups back; a node that never joined \
+                     a cluster may instead start with an empty data directory)",
+                    dir.display(),
+                    groups.len()
+                ),
+            ));
+        }
         let unknown: Vec<&String> = existing
             .iter()
             .filter(|name| *name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)

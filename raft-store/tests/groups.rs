@@ -157,6 +157,13 @@ fn each_group_keeps_its_own_log_state_and_snapshots_in_one_store() {
         .to_string();
     assert!(refused.contains("more groups"), "{refused}");
     assert!(refused.contains("state-g2"), "{refused}");
+    // More groups than it holds: refused too, naming what is missing.
+    let refused = raft_store::open_groups(dir.path(), 4)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(refused.contains("fewer groups"), "{refused}");
+    assert!(refused.contains("state-g3"), "{refused}");
     let groups = raft_store::open_groups(dir.path(), 3).unwrap();
     assert_eq!(
         groups[2].1.reader().product("tee").unwrap().unwrap().stock,

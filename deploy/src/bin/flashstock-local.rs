@@ -38,6 +38,10 @@ struct Args {
     /// Start a PostgreSQL server for the archive in DIR/postgres (kept between runs).
     #[arg(long)]
     with_archive: bool,
+    /// Split the products over this many Raft groups (`cluster.groups`, 1 to 64), for a new
+    /// cluster; a cluster laid out before keeps its number (a node refuses another).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    groups: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -48,5 +52,6 @@ fn main() -> ExitCode {
         form_timeout: Duration::from_secs(args.form_timeout_secs),
         archive_url: args.archive_url,
         with_archive: args.with_archive,
+        groups: args.groups,
     })
 }

@@ -51,6 +51,8 @@ pub struct Options {
     pub archive_url: Option<String>,
     /// Start a PostgreSQL server for the archive in `DIR/postgres`.
     pub with_archive: bool,
+    /// `cluster.groups` of every node; `None`: what the configs say (1 for a new cluster).
+    pub groups: Option<u16>,
 }
 
 /// Run the launcher: in the process started from the terminal, start the supervisor and forward
@@ -171,7 +173,12 @@ async fn prepare(options: &Options, root: &Path, dir: &Path) -> Result<Prepared,
         voters: 3,
         gateways: 3,
     };
-    let tweak = |config: &mut Config| config.archive.postgres_url = archive_url.clone();
+    let tweak = |config: &mut Config| {
+        config.archive.postgres_url = archive_url.clone();
+        if let Some(groups) = options.groups {
+            config.cluster.groups = groups;
+        }
+    };
     let cluster = LocalCluster::lay_out(&binary, dir, layout, tweak)
         .map_err(|e| format!("cannot lay out the cluster in {}: {e}", dir.display()))?;
     if reused {

@@ -73,6 +73,11 @@ struct Args {
     /// restarts every node, one at a time, with this binary.
     #[arg(long, value_name = "NODE_BINARY")]
     upgrade_to: Option<PathBuf>,
+    /// Raft groups of the cluster (`cluster.groups`): the workload covers every group; the
+    /// faults that change a membership, restore a store or replace the binaries (voters,
+    /// rejoin, restart, backup, upgrade) are left out of a run of several groups
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    groups: u16,
     /// The short run of CI: every kind of fault once, the archive on, about a minute; takes
     /// --seed, --net, --tls and --out, ignores the other settings.
     #[arg(long)]
@@ -107,9 +112,21 @@ fn config(args: &Args) -> Result<RunConfig, String> {
             return Err(format!("--dir {} must be new or empty", dir.display()));
         }
     }
+    let with_groups = |config: &mut RunConfig| {
+        let left_out = config.with_groups(args.groups);
+        if !left_out.is_empty() {
+            let names: Vec<&str> = left_out.iter().map(|kind| kind.name()).collect();
+            eprintln!(
+                "jepsen: {} Raft groups: faults {} left out (done through one group)",
+                args.groups,
+                names.join(", ")
+            );
+        }
+    };
     if args.short {
         let mut config = RunConfig::short(args.seed);
         config.tls = args.tls;
+        with_groups(&mut config);
         return Ok(config);
     }
     let mut config = RunConfig::new(args.seconds, args.clients, args.seed, faults);
@@ -119,6 +136,7 @@ fn config(args: &Args) -> Result<RunConfig, String> {
     config.snapshot_every_logs = args.snapshot_every;
     config.tls = args.tls;
     config.nemesis.upgrade_to = args.upgrade_to.clone();
+    with_groups(&mut config);
     Ok(config)
 }
 

@@ -110,11 +110,12 @@ pub async fn run(settings: Settings, out: &Path, progress: bool) -> Result<bool,
     results.rss_after_scenarios_mib = cluster_rss(&cluster);
     results.rss_after_scenarios_mib.extend(baselines.rss());
     results.storage_after_scenarios = cluster_storage(&cluster).await;
-    if let Some(budget) = cluster.cpu_budget() {
+    if cluster.cpu_budget().is_some() {
         results.throttled_after_scenarios = cluster
             .nodes
             .values()
             .filter_map(|node| {
+                let budget = cluster.cpu_budget_of(node.id)?;
                 let (periods, seconds) = budget.throttled(&format!("node-{}", node.id))?;
                 Some((node_label(node.role, node.id), (seconds, periods)))
             })
@@ -139,9 +140,11 @@ async fn start_cluster(settings: &Settings) -> Result<(LocalCluster, Floor, f64)
         };
         let per_gateway = settings.connections_max() / 3 + 1000;
         let transport = settings.transport.config();
+        let groups = settings.groups;
         LocalCluster::temporary(&binary, layout, move |config| {
             config.limits.connections_max = config.limits.connections_max.max(per_gateway);
             config.raft.transport = transport;
+            config.cluster.groups = groups;
         })
         .map_err(|e| e.to_string())?
     };
@@ -151,6 +154,13 @@ async fn start_cluster(settings: &Settings) -> Result<(LocalCluster, Floor, f64)
             "CPU budget: each node held to {cores} cores (a cgroup CPU quota each)"
         ));
         cluster.set_cpu_budget(budget);
+    }
+    if let Some(cores) = settings.gateway_cpu_budget {
+        let budget = flashstock_host::CpuBudget::new(cores).map_err(|e| e.to_string())?;
+        say(format!(
+            "CPU budget of each gateway: {cores} cores instead (a cgroup CPU quota each)"
+        ));
+        cluster.set_gateway_cpu_budget(budget);
     }
     // The floor probe writes where the nodes keep their data.
     let floor = probe_floor(&cluster).await?;
@@ -165,7 +175,45 @@ async fn start_cluster(settings: &Settings) -> Result<(LocalCluster, Floor, f64)
         .map_err(|e| e.to_string())?;
     let cluster_start_s = forming.elapsed().as_secs_f64();
     say(format!("cluster formed in {cluster_start_s:.1} s"));
+    if settings.groups > 1 {
+        let spread = wait_leaders_spread(&cluster, settings.groups).await?;
+        say(format!(
+            "{} Raft groups, led by voters {spread:?}",
+            settings.groups
+        ));
+    }
     Ok((cluster, floor, cluster_start_s))
+}
+
+/// Wait (at most a minute) until the leaders of the `groups` groups have spread over the voters
+/// as each group prefers ([`flashstock_node`'s `leader_spread`]: group g on the voter at
+/// position g mod 3); their leaders by group.
+async fn wait_leaders_spread(cluster: &LocalCluster, groups: u16) -> Result<Vec<u64>, String> {
+    let voters = cluster.voter_ids();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut leaders = Vec::new();
+        for group in 0..groups {
+            let leader = cluster
+                .wait_for_group_leader_among(group, &voters, Duration::from_secs(30))
+                .await
+                .map_err(|e| e.to_string())?;
+            leaders.push(leader);
+        }
+        let spread = leaders
+            .iter()
+            .zip(0..)
+            .all(|(leader, group)| *leader == voters[group % voters.len()]);
+        if spread {
+            return Ok(leaders);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the leaders did not spread within a minute: {leaders:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The floor (one fsync, one loopback round trip), on the disk of the cluster's data.

@@ -74,6 +74,15 @@ pub struct Flags {
     /// baselines and the load generator are not held.
     #[arg(long, value_name = "CORES")]
     pub cpu_budget: Option<f64>,
+    /// Hold each gateway to this many cores instead of --cpu-budget's (which it needs): e.g.
+    /// more than the voters, so that the voters' CPU, which more Raft groups spread, is the
+    /// ceiling rather than the gateways'.
+    #[arg(long, value_name = "CORES", requires = "cpu_budget")]
+    pub gateway_cpu_budget: Option<f64>,
+    /// Raft groups the cluster splits its products over (`cluster.groups`), each led by its
+    /// own voter once the leaders have spread.
+    #[arg(long, default_value_t = 1, value_name = "G")]
+    pub groups: u16,
 }
 
 /// `--transport`: `raft.transport` of every node.
@@ -115,6 +124,10 @@ pub struct Settings {
     pub(crate) sustained: Option<(f64, f64)>,
     /// Cores each node is held to; `None`: the nodes share the machine.
     pub(crate) cpu_budget: Option<f64>,
+    /// Cores each gateway is held to, when not `cpu_budget`.
+    pub(crate) gateway_cpu_budget: Option<f64>,
+    /// Raft groups of the cluster.
+    pub(crate) groups: u16,
 }
 
 impl Settings {
@@ -155,6 +168,8 @@ impl Settings {
                 .sustained
                 .map(|minutes| (minutes, flags.sustained_interval)),
             cpu_budget: flags.cpu_budget,
+            gateway_cpu_budget: flags.gateway_cpu_budget,
+            groups: flags.groups,
         }
     }
 

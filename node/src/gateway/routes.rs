@@ -243,6 +243,19 @@ pub(super) type Answer = Result<Response, ApiError>;
 struct ListQuery {
     after: Option<String>,
     limit: Option<usize>,
+    consistency: Option<String>,
+}
+
+/// Whether a read asks to be linearizable (`?consistency=linearizable`; `local`, the default,
+/// reads the replica as it is).
+fn linearizable(consistency: Option<&str>) -> Result<bool, ApiError> {
+    match consistency {
+        None | Some("local") => Ok(false),
+        Some("linearizable") => Ok(true),
+        Some(other) => Err(invalid(format!(
+            "consistency must be local or linearizable, not {other:?}"
+        ))),
+    }
 }
 
 async fn list_products(
@@ -253,6 +266,14 @@ async fn list_products(
     let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     if limit == 0 || limit > PAGE_LIMIT_MAX {
         return Err(invalid(format!("limit must be 1 to {PAGE_LIMIT_MAX}")));
+    }
+    if linearizable(query.consistency.as_deref())? {
+        // Every group's leader, at once: the page may hold products of each.
+        let groups =
+            (0..gateway.forwarders.len() as u16).map(|group| catch_up_with_leader(&gateway, group));
+        for caught_up in futures::future::join_all(groups).await {
+            caught_up?;
+        }
     }
     // One more than asked tells whether another page follows; in id order across groups.
     let records = gateway
@@ -296,16 +317,8 @@ async fn get_product(
 ) -> Answer {
     validate_product_id(&id).map_err(invalid)?;
     let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
-    match query.consistency.as_deref() {
-        None | Some("local") => {}
-        Some("linearizable") => {
-            catch_up_with_leader(&gateway, gateway.node.group_of(&id).number).await?
-        }
-        Some(other) => {
-            return Err(invalid(format!(
-                "consistency must be local or linearizable, not {other:?}"
-            )))
-        }
+    if linearizable(query.consistency.as_deref())? {
+        catch_up_with_leader(&gateway, gateway.node.group_of(&id).number).await?;
     }
     let reader = &gateway.node.group_of(&id).reader;
     let applied_index = reader.applied_index();
@@ -541,12 +554,12 @@ pub(super) async fn submit(
     }
 }
 
-/// 400 for a cart whose products lie in several Raft groups: one group applies a cart whole,
-/// and a cart across groups is not built yet. Nothing was proposed.
+/// 400 for a cart or hold whose products lie in several Raft groups: one group applies a cart
+/// whole, and a cart across groups is not built yet. Nothing was proposed.
 fn spans_groups(gateway: &Gateway, SpansGroups(first, second): SpansGroups) -> ApiError {
     invalid(format!(
         "the products of this request lie in different Raft groups ({first} and {second} of \
-         this cluster's {}); a cart or bulk request must keep to one group's products: split it",
+         this cluster's {}); a cart or hold must keep to one group's products: split it",
         gateway.forwarders.len()
     ))
 }
