@@ -602,13 +602,13 @@ async fn membership_round_trip(cluster: &mut LocalCluster, ctl: &Ctl) {
             .all(|m| m["id"] != serde_json::json!(gateway)),
         "{removed}"
     );
-    ctl.ok(&[
-        "cluster",
-        "add-learner",
-        &gateway_arg,
-        &cluster.addr(gateway),
-    ])
-    .await;
+    add_learner(ctl, cluster, gateway).await;
+}
+
+/// `stockctl cluster add-learner ID ADDR` for node `id` of `cluster`.
+async fn add_learner(ctl: &Ctl, cluster: &LocalCluster, id: u64) {
+    let (id, addr) = (id.to_string(), cluster.addr(id));
+    ctl.ok(&["cluster", "add-learner", &id, &addr]).await;
 }
 
 /// Wait until the leader reports exactly these voters.
@@ -1358,30 +1358,19 @@ async fn groups_are_shown_moved_and_changed_together() {
         let leader = entries.iter().find(|s| s.state == RaftState::Leader);
         leader.map(|s| s.members.iter().any(|m| m.id == gateway))
     };
-    for group in 0..3 {
-        assert_eq!(
-            member_of(ctl.clone(), group).await,
-            Some(false),
-            "group {group}"
-        );
-    }
+    let memberships = || async {
+        let mut each = Vec::new();
+        for group in 0..3 {
+            each.push(member_of(ctl.clone(), group).await);
+        }
+        each
+    };
+    assert_eq!(memberships().await, [Some(false); 3], "left every group");
     cluster.kill(gateway).expect("stop the gateway");
     cluster.wipe(gateway).expect("wipe it");
     cluster.start(gateway).await.expect("start it again");
-    ctl.ok(&[
-        "cluster",
-        "add-learner",
-        &gateway_arg,
-        &cluster.addr(gateway),
-    ])
-    .await;
-    for group in 0..3 {
-        assert_eq!(
-            member_of(ctl.clone(), group).await,
-            Some(true),
-            "group {group}"
-        );
-    }
+    add_learner(&ctl, &cluster, gateway).await;
+    assert_eq!(memberships().await, [Some(true); 3], "back in every group");
     // Replacing a disk is refused: it would need every group's membership at each step.
     let refused = ctl.run(&["cluster", "replace-disk", "3"]).await;
     assert_eq!(refused.status.code(), Some(2), "{}", show(&refused));

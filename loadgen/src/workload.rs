@@ -80,6 +80,11 @@ pub struct Workload {
     pub catalog: Catalog,
     /// Share of views among operations, percent; the rest are purchases of one item.
     pub view_percent: u32,
+    /// With several Raft groups, a cart workload's product indexes by the group that holds
+    /// them ([`Workload::in_groups`]): a cart's lines come from one group, since a cart across
+    /// groups is refused.
+    #[serde(skip)]
+    pub cart_groups: Option<std::sync::Arc<Vec<Vec<usize>>>>,
 }
 
 impl Workload {
@@ -89,6 +94,7 @@ impl Workload {
             kind: WorkloadKind::Standard,
             catalog: Catalog::fresh("std", products, UNLIMITED_STOCK),
             view_percent: view_percent.min(100),
+            cart_groups: None,
         }
     }
 
@@ -98,6 +104,7 @@ impl Workload {
             kind: WorkloadKind::FlashSale,
             catalog: Catalog::fresh("flash", 1, stock),
             view_percent: 0,
+            cart_groups: None,
         }
     }
 
@@ -107,6 +114,7 @@ impl Workload {
             kind: WorkloadKind::Spread,
             catalog: Catalog::fresh("spread", products, UNLIMITED_STOCK),
             view_percent: 0,
+            cart_groups: None,
         }
     }
 
@@ -116,6 +124,7 @@ impl Workload {
             kind: WorkloadKind::HoldSale,
             catalog: Catalog::fresh("hold", 1, stock),
             view_percent: 0,
+            cart_groups: None,
         }
     }
 
@@ -125,7 +134,24 @@ impl Workload {
             kind: WorkloadKind::Cart,
             catalog: Catalog::fresh("cart", products.max(CART_LINES), UNLIMITED_STOCK),
             view_percent: 0,
+            cart_groups: None,
         }
+    }
+
+    /// For a cluster of `groups` Raft groups: a cart's lines then come from one group's
+    /// products. Other workloads, and one group, are unchanged.
+    pub fn in_groups(mut self, groups: u16) -> Workload {
+        if self.kind != WorkloadKind::Cart || groups <= 1 {
+            return self;
+        }
+        let mut by_group = vec![Vec::new(); usize::from(groups)];
+        for index in 0..self.catalog.products {
+            let group = flashstock_api::placement::group_of(&self.catalog.id(index), groups);
+            by_group[usize::from(group)].push(index);
+        }
+        by_group.retain(|indexes| indexes.len() >= CART_LINES);
+        self.cart_groups = Some(std::sync::Arc::new(by_group));
+        self
     }
 
     /// Whether `409 insufficient_stock` is an expected answer (only once a sale sells out).
@@ -143,7 +169,16 @@ impl Workload {
                 return Op::HoldThenPay { product, pay };
             }
             WorkloadKind::Cart => {
-                // Distinct products: the next ones after a random first, wrapping around.
+                // Distinct products: the next ones after a random first, wrapping around; with
+                // several groups, among one group's products.
+                if let Some(groups) = self.cart_groups.as_deref().filter(|g| !g.is_empty()) {
+                    let group = &groups[rng.below(groups.len() as u64) as usize];
+                    let first = rng.below(group.len() as u64) as usize;
+                    let step = 1 + rng.below((group.len() / CART_LINES) as u64) as usize;
+                    let products =
+                        std::array::from_fn(|line| group[(first + line * step) % group.len()]);
+                    return Op::Cart { products };
+                }
                 let step = 1 + rng.below(count / CART_LINES as u64) as usize;
                 let products =
                     std::array::from_fn(|line| (product + line * step) % self.catalog.products);
@@ -232,6 +267,29 @@ mod tests {
                 sorted.sort_unstable();
                 assert!(sorted.windows(2).all(|w| w[0] != w[1]), "{lines:?}");
             }
+        }
+    }
+
+    #[test]
+    fn carts_of_several_groups_keep_to_one_group() {
+        use flashstock_api::placement::group_of;
+        let workload = Workload::cart(1000).in_groups(3);
+        let mut rng = Rng::new(7);
+        for _ in 0..1000 {
+            let Op::Cart { products: lines } = workload.next_op(&mut rng) else {
+                panic!("a cart workload draws carts");
+            };
+            let groups: Vec<u16> = lines
+                .iter()
+                .map(|line| group_of(&workload.catalog.id(*line), 3))
+                .collect();
+            assert!(
+                groups.windows(2).all(|w| w[0] == w[1]),
+                "{lines:?}: {groups:?}"
+            );
+            let mut sorted = lines;
+            sorted.sort_unstable();
+            assert!(sorted.windows(2).all(|w| w[0] != w[1]), "{lines:?}");
         }
     }
 

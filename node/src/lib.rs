@@ -1,9 +1,11 @@
 //! The flashstock server. One binary, two roles, chosen by the configuration:
 //!
-//! - **voter**: a member of the openraft group that holds the inventory. It serves Raft's RPCs,
-//!   the admin API, and the internal write endpoint that proposes a batch of commands as one log
-//!   entry and answers with each command's outcome once the entry is committed and applied.
-//! - **gateway**: a learner of the same group (a local, continuously updated replica) that serves
+//! - **voter**: a member of the openraft groups that hold the inventory (`cluster.groups` of
+//!   them, each holding the products its placement gives it). It serves Raft's RPCs, the admin
+//!   API, and the internal write endpoint that proposes a batch of commands as one log entry of
+//!   the group the call names and answers with each command's outcome once the entry is
+//!   committed and applied.
+//! - **gateway**: a learner of every group (a local, continuously updated replica) that serves
 //!   the public API.
 //!
 //! Components:

@@ -42,6 +42,7 @@ pub async fn catalog_point(
         kind: WorkloadKind::Standard,
         catalog: catalog.clone(),
         view_percent: 80,
+        cart_groups: None,
     });
     let config = run_config(
         Mode::Closed,

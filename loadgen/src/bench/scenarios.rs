@@ -174,7 +174,7 @@ fn checkout_scenarios(s: &Settings, shop: &Target, progress: bool) -> [Scenario;
     };
     [
         scenario("hold-sale", Workload::hold_sale(s.flash_stock)),
-        scenario("cart", Workload::cart(SPREAD_PRODUCTS)),
+        scenario("cart", Workload::cart(SPREAD_PRODUCTS).in_groups(s.groups)),
     ]
 }
 

@@ -10,7 +10,9 @@
 //! the leader's commit index through a quorum-confirmed read index, and waits until the replica
 //! has applied it.
 //!
-//! Writes go to the leader through the [`forwarder`], coalesced into batches. Checkout (holds,
+//! Writes go to the leader through the [`forwarder`], coalesced into batches: one forwarder per
+//! Raft group, each following its group's leader, a command going to the group of its product,
+//! hold or order ([`Gateway::forwarder_for`]). Checkout (holds,
 //! carts, cancellations, limits per customer; cluster version 2) is forwarded the same way
 //! (`checkout.rs`); on voters, [`crate::hold_expiry`] makes holds expire on time when no other
 //! entry comes. Stock changes are
