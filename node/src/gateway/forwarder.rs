@@ -144,14 +144,17 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Start the batcher task. It runs until every `Forwarder` clone is dropped.
+    /// Start the batcher task, with at most `slots` batches in flight. It runs until every
+    /// `Forwarder` clone is dropped.
     pub fn start(
         config: &Config,
         voters: VoterClient,
         raft: Raft,
+        slots: usize,
         metrics: Arc<Metrics>,
         faults: UnsafeFaults,
     ) -> Self {
+        let slots = slots.max(1);
         let gateway = &config.gateway;
         let queue = Arc::new(Queue {
             pending: Mutex::new(FairQueue::new(
@@ -168,8 +171,8 @@ impl Forwarder {
             metrics,
             batch_items_max: gateway.batch_items_max,
             linger: Duration::from_micros(gateway.batch_wait_us),
-            in_flight: Arc::new(Semaphore::new(gateway.forward_connections_max)),
-            slots: gateway.forward_connections_max,
+            in_flight: Arc::new(Semaphore::new(slots)),
+            slots,
             forward_timeout: Duration::from_millis(gateway.forward_timeout_ms),
         });
         tokio::spawn(batcher.clone().run(queue.clone()));
@@ -263,7 +266,7 @@ struct Batcher {
     batch_items_max: usize,
     linger: Duration,
     in_flight: Arc<Semaphore>,
-    /// `gateway.forward_connections_max`: every slot free means nothing is in flight.
+    /// Batches in flight at most: every slot free means nothing is in flight.
     slots: usize,
     forward_timeout: Duration,
 }

@@ -124,6 +124,10 @@ impl Gateway {
             .iter()
             .map(|group| voters.for_group(group.number))
             .collect();
+        // The gateway's batches in flight are shared by its groups: as many as with one group
+        // (at least one each), so that each group's batches grow under load as one group's do,
+        // instead of G times as many entries each a G-th the size.
+        let slots = config.gateway.forward_connections_max / node.groups.len();
         let forwarders = node
             .groups
             .iter()
@@ -133,6 +137,7 @@ impl Gateway {
                     config,
                     voters.clone(),
                     group.raft.clone(),
+                    slots,
                     node.metrics.clone(),
                     node.unsafe_faults,
                 )
