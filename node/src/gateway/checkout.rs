@@ -53,18 +53,14 @@ const _: () = assert!(
 
 /// 503 `unavailable`, nothing proposed, while this replica has not applied the cluster version
 /// `op` needs: the cluster is mid-upgrade, and a replica of the release before could not read
-/// the command. Kinds of the first release (a purchase) read nothing here.
-pub(super) fn require_cluster_version(gateway: &Gateway, op: &Op) -> Result<(), ApiError> {
+/// the command. Read in `group`, the group that applies it: each group raises its own version.
+/// Kinds of the first release (a purchase) read nothing here.
+pub(super) fn require_cluster_version(group: &crate::Group, op: &Op) -> Result<(), ApiError> {
     let needed = op.since_cluster_version();
     if needed <= CLUSTER_VERSION_BASE {
         return Ok(());
     }
-    // Each group raises its own version; the lowest is what every group can take.
-    let mut running = u32::MAX;
-    for group in &gateway.node.groups {
-        let version = group.reader.cluster_version().map_err(ApiError::storage)?;
-        running = running.min(version);
-    }
+    let running = group.reader.cluster_version().map_err(ApiError::storage)?;
     if running >= needed {
         return Ok(());
     }

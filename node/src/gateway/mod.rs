@@ -12,7 +12,7 @@
 //!
 //! Writes go to the leader through the [`forwarder`], coalesced into batches: one forwarder per
 //! Raft group, each following its group's leader, a command going to the group of its product,
-//! hold or order ([`Gateway::forwarder_for`]). Checkout (holds,
+//! hold or order ([`Gateway::group_for`]). Checkout (holds,
 //! carts, cancellations, limits per customer; cluster version 2) is forwarded the same way
 //! (`checkout.rs`); on voters, [`crate::hold_expiry`] makes holds expire on time when no other
 //! entry comes. Stock changes are
@@ -176,15 +176,20 @@ impl Gateway {
         views.fold(first, crate::freshness::FreshnessView::least_fresh)
     }
 
-    /// The forwarder of the group that must apply `op`, or why none can
+    /// The group that must apply `op`, or why none can
     /// ([`flashstock_api::placement::group_of_op`]).
-    pub fn forwarder_for(&self, op: &flashstock_api::Op) -> Result<&Forwarder, SpansGroups> {
+    pub fn group_for(&self, op: &flashstock_api::Op) -> Result<&crate::Group, SpansGroups> {
         use flashstock_api::placement::{group_of_op, Placed};
-        match group_of_op(op, self.forwarders.len() as u16) {
-            Placed::In(group) => Ok(&self.forwarders[usize::from(group)]),
-            Placed::Anywhere => Ok(&self.forwarders[0]),
+        match group_of_op(op, self.node.groups.len() as u16) {
+            Placed::In(group) => Ok(&self.node.groups[usize::from(group)]),
+            Placed::Anywhere => Ok(self.node.group0()),
             Placed::Spans(first, second) => Err(SpansGroups(first, second)),
         }
+    }
+
+    /// The forwarder of `group`.
+    pub fn forwarder(&self, group: &crate::Group) -> &Forwarder {
+        &self.forwarders[usize::from(group.number)]
     }
 }
 

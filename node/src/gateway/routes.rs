@@ -317,10 +317,11 @@ async fn get_product(
 ) -> Answer {
     validate_product_id(&id).map_err(invalid)?;
     let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
+    let group = gateway.node.group_of(&id);
     if linearizable(query.consistency.as_deref())? {
-        catch_up_with_leader(&gateway, gateway.node.group_of(&id).number).await?;
+        catch_up_with_leader(&gateway, group.number).await?;
     }
-    let reader = &gateway.node.group_of(&id).reader;
+    let reader = &group.reader;
     let applied_index = reader.applied_index();
     match reader.product_record(&id).map_err(ApiError::storage)? {
         Some(record) => Ok(fresh(
@@ -540,11 +541,11 @@ pub(super) async fn submit(
     command: Command,
 ) -> Result<Forwarded, ApiError> {
     validate_command(&command).map_err(invalid)?;
-    checkout::require_cluster_version(gateway, &command.op)?;
-    let forwarder = gateway
-        .forwarder_for(&command.op)
+    let group = gateway
+        .group_for(&command.op)
         .map_err(|spans| spans_groups(gateway, spans))?;
-    match forwarder.submit(client, command).await {
+    checkout::require_cluster_version(group, &command.op)?;
+    match gateway.forwarder(group).submit(client, command).await {
         Ok(Forwarded {
             outcome: Outcome::Rejected(rejection),
             ..
@@ -651,10 +652,11 @@ async fn bulk(
     let groups = gateway.forwarders.len() as u16;
     let mut parts: Vec<(u16, Vec<usize>, Vec<Command>)> = Vec::new();
     for (index, command) in commands.into_iter().enumerate() {
-        let group = match flashstock_api::placement::group_of_op(&command.op, groups) {
-            flashstock_api::placement::Placed::In(group) => group,
-            _ => 0,
-        };
+        // An item names one product: it never spans groups.
+        let group = gateway
+            .group_for(&command.op)
+            .map_err(|spans| spans_groups(&gateway, spans))?
+            .number;
         match parts.iter_mut().find(|(g, _, _)| *g == group) {
             Some((_, indexes, commands)) => {
                 indexes.push(index);
