@@ -18,6 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod cart;
 mod checkout_api;
 mod commerce;
 mod error_code;
@@ -134,6 +135,27 @@ pub enum Op {
         stock: u64,
         limit_per_customer: u32,
     },
+    /// Hold every line, or nothing, as one part of a cart whose products lie in several Raft
+    /// groups (cluster version 3; see `docs/ARCHITECTURE.md`, "Carts across groups"). The
+    /// lines are this group's. `primary: None` makes the cart's primary part: its fate is the
+    /// cart's decision, and it expires like a hold `ttl_ms` after the entry's time. `Some(P)`
+    /// makes a secondary part, which never expires on its own: it waits for the primary `P`
+    /// (in the group `P` names) to be confirmed or to end, and is then settled the same way
+    /// ([`Op::SettlePart`]). Neither can be confirmed or released through the hold routes.
+    HoldPart {
+        lines: Vec<Line>,
+        customer: Option<String>,
+        ttl_ms: u64,
+        /// The cart's capability, one for every part; not part of what the request is.
+        token: Option<String>,
+        primary: Option<HoldId>,
+    },
+    /// Settle a part of a cart across groups (cluster version 3): `commit` buys what it holds
+    /// (an order), otherwise its stock goes back. Committing the primary part is the cart's
+    /// decision, refused `hold_expired` once its deadline has passed; a secondary part is
+    /// settled only as its primary was, by the gateway that placed the cart or by its group's
+    /// leader ([`Op::HoldPart`]).
+    SettlePart { hold: HoldId, commit: bool },
 }
 
 impl Op {
@@ -154,7 +176,9 @@ impl Op {
             | Op::Checkout { .. }
             | Op::CancelOrder { .. }
             | Op::SetLimit { .. }
-            | Op::CreateLimitedProduct { .. } => false,
+            | Op::CreateLimitedProduct { .. }
+            | Op::HoldPart { .. }
+            | Op::SettlePart { .. } => false,
             Op::MarkArchived { .. } | Op::SetClusterVersion { .. } => true,
         }
     }
@@ -177,6 +201,7 @@ impl Op {
             | Op::CancelOrder { .. }
             | Op::SetLimit { .. }
             | Op::CreateLimitedProduct { .. } => 2,
+            Op::HoldPart { .. } | Op::SettlePart { .. } => 3,
         }
     }
 
@@ -189,12 +214,14 @@ impl Op {
             let mut owned = match op {
                 Op::Purchase { token: Some(_), .. }
                 | Op::Hold { token: Some(_), .. }
-                | Op::Checkout { token: Some(_), .. } => op.clone(),
+                | Op::Checkout { token: Some(_), .. }
+                | Op::HoldPart { token: Some(_), .. } => op.clone(),
                 other => return std::borrow::Cow::Borrowed(other),
             };
             if let Op::Purchase { token, .. }
             | Op::Hold { token, .. }
-            | Op::Checkout { token, .. } = &mut owned
+            | Op::Checkout { token, .. }
+            | Op::HoldPart { token, .. } = &mut owned
             {
                 *token = None;
             }
@@ -219,6 +246,8 @@ impl Op {
             Op::CancelOrder { .. } => "cancel_order",
             Op::SetLimit { .. } => "set_limit",
             Op::CreateLimitedProduct { .. } => "create_limited_product",
+            Op::HoldPart { .. } => "hold_part",
+            Op::SettlePart { .. } => "settle_part",
         }
     }
 }
@@ -631,6 +660,13 @@ fn validate_op(op: &Op) -> Result<(), String> {
             customer,
             ttl_ms,
             token,
+        }
+        | Op::HoldPart {
+            lines,
+            customer,
+            ttl_ms,
+            token,
+            ..
         } => {
             validate_lines(lines)?;
             validate_capability(customer, token)?;
@@ -675,7 +711,7 @@ fn validate_op(op: &Op) -> Result<(), String> {
             })?;
             validate_limit(*limit_per_customer)?;
         }
-        Op::MarkArchived { .. } => {}
+        Op::MarkArchived { .. } | Op::SettlePart { .. } => {}
         Op::SetClusterVersion { version } => {
             if *version < 2 {
                 return Err(format!("cluster version {version} is not one to switch to"));
@@ -947,7 +983,9 @@ pub const CLUSTER_VERSION_BASE: u32 = 1;
 /// - 2: [`Op::SetClusterVersion`] exists; [`Op::Bulk`]: a bulk request under one idempotency
 ///   record, instead of one per item; the state is in format 2 (`m/cluster_version`, and those
 ///   commands' records).
-pub const CLUSTER_VERSION: u32 = 2;
+/// - 3: carts across Raft groups, [`Op::HoldPart`] and [`Op::SettlePart`], and the state's
+///   index of parts not settled yet (`cp/`).
+pub const CLUSTER_VERSION: u32 = 3;
 
 /// Header that carries the caller's credential (a voter's, a gateway's or an operator's secret)
 /// on internal and admin calls.

@@ -114,7 +114,7 @@ pub fn group_of_op(op: &crate::Op, groups: u16) -> Placed {
         | Op::Purchase { product, .. }
         | Op::SetLimit { product, .. }
         | Op::CreateLimitedProduct { product, .. } => Placed::In(group_of(product, groups)),
-        Op::Hold { lines, .. } | Op::Checkout { lines, .. } => {
+        Op::Hold { lines, .. } | Op::Checkout { lines, .. } | Op::HoldPart { lines, .. } => {
             of_products(&mut lines.iter().map(|line| line.product.as_str()))
         }
         Op::Bulk { ops } => {
@@ -136,9 +136,9 @@ pub fn group_of_op(op: &crate::Op, groups: u16) -> Placed {
             }
             spans.unwrap_or(Placed::In(placed.unwrap_or(0)))
         }
-        Op::ConfirmHold { hold, .. } | Op::ReleaseHold { hold, .. } => {
-            placed_by(crate::OrderId(hold.0))
-        }
+        Op::ConfirmHold { hold, .. }
+        | Op::ReleaseHold { hold, .. }
+        | Op::SettlePart { hold, .. } => placed_by(crate::OrderId(hold.0)),
         Op::CancelOrder { order, .. } => placed_by(*order),
         Op::MarkArchived { .. } | Op::SetClusterVersion { .. } => Placed::Anywhere,
     }

@@ -182,6 +182,11 @@ pub const DEFAULT_CART_LINES_MAX: usize = 20;
 /// `checkout.cancel_window_ms`: how long a buyer may cancel an order (thirty
 /// minutes).
 pub const DEFAULT_CANCEL_WINDOW_MS: u64 = 1_800_000;
+/// `checkout.cart_decision_ms`: how long a cart across Raft groups keeps its
+/// stock held while its gateway decides it (thirty seconds): far longer than
+/// the gateway's forwarding timeouts, short enough that a gateway stopped
+/// halfway holds nothing back for long.
+pub const DEFAULT_CART_DECISION_MS: u64 = 30_000;
 
 // ---- bounds checked by `Config::validate` ----
 

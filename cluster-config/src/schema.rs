@@ -592,6 +592,20 @@ pub struct CheckoutSection {
     /// `archive.retention_ms`) cannot be cancelled at all. Default
     /// [`DEFAULT_CANCEL_WINDOW_MS`].
     pub cancel_window_ms: u64,
+    /// A cluster of several Raft groups (`cluster.groups`): how long a cart
+    /// whose products lie in several groups keeps its stock held while its
+    /// gateway decides it (the time to live of the cart's primary part). A
+    /// gateway that stops halfway leaves that stock held this long; the
+    /// leaders then release it. From [`HOLD_TTL_MS_LOWEST`] to
+    /// [`HOLD_TTL_MS_HIGHEST`]. Default [`DEFAULT_CART_DECISION_MS`]; not
+    /// written at the default, so a file that sets the section's other keys
+    /// still reads in the release before.
+    #[serde(skip_serializing_if = "is_default_cart_decision")]
+    pub cart_decision_ms: u64,
+}
+
+fn is_default_cart_decision(ms: &u64) -> bool {
+    *ms == DEFAULT_CART_DECISION_MS
 }
 
 impl CheckoutSection {
@@ -607,6 +621,7 @@ impl Default for CheckoutSection {
             hold_ttl_ms: DEFAULT_HOLD_TTL_MS,
             cart_lines_max: DEFAULT_CART_LINES_MAX,
             cancel_window_ms: DEFAULT_CANCEL_WINDOW_MS,
+            cart_decision_ms: DEFAULT_CART_DECISION_MS,
         }
     }
 }

@@ -687,6 +687,12 @@ fn validate_checkout(checkout: &CheckoutSection) -> Result<(), ConfigError> {
         1,
         CART_LINES_MAX_HIGHEST as u64,
     )?;
+    in_range(
+        "checkout.cart_decision_ms",
+        checkout.cart_decision_ms,
+        HOLD_TTL_MS_LOWEST,
+        HOLD_TTL_MS_HIGHEST,
+    )?;
     at_least("checkout.cancel_window_ms", checkout.cancel_window_ms, 1)
 }
 
@@ -812,6 +818,7 @@ mod tests {
     fn checkout_keys_are_bounded_and_name_their_key() {
         let checkout = |hold_ttl_ms, cart_lines_max, cancel_window_ms| CheckoutSection {
             hold_ttl_ms,
+            cart_decision_ms: DEFAULT_CART_DECISION_MS,
             cart_lines_max,
             cancel_window_ms,
         };
@@ -826,6 +833,14 @@ mod tests {
         assert_eq!(
             key_of(validate_checkout(&checkout(HOLD_TTL_MS_HIGHEST + 1, 1, 1))),
             "checkout.hold_ttl_ms"
+        );
+        let slow_carts = CheckoutSection {
+            cart_decision_ms: HOLD_TTL_MS_HIGHEST + 1,
+            ..CheckoutSection::default()
+        };
+        assert_eq!(
+            key_of(validate_checkout(&slow_carts)),
+            "checkout.cart_decision_ms"
         );
         assert_eq!(
             key_of(validate_checkout(&checkout(HOLD_TTL_MS_LOWEST, 0, 1))),

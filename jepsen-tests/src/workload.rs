@@ -1021,7 +1021,7 @@ impl Client {
         .await;
         let counts = (settled.attempts, settled.unknown_attempts);
         let result = match settled.result {
-            Ok(OrderChanged { order, replayed }) => OpResult::Cancelled {
+            Ok(OrderChanged { order, replayed, .. }) => OpResult::Cancelled {
                 order: order.id,
                 cancelled_at_ms: order.cancelled_at_ms,
                 lines: order.lines,

@@ -40,6 +40,7 @@
 pub mod api_error;
 pub mod archive;
 pub mod auth;
+pub mod cart_parts;
 pub mod cli;
 pub mod cluster_version;
 pub mod freshness;
@@ -361,6 +362,11 @@ fn spawn_group_tasks(
             stopping.clone(),
         ));
         if state.groups.len() > 1 {
+            tokio::spawn(cart_parts::settle_when_decided(
+                state.clone(),
+                group,
+                stopping.clone(),
+            ));
             tokio::spawn(leader_spread::spread_when_settled(
                 state.clone(),
                 group,

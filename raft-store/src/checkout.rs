@@ -8,7 +8,9 @@
 //! - confirm: held → sold (an order);
 //! - release, expiry: held → available;
 //! - checkout: available → sold, every line or none;
-//! - cancel: sold → available, once.
+//! - cancel: sold → available, once;
+//! - a part of a cart across groups (cluster version 3): held like a hold, then settled as the
+//!   cart's decision says, held → sold or held → available (see [`hold_part`]).
 
 use flashstock_api::{
     Hold, HoldId, HoldLine, HoldState, Line, Order, OrderId, OrderLine, OrderTerms, Outcome,
@@ -56,6 +58,10 @@ pub(crate) fn expire_holds(
             .hold(id)?
             .ok_or_else(|| Fault(format!("hold {id} is indexed by deadline but absent")))?;
         give_back(state, &hold)?;
+        if state.part_of(id)?.is_some() {
+            // A cart's primary part: its expiry is the cart's decision, abort.
+            state.delete_part(id);
+        }
         finish(state, hold, HoldState::Expired, meta.clock_ms);
     }
     Ok(())
@@ -197,9 +203,30 @@ pub(crate) fn hold(
     ttl_ms: u64,
     token: Option<&str>,
 ) -> Result<Outcome, Fault> {
+    let hold = match held_lines(state, meta, id, key, lines, customer, ttl_ms, token)? {
+        Ok(hold) => hold,
+        Err(rejection) => return Ok(Outcome::Rejected(rejection)),
+    };
+    state.put_hold(&hold);
+    Ok(Outcome::Held(hold))
+}
+
+/// Take every line of `lines` from available to held as the hold `id`, not written yet, or
+/// the first line's refusal, nothing taken.
+#[allow(clippy::too_many_arguments)]
+fn held_lines(
+    state: &mut impl InventoryState,
+    meta: &InventoryMeta,
+    id: HoldId,
+    key: &str,
+    lines: &[Line],
+    customer: Option<&str>,
+    ttl_ms: u64,
+    token: Option<&str>,
+) -> Result<Result<Hold, Rejection>, Fault> {
     let checked = match check_lines(state, lines, customer)? {
         Ok(checked) => checked,
-        Err(rejection) => return Ok(Outcome::Rejected(rejection)),
+        Err(rejection) => return Ok(Err(rejection)),
     };
     let taken = take_lines(state, checked, lines, customer, Taken::Held)?;
     let held = taken
@@ -223,8 +250,97 @@ pub(crate) fn hold(
         changed_at_ms: meta.clock_ms,
         token: token.map(str::to_owned),
     };
-    state.put_hold(&hold);
+    Ok(Ok(hold))
+}
+
+/// Place a part of a cart across groups ([`Op::HoldPart`]): a hold of this group's lines
+/// that only [`settle_part`] finishes. The primary part (`primary: None`) is the cart's
+/// decision and expires like a hold; a secondary part (`Some`: its primary) never expires on
+/// its own, since its group cannot see the decision: it waits to be settled as its primary
+/// was.
+///
+/// [`Op::HoldPart`]: flashstock_api::Op::HoldPart
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn hold_part(
+    state: &mut impl InventoryState,
+    meta: &InventoryMeta,
+    id: HoldId,
+    key: &str,
+    lines: &[Line],
+    customer: Option<&str>,
+    ttl_ms: u64,
+    token: Option<&str>,
+    primary: Option<HoldId>,
+) -> Result<Outcome, Fault> {
+    let hold = match held_lines(state, meta, id, key, lines, customer, ttl_ms, token)? {
+        Ok(hold) => hold,
+        Err(rejection) => return Ok(Outcome::Rejected(rejection)),
+    };
+    state.put_part(&hold, primary.unwrap_or(id));
     Ok(Outcome::Held(hold))
+}
+
+/// Settle part `id` of a cart across groups ([`Op::SettlePart`]): `commit` makes its order
+/// (the command's position, key and the part's token), otherwise its stock goes back. A
+/// primary part past its deadline is expired instead of committed (the cart's decision is
+/// then abort): refused `hold_expired`. A part settled before is refused `hold_finished` or
+/// `hold_expired`, with its state; a hold that is no cart's part is refused as invalid.
+///
+/// [`Op::SettlePart`]: flashstock_api::Op::SettlePart
+pub(crate) fn settle_part(
+    state: &mut impl InventoryState,
+    meta: &mut InventoryMeta,
+    order_id: OrderId,
+    key: &str,
+    id: HoldId,
+    commit: bool,
+) -> Result<Outcome, Fault> {
+    let Some(hold) = state.hold(id)? else {
+        return Ok(Outcome::Rejected(Rejection::UnknownHold { hold: id }));
+    };
+    let Some(primary) = state.part_of(id)? else {
+        return Ok(Outcome::Rejected(match hold.state {
+            HoldState::Held => Rejection::Invalid {
+                reason: format!("hold {id} is not a part of a cart across groups"),
+            },
+            HoldState::Expired => Rejection::HoldExpired { hold: id },
+            finished => Rejection::HoldFinished {
+                hold: id,
+                state: finished,
+            },
+        }));
+    };
+    let is_primary = primary == id;
+    if is_primary {
+        if let Some(rejection) = not_held(state, meta, &hold)? {
+            // Expired just now, by its deadline: the cart's decision is abort.
+            state.delete_part(id);
+            return Ok(Outcome::Rejected(rejection));
+        }
+    }
+    state.delete_part(id);
+    if commit {
+        Ok(sell_held(state, meta, order_id, key, hold)?)
+    } else {
+        give_back(state, &hold)?;
+        let hold = finish(state, hold, HoldState::Released, meta.clock_ms);
+        Ok(Outcome::Released(hold))
+    }
+}
+
+/// The refusal of a confirmation or release through the hold routes of a part of a cart
+/// across groups: only its cart's decision settles it.
+fn part_refusal(state: &impl InventoryState, hold: &Hold) -> Result<Option<Rejection>, Fault> {
+    if hold.state != HoldState::Held || state.part_of(hold.id)?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Rejection::Invalid {
+        reason: format!(
+            "hold {} is a part of a cart across groups: the cart settles it, not a \
+             confirmation or release",
+            hold.id
+        ),
+    }))
 }
 
 /// The hold `id` if `token` may act on it (its own token, or `None`: an admin).
@@ -272,9 +388,25 @@ pub(crate) fn confirm(
     let Some(hold) = hold_for(state, id, token)? else {
         return Ok(Outcome::Rejected(Rejection::UnknownHold { hold: id }));
     };
+    if let Some(rejection) = part_refusal(state, &hold)? {
+        return Ok(Outcome::Rejected(rejection));
+    }
     if let Some(rejection) = not_held(state, meta, &hold)? {
         return Ok(Outcome::Rejected(rejection));
     }
+    sell_held(state, meta, order_id, key, hold)
+}
+
+/// Move a held hold's stock to sold as the order `order_id` placed by `key`, and finish it
+/// confirmed.
+fn sell_held(
+    state: &mut impl InventoryState,
+    meta: &mut InventoryMeta,
+    order_id: OrderId,
+    key: &str,
+    hold: Hold,
+) -> Result<Outcome, Fault> {
+    let id = hold.id;
     let mut lines = Vec::with_capacity(hold.lines.len());
     for line in &hold.lines {
         let mut record = held_product(state, &hold, &line.product)?;
@@ -318,6 +450,9 @@ pub(crate) fn release(
     let Some(hold) = hold_for(state, id, token)? else {
         return Ok(Outcome::Rejected(Rejection::UnknownHold { hold: id }));
     };
+    if let Some(rejection) = part_refusal(state, &hold)? {
+        return Ok(Outcome::Rejected(rejection));
+    }
     if let Some(rejection) = not_held(state, meta, &hold)? {
         return Ok(Outcome::Rejected(rejection));
     }

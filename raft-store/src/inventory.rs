@@ -183,6 +183,15 @@ pub trait InventoryState {
     fn put_hold(&mut self, hold: &Hold);
     /// Forget a finished hold and its index.
     fn forget_hold(&mut self, hold: &Hold);
+    /// The primary part of the cart that hold `id` is a part of, while that part is not
+    /// settled (a primary's is its own id); `None` for any other hold.
+    fn part_of(&self, id: HoldId) -> Result<Option<HoldId>, Fault>;
+    /// Write a held part of a cart across groups and its link to the cart's `primary`. Only
+    /// the primary part (`primary == hold.id`) is indexed by deadline: a secondary part never
+    /// expires on its own.
+    fn put_part(&mut self, hold: &Hold, primary: HoldId);
+    /// Part `id` is settled or expired: forget its link (the hold itself stays, finished).
+    fn delete_part(&mut self, id: HoldId);
     /// Set what a customer took of a product (0 removes the record).
     fn put_customer_taken(&mut self, product: &str, customer: &str, taken: u64);
     /// Forget every customer's count of a product (its limit was removed).
@@ -410,6 +419,26 @@ fn apply_command(
             *stock,
             Some(*limit_per_customer),
         )?,
+        Op::HoldPart {
+            lines,
+            customer,
+            ttl_ms,
+            token,
+            primary,
+        } => checkout::hold_part(
+            state,
+            meta,
+            order_id.into(),
+            &command.key,
+            lines,
+            customer.as_deref(),
+            *ttl_ms,
+            token.as_deref(),
+            *primary,
+        )?,
+        Op::SettlePart { hold, commit } => {
+            checkout::settle_part(state, meta, order_id, &command.key, *hold, *commit)?
+        }
     };
     let record = KeyRecord {
         op: command.op.clone(),
@@ -725,6 +754,8 @@ pub struct MemState {
     pub holds_due: BTreeSet<(u64, HoldId)>,
     /// Finished holds by finish time, as `hf/`.
     pub holds_finished: BTreeSet<(u64, HoldId)>,
+    /// Parts of carts across groups not settled yet → their primary, as `cp/`.
+    pub parts: BTreeMap<HoldId, HoldId>,
     /// `(product, customer)` → taken, as `c/`.
     pub taken: BTreeMap<(String, String), u64>,
     pub cancellations: BTreeMap<OrderId, Cancellation>,
@@ -845,6 +876,23 @@ impl InventoryState for MemState {
     fn forget_hold(&mut self, hold: &Hold) {
         self.holds_finished.remove(&(hold.changed_at_ms, hold.id));
         self.holds.remove(&hold.id);
+    }
+
+    fn part_of(&self, id: HoldId) -> Result<Option<HoldId>, Fault> {
+        Ok(self.parts.get(&id).copied())
+    }
+
+    fn put_part(&mut self, hold: &Hold, primary: HoldId) {
+        if primary == hold.id {
+            self.put_hold(hold);
+        } else {
+            self.holds.insert(hold.id, hold.clone());
+        }
+        self.parts.insert(hold.id, primary);
+    }
+
+    fn delete_part(&mut self, id: HoldId) {
+        self.parts.remove(&id);
     }
 
     fn put_customer_taken(&mut self, product: &str, customer: &str, taken: u64) {

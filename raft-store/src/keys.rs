@@ -190,6 +190,9 @@ pub enum StateKey<'a> {
     /// `e/<position as u64 BE>` → `Cancellation`: order cancellations in log order (positions
     /// are in the order ids' space), for the archive.
     Cancellation(OrderId),
+    /// `cp/<id as u64 BE>` → the primary part's `HoldId` (bincode): a part of a cart across
+    /// groups (cluster version 3) not settled yet, the primary's own included.
+    CartPart(HoldId),
     /// `m/cluster_version` → the cluster version ([`flashstock_api::CLUSTER_VERSION`]) as 4
     /// little-endian bytes; absent means [`flashstock_api::CLUSTER_VERSION_BASE`].
     ClusterVersion,
@@ -201,6 +204,7 @@ pub const KEY_EXPIRY_PREFIX: &[u8] = b"x/";
 pub const HOLD_EXPIRY_PREFIX: &[u8] = b"hx/";
 pub const HOLD_FINISHED_PREFIX: &[u8] = b"hf/";
 pub const CANCELLATION_PREFIX: &[u8] = b"e/";
+pub const CART_PART_PREFIX: &[u8] = b"cp/";
 /// Greater than every key of the state column family.
 pub const STATE_KEY_END: &[u8] = &[0xff; 8];
 
@@ -235,6 +239,7 @@ impl StateKey<'_> {
             StateKey::Cancellation(position) => {
                 prefixed(CANCELLATION_PREFIX, &[&position.0.to_be_bytes()])
             }
+            StateKey::CartPart(id) => prefixed(CART_PART_PREFIX, &[&id.0.to_be_bytes()]),
             StateKey::Applied => b"m/applied".to_vec(),
             StateKey::Membership => b"m/membership".to_vec(),
             StateKey::InventoryMeta => b"m/inventory".to_vec(),

@@ -75,7 +75,9 @@ pub type Raft = openraft::Raft<TypeConfig>;
 ///   checkout ([`flashstock_api::Op::Hold`] and the kinds after it): holds (`h/`, `hx/`, `hf/`),
 ///   customers' counts (`c/`), cancellations (`e/`), and product and order records followed by
 ///   their terms ([`records`]).
-pub const STATE_FORMAT: u32 = 2;
+/// - 3: carts across Raft groups ([`flashstock_api::Op::HoldPart`],
+///   [`flashstock_api::Op::SettlePart`]): the index of parts not settled yet (`cp/`).
+pub const STATE_FORMAT: u32 = 3;
 /// The format of a new store, and of one written before the format record existed.
 pub const STATE_FORMAT_BASE: u32 = 1;
 
@@ -83,7 +85,8 @@ pub const STATE_FORMAT_BASE: u32 = 1;
 pub fn state_format_for(cluster_version: u32) -> u32 {
     match cluster_version {
         0 | 1 => 1,
-        _ => 2,
+        2 => 2,
+        _ => 3,
     }
 }
 

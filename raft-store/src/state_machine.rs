@@ -27,7 +27,8 @@ use crate::inventory::{
 };
 use crate::keys::{
     cancellation_key_after, decode_hold_index, decode_key_expiry, order_key_after, Group, StateKey,
-    HOLD_EXPIRY_PREFIX, HOLD_FINISHED_PREFIX, KEY_EXPIRY_PREFIX, ORDER_PREFIX, PRODUCT_PREFIX,
+    CART_PART_PREFIX, HOLD_EXPIRY_PREFIX, HOLD_FINISHED_PREFIX, KEY_EXPIRY_PREFIX, ORDER_PREFIX,
+    PRODUCT_PREFIX,
 };
 use crate::log_store::{decode, read_error, write_error};
 use crate::records::{OrderRecord, ProductRecord};
@@ -489,6 +490,38 @@ impl StateReader {
         })
     }
 
+    /// Up to `limit` parts of carts across groups not settled yet, with ids after `after`, in
+    /// log order, each as `(part, primary)` (a primary part's is itself).
+    pub fn cart_parts(
+        &self,
+        after: Option<HoldId>,
+        limit: usize,
+    ) -> StorageResult<Vec<(HoldId, HoldId)>> {
+        let from = match after {
+            Some(id) => {
+                let mut key = StateKey::CartPart(id).encode();
+                key.push(0); // just past `id`
+                key
+            }
+            None => CART_PART_PREFIX.to_vec(),
+        };
+        self.scan(
+            ReadOptions::default(),
+            &from,
+            CART_PART_PREFIX,
+            limit,
+            |key, value| {
+                let id = key
+                    .strip_prefix(CART_PART_PREFIX)
+                    .and_then(|id| <[u8; 8]>::try_from(id).ok())
+                    .ok_or_else(|| format!("malformed cart part key {key:?}"))?;
+                let primary: u64 = bincode::deserialize(value)
+                    .map_err(|e| format!("malformed cart part record: {e}"))?;
+                Ok((HoldId(u64::from_be_bytes(id)), HoldId(primary)))
+            },
+        )
+    }
+
     /// The earliest deadline of a hold still held, if any: once the log's time passes it, an
     /// entry is due to expire it (the leader proposes one if nothing else comes).
     pub fn next_hold_deadline(&self) -> StorageResult<Option<u64>> {
@@ -643,6 +676,8 @@ struct Overlay<'a> {
     keys: BTreeMap<String, Option<KeyRecord>>,
     /// Holds written (`Some`) or forgotten (`None`) by this entry.
     holds: BTreeMap<HoldId, Option<Hold>>,
+    /// Links of cart parts written (`Some(primary)`) or deleted (`None`) by this entry.
+    parts: BTreeMap<HoldId, Option<HoldId>>,
     /// Customers' counts written by this entry.
     taken: BTreeMap<(String, String), u64>,
     /// Products whose counts this entry forgot (their limit was removed), before any count in
@@ -670,6 +705,7 @@ impl<'a> Overlay<'a> {
             orders: BTreeMap::new(),
             keys: BTreeMap::new(),
             holds: BTreeMap::new(),
+            parts: BTreeMap::new(),
             taken: BTreeMap::new(),
             taken_forgotten: std::collections::BTreeSet::new(),
             meta: None,
@@ -940,6 +976,29 @@ impl InventoryState for Overlay<'_> {
         self.delete(StateKey::Hold(hold.id));
         self.delete(StateKey::HoldFinished(hold.changed_at_ms, hold.id));
         self.holds.insert(hold.id, None);
+    }
+
+    fn part_of(&self, id: HoldId) -> Result<Option<HoldId>, Fault> {
+        match self.parts.get(&id) {
+            Some(primary) => Ok(*primary),
+            None => Ok(self.read::<u64>(StateKey::CartPart(id))?.map(HoldId)),
+        }
+    }
+
+    fn put_part(&mut self, hold: &Hold, primary: HoldId) {
+        if primary == hold.id {
+            self.put_hold(hold);
+        } else {
+            self.put(StateKey::Hold(hold.id), hold);
+            self.holds.insert(hold.id, Some(hold.clone()));
+        }
+        self.put(StateKey::CartPart(hold.id), &primary.0);
+        self.parts.insert(hold.id, Some(primary));
+    }
+
+    fn delete_part(&mut self, id: HoldId) {
+        self.delete(StateKey::CartPart(id));
+        self.parts.insert(id, None);
     }
 
     fn put_customer_taken(&mut self, product: &str, customer: &str, taken: u64) {

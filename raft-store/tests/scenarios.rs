@@ -32,6 +32,8 @@
 //! release KEY HOLD [token=T]                    Op::ReleaseHold
 //! checkout KEY [customer=C] [token=T] PRODUCT:QTY...           Op::Checkout
 //! cancel KEY ORDER [token=T] [within=MS]        Op::CancelOrder
+//! part KEY ttl=MS [primary=HOLD] [customer=C] [token=T] PRODUCT:QTY...  Op::HoldPart
+//! settle KEY HOLD commit|abort                  Op::SettlePart
 //! ```
 //!
 //! A token `T` is one hex digit, standing for that digit 32 times; no `token=`: `None` (an
@@ -52,6 +54,8 @@
 //!   an order is dropped only once the archive cursor passed it and its retention is over;
 //! - the held holds add up to each product's `held`; no order comes from a hold that was not
 //!   held and in time; a hold expires only past its deadline;
+//! - a part of a cart across groups is linked to its primary (itself, for a primary) exactly
+//!   while it is held; a secondary part never expires, and a primary is committed only in time;
 //! - no customer has more of a limited product than its limit, and the state's count is what
 //!   its held holds and standing orders of the limit's epoch add up to;
 //! - the idempotency horizon, the retention horizon and the archive cursor never move backwards;
@@ -259,6 +263,15 @@ impl Rocks {
                 .collect::<Vec<_>>(),
             "RocksDB cancellations differ from the reference"
         );
+        assert_eq!(
+            reader.cart_parts(None, all).unwrap(),
+            reference
+                .parts
+                .iter()
+                .map(|(part, primary)| (*part, *primary))
+                .collect::<Vec<_>>(),
+            "RocksDB's parts of carts differ from the reference"
+        );
         assert_eq!(reader.inventory_meta().unwrap(), reference.meta);
         for (key, record) in &reference.keys {
             assert_eq!(reader.key_record(key).unwrap().as_ref(), Some(record));
@@ -460,6 +473,24 @@ fn parse_command(tokens: &[String]) -> Result<Command, String> {
                 }
             }
         }
+        ("part", [_, rest @ ..]) => {
+            let options = Options::parse(rest)?;
+            Op::HoldPart {
+                lines: options.lines,
+                customer: options.customer,
+                ttl_ms: options.ttl_ms.ok_or("a part needs ttl=MS")?,
+                token: options.token,
+                primary: options.primary,
+            }
+        }
+        ("settle", [_, hold, decision]) => Op::SettlePart {
+            hold: HoldId(order_id(hold)?.0),
+            commit: match decision.as_str() {
+                "commit" => true,
+                "abort" => false,
+                _ => return Err("expected commit or abort".into()),
+            },
+        },
         ("cancel", [_, order, rest @ ..]) => {
             let options = Options::parse(rest)?;
             Op::CancelOrder {
@@ -484,6 +515,7 @@ struct Options {
     token: Option<String>,
     ttl_ms: Option<u64>,
     within_ms: Option<u64>,
+    primary: Option<HoldId>,
 }
 
 impl Options {
@@ -496,6 +528,7 @@ impl Options {
                     "token" => options.token = Some(value.repeat(flashstock_api::ORDER_TOKEN_LEN)),
                     "ttl" => options.ttl_ms = Some(number(value)?),
                     "within" => options.within_ms = Some(number(value)?),
+                    "primary" => options.primary = Some(HoldId(order_id(value)?.0)),
                     _ => return Err(format!("unknown option {name:?}")),
                 }
             } else if let Some((product, quantity)) = token.split_once(':') {
@@ -731,6 +764,62 @@ impl Runner {
                     }
                     assert_eq!(self.state.holds.get(&hold.id), Some(hold));
                 }
+                (
+                    Op::HoldPart {
+                        lines,
+                        customer,
+                        primary,
+                        ..
+                    },
+                    Outcome::Held(hold),
+                ) => {
+                    assert_eq!(hold.id, HoldId(position.0), "hold id is the log position");
+                    assert_eq!(&hold.customer, customer);
+                    for line in lines {
+                        moves.entry(line.product.clone()).or_default().held +=
+                            u64::from(line.quantity);
+                    }
+                    assert_eq!(
+                        self.state.parts.get(&hold.id),
+                        Some(&primary.unwrap_or(hold.id)),
+                        "a part is linked to its primary"
+                    );
+                }
+                (Op::SettlePart { hold, commit }, outcome)
+                    if !matches!(outcome, Outcome::Rejected(_) | Outcome::Duplicate(_)) =>
+                {
+                    let was = before.holds.get(hold).expect("a settled part existed");
+                    assert_eq!(was.state, HoldState::Held, "only a held part is settled");
+                    let primary = before.parts.get(hold).expect("only a part is settled");
+                    assert_eq!(
+                        self.state.parts.get(hold),
+                        None,
+                        "a settled part is unlinked"
+                    );
+                    match outcome {
+                        Outcome::Placed { order, terms } => {
+                            assert!(*commit, "only a commit places an order");
+                            assert!(
+                                primary != hold || clock < was.expires_at_ms,
+                                "a primary part is committed only in time"
+                            );
+                            assert_eq!(terms.hold, Some(*hold));
+                            for line in &was.lines {
+                                let m = moves.entry(line.product.clone()).or_default();
+                                m.confirmed += u64::from(line.quantity);
+                            }
+                            self.placed_order(position, order, terms, &was.customer);
+                        }
+                        Outcome::Released(_) => {
+                            assert!(!*commit, "only an abort releases");
+                            for line in &was.lines {
+                                moves.entry(line.product.clone()).or_default().returned +=
+                                    u64::from(line.quantity);
+                            }
+                        }
+                        other => panic!("outcome {other:?} does not answer a settle"),
+                    }
+                }
                 (Op::ConfirmHold { hold, .. }, Outcome::Placed { order, terms }) => {
                     let was = before.holds.get(hold).expect("a confirmed hold existed");
                     assert_eq!(was.state, HoldState::Held, "only a held hold is confirmed");
@@ -806,6 +895,15 @@ impl Runner {
             }
         }
 
+        for id in self.state.parts.keys() {
+            let hold = self.state.holds.get(id).expect("a linked part exists");
+            assert_eq!(
+                hold.state,
+                HoldState::Held,
+                "part {id} is linked once settled"
+            );
+        }
+
         // Holds this entry expired, by the sweep or by a late confirmation or release.
         for (id, was) in &before.holds {
             let Some(now) = self.state.holds.get(id) else {
@@ -820,6 +918,10 @@ impl Runner {
                 assert!(
                     clock >= was.expires_at_ms,
                     "hold {id} expired before its deadline"
+                );
+                assert!(
+                    before.parts.get(id).is_none_or(|primary| primary == id),
+                    "secondary part {id} expired"
                 );
                 for line in &was.lines {
                     moves.entry(line.product.clone()).or_default().returned +=

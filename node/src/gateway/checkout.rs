@@ -8,7 +8,9 @@
 //! - `GET /v1/holds/{id}` with the token (`?token=` or `x-order-token`): the hold.
 //! - `POST /v1/holds/{id}/confirm` / `release` with the token: the order it becomes (201, with
 //!   the hold's token) / the released hold.
-//! - `POST /v1/checkout` `{lines, customer?}`: one order of every line, or nothing (201).
+//! - `POST /v1/checkout` `{lines, customer?}`: one order of every line, or nothing (201). A
+//!   cart whose products lie in several Raft groups is bought the same way, all or nothing, as
+//!   one order per group (`cart.rs`).
 //! - `POST /v1/orders/{id}/cancel` with the order's token: within `checkout.cancel_window_ms`
 //!   of its placing, its stock goes back, once.
 //! - Admin (bearer token): `PUT /v1/admin/products/{id}/limit`, `POST
@@ -235,6 +237,7 @@ fn placed(forwarded: Forwarded) -> Answer {
             let answer = OrderChanged {
                 order: OrderWithLines::new(order, &terms),
                 replayed,
+                other_orders: Vec::new(),
             };
             Ok((StatusCode::CREATED, Json(answer)).into_response())
         }
@@ -372,11 +375,22 @@ pub(super) async fn checkout(
         customer: customer.clone(),
         token: Some(new_order_token()?),
     };
-    let command = Command { key, op };
     let client =
         gateway
             .admission
             .purchaser(source, customer.as_deref(), tokio::time::Instant::now())?;
+    let command = Command { key, op };
+    if gateway.group_for(&command.op).is_err() {
+        flashstock_api::validate_command(&command).map_err(invalid)?;
+        let Command {
+            key,
+            op: Op::Checkout { lines, .. },
+        } = command
+        else {
+            unreachable!("built above")
+        };
+        return super::cart::checkout_across(&gateway, client, key, lines, customer).await;
+    }
     placed(submit(&gateway, client, command).await?)
 }
 
@@ -402,6 +416,7 @@ async fn cancel(
         } => Ok(Json(OrderChanged {
             order: OrderWithLines::new(order, &terms),
             replayed,
+            other_orders: Vec::new(),
         })
         .into_response()),
         other => Err(unexpected(other)),

@@ -37,6 +37,7 @@
 //! (`gateway.forward_timeout_ms`).
 
 pub mod admission;
+mod cart;
 mod checkout;
 pub mod cors;
 pub mod forwarder;

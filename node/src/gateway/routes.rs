@@ -555,19 +555,21 @@ pub(super) async fn submit(
     }
 }
 
-/// 400 for a cart or hold whose products lie in several Raft groups: one group applies a cart
-/// whole, and a cart across groups is not built yet. Nothing was proposed.
+/// 400 for a hold whose products lie in several Raft groups: a hold is one group's record, and
+/// holds across groups are not built (a checkout across groups is: `cart.rs`). Nothing was
+/// proposed.
 fn spans_groups(gateway: &Gateway, SpansGroups(first, second): SpansGroups) -> ApiError {
     invalid(format!(
-        "the products of this request lie in different Raft groups ({first} and {second} of \
-         this cluster's {}); a cart or hold must keep to one group's products: split it",
+        "the products of this hold lie in different Raft groups ({first} and {second} of this \
+         cluster's {}); a hold must keep to one group's products: split it, or buy the cart at \
+         once with POST /v1/checkout, which may span groups",
         gateway.forwarders.len()
     ))
 }
 
 /// A write that did not reach a definite outcome at the leader, as the client's error: 503 when
 /// it was definitely not applied, 429 for this client's share, 504 when it may have been.
-fn forward_failed(error: ForwardError) -> ApiError {
+pub(super) fn forward_failed(error: ForwardError) -> ApiError {
     match error {
         ForwardError::Overloaded => ApiError {
             retry_after_seconds: Some(RETRY_AFTER_SECONDS),
@@ -758,7 +760,7 @@ async fn bulk_part(
 }
 
 /// A committed rejection: nothing changed.
-fn rejected(rejection: &Rejection) -> ApiError {
+pub(super) fn rejected(rejection: &Rejection) -> ApiError {
     let status = match rejection {
         Rejection::InsufficientStock { .. }
         | Rejection::ProductExists { .. }

@@ -1,0 +1,129 @@
+//! Carts across groups that their gateway left undecided or unsettled are finished by the
+//! leaders of their secondary parts' groups (see `gateway/cart.rs` for the protocol).
+//!
+//! A secondary part never expires on its own, since its group cannot see the cart's decision,
+//! which is the fate of the primary part in another group. So on a voter, every
+//! [`CHECK_EVERY`], when this node leads the group, it reads the group's parts not settled yet
+//! ([`raft_store::StateReader::cart_parts`]) and takes those whose deadline passed
+//! [`GRACE_MS`] ago (their gateway would have settled them by then). For each, it reads the
+//! primary part in this node's own replica of the primary's group:
+//! - confirmed: the cart is bought, and the part is committed (an order);
+//! - released or expired: the cart is not bought, and the part is released;
+//! - still held, or not there yet (this replica is behind): no decision yet, so it waits. The
+//!   primary part expires by its deadline, so a decision always comes.
+//!
+//! Those states are final, so reading them from a replica that is behind cannot mislead: it
+//! only delays. The settling commands carry the keys the gateway uses
+//! ([`flashstock_api::cart::settle_key`]), so a part settled by both is settled once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashstock_api::cart::settle_key;
+use flashstock_api::{Command, HoldState, Op, OrderId, WriteResponse};
+use openraft::ServerState;
+use tokio::sync::watch;
+
+use crate::{now_ms, Group, NodeState};
+
+/// How often the leader looks for parts left unsettled.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long past a secondary part's deadline its gateway is given to settle it.
+pub const GRACE_MS: u64 = 2_000;
+/// Most parts read, and settled, per check.
+pub const PARTS_PER_CHECK_MAX: usize = 256;
+
+/// On a voter, for as long as it runs: settle this group's parts whose cart was decided and
+/// whose gateway did not settle them.
+pub async fn settle_when_decided(
+    state: Arc<NodeState>,
+    group: u16,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let group = &state.groups[usize::from(group)];
+    let mut ticks = tokio::time::interval(CHECK_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        if group.raft.metrics().borrow().state != ServerState::Leader {
+            continue;
+        }
+        let commands = match decided_parts(&state, group) {
+            Ok(commands) => commands,
+            Err(e) => {
+                tracing::warn!(id = state.id, error = %e, "cannot read the parts of carts");
+                continue;
+            }
+        };
+        if commands.is_empty() {
+            continue;
+        }
+        let count = commands.len();
+        match state.propose(group, commands).await {
+            WriteResponse::Applied { log_index, .. } => tracing::info!(
+                id = state.id,
+                group = group.number,
+                count,
+                log_index,
+                "settled parts of carts their gateway left"
+            ),
+            other => tracing::info!(
+                id = state.id,
+                group = group.number,
+                ?other,
+                "settling parts of carts did not complete; trying at the next check"
+            ),
+        }
+    }
+}
+
+/// The commands that settle this group's secondary parts whose cart is decided and whose
+/// grace has passed.
+fn decided_parts(state: &NodeState, group: &Group) -> Result<Vec<Command>, String> {
+    let now = now_ms();
+    let limit = PARTS_PER_CHECK_MAX.min(state.config.limits.commands_per_entry_max);
+    let mut commands = Vec::new();
+    for (part, primary) in group
+        .reader
+        .cart_parts(None, limit)
+        .map_err(|e| e.to_string())?
+    {
+        if part == primary {
+            // A primary part expires by its own deadline: that is the decision.
+            continue;
+        }
+        let Some(hold) = group.reader.hold(part).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        if hold.state != HoldState::Held || now < hold.expires_at_ms.saturating_add(GRACE_MS) {
+            continue;
+        }
+        let Some(primary_group) = state.groups.get(usize::from(OrderId(primary.0).group())) else {
+            tracing::error!(
+                id = state.id,
+                %part,
+                %primary,
+                "a part names a primary in a group this cluster does not have; left held"
+            );
+            continue;
+        };
+        let decided = primary_group
+            .reader
+            .hold(primary)
+            .map_err(|e| e.to_string())?;
+        let commit = match decided.map(|primary| primary.state) {
+            Some(HoldState::Confirmed { .. }) => true,
+            Some(HoldState::Released | HoldState::Expired) => false,
+            // Not decided yet, or not applied here yet: wait.
+            Some(HoldState::Held) | None => continue,
+        };
+        commands.push(Command {
+            key: settle_key(&hold.key, commit),
+            op: Op::SettlePart { hold: part, commit },
+        });
+    }
+    Ok(commands)
+}
