@@ -28,9 +28,13 @@
 //! up, holds end once and in time, carts all or nothing, limits never exceeded, cancellations
 //! once.
 //!
+//! The seventeenth, no cart half bought across Raft groups, is [`carts_across`]'s; the others
+//! see each such cart as one order ([`carts_across::merge`]).
+//!
 //! Unknown outcomes may be in the state or not; [`UnknownStats`] says how many there were and
 //! how many ended up applied.
 
+pub mod carts_across;
 pub mod checkout;
 pub mod stale_views;
 
@@ -160,7 +164,16 @@ impl CheckReport {
 
 /// Check every invariant over the history and the nodes' final states: the
 /// [`CORE_INVARIANTS`], then checkout's.
-pub fn check(history: &History, setup: &[ProductSpec], nodes: &[NodeState]) -> CheckReport {
+pub fn check(
+    history: &History,
+    setup: &[ProductSpec],
+    raw: &[NodeState],
+    groups: u16,
+) -> CheckReport {
+    // Each cart across groups as one order; the raw states where what counts is each order's
+    // own place in its group's log.
+    let (carts_across, merged) = carts_across::merge(history, raw, groups);
+    let nodes = &merged[..];
     let mut unknown = unknown_stats(history, nodes);
     unknown.checkout = checkout::unknown_checkout(history, nodes);
     CheckReport {
@@ -172,13 +185,14 @@ pub fn check(history: &History, setup: &[ProductSpec], nodes: &[NodeState]) -> C
             replicas_agree(nodes),
             restocks_add_up(history, nodes),
             views_consistent(history),
-            views_match_the_log(history, nodes),
+            views_match_the_log(history, raw),
             checkout::orders_add_up(nodes),
             checkout::holds_add_up(history, nodes),
             checkout::holds_end_once_in_time(history, nodes),
             checkout::carts_all_or_nothing(history, nodes),
             checkout::limits_never_exceeded(setup, nodes),
             checkout::cancellations_once(history, nodes),
+            carts_across,
         ],
         unknown,
     }
@@ -1034,7 +1048,7 @@ mod tests {
     }
 
     fn verdicts(history: &History, nodes: &[NodeState]) -> Vec<(&'static str, bool)> {
-        check(history, &spec(), nodes)
+        check(history, &spec(), nodes, 1)
             .invariants
             .iter()
             .map(|i| (i.name, i.passed))
@@ -1087,7 +1101,7 @@ mod tests {
     fn a_clean_run_passes_and_counts_unknowns() {
         let (history, nodes) = good();
         assert!(failed(&history, &nodes).is_empty());
-        let report = check(&history, &spec(), &nodes);
+        let report = check(&history, &spec(), &nodes, 1);
         assert_eq!(report.unknown.purchases, 1);
         assert_eq!(report.unknown.purchases_applied, 1);
     }
@@ -1147,7 +1161,7 @@ mod tests {
         history.extend(vec![limited]);
         assert!(failed(&history, &nodes).is_empty());
         assert_eq!(
-            check(&history, &spec(), &nodes)
+            check(&history, &spec(), &nodes, 1)
                 .unknown
                 .resends_inconclusive,
             1

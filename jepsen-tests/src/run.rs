@@ -283,6 +283,8 @@ fn lay_out(
         if config.workload.checkout {
             // Abandoned holds expire within the run; every order stays cancellable to its end.
             node.checkout.hold_ttl_ms = config.workload.hold_ttl_ms;
+            // A cart across groups left by a killed gateway is settled within the run.
+            node.checkout.cart_decision_ms = config.workload.hold_ttl_ms;
             node.checkout.cancel_window_ms = node.checkout.cancel_window_ms.max(run_ms);
             node.limits.client_purchase_rate_per_s = node
                 .limits
@@ -499,7 +501,7 @@ async fn check_final_state(
     let nodes = final_state::collect(cluster, checkout)
         .await
         .map_err(Error::Harness)?;
-    let mut check = checker::check(history, &config.workload.products, &nodes);
+    let mut check = checker::check(history, &config.workload.products, &nodes, cluster.groups);
     // The archive's and the cut-off gateways' verdicts come right after the core invariants,
     // before checkout's, so that the numbers of the first ten never change.
     let mut after_core = Vec::new();

@@ -159,8 +159,9 @@ pub struct WorkloadConfig {
     /// The cluster's `checkout.hold_ttl_ms` for the run: short, so abandoned holds expire
     /// within it.
     pub hold_ttl_ms: u64,
-    /// Raft groups of the cluster: the lines of a hold or cart are drawn from one group's
-    /// products, since a cart across groups is refused.
+    /// Raft groups of the cluster: the lines of a hold are drawn from one group's products,
+    /// since a hold across groups is refused; those of half the carts too, and the other
+    /// half's from every group (a cart across groups, bought all or nothing).
     pub groups: u16,
 }
 
@@ -563,8 +564,8 @@ impl Client {
     }
 
     /// `low` to `high` lines of distinct products (of all the run's), drawn by weight, each of
-    /// 1 or 2 items.
-    fn pick_lines(&mut self, low: u64, high: u64) -> Vec<Line> {
+    /// 1 or 2 items; with several groups, from the first line's group unless `across`.
+    fn pick_lines(&mut self, low: u64, high: u64, across: bool) -> Vec<Line> {
         let mut left = self.config.products.clone();
         let count = self.rng.range(low, high);
         let mut lines = Vec::new();
@@ -576,7 +577,7 @@ impl Client {
             left.retain(|p| p.id != product);
             // With several groups, the other lines come from the first line's group.
             let groups = self.config.groups;
-            if groups > 1 {
+            if groups > 1 && !across {
                 let group = flashstock_api::placement::group_of(&product, groups);
                 left.retain(|p| flashstock_api::placement::group_of(&p.id, groups) == group);
             }
@@ -825,7 +826,7 @@ impl Client {
     /// then, once confirmed or released, try the other ending too (refused `hold_finished`).
     /// Every choice is drawn before the first send.
     async fn hold(&mut self) {
-        let lines = self.pick_lines(1, 3);
+        let lines = self.pick_lines(1, 3, false);
         let roll = self.rng.below(100);
         let plan = if roll < self.config.release_percent {
             HoldPlan::Release
@@ -964,9 +965,12 @@ impl Client {
             .await;
     }
 
-    /// A cart of 2 or 3 products bought at once: one order of every line, or nothing.
+    /// A cart of 2 or 3 products bought at once: one order of every line, or nothing. With
+    /// several groups, half the carts draw their lines from every group: a cart across groups
+    /// is bought as one order per group, recorded as one ([`merged_answer`]).
     async fn cart(&mut self) {
-        let lines = self.pick_lines(2, 3);
+        let across = self.config.groups > 1 && self.rng.chance(50);
+        let lines = self.pick_lines(2, 3, across);
         let key = self.new_key();
         let customer = self.customer.clone();
         let invoked_ms = self.clock.ms();
@@ -977,6 +981,9 @@ impl Client {
         .await;
         let counts = (settled.attempts, settled.unknown_attempts);
         let result = match settled.result {
+            // Orders of a cart across groups are not cancelled: each group would give back
+            // its own lines only, and the checker sees the cart as one order.
+            Ok(changed) if !changed.other_orders.is_empty() => merged_answer(&key, &lines, changed),
             Ok(changed) => {
                 let order = &changed.order;
                 self.own(order.id, order.token.as_deref(), lines.clone());
@@ -1021,7 +1028,9 @@ impl Client {
         .await;
         let counts = (settled.attempts, settled.unknown_attempts);
         let result = match settled.result {
-            Ok(OrderChanged { order, replayed, .. }) => OpResult::Cancelled {
+            Ok(OrderChanged {
+                order, replayed, ..
+            }) => OpResult::Cancelled {
                 order: order.id,
                 cancelled_at_ms: order.cancelled_at_ms,
                 lines: order.lines,
@@ -1089,6 +1098,47 @@ fn placed(changed: OrderChanged) -> OpResult {
         lines,
         hold,
         replayed: changed.replayed,
+    }
+}
+
+/// The answer to a cart across groups (one order per group), as one order under the
+/// request's `key`, the way the checker sees the cart in the nodes' states
+/// ([`crate::checker::carts_across::merged_order`]).
+fn merged_answer(key: &str, lines: &[Line], changed: OrderChanged) -> OpResult {
+    let part = |order: OrderWithLines| {
+        let lines = order
+            .lines
+            .iter()
+            .map(|line| flashstock_api::OrderLine {
+                product: line.product.clone(),
+                quantity: line.quantity,
+                price_cents: line.price_cents,
+                remaining: line.remaining,
+                limit_epoch: 0,
+            })
+            .collect();
+        let OpResult::Placed { order, .. } = placed(OrderChanged {
+            order,
+            replayed: false,
+            other_orders: Vec::new(),
+        }) else {
+            unreachable!("placed always answers Placed")
+        };
+        (order, lines)
+    };
+    let replayed = changed.replayed;
+    let mut parts = vec![part(changed.order)];
+    parts.extend(changed.other_orders.into_iter().map(part));
+    let requested: Vec<(String, u64)> = lines
+        .iter()
+        .map(|line| (line.product.clone(), u64::from(line.quantity)))
+        .collect();
+    let (order, lines) = crate::checker::carts_across::merged_order(key, &requested, parts);
+    OpResult::Placed {
+        order,
+        lines: lines.iter().map(Into::into).collect(),
+        hold: None,
+        replayed,
     }
 }
 

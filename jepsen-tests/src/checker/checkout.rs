@@ -911,7 +911,7 @@ mod tests {
     }
 
     fn failed(history: &History, setup: &[ProductSpec], nodes: &[NodeState]) -> Vec<&'static str> {
-        check(history, setup, nodes)
+        check(history, setup, nodes, 1)
             .invariants
             .iter()
             .filter(|i| !i.passed)
@@ -920,7 +920,7 @@ mod tests {
     }
 
     fn details_of(history: &History, nodes: &[NodeState], name: &str) -> String {
-        let report = check(history, &setup(3), nodes);
+        let report = check(history, &setup(3), nodes, 1);
         let invariant = report.invariants.iter().find(|i| i.name == name).unwrap();
         invariant.details.join("\n")
     }
@@ -928,7 +928,7 @@ mod tests {
     #[test]
     fn a_clean_checkout_run_passes() {
         let (history, nodes) = good();
-        let report = check(&history, &setup(3), &nodes);
+        let report = check(&history, &setup(3), &nodes, 1);
         let failed: Vec<_> = report.invariants.iter().filter(|i| !i.passed).collect();
         assert!(failed.is_empty(), "{failed:#?}");
         assert_eq!(
