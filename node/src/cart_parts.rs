@@ -38,16 +38,11 @@ pub const PARTS_PER_CHECK_MAX: usize = 256;
 pub async fn settle_when_decided(
     state: Arc<NodeState>,
     group: u16,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
     let group = &state.groups[usize::from(group)];
-    let mut ticks = tokio::time::interval(CHECK_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stopping.wait_for(|stop| *stop) => return,
-        }
+    let mut checks = crate::Checks::every(CHECK_EVERY, stopping);
+    while checks.next().await {
         if group.raft.metrics().borrow().state != ServerState::Leader {
             continue;
         }

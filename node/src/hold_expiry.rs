@@ -32,20 +32,11 @@ pub const ENTRIES_PER_CHECK_MAX: usize = 8;
 
 /// On a voter, for as long as it runs: propose an empty entry when holds are due and nothing
 /// else would expire them.
-pub async fn expire_when_idle(
-    state: Arc<NodeState>,
-    group: u16,
-    mut stopping: watch::Receiver<bool>,
-) {
+pub async fn expire_when_idle(state: Arc<NodeState>, group: u16, stopping: watch::Receiver<bool>) {
     let group = &state.groups[usize::from(group)];
-    let mut ticks = tokio::time::interval(CHECK_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checks = crate::Checks::every(CHECK_EVERY, stopping);
     let mut applied_before = group.reader.applied_index();
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stopping.wait_for(|stop| *stop) => return,
-        }
+    while checks.next().await {
         let applied = group.reader.applied_index();
         let idle = applied == applied_before;
         applied_before = applied;

@@ -619,6 +619,32 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The checks of a background task of the node: every `every`, until the node stops. A check
+/// missed while the task was busy is not made up: the next one comes `every` after it ends.
+pub struct Checks {
+    ticks: tokio::time::Interval,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Checks {
+    pub fn every(
+        every: std::time::Duration,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Checks {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Checks { ticks, stopping }
+    }
+
+    /// Wait for the next check: `false` once the node is stopping.
+    pub async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.ticks.tick() => true,
+            _ = self.stopping.wait_for(|stop| *stop) => false,
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch, by this machine's clock. Used only by proposers: the time
 /// travels in the log, and the state machine never reads a clock.
 pub fn now_ms() -> u64 {

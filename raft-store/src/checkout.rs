@@ -10,7 +10,7 @@
 //! - checkout: available → sold, every line or none;
 //! - cancel: sold → available, once;
 //! - a part of a cart across groups (cluster version 3): held like a hold, then settled as the
-//!   cart's decision says, held → sold or held → available (see [`hold_part`]).
+//!   cart's decision says, held → sold or held → available (see [`hold`]).
 
 use flashstock_api::{
     Hold, HoldId, HoldLine, HoldState, Line, Order, OrderId, OrderLine, OrderTerms, Outcome,
@@ -192,6 +192,20 @@ fn take_lines(
     Ok(taken)
 }
 
+/// What [`hold`] places: a hold, or a part of a cart across groups ([`Op::HoldPart`]), the
+/// primary part (`primary: None`) or a secondary one naming its primary.
+///
+/// [`Op::HoldPart`]: flashstock_api::Op::HoldPart
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Placing {
+    Hold,
+    Part { primary: Option<HoldId> },
+}
+
+/// Hold every line of `lines` as the hold `id`, or nothing. A part of a cart across groups is
+/// a hold that only [`settle_part`] finishes: the primary part is the cart's decision and
+/// expires like a hold; a secondary part never expires on its own, since its group cannot see
+/// the decision: it waits to be settled as its primary was.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn hold(
     state: &mut impl InventoryState,
@@ -202,12 +216,16 @@ pub(crate) fn hold(
     customer: Option<&str>,
     ttl_ms: u64,
     token: Option<&str>,
+    placing: Placing,
 ) -> Result<Outcome, Fault> {
     let hold = match held_lines(state, meta, id, key, lines, customer, ttl_ms, token)? {
         Ok(hold) => hold,
         Err(rejection) => return Ok(Outcome::Rejected(rejection)),
     };
-    state.put_hold(&hold);
+    match placing {
+        Placing::Hold => state.put_hold(&hold),
+        Placing::Part { primary } => state.put_part(&hold, primary.unwrap_or(id)),
+    }
     Ok(Outcome::Held(hold))
 }
 
@@ -251,33 +269,6 @@ fn held_lines(
         token: token.map(str::to_owned),
     };
     Ok(Ok(hold))
-}
-
-/// Place a part of a cart across groups ([`Op::HoldPart`]): a hold of this group's lines
-/// that only [`settle_part`] finishes. The primary part (`primary: None`) is the cart's
-/// decision and expires like a hold; a secondary part (`Some`: its primary) never expires on
-/// its own, since its group cannot see the decision: it waits to be settled as its primary
-/// was.
-///
-/// [`Op::HoldPart`]: flashstock_api::Op::HoldPart
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn hold_part(
-    state: &mut impl InventoryState,
-    meta: &InventoryMeta,
-    id: HoldId,
-    key: &str,
-    lines: &[Line],
-    customer: Option<&str>,
-    ttl_ms: u64,
-    token: Option<&str>,
-    primary: Option<HoldId>,
-) -> Result<Outcome, Fault> {
-    let hold = match held_lines(state, meta, id, key, lines, customer, ttl_ms, token)? {
-        Ok(hold) => hold,
-        Err(rejection) => return Ok(Outcome::Rejected(rejection)),
-    };
-    state.put_part(&hold, primary.unwrap_or(id));
-    Ok(Outcome::Held(hold))
 }
 
 /// Settle part `id` of a cart across groups ([`Op::SettlePart`]): `commit` makes its order

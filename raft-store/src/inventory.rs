@@ -369,16 +369,30 @@ fn apply_command(
             customer,
             ttl_ms,
             token,
-        } => checkout::hold(
-            state,
-            meta,
-            order_id.into(),
-            &command.key,
+        }
+        | Op::HoldPart {
             lines,
-            customer.as_deref(),
-            *ttl_ms,
-            token.as_deref(),
-        )?,
+            customer,
+            ttl_ms,
+            token,
+            ..
+        } => {
+            let placing = match &command.op {
+                Op::HoldPart { primary, .. } => checkout::Placing::Part { primary: *primary },
+                _ => checkout::Placing::Hold,
+            };
+            checkout::hold(
+                state,
+                meta,
+                order_id.into(),
+                &command.key,
+                lines,
+                customer.as_deref(),
+                *ttl_ms,
+                token.as_deref(),
+                placing,
+            )?
+        }
         Op::ConfirmHold { hold, token } => {
             checkout::confirm(state, meta, order_id, &command.key, *hold, token.as_deref())?
         }
@@ -418,23 +432,6 @@ fn apply_command(
             *price_cents,
             *stock,
             Some(*limit_per_customer),
-        )?,
-        Op::HoldPart {
-            lines,
-            customer,
-            ttl_ms,
-            token,
-            primary,
-        } => checkout::hold_part(
-            state,
-            meta,
-            order_id.into(),
-            &command.key,
-            lines,
-            customer.as_deref(),
-            *ttl_ms,
-            token.as_deref(),
-            *primary,
         )?,
         Op::SettlePart { hold, commit } => {
             checkout::settle_part(state, meta, order_id, &command.key, *hold, *commit)?
