@@ -218,33 +218,9 @@ pub(crate) fn hold(
     token: Option<&str>,
     placing: Placing,
 ) -> Result<Outcome, Fault> {
-    let hold = match held_lines(state, meta, id, key, lines, customer, ttl_ms, token)? {
-        Ok(hold) => hold,
-        Err(rejection) => return Ok(Outcome::Rejected(rejection)),
-    };
-    match placing {
-        Placing::Hold => state.put_hold(&hold),
-        Placing::Part { primary } => state.put_part(&hold, primary.unwrap_or(id)),
-    }
-    Ok(Outcome::Held(hold))
-}
-
-/// Take every line of `lines` from available to held as the hold `id`, not written yet, or
-/// the first line's refusal, nothing taken.
-#[allow(clippy::too_many_arguments)]
-fn held_lines(
-    state: &mut impl InventoryState,
-    meta: &InventoryMeta,
-    id: HoldId,
-    key: &str,
-    lines: &[Line],
-    customer: Option<&str>,
-    ttl_ms: u64,
-    token: Option<&str>,
-) -> Result<Result<Hold, Rejection>, Fault> {
     let checked = match check_lines(state, lines, customer)? {
         Ok(checked) => checked,
-        Err(rejection) => return Ok(Err(rejection)),
+        Err(rejection) => return Ok(Outcome::Rejected(rejection)),
     };
     let taken = take_lines(state, checked, lines, customer, Taken::Held)?;
     let held = taken
@@ -268,7 +244,11 @@ fn held_lines(
         changed_at_ms: meta.clock_ms,
         token: token.map(str::to_owned),
     };
-    Ok(Ok(hold))
+    match placing {
+        Placing::Hold => state.put_hold(&hold),
+        Placing::Part { primary } => state.put_part(&hold, primary.unwrap_or(id)),
+    }
+    Ok(Outcome::Held(hold))
 }
 
 /// Settle part `id` of a cart across groups ([`Op::SettlePart`]): `commit` makes its order
