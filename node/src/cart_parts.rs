@@ -30,6 +30,9 @@ use crate::{now_ms, Group, NodeState};
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long past a secondary part's deadline its gateway is given to settle it.
 pub const GRACE_MS: u64 = 2_000;
+/// How long past a part's deadline its primary part may be missing from this node's replica
+/// before each check warns of it.
+pub const PRIMARY_MISSING_WARN_MS: u64 = 600_000;
 /// Most parts read, and settled, per check.
 pub const PARTS_PER_CHECK_MAX: usize = 256;
 
@@ -112,8 +115,23 @@ fn decided_parts(state: &NodeState, group: &Group) -> Result<Vec<Command>, Strin
         let commit = match decided.map(|primary| primary.state) {
             Some(HoldState::Confirmed { .. }) => true,
             Some(HoldState::Released | HoldState::Expired) => false,
-            // Not decided yet, or not applied here yet: wait.
-            Some(HoldState::Held) | None => continue,
+            // Not decided yet: wait.
+            Some(HoldState::Held) => continue,
+            // Not applied here yet: wait. Long past the part's deadline, this replica of the
+            // primary's group lags far behind, or no longer holds the primary part (forgotten
+            // past the idempotency horizon): say so, and still never guess.
+            None => {
+                if now > hold.expires_at_ms.saturating_add(PRIMARY_MISSING_WARN_MS) {
+                    tracing::warn!(
+                        id = state.id,
+                        %part,
+                        %primary,
+                        "a part of a cart waits for its primary part, which this node's replica \
+                         of the primary's group does not hold; its stock stays held"
+                    );
+                }
+                continue;
+            }
         };
         commands.push(Command {
             key: settle_key(&hold.key, commit),
