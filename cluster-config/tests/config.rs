@@ -119,34 +119,34 @@ fn minimal_voter_gets_documented_defaults() {
         "default [checkout] is not written"
     );
     if let Some(table) = applied.as_table_mut() {
-        let mut checkout = toml::Value::try_from(&config.checkout).expect("a section serializes");
-        // Within it, `cart_decision_ms` at its default, a key the release before does not know,
-        // is left out even when the section is written.
-        let section = checkout.as_table_mut().expect("a section is a table");
-        assert!(
-            section.get("cart_decision_ms").is_none(),
-            "the default checkout.cart_decision_ms is not written"
-        );
-        section.insert(
-            "cart_decision_ms".into(),
-            toml::Value::Integer(config.checkout.cart_decision_ms as i64),
-        );
+        let checkout = toml::Value::try_from(&config.checkout).expect("a section serializes");
         table.insert("checkout".into(), checkout);
     }
-    // So is `raft.snapshot_chunk_timeout_ms` at its default, a key the release before does
-    // not know.
-    let raft = applied
-        .get_mut("raft")
-        .and_then(toml::Value::as_table_mut)
-        .expect("[raft] is written");
-    assert!(
-        raft.get("snapshot_chunk_timeout_ms").is_none(),
-        "the default raft.snapshot_chunk_timeout_ms is not written"
-    );
-    raft.insert(
-        "snapshot_chunk_timeout_ms".into(),
-        toml::Value::Integer(config.raft.snapshot_chunk_timeout_ms as i64),
-    );
+    // Keys the release before does not know are left out at their default, even in a section
+    // that is written: read their values from the config itself.
+    let unwritten = [
+        (
+            "checkout",
+            "cart_decision_ms",
+            config.checkout.cart_decision_ms,
+        ),
+        (
+            "raft",
+            "snapshot_chunk_timeout_ms",
+            config.raft.snapshot_chunk_timeout_ms,
+        ),
+    ];
+    for (section, key, value) in unwritten {
+        let table = applied
+            .get_mut(section)
+            .and_then(toml::Value::as_table_mut)
+            .expect("the section is there");
+        assert!(
+            table.get(key).is_none(),
+            "the default {section}.{key} is not written"
+        );
+        table.insert(key.into(), toml::Value::Integer(value as i64));
+    }
     let documented = documented_defaults();
     assert!(documented.len() >= 20, "{documented:?}");
     for (key, value) in &documented {
