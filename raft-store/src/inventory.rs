@@ -42,13 +42,24 @@ pub const ORDERS_ARCHIVED_PER_COMMAND_MAX: usize = 100_000;
 /// internal command's record.
 pub const INTERNAL_KEY_PREFIX: &str = "\0internal/";
 
+/// Prefix of the idempotency records of a cart's parts across groups ([`Op::HoldPart`],
+/// [`Op::SettlePart`]), in front of their key (`K#g<group>`, `K#g<group>#c`). Those keys are
+/// made from the checkout's, and a group's leader settles a part under the key its gateway
+/// used: were they in the clients' namespace, any request sent under such a key (a purchase
+/// keyed `K#g1#c`, say) would take the record first, and the part could never be settled, its
+/// stock held for good. Behind NUL, which no public key holds, no client can reach them.
+pub const CART_KEY_PREFIX: &str = "\0cart/";
+
 /// The key a command's idempotency record is stored under: its own key for the public kinds,
-/// [`INTERNAL_KEY_PREFIX`] and its key for internal commands.
+/// [`INTERNAL_KEY_PREFIX`] and its key for internal commands, [`CART_KEY_PREFIX`] and its key
+/// for a cart's parts.
 pub fn record_key(command: &Command) -> Cow<'_, str> {
-    if command.op.is_internal() {
-        Cow::Owned(format!("{INTERNAL_KEY_PREFIX}{}", command.key))
-    } else {
-        Cow::Borrowed(&command.key)
+    match &command.op {
+        op if op.is_internal() => Cow::Owned(format!("{INTERNAL_KEY_PREFIX}{}", command.key)),
+        Op::HoldPart { .. } | Op::SettlePart { .. } => {
+            Cow::Owned(format!("{CART_KEY_PREFIX}{}", command.key))
+        }
+        _ => Cow::Borrowed(&command.key),
     }
 }
 
