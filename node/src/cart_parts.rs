@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashstock_api::cart::settle_key;
-use flashstock_api::{Command, HoldState, Op, OrderId, WriteResponse};
+use flashstock_api::{Command, HoldId, HoldState, Op, OrderId, WriteResponse};
 use openraft::ServerState;
 use tokio::sync::watch;
 
@@ -33,7 +33,10 @@ pub const GRACE_MS: u64 = 2_000;
 /// How long past a part's deadline its primary part may be missing from this node's replica
 /// before each check warns of it.
 pub const PRIMARY_MISSING_WARN_MS: u64 = 600_000;
-/// Most parts read, and settled, per check.
+/// Most parts read, and settled, per check. Each check reads on from where the last one
+/// stopped, and starts again from the first part after reaching the last: parts that must
+/// wait (their primary part not decided, or missing here) never keep the others from being
+/// read.
 pub const PARTS_PER_CHECK_MAX: usize = 256;
 
 /// On a voter, for as long as it runs: settle this group's parts whose cart was decided and
@@ -45,11 +48,12 @@ pub async fn settle_when_decided(
 ) {
     let group = &state.groups[usize::from(group)];
     let mut checks = crate::Checks::every(CHECK_EVERY, stopping);
+    let mut after = None;
     while checks.next().await {
         if group.raft.metrics().borrow().state != ServerState::Leader {
             continue;
         }
-        let commands = match decided_parts(&state, group) {
+        let commands = match decided_parts(&state, group, &mut after) {
             Ok(commands) => commands,
             Err(e) => {
                 tracing::warn!(id = state.id, error = %e, "cannot read the parts of carts");
@@ -78,17 +82,26 @@ pub async fn settle_when_decided(
     }
 }
 
-/// The commands that settle this group's secondary parts whose cart is decided and whose
-/// grace has passed.
-fn decided_parts(state: &NodeState, group: &Group) -> Result<Vec<Command>, String> {
+/// The commands that settle this group's secondary parts, among the next ones after `after`
+/// (which it moves on), whose cart is decided and whose grace has passed.
+fn decided_parts(
+    state: &NodeState,
+    group: &Group,
+    after: &mut Option<HoldId>,
+) -> Result<Vec<Command>, String> {
     let now = now_ms();
     let limit = PARTS_PER_CHECK_MAX.min(state.config.limits.commands_per_entry_max);
-    let mut commands = Vec::new();
-    for (part, primary) in group
+    let parts = group
         .reader
-        .cart_parts(None, limit)
-        .map_err(|e| e.to_string())?
-    {
+        .cart_parts(*after, limit)
+        .map_err(|e| e.to_string())?;
+    *after = match parts.last() {
+        Some((last, _)) if parts.len() == limit => Some(*last),
+        _ => None,
+    };
+    let mut commands = Vec::new();
+    let mut missing = Vec::new();
+    for (part, primary) in parts {
         if part == primary {
             // A primary part expires by its own deadline: that is the decision.
             continue;
@@ -99,19 +112,14 @@ fn decided_parts(state: &NodeState, group: &Group) -> Result<Vec<Command>, Strin
         if hold.state != HoldState::Held || now < hold.expires_at_ms.saturating_add(GRACE_MS) {
             continue;
         }
-        let Some(primary_group) = state.groups.get(usize::from(OrderId(primary.0).group())) else {
-            tracing::error!(
-                id = state.id,
-                %part,
-                %primary,
-                "a part names a primary in a group this cluster does not have; left held"
-            );
-            continue;
+        let decided = match state.groups.get(usize::from(OrderId(primary.0).group())) {
+            Some(primary_group) => primary_group
+                .reader
+                .hold(primary)
+                .map_err(|e| e.to_string())?,
+            // A group this cluster does not have: never placed by a gateway of it.
+            None => None,
         };
-        let decided = primary_group
-            .reader
-            .hold(primary)
-            .map_err(|e| e.to_string())?;
         let commit = match decided.map(|primary| primary.state) {
             Some(HoldState::Confirmed { .. }) => true,
             Some(HoldState::Released | HoldState::Expired) => false,
@@ -119,16 +127,10 @@ fn decided_parts(state: &NodeState, group: &Group) -> Result<Vec<Command>, Strin
             Some(HoldState::Held) => continue,
             // Not applied here yet: wait. Long past the part's deadline, this replica of the
             // primary's group lags far behind, or no longer holds the primary part (forgotten
-            // past the idempotency horizon): say so, and still never guess.
+            // past the idempotency horizon): say so below, and still never guess.
             None => {
                 if now > hold.expires_at_ms.saturating_add(PRIMARY_MISSING_WARN_MS) {
-                    tracing::warn!(
-                        id = state.id,
-                        %part,
-                        %primary,
-                        "a part of a cart waits for its primary part, which this node's replica \
-                         of the primary's group does not hold; its stock stays held"
-                    );
+                    missing.push((part, primary));
                 }
                 continue;
             }
@@ -137,6 +139,17 @@ fn decided_parts(state: &NodeState, group: &Group) -> Result<Vec<Command>, Strin
             key: settle_key(&hold.key, commit),
             op: Op::SettlePart { hold: part, commit },
         });
+    }
+    if let Some((part, primary)) = missing.first() {
+        tracing::warn!(
+            id = state.id,
+            group = group.number,
+            count = missing.len(),
+            %part,
+            %primary,
+            "parts of carts wait for their primary part, which this node's replica of the \
+             primary's group does not hold (the first is named); their stock stays held"
+        );
     }
     Ok(commands)
 }
