@@ -10,6 +10,9 @@
 
 use crate::KEY_LEN_MAX;
 
+/// The cluster version that brings carts across groups.
+pub const CART_CLUSTER_VERSION: u32 = 3;
+
 /// Longest Idempotency-Key of a checkout, in bytes: room is left for the suffixes of its
 /// commands (`#g63#c`).
 pub const CART_KEY_LEN_MAX: usize = KEY_LEN_MAX - 6;

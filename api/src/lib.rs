@@ -201,7 +201,7 @@ impl Op {
             | Op::CancelOrder { .. }
             | Op::SetLimit { .. }
             | Op::CreateLimitedProduct { .. } => 2,
-            Op::HoldPart { .. } | Op::SettlePart { .. } => 3,
+            Op::HoldPart { .. } | Op::SettlePart { .. } => cart::CART_CLUSTER_VERSION,
         }
     }
 

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use flashstock_api::cart::{part_key, settle_key, CART_KEY_LEN_MAX};
+use flashstock_api::cart::{part_key, settle_key, CART_CLUSTER_VERSION, CART_KEY_LEN_MAX};
 use flashstock_api::placement::group_of;
 use flashstock_api::{
     Command, ErrorCode, Hold, HoldId, HoldState, Line, Op, OrderChanged, OrderWithLines, Outcome,
@@ -38,7 +38,7 @@ use flashstock_api::{
 };
 use futures::future::join_all;
 
-use super::checkout::require_cluster_version;
+use super::checkout::require_version;
 use super::forwarder::ForwardError;
 use super::routes::{forward_failed, invalid, new_order_token, rejected, unexpected, Answer};
 use super::{Client, Forwarded, Gateway};
@@ -69,11 +69,8 @@ pub(super) async fn checkout_across(
             .push(line);
     }
     for group in parts.keys() {
-        let probe = Op::SettlePart {
-            hold: HoldId(0),
-            commit: false,
-        };
-        require_cluster_version(&gateway.node.groups[usize::from(*group)], &probe)?;
+        let group = &gateway.node.groups[usize::from(*group)];
+        require_version(group, CART_CLUSTER_VERSION, "a cart across groups")?;
     }
     let mut parts = parts.into_iter();
     let (primary_group, primary_lines) = parts.next().expect("a cart has lines");

@@ -40,8 +40,8 @@ use flashstock_api::{
 
 use super::admission::Source;
 use super::routes::{
-    fresh, given_token, idempotency_key, invalid, new_order_token, record_id, submit, unexpected,
-    Admin, Answer, AppState, JsonBody, TokenQuery,
+    fresh, given_token, idempotency_key, invalid, new_order_token, record_id, submit, submit_in,
+    unexpected, Admin, Answer, AppState, JsonBody, TokenQuery,
 };
 use super::{Client, Forwarded, Gateway};
 use crate::api_error::ApiError;
@@ -58,7 +58,15 @@ const _: () = assert!(
 /// the command. Read in `group`, the group that applies it: each group raises its own version.
 /// Kinds of the first release (a purchase) read nothing here.
 pub(super) fn require_cluster_version(group: &crate::Group, op: &Op) -> Result<(), ApiError> {
-    let needed = op.since_cluster_version();
+    require_version(group, op.since_cluster_version(), op.kind())
+}
+
+/// [`require_cluster_version`] for what needs cluster version `needed`, named `what`.
+pub(super) fn require_version(
+    group: &crate::Group,
+    needed: u32,
+    what: &str,
+) -> Result<(), ApiError> {
     if needed <= CLUSTER_VERSION_BASE {
         return Ok(());
     }
@@ -71,9 +79,8 @@ pub(super) fn require_cluster_version(group: &crate::Group, op: &Op) -> Result<(
         ErrorCode::Unavailable,
         format!(
             "not applied: the cluster is mid-upgrade (it runs cluster version {running}, and \
-             {} needs {needed}, which the leader switches to once every node runs a release \
-             that supports it); retry later",
-            op.kind()
+             {what} needs {needed}, which the leader switches to once every node runs a release \
+             that supports it); retry later"
         ),
     ))
 }
@@ -380,18 +387,20 @@ pub(super) async fn checkout(
             .admission
             .purchaser(source, customer.as_deref(), tokio::time::Instant::now())?;
     let command = Command { key, op };
-    if gateway.group_for(&command.op).is_err() {
-        flashstock_api::validate_command(&command).map_err(invalid)?;
-        let Command {
-            key,
-            op: Op::Checkout { lines, .. },
-        } = command
-        else {
-            unreachable!("built above")
-        };
-        return super::cart::checkout_across(&gateway, client, key, lines, customer).await;
+    flashstock_api::validate_command(&command).map_err(invalid)?;
+    match gateway.group_for(&command.op) {
+        Ok(group) => placed(submit_in(&gateway, group, client, command).await?),
+        Err(_) => {
+            let Command {
+                key,
+                op: Op::Checkout { lines, .. },
+            } = command
+            else {
+                unreachable!("built above")
+            };
+            super::cart::checkout_across(&gateway, client, key, lines, customer).await
+        }
     }
-    placed(submit(&gateway, client, command).await?)
 }
 
 /// Cancel order `id` with `token` within `within` (`None`, `None`: an admin, no window).

@@ -544,6 +544,17 @@ pub(super) async fn submit(
     let group = gateway
         .group_for(&command.op)
         .map_err(|spans| spans_groups(gateway, spans))?;
+    submit_in(gateway, group, client, command).await
+}
+
+/// [`submit`] to `group`, the one that applies `command` ([`Gateway::group_for`]), once the
+/// command is valid.
+pub(super) async fn submit_in(
+    gateway: &Gateway,
+    group: &crate::Group,
+    client: Client,
+    command: Command,
+) -> Result<Forwarded, ApiError> {
     checkout::require_cluster_version(group, &command.op)?;
     match gateway.forwarder(group).submit(client, command).await {
         Ok(Forwarded {
