@@ -180,8 +180,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
     }
 
+    /// The stored vote, read once, at start-up, and always handed back *uncommitted*.
+    ///
+    /// openraft 0.9 starts a node whose vote is committed and for itself as the leader of that
+    /// term at once, trusting its log to hold everything it appended as leader. A store restored
+    /// from a copy (a backup of a voter that led a group, put back while the group was still in
+    /// that term) breaks that trust: the node would lead the same term again with a shorter
+    /// log, and append other entries under log ids the followers already hold, which they then
+    /// take for the same entries. Replicas would diverge. Handed back uncommitted, the vote
+    /// still stops the node from voting twice in its term, but the node starts as a follower
+    /// and leads again only through an election, in a new term, which a log behind the others'
+    /// cannot win. A leader that restarts within its lease costs the group an election instead
+    /// of resuming; a planned restart hands off first anyway.
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        self.get_raft(RaftKey::Vote)
+        let vote: Option<Vote<NodeId>> = self.get_raft(RaftKey::Vote)?;
+        Ok(vote.map(|vote| Vote {
+            committed: false,
+            ..vote
+        }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
