@@ -94,10 +94,17 @@ fn restore(config: &Config, incarnation: Option<u8>) -> ExitCode {
         return ExitCode::from(2);
     }
     let dir = &crate::store_dir(config);
-    let (incarnations, committed) = match raft_store::restore::inspect(dir) {
+    let found = match raft_store::restore::inspect(dir) {
         Ok(found) => found,
         Err(e) => return fail(e),
     };
+    if found.groups != config.cluster.groups {
+        return fail(format!(
+            "the backup holds {} Raft groups, and this node is configured with {} \
+             (cluster.groups): restore it with the configuration it was taken with",
+            found.groups, config.cluster.groups
+        ));
+    }
     let number = match incarnation {
         Some(number) => number,
         None => {
@@ -114,7 +121,7 @@ fn restore(config: &Config, incarnation: Option<u8>) -> ExitCode {
             };
             let runtime = tokio::runtime::Runtime::new().expect("start the Tokio runtime");
             let claimed =
-                runtime.block_on(archive.claim_incarnation(incarnations.current(), committed));
+                runtime.block_on(archive.claim_incarnation(found.incarnation, found.committed));
             match claimed {
                 Ok(number) => number,
                 Err(e) => return fail(format!("cannot claim an incarnation in the archive: {e}")),
@@ -123,16 +130,22 @@ fn restore(config: &Config, incarnation: Option<u8>) -> ExitCode {
     };
     match raft_store::restore::prepare(dir, number) {
         Ok(prepared) => {
-            println!(
-                "restored {}: incarnation {} (the backup's was {}); log kept up to index {}, {} \
-                 uncommitted entries dropped after it. Copy this directory to every other voter \
-                 before starting any of them.",
-                config.node.data_dir.display(),
-                prepared.incarnation,
-                prepared.previous,
-                prepared.kept_up_to,
-                prepared.dropped_entries
-            );
+            for group in &prepared {
+                let which = match prepared.len() {
+                    1 => String::new(),
+                    _ => format!(" group {}:", group.group),
+                };
+                println!(
+                    "restored {}:{which} incarnation {} (the backup's was {}); log kept up to \
+                     index {}, {} uncommitted entries dropped after it.",
+                    config.node.data_dir.display(),
+                    group.incarnation,
+                    group.previous,
+                    group.kept_up_to,
+                    group.dropped_entries
+                );
+            }
+            println!("Copy this directory to every other voter before starting any of them.");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

@@ -19,6 +19,10 @@
 //!
 //! Run it on one voter's directory; the other voters take a copy of the prepared directory, so
 //! all of them hold the same log, state and incarnations.
+//!
+//! A store of several Raft groups is prepared group by group, each from its own commit index,
+//! and every group starts the same new incarnation: the number is above every incarnation of
+//! every group, so no group's new orders can take an id any group handed out before.
 
 use std::path::Path;
 
@@ -27,15 +31,17 @@ use openraft::LogId;
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 
 use crate::inventory::{Incarnation, Incarnations};
-use crate::keys::{cf, log_index, log_key, RaftKey, StateKey, CF_LOG, CF_RAFT, CF_STATE};
+use crate::keys::{log_index, log_key, Group, RaftKey, StateKey, CF_STATE};
 use crate::NodeId;
 
-/// What [`prepare`] did.
+/// What [`prepare`] did to one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
+    /// The group (0 in a store of one group).
+    pub group: u16,
     /// The incarnation new entries belong to.
     pub incarnation: u8,
-    /// The incarnation of the backup.
+    /// The group's incarnation in the backup.
     pub previous: u8,
     /// The last log index kept; entries after it belong to the new incarnation.
     pub kept_up_to: u64,
@@ -43,28 +49,65 @@ pub struct Prepared {
     pub dropped_entries: u64,
 }
 
-/// The data directory's incarnations and last committed index, without changing anything.
-pub fn inspect(dir: &Path) -> Result<(Incarnations, u64), String> {
-    let db = open(dir)?;
-    Ok((read_incarnations(&db)?, committed_index(&db)?))
+/// What [`inspect`] found, without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Raft groups the store holds.
+    pub groups: u16,
+    /// The highest incarnation any group has started.
+    pub incarnation: u8,
+    /// The highest last committed index of any group.
+    pub committed: u64,
+}
+
+/// The data directory's groups, incarnations and last committed indexes.
+pub fn inspect(dir: &Path) -> Result<Found, String> {
+    let (db, groups) = open(dir)?;
+    let mut found = Found {
+        groups: groups.len() as u16,
+        incarnation: 0,
+        committed: 0,
+    };
+    for group in &groups {
+        let current = read_incarnations(&db, group)?.current();
+        found.incarnation = found.incarnation.max(current);
+        found.committed = found.committed.max(committed_index(&db, group)?);
+    }
+    Ok(found)
 }
 
 /// Prepare the data directory `dir` (a stopped node's, restored from a backup) to start
-/// incarnation `incarnation`. See the module documentation.
-pub fn prepare(dir: &Path, incarnation: u8) -> Result<Prepared, String> {
-    let db = open(dir)?;
-    let mut incarnations = read_incarnations(&db)?;
+/// incarnation `incarnation` in every group it holds. See the module documentation.
+pub fn prepare(dir: &Path, incarnation: u8) -> Result<Vec<Prepared>, String> {
+    let (db, groups) = open(dir)?;
+    let db = std::sync::Arc::new(db);
+    let mut prepared = Vec::new();
+    for group in groups {
+        prepared.push(prepare_group(&db, group, incarnation)?);
+    }
+    db.flush_wal(true)
+        .map_err(|e| format!("cannot sync the restored state: {e}"))?;
+    Ok(prepared)
+}
+
+fn prepare_group(
+    db: &std::sync::Arc<DB>,
+    group: Group,
+    incarnation: u8,
+) -> Result<Prepared, String> {
+    let mut incarnations = read_incarnations(db, &group)?;
     let previous = incarnations.current();
     if incarnation <= previous || incarnation > INCARNATION_MAX {
         return Err(format!(
-            "incarnation {incarnation} cannot follow the data's incarnation {previous}: it must \
-             be above it and at most {INCARNATION_MAX}"
+            "incarnation {incarnation} cannot follow the data's incarnation {previous} (group \
+             {}): it must be above it and at most {INCARNATION_MAX}",
+            group.number()
         ));
     }
-    let kept_up_to = committed_index(&db)?;
+    let kept_up_to = committed_index(db, &group)?;
 
     let mut batch = WriteBatch::default();
-    let log = cf(&db, CF_LOG);
+    let log = group.log(db);
     let mut dropped_entries = 0;
     for item in db.iterator_cf(
         log,
@@ -80,18 +123,17 @@ pub fn prepare(dir: &Path, incarnation: u8) -> Result<Prepared, String> {
         after_index: kept_up_to,
     });
     let encoded = bincode::serialize(&incarnations).expect("incarnations serialize");
-    batch.put_cf(cf(&db, CF_STATE), StateKey::Incarnations.encode(), encoded);
+    batch.put_cf(group.state(db), StateKey::Incarnations.encode(), encoded);
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
     db.write_opt(batch, &sync)
         .map_err(|e| format!("cannot write the restored state: {e}"))?;
-    let db = std::sync::Arc::new(db);
-    crate::snapshot::Snapshots::open(db.clone(), std::sync::Arc::new(crate::keys::Group::only()))
+    let number = group.number();
+    crate::snapshot::Snapshots::open(db.clone(), std::sync::Arc::new(group))
         .and_then(|snapshots| snapshots.build())
-        .map_err(|e| format!("cannot rebuild the snapshot: {e}"))?;
-    db.flush_wal(true)
-        .map_err(|e| format!("cannot sync the restored state: {e}"))?;
+        .map_err(|e| format!("cannot rebuild the snapshot of group {number}: {e}"))?;
     Ok(Prepared {
+        group: number,
         incarnation,
         previous,
         kept_up_to,
@@ -99,7 +141,8 @@ pub fn prepare(dir: &Path, incarnation: u8) -> Result<Prepared, String> {
     })
 }
 
-fn open(dir: &Path) -> Result<DB, String> {
+/// Open the store in `dir` with every column family it holds, and say which groups those are.
+fn open(dir: &Path) -> Result<(DB, Vec<Group>), String> {
     if !dir.join("CURRENT").exists() {
         return Err(format!(
             "{} holds no store (no RocksDB CURRENT file): unpack the backup there first",
@@ -107,13 +150,44 @@ fn open(dir: &Path) -> Result<DB, String> {
         ));
     }
     let options = rocksdb::Options::default();
-    DB::open_cf(&options, dir, crate::keys::COLUMN_FAMILIES)
-        .map_err(|e| format!("cannot open the store in {}: {e}", dir.display()))
+    let families = DB::list_cf(&options, dir).map_err(|e| {
+        format!(
+            "cannot list the store's column families in {}: {e}",
+            dir.display()
+        )
+    })?;
+    // Group 0's families are `state` and so on; group g's `state-g<g>`.
+    let count = families
+        .iter()
+        .filter(|name| name.as_str() == CF_STATE || name.starts_with("state-g"))
+        .count();
+    if count == 0 || count > usize::from(flashstock_api::placement::GROUPS_MAX) {
+        return Err(format!(
+            "{} holds {count} groups' state: not a flashstock store",
+            dir.display()
+        ));
+    }
+    let groups: Vec<Group> = (0..count as u16)
+        .map(|number| Group::new(number, count as u16))
+        .collect();
+    let db = DB::open_cf(&options, dir, &families)
+        .map_err(|e| format!("cannot open the store in {}: {e}", dir.display()))?;
+    for group in &groups {
+        for family in group.families() {
+            if db.cf_handle(family).is_none() {
+                return Err(format!(
+                    "the store in {} lacks column family {family}",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    Ok((db, groups))
 }
 
-fn read_incarnations(db: &DB) -> Result<Incarnations, String> {
+fn read_incarnations(db: &DB, group: &Group) -> Result<Incarnations, String> {
     match db
-        .get_cf(cf(db, CF_STATE), StateKey::Incarnations.encode())
+        .get_cf(group.state(db), StateKey::Incarnations.encode())
         .map_err(|e| format!("cannot read the incarnations: {e}"))?
     {
         Some(bytes) => {
@@ -123,11 +197,21 @@ fn read_incarnations(db: &DB) -> Result<Incarnations, String> {
     }
 }
 
-/// What was certainly committed in this copy: the stored commit index, or the applied index if
-/// it is further (the commit index is saved without a sync).
-fn committed_index(db: &DB) -> Result<u64, String> {
-    let committed = log_id_at(db, CF_RAFT, RaftKey::Committed.encode(), "commit index")?;
-    let applied = log_id_at(db, CF_STATE, &StateKey::Applied.encode(), "applied index")?;
+/// What was certainly committed in this copy of `group`: the stored commit index, or the
+/// applied index if it is further (the commit index is saved without a sync).
+fn committed_index(db: &DB, group: &Group) -> Result<u64, String> {
+    let committed = log_id_at(
+        db,
+        group.raft(db),
+        RaftKey::Committed.encode(),
+        "commit index",
+    )?;
+    let applied = log_id_at(
+        db,
+        group.state(db),
+        &StateKey::Applied.encode(),
+        "applied index",
+    )?;
     let index = |id: Option<LogId<NodeId>>| id.map_or(0, |id| id.index);
     Ok(index(committed).max(index(applied)))
 }
@@ -135,12 +219,12 @@ fn committed_index(db: &DB) -> Result<u64, String> {
 /// The log id stored under `key` of column family `family`, if any.
 fn log_id_at(
     db: &DB,
-    family: &str,
+    family: &rocksdb::ColumnFamily,
     key: &[u8],
     what: &str,
 ) -> Result<Option<LogId<NodeId>>, String> {
     match db
-        .get_cf(cf(db, family), key)
+        .get_cf(family, key)
         .map_err(|e| format!("cannot read the {what}: {e}"))?
     {
         Some(bytes) => bincode::deserialize::<Option<LogId<NodeId>>>(&bytes)
