@@ -928,24 +928,26 @@ impl Nemesis {
             .into_iter()
             .filter(|v| *v != id)
             .collect();
-        retry_admin(|| {
-            let client = cluster.voter_client();
-            let addr = addr.clone();
-            let members = members.clone();
-            async move {
-                let leader = cluster.wait_for_leader_among(&members, LEADER_WAIT);
-                let leader =
-                    leader
+        for group in 0..cluster.groups {
+            retry_admin(|| {
+                let client = cluster.voter_client().for_group(group);
+                let addr = addr.clone();
+                let members = members.clone();
+                async move {
+                    let leader = cluster.wait_for_group_leader_among(group, &members, LEADER_WAIT);
+                    let leader =
+                        leader
+                            .await
+                            .map_err(|e| flashstock_client::Error::OutcomeUnknown {
+                                message: e.to_string(),
+                            })?;
+                    client
+                        .add_learner_no_wait(&cluster.addr(leader), id, &addr)
                         .await
-                        .map_err(|e| flashstock_client::Error::OutcomeUnknown {
-                            message: e.to_string(),
-                        })?;
-                client
-                    .add_learner_no_wait(&cluster.addr(leader), id, &addr)
-                    .await
-            }
-        })
-        .await?;
+                }
+            })
+            .await?;
+        }
         wait_caught_up(cluster, &members, id).await?;
         self.log(&format!(
             "node {id} is a learner again and caught up after {} ms",
@@ -976,24 +978,32 @@ impl Nemesis {
         followers.sort_unstable();
         order.extend(followers);
         order.push(leader);
-        let mut handed = String::from("no hand-off");
+        let mut hand_offs = Vec::new();
         for &id in &order {
             if let Some(watch) = upgrade.as_deref_mut() {
                 let text = watch.before_restart(cluster, id).await;
                 self.log(&text);
             }
-            let current = cluster.wait_for_leader(LEADER_WAIT).await?;
-            if current == id {
-                handed = match cluster
-                    .voter_client()
-                    .hand_off(&cluster.addr(id), None)
-                    .await
-                {
-                    Ok(h) => format!("hand-off {} -> {} in {} ms", h.from, h.to, h.took_ms),
+            // Every group the node leads is handed off first.
+            for group in 0..cluster.groups {
+                let current = cluster
+                    .wait_for_group_leader_among(group, &cluster.voter_ids(), LEADER_WAIT)
+                    .await?;
+                if current != id {
+                    continue;
+                }
+                let client = cluster.voter_client().for_group(group);
+                let of = match cluster.groups {
+                    1 => String::new(),
+                    _ => format!(" of group {group}"),
+                };
+                let handed = match client.hand_off(&cluster.addr(id), None).await {
+                    Ok(h) => format!("hand-off{of} {} -> {} in {} ms", h.from, h.to, h.took_ms),
                     // Restarting the leader anyway costs an ordinary failover: the gap shows it.
-                    Err(e) => format!("hand-off FAILED ({e}), the leader restarted anyway"),
+                    Err(e) => format!("hand-off{of} FAILED ({e}), the leader restarted anyway"),
                 };
                 self.log(&handed);
+                hand_offs.push(handed);
             }
             let begun = self.clock.ms();
             if !cluster.terminate(id)? {
@@ -1020,6 +1030,10 @@ impl Nemesis {
             "rolling upgrade"
         } else {
             "rolling restart"
+        };
+        let handed = match hand_offs.is_empty() {
+            true => "no hand-off".to_string(),
+            false => hand_offs.join(", "),
         };
         let text = format!("{what} of {order:?} (SIGTERM, start, caught up); {handed}");
         Ok((order, text))
@@ -1159,61 +1173,74 @@ pub async fn wait_recovered(cluster: &LocalCluster, timeout: Duration) -> Result
     Ok(lasts)
 }
 
-/// Make `voters` the voters of the membership, through the leader, retrying while the leader
-/// refuses (a previous change in progress, leadership moving, a learner still catching up, a
-/// member the change needs not answering). `retain`: former voters stay learners.
+/// Make `voters` the voters of the membership of every Raft group, group after group, through
+/// each group's leader, retrying while a leader refuses (a previous change in progress,
+/// leadership moving, a learner still catching up, a member the change needs not answering).
+/// `retain`: former voters stay learners.
 async fn change_membership(
     cluster: &LocalCluster,
     voters: Vec<u64>,
     retain: bool,
 ) -> Result<(), Error> {
-    retry_admin(|| {
-        let client = cluster.voter_client();
-        let voters = voters.clone();
-        async move {
-            let leader = cluster.wait_for_leader(LEADER_WAIT).await.map_err(|e| {
-                flashstock_client::Error::OutcomeUnknown {
-                    message: e.to_string(),
-                }
-            })?;
-            client
-                .change_membership(&cluster.addr(leader), voters, retain)
-                .await
-        }
-    })
-    .await
+    for group in 0..cluster.groups {
+        retry_admin(|| {
+            let client = cluster.voter_client().for_group(group);
+            let voters = voters.clone();
+            async move {
+                let leader = cluster
+                    .wait_for_group_leader_among(group, &cluster.voter_ids(), LEADER_WAIT)
+                    .await
+                    .map_err(|e| flashstock_client::Error::OutcomeUnknown {
+                        message: e.to_string(),
+                    })?;
+                client
+                    .change_membership(&cluster.addr(leader), voters, retain)
+                    .await
+            }
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// How long a wiped node may take to catch up: a snapshot of everything a long run placed
 /// (orders stay an hour, idempotency records a day), then the log.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(900);
 
-/// Wait until learner `id` has caught up with the leader (found among `members`), in its log
-/// and in what it has applied, as `stockctl cluster add-learner` waits before a promotion
-/// ([`flashstock_client::VoterClient::catch_up`]).
+/// Wait until learner `id` has caught up with the leader (found among `members`) of every Raft
+/// group, in its log and in what it has applied, as `stockctl cluster add-learner` waits before
+/// a promotion ([`flashstock_client::VoterClient::catch_up`]).
 pub(crate) async fn wait_caught_up(
     cluster: &LocalCluster,
     members: &[u64],
     id: u64,
 ) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
-    let client = cluster.voter_client();
-    let mut last = String::from("no answer yet");
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(leader) = cluster.wait_for_leader_among(members, LEADER_WAIT).await {
-            match client.status(&cluster.addr(leader)).await {
-                Ok(status) => match client.catch_up(&status, id, &cluster.addr(id)).await {
-                    flashstock_client::CatchUp::CaughtUp => return Ok(()),
-                    behind => last = behind.to_string(),
-                },
-                Err(e) => last = e.to_string(),
+    for group in 0..cluster.groups {
+        let client = cluster.voter_client().for_group(group);
+        let mut last = String::from("no answer yet");
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Harness(format!(
+                    "node {id} did not catch up in group {group} within {CATCH_UP_WAIT:?}: {last}"
+                )));
             }
+            if let Ok(leader) = cluster
+                .wait_for_group_leader_among(group, members, LEADER_WAIT)
+                .await
+            {
+                match client.status(&cluster.addr(leader)).await {
+                    Ok(status) => match client.catch_up(&status, id, &cluster.addr(id)).await {
+                        flashstock_client::CatchUp::CaughtUp => break,
+                        behind => last = behind.to_string(),
+                    },
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(Error::Harness(format!(
-        "node {id} did not catch up within {CATCH_UP_WAIT:?}: {last}"
-    )))
+    Ok(())
 }
 
 /// Run an admin call until it succeeds, for up to [`ADMIN_RETRY_FOR`].

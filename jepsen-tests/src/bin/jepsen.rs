@@ -73,9 +73,9 @@ struct Args {
     /// restarts every node, one at a time, with this binary.
     #[arg(long, value_name = "NODE_BINARY")]
     upgrade_to: Option<PathBuf>,
-    /// Raft groups of the cluster (`cluster.groups`): the workload covers every group; the
-    /// faults that change a membership, restore a store or replace the binaries (voters,
-    /// rejoin, restart, backup, upgrade) are left out of a run of several groups
+    /// Raft groups of the cluster (`cluster.groups`): the workload and the faults cover every
+    /// group; `upgrade` (from the previous release, which has no groups) is left out of a run
+    /// of several groups
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     groups: u16,
     /// The short run of CI: every kind of fault once, the archive on, about a minute; takes
@@ -117,7 +117,7 @@ fn config(args: &Args) -> Result<RunConfig, String> {
         if !left_out.is_empty() {
             let names: Vec<&str> = left_out.iter().map(|kind| kind.name()).collect();
             eprintln!(
-                "jepsen: {} Raft groups: faults {} left out (done through one group)",
+                "jepsen: {} Raft groups: faults {} left out (the previous release has no groups)",
                 args.groups,
                 names.join(", ")
             );
