@@ -1229,6 +1229,11 @@ pub(crate) async fn wait_caught_up(
                 .wait_for_group_leader_among(group, members, LEADER_WAIT)
                 .await
             {
+                // Leadership may come back to the node (its group's preferred voter) before it
+                // is asked about: a leader holds its whole log.
+                if leader == id {
+                    break;
+                }
                 match client.status(&cluster.addr(leader)).await {
                     Ok(status) => match client.catch_up(&status, id, &cluster.addr(id)).await {
                         flashstock_client::CatchUp::CaughtUp => break,
