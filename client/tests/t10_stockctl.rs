@@ -788,38 +788,9 @@ async fn leader_status(ctl: &Ctl) -> NodeStatus {
     .await
 }
 
-/// `stockctl cluster replace-disk` after the leader has purged its log, under load: the node
-/// comes back empty, is fed a snapshot, catches up and votes again, and purchases go on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replace_disk_rejoins_through_a_snapshot_after_a_purge() {
-    let mut cluster = formed_cluster_with(1, |config| {
-        config.raft.snapshot_every_logs = 100;
-        config.raft.logs_to_keep_after_snapshot = 10;
-    })
-    .await;
-    let ctl = Ctl::for_cluster(&cluster);
-    let stock = "1000000";
-    let create = [
-        "product",
-        "create",
-        "bolt",
-        "--name",
-        "Bolt",
-        "--price-cents",
-        "5",
-    ];
-    ctl.ok(&[&create[..], &["--stock", stock]].concat()).await;
-    let buyer = Buyer::start(&cluster, "bolt");
-    let leader = eventually("the leader purges its log", || async {
-        let leader = leader_status(&ctl).await;
-        match leader.purged_index {
-            Some(purged) if purged > 0 => Ok(leader),
-            _ => Err(format!("purged {:?}", leader.purged_index)),
-        }
-    })
-    .await;
-    let [voter, _] = followers(&cluster, leader.id);
-
+/// Run `stockctl cluster replace-disk VOTER`, stopping, wiping and restarting the voter when it
+/// asks; returns what stockctl said on stderr once it has succeeded.
+async fn replace_disk(cluster: &mut LocalCluster, ctl: &Ctl, voter: u64) -> Vec<String> {
     let mut replace = tokio::process::Command::new(env!("CARGO_BIN_EXE_stockctl"));
     replace
         .envs(ctl.env.iter().map(|(k, v)| (*k, v)))
@@ -865,6 +836,42 @@ async fn replace_disk_rejoins_through_a_snapshot_after_a_purge() {
     said.extend(rest.await.unwrap());
     assert!(status.success(), "replace-disk failed: {said:#?}");
     assert!(said.iter().any(|l| l.contains("step 5/5")), "{said:#?}");
+    said
+}
+
+/// `stockctl cluster replace-disk` after the leader has purged its log, under load: the node
+/// comes back empty, is fed a snapshot, catches up and votes again, and purchases go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_disk_rejoins_through_a_snapshot_after_a_purge() {
+    let mut cluster = formed_cluster_with(1, |config| {
+        config.raft.snapshot_every_logs = 100;
+        config.raft.logs_to_keep_after_snapshot = 10;
+    })
+    .await;
+    let ctl = Ctl::for_cluster(&cluster);
+    let stock = "1000000";
+    let create = [
+        "product",
+        "create",
+        "bolt",
+        "--name",
+        "Bolt",
+        "--price-cents",
+        "5",
+    ];
+    ctl.ok(&[&create[..], &["--stock", stock]].concat()).await;
+    let buyer = Buyer::start(&cluster, "bolt");
+    let leader = eventually("the leader purges its log", || async {
+        let leader = leader_status(&ctl).await;
+        match leader.purged_index {
+            Some(purged) if purged > 0 => Ok(leader),
+            _ => Err(format!("purged {:?}", leader.purged_index)),
+        }
+    })
+    .await;
+    let [voter, _] = followers(&cluster, leader.id);
+
+    replace_disk(&mut cluster, &ctl, voter).await;
 
     let before = buyer.confirmed();
     let after_rejoin = eventually("purchases go on after the rejoin", || async {
@@ -1204,27 +1211,12 @@ async fn hand_off_moves_leadership_with_no_failed_purchase() {
     assert!(confirmed > 0);
 }
 
-/// `stockctl cluster rolling-restart`, answering its prompts: every node restarts once, the
-/// gateway first and the leader last after a hand-off, and no purchase through the gateways
-/// fails or ends unknown.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rolling_restart_restarts_every_node_with_no_failed_purchase() {
-    let mut cluster = formed_cluster_with(2, |_| {}).await;
-    let ctl = Ctl::for_cluster(&cluster);
-    let create = [
-        "product",
-        "create",
-        "cog",
-        "--name",
-        "Cog",
-        "--price-cents",
-        "4",
-    ];
-    ctl.ok(&[&create[..], &["--stock", "1000000"]].concat())
-        .await;
-    let leader = leader_status(&ctl).await;
-    let buyer = Recorder::start(&cluster, "cog");
-
+/// Run `stockctl cluster rolling-restart`, restarting each node when it asks; returns the nodes
+/// in the order restarted, what stockctl said on stderr, and its JSON report.
+async fn rolling_restart(
+    cluster: &mut LocalCluster,
+    ctl: &Ctl,
+) -> (Vec<u64>, Vec<String>, Vec<serde_json::Value>) {
     let mut restart = tokio::process::Command::new(env!("CARGO_BIN_EXE_stockctl"));
     restart
         .envs(ctl.env.iter().map(|(k, v)| (*k, v)))
@@ -1259,9 +1251,34 @@ async fn rolling_restart_restarts_every_node_with_no_failed_purchase() {
     );
     let output = restart.wait_with_output().await.expect("stockctl runs");
     assert!(output.status.success(), "{said:#?}\n{}", show(&output));
-    let (confirmed, failed, gap) = buyer.stop().await;
     let report: Vec<serde_json::Value> =
         serde_json::from_slice(&output.stdout).expect("a JSON report");
+    (restarted, said, report)
+}
+
+/// `stockctl cluster rolling-restart`, answering its prompts: every node restarts once, the
+/// gateway first and the leader last after a hand-off, and no purchase through the gateways
+/// fails or ends unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_restarts_every_node_with_no_failed_purchase() {
+    let mut cluster = formed_cluster_with(2, |_| {}).await;
+    let ctl = Ctl::for_cluster(&cluster);
+    let create = [
+        "product",
+        "create",
+        "cog",
+        "--name",
+        "Cog",
+        "--price-cents",
+        "4",
+    ];
+    ctl.ok(&[&create[..], &["--stock", "1000000"]].concat())
+        .await;
+    let leader = leader_status(&ctl).await;
+    let buyer = Recorder::start(&cluster, "cog");
+
+    let (restarted, said, report) = rolling_restart(&mut cluster, &ctl).await;
+    let (confirmed, failed, gap) = buyer.stop().await;
     println!(
         "rolling restart of {restarted:?}: {confirmed} purchases confirmed, longest gap between \
          confirmations {gap:?}; report {report:?}"
@@ -1303,26 +1320,8 @@ async fn groups_are_shown_moved_and_changed_together() {
     let mut cluster = formed_cluster_with(1, |config| config.cluster.groups = 3).await;
     let ctl = Ctl::for_cluster(&cluster);
 
-    // Leaders spread: group g prefers voter g + 1 (in id order).
-    let leaders = |ctl: Ctl, group: u16| async move {
-        let group = group.to_string();
-        let entries: Vec<NodeStatus> = ctl.json(&["--group", &group, "cluster", "status"]).await;
-        let leaders: Vec<Option<u64>> = entries.iter().map(|s| s.leader).collect();
-        match leaders.first() {
-            Some(Some(leader)) if leaders.iter().all(|l| *l == Some(*leader)) => Ok(*leader),
-            _ => Err(format!("no agreed leader of group {group}: {leaders:?}")),
-        }
-    };
-    for group in 0..3u16 {
-        let wanted = u64::from(group) + 1;
-        eventually("each group led by its preferred voter", || async {
-            match leaders(ctl.clone(), group).await? {
-                leader if leader == wanted => Ok(()),
-                leader => Err(format!("group {group} led by {leader}")),
-            }
-        })
-        .await;
-    }
+    let leaders = |ctl: Ctl, group: u16| async move { group_leader(&ctl, group).await };
+    wait_leaders_spread(&ctl).await;
 
     let text = ctl.ok(&["cluster", "status"]).await;
     let header = text
@@ -1371,12 +1370,138 @@ async fn groups_are_shown_moved_and_changed_together() {
     cluster.start(gateway).await.expect("start it again");
     add_learner(&ctl, &cluster, gateway).await;
     assert_eq!(memberships().await, [Some(true); 3], "back in every group");
-    // Replacing a disk is refused: it would need every group's membership at each step.
-    let refused = ctl.run(&["cluster", "replace-disk", "3"]).await;
-    assert_eq!(refused.status.code(), Some(2), "{}", show(&refused));
+
+    // Voter 2's disk is replaced while it leads group 1 and purchases go on in every group: it
+    // leaves every group before the wipe, and is a voter of every group again at the end.
+    wait_leaders_spread(&ctl).await;
+    let mut buyers = Vec::new();
+    for product in products_in_groups(3) {
+        create_part(&ctl, product).await;
+        buyers.push(Recorder::start(&cluster, product));
+    }
+    let said = replace_disk(&mut cluster, &ctl, 2).await;
     assert!(
-        stderr(&refused).contains("3 Raft groups"),
-        "{}",
-        show(&refused)
+        said.iter()
+            .any(|l| l.contains("step 1/5") && l.contains("in each of the 3 Raft groups")),
+        "{said:#?}"
+    );
+    for buyer in buyers {
+        let (confirmed, failed, _) = buyer.stop().await;
+        assert!(confirmed > 0, "no purchase confirmed in a group");
+        assert!(failed.is_empty(), "purchases failed: {failed:?}");
+    }
+    for group in 0..3u16 {
+        let entries: Vec<NodeStatus> = ctl
+            .json(&["--group", &group.to_string(), "cluster", "status"])
+            .await;
+        let leader = entries
+            .iter()
+            .find(|s| s.state == RaftState::Leader)
+            .unwrap_or_else(|| panic!("group {group} has a leader: {entries:?}"));
+        assert_eq!(leader.voters, [1, 2, 3], "group {group}: {leader:?}");
+    }
+    // Group 1 goes back to its preferred voter once the new disk has caught up.
+    wait_leaders_spread(&ctl).await;
+}
+
+/// The first product ids `part-<n>` of each of `groups` Raft groups, by group.
+fn products_in_groups(groups: u16) -> Vec<&'static str> {
+    const CANDIDATES: [&str; 24] = [
+        "part-0", "part-1", "part-2", "part-3", "part-4", "part-5", "part-6", "part-7", "part-8",
+        "part-9", "part-10", "part-11", "part-12", "part-13", "part-14", "part-15", "part-16",
+        "part-17", "part-18", "part-19", "part-20", "part-21", "part-22", "part-23",
+    ];
+    (0..groups)
+        .map(|group| {
+            *CANDIDATES
+                .iter()
+                .find(|id| flashstock_api::placement::group_of(id, groups) == group)
+                .unwrap_or_else(|| panic!("no candidate id lands in group {group}"))
+        })
+        .collect()
+}
+
+/// Create product `id` with plenty of stock.
+async fn create_part(ctl: &Ctl, id: &str) {
+    ctl.ok(&[
+        "product",
+        "create",
+        id,
+        "--name",
+        "Part",
+        "--price-cents",
+        "3",
+        "--stock",
+        "1000000",
+    ])
+    .await;
+}
+
+/// Group `group`'s leader, if every node agrees on it.
+async fn group_leader(ctl: &Ctl, group: u16) -> Result<u64, String> {
+    let group = group.to_string();
+    let entries: Vec<NodeStatus> = ctl.json(&["--group", &group, "cluster", "status"]).await;
+    let leaders: Vec<Option<u64>> = entries.iter().map(|s| s.leader).collect();
+    match leaders.first() {
+        Some(Some(leader)) if leaders.iter().all(|l| *l == Some(*leader)) => Ok(*leader),
+        _ => Err(format!("no agreed leader of group {group}: {leaders:?}")),
+    }
+}
+
+/// Wait until the leaders have spread: group g (of three) led by voter g + 1, its preferred.
+async fn wait_leaders_spread(ctl: &Ctl) {
+    for group in 0..3u16 {
+        let wanted = u64::from(group) + 1;
+        eventually("each group led by its preferred voter", || async {
+            match group_leader(ctl, group).await? {
+                leader if leader == wanted => Ok(()),
+                leader => Err(format!("group {group} led by {leader}")),
+            }
+        })
+        .await;
+    }
+}
+
+/// `stockctl cluster rolling-restart` of a cluster of three Raft groups, each led by another
+/// voter: every group a voter leads is handed off before it restarts, and no purchase fails in
+/// any group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_hands_off_every_group_a_voter_leads() {
+    let mut cluster = formed_cluster_with(1, |config| config.cluster.groups = 3).await;
+    let ctl = Ctl::for_cluster(&cluster);
+    wait_leaders_spread(&ctl).await;
+    let mut buyers = Vec::new();
+    for product in products_in_groups(3) {
+        create_part(&ctl, product).await;
+        buyers.push(Recorder::start(&cluster, product));
+    }
+
+    let (restarted, said, report) = rolling_restart(&mut cluster, &ctl).await;
+    assert_eq!(restarted.len(), 4, "every node once: {said:#?}");
+    for buyer in buyers {
+        let (confirmed, failed, gap) = buyer.stop().await;
+        println!("{confirmed} purchases confirmed, longest gap {gap:?}");
+        assert!(confirmed > 0, "no purchase confirmed in a group");
+        assert!(failed.is_empty(), "purchases failed: {failed:?}");
+    }
+    // Every group was led by a voter when it restarted, so every group was handed off.
+    let mut handed: BTreeSet<u64> = BTreeSet::new();
+    for row in &report {
+        if !row["handed_off"].is_null() {
+            handed.insert(0);
+        }
+        for other in row["other_groups_handed_off"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            handed.insert(other["group"].as_u64().expect("a group"));
+        }
+    }
+    assert_eq!(handed, BTreeSet::from([0, 1, 2]), "{report:#?}");
+    assert!(
+        said.iter()
+            .any(|l| l.contains("led group 1: handed leadership")),
+        "{said:#?}"
     );
 }

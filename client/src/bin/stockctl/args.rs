@@ -286,7 +286,8 @@ pub enum ClusterCommand {
     },
     /// Replace a voter's disk, each step checked before the next: remove it from the
     /// membership, wait while you stop it, wipe its data directory and start it again empty,
-    /// add it back as a learner, wait until it has caught up, promote it
+    /// add it back as a learner, wait until it has caught up, promote it. With several Raft
+    /// groups, each step is done in every group before the next
     ReplaceDisk {
         /// The voter's id
         id: u64,
@@ -303,7 +304,8 @@ pub enum ClusterCommand {
     },
     /// Restart every member one at a time with no failed purchase: gateways first, then the
     /// followers, the leader last after a hand-off. Each node is checked back (a new start time)
-    /// and caught up before the next; a voter restarts only while every other voter is caught up
+    /// and caught up before the next; a voter restarts only while every other voter is caught up.
+    /// With several Raft groups, every group a voter leads is handed off before it restarts
     RollingRestart {
         /// Shell command that restarts one node, run through `sh -c`; `{id}`, `{host}` and
         /// `{addr}` (its internal address) are replaced, e.g. 'ssh {host} sudo systemctl

@@ -39,12 +39,11 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
         let probes = probe_all(&client, ctx.endpoints()?).await;
         let groups = answered(&probes).map(NodeStatus::group_count).max();
         if let Some(groups) = groups.filter(|groups| *groups > 1) {
-            if let ClusterCommand::ReplaceDisk { id, .. } = command {
-                return Err(CliError::Usage(format!(
-                    "the cluster runs {groups} Raft groups, and replace-disk does one: remove \
-                     node {id} from every group (`stockctl cluster remove {id}`), wipe and \
-                     restart it, then `stockctl cluster add-learner` and `promote` it"
-                )));
+            if let ClusterCommand::ReplaceDisk { id, restart_wait } = command {
+                // One disk holds every group: each step is done in every group before the next.
+                let clients: Vec<VoterClient> =
+                    (0..groups).map(|group| client.for_group(group)).collect();
+                return replace_disk(ctx, &clients, id, restart_wait).await;
             }
             for group in 0..groups {
                 let mut one = ctx.clone();
@@ -80,7 +79,7 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
             Ok(())
         }
         ClusterCommand::ReplaceDisk { id, restart_wait } => {
-            replace_disk(ctx, &client, id, restart_wait).await
+            replace_disk(ctx, std::slice::from_ref(&client), id, restart_wait).await
         }
         ClusterCommand::Snapshot { node, no_wait } => snapshot(ctx, &client, node, no_wait).await,
         ClusterCommand::HandOff { to } => crate::restart::hand_off(ctx, &client, to).await,
@@ -808,14 +807,15 @@ async fn wait_caught_up(ctx: &Context, client: &VoterClient, id: u64) -> Result<
 /// Replace voter `id`'s disk. Each step is checked before the next: the node is out of the
 /// membership before anyone wipes it (a member that forgets its log breaks Raft's promise that
 /// an acknowledged entry stays acknowledged), it answers with an empty log before it is added
-/// back, and it has caught up before it votes again.
+/// back, and it has caught up before it votes again. `groups`: a client of each Raft group (the
+/// disk holds every group), each step done in every group before the next.
 async fn replace_disk(
     ctx: &Context,
-    client: &VoterClient,
+    groups: &[VoterClient],
     id: u64,
     restart_wait: Duration,
 ) -> Result<(), CliError> {
-    let (leader, _) = find_leader(ctx, client).await?;
+    let (leader, _) = find_leader(ctx, &groups[0]).await?;
     if !leader.voters.contains(&id) {
         return Err(CliError::failed(
             ErrorCode::NotAVoter,
@@ -828,48 +828,67 @@ async fn replace_disk(
             format!("the leader knows no address of {id}"),
         )
     })?;
+    let in_groups = match groups.len() {
+        1 => String::new(),
+        n => format!(" in each of the {n} Raft groups"),
+    };
     let step = |n: u32, text: &str| eprintln!("stockctl: step {n}/5: {text}");
-    step(1, &format!("removing node {id} from the membership"));
-    let summary = format!("removed node {id}");
-    change(ctx, client, summary, |leader| plan_remove(leader, id)).await?;
-    let (after, _) = find_leader(ctx, client).await?;
-    if member_addr(&after, id).is_some() {
-        return Err(CliError::unknown(
-            format!("node {id} is still a member after its removal"),
-            CHECK_STATUS,
-        ));
+    step(
+        1,
+        &format!("removing node {id} from the membership{in_groups}"),
+    );
+    for client in groups {
+        let summary = format!("removed node {id}");
+        change(ctx, client, summary, |leader| plan_remove(leader, id)).await?;
+        let (after, _) = find_leader(ctx, client).await?;
+        if member_addr(&after, id).is_some() {
+            return Err(CliError::unknown(
+                format!(
+                    "node {id} is still a member of group {} after its removal",
+                    client.group()
+                ),
+                CHECK_STATUS,
+            ));
+        }
     }
     step(
         2,
         &format!(
-            "node {id} is out of the membership. Now stop it, wipe its data directory and start \
-             it again with the same configuration; waiting up to {restart_wait:?} for it to \
-             answer at {addr} with an empty log"
+            "node {id} is out of the membership{in_groups}. Now stop it, wipe its data directory \
+             and start it again with the same configuration; waiting up to {restart_wait:?} for \
+             it to answer at {addr} with an empty log"
         ),
     );
-    wait_empty(&ctx.for_step(restart_wait), client, id, &addr).await?;
+    let restarted = ctx.for_step(restart_wait);
+    for client in groups {
+        wait_empty(&restarted, client, id, &addr).await?;
+    }
     step(
         3,
-        &format!("node {id} answers with an empty log; adding it as a learner"),
+        &format!("node {id} answers with an empty log; adding it as a learner{in_groups}"),
     );
     let catch_up = ctx.for_step(ctx.timeout.max(Duration::from_secs(300)));
-    let summary = format!("added node {id} as a learner");
-    change(&catch_up, client, summary, |leader| {
-        plan_add_learner(leader, id, &addr)
-    })
-    .await?;
-    step(4, &format!("waiting for node {id} to catch up"));
-    wait_caught_up(&catch_up, client, id).await?;
+    for client in groups {
+        let summary = format!("added node {id} as a learner");
+        change(&catch_up, client, summary, |leader| {
+            plan_add_learner(leader, id, &addr)
+        })
+        .await?;
+    }
+    step(4, &format!("waiting for node {id} to catch up{in_groups}"));
+    for client in groups {
+        wait_caught_up(&catch_up, client, id).await?;
+    }
     step(
         5,
-        &format!("node {id} has caught up; promoting it to voter"),
+        &format!("node {id} has caught up; promoting it to voter{in_groups}"),
     );
-    let summary = format!("promoted node {id} to voter");
-    change(&ctx.for_step(ctx.timeout), client, summary, |leader| {
-        plan_promote(leader, id)
-    })
-    .await
-    .map(drop)
+    let promote = ctx.for_step(ctx.timeout);
+    for client in groups {
+        let summary = format!("promoted node {id} to voter");
+        change(&promote, client, summary, |leader| plan_promote(leader, id)).await?;
+    }
+    Ok(())
 }
 
 /// Node `id`'s status at `addr`: `Ok(Err(..))` while it does not answer, an error if another

@@ -48,10 +48,22 @@ pub async fn hand_off(
 struct Restarted {
     id: u64,
     role: &'static str,
-    /// Set when the node led: the hand-off before its restart.
+    /// Set when the node led (group 0, the only group of a cluster of one): the hand-off before
+    /// its restart.
     handed_off: Option<HandedOff>,
+    /// With several Raft groups: the hand-off of every other group the node led.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    other_groups_handed_off: Vec<GroupHandedOff>,
     /// From the restart's start until the node answered, new, and caught up.
     back_after_ms: u64,
+}
+
+/// The hand-off of one Raft group's leadership.
+#[derive(Debug, Serialize)]
+struct GroupHandedOff {
+    group: u16,
+    #[serde(flatten)]
+    handed: HandedOff,
 }
 
 /// The order of a rolling restart: learners (the gateways), then followers, the leader last;
@@ -116,12 +128,17 @@ pub async fn rolling_restart(
         ));
     }
     let order = restart_order(&leader, &only);
+    // A node restarts every group it runs: each check and hand-off is done in every group.
+    let groups: Vec<VoterClient> = match leader.group_count() {
+        1 => vec![client.clone()],
+        count => (0..count).map(|group| client.for_group(group)).collect(),
+    };
     let total = order.len();
     let mut done = Vec::new();
     for (step, (id, role)) in order.into_iter().enumerate() {
         let say = |text: String| eprintln!("stockctl: node {}/{total}: {text}", step + 1);
         let ctx = ctx.for_step(restart_wait);
-        let (leader, leader_addr) = find_leader(&ctx, client).await?;
+        let (leader, _) = find_leader(&ctx, client).await?;
         let addr = member_addr(&leader, id).ok_or_else(|| {
             CliError::failed(
                 ErrorCode::UnknownNode,
@@ -129,20 +146,36 @@ pub async fn rolling_restart(
             )
         })?;
         if role == "voter" {
-            wait_others_caught_up(&ctx, client, id).await?;
+            for group in &groups {
+                wait_others_caught_up(&ctx, group, id).await?;
+            }
         }
         let before = client.status(&addr).await?.started_at_ms;
         let started = Instant::now();
-        let handed_off = if leader.id == id {
-            let handed = client.hand_off(&leader_addr, None).await?;
+        let mut handed_off = None;
+        let mut other_groups_handed_off = Vec::new();
+        for group in &groups {
+            let (leader, leader_addr) = find_leader(&ctx, group).await?;
+            if leader.id != id {
+                continue;
+            }
+            let handed = group.hand_off(&leader_addr, None).await?;
+            let of = match groups.len() {
+                1 => String::new(),
+                _ => format!(" group {}", group.group()),
+            };
             say(format!(
-                "node {id} led: handed leadership to node {} in {} ms",
+                "node {id} led{of}: handed leadership to node {} in {} ms",
                 handed.to, handed.took_ms
             ));
-            Some(handed)
-        } else {
-            None
-        };
+            match group.group() {
+                0 => handed_off = Some(handed),
+                number => other_groups_handed_off.push(GroupHandedOff {
+                    group: number,
+                    handed,
+                }),
+            }
+        }
         match &command {
             Some(template) => {
                 let line = command_for(template, id, &addr);
@@ -154,7 +187,9 @@ pub async fn rolling_restart(
                  to come back and catch up"
             )),
         }
-        wait_back(&ctx, client, id, &addr, before).await?;
+        for group in &groups {
+            wait_back(&ctx, group, id, &addr, before).await?;
+        }
         let back_after_ms = started.elapsed().as_millis() as u64;
         say(format!(
             "node {id} is back and caught up after {:.1} s",
@@ -164,6 +199,7 @@ pub async fn rolling_restart(
             id,
             role,
             handed_off,
+            other_groups_handed_off,
             back_after_ms,
         });
     }
@@ -171,12 +207,33 @@ pub async fn rolling_restart(
     emit(ctx.output, &done, || {
         let mut table = Table::new(&["ID", "ROLE", "HANDED_OFF_TO", "HAND_OFF_MS", "BACK_AFTER_S"]);
         for node in &done {
-            let handed = node.handed_off.as_ref();
+            // With several groups, each hand-off names its group: `g1:3`.
+            let mut handed: Vec<(Option<u16>, &HandedOff)> = Vec::new();
+            let several = !node.other_groups_handed_off.is_empty();
+            if let Some(h) = &node.handed_off {
+                handed.push((several.then_some(0), h));
+            }
+            handed.extend(
+                node.other_groups_handed_off
+                    .iter()
+                    .map(|g| (Some(g.group), &g.handed)),
+            );
+            let column = |field: fn(&HandedOff) -> u64| match handed.is_empty() {
+                true => "-".to_owned(),
+                false => handed
+                    .iter()
+                    .map(|(group, h)| match group {
+                        Some(group) => format!("g{group}:{}", field(h)),
+                        None => field(h).to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
             table.push(vec![
                 node.id.to_string(),
                 node.role.to_owned(),
-                handed.map_or("-".to_owned(), |h| h.to.to_string()),
-                handed.map_or("-".to_owned(), |h| h.took_ms.to_string()),
+                column(|h| h.to),
+                column(|h| h.took_ms),
                 format!("{:.1}", node.back_after_ms as f64 / 1000.0),
             ]);
         }
