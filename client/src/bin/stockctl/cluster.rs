@@ -33,18 +33,22 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
         ClusterCommand::AddLearner { .. }
             | ClusterCommand::Promote { .. }
             | ClusterCommand::Remove { .. }
-            | ClusterCommand::ReplaceDisk { .. }
     );
+    if let ClusterCommand::ReplaceDisk { id, restart_wait } = command {
+        // One disk holds every group, whatever --group says: each step is done in every group
+        // before the next, so the node is wiped only once it is out of all of them.
+        let probes = probe_all(&client, ctx.endpoints()?).await;
+        let groups = answered(&probes).map(NodeStatus::group_count).max();
+        let clients: Vec<VoterClient> = match groups.filter(|groups| *groups > 1) {
+            Some(groups) => (0..groups).map(|group| client.for_group(group)).collect(),
+            None => vec![client],
+        };
+        return replace_disk(ctx, &clients, id, restart_wait).await;
+    }
     if changes_membership && ctx.group.is_none() {
         let probes = probe_all(&client, ctx.endpoints()?).await;
         let groups = answered(&probes).map(NodeStatus::group_count).max();
         if let Some(groups) = groups.filter(|groups| *groups > 1) {
-            if let ClusterCommand::ReplaceDisk { id, restart_wait } = command {
-                // One disk holds every group: each step is done in every group before the next.
-                let clients: Vec<VoterClient> =
-                    (0..groups).map(|group| client.for_group(group)).collect();
-                return replace_disk(ctx, &clients, id, restart_wait).await;
-            }
             for group in 0..groups {
                 let mut one = ctx.clone();
                 one.group = Some(group);
@@ -78,9 +82,7 @@ pub async fn run(ctx: &Context, command: ClusterCommand) -> Result<(), CliError>
             }
             Ok(())
         }
-        ClusterCommand::ReplaceDisk { id, restart_wait } => {
-            replace_disk(ctx, std::slice::from_ref(&client), id, restart_wait).await
-        }
+        ClusterCommand::ReplaceDisk { .. } => unreachable!("replace-disk is done above"),
         ClusterCommand::Snapshot { node, no_wait } => snapshot(ctx, &client, node, no_wait).await,
         ClusterCommand::HandOff { to } => crate::restart::hand_off(ctx, &client, to).await,
         ClusterCommand::RollingRestart {
