@@ -984,8 +984,9 @@ impl Nemesis {
                 let text = watch.before_restart(cluster, id).await;
                 self.log(&text);
             }
-            // Every group the node leads is handed off first.
-            for group in 0..cluster.groups {
+            // Every group the node leads is handed off first (a gateway leads none).
+            let leads_some = cluster.nodes[&id].role == Role::Voter;
+            for group in (0..cluster.groups).filter(|_| leads_some) {
                 let current = cluster
                     .wait_for_group_leader_among(group, &cluster.voter_ids(), LEADER_WAIT)
                     .await?;

@@ -154,7 +154,8 @@ pub async fn rolling_restart(
         let started = Instant::now();
         let mut handed_off = None;
         let mut other_groups_handed_off = Vec::new();
-        for group in &groups {
+        // A gateway leads nothing: only a voter has leaderships to hand off.
+        for group in groups.iter().filter(|_| role == "voter") {
             let (leader, leader_addr) = find_leader(&ctx, group).await?;
             if leader.id != id {
                 continue;
