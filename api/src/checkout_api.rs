@@ -79,6 +79,11 @@ pub struct HoldDetails {
     pub expires_at_ms: u64,
     /// The log's time of its last change of status.
     pub changed_at_ms: u64,
+    /// A hold whose products lie in several Raft groups, once `confirmed`: the orders of its
+    /// other groups, one per group (`order` is its primary group's, the lowest). Bought
+    /// together: all of them or none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_orders: Vec<OrderId>,
 }
 
 impl From<&Hold> for HoldDetails {
@@ -103,6 +108,7 @@ impl From<&Hold> for HoldDetails {
             held_at_ms: hold.held_at_ms,
             expires_at_ms: hold.expires_at_ms,
             changed_at_ms: hold.changed_at_ms,
+            other_orders: Vec::new(),
         }
     }
 }

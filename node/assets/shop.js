@@ -955,8 +955,12 @@
       say('expired', message);
     }
 
-    /** The hold became order `order` (with its token): the cart loses what was bought. */
-    function confirmed(held, orderId, token, at) {
+    /**
+     * The hold became order `orderId` (with its token) and, for a hold whose products lie in
+     * several Raft groups, one order more per other group (`otherIds`): the cart loses what was
+     * bought.
+     */
+    function confirmed(held, orderId, token, at, otherIds = []) {
       endHold('confirmed');
       holdSection.hidden = true;
       const bought = new Map(held.lines.map((line) => [line.product, line.quantity]));
@@ -966,11 +970,13 @@
       saveCart(lines);
       render();
       const items = held.lines.reduce((sum, line) => sum + line.quantity, 0);
-      const orderPath = `/orders/${orderId}?token=${encodeURIComponent(token)}`;
-      const orderLink = link(gateways.url(at, orderPath), `order #${orderId}`);
-      say('confirmed', 'Paid: ', orderLink,
+      const orderLink = (id) => link(
+        gateways.url(at, `/orders/${id}?token=${encodeURIComponent(token)}`), `order #${id}`);
+      const links = [orderId, ...otherIds].map(orderLink);
+      const named = links.flatMap((a, i) => (i === 0 ? [a] : [i === links.length - 1 ? ' and ' : ', ', a]));
+      say('confirmed', 'Paid: ', ...named,
         ` for ${items} ${items === 1 ? 'item' : 'items'}, ${price(holdTotalCents(held))}.`);
-      orderLink.focus();
+      links[0].focus();
     }
 
     /** Ask the cluster how `held` stands (after `hold_finished`, or on a reload). */
@@ -988,7 +994,8 @@
       const status = answer.body.hold.status;
       if (status === 'held') return true;
       if (status === 'confirmed') {
-        confirmed(held, answer.body.hold.order, held.token, gateways.current);
+        confirmed(held, answer.body.hold.order, held.token, gateways.current,
+          answer.body.hold.other_orders || []);
       } else if (status === 'released') {
         endHold('released');
         holdSection.hidden = true;
@@ -1090,7 +1097,8 @@
         say('not-applied', `${notApplied(outcome, 'paid')} Your items are still held.`);
       } else if (outcome.status === 201 && outcome.body && outcome.body.order) {
         const order = outcome.body.order;
-        confirmed(held, order.id, order.token || held.token, outcome.at);
+        const others = (outcome.body.other_orders || []).map((other) => other.id);
+        confirmed(held, order.id, order.token || held.token, outcome.at, others);
         return;
       } else if (code === 'hold_expired') {
         expired('Your hold expired before the payment: the items went back on sale, and nothing was paid. Check out again to hold them anew.');

@@ -4,9 +4,11 @@
 //! A secondary part never expires on its own, since its group cannot see the cart's decision,
 //! which is the fate of the primary part in another group. So on a voter, every
 //! [`CHECK_EVERY`], when this node leads the group, it reads the group's parts not settled yet
-//! ([`raft_store::StateReader::cart_parts`]) and takes those whose deadline passed
-//! [`GRACE_MS`] ago (their gateway would have settled them by then). For each, it reads the
-//! primary part in this node's own replica of the primary's group:
+//! ([`raft_store::StateReader::cart_parts`]) and, for each, the primary part in this node's
+//! own replica of the primary's group. It settles a part once its gateway had [`GRACE_MS`] to
+//! do so, counted from the part's deadline or from the primary part's decision, whichever is
+//! first (a hold across groups is decided when its buyer pays or cancels, long before its
+//! deadline):
 //! - confirmed: the cart is bought, and the part is committed (an order);
 //! - released or expired: the cart is not bought, and the part is released;
 //! - still held, or not there yet (this replica is behind): no decision yet, so it waits. The
@@ -109,9 +111,10 @@ fn decided_parts(
         let Some(hold) = group.reader.hold(part).map_err(|e| e.to_string())? else {
             continue;
         };
-        if hold.state != HoldState::Held || now < hold.expires_at_ms.saturating_add(GRACE_MS) {
+        if hold.state != HoldState::Held {
             continue;
         }
+        let past_deadline = now >= hold.expires_at_ms.saturating_add(GRACE_MS);
         let decided = match state.groups.get(usize::from(OrderId(primary.0).group())) {
             Some(primary_group) => primary_group
                 .reader
@@ -120,11 +123,20 @@ fn decided_parts(
             // A group this cluster does not have: never placed by a gateway of it.
             None => None,
         };
-        let commit = match decided.map(|primary| primary.state) {
-            Some(HoldState::Confirmed { .. }) => true,
-            Some(HoldState::Released | HoldState::Expired) => false,
-            // Not decided yet: wait.
-            Some(HoldState::Held) => continue,
+        let commit = match decided.map(|primary| (primary.state, primary.changed_at_ms)) {
+            // Decided: settled here once its gateway had its grace, from the deadline or,
+            // for a hold across groups confirmed or released early, from the decision.
+            Some((state, decided_at_ms))
+                if past_deadline || now >= decided_at_ms.saturating_add(GRACE_MS) =>
+            {
+                match state {
+                    HoldState::Confirmed { .. } => true,
+                    HoldState::Released | HoldState::Expired => false,
+                    // Not decided yet: wait.
+                    HoldState::Held => continue,
+                }
+            }
+            Some(_) => continue,
             // Not applied here yet: wait. Long past the part's deadline, this replica of the
             // primary's group lags far behind, or no longer holds the primary part (forgotten
             // past the idempotency horizon): say so below, and still never guess.

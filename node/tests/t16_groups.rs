@@ -412,6 +412,211 @@ async fn three_groups_route_writes_merge_pages_and_keep_orders_apart() {
     ));
 }
 
+/// Wait until `product`'s view on `shop`'s gateway shows `(stock, held)`.
+async fn wait_stock(shop: &flashstock_client::ShopClient, product: &str, wanted: (u64, u64)) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = shop.product(product).await.unwrap().product;
+        if (seen.stock, seen.held) == wanted {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{product} shows (stock, held) = {:?}, not {wanted:?}",
+            (seen.stock, seen.held)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A hold whose products lie in three groups is one hold for its buyer: placed whole or not at
+/// all, read whole, confirmed into one order per group, released in every group, or expired in
+/// every group when its time runs out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_across_groups_is_held_confirmed_released_and_expired_whole() {
+    const TTL_MS: u64 = 6_000;
+    let cluster = formed(3, 2, |config| {
+        config.cluster.groups = GROUPS;
+        config.checkout.hold_ttl_ms = TTL_MS;
+    })
+    .await;
+    wait_version_everywhere(&cluster).await;
+    let shop = cluster.shop_client();
+    let gateways = cluster.gateway_urls();
+    let second = flashstock_client::ShopClient::new(vec![gateways[1].clone()]);
+    // Enough products for four in each group.
+    let ids: Vec<String> = (0..24).map(|n| format!("h-{n:02}")).collect();
+    for id in &ids {
+        shop.create_product(&create(id, 10)).await.unwrap();
+    }
+    let in_group = |group: u16| -> Vec<String> {
+        ids.iter()
+            .filter(|id| group_of(id, GROUPS) == group)
+            .cloned()
+            .collect()
+    };
+    let (zero, one, two) = (in_group(0), in_group(1), in_group(2));
+    let line = |product: &String, quantity: u32| Line {
+        product: product.clone(),
+        quantity,
+    };
+
+    // Placed: one hold, the primary group's id, every line; a retry gives it back.
+    let lines = vec![line(&two[0], 2), line(&zero[0], 1), line(&one[0], 3)];
+    let held = shop
+        .hold_with_key("hold-across", lines.clone(), Some("ann"))
+        .await
+        .unwrap();
+    assert!(!held.replayed);
+    assert_eq!(OrderId(held.hold.id.0).group(), 0);
+    assert_eq!(held.hold.status, flashstock_api::HoldStatus::Held);
+    assert_eq!(held.hold.expires_at_ms - held.hold.held_at_ms, TTL_MS);
+    let shown: Vec<(String, u32)> = held
+        .hold
+        .lines
+        .iter()
+        .map(|l| (l.product.clone(), l.quantity))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (zero[0].clone(), 1),
+            (one[0].clone(), 3),
+            (two[0].clone(), 2)
+        ]
+    );
+    let again = shop
+        .hold_with_key("hold-across", lines, Some("ann"))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!((again.hold.id, &again.token), (held.hold.id, &held.token));
+    for (product, held_now) in [(&zero[0], 1), (&one[0], 3), (&two[0], 2)] {
+        wait_stock(&shop, product, (10 - held_now, held_now)).await;
+    }
+
+    // Read whole from the other gateway; a wrong token reads nothing.
+    let id = held.hold.id.0;
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+    let view = loop {
+        match second.hold_status(id, &held.token).await {
+            Ok(view) if view.hold.lines.len() == 3 => break view,
+            Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => panic!("the other gateway never showed the whole hold: {other:?}"),
+        }
+    };
+    assert_eq!(view.hold.lines, held.hold.lines);
+    assert!(matches!(
+        second.hold_status(id, &"0".repeat(32)).await,
+        Err(ShopError::Rejected { status: 404, .. })
+    ));
+
+    // Confirmed: one order per group, all with the hold's token, stock sold in each; the
+    // primary group's order carries the confirmation's key. A retry of the confirmation gets
+    // the same orders back; another confirmation, or a release, is refused as for a hold of
+    // one group.
+    let paid = second
+        .confirm_hold_with_key("pay-across", id, &held.token)
+        .await
+        .unwrap();
+    assert!(!paid.replayed);
+    assert_eq!(paid.order.key, "pay-across");
+    assert_eq!(paid.order.id.group(), 0);
+    assert_eq!(paid.order.product, zero[0]);
+    let others: Vec<(u16, String, u32)> = paid
+        .other_orders
+        .iter()
+        .map(|o| (o.id.group(), o.product.clone(), o.quantity))
+        .collect();
+    assert_eq!(others, [(1, one[0].clone(), 3), (2, two[0].clone(), 2)]);
+    assert!(paid
+        .other_orders
+        .iter()
+        .all(|o| o.token.as_deref() == Some(held.token.as_str())));
+    let paid_again = shop
+        .confirm_hold_with_key("pay-across", id, &held.token)
+        .await
+        .unwrap();
+    assert!(paid_again.replayed);
+    assert_eq!(paid_again.order.id, paid.order.id);
+    let again_ids: Vec<OrderId> = paid_again.other_orders.iter().map(|o| o.id).collect();
+    let paid_ids: Vec<OrderId> = paid.other_orders.iter().map(|o| o.id).collect();
+    assert_eq!(again_ids, paid_ids);
+    match shop.confirm_hold(id, &held.token).await {
+        Err(ShopError::Rejected { status, code, .. }) => {
+            assert_eq!((status, code), (409, ErrorCode::HoldFinished))
+        }
+        other => panic!("a confirmed hold was confirmed again: {other:?}"),
+    }
+    match shop.release_hold(id, &held.token).await {
+        Err(ShopError::Rejected { status, code, .. }) => {
+            assert_eq!((status, code), (409, ErrorCode::HoldFinished))
+        }
+        other => panic!("a confirmed hold was released: {other:?}"),
+    }
+    for (product, bought) in [(&zero[0], 1), (&one[0], 3), (&two[0], 2)] {
+        wait_stock(&shop, product, (10 - bought, 0)).await;
+    }
+    let confirmed = shop.hold_status(id, &held.token).await.unwrap().hold;
+    assert_eq!(confirmed.status, flashstock_api::HoldStatus::Confirmed);
+    assert_eq!(confirmed.order, Some(paid.order.id));
+    let other_ids: Vec<OrderId> = paid.other_orders.iter().map(|o| o.id).collect();
+    assert_eq!(confirmed.other_orders, other_ids);
+
+    // Released: the stock is back in every group, and it cannot be confirmed any more.
+    let lines = vec![line(&zero[1], 2), line(&two[1], 2)];
+    let held = shop.hold(lines, None).await.unwrap();
+    wait_stock(&shop, &two[1], (8, 2)).await;
+    let released = shop
+        .release_hold(held.hold.id.0, &held.token)
+        .await
+        .unwrap();
+    assert_eq!(released.hold.status, flashstock_api::HoldStatus::Released);
+    assert_eq!(released.hold.lines.len(), 2);
+    wait_stock(&shop, &zero[1], (10, 0)).await;
+    wait_stock(&shop, &two[1], (10, 0)).await;
+    match shop.confirm_hold(held.hold.id.0, &held.token).await {
+        Err(ShopError::Rejected { status, code, .. }) => {
+            assert_eq!((status, code), (409, ErrorCode::HoldFinished))
+        }
+        other => panic!("a released hold was confirmed: {other:?}"),
+    }
+
+    // Refused whole when one group cannot hold its line: nothing stays held anywhere.
+    let beyond = vec![line(&zero[2], 1), line(&one[1], 50)];
+    match shop.hold(beyond, None).await {
+        Err(ShopError::Rejected { status, code, .. }) => {
+            assert_eq!((status, code), (409, ErrorCode::InsufficientStock))
+        }
+        other => panic!("a hold beyond the stock was placed: {other:?}"),
+    }
+    wait_stock(&shop, &zero[2], (10, 0)).await;
+    wait_stock(&shop, &one[1], (10, 0)).await;
+
+    // Left alone, it expires in every group: the primary part by its group's clock, the
+    // others by their leaders, which read that decision.
+    let lines = vec![line(&zero[3], 1), line(&one[2], 1), line(&two[2], 1)];
+    let held = shop.hold(lines, None).await.unwrap();
+    wait_stock(&shop, &two[2], (9, 1)).await;
+    for product in [&zero[3], &one[2], &two[2]] {
+        wait_stock(&shop, product, (10, 0)).await;
+    }
+    let expired = shop
+        .hold_status(held.hold.id.0, &held.token)
+        .await
+        .unwrap()
+        .hold;
+    assert_eq!(expired.status, flashstock_api::HoldStatus::Expired);
+    match shop.confirm_hold(held.hold.id.0, &held.token).await {
+        Err(ShopError::Rejected { status, code, .. }) => {
+            assert_eq!((status, code), (409, ErrorCode::HoldExpired))
+        }
+        other => panic!("an expired hold was confirmed: {other:?}"),
+    }
+}
+
 /// Each group's archiver, on that group's leader, copies the group's orders; every order
 /// reaches the one table once, and the voters' shared pools stay within their bound.
 #[tokio::test(flavor = "multi_thread")]

@@ -274,6 +274,87 @@ async fn a_cart_of_two_products_is_held_with_a_countdown_seen_elsewhere_live_the
     watcher.close().await;
 }
 
+/// Two products of the shop's catalog whose ids lie in different groups of a cluster of
+/// `groups`: the first in the lower group.
+fn products_in_two_groups(groups: u16) -> (CreateProductRequest, CreateProductRequest) {
+    use flashstock_api::placement::group_of;
+    let names = [
+        "tee-red",
+        "mug-white",
+        "cap-blue",
+        "sock-pair",
+        "bag-tote",
+        "pin-set",
+    ];
+    let first = names[0];
+    let second = names
+        .iter()
+        .find(|id| group_of(id, groups) != group_of(first, groups))
+        .expect("the names cover two groups");
+    let (low, high) = if group_of(first, groups) < group_of(second, groups) {
+        (first, *second)
+    } else {
+        (*second, first)
+    };
+    (
+        item(low, "First of two", 2_000, 30),
+        item(high, "Second of two", 500, 50),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cart_across_raft_groups_is_held_and_paid_as_one_order_per_group() {
+    const GROUPS: u16 = 3;
+    let (low, high) = products_in_two_groups(GROUPS);
+    let cluster = six_nodes(|config| config.cluster.groups = GROUPS).await;
+    wait_cluster_version(
+        &cluster,
+        flashstock_api::cart::CART_CLUSTER_VERSION,
+        ELECTION_WAIT,
+    )
+    .await;
+    create_everywhere(&cluster, &[low.clone(), high.clone()]).await;
+    let base = cluster.public_url(cluster.gateway_ids()[0]);
+    let driver = ChromeDriver::start().await;
+    let buyer = driver.browser().await;
+
+    add_to_cart(&buyer, &base, &low.id, 2).await;
+    add_to_cart(&buyer, &base, &high.id, 3).await;
+    open_cart(&buyer, &base, 2).await;
+    // $40.00 + $15.00.
+    assert_eq!(buyer.text("#cart-total").await.as_deref(), Some("$55.00"));
+
+    // Check out: held in both groups at once, with the hold's countdown.
+    let first = check_out(&buyer).await;
+    assert!((595..=600).contains(&seconds(&first)), "{first}");
+    assert_eq!(counters(&cluster, &low.id).await, (28, 2, 0));
+    assert_eq!(counters(&cluster, &high.id).await, (47, 3, 0));
+
+    // Pay: one order per group, both linked.
+    buyer.click("#pay").await;
+    let paid = in_state(&buyer, "#checkout-result", "confirmed").await;
+    assert!(paid.starts_with("Paid: order #"), "{paid}");
+    assert!(paid.contains(" and order #"), "two orders: {paid}");
+    assert!(paid.ends_with("for 5 items, $55.00."), "{paid}");
+    save_screenshot(&buyer, "cart-across-groups-paid.png").await;
+    assert_eq!(counters(&cluster, &low.id).await, (28, 0, 2));
+    assert_eq!(counters(&cluster, &high.id).await, (47, 0, 3));
+    let (first_order, token) = order_link(&buyer, "#checkout-result a:first-of-type").await;
+    let (second_order, second_token) = order_link(&buyer, "#checkout-result a:last-of-type").await;
+    assert_eq!(
+        token, second_token,
+        "the orders of one cart share its token"
+    );
+    let shop = cluster.shop_client();
+    let mut bought = Vec::new();
+    for id in [first_order, second_order] {
+        let order = shop.order(id, &token).await.expect("the order").order;
+        bought.push((order.product, order.quantity));
+    }
+    assert_eq!(bought, [(low.id.clone(), 2), (high.id.clone(), 3)]);
+    buyer.close().await;
+}
+
 /// How long the holds of the expiry test last: long enough for the page to show the hold and
 /// the test to act on it, short enough to watch it run out.
 const SHORT_HOLD_MS: u64 = 4000;

@@ -1,5 +1,6 @@
 //! `POST /v1/checkout` of a cart whose products lie in several Raft groups: bought whole or not
-//! at all (cluster version 3).
+//! at all (cluster version 3). A hold of such a cart (`hold_across.rs`) places the same parts
+//! and leaves the decision to the buyer's confirmation or release.
 //!
 //! No one group can apply such a cart, so the gateway runs it as a commit in two phases whose
 //! decision lives in one group, the cart's primary group (the lowest group of its products),
@@ -53,98 +54,20 @@ pub(super) async fn checkout_across(
     lines: Vec<Line>,
     customer: Option<String>,
 ) -> Answer {
-    if key.len() > CART_KEY_LEN_MAX {
-        return Err(invalid(format!(
-            "the products of this cart lie in several Raft groups, and such a checkout's \
-             Idempotency-Key is 1 to {CART_KEY_LEN_MAX} characters, not {}",
-            key.len()
-        )));
-    }
-    let groups = gateway.node.groups.len() as u16;
-    let mut parts: BTreeMap<u16, Vec<Line>> = BTreeMap::new();
-    for line in lines {
-        parts
-            .entry(group_of(&line.product, groups))
-            .or_default()
-            .push(line);
-    }
-    for group in parts.keys() {
-        let group = &gateway.node.groups[usize::from(*group)];
-        require_version(group, CART_CLUSTER_VERSION, "a cart across groups")?;
-    }
-    let mut parts = parts.into_iter();
-    let (primary_group, primary_lines) = parts.next().expect("a cart has lines");
-    let ttl_ms = gateway.node.config.checkout.cart_decision_ms;
+    let parts = split_by_group(gateway, &key, lines, "checkout")?;
     let cart = Cart {
         gateway,
         client,
         key: &key,
     };
-
-    // 1. The primary part, whose fate is the cart's.
-    let placed = cart
-        .send(
-            primary_group,
-            Op::HoldPart {
-                lines: primary_lines,
-                customer: customer.clone(),
-                ttl_ms,
-                token: Some(new_order_token()?),
-                primary: None,
-            },
-            None,
-        )
-        .await;
-    let primary = match placed {
-        Ok(Forwarded {
-            outcome: Outcome::Held(hold),
-            ..
-        }) => hold,
-        Ok(Forwarded {
-            outcome: Outcome::Rejected(rejection),
-            ..
-        }) => return Err(rejected(&rejection)),
-        Ok(other) => return Err(unexpected(other)),
-        Err(error) => return Err(forward_failed(error)),
-    };
-    // A replay's part has the first request's token: every part and order shares it.
-    let token = primary.token.clone();
-
-    // 2. The secondary parts, all at once.
-    let secondaries: Vec<(u16, Vec<Line>)> = parts.collect();
-    let placing = secondaries.into_iter().map(|(group, lines)| {
-        let op = Op::HoldPart {
-            lines,
-            customer: customer.clone(),
-            ttl_ms,
-            token: token.clone(),
-            primary: Some(primary.id),
-        };
-        let cart = &cart;
-        async move { (group, cart.send(group, op, None).await) }
-    });
-    let mut held: Vec<(u16, Hold)> = Vec::new();
-    let mut cause: Option<Cause> = None;
-    for (group, placed) in join_all(placing).await {
-        match placed {
-            Ok(Forwarded {
-                outcome: Outcome::Held(hold),
-                ..
-            }) => held.push((group, hold)),
-            Ok(Forwarded {
-                outcome: Outcome::Rejected(rejection),
-                ..
-            }) => {
-                cause.get_or_insert(Cause::Refused(rejection));
-            }
-            Ok(other) => {
-                cause.get_or_insert(Cause::Failed(unexpected(other)));
-            }
-            Err(error) => {
-                cause.get_or_insert(Cause::Failed(forward_failed(error)));
-            }
-        }
-    }
+    let ttl_ms = gateway.node.config.checkout.cart_decision_ms;
+    let Placed {
+        primary_group,
+        primary,
+        held,
+        mut cause,
+        ..
+    } = cart.place(parts, customer, ttl_ms).await?;
 
     // 3. The decision, in the primary group.
     if cause.is_none() {
@@ -177,8 +100,51 @@ pub(super) async fn checkout_across(
     cart.abort(primary_group, primary.id, held, cause).await
 }
 
+/// `lines` by the group of their products, in group order (the first is the cart's primary
+/// group), once `key` leaves room for the suffixes of the parts' keys and every group of the
+/// cart has applied the cluster version of carts across groups. `what`: the request, for
+/// the refusal.
+pub(super) fn split_by_group(
+    gateway: &Gateway,
+    key: &str,
+    lines: Vec<Line>,
+    what: &str,
+) -> Result<BTreeMap<u16, Vec<Line>>, ApiError> {
+    if key.len() > CART_KEY_LEN_MAX {
+        return Err(invalid(format!(
+            "the products of this cart lie in several Raft groups, and such a {what}'s \
+             Idempotency-Key is 1 to {CART_KEY_LEN_MAX} characters, not {}",
+            key.len()
+        )));
+    }
+    let groups = gateway.node.groups.len() as u16;
+    let mut parts: BTreeMap<u16, Vec<Line>> = BTreeMap::new();
+    for line in lines {
+        parts
+            .entry(group_of(&line.product, groups))
+            .or_default()
+            .push(line);
+    }
+    for group in parts.keys() {
+        let group = &gateway.node.groups[usize::from(*group)];
+        require_version(group, CART_CLUSTER_VERSION, "a cart across groups")?;
+    }
+    Ok(parts)
+}
+
+/// What placing a cart's parts left: the primary part, held, and every secondary part held,
+/// or why one was not (the cart must then be aborted).
+pub(super) struct Placed {
+    pub primary_group: u16,
+    pub primary: Hold,
+    /// The primary part's placing was a replay of an earlier request's.
+    pub replayed: bool,
+    pub held: Vec<(u16, Hold)>,
+    pub cause: Option<Cause>,
+}
+
 /// Why a cart is aborted.
-enum Cause {
+pub(super) enum Cause {
     /// A part was refused by its group's state machine: definitely not held, and a retry of
     /// the same request is refused the same way (the refusal is recorded under the part's key).
     Refused(Rejection),
@@ -189,13 +155,101 @@ enum Cause {
 }
 
 /// One cart's commands, sent by this gateway.
-struct Cart<'a> {
-    gateway: &'a Gateway,
-    client: Client,
-    key: &'a str,
+pub(super) struct Cart<'a> {
+    pub gateway: &'a Gateway,
+    pub client: Client,
+    /// The request's idempotency key, from which every part's is made.
+    pub key: &'a str,
 }
 
 impl Cart<'_> {
+    /// Phases 1 and 2: hold the primary group's lines as the primary part, then every other
+    /// group's as secondary parts naming it, all at once, each with a deadline `ttl_ms` after
+    /// it is placed. `Err`: the primary part was not held, and the answer that says why.
+    pub(super) async fn place(
+        &self,
+        parts: BTreeMap<u16, Vec<Line>>,
+        customer: Option<String>,
+        ttl_ms: u64,
+    ) -> Result<Placed, ApiError> {
+        let mut parts = parts.into_iter();
+        let (primary_group, primary_lines) = parts.next().expect("a cart has lines");
+
+        // 1. The primary part, whose fate is the cart's.
+        let placed = self
+            .send(
+                primary_group,
+                Op::HoldPart {
+                    lines: primary_lines,
+                    customer: customer.clone(),
+                    ttl_ms,
+                    token: Some(new_order_token()?),
+                    primary: None,
+                },
+                None,
+            )
+            .await;
+        let (primary, replayed) = match placed {
+            Ok(Forwarded {
+                outcome: Outcome::Held(hold),
+                replayed,
+            }) => (hold, replayed),
+            Ok(Forwarded {
+                outcome: Outcome::Rejected(rejection),
+                ..
+            }) => return Err(rejected(&rejection)),
+            Ok(other) => return Err(unexpected(other)),
+            Err(error) => return Err(forward_failed(error)),
+        };
+        // A replay's part has the first request's token: every part and order shares it.
+        let token = primary.token.clone();
+
+        // 2. The secondary parts, all at once.
+        let placing = parts.map(|(group, lines)| {
+            let op = Op::HoldPart {
+                lines,
+                customer: customer.clone(),
+                ttl_ms,
+                token: token.clone(),
+                primary: Some(primary.id),
+            };
+            async move { (group, self.send(group, op, None).await) }
+        });
+        let mut held: Vec<(u16, Hold)> = Vec::new();
+        let mut cause: Option<Cause> = None;
+        for (group, placed) in join_all(placing).await {
+            match placed {
+                Ok(Forwarded {
+                    outcome: Outcome::Held(hold),
+                    ..
+                }) => held.push((group, hold)),
+                // A refusal is recorded, and answers every retry alike: it says more than a
+                // failure, whose outcome may change on a retry.
+                Ok(Forwarded {
+                    outcome: Outcome::Rejected(rejection),
+                    ..
+                }) => {
+                    if !matches!(cause, Some(Cause::Refused(_))) {
+                        cause = Some(Cause::Refused(rejection));
+                    }
+                }
+                Ok(other) => {
+                    cause.get_or_insert(Cause::Failed(unexpected(other)));
+                }
+                Err(error) => {
+                    cause.get_or_insert(Cause::Failed(forward_failed(error)));
+                }
+            }
+        }
+        Ok(Placed {
+            primary_group,
+            primary,
+            replayed,
+            held,
+            cause,
+        })
+    }
+
     /// Send `op` to `group` under the part's key (`settle`: its settling key).
     async fn send(
         &self,
@@ -208,6 +262,11 @@ impl Cart<'_> {
             Some(commit) => settle_key(&part, commit),
             None => part,
         };
+        self.send_under(group, key, op).await
+    }
+
+    /// Send `op` to `group` under `key`.
+    async fn send_under(&self, group: u16, key: String, op: Op) -> Result<Forwarded, ForwardError> {
         let group = &self.gateway.node.groups[usize::from(group)];
         self.gateway
             .forwarder(group)
@@ -215,8 +274,23 @@ impl Cart<'_> {
             .await
     }
 
+    /// Decide the cart whose primary part is `hold`, in `group`, under the key of the buyer's
+    /// request that decides it (a hold across groups: its confirmation or release), so that
+    /// the request's retries get its answer and another request gets the refusal a hold of one
+    /// group would give.
+    pub(super) async fn decide_under(
+        &self,
+        group: u16,
+        hold: HoldId,
+        commit: bool,
+        key: String,
+    ) -> Result<Forwarded, ForwardError> {
+        let op = Op::SettlePart { hold, commit };
+        self.send_under(group, key, op).await
+    }
+
     /// Settle `hold`, the part in `group`: commit or abort.
-    async fn settle(
+    pub(super) async fn settle(
         &self,
         group: u16,
         hold: HoldId,
@@ -228,7 +302,7 @@ impl Cart<'_> {
 
     /// The cart is bought: settle every secondary part `held` commit, and answer with every
     /// order (201), `first` the primary group's.
-    async fn settle_committed(
+    pub(super) async fn settle_committed(
         &self,
         first: OrderWithLines,
         replayed: bool,
@@ -276,7 +350,7 @@ impl Cart<'_> {
 
     /// The cart is not bought: release the primary part (the decision), then every secondary
     /// part `held`, and answer with why.
-    async fn abort(
+    pub(super) async fn abort(
         &self,
         primary_group: u16,
         primary: HoldId,
@@ -352,7 +426,7 @@ fn released(error: ApiError) -> ApiError {
 }
 
 /// 504: whether the cart is bought is not known here.
-fn decision_unknown(detail: &str) -> ApiError {
+pub(super) fn decision_unknown(detail: &str) -> ApiError {
     ApiError::new(
         StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::OutcomeUnknown,

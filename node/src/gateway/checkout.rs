@@ -4,7 +4,9 @@
 //! their stable code, "definitely not applied" (503) kept apart from "outcome unknown" (504).
 //!
 //! - `POST /v1/holds` `{lines, customer?}`: hold every line for `checkout.hold_ttl_ms`, or
-//!   nothing; 201 with the hold and its token, which the gateway draws like an order's.
+//!   nothing; 201 with the hold and its token, which the gateway draws like an order's. A cart
+//!   whose products lie in several Raft groups is held the same way, as one hold over every
+//!   group, confirmed or released whole (`hold_across.rs`).
 //! - `GET /v1/holds/{id}` with the token (`?token=` or `x-order-token`): the hold.
 //! - `POST /v1/holds/{id}/confirm` / `release` with the token: the order it becomes (201, with
 //!   the hold's token) / the released hold.
@@ -129,7 +131,8 @@ fn hold_id(id: &str) -> Result<u64, ApiError> {
     record_id(id, "a hold")
 }
 
-/// `POST /v1/holds`.
+/// `POST /v1/holds`. A cart whose products lie in several Raft groups is held the same way,
+/// every line or none, as one hold over every group (`hold_across.rs`).
 pub(super) async fn place_hold(
     State(gateway): State<AppState>,
     Extension(source): Extension<Source>,
@@ -146,11 +149,25 @@ pub(super) async fn place_hold(
         token: Some(new_order_token()?),
     };
     let command = Command { key, op };
+    flashstock_api::validate_command(&command).map_err(invalid)?;
     let client =
         gateway
             .admission
             .purchaser(source, customer.as_deref(), tokio::time::Instant::now())?;
-    match submit(&gateway, client, command).await? {
+    let group = match gateway.group_for(&command.op) {
+        Ok(group) => group,
+        Err(_) => {
+            let Command {
+                key,
+                op: Op::Hold { lines, .. },
+            } = command
+            else {
+                unreachable!("built above")
+            };
+            return super::hold_across::place_across(&gateway, client, key, lines, customer).await;
+        }
+    };
+    match submit_in(&gateway, group, client, command).await? {
         Forwarded {
             outcome: Outcome::Held(hold),
             replayed,
@@ -200,21 +217,45 @@ pub(super) async fn get_hold(
     let reader = &group.reader;
     let applied_index = reader.applied_index();
     let hold = reader.hold(HoldId(id)).map_err(ApiError::storage)?;
-    let shown = hold.filter(|hold| match (&hold.token, given) {
+    let shown = hold.filter(|hold| token_matches(hold.token.as_deref(), given));
+    let Some(hold) = shown else {
+        return Err(ApiError::unknown_hold(id));
+    };
+    let details = match super::hold_across::primary_part(&gateway, hold.id)? {
+        Some(across) => super::hold_across::view(&gateway, &across)?,
+        None => HoldDetails::from(&hold),
+    };
+    Ok(fresh(
+        applied_index,
+        HoldView {
+            applied_index,
+            hold: details,
+        },
+    ))
+}
+
+/// Whether a record's `token` is the one `given`; a record without one (placed through the
+/// internal API) opens to no token.
+fn token_matches(token: Option<&str>, given: Option<&str>) -> bool {
+    match (token, given) {
         (Some(token), Some(given)) => {
             crate::internal::constant_time_eq(token.as_bytes(), given.as_bytes())
         }
         _ => false,
-    });
-    match shown {
-        Some(hold) => Ok(fresh(
-            applied_index,
-            HoldView {
-                applied_index,
-                hold: HoldDetails::from(&hold),
-            },
-        )),
-        None => Err(ApiError::unknown_hold(id)),
+    }
+}
+
+/// Hold `id` as the primary part of a hold across groups, if it is one, once `token` matches
+/// it; a wrong token is answered like a hold that does not exist.
+fn across_for(
+    gateway: &Gateway,
+    id: u64,
+    token: &str,
+) -> Result<Option<super::hold_across::Across>, ApiError> {
+    match super::hold_across::primary_part(gateway, HoldId(id))? {
+        Some(across) if token_matches(across.token(), Some(token)) => Ok(Some(across)),
+        Some(_) => Err(ApiError::unknown_hold(id)),
+        None => Ok(None),
     }
 }
 
@@ -320,6 +361,9 @@ pub(super) async fn confirm_hold(
         "a hold",
         ApiError::unknown_hold,
     )?;
+    if let Some(across) = across_for(&gateway, id, &token)? {
+        return super::hold_across::confirm(&gateway, client, key, across).await;
+    }
     confirm(&gateway, client, key, id, Some(token)).await
 }
 
@@ -340,6 +384,9 @@ pub(super) async fn release_hold(
         "a hold",
         ApiError::unknown_hold,
     )?;
+    if let Some(across) = across_for(&gateway, id, &token)? {
+        return super::hold_across::release(&gateway, client, key, across).await;
+    }
     release(&gateway, client, key, id, Some(token)).await
 }
 

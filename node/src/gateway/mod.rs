@@ -41,6 +41,7 @@ mod cart;
 mod checkout;
 pub mod cors;
 pub mod forwarder;
+mod hold_across;
 pub mod ops;
 pub mod pages;
 mod routes;

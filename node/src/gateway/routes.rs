@@ -566,14 +566,12 @@ pub(super) async fn submit_in(
     }
 }
 
-/// 400 for a hold whose products lie in several Raft groups: a hold is one group's record, and
-/// holds across groups are not built (a checkout across groups is: `cart.rs`). Nothing was
-/// proposed.
+/// 400 for a command whose products lie in different Raft groups, of a route that does not
+/// split it (holds and checkouts are split: `hold_across.rs`, `cart.rs`). Nothing was proposed.
 fn spans_groups(gateway: &Gateway, SpansGroups(first, second): SpansGroups) -> ApiError {
     invalid(format!(
-        "the products of this hold lie in different Raft groups ({first} and {second} of this \
-         cluster's {}); a hold must keep to one group's products: split it, or buy the cart at \
-         once with POST /v1/checkout, which may span groups",
+        "the products of this request lie in different Raft groups ({first} and {second} of \
+         this cluster's {}); send one request per group",
         gateway.forwarders.len()
     ))
 }
