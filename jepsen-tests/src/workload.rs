@@ -159,9 +159,9 @@ pub struct WorkloadConfig {
     /// The cluster's `checkout.hold_ttl_ms` for the run: short, so abandoned holds expire
     /// within it.
     pub hold_ttl_ms: u64,
-    /// Raft groups of the cluster: the lines of a hold are drawn from one group's products,
-    /// since a hold across groups is refused; those of half the carts too, and the other
-    /// half's from every group (a cart across groups, bought all or nothing).
+    /// Raft groups of the cluster: the lines of half the holds and half the carts are drawn
+    /// from one group's products, the other half's from every group (a hold or a cart across
+    /// groups, held and bought all or nothing).
     pub groups: u16,
 }
 
@@ -826,7 +826,12 @@ impl Client {
     /// then, once confirmed or released, try the other ending too (refused `hold_finished`).
     /// Every choice is drawn before the first send.
     async fn hold(&mut self) {
-        let lines = self.pick_lines(1, 3, false);
+        // With several groups, half the holds draw their lines from every group: a hold across
+        // groups, confirmed as one order per group and recorded as one ([`merged_answer`]).
+        let lines = match self.config.groups > 1 && self.rng.chance(50) {
+            true => self.pick_lines(2, 3, true),
+            false => self.pick_lines(1, 3, false),
+        };
         let roll = self.rng.below(100);
         let plan = if roll < self.config.release_percent {
             HoldPlan::Release
@@ -847,13 +852,19 @@ impl Client {
         let counts = (settled.attempts, settled.unknown_attempts);
         let (held, result) = match settled.result {
             Ok(HoldResponse {
-                hold,
+                mut hold,
                 token,
                 replayed,
-            }) => (
-                Some((hold.clone(), token)),
-                OpResult::Held { hold, replayed },
-            ),
+            }) => {
+                // A hold across groups lists its lines group by group: recorded, like the
+                // checker sees it, in the request's order.
+                let position = |product: &str| lines.iter().position(|l| l.product == product);
+                hold.lines.sort_by_key(|line| position(&line.product));
+                (
+                    Some((hold.clone(), token)),
+                    OpResult::Held { hold, replayed },
+                )
+            }
             Err(result) => (None, result),
         };
         let target = Target {
@@ -901,6 +912,10 @@ impl Client {
         .await;
         let counts = (settled.attempts, settled.unknown_attempts);
         let result = match settled.result {
+            // Like a cart across groups' orders, a hold across groups' are not cancelled.
+            Ok(changed) if !changed.other_orders.is_empty() => {
+                merged_answer(&key, lines, changed, Some(id))
+            }
             Ok(changed) => {
                 let order = &changed.order;
                 self.own(order.id, order.token.as_deref(), lines.to_vec());
@@ -983,7 +998,9 @@ impl Client {
         let result = match settled.result {
             // Orders of a cart across groups are not cancelled: each group would give back
             // its own lines only, and the checker sees the cart as one order.
-            Ok(changed) if !changed.other_orders.is_empty() => merged_answer(&key, &lines, changed),
+            Ok(changed) if !changed.other_orders.is_empty() => {
+                merged_answer(&key, &lines, changed, None)
+            }
             Ok(changed) => {
                 let order = &changed.order;
                 self.own(order.id, order.token.as_deref(), lines.clone());
@@ -1101,10 +1118,15 @@ fn placed(changed: OrderChanged) -> OpResult {
     }
 }
 
-/// The answer to a cart across groups (one order per group), as one order under the
-/// request's `key`, the way the checker sees the cart in the nodes' states
-/// ([`crate::checker::carts_across::merged_order`]).
-fn merged_answer(key: &str, lines: &[Line], changed: OrderChanged) -> OpResult {
+/// The answer to a cart or a hold across groups (one order per group), as one order under the
+/// request's `key` (a hold's: the confirmation's, naming the hold `hold`), the way the checker
+/// sees it in the nodes' states ([`crate::checker::carts_across::merged_order`]).
+fn merged_answer(
+    key: &str,
+    lines: &[Line],
+    changed: OrderChanged,
+    hold: Option<HoldId>,
+) -> OpResult {
     let part = |order: OrderWithLines| {
         let lines = order
             .lines
@@ -1137,7 +1159,7 @@ fn merged_answer(key: &str, lines: &[Line], changed: OrderChanged) -> OpResult {
     OpResult::Placed {
         order,
         lines: lines.iter().map(Into::into).collect(),
-        hold: None,
+        hold,
         replayed,
     }
 }

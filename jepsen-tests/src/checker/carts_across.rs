@@ -19,10 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flashstock_api::cart::cart_of_order_key;
 use flashstock_api::placement::group_of;
-use flashstock_api::{HoldState, Order, OrderLine, OrderTerms, OrderWithTerms};
+use flashstock_api::{Hold, HoldState, Order, OrderId, OrderLine, OrderTerms, OrderWithTerms};
 
 use super::{line_items, Invariant, NodeState, Verdict};
-use crate::history::History;
+use crate::history::{History, OpKind, OpRecord, OpResult};
 
 /// One order standing for a cart's orders `parts` (each with its lines), requested as
 /// `requested` under `key`: every line, in the request's order; the id, customer, time and
@@ -72,6 +72,11 @@ pub fn merge(history: &History, nodes: &[NodeState], groups: u16) -> (Invariant,
     let sends = history.order_sends();
     let requests: BTreeSet<&str> = sends.keys().copied().collect();
     let (mut bought, mut parts_seen) = (BTreeSet::new(), 0);
+    let hold_requests: BTreeMap<&str, &OpRecord> = history
+        .of_kind(OpKind::Hold)
+        .filter_map(|op| Some((op.key.as_deref()?, op)))
+        .collect();
+    let mut holds_across = BTreeSet::new();
     let merged = nodes
         .iter()
         .map(|node| {
@@ -139,6 +144,7 @@ pub fn merge(history: &History, nodes: &[NodeState], groups: u16) -> (Invariant,
                     },
                 });
             }
+            merge_holds_across(&mut verdict, &mut node, &hold_requests, &mut holds_across);
             node.orders.sort_by_key(|o| o.order.id);
             node.holds.retain(|hold| {
                 let Some(cart) = cart_of_part(&hold.key, &requests) else {
@@ -158,9 +164,156 @@ pub fn merge(history: &History, nodes: &[NodeState], groups: u16) -> (Invariant,
         .collect();
     let invariant = verdict.finish(format!(
         "{} carts across groups bought, each in every group of its lines on every node; {} \
-         parts (over all nodes) settled",
+         parts (over all nodes) settled; {} holds across groups, each ended alike in every \
+         group",
         bought.len(),
-        parts_seen
+        parts_seen,
+        holds_across.len()
     ));
     (invariant, merged)
+}
+
+/// On `node`, each hold across groups (placed by a hold request of the history, its parts under
+/// `K#g<group>`) as the one hold its client was told of, and its orders as one order: the
+/// primary part (the lowest group's) with every part's lines in the request's order (the
+/// workload records the answer so), and the primary
+/// group's order, which carries the confirmation's key and names the hold, with every group's
+/// lines. Checks on the way that every part ended as the primary part did, that no group bought
+/// what the others did not, and that a hold its client was never told of was not bought. A hold
+/// its client was not told of that ended unbought (released by its gateway because a part was
+/// refused, or expired) is dropped: its client was told it was not held, or does not know.
+/// `seen` collects the keys of the holds found.
+fn merge_holds_across(
+    verdict: &mut Verdict,
+    node: &mut NodeState,
+    requests: &BTreeMap<&str, &OpRecord>,
+    seen: &mut BTreeSet<String>,
+) {
+    let keys: BTreeSet<&str> = requests.keys().copied().collect();
+    let mut holds: BTreeMap<String, Vec<Hold>> = BTreeMap::new();
+    node.holds
+        .retain(|hold| match cart_of_part(&hold.key, &keys) {
+            Some(key) => {
+                holds.entry(key.to_owned()).or_default().push(hold.clone());
+                false
+            }
+            None => true,
+        });
+    for (key, mut parts) in holds {
+        seen.insert(key.clone());
+        parts.sort_by_key(|part| OrderId(part.id.0).group());
+        let primary = parts[0].clone();
+        let request = requests.get(key.as_str());
+        let told_held = request.is_some_and(|op| matches!(op.result, OpResult::Held { .. }));
+        // Every part's lines, in the request's order, as the workload records the answer.
+        let position = |product: &str| {
+            request
+                .and_then(|op| op.target.lines.iter().position(|l| l.product == product))
+                .unwrap_or(usize::MAX)
+        };
+        let mut lines: Vec<_> = parts.iter().flat_map(|part| part.lines.clone()).collect();
+        lines.sort_by_key(|line| position(&line.product));
+        for part in &parts[1..] {
+            let alike = match primary.state {
+                HoldState::Held => part.state == HoldState::Held,
+                HoldState::Confirmed { .. } => matches!(part.state, HoldState::Confirmed { .. }),
+                HoldState::Released | HoldState::Expired => part.state == HoldState::Released,
+            };
+            if !alike {
+                verdict.fail(format!(
+                    "node {}: hold across groups {key}: its primary part {} is {:?}, its part {} \\
+                     in group {} is {:?}",
+                    node.id,
+                    primary.id,
+                    primary.state,
+                    part.id,
+                    OrderId(part.id.0).group(),
+                    part.state
+                ));
+            }
+        }
+        // The orders of its other groups, taken out of the node's orders.
+        let part_ids: BTreeSet<_> = parts[1..].iter().map(|part| part.id).collect();
+        let mut others = Vec::new();
+        node.orders.retain(|order| match order.terms.hold {
+            Some(hold) if part_ids.contains(&hold) => {
+                others.push(order.clone());
+                false
+            }
+            _ => true,
+        });
+        let HoldState::Confirmed { order: first } = primary.state else {
+            if !others.is_empty() {
+                verdict.fail(format!(
+                    "node {}: hold across groups {key} is {:?} in its primary group, yet groups \\
+                     {:?} bought their part",
+                    node.id,
+                    primary.state,
+                    others
+                        .iter()
+                        .map(|o| o.order.id.group())
+                        .collect::<Vec<_>>()
+                ));
+            }
+            if !told_held && primary.state != HoldState::Held {
+                // A part refused: its gateway released the primary part while it was placed,
+                // or, when that release did not go through, the primary part expired. Never
+                // its client's hold, and nothing of it was bought (checked above).
+                continue;
+            }
+            let mut merged = primary;
+            merged.key = key.clone();
+            merged.lines = lines;
+            node.holds.push(merged);
+            continue;
+        };
+        if !told_held {
+            verdict.fail(format!(
+                "node {}: hold across groups {key} was bought, though its client was never told \\
+                 it was held",
+                node.id
+            ));
+        }
+        if others.len() != parts.len() - 1 {
+            verdict.fail(format!(
+                "node {}: hold across groups {key} is bought in its primary group and in {} of \\
+                 its {} other groups",
+                node.id,
+                others.len(),
+                parts.len() - 1
+            ));
+        }
+        let Some(position) = node.orders.iter().position(|o| o.order.id == first) else {
+            verdict.fail(format!(
+                "node {}: hold across groups {key} was confirmed as order {first}, which is \\
+                 missing",
+                node.id
+            ));
+            continue;
+        };
+        let first = node.orders.remove(position);
+        let mut merged = primary;
+        merged.key = key.clone();
+        merged.lines = lines;
+        let requested: Vec<(String, u64)> = merged
+            .lines
+            .iter()
+            .map(|line| (line.product.clone(), u64::from(line.quantity)))
+            .collect();
+        let order_key = first.order.key.clone();
+        let cancelled_at_ms = first.terms.cancelled_at_ms;
+        let mut orders = vec![(first.order.clone(), first.lines())];
+        orders.extend(others.iter().map(|o| (o.order.clone(), o.lines())));
+        let (order, lines) = merged_order(&order_key, &requested, orders);
+        node.orders.push(OrderWithTerms {
+            order,
+            terms: OrderTerms {
+                lines,
+                hold: Some(merged.id),
+                cancelled_at_ms,
+            },
+        });
+        node.holds.push(merged);
+    }
+    node.holds.sort_by_key(|hold| hold.id);
 }
