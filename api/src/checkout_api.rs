@@ -232,9 +232,9 @@ pub struct OrderChanged {
     pub order: OrderWithLines,
     /// True when this answers a retry of a request already applied (same idempotency key).
     pub replayed: bool,
-    /// A checkout whose products lie in several Raft groups: the orders of its other groups,
-    /// one per group, with `order`'s token (`order` is the one of the cart's primary group).
-    /// Bought together: all of them or none.
+    /// A checkout, or a confirmed hold, whose products lie in several Raft groups: the orders
+    /// of its other groups, one per group, with `order`'s token (`order` is the one of the
+    /// cart's primary group). Bought together: all of them or none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_orders: Vec<OrderWithLines>,
 }

@@ -246,12 +246,27 @@ fn token_matches(token: Option<&str>, given: Option<&str>) -> bool {
 }
 
 /// Hold `id` as the primary part of a hold across groups, if it is one, once `token` matches
-/// it; a wrong token is answered like a hold that does not exist.
-fn across_for(
+/// it; a wrong token is answered like a hold that does not exist. A hold this gateway's replica
+/// does not hold yet (its client had it from another gateway) is looked for again once the
+/// replica has caught up with its group's leader: proposed as a hold of one group, a part
+/// would be refused.
+async fn across_for(
     gateway: &Gateway,
     id: u64,
     token: &str,
 ) -> Result<Option<super::hold_across::Across>, ApiError> {
+    if gateway.node.groups.len() > 1 {
+        if let Some(group) = gateway.node.group_of_order(OrderId(id)) {
+            if group
+                .reader
+                .hold(HoldId(id))
+                .map_err(ApiError::storage)?
+                .is_none()
+            {
+                super::routes::catch_up_with_leader(gateway, group.number).await?;
+            }
+        }
+    }
     match super::hold_across::primary_part(gateway, HoldId(id))? {
         Some(across) if token_matches(across.token(), Some(token)) => Ok(Some(across)),
         Some(_) => Err(ApiError::unknown_hold(id)),
@@ -361,7 +376,7 @@ pub(super) async fn confirm_hold(
         "a hold",
         ApiError::unknown_hold,
     )?;
-    if let Some(across) = across_for(&gateway, id, &token)? {
+    if let Some(across) = across_for(&gateway, id, &token).await? {
         return super::hold_across::confirm(&gateway, client, key, across).await;
     }
     confirm(&gateway, client, key, id, Some(token)).await
@@ -384,7 +399,7 @@ pub(super) async fn release_hold(
         "a hold",
         ApiError::unknown_hold,
     )?;
-    if let Some(across) = across_for(&gateway, id, &token)? {
+    if let Some(across) = across_for(&gateway, id, &token).await? {
         return super::hold_across::release(&gateway, client, key, across).await;
     }
     release(&gateway, client, key, id, Some(token)).await
