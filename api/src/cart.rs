@@ -28,6 +28,19 @@ pub fn settle_key(part_key: &str, commit: bool) -> String {
     format!("{part_key}#{}", if commit { "c" } else { "a" })
 }
 
+/// Whether `key` has the form of a part's key or of its settling key (`…#g<group>`, then `#c`
+/// or `#a`): those name the commands of carts across groups, and no client request may take
+/// one of them under its own key (a hold's confirmation or release is decided under the
+/// request's key, in the parts' namespace).
+pub fn is_part_or_settle_key(key: &str) -> bool {
+    let part = key
+        .strip_suffix("#c")
+        .or_else(|| key.strip_suffix("#a"))
+        .unwrap_or(key);
+    part.rsplit_once("#g")
+        .is_some_and(|(_, group)| !group.is_empty() && group.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The checkout key and the group of an order placed by committing a cart's part: the inverse
 /// of [`settle_key`] over [`part_key`]. `None` for any other key.
 pub fn cart_of_order_key(key: &str) -> Option<(&str, u16)> {
@@ -51,6 +64,12 @@ mod tests {
         assert_eq!(cart_of_order_key(&settle_key(&part, false)), None);
         assert_eq!(cart_of_order_key("plain-key"), None);
         assert_eq!(cart_of_order_key("k#g01#c"), None);
+        assert!(is_part_or_settle_key(&part));
+        assert!(is_part_or_settle_key(&order));
+        assert!(is_part_or_settle_key(&settle_key(&part, false)));
+        assert!(!is_part_or_settle_key("pay-1"));
+        assert!(!is_part_or_settle_key("k#g"));
+        assert!(!is_part_or_settle_key("k#gx#c"));
         let longest = "k".repeat(CART_KEY_LEN_MAX);
         assert!(settle_key(&part_key(&longest, 63), true).len() <= KEY_LEN_MAX);
     }

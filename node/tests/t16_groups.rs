@@ -517,6 +517,16 @@ async fn a_hold_across_groups_is_held_confirmed_released_and_expired_whole() {
     // primary group's order carries the confirmation's key. A retry of the confirmation gets
     // the same orders back; another confirmation, or a release, is refused as for a hold of
     // one group.
+    // A confirmation may not be keyed like a cart's own commands: refused, nothing decided.
+    match second
+        .confirm_hold_with_key("pay-across#g1#c", id, &held.token)
+        .await
+    {
+        Err(ShopError::Rejected { status, code, .. }) => {
+            assert_eq!((status, code), (400, ErrorCode::InvalidRequest))
+        }
+        other => panic!("a confirmation keyed like a part was taken: {other:?}"),
+    }
     let paid = second
         .confirm_hold_with_key("pay-across", id, &held.token)
         .await

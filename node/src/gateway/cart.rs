@@ -54,7 +54,6 @@ pub(super) async fn checkout_across(
     lines: Vec<Line>,
     customer: Option<String>,
 ) -> Answer {
-    let parts = split_by_group(gateway, &key, lines, "checkout")?;
     let cart = Cart {
         gateway,
         client,
@@ -67,7 +66,7 @@ pub(super) async fn checkout_across(
         held,
         mut cause,
         ..
-    } = cart.place(parts, customer, ttl_ms).await?;
+    } = cart.place(lines, customer, ttl_ms, "checkout").await?;
 
     // 3. The decision, in the primary group.
     if cause.is_none() {
@@ -104,7 +103,7 @@ pub(super) async fn checkout_across(
 /// group), once `key` leaves room for the suffixes of the parts' keys and every group of the
 /// cart has applied the cluster version of carts across groups. `what`: the request, for
 /// the refusal.
-pub(super) fn split_by_group(
+fn split_by_group(
     gateway: &Gateway,
     key: &str,
     lines: Vec<Line>,
@@ -163,15 +162,18 @@ pub(super) struct Cart<'a> {
 }
 
 impl Cart<'_> {
-    /// Phases 1 and 2: hold the primary group's lines as the primary part, then every other
-    /// group's as secondary parts naming it, all at once, each with a deadline `ttl_ms` after
-    /// it is placed. `Err`: the primary part was not held, and the answer that says why.
+    /// Phases 1 and 2: split `lines` by group ([`split_by_group`], `what` naming the request),
+    /// hold the primary group's lines as the primary part, then every other group's as
+    /// secondary parts naming it, all at once, each with a deadline `ttl_ms` after it is
+    /// placed. `Err`: the primary part was not held, and the answer that says why.
     pub(super) async fn place(
         &self,
-        parts: BTreeMap<u16, Vec<Line>>,
+        lines: Vec<Line>,
         customer: Option<String>,
         ttl_ms: u64,
+        what: &str,
     ) -> Result<Placed, ApiError> {
+        let parts = split_by_group(self.gateway, self.key, lines, what)?;
         let mut parts = parts.into_iter();
         let (primary_group, primary_lines) = parts.next().expect("a cart has lines");
 

@@ -221,7 +221,7 @@ pub(super) async fn get_hold(
     let Some(hold) = shown else {
         return Err(ApiError::unknown_hold(id));
     };
-    let details = match super::hold_across::primary_part(&gateway, hold.id)? {
+    let details = match super::hold_across::primary_part(group, hold.clone())? {
         Some(across) => super::hold_across::view(&gateway, &across)?,
         None => HoldDetails::from(&hold),
     };
@@ -247,27 +247,31 @@ fn token_matches(token: Option<&str>, given: Option<&str>) -> bool {
 
 /// Hold `id` as the primary part of a hold across groups, if it is one, once `token` matches
 /// it; a wrong token is answered like a hold that does not exist. A hold this gateway's replica
-/// does not hold yet (its client had it from another gateway) is looked for again once the
-/// replica has caught up with its group's leader: proposed as a hold of one group, a part
-/// would be refused.
+/// does not hold yet, placed at an index past the one it applied (its client had it from
+/// another gateway), is looked for again once the replica has caught up with its group's
+/// leader: proposed as a hold of one group, a part would be refused. An id at an index the
+/// replica has applied is absent for good: no read index is spent on it.
 async fn across_for(
     gateway: &Gateway,
     id: u64,
     token: &str,
 ) -> Result<Option<super::hold_across::Across>, ApiError> {
-    if gateway.node.groups.len() > 1 {
-        if let Some(group) = gateway.node.group_of_order(OrderId(id)) {
-            if group
-                .reader
-                .hold(HoldId(id))
-                .map_err(ApiError::storage)?
-                .is_none()
-            {
-                super::routes::catch_up_with_leader(gateway, group.number).await?;
-            }
-        }
+    if gateway.node.groups.len() == 1 {
+        return Ok(None);
     }
-    match super::hold_across::primary_part(gateway, HoldId(id))? {
+    let Some(group) = gateway.node.group_of_order(OrderId(id)) else {
+        return Ok(None);
+    };
+    let read = || group.reader.hold(HoldId(id)).map_err(ApiError::storage);
+    let mut hold = read()?;
+    if hold.is_none() && OrderId(id).log_index() > group.reader.applied_index() {
+        super::routes::catch_up_with_leader(gateway, group.number).await?;
+        hold = read()?;
+    }
+    let Some(hold) = hold else {
+        return Ok(None);
+    };
+    match super::hold_across::primary_part(group, hold)? {
         Some(across) if token_matches(across.token(), Some(token)) => Ok(Some(across)),
         Some(_) => Err(ApiError::unknown_hold(id)),
         None => Ok(None),

@@ -39,17 +39,17 @@
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use flashstock_api::cart::part_key;
+use flashstock_api::cart::{is_part_or_settle_key, part_key};
 use flashstock_api::{
-    ErrorCode, Hold, HoldDetails, HoldId, HoldReleased, HoldResponse, HoldState, Line, Op, OrderId,
-    OrderWithLines, Outcome, Rejection,
+    ErrorCode, Hold, HoldDetails, HoldReleased, HoldResponse, HoldState, Line, Op, OrderWithLines,
+    Outcome, Rejection,
 };
 use futures::future::join_all;
 use raft_store::inventory::{KeyRecord, CART_KEY_PREFIX};
 
-use super::cart::{decision_unknown, split_by_group, Cart, Cause, Placed};
+use super::cart::{decision_unknown, Cart, Cause, Placed};
 use super::forwarder::ForwardError;
-use super::routes::{catch_up_with_leader, forward_failed, rejected, unexpected, Answer};
+use super::routes::{catch_up_with_leader, forward_failed, invalid, rejected, unexpected, Answer};
 use super::{Client, Forwarded, Gateway};
 use crate::api_error::ApiError;
 
@@ -62,7 +62,6 @@ pub(super) async fn place_across(
     lines: Vec<Line>,
     customer: Option<String>,
 ) -> Answer {
-    let parts = split_by_group(gateway, &key, lines, "hold")?;
     let cart = Cart {
         gateway,
         client,
@@ -75,7 +74,7 @@ pub(super) async fn place_across(
         replayed,
         held,
         cause,
-    } = cart.place(parts, customer, ttl_ms).await?;
+    } = cart.place(lines, customer, ttl_ms, "hold").await?;
     match cause {
         None => {}
         // Recorded under the part's key: every attempt of this request is refused alike, so
@@ -133,19 +132,10 @@ impl Across {
     }
 }
 
-/// The primary part that hold `id` is, if it is one (placed by `POST /v1/holds` or `POST
-/// /v1/checkout` of a cart across groups): told by the command that placed it, whose record
-/// lives as long as the hold's.
-pub(super) fn primary_part(gateway: &Gateway, id: HoldId) -> Result<Option<Across>, ApiError> {
-    if gateway.node.groups.len() == 1 {
-        return Ok(None);
-    }
-    let Some(group) = gateway.node.group_of_order(OrderId(id.0)) else {
-        return Ok(None);
-    };
-    let Some(hold) = group.reader.hold(id).map_err(ApiError::storage)? else {
-        return Ok(None);
-    };
+/// The primary part that `hold`, read in `group`, is, if it is one (placed by `POST
+/// /v1/holds` or `POST /v1/checkout` of a cart across groups): told by the command that placed
+/// it, whose record lives as long as the hold's.
+pub(super) fn primary_part(group: &crate::Group, hold: Hold) -> Result<Option<Across>, ApiError> {
     let record = part_record(group, &hold.key)?;
     let is_primary = matches!(
         record.map(|record| record.op),
@@ -161,6 +151,20 @@ pub(super) fn primary_part(gateway: &Gateway, id: HoldId) -> Result<Option<Acros
         hold,
         cart_key,
     }))
+}
+
+/// The key a buyer's confirmation or release decides a hold across groups under: the
+/// request's own, which must not have the form of a part's or settling key (the decision's
+/// record lives beside theirs, and such a key could take one of their records first).
+fn decision_key(key: String) -> Result<String, ApiError> {
+    if is_part_or_settle_key(&key) {
+        return Err(invalid(format!(
+            "the Idempotency-Key of a confirmation or release of a hold across Raft groups may \
+             not end in #g<group>, #g<group>#c or #g<group>#a, which name a cart's commands: \
+             {key:?}"
+        )));
+    }
+    Ok(key)
 }
 
 /// The idempotency record of the part placed under `key` in `group`: kept apart from the
@@ -228,6 +232,7 @@ pub(super) async fn confirm(
     key: String,
     across: Across,
 ) -> Answer {
+    let key = decision_key(key)?;
     // Every part placed before the hold was answered is applied on its group's leader: after
     // these, this node's replicas hold each of them.
     let groups =
@@ -288,6 +293,7 @@ pub(super) async fn release(
     key: String,
     across: Across,
 ) -> Answer {
+    let key = decision_key(key)?;
     let parts = secondary_parts(gateway, &across)?;
     let cart = Cart {
         gateway,
