@@ -15,7 +15,9 @@
 //! stays readable through its open handle until the sender closes it.
 //!
 //! **Building** streams a RocksDB snapshot of the column family into `building-*`, patches the
-//! count at the front, fsyncs, renames. A build never replaces a newer snapshot (a follower may
+//! count at the front, fsyncs, flushes the column family's memtables (the state's writes skip
+//! the write-ahead log, so this is what makes the state up to the snapshot durable before the
+//! log behind it may be purged), renames. A build never replaces a newer snapshot (a follower may
 //! install one while it builds).
 //!
 //! **Installing** streams the received file into an SST file holding a range deletion of the
@@ -335,6 +337,15 @@ impl Snapshots {
         let subject = || ErrorSubject::Snapshot(None);
         let building = self.dir.join(format!("{BUILDING}{}", now_ns()));
         let written = self.write_state(&building);
+        // The state's writes skip the WAL (`state_machine`): flush what is applied now, which is
+        // at least what the file holds, before openraft hears of the snapshot and may purge the
+        // log up to it. A crash then never leaves the state behind the purged log.
+        let written = written.and_then(|found| {
+            self.db
+                .flush_cf(self.group.state(&self.db))
+                .map_err(|e| write_error(subject(), &e))?;
+            Ok(found)
+        });
         let (last_log_id, last_membership) = match written {
             Ok(found) => found,
             Err(e) => {
