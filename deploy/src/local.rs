@@ -534,6 +534,22 @@ impl LocalCluster {
             }
             None => Command::new(&self.binary),
         };
+        // The fields themselves, not `cpu_budget_of`: `node` still borrows `self.nodes`.
+        let budget = match node.role {
+            Role::Gateway => self
+                .gateway_cpu_budget
+                .as_ref()
+                .or(self.cpu_budget.as_ref()),
+            Role::Voter => self.cpu_budget.as_ref(),
+        };
+        if let Some(budget) = budget {
+            // A server of its own with this budget would have that many cores, and the node's
+            // runtime would start one worker thread per core. Placed in its cgroup only once
+            // started, the node would see every core of this machine instead, and its workers
+            // would wake one another for work its quota lets only one of them do.
+            let cores = budget.cores().ceil().max(1.0) as u32;
+            command.env("TOKIO_WORKER_THREADS", cores.to_string());
+        }
         let child = command
             .process_group(0)
             .arg("--config")
@@ -547,14 +563,6 @@ impl LocalCluster {
             .stderr(log)
             .spawn()?;
         // `ip netns exec` execs the node in place: the child's id is the node's.
-        // The fields themselves, not `cpu_budget_of`: `node` still borrows `self.nodes`.
-        let budget = match node.role {
-            Role::Gateway => self
-                .gateway_cpu_budget
-                .as_ref()
-                .or(self.cpu_budget.as_ref()),
-            Role::Voter => self.cpu_budget.as_ref(),
-        };
         if let Some(budget) = budget {
             if let Err(e) = budget.place(&format!("node-{id}"), child.id()) {
                 let mut child = child;
