@@ -110,6 +110,21 @@ fn contents(reader: &StateReader) -> (Vec<ProductRecord>, Vec<OrderRecord>) {
     )
 }
 
+/// The store read by `reader` holds what the reference does: products, orders with their terms,
+/// and the horizons, archive cursor and order counters.
+fn assert_same_as(reader: &StateReader, reference: &MemState) {
+    let (products, orders) = contents(reader);
+    assert_eq!(
+        products,
+        reference.products.values().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        orders,
+        reference.orders.values().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(reader.inventory_meta().unwrap(), reference.meta);
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
 }
@@ -136,17 +151,8 @@ fn rocksdb_state_matches_the_reference_and_survives_a_reopen() {
         assert!(matches!(outcomes.last().unwrap()[1], Outcome::Duplicate(_)));
         let reader = sm.reader();
         assert_eq!(reader.applied_index(), proposals().len() as u64);
-        let (products, orders) = contents(&reader);
-        assert_eq!(
-            products,
-            reference.products.values().cloned().collect::<Vec<_>>()
-        );
-        assert_eq!(
-            orders,
-            reference.orders.values().cloned().collect::<Vec<_>>()
-        );
+        assert_same_as(&reader, &reference);
         let meta = reader.inventory_meta().unwrap();
-        assert_eq!(meta, reference.meta);
         // The history archives some orders, drops some of those, and leaves a backlog: the
         // comparison above covered all three paths.
         assert!(
@@ -165,17 +171,7 @@ fn rocksdb_state_matches_the_reference_and_survives_a_reopen() {
         assert_eq!(applied, Some(last), "the applied log id");
         let reader = sm.reader();
         assert_eq!(reader.applied_index(), last.index);
-        let (products, orders) = contents(&reader);
-        assert_eq!(
-            products,
-            reference.products.values().cloned().collect::<Vec<_>>()
-        );
-        assert_eq!(
-            orders,
-            reference.orders.values().cloned().collect::<Vec<_>>()
-        );
-        // Horizons, archive cursor and order counters.
-        assert_eq!(reader.inventory_meta().unwrap(), reference.meta);
+        assert_same_as(&reader, &reference);
     });
 }
 
@@ -184,15 +180,21 @@ const CRASH_CHILD_DIR: &str = "FLASHSTOCK_TEST_CRASH_DIR";
 /// The entries that child applies before it builds a snapshot.
 const APPLIED_BEFORE_BUILD: usize = 10;
 
-/// The applied log id in the `state` column family of the closed store in `dir`, opened bare:
-/// what its files and write-ahead log hold, before anything of the store runs.
-fn applied_on_disk(dir: &std::path::Path) -> Option<LogId<u64>> {
-    let db = rocksdb::DB::open_cf(
+/// The closed store in `dir`, opened bare: its column families as RocksDB finds them, with
+/// nothing of the store run on them.
+fn open_bare(dir: &std::path::Path) -> rocksdb::DB {
+    rocksdb::DB::open_cf(
         &rocksdb::Options::default(),
         dir,
         raft_store::keys::COLUMN_FAMILIES,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The applied log id in the `state` column family of the closed store in `dir`, opened bare:
+/// what its files and write-ahead log hold, before anything of the store runs.
+fn applied_on_disk(dir: &std::path::Path) -> Option<LogId<u64>> {
+    let db = open_bare(dir);
     let cf = raft_store::keys::cf(&db, raft_store::keys::CF_STATE);
     let bytes = db
         .get_cf(cf, raft_store::keys::StateKey::Applied.encode())
@@ -270,16 +272,7 @@ fn a_crash_loses_only_applies_the_log_makes_again() {
         sm.apply(again).await.unwrap();
         let reader = sm.reader();
         assert_eq!(reader.applied_index(), proposals().len() as u64);
-        let (products, orders) = contents(&reader);
-        assert_eq!(
-            products,
-            reference.products.values().cloned().collect::<Vec<_>>()
-        );
-        assert_eq!(
-            orders,
-            reference.orders.values().cloned().collect::<Vec<_>>()
-        );
-        assert_eq!(reader.inventory_meta().unwrap(), reference.meta);
+        assert_same_as(&reader, &reference);
     });
 }
 
@@ -406,27 +399,14 @@ fn entries_after_an_install_see_the_installed_state() {
         let file = received(&mut target, &bytes).await;
         target.install_snapshot(&snapshot.meta, file).await.unwrap();
         target.apply(rest).await.unwrap();
-        let (products, orders) = contents(&target.reader());
-        assert_eq!(
-            products,
-            reference.products.values().cloned().collect::<Vec<_>>()
-        );
-        assert_eq!(
-            orders,
-            reference.orders.values().cloned().collect::<Vec<_>>()
-        );
+        assert_same_as(&target.reader(), &reference);
     });
 }
 
 /// The raw `m/format` record of the store in `dir`, or a new value written to it. The store
 /// must be closed.
 fn format_record(dir: &std::path::Path, write: Option<u32>) -> Option<Vec<u8>> {
-    let db = rocksdb::DB::open_cf(
-        &rocksdb::Options::default(),
-        dir,
-        raft_store::keys::COLUMN_FAMILIES,
-    )
-    .unwrap();
+    let db = open_bare(dir);
     let cf = raft_store::keys::cf(&db, raft_store::keys::CF_STATE);
     if let Some(format) = write {
         db.put_cf(cf, b"m/format", format.to_le_bytes()).unwrap();
@@ -605,12 +585,7 @@ fn with_raft_family(
     dir: &std::path::Path,
     write: impl FnOnce(&rocksdb::DB, &rocksdb::ColumnFamily),
 ) {
-    let db = rocksdb::DB::open_cf(
-        &rocksdb::Options::default(),
-        dir,
-        raft_store::keys::COLUMN_FAMILIES,
-    )
-    .unwrap();
+    let db = open_bare(dir);
     write(&db, raft_store::keys::cf(&db, raft_store::keys::CF_RAFT));
 }
 
