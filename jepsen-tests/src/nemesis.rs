@@ -1188,8 +1188,11 @@ async fn change_membership(
             let client = cluster.voter_client().for_group(group);
             let voters = voters.clone();
             async move {
+                // Among the voters to be, not every voter: after an attempt whose outcome was
+                // unknown but which went through, a voter it removed still names itself or its
+                // old leader, which no member tells otherwise any more.
                 let leader = cluster
-                    .wait_for_group_leader_among(group, &cluster.voter_ids(), LEADER_WAIT)
+                    .wait_for_group_leader_among(group, &voters, LEADER_WAIT)
                     .await
                     .map_err(|e| flashstock_client::Error::OutcomeUnknown {
                         message: e.to_string(),

@@ -301,14 +301,20 @@ const HALFWAY_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// change; if that future is dropped in between (its caller timed out or went away, or the leader
 /// changed), the joint configuration stays in force, every commit keeps needing both majorities,
 /// and every later change is refused as "in progress". This task proposes the second entry
-/// whenever it finds a committed joint configuration on the leader. Former voters that the new
-/// configuration leaves out are removed, as `stockctl cluster remove` removes them.
+/// whenever it finds the same committed joint configuration on the leader at two checks in a
+/// row. Once is not enough: the change's own future proposes the second entry a moment after
+/// the joint one commits, and a finisher that raced it made that future fail with "a change is
+/// in progress" although the change went through, so its caller saw an unknown outcome (found
+/// by the fault harness). Former voters that the new configuration leaves out are removed, as
+/// `stockctl cluster remove` removes them.
 pub async fn finish_halfway_changes(
     state: std::sync::Arc<NodeState>,
     group: u16,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let group = &state.groups[usize::from(group)];
+    // The log index of the committed joint configuration the last check found, if any.
+    let mut seen_joint: Option<u64> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HALFWAY_CHECK_EVERY) => {}
@@ -316,12 +322,18 @@ pub async fn finish_halfway_changes(
         }
         let metrics = group.raft.metrics().borrow().clone();
         if metrics.current_leader != Some(state.id) {
+            seen_joint = None;
             continue;
         }
         let view = status(state.id, &metrics, committed_index(group).await);
         let (true, [_, last]) = (view.committed, view.configs.as_slice()) else {
+            seen_joint = None;
             continue;
         };
+        if seen_joint != view.log_index {
+            seen_joint = view.log_index;
+            continue;
+        }
         let voters: BTreeSet<NodeId> = last.iter().copied().collect();
         tracing::warn!(
             configs = %describe_configs(&view.configs),
