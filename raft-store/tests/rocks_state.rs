@@ -523,7 +523,7 @@ fn a_snapshot_in_a_newer_format_is_refused_and_changes_nothing() {
 /// the state grows by hundreds of MiB, the WAL holds only the few writes that go through it (a
 /// vote here). Before, it held every write of the state, and the `raft` family, written rarely,
 /// kept each WAL file alive until the store's bound on the WAL made RocksDB flush it; that bound
-/// now holds the log's appends, the one large writer left.
+/// now holds the log's appends, the one large writer left (`log_store::tests`).
 #[test]
 fn the_write_ahead_log_stays_small_while_the_state_grows() {
     use openraft::storage::RaftLogStorage;
