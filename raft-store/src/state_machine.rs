@@ -69,9 +69,9 @@ pub struct StateMachine {
     /// Written only by a restore, with the node stopped, and carried by snapshots: read at
     /// open and after a snapshot is installed, not once per entry.
     incarnations: Arc<Incarnations>,
-    /// Where the scans of the time-ordered indexes start: not part of the state.
-    floors: Arc<ScanFloors>,
-    products: Arc<ProductCache>,
+    /// Where the scans of the time-ordered indexes start, and product records: not part of the
+    /// state.
+    memory: Arc<ApplyMemory>,
     snapshots: Arc<Snapshots>,
     observer: Option<Observer>,
 }
@@ -129,6 +129,15 @@ impl ScanFloors {
             }
         }
     }
+}
+
+/// What the apply keeps in memory beside the state of one group. Never part of the state: it
+/// changes no outcome, only where reads start or land. Made anew at open and when a snapshot is
+/// installed, which replaces the state it describes.
+#[derive(Debug, Default)]
+struct ApplyMemory {
+    floors: ScanFloors,
+    products: ProductCache,
 }
 
 /// Most products whose records [`ProductCache`] keeps per group: the hot products of a sale,
@@ -215,8 +224,7 @@ impl StateMachine {
             db,
             reader,
             incarnations,
-            floors: Arc::default(),
-            products: Arc::default(),
+            memory: Arc::default(),
             snapshots,
             observer: None,
         })
@@ -236,8 +244,7 @@ impl StateMachine {
         db: &DB,
         group: &Group,
         incarnations: &Incarnations,
-        floors: &ScanFloors,
-        cache: &ProductCache,
+        memory: &ApplyMemory,
         entries: Vec<Entry>,
         changes: &broadcast::Sender<ProductChange>,
     ) -> StorageResult<Vec<Vec<Outcome>>> {
@@ -247,7 +254,7 @@ impl StateMachine {
         options.disable_wal(true);
         for entry in entries {
             let log_id = entry.log_id;
-            let mut overlay = Overlay::new(db, group, incarnations, floors, cache);
+            let mut overlay = Overlay::new(db, group, incarnations, memory);
             let outcomes = match &entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(proposal) => {
@@ -265,7 +272,7 @@ impl StateMachine {
             db.write_opt(batch, &options)
                 .map_err(|e| write_error(ErrorSubject::Apply(log_id), &e))?;
             for record in products.values() {
-                cache.put(record);
+                memory.products.put(record);
             }
             for ProductRecord { product, terms } in products.into_values() {
                 // No subscriber is not an error.
@@ -303,20 +310,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let group = self.reader.group.clone();
         let changes = self.reader.changes.clone();
         let incarnations = self.incarnations.clone();
-        let floors = self.floors.clone();
-        let cache = self.products.clone();
+        let memory = self.memory.clone();
         let observer = self.observer.clone();
         let responses = tokio::task::spawn_blocking(move || {
             let began = std::time::Instant::now();
-            let applied = Self::apply_blocking(
-                &db,
-                &group,
-                &incarnations,
-                &floors,
-                &cache,
-                entries,
-                &changes,
-            );
+            let applied =
+                Self::apply_blocking(&db, &group, &incarnations, &memory, entries, &changes);
             if let Some(observe) = observer {
                 observe(StoreStage::Apply, began.elapsed());
             }
@@ -351,8 +350,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .expect("snapshot install task does not panic")?;
         self.incarnations = Arc::new(self.reader.incarnations()?);
-        self.floors = Arc::default();
-        self.products = Arc::default();
+        self.memory = Arc::default();
         self.reader.applied.send_replace(index);
         Ok(())
     }
@@ -760,7 +758,8 @@ struct Overlay<'a> {
     cluster_version: std::cell::Cell<Option<u32>>,
     incarnations: &'a Incarnations,
     floors: &'a ScanFloors,
-    cache: &'a ProductCache,
+    /// Product records as the state holds them, read before the database.
+    cached: &'a ProductCache,
 }
 
 impl<'a> Overlay<'a> {
@@ -768,8 +767,7 @@ impl<'a> Overlay<'a> {
         db: &'a DB,
         group: &'a Group,
         incarnations: &'a Incarnations,
-        floors: &'a ScanFloors,
-        cache: &'a ProductCache,
+        memory: &'a ApplyMemory,
     ) -> Overlay<'a> {
         Overlay {
             db,
@@ -785,8 +783,8 @@ impl<'a> Overlay<'a> {
             meta: None,
             cluster_version: std::cell::Cell::new(None),
             incarnations,
-            floors,
-            cache,
+            floors: &memory.floors,
+            cached: &memory.products,
         }
     }
 
@@ -914,12 +912,12 @@ impl InventoryState for Overlay<'_> {
         if let Some(record) = self.products.get(id) {
             return Ok(Some(record.clone()));
         }
-        if let Some(record) = self.cache.get(id) {
+        if let Some(record) = self.cached.get(id) {
             return Ok(Some(record));
         }
         let record = self.read_with(StateKey::Product(id), ProductRecord::decode)?;
         if let Some(record) = &record {
-            self.cache.put(record);
+            self.cached.put(record);
         }
         Ok(record)
     }
