@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api_error::{error, ApiError};
 use crate::auth::{self, Caller};
-use crate::membership::{self, Refusal};
+use crate::membership::{self, Concurrent, Refusal};
 use crate::network::{APPEND_PATH, ELECT_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::NodeState;
 use flashstock_client::wire::Route;
@@ -800,15 +800,20 @@ async fn change_within(
     match tokio::time::timeout(MEMBERSHIP_CHANGE_WAIT, change).await {
         Ok(Ok(written)) => Ok(written.log_id.index),
         Ok(Err(e)) => Err(membership_error(e)),
-        Err(_) => Err(error(
-            StatusCode::GATEWAY_TIMEOUT,
-            ErrorCode::OutcomeUnknown,
-            format!(
-                "the change was proposed and did not complete within {MEMBERSHIP_CHANGE_WAIT:?}; \
-                 `stockctl cluster status` shows whether it is in progress and what it waits for"
-            ),
-        )),
+        Err(_) => Err(change_unknown()),
     }
+}
+
+/// 504: a change proposed that did not complete within [`MEMBERSHIP_CHANGE_WAIT`].
+fn change_unknown() -> Response {
+    error(
+        StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::OutcomeUnknown,
+        format!(
+            "the change was proposed and did not complete within {MEMBERSHIP_CHANGE_WAIT:?}; \
+             `stockctl cluster status` shows whether it is in progress and what it waits for"
+        ),
+    )
 }
 
 /// Add a learner and, unless asked not to, wait (boundedly) for it to catch up, so that
@@ -894,17 +899,35 @@ async fn change_membership(
     // In a task of its own: the change is two entries, and a caller that goes away between
     // them must not leave the joint configuration in force.
     let raft = group.raft.clone();
-    let change = tokio::spawn(async move { raft.change_membership(voters, request.retain).await });
-    let change = async move {
-        match change.await {
-            Ok(result) => result,
-            Err(e) => {
-                tracing::error!(error = %e, "the membership change task failed");
-                Err(RaftError::Fatal(openraft::error::Fatal::Panicked))
+    let target = voters.clone();
+    let change = tokio::spawn(async move { raft.change_membership(target, request.retain).await });
+    let began = tokio::time::Instant::now();
+    let changed = match tokio::time::timeout(MEMBERSHIP_CHANGE_WAIT, change).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the membership change task failed");
+            Err(RaftError::Fatal(openraft::error::Fatal::Panicked))
+        }
+        Err(_) => return change_unknown(),
+    };
+    let changed = match changed {
+        // Perhaps this change, its last entry proposed by the finisher of changes left halfway
+        // ([`membership::finished_concurrently`]).
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(in_progress),
+        ))) => {
+            let left = MEMBERSHIP_CHANGE_WAIT.saturating_sub(began.elapsed());
+            match membership::finished_concurrently(&state, group, &voters, left).await {
+                Concurrent::Done(log_index) => Ok(log_index),
+                Concurrent::UnderWay => Err(change_unknown()),
+                Concurrent::Other => Err(refused(Refusal::InProgress {
+                    detail: in_progress.to_string(),
+                })),
             }
         }
+        other => change_within(std::future::ready(other)).await,
     };
-    match change_within(change).await {
+    match changed {
         Ok(log_index) => Json(MembershipChanged {
             log_index,
             caught_up: None,

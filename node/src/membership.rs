@@ -291,6 +291,62 @@ pub fn status(
     }
 }
 
+/// What became of a change to some voters that openraft refused because another change was in
+/// progress, as the membership shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrent {
+    /// Exactly those voters, committed at this log index: the change the caller asked for is
+    /// made, whoever proposed its last entry.
+    Done(u64),
+    /// A configuration toward those voters is in force and not yet complete.
+    UnderWay,
+    /// The membership moves toward other voters: the change was not made.
+    Other,
+}
+
+/// What the membership `view` says of a change to `voters`; `None` while it is under way.
+fn concurrent_outcome(view: &MembershipStatus, voters: &BTreeSet<NodeId>) -> Option<Concurrent> {
+    let toward = view
+        .configs
+        .last()
+        .is_some_and(|last| last.iter().copied().collect::<BTreeSet<_>>() == *voters);
+    match (toward, view.committed, view.configs.len()) {
+        (false, _, _) => Some(Concurrent::Other),
+        (true, true, 1) => Some(Concurrent::Done(view.log_index.unwrap_or(0))),
+        (true, _, _) => None,
+    }
+}
+
+/// After openraft refused a change to `voters` as "another change in progress": whether that
+/// other change is this one, waiting up to `wait` for it to complete.
+///
+/// openraft makes a change in two entries and proposes the second from the caller's own future;
+/// [`finish_halfway_changes`] proposes the same second entry when it finds the joint
+/// configuration left alone. If the finisher comes first, the caller's second entry is refused
+/// as "in progress" although its change is being made: reading that as a refusal would tell an
+/// operator that nothing changed when the voters did. So the caller's change counts as done when
+/// the membership becomes exactly `voters`, committed, however its last entry was proposed.
+pub async fn finished_concurrently(
+    state: &NodeState,
+    group: &Group,
+    voters: &BTreeSet<NodeId>,
+    wait: Duration,
+) -> Concurrent {
+    let mut watch = group.raft.metrics();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let metrics = watch.borrow_and_update().clone();
+        let view = status(state.id, &metrics, committed_index(group).await);
+        if let Some(outcome) = concurrent_outcome(&view, voters) {
+            return outcome;
+        }
+        match tokio::time::timeout_at(deadline, watch.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return Concurrent::UnderWay,
+        }
+    }
+}
+
 /// How often the leader looks for a change left halfway.
 const HALFWAY_CHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -305,7 +361,8 @@ const HALFWAY_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// row. Once is not enough: the change's own future proposes the second entry a moment after
 /// the joint one commits, and a finisher that raced it made that future fail with "a change is
 /// in progress" although the change went through, so its caller saw an unknown outcome (found
-/// by the fault harness). Former voters that the new configuration leaves out are removed, as
+/// by the fault harness; the admin call now also counts such a finish as its own, with
+/// [`finished_concurrently`]). Former voters that the new configuration leaves out are removed, as
 /// `stockctl cluster remove` removes them.
 pub async fn finish_halfway_changes(
     state: std::sync::Arc<NodeState>,
@@ -409,6 +466,38 @@ mod tests {
         assert_eq!(
             describe_configs(&[vec![1, 2, 3], vec![2, 3]]),
             "{1, 2, 3} and {2, 3}"
+        );
+    }
+
+    #[test]
+    fn a_change_finished_by_another_entry_counts_as_made() {
+        let view = |configs: &[&[u64]], committed: bool| MembershipStatus {
+            log_index: Some(40),
+            committed,
+            configs: configs.iter().map(|config| config.to_vec()).collect(),
+            learners: Vec::new(),
+            waiting_for: Vec::new(),
+        };
+        let voters = ids(&[2, 3]);
+        // The finisher's last entry committed: the change is made.
+        assert_eq!(
+            concurrent_outcome(&view(&[&[2, 3]], true), &voters),
+            Some(Concurrent::Done(40))
+        );
+        // Still joint, or the last entry not committed yet: wait.
+        assert_eq!(
+            concurrent_outcome(&view(&[&[1, 2, 3], &[2, 3]], true), &voters),
+            None
+        );
+        assert_eq!(concurrent_outcome(&view(&[&[2, 3]], false), &voters), None);
+        // Another change altogether: this one was not made.
+        assert_eq!(
+            concurrent_outcome(&view(&[&[1, 2, 3], &[1, 2]], true), &voters),
+            Some(Concurrent::Other)
+        );
+        assert_eq!(
+            concurrent_outcome(&view(&[&[1, 2, 3]], true), &voters),
+            Some(Concurrent::Other)
         );
     }
 
