@@ -87,8 +87,9 @@ pub enum Op {
     /// switches on. It never goes down.
     SetClusterVersion { version: u32 },
     /// Creates and restocks ([`Op::CreateProduct`], [`Op::Restock`]) applied in order, each with
-    /// its own outcome ([`Outcome::Bulk`]), under the command's one idempotency record (cluster
-    /// version 2 and later): a catalog import's request. Before cluster version 2, the same
+    /// its own outcome ([`Outcome::Bulk`]; [`Outcome::BulkDone`] from cluster version 4), under
+    /// the command's one idempotency record (cluster version 2 and later): a catalog import's
+    /// request. Before cluster version 2, the same
     /// request is one command per item, keyed [`bulk_item_key`]; the state machine answers a
     /// retry across the switch from whichever form applied first.
     Bulk { ops: Vec<Op> },
@@ -328,6 +329,43 @@ pub enum Outcome {
         product: Product,
         terms: ProductTerms,
     },
+    /// One outcome per item of an [`Op::Bulk`] from cluster version 4 on, in order, as
+    /// [`Outcome::Bulk`] but saying only what each item did: [`Outcome::Bulk`] held every
+    /// created or restocked product, a second copy of what the state holds, in the request's
+    /// idempotency record on every replica and again in the answer to the gateway.
+    BulkDone(Vec<ItemOutcome>),
+}
+
+/// What one item of an [`Op::Bulk`] did ([`Outcome::BulkDone`], cluster version 4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemOutcome {
+    Created,
+    Restocked,
+    /// Refused on its own; nothing changed for this item.
+    Rejected(Rejection),
+    /// Applied before under the item's own key ([`bulk_item_key`]: the request was sent item
+    /// by item before cluster version 2): what it did then.
+    Duplicate(Box<ItemOutcome>),
+}
+
+impl ItemOutcome {
+    /// What a create's or a restock's `outcome` did. No other kind answers a bulk item; one
+    /// would be a refusal ([`Rejection::Invalid`]), as a bulk command refuses other kinds.
+    pub fn of(outcome: Outcome) -> ItemOutcome {
+        match outcome {
+            Outcome::ProductCreated(_) | Outcome::ProductWithTerms { created: true, .. } => {
+                ItemOutcome::Created
+            }
+            Outcome::Restocked(_) | Outcome::ProductWithTerms { created: false, .. } => {
+                ItemOutcome::Restocked
+            }
+            Outcome::Rejected(rejection) => ItemOutcome::Rejected(rejection),
+            Outcome::Duplicate(first) => ItemOutcome::Duplicate(Box::new(ItemOutcome::of(*first))),
+            _ => ItemOutcome::Rejected(Rejection::Invalid {
+                reason: "a bulk item is a create or a restock".to_owned(),
+            }),
+        }
+    }
 }
 
 impl Outcome {
@@ -985,7 +1023,9 @@ pub const CLUSTER_VERSION_BASE: u32 = 1;
 ///   commands' records).
 /// - 3: carts across Raft groups, [`Op::HoldPart`] and [`Op::SettlePart`], and the state's
 ///   index of parts not settled yet (`cp/`).
-pub const CLUSTER_VERSION: u32 = 3;
+/// - 4: [`Op::Bulk`] answers [`Outcome::BulkDone`] (what each item did) instead of
+///   [`Outcome::Bulk`] (each item's product).
+pub const CLUSTER_VERSION: u32 = 4;
 
 /// Header that carries the caller's credential (a voter's, a gateway's or an operator's secret)
 /// on internal and admin calls.

@@ -15,9 +15,9 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use flashstock_api::{
-    bulk_item_key, split_bulk_item_key, validate_command, Command, Hold, HoldId, HoldState, Op,
-    Order, OrderId, OrderLine, OrderTerms, Outcome, Product, ProductTerms, Proposal, Rejection,
-    CLUSTER_VERSION, CLUSTER_VERSION_BASE,
+    bulk_item_key, split_bulk_item_key, validate_command, Command, Hold, HoldId, HoldState,
+    ItemOutcome, Op, Order, OrderId, OrderLine, OrderTerms, Outcome, Product, ProductTerms,
+    Proposal, Rejection, CLUSTER_VERSION, CLUSTER_VERSION_BASE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -482,22 +482,59 @@ fn answered_by_bulk_record(
     else {
         return Ok(None);
     };
-    let (Some(op), Outcome::Bulk(outcomes)) = (ops.get(index), outcome) else {
+    let Some(op) = ops.get(index) else {
         return Ok(None);
     };
+    if !matches!(outcome, Outcome::Bulk(_) | Outcome::BulkDone(_)) {
+        return Ok(None);
+    }
     if !op.same_request(&command.op) {
         return Ok(Some(Outcome::Rejected(Rejection::KeyReused {
             key: command.key.clone(),
         })));
     }
-    Ok(outcomes
-        .into_iter()
-        .nth(index)
-        .map(|first| Outcome::Duplicate(Box::new(first))))
+    let first = match outcome {
+        Outcome::Bulk(outcomes) => outcomes.into_iter().nth(index),
+        Outcome::BulkDone(items) => match items.into_iter().nth(index) {
+            Some(item) => Some(item_answer(state, op, item)?),
+            None => None,
+        },
+        _ => None,
+    };
+    Ok(first.map(|first| Outcome::Duplicate(Box::new(first))))
 }
 
-/// The items of a bulk command, each applied on its own. If the same request was applied
-/// before cluster version 2, as one command per item (keys `K#i`, all in one entry, so all or
+/// The answer to an item of a bulk command whose record says only what it did
+/// ([`Outcome::BulkDone`]): a create's or a restock's outcome shows the product as it stands
+/// now, which is what the state holds of it (a product is never removed).
+fn item_answer(state: &impl InventoryState, op: &Op, item: ItemOutcome) -> Result<Outcome, Fault> {
+    let product = match op {
+        Op::CreateProduct { product, .. } | Op::Restock { product, .. } => product,
+        _ => {
+            return Ok(Outcome::Rejected(Rejection::Invalid {
+                reason: "a bulk item is a create or a restock".to_owned(),
+            }))
+        }
+    };
+    let created = match item {
+        ItemOutcome::Created => true,
+        ItemOutcome::Restocked => false,
+        ItemOutcome::Rejected(rejection) => return Ok(Outcome::Rejected(rejection)),
+        ItemOutcome::Duplicate(first) => {
+            return Ok(Outcome::Duplicate(Box::new(item_answer(
+                state, op, *first,
+            )?)))
+        }
+    };
+    Ok(match state.product(product)? {
+        Some(record) => product_changed(record, created),
+        None => unknown_product(product),
+    })
+}
+
+/// The items of a bulk command, each applied on its own; from cluster version 4 the outcome
+/// says only what each did ([`Outcome::BulkDone`]). If the same request was applied before
+/// cluster version 2, as one command per item (keys `K#i`, all in one entry, so all or
 /// none recorded), those records answer it instead.
 fn bulk(state: &mut impl InventoryState, key: &str, ops: &[Op]) -> Result<Outcome, Fault> {
     let applied_per_item = state.key_record(&bulk_item_key(key, 0))?.is_some();
@@ -518,6 +555,11 @@ fn bulk(state: &mut impl InventoryState, key: &str, ops: &[Op]) -> Result<Outcom
             }
         }
         outcomes.push(catalog_op(state, op)?);
+    }
+    if state.cluster_version()? >= 4 {
+        return Ok(Outcome::BulkDone(
+            outcomes.into_iter().map(ItemOutcome::of).collect(),
+        ));
     }
     Ok(Outcome::Bulk(outcomes))
 }

@@ -77,7 +77,8 @@ pub type Raft = openraft::Raft<TypeConfig>;
 ///   their terms ([`records`]).
 /// - 3: carts across Raft groups ([`flashstock_api::Op::HoldPart`],
 ///   [`flashstock_api::Op::SettlePart`]): the index of parts not settled yet (`cp/`).
-pub const STATE_FORMAT: u32 = 3;
+/// - 4: idempotency records of bulk requests hold [`flashstock_api::Outcome::BulkDone`].
+pub const STATE_FORMAT: u32 = 4;
 /// The format of a new store, and of one written before the format record existed.
 pub const STATE_FORMAT_BASE: u32 = 1;
 
@@ -86,7 +87,8 @@ pub fn state_format_for(cluster_version: u32) -> u32 {
     match cluster_version {
         0 | 1 => 1,
         2 => 2,
-        _ => 3,
+        3 => 3,
+        _ => 4,
     }
 }
 

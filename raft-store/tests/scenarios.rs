@@ -75,8 +75,8 @@ use std::path::Path;
 use std::{fs, iter};
 
 use flashstock_api::{
-    Command, HoldId, HoldState, Line, Op, OrderId, Outcome, Product, ProductTerms, Proposal,
-    Rejection,
+    Command, HoldId, HoldState, ItemOutcome, Line, Op, OrderId, Outcome, Product, ProductTerms,
+    Proposal, Rejection,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
@@ -690,6 +690,18 @@ impl Runner {
                         None => None,
                     }
                 });
+            // A bulk command's record from cluster version 4 says only what the item did: the
+            // item's own command is answered with the product as it stands.
+            let by_bulk_done =
+                flashstock_api::split_bulk_item_key(&command.key).and_then(|(request, index)| {
+                    match self.state.keys.get(request) {
+                        Some(record) => match &record.outcome {
+                            Outcome::BulkDone(items) => items.get(index),
+                            _ => None,
+                        },
+                        None => None,
+                    }
+                });
             let recorded = self
                 .state
                 .keys
@@ -697,6 +709,13 @@ impl Runner {
                 .map(|record| &record.outcome)
                 .or(by_bulk_record);
             match outcome {
+                Outcome::Duplicate(first) if recorded.is_none() && by_bulk_done.is_some() => {
+                    assert_eq!(
+                        Some(&ItemOutcome::of((**first).clone())),
+                        by_bulk_done,
+                        "an item answered from a bulk record repeats what it did"
+                    )
+                }
                 Outcome::Duplicate(first) => assert_eq!(
                     recorded,
                     Some(&**first),
@@ -713,6 +732,13 @@ impl Runner {
                 assert_eq!(ops.len(), items.len(), "one outcome per bulk item");
                 for (op, item) in ops.iter().zip(items) {
                     catalog_moves(op, item, &mut moves);
+                }
+                continue;
+            }
+            if let (Op::Bulk { ops }, Outcome::BulkDone(items)) = (&command.op, outcome) {
+                assert_eq!(ops.len(), items.len(), "one outcome per bulk item");
+                for (op, item) in ops.iter().zip(items) {
+                    item_moves(op, item, &mut moves);
                 }
                 continue;
             }
@@ -889,7 +915,9 @@ impl Runner {
                 }
                 (Op::MarkArchived { .. }, Outcome::Archived { .. }) => {}
                 (Op::SetClusterVersion { .. }, Outcome::ClusterVersion { .. }) => {}
-                (Op::Bulk { .. }, Outcome::Bulk(_)) => unreachable!("checked above"),
+                (Op::Bulk { .. }, Outcome::Bulk(_) | Outcome::BulkDone(_)) => {
+                    unreachable!("checked above")
+                }
                 (_, Outcome::Rejected(_) | Outcome::Duplicate(_)) => {}
                 (op, outcome) => panic!("outcome {outcome:?} does not answer {op:?}"),
             }
@@ -1233,6 +1261,10 @@ fn format_outcome(outcome: &Outcome) -> String {
             let items: Vec<String> = items.iter().map(format_outcome).collect();
             format!("bulk [{}]", items.join("; "))
         }
+        Outcome::BulkDone(items) => {
+            let items: Vec<String> = items.iter().map(format_item).collect();
+            format!("bulk-done [{}]", items.join("; "))
+        }
         Outcome::Duplicate(first) => format!("duplicate({})", format_outcome(first)),
         Outcome::Held(hold) => format!(
             "held hold={} [{}] until={}",
@@ -1374,6 +1406,31 @@ fn catalog_moves(op: &Op, outcome: &Outcome, moves: &mut BTreeMap<String, Moves>
             true
         }
         _ => false,
+    }
+}
+
+/// What an item of an [`Outcome::BulkDone`] says.
+fn format_item(item: &ItemOutcome) -> String {
+    match item {
+        ItemOutcome::Created => "created".to_owned(),
+        ItemOutcome::Restocked => "restocked".to_owned(),
+        ItemOutcome::Rejected(rejection) => format_outcome(&Outcome::Rejected(rejection.clone())),
+        ItemOutcome::Duplicate(first) => format!("duplicate({})", format_item(first)),
+    }
+}
+
+/// What a bulk item that says only what it did ([`Outcome::BulkDone`]) must have done to its
+/// product.
+fn item_moves(op: &Op, item: &ItemOutcome, moves: &mut BTreeMap<String, Moves>) {
+    match (op, item) {
+        (Op::CreateProduct { product, stock, .. }, ItemOutcome::Created) => {
+            moves.entry(product.clone()).or_default().created = Some(*stock);
+        }
+        (Op::Restock { product, quantity }, ItemOutcome::Restocked) => {
+            moves.entry(product.clone()).or_default().restocked += quantity;
+        }
+        (_, ItemOutcome::Rejected(_) | ItemOutcome::Duplicate(_)) => {}
+        (op, item) => panic!("bulk item outcome {item:?} does not answer {op:?}"),
     }
 }
 

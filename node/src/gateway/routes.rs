@@ -29,8 +29,8 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::{middleware, Json, Router};
 use flashstock_api::{
     bulk_item_key, validate_command, validate_product_id, BulkItem, BulkItemResult, BulkRequest,
-    BulkResponse, BulkStatus, Command, CreateProductRequest, ErrorBody, ErrorCode, Op, Order,
-    OrderDetails, OrderId, OrderView, Outcome, ProductChanged, ProductDetails, ProductList,
+    BulkResponse, BulkStatus, Command, CreateProductRequest, ErrorBody, ErrorCode, ItemOutcome, Op,
+    Order, OrderDetails, OrderId, OrderView, Outcome, ProductChanged, ProductDetails, ProductList,
     ProductView, PurchaseRequest, PurchaseResponse, Rejection, RestockRequest,
     APPLIED_INDEX_HEADER, BULK_KEY_LEN_MAX, IDEMPOTENCY_KEY_HEADER, STALENESS_HEADER,
     STALENESS_UNKNOWN,
@@ -687,46 +687,80 @@ async fn bulk(
             outcomes.map(|outcomes| (indexes, outcomes))
         }
     });
-    let mut outcomes: Vec<Option<Forwarded>> = vec![None; results.len()];
+    let mut answers: Vec<Option<ItemAnswer>> = vec![None; results.len()];
     for part in futures::future::join_all(sent).await {
-        let (indexes, forwarded) = part?;
-        for (index, forwarded) in indexes.into_iter().zip(forwarded) {
-            outcomes[index] = Some(forwarded);
+        let (indexes, answered) = part?;
+        for (index, answer) in indexes.into_iter().zip(answered) {
+            answers[index] = Some(answer);
         }
     }
-    for (result, forwarded) in results.iter_mut().zip(outcomes) {
-        let forwarded = forwarded.expect("every part answers each of its items");
-        result.replayed = forwarded.replayed;
-        match forwarded.outcome {
-            Outcome::ProductCreated(_)
-            | Outcome::Restocked(_)
-            | Outcome::ProductWithTerms { created: false, .. } => {}
-            Outcome::Rejected(rejection) => {
-                result.status = BulkStatus::Rejected;
-                result.error = Some(ErrorBody {
-                    code: rejection.code(),
-                    message: rejection.to_string(),
-                });
-            }
-            other => {
-                return Err(unexpected(Forwarded {
-                    outcome: other,
-                    replayed: forwarded.replayed,
-                }))
-            }
+    for (result, answer) in results.iter_mut().zip(answers) {
+        let answer = answer.expect("every part answers each of its items");
+        result.replayed = answer.replayed;
+        if let Some(rejection) = answer.refused {
+            result.status = BulkStatus::Rejected;
+            result.error = Some(ErrorBody {
+                code: rejection.code(),
+                message: rejection.to_string(),
+            });
         }
     }
     Ok(Json(BulkResponse { results }).into_response())
 }
 
-/// Apply one group's part of a bulk request at that group's leader: its outcomes, one per
+/// What became of one item of a bulk request, as its group answered.
+#[derive(Debug, Clone)]
+struct ItemAnswer {
+    /// The item had been applied before: this repeats that first outcome.
+    replayed: bool,
+    /// Refused on its own, and why; nothing changed for it.
+    refused: Option<Rejection>,
+}
+
+impl ItemAnswer {
+    /// From an item's own outcome: as sent one command per item (before cluster version 2), or
+    /// in an [`Outcome::Bulk`] (cluster versions 2 and 3).
+    fn from_outcome(forwarded: Forwarded) -> Result<ItemAnswer, ApiError> {
+        let replayed = forwarded.replayed;
+        match forwarded.outcome {
+            Outcome::ProductCreated(_)
+            | Outcome::Restocked(_)
+            | Outcome::ProductWithTerms { created: false, .. } => Ok(ItemAnswer {
+                replayed,
+                refused: None,
+            }),
+            Outcome::Rejected(rejection) => Ok(ItemAnswer {
+                replayed,
+                refused: Some(rejection),
+            }),
+            outcome => Err(unexpected(Forwarded { outcome, replayed })),
+        }
+    }
+
+    /// From an item of an [`Outcome::BulkDone`] (cluster version 4).
+    fn from_item(item: ItemOutcome, replayed: bool) -> ItemAnswer {
+        match item {
+            ItemOutcome::Duplicate(first) => ItemAnswer::from_item(*first, true),
+            ItemOutcome::Created | ItemOutcome::Restocked => ItemAnswer {
+                replayed,
+                refused: None,
+            },
+            ItemOutcome::Rejected(rejection) => ItemAnswer {
+                replayed,
+                refused: Some(rejection),
+            },
+        }
+    }
+}
+
+/// Apply one group's part of a bulk request at that group's leader: what became of each
 /// command, in order.
 async fn bulk_part(
     gateway: &Gateway,
     group: u16,
     key: String,
     commands: Vec<Command>,
-) -> Result<Vec<Forwarded>, ApiError> {
+) -> Result<Vec<ItemAnswer>, ApiError> {
     let forwarder = &gateway.forwarders[usize::from(group)];
     // From cluster version 2 on, one command under the part's key: one idempotency record
     // instead of one per item. Read from this gateway's replica: one that lags sends the older
@@ -736,7 +770,14 @@ async fn bulk_part(
         .cluster_version()
         .is_ok_and(|version| version >= 2);
     if !one_command {
-        return forwarder.submit_all(commands).await.map_err(forward_failed);
+        let forwarded = forwarder
+            .submit_all(commands)
+            .await
+            .map_err(forward_failed)?;
+        return forwarded
+            .into_iter()
+            .map(ItemAnswer::from_outcome)
+            .collect();
     }
     let items = commands.len();
     let command = Command {
@@ -753,7 +794,7 @@ async fn bulk_part(
         .expect("one outcome per command");
     let replayed = forwarded.replayed;
     match forwarded.outcome {
-        Outcome::Bulk(outcomes) if outcomes.len() == items => Ok(outcomes
+        Outcome::Bulk(outcomes) if outcomes.len() == items => outcomes
             .into_iter()
             .map(|item| match item {
                 Outcome::Duplicate(first) => Forwarded {
@@ -762,6 +803,11 @@ async fn bulk_part(
                 },
                 outcome => Forwarded { outcome, replayed },
             })
+            .map(ItemAnswer::from_outcome)
+            .collect(),
+        Outcome::BulkDone(done) if done.len() == items => Ok(done
+            .into_iter()
+            .map(|item| ItemAnswer::from_item(item, replayed))
             .collect()),
         Outcome::Rejected(rejection) => Err(rejected(&rejection)),
         outcome => Err(unexpected(Forwarded { outcome, replayed })),
