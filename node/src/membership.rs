@@ -333,18 +333,21 @@ pub async fn finished_concurrently(
     wait: Duration,
 ) -> Concurrent {
     let mut watch = group.raft.metrics();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let metrics = watch.borrow_and_update().clone();
-        let view = status(state.id, &metrics, committed_index(group).await);
-        if let Some(outcome) = concurrent_outcome(&view, voters) {
-            return outcome;
+    // The whole look is bounded, the read of the committed index (a call to the Raft core)
+    // included: past `wait`, or with Raft shutting down, the change is still under way.
+    let settled = tokio::time::timeout(wait, async {
+        loop {
+            let metrics = watch.borrow_and_update().clone();
+            let view = status(state.id, &metrics, committed_index(group).await);
+            if let Some(outcome) = concurrent_outcome(&view, voters) {
+                return outcome;
+            }
+            if watch.changed().await.is_err() {
+                return Concurrent::UnderWay;
+            }
         }
-        match tokio::time::timeout_at(deadline, watch.changed()).await {
-            Ok(Ok(())) => {}
-            _ => return Concurrent::UnderWay,
-        }
-    }
+    });
+    settled.await.unwrap_or(Concurrent::UnderWay)
 }
 
 /// How often the leader looks for a change left halfway.

@@ -482,12 +482,9 @@ fn answered_by_bulk_record(
     else {
         return Ok(None);
     };
-    let Some(op) = ops.get(index) else {
+    let (Some(op), Outcome::Bulk(_) | Outcome::BulkDone(_)) = (ops.get(index), &outcome) else {
         return Ok(None);
     };
-    if !matches!(outcome, Outcome::Bulk(_) | Outcome::BulkDone(_)) {
-        return Ok(None);
-    }
     if !op.same_request(&command.op) {
         return Ok(Some(Outcome::Rejected(Rejection::KeyReused {
             key: command.key.clone(),
@@ -495,11 +492,12 @@ fn answered_by_bulk_record(
     }
     let first = match outcome {
         Outcome::Bulk(outcomes) => outcomes.into_iter().nth(index),
-        Outcome::BulkDone(items) => match items.into_iter().nth(index) {
-            Some(item) => Some(item_answer(state, op, item)?),
-            None => None,
-        },
-        _ => None,
+        Outcome::BulkDone(items) => items
+            .into_iter()
+            .nth(index)
+            .map(|item| item_answer(state, op, item))
+            .transpose()?,
+        _ => unreachable!("a bulk command's record, matched above"),
     };
     Ok(first.map(|first| Outcome::Duplicate(Box::new(first))))
 }

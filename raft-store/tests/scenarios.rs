@@ -680,28 +680,19 @@ impl Runner {
         let clock = self.state.meta.clock_ms;
         for (slot, (command, outcome)) in proposal.commands.iter().zip(outcomes).enumerate() {
             let position = OrderId::new(index, slot as u16);
-            let by_bulk_record =
-                flashstock_api::split_bulk_item_key(&command.key).and_then(|(request, index)| {
-                    match self.state.keys.get(request) {
-                        Some(record) => match &record.outcome {
-                            Outcome::Bulk(outcomes) => outcomes.get(index),
-                            _ => None,
-                        },
-                        None => None,
-                    }
-                });
-            // A bulk command's record from cluster version 4 says only what the item did: the
-            // item's own command is answered with the product as it stands.
-            let by_bulk_done =
-                flashstock_api::split_bulk_item_key(&command.key).and_then(|(request, index)| {
-                    match self.state.keys.get(request) {
-                        Some(record) => match &record.outcome {
-                            Outcome::BulkDone(items) => items.get(index),
-                            _ => None,
-                        },
-                        None => None,
-                    }
-                });
+            // The record of the bulk command an item key `K#i` belongs to, and the item's index.
+            let bulk_record = flashstock_api::split_bulk_item_key(&command.key)
+                .and_then(|(request, index)| Some((&self.state.keys.get(request)?.outcome, index)));
+            let by_bulk_record = bulk_record.and_then(|(outcome, index)| match outcome {
+                Outcome::Bulk(outcomes) => outcomes.get(index),
+                _ => None,
+            });
+            // From cluster version 4 that record says only what the item did: the item's own
+            // command is answered with the product as it stands.
+            let by_bulk_done = bulk_record.and_then(|(outcome, index)| match outcome {
+                Outcome::BulkDone(items) => items.get(index),
+                _ => None,
+            });
             let recorded = self
                 .state
                 .keys
