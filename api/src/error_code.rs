@@ -150,7 +150,9 @@ error_codes! {
     // ---- Reported by stockctl itself, before or instead of a call ----
     /// No node reports a leader within the command's timeout.
     NoLeader => "no_leader",
-    /// The command needs a voter, and the node is a gateway.
+    /// The command needs a voter, and the node is a gateway. Also 409 from a membership
+    /// change that would make a voter of a node configured as a gateway (or one that did not
+    /// say its role): nothing was proposed.
     NotAVoter => "not_a_voter",
     /// The node is a voter already.
     AlreadyVoter => "already_voter",

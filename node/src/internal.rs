@@ -782,7 +782,8 @@ fn refused(refusal: Refusal) -> Response {
         Refusal::NoQuorum { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Refusal::InProgress { .. }
         | Refusal::MembersUnavailable { .. }
-        | Refusal::LearnerBehind { .. } => StatusCode::CONFLICT,
+        | Refusal::LearnerBehind { .. }
+        | Refusal::NotAVoterServer { .. } => StatusCode::CONFLICT,
     };
     error(status, refusal.code(), refusal.to_string())
 }
@@ -894,6 +895,10 @@ async fn change_membership(
         Err(refusal) => Err(refusal),
     };
     if let Err(refusal) = checked {
+        return refused(refusal);
+    }
+    let promoted: BTreeSet<NodeId> = voters.difference(&old).copied().collect();
+    if let Err(refusal) = membership::ensure_voter_servers(&state, group, &promoted).await {
         return refused(refusal);
     }
     // In a task of its own: the change is two entries, and a caller that goes away between

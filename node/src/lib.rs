@@ -436,9 +436,16 @@ async fn start_raft(
 ) -> Result<Vec<Group>, StartError> {
     let db_path = store_dir(config);
     let groups = config.cluster.groups;
-    let stores = raft_store::open_groups(&db_path, groups).map_err(|e| StartError::Store {
-        path: db_path.display().to_string(),
-        message: e.to_string(),
+    // A gateway is only ever a learner: no quorum counts its log, so its appends skip the sync.
+    let durability = match config.node.role {
+        Role::Voter => raft_store::Durability::SharedSync,
+        Role::Gateway => raft_store::Durability::Learner,
+    };
+    let stores = raft_store::open_groups_with(&db_path, groups, durability).map_err(|e| {
+        StartError::Store {
+            path: db_path.display().to_string(),
+            message: e.to_string(),
+        }
     })?;
     let network = network::Network::new(
         secret,

@@ -23,7 +23,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use flashstock_api::{ErrorCode, MembershipStatus};
+use flashstock_api::{ErrorCode, MembershipStatus, NodeRole};
 use openraft::RaftMetrics;
 use raft_store::{Node, NodeId};
 
@@ -35,6 +35,9 @@ use crate::{Group, NodeState};
 pub const PROBE_ACK_WAIT: Duration = Duration::from_secs(1);
 /// How long committing the probe entry itself may take.
 pub const PROBE_COMMIT_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a node to promote has to say which role it is configured with.
+pub const ROLE_CHECK_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a membership change was refused before anything was proposed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +55,8 @@ pub enum Refusal {
     LearnerBehind { learners: Vec<NodeId> },
     /// The probe entry did not commit: the current voters have no majority.
     NoQuorum { detail: String },
+    /// A node to promote is not configured as a voter, or did not say what it is.
+    NotAVoterServer { nodes: Vec<(NodeId, String)> },
 }
 
 impl Refusal {
@@ -63,6 +68,7 @@ impl Refusal {
             Refusal::MembersUnavailable { .. } => ErrorCode::MembersUnavailable,
             Refusal::LearnerBehind { .. } => ErrorCode::LearnerBehind,
             Refusal::NoQuorum { .. } => ErrorCode::NoQuorum,
+            Refusal::NotAVoterServer { .. } => ErrorCode::NotAVoter,
         }
     }
 }
@@ -95,6 +101,18 @@ impl std::fmt::Display for Refusal {
                 "refused: the current voters could not commit a probe entry ({detail}); \
                  nothing was changed"
             ),
+            Refusal::NotAVoterServer { nodes } => {
+                let parts: Vec<String> = nodes
+                    .iter()
+                    .map(|(id, what)| format!("node {id} {what}"))
+                    .collect();
+                write!(
+                    f,
+                    "refused: only a node configured as a voter (node.role = \"voter\") can \
+                     be made one; {}. Nothing was changed",
+                    parts.join("; ")
+                )
+            }
         }
     }
 }
@@ -418,6 +436,68 @@ pub fn describe_configs(configs: &[Vec<NodeId>]) -> String {
         .map(|config| format!("{{{}}}", ids(config)))
         .collect();
     sets.join(" and ")
+}
+
+/// Refuse to promote a node that is not configured as a voter. A gateway is only ever a learner,
+/// and its appends are not synced (`raft_store::Durability::Learner`): its acknowledgements must
+/// never count toward a quorum. Each node of `promoted` is asked for its status at the address
+/// the membership holds for it; one that does not answer within [`ROLE_CHECK_WAIT`] is not
+/// promoted either. A node the membership does not know is left to Raft's own refusal.
+pub async fn ensure_voter_servers(
+    state: &NodeState,
+    group: &Group,
+    promoted: &BTreeSet<NodeId>,
+) -> Result<(), Refusal> {
+    let addresses: Vec<(NodeId, String)> = {
+        let metrics = group.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        promoted
+            .iter()
+            .filter_map(|id| membership.get_node(id).map(|node| (*id, node.addr.clone())))
+            .collect()
+    };
+    if addresses.is_empty() {
+        return Ok(());
+    }
+    let client = flashstock_client::VoterClient::new(
+        Vec::new(),
+        state.credentials.own_secret(),
+        ROLE_CHECK_WAIT,
+    )
+    .with_local_address(state.config.source_ip())
+    .with_tls(state.tls.client());
+    let asks = addresses.iter().map(|(id, addr)| {
+        let client = &client;
+        async move {
+            let answer = tokio::time::timeout(ROLE_CHECK_WAIT, client.status(addr)).await;
+            (*id, answer)
+        }
+    });
+    let refused: Vec<(NodeId, String)> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|(id, answer)| match answer {
+            Ok(Ok(status)) if status.id == id && status.role == NodeRole::Voter => None,
+            Ok(Ok(status)) if status.id != id => Some((
+                id,
+                format!(
+                    "is not who answers at its address (node {} does)",
+                    status.id
+                ),
+            )),
+            Ok(Ok(status)) => Some((id, format!("is configured as a {}", status.role))),
+            Ok(Err(e)) => Some((id, format!("did not say its role ({e})"))),
+            Err(_) => Some((
+                id,
+                format!("did not say its role within {ROLE_CHECK_WAIT:?}"),
+            )),
+        })
+        .collect();
+    match refused.is_empty() {
+        true => Ok(()),
+        false => Err(Refusal::NotAVoterServer { nodes: refused }),
+    }
 }
 
 #[cfg(test)]

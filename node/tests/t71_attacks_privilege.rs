@@ -335,6 +335,25 @@ async fn a_gateway_credential_is_refused_everything_but_public_commands() {
         "the refused batch applied its purchase: {:?}",
         first.outcomes
     );
+
+    // Even the operator cannot make a gateway a voter: a gateway's log is not synced, so its
+    // acknowledgements must never count toward a quorum. Refused, definitely, before anything
+    // is proposed: the voters stay the same.
+    let mut with_gateway = voters.clone();
+    with_gateway.push(101);
+    let refused = operator
+        .change_membership(&leader_addr, with_gateway, false)
+        .await;
+    if let Err(e) = &refused {
+        assert!(
+            e.to_string()
+                .contains("node 101 is configured as a gateway"),
+            "the refusal names the gateway: {e}"
+        );
+    }
+    assert_refused(refused, ErrorCode::NotAVoter, "a gateway made a voter");
+    let after = operator.status(&leader_addr).await.expect("status");
+    assert_eq!(after.voters, before.voters, "the voters changed");
 }
 
 /// Rewrite node `id`'s config with `change`, then restart it (SIGTERM, start, wait until a

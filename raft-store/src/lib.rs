@@ -41,6 +41,7 @@ use openraft::StorageError;
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, DB};
 
 pub use keys::Group;
+use log_store::AppendSync;
 pub use log_store::LogStore;
 pub use state_machine::{ProductChange, StateMachine, StateReader};
 
@@ -219,6 +220,16 @@ pub enum Durability {
     /// Each append syncs in its own write, as in a store of one group; to measure what the
     /// shared sync gains (`examples/group_commit.rs`).
     OwnSync,
+    /// No sync for the appends: reported durable to openraft once written to the WAL. For a
+    /// node that is only ever a learner (a gateway), whose log no quorum counts: a purchase is
+    /// confirmed by the voters' synced logs whatever a learner holds. A process that dies
+    /// keeps what it wrote (the operating system has it); a machine that loses power may lose
+    /// the log's tail, and the leader then finds the learner behind what it had acknowledged
+    /// and sends the entries again (openraft's feature `loosen-follower-log-revert`, on in
+    /// this workspace). The state never gets ahead of such a log: its writes reach the disk
+    /// only in a memtable flush, and RocksDB syncs the write-ahead log before it flushes in a
+    /// store of several column families.
+    Learner,
 }
 
 /// [`open_groups`], with the appends made durable as `durability` says.
@@ -311,9 +322,10 @@ pub fn open_groups_with(
         check_or_mark_format(&db, group, dir)?;
     }
     let db = Arc::new(db);
-    let wal_sync = match (groups.len(), durability) {
-        (1, _) | (_, Durability::OwnSync) => None,
-        _ => Some(Arc::new(wal_sync::WalSync::start(&db).map_err(|e| {
+    let sync = match (groups.len(), durability) {
+        (_, Durability::Learner) => AppendSync::Unsynced,
+        (1, _) | (_, Durability::OwnSync) => AppendSync::Own,
+        _ => AppendSync::Shared(Arc::new(wal_sync::WalSync::start(&db).map_err(|e| {
             log_store::write_error(subject(), &format!("cannot start the WAL sync thread: {e}"))
         })?)),
     };
@@ -321,7 +333,7 @@ pub fn open_groups_with(
         .into_iter()
         .map(|group| {
             let state_machine = StateMachine::new(db.clone(), group.clone())?;
-            let log_store = LogStore::new(db.clone(), group, wal_sync.clone());
+            let log_store = LogStore::new(db.clone(), group, sync.clone());
             Ok((log_store, state_machine))
         })
         .collect()

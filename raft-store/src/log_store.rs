@@ -1,7 +1,9 @@
 //! The Raft log and vote on RocksDB.
 //!
 //! Durability: an append is written to RocksDB with a WAL fsync and reported durable to openraft
-//! when that write returns. A vote is fsynced before `save_vote` returns.
+//! when that write returns. A vote is fsynced before `save_vote` returns. The one exception is
+//! a store opened for a node that is only ever a learner ([`crate::Durability::Learner`]): its
+//! appends are reported once written, without the fsync, since no quorum counts them.
 //!
 //! There is no group commit within a group because there is nothing to group: openraft 0.9.25
 //! waits for each append's completion before it appends again (`RaftCore::append_to_log` awaits
@@ -36,18 +38,27 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 pub struct LogStore {
     db: Arc<DB>,
     group: Arc<Group>,
-    /// The store's one sync for every group's appends; `None` in a store of one group, whose
-    /// appends sync in their own write.
-    wal_sync: Option<Arc<WalSync>>,
+    sync: AppendSync,
     observer: Option<Observer>,
 }
 
+/// What an append waits for before openraft hears that it is durable.
+#[derive(Clone)]
+pub(crate) enum AppendSync {
+    /// Its own write syncs the WAL: a store of one group.
+    Own,
+    /// The store's one sync for every group's appends written meanwhile.
+    Shared(Arc<WalSync>),
+    /// Nothing past the write: a learner's log ([`crate::Durability::Learner`]).
+    Unsynced,
+}
+
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>, group: Arc<Group>, wal_sync: Option<Arc<WalSync>>) -> LogStore {
+    pub(crate) fn new(db: Arc<DB>, group: Arc<Group>, sync: AppendSync) -> LogStore {
         LogStore {
             db,
             group,
-            wal_sync,
+            sync,
             observer: None,
         }
     }
@@ -55,7 +66,10 @@ impl LogStore {
     /// How many WAL syncs the store's shared sync has made for the appends of its groups;
     /// `None` in a store of one group.
     pub fn shared_syncs(&self) -> Option<u64> {
-        self.wal_sync.as_ref().map(|sync| sync.syncs())
+        match &self.sync {
+            AppendSync::Shared(wal_sync) => Some(wal_sync.syncs()),
+            AppendSync::Own | AppendSync::Unsynced => None,
+        }
     }
 
     /// The same store, telling `observer` how long each append's write and fsync take.
@@ -239,7 +253,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let batch = self.batch_of(entries)?;
         let db = self.db.clone();
         let observer = self.observer.clone();
-        let sync_own_write = self.wal_sync.is_none();
+        let sync_own_write = matches!(self.sync, AppendSync::Own);
         let began = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             let mut options = WriteOptions::default();
@@ -249,11 +263,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
         .expect("RocksDB write task does not panic");
         result.map_err(|e| write_error(ErrorSubject::Logs, &e))?;
-        let Some(wal_sync) = &self.wal_sync else {
+        let AppendSync::Shared(wal_sync) = &self.sync else {
             if let Some(observe) = observer {
                 observe(StoreStage::LogAppend, began.elapsed());
             }
-            // Durable: the write's WAL fsync covers these entries (and every earlier write).
+            // Own: the write's WAL fsync covers these entries (and every earlier write).
+            // Unsynced: written, in the operating system's hands; see `Durability::Learner`.
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
