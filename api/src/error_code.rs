@@ -152,7 +152,7 @@ error_codes! {
     NoLeader => "no_leader",
     /// The command needs a voter, and the node is a gateway. Also 409 from a membership
     /// change that would make a voter of a node configured as a gateway (or one that did not
-    /// say its role): nothing was proposed.
+    /// say its role), and from `init` on a gateway: nothing was proposed.
     NotAVoter => "not_a_voter",
     /// The node is a voter already.
     AlreadyVoter => "already_voter",

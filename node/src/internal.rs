@@ -78,6 +78,14 @@ const _: () = assert!(
         + LEARNER_CATCH_UP_WAIT.as_millis()
         <= cluster_config::defaults::ADMIN_CALL_WAIT_MS_MAX as u128
 );
+// A change of voters: the probe, the promoted nodes' roles, the change.
+const _: () = assert!(
+    membership::PROBE_ACK_WAIT.as_millis()
+        + membership::PROBE_COMMIT_WAIT.as_millis()
+        + membership::ROLE_CHECK_WAIT.as_millis()
+        + MEMBERSHIP_CHANGE_WAIT.as_millis()
+        <= cluster_config::defaults::ADMIN_CALL_WAIT_MS_MAX as u128
+);
 
 /// Who may call each group of routes (the table in [`crate::auth`]).
 const VOTERS: &[Caller] = &[Caller::Voter];
@@ -667,6 +675,19 @@ async fn status(State(state): State<AppState>, CallGroup(group): CallGroup) -> J
 }
 
 async fn init(State(state): State<AppState>, body: Bytes) -> Response {
+    // openraft initializes only a node that is among the voters it is given, and a gateway must
+    // never be one: its log is not synced (`raft_store::Durability::Learner`).
+    if state.config.node.role == cluster_config::Role::Gateway {
+        return error(
+            StatusCode::CONFLICT,
+            ErrorCode::NotAVoter,
+            format!(
+                "node {} is configured as a gateway and cannot be a voter; initialize the \
+                 cluster on a voter",
+                state.id
+            ),
+        );
+    }
     let requested = if body.is_empty() {
         Vec::new()
     } else {

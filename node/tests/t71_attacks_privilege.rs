@@ -352,6 +352,11 @@ async fn a_gateway_credential_is_refused_everything_but_public_commands() {
         );
     }
     assert_refused(refused, ErrorCode::NotAVoter, "a gateway made a voter");
+    assert_refused(
+        operator.init(&cluster.addr(101), Vec::new()).await,
+        ErrorCode::NotAVoter,
+        "a cluster initialized on a gateway",
+    );
     let after = operator.status(&leader_addr).await.expect("status");
     assert_eq!(after.voters, before.voters, "the voters changed");
 }
