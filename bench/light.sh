@@ -1,10 +1,12 @@
 #!/bin/bash
-# bench/light.sh BIN TAG [CONNS]: start a fresh local cluster from the binaries in directory BIN
-# (flashstock-local, flashstock-node, loadgen), in /tmp/light-TAG; drive the spread workload over
-# 1000 products with CONNS connections (10: light load) for 20 s; print the confirmed purchases
-# and each node's CPU over the run, then stop the cluster. To compare two builds, alternate them:
+# bench/light.sh BIN TAG [CONNS [RATE]]: start a fresh local cluster from the binaries in directory
+# BIN (flashstock-local, flashstock-node, loadgen), in /tmp/light-TAG; drive the spread workload
+# over 1000 products with CONNS connections (10: light load) for 20 s, in a closed loop, or in an
+# open loop of RATE purchases/s when given (the same work for both builds, so their CPU per
+# purchase compares at the same batching); print the confirmed purchases and each node's CPU over
+# the run, then stop the cluster. To compare two builds, alternate them:
 #   for r in a1 b1 a2 b2; do bench/light.sh DIR_${r:0:1} $r; done
-BIN=$1; TAG=$2; CONNS=${3:-10}; D=/tmp/light-$TAG
+BIN=$1; TAG=$2; CONNS=${3:-10}; RATE=$4; D=/tmp/light-$TAG
 rm -rf $D; mkdir -p $D
 (cd $D && setsid $BIN/flashstock-local --dir $D/c > $D/local.log 2>&1 &)
 for i in $(seq 1 120); do grep -q "ready\. Ctrl-C\|^ready" $D/local.log && break; sleep 1; done
@@ -12,7 +14,7 @@ G=$(grep -o -- "--gateways [^ ]*" $D/local.log | head -1 | cut -d' ' -f2)
 T=$(cat $D/c/admin-token)
 cpu() { for p in $(pgrep -f "flashstock-node.*$D/c"); do echo $p $(awk '{print $14+$15}' /proc/$p/stat) $(tr '\0' ' ' < /proc/$p/cmdline | grep -o "node-[0-9]*\|[0-9]*\.toml" | head -1); done; }
 cpu > $D/before; s=$(date +%s.%N)
-FLASHSTOCK_ADMIN_TOKEN="$T" $BIN/loadgen --url $G --workload spread --products 1000 --connections $CONNS --seconds 20 --no-progress --json $D/run.json > $D/loadgen.out 2>&1
+FLASHSTOCK_ADMIN_TOKEN="$T" $BIN/loadgen --url $G --workload spread --products 1000 --connections $CONNS --seconds 20 ${RATE:+--mode open --rate $RATE} --no-progress --json $D/run.json > $D/loadgen.out 2>&1
 e=$(date +%s.%N); cpu > $D/after
 python3 - $D $s $e $TAG <<'PY'
 import sys,json

@@ -5,6 +5,11 @@
 //! a store opened for a node that is only ever a learner ([`crate::Durability::Learner`]): its
 //! appends are reported once written, without the fsync, since no quorum counts them.
 //!
+//! Threads: a write that syncs runs on a blocking thread. A write that does not (a learner's
+//! append, an append of a store of several groups, whose sync is the shared one, and the
+//! record of the committed index) is made on the calling task ([`LogStore::write_unsynced`]):
+//! measured, the two thread wake-ups of a hand-off cost more than such a write.
+//!
 //! There is no group commit within a group because there is nothing to group: openraft 0.9.25
 //! waits for each append's completion before it appends again (`RaftCore::append_to_log` awaits
 //! the callback; leader and follower alike), so at most one append of a group is ever waiting
@@ -89,7 +94,8 @@ impl LogStore {
             .transpose()
     }
 
-    /// Write a Raft record, with an fsync when `sync` is set. Runs off the async runtime.
+    /// Write a Raft record, with an fsync when `sync` is set (on a blocking thread), else as
+    /// [`LogStore::write_unsynced`].
     async fn put_raft<T: Serialize>(
         &self,
         key: RaftKey,
@@ -98,12 +104,45 @@ impl LogStore {
         subject: ErrorSubject<NodeId>,
     ) -> StorageResult<()> {
         let bytes = encode(value, subject.clone())?;
+        if !sync {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(self.group.raft(&self.db), key.encode(), bytes);
+            return self.write_unsynced(batch, subject).await;
+        }
         let (db, group) = (self.db.clone(), self.group.clone());
         let result = tokio::task::spawn_blocking(move || {
             let cf = group.raft(&db);
             let mut options = WriteOptions::default();
             options.set_sync(sync);
             db.put_cf_opt(cf, key.encode(), bytes, &options)
+        })
+        .await
+        .expect("RocksDB write task does not panic");
+        result.map_err(|e| write_error(subject, &e))
+    }
+
+    /// Write `batch` without a sync. Such a write only copies into the memtable and the
+    /// operating system's page cache, a few microseconds, so it is made on the calling task:
+    /// handing it to a blocking thread and back would cost two thread wake-ups per append, on
+    /// every node, more than the write itself. A write RocksDB would stall (too many
+    /// memtables or level-0 files waiting for a flush) is refused at once (`no_slowdown`)
+    /// instead of blocking the runtime's worker, and is then made on a blocking thread.
+    async fn write_unsynced(
+        &self,
+        batch: WriteBatch,
+        subject: ErrorSubject<NodeId>,
+    ) -> StorageResult<()> {
+        let data = batch.data().to_vec();
+        let mut options = WriteOptions::default();
+        options.set_no_slowdown(true);
+        match self.db.write_opt(batch, &options) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => {}
+            Err(e) => return Err(write_error(subject, &e)),
+        }
+        let db = self.db.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            db.write_opt(WriteBatch::from_data(&data), &WriteOptions::default())
         })
         .await
         .expect("RocksDB write task does not panic");
@@ -251,18 +290,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let batch = self.batch_of(entries)?;
-        let db = self.db.clone();
         let observer = self.observer.clone();
-        let sync_own_write = matches!(self.sync, AppendSync::Own);
         let began = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut options = WriteOptions::default();
-            options.set_sync(sync_own_write);
-            db.write_opt(batch, &options)
-        })
-        .await
-        .expect("RocksDB write task does not panic");
-        result.map_err(|e| write_error(ErrorSubject::Logs, &e))?;
+        if matches!(self.sync, AppendSync::Own) {
+            let db = self.db.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let mut options = WriteOptions::default();
+                options.set_sync(true);
+                db.write_opt(batch, &options)
+            })
+            .await
+            .expect("RocksDB write task does not panic");
+            result.map_err(|e| write_error(ErrorSubject::Logs, &e))?;
+        } else {
+            self.write_unsynced(batch, ErrorSubject::Logs).await?;
+        }
         let AppendSync::Shared(wal_sync) = &self.sync else {
             if let Some(observe) = observer {
                 observe(StoreStage::LogAppend, began.elapsed());
