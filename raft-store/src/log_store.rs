@@ -7,7 +7,7 @@
 //!
 //! Threads: a write that syncs runs on a blocking thread. A write that does not (a learner's
 //! append, an append of a store of several groups, whose sync is the shared one, and the
-//! record of the committed index) is made on the calling task ([`LogStore::write_unsynced`]):
+//! record of the committed index) is made on the calling task (`LogStore::write_unsynced`):
 //! measured, the two thread wake-ups of a hand-off cost more than such a write.
 //!
 //! There is no group commit within a group because there is nothing to group: openraft 0.9.25
