@@ -1,7 +1,7 @@
 //! What flashstock's programs ask of the operating system (Linux): whether this process is root,
 //! how to signal a process, which processes run (one scan of `/proc`, and what a process's
-//! `stat` says), the open-files limit, giving freed memory back, entering a network namespace, and a fixed CPU budget per
-//! process (a cgroup each, [`CpuBudget`]).
+//! `stat` says), the open-files limit, giving freed memory back, entering a network namespace,
+//! and a fixed CPU budget per process (a cgroup each, [`CpuBudget`]).
 //!
 //! Why a crate of its own: the node raises its open-files limit, the launchers and the
 //! PostgreSQL helper (`deploy`) signal and find processes, the load generator (`loadgen`) and the

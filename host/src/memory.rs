@@ -35,8 +35,8 @@ mod tests {
             line.split_whitespace().nth(1).unwrap().parse().unwrap()
         }
         // Many small blocks (below the size glibc maps on its own), touched, then freed: their
-        // pages stay resident until trimmed. Every other block is kept alive first, so that the
-        // freed ones cannot merge into the top of the heap and leave by themselves.
+        // pages stay resident until trimmed. One block in 64 is kept alive, so that the freed ones
+        // cannot merge into the top of the heap and leave by themselves.
         let blocks: Vec<Vec<u8>> = (0..200_000).map(|i| vec![i as u8; 1000]).collect();
         let (kept, freed): (Vec<_>, Vec<_>) = blocks
             .into_iter()

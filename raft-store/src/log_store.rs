@@ -113,7 +113,7 @@ impl LogStore {
         let result = tokio::task::spawn_blocking(move || {
             let cf = group.raft(&db);
             let mut options = WriteOptions::default();
-            options.set_sync(sync);
+            options.set_sync(true);
             db.put_cf_opt(cf, key.encode(), bytes, &options)
         })
         .await
