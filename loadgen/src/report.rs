@@ -103,7 +103,7 @@ impl RunReport {
         let recorder = &result.recorder;
         let seconds = result.elapsed.as_secs_f64();
         let latency = recorder
-            .latency
+            .histograms()
             .iter()
             .map(|(kind, h)| (*kind, LatencySummary::of(h, seconds)))
             .collect();

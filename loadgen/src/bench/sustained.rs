@@ -383,7 +383,7 @@ fn figures(
     let seconds = interval.as_secs_f64();
     let ms = |record: &Recorder, kind: Kind, quantile: f64| {
         record
-            .latency
+            .histograms()
             .get(&kind)
             .map_or(0.0, |h| h.value_at_quantile(quantile) as f64 / 1000.0)
     };
@@ -397,7 +397,7 @@ fn figures(
         )
         .enumerate()
         .map(|(k, (record, sample))| {
-            let answers: u64 = record.latency.values().map(|h| h.len()).sum();
+            let answers: u64 = record.histograms().values().map(|h| h.len()).sum();
             let sample = sample.unwrap_or_default();
             IntervalFigures {
                 end_s: seconds * (k + 1) as f64,
