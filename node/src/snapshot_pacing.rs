@@ -13,10 +13,18 @@
 //! So openraft's own policy is off (`SnapshotPolicy::Never`) and every node asks for a snapshot
 //! itself, every [`CHECK_EVERY`], once [`snapshot_threshold`] entries were applied since
 //! the last one ([`due`]). A leader waits while a member's matched index is below its last
-//! purged entry (that member needs a snapshot, and is being sent one), for up to
-//! [`WAIT_FACTOR`] times the threshold; past that (a member that is down for good, say), it
-//! builds anyway, so the log stays bounded at that many entries. Followers and learners build at
-//! the threshold: their purges strand nobody.
+//! purged entry (that member needs a snapshot, and is being sent one), until both [`WAIT_FACTOR`]
+//! times the threshold of entries and [`WAIT_AT_LEAST`] have passed; past both (a member that is
+//! down for good, say), it builds anyway, so the log stays bounded. Followers and learners build
+//! at the threshold: their purges strand nobody. A candidate does not build: it may be the
+//! leader a moment later, and its members would then need what it purged.
+//!
+//! The time bound came from another 20-minute fault run (one group, a snapshot every 500
+//! entries): a voter back from a partition needed a snapshot; shipping and installing one took
+//! 10 to 12 s, while 4 thresholds of entries took the leader about 10 s to write, so the leader
+//! built and purged again just before each install ended, and the voter installed four
+//! snapshots in a row (50 s) before it could follow the log. The first of the four was built by
+//! the leader-to-be while it was still a candidate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +37,16 @@ use crate::NodeState;
 
 /// How often a node looks at whether a snapshot is due.
 pub const CHECK_EVERY: Duration = Duration::from_millis(250);
-/// How long a leader may put off a snapshot for a member being fed one, in thresholds: the log
-/// then holds at most this many thresholds of entries.
+/// How long a leader may put off a snapshot for a member being fed one, in thresholds of
+/// entries, and at the least [`WAIT_AT_LEAST`]: the log then holds at most this many thresholds
+/// of entries, or what the leader writes in that time if it is more.
 pub const WAIT_FACTOR: u64 = 4;
+/// How long a leader may put off a snapshot for a member being fed one, at the least: long
+/// enough to ship and install a snapshot of a large state, whatever the threshold (in the fault
+/// run that found it, a state of about 270 000 orders took 8 to 12 s to ship and install on one
+/// shared 2-core machine). With the default threshold (100 000 entries) the entries' bound is
+/// the larger one at any rate this cluster writes.
+pub const WAIT_AT_LEAST: Duration = Duration::from_secs(120);
 
 /// Entries between two snapshots on node `id`: `every` plus up to 5/12 of it, by the id. Every
 /// node applies the same log: with one threshold, all six would build at the same index, each
@@ -42,7 +57,17 @@ pub fn snapshot_threshold(every: u64, id: u64) -> u64 {
     every.saturating_add(every / 12 * (id % 6))
 }
 
-/// What a node knows, from its Raft metrics, when it decides.
+/// What a node is in its group, as far as snapshots go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    /// A follower or a learner: it purges only what it applied, and nobody reads its log.
+    Follower,
+    /// A candidate, or a node shutting down: it builds nothing.
+    Other,
+}
+
+/// What a node knows, from its Raft metrics and its own clock, when it decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
     pub applied: u64,
@@ -52,7 +77,9 @@ pub struct Facts {
     pub purged: Option<u64>,
     /// On a leader, every member's matched index (`None`: nothing matched yet); empty otherwise.
     pub matched: Vec<(NodeId, Option<u64>)>,
-    pub leader: bool,
+    pub role: Role,
+    /// How long the leader has been putting off a due snapshot (zero when it is not).
+    pub waited: Duration,
 }
 
 /// What to do now.
@@ -70,10 +97,12 @@ pub enum Decision {
 /// Whether a snapshot is due: see the module documentation.
 pub fn due(facts: &Facts, threshold: u64) -> Decision {
     let since = facts.applied.saturating_sub(facts.snapshot);
-    if since < threshold {
+    if since < threshold || facts.role == Role::Other {
         return Decision::NotYet;
     }
-    if !facts.leader || since >= threshold.saturating_mul(WAIT_FACTOR) {
+    let waited_enough =
+        since >= threshold.saturating_mul(WAIT_FACTOR) && facts.waited >= WAIT_AT_LEAST;
+    if facts.role == Role::Follower || waited_enough {
         return Decision::Build;
     }
     let Some(purged) = facts.purged else {
@@ -89,9 +118,14 @@ pub fn due(facts: &Facts, threshold: u64) -> Decision {
     }
 }
 
-fn facts(metrics: &openraft::RaftMetrics<NodeId, raft_store::Node>) -> Facts {
+fn facts(metrics: &openraft::RaftMetrics<NodeId, raft_store::Node>, waited: Duration) -> Facts {
     let index = |id: &Option<openraft::LogId<NodeId>>| id.map(|id| id.index);
     let leader = metrics.state == ServerState::Leader;
+    let role = match metrics.state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower | ServerState::Learner => Role::Follower,
+        ServerState::Candidate | ServerState::Shutdown => Role::Other,
+    };
     let matched = match (&metrics.replication, leader) {
         (Some(replication), true) => replication
             .iter()
@@ -105,7 +139,8 @@ fn facts(metrics: &openraft::RaftMetrics<NodeId, raft_store::Node>) -> Facts {
         snapshot: index(&metrics.snapshot).unwrap_or(0),
         purged: index(&metrics.purged),
         matched,
-        leader,
+        role,
+        waited,
     }
 }
 
@@ -120,15 +155,22 @@ pub async fn build_when_due(
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waiting_for = None;
+    // Since when the leader has put off a due snapshot.
+    let mut waiting_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stopping.changed() => return,
         }
-        let facts = facts(&group.raft.metrics().borrow());
+        let waited = waiting_since.map_or(Duration::ZERO, |since| since.elapsed());
+        let facts = facts(&group.raft.metrics().borrow(), waited);
         match due(&facts, threshold) {
-            Decision::NotYet => waiting_for = None,
+            Decision::NotYet => {
+                waiting_for = None;
+                waiting_since = None;
+            }
             Decision::Wait { member } => {
+                waiting_since.get_or_insert_with(tokio::time::Instant::now);
                 if waiting_for != Some(member) {
                     tracing::info!(
                         member,
@@ -142,6 +184,7 @@ pub async fn build_when_due(
             }
             Decision::Build => {
                 waiting_for = None;
+                waiting_since = None;
                 // openraft ignores the request while a build is under way; an error means the
                 // core stopped, which the node's shutdown handles.
                 let _ = group.raft.trigger().snapshot().await;
@@ -160,7 +203,8 @@ mod tests {
             snapshot,
             purged: Some(purged),
             matched: (2..).zip(matched.iter().copied()).collect(),
-            leader: true,
+            role: Role::Leader,
+            waited: Duration::ZERO,
         }
     }
 
@@ -195,17 +239,42 @@ mod tests {
             due(&leader(1_100, 600, 550, &[Some(550)]), 500),
             Decision::Build
         );
-        // The log is bounded: past WAIT_FACTOR thresholds it builds anyway.
+        // The log is bounded: past WAIT_FACTOR thresholds and WAIT_AT_LEAST it builds anyway.
+        let long_wait = |applied| Facts {
+            waited: WAIT_AT_LEAST,
+            ..leader(applied, 600, 550, &fed)
+        };
         assert_eq!(
-            due(&leader(600 + 500 * WAIT_FACTOR, 600, 550, &fed), 500),
+            due(&long_wait(600 + 500 * WAIT_FACTOR), 500),
             Decision::Build
         );
+        // Either bound alone is not enough: a member whose snapshot takes longer to ship and
+        // install than the leader takes to write WAIT_FACTOR thresholds is still waited for.
+        assert_eq!(
+            due(&leader(600 + 500 * WAIT_FACTOR, 600, 550, &fed), 500),
+            Decision::Wait { member: 3 }
+        );
+        assert_eq!(
+            due(&long_wait(600 + 500 * WAIT_FACTOR - 1), 500),
+            Decision::Wait { member: 3 }
+        );
+    }
+
+    #[test]
+    fn a_candidate_builds_nothing() {
+        // It may lead a moment later; its members would need what it purged.
+        let candidate = Facts {
+            role: Role::Other,
+            matched: Vec::new(),
+            ..leader(100_000, 600, 550, &[])
+        };
+        assert_eq!(due(&candidate, 500), Decision::NotYet);
     }
 
     #[test]
     fn followers_and_a_leader_that_never_purged_build_at_the_threshold() {
         let follower = Facts {
-            leader: false,
+            role: Role::Follower,
             matched: Vec::new(),
             ..leader(1_100, 600, 550, &[])
         };
