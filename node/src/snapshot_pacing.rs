@@ -120,14 +120,13 @@ pub fn due(facts: &Facts, threshold: u64) -> Decision {
 
 fn facts(metrics: &openraft::RaftMetrics<NodeId, raft_store::Node>, waited: Duration) -> Facts {
     let index = |id: &Option<openraft::LogId<NodeId>>| id.map(|id| id.index);
-    let leader = metrics.state == ServerState::Leader;
     let role = match metrics.state {
         ServerState::Leader => Role::Leader,
         ServerState::Follower | ServerState::Learner => Role::Follower,
         ServerState::Candidate | ServerState::Shutdown => Role::Other,
     };
-    let matched = match (&metrics.replication, leader) {
-        (Some(replication), true) => replication
+    let matched = match (&metrics.replication, role) {
+        (Some(replication), Role::Leader) => replication
             .iter()
             .filter(|(member, _)| **member != metrics.id)
             .map(|(member, matched)| (*member, index(matched)))
