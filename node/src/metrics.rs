@@ -359,20 +359,19 @@ pub async fn track(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    // A matched path is a shared string: cloning it allocates nothing.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     metrics
         .latency
-        .with_label_values(&[&route, method])
+        .with_label_values(&[route, method])
         .observe(started.elapsed().as_secs_f64());
     metrics
         .requests
-        .with_label_values(&[&route, method, response.status().as_str()])
+        .with_label_values(&[route, method, response.status().as_str()])
         .inc();
     response
 }
