@@ -140,7 +140,9 @@ pub fn group_of_op(op: &crate::Op, groups: u16) -> Placed {
         | Op::ReleaseHold { hold, .. }
         | Op::SettlePart { hold, .. } => placed_by(crate::OrderId(hold.0)),
         Op::CancelOrder { order, .. } => placed_by(*order),
-        Op::MarkArchived { .. } | Op::SetClusterVersion { .. } => Placed::Anywhere,
+        Op::MarkArchived { .. } | Op::SetClusterVersion { .. } | Op::BulkDigest { .. } => {
+            Placed::Anywhere
+        }
     }
 }
 

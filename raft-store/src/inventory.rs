@@ -344,7 +344,7 @@ fn apply_command(
     }
     let record_key = record_key(command);
     if let Some(record) = state.key_record(&record_key)? {
-        if record.op.same_request(&command.op) {
+        if recorded_same_request(&record.op, &command.op) {
             return Ok(Outcome::Duplicate(Box::new(record.outcome)));
         }
         return Ok(Outcome::Rejected(Rejection::KeyReused {
@@ -447,9 +447,19 @@ fn apply_command(
         Op::SettlePart { hold, commit } => {
             checkout::settle_part(state, meta, order_id, &command.key, *hold, *commit)?
         }
+        // Refused by `validate_command` above; never recorded as a command of its own.
+        Op::BulkDigest { .. } => {
+            return Ok(Outcome::Rejected(Rejection::Invalid {
+                reason: "a bulk digest is not a command".to_owned(),
+            }))
+        }
+    };
+    let op = match &command.op {
+        Op::Bulk { ops } if state.cluster_version()? >= 5 => bulk_digest(ops),
+        op => op.clone(),
     };
     let record = KeyRecord {
-        op: command.op.clone(),
+        op,
         outcome: outcome.clone(),
         recorded_at_ms: meta.clock_ms,
     };
@@ -457,10 +467,65 @@ fn apply_command(
     Ok(outcome)
 }
 
+/// Whether `recorded`, the op of an idempotency record, asks for the same as `incoming`
+/// ([`Op::same_request`]); a bulk request's record from cluster version 5 keeps only its digest
+/// ([`bulk_digest`]), which a retry's must equal.
+fn recorded_same_request(recorded: &Op, incoming: &Op) -> bool {
+    match (recorded, incoming) {
+        (Op::BulkDigest { .. }, Op::Bulk { ops }) => *recorded == bulk_digest(ops),
+        _ => recorded.same_request(incoming),
+    }
+}
+
+/// What the idempotency record of a bulk request keeps of it from cluster version 5
+/// ([`Op::BulkDigest`]): its number of items and a SHA-256 of them, each item written field by
+/// field with its length, so the digest depends on what the request asks and on nothing of how
+/// a release encodes it. A bulk request holds creates and restocks only ([`validate_command`]);
+/// any other item is written as its kind, which no retry can match by accident.
+pub fn bulk_digest(ops: &[Op]) -> Op {
+    use sha2::{Digest, Sha256};
+    fn field(hash: &mut Sha256, bytes: &[u8]) {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    }
+    let mut hash = Sha256::new();
+    for op in ops {
+        match op {
+            Op::CreateProduct {
+                product,
+                name,
+                price_cents,
+                stock,
+            } => {
+                field(&mut hash, b"create");
+                field(&mut hash, product.as_bytes());
+                field(&mut hash, name.as_bytes());
+                field(&mut hash, &price_cents.to_le_bytes());
+                field(&mut hash, &stock.to_le_bytes());
+            }
+            Op::Restock { product, quantity } => {
+                field(&mut hash, b"restock");
+                field(&mut hash, product.as_bytes());
+                field(&mut hash, &quantity.to_le_bytes());
+            }
+            other => field(&mut hash, other.kind().as_bytes()),
+        }
+    }
+    let mut sha256 = [0u8; 32];
+    sha256.copy_from_slice(&hash.finalize());
+    Op::BulkDigest {
+        items: u32::try_from(ops.len()).unwrap_or(u32::MAX),
+        sha256,
+    }
+}
+
 /// An item of a bulk request sent as its own command (before cluster version 2, key
 /// `K#i`) whose request was applied as one [`Op::Bulk`] under `K`: the bulk command's item
 /// answers it, so a retry across the switch applies nothing twice. Looked up only from cluster
-/// version 2 on, so entries before it apply exactly as the release before did.
+/// version 2 on, so entries before it apply exactly as the release before did. A record of
+/// cluster version 5 or later keeps only the request's digest and answers no item: by then every
+/// member runs a release that sends a bulk request as one command, so no gateway sends its
+/// items one by one.
 fn answered_by_bulk_record(
     state: &impl InventoryState,
     command: &Command,
@@ -984,5 +1049,74 @@ impl InventoryState for MemState {
 
     fn put_cluster_version(&mut self, version: u32) {
         self.cluster_version = Some(version);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tee() -> Op {
+        Op::CreateProduct {
+            product: "tee".to_owned(),
+            name: "Tee shirt".to_owned(),
+            price_cents: 1500,
+            stock: 5,
+        }
+    }
+
+    fn restock(quantity: u64) -> Op {
+        Op::Restock {
+            product: "tee".to_owned(),
+            quantity,
+        }
+    }
+
+    /// The digest is pinned: a record written by one release must match the same request retried
+    /// through another, so its encoding may never change. The expected value was computed apart
+    /// from this code (SHA-256 over each field as an 8-byte little-endian length and its bytes).
+    #[test]
+    fn a_bulk_digest_is_pinned() {
+        let Op::BulkDigest { items, sha256 } = bulk_digest(&[tee(), restock(2)]) else {
+            panic!("a bulk digest");
+        };
+        let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(items, 2);
+        assert_eq!(
+            hex,
+            "5151d0cb2a70152f52fdb04f81b263251a621126342aef91e6796e0173fa86f1"
+        );
+    }
+
+    /// Any difference of a field, of the order or of the number of items is another request.
+    #[test]
+    fn a_bulk_digest_tells_requests_apart() {
+        let request = [tee(), restock(2)];
+        let digest = bulk_digest(&request);
+        assert!(recorded_same_request(
+            &digest,
+            &Op::Bulk {
+                ops: request.to_vec()
+            }
+        ));
+        for other in [
+            vec![tee(), restock(3)],
+            vec![restock(2), tee()],
+            vec![tee()],
+            vec![tee(), restock(2), restock(2)],
+        ] {
+            assert!(!recorded_same_request(&digest, &Op::Bulk { ops: other }));
+        }
+        // A field's bytes cannot slide into the next one: "tee" + "Tee shirt" is not "teeT" +
+        // "ee shirt".
+        let shifted = Op::CreateProduct {
+            product: "teeT".to_owned(),
+            name: "ee shirt".to_owned(),
+            price_cents: 1500,
+            stock: 5,
+        };
+        assert_ne!(bulk_digest(&[tee()]), bulk_digest(&[shifted]));
+        // A digest answers only a bulk request.
+        assert!(!recorded_same_request(&digest, &tee()));
     }
 }

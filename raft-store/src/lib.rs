@@ -79,7 +79,9 @@ pub type Raft = openraft::Raft<TypeConfig>;
 /// - 3: carts across Raft groups ([`flashstock_api::Op::HoldPart`],
 ///   [`flashstock_api::Op::SettlePart`]): the index of parts not settled yet (`cp/`).
 /// - 4: idempotency records of bulk requests hold [`flashstock_api::Outcome::BulkDone`].
-pub const STATE_FORMAT: u32 = 4;
+/// - 5: idempotency records of bulk requests hold [`flashstock_api::Op::BulkDigest`] instead of
+///   the request.
+pub const STATE_FORMAT: u32 = 5;
 /// The format of a new store, and of one written before the format record existed.
 pub const STATE_FORMAT_BASE: u32 = 1;
 
@@ -89,7 +91,8 @@ pub fn state_format_for(cluster_version: u32) -> u32 {
         0 | 1 => 1,
         2 => 2,
         3 => 3,
-        _ => 4,
+        4 => 4,
+        _ => 5,
     }
 }
 

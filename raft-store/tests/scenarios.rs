@@ -80,7 +80,7 @@ use flashstock_api::{
 };
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
-use raft_store::inventory::{apply_proposal, record_key, MemState, OrderRecord};
+use raft_store::inventory::{apply_proposal, bulk_digest, record_key, MemState, OrderRecord};
 use raft_store::Group;
 
 /// Fewer scripts than this means the directory was not found or emptied: fail, don't pass.
@@ -728,6 +728,14 @@ impl Runner {
             }
             if let (Op::Bulk { ops }, Outcome::BulkDone(items)) = (&command.op, outcome) {
                 assert_eq!(ops.len(), items.len(), "one outcome per bulk item");
+                // From cluster version 5 its record keeps a digest of the request, not the
+                // request.
+                let kept = &self.state.keys[&command.key].op;
+                if self.state.cluster_version.unwrap_or(1) >= 5 {
+                    assert_eq!(kept, &bulk_digest(ops), "a bulk record keeps the digest");
+                } else {
+                    assert_eq!(kept, &command.op, "a bulk record keeps the request");
+                }
                 for (op, item) in ops.iter().zip(items) {
                     item_moves(op, item, &mut moves);
                 }
