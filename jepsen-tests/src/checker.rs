@@ -1089,7 +1089,7 @@ mod tests {
                 "r",
                 4,
                 OpResult::Restocked {
-                    product: product(0, 4).into(),
+                    product: Some(product(0, 4).into()),
                 },
             ),
         ]);

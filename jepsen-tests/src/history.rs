@@ -123,8 +123,9 @@ impl OpKind {
 pub enum OpResult {
     /// A purchase the cluster confirmed, and whether the gateway marked it as a replay.
     Confirmed { order: Order, replayed: bool },
-    /// A restock the cluster confirmed: the product right after it.
-    Restocked { product: ProductDetails },
+    /// A restock the cluster confirmed: the product right after it, or `None` for a restock sent
+    /// as an item of a bulk request, whose answer says only what the item did.
+    Restocked { product: Option<ProductDetails> },
     /// A view: the product as the gateway's replica had it, and the log index the replica had
     /// applied (`None` in hand-made histories that do not say).
     Viewed {

@@ -25,8 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashstock_api::{
-    CreateProductRequest, HoldDetails, HoldId, HoldReleased, HoldResponse, Line, Order,
-    OrderChanged, OrderId, OrderWithLines, ProductView, PurchaseResponse,
+    BulkItem, BulkRequest, BulkResponse, BulkStatus, CreateProductRequest, HoldDetails, HoldId,
+    HoldReleased, HoldResponse, Line, Order, OrderChanged, OrderId, OrderWithLines, ProductView,
+    PurchaseResponse,
 };
 use flashstock_client::{Served, ShopClient, ShopError};
 use tokio::task::JoinSet;
@@ -1172,7 +1173,9 @@ fn wall_clock_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The admin: restocks a random product now and then.
+/// The admin: restocks a random product now and then; every other restock is sent as a bulk
+/// request of one item (`POST /v1/admin/products/bulk`, as a catalog import sends them), so that
+/// its retries after an unknown outcome meet the bulk request's idempotency record.
 struct Admin {
     rng: Rng,
     shop: ShopClient,
@@ -1204,15 +1207,30 @@ impl Admin {
         let key = format!("j{}-admin-{n}", self.config.seed);
         let invoked_ms = self.clock.ms();
         let shop = &self.shop;
-        let settled = with_same_key(self.config.unknown_retries, || {
-            shop.restock_with_key(&key, &product, quantity)
-        })
-        .await;
-        let result = match settled.result {
-            Ok(changed) => OpResult::Restocked {
-                product: changed.product,
-            },
-            Err(result) => result,
+        let retries = self.config.unknown_retries;
+        let (result, settled) = if n.is_multiple_of(2) {
+            let settled =
+                with_same_key(retries, || shop.restock_with_key(&key, &product, quantity)).await;
+            let result = match settled.result {
+                Ok(changed) => OpResult::Restocked {
+                    product: Some(changed.product),
+                },
+                Err(result) => result,
+            };
+            (result, (settled.attempts, settled.unknown_attempts))
+        } else {
+            let request = BulkRequest {
+                items: vec![BulkItem::Restock {
+                    id: product.clone(),
+                    quantity,
+                }],
+            };
+            let settled = with_same_key(retries, || shop.bulk_with_key(&key, &request)).await;
+            let result = match settled.result {
+                Ok(response) => bulk_restock_result(response),
+                Err(result) => result,
+            };
+            (result, (settled.attempts, settled.unknown_attempts))
         };
         self.ops.push(OpRecord {
             client: ADMIN_CLIENT,
@@ -1222,12 +1240,35 @@ impl Admin {
             quantity,
             invoked_ms,
             completed_ms: self.clock.ms(),
-            attempts: settled.attempts,
-            unknown_attempts: settled.unknown_attempts,
+            attempts: settled.0,
+            unknown_attempts: settled.1,
             expected: None,
             target: Target::default(),
             result,
         });
+    }
+}
+
+/// The outcome of a restock sent as a bulk request of one item, from the request's answer: the
+/// answer is definite (the request's record gave it, or it applied now), and says what the item
+/// did but not the product after it.
+fn bulk_restock_result(response: BulkResponse) -> OpResult {
+    match response.results.into_iter().next() {
+        Some(item) if item.status == BulkStatus::Restocked => OpResult::Restocked { product: None },
+        Some(item) => match item.error {
+            Some(error) => OpResult::Rejected {
+                code: error.code.to_string(),
+                message: error.message,
+            },
+            None => OpResult::Rejected {
+                code: "unexpected_item_status".into(),
+                message: format!("a restock item answered {:?}", item.status),
+            },
+        },
+        None => OpResult::Rejected {
+            code: "no_item_result".into(),
+            message: "a bulk answer without the item's result".into(),
+        },
     }
 }
 
@@ -1256,6 +1297,42 @@ pub(crate) fn view_result(answer: Result<Served<ProductView>, ShopError>) -> OpR
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    fn item(status: BulkStatus, error: Option<&str>) -> BulkResponse {
+        BulkResponse {
+            results: vec![flashstock_api::BulkItemResult {
+                id: "p".into(),
+                status,
+                replayed: false,
+                error: error.map(|code| flashstock_api::ErrorBody {
+                    code: flashstock_api::ErrorCode::parse(code),
+                    message: "refused".into(),
+                }),
+            }],
+        }
+    }
+
+    /// A one-item bulk restock is confirmed only when its item says restocked; a refused item
+    /// is a definite rejection with its code.
+    #[test]
+    fn a_bulk_restock_is_what_its_item_says() {
+        assert_eq!(
+            bulk_restock_result(item(BulkStatus::Restocked, None)),
+            OpResult::Restocked { product: None }
+        );
+        assert!(matches!(
+            bulk_restock_result(item(BulkStatus::Rejected, Some("unknown_product"))),
+            OpResult::Rejected { code, .. } if code == "unknown_product"
+        ));
+        assert!(matches!(
+            bulk_restock_result(item(BulkStatus::Created, None)),
+            OpResult::Rejected { code, .. } if code == "unexpected_item_status"
+        ));
+        assert!(matches!(
+            bulk_restock_result(BulkResponse { results: vec![] }),
+            OpResult::Rejected { code, .. } if code == "no_item_result"
+        ));
+    }
 
     /// Answers queued for a fake write, one per call.
     fn scripted(
