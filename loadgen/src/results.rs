@@ -20,6 +20,9 @@ pub struct ConcurrencyPoint {
     pub report: RunReport,
     /// Resident memory of each node after the run, MiB.
     pub rss_mib: BTreeMap<String, f64>,
+    /// The largest resident memory of each node read during the run (every 250 ms, its
+    /// connections open in its load phase), MiB.
+    pub peak_rss_mib: BTreeMap<String, f64>,
 }
 
 /// One point of the catalog curve: the cluster holding `products` products.
@@ -134,22 +137,26 @@ impl BenchResults {
             .map(|(label, mib)| (label.clone(), *mib))
     }
 
-    /// A gateway after the concurrency curve's run at the most connections up to the brief's
-    /// N = 6000: at most 200 MB resident.
+    /// A gateway holding the connections of the concurrency curve's run at the most connections
+    /// up to the brief's N = 6000: at most 200 MB resident, the largest reading during the run.
     fn gateway_memory_target(&self) -> Option<TargetResult> {
         let point = self
             .concurrency
             .iter()
             .filter(|c| c.connections <= 6000)
             .max_by_key(|c| c.connections)?;
-        let (label, mib) = Self::largest(&point.rss_mib, "gateway")?;
+        let (label, mib) = Self::largest(&point.peak_rss_mib, "gateway")?;
+        let (_, after_mib) = Self::largest(&point.rss_mib, "gateway")?;
         let mb = mib * MB_PER_MIB;
         Some(TargetResult {
             target: format!(
-                "gateway after serving {} connections: ≤ 200 MB resident",
+                "gateway holding {} connections: ≤ 200 MB resident (largest reading during the run)",
                 point.connections
             ),
-            measured: format!("{label}: {mb:.0} MB ({mib:.0} MiB)"),
+            measured: format!(
+                "{label}: {mb:.0} MB ({mib:.0} MiB); after the run {:.0} MB",
+                after_mib * MB_PER_MIB
+            ),
             met: Some(mb <= 200.0),
         })
     }
@@ -909,26 +916,28 @@ impl BenchResults {
         let _ = writeln!(
             out,
             "## Concurrency curve (standard mix, closed loop)\n\n| connections | answers/s | \
-             view p50 / p99 ms | purchase p50 / p99 ms | errors | gateway RSS MiB |\n\
-             |---:|---:|---|---|---:|---|"
+             view p50 / p99 ms | purchase p50 / p99 ms | errors | gateway RSS MiB, largest \
+             during the run | gateway RSS MiB after it |\n\
+             |---:|---:|---|---|---:|---|---|"
         );
-        for c in &self.concurrency {
-            let r = &c.report;
-            let gateways: BTreeMap<String, f64> = c
-                .rss_mib
-                .iter()
+        let gateways = |rss: &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
+            rss.iter()
                 .filter(|(k, _)| k.starts_with("gateway"))
                 .map(|(k, v)| (k.clone(), *v))
-                .collect();
+                .collect()
+        };
+        for c in &self.concurrency {
+            let r = &c.report;
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {} | {} | {} | {} |",
+                "| {} | {:.0} | {} | {} | {} | {} | {} |",
                 c.connections,
                 r.answers_per_s,
                 pair(r, Kind::View),
                 pair(r, Kind::PurchaseConfirmed),
                 r.errors,
-                mib_list(&gateways)
+                mib_list(&gateways(&c.peak_rss_mib)),
+                mib_list(&gateways(&c.rss_mib))
             );
         }
         out.push('\n');

@@ -42,7 +42,7 @@ use crate::report::table;
 use crate::results::{utc_timestamp, BenchResults, ConcurrencyPoint};
 use crate::scenario::{run_scenario_probed, CpuProbe, Phases};
 use crate::workload::{Catalog, Workload, STANDARD_PRODUCTS, UNLIMITED_STOCK};
-use processes::{cluster_rss, cluster_storage, cpu_probe, node_label, sibling, Baseline};
+use processes::{cluster_rss, cluster_storage, cpu_probe, node_label, sibling, Baseline, PeakRss};
 use scenarios::{main_scenarios, run_config};
 use settings::Settings;
 
@@ -397,6 +397,7 @@ async fn run_concurrency_curve(
 ) -> Result<(), String> {
     for &connections in &settings.concurrency {
         say(format!("concurrency curve: {connections} connections"));
+        let peak = PeakRss::start(cluster);
         let report = run_scenario_probed(
             &format!("concurrency-{connections}"),
             "flashstock",
@@ -406,11 +407,14 @@ async fn run_concurrency_curve(
             Phases::SetupAndCheck,
             Some(cpu),
         )
-        .await?;
+        .await;
+        let peak_rss_mib = peak.stop().await;
+        let report = report?;
         print!("{}", table(std::slice::from_ref(&report)));
         results.concurrency.push(ConcurrencyPoint {
             connections,
             rss_mib: cluster_rss(cluster),
+            peak_rss_mib,
             report,
         });
     }

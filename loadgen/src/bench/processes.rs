@@ -115,6 +115,57 @@ pub fn cluster_rss(cluster: &LocalCluster) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// How often [`PeakRss`] reads the nodes' resident memory.
+const PEAK_RSS_EVERY: Duration = Duration::from_millis(250);
+
+/// The largest resident memory of each node, read every 250 ms from [`start`] until
+/// [`stop`]: what a node holds while a scenario's connections are open, which a reading after
+/// the scenario misses (its connections are closed by then, and what they held may already be
+/// given back).
+///
+/// [`start`]: PeakRss::start
+/// [`stop`]: PeakRss::stop
+pub struct PeakRss {
+    stop: tokio::sync::oneshot::Sender<()>,
+    sampler: tokio::task::JoinHandle<BTreeMap<String, f64>>,
+}
+
+impl PeakRss {
+    /// Start reading every node of `cluster` that runs now.
+    pub fn start(cluster: &LocalCluster) -> PeakRss {
+        let nodes: Vec<(String, u32)> = cluster
+            .nodes
+            .values()
+            .filter_map(|node| Some((node_label(node.role, node.id), node.pid()?)))
+            .collect();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let sampler = tokio::spawn(async move {
+            let mut peak = BTreeMap::<String, f64>::new();
+            let mut every = tokio::time::interval(PEAK_RSS_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = &mut stopped => break,
+                }
+                for (label, pid) in &nodes {
+                    if let Some(mib) = rss_mib(*pid) {
+                        let largest = peak.entry(label.clone()).or_insert(0.0);
+                        *largest = largest.max(mib);
+                    }
+                }
+            }
+            peak
+        });
+        PeakRss { stop, sampler }
+    }
+
+    /// The largest reading of each node, MiB.
+    pub async fn stop(self) -> BTreeMap<String, f64> {
+        let _ = self.stop.send(());
+        self.sampler.await.unwrap_or_default()
+    }
+}
+
 /// Bytes of every node's data directory, MiB.
 pub fn cluster_data(cluster: &LocalCluster) -> BTreeMap<String, f64> {
     cluster
