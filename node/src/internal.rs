@@ -223,11 +223,17 @@ async fn metrics(State(state): State<AppState>) -> String {
     let group = state.group0();
     let committed = committed_index(group).await.unwrap_or(0);
     let meta = group.reader.inventory_meta().ok();
+    let memtable_bytes = state
+        .groups
+        .iter()
+        .map(|group| group.reader.memtable_bytes())
+        .sum();
     state.metrics.render(
         &group.raft,
         committed,
         group.reader.applied_index(),
         meta.as_ref(),
+        memtable_bytes,
     )
 }
 

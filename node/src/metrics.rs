@@ -105,6 +105,7 @@ pub struct Metrics {
     stages: [Histogram; Stage::ALL.len()],
     archive_backlog: IntGauge,
     orders_held: IntGauge,
+    memtable_bytes: IntGauge,
     /// Connections open now, by listener (`public`, `internal`).
     pub connections_open: IntGaugeVec,
     /// Connections the server closed, by listener and reason (idle, header or request timeout).
@@ -230,6 +231,11 @@ impl Metrics {
             "Orders the state machine holds: the archive backlog and archived orders within the retention",
         )
         .expect("valid metric");
+        let memtable_bytes = IntGauge::new(
+            "store_memtable_bytes",
+            "Bytes of RocksDB memtables this node's store holds, every group (a gateway's at most 64 MiB)",
+        )
+        .expect("valid metric");
         let connections_open = IntGaugeVec::new(
             Opts::new(
                 "http_connections_open",
@@ -281,6 +287,7 @@ impl Metrics {
             Box::new(stages.clone()),
             Box::new(archive_backlog.clone()),
             Box::new(orders_held.clone()),
+            Box::new(memtable_bytes.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_closed.clone()),
             Box::new(streams_open.clone()),
@@ -310,6 +317,7 @@ impl Metrics {
             stages: stage_histograms,
             archive_backlog,
             orders_held,
+            memtable_bytes,
             connections_open,
             connections_closed,
             streams_open,
@@ -317,15 +325,17 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every metric, with Raft's gauges and the replicated counters of
-    /// `meta` read now.
+    /// The text exposition of every metric, with Raft's gauges, the replicated counters of
+    /// `meta` and the store's `memtable_bytes` read now.
     pub fn render(
         &self,
         raft: &Raft,
         committed_index: u64,
         applied_index: u64,
         meta: Option<&InventoryMeta>,
+        memtable_bytes: u64,
     ) -> String {
+        self.memtable_bytes.set(memtable_bytes as i64);
         if let Some(meta) = meta {
             self.archive_backlog.set(meta.archive_backlog() as i64);
             self.orders_held.set(meta.orders_held() as i64);

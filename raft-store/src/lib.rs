@@ -140,8 +140,22 @@ pub enum StoreStage {
 /// [`StateMachine::with_observer`]. Called on the thread that did the work: it must be quick.
 pub type Observer = Arc<dyn Fn(StoreStage, std::time::Duration) + Send + Sync>;
 
-/// Block cache of the state column family, bytes.
+/// Block cache of a store, bytes: one cache shared by the state column families of every group,
+/// so that a node's cache stays this size whatever its number of groups.
 const STATE_BLOCK_CACHE_BYTES: usize = 64 << 20;
+
+/// Most bytes of memtables a learner's store (a gateway's) holds, over every column family of
+/// every group (`db_write_buffer_size`): past it, RocksDB flushes a memtable. Without it each
+/// family could hold two memtables of 64 MiB, and a gateway applying the standard mix at 6000
+/// connections held 60 to 120 MiB more than one serving views only, mostly the state's and the
+/// log's memtables; a node of three groups could hold three times that. A memtable is a write
+/// buffer, not a cache: reads of what was flushed go through the block cache.
+///
+/// Voters keep RocksDB's per-family sizes: with the same bound, their synced appends took 1.2
+/// to 3 times as long at light load in the benchmark (three pairs, docs/BENCHMARKS.md), the
+/// flushes it brings meeting the appends' fsyncs, and a voter's memory has room (a 1 GB
+/// target, about 300 MB at 1 000 000 products).
+const LEARNER_MEMTABLE_BYTES_MAX: usize = 64 << 20;
 /// Bloom filter bits per key of the state column family: about 1% false positives.
 const STATE_BLOOM_BITS_PER_KEY: f64 = 10.0;
 
@@ -163,10 +177,13 @@ const STATE_MEMTABLE_BLOOM_RATIO: f64 = 0.02;
 /// one per memtable answers them without searching its skip list, which was a tenth of a
 /// gateway's CPU in a flash sale (every purchase looks up its fresh idempotency key there first).
 /// Options change no data format: files written before have no filter and are read as before.
-pub(crate) fn state_options() -> Options {
+/// `cache` is the store's block cache; a writer of table files, which reads no blocks, has none.
+pub(crate) fn state_options(cache: Option<&Cache>) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(STATE_BLOOM_BITS_PER_KEY, false);
-    table.set_block_cache(&Cache::new_lru_cache(STATE_BLOCK_CACHE_BYTES));
+    if let Some(cache) = cache {
+        table.set_block_cache(cache);
+    }
     let mut options = Options::default();
     options.set_block_based_table_factory(&table);
     options.set_memtable_prefix_bloom_ratio(STATE_MEMTABLE_BLOOM_RATIO);
@@ -302,11 +319,16 @@ pub fn open_groups_with(
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.set_max_total_wal_size(WAL_BYTES_MAX);
+    if durability == Durability::Learner {
+        options.set_db_write_buffer_size(LEARNER_MEMTABLE_BYTES_MAX);
+    }
+    let cache = Cache::new_lru_cache(STATE_BLOCK_CACHE_BYTES);
     let families = groups.iter().flat_map(|group| {
         let state = group.state_family().to_string();
-        group.families().map(|name| {
+        let cache = &cache;
+        group.families().map(move |name| {
             let options = if name == state {
-                state_options()
+                state_options(Some(cache))
             } else {
                 Options::default()
             };

@@ -604,7 +604,7 @@ fn write_sst(file: &mut File, sst: &Path, snapshot_id: &str) -> io::Result<()> {
     let len = file.seek(SeekFrom::End(0))?;
     file.seek(SeekFrom::Start(0))?;
     let mut pairs = PairReader::new(BufReader::with_capacity(BUFFER_BYTES, file), len)?;
-    let options = crate::state_options();
+    let options = crate::state_options(None);
     let mut writer = SstFileWriter::create(&options);
     let rocks = |e: rocksdb::Error| io::Error::other(e.into_string());
     writer.open(sst).map_err(rocks)?;

@@ -404,6 +404,24 @@ impl StateReader {
         }
     }
 
+    /// Bytes of memtables the group's column families hold now, RocksDB's own accounting (a
+    /// learner's store bounds those of every group together).
+    pub fn memtable_bytes(&self) -> u64 {
+        [
+            self.group.log(&self.db),
+            self.group.raft(&self.db),
+            self.group.state(&self.db),
+        ]
+        .into_iter()
+        .filter_map(|cf| {
+            self.db
+                .property_int_value_cf(cf, "rocksdb.size-all-mem-tables")
+                .ok()
+                .flatten()
+        })
+        .sum()
+    }
+
     /// The index of the last applied entry (0 before any). Reads made after this call see at
     /// least that entry's effects.
     pub fn applied_index(&self) -> u64 {

@@ -579,6 +579,73 @@ fn the_write_ahead_log_stays_small_while_the_state_grows() {
     });
 }
 
+/// Every group of a learner's store shares one bound on memtables: while three groups' states
+/// grow by 100 MiB each, the memtables of all of them together stay near the store's 64 MiB
+/// (63 MiB on a quiet machine). Before the bound, each group's state family kept up to 64 MiB
+/// before its first flush and could keep a second while the first was flushed (208 MiB here).
+#[test]
+fn the_memtables_of_every_group_of_a_learner_share_one_bound() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let mut groups =
+            raft_store::open_groups_with(dir.path(), 3, raft_store::Durability::Learner).unwrap();
+        let name = "n".repeat(flashstock_api::PRODUCT_NAME_LEN_MAX);
+        let mut most = 0;
+        for index in 1..=100u64 {
+            for (number, (_log, sm)) in groups.iter_mut().enumerate() {
+                let commands = (0..1000)
+                    .map(|i| {
+                        let product = format!("g{number}-p{index}-{i}");
+                        let key = format!("{product}-{}", "k".repeat(100));
+                        let op = Op::CreateProduct {
+                            product,
+                            name: name.clone(),
+                            price_cents: 100,
+                            stock: 1,
+                        };
+                        command(&key, op)
+                    })
+                    .collect();
+                let proposal = Proposal {
+                    proposed_at_ms: 1_000 + index,
+                    forget_keys_before_ms: 0,
+                    drop_archived_before_ms: 0,
+                    commands,
+                };
+                sm.apply(vec![entry(index, proposal)]).await.unwrap();
+            }
+            let held: u64 = groups
+                .iter()
+                .map(|(_, sm)| sm.reader().memtable_bytes())
+                .sum();
+            most = most.max(held);
+        }
+        let state: u64 = groups
+            .iter()
+            .map(|(_, sm)| sm.reader().storage().state_bytes)
+            .sum();
+        eprintln!(
+            "three groups' states {} MiB, memtables at most {} MiB",
+            state / MIB,
+            most / MIB
+        );
+        assert!(
+            state > 256 * MIB,
+            "the states hold only {} MiB",
+            state / MIB
+        );
+        // Memtables being flushed stay counted until their table files are written, and the
+        // writes go on meanwhile: up to about the bound again on top of it, when other tests
+        // keep the disk busy.
+        assert!(
+            most <= 128 * MIB,
+            "the memtables of three groups reached {} MiB",
+            most / MIB
+        );
+    });
+}
+
 /// Opens the closed store in `dir` bare, to write what an older release or an interrupted
 /// install left in its `raft` column family.
 fn with_raft_family(
