@@ -519,6 +519,31 @@ fn a_snapshot_in_a_newer_format_is_refused_and_changes_nothing() {
     });
 }
 
+/// Entry `index`'s proposal for the tests that grow a state by hundreds of MiB: 1000 products
+/// named `{prefix}{index}-{i}` with the longest name, each under a 100-byte idempotency key.
+fn large_creates(index: u64, prefix: &str) -> Proposal {
+    let name = "n".repeat(flashstock_api::PRODUCT_NAME_LEN_MAX);
+    let commands = (0..1000)
+        .map(|i| {
+            let product = format!("{prefix}{index}-{i}");
+            let key = format!("{product}-{}", "k".repeat(100));
+            let op = Op::CreateProduct {
+                product,
+                name: name.clone(),
+                price_cents: 100,
+                stock: 1,
+            };
+            command(&key, op)
+        })
+        .collect();
+    Proposal {
+        proposed_at_ms: 1_000 + index,
+        forget_keys_before_ms: 0,
+        drop_archived_before_ms: 0,
+        commands,
+    }
+}
+
 /// The state's writes skip the write-ahead log, the Raft log being what makes them durable: while
 /// the state grows by hundreds of MiB, the WAL holds only the few writes that go through it (a
 /// vote here). Before, it held every write of the state, and the `raft` family, written rarely,
@@ -532,29 +557,11 @@ fn the_write_ahead_log_stays_small_while_the_state_grows() {
     runtime().block_on(async {
         let (mut log, mut sm) = raft_store::open(dir.path()).unwrap();
         log.save_vote(&openraft::Vote::new(1, 1)).await.unwrap();
-        let name = "n".repeat(flashstock_api::PRODUCT_NAME_LEN_MAX);
         let mut most_wal = 0;
         for index in 1..=300u64 {
-            let commands = (0..1000)
-                .map(|i| {
-                    let product = format!("p{index}-{i}");
-                    let key = format!("{product}-{}", "k".repeat(100));
-                    let op = Op::CreateProduct {
-                        product,
-                        name: name.clone(),
-                        price_cents: 100,
-                        stock: 1,
-                    };
-                    command(&key, op)
-                })
-                .collect();
-            let proposal = Proposal {
-                proposed_at_ms: 1_000 + index,
-                forget_keys_before_ms: 0,
-                drop_archived_before_ms: 0,
-                commands,
-            };
-            sm.apply(vec![entry(index, proposal)]).await.unwrap();
+            sm.apply(vec![entry(index, large_creates(index, "p"))])
+                .await
+                .unwrap();
             most_wal = most_wal.max(sm.reader().storage().wal_bytes);
         }
         let state = sm.reader().storage().state_bytes;
@@ -590,30 +597,11 @@ fn the_memtables_of_every_group_of_a_learner_share_one_bound() {
     runtime().block_on(async {
         let mut groups =
             raft_store::open_groups_with(dir.path(), 3, raft_store::Durability::Learner).unwrap();
-        let name = "n".repeat(flashstock_api::PRODUCT_NAME_LEN_MAX);
         let mut most = 0;
         for index in 1..=100u64 {
             for (number, (_log, sm)) in groups.iter_mut().enumerate() {
-                let commands = (0..1000)
-                    .map(|i| {
-                        let product = format!("g{number}-p{index}-{i}");
-                        let key = format!("{product}-{}", "k".repeat(100));
-                        let op = Op::CreateProduct {
-                            product,
-                            name: name.clone(),
-                            price_cents: 100,
-                            stock: 1,
-                        };
-                        command(&key, op)
-                    })
-                    .collect();
-                let proposal = Proposal {
-                    proposed_at_ms: 1_000 + index,
-                    forget_keys_before_ms: 0,
-                    drop_archived_before_ms: 0,
-                    commands,
-                };
-                sm.apply(vec![entry(index, proposal)]).await.unwrap();
+                let creates = large_creates(index, &format!("g{number}-p"));
+                sm.apply(vec![entry(index, creates)]).await.unwrap();
             }
             let held: u64 = groups
                 .iter()
