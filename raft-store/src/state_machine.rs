@@ -374,18 +374,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
+/// RocksDB's property of a column family's memtables, mutable and immutable, bytes.
+const MEMTABLE_BYTES: &str = "rocksdb.size-all-mem-tables";
+
 impl StateReader {
     /// What the store holds on disk, by part: each column family's table files and memtables
     /// (RocksDB's own accounting), and the write-ahead log files in its directory.
     pub fn storage(&self) -> flashstock_api::StorageStatus {
         let family = |cf: &ColumnFamily| {
-            [
-                "rocksdb.total-sst-files-size",
-                "rocksdb.size-all-mem-tables",
-            ]
-            .iter()
-            .filter_map(|property| self.db.property_int_value_cf(cf, *property).ok().flatten())
-            .sum()
+            self.bytes(cf, "rocksdb.total-sst-files-size") + self.bytes(cf, MEMTABLE_BYTES)
         };
         let wal_bytes = std::fs::read_dir(self.db.path())
             .into_iter()
@@ -413,13 +410,17 @@ impl StateReader {
             self.group.state(&self.db),
         ]
         .into_iter()
-        .filter_map(|cf| {
-            self.db
-                .property_int_value_cf(cf, "rocksdb.size-all-mem-tables")
-                .ok()
-                .flatten()
-        })
+        .map(|cf| self.bytes(cf, MEMTABLE_BYTES))
         .sum()
+    }
+
+    /// RocksDB's integer `property` of `cf`, bytes (0 when it cannot be read).
+    fn bytes(&self, cf: &ColumnFamily, property: &str) -> u64 {
+        self.db
+            .property_int_value_cf(cf, property)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 
     /// The index of the last applied entry (0 before any). Reads made after this call see at
