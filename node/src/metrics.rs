@@ -233,7 +233,11 @@ impl Metrics {
         .expect("valid metric");
         let memtable_bytes = IntGauge::new(
             "store_memtable_bytes",
-            "Bytes of RocksDB memtables this node's store holds, every group (a gateway's at most 64 MiB)",
+            format!(
+                "Bytes of RocksDB memtables this node's store holds, every group (a gateway's at \
+                 most {} MiB)",
+                raft_store::LEARNER_MEMTABLE_BYTES_MAX >> 20
+            ),
         )
         .expect("valid metric");
         let connections_open = IntGaugeVec::new(

@@ -155,7 +155,7 @@ const STATE_BLOCK_CACHE_BYTES: usize = 64 << 20;
 /// to 3 times as long at light load in the benchmark (three pairs, docs/BENCHMARKS.md), the
 /// flushes it brings meeting the appends' fsyncs, and a voter's memory has room (a 1 GB
 /// target, about 300 MB at 1 000 000 products).
-const LEARNER_MEMTABLE_BYTES_MAX: usize = 64 << 20;
+pub const LEARNER_MEMTABLE_BYTES_MAX: usize = 64 << 20;
 /// Bloom filter bits per key of the state column family: about 1% false positives.
 const STATE_BLOOM_BITS_PER_KEY: f64 = 10.0;
 
