@@ -7,7 +7,8 @@
 //! - idle sockets beyond the connection cap: under pressure, idle connections are closed after
 //!   the short `limits.idle_timeout_under_pressure_ms`, and the buyers still get in;
 //! - slow heads and slow bodies, one byte a second, from hundreds of sockets (on the public and
-//!   the internal listener): closed or answered 408 on time;
+//!   the internal listener, and on connections that were served a request first): closed or
+//!   answered 408 on time;
 //! - an admin call without its token, its body never sent: 401 at once, the body never read.
 //!
 //! The buyers' figures (successes, failures, latency percentiles) are printed. Their p99 is
@@ -196,6 +197,32 @@ impl Outcome {
                 "{attack}: honest p99 {:?} over {HONEST_P99_BOUND:?}",
                 self.p99
             );
+        }
+    }
+}
+
+/// Read one whole answer (head, then `content-length` bytes of body) from `stream`.
+async fn read_answer(stream: &mut TcpStream) {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buffer).await.expect("read the answer");
+        assert!(n > 0, "closed before the answer was whole");
+        received.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&received).to_string();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().expect("a length"))
+            })
+            .expect("an answer with a content-length");
+        if received.len() >= end + 4 + length {
+            return;
         }
     }
 }
@@ -448,6 +475,7 @@ async fn slow_heads_and_slow_bodies_are_cut_on_time() {
     const SLOW_HEADS: usize = 150;
     const SLOW_BODIES: usize = 150;
     const SLOW_INTERNAL_HEADS: usize = 100;
+    const SLOW_SECOND_HEADS: usize = 50;
     let header_timeout = Duration::from_millis(2000);
     let body_timeout = Duration::from_millis(2000);
     let cluster = sale(|config| {
@@ -461,13 +489,20 @@ async fn slow_heads_and_slow_bodies_are_cut_on_time() {
     let buyers = Buyers::start(&cluster.public_url(gateway));
 
     /// Send `head` at once, then `drip` one byte a second; when the server closed the socket
-    /// (counted from the first byte) and what it answered.
+    /// (counted from the first byte) and what it answered. With `served_first`, the connection
+    /// is first served one whole request, so the slow head is its second.
     async fn dribble(
         addr: SocketAddr,
         head: String,
         drip: &'static [u8],
+        served_first: bool,
     ) -> (Option<Duration>, String) {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
+        if served_first {
+            let request = format!("GET /v1/health HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.expect("send");
+            read_answer(&mut stream).await;
+        }
         let started = Instant::now();
         stream.write_all(head.as_bytes()).await.expect("send");
         let (mut reader, mut writer) = stream.into_split();
@@ -495,11 +530,12 @@ async fn slow_heads_and_slow_bodies_are_cut_on_time() {
         (closed, String::from_utf8_lossy(&received).to_string())
     }
 
-    let slow_head = |addr: SocketAddr| {
+    let slow_head = |addr: SocketAddr, served_first: bool| {
         dribble(
             addr,
             format!("GET /v1/products HTTP/1.1\r\nhost: {addr}\r\nx-slow: "),
             b"a",
+            served_first,
         )
     };
     let slow_body = |addr: SocketAddr, i: usize| {
@@ -511,19 +547,23 @@ async fn slow_heads_and_slow_bodies_are_cut_on_time() {
                  content-length: 100\r\n\r\n"
             ),
             b" ",
+            false,
         )
     };
-    let heads = futures::future::join_all((0..SLOW_HEADS).map(|_| slow_head(addr)));
+    let heads = futures::future::join_all(
+        (0..SLOW_HEADS + SLOW_SECOND_HEADS).map(|i| slow_head(addr, i >= SLOW_HEADS)),
+    );
     let bodies = futures::future::join_all((0..SLOW_BODIES).map(|i| slow_body(addr, i)));
     let internal_heads =
-        futures::future::join_all((0..SLOW_INTERNAL_HEADS).map(|_| slow_head(internal)));
+        futures::future::join_all((0..SLOW_INTERNAL_HEADS).map(|_| slow_head(internal, false)));
     let (heads, bodies, internal_heads) = tokio::join!(heads, bodies, internal_heads);
     let outcome = buyers.finish("slow heads and bodies").await;
     let times = |answers: &[(Option<Duration>, String)]| -> Vec<Duration> {
         answers.iter().filter_map(|(closed, _)| *closed).collect()
     };
     println!(
-        "{SLOW_HEADS} slow heads (public): closed after {}; {SLOW_INTERNAL_HEADS} slow heads \
+        "{SLOW_HEADS} slow heads (public) and {SLOW_SECOND_HEADS} slow second heads: closed \
+         after {}; {SLOW_INTERNAL_HEADS} slow heads \
          (internal): closed after {}; {SLOW_BODIES} slow bodies: closed after {} \
          (timeouts: head {header_timeout:?}, body {body_timeout:?})",
         spread(times(&heads)),
