@@ -373,21 +373,42 @@ pub async fn track(
     request: Request,
     next: Next,
 ) -> Response {
-    // A matched path is a shared string: cloning it allocates nothing.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = method_label(request.method());
-    let started = Instant::now();
+    let answer = Answer::begin(&request);
     let response = next.run(request).await;
-    metrics
-        .latency
-        .with_label_values(&[route, method])
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .with_label_values(&[route, method, response.status().as_str()])
-        .inc();
+    answer.end(&metrics, &response);
     response
+}
+
+/// One request being answered, as [`track`] counts it: its route template, its method, and when
+/// it began. For a middleware that does more than count.
+pub struct Answer {
+    route: Option<MatchedPath>,
+    method: &'static str,
+    started: Instant,
+}
+
+impl Answer {
+    pub fn begin(request: &Request) -> Answer {
+        Answer {
+            // A matched path is a shared string: cloning it allocates nothing.
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            method: method_label(request.method()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Count and time `response`.
+    pub fn end(self, metrics: &Metrics, response: &Response) {
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        metrics
+            .latency
+            .with_label_values(&[route, self.method])
+            .observe(self.started.elapsed().as_secs_f64());
+        metrics
+            .requests
+            .with_label_values(&[route, self.method, response.status().as_str()])
+            .inc();
+    }
 }
 
 #[cfg(test)]

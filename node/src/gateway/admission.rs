@@ -33,13 +33,11 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use cluster_config::{LimitsSection, SourceRange};
 use flashstock_api::ErrorCode;
 use tokio::time::Instant;
@@ -155,23 +153,24 @@ impl Admission {
     }
 }
 
-/// The middleware of every public route: identify the client, count the request, and refuse it
-/// with 429 before anything else when it is over its limit.
-pub async fn admit(
-    State(gateway): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    path: MatchedPath,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// What every public route does first: identify the client (its [`Source`], put in the request's
+/// extensions), count the request, and refuse it with 429 before anything else when it is over
+/// its limit. `route` is the template the request matched.
+pub fn admit(gateway: &Gateway, route: &str, request: &mut Request) -> Result<(), ApiError> {
+    // The server puts every request's peer there (`crate::server`).
+    let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "the request's peer is unknown",
+        ));
+    };
     let source = gateway.admission.source(peer.ip());
-    if let Some(class) = classify(request.method(), path.as_str()) {
-        if let Err(refused) = gateway.admission.admit(source, class, Instant::now()) {
-            return refused.into_response();
-        }
+    if let Some(class) = classify(request.method(), route) {
+        gateway.admission.admit(source, class, Instant::now())?;
     }
     request.extensions_mut().insert(source);
-    next.run(request).await
+    Ok(())
 }
 
 /// What a request to the route `path` counts as; `None` is not counted.

@@ -10,16 +10,13 @@
 //!
 //! A preflight (`OPTIONS` with `Access-Control-Request-Method`) from a listed origin, for `GET`
 //! or `POST` with no headers but `content-type` and `idempotency-key` (what the page sends), is
-//! answered 204 here, before routing; every other `OPTIONS` goes on to the router, which
+//! answered 204 here, before any handler; every other `OPTIONS` goes on to the router, which
 //! answers 405 `method_not_allowed` without a grant. Answers to listed origins expose
 //! `Retry-After` (which the page reads after a 429); every answer of the API says
 //! `Vary: Origin`, since its CORS headers depend on it.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::Gateway;
@@ -76,32 +73,60 @@ fn preflight_allowed(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The middleware: answers granted preflights, and adds the grant to answers to listed origins.
-pub async fn cors(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    if !is_api(request.uri().path()) {
-        return next.run(request).await;
+/// What CORS makes of one request, decided from the request before it is served.
+pub enum Cors {
+    /// Not the API: nothing.
+    Page,
+    /// A granted preflight: answered at once ([`Cors::preflight`]), and no further.
+    Preflight { origin: HeaderValue },
+    /// An API answer: `Vary: Origin`, and the grant when the origin is listed.
+    Api { grant: Option<HeaderValue> },
+}
+
+impl Cors {
+    pub fn of(gateway: &Gateway, request: &Request) -> Cors {
+        if !is_api(request.uri().path()) {
+            return Cors::Page;
+        }
+        let origin = granted_origin(gateway, request.headers());
+        let is_preflight = request.method() == Method::OPTIONS
+            && request
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let allowed = !is_preflight || preflight_allowed(request.headers());
+        match (is_preflight, allowed, origin) {
+            (true, true, Some(origin)) => Cors::Preflight { origin },
+            // A preflight asking for more than the page uses gets the router's answer (405), and
+            // no grant.
+            (_, allowed, origin) => Cors::Api {
+                grant: origin.filter(|_| allowed),
+            },
+        }
     }
-    let origin = granted_origin(&gateway, request.headers());
-    let is_preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let allowed = !is_preflight || preflight_allowed(request.headers());
-    if let (true, true, Some(origin)) = (is_preflight, allowed, &origin) {
-        return preflight(origin.clone());
+
+    /// The answer to a granted preflight.
+    pub fn preflight(&self) -> Option<Response> {
+        match self {
+            Cors::Preflight { origin } => Some(preflight(origin.clone())),
+            _ => None,
+        }
     }
-    // A preflight asking for more than the page uses gets the router's answer (405), no grant.
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.append(header::VARY, HeaderValue::from_static("origin"));
-    if let Some(origin) = origin.filter(|_| allowed) {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("retry-after"),
-        );
+
+    /// Add what was decided to `response`.
+    pub fn apply(self, response: &mut Response) {
+        let Cors::Api { grant } = self else {
+            return;
+        };
+        let headers = response.headers_mut();
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+        if let Some(origin) = grant {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("retry-after"),
+            );
+        }
     }
-    response
 }
 
 fn preflight(origin: HeaderValue) -> Response {

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{
-    DefaultBodyLimit, Extension, FromRequest, FromRequestParts, Path, Query, Request, State,
+    DefaultBodyLimit, Extension, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request,
+    State,
 };
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -112,41 +113,54 @@ pub fn router(gateway: AppState) -> Router {
         router = router.route(path, handler(method, path));
     }
     router
-        // Every route, before its handler: who the client is, and whether it is over its limit.
-        .route_layer(middleware::from_fn_with_state(
-            gateway.clone(),
-            admission::admit,
-        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(gateway.clone(), staleness))
-        // Before routing: preflights have no route of their own.
-        .layer(middleware::from_fn_with_state(
-            gateway.clone(),
-            super::cors::cors,
-        ))
         .layer(DefaultBodyLimit::max(body_bytes_max))
-        .layer(middleware::from_fn_with_state(
-            gateway.node.metrics.clone(),
-            crate::metrics::track,
-        ))
+        .layer(middleware::from_fn_with_state(gateway.clone(), edge))
         .with_state(gateway)
 }
 
-/// Every answer to a `GET` or `HEAD` says how stale the replica it was served from may be
-/// ([`STALENESS_HEADER`]), measured before the handler reads: what it reads is at least that
-/// fresh, so the header never claims more freshness than the view has.
-async fn staleness(State(gateway): State<AppState>, request: Request, next: Next) -> Response {
-    let is_view = request.method() == Method::GET || request.method() == Method::HEAD;
-    let staleness = is_view.then(|| gateway.freshness().staleness);
-    let mut response = next.run(request).await;
-    if let Some(staleness) = staleness {
-        let value = match staleness {
-            Some(age) => HeaderValue::from(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
-            None => HeaderValue::from_static(STALENESS_UNKNOWN),
-        };
-        response.headers_mut().insert(STALENESS_HEADER, value);
-    }
+/// What every request passes through before its handler, in one middleware (each `from_fn`
+/// layer costs a boxed future and a clone of the route's stack per request):
+///
+/// 1. counted and timed by route template and method ([`crate::metrics::Answer`]);
+/// 2. CORS ([`super::cors::Cors`]): a granted preflight is answered here;
+/// 3. for a `GET` or `HEAD`, how stale the replica it is served from may be
+///    ([`STALENESS_HEADER`]), measured before the handler reads: what it reads is at least
+///    that fresh, so the header never claims more freshness than the view has;
+/// 4. on a route (not the fallbacks' 404 and 405), the client identified and admitted
+///    ([`admission::admit`]): refused with 429 when over its limit.
+async fn edge(State(gateway): State<AppState>, mut request: Request, next: Next) -> Response {
+    let answer = crate::metrics::Answer::begin(&request);
+    let cors = super::cors::Cors::of(&gateway, &request);
+    let response = match cors.preflight() {
+        Some(preflight) => preflight,
+        None => {
+            let is_view = request.method() == Method::GET || request.method() == Method::HEAD;
+            let staleness = is_view.then(|| gateway.freshness().staleness);
+            let route = request.extensions().get::<MatchedPath>().cloned();
+            let admitted = match &route {
+                Some(route) => admission::admit(&gateway, route.as_str(), &mut request),
+                None => Ok(()),
+            };
+            let mut response = match admitted {
+                Ok(()) => next.run(request).await,
+                Err(refused) => refused.into_response(),
+            };
+            if let Some(staleness) = staleness {
+                let value = match staleness {
+                    Some(age) => {
+                        HeaderValue::from(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
+                    }
+                    None => HeaderValue::from_static(STALENESS_UNKNOWN),
+                };
+                response.headers_mut().insert(STALENESS_HEADER, value);
+            }
+            cors.apply(&mut response);
+            response
+        }
+    };
+    answer.end(&gateway.node.metrics, &response);
     response
 }
 
