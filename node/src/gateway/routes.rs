@@ -120,7 +120,7 @@ pub fn router(gateway: AppState) -> Router {
         .with_state(gateway)
 }
 
-/// What every request passes through before its handler, in one middleware (each `from_fn`
+/// What every request passes through around its handler, in one middleware (each `from_fn`
 /// layer costs a boxed future and a clone of the route's stack per request):
 ///
 /// 1. counted and timed by route template and method ([`crate::metrics::Answer`]);
@@ -128,7 +128,7 @@ pub fn router(gateway: AppState) -> Router {
 /// 3. for a `GET` or `HEAD`, how stale the replica it is served from may be
 ///    ([`STALENESS_HEADER`]), measured before the handler reads: what it reads is at least
 ///    that fresh, so the header never claims more freshness than the view has;
-/// 4. on a route (not the fallbacks' 404 and 405), the client identified and admitted
+/// 4. when it matched a route (a 404 did not), the client identified and admitted
 ///    ([`admission::admit`]): refused with 429 when over its limit.
 async fn edge(State(gateway): State<AppState>, mut request: Request, next: Next) -> Response {
     let answer = crate::metrics::Answer::begin(&request);
