@@ -130,37 +130,37 @@ pub fn router(gateway: AppState) -> Router {
 ///    that fresh, so the header never claims more freshness than the view has;
 /// 4. when it matched a route (a 404 did not), the client identified and admitted
 ///    ([`admission::admit`]): refused with 429 when over its limit.
-async fn edge(State(gateway): State<AppState>, mut request: Request, next: Next) -> Response {
+async fn edge(State(gateway): State<AppState>, request: Request, next: Next) -> Response {
     let answer = crate::metrics::Answer::begin(&request);
-    let cors = super::cors::Cors::of(&gateway, &request);
-    let response = match cors.preflight() {
-        Some(preflight) => preflight,
-        None => {
-            let is_view = request.method() == Method::GET || request.method() == Method::HEAD;
-            let staleness = is_view.then(|| gateway.freshness().staleness);
-            let route = request.extensions().get::<MatchedPath>().cloned();
-            let admitted = match &route {
-                Some(route) => admission::admit(&gateway, route.as_str(), &mut request),
-                None => Ok(()),
-            };
-            let mut response = match admitted {
-                Ok(()) => next.run(request).await,
-                Err(refused) => refused.into_response(),
-            };
-            if let Some(staleness) = staleness {
-                let value = match staleness {
-                    Some(age) => {
-                        HeaderValue::from(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
-                    }
-                    None => HeaderValue::from_static(STALENESS_UNKNOWN),
-                };
-                response.headers_mut().insert(STALENESS_HEADER, value);
-            }
-            cors.apply(&mut response);
-            response
-        }
-    };
+    let response = served(&gateway, request, next).await;
     answer.end(&gateway.node.metrics, &response);
+    response
+}
+
+/// Steps 2 to 4 of [`edge`], and the handler.
+async fn served(gateway: &Gateway, mut request: Request, next: Next) -> Response {
+    let cors = super::cors::Cors::of(gateway, &request);
+    if let Some(preflight) = cors.preflight() {
+        return preflight;
+    }
+    let is_view = request.method() == Method::GET || request.method() == Method::HEAD;
+    let staleness = is_view.then(|| gateway.freshness().staleness);
+    let admitted = match request.extensions().get::<MatchedPath>().cloned() {
+        Some(route) => admission::admit(gateway, route.as_str(), &mut request),
+        None => Ok(()),
+    };
+    let mut response = match admitted {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    };
+    if let Some(staleness) = staleness {
+        let value = match staleness {
+            Some(age) => HeaderValue::from(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+            None => HeaderValue::from_static(STALENESS_UNKNOWN),
+        };
+        response.headers_mut().insert(STALENESS_HEADER, value);
+    }
+    cors.apply(&mut response);
     response
 }
 
