@@ -201,30 +201,36 @@ impl Outcome {
     }
 }
 
-/// Read one whole answer (head, then `content-length` bytes of body) from `stream`.
+/// Read one whole answer (head, then `content-length` bytes of body) from `stream`, within
+/// [`MARGIN`].
 async fn read_answer(stream: &mut TcpStream) {
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buffer).await.expect("read the answer");
-        assert!(n > 0, "closed before the answer was whole");
-        received.extend_from_slice(&buffer[..n]);
-        let text = String::from_utf8_lossy(&received).to_string();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let length: usize = text[..end]
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().expect("a length"))
-            })
-            .expect("an answer with a content-length");
-        if received.len() >= end + 4 + length {
-            return;
+    let reading = async {
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buffer).await.expect("read the answer");
+            assert!(n > 0, "closed before the answer was whole");
+            received.extend_from_slice(&buffer[..n]);
+            let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&received[..end]);
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().expect("a length"))
+                })
+                .expect("an answer with a content-length");
+            if received.len() >= end + 4 + length {
+                return;
+            }
         }
-    }
+    };
+    tokio::time::timeout(MARGIN, reading)
+        .await
+        .expect("the first request is answered in time");
 }
 
 fn ms(d: Duration) -> f64 {
