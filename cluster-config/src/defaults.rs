@@ -34,6 +34,15 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW_MS: u64 = 86_400_000;
 /// commit and apply before it answers "outcome unknown". Within one forward
 /// attempt, so that the gateway hears the voter's own answer.
 pub const DEFAULT_COMMIT_TIMEOUT_MS: u64 = 2000;
+/// `raft.learner_append_interval_ms`: the least time between two appends a leader sends
+/// a learner (a gateway) that keeps up. A learner's log counts for no commit, so its appends
+/// may wait: entries of a few milliseconds travel together, and the learner appends and
+/// applies a few hundred times a second, not once per entry. A gateway's replica is then up
+/// to this much older (its `x-staleness-ms` says how old).
+pub const DEFAULT_LEARNER_APPEND_INTERVAL_MS: u64 = 5;
+/// Largest `raft.learner_append_interval_ms`, as a fraction of `raft.heartbeat_interval_ms`
+/// (openraft 0.9 gives one append its heartbeat interval to be answered, the wait included).
+pub const LEARNER_APPEND_INTERVAL_HEARTBEAT_DIVISOR: u64 = 4;
 
 // ---- [limits] ----
 
@@ -276,6 +285,10 @@ const _: () = assert!(DEFAULT_ELECTION_TIMEOUT_MAX_MS > DEFAULT_ELECTION_TIMEOUT
 const _: () = assert!(DEFAULT_SNAPSHOT_EVERY_LOGS >= 1);
 const _: () = assert!(DEFAULT_RPC_TIMEOUT_MS >= 1);
 const _: () = assert!(DEFAULT_SNAPSHOT_CHUNK_TIMEOUT_MS >= DEFAULT_RPC_TIMEOUT_MS);
+const _: () = assert!(
+    DEFAULT_LEARNER_APPEND_INTERVAL_MS
+        <= DEFAULT_HEARTBEAT_INTERVAL_MS / LEARNER_APPEND_INTERVAL_HEARTBEAT_DIVISOR
+);
 // A member's server answers a chunk within its request backstop.
 const _: () = assert!(DEFAULT_SNAPSHOT_CHUNK_TIMEOUT_MS < DEFAULT_REQUEST_TIMEOUT_MS);
 const _: () = assert!(DEFAULT_IDEMPOTENCY_WINDOW_MS >= IDEMPOTENCY_WINDOW_MS_MIN);

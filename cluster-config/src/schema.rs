@@ -219,6 +219,15 @@ pub struct RaftSection {
     /// written file when it is the default, so that older releases can read the file.
     #[serde(skip_serializing_if = "Transport::is_default")]
     pub transport: Transport,
+    /// On a leader: the least time between two append RPCs to a learner (a gateway) that
+    /// keeps up; entries of that time go in one append, and the learner's replica is up to
+    /// that much older. 0 sends each at once. A learner behind (its last append full) is sent
+    /// the next at once. From 0 to `heartbeat_interval_ms` /
+    /// [`LEARNER_APPEND_INTERVAL_HEARTBEAT_DIVISOR`]. Default
+    /// [`DEFAULT_LEARNER_APPEND_INTERVAL_MS`]; left out of a written file when it is the
+    /// default, so that older releases can read the file.
+    #[serde(skip_serializing_if = "is_default_learner_append_interval")]
+    pub learner_append_interval_ms: u64,
 }
 
 /// `raft.transport`: see [`RaftSection::transport`].
@@ -228,6 +237,10 @@ pub enum Transport {
     #[default]
     Wire,
     Http,
+}
+
+fn is_default_learner_append_interval(ms: &u64) -> bool {
+    *ms == DEFAULT_LEARNER_APPEND_INTERVAL_MS
 }
 
 fn is_default_snapshot_chunk_timeout(ms: &u64) -> bool {
@@ -253,6 +266,7 @@ impl Default for RaftSection {
             idempotency_window_ms: DEFAULT_IDEMPOTENCY_WINDOW_MS,
             commit_timeout_ms: DEFAULT_COMMIT_TIMEOUT_MS,
             transport: Transport::Wire,
+            learner_append_interval_ms: DEFAULT_LEARNER_APPEND_INTERVAL_MS,
         }
     }
 }

@@ -313,6 +313,19 @@ fn validate_raft(raft: &RaftSection) -> Result<(), ConfigError> {
         raft.rpc_timeout_ms,
     )?;
     at_least("raft.commit_timeout_ms", raft.commit_timeout_ms, 1)?;
+    let interval_highest = raft.heartbeat_interval_ms / LEARNER_APPEND_INTERVAL_HEARTBEAT_DIVISOR;
+    if raft.learner_append_interval_ms > interval_highest {
+        return Err(ConfigError::invalid(
+            "raft.learner_append_interval_ms",
+            format!(
+                "must be at most raft.heartbeat_interval_ms / \
+                 {LEARNER_APPEND_INTERVAL_HEARTBEAT_DIVISOR} (got {} > {interval_highest}): an \
+                 append to a learner must be answered within the heartbeat interval, the wait \
+                 included",
+                raft.learner_append_interval_ms
+            ),
+        ));
+    }
     at_least(
         "raft.idempotency_window_ms",
         raft.idempotency_window_ms,

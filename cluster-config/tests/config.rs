@@ -135,6 +135,11 @@ fn minimal_voter_gets_documented_defaults() {
             "snapshot_chunk_timeout_ms",
             config.raft.snapshot_chunk_timeout_ms,
         ),
+        (
+            "raft",
+            "learner_append_interval_ms",
+            config.raft.learner_append_interval_ms,
+        ),
     ];
     for (section, key, value) in unwritten {
         let table = applied
@@ -722,6 +727,23 @@ fn a_snapshot_chunk_waits_at_least_an_rpc_timeout() {
         "[raft]\nrpc_timeout_ms = 3000\nsnapshot_chunk_timeout_ms = 3000"
     ))
     .is_ok());
+}
+
+/// openraft 0.9 gives an append its heartbeat interval to be answered, and a learner's append
+/// waits its interval inside that: the wait may take at most a quarter of it.
+#[test]
+fn a_learner_append_interval_leaves_most_of_the_heartbeat_for_the_answer() {
+    assert_invalid(
+        &voter_with("[raft]\nheartbeat_interval_ms = 100\nlearner_append_interval_ms = 26"),
+        "raft.learner_append_interval_ms",
+    );
+    for ok in ["0", "25"] {
+        let config = Config::from_toml_str(&voter_with(&format!(
+            "[raft]\nheartbeat_interval_ms = 100\nlearner_append_interval_ms = {ok}"
+        )))
+        .expect("within a quarter of the heartbeat");
+        assert_eq!(config.raft.learner_append_interval_ms.to_string(), ok);
+    }
 }
 
 #[test]

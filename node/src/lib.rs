@@ -215,7 +215,7 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: raft.logs_to_keep_after_snapshot,
         // Keeps one append RPC's body well under the internal body limit.
-        max_payload_entries: 64,
+        max_payload_entries: internal::APPEND_ENTRIES_MAX as u64,
         snapshot_max_chunk_size: 1024 * 1024,
         ..Default::default()
     };
@@ -453,6 +453,7 @@ async fn start_raft(
         config.source_ip(),
         tls,
         config.raft.transport,
+        Duration::from_millis(config.raft.learner_append_interval_ms),
         metrics.clone(),
     );
     let raft_config = Arc::new(raft_config(config)?);
@@ -500,9 +501,10 @@ async fn start_group(
     let log_store = log_store.with_observer(observer.clone());
     let state_machine = state_machine.with_observer(observer);
     let reader = state_machine.reader();
-    let raft = Raft::new(id, raft_config, network, log_store, state_machine)
+    let raft = Raft::new(id, raft_config, network.clone(), log_store, state_machine)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+    network.started(&raft);
     Ok((raft, reader))
 }
 

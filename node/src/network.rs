@@ -4,13 +4,18 @@
 //! either way, each call carries this node's credential (a voter's: only voters send Raft RPCs,
 //! and every node admits only the voter credential on them).
 //!
+//! A leader paces its appends to a learner (a gateway) that keeps up: at most one per
+//! `raft.learner_append_interval_ms`, so that the entries of those milliseconds travel, are
+//! appended and are applied together ([`LearnerPace`]). A learner's log counts for no commit,
+//! so no write waits for it; a voter's appends are never held back.
+//!
 //! Error mapping, as openraft expects it: a connection that cannot be made is `Unreachable`
 //! (openraft backs off before the next try); any other transport failure is `Network` (it retries
 //! at once); a timeout is `Timeout`; an error the peer answered is `RemoteError`.
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use cluster_config::Transport;
 use flashstock_api::SECRET_HEADER;
@@ -24,10 +29,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use raft_store::{Node, NodeId, TypeConfig};
+use raft_store::{Node, NodeId, Raft, TypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::internal::APPEND_ENTRIES_MAX;
 use crate::metrics::{Metrics, Stage};
 
 /// Paths of the Raft RPCs on the internal listener.
@@ -50,6 +56,10 @@ pub struct Network {
     /// `https` with mutual TLS (`tls.internal_*`), else `http`.
     scheme: &'static str,
     metrics: Arc<Metrics>,
+    /// `raft.learner_append_interval_ms`.
+    learner_interval: Duration,
+    /// The group's Raft, once started: its membership tells a learner from a voter.
+    raft: Arc<OnceLock<Raft>>,
 }
 
 impl Network {
@@ -62,6 +72,7 @@ impl Network {
         local_ip: Option<IpAddr>,
         tls: Option<flashstock_client::TlsConfig>,
         transport: Transport,
+        learner_interval: Duration,
         metrics: Arc<Metrics>,
     ) -> Network {
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -84,17 +95,27 @@ impl Network {
             secret,
             scheme,
             metrics,
+            learner_interval,
+            raft: Arc::new(OnceLock::new()),
         }
     }
 }
 
 impl Network {
-    /// The same network, carrying group `group`'s messages.
+    /// The same network, carrying group `group`'s messages; [`Network::started`] tells it the
+    /// group's Raft.
     pub fn for_group(&self, group: u16) -> Network {
         Network {
             group,
+            raft: Arc::new(OnceLock::new()),
             ..self.clone()
         }
+    }
+
+    /// Tell this group's network its Raft, whose membership says which targets are learners.
+    /// Until then no target is paced.
+    pub fn started(&self, raft: &Raft) {
+        let _ = self.raft.set(raft.clone());
     }
 }
 
@@ -110,7 +131,62 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             base: format!("{}://{}", self.scheme, node.addr),
             metrics: self.metrics.clone(),
+            pace: LearnerPace {
+                interval: self.learner_interval,
+                raft: self.raft.clone(),
+                last_sent: None,
+                behind: false,
+            },
         }
+    }
+}
+
+/// When a leader's next append to one target may leave. A target that is a learner in the
+/// group's membership and took all of its last append gets the next one no sooner than
+/// `interval` after that one left: meanwhile openraft gathers what the log gains (and the
+/// commit index moves on), and the next append carries it all. A target that is a voter, or
+/// a learner whose last append was full (catching up), is sent to at once.
+struct LearnerPace {
+    interval: Duration,
+    raft: Arc<OnceLock<Raft>>,
+    /// When the last append to this target left.
+    last_sent: Option<Instant>,
+    /// The last append carried as many entries as one may: the target is behind.
+    behind: bool,
+}
+
+impl LearnerPace {
+    /// The instant the next append to `target` may leave, when it must wait.
+    fn wait_until(&self, target: NodeId) -> Option<Instant> {
+        self.due(Instant::now(), || {
+            let Some(raft) = self.raft.get() else {
+                // Not started yet: treated as a voter, never held back.
+                return true;
+            };
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            // The voters of every configuration, joint ones included.
+            metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == target)
+        })
+    }
+
+    /// When an append wanted at `now` may leave, if later; `voter` says whether the target is
+    /// one (asked only when the answer matters).
+    fn due(&self, now: Instant, voter: impl FnOnce() -> bool) -> Option<Instant> {
+        if self.interval.is_zero() || self.behind {
+            return None;
+        }
+        let due = self.last_sent? + self.interval;
+        (due > now && !voter()).then_some(due)
+    }
+
+    fn sent(&mut self, entries: usize) {
+        self.last_sent = Some(Instant::now());
+        self.behind = entries >= APPEND_ENTRIES_MAX;
     }
 }
 
@@ -123,6 +199,7 @@ pub struct PeerClient {
     target: NodeId,
     base: String,
     metrics: Arc<Metrics>,
+    pace: LearnerPace,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
@@ -232,8 +309,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
+        if let Some(due) = self.pace.wait_until(self.target) {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        self.pace.sent(request.entries.len());
         // Heartbeats carry no entries and say nothing of a write's path.
-        let began = (!request.entries.is_empty()).then(std::time::Instant::now);
+        let began = (!request.entries.is_empty()).then(Instant::now);
         let answer = self
             .call(RPCTypes::AppendEntries, APPEND_PATH, &request, &option)
             .await;
@@ -259,5 +340,73 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<VoteResponse<NodeId>, Infallible> {
         self.call(RPCTypes::Vote, VOTE_PATH, &request, &option)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pace(interval_ms: u64) -> LearnerPace {
+        LearnerPace {
+            interval: Duration::from_millis(interval_ms),
+            raft: Arc::new(OnceLock::new()),
+            last_sent: None,
+            behind: false,
+        }
+    }
+
+    #[test]
+    fn a_learner_that_keeps_up_waits_out_the_interval_from_its_last_append() {
+        let mut pace = pace(5);
+        let start = Instant::now();
+        assert_eq!(
+            pace.due(start, || false),
+            None,
+            "the first append leaves at once"
+        );
+        pace.sent(3);
+        let sent = pace.last_sent.unwrap();
+        let due = pace.due(sent + Duration::from_millis(1), || false);
+        assert_eq!(due, Some(sent + Duration::from_millis(5)));
+        assert_eq!(
+            pace.due(sent + Duration::from_millis(5), || false),
+            None,
+            "once the interval has passed, no wait"
+        );
+    }
+
+    #[test]
+    fn a_voter_is_never_held_back() {
+        let mut pace = pace(5);
+        pace.sent(1);
+        let sent = pace.last_sent.unwrap();
+        assert_eq!(pace.due(sent, || true), None);
+    }
+
+    #[test]
+    fn a_learner_catching_up_gets_the_next_append_at_once() {
+        let mut pace = pace(5);
+        pace.sent(APPEND_ENTRIES_MAX);
+        let sent = pace.last_sent.unwrap();
+        assert_eq!(pace.due(sent, || false), None, "a full append: behind");
+        pace.sent(APPEND_ENTRIES_MAX - 1);
+        let sent = pace.last_sent.unwrap();
+        assert!(pace.due(sent, || false).is_some(), "caught up: paced again");
+    }
+
+    #[test]
+    fn an_interval_of_zero_paces_nothing() {
+        let mut pace = pace(0);
+        pace.sent(1);
+        let sent = pace.last_sent.unwrap();
+        assert_eq!(pace.due(sent, || false), None);
+    }
+
+    #[test]
+    fn before_the_group_has_started_every_target_counts_as_a_voter() {
+        let mut pace = pace(5);
+        pace.sent(1);
+        assert_eq!(pace.wait_until(2), None);
     }
 }
