@@ -681,6 +681,22 @@ impl BenchResults {
                 "Nodes' transport (`raft.transport`, `--transport`): `{transport}`.\n"
             );
         }
+        if let Some(ms) = self
+            .settings
+            .get("learner_append_interval_ms")
+            .and_then(|m| m.as_u64())
+        {
+            let pace = if ms == 0 {
+                "not paced, each sent at once".to_string()
+            } else {
+                format!("at most one per {ms} ms to a gateway that keeps up")
+            };
+            let _ = writeln!(
+                out,
+                "Appends to gateways (`raft.learner_append_interval_ms`, \
+                 `--learner-append-interval`): {pace}.\n"
+            );
+        }
         if let Some(cores) = self.settings.get("cpu_budget").and_then(|c| c.as_f64()) {
             let _ = writeln!(
                 out,

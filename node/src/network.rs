@@ -134,33 +134,30 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             pace: LearnerPace {
                 interval: self.learner_interval,
                 raft: self.raft.clone(),
-                last_sent: None,
-                behind: false,
             },
         }
     }
 }
 
-/// When a leader's next append to one target may leave. A target that is a learner in the
-/// group's membership and took all of its last append gets the next one no sooner than
-/// `interval` after that one left: meanwhile openraft gathers what the log gains (and the
-/// commit index moves on), and the next append carries it all. A target that is a voter, or
-/// a learner whose last append was full (catching up), is sent to at once.
+/// How long a leader's append to one target holds its replication stream. An append to a
+/// target that is a learner in the group's membership, and that carried less than a full
+/// append, is answered to openraft no sooner than `interval` after it left: openraft sends the
+/// next only then, with everything the log gained meanwhile and the commit index of that
+/// moment. Holding after the answer, not before the next send, keeps each append's commit
+/// index as fresh as when it leaves, which the learner's freshness stamps ([`crate::freshness`])
+/// rely on. A voter, or a learner whose last append was full (catching up), is not held.
 struct LearnerPace {
     interval: Duration,
     raft: Arc<OnceLock<Raft>>,
-    /// When the last append to this target left.
-    last_sent: Option<Instant>,
-    /// The last append carried as many entries as one may: the target is behind.
-    behind: bool,
 }
 
 impl LearnerPace {
-    /// The instant the next append to `target` may leave, when it must wait.
-    fn wait_until(&self, target: NodeId) -> Option<Instant> {
-        self.due(Instant::now(), || {
+    /// Until when the stream to `target` is held after an append of `entries` that left at
+    /// `sent`, if at all.
+    fn hold_until(&self, target: NodeId, sent: Instant, entries: usize) -> Option<Instant> {
+        self.due(sent, entries, Instant::now(), || {
             let Some(raft) = self.raft.get() else {
-                // Not started yet: treated as a voter, never held back.
+                // Not started yet: treated as a voter, never held.
                 return true;
             };
             let metrics = raft.metrics();
@@ -174,19 +171,20 @@ impl LearnerPace {
         })
     }
 
-    /// When an append wanted at `now` may leave, if later; `voter` says whether the target is
-    /// one (asked only when the answer matters).
-    fn due(&self, now: Instant, voter: impl FnOnce() -> bool) -> Option<Instant> {
-        if self.interval.is_zero() || self.behind {
+    /// The rule of [`LearnerPace::hold_until`] at `now`; `voter` says whether the target is one
+    /// (asked only when the answer matters).
+    fn due(
+        &self,
+        sent: Instant,
+        entries: usize,
+        now: Instant,
+        voter: impl FnOnce() -> bool,
+    ) -> Option<Instant> {
+        if self.interval.is_zero() || entries >= APPEND_ENTRIES_MAX {
             return None;
         }
-        let due = self.last_sent? + self.interval;
+        let due = sent + self.interval;
         (due > now && !voter()).then_some(due)
-    }
-
-    fn sent(&mut self, entries: usize) {
-        self.last_sent = Some(Instant::now());
-        self.behind = entries >= APPEND_ENTRIES_MAX;
     }
 }
 
@@ -309,17 +307,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
-        if let Some(due) = self.pace.wait_until(self.target) {
-            tokio::time::sleep_until(due.into()).await;
-        }
-        self.pace.sent(request.entries.len());
-        // Heartbeats carry no entries and say nothing of a write's path.
-        let began = (!request.entries.is_empty()).then(Instant::now);
+        let sent = Instant::now();
+        let entries = request.entries.len();
         let answer = self
             .call(RPCTypes::AppendEntries, APPEND_PATH, &request, &option)
             .await;
-        if let Some(began) = began {
-            self.metrics.stage(Stage::AppendRpc, began.elapsed());
+        // Heartbeats carry no entries and say nothing of a write's path.
+        if entries > 0 {
+            self.metrics.stage(Stage::AppendRpc, sent.elapsed());
+        }
+        if let Some(due) = self.pace.hold_until(self.target, sent, entries) {
+            tokio::time::sleep_until(due.into()).await;
         }
         answer
     }
@@ -351,62 +349,52 @@ mod tests {
         LearnerPace {
             interval: Duration::from_millis(interval_ms),
             raft: Arc::new(OnceLock::new()),
-            last_sent: None,
-            behind: false,
         }
     }
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
-    fn a_learner_that_keeps_up_waits_out_the_interval_from_its_last_append() {
-        let mut pace = pace(5);
-        let start = Instant::now();
+    fn a_learner_that_keeps_up_is_held_until_the_interval_from_its_append() {
+        let sent = Instant::now();
         assert_eq!(
-            pace.due(start, || false),
-            None,
-            "the first append leaves at once"
+            pace(5).due(sent, 3, sent + MS, || false),
+            Some(sent + 5 * MS)
         );
-        pace.sent(3);
-        let sent = pace.last_sent.unwrap();
-        let due = pace.due(sent + Duration::from_millis(1), || false);
-        assert_eq!(due, Some(sent + Duration::from_millis(5)));
         assert_eq!(
-            pace.due(sent + Duration::from_millis(5), || false),
+            pace(5).due(sent, 3, sent + 5 * MS, || false),
             None,
-            "once the interval has passed, no wait"
+            "an answer that took the whole interval is not held"
         );
     }
 
     #[test]
-    fn a_voter_is_never_held_back() {
-        let mut pace = pace(5);
-        pace.sent(1);
-        let sent = pace.last_sent.unwrap();
-        assert_eq!(pace.due(sent, || true), None);
+    fn a_voter_is_never_held() {
+        let sent = Instant::now();
+        assert_eq!(pace(5).due(sent, 3, sent, || true), None);
     }
 
     #[test]
-    fn a_learner_catching_up_gets_the_next_append_at_once() {
-        let mut pace = pace(5);
-        pace.sent(APPEND_ENTRIES_MAX);
-        let sent = pace.last_sent.unwrap();
-        assert_eq!(pace.due(sent, || false), None, "a full append: behind");
-        pace.sent(APPEND_ENTRIES_MAX - 1);
-        let sent = pace.last_sent.unwrap();
-        assert!(pace.due(sent, || false).is_some(), "caught up: paced again");
+    fn a_learner_catching_up_is_not_held() {
+        let sent = Instant::now();
+        assert_eq!(
+            pace(5).due(sent, APPEND_ENTRIES_MAX, sent, || false),
+            None,
+            "a full append: behind"
+        );
+        assert!(pace(5)
+            .due(sent, APPEND_ENTRIES_MAX - 1, sent, || false)
+            .is_some());
     }
 
     #[test]
-    fn an_interval_of_zero_paces_nothing() {
-        let mut pace = pace(0);
-        pace.sent(1);
-        let sent = pace.last_sent.unwrap();
-        assert_eq!(pace.due(sent, || false), None);
+    fn an_interval_of_zero_holds_nothing() {
+        let sent = Instant::now();
+        assert_eq!(pace(0).due(sent, 1, sent, || false), None);
     }
 
     #[test]
     fn before_the_group_has_started_every_target_counts_as_a_voter() {
-        let mut pace = pace(5);
-        pace.sent(1);
-        assert_eq!(pace.wait_until(2), None);
+        assert_eq!(pace(5).hold_until(2, Instant::now(), 1), None);
     }
 }

@@ -141,10 +141,12 @@ async fn start_cluster(settings: &Settings) -> Result<(LocalCluster, Floor, f64)
         let per_gateway = settings.connections_max() / 3 + 1000;
         let transport = settings.transport.config();
         let groups = settings.groups;
+        let learner_interval = settings.learner_append_interval_ms;
         LocalCluster::temporary(&binary, layout, move |config| {
             config.limits.connections_max = config.limits.connections_max.max(per_gateway);
             config.raft.transport = transport;
             config.cluster.groups = groups;
+            config.raft.learner_append_interval_ms = learner_interval;
         })
         .map_err(|e| e.to_string())?
     };

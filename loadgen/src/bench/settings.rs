@@ -83,6 +83,11 @@ pub struct Flags {
     /// own voter once the leaders have spread.
     #[arg(long, default_value_t = 1, value_name = "G")]
     pub groups: u16,
+    /// The least time between two appends a leader sends a gateway that keeps up
+    /// (`raft.learner_append_interval_ms`; 0 sends each at once), to compare settings side by
+    /// side. Default: the nodes' default.
+    #[arg(long, value_name = "MS")]
+    pub learner_append_interval: Option<u64>,
 }
 
 /// `--transport`: `raft.transport` of every node.
@@ -128,6 +133,8 @@ pub struct Settings {
     pub(crate) gateway_cpu_budget: Option<f64>,
     /// Raft groups of the cluster.
     pub(crate) groups: u16,
+    /// `raft.learner_append_interval_ms` of every node.
+    pub(crate) learner_append_interval_ms: u64,
 }
 
 impl Settings {
@@ -170,6 +177,9 @@ impl Settings {
             cpu_budget: flags.cpu_budget,
             gateway_cpu_budget: flags.gateway_cpu_budget,
             groups: flags.groups,
+            learner_append_interval_ms: flags
+                .learner_append_interval
+                .unwrap_or(cluster_config::defaults::DEFAULT_LEARNER_APPEND_INTERVAL_MS),
         }
     }
 
