@@ -58,9 +58,13 @@ pub struct Network {
     metrics: Arc<Metrics>,
     /// `raft.learner_append_interval_ms`.
     learner_interval: Duration,
-    /// The group's Raft, once started: its membership tells a learner from a voter.
-    raft: Arc<OnceLock<Raft>>,
+    /// The group's Raft metrics, once started: its membership tells a learner from a voter.
+    /// (The metrics, not the Raft: the Raft holds this network, and would then hold itself.)
+    membership: Arc<OnceLock<Membership>>,
 }
+
+/// The group's Raft metrics, of which [`LearnerPace`] reads the membership.
+type Membership = tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Node>>;
 
 impl Network {
     /// `local_ip`: the address outgoing connections leave from (the node's own listen address),
@@ -96,7 +100,7 @@ impl Network {
             scheme,
             metrics,
             learner_interval,
-            raft: Arc::new(OnceLock::new()),
+            membership: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -107,7 +111,7 @@ impl Network {
     pub fn for_group(&self, group: u16) -> Network {
         Network {
             group,
-            raft: Arc::new(OnceLock::new()),
+            membership: Arc::new(OnceLock::new()),
             ..self.clone()
         }
     }
@@ -115,7 +119,7 @@ impl Network {
     /// Tell this group's network its Raft, whose membership says which targets are learners.
     /// Until then no target is paced.
     pub fn started(&self, raft: &Raft) {
-        let _ = self.raft.set(raft.clone());
+        let _ = self.membership.set(raft.metrics());
     }
 }
 
@@ -133,7 +137,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             metrics: self.metrics.clone(),
             pace: LearnerPace {
                 interval: self.learner_interval,
-                raft: self.raft.clone(),
+                membership: self.membership.clone(),
             },
         }
     }
@@ -148,7 +152,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// rely on. A voter, or a learner whose last append was full (catching up), is not held.
 struct LearnerPace {
     interval: Duration,
-    raft: Arc<OnceLock<Raft>>,
+    membership: Arc<OnceLock<Membership>>,
 }
 
 impl LearnerPace {
@@ -156,11 +160,10 @@ impl LearnerPace {
     /// `sent`, if at all.
     fn hold_until(&self, target: NodeId, sent: Instant, entries: usize) -> Option<Instant> {
         self.due(sent, entries, Instant::now(), || {
-            let Some(raft) = self.raft.get() else {
+            let Some(metrics) = self.membership.get() else {
                 // Not started yet: treated as a voter, never held.
                 return true;
             };
-            let metrics = raft.metrics();
             let metrics = metrics.borrow();
             // The voters of every configuration, joint ones included.
             metrics
@@ -348,7 +351,7 @@ mod tests {
     fn pace(interval_ms: u64) -> LearnerPace {
         LearnerPace {
             interval: Duration::from_millis(interval_ms),
-            raft: Arc::new(OnceLock::new()),
+            membership: Arc::new(OnceLock::new()),
         }
     }
 
