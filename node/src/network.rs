@@ -6,7 +6,7 @@
 //!
 //! A leader paces its appends to a learner (a gateway) that keeps up: at most one per
 //! `raft.learner_append_interval_ms`, so that the entries of those milliseconds travel, are
-//! appended and are applied together ([`LearnerPace`]). A learner's log counts for no commit,
+//! appended and are applied together (`LearnerPace`). A learner's log counts for no commit,
 //! so no write waits for it; a voter's appends are never held back.
 //!
 //! Error mapping, as openraft expects it: a connection that cannot be made is `Unreachable`
