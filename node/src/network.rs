@@ -138,28 +138,38 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             pace: LearnerPace {
                 interval: self.learner_interval,
                 membership: self.membership.clone(),
+                last_sent: None,
             },
         }
     }
 }
 
 /// How long a leader's append to one target holds its replication stream. An append to a
-/// target that is a learner in the group's membership, and that carried less than a full
-/// append, is answered to openraft no sooner than `interval` after it left: openraft sends the
-/// next only then, with everything the log gained meanwhile and the commit index of that
-/// moment. Holding after the answer, not before the next send, keeps each append's commit
-/// index as fresh as when it leaves, which the learner's freshness stamps ([`crate::freshness`])
-/// rely on. A voter, or a learner whose last append was full (catching up), is not held.
+/// target that is a learner in the group's membership, that left less than `interval` after
+/// the one before it (the stream is busy) and that carried less than a full append, is
+/// answered to openraft no sooner than `interval` after it left: openraft sends the next only
+/// then, with everything the log gained meanwhile and the commit index of that moment.
+///
+/// - Holding after the answer, not before the next send, keeps each append's commit index as
+///   fresh as when it leaves, which the learner's freshness stamps ([`crate::freshness`])
+///   rely on.
+/// - An append after a quiet spell is not held, so on a quiet cluster the commit index that
+///   follows an entry reaches the learner as soon as it is known (a product created is
+///   visible on every gateway within milliseconds, as before); only a busy stream is paced.
+/// - A voter, or a learner whose last append was full (catching up), is never held.
 struct LearnerPace {
     interval: Duration,
     membership: Arc<OnceLock<Membership>>,
+    /// When the last append to this target left.
+    last_sent: Option<Instant>,
 }
 
 impl LearnerPace {
     /// Until when the stream to `target` is held after an append of `entries` that left at
     /// `sent`, if at all.
-    fn hold_until(&self, target: NodeId, sent: Instant, entries: usize) -> Option<Instant> {
-        self.due(sent, entries, Instant::now(), || {
+    fn hold_until(&mut self, target: NodeId, sent: Instant, entries: usize) -> Option<Instant> {
+        let busy = self.left(sent);
+        self.due(sent, entries, busy, Instant::now(), || {
             let Some(metrics) = self.membership.get() else {
                 // Not started yet: treated as a voter, never held.
                 return true;
@@ -174,16 +184,28 @@ impl LearnerPace {
         })
     }
 
-    /// The rule of [`LearnerPace::hold_until`] at `now`; `voter` says whether the target is one
-    /// (asked only when the answer matters).
+    /// Note an append that left at `sent`; whether it left within the interval of the one
+    /// before (the stream is busy).
+    fn left(&mut self, sent: Instant) -> bool {
+        let busy = self
+            .last_sent
+            .is_some_and(|last| sent.saturating_duration_since(last) < self.interval);
+        self.last_sent = Some(sent);
+        busy
+    }
+
+    /// The rule of [`LearnerPace::hold_until`] at `now`; `busy`: the append left within the
+    /// interval of the one before; `voter` says whether the target is one (asked only when the
+    /// answer matters).
     fn due(
         &self,
         sent: Instant,
         entries: usize,
+        busy: bool,
         now: Instant,
         voter: impl FnOnce() -> bool,
     ) -> Option<Instant> {
-        if self.interval.is_zero() || entries >= APPEND_ENTRIES_MAX {
+        if self.interval.is_zero() || !busy || entries >= APPEND_ENTRIES_MAX {
             return None;
         }
         let due = sent + self.interval;
@@ -352,52 +374,73 @@ mod tests {
         LearnerPace {
             interval: Duration::from_millis(interval_ms),
             membership: Arc::new(OnceLock::new()),
+            last_sent: None,
         }
     }
 
     const MS: Duration = Duration::from_millis(1);
+    const BUSY: bool = true;
 
     #[test]
-    fn a_learner_that_keeps_up_is_held_until_the_interval_from_its_append() {
+    fn a_busy_learner_that_keeps_up_is_held_until_the_interval_from_its_append() {
         let sent = Instant::now();
         assert_eq!(
-            pace(5).due(sent, 3, sent + MS, || false),
+            pace(5).due(sent, 3, BUSY, sent + MS, || false),
             Some(sent + 5 * MS)
         );
         assert_eq!(
-            pace(5).due(sent, 3, sent + 5 * MS, || false),
+            pace(5).due(sent, 3, BUSY, sent + 5 * MS, || false),
             None,
             "an answer that took the whole interval is not held"
         );
     }
 
     #[test]
+    fn an_append_after_a_quiet_spell_is_not_held() {
+        let sent = Instant::now();
+        assert_eq!(pace(5).due(sent, 3, !BUSY, sent, || false), None);
+    }
+
+    #[test]
     fn a_voter_is_never_held() {
         let sent = Instant::now();
-        assert_eq!(pace(5).due(sent, 3, sent, || true), None);
+        assert_eq!(pace(5).due(sent, 3, BUSY, sent, || true), None);
     }
 
     #[test]
     fn a_learner_catching_up_is_not_held() {
         let sent = Instant::now();
         assert_eq!(
-            pace(5).due(sent, APPEND_ENTRIES_MAX, sent, || false),
+            pace(5).due(sent, APPEND_ENTRIES_MAX, BUSY, sent, || false),
             None,
             "a full append: behind"
         );
         assert!(pace(5)
-            .due(sent, APPEND_ENTRIES_MAX - 1, sent, || false)
+            .due(sent, APPEND_ENTRIES_MAX - 1, BUSY, sent, || false)
             .is_some());
     }
 
     #[test]
     fn an_interval_of_zero_holds_nothing() {
         let sent = Instant::now();
-        assert_eq!(pace(0).due(sent, 1, sent, || false), None);
+        assert_eq!(pace(0).due(sent, 1, BUSY, sent, || false), None);
+    }
+
+    #[test]
+    fn a_stream_is_busy_when_its_appends_leave_within_the_interval() {
+        let mut pace = pace(5);
+        let first = Instant::now();
+        assert!(!pace.left(first), "the first append follows nothing");
+        assert!(pace.left(first + 2 * MS), "2 ms after the one before");
+        assert!(!pace.left(first + 12 * MS), "10 ms after: a quiet spell");
+        assert!(pace.left(first + 16 * MS));
     }
 
     #[test]
     fn before_the_group_has_started_every_target_counts_as_a_voter() {
-        assert_eq!(pace(5).hold_until(2, Instant::now(), 1), None);
+        let mut pace = pace(5);
+        let first = Instant::now();
+        pace.hold_until(2, first, 1);
+        assert_eq!(pace.hold_until(2, first + MS, 1), None);
     }
 }
