@@ -34,11 +34,11 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW_MS: u64 = 86_400_000;
 /// commit and apply before it answers "outcome unknown". Within one forward
 /// attempt, so that the gateway hears the voter's own answer.
 pub const DEFAULT_COMMIT_TIMEOUT_MS: u64 = 2000;
-/// `raft.learner_append_interval_ms`: the least time between two appends a leader sends
-/// a learner (a gateway) that keeps up. A learner's log counts for no commit, so its appends
-/// may wait: entries of a few milliseconds travel together, and the learner appends and
-/// applies a few hundred times a second, not once per entry. A gateway's replica is then up
-/// to this much older (its `x-staleness-ms` says how old).
+/// `raft.learner_append_interval_ms`: the least time between two appends a leader sends a
+/// learner (a gateway) whose stream is busy. A learner's log counts for no commit, so its
+/// appends may wait: entries of a few milliseconds travel together, and the learner appends
+/// and applies a few hundred times a second, not once per entry. A gateway's replica is then
+/// up to this much older (its `x-staleness-ms` says how old).
 pub const DEFAULT_LEARNER_APPEND_INTERVAL_MS: u64 = 5;
 /// Largest `raft.learner_append_interval_ms`, as a fraction of `raft.heartbeat_interval_ms`
 /// (openraft 0.9 gives one append its heartbeat interval to be answered, the wait included).

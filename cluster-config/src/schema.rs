@@ -219,10 +219,11 @@ pub struct RaftSection {
     /// written file when it is the default, so that older releases can read the file.
     #[serde(skip_serializing_if = "Transport::is_default")]
     pub transport: Transport,
-    /// On a leader: the least time between two append RPCs to a learner (a gateway) that
-    /// keeps up; entries of that time go in one append, and the learner's replica is up to
-    /// that much older. 0 sends each at once. A learner behind (its last append full) is sent
-    /// the next at once. From 0 to `heartbeat_interval_ms` /
+    /// On a leader: the least time between two append RPCs to a learner (a gateway) whose
+    /// stream is busy (its appends leave within this of each other); entries of that time go
+    /// in one append, and the learner's replica is up to that much older. 0 sends each at
+    /// once. An append after a quiet spell, and one to a learner behind (its last append
+    /// full), are not held. From 0 to `heartbeat_interval_ms` /
     /// [`LEARNER_APPEND_INTERVAL_HEARTBEAT_DIVISOR`]. Default
     /// [`DEFAULT_LEARNER_APPEND_INTERVAL_MS`]; left out of a written file when it is the
     /// default, so that older releases can read the file.
