@@ -689,7 +689,7 @@ impl BenchResults {
             let pace = if ms == 0 {
                 "not paced, each sent at once".to_string()
             } else {
-                format!("at most one per {ms} ms to a gateway that keeps up")
+                format!("at most one per {ms} ms to a gateway while its stream is busy")
             };
             let _ = writeln!(
                 out,
