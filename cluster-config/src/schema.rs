@@ -220,7 +220,7 @@ pub struct RaftSection {
     #[serde(skip_serializing_if = "Transport::is_default")]
     pub transport: Transport,
     /// On a leader: the least time between two append RPCs to a learner (a gateway) whose
-    /// stream is busy (its appends leave within this of each other); entries of that time go
+    /// stream is busy (its appends leave within twice this of each other); entries of that time go
     /// in one append, and the learner's replica is up to that much older. 0 sends each at
     /// once. An append after a quiet spell, and one to a learner behind (its last append
     /// full), are not held. From 0 to `heartbeat_interval_ms` /

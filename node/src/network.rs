@@ -4,7 +4,7 @@
 //! either way, each call carries this node's credential (a voter's: only voters send Raft RPCs,
 //! and every node admits only the voter credential on them).
 //!
-//! A leader paces its appends to a learner (a gateway) that keeps up: at most one per
+//! A leader paces its appends to a learner (a gateway) whose stream is busy: at most one per
 //! `raft.learner_append_interval_ms`, so that the entries of those milliseconds travel, are
 //! appended and are applied together (`LearnerPace`). A learner's log counts for no commit,
 //! so no write waits for it; a voter's appends are never held back.
@@ -145,8 +145,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 /// How long a leader's append to one target holds its replication stream. An append to a
-/// target that is a learner in the group's membership, that left less than `interval` after
-/// the one before it (the stream is busy) and that carried less than a full append, is
+/// target that is a learner in the group's membership, that left less than twice `interval`
+/// after the one before it (the stream is busy) and that carried less than a full append, is
 /// answered to openraft no sooner than `interval` after it left: openraft sends the next only
 /// then, with everything the log gained meanwhile and the commit index of that moment.
 ///
@@ -184,18 +184,20 @@ impl LearnerPace {
         })
     }
 
-    /// Note an append that left at `sent`; whether it left within the interval of the one
-    /// before (the stream is busy).
+    /// Note an append that left at `sent`; whether it left within twice the interval of the
+    /// one before (the stream is busy). Twice: an append that follows a held one leaves about
+    /// one interval after it, and must count as busy too, or only every second append of a
+    /// busy stream would be held.
     fn left(&mut self, sent: Instant) -> bool {
         let busy = self
             .last_sent
-            .is_some_and(|last| sent.saturating_duration_since(last) < self.interval);
+            .is_some_and(|last| sent.saturating_duration_since(last) < 2 * self.interval);
         self.last_sent = Some(sent);
         busy
     }
 
-    /// The rule of [`LearnerPace::hold_until`] at `now`; `busy`: the append left within the
-    /// interval of the one before; `voter` says whether the target is one (asked only when the
+    /// The rule of [`LearnerPace::hold_until`] at `now`; `busy`: the append left within twice
+    /// the interval of the one before; `voter` says whether the target is one (asked only when the
     /// answer matters).
     fn due(
         &self,
@@ -427,13 +429,27 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_is_busy_when_its_appends_leave_within_the_interval() {
+    fn a_stream_is_busy_when_its_appends_leave_within_twice_the_interval() {
         let mut pace = pace(5);
         let first = Instant::now();
         assert!(!pace.left(first), "the first append follows nothing");
         assert!(pace.left(first + 2 * MS), "2 ms after the one before");
         assert!(!pace.left(first + 12 * MS), "10 ms after: a quiet spell");
         assert!(pace.left(first + 16 * MS));
+    }
+
+    #[test]
+    fn every_append_of_a_busy_stream_is_held_not_every_second_one() {
+        // Held until 5 ms after it left, the next leaves a little later: busy, held again.
+        let mut pace = pace(5);
+        let first = Instant::now();
+        pace.left(first);
+        let mut sent = first + MS;
+        for _ in 0..4 {
+            assert!(pace.left(sent), "an append right after a held one");
+            let due = pace.due(sent, 3, true, sent, || false).expect("held");
+            sent = due + MS;
+        }
     }
 
     #[test]

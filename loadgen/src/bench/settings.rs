@@ -83,7 +83,7 @@ pub struct Flags {
     /// own voter once the leaders have spread.
     #[arg(long, default_value_t = 1, value_name = "G")]
     pub groups: u16,
-    /// The least time between two appends a leader sends a gateway that keeps up
+    /// The least time between two appends a leader sends a gateway whose stream is busy
     /// (`raft.learner_append_interval_ms`; 0 sends each at once), to compare settings side by
     /// side. Default: the nodes' default.
     #[arg(long, value_name = "MS")]
