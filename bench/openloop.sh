@@ -16,6 +16,8 @@ LP=$!
 for i in $(seq 1 240); do grep -q "ready\. Ctrl-C" $D/local.log && break; sleep 0.5; done
 URLS=$(grep -o "gateway [0-9]*  http://[0-9.:]*" $D/local.log | awk '{print $3}' | paste -sd, -)
 INTERNAL=$(grep -oE "(voter|gateway) +[0-9]+ +[0-9.]+:[0-9]+ " $D/local.log | awk '{print $2"="$3}')
+VOTERS=$(grep -oE "voter +[0-9]+ +[0-9.]+:[0-9]+ " $D/local.log | awk '{print $2}' | paste -sd, -)
+GATEWAYS=$(grep -oE "gateway +[0-9]+ +[0-9.]+:[0-9]+ " $D/local.log | awk '{print $2}' | paste -sd, -)
 PIDS=$(for x in $INTERNAL; do n=${x%%=*}; echo "$n=$(pgrep -f "flashstock-node.*$D/c/node-$n.toml" | head -1)"; done)
 scrape() { for x in $INTERNAL; do curl -s "http://${x#*=}/metrics" > $D/metrics-$1-${x%%=*}; done; }
 cpu() { for x in $PIDS; do echo "${x%%=*} $(awk '{print $14+$15}' /proc/${x#*=}/stat)"; done; echo "idle $(awk '/^cpu / {print $5+$6}' /proc/stat)"; }
@@ -29,8 +31,8 @@ scrape 1
 echo "== $TAG, $(date -u +%H:%M:%S) UTC"
 grep -E "^standard-open" $D/loadgen.log | sort -u
 echo "CPU, ms per second (idle: the machine's, all cores): $(paste $D/cpu0 $D/cpu1 | awk '{printf "%s %d  ", $1, ($4-$2)*10/8}')"
-python3 - $D <<'PY'
-import re, sys, glob
+python3 - $D $VOTERS $GATEWAYS <<'PY'
+import re, sys
 d = sys.argv[1]
 def buckets(stage, node_ids, metric, want):
     total = {}
@@ -54,9 +56,9 @@ def quantiles(rows):
         le = next(le for le, c in rows if c >= q * count)
         out.append(f"p{q*100:g} <= {le*1000:g} ms")
     return ", ".join(out)
-nodes = [p.rsplit("-", 1)[1] for p in glob.glob(f"{d}/metrics-1-*")]
-voters = [n for n in nodes if int(n) < 100]
-gateways = [n for n in nodes if int(n) >= 100]
+# Each node's role as flashstock-local listed it.
+voters, gateways = sys.argv[2].split(","), sys.argv[3].split(",")
+nodes = voters + gateways
 http = "flashstock_http_request_duration_seconds"
 print("gateways' own latency, purchases:", quantiles(buckets(None, gateways, http, {"route": "/v1/products/{id}/purchase", "method": "POST"})))
 print("gateways' own latency, views:    ", quantiles(buckets(None, gateways, http, {"route": "/v1/products/{id}", "method": "GET"})))
