@@ -697,7 +697,8 @@ impl Probe {
         Ok(())
     }
 
-    /// A valid restock may still be refused: when the stock would pass [`STOCK_MAX`].
+    /// A valid restock may still be refused: when the stock would pass [`STOCK_MAX`], as the
+    /// leader sees it.
     async fn over_stock_max(&self, operation: &Operation, request: &Request) -> bool {
         if !operation.path.ends_with("/restock") {
             return false;
@@ -714,7 +715,13 @@ impl Probe {
             return false;
         };
         let quantity = body["quantity"].as_u64().unwrap_or(0);
-        let url = format!("{}/v1/products/{}", self.gateway, encode(&wire_text(&id)));
+        // Linearizable: a gateway's local view may not yet hold the restock acknowledged just
+        // before this one, and the leader judged this one against it.
+        let url = format!(
+            "{}/v1/products/{}?consistency=linearizable",
+            self.gateway,
+            encode(&wire_text(&id))
+        );
         let Ok(response) = self.http.get(url).send().await else {
             return false;
         };
