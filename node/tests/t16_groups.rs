@@ -188,9 +188,10 @@ async fn three_groups_route_writes_merge_pages_and_keep_orders_apart() {
         .unwrap();
     assert_eq!(cart.order.id.group(), 0);
     assert!(cart.other_orders.is_empty());
+    // Linearizable: each count below follows a write, which this gateway may not have applied.
     let stock = |id: String| {
         let first = &first;
-        async move { first.product(&id).await.unwrap().product.stock }
+        async move { first.product_linearizable(&id).await.unwrap().product.stock }
     };
 
     // A cart across the three groups is bought whole too: one order per group, the primary

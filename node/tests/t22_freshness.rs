@@ -160,3 +160,45 @@ async fn a_gateway_cut_off_from_the_voters_turns_unready_and_says_its_views_are_
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// A gateway applies each commit some milliseconds after its leader, up to
+/// `raft.learner_append_interval_ms` more while the leader paces a busy stream to it. A client
+/// that saw a product created or an order placed through one gateway and then asks another
+/// is answered with it all the same, not with a 404: a gateway confirms a miss with the leader
+/// (a product) or waits for the entry the order's id names (an order) before denying it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_one_gateway_acknowledged_another_does_not_deny() {
+    // The longest interval the configuration allows (a quarter of the heartbeat), so that the
+    // other gateway lags by tens of milliseconds while the writes below keep its stream busy.
+    let cluster = formed(3, 2, |config| {
+        config.raft.learner_append_interval_ms = config.raft.heartbeat_interval_ms / 4;
+    })
+    .await;
+    let gateways = cluster.gateway_urls();
+    let writer = flashstock_client::ShopClient::new(vec![gateways[0].clone()])
+        .with_admin_token(&cluster.admin_token);
+    let http = reqwest::Client::new();
+    for round in 0..30 {
+        let id = format!("drop-{round:02}");
+        writer
+            .create_product(&product(&id, 5))
+            .await
+            .expect("create");
+        let view = get(&http, &format!("{}/v1/products/{id}", gateways[1])).await;
+        assert_eq!(
+            view.status(),
+            200,
+            "{id}, created, viewed on the other gateway"
+        );
+        let order = writer.purchase(&id, 1).await.expect("purchase").order;
+        let token = order.token.expect("a public purchase has a token");
+        let url = format!("{}/v1/orders/{}?token={token}", gateways[1], order.id.0);
+        let seen = get(&http, &url).await;
+        assert_eq!(
+            seen.status(),
+            200,
+            "order {} on the other gateway",
+            order.id.0
+        );
+    }
+}

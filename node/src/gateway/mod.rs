@@ -102,6 +102,9 @@ pub struct Gateway {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// What pages are sent with and tell the shop's script ([`pages::Storefront`]).
     pub storefront: pages::Storefront,
+    /// One permit per miss being confirmed with a leader: a product this replica lacks may be
+    /// one it has not applied yet.
+    pub miss_confirmations: tokio::sync::Semaphore,
 }
 
 impl Gateway {
@@ -151,6 +154,7 @@ impl Gateway {
         let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.streams_max));
         let storefront = pages::Storefront::new(config);
         Gateway {
+            miss_confirmations: tokio::sync::Semaphore::new(routes::MISS_CONFIRMATIONS_MAX),
             storefront,
             streams,
             node,

@@ -29,6 +29,7 @@ use raft_store::ProductChange;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::routes::caught_up_after_miss;
 use super::Gateway;
 use crate::api_error::ApiError;
 
@@ -104,10 +105,15 @@ pub async fn stock_events(
     let changes = match &filter {
         Some(id) => {
             validate_product_id(id).map_err(ApiError::invalid)?;
-            let reader = &gateway.node.group_of(id).reader;
+            let group = gateway.node.group_of(id);
+            let reader = &group.reader;
             let changes = vec![reader.subscribe()];
-            let applied_index = reader.applied_index();
-            let record = reader.product_record(id).map_err(ApiError::storage)?;
+            let mut applied_index = reader.applied_index();
+            let mut record = reader.product_record(id).map_err(ApiError::storage)?;
+            if record.is_none() && caught_up_after_miss(&gateway, group.number).await {
+                applied_index = reader.applied_index();
+                record = reader.product_record(id).map_err(ApiError::storage)?;
+            }
             let record = record.ok_or_else(|| ApiError::unknown_product(id))?;
             first.push(stock_event(&record.product, &record.terms, applied_index));
             changes

@@ -55,6 +55,7 @@ use maud::Markup;
 use raft_store::records::{OrderRecord, ProductRecord};
 use serde::Deserialize;
 
+use super::routes::caught_up_after_miss;
 use super::Gateway;
 use views::{OrderLineSheet, OrderSheet, ProductCard, Shown};
 
@@ -239,9 +240,15 @@ async fn product(State(gateway): State<AppState>, Path(id): Path<String>) -> Res
     if validate_product_id(&id).is_err() {
         return no_such();
     }
-    let reader = &gateway.node.group_of(&id).reader;
-    let applied_index = reader.applied_index();
-    match reader.product_record(&id) {
+    let group = gateway.node.group_of(&id);
+    let reader = &group.reader;
+    let mut applied_index = reader.applied_index();
+    let mut record = reader.product_record(&id);
+    if matches!(record, Ok(None)) && caught_up_after_miss(&gateway, group.number).await {
+        applied_index = reader.applied_index();
+        record = reader.product_record(&id);
+    }
+    match record {
         Ok(Some(record)) => {
             let script = gateway.storefront.script();
             let page = views::product(&script, &record.into(), applied_index);
