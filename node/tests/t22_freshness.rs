@@ -202,3 +202,53 @@ async fn what_one_gateway_acknowledged_another_does_not_deny() {
         );
     }
 }
+
+/// Read indexes the voters have answered: their `/internal/read-index` requests, over HTTP or
+/// the wire, from their metrics.
+async fn read_indexes_answered(cluster: &flashstock_deploy::local::LocalCluster) -> u64 {
+    let mut total = 0;
+    for id in cluster.voter_ids() {
+        let text = reqwest::get(format!("http://{}/metrics", cluster.addr(id)))
+            .await
+            .expect("a voter's metrics")
+            .text()
+            .await
+            .expect("text");
+        total += text
+            .lines()
+            .filter(|line| {
+                line.starts_with("flashstock_http_requests_total{")
+                    && line.contains("route=\"/internal/read-index\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64;
+    }
+    total
+}
+
+/// Misses share their catch-ups with the leader: a flood of views of products that do not
+/// exist, all at once, is answered 404, and costs the voters a few read indexes, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_unknown_ids_costs_the_leader_a_few_read_indexes() {
+    const MISSES: usize = 200;
+    let cluster = formed(3, 1, |config| {
+        // Every miss below is from one client; the view rate is not what is under test.
+        config.limits.client_view_rate_per_s = 100_000;
+        config.limits.client_view_burst_max = 100_000;
+    })
+    .await;
+    let gateway = cluster.gateway_urls()[0].clone();
+    let http = reqwest::Client::new();
+    let before = read_indexes_answered(&cluster).await;
+    let views = (0..MISSES).map(|n| {
+        let (http, url) = (http.clone(), format!("{gateway}/v1/products/nothing-{n}"));
+        async move { http.get(url).send().await.expect("an answer").status() }
+    });
+    let statuses = futures::future::join_all(views).await;
+    assert!(statuses.iter().all(|status| *status == 404), "{statuses:?}");
+    let asked = read_indexes_answered(&cluster).await - before;
+    assert!(
+        (1..=MISSES as u64 / 10).contains(&asked),
+        "{MISSES} misses at once cost the voters {asked} read indexes"
+    );
+}

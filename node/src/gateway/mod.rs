@@ -42,6 +42,7 @@ mod checkout;
 pub mod cors;
 pub mod forwarder;
 mod hold_across;
+pub mod misses;
 pub mod ops;
 pub mod pages;
 mod routes;
@@ -102,9 +103,9 @@ pub struct Gateway {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// What pages are sent with and tell the shop's script ([`pages::Storefront`]).
     pub storefront: pages::Storefront,
-    /// One permit per miss being confirmed with a leader: a product this replica lacks may be
-    /// one it has not applied yet.
-    pub miss_confirmations: tokio::sync::Semaphore,
+    /// One per Raft group, by number: catches this replica up with the group's leader before
+    /// a product it lacks is denied ([`misses`]).
+    pub misses: Vec<misses::MissConfirmer>,
 }
 
 impl Gateway {
@@ -153,8 +154,16 @@ impl Gateway {
         let admission = admission::Admission::new(&config.limits);
         let streams = Arc::new(tokio::sync::Semaphore::new(config.limits.streams_max));
         let storefront = pages::Storefront::new(config);
+        let misses = node
+            .groups
+            .iter()
+            .zip(&voters)
+            .map(|(group, voters)| {
+                misses::MissConfirmer::start(voters.clone(), group.reader.watch_applied())
+            })
+            .collect();
         Gateway {
-            miss_confirmations: tokio::sync::Semaphore::new(routes::MISS_CONFIRMATIONS_MAX),
+            misses,
             storefront,
             streams,
             node,

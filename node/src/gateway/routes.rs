@@ -355,37 +355,16 @@ async fn get_product(
 }
 
 /// Whether this replica of `group`, having missed a record, has caught up with the group's
-/// leader since, so that looking again can tell a record that does not exist from one it has
-/// not applied yet. A gateway applies each commit some milliseconds after its leader (more
-/// while the leader paces its appends), so a client that saw a product created or an order
-/// placed may ask a gateway that has not applied it. Bounded: at most
-/// [`MISS_CONFIRMATIONS_MAX`] at once on a gateway, each within [`MISS_CONFIRMATION_WAIT`];
-/// beyond them (a flood of unknown ids) or past the wait (no leader), the miss is answered as
-/// this replica has it, and no leader is asked for more than that many reads by misses.
+/// leader since, so that looking again tells a record that does not exist from one it has not
+/// applied yet ([`super::misses`]). False when no leader answered in time: the miss is then
+/// answered as this replica has it.
 pub(super) async fn caught_up_after_miss(gateway: &Gateway, group: u16) -> bool {
-    let Ok(_permit) = gateway.miss_confirmations.try_acquire() else {
-        return false;
-    };
-    catch_up_within(gateway, group, MISS_CONFIRMATION_WAIT)
-        .await
-        .is_ok()
+    gateway.misses[usize::from(group)].caught_up_since().await
 }
-
-/// Misses a gateway confirms with a leader at once ([`caught_up_after_miss`]).
-pub const MISS_CONFIRMATIONS_MAX: usize = 8;
-/// How long a miss may wait for its confirmation: a catch-up takes a round trip to the leader
-/// and the apply of a few milliseconds of log; without a leader, a miss is answered after this.
-const MISS_CONFIRMATION_WAIT: Duration = Duration::from_millis(250);
 
 /// Wait until this replica has applied everything the leader of `group` had committed when
 /// asked, all within `gateway.linearizable_read_timeout_ms`.
 pub(super) async fn catch_up_with_leader(gateway: &Gateway, group: u16) -> Result<(), ApiError> {
-    let wait = Duration::from_millis(gateway.node.config.gateway.linearizable_read_timeout_ms);
-    catch_up_within(gateway, group, wait).await
-}
-
-/// [`catch_up_with_leader`] within `wait`.
-async fn catch_up_within(gateway: &Gateway, group: u16, wait: Duration) -> Result<(), ApiError> {
     let unavailable = |message: String| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -393,6 +372,7 @@ async fn catch_up_within(gateway: &Gateway, group: u16, wait: Duration) -> Resul
             message,
         )
     };
+    let wait = Duration::from_millis(gateway.node.config.gateway.linearizable_read_timeout_ms);
     let deadline = tokio::time::Instant::now() + wait;
     let index =
         match tokio::time::timeout_at(deadline, gateway.voters[usize::from(group)].read_index())
@@ -943,7 +923,7 @@ async fn get_order(
     if record.is_none() && applied_index < placed_at {
         let mut applied = reader.watch_applied();
         let waited = tokio::time::timeout(
-            MISS_CONFIRMATION_WAIT,
+            super::misses::MISS_WAIT,
             applied.wait_for(|applied| *applied >= placed_at),
         )
         .await
