@@ -272,6 +272,16 @@ pub fn check_replica(
     assert_eq!(before, keys.len(), "node {id}: a key bought twice");
 }
 
+/// Node `id`'s metrics, as its internal listener serves them.
+pub async fn metrics_text(cluster: &LocalCluster, id: u64) -> String {
+    reqwest::get(format!("http://{}/metrics", cluster.addr(id)))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// `flashstock_http_connections_closed_total` of one listener and reason, from node `id`'s
 /// metrics on its internal listener.
 pub async fn closed_by_server(
@@ -280,12 +290,7 @@ pub async fn closed_by_server(
     listener: &str,
     reason: &str,
 ) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", cluster.addr(id)))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = metrics_text(cluster, id).await;
     let (listener, reason) = (
         format!(r#"listener="{listener}""#),
         format!(r#"reason="{reason}""#),
