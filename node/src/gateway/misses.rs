@@ -94,18 +94,54 @@ async fn rounds(
             return;
         }
         let number = started.fetch_add(1, Ordering::SeqCst) + 1;
-        let caught_up = catch_up(&voters, &mut applied).await;
+        let caught_up = catch_up_round(&voters, &mut applied).await;
         finish.send_replace(Round { number, caught_up });
     }
 }
 
-/// One round: the leader's read index, then this replica's apply up to it, within
-/// [`ROUND_WAIT`].
-async fn catch_up(voters: &VoterClient, applied: &mut watch::Receiver<u64>) -> bool {
-    let deadline = tokio::time::Instant::now() + ROUND_WAIT;
-    let Ok(Ok(index)) = tokio::time::timeout_at(deadline, voters.read_index()).await else {
-        return false;
+/// One round: [`catch_up`] within [`ROUND_WAIT`].
+async fn catch_up_round(voters: &VoterClient, applied: &mut watch::Receiver<u64>) -> bool {
+    catch_up(voters, applied, ROUND_WAIT).await.is_ok()
+}
+
+/// Why a [`catch_up`] did not finish.
+#[derive(Debug)]
+pub enum CatchUpFailed {
+    /// No leader confirmed a read index: what the last endpoint tried answered.
+    NoLeader(String),
+    /// No leader confirmed a read index in time.
+    TimedOut,
+    /// The leader's read index, which this replica did not apply in time.
+    Behind(u64),
+}
+
+/// Wait until this replica (its applied index, `applied`) has applied everything the leader
+/// that `voters` finds had committed when asked: a read index confirmed by a quorum, then the
+/// apply up to it, both within `wait`.
+pub async fn catch_up(
+    voters: &VoterClient,
+    applied: &mut watch::Receiver<u64>,
+    wait: Duration,
+) -> Result<(), CatchUpFailed> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let index = match tokio::time::timeout_at(deadline, voters.read_index()).await {
+        Ok(Ok(index)) => index,
+        Ok(Err(error)) => return Err(CatchUpFailed::NoLeader(error.to_string())),
+        Err(_) => return Err(CatchUpFailed::TimedOut),
     };
+    if applied_up_to(applied, index, deadline).await {
+        Ok(())
+    } else {
+        Err(CatchUpFailed::Behind(index))
+    }
+}
+
+/// Whether this replica's applied index (`applied`) reaches `index` by `deadline`.
+pub async fn applied_up_to(
+    applied: &mut watch::Receiver<u64>,
+    index: u64,
+    deadline: tokio::time::Instant,
+) -> bool {
     tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))
         .await
         .is_ok_and(|waited| waited.is_ok())

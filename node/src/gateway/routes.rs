@@ -40,6 +40,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::admission::{self, Source};
+use super::misses::{self, CatchUpFailed};
 use super::{checkout, ops, pages, stream, Client, ForwardError, Forwarded, Gateway, SpansGroups};
 use crate::api_error::{error, ApiError};
 use crate::internal::PAGE_LIMIT_MAX;
@@ -332,17 +333,17 @@ async fn get_product(
     validate_product_id(&id).map_err(invalid)?;
     let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
     let group = gateway.node.group_of(&id);
-    if linearizable(query.consistency.as_deref())? {
+    let (applied_index, record) = if linearizable(query.consistency.as_deref())? {
+        // Caught up already: a miss is one as of the leader's commit.
         catch_up_with_leader(&gateway, group.number).await?;
-    }
-    let reader = &group.reader;
-    let mut applied_index = reader.applied_index();
-    let mut record = reader.product_record(&id).map_err(ApiError::storage)?;
-    if record.is_none() && caught_up_after_miss(&gateway, group.number).await {
-        applied_index = reader.applied_index();
-        record = reader.product_record(&id).map_err(ApiError::storage)?;
-    }
-    match record {
+        (
+            group.reader.applied_index(),
+            group.reader.product_record(&id),
+        )
+    } else {
+        product_confirmed(&gateway, group, &id).await
+    };
+    match record.map_err(ApiError::storage)? {
         Some(record) => Ok(fresh(
             applied_index,
             ProductView {
@@ -354,51 +355,54 @@ async fn get_product(
     }
 }
 
-/// Whether this replica of `group`, having missed a record, has caught up with the group's
-/// leader since, so that looking again tells a record that does not exist from one it has not
-/// applied yet ([`super::misses`]). False when no leader answered in time: the miss is then
-/// answered as this replica has it.
-pub(super) async fn caught_up_after_miss(gateway: &Gateway, group: u16) -> bool {
-    gateway.misses[usize::from(group)].caught_up_since().await
+/// This replica's record of product `id`, of `group`, and the applied index it was read at. A
+/// miss is read again once the replica has caught up with the group's leader
+/// ([`super::misses`]), so that a product it has not applied yet is not denied; when no leader
+/// answers in time, the miss stands as this replica has it.
+pub(super) async fn product_confirmed(
+    gateway: &Gateway,
+    group: &crate::Group,
+    id: &str,
+) -> (
+    u64,
+    Result<Option<raft_store::records::ProductRecord>, openraft::StorageError<raft_store::NodeId>>,
+) {
+    let applied_index = group.reader.applied_index();
+    let record = group.reader.product_record(id);
+    if !matches!(record, Ok(None))
+        || !gateway.misses[usize::from(group.number)]
+            .caught_up_since()
+            .await
+    {
+        return (applied_index, record);
+    }
+    (
+        group.reader.applied_index(),
+        group.reader.product_record(id),
+    )
 }
 
 /// Wait until this replica has applied everything the leader of `group` had committed when
-/// asked, all within `gateway.linearizable_read_timeout_ms`.
+/// asked, all within `gateway.linearizable_read_timeout_ms` ([`super::misses::catch_up`]).
 pub(super) async fn catch_up_with_leader(gateway: &Gateway, group: u16) -> Result<(), ApiError> {
-    let unavailable = |message: String| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            message,
-        )
-    };
     let wait = Duration::from_millis(gateway.node.config.gateway.linearizable_read_timeout_ms);
-    let deadline = tokio::time::Instant::now() + wait;
-    let index =
-        match tokio::time::timeout_at(deadline, gateway.voters[usize::from(group)].read_index())
-            .await
-        {
-            Ok(answer) => answer.map_err(|e| unavailable(e.to_string()))?,
-            Err(_) => {
-                return Err(unavailable(format!(
-                    "no leader confirmed a read within {wait:?}"
-                )))
-            }
-        };
+    let voters = &gateway.voters[usize::from(group)];
     let mut applied = gateway.node.groups[usize::from(group)]
         .reader
         .watch_applied();
-    let caught_up =
-        tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))
-            .await
-            .is_ok_and(|waited| waited.is_ok());
-    if caught_up {
-        Ok(())
-    } else {
-        Err(unavailable(format!(
-            "this replica did not reach index {index} within {wait:?}"
-        )))
-    }
+    let message = match misses::catch_up(voters, &mut applied, wait).await {
+        Ok(()) => return Ok(()),
+        Err(CatchUpFailed::NoLeader(message)) => message,
+        Err(CatchUpFailed::TimedOut) => format!("no leader confirmed a read within {wait:?}"),
+        Err(CatchUpFailed::Behind(index)) => {
+            format!("this replica did not reach index {index} within {wait:?}")
+        }
+    };
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+        message,
+    ))
 }
 
 async fn purchase(
@@ -921,14 +925,8 @@ async fn get_order(
     // waits for it, briefly, rather than deny an order its client saw confirmed.
     let placed_at = OrderId(id).log_index();
     if record.is_none() && applied_index < placed_at {
-        let mut applied = reader.watch_applied();
-        let waited = tokio::time::timeout(
-            super::misses::MISS_WAIT,
-            applied.wait_for(|applied| *applied >= placed_at),
-        )
-        .await
-        .is_ok_and(|waited| waited.is_ok());
-        if waited {
+        let deadline = tokio::time::Instant::now() + misses::MISS_WAIT;
+        if misses::applied_up_to(&mut reader.watch_applied(), placed_at, deadline).await {
             applied_index = reader.applied_index();
             record = reader
                 .order_record(OrderId(id))

@@ -29,7 +29,7 @@ use raft_store::ProductChange;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::routes::caught_up_after_miss;
+use super::routes::product_confirmed;
 use super::Gateway;
 use crate::api_error::ApiError;
 
@@ -106,15 +106,11 @@ pub async fn stock_events(
         Some(id) => {
             validate_product_id(id).map_err(ApiError::invalid)?;
             let group = gateway.node.group_of(id);
-            let reader = &group.reader;
-            let changes = vec![reader.subscribe()];
-            let mut applied_index = reader.applied_index();
-            let mut record = reader.product_record(id).map_err(ApiError::storage)?;
-            if record.is_none() && caught_up_after_miss(&gateway, group.number).await {
-                applied_index = reader.applied_index();
-                record = reader.product_record(id).map_err(ApiError::storage)?;
-            }
-            let record = record.ok_or_else(|| ApiError::unknown_product(id))?;
+            let changes = vec![group.reader.subscribe()];
+            let (applied_index, record) = product_confirmed(&gateway, group, id).await;
+            let record = record
+                .map_err(ApiError::storage)?
+                .ok_or_else(|| ApiError::unknown_product(id))?;
             first.push(stock_event(&record.product, &record.terms, applied_index));
             changes
         }

@@ -55,7 +55,8 @@ use maud::Markup;
 use raft_store::records::{OrderRecord, ProductRecord};
 use serde::Deserialize;
 
-use super::routes::caught_up_after_miss;
+use super::misses::applied_up_to;
+use super::routes::product_confirmed;
 use super::Gateway;
 use views::{OrderLineSheet, OrderSheet, ProductCard, Shown};
 
@@ -241,13 +242,7 @@ async fn product(State(gateway): State<AppState>, Path(id): Path<String>) -> Res
         return no_such();
     }
     let group = gateway.node.group_of(&id);
-    let reader = &group.reader;
-    let mut applied_index = reader.applied_index();
-    let mut record = reader.product_record(&id);
-    if matches!(record, Ok(None)) && caught_up_after_miss(&gateway, group.number).await {
-        applied_index = reader.applied_index();
-        record = reader.product_record(&id);
-    }
+    let (applied_index, record) = product_confirmed(&gateway, group, &id).await;
     match record {
         Ok(Some(record)) => {
             let script = gateway.storefront.script();
@@ -295,13 +290,8 @@ async fn order(
     };
     let reader = &group.reader;
     // The order id says which entry placed it: wait, briefly, for this replica to apply it.
-    let mut applied = reader.watch_applied();
-    let caught_up = tokio::time::timeout(
-        ORDER_CATCH_UP,
-        applied.wait_for(|applied| *applied >= id.log_index()),
-    )
-    .await
-    .is_ok_and(|waited| waited.is_ok());
+    let deadline = tokio::time::Instant::now() + ORDER_CATCH_UP;
+    let caught_up = applied_up_to(&mut reader.watch_applied(), id.log_index(), deadline).await;
     let record = match reader.order_record(id) {
         Ok(Some(record)) if super::routes::holds_order_token(&record.order, token.as_deref()) => {
             record
