@@ -541,31 +541,76 @@ async fn serve(
     let (Role::Gateway, Some(public_addr)) = (role, state.config.gateway.public_listen) else {
         return Ok(internal.await);
     };
-    let public = listen(public_addr).map_err(|source| StartError::Listen {
-        addr: public_addr,
-        source,
-    })?;
+    // The gateway's own tasks (forwarders, miss rounds) run here, beside Raft; only its
+    // handlers and connections go to the public runtime.
+    let gateway = Arc::new(gateway::Gateway::new(state.clone(), stopping.clone()));
+    // Bound here, so that a port taken fails the start at once; moved to the public runtime
+    // there.
+    let public = listen(public_addr)
+        .and_then(TcpListener::into_std)
+        .map_err(|source| StartError::Listen {
+            addr: public_addr,
+            source,
+        })?;
+    let public_runtime = public_runtime().map_err(StartError::Serve)?;
+    let public = public_runtime.spawn(serve_public(
+        state.clone(),
+        public_addr,
+        public,
+        gateway,
+        stopping,
+    ));
+    let (internal, public) = tokio::join!(internal, public);
+    // Whatever the public runtime still runs (an event stream's last write) is dropped.
+    public_runtime.shutdown_background();
+    let public = public.unwrap_or_else(|e| Ok(Err(std::io::Error::other(e))))?;
+    Ok(internal.and(public))
+}
+
+/// The runtime of a gateway's public listener: its connections, their requests and what their
+/// handlers spawn. Thousands of client connections would otherwise share the run queues of the
+/// runtime that drives the node's Raft groups, and an append from the leader would wait behind
+/// them: a saturated gateway fell minutes behind its leader, its appends timing out
+/// (openraft gives one its heartbeat interval), until the load stopped. In a runtime of their own
+/// the Raft tasks wait behind none of them, and the operating system shares the cores between
+/// the two runtimes' threads. Its workers are as many as the main runtime's (one per core, or
+/// `TOKIO_WORKER_THREADS`).
+fn public_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("flashstock-public")
+        .enable_all()
+        .build()
+}
+
+/// Serve the gateway's API on the public listener until `stopping`; runs on the public
+/// runtime, so that the listener and its connections belong to it.
+async fn serve_public(
+    state: Arc<NodeState>,
+    public_addr: std::net::SocketAddr,
+    public: std::net::TcpListener,
+    gateway: Arc<gateway::Gateway>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<std::io::Result<()>, StartError> {
+    let public = TcpListener::from_std(public).map_err(StartError::Serve)?;
     let public_tls = state.tls.public.as_ref();
     match public_tls {
-        Some(_) => tracing::info!(id, addr = %public_addr, "public API ready (HTTPS)"),
+        Some(_) => tracing::info!(id = state.id, addr = %public_addr, "public API ready (HTTPS)"),
         None => tracing::warn!(
-            id,
+            id = state.id,
             addr = %public_addr,
             "public API ready in PLAINTEXT HTTP; set [tls] public_* (or terminate TLS in front) \
              before facing the internet"
         ),
     }
-    let gateway = Arc::new(gateway::Gateway::new(state.clone(), stopping.clone()));
     let public = serve_listener(
-        state,
+        &state,
         public,
         public_tls,
         gateway::router(gateway),
-        Listener::Public,
+        server::Listener::Public,
         stopping,
     )?;
-    let (internal, public) = tokio::join!(internal, public);
-    Ok(internal.and(public))
+    Ok(public.await)
 }
 
 type Served = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
