@@ -6,16 +6,14 @@
 # purchase compares at the same batching); print the confirmed purchases and each node's CPU over
 # the run, then stop the cluster. To compare two builds, alternate them:
 #   for r in a1 b1 a2 b2; do bench/light.sh DIR_${r:0:1} $r; done
-BIN=$1; TAG=$2; CONNS=${3:-10}; RATE=$4; D=/tmp/light-$TAG
-rm -rf $D; mkdir -p $D
-(cd $D && setsid $BIN/flashstock-local --dir $D/c > $D/local.log 2>&1 &)
-for i in $(seq 1 120); do grep -q "ready\. Ctrl-C\|^ready" $D/local.log && break; sleep 1; done
-G=$(grep -o -- "--gateways [^ ]*" $D/local.log | head -1 | cut -d' ' -f2)
-T=$(cat $D/c/admin-token)
-cpu() { for p in $(pgrep -f "flashstock-node.*$D/c"); do echo $p $(awk '{print $14+$15}' /proc/$p/stat) $(tr '\0' ' ' < /proc/$p/cmdline | grep -o "node-[0-9]*\|[0-9]*\.toml" | head -1); done; }
-cpu > $D/before; s=$(date +%s.%N)
-FLASHSTOCK_ADMIN_TOKEN="$T" $BIN/loadgen --url $G --workload spread --products 1000 --connections $CONNS --seconds 20 ${RATE:+--mode open --rate $RATE} --no-progress --json $D/run.json > $D/loadgen.out 2>&1
-e=$(date +%s.%N); cpu > $D/after
+set -u
+BIN=$1; TAG=$2; CONNS=${3:-10}; RATE=${4:-}
+source "$(dirname "$0")/local.sh"
+local_start "$BIN" "/tmp/light-$TAG" || exit 1
+D=$LOCAL_DIR
+node_cpu > $D/before; s=$(date +%s.%N)
+$BIN/loadgen --admin-token "$TOKEN" --url "$URLS" --workload spread --products 1000 --connections $CONNS --seconds 20 ${RATE:+--mode open --rate $RATE} --no-progress --json $D/run.json > $D/loadgen.out 2>&1
+e=$(date +%s.%N); node_cpu > $D/after
 python3 - $D $s $e $TAG <<'PY'
 import sys,json
 d=sys.argv[1]; wall=float(sys.argv[3])-float(sys.argv[2])
@@ -37,4 +35,4 @@ print(sys.argv[4], f"wall {wall:.1f}s confirmed {conf}", " ".join(f"{labels[p]}=
 if conf: print(sys.argv[4], f"cluster CPU/purchase {sum(cpu.values())*1000/conf:.0f} us")
 PY
 grep -i "purchase" $D/loadgen.out | head -4
-pkill -INT -f "flashstock-local --dir $D/c"; sleep 3; pkill -f "flashstock-node.*$D/c"; sleep 1
+local_stop

@@ -9,20 +9,14 @@
 # builds, alternate them on fresh clusters:
 #   for r in a1 b1 a2 b2; do bench/openloop.sh DIR_${r:0:1} $r; done
 set -u
-BIN=$1; TAG=$2; RATE=${3:-6000}; D=/tmp/openloop-$TAG
-rm -rf $D; mkdir -p $D
-FLASHSTOCK_NODE_BIN=$BIN/flashstock-node $BIN/flashstock-local --dir $D/c > $D/local.log 2>&1 &
-LP=$!
-for i in $(seq 1 240); do grep -q "ready\. Ctrl-C" $D/local.log && break; sleep 0.5; done
-URLS=$(grep -o "gateway [0-9]*  http://[0-9.:]*" $D/local.log | awk '{print $3}' | paste -sd, -)
-INTERNAL=$(grep -oE "(voter|gateway) +[0-9]+ +[0-9.]+:[0-9]+ " $D/local.log | awk '{print $2"="$3}')
-VOTERS=$(grep -oE "voter +[0-9]+ +[0-9.]+:[0-9]+ " $D/local.log | awk '{print $2}' | paste -sd, -)
-GATEWAYS=$(grep -oE "gateway +[0-9]+ +[0-9.]+:[0-9]+ " $D/local.log | awk '{print $2}' | paste -sd, -)
-PIDS=$(for x in $INTERNAL; do n=${x%%=*}; echo "$n=$(pgrep -f "flashstock-node.*$D/c/node-$n.toml" | head -1)"; done)
-scrape() { for x in $INTERNAL; do curl -s "http://${x#*=}/metrics" > $D/metrics-$1-${x%%=*}; done; }
-cpu() { for x in $PIDS; do echo "${x%%=*} $(awk '{print $14+$15}' /proc/${x#*=}/stat)"; done; echo "idle $(awk '/^cpu / {print $5+$6}' /proc/stat)"; }
+BIN=$1; TAG=$2; RATE=${3:-6000}
+source "$(dirname "$0")/local.sh"
+local_start "$BIN" "/tmp/openloop-$TAG" || exit 1
+D=$LOCAL_DIR
+scrape() { for n in $VOTERS $GATEWAYS; do curl -s "http://$(node_addr $n)/metrics" > $D/metrics-$1-$n; done; }
+cpu() { node_cpu; echo "idle $(awk '/^cpu / {print $5+$6}' /proc/stat)"; }
 scrape 0
-$BIN/loadgen --admin-token "$(cat $D/c/admin-token)" --url "$URLS" --connections 6000 --seconds 15 \
+$BIN/loadgen --admin-token "$TOKEN" --url "$URLS" --connections 6000 --seconds 15 \
     --products 1000 --workload standard --mode open --rate $RATE --no-progress > $D/loadgen.log 2>&1 &
 LG=$!
 sleep 5; cpu > $D/cpu0; sleep 8; cpu > $D/cpu1
@@ -31,7 +25,7 @@ scrape 1
 echo "== $TAG, $(date -u +%H:%M:%S) UTC"
 grep -E "^standard-open" $D/loadgen.log | sort -u
 echo "CPU, ms per second (idle: the machine's, all cores): $(paste $D/cpu0 $D/cpu1 | awk '{printf "%s %d  ", $1, ($4-$2)*10/8}')"
-python3 - $D $VOTERS $GATEWAYS <<'PY'
+python3 - $D "${VOTERS// /,}" "${GATEWAYS// /,}" <<'PY'
 import re, sys
 d = sys.argv[1]
 def buckets(stage, node_ids, metric, want):
@@ -69,5 +63,4 @@ for stage in stages:
         if rows and rows[-1][1]:
             print(f"stage {stage:<15} {who:<8}: {quantiles(rows)}")
 PY
-kill -INT $LP; wait $LP 2>/dev/null
-rm -rf $D/c
+local_stop
