@@ -65,7 +65,7 @@ pub fn main(faults: UnsafeFaults) -> ExitCode {
     }
     raise_open_files_limit();
     give_back_freed_memory();
-    let runtime = tokio::runtime::Runtime::new().expect("start the Tokio runtime");
+    let runtime = main_runtime(config.node.role).expect("start the Tokio runtime");
     let result = runtime.block_on(async {
         let addr = config.node.listen;
         let listener =
@@ -82,6 +82,18 @@ pub fn main(faults: UnsafeFaults) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime the node starts on: its Raft groups, its internal listener and its background
+/// tasks. A voter runs everything on it, one worker per core (or `TOKIO_WORKER_THREADS`). A
+/// gateway serves its clients on a runtime of their own ([`crate::public_runtime`]), so this
+/// one carries only what keeps its replica up to date, and one worker does.
+fn main_runtime(role: cluster_config::Role) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if role == cluster_config::Role::Gateway {
+        builder.worker_threads(1);
+    }
+    builder.enable_all().build()
 }
 
 /// `flashstock-node restore`: see [`raft_store::restore`].

@@ -541,9 +541,6 @@ async fn serve(
     let (Role::Gateway, Some(public_addr)) = (role, state.config.gateway.public_listen) else {
         return Ok(internal.await);
     };
-    // The gateway's own tasks (forwarders, miss rounds) run here, beside Raft; only its
-    // handlers and connections go to the public runtime.
-    let gateway = Arc::new(gateway::Gateway::new(state.clone(), stopping.clone()));
     // Bound here, so that a port taken fails the start at once; moved to the public runtime
     // there.
     let public = listen(public_addr)
@@ -553,13 +550,7 @@ async fn serve(
             source,
         })?;
     let public_runtime = public_runtime().map_err(StartError::Serve)?;
-    let public = public_runtime.spawn(serve_public(
-        state.clone(),
-        public_addr,
-        public,
-        gateway,
-        stopping,
-    ));
+    let public = public_runtime.spawn(serve_public(state.clone(), public_addr, public, stopping));
     let (internal, public) = tokio::join!(internal, public);
     // Whatever the public runtime still runs (an event stream's last write) is dropped.
     public_runtime.shutdown_background();
@@ -567,15 +558,16 @@ async fn serve(
     Ok(internal.and(public))
 }
 
-/// The runtime of a gateway's public listener: its connections, their requests and what their
-/// handlers spawn. Thousands of client connections would otherwise share the run queues of the
-/// runtime that drives the node's Raft groups, and an append from the leader would wait behind
-/// them: a saturated gateway fell minutes behind its leader, its appends timing out
-/// (openraft gives one its heartbeat interval), until the load stopped. In a runtime of their own
-/// the Raft tasks wait behind none of them, and the operating system shares the cores between
-/// the two runtimes' threads. Its workers are as many as the main runtime's (one per core, or
-/// `TOKIO_WORKER_THREADS`).
-fn public_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The runtime of a gateway's public side: the listener, its connections, their requests, and
+/// the gateway's own tasks (forwarders, miss rounds), so that a purchase stays on one runtime
+/// until it leaves for the leader. Thousands of client connections would otherwise share the
+/// run queues of the runtime that drives the node's Raft groups, and an append from the leader
+/// would wait behind them: under 6000 connections appends to each gateway timed out (openraft
+/// gives one its heartbeat interval), and a gateway could fall minutes behind its leader until
+/// the load stopped. The Raft groups keep the main runtime, of one worker on a gateway
+/// ([`crate::cli`]), and the operating system shares the cores between the runtimes' threads.
+/// Its workers are one per core (or `TOKIO_WORKER_THREADS`).
+pub fn public_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .thread_name("flashstock-public")
         .enable_all()
@@ -583,14 +575,14 @@ fn public_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Serve the gateway's API on the public listener until `stopping`; runs on the public
-/// runtime, so that the listener and its connections belong to it.
+/// runtime, so that the listener, its connections and the gateway's tasks belong to it.
 async fn serve_public(
     state: Arc<NodeState>,
     public_addr: std::net::SocketAddr,
     public: std::net::TcpListener,
-    gateway: Arc<gateway::Gateway>,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<std::io::Result<()>, StartError> {
+    let gateway = Arc::new(gateway::Gateway::new(state.clone(), stopping.clone()));
     let public = TcpListener::from_std(public).map_err(StartError::Serve)?;
     let public_tls = state.tls.public.as_ref();
     match public_tls {
