@@ -552,11 +552,25 @@ async fn serve(
     let public_runtime = public_runtime().map_err(StartError::Serve)?;
     let public = public_runtime.spawn(serve_public(state.clone(), public_addr, public, stopping));
     let (internal, public) = tokio::join!(internal, public);
-    // Whatever the public runtime still runs (an event stream's last write) is dropped.
-    public_runtime.shutdown_background();
+    // The listeners have drained; what the public runtime still runs (an event stream's last
+    // write, a forwarder's batch) is dropped at its next await. Waited for, on a blocking thread
+    // (a runtime cannot be dropped inside another), so that every task's hold on the node's
+    // state is gone before Raft shuts down and the store closes here, not on one of those
+    // threads as the process exits.
+    let waited =
+        tokio::task::spawn_blocking(move || public_runtime.shutdown_timeout(PUBLIC_SHUTDOWN_WAIT))
+            .await;
+    if let Err(e) = waited {
+        tracing::error!(id, error = %e, "the public runtime did not shut down");
+    }
     let public = public.unwrap_or_else(|e| Ok(Err(std::io::Error::other(e))))?;
     Ok(internal.and(public))
 }
+
+/// How long a gateway's public runtime is given to drop its tasks once its listener has
+/// drained: a task is dropped at its next await, so only one stuck in a blocking call is still
+/// running when this passes, and it is then left behind.
+const PUBLIC_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// The runtime of a gateway's public side: the listener, its connections, their requests, and
 /// the gateway's own tasks (forwarders, miss rounds), so that a purchase stays on one runtime
@@ -567,7 +581,7 @@ async fn serve(
 /// the load stopped. The Raft groups keep the main runtime, of one worker on a gateway
 /// ([`crate::cli`]), and the operating system shares the cores between the runtimes' threads.
 /// Its workers are one per core (or `TOKIO_WORKER_THREADS`).
-pub fn public_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn public_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .thread_name("flashstock-public")
         .enable_all()
