@@ -96,7 +96,12 @@ where
     let (read, write) = tokio::io::split(io);
     let mut calls = FramedRead::new(read, wire::codec(HELLO_BYTES_MAX));
     let mut sink = FramedWrite::new(write, wire::codec(u32::MAX as usize));
-    let hello = match tokio::time::timeout(limits.header_read_timeout, calls.next()).await {
+    // A connection that has not said hello holds no call: at shutdown it closes at once.
+    let hello = tokio::select! {
+        hello = tokio::time::timeout(limits.header_read_timeout, calls.next()) => hello,
+        _ = stopping.wait_for(|stopping| *stopping) => return None,
+    };
+    let hello = match hello {
         Ok(Some(Ok(frame))) => bincode::deserialize::<Hello>(&frame).ok()?,
         Ok(_) => return None,
         Err(_) => return Some(CloseReason::HeaderTimeout),
