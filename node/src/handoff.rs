@@ -269,6 +269,49 @@ pub async fn hand_off(
     }
 }
 
+/// Longest a stopping voter spends handing off the groups it leads: one hand-off's own bounds
+/// ([`HOLD_MAX`] and the wait for its lease), which run side by side for several groups.
+pub const AT_STOP_MAX: Duration = Duration::from_secs(5);
+
+/// On a voter asked to stop (SIGTERM, Ctrl-C), before its listeners drain: hand every group it
+/// leads to another voter, as `stockctl cluster hand-off` does before a planned restart, so that
+/// a plain `systemctl stop` of a leader holds its groups' writes back for milliseconds instead of
+/// the drain and then an election (the followers wait out their lease on a leader that no longer
+/// reads calls). Skipped for a group whose other voters have not acknowledged this leader within
+/// an election timeout (nobody alive to hand to: they are down, or stopped first), or that has
+/// no other voter; a hand-off that fails leaves the group to an ordinary election once this node
+/// is gone, as a crash would.
+pub async fn hand_off_before_stopping(state: &NodeState) {
+    let recent_ms = state.config.raft.election_timeout_min_ms;
+    let leading = state.groups.iter().filter(|group| {
+        let metrics = group.raft.metrics().borrow().clone();
+        metrics.state == ServerState::Leader
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms <= recent_ms)
+            && metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id != state.id)
+    });
+    let handing = leading.map(|group| async move {
+        let failure = match tokio::time::timeout(AT_STOP_MAX, hand_off(state, group, None)).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e.message,
+            Err(_) => format!("not done within {AT_STOP_MAX:?}"),
+        };
+        tracing::warn!(
+            id = state.id,
+            group = group.number,
+            error = %failure,
+            "could not hand leadership off before stopping; the group elects another leader \
+             once this node is gone"
+        );
+    });
+    futures::future::join_all(handing).await;
+}
+
 /// Ask voter `addr` to stand for election in `group`; `Err` says what happened.
 async fn ask_to_stand(
     state: &NodeState,

@@ -275,12 +275,17 @@ pub async fn run_with_faults(
     });
 
     // One shutdown signal, fanned out to both listeners, the archiver and the event streams: the
-    // shutdown future, or the Raft core stopping on its own.
+    // shutdown future (after a voter has handed off the groups it leads), or the Raft core
+    // stopping on its own.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let watched = state.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = shutdown => {}
+            _ = shutdown => {
+                if watched.config.node.role == Role::Voter {
+                    handoff::hand_off_before_stopping(&watched).await;
+                }
+            }
             reason = any_raft_stopped(&watched.groups) => {
                 tracing::error!(
                     id,

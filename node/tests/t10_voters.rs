@@ -291,6 +291,46 @@ fn assert_all_equal<T: PartialEq + std::fmt::Debug>(views: &BTreeMap<u64, T>) {
     }
 }
 
+/// A leader asked to stop (SIGTERM, as `systemctl stop` sends) hands its leadership to another
+/// voter before it exits: the moment it is gone, a successor of a later term already leads and
+/// the other voter follows it. Without the hand-off the followers would still follow the old
+/// leader for their lease (1.2 s here) and then hold an election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_stopped_with_sigterm_hands_off_before_it_exits() {
+    let mut cluster = three_voters(|_| {}).await;
+    let client = cluster.voter_client();
+    client
+        .write(vec![create("create-pen", "pen", 100)])
+        .await
+        .expect("create");
+    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    let term = client.status(&cluster.addr(leader)).await.unwrap().term;
+    assert!(cluster.terminate(leader).expect("stop"), "a clean stop");
+    let others: Vec<u64> = cluster
+        .voter_ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let mut statuses = Vec::new();
+    for id in &others {
+        statuses.push(client.status(&cluster.addr(*id)).await.unwrap());
+    }
+    let successor = statuses
+        .iter()
+        .find(|status| status.state == flashstock_api::RaftState::Leader)
+        .unwrap_or_else(|| {
+            panic!("no voter leads the moment the old leader is gone: {statuses:?}")
+        });
+    assert!(successor.term > term, "{statuses:?}");
+    for status in &statuses {
+        assert_eq!(status.leader, Some(successor.id), "{statuses:?}");
+    }
+    match buy(&client, "after-stop", "pen", 1, 100).await {
+        Bought::Confirmed(_) => {}
+        other => panic!("a purchase after the stop: {other:?}"),
+    }
+}
+
 async fn wait_until_purged(
     cluster: &flashstock_deploy::local::LocalCluster,
     id: u64,
