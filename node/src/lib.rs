@@ -535,15 +535,24 @@ async fn serve(
              network unencrypted; fine on loopback, set [tls] internal_* on a real network"
         ),
     }
+    let public_addr = match (role, state.config.gateway.public_listen) {
+        (Role::Gateway, Some(addr)) => Some(addr),
+        _ => None,
+    };
+    // On a gateway the internal listener stops only once the public one has drained (below).
+    let (stop_internal, internal_stopping) = tokio::sync::watch::channel(false);
     let internal = serve_listener(
         state,
         listener,
         internal_tls,
         internal::router(state.clone()),
         Listener::Internal,
-        stopping.clone(),
+        match public_addr {
+            Some(_) => internal_stopping,
+            None => stopping.clone(),
+        },
     )?;
-    let (Role::Gateway, Some(public_addr)) = (role, state.config.gateway.public_listen) else {
+    let Some(public_addr) = public_addr else {
         return Ok(internal.await);
     };
     // Bound here, so that a port taken fails the start at once; moved to the public runtime
@@ -556,6 +565,16 @@ async fn serve(
         })?;
     let public_runtime = public_runtime().map_err(StartError::Serve)?;
     let public = public_runtime.spawn(serve_public(state.clone(), public_addr, public, stopping));
+    // The replica keeps receiving the leader's appends until the gateway's clients have their
+    // answers: a linearizable view or a hold's confirmation in flight waits for the replica to
+    // apply an entry. With both listeners stopped at once, each such request waited out its
+    // bound (5 s) and was refused, and held the gateway's stop as long (in most gateway stops of
+    // a fault run's rolling restarts).
+    let public = async move {
+        let public = public.await;
+        let _ = stop_internal.send(true);
+        public
+    };
     let (internal, public) = tokio::join!(internal, public);
     // The listeners have drained; what the public runtime still runs (an event stream's last
     // write, a forwarder's batch) is dropped at its next await. Waited for, on a blocking thread
