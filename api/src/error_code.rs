@@ -173,6 +173,9 @@ error_codes! {
     /// `hand-off`: leadership did not move (the message says whether it stays where it was or
     /// its outcome is unknown); new writes were held back at most a few hundred milliseconds.
     HandOffFailed => "hand_off_failed",
+    /// `hand-off`: the voter asked to stand is stopping (SIGTERM), so it does not take a
+    /// leadership it would take down with it; leadership stays where it was.
+    NodeStopping => "node_stopping",
 }
 
 impl ErrorCode {

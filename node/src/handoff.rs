@@ -19,11 +19,12 @@
 //! Safety does not rest on any of this: the successor wins only through Raft's own vote rules. If
 //! a step times out, proposals go on and leadership stays, or moves through an ordinary election.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use flashstock_api::{ElectRequest, ErrorCode, HandedOff, SECRET_HEADER};
+use flashstock_api::{ElectRequest, ErrorBody, ErrorCode, HandedOff, SECRET_HEADER};
 use openraft::ServerState;
 use raft_store::NodeId;
 use tokio::sync::watch;
@@ -37,6 +38,8 @@ const DRAIN_MAX: Duration = Duration::from_millis(1000);
 const ELECT_MAX: Duration = Duration::from_millis(2000);
 /// Longest a proposal is held back by a hand-off: every step of one, and a margin.
 pub const HOLD_MAX: Duration = Duration::from_millis(3200);
+/// Longest a hand-off waits for another one, or a membership change, to finish first.
+const BUSY_MAX: Duration = Duration::from_secs(5);
 /// How often the hand-off checks its conditions while it waits.
 const POLL: Duration = Duration::from_millis(1);
 /// Margin past the leader lease before the leader asks for votes it must grant.
@@ -95,6 +98,13 @@ impl Gate {
     fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
+
+    /// Keep hand-offs of this group from starting while the guard lives (one running finishes
+    /// first): a membership change holds it, so that leadership does not move to a voter the
+    /// change is about to remove while the change's entries are in flight.
+    pub async fn no_hand_off(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.running.lock().await
+    }
 }
 
 /// Closes the gate while it lives.
@@ -127,7 +137,36 @@ pub async fn hand_off(
     group: &Group,
     to: Option<NodeId>,
 ) -> Result<HandedOff, ApiError> {
-    let _one_at_a_time = group.handoff.running.lock().await;
+    hand_off_to(state, group, to, None).await
+}
+
+/// On the leader: hand leadership to the voter furthest along among `among` (voters other than
+/// this one; the others are left out).
+pub async fn hand_off_among(
+    state: &NodeState,
+    group: &Group,
+    among: &BTreeSet<NodeId>,
+) -> Result<HandedOff, ApiError> {
+    hand_off_to(state, group, None, Some(among)).await
+}
+
+async fn hand_off_to(
+    state: &NodeState,
+    group: &Group,
+    to: Option<NodeId>,
+    among: Option<&BTreeSet<NodeId>>,
+) -> Result<HandedOff, ApiError> {
+    let Ok(_one_at_a_time) = tokio::time::timeout(BUSY_MAX, group.handoff.running.lock()).await
+    else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::MembershipChangeInProgress,
+            format!(
+                "another hand-off or a membership change of this group has run for over \
+                 {BUSY_MAX:?}; try again once it completes"
+            ),
+        ));
+    };
     let metrics = group.raft.metrics().borrow().clone();
     if metrics.state != ServerState::Leader {
         return Err(ApiError::new(
@@ -157,6 +196,7 @@ pub async fn hand_off(
     let others: Vec<NodeId> = membership
         .voter_ids()
         .filter(|id| *id != state.id)
+        .filter(|id| among.is_none_or(|among| among.contains(id)))
         .collect();
     let target = match to {
         Some(id) if id == state.id => {
@@ -175,11 +215,11 @@ pub async fn hand_off(
             .iter()
             .max_by_key(|id| (matched(&metrics, **id), std::cmp::Reverse(**id)))
             .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    ErrorCode::NoSuccessor,
-                    "this leader is the only voter: there is no one to hand to",
-                )
+                let message = match among {
+                    None => "this leader is the only voter: there is no one to hand to".into(),
+                    Some(among) => format!("no voter among {among:?} other than this leader"),
+                };
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::NoSuccessor, message)
             })?,
     };
     let Some(node) = membership.get_node(&target).cloned() else {
@@ -230,12 +270,18 @@ pub async fn hand_off(
         tokio::time::sleep(POLL).await;
     };
 
-    if let Err(message) = ask_to_stand(state, group.number, &node.addr, last_log_index).await {
-        return Err(failed(format!(
+    if let Err((code, message)) =
+        ask_to_stand(state, group.number, &node.addr, last_log_index).await
+    {
+        let mut error = failed(format!(
             "node {target} was asked to stand and {message}; leadership stays with node {} \
              unless `stockctl cluster status` shows otherwise",
             state.id
-        )));
+        ));
+        if code == Some(ErrorCode::NodeStopping) {
+            error.code = ErrorCode::NodeStopping;
+        }
+        return Err(error);
     }
     let elected_by = Instant::now() + ELECT_MAX;
     loop {
@@ -269,9 +315,10 @@ pub async fn hand_off(
     }
 }
 
-/// Longest a stopping voter spends handing off the groups it leads: one hand-off's own bounds
-/// ([`HOLD_MAX`] and the wait for its lease), which run side by side for several groups.
-pub const AT_STOP_MAX: Duration = Duration::from_secs(5);
+/// Longest a hand-off is waited for where it is one step of something else (a stop, a removal
+/// of the leader): one hand-off's own bounds ([`HOLD_MAX`] and the wait for its lease), which run
+/// side by side for several groups at a stop.
+pub const HAND_OFF_MAX: Duration = Duration::from_secs(5);
 
 /// On a voter asked to stop (SIGTERM, Ctrl-C), before its listeners drain: hand every group it
 /// leads to another voter, as `stockctl cluster hand-off` does before a planned restart, so that
@@ -296,10 +343,20 @@ pub async fn hand_off_before_stopping(state: &NodeState) {
                 .any(|id| id != state.id)
     });
     let handing = leading.map(|group| async move {
-        let failure = match tokio::time::timeout(AT_STOP_MAX, hand_off(state, group, None)).await {
+        let failure = match tokio::time::timeout(HAND_OFF_MAX, hand_off(state, group, None)).await {
             Ok(Ok(_)) => return,
+            // Stopped together with this one (the whole cluster, say): nothing to hand to.
+            Ok(Err(e)) if e.code == ErrorCode::NodeStopping => {
+                tracing::info!(
+                    id = state.id,
+                    group = group.number,
+                    "not handing leadership off before stopping: the voter furthest along is \
+                     stopping too"
+                );
+                return;
+            }
             Ok(Err(e)) => e.message,
-            Err(_) => format!("not done within {AT_STOP_MAX:?}"),
+            Err(_) => format!("not done within {HAND_OFF_MAX:?}"),
         };
         tracing::warn!(
             id = state.id,
@@ -312,19 +369,20 @@ pub async fn hand_off_before_stopping(state: &NodeState) {
     futures::future::join_all(handing).await;
 }
 
-/// Ask voter `addr` to stand for election in `group`; `Err` says what happened.
+/// Ask voter `addr` to stand for election in `group`; `Err` says what happened, with the code of
+/// its refusal when it refused.
 async fn ask_to_stand(
     state: &NodeState,
     group: u16,
     addr: &str,
     last_log_index: u64,
-) -> Result<(), String> {
+) -> Result<(), (Option<ErrorCode>, String)> {
     let tls = state.tls.client();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let timeout = Duration::from_millis(state.config.raft.rpc_timeout_ms);
     let http = flashstock_client::http_builder(timeout, state.config.source_ip(), tls.as_ref())
         .build()
-        .map_err(|e| format!("could not be reached (client: {e})"))?;
+        .map_err(|e| (None, format!("could not be reached (client: {e})")))?;
     let request = ElectRequest {
         from: state.id,
         last_log_index,
@@ -337,13 +395,16 @@ async fn ask_to_stand(
         .json(&request)
         .send()
         .await
-        .map_err(|e| format!("did not answer ({e})"))?;
+        .map_err(|e| (None, format!("did not answer ({e})")))?;
     if response.status().is_success() {
         return Ok(());
     }
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
-    Err(format!("refused: {status} {body}"))
+    let code = serde_json::from_str::<ErrorBody>(&body)
+        .ok()
+        .map(|refusal| refusal.code);
+    Err((code, format!("refused: {status} {body}")))
 }
 
 /// On the successor: stand for election now, once this node's log reaches the leader's.
@@ -354,6 +415,15 @@ pub async fn stand(
 ) -> Result<(), ApiError> {
     let wait_until = Instant::now() + Duration::from_millis(200);
     loop {
+        // A node on its way out would take the group with it: it hands off what it leads
+        // before it stops, and a group handed to it meanwhile would wait out an election.
+        if state.stop_requested.load(Ordering::SeqCst) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::NodeStopping,
+                format!("node {} is stopping", state.id),
+            ));
+        }
         let metrics = group.raft.metrics().borrow().clone();
         if metrics.state == ServerState::Leader {
             return Err(ApiError::new(

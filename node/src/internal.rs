@@ -78,11 +78,13 @@ const _: () = assert!(
         + LEARNER_CATCH_UP_WAIT.as_millis()
         <= cluster_config::defaults::ADMIN_CALL_WAIT_MS_MAX as u128
 );
-// A change of voters: the probe, the promoted nodes' roles, the change.
+// A change of voters: the probe, the promoted nodes' roles, a hand-off when the leader removes
+// itself, the change.
 const _: () = assert!(
     membership::PROBE_ACK_WAIT.as_millis()
         + membership::PROBE_COMMIT_WAIT.as_millis()
         + membership::ROLE_CHECK_WAIT.as_millis()
+        + crate::handoff::HAND_OFF_MAX.as_millis()
         + MEMBERSHIP_CHANGE_WAIT.as_millis()
         <= cluster_config::defaults::ADMIN_CALL_WAIT_MS_MAX as u128
 );
@@ -928,11 +930,23 @@ async fn change_membership(
     if let Err(refusal) = membership::ensure_voter_servers(&state, group, &promoted).await {
         return refused(refusal);
     }
+    if !voters.contains(&state.id) {
+        if let Some(moved) = hand_off_before_removal(&state, group, &voters, &old).await {
+            return moved;
+        }
+    }
     // In a task of its own: the change is two entries, and a caller that goes away between
-    // them must not leave the joint configuration in force.
-    let raft = group.raft.clone();
+    // them must not leave the joint configuration in force. No hand-off runs meanwhile: one
+    // could give leadership to a voter the change removes, which then leads until it commits
+    // its own removal, and the group waits out an election.
+    let owner = state.clone();
+    let number = usize::from(group.number);
     let target = voters.clone();
-    let change = tokio::spawn(async move { raft.change_membership(target, request.retain).await });
+    let change = tokio::spawn(async move {
+        let group = &owner.groups[number];
+        let _no_hand_off = group.handoff.no_hand_off().await;
+        group.raft.change_membership(target, request.retain).await
+    });
     let began = tokio::time::Instant::now();
     let changed = match tokio::time::timeout(MEMBERSHIP_CHANGE_WAIT, change).await {
         Ok(Ok(result)) => result,
@@ -967,6 +981,50 @@ async fn change_membership(
         .into_response(),
         Err(response) => response,
     }
+}
+
+/// A leader asked to remove itself hands its leadership to the voter furthest along among those
+/// that stay, and answers `NotLeader` naming it: the caller sends the change there, and the group
+/// moves on in milliseconds instead of waiting out an election once this node has committed its
+/// own removal. `None` when the hand-off failed: the change goes on here, as before.
+async fn hand_off_before_removal(
+    state: &NodeState,
+    group: &crate::Group,
+    voters: &BTreeSet<NodeId>,
+    old: &BTreeSet<NodeId>,
+) -> Option<Response> {
+    let staying: BTreeSet<NodeId> = voters.intersection(old).copied().collect();
+    let handing = crate::handoff::hand_off_among(state, group, &staying);
+    let failure = match tokio::time::timeout(crate::handoff::HAND_OFF_MAX, handing).await {
+        Ok(Ok(done)) => {
+            let metrics = group.raft.metrics().borrow().clone();
+            let addr = metrics
+                .membership_config
+                .membership()
+                .get_node(&done.to)
+                .map(|node| node.addr.clone())
+                .unwrap_or_default();
+            return Some(error(
+                StatusCode::MISDIRECTED_REQUEST,
+                ErrorCode::NotLeader,
+                format!(
+                    "node {} handed its leadership to node {} (in {} ms) before being removed; \
+                     the leader is at {addr}: send the change there",
+                    state.id, done.to, done.took_ms
+                ),
+            ));
+        }
+        Ok(Err(e)) => e.message,
+        Err(_) => format!("not done within {:?}", crate::handoff::HAND_OFF_MAX),
+    };
+    tracing::warn!(
+        id = state.id,
+        group = group.number,
+        error = %failure,
+        "could not hand leadership off before removing this node; it removes itself as leader \
+         and the group elects another once the change commits"
+    );
+    None
 }
 
 /// Stop replicating to a learner and drop it from the membership. Voters are removed with

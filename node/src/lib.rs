@@ -119,6 +119,9 @@ pub struct NodeState {
     pub tls: tls::NodeTls,
     /// When this process started ([`now_ms`]), in its status.
     pub started_at_ms: u64,
+    /// Set when this node is asked to stop (SIGTERM, Ctrl-C), before it hands off what it leads
+    /// and its listeners drain: it no longer stands for election when a leader hands off to it.
+    pub stop_requested: std::sync::atomic::AtomicBool,
 }
 
 impl NodeState {
@@ -272,6 +275,7 @@ pub async fn run_with_faults(
         fatal: std::sync::OnceLock::new(),
         tls,
         started_at_ms: now_ms(),
+        stop_requested: std::sync::atomic::AtomicBool::new(false),
     });
 
     // One shutdown signal, fanned out to both listeners, the archiver and the event streams: the
@@ -282,6 +286,9 @@ pub async fn run_with_faults(
     tokio::spawn(async move {
         tokio::select! {
             _ = shutdown => {
+                watched
+                    .stop_requested
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 if watched.config.node.role == Role::Voter {
                     handoff::hand_off_before_stopping(&watched).await;
                 }

@@ -331,6 +331,60 @@ async fn a_leader_stopped_with_sigterm_hands_off_before_it_exits() {
     }
 }
 
+/// A leader asked to remove itself hands its leadership to a voter that stays, and sends the
+/// change there: the group has a leader the moment the answer comes, instead of waiting out an
+/// election once the old leader has committed its own removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_asked_to_remove_itself_hands_off_first() {
+    let cluster = three_voters(|_| {}).await;
+    let client = cluster.voter_client();
+    client
+        .write(vec![create("create-pen", "pen", 100)])
+        .await
+        .expect("create");
+    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    let term = client.status(&cluster.addr(leader)).await.unwrap().term;
+    let staying: Vec<u64> = cluster
+        .voter_ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    match client
+        .change_membership(&cluster.addr(leader), staying.clone(), false)
+        .await
+    {
+        Err(flashstock_client::Error::Api {
+            code: flashstock_api::ErrorCode::NotLeader,
+            ..
+        }) => {}
+        other => panic!("the leader removed itself without handing off first: {other:?}"),
+    }
+    let mut statuses = Vec::new();
+    for id in &staying {
+        statuses.push(client.status(&cluster.addr(*id)).await.unwrap());
+    }
+    let successor = statuses
+        .iter()
+        .find(|status| status.state == flashstock_api::RaftState::Leader)
+        .unwrap_or_else(|| panic!("no staying voter leads once the leader answered: {statuses:?}"))
+        .clone();
+    assert!(successor.term > term, "{statuses:?}");
+    for status in &statuses {
+        assert_eq!(status.leader, Some(successor.id), "{statuses:?}");
+    }
+    client
+        .change_membership(&cluster.addr(successor.id), staying.clone(), false)
+        .await
+        .expect("the change, at the new leader");
+    let after = client.status(&cluster.addr(successor.id)).await.unwrap();
+    assert_eq!(after.voters, staying);
+    assert_eq!(after.leader, Some(successor.id));
+    match buy(&client, "after-removal", "pen", 1, 100).await {
+        Bought::Confirmed(_) => {}
+        other => panic!("a purchase after the removal: {other:?}"),
+    }
+}
+
 async fn wait_until_purged(
     cluster: &flashstock_deploy::local::LocalCluster,
     id: u64,
