@@ -366,7 +366,13 @@ async fn vote(
     Bincode(request): Bincode<VoteRequest<NodeId>>,
 ) -> Response {
     let group = &state.groups[usize::from(group)];
-    bincode_response(&group.raft.vote(request).await)
+    let candidate_log = request.last_log_id;
+    let answer = group.raft.vote(request).await;
+    if matches!(&answer, Ok(refused) if !refused.vote_granted && refused.last_log_id > candidate_log)
+    {
+        group.shorter_candidate.notify_one();
+    }
+    bincode_response(&answer)
 }
 
 async fn install_snapshot(

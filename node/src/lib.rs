@@ -98,6 +98,9 @@ pub struct Group {
     pub freshness: freshness::Freshness,
     /// Holds proposals back while this leader hands leadership off.
     pub handoff: handoff::Gate,
+    /// Woken when this voter refuses a candidate whose log is shorter than its own
+    /// ([`handoff::stand_for_the_longer_log`]).
+    pub shorter_candidate: tokio::sync::Notify,
 }
 
 /// Everything a request handler needs, shared by all of them.
@@ -363,6 +366,11 @@ fn spawn_group_tasks(
             group,
             stopping.clone(),
         ));
+        tokio::spawn(handoff::stand_for_the_longer_log(
+            state.clone(),
+            group,
+            stopping.clone(),
+        ));
         tokio::spawn(cluster_version::raise_when_supported(
             state.clone(),
             group,
@@ -486,6 +494,7 @@ async fn start_raft(
             reader,
             freshness: freshness::Freshness::new(),
             handoff: handoff::Gate::default(),
+            shorter_candidate: tokio::sync::Notify::new(),
         });
     }
     Ok(groups)

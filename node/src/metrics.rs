@@ -97,6 +97,9 @@ pub struct Metrics {
     /// Elections this voter started after being deposed with no leader in sight
     /// ([`crate::handoff::reclaim_when_deposed`]).
     pub reclaims: IntCounter,
+    /// Elections this voter started because it refused a candidate with a shorter log once its
+    /// leader had gone silent ([`crate::handoff::stand_for_the_longer_log`]).
+    pub longer_log_stands: IntCounter,
     /// Groups this voter handed to their preferred voter ([`crate::leader_spread`]).
     pub leader_spread_moves: IntCounter,
     /// Time to write one archive batch (one transaction).
@@ -198,6 +201,11 @@ impl Metrics {
             "Elections started after this voter was deposed by a higher term with no leader in sight",
         )
         .expect("valid metric");
+        let longer_log_stands = IntCounter::new(
+            "raft_longer_log_stands_total",
+            "Elections started because this voter refused a candidate with a shorter log while its leader was silent",
+        )
+        .expect("valid metric");
         let leader_spread_moves = IntCounter::new(
             "raft_leader_spread_moves_total",
             "Raft groups this voter handed to their preferred voter, to spread leaders",
@@ -286,6 +294,7 @@ impl Metrics {
             Box::new(archive_errors.clone()),
             Box::new(archive_conflicts.clone()),
             Box::new(reclaims.clone()),
+            Box::new(longer_log_stands.clone()),
             Box::new(leader_spread_moves.clone()),
             Box::new(archive_batch_seconds.clone()),
             Box::new(stages.clone()),
@@ -316,6 +325,7 @@ impl Metrics {
             archive_errors,
             archive_conflicts,
             reclaims,
+            longer_log_stands,
             leader_spread_moves,
             archive_batch_seconds,
             stages: stage_histograms,

@@ -385,6 +385,58 @@ async fn a_leader_asked_to_remove_itself_hands_off_first() {
     }
 }
 
+/// A leader dies with an entry that one follower holds and the other does not. The one without
+/// it stands first (it was down and has just restarted) and cannot win; the one with
+/// it refuses it and stands as soon as the dead leader's lease has run out, rather than on its
+/// own election timer (the lease plus 0.6 to 1.2 s, and 2.4 s more after a lost election).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_voter_with_the_longer_log_stands_once_the_leader_is_silent() {
+    let mut cluster = three_voters(|_| {}).await;
+    let client = cluster.voter_client();
+    client
+        .write(vec![create("create-pen", "pen", 100)])
+        .await
+        .expect("create");
+    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    let followers: Vec<u64> = cluster
+        .voter_ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let (behind, ahead) = (followers[0], followers[1]);
+    cluster.kill(behind).expect("kill a follower");
+    match buy(&client, "while-down", "pen", 1, 10).await {
+        Bought::Confirmed(_) => {}
+        other => panic!("a purchase with one follower down: {other:?}"),
+    }
+    cluster.kill(leader).expect("kill the leader");
+    // Restarted, it knows no leader and stands at its first tick, with the shorter log.
+    cluster.start(behind).await.expect("restart the follower");
+    let successor = cluster
+        .wait_for_leader_among(&followers, ELECTION_WAIT)
+        .await
+        .expect("a leader among the followers");
+    assert_eq!(
+        successor, ahead,
+        "only the follower with every entry can win"
+    );
+    let stands: u64 = metrics_text(&cluster, ahead)
+        .await
+        .lines()
+        .find(|line| line.starts_with("flashstock_raft_longer_log_stands_total"))
+        .and_then(|line| line.split_whitespace().last()?.parse().ok())
+        .expect("the counter of stands for the longer log");
+    assert!(
+        stands >= 1,
+        "node {ahead} waited for its own election timer instead of standing once the leader's \
+         lease ran out"
+    );
+    match buy(&client, "after-election", "pen", 1, 100).await {
+        Bought::Confirmed(_) => {}
+        other => panic!("a purchase after the election: {other:?}"),
+    }
+}
+
 async fn wait_until_purged(
     cluster: &flashstock_deploy::local::LocalCluster,
     id: u64,
