@@ -371,6 +371,11 @@ fn spawn_group_tasks(
             group,
             stopping.clone(),
         ));
+        tokio::spawn(handoff::stand_when_leaderless(
+            state.clone(),
+            group,
+            stopping.clone(),
+        ));
         tokio::spawn(cluster_version::raise_when_supported(
             state.clone(),
             group,

@@ -100,6 +100,9 @@ pub struct Metrics {
     /// Elections this voter started because it refused a candidate with a shorter log once its
     /// leader had gone silent ([`crate::handoff::stand_for_the_longer_log`]).
     pub longer_log_stands: IntCounter,
+    /// Elections this voter started because no leader was heard from past the longest election
+    /// timeout ([`crate::handoff::stand_when_leaderless`]).
+    pub leaderless_stands: IntCounter,
     /// Groups this voter handed to their preferred voter ([`crate::leader_spread`]).
     pub leader_spread_moves: IntCounter,
     /// Time to write one archive batch (one transaction).
@@ -206,6 +209,11 @@ impl Metrics {
             "Elections started because this voter refused a candidate with a shorter log while its leader was silent",
         )
         .expect("valid metric");
+        let leaderless_stands = IntCounter::new(
+            "raft_leaderless_stands_total",
+            "Elections started because this voter heard from no leader past the longest election timeout",
+        )
+        .expect("valid metric");
         let leader_spread_moves = IntCounter::new(
             "raft_leader_spread_moves_total",
             "Raft groups this voter handed to their preferred voter, to spread leaders",
@@ -295,6 +303,7 @@ impl Metrics {
             Box::new(archive_conflicts.clone()),
             Box::new(reclaims.clone()),
             Box::new(longer_log_stands.clone()),
+            Box::new(leaderless_stands.clone()),
             Box::new(leader_spread_moves.clone()),
             Box::new(archive_batch_seconds.clone()),
             Box::new(stages.clone()),
@@ -326,6 +335,7 @@ impl Metrics {
             archive_conflicts,
             reclaims,
             longer_log_stands,
+            leaderless_stands,
             leader_spread_moves,
             archive_batch_seconds,
             stages: stage_histograms,

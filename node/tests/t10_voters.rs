@@ -291,40 +291,56 @@ fn assert_all_equal<T: PartialEq + std::fmt::Debug>(views: &BTreeMap<u64, T>) {
     }
 }
 
-/// A leader asked to stop (SIGTERM, as `systemctl stop` sends) hands its leadership to another
-/// voter before it exits: the moment it is gone, a successor of a later term already leads and
-/// the other voter follows it. Without the hand-off the followers would still follow the old
-/// leader for their lease (1.2 s here) and then hold an election.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_leader_stopped_with_sigterm_hands_off_before_it_exits() {
-    let mut cluster = three_voters(|_| {}).await;
+/// Three voters selling a pen; the client and the leader.
+async fn pen_shop() -> (
+    flashstock_deploy::local::LocalCluster,
+    flashstock_client::VoterClient,
+    u64,
+) {
+    let cluster = three_voters(|_| {}).await;
     let client = cluster.voter_client();
     client
         .write(vec![create("create-pen", "pen", 100)])
         .await
         .expect("create");
     let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
-    let term = client.status(&cluster.addr(leader)).await.unwrap().term;
-    assert!(cluster.terminate(leader).expect("stop"), "a clean stop");
-    let others: Vec<u64> = cluster
-        .voter_ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    (cluster, client, leader)
+}
+
+/// Asked right now, the voters other than `old` agree that one of them leads, at a term after
+/// `term`; its status.
+async fn successor_leads_now(
+    cluster: &flashstock_deploy::local::LocalCluster,
+    old: u64,
+    term: u64,
+) -> flashstock_api::NodeStatus {
+    let client = cluster.voter_client();
     let mut statuses = Vec::new();
-    for id in &others {
-        statuses.push(client.status(&cluster.addr(*id)).await.unwrap());
+    for id in cluster.voter_ids().into_iter().filter(|id| *id != old) {
+        statuses.push(client.status(&cluster.addr(id)).await.unwrap());
     }
     let successor = statuses
         .iter()
         .find(|status| status.state == flashstock_api::RaftState::Leader)
-        .unwrap_or_else(|| {
-            panic!("no voter leads the moment the old leader is gone: {statuses:?}")
-        });
+        .unwrap_or_else(|| panic!("no other voter leads once node {old} let go: {statuses:?}"))
+        .clone();
     assert!(successor.term > term, "{statuses:?}");
     for status in &statuses {
         assert_eq!(status.leader, Some(successor.id), "{statuses:?}");
     }
+    successor
+}
+
+/// A leader asked to stop (SIGTERM, as `systemctl stop` sends) hands its leadership to another
+/// voter before it exits: the moment it is gone, a successor of a later term already leads and
+/// the other voter follows it. Without the hand-off the followers would still follow the old
+/// leader for their lease (1.2 s here) and then hold an election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_stopped_with_sigterm_hands_off_before_it_exits() {
+    let (mut cluster, client, leader) = pen_shop().await;
+    let term = client.status(&cluster.addr(leader)).await.unwrap().term;
+    assert!(cluster.terminate(leader).expect("stop"), "a clean stop");
+    successor_leads_now(&cluster, leader, term).await;
     match buy(&client, "after-stop", "pen", 1, 100).await {
         Bought::Confirmed(_) => {}
         other => panic!("a purchase after the stop: {other:?}"),
@@ -336,13 +352,7 @@ async fn a_leader_stopped_with_sigterm_hands_off_before_it_exits() {
 /// election once the old leader has committed its own removal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_asked_to_remove_itself_hands_off_first() {
-    let cluster = three_voters(|_| {}).await;
-    let client = cluster.voter_client();
-    client
-        .write(vec![create("create-pen", "pen", 100)])
-        .await
-        .expect("create");
-    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    let (cluster, client, leader) = pen_shop().await;
     let term = client.status(&cluster.addr(leader)).await.unwrap().term;
     let staying: Vec<u64> = cluster
         .voter_ids()
@@ -359,19 +369,7 @@ async fn a_leader_asked_to_remove_itself_hands_off_first() {
         }) => {}
         other => panic!("the leader removed itself without handing off first: {other:?}"),
     }
-    let mut statuses = Vec::new();
-    for id in &staying {
-        statuses.push(client.status(&cluster.addr(*id)).await.unwrap());
-    }
-    let successor = statuses
-        .iter()
-        .find(|status| status.state == flashstock_api::RaftState::Leader)
-        .unwrap_or_else(|| panic!("no staying voter leads once the leader answered: {statuses:?}"))
-        .clone();
-    assert!(successor.term > term, "{statuses:?}");
-    for status in &statuses {
-        assert_eq!(status.leader, Some(successor.id), "{statuses:?}");
-    }
+    let successor = successor_leads_now(&cluster, leader, term).await;
     client
         .change_membership(&cluster.addr(successor.id), staying.clone(), false)
         .await
@@ -391,13 +389,7 @@ async fn a_leader_asked_to_remove_itself_hands_off_first() {
 /// own election timer (the lease plus 0.6 to 1.2 s, and 2.4 s more after a lost election).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_voter_with_the_longer_log_stands_once_the_leader_is_silent() {
-    let mut cluster = three_voters(|_| {}).await;
-    let client = cluster.voter_client();
-    client
-        .write(vec![create("create-pen", "pen", 100)])
-        .await
-        .expect("create");
-    let leader = cluster.wait_for_leader(ELECTION_WAIT).await.unwrap();
+    let (mut cluster, client, leader) = pen_shop().await;
     let followers: Vec<u64> = cluster
         .voter_ids()
         .into_iter()
