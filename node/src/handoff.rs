@@ -542,76 +542,106 @@ pub async fn reclaim_when_deposed(
     }
 }
 
-/// How long after its leader's lease runs out a voter that refused a shorter log stands: long
-/// enough for a leader's late heartbeat to arrive, short against an election timeout.
-const LONGER_LOG_DELAY: Duration = Duration::from_millis(20);
-
-/// On a voter: stand as soon as its leader's lease runs out when it has refused a candidate for
-/// a shorter log, instead of waiting out its own election timer.
+/// On a voter: stand for election in `group` on its own, sooner than openraft's timer would, in
+/// two cases, each once per silence of the leader and only from a follower:
 ///
-/// A leader that dies with an entry in flight leaves one follower with that entry and one
-/// without. If the one without stands first, the other refuses it (its log is longer) and it
-/// cannot win; the one with the entry, the only voter that can win, waits for its own timer:
-/// the lease plus its election timeout, and 2.4 s more if it ever lost an election to a longer
-/// log (openraft 0.9.25 keeps that mark until the node's next election). A twenty-minute fault
-/// run of three groups saw a group without a leader for 4.8 s this way after a SIGKILL, where
-/// 1.2 s of lease and an election were due.
+/// - **The longer log.** A leader that dies with an entry in flight leaves one follower with
+///   that entry and one without. If the one without stands first, the other refuses it (its log
+///   is longer) and it cannot win; the one with the entry, the only voter that can win, waits
+///   for its own timer: the lease plus its election timeout, and 2.4 s more if it ever lost an
+///   election to a longer log. A twenty-minute fault run of three groups (seed 4119) saw a group
+///   without a leader for 4.8 s this way after a SIGKILL. So once the vote handler has refused a
+///   shorter log ([`crate::Group::shorter_candidate`]) and no leader has been heard from since,
+///   this voter stands when the leader has been silent for the lease
+///   (`raft.election_timeout_max_ms`).
+/// - **No leader past the longest election timeout.** openraft 0.9.25 makes a node that lost an
+///   election to a longer log wait `2 × election_timeout_max` more before its next one, and
+///   clears that mark only when its own timer starts an election; one that stood on request (a
+///   hand-off, a reclaim, the longer log) keeps it. Over a long run most voters carry it, and a
+///   leader's loss then costs up to 1.2 + 1.2 + 2.4 = 4.8 s (seed 4121: a group waited 4.6 s,
+///   neither follower having heard a candidate). So past the lease plus
+///   `raft.election_timeout_max_ms` (when its own timer would have fired at the latest without
+///   the mark) plus a random part of up to half `raft.election_timeout_min_ms` (so that two
+///   followers rarely stand at once), a follower stands.
 ///
-/// So, once the vote handler has refused a shorter log ([`crate::Group::shorter_candidate`]),
-/// this waits until the leader it last heard from has been silent for a lease
-/// (`raft.election_timeout_max_ms`), and then, if it is still a follower and no leader has
-/// been heard from meanwhile, stands. A leader that is alive keeps appending, so nothing
-/// happens; a node on its way out does not stand. At most one election per refusal, and
-/// safety does not rest on this: an election is safe whenever it starts.
-pub async fn stand_for_the_longer_log(
+/// The silence is the time since the replica's last accepted append from a leader, or since this
+/// node last became a follower if it led or stood meanwhile (a leader or candidate receives no
+/// leader's appends), checked every heartbeat interval. A leader that is alive keeps appending,
+/// so nothing happens; a node on its way out does not stand. Safety does not rest on this: an
+/// election is safe whenever it starts.
+pub async fn stand_when_leader_silent(
     state: std::sync::Arc<NodeState>,
     group: u16,
     mut stopping: watch::Receiver<bool>,
 ) {
     let group = &state.groups[usize::from(group)];
-    let lease = Duration::from_millis(state.config.raft.election_timeout_max_ms);
+    let raft = &state.config.raft;
+    let lease = Duration::from_millis(raft.election_timeout_max_ms);
+    let longest = lease * 2;
+    let spread_ms = (raft.election_timeout_min_ms / 2).max(1);
+    let mut ticks = tokio::time::interval(Duration::from_millis(raft.heartbeat_interval_ms));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When this voter last refused a candidate with a shorter log.
+    let mut refused_shorter: Option<Instant> = None;
+    // The leader's contact after which this node last stood: once per silence.
+    let mut stood_after: Option<Instant> = None;
+    let mut jitter = Duration::ZERO;
+    let mut follower_since = Instant::now();
+    let mut was_follower = true;
     loop {
         tokio::select! {
-            _ = group.shorter_candidate.notified() => {}
+            _ = ticks.tick() => {}
+            _ = group.shorter_candidate.notified() => refused_shorter = Some(Instant::now()),
             _ = stopping.wait_for(|stop| *stop) => return,
         }
-        // Wait until the leader has been silent for a lease; a contact after the refusal means
-        // a leader is alive (the old one, or one elected meanwhile): nothing to do.
-        let refused_at = std::time::Instant::now();
-        let silent = loop {
-            let now = std::time::Instant::now();
-            let silence = group
-                .freshness
-                .view(group.reader.applied_index(), now)
-                .silence;
-            let Some(silence) = silence else { break true };
-            if now
-                .checked_sub(silence)
-                .is_some_and(|contact| contact > refused_at)
-            {
-                break false;
-            }
-            if silence >= lease {
-                break true;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(lease - silence + LONGER_LOG_DELAY) => {}
-                _ = stopping.wait_for(|stop| *stop) => return,
-            }
+        let now = Instant::now();
+        let follower = group.raft.metrics().borrow().state == ServerState::Follower;
+        if follower && !was_follower {
+            follower_since = now;
+        }
+        was_follower = follower;
+        // No contact since this node started: openraft stands on its own at its first tick.
+        let Some(silence) = group
+            .freshness
+            .view(group.reader.applied_index(), now)
+            .silence
+        else {
+            continue;
         };
-        if !silent {
+        let silence = silence.min(now.saturating_duration_since(follower_since));
+        let contact = now.checked_sub(silence);
+        // A leader heard from after the refusal is alive, or was elected meanwhile.
+        if refused_shorter.is_some_and(|at| contact.is_some_and(|contact| contact > at)) {
+            refused_shorter = None;
+        }
+        if silence < longest {
+            jitter = Duration::from_millis(getrandom::u64().unwrap_or(0) % spread_ms);
+        }
+        let due = match refused_shorter {
+            Some(_) => lease,
+            None => longest + jitter,
+        };
+        if silence < due || stood_after == contact || !may_stand(&state, group) {
             continue;
         }
-        if !may_stand(&state, group) {
-            continue;
+        stood_after = contact;
+        if refused_shorter.take().is_some() {
+            tracing::info!(
+                id = state.id,
+                group = group.number,
+                "refused a candidate with a shorter log and the leader is silent past its lease: \
+                 standing"
+            );
+            state.metrics.longer_log_stands.inc();
+        } else {
+            tracing::info!(
+                id = state.id,
+                group = group.number,
+                silent_ms = silence.as_millis() as u64,
+                "no leader heard from past the longest election timeout: standing"
+            );
+            state.metrics.leaderless_stands.inc();
         }
-        tracing::info!(
-            id = state.id,
-            group = group.number,
-            "refused a candidate with a shorter log and the leader is silent past its lease: \
-             standing"
-        );
-        state.metrics.longer_log_stands.inc();
         if let Err(e) = group.raft.trigger().elect().await {
             tracing::warn!(id = state.id, error = %e, "could not stand");
         }
@@ -628,82 +658,4 @@ fn may_stand(state: &NodeState, group: &Group) -> bool {
         .voter_ids()
         .any(|id| id == state.id);
     metrics.state == ServerState::Follower && voter && !state.stop_requested.load(Ordering::SeqCst)
-}
-
-/// On a voter: stand when no leader has been heard from for the lease plus the longest election
-/// timeout, which is when this node's own election timer would have fired at the latest, had
-/// openraft not added 2.4 s to it.
-///
-/// openraft 0.9.25 makes a node that lost an election to a longer log wait
-/// `2 × election_timeout_max` more before its next one, and clears that mark only when its own
-/// timer starts an election; one that stood on request (a hand-off, a reclaim, the longer log)
-/// keeps it. Over a long run most voters carry it, and a leader's loss then costs up to
-/// 1.2 + 1.2 + 2.4 = 4.8 s: in a twenty-minute fault run of three groups (seed 4121) a group
-/// waited 4.6 s for an election after a SIGKILL, neither follower having heard a candidate.
-/// So each voter checks every heartbeat interval how long its replica has gone without a
-/// leader's append (or since it stepped down, when it led or stood since), and past the lease plus `raft.election_timeout_max_ms` plus a random part
-/// of up to half `raft.election_timeout_min_ms` (so that two followers rarely stand at once), it
-/// stands, once per silence, if it is still a follower. A candidate with a shorter log is
-/// refused, and the voter with the longer one then stands ([`stand_for_the_longer_log`]). An
-/// election is safe whenever it starts.
-pub async fn stand_when_leaderless(
-    state: std::sync::Arc<NodeState>,
-    group: u16,
-    mut stopping: watch::Receiver<bool>,
-) {
-    let group = &state.groups[usize::from(group)];
-    let raft = &state.config.raft;
-    let bound = Duration::from_millis(2 * raft.election_timeout_max_ms);
-    let spread_ms = (raft.election_timeout_min_ms / 2).max(1);
-    let mut ticks = tokio::time::interval(Duration::from_millis(raft.heartbeat_interval_ms));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The contact after which this node last stood: once per silence.
-    let mut stood_after: Option<std::time::Instant> = None;
-    let mut jitter = Duration::ZERO;
-    // Since when this node has been a follower: a leader or candidate hears no leader's
-    // appends, so its silence counts only from its step-down (to the tick).
-    let mut follower_since = std::time::Instant::now();
-    let mut was_follower = true;
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stopping.wait_for(|stop| *stop) => return,
-        }
-        let now = std::time::Instant::now();
-        let follower = group.raft.metrics().borrow().state == ServerState::Follower;
-        if follower && !was_follower {
-            follower_since = now;
-        }
-        was_follower = follower;
-        // No contact since this node started: openraft stands on its own at its first tick.
-        let Some(silence) = group
-            .freshness
-            .view(group.reader.applied_index(), now)
-            .silence
-        else {
-            continue;
-        };
-        let silence = silence.min(now.saturating_duration_since(follower_since));
-        let contact = now.checked_sub(silence);
-        if silence < bound + jitter || stood_after == contact {
-            if silence < bound {
-                jitter = Duration::from_millis(getrandom::u64().unwrap_or(0) % spread_ms);
-            }
-            continue;
-        }
-        if !may_stand(&state, group) {
-            continue;
-        }
-        stood_after = contact;
-        tracing::info!(
-            id = state.id,
-            group = group.number,
-            silent_ms = silence.as_millis() as u64,
-            "no leader heard from past the longest election timeout: standing"
-        );
-        state.metrics.leaderless_stands.inc();
-        if let Err(e) = group.raft.trigger().elect().await {
-            tracing::warn!(id = state.id, error = %e, "could not stand");
-        }
-    }
 }

@@ -99,7 +99,7 @@ pub struct Group {
     /// Holds proposals back while this leader hands leadership off.
     pub handoff: handoff::Gate,
     /// Woken when this voter refuses a candidate whose log is shorter than its own
-    /// ([`handoff::stand_for_the_longer_log`]).
+    /// ([`handoff::stand_when_leader_silent`]).
     pub shorter_candidate: tokio::sync::Notify,
 }
 
@@ -366,12 +366,7 @@ fn spawn_group_tasks(
             group,
             stopping.clone(),
         ));
-        tokio::spawn(handoff::stand_for_the_longer_log(
-            state.clone(),
-            group,
-            stopping.clone(),
-        ));
-        tokio::spawn(handoff::stand_when_leaderless(
+        tokio::spawn(handoff::stand_when_leader_silent(
             state.clone(),
             group,
             stopping.clone(),

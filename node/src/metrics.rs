@@ -98,10 +98,10 @@ pub struct Metrics {
     /// ([`crate::handoff::reclaim_when_deposed`]).
     pub reclaims: IntCounter,
     /// Elections this voter started because it refused a candidate with a shorter log once its
-    /// leader had gone silent ([`crate::handoff::stand_for_the_longer_log`]).
+    /// leader had gone silent ([`crate::handoff::stand_when_leader_silent`]).
     pub longer_log_stands: IntCounter,
     /// Elections this voter started because no leader was heard from past the longest election
-    /// timeout ([`crate::handoff::stand_when_leaderless`]).
+    /// timeout ([`crate::handoff::stand_when_leader_silent`]).
     pub leaderless_stands: IntCounter,
     /// Groups this voter handed to their preferred voter ([`crate::leader_spread`]).
     pub leader_spread_moves: IntCounter,
