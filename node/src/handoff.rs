@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use flashstock_api::{ElectRequest, ErrorBody, ErrorCode, HandedOff, SECRET_HEADER};
-use openraft::ServerState;
+use openraft::raft::VoteRequest;
+use openraft::{LogId, ServerState, Vote};
 use raft_store::NodeId;
 use tokio::sync::watch;
 
@@ -51,6 +52,40 @@ pub struct Gate {
     in_flight: AtomicUsize,
     /// One hand-off at a time.
     running: tokio::sync::Mutex<()>,
+}
+
+/// What the vote handler tells [`stand_when_leader_silent`] of the candidates this voter refused
+/// because their logs were shorter than its own.
+#[derive(Default)]
+pub struct Refusals {
+    woken: tokio::sync::Notify,
+    latest: std::sync::Mutex<Option<Refused>>,
+}
+
+/// The highest term of a candidate refused for its shorter log, and this voter's last log id
+/// when it refused it.
+#[derive(Clone, Copy, Debug)]
+struct Refused {
+    term: u64,
+    last_log_id: Option<LogId<NodeId>>,
+}
+
+impl Refusals {
+    /// Records that this voter refused a candidate of `term` because its own log, ending at
+    /// `last_log_id`, is longer, and wakes the task that stands.
+    pub fn record(&self, term: u64, last_log_id: Option<LogId<NodeId>>) {
+        {
+            let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+            if latest.is_none_or(|seen| term >= seen.term) {
+                *latest = Some(Refused { term, last_log_id });
+            }
+        }
+        self.woken.notify_one();
+    }
+
+    fn take(&self) -> Option<Refused> {
+        self.latest.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// A proposal in flight; dropped when it has its answer.
@@ -551,9 +586,9 @@ pub async fn reclaim_when_deposed(
 ///   for its own timer: the lease plus its election timeout, and 2.4 s more if it ever lost an
 ///   election to a longer log. A twenty-minute fault run of three groups (seed 4119) saw a group
 ///   without a leader for 4.8 s this way after a SIGKILL. So once the vote handler has refused a
-///   shorter log ([`crate::Group::shorter_candidate`]) and no leader has been heard from since,
+///   shorter log ([`crate::Group::shorter_candidates`]) and no leader has been heard from since,
 ///   this voter stands when the leader has been silent for the lease
-///   (`raft.election_timeout_max_ms`).
+///   (`raft.election_timeout_max_ms`), at a term above the refused candidate's (`rise_to`).
 /// - **No leader past the longest election timeout.** openraft 0.9.25 makes a node that lost an
 ///   election to a longer log wait `2 × election_timeout_max` more before its next one, and
 ///   clears that mark only when its own timer starts an election; one that stood on request (a
@@ -591,7 +626,7 @@ pub async fn stand_when_leader_silent(
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = group.shorter_candidate.notified() => refused_shorter = Some(Instant::now()),
+            _ = group.shorter_candidates.woken.notified() => refused_shorter = Some(Instant::now()),
             _ = stopping.wait_for(|stop| *stop) => return,
         }
         let now = Instant::now();
@@ -618,7 +653,8 @@ pub async fn stand_when_leader_silent(
             jitter = Duration::from_millis(getrandom::u64().unwrap_or(0) % spread_ms);
         }
         let due = match refused_shorter {
-            Some(_) => lease,
+            // The margin: openraft dates the lease from its own handling of the last append.
+            Some(_) => lease + LEASE_MARGIN,
             None => longest + jitter,
         };
         if silence < due || stood_after == contact || !may_stand(&state, group) {
@@ -626,26 +662,98 @@ pub async fn stand_when_leader_silent(
         }
         stood_after = contact;
         if refused_shorter.take().is_some() {
-            tracing::info!(
-                id = state.id,
-                group = group.number,
-                "refused a candidate with a shorter log and the leader is silent past its lease: \
-                 standing"
-            );
-            state.metrics.longer_log_stands.inc();
-        } else {
-            tracing::info!(
-                id = state.id,
-                group = group.number,
-                silent_ms = silence.as_millis() as u64,
-                "no leader heard from past the longest election timeout: standing"
-            );
-            state.metrics.leaderless_stands.inc();
+            stand_for_longer_log(&state, group, lease).await;
+            continue;
         }
+        tracing::info!(
+            id = state.id,
+            group = group.number,
+            silent_ms = silence.as_millis() as u64,
+            "no leader heard from past the longest election timeout: standing"
+        );
+        state.metrics.leaderless_stands.inc();
         if let Err(e) = group.raft.trigger().elect().await {
             tracing::warn!(id = state.id, error = %e, "could not stand");
         }
     }
+}
+
+/// Stands in `group` for the longer log, at a term above the refused candidate's
+/// ([`rise_to`]), and counts the election if this voter wins it at that term within `lease`.
+async fn stand_for_longer_log(state: &NodeState, group: &Group, lease: Duration) {
+    let refused = group.shorter_candidates.take();
+    tracing::info!(
+        id = state.id,
+        group = group.number,
+        candidate_term = refused.map(|r| r.term),
+        "refused a candidate with a shorter log and the leader is silent past its lease: standing"
+    );
+    state.metrics.longer_log_stands.inc();
+    let before = match refused {
+        Some(refused) => rise_to(state, group, refused).await,
+        None => group.raft.metrics().borrow().current_term,
+    };
+    if let Err(e) = group.raft.trigger().elect().await {
+        tracing::warn!(id = state.id, error = %e, "could not stand");
+        return;
+    }
+    if won_at(state, group, before + 1, lease).await {
+        state.metrics.longer_log_stands_won.inc();
+    }
+}
+
+/// Raises this voter's term to that of the candidate it refused, so that its election, one term
+/// higher, outranks that candidate's. Returns the voter's term after.
+///
+/// openraft 0.9.25 leaves a voter's term as it was when it refuses a vote request for a shorter
+/// log, so its next election would be at the candidate's own term at best, and openraft breaks a
+/// tie of terms by node id (`LeaderId` orders by term, then node): where the candidate has the
+/// higher id, it keeps its own vote and refuses this voter's, and neither wins until one of
+/// them stands again, an election timeout later (seed 4123, a leader killed: 4.1 s without a
+/// confirmed purchase). So the voter first votes for itself at the candidate's term, as a
+/// candidate of that term that asked no one: its own vote request, through the same checks as
+/// any other (a higher or equal vote, a log at least as long as its own, no leader's lease
+/// running). Raft's rule of one vote per term holds: the voter had voted for no one at that term,
+/// having refused the candidate. If the vote is refused, it stands from where it is.
+async fn rise_to(state: &NodeState, group: &Group, refused: Refused) -> u64 {
+    let term = group.raft.metrics().borrow().current_term;
+    if term >= refused.term {
+        return term;
+    }
+    let own = VoteRequest::new(Vote::new(refused.term, state.id), refused.last_log_id);
+    match group.raft.vote(own).await {
+        Ok(answer) if answer.vote_granted => answer.vote.leader_id().term,
+        Ok(answer) => {
+            tracing::info!(
+                id = state.id,
+                group = group.number,
+                vote = %answer.vote,
+                "could not take the refused candidate's term: standing from this one"
+            );
+            term.max(answer.vote.leader_id().term)
+        }
+        Err(e) => {
+            tracing::warn!(id = state.id, error = %e, "could not take the refused candidate's term");
+            term
+        }
+    }
+}
+
+/// Whether this voter leads `group` at `term`, the term it stood at, within `wait`: an election
+/// that did not split.
+async fn won_at(state: &NodeState, group: &Group, term: u64, wait: Duration) -> bool {
+    let id = state.id;
+    group
+        .raft
+        .wait(Some(wait))
+        .metrics(
+            // A leader known at the term, or a later term: decided. (Before the election starts,
+            // the metrics may still name the old leader, at an earlier term.)
+            |m| m.current_term > term || (m.current_term == term && m.current_leader.is_some()),
+            "the election's outcome",
+        )
+        .await
+        .is_ok_and(|m| m.current_term == term && m.current_leader == Some(id))
 }
 
 /// Whether this node may stand in `group` on its own initiative: a follower (not already a

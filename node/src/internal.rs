@@ -367,10 +367,14 @@ async fn vote(
 ) -> Response {
     let group = &state.groups[usize::from(group)];
     let candidate_log = request.last_log_id;
+    let candidate_term = request.vote.leader_id().term;
     let answer = group.raft.vote(request).await;
-    if matches!(&answer, Ok(refused) if !refused.vote_granted && refused.last_log_id > candidate_log)
-    {
-        group.shorter_candidate.notify_one();
+    if let Ok(refused) = &answer {
+        if !refused.vote_granted && refused.last_log_id > candidate_log {
+            group
+                .shorter_candidates
+                .record(candidate_term, refused.last_log_id);
+        }
     }
     bincode_response(&answer)
 }

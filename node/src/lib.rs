@@ -98,9 +98,9 @@ pub struct Group {
     pub freshness: freshness::Freshness,
     /// Holds proposals back while this leader hands leadership off.
     pub handoff: handoff::Gate,
-    /// Woken when this voter refuses a candidate whose log is shorter than its own
+    /// The candidates this voter refused because their logs were shorter than its own
     /// ([`handoff::stand_when_leader_silent`]).
-    pub shorter_candidate: tokio::sync::Notify,
+    pub shorter_candidates: handoff::Refusals,
 }
 
 /// Everything a request handler needs, shared by all of them.
@@ -494,7 +494,7 @@ async fn start_raft(
             reader,
             freshness: freshness::Freshness::new(),
             handoff: handoff::Gate::default(),
-            shorter_candidate: tokio::sync::Notify::new(),
+            shorter_candidates: handoff::Refusals::default(),
         });
     }
     Ok(groups)

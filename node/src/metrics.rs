@@ -100,6 +100,8 @@ pub struct Metrics {
     /// Elections this voter started because it refused a candidate with a shorter log once its
     /// leader had gone silent ([`crate::handoff::stand_when_leader_silent`]).
     pub longer_log_stands: IntCounter,
+    /// Those of [`Self::longer_log_stands`] that this voter won at the term it stood at.
+    pub longer_log_stands_won: IntCounter,
     /// Elections this voter started because no leader was heard from past the longest election
     /// timeout ([`crate::handoff::stand_when_leader_silent`]).
     pub leaderless_stands: IntCounter,
@@ -209,6 +211,11 @@ impl Metrics {
             "Elections started because this voter refused a candidate with a shorter log while its leader was silent",
         )
         .expect("valid metric");
+        let longer_log_stands_won = IntCounter::new(
+            "raft_longer_log_stands_won_total",
+            "Elections started for the longer log that this voter won at the term it stood at",
+        )
+        .expect("valid metric");
         let leaderless_stands = IntCounter::new(
             "raft_leaderless_stands_total",
             "Elections started because this voter heard from no leader past the longest election timeout",
@@ -303,6 +310,7 @@ impl Metrics {
             Box::new(archive_conflicts.clone()),
             Box::new(reclaims.clone()),
             Box::new(longer_log_stands.clone()),
+            Box::new(longer_log_stands_won.clone()),
             Box::new(leaderless_stands.clone()),
             Box::new(leader_spread_moves.clone()),
             Box::new(archive_batch_seconds.clone()),
@@ -335,6 +343,7 @@ impl Metrics {
             archive_conflicts,
             reclaims,
             longer_log_stands,
+            longer_log_stands_won,
             leaderless_stands,
             leader_spread_moves,
             archive_batch_seconds,

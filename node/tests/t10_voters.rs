@@ -386,16 +386,20 @@ async fn a_leader_asked_to_remove_itself_hands_off_first() {
 /// A leader dies with an entry that one follower holds and the other does not. The one without
 /// it stands first (it was down and has just restarted) and cannot win; the one with
 /// it refuses it and stands as soon as the dead leader's lease has run out, rather than on its
-/// own election timer (the lease plus 0.6 to 1.2 s, and 2.4 s more after a lost election).
+/// own election timer (the lease plus 0.6 to 1.2 s, and 2.4 s more after a lost election), and
+/// at a term above the refused candidate's: the one with the entry has the lower node id here,
+/// so at the candidate's own term it would lose the tie (openraft orders votes of one term by
+/// node id) and the votes would split.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_voter_with_the_longer_log_stands_once_the_leader_is_silent() {
     let (mut cluster, client, leader) = pen_shop().await;
-    let followers: Vec<u64> = cluster
+    let mut followers: Vec<u64> = cluster
         .voter_ids()
         .into_iter()
         .filter(|id| *id != leader)
         .collect();
-    let (behind, ahead) = (followers[0], followers[1]);
+    followers.sort_unstable();
+    let (ahead, behind) = (followers[0], followers[1]);
     cluster.kill(behind).expect("kill a follower");
     match buy(&client, "while-down", "pen", 1, 10).await {
         Bought::Confirmed(_) => {}
@@ -412,16 +416,39 @@ async fn the_voter_with_the_longer_log_stands_once_the_leader_is_silent() {
         successor, ahead,
         "only the follower with every entry can win"
     );
-    let stands: u64 = metrics_text(&cluster, ahead)
-        .await
-        .lines()
-        .find(|line| line.starts_with("flashstock_raft_longer_log_stands_total"))
-        .and_then(|line| line.split_whitespace().last()?.parse().ok())
-        .expect("the counter of stands for the longer log");
+    // The counters move once the stand's outcome is known, a moment after the test sees a
+    // leader: read them until they show it, for a bounded time.
+    let mut counters = (0, 0);
+    for _ in 0..100 {
+        let metrics = metrics_text(&cluster, ahead).await;
+        let counter = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_whitespace().last()?.parse().ok())
+                .unwrap_or_else(|| panic!("the counter {name}"))
+        };
+        counters = (
+            counter("flashstock_raft_longer_log_stands_total"),
+            counter("flashstock_raft_longer_log_stands_won_total"),
+        );
+        if counters.1 >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (stands, won) = counters;
     assert!(
         stands >= 1,
         "node {ahead} waited for its own election timer instead of standing once the leader's \
          lease ran out"
+    );
+    assert!(
+        won >= 1,
+        "node {ahead} stood for the longer log but did not win at the term it stood at: it stood \
+         at the refused candidate's term, and the candidate {behind} won the tie by node id; \
+         its log:\n{}",
+        cluster.log_tail(ahead)
     );
     match buy(&client, "after-election", "pen", 1, 100).await {
         Bought::Confirmed(_) => {}
