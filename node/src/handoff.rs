@@ -55,36 +55,52 @@ pub struct Gate {
 }
 
 /// What the vote handler tells [`stand_when_leader_silent`] of the candidates this voter refused
-/// because their logs were shorter than its own.
+/// while its log was at least as long as theirs.
 #[derive(Default)]
 pub struct Refusals {
-    woken: tokio::sync::Notify,
+    /// Woken when the refused candidate's log was shorter.
+    shorter: tokio::sync::Notify,
     latest: std::sync::Mutex<Option<Refused>>,
 }
 
-/// The highest term of a candidate refused for its shorter log, and this voter's last log id
-/// when it refused it.
+/// The highest term of a candidate refused, this voter's last log id then, and when.
 #[derive(Clone, Copy, Debug)]
 struct Refused {
     term: u64,
     last_log_id: Option<LogId<NodeId>>,
+    at: Instant,
 }
 
 impl Refusals {
-    /// Records that this voter refused a candidate of `term` because its own log, ending at
-    /// `last_log_id`, is longer, and wakes the task that stands.
-    pub fn record(&self, term: u64, last_log_id: Option<LogId<NodeId>>) {
+    /// Records that this voter, its log ending at `last_log_id`, refused a candidate of `term`
+    /// whose log is no longer than its own (`shorter` if it is shorter, which wakes the task
+    /// that stands).
+    pub fn record(&self, term: u64, last_log_id: Option<LogId<NodeId>>, shorter: bool) {
         {
             let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
             if latest.is_none_or(|seen| term >= seen.term) {
-                *latest = Some(Refused { term, last_log_id });
+                *latest = Some(Refused {
+                    term,
+                    last_log_id,
+                    at: Instant::now(),
+                });
             }
         }
-        self.woken.notify_one();
+        if shorter {
+            self.shorter.notify_one();
+        }
     }
 
-    fn take(&self) -> Option<Refused> {
-        self.latest.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// The latest refusal, if it came after `contact`, the leader's last; forgotten either way.
+    fn take_after(&self, contact: Option<Instant>) -> Option<Refused> {
+        let refused = self
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        contact
+            .is_none_or(|contact| refused.at > contact)
+            .then_some(refused)
     }
 }
 
@@ -172,7 +188,11 @@ pub async fn hand_off(
     group: &Group,
     to: Option<NodeId>,
 ) -> Result<HandedOff, ApiError> {
-    hand_off_to(state, group, to, None).await
+    let successor = match to {
+        Some(id) => Successor::Named(id),
+        None => Successor::FurthestAlong(None),
+    };
+    hand_off_to(state, group, successor).await
 }
 
 /// On the leader: hand leadership to the voter furthest along among `among` (voters other than
@@ -182,14 +202,21 @@ pub async fn hand_off_among(
     group: &Group,
     among: &BTreeSet<NodeId>,
 ) -> Result<HandedOff, ApiError> {
-    hand_off_to(state, group, None, Some(among)).await
+    hand_off_to(state, group, Successor::FurthestAlong(Some(among))).await
+}
+
+/// Whom a hand-off goes to.
+enum Successor<'a> {
+    /// The voter named.
+    Named(NodeId),
+    /// The voter furthest along (the lowest id among equals), among these voters only if given.
+    FurthestAlong(Option<&'a BTreeSet<NodeId>>),
 }
 
 async fn hand_off_to(
     state: &NodeState,
     group: &Group,
-    to: Option<NodeId>,
-    among: Option<&BTreeSet<NodeId>>,
+    successor: Successor<'_>,
 ) -> Result<HandedOff, ApiError> {
     let Ok(_one_at_a_time) = tokio::time::timeout(BUSY_MAX, group.handoff.running.lock()).await
     else {
@@ -231,22 +258,25 @@ async fn hand_off_to(
     let others: Vec<NodeId> = membership
         .voter_ids()
         .filter(|id| *id != state.id)
-        .filter(|id| among.is_none_or(|among| among.contains(id)))
+        .filter(|id| match successor {
+            Successor::FurthestAlong(Some(among)) => among.contains(id),
+            _ => true,
+        })
         .collect();
-    let target = match to {
-        Some(id) if id == state.id => {
+    let target = match successor {
+        Successor::Named(id) if id == state.id => {
             return Err(ApiError::invalid(format!("node {id} already leads")))
         }
-        Some(id) if !others.contains(&id) => {
+        Successor::Named(id) if !others.contains(&id) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::NotAVoter,
                 format!("node {id} is not a voter; the voters are {others:?} and this leader"),
             ))
         }
-        Some(id) => id,
+        Successor::Named(id) => id,
         // Furthest along first; the lowest id among equals, so the choice is predictable.
-        None => *others
+        Successor::FurthestAlong(among) => *others
             .iter()
             .max_by_key(|id| (matched(&metrics, **id), std::cmp::Reverse(**id)))
             .ok_or_else(|| {
@@ -586,24 +616,26 @@ pub async fn reclaim_when_deposed(
 ///   for its own timer: the lease plus its election timeout, and 2.4 s more if it ever lost an
 ///   election to a longer log. A twenty-minute fault run of three groups (seed 4119) saw a group
 ///   without a leader for 4.8 s this way after a SIGKILL. So once the vote handler has refused a
-///   shorter log ([`crate::Group::shorter_candidates`]) and no leader has been heard from since,
+///   shorter log ([`crate::Group::refused_candidates`]) and no leader has been heard from since,
 ///   this voter stands when the leader has been silent for the lease
-///   (`raft.election_timeout_max_ms`), at a term above the refused candidate's (`rise_to`).
-/// - **No leader past the longest election timeout.** openraft 0.9.25 makes a node that lost an
-///   election to a longer log wait `2 × election_timeout_max` more before its next one, and
-///   clears that mark only when its own timer starts an election; one that stood on request (a
-///   hand-off, a reclaim, the longer log) keeps it. Over a long run most voters carry it, and a
-///   leader's loss then costs up to 1.2 + 1.2 + 2.4 = 4.8 s (seed 4121: a group waited 4.6 s,
-///   neither follower having heard a candidate). So past the lease plus
-///   `raft.election_timeout_max_ms` (when its own timer would have fired at the latest without
-///   the mark) plus a random part of up to half `raft.election_timeout_min_ms` (so that two
-///   followers rarely stand at once), a follower stands.
+///   (`raft.election_timeout_max_ms`) and a margin.
+/// - **No leader past the lease.** openraft 0.9.25 starts a follower's election once its
+///   leader has been silent for the lease plus the node's election timeout (0.6 to 1.2 s by
+///   default), and 2.4 s more if the node ever lost an election to a longer log, a mark cleared
+///   only when its own timer starts an election (seed 4121: a group waited 4.6 s). Nothing is
+///   gained by the wait past the lease: no voter grants a vote before its lease runs out, and
+///   after it, the first to stand wins unless its log is shorter (the rule above). So past the
+///   lease, the margin and a random part of up to half `raft.election_timeout_min_ms` (so that
+///   two followers rarely stand at once), a follower stands: a leader's crash costs 1.25 to
+///   1.55 s, not 1.8 to 2.4 s.
 ///
-/// The silence is the time since the replica's last accepted append from a leader, or since this
-/// node last became a follower if it led or stood meanwhile (a leader or candidate receives no
-/// leader's appends), checked every heartbeat interval. A leader that is alive keeps appending,
-/// so nothing happens; a node on its way out does not stand. Safety does not rest on this: an
-/// election is safe whenever it starts.
+/// Either way the voter stands at a term above any candidate it refused since the leader's last
+/// contact (`rise_to`), so that its vote request outranks theirs. The silence is the time since
+/// the replica's last accepted append from a leader, or since this node last became a follower
+/// if it led or stood meanwhile (a leader or candidate receives no leader's appends), checked
+/// every heartbeat interval. A leader that is alive keeps appending, so nothing happens; a node
+/// on its way out does not stand. Safety does not rest on this: an election is safe whenever it
+/// starts.
 pub async fn stand_when_leader_silent(
     state: std::sync::Arc<NodeState>,
     group: u16,
@@ -612,7 +644,8 @@ pub async fn stand_when_leader_silent(
     let group = &state.groups[usize::from(group)];
     let raft = &state.config.raft;
     let lease = Duration::from_millis(raft.election_timeout_max_ms);
-    let longest = lease * 2;
+    // The margin: openraft dates the lease from its own handling of the last append.
+    let past_lease = lease + LEASE_MARGIN;
     let spread_ms = (raft.election_timeout_min_ms / 2).max(1);
     let mut ticks = tokio::time::interval(Duration::from_millis(raft.heartbeat_interval_ms));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -626,7 +659,9 @@ pub async fn stand_when_leader_silent(
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = group.shorter_candidates.woken.notified() => refused_shorter = Some(Instant::now()),
+            _ = group.refused_candidates.shorter.notified() => {
+                refused_shorter = Some(Instant::now());
+            }
             _ = stopping.wait_for(|stop| *stop) => return,
         }
         let now = Instant::now();
@@ -649,64 +684,64 @@ pub async fn stand_when_leader_silent(
         if refused_shorter.is_some_and(|at| contact.is_some_and(|contact| contact > at)) {
             refused_shorter = None;
         }
-        if silence < longest {
+        if silence < past_lease {
             jitter = Duration::from_millis(getrandom::u64().unwrap_or(0) % spread_ms);
         }
         let due = match refused_shorter {
-            // The margin: openraft dates the lease from its own handling of the last append.
-            Some(_) => lease + LEASE_MARGIN,
-            None => longest + jitter,
+            Some(_) => past_lease,
+            None => past_lease + jitter,
         };
         if silence < due || stood_after == contact || !may_stand(&state, group) {
             continue;
         }
         stood_after = contact;
-        if refused_shorter.take().is_some() {
-            stand_for_longer_log(&state, group, lease).await;
-            continue;
-        }
-        tracing::info!(
-            id = state.id,
-            group = group.number,
-            silent_ms = silence.as_millis() as u64,
-            "no leader heard from past the longest election timeout: standing"
-        );
-        state.metrics.leaderless_stands.inc();
+        let refused = group.refused_candidates.take_after(contact);
+        let (stands, won) = if refused_shorter.take().is_some() {
+            tracing::info!(
+                id = state.id,
+                group = group.number,
+                candidate_term = refused.map(|r| r.term),
+                "refused a candidate with a shorter log and the leader is silent past its lease: \
+                 standing"
+            );
+            (
+                &state.metrics.longer_log_stands,
+                &state.metrics.longer_log_stands_won,
+            )
+        } else {
+            tracing::info!(
+                id = state.id,
+                group = group.number,
+                silent_ms = silence.as_millis() as u64,
+                candidate_term = refused.map(|r| r.term),
+                "no leader heard from past the lease: standing"
+            );
+            (
+                &state.metrics.leaderless_stands,
+                &state.metrics.leaderless_stands_won,
+            )
+        };
+        stands.inc();
+        let before = match refused {
+            Some(refused) => rise_to(&state, group, refused).await,
+            None => group.raft.metrics().borrow().current_term,
+        };
         if let Err(e) = group.raft.trigger().elect().await {
             tracing::warn!(id = state.id, error = %e, "could not stand");
+            continue;
         }
-    }
-}
-
-/// Stands in `group` for the longer log, at a term above the refused candidate's
-/// ([`rise_to`]), and counts the election if this voter wins it at that term within `lease`.
-async fn stand_for_longer_log(state: &NodeState, group: &Group, lease: Duration) {
-    let refused = group.shorter_candidates.take();
-    tracing::info!(
-        id = state.id,
-        group = group.number,
-        candidate_term = refused.map(|r| r.term),
-        "refused a candidate with a shorter log and the leader is silent past its lease: standing"
-    );
-    state.metrics.longer_log_stands.inc();
-    let before = match refused {
-        Some(refused) => rise_to(state, group, refused).await,
-        None => group.raft.metrics().borrow().current_term,
-    };
-    if let Err(e) = group.raft.trigger().elect().await {
-        tracing::warn!(id = state.id, error = %e, "could not stand");
-        return;
-    }
-    if won_at(state, group, before + 1, lease).await {
-        state.metrics.longer_log_stands_won.inc();
+        if won_at(&state, group, before + 1, lease).await {
+            won.inc();
+        }
     }
 }
 
 /// Raises this voter's term to that of the candidate it refused, so that its election, one term
 /// higher, outranks that candidate's. Returns the voter's term after.
 ///
-/// openraft 0.9.25 leaves a voter's term as it was when it refuses a vote request for a shorter
-/// log, so its next election would be at the candidate's own term at best, and openraft breaks a
+/// openraft 0.9.25 leaves a voter's term as it was when it refuses a vote request (for a shorter
+/// log, or while its lease runs), so its next election would be at the candidate's own term at
+/// best, and openraft breaks a
 /// tie of terms by node id (`LeaderId` orders by term, then node): where the candidate has the
 /// higher id, it keeps its own vote and refuses this voter's, and neither wins until one of
 /// them stands again, an election timeout later (seed 4123, a leader killed: 4.1 s without a

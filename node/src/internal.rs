@@ -370,10 +370,12 @@ async fn vote(
     let candidate_term = request.vote.leader_id().term;
     let answer = group.raft.vote(request).await;
     if let Ok(refused) = &answer {
-        if !refused.vote_granted && refused.last_log_id > candidate_log {
-            group
-                .shorter_candidates
-                .record(candidate_term, refused.last_log_id);
+        if !refused.vote_granted && refused.last_log_id >= candidate_log {
+            group.refused_candidates.record(
+                candidate_term,
+                refused.last_log_id,
+                refused.last_log_id > candidate_log,
+            );
         }
     }
     bincode_response(&answer)

@@ -98,9 +98,9 @@ pub struct Group {
     pub freshness: freshness::Freshness,
     /// Holds proposals back while this leader hands leadership off.
     pub handoff: handoff::Gate,
-    /// The candidates this voter refused because their logs were shorter than its own
+    /// The candidates this voter refused while its log was at least as long as theirs
     /// ([`handoff::stand_when_leader_silent`]).
-    pub shorter_candidates: handoff::Refusals,
+    pub refused_candidates: handoff::Refusals,
 }
 
 /// Everything a request handler needs, shared by all of them.
@@ -494,7 +494,7 @@ async fn start_raft(
             reader,
             freshness: freshness::Freshness::new(),
             handoff: handoff::Gate::default(),
-            shorter_candidates: handoff::Refusals::default(),
+            refused_candidates: handoff::Refusals::default(),
         });
     }
     Ok(groups)

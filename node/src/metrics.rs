@@ -102,9 +102,11 @@ pub struct Metrics {
     pub longer_log_stands: IntCounter,
     /// Those of [`Self::longer_log_stands`] that this voter won at the term it stood at.
     pub longer_log_stands_won: IntCounter,
-    /// Elections this voter started because no leader was heard from past the longest election
-    /// timeout ([`crate::handoff::stand_when_leader_silent`]).
+    /// Elections this voter started because no leader was heard from past the lease
+    /// ([`crate::handoff::stand_when_leader_silent`]).
     pub leaderless_stands: IntCounter,
+    /// Those of [`Self::leaderless_stands`] that this voter won at the term it stood at.
+    pub leaderless_stands_won: IntCounter,
     /// Groups this voter handed to their preferred voter ([`crate::leader_spread`]).
     pub leader_spread_moves: IntCounter,
     /// Time to write one archive batch (one transaction).
@@ -218,7 +220,12 @@ impl Metrics {
         .expect("valid metric");
         let leaderless_stands = IntCounter::new(
             "raft_leaderless_stands_total",
-            "Elections started because this voter heard from no leader past the longest election timeout",
+            "Elections started because this voter heard from no leader past the lease",
+        )
+        .expect("valid metric");
+        let leaderless_stands_won = IntCounter::new(
+            "raft_leaderless_stands_won_total",
+            "Elections started for want of a leader that this voter won at the term it stood at",
         )
         .expect("valid metric");
         let leader_spread_moves = IntCounter::new(
@@ -312,6 +319,7 @@ impl Metrics {
             Box::new(longer_log_stands.clone()),
             Box::new(longer_log_stands_won.clone()),
             Box::new(leaderless_stands.clone()),
+            Box::new(leaderless_stands_won.clone()),
             Box::new(leader_spread_moves.clone()),
             Box::new(archive_batch_seconds.clone()),
             Box::new(stages.clone()),
@@ -345,6 +353,7 @@ impl Metrics {
             longer_log_stands,
             longer_log_stands_won,
             leaderless_stands,
+            leaderless_stands_won,
             leader_spread_moves,
             archive_batch_seconds,
             stages: stage_histograms,
