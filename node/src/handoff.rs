@@ -630,7 +630,12 @@ pub async fn reclaim_when_deposed(
 ///   1.55 s, not 1.8 to 2.4 s.
 ///
 /// Either way the voter stands at a term above any candidate it refused since the leader's last
-/// contact (`rise_to`), so that its vote request outranks theirs. The silence is the time since
+/// contact (`rise_to`), so that its vote request outranks theirs. It stands once per silence, and
+/// again if it refuses a shorter log after its stand: a candidate that learns of a higher vote of
+/// its own term from an answer takes it and becomes a follower, so a voter with the longer log
+/// whose request reached a shorter-logged candidate of a higher id only after that one stood at
+/// the same term was left following a candidate that cannot win, until the timers of both (seed
+/// 4125: 5.4 s without a leader for a group). The silence is the time since
 /// the replica's last accepted append from a leader, or since this node last became a follower
 /// if it led or stood meanwhile (a leader or candidate receives no leader's appends), checked
 /// every heartbeat interval. A leader that is alive keeps appending, so nothing happens; a node
@@ -651,8 +656,9 @@ pub async fn stand_when_leader_silent(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When this voter last refused a candidate with a shorter log.
     let mut refused_shorter: Option<Instant> = None;
-    // The leader's contact after which this node last stood: once per silence.
-    let mut stood_after: Option<Instant> = None;
+    // The leader's contact after which this node last stood, and when it stood: once per
+    // silence, and again only for a shorter log refused since.
+    let mut stood: Option<(Option<Instant>, Instant)> = None;
     let mut jitter = Duration::ZERO;
     let mut follower_since = Instant::now();
     let mut was_follower = true;
@@ -691,10 +697,13 @@ pub async fn stand_when_leader_silent(
             Some(_) => past_lease,
             None => past_lease + jitter,
         };
-        if silence < due || stood_after == contact || !may_stand(&state, group) {
+        let stood_in_this_silence = stood.is_some_and(|(after, _)| after == contact);
+        let refused_since =
+            refused_shorter.is_some_and(|at| stood.is_none_or(|(_, when)| at > when));
+        if silence < due || (stood_in_this_silence && !refused_since) || !may_stand(&state, group) {
             continue;
         }
-        stood_after = contact;
+        stood = Some((contact, now));
         let refused = group.refused_candidates.take_after(contact);
         let (stands, won) = if refused_shorter.take().is_some() {
             tracing::info!(
@@ -782,9 +791,14 @@ async fn won_at(state: &NodeState, group: &Group, term: u64, wait: Duration) -> 
         .raft
         .wait(Some(wait))
         .metrics(
-            // A leader known at the term, or a later term: decided. (Before the election starts,
-            // the metrics may still name the old leader, at an earlier term.)
-            |m| m.current_term > term || (m.current_term == term && m.current_leader.is_some()),
+            // A leader known at the term, a later term, or this node a follower at the term (it
+            // took a higher vote of the same term from an answer): decided. (Before the election
+            // starts, the metrics may still name the old leader, at an earlier term.)
+            |m| {
+                m.current_term > term
+                    || (m.current_term == term
+                        && (m.current_leader.is_some() || m.state == ServerState::Follower))
+            },
             "the election's outcome",
         )
         .await
