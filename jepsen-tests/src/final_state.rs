@@ -36,15 +36,16 @@ pub async fn settle(cluster: &LocalCluster, timeout: Duration) -> Result<u64, St
 /// Wait until the leader's products hold nothing any more: every hold of the run confirmed,
 /// released or expired, so that no expiry entry lands while the nodes are read. Gives up after
 /// `timeout` without an error: stock held with no hold to expire it is the checker's to report
-/// ("holds add up"). Returns what is still held.
-pub async fn holds_finished(cluster: &LocalCluster, timeout: Duration) -> u64 {
+/// ("holds add up"). Returns what is still held at the last reading, `None` if no reading
+/// succeeded (a group had no leader, or its leader did not answer, all along).
+pub async fn holds_finished(cluster: &LocalCluster, timeout: Duration) -> Option<u64> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut held = u64::MAX;
+    let mut held = None;
     while tokio::time::Instant::now() < deadline {
         if let Some(now) = held_now(cluster, deadline).await {
-            held = now;
-            if held == 0 {
-                return 0;
+            held = Some(now);
+            if now == 0 {
+                break;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

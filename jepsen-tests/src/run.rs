@@ -480,9 +480,14 @@ async fn check_final_state(
     if checkout {
         // Bounded by the holds' time-to-live and a settling margin.
         let timeout = Duration::from_millis(config.workload.hold_ttl_ms) + SETTLE_TIMEOUT;
-        let held = final_state::holds_finished(cluster, timeout).await;
-        if held > 0 {
-            println!("jepsen: {held} items still held after {timeout:?}; checking anyway");
+        match final_state::holds_finished(cluster, timeout).await {
+            Some(0) => {}
+            Some(held) => {
+                println!("jepsen: {held} items still held after {timeout:?}; checking anyway")
+            }
+            None => println!(
+                "jepsen: no group leader answered what is held within {timeout:?}; checking anyway"
+            ),
         }
     }
     if nemesis.postgres_url().is_some() {
