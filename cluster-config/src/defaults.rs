@@ -132,7 +132,7 @@ pub const DEFAULT_FORWARD_ATTEMPT_TIMEOUT_MS: u64 = 2000;
 pub const DEFAULT_LINEARIZABLE_READ_TIMEOUT_MS: u64 = 5000;
 /// `gateway.ready_leader_silence_ms`: longest time a gateway goes without an
 /// append or heartbeat from a leader and still answers ready. Above a leader
-/// election (a crash costs about 2.3 s measured, `raft.election_timeout_max_ms`
+/// election (a crash costs about 1.4 s measured, `raft.election_timeout_max_ms`
 /// 1.2 s of it), so an ordinary failover does not take every gateway out of
 /// rotation at once; far below what a shopper would call stale.
 pub const DEFAULT_READY_LEADER_SILENCE_MS: u64 = 5000;

@@ -196,8 +196,8 @@ pub struct NemesisConfig {
     /// How long a fault is held, in milliseconds.
     pub hold_ms: (u64, u64),
     /// How long a killed (`leader`), paused or partitioned leader stays faulty, in
-    /// milliseconds: longer than a failover (a follower waits for the leader lease plus an
-    /// election timeout, 1.8 to 2.4 s with the defaults, before it campaigns), so that another
+    /// milliseconds: longer than a failover (a follower waits for the leader lease and up to
+    /// 0.45 s more, 1.25 to 1.65 s with the defaults, before it campaigns), so that another
     /// voter takes over.
     pub leader_hold_ms: (u64, u64),
     /// How long every gateway is down at once, in milliseconds: briefly.

@@ -1,6 +1,6 @@
 //! Planned leader hand-off: moving leadership to another voter before the leader is stopped, so
 //! that a planned restart costs a few milliseconds of held-back writes instead of the election
-//! that a crash costs (the followers wait out their leader lease and an election timeout).
+//! that a crash costs (the followers wait out their leader lease, then one stands).
 //!
 //! openraft 0.9.25 has no leadership transfer, but what it has is enough:
 //! - A follower refuses to vote while its leader lease runs (it is renewed by every append and
@@ -608,7 +608,7 @@ pub async fn reclaim_when_deposed(
 }
 
 /// On a voter: stand for election in `group` on its own, sooner than openraft's timer would, in
-/// two cases, each once per silence of the leader and only from a follower:
+/// two cases, only from a follower:
 ///
 /// - **The longer log.** A leader that dies with an entry in flight leaves one follower with
 ///   that entry and one without. If the one without stands first, the other refuses it (its log
@@ -626,8 +626,8 @@ pub async fn reclaim_when_deposed(
 ///   gained by the wait past the lease: no voter grants a vote before its lease runs out, and
 ///   after it, the first to stand wins unless its log is shorter (the rule above). So past the
 ///   lease, the margin and a random part of up to half `raft.election_timeout_min_ms` (so that
-///   two followers rarely stand at once), a follower stands: a leader's crash costs 1.25 to
-///   1.55 s, not 1.8 to 2.4 s.
+///   two followers rarely stand at once), a follower stands, at the next check: a leader's
+///   crash costs 1.25 to 1.65 s, not 1.8 to 2.4 s.
 ///
 /// Either way the voter stands at a term above any candidate it refused since the leader's last
 /// contact (`rise_to`), so that its vote request outranks theirs. It stands once per silence, and
