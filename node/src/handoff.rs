@@ -75,16 +75,20 @@ impl Refusals {
     /// Records that this voter, its log ending at `last_log_id`, refused a candidate of `term`
     /// whose log is no longer than its own (`shorter` if it is shorter, which wakes the task
     /// that stands).
+    ///
+    /// Keeps the highest term refused, with the time and log id of the latest refusal: a refusal
+    /// of a lower term after the leader was heard from must still count as one after that
+    /// contact (the voter stands above every candidate it refused, the latest included), and the
+    /// log id must be this voter's latest, the one its own vote at that term is checked against.
     pub fn record(&self, term: u64, last_log_id: Option<LogId<NodeId>>, shorter: bool) {
         {
             let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
-            if latest.is_none_or(|seen| term >= seen.term) {
-                *latest = Some(Refused {
-                    term,
-                    last_log_id,
-                    at: Instant::now(),
-                });
-            }
+            let term = latest.map_or(term, |seen| seen.term.max(term));
+            *latest = Some(Refused {
+                term,
+                last_log_id,
+                at: Instant::now(),
+            });
         }
         if shorter {
             self.shorter.notify_one();
@@ -731,18 +735,34 @@ pub async fn stand_when_leader_silent(
             )
         };
         stands.inc();
-        let before = match refused {
-            Some(refused) => rise_to(&state, group, refused).await,
-            None => group.raft.metrics().borrow().current_term,
-        };
-        if let Err(e) = group.raft.trigger().elect().await {
-            tracing::warn!(id = state.id, error = %e, "could not stand");
-            continue;
-        }
-        if won_at(&state, group, before + 1, lease).await {
-            won.inc();
+        tokio::select! {
+            won_it = stand_on_own(&state, group, refused, lease) => {
+                if won_it {
+                    won.inc();
+                }
+            }
+            _ = stopping.wait_for(|stop| *stop) => return,
         }
     }
+}
+
+/// Stands for election in `group`, above the candidate refused if any, and returns whether this
+/// voter won at the term it stood at, waiting at most `wait` for the outcome.
+async fn stand_on_own(
+    state: &NodeState,
+    group: &Group,
+    refused: Option<Refused>,
+    wait: Duration,
+) -> bool {
+    let before = match refused {
+        Some(refused) => rise_to(state, group, refused).await,
+        None => group.raft.metrics().borrow().current_term,
+    };
+    if let Err(e) = group.raft.trigger().elect().await {
+        tracing::warn!(id = state.id, error = %e, "could not stand");
+        return false;
+    }
+    won_at(state, group, before + 1, wait).await
 }
 
 /// Raises this voter's term to that of the candidate it refused, so that its election, one term
