@@ -40,18 +40,57 @@ enum Command {
     },
 }
 
+/// Standard error for the log, where a failed write (a full disk behind a redirect, a closed
+/// pipe) drops the line and counts it in [`crate::metrics::LOG_LINES_LOST`] instead of failing.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.write_all(line)?;
+        Ok(line.len())
+    }
+
+    fn write_all(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if std::io::stderr().lock().write_all(line).is_err() {
+            crate::metrics::LOG_LINES_LOST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LossyStderr {
+    type Writer = LossyStderr;
+
+    fn make_writer(&'a self) -> LossyStderr {
+        LossyStderr
+    }
+}
+
 /// Parse the command line, run the node, and return its exit code: 0 after a clean shutdown, 2
 /// for a configuration that cannot be used, 1 for a failure at start or while running.
 pub fn main(faults: UnsafeFaults) -> ExitCode {
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A log line that cannot be written is dropped and counted, never a panic: the default
+    // writer's fallback prints the failure to stderr, and a failed print panics the task that
+    // logged, openraft's core among them.
     if args.log_json {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
+            .with_writer(LossyStderr)
+            .log_internal_errors(false)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(LossyStderr)
+            .log_internal_errors(false)
+            .init();
     }
     let config = match Config::load(&args.config) {
         Ok(config) => config,

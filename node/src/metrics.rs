@@ -5,6 +5,7 @@
 //! method (the [`KNOWN_METHODS`], else `other`) and status; connection metrics by listener and
 //! close reason. Raft's gauges are read from openraft's metrics at scrape time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -16,6 +17,10 @@ use prometheus::{
 };
 use raft_store::inventory::InventoryMeta;
 use raft_store::Raft;
+
+/// Log lines this process could not write (a full disk, a closed pipe): counted here by the log
+/// writer, which drops them rather than stop the node, and served as `log_lines_lost_total`.
+pub static LOG_LINES_LOST: AtomicU64 = AtomicU64::new(0);
 
 /// Latency buckets, in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -109,6 +114,7 @@ pub struct Metrics {
     pub leaderless_stands_won: IntCounter,
     /// Groups this voter handed to their preferred voter ([`crate::leader_spread`]).
     pub leader_spread_moves: IntCounter,
+    log_lines_lost: IntCounter,
     /// Time to write one archive batch (one transaction).
     pub archive_batch_seconds: Histogram,
     /// Time spent in each [`Stage`] of the write path, indexed by the stage.
@@ -233,6 +239,11 @@ impl Metrics {
             "Raft groups this voter handed to their preferred voter, to spread leaders",
         )
         .expect("valid metric");
+        let log_lines_lost = IntCounter::new(
+            "log_lines_lost_total",
+            "Log lines this node could not write (disk full, pipe closed) and dropped",
+        )
+        .expect("valid metric");
         let archive_batch_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "archive_batch_duration_seconds",
@@ -321,6 +332,7 @@ impl Metrics {
             Box::new(leaderless_stands.clone()),
             Box::new(leaderless_stands_won.clone()),
             Box::new(leader_spread_moves.clone()),
+            Box::new(log_lines_lost.clone()),
             Box::new(archive_batch_seconds.clone()),
             Box::new(stages.clone()),
             Box::new(archive_backlog.clone()),
@@ -355,6 +367,7 @@ impl Metrics {
             leaderless_stands,
             leaderless_stands_won,
             leader_spread_moves,
+            log_lines_lost,
             archive_batch_seconds,
             stages: stage_histograms,
             archive_backlog,
@@ -378,6 +391,9 @@ impl Metrics {
         memtable_bytes: u64,
     ) -> String {
         self.memtable_bytes.set(memtable_bytes as i64);
+        let lost = LOG_LINES_LOST.load(Ordering::Relaxed);
+        self.log_lines_lost
+            .inc_by(lost.saturating_sub(self.log_lines_lost.get()));
         if let Some(meta) = meta {
             self.archive_backlog.set(meta.archive_backlog() as i64);
             self.orders_held.set(meta.orders_held() as i64);

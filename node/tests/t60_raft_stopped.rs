@@ -5,6 +5,8 @@
 //! start after a purge (index 5 here) with no previous log id. Applying them reads the log from
 //! index 0, and openraft's defensive check stops the core ("try to get log at index 0 but got
 //! Some(5)").
+//!
+//! And the other way round: a node whose log cannot be written is not stopped by it.
 
 mod common;
 
@@ -147,4 +149,66 @@ async fn a_node_refuses_a_store_in_a_newer_format() {
             )),
         "{log}"
     );
+}
+
+/// A voter whose standard error is on a full disk (`/dev/full` here; a 20-minute fault run met
+/// it when its disk filled) keeps serving: each log line it cannot write is dropped and counted
+/// in `flashstock_log_lines_lost_total`. Before, the log's fallback print of the failure failed
+/// too and panicked the task that logged, openraft's core among them.
+#[tokio::test]
+async fn a_voter_whose_log_cannot_be_written_goes_on_and_counts_the_lost_lines() {
+    let layout = Layout {
+        voters: 3,
+        gateways: 0,
+    };
+    let mut cluster =
+        LocalCluster::temporary(common::node_binary(), layout, |_| {}).expect("lay out");
+    cluster.nodes.get_mut(&1).expect("voter 1").log_path = "/dev/full".into();
+    cluster.start_all().await.expect("start the voters");
+    cluster.init().await.expect("initialize");
+    let leader = cluster
+        .wait_for_leader(common::ELECTION_WAIT)
+        .await
+        .expect("a leader is elected");
+
+    // Voter 1 leads or follows through an election, the writes, and a restart of another voter,
+    // each of which it logs.
+    let client = cluster.voter_client();
+    client
+        .write(vec![common::create("create-pen", "pen", 100)])
+        .await
+        .expect("create a product");
+    let other = if leader == 2 { 3 } else { 2 };
+    assert!(cluster.terminate(other).expect("terminate"), "clean exit");
+    for i in 0..20 {
+        let key = format!("buy-{i}");
+        match common::buy(&client, &key, "pen", 1, 100).await {
+            common::Bought::Confirmed(_) => {}
+            bought => panic!("{key}: {bought:?}"),
+        }
+    }
+    cluster.start(other).await.expect("restart");
+    let applied = client
+        .status(&cluster.addr(leader))
+        .await
+        .expect("the leader's status")
+        .applied_index
+        .expect("the leader has applied");
+    cluster
+        .wait_applied(1, applied, common::ELECTION_WAIT)
+        .await
+        .expect("voter 1 applies every write");
+    let status = client
+        .status(&cluster.addr(1))
+        .await
+        .expect("voter 1 answers");
+    assert_eq!(status.fatal, None, "voter 1's Raft core runs");
+
+    let metrics = common::metrics_text(&cluster, 1).await;
+    let lost = metrics
+        .lines()
+        .find(|line| line.starts_with("flashstock_log_lines_lost_total"))
+        .and_then(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+        .expect("the lost-lines counter");
+    assert!(lost > 0, "voter 1's lines were counted as lost: {lost}");
 }
