@@ -110,14 +110,17 @@ impl LogStore {
             return self.write_unsynced(batch, subject).await;
         }
         let (db, group) = (self.db.clone(), self.group.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            let cf = group.raft(&db);
-            let mut options = WriteOptions::default();
-            options.set_sync(true);
-            db.put_cf_opt(cf, key.encode(), bytes, &options)
-        })
-        .await
-        .expect("RocksDB write task does not panic");
+        let result = joined(
+            tokio::task::spawn_blocking(move || {
+                let cf = group.raft(&db);
+                let mut options = WriteOptions::default();
+                options.set_sync(true);
+                db.put_cf_opt(cf, key.encode(), bytes, &options)
+            })
+            .await,
+            subject.clone(),
+            ErrorVerb::Write,
+        )?;
         result.map_err(|e| write_error(subject, &e))
     }
 
@@ -141,11 +144,14 @@ impl LogStore {
             Err(e) => return Err(write_error(subject, &e)),
         }
         let db = self.db.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            db.write_opt(WriteBatch::from_data(&data), &WriteOptions::default())
-        })
-        .await
-        .expect("RocksDB write task does not panic");
+        let result = joined(
+            tokio::task::spawn_blocking(move || {
+                db.write_opt(WriteBatch::from_data(&data), &WriteOptions::default())
+            })
+            .await,
+            subject.clone(),
+            ErrorVerb::Write,
+        )?;
         result.map_err(|e| write_error(subject, &e))
     }
 
@@ -294,13 +300,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let began = std::time::Instant::now();
         if matches!(self.sync, AppendSync::Own) {
             let db = self.db.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let mut options = WriteOptions::default();
-                options.set_sync(true);
-                db.write_opt(batch, &options)
-            })
-            .await
-            .expect("RocksDB write task does not panic");
+            let result = joined(
+                tokio::task::spawn_blocking(move || {
+                    let mut options = WriteOptions::default();
+                    options.set_sync(true);
+                    db.write_opt(batch, &options)
+                })
+                .await,
+                ErrorSubject::Logs,
+                ErrorVerb::Write,
+            )?;
             result.map_err(|e| write_error(ErrorSubject::Logs, &e))?;
         } else {
             self.write_unsynced(batch, ErrorSubject::Logs).await?;
@@ -327,17 +336,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let (db, group) = (self.db.clone(), self.group.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            let cf = group.log(&db);
-            let mut batch = WriteBatch::default();
-            batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
-            batch.delete_cf(cf, log_key(u64::MAX));
-            let mut options = WriteOptions::default();
-            options.set_sync(true);
-            db.write_opt(batch, &options)
-        })
-        .await
-        .expect("RocksDB write task does not panic");
+        let result = joined(
+            tokio::task::spawn_blocking(move || {
+                let cf = group.log(&db);
+                let mut batch = WriteBatch::default();
+                batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
+                batch.delete_cf(cf, log_key(u64::MAX));
+                let mut options = WriteOptions::default();
+                options.set_sync(true);
+                db.write_opt(batch, &options)
+            })
+            .await,
+            ErrorSubject::Logs,
+            ErrorVerb::Write,
+        )?;
         result.map_err(|e| write_error(ErrorSubject::Logs, &e))
     }
 
@@ -345,17 +357,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let subject = ErrorSubject::Logs;
         let purged = encode(&log_id, subject.clone())?;
         let (db, group) = (self.db.clone(), self.group.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            let (cf_log, cf_raft) = (group.log(&db), group.raft(&db));
-            // The purge mark and the deletion go in one batch, so the log state read back after
-            // a crash is always consistent.
-            let mut batch = WriteBatch::default();
-            batch.put_cf(cf_raft, RaftKey::Purged.encode(), purged);
-            batch.delete_range_cf(cf_log, log_key(0), log_key(log_id.index + 1));
-            db.write(batch)
-        })
-        .await
-        .expect("RocksDB write task does not panic");
+        let result = joined(
+            tokio::task::spawn_blocking(move || {
+                let (cf_log, cf_raft) = (group.log(&db), group.raft(&db));
+                // The purge mark and the deletion go in one batch, so the log state read back
+                // after a crash is always consistent.
+                let mut batch = WriteBatch::default();
+                batch.put_cf(cf_raft, RaftKey::Purged.encode(), purged);
+                batch.delete_range_cf(cf_log, log_key(0), log_key(log_id.index + 1));
+                db.write(batch)
+            })
+            .await,
+            subject.clone(),
+            ErrorVerb::Write,
+        )?;
         result.map_err(|e| write_error(subject, &e))
     }
 }
@@ -372,6 +387,25 @@ pub(crate) fn decode<T: DeserializeOwned>(
     subject: ErrorSubject<NodeId>,
 ) -> StorageResult<T> {
     bincode::deserialize(bytes).map_err(|e| io_error(subject, ErrorVerb::Read, &e))
+}
+
+/// The result of a store's blocking task. A task that panicked panics here too; one the runtime
+/// cancelled (a blocking task not yet started when the runtime shuts down, after the Raft core
+/// has stopped) is an error of `subject`, not a panic: a node that stops cleanly logs no panic.
+pub(crate) fn joined<T>(
+    joined: Result<T, tokio::task::JoinError>,
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+) -> StorageResult<T> {
+    match joined {
+        Ok(value) => Ok(value),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(io_error(
+            subject,
+            verb,
+            &format_args!("{e}: the node is stopping"),
+        )),
+    }
 }
 
 pub(crate) fn read_error(subject: ErrorSubject<NodeId>, e: &dyn Display) -> StorageError<NodeId> {

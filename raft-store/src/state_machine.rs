@@ -26,7 +26,7 @@ use std::sync::Arc;
 use flashstock_api::{Hold, HoldId, HoldState, Order, OrderId, Outcome, Product, ProductTerms};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    EntryPayload, ErrorSubject, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
     StoredMembership,
 };
 use rocksdb::{ColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
@@ -42,7 +42,7 @@ use crate::keys::{
     CART_PART_PREFIX, HOLD_EXPIRY_PREFIX, HOLD_FINISHED_PREFIX, KEY_EXPIRY_PREFIX, ORDER_PREFIX,
     PRODUCT_PREFIX,
 };
-use crate::log_store::{decode, read_error, write_error};
+use crate::log_store::{decode, joined, read_error, write_error};
 use crate::records::{OrderRecord, ProductRecord};
 use crate::snapshot::{SnapshotFile, Snapshots};
 use crate::{Entry, Node, NodeId, Observer, StoreStage, TypeConfig};
@@ -312,17 +312,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let incarnations = self.incarnations.clone();
         let memory = self.memory.clone();
         let observer = self.observer.clone();
-        let responses = tokio::task::spawn_blocking(move || {
-            let began = std::time::Instant::now();
-            let applied =
-                Self::apply_blocking(&db, &group, &incarnations, &memory, entries, &changes);
-            if let Some(observe) = observer {
-                observe(StoreStage::Apply, began.elapsed());
-            }
-            applied
-        })
-        .await
-        .expect("apply task does not panic")?;
+        let responses = joined(
+            tokio::task::spawn_blocking(move || {
+                let began = std::time::Instant::now();
+                let applied =
+                    Self::apply_blocking(&db, &group, &incarnations, &memory, entries, &changes);
+                if let Some(observe) = observer {
+                    observe(StoreStage::Apply, began.elapsed());
+                }
+                applied
+            })
+            .await,
+            ErrorSubject::StateMachine,
+            ErrorVerb::Write,
+        )??;
         self.reader.applied.send_replace(last);
         Ok(responses)
     }
@@ -346,9 +349,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let snapshots = self.snapshots.clone();
         let meta = meta.clone();
         let (file, path) = snapshot.into_std().await;
-        tokio::task::spawn_blocking(move || snapshots.install(&meta, file, &path))
-            .await
-            .expect("snapshot install task does not panic")?;
+        joined(
+            tokio::task::spawn_blocking(move || snapshots.install(&meta, file, &path)).await,
+            ErrorSubject::StateMachine,
+            ErrorVerb::Write,
+        )??;
         self.incarnations = Arc::new(self.reader.incarnations()?);
         self.memory = Arc::default();
         self.reader.applied.send_replace(index);
@@ -368,9 +373,11 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let snapshots = self.snapshots.clone();
-        tokio::task::spawn_blocking(move || snapshots.build())
-            .await
-            .expect("snapshot build task does not panic")
+        joined(
+            tokio::task::spawn_blocking(move || snapshots.build()).await,
+            ErrorSubject::StateMachine,
+            ErrorVerb::Read,
+        )?
     }
 }
 
