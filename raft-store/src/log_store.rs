@@ -109,13 +109,24 @@ impl LogStore {
             batch.put_cf(self.group.raft(&self.db), key.encode(), bytes);
             return self.write_unsynced(batch, subject).await;
         }
-        let (db, group) = (self.db.clone(), self.group.clone());
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.group.raft(&self.db), key.encode(), bytes);
+        self.write_blocking(batch, true, subject).await
+    }
+
+    /// Write `batch` on a blocking thread, with an fsync when `sync` is set.
+    async fn write_blocking(
+        &self,
+        batch: WriteBatch,
+        sync: bool,
+        subject: ErrorSubject<NodeId>,
+    ) -> StorageResult<()> {
+        let db = self.db.clone();
         let result = joined(
             tokio::task::spawn_blocking(move || {
-                let cf = group.raft(&db);
                 let mut options = WriteOptions::default();
-                options.set_sync(true);
-                db.put_cf_opt(cf, key.encode(), bytes, &options)
+                options.set_sync(sync);
+                db.write_opt(batch, &options)
             })
             .await,
             subject.clone(),
@@ -143,16 +154,8 @@ impl LogStore {
             Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => {}
             Err(e) => return Err(write_error(subject, &e)),
         }
-        let db = self.db.clone();
-        let result = joined(
-            tokio::task::spawn_blocking(move || {
-                db.write_opt(WriteBatch::from_data(&data), &WriteOptions::default())
-            })
-            .await,
-            subject.clone(),
-            ErrorVerb::Write,
-        )?;
-        result.map_err(|e| write_error(subject, &e))
+        self.write_blocking(WriteBatch::from_data(&data), false, subject)
+            .await
     }
 
     /// The write that appends `entries` to the log.
@@ -299,18 +302,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let observer = self.observer.clone();
         let began = std::time::Instant::now();
         if matches!(self.sync, AppendSync::Own) {
-            let db = self.db.clone();
-            let result = joined(
-                tokio::task::spawn_blocking(move || {
-                    let mut options = WriteOptions::default();
-                    options.set_sync(true);
-                    db.write_opt(batch, &options)
-                })
-                .await,
-                ErrorSubject::Logs,
-                ErrorVerb::Write,
-            )?;
-            result.map_err(|e| write_error(ErrorSubject::Logs, &e))?;
+            self.write_blocking(batch, true, ErrorSubject::Logs).await?;
         } else {
             self.write_unsynced(batch, ErrorSubject::Logs).await?;
         }
@@ -335,43 +327,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let (db, group) = (self.db.clone(), self.group.clone());
-        let result = joined(
-            tokio::task::spawn_blocking(move || {
-                let cf = group.log(&db);
-                let mut batch = WriteBatch::default();
-                batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
-                batch.delete_cf(cf, log_key(u64::MAX));
-                let mut options = WriteOptions::default();
-                options.set_sync(true);
-                db.write_opt(batch, &options)
-            })
-            .await,
-            ErrorSubject::Logs,
-            ErrorVerb::Write,
-        )?;
-        result.map_err(|e| write_error(ErrorSubject::Logs, &e))
+        let cf = self.group.log(&self.db);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
+        batch.delete_cf(cf, log_key(u64::MAX));
+        self.write_blocking(batch, true, ErrorSubject::Logs).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let subject = ErrorSubject::Logs;
         let purged = encode(&log_id, subject.clone())?;
-        let (db, group) = (self.db.clone(), self.group.clone());
-        let result = joined(
-            tokio::task::spawn_blocking(move || {
-                let (cf_log, cf_raft) = (group.log(&db), group.raft(&db));
-                // The purge mark and the deletion go in one batch, so the log state read back
-                // after a crash is always consistent.
-                let mut batch = WriteBatch::default();
-                batch.put_cf(cf_raft, RaftKey::Purged.encode(), purged);
-                batch.delete_range_cf(cf_log, log_key(0), log_key(log_id.index + 1));
-                db.write(batch)
-            })
-            .await,
-            subject.clone(),
-            ErrorVerb::Write,
-        )?;
-        result.map_err(|e| write_error(subject, &e))
+        let (cf_log, cf_raft) = (self.group.log(&self.db), self.group.raft(&self.db));
+        // The purge mark and the deletion go in one batch, so the log state read back after a
+        // crash is always consistent.
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf_raft, RaftKey::Purged.encode(), purged);
+        batch.delete_range_cf(cf_log, log_key(0), log_key(log_id.index + 1));
+        self.write_blocking(batch, false, subject).await
     }
 }
 
