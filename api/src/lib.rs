@@ -1439,6 +1439,23 @@ pub struct ElectRequest {
     pub last_log_index: u64,
 }
 
+/// `POST /raft/pre-vote` (voter to voter): would the callee vote in an election of the caller's
+/// now? Asked before a voter stands on its own, so that a voter cut off from a leader that the
+/// others still hear raises no term and, when it comes back, deposes no one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteRequest {
+    pub from: u64,
+}
+
+/// The answer to a [`PreVoteRequest`]: `granted` unless the callee leads the group or has heard
+/// from its leader within the lease (`raft.election_timeout_max_ms`), the two cases in which it
+/// would refuse the vote itself; `leader` is the leader it knows, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteResponse {
+    pub granted: bool,
+    pub leader: Option<u64>,
+}
+
 /// The JSON error body of every HTTP endpoint: a stable machine-readable `code` and a message
 /// for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -121,12 +121,8 @@ async fn supported_by_every_member(state: &NodeState, group: &Group) -> Result<u
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect()
     };
-    let tls = state.tls.client();
-    let scheme = if tls.is_some() { "https" } else { "http" };
     let timeout = Duration::from_millis(state.config.raft.rpc_timeout_ms);
-    let http = flashstock_client::http_builder(timeout, state.config.source_ip(), tls.as_ref())
-        .build()
-        .map_err(|e| format!("no HTTP client: {e}"))?;
+    let (http, scheme) = state.internal_http(timeout)?;
     let mut supported = CLUSTER_VERSION;
     let mut behind = Vec::new();
     for (id, addr) in members {

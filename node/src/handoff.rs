@@ -24,7 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use flashstock_api::{ElectRequest, ErrorBody, ErrorCode, HandedOff, SECRET_HEADER};
+use flashstock_api::{
+    ElectRequest, ErrorBody, ErrorCode, HandedOff, PreVoteRequest, PreVoteResponse, SECRET_HEADER,
+};
+use futures::StreamExt;
 use openraft::raft::VoteRequest;
 use openraft::{LogId, ServerState, Vote};
 use raft_store::NodeId;
@@ -446,12 +449,10 @@ async fn ask_to_stand(
     addr: &str,
     last_log_index: u64,
 ) -> Result<(), (Option<ErrorCode>, String)> {
-    let tls = state.tls.client();
-    let scheme = if tls.is_some() { "https" } else { "http" };
     let timeout = Duration::from_millis(state.config.raft.rpc_timeout_ms);
-    let http = flashstock_client::http_builder(timeout, state.config.source_ip(), tls.as_ref())
-        .build()
-        .map_err(|e| (None, format!("could not be reached (client: {e})")))?;
+    let (http, scheme) = state
+        .internal_http(timeout)
+        .map_err(|e| (None, format!("could not be reached ({e})")))?;
     let request = ElectRequest {
         from: state.id,
         last_log_index,
@@ -548,15 +549,17 @@ const RECLAIM_AFTER_HEARTBEATS: u32 = 2;
 /// On a voter: stand again at once when this node was deposed as leader and no new leader
 /// appears, instead of waiting out an election timeout.
 ///
-/// openraft 0.9.25 has no PreVote: a voter cut off from the others keeps raising its term, and
-/// when it comes back, the first answer it gives the leader carries that term, and the leader
-/// steps down. Nobody can win until some voter's election timer fires: the returning voter
-/// cannot (its log is behind), and the followers still hold their lease on the old leader, so
-/// nothing commits for 0.7 to 1.5 s (one harness run with partitions). The deposed leader is the
-/// best candidate there is (its
-/// log is the longest), and the returning voter grants it a vote at once (its own vote is only a
+/// A voter that stood at a higher term nobody granted deposes the leader with the first answer
+/// it gives it. Since the pre-vote ([`pre_vote`]) a voter of this release stands only once a
+/// majority has lost the leader, but one of an older release, during a rolling upgrade, still
+/// stands on openraft's timer, cut off or not. Nobody could then win until some voter's election
+/// timer fired: the returning voter cannot (its log is behind), and the followers still hold
+/// their lease on the old leader, so nothing commits for 0.7 to 1.5 s (one harness run with
+/// partitions, before the pre-vote). The deposed leader is the best candidate there is (its log
+/// is the longest), and the returning voter grants it a vote at once (its own vote is only a
 /// candidate's, which no lease protects): with its own, a majority of three. So, two heartbeats
-/// after stepping down with no leader known, it stands.
+/// after stepping down with no leader known, it stands, without a pre-vote: the other follower
+/// still holds its lease on this very leader and would refuse one.
 ///
 /// Only when it stepped down for no known successor and not during a hand-off ([`Gate`]): a
 /// leader deposed by a legitimate election hears from the winner within one heartbeat. Safety
@@ -611,40 +614,40 @@ pub async fn reclaim_when_deposed(
     }
 }
 
-/// On a voter: stand for election in `group` on its own, sooner than openraft's timer would, in
-/// two cases, only from a follower:
+/// On a voter: every election of `group` this voter starts on its own. openraft's timer is off
+/// (`enable_elect: false` in [`crate::raft_config`]), so that no voter raises its term without
+/// first learning that a majority of the voters has lost the leader too ([`pre_vote`]); this task
+/// decides when to stand instead, checking every heartbeat interval:
 ///
+/// - **No leader past the lease.** While this voter follows a leader (its vote is committed),
+///   it stands once that leader has been silent for the lease (`raft.election_timeout_max_ms`,
+///   during which no voter grants a vote), a margin, and a random part of up to half
+///   `raft.election_timeout_min_ms` (so that two followers rarely stand at once): a leader's
+///   crash costs 1.25 to 1.65 s, against openraft's 1.8 to 2.4 s (the lease plus the node's
+///   election timeout, and 2.4 s more if it ever lost an election to a longer log).
+/// - **No leader after a vote.** Once it has voted for a candidate, or stood itself, and no
+///   leader came of it (no lease runs then), it stands again after `raft.election_timeout_min_ms`
+///   and the random part: a split election is retried, as openraft's timer would.
+/// - **Nothing heard since it started.** A voter that restarts stands after the random part
+///   only, as openraft does at its first tick: when every voter restarted, one leads at once;
+///   when the others still have a leader, they refuse its pre-vote and it raises nothing.
 /// - **The longer log.** A leader that dies with an entry in flight leaves one follower with
 ///   that entry and one without. If the one without stands first, the other refuses it (its log
-///   is longer) and it cannot win; the one with the entry, the only voter that can win, waits
-///   for its own timer: the lease plus its election timeout, and 2.4 s more if it ever lost an
-///   election to a longer log. A twenty-minute fault run of three groups (seed 4119) saw a group
-///   without a leader for 4.8 s this way after a SIGKILL. So once the vote handler has refused a
-///   shorter log ([`crate::Group::refused_candidates`]) and no leader has been heard from since,
-///   this voter stands when the leader has been silent for the lease
-///   (`raft.election_timeout_max_ms`) and a margin.
-/// - **No leader past the lease.** openraft 0.9.25 starts a follower's election once its
-///   leader has been silent for the lease plus the node's election timeout (0.6 to 1.2 s by
-///   default), and 2.4 s more if the node ever lost an election to a longer log, a mark cleared
-///   only when its own timer starts an election (seed 4121: a group waited 4.6 s). Nothing is
-///   gained by the wait past the lease: no voter grants a vote before its lease runs out, and
-///   after it, the first to stand wins unless its log is shorter (the rule above). So past the
-///   lease, the margin and a random part of up to half `raft.election_timeout_min_ms` (so that
-///   two followers rarely stand at once), a follower stands, at the next check: a leader's
-///   crash costs 1.25 to 1.65 s, not 1.8 to 2.4 s.
+///   is longer) and it cannot win; the one with the entry is the only voter that can. So once
+///   the vote handler has refused a shorter log ([`crate::Group::refused_candidates`]) and no
+///   leader has been heard from since, this voter stands past the lease without the random
+///   part, and again whenever it refuses a shorter log after its last stand: a candidate that
+///   learns of a higher vote of its own term from an answer takes it and becomes a follower, so
+///   a voter with the longer log whose request reached a shorter-logged candidate of a higher id
+///   only after that one stood at the same term was left following a candidate that cannot win
+///   (seed 4125: 5.4 s without a leader for a group).
 ///
-/// Either way the voter stands at a term above any candidate it refused since the leader's last
-/// contact (`rise_to`), so that its vote request outranks theirs. It stands once per silence, and
-/// again if it refuses a shorter log after its stand: a candidate that learns of a higher vote of
-/// its own term from an answer takes it and becomes a follower, so a voter with the longer log
-/// whose request reached a shorter-logged candidate of a higher id only after that one stood at
-/// the same term was left following a candidate that cannot win, until the timers of both (seed
-/// 4125: 5.4 s without a leader for a group). The silence is the time since
-/// the replica's last accepted append from a leader, or since this node last became a follower
-/// if it led or stood meanwhile (a leader or candidate receives no leader's appends), checked
-/// every heartbeat interval. A leader that is alive keeps appending, so nothing happens; a node
-/// on its way out does not stand. Safety does not rest on this: an election is safe whenever it
-/// starts.
+/// Before every stand it asks the other voters for a pre-vote; refused, it tries again after
+/// `raft.election_timeout_min_ms` and the random part. It stands at a term above any candidate it
+/// refused since the leader's last contact (`rise_to`), so that its vote request outranks theirs.
+/// The silence is the time since the replica's last accepted append from a leader, or since this
+/// node's vote last changed or it last became a follower, if later. A node on its way out does
+/// not stand. Safety does not rest on this: an election is safe whenever it starts.
 pub async fn stand_when_leader_silent(
     state: std::sync::Arc<NodeState>,
     group: u16,
@@ -652,20 +655,25 @@ pub async fn stand_when_leader_silent(
 ) {
     let group = &state.groups[usize::from(group)];
     let raft = &state.config.raft;
-    let lease = Duration::from_millis(raft.election_timeout_max_ms);
+    let timeout_min = Duration::from_millis(raft.election_timeout_min_ms);
     // The margin: openraft dates the lease from its own handling of the last append.
-    let past_lease = lease + LEASE_MARGIN;
+    let past_lease = Duration::from_millis(raft.election_timeout_max_ms) + LEASE_MARGIN;
     let spread_ms = (raft.election_timeout_min_ms / 2).max(1);
+    let random_part = || Duration::from_millis(getrandom::u64().unwrap_or(0) % spread_ms);
     let mut ticks = tokio::time::interval(Duration::from_millis(raft.heartbeat_interval_ms));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When this voter last refused a candidate with a shorter log.
     let mut refused_shorter: Option<Instant> = None;
-    // The leader's contact after which this node last stood, and when it stood: once per
-    // silence, and again only for a shorter log refused since.
-    let mut stood: Option<(Option<Instant>, Instant)> = None;
-    let mut jitter = Duration::ZERO;
-    let mut follower_since = Instant::now();
+    // When this voter last asked for a pre-vote, and when it may ask again (a refused pre-vote
+    // or a stand that did not win: an election timeout and the random part later).
+    let mut tried: Option<Instant> = None;
+    let mut retry_at: Option<Instant> = None;
+    let mut jitter = random_part();
+    let started = Instant::now();
+    let mut follower_since = started;
     let mut was_follower = true;
+    let mut vote = group.raft.metrics().borrow().vote;
+    let mut vote_since = started;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -675,39 +683,55 @@ pub async fn stand_when_leader_silent(
             _ = stopping.wait_for(|stop| *stop) => return,
         }
         let now = Instant::now();
-        let follower = group.raft.metrics().borrow().state == ServerState::Follower;
+        let (follower, vote_now) = {
+            let metrics = group.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.state == ServerState::Follower, metrics.vote)
+        };
         if follower && !was_follower {
             follower_since = now;
         }
         was_follower = follower;
-        // No contact since this node started: openraft stands on its own at its first tick.
-        let Some(silence) = group
+        if vote_now != vote {
+            vote = vote_now;
+            vote_since = now;
+        }
+        let heard = group
             .freshness
             .view(group.reader.applied_index(), now)
-            .silence
-        else {
-            continue;
-        };
-        let silence = silence.min(now.saturating_duration_since(follower_since));
+            .silence;
+        let since_change = now.saturating_duration_since(follower_since.max(vote_since));
+        let silence = heard.map_or(since_change, |heard| heard.min(since_change));
         let contact = now.checked_sub(silence);
         // A leader heard from after the refusal is alive, or was elected meanwhile.
         if refused_shorter.is_some_and(|at| contact.is_some_and(|contact| contact > at)) {
             refused_shorter = None;
         }
-        if silence < past_lease {
-            jitter = Duration::from_millis(getrandom::u64().unwrap_or(0) % spread_ms);
+        let base = if heard.is_none() && since_change >= now.saturating_duration_since(started) {
+            Duration::ZERO
+        } else if vote.is_committed() {
+            past_lease
+        } else {
+            timeout_min
+        };
+        if silence < base {
+            jitter = random_part();
         }
         let due = match refused_shorter {
-            Some(_) => past_lease,
-            None => past_lease + jitter,
+            Some(_) => base,
+            None => base + jitter,
         };
-        let stood_in_this_silence = stood.is_some_and(|(after, _)| after == contact);
-        let refused_since =
-            refused_shorter.is_some_and(|at| stood.is_none_or(|(_, when)| at > when));
-        if silence < due || (stood_in_this_silence && !refused_since) || !may_stand(&state, group) {
+        let refused_since = refused_shorter.is_some_and(|at| tried.is_none_or(|tried| at > tried));
+        let waiting = retry_at.is_some_and(|at| now < at) && !refused_since;
+        if silence < due || waiting || !may_stand(&state, group) {
             continue;
         }
-        stood = Some((contact, now));
+        tried = Some(now);
+        retry_at = Some(now + timeout_min + random_part());
+        if !pre_vote(&state, group, timeout_min / 2).await {
+            state.metrics.pre_votes_refused.inc();
+            continue;
+        }
         let refused = group.refused_candidates.take_after(contact);
         let (stands, won) = if refused_shorter.take().is_some() {
             tracing::info!(
@@ -727,7 +751,7 @@ pub async fn stand_when_leader_silent(
                 group = group.number,
                 silent_ms = silence.as_millis() as u64,
                 candidate_term = refused.map(|r| r.term),
-                "no leader heard from past the lease: standing"
+                "no leader heard from: standing"
             );
             (
                 &state.metrics.leaderless_stands,
@@ -736,13 +760,126 @@ pub async fn stand_when_leader_silent(
         };
         stands.inc();
         tokio::select! {
-            won_it = stand_on_own(&state, group, refused, lease) => {
+            won_it = stand_on_own(&state, group, refused, timeout_min) => {
                 if won_it {
                     won.inc();
                 }
             }
             _ = stopping.wait_for(|stop| *stop) => return,
         }
+        // The stand changed the vote when it started, not at the next tick: an election that
+        // made no leader is retried an election timeout after it started, and the random part.
+        let vote_now = group.raft.metrics().borrow().vote;
+        if vote_now != vote {
+            vote = vote_now;
+            vote_since = now;
+        }
+        retry_at = Some(Instant::now() + random_part());
+    }
+}
+
+/// Whether a majority of `group`'s voters (of each configuration, during a membership change),
+/// this one included, would vote for it now: asked of the others at once, each answer awaited
+/// for at most `wait`. A voter that does not answer, or answers an error (one of an older
+/// release, which has no pre-vote), counts as refusing.
+///
+/// Without it (openraft 0.9.25 has no PreVote), a voter cut off from the others, or paused, or
+/// restarted while they still had a leader, stood at a higher term that nobody granted; back in
+/// touch, its first answer to the leader carried that term and the leader stepped down, and the
+/// group had no leader until one stood again (a twenty-minute fault run of three groups, seed
+/// 4128: 101 such reclaims, one of them 3.0 s without a confirmed purchase). Only the lease is
+/// asked about, not the log: a candidate with a shorter log is refused by the vote itself, and
+/// that refusal is what makes the voter with the longer log stand at once.
+pub async fn pre_vote(state: &NodeState, group: &Group, wait: Duration) -> bool {
+    let membership = group
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    let configs = membership.get_joint_config().clone();
+    let majority_of_each = |granted: &BTreeSet<NodeId>| {
+        configs
+            .iter()
+            .all(|voters| voters.intersection(granted).count() * 2 > voters.len())
+    };
+    let mut granted = BTreeSet::from([state.id]);
+    if majority_of_each(&granted) {
+        return true;
+    }
+    let (http, scheme) = match state.internal_http(wait) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(id = state.id, error = %e, "could not ask for a pre-vote");
+            return false;
+        }
+    };
+    let request = PreVoteRequest { from: state.id };
+    let mut asking: futures::stream::FuturesUnordered<_> = membership
+        .voter_ids()
+        .filter(|id| *id != state.id)
+        .filter_map(|id| Some((id, membership.get_node(&id)?.addr.clone())))
+        .map(|(id, addr)| {
+            let call = http
+                .post(format!(
+                    "{scheme}://{addr}{}",
+                    crate::network::PRE_VOTE_PATH
+                ))
+                .header(SECRET_HEADER, &**state.credentials.own_secret());
+            let call = flashstock_client::for_group(call, group.number)
+                .timeout(wait)
+                .json(&request)
+                .send();
+            async move {
+                let answer = async {
+                    call.await?
+                        .error_for_status()?
+                        .json::<PreVoteResponse>()
+                        .await
+                }
+                .await;
+                (id, answer)
+            }
+        })
+        .collect();
+    let mut refusals = Vec::new();
+    while let Some((id, answer)) = asking.next().await {
+        match answer {
+            Ok(answer) if answer.granted => {
+                granted.insert(id);
+                if majority_of_each(&granted) {
+                    return true;
+                }
+            }
+            Ok(answer) => refusals.push(format!("{id}: follows {:?}", answer.leader)),
+            Err(e) => refusals.push(format!("{id}: {e}")),
+        }
+    }
+    tracing::info!(
+        id = state.id,
+        group = group.number,
+        refusals = refusals.join("; "),
+        "a majority of the voters still has a leader, or did not answer: not standing"
+    );
+    false
+}
+
+/// This voter's answer to a pre-vote in `group` at `now`: refused while it leads, or while it
+/// follows a leader heard from within the lease, as its vote would be (openraft refuses a vote
+/// while the lease of a committed vote runs).
+pub fn answer_pre_vote(state: &NodeState, group: &Group, now: Instant) -> PreVoteResponse {
+    let lease = Duration::from_millis(state.config.raft.election_timeout_max_ms);
+    let metrics = group.raft.metrics().borrow().clone();
+    let silence = group
+        .freshness
+        .view(group.reader.applied_index(), now)
+        .silence;
+    let leads = metrics.state == ServerState::Leader;
+    let leader_heard = metrics.vote.is_committed() && silence.is_some_and(|s| s < lease);
+    PreVoteResponse {
+        granted: !leads && !leader_heard,
+        leader: metrics.current_leader,
     }
 }
 
@@ -825,8 +962,8 @@ async fn won_at(state: &NodeState, group: &Group, term: u64, wait: Duration) -> 
         .is_ok_and(|m| m.current_term == term && m.current_leader == Some(id))
 }
 
-/// Whether this node may stand in `group` on its own initiative: a follower (not already a
-/// candidate or the leader), a voter of the group, and not on its way out.
+/// Whether this node may stand in `group` on its own initiative: a follower or a candidate (not
+/// the leader), a voter of the group, and not on its way out.
 fn may_stand(state: &NodeState, group: &Group) -> bool {
     let metrics = group.raft.metrics().borrow().clone();
     let voter = metrics
@@ -834,5 +971,9 @@ fn may_stand(state: &NodeState, group: &Group) -> bool {
         .membership()
         .voter_ids()
         .any(|id| id == state.id);
-    metrics.state == ServerState::Follower && voter && !state.stop_requested.load(Ordering::SeqCst)
+    matches!(
+        metrics.state,
+        ServerState::Follower | ServerState::Candidate
+    ) && voter
+        && !state.stop_requested.load(Ordering::SeqCst)
 }

@@ -22,8 +22,8 @@ use flashstock_api::{
     AddLearnerRequest, ArchiveReport, ArchiveReportQuery, ArchiveStatus, ChangeMembershipRequest,
     ElectRequest, ErrorCode, HandOffRequest, HandedOff, Hold, HoldId, InitRequest,
     MembershipChanged, NodeAddr, NodeRole, NodeStatus, OrderId, OrderWithTerms, Page,
-    PeerReplication, ProductWithTerms, RaftState, ReadIndexResponse, RemoveLearnerRequest,
-    WriteRequest,
+    PeerReplication, PreVoteRequest, PreVoteResponse, ProductWithTerms, RaftState,
+    ReadIndexResponse, RemoveLearnerRequest, WriteRequest,
 };
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::api_error::{error, ApiError};
 use crate::auth::{self, Caller};
 use crate::membership::{self, Concurrent, Refusal};
-use crate::network::{APPEND_PATH, ELECT_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use crate::network::{APPEND_PATH, ELECT_PATH, PRE_VOTE_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::NodeState;
 use flashstock_client::wire::Route;
 
@@ -103,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route(VOTE_PATH, post(vote))
         .route(SNAPSHOT_PATH, post(install_snapshot))
         .route(ELECT_PATH, post(elect))
+        .route(PRE_VOTE_PATH, post(pre_vote))
         .route_layer(permit(VOTERS))
         .layer(DefaultBodyLimit::max(raft_body_bytes_max(body_bytes_max)));
     let every_role = Router::new()
@@ -1095,6 +1096,25 @@ async fn elect(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     crate::handoff::stand(&state, &state.groups[usize::from(group)], request).await?;
     Ok(Json(serde_json::json!({ "standing": true })))
+}
+
+/// Answers a voter that asks, before it stands on its own, whether this one would vote for it
+/// ([`crate::handoff::pre_vote`]). Changes nothing here.
+async fn pre_vote(
+    State(state): State<AppState>,
+    CallGroup(group): CallGroup,
+    Json(request): Json<PreVoteRequest>,
+) -> Json<PreVoteResponse> {
+    let group = &state.groups[usize::from(group)];
+    let answer = crate::handoff::answer_pre_vote(&state, group, std::time::Instant::now());
+    tracing::debug!(
+        id = state.id,
+        group = group.number,
+        from = request.from,
+        granted = answer.granted,
+        "pre-vote"
+    );
+    Json(answer)
 }
 
 async fn snapshot(State(state): State<AppState>, CallGroup(group): CallGroup) -> Response {

@@ -128,6 +128,21 @@ pub struct NodeState {
 }
 
 impl NodeState {
+    /// A client for this node's own HTTP calls to another node's internal listener (hand-offs,
+    /// pre-votes, version checks), each bounded by `timeout`, from this node's address and with
+    /// its client certificate under TLS; and the URL scheme to use.
+    pub fn internal_http(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<(reqwest::Client, &'static str), String> {
+        let tls = self.tls.client();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let http = flashstock_client::http_builder(timeout, self.config.source_ip(), tls.as_ref())
+            .build()
+            .map_err(|e| format!("no HTTP client: {e}"))?;
+        Ok((http, scheme))
+    }
+
     /// Group `number`, if this node runs it.
     pub fn group(&self, number: u16) -> Option<&Group> {
         self.groups.get(usize::from(number))
@@ -219,6 +234,9 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, StartError> {
         install_snapshot_timeout: raft.snapshot_chunk_timeout_ms,
         // Each node asks for its snapshots itself, when due: `snapshot_pacing`.
         snapshot_policy: openraft::SnapshotPolicy::Never,
+        // Every election a voter starts on its own is started by `handoff::stand_when_leader_silent`,
+        // after a pre-vote: openraft's timer would stand without one.
+        enable_elect: false,
         max_in_snapshot_log_to_keep: raft.logs_to_keep_after_snapshot,
         // Keeps one append RPC's body well under the internal body limit.
         max_payload_entries: internal::APPEND_ENTRIES_MAX as u64,

@@ -112,6 +112,9 @@ pub struct Metrics {
     pub leaderless_stands: IntCounter,
     /// Those of [`Self::leaderless_stands`] that this voter won at the term it stood at.
     pub leaderless_stands_won: IntCounter,
+    /// Stands this voter did not start because a majority of the voters still heard from a
+    /// leader, or did not answer ([`crate::handoff::pre_vote`]).
+    pub pre_votes_refused: IntCounter,
     /// Groups this voter handed to their preferred voter ([`crate::leader_spread`]).
     pub leader_spread_moves: IntCounter,
     log_lines_lost: IntCounter,
@@ -234,6 +237,11 @@ impl Metrics {
             "Elections started for want of a leader that this voter won at the term it stood at",
         )
         .expect("valid metric");
+        let pre_votes_refused = IntCounter::new(
+            "raft_pre_votes_refused_total",
+            "Stands not started because a majority of the voters still heard from a leader",
+        )
+        .expect("valid metric");
         let leader_spread_moves = IntCounter::new(
             "raft_leader_spread_moves_total",
             "Raft groups this voter handed to their preferred voter, to spread leaders",
@@ -331,6 +339,7 @@ impl Metrics {
             Box::new(longer_log_stands_won.clone()),
             Box::new(leaderless_stands.clone()),
             Box::new(leaderless_stands_won.clone()),
+            Box::new(pre_votes_refused.clone()),
             Box::new(leader_spread_moves.clone()),
             Box::new(log_lines_lost.clone()),
             Box::new(archive_batch_seconds.clone()),
@@ -366,6 +375,7 @@ impl Metrics {
             longer_log_stands_won,
             leaderless_stands,
             leaderless_stands_won,
+            pre_votes_refused,
             leader_spread_moves,
             log_lines_lost,
             archive_batch_seconds,

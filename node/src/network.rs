@@ -42,6 +42,9 @@ pub const VOTE_PATH: &str = Route::Vote.path();
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 /// Where a leader handing off asks its successor to stand ([`crate::handoff`]).
 pub const ELECT_PATH: &str = "/raft/elect";
+/// Where a voter asks the others, before it stands on its own, whether they would vote
+/// ([`crate::handoff`]).
+pub const PRE_VOTE_PATH: &str = "/raft/pre-vote";
 
 /// Creates one [`PeerClient`] per replication target of one Raft group; the groups' networks
 /// share one connection pool per transport, so a peer gets one connection for all of them.

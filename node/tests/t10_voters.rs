@@ -510,6 +510,71 @@ async fn a_follower_stands_once_the_dead_leaders_lease_runs_out() {
     }
 }
 
+/// A follower restarted while the leader is alive, its log behind the leader's, has heard no
+/// leader since it started, so it stands after the random part alone, as openraft does at a
+/// node's first tick (voters restarted together then elect at once). That is safe only because
+/// it asks the others first (a pre-vote): they still hear the leader, so it stands for nothing,
+/// and no voter's term moves; a stand at a term nobody granted would depose the leader with the
+/// follower's first answer to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_restarted_behind_a_live_leader_deposes_no_one() {
+    let (mut cluster, client, leader) = pen_shop().await;
+    let follower = cluster
+        .voter_ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let term = client.status(&cluster.addr(leader)).await.unwrap().term;
+    cluster.kill(follower).expect("kill a follower");
+    for i in 0..3 {
+        match buy(&client, &format!("while-down-{i}"), "pen", 1, 10).await {
+            Bought::Confirmed(_) => {}
+            other => panic!("a purchase with one follower down: {other:?}"),
+        }
+    }
+    let restarted = std::time::Instant::now();
+    cluster.start(follower).await.expect("restart the follower");
+    // A stand at the first tick, the leader's step-down and the next election all come within
+    // the first second or so after the restart; watch every voter for three.
+    let mut checks = 0;
+    while restarted.elapsed() < Duration::from_secs(3) {
+        for id in cluster.voter_ids() {
+            let Ok(status) = client.status(&cluster.addr(id)).await else {
+                continue;
+            };
+            assert_eq!(
+                status.term,
+                term,
+                "node {id} moved to term {} {:?} after node {follower} restarted: the restarted \
+                 follower stood without a pre-vote; its log:\n{}",
+                status.term,
+                restarted.elapsed(),
+                cluster.log_tail(follower)
+            );
+            if id == leader {
+                assert_eq!(
+                    status.state,
+                    flashstock_api::RaftState::Leader,
+                    "{status:?}"
+                );
+            }
+        }
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(checks > 10, "the voters answered {checks} rounds of status");
+    let refused = metrics_text(&cluster, follower)
+        .await
+        .lines()
+        .find(|line| line.starts_with("flashstock_raft_pre_votes_refused_total"))
+        .map(str::to_owned);
+    eprintln!("node {follower} after its restart: {refused:?}");
+    match buy(&client, "after-restart", "pen", 1, 100).await {
+        Bought::Confirmed(_) => {}
+        other => panic!("a purchase after the restart: {other:?}"),
+    }
+}
+
 /// The counter `name` on node `id`, read until it reaches `at_least` or for at most 2 s: the
 /// stand counters move once an election's outcome is known, a moment after a test sees it.
 async fn counter(
