@@ -34,6 +34,9 @@ pub enum Error {
     Config(#[from] cluster_config::ConfigError),
     #[error("{0}")]
     Timeout(String),
+    /// A leader that had to stay did not ([`LocalCluster::expect_leader_stays`]).
+    #[error("{0}")]
+    LeaderChanged(String),
     #[error("client error: {0}")]
     Client(#[from] flashstock_client::Error),
     #[error("TLS: {0}")]
@@ -773,6 +776,42 @@ impl LocalCluster {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// Ask every voter for its status every 20 ms for `span`, and fail at the first
+    /// answer of a voter at another term than `term`, or of `leader` no longer leading: a leader
+    /// that must stay, as when a voter comes back from a partition or a restart. A voter that
+    /// does not answer is skipped. Returns how many rounds the voters answered.
+    pub async fn expect_leader_stays(
+        &self,
+        leader: u64,
+        term: u64,
+        span: Duration,
+    ) -> Result<usize, Error> {
+        let client = self.voter_client();
+        let began = Instant::now();
+        let mut rounds = 0;
+        while began.elapsed() < span {
+            for id in self.voter_ids() {
+                let Ok(status) = client.status(&self.addr(id)).await else {
+                    continue;
+                };
+                let lost = id == leader && status.state != flashstock_api::RaftState::Leader;
+                if status.term != term || lost {
+                    return Err(Error::LeaderChanged(format!(
+                        "{:?} in, node {id} is {:?} at term {} (leader {:?}): node {leader} no \
+                         longer leads at term {term}",
+                        began.elapsed(),
+                        status.state,
+                        status.term,
+                        status.leader
+                    )));
+                }
+            }
+            rounds += 1;
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        Ok(rounds)
     }
 
     /// Start every node, initialize the voters, add the gateways as learners: a whole running

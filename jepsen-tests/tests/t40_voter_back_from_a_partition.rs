@@ -12,9 +12,8 @@
 //! `build.rs`) the test is reported ignored with the reason.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use flashstock_api::RaftState;
 use flashstock_deploy::local::{Layout, LocalCluster};
 use jepsen_tests::partition::Partitioner;
 
@@ -61,31 +60,15 @@ async fn a_voter_back_from_a_partition_deposes_no_leader() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     partitioner.heal().expect("heal");
 
-    let healed = Instant::now();
-    let mut rounds = 0;
-    while healed.elapsed() < Duration::from_secs(3) {
-        for id in cluster.voter_ids() {
-            let Ok(status) = client.status(&cluster.addr(id)).await else {
-                continue;
-            };
-            assert_eq!(
-                status.term,
-                term,
-                "node {id} is at term {} {:?} after the heal: node {follower} stood while cut off \
-                 and deposed leader {leader}; its log:\n{}",
-                status.term,
-                healed.elapsed(),
+    let rounds = cluster
+        .expect_leader_stays(leader, term, Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}, after the heal: node {follower} stood while cut off; its log:\n{}",
                 cluster.log_tail(follower)
-            );
-            if id == leader {
-                assert_eq!(status.state, RaftState::Leader, "{status:?}");
-            } else {
-                assert_eq!(status.leader, Some(leader), "{status:?}");
-            }
-        }
-        rounds += 1;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            )
+        });
     assert!(rounds > 10, "the voters answered {rounds} rounds of status");
 
     // Cut off past the lease, it asked, and was refused, at least once.

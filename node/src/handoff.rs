@@ -732,6 +732,13 @@ pub async fn stand_when_leader_silent(
             state.metrics.pre_votes_refused.inc();
             continue;
         }
+        // Another voter may have stood meanwhile and had this one's vote (seed 4129: twice, a
+        // voter granted a candidate's vote during its own pre-vote, then stood one term above
+        // and deposed that candidate the moment it had won, 200 ms until its reclaim): it is
+        // the candidate's election now.
+        if group.raft.metrics().borrow().vote != vote {
+            continue;
+        }
         let refused = group.refused_candidates.take_after(contact);
         let (stands, won) = if refused_shorter.take().is_some() {
             tracing::info!(
