@@ -1449,11 +1449,15 @@ pub struct PreVoteRequest {
 
 /// The answer to a [`PreVoteRequest`]: `granted` unless the callee leads the group or has heard
 /// from its leader within the lease (`raft.election_timeout_max_ms`), the two cases in which it
-/// would refuse the vote itself; `leader` is the leader it knows, if any.
+/// would refuse the vote itself; `leader` is the leader it knows, if any, and `lease_left_ms`,
+/// when it refused for the lease, how long until that lease runs out (the caller asks again
+/// then, not an election timeout later).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreVoteResponse {
     pub granted: bool,
     pub leader: Option<u64>,
+    #[serde(default)]
+    pub lease_left_ms: Option<u64>,
 }
 
 /// The JSON error body of every HTTP endpoint: a stable machine-readable `code` and a message

@@ -19,7 +19,7 @@
 //! Safety does not rest on any of this: the successor wins only through Raft's own vote rules. If
 //! a step times out, proposals go on and leadership stays, or moves through an ordinary election.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -660,7 +660,8 @@ pub async fn stand_when_leader_silent(
     let past_lease = Duration::from_millis(raft.election_timeout_max_ms) + LEASE_MARGIN;
     let spread_ms = (raft.election_timeout_min_ms / 2).max(1);
     let random_part = || Duration::from_millis(getrandom::u64().unwrap_or(0) % spread_ms);
-    let mut ticks = tokio::time::interval(Duration::from_millis(raft.heartbeat_interval_ms));
+    let heartbeat = Duration::from_millis(raft.heartbeat_interval_ms);
+    let mut ticks = tokio::time::interval(heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When this voter last refused a candidate with a shorter log.
     let mut refused_shorter: Option<Instant> = None;
@@ -728,8 +729,14 @@ pub async fn stand_when_leader_silent(
         }
         tried = Some(now);
         retry_at = Some(now + timeout_min + random_part());
-        if !pre_vote(&state, group, timeout_min / 2).await {
+        if let Err(leases_end) = pre_vote(&state, group, timeout_min / 2).await {
             state.metrics.pre_votes_refused.inc();
+            // Refused for leases that run out soon (a leader that died a heartbeat before this
+            // voter last heard from it): ask again then, not an election timeout later.
+            if let Some(leases_end) = leases_end {
+                let soon = (leases_end + LEASE_MARGIN).max(heartbeat);
+                retry_at = retry_at.map(|at| at.min(Instant::now() + soon));
+            }
             continue;
         }
         // Another voter may have stood meanwhile and had this one's vote (seed 4129: twice, a
@@ -788,7 +795,9 @@ pub async fn stand_when_leader_silent(
 /// Whether a majority of `group`'s voters (of each configuration, during a membership change),
 /// this one included, would vote for it now: asked of the others at once, each answer awaited
 /// for at most `wait`. A voter that does not answer, or answers an error (one of an older
-/// release, which has no pre-vote), counts as refusing.
+/// release, which has no pre-vote), counts as refusing. Refused, it says how soon a majority
+/// would grant if the refusals were for leases that run out (each voter says when its own does),
+/// or `None` if not even then.
 ///
 /// Without it (openraft 0.9.25 has no PreVote), a voter cut off from the others, or paused, or
 /// restarted while they still had a leader, stood at a higher term that nobody granted; back in
@@ -797,7 +806,11 @@ pub async fn stand_when_leader_silent(
 /// 4128: 101 such reclaims, one of them 3.0 s without a confirmed purchase). Only the lease is
 /// asked about, not the log: a candidate with a shorter log is refused by the vote itself, and
 /// that refusal is what makes the voter with the longer log stand at once.
-pub async fn pre_vote(state: &NodeState, group: &Group, wait: Duration) -> bool {
+pub async fn pre_vote(
+    state: &NodeState,
+    group: &Group,
+    wait: Duration,
+) -> Result<(), Option<Duration>> {
     let membership = group
         .raft
         .metrics()
@@ -813,13 +826,13 @@ pub async fn pre_vote(state: &NodeState, group: &Group, wait: Duration) -> bool 
     };
     let mut granted = BTreeSet::from([state.id]);
     if majority_of_each(&granted) {
-        return true;
+        return Ok(());
     }
     let (http, scheme) = match state.internal_http(wait) {
         Ok(client) => client,
         Err(e) => {
             tracing::warn!(id = state.id, error = %e, "could not ask for a pre-vote");
-            return false;
+            return Err(None);
         }
     };
     let request = PreVoteRequest { from: state.id };
@@ -851,15 +864,25 @@ pub async fn pre_vote(state: &NodeState, group: &Group, wait: Duration) -> bool 
         })
         .collect();
     let mut refusals = Vec::new();
+    // When each voter that refused for its lease would grant: their leases run out then.
+    let mut lease_ends = BTreeMap::new();
     while let Some((id, answer)) = asking.next().await {
         match answer {
             Ok(answer) if answer.granted => {
                 granted.insert(id);
                 if majority_of_each(&granted) {
-                    return true;
+                    return Ok(());
                 }
             }
-            Ok(answer) => refusals.push(format!("{id}: follows {:?}", answer.leader)),
+            Ok(answer) => {
+                refusals.push(format!(
+                    "{id}: follows {:?}, lease left {:?} ms",
+                    answer.leader, answer.lease_left_ms
+                ));
+                if let Some(left) = answer.lease_left_ms {
+                    lease_ends.insert(id, Duration::from_millis(left));
+                }
+            }
             Err(e) => refusals.push(format!("{id}: {e}")),
         }
     }
@@ -869,7 +892,31 @@ pub async fn pre_vote(state: &NodeState, group: &Group, wait: Duration) -> bool 
         refusals = refusals.join("; "),
         "a majority of the voters still has a leader, or did not answer: not standing"
     );
-    false
+    Err(majority_after_leases(&configs, &granted, &lease_ends))
+}
+
+/// How soon a majority of each configuration in `configs` would grant a pre-vote: `granted`
+/// have, and each voter of `lease_ends` will once its lease runs out, after its duration. `None`
+/// if some configuration lacks a majority even then (voters that did not answer).
+fn majority_after_leases(
+    configs: &[BTreeSet<NodeId>],
+    granted: &BTreeSet<NodeId>,
+    lease_ends: &BTreeMap<NodeId, Duration>,
+) -> Option<Duration> {
+    let mut wait_for = Duration::ZERO;
+    for voters in configs {
+        let have = voters.intersection(granted).count();
+        let need = (voters.len() / 2 + 1).saturating_sub(have);
+        let mut ends: Vec<Duration> = voters
+            .iter()
+            .filter_map(|id| lease_ends.get(id).copied())
+            .collect();
+        ends.sort_unstable();
+        if let Some(at) = need.checked_sub(1) {
+            wait_for = wait_for.max(*ends.get(at)?);
+        }
+    }
+    Some(wait_for)
 }
 
 /// This voter's answer to a pre-vote in `group` at `now`: refused while it leads, or while it
@@ -883,10 +930,14 @@ pub fn answer_pre_vote(state: &NodeState, group: &Group, now: Instant) -> PreVot
         .view(group.reader.applied_index(), now)
         .silence;
     let leads = metrics.state == ServerState::Leader;
-    let leader_heard = metrics.vote.is_committed() && silence.is_some_and(|s| s < lease);
+    let lease_left = silence
+        .filter(|_| metrics.vote.is_committed() && !leads)
+        .and_then(|silence| lease.checked_sub(silence))
+        .filter(|left| !left.is_zero());
     PreVoteResponse {
-        granted: !leads && !leader_heard,
+        granted: !leads && lease_left.is_none(),
         leader: metrics.current_leader,
+        lease_left_ms: lease_left.map(|left| left.as_millis() as u64 + 1),
     }
 }
 
@@ -983,4 +1034,66 @@ fn may_stand(state: &NodeState, group: &Group) -> bool {
         ServerState::Follower | ServerState::Candidate
     ) && voter
         && !state.stop_requested.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_refusal_for_a_lease_about_to_run_out_is_asked_again_then() {
+        // Three voters: this one (1) and one more grant make a majority.
+        let configs = [ids(&[1, 2, 3])];
+        let leases = BTreeMap::from([(2, ms(40)), (3, ms(900))]);
+        assert_eq!(
+            majority_after_leases(&configs, &ids(&[1]), &leases),
+            Some(ms(40))
+        );
+        // Voter 3 does not answer: voter 2's lease alone decides.
+        let leases = BTreeMap::from([(2, ms(40))]);
+        assert_eq!(
+            majority_after_leases(&configs, &ids(&[1]), &leases),
+            Some(ms(40))
+        );
+        // Neither says when it would grant (the leader itself, or no answer): not soon.
+        assert_eq!(
+            majority_after_leases(&configs, &ids(&[1]), &BTreeMap::new()),
+            None
+        );
+    }
+
+    #[test]
+    fn five_voters_wait_for_the_second_lease_to_run_out() {
+        let configs = [ids(&[1, 2, 3, 4, 5])];
+        let leases = BTreeMap::from([(2, ms(300)), (3, ms(10)), (4, ms(700))]);
+        assert_eq!(
+            majority_after_leases(&configs, &ids(&[1]), &leases),
+            Some(ms(300))
+        );
+        assert_eq!(
+            majority_after_leases(&configs, &ids(&[1, 5]), &leases),
+            Some(ms(10))
+        );
+    }
+
+    #[test]
+    fn a_joint_configuration_needs_a_majority_of_each() {
+        // Old voters {1, 2, 3}, new {1, 4, 5}: 4 says nothing, so the new one has no majority.
+        let configs = [ids(&[1, 2, 3]), ids(&[1, 4, 5])];
+        let leases = BTreeMap::from([(2, ms(50)), (5, ms(500))]);
+        assert_eq!(
+            majority_after_leases(&configs, &ids(&[1]), &leases),
+            Some(ms(500))
+        );
+        let leases = BTreeMap::from([(2, ms(50))]);
+        assert_eq!(majority_after_leases(&configs, &ids(&[1]), &leases), None);
+    }
 }
