@@ -643,7 +643,8 @@ pub async fn reclaim_when_deposed(
 ///   (seed 4125: 5.4 s without a leader for a group).
 ///
 /// Before every stand it asks the other voters for a pre-vote; refused, it tries again after
-/// `raft.election_timeout_min_ms` and the random part. It stands at a term above any candidate it
+/// `raft.election_timeout_min_ms` and the random part, or sooner, once the leases it was refused
+/// for have run out for a majority (each refusal says how long its own has left). It stands at a term above any candidate it
 /// refused since the leader's last contact (`rise_to`), so that its vote request outranks theirs.
 /// The silence is the time since the replica's last accepted append from a leader, or since this
 /// node's vote last changed or it last became a follower, if later. A node on its way out does
@@ -697,24 +698,25 @@ pub async fn stand_when_leader_silent(
             vote = vote_now;
             vote_since = now;
         }
-        let heard = group
+        let leader_silence = group
             .freshness
             .view(group.reader.applied_index(), now)
             .silence;
         let since_change = now.saturating_duration_since(follower_since.max(vote_since));
-        let silence = heard.map_or(since_change, |heard| heard.min(since_change));
+        let silence = leader_silence.map_or(since_change, |heard| heard.min(since_change));
         let contact = now.checked_sub(silence);
         // A leader heard from after the refusal is alive, or was elected meanwhile.
         if refused_shorter.is_some_and(|at| contact.is_some_and(|contact| contact > at)) {
             refused_shorter = None;
         }
-        let base = if heard.is_none() && since_change >= now.saturating_duration_since(started) {
-            Duration::ZERO
-        } else if vote.is_committed() {
-            past_lease
-        } else {
-            timeout_min
-        };
+        let base =
+            if leader_silence.is_none() && since_change >= now.saturating_duration_since(started) {
+                Duration::ZERO
+            } else if vote.is_committed() {
+                past_lease
+            } else {
+                timeout_min
+            };
         if silence < base {
             jitter = random_part();
         }
